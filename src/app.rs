@@ -1,0 +1,125 @@
+//! Startup: wires config, queue, sources, worker and HTTP together, the same way for
+//! `serve` and for the integration tests (which bind port 0).
+
+use crate::config::{Config, StorageBackend};
+use crate::delivery::Worker;
+use crate::http::{self, AdminState, Servers};
+use crate::ingest::Pipeline;
+use crate::pagerduty;
+use crate::queue::{Queue, SqliteQueue};
+use crate::source::Sources;
+use anyhow::Context as _;
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use tokio::sync::{watch, Notify};
+
+/// How to run.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Log events instead of sending them, and record them as delivered.
+    pub dry_run: bool,
+}
+
+/// A running pagerhook.
+pub struct App {
+    hooks_port: u16,
+    admin_port: u16,
+    servers: Servers,
+    worker: tokio::task::JoinHandle<()>,
+    stop_worker: watch::Sender<bool>,
+    ready: Arc<AtomicBool>,
+    queue: Arc<dyn Queue>,
+}
+
+/// Opens the configured store.
+pub fn open_queue(cfg: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+    match &cfg.storage.backend {
+        StorageBackend::Sqlite { path } => Ok(Arc::new(
+            SqliteQueue::open(path, cfg.storage.durability).with_context(|| format!("opening {}", path.display()))?,
+        )),
+    }
+}
+
+impl App {
+    /// Binds the configured addresses and starts.
+    pub async fn start(cfg: Config, opts: Options) -> anyhow::Result<App> {
+        let hooks = TcpListener::bind(cfg.server.listen).with_context(|| format!("binding {}", cfg.server.listen))?;
+        let admin =
+            TcpListener::bind(cfg.server.admin_listen).with_context(|| format!("binding {}", cfg.server.admin_listen))?;
+        App::start_on(cfg, opts, hooks, admin).await
+    }
+
+    /// Starts on listeners the caller bound (tests bind `127.0.0.1:0`).
+    pub async fn start_on(cfg: Config, opts: Options, hooks: TcpListener, admin: TcpListener) -> anyhow::Result<App> {
+        let (sources, warnings) = Sources::build(&cfg).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        for w in warnings.iter().chain(&cfg.warnings) {
+            tracing::warn!("{w}");
+        }
+        let queue = open_queue(&cfg)?;
+        let wake = Arc::new(Notify::new());
+        let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
+            .map_err(anyhow::Error::msg)?;
+        let (stop_worker, stop_rx) = watch::channel(false);
+        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone());
+        let worker = tokio::spawn(worker.run(stop_rx));
+        let hooks_port = hooks.local_addr()?.port();
+        let admin_port = admin.local_addr()?.port();
+        let ready = Arc::new(AtomicBool::new(true));
+        let pipeline = Pipeline { sources: Arc::new(sources), queue: queue.clone(), wake };
+        let admin_state = AdminState { queue: queue.clone(), admin_token: cfg.server.admin_token.clone(), ready: ready.clone() };
+        let servers = http::start(pipeline, cfg.server.max_body_bytes, hooks, admin_state, admin)?;
+        tracing::info!(
+            listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,
+            sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,
+            "pagerhook ready"
+        );
+        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue })
+    }
+
+    /// The webhook listener's port.
+    pub fn port(&self) -> u16 {
+        self.hooks_port
+    }
+
+    /// The admin listener's port.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_port
+    }
+
+    /// The queue (tests inspect it).
+    pub fn queue(&self) -> &Arc<dyn Queue> {
+        &self.queue
+    }
+
+    /// Graceful stop: refuse new requests, finish in-flight ones, let running delivery
+    /// attempts end; whatever is still queued waits for the next start.
+    pub async fn stop(self) {
+        self.ready.store(false, Ordering::SeqCst);
+        self.servers.hooks.stop(true).await;
+        self.servers.admin.stop(true).await;
+        let _ = self.stop_worker.send(true);
+        let _ = self.worker.await;
+        let _ = self.servers.hooks_task.await;
+        let _ = self.servers.admin_task.await;
+    }
+
+    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    pub async fn run_until_signal(self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate())?;
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        tracing::info!("shutting down: finishing in-flight requests and deliveries");
+        self.stop().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}

@@ -1,0 +1,199 @@
+//! The command line: `serve`, `check`, `render`, `deliveries list`.
+
+use crate::app::{self, App, Options};
+use crate::config::Config;
+use crate::source::{Headers, Sources};
+use crate::telemetry::{self, LogFormat};
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Verify webhooks and deliver them to PagerDuty, in order, without losing one.
+#[derive(Debug, Parser)]
+#[command(name = "pagerhook", version)]
+pub struct Cli {
+    /// Config file.
+    #[arg(long, global = true, env = "PAGERHOOK_CONFIG", default_value = "pagerhook.toml")]
+    pub config: PathBuf,
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "auto")]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// What to do.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the webhook and admin listeners and the delivery worker.
+    Serve {
+        /// Log each event instead of sending it (and record it as delivered).
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Validate the config and compile every mapping; exit 1 on any error.
+    Check,
+    /// Print the events a payload file would produce; sends nothing.
+    Render {
+        /// Source whose mappings to use.
+        #[arg(long)]
+        source: String,
+        /// Request header, e.g. -H 'X-GitHub-Event: pull_request' (repeatable).
+        #[arg(short = 'H', long = "header")]
+        headers: Vec<String>,
+        /// Payload file (the request body).
+        file: PathBuf,
+    },
+    /// Inspect recent deliveries.
+    Deliveries {
+        #[command(subcommand)]
+        command: DeliveriesCommand,
+    },
+}
+
+/// `deliveries` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DeliveriesCommand {
+    /// Recent events and where each stands, newest first.
+    List {
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Entry point for the binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    telemetry::init(cli.log_format);
+    let rt = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(cli: &Cli) -> anyhow::Result<Config> {
+    Ok(Config::load(&cli.config, &Config::process_env)?)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match &cli.command {
+        Command::Serve { dry_run } => {
+            let cfg = load(&cli)?;
+            let app = App::start(cfg, Options { dry_run: *dry_run }).await?;
+            app.run_until_signal().await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check => check(&cli),
+        Command::Render { source, headers, file } => {
+            render(&cli, source, headers, file)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Deliveries { command: DeliveriesCommand::List { limit, json } } => {
+            let cfg = load(&cli)?;
+            let rows = app::open_queue(&cfg)?.recent(*limit).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!("{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}", "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY", "DEDUP_KEY / LAST ERROR");
+                for r in rows {
+                    let tail = match (&r.dedup_key, &r.last_error) {
+                        (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
+                        (k, _) => k.clone().unwrap_or_else(|| "-".into()),
+                    };
+                    println!(
+                        "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}",
+                        r.id, r.state, r.source, r.kind, r.action.as_deref().unwrap_or("-"), r.attempts, tail
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
+    let cfg = match load(cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let (sources, warnings) = match Sources::build(&cfg) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("error: {e}");
+            }
+            eprintln!("{}: {} error(s)", cfg.path.display(), errors.len());
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    for w in cfg.warnings.iter().chain(&warnings) {
+        eprintln!("warning: {w}");
+    }
+    let mut names: Vec<_> = sources.names().collect();
+    names.sort();
+    for n in names {
+        let s = sources.get(n).expect("listed");
+        println!("source '{n}': {} rule(s) compiled", s.mapping().rule_count());
+    }
+    println!("{}: OK", cfg.path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow::Result<()> {
+    let cfg = load(cli)?;
+    let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let Some(src) = sources.get(source) else {
+        bail!("no source named '{source}' in {}", cfg.path.display());
+    };
+    let mut pairs = Vec::new();
+    for h in headers {
+        let Some((k, v)) = h.split_once(':') else { bail!("header {h:?} is not 'Name: value'") };
+        pairs.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    if !pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        pairs.push(("content-type".into(), "application/json".into()));
+    }
+    let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
+    let verified = src.trusted(Headers::from_pairs(pairs), "", body.into())?;
+    let rendered = match verified.disposition() {
+        crate::source::Disposition::Ignore(reason) => {
+            eprintln!("ignored: {reason}");
+            Vec::new()
+        }
+        crate::source::Disposition::Map => src.mapping().apply(&verified)?,
+    };
+    let out: Vec<_> = rendered
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "rule": r.rule,
+                "endpoint": r.event.kind().path(),
+                "routing_key": format!("sha256:{}…", r.event.routing_key().fingerprint()),
+                "event": r.event.body(),
+                "notes": r.event.notes(),
+            })
+        })
+        .collect();
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    if rendered.is_empty() {
+        eprintln!("no rule matched");
+    }
+    Ok(())
+}

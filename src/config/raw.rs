@@ -1,0 +1,104 @@
+//! The config file as written: serde structs that reject unknown keys.
+//!
+//! These are the reference documentation of `pagerhook.toml`; `super::validate` turns them
+//! into a [`super::Config`] that cannot be wrong.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub pagerduty: RawPagerDuty,
+    #[serde(default)]
+    pub delivery: RawDelivery,
+    /// `[[source]]` tables: one per webhook endpoint.
+    #[serde(default, rename = "source")]
+    pub sources: Vec<Spanned<RawSource>>,
+}
+
+/// `[server]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Webhook listener, default `0.0.0.0:8080`.
+    pub listen: Option<String>,
+    /// Admin listener (`/healthz`, `/admin/*`), default `127.0.0.1:8081`.
+    pub admin_listen: Option<String>,
+    /// Largest accepted webhook body, default 1 MiB; larger ones get 413.
+    pub max_body_bytes: Option<usize>,
+    /// Bearer token for `/admin/*` (a secret reference).
+    pub admin_token: Option<String>,
+}
+
+/// `[storage]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    /// SQLite database file, default `data/pagerhook.db` (relative to the config file).
+    pub path: Option<String>,
+    /// `"fsync"` (default: every accepted webhook is on disk before the 2xx) or `"process"`.
+    pub durability: Option<String>,
+    /// How long delivered events and inbound payloads are kept, default `7d`.
+    pub retention: Option<String>,
+}
+
+/// `[pagerduty]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPagerDuty {
+    /// Events API base URL, default `https://events.pagerduty.com`.
+    pub events_url: Option<String>,
+    /// Default routing (integration) key, a secret reference.
+    pub routing_key: Option<String>,
+    /// Named routing keys that mapping rules may choose with `routing_key = "{{...}}"`.
+    #[serde(default)]
+    pub routing_keys: BTreeMap<String, String>,
+    /// Timeout of one request to PagerDuty, default `10s`.
+    pub timeout: Option<String>,
+}
+
+/// `[delivery]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDelivery {
+    /// Events in flight at once (different keys), default 32.
+    pub concurrency: Option<usize>,
+    /// First retry delay, default `1s`.
+    pub initial_backoff: Option<String>,
+    /// Longest retry delay, default `5m`.
+    pub max_backoff: Option<String>,
+    /// An event still undelivered after this long is dead-lettered, default `24h`.
+    pub max_age: Option<String>,
+    /// Events a minute per routing key, default 120, 0 = unlimited.
+    pub per_key_rate: Option<u32>,
+    /// Burst allowed per routing key, default 60.
+    pub per_key_burst: Option<u32>,
+}
+
+/// `[[source]]`: one endpoint, `POST /hooks/{name}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSource {
+    /// URL segment and name in logs: `[a-z0-9_-]+`.
+    pub name: String,
+    /// `github`, `sns` or `generic`.
+    pub kind: String,
+    /// Shared secrets (secret references); several = rotation.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// Mapping files, relative to the config file.
+    #[serde(default)]
+    pub mappings: Vec<String>,
+    /// Routing key for this source's events (secret reference), else `[pagerduty] routing_key`.
+    pub routing_key: Option<String>,
+    /// Most events one request may produce (default 1000); more is refused with 413.
+    pub max_events_per_request: Option<usize>,
+}

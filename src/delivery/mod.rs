@@ -1,0 +1,145 @@
+//! The delivery worker: takes events from the queue, sends them, and records the outcome.
+//!
+//! The queue decides *what* may go (lane heads only); `policy` decides *whether and when* to
+//! try again; this module only runs the loop. It wakes on a new accept, a finished attempt,
+//! or the next due time; it never polls.
+
+pub mod policy;
+
+use crate::config::DeliveryConfig;
+use crate::pagerduty::{Client, Response};
+use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
+use policy::RetryAction;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+/// How long a claimed event stays leased; longer than any single attempt can take.
+const LEASE: Duration = Duration::from_secs(300);
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    Delivered,
+    Retried,
+    DeadLettered,
+}
+
+/// Sends queued events to PagerDuty.
+#[derive(Clone)]
+pub struct Worker {
+    queue: Arc<dyn Queue>,
+    client: Client,
+    cfg: DeliveryConfig,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    /// A worker over `queue`; `wake` is notified by whoever enqueues.
+    pub fn new(queue: Arc<dyn Queue>, client: Client, cfg: DeliveryConfig, wake: Arc<Notify>) -> Worker {
+        Worker { queue, client, cfg, wake }
+    }
+
+    /// Runs until `shutdown` turns true; in-flight attempts are finished before returning.
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let mut inflight = JoinSet::new();
+        loop {
+            if *shutdown.borrow() {
+                break;
+            }
+            let free = self.cfg.concurrency.saturating_sub(inflight.len());
+            let mut claimed = 0;
+            if free > 0 {
+                match self.queue.claim(now_millis(), free, LEASE).await {
+                    Ok(batch) => {
+                        claimed = batch.len();
+                        for c in batch {
+                            let w = self.clone();
+                            inflight.spawn(async move { w.deliver(c).await });
+                        }
+                    }
+                    Err(e) => tracing::error!(error = %e, "cannot claim events"),
+                }
+            }
+            // With every slot busy, only a finished attempt can change what is claimable.
+            let sleep = if free == 0 || claimed == free {
+                None
+            } else {
+                match self.queue.next_due().await {
+                    Ok(Some(due)) => Some(Duration::from_millis((due - now_millis()).clamp(0, 60_000) as u64)),
+                    Ok(None) => Some(Duration::from_secs(60)),
+                    Err(_) => Some(Duration::from_secs(1)),
+                }
+            };
+            tokio::select! {
+                _ = self.wake.notified() => {}
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
+                _ = shutdown.changed() => {}
+            }
+        }
+        // Let running attempts end; whatever is left stays queued for the next start.
+        while inflight.join_next().await.is_some() {}
+    }
+
+    /// Claims and delivers everything deliverable now, one round (for tests and `drain`).
+    pub async fn deliver_due(&self) -> usize {
+        let Ok(batch) = self.queue.claim(now_millis(), self.cfg.concurrency, LEASE).await else { return 0 };
+        let n = batch.len();
+        let mut set = JoinSet::new();
+        for c in batch {
+            let w = self.clone();
+            set.spawn(async move { w.deliver(c).await });
+        }
+        while set.join_next().await.is_some() {}
+        n
+    }
+
+    /// One attempt at one event, recorded.
+    pub async fn deliver(&self, c: Claimed) -> Outcome {
+        let started = std::time::Instant::now();
+        let response = self.client.send(&c.event).await;
+        let now = now_millis();
+        let (status, detail) = match &response {
+            Response::Status { code, message, .. } => (Some(*code), Some(message.clone())),
+            Response::Transport(e) => (None, Some(e.clone())),
+        };
+        let attempt_no = c.attempts + 1;
+        let (finish, outcome) = match policy::classify(&response) {
+            RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
+            RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
+            RetryAction::Retry { reason, after } => {
+                let delay = match after {
+                    Some(a) => policy::retry_after(a, self.cfg.max_backoff),
+                    None => policy::backoff(attempt_no, self.cfg.initial_backoff, self.cfg.max_backoff, rand::random()),
+                };
+                let next: Millis = now + delay.as_millis() as Millis;
+                if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
+                    (Finish::Dead(format!("gave up after {attempt_no} attempts over max_age: {reason}")), Outcome::DeadLettered)
+                } else {
+                    (Finish::RetryAt(next), Outcome::Retried)
+                }
+            }
+        };
+        tracing::info!(
+            event_id = c.id,
+            attempt = attempt_no,
+            kind = c.event.kind().as_str(),
+            action = c.event.action().map(|a| a.as_str()),
+            dedup_key = c.event.dedup_key().map(|k| k.as_str()),
+            status,
+            detail = detail.as_deref(),
+            outcome = ?outcome,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "delivery attempt"
+        );
+        let attempt = Attempt { at: now, status, detail };
+        if let Err(e) = self.queue.finish(c.id, attempt, finish).await {
+            // The lease keeps the event from being sent twice at once; after it expires
+            // (or on restart) the event is tried again: at-least-once.
+            tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome");
+        }
+        outcome
+    }
+}

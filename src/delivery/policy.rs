@@ -1,0 +1,93 @@
+//! Whether and when to try again: pure functions of PagerDuty's answer, the attempt number
+//! and the config. The worker applies them; tests step them without a clock.
+
+use crate::pagerduty::Response;
+use std::time::Duration;
+
+/// What to do after an attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RetryAction {
+    /// PagerDuty took it.
+    Delivered,
+    /// Try again; `after` overrides the backoff (PagerDuty's `Retry-After`).
+    Retry { reason: String, after: Option<Duration> },
+    /// Never going to work as it is: dead-letter it with this reason.
+    Dead(String),
+}
+
+/// Classifies PagerDuty's answer: 2xx done; 400 (and other 4xx but 408/429) dead at once with
+/// PagerDuty's message; 408, 429, 5xx and transport errors retried.
+pub fn classify(r: &Response) -> RetryAction {
+    match r {
+        Response::Status { code, .. } if (200..300).contains(code) => RetryAction::Delivered,
+        Response::Status { code: 429, message, retry_after } => {
+            RetryAction::Retry { reason: format!("429 throttled: {message}"), after: *retry_after }
+        }
+        Response::Status { code, message, .. } if *code == 408 || *code >= 500 => {
+            RetryAction::Retry { reason: format!("{code}: {message}"), after: None }
+        }
+        Response::Status { code, message, .. } => RetryAction::Dead(format!("{code}: {message}")),
+        Response::Transport(e) => RetryAction::Retry { reason: e.clone(), after: None },
+    }
+}
+
+/// Delay before retry number `attempt` (1 = first retry): `initial * 2^(attempt-1)`, capped at
+/// `max`, then jittered into `[d/2, d]` by `jitter` in `[0, 1]` so a burst of failures does not
+/// retry in lockstep.
+pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> Duration {
+    let exp = attempt.saturating_sub(1).min(32);
+    let d = initial.saturating_mul(1u32 << exp.min(31)).min(max);
+    let jitter = jitter.clamp(0.0, 1.0);
+    d.mul_f64(0.5 + 0.5 * jitter)
+}
+
+/// A `Retry-After` is honoured but kept within reason: at least 1 s, at most `max`.
+pub fn retry_after(after: Duration, max: Duration) -> Duration {
+    after.clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn status(code: u16) -> Response {
+        Response::Status { code, message: "m".into(), retry_after: None }
+    }
+
+    #[test]
+    fn classifies_pagerduty_answers() {
+        assert_eq!(classify(&status(202)), RetryAction::Delivered);
+        assert_eq!(classify(&status(400)), RetryAction::Dead("400: m".into()));
+        assert!(matches!(classify(&status(429)), RetryAction::Retry { .. }));
+        assert!(matches!(classify(&status(500)), RetryAction::Retry { .. }));
+        assert!(matches!(classify(&status(503)), RetryAction::Retry { .. }));
+        assert!(matches!(classify(&Response::Transport("refused".into())), RetryAction::Retry { .. }));
+        let r = Response::Status { code: 429, message: "slow".into(), retry_after: Some(Duration::from_secs(2)) };
+        assert_eq!(classify(&r), RetryAction::Retry { reason: "429 throttled: slow".into(), after: Some(Duration::from_secs(2)) });
+    }
+
+    #[test]
+    fn backoff_doubles_to_the_cap() {
+        let (i, m) = (Duration::from_secs(1), Duration::from_secs(60));
+        let seq: Vec<u64> = (1..=8).map(|a| backoff(a, i, m, 1.0).as_secs()).collect();
+        assert_eq!(seq, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+        assert_eq!(backoff(1, i, m, 0.0), Duration::from_millis(500));
+    }
+
+    proptest! {
+        #[test]
+        fn backoff_stays_within_bounds(attempt in 0u32..10_000, j in 0.0f64..=1.0, init_ms in 1u64..10_000, max_s in 1u64..100_000) {
+            let (i, m) = (Duration::from_millis(init_ms), Duration::from_secs(max_s).max(Duration::from_millis(init_ms)));
+            let d = backoff(attempt, i, m, j);
+            prop_assert!(d <= m);
+            prop_assert!(d >= i.min(m) / 2);
+        }
+
+        #[test]
+        fn backoff_never_decreases_without_jitter(attempt in 1u32..1000) {
+            let (i, m) = (Duration::from_millis(100), Duration::from_secs(300));
+            prop_assert!(backoff(attempt + 1, i, m, 1.0) >= backoff(attempt, i, m, 1.0));
+        }
+    }
+}

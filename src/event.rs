@@ -1,0 +1,484 @@
+//! PagerDuty Events API v2 events, built only through constructors that enforce its rules.
+//!
+//! Nothing here does I/O. An [`Event`] that exists is one PagerDuty will accept: severity in
+//! its set, summary and dedup_key within their limits, https images, the whole body within
+//! 512 KB. Where a limit can be met without losing the page (truncating a summary, shrinking
+//! `custom_details`), the constructor does so and leaves a note saying what it changed.
+
+use crate::config::Secret;
+use serde::Serialize;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::fmt;
+
+/// Longest summary PagerDuty keeps, in characters.
+pub const SUMMARY_MAX_CHARS: usize = 1024;
+/// Longest dedup_key PagerDuty accepts, in characters.
+pub const DEDUP_KEY_MAX_CHARS: usize = 255;
+/// Largest event body PagerDuty accepts.
+pub const EVENT_MAX_BYTES: usize = 512 * 1024;
+/// Appended where pagerhook shortened a value.
+pub const TRUNCATION_MARKER: &str = " …[truncated by pagerhook]";
+
+/// Why a rendered event cannot be sent.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EventError {
+    #[error("severity {0:?} is not one of critical, error, warning, info")]
+    Severity(String),
+    #[error("action {0:?} is not one of trigger, acknowledge, resolve")]
+    Action(String),
+    #[error("{0} is empty but PagerDuty requires it")]
+    Required(&'static str),
+    #[error("routing key must be the 32-character integration key PagerDuty issues (got {0} characters)")]
+    RoutingKey(usize),
+    #[error("event is {0} bytes even without custom_details; PagerDuty accepts at most {EVENT_MAX_BYTES}")]
+    TooLarge(usize),
+}
+
+/// A PagerDuty integration (routing) key. Secret: `Debug` prints `***`.
+#[derive(Clone, PartialEq, Eq, Debug)]
+pub struct RoutingKey(Secret);
+
+impl RoutingKey {
+    /// Accepts the 32-character alphanumeric form PagerDuty issues (integration or ruleset key).
+    pub fn parse(s: Secret) -> Result<RoutingKey, EventError> {
+        let v = s.expose();
+        if v.len() != 32 || !v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+            return Err(EventError::RoutingKey(v.chars().count()));
+        }
+        Ok(RoutingKey(s))
+    }
+
+    /// Global and service ruleset keys start with `R`; PagerDuty takes no change events on them.
+    pub fn is_ruleset(&self) -> bool {
+        self.0.expose().starts_with('R')
+    }
+
+    /// The key itself, only for the request body sent to PagerDuty.
+    pub fn expose(&self) -> &str {
+        self.0.expose()
+    }
+
+    /// A short, non-reversible label safe for logs and admin output.
+    pub fn fingerprint(&self) -> String {
+        hex::encode(&Sha256::digest(self.0.expose().as_bytes())[..4])
+    }
+}
+
+/// Alert severity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Critical,
+    Error,
+    Warning,
+    Info,
+}
+
+impl Severity {
+    /// Parses PagerDuty's four values (case-insensitive, surrounding space ignored).
+    pub fn parse(s: &str) -> Result<Severity, EventError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "critical" => Ok(Severity::Critical),
+            "error" => Ok(Severity::Error),
+            "warning" => Ok(Severity::Warning),
+            "info" => Ok(Severity::Info),
+            _ => Err(EventError::Severity(s.to_string())),
+        }
+    }
+}
+
+/// What an alert event does to its incident.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Action {
+    Trigger,
+    Acknowledge,
+    Resolve,
+}
+
+impl Action {
+    /// Parses `trigger`, `acknowledge` or `resolve` (case-insensitive).
+    pub fn parse(s: &str) -> Result<Action, EventError> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "trigger" => Ok(Action::Trigger),
+            "acknowledge" => Ok(Action::Acknowledge),
+            "resolve" => Ok(Action::Resolve),
+            _ => Err(EventError::Action(s.to_string())),
+        }
+    }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Action::Trigger => "trigger",
+            Action::Acknowledge => "acknowledge",
+            Action::Resolve => "resolve",
+        }
+    }
+}
+
+/// Shortens `s` to at most `max` characters, ending with [`TRUNCATION_MARKER`]; never splits a character.
+pub fn truncate_chars(s: &str, max: usize) -> (String, bool) {
+    truncate_with(s, max, TRUNCATION_MARKER)
+}
+
+/// Shortens `s` to at most `max` characters including `marker`; never splits a character.
+pub fn truncate_with(s: &str, max: usize, marker: &str) -> (String, bool) {
+    if s.chars().count() <= max {
+        return (s.to_string(), false);
+    }
+    let keep = max.saturating_sub(marker.chars().count());
+    let mut out: String = s.chars().take(keep).collect();
+    out.push_str(marker);
+    (out, true)
+}
+
+/// A dedup_key within PagerDuty's limit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DedupKey(String);
+
+impl DedupKey {
+    /// Builds a key; one over 255 characters keeps its start and ends with a SHA-256 of the
+    /// whole, so two long keys stay distinct and the same long key always maps the same way.
+    pub fn new(s: &str) -> Result<DedupKey, EventError> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Err(EventError::Required("dedup_key"));
+        }
+        if s.chars().count() <= DEDUP_KEY_MAX_CHARS {
+            return Ok(DedupKey(s.to_string()));
+        }
+        let digest = hex::encode(Sha256::digest(s.as_bytes()));
+        let prefix: String = s.chars().take(DEDUP_KEY_MAX_CHARS - digest.len() - 1).collect();
+        Ok(DedupKey(format!("{prefix}~{digest}")))
+    }
+
+    /// The key.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for DedupKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A link attached to an event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Link {
+    pub href: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+}
+
+/// An image attached to an alert event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Image {
+    pub src: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub href: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alt: Option<String>,
+}
+
+/// Rendered, unchecked fields of an alert event: what a mapping rule produced.
+#[derive(Debug, Clone, Default)]
+pub struct AlertDraft {
+    pub action: String,
+    pub dedup_key: Option<String>,
+    pub severity: Option<String>,
+    pub summary: Option<String>,
+    pub source: Option<String>,
+    pub component: Option<String>,
+    pub group: Option<String>,
+    pub class: Option<String>,
+    pub timestamp: Option<String>,
+    pub client: Option<String>,
+    pub client_url: Option<String>,
+    pub links: Vec<Link>,
+    pub images: Vec<Image>,
+    pub custom_details: Option<Value>,
+}
+
+/// Rendered, unchecked fields of a change event.
+#[derive(Debug, Clone, Default)]
+pub struct ChangeDraft {
+    pub summary: Option<String>,
+    pub source: Option<String>,
+    pub timestamp: Option<String>,
+    pub links: Vec<Link>,
+    pub custom_details: Option<Value>,
+}
+
+/// Which endpoint an event goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EventKind {
+    /// `/v2/enqueue`
+    Alert,
+    /// `/v2/change/enqueue`
+    Change,
+}
+
+impl EventKind {
+    /// Path below `events_url`.
+    pub fn path(self) -> &'static str {
+        match self {
+            EventKind::Alert => "/v2/enqueue",
+            EventKind::Change => "/v2/change/enqueue",
+        }
+    }
+
+    /// Name stored in the queue.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::Alert => "alert",
+            EventKind::Change => "change",
+        }
+    }
+}
+
+/// A valid event, ready to queue. Its body is the exact JSON PagerDuty will receive.
+#[derive(Debug, Clone)]
+pub struct Event {
+    kind: EventKind,
+    routing_key: RoutingKey,
+    action: Option<Action>,
+    dedup_key: Option<DedupKey>,
+    /// The request body without `routing_key`, which is added only when sending.
+    body: Value,
+    notes: Vec<String>,
+}
+
+impl Event {
+    /// Checks an alert draft against the Events API rules.
+    pub fn alert(routing_key: RoutingKey, d: AlertDraft) -> Result<Event, EventError> {
+        let action = Action::parse(&d.action)?;
+        let dedup_key = DedupKey::new(d.dedup_key.as_deref().unwrap_or(""))?;
+        let mut notes = Vec::new();
+        let mut body = json!({ "event_action": action.as_str(), "dedup_key": dedup_key.as_str() });
+        if action == Action::Trigger {
+            let summary = summary(d.summary.as_deref(), &mut notes)?;
+            let source = non_empty(d.source.as_deref()).ok_or(EventError::Required("source"))?;
+            let severity = Severity::parse(d.severity.as_deref().unwrap_or("error"))?;
+            let mut payload = json!({ "summary": summary, "source": source, "severity": severity });
+            let p = payload.as_object_mut().expect("object literal");
+            if let Some(ts) = d.timestamp.as_deref().and_then(|t| timestamp(t, &mut notes)) {
+                p.insert("timestamp".into(), ts.into());
+            }
+            for (k, v) in [("component", &d.component), ("group", &d.group), ("class", &d.class)] {
+                if let Some(v) = non_empty(v.as_deref()) {
+                    p.insert(k.into(), v.into());
+                }
+            }
+            if let Some(cd) = d.custom_details {
+                p.insert("custom_details".into(), cd);
+            }
+            let b = body.as_object_mut().expect("object literal");
+            b.insert("payload".into(), payload);
+            if let Some(c) = non_empty(d.client.as_deref()) {
+                b.insert("client".into(), c.into());
+            }
+            if let Some(c) = non_empty(d.client_url.as_deref()) {
+                b.insert("client_url".into(), c.into());
+            }
+            let links = links(d.links, &mut notes);
+            if !links.is_empty() {
+                b.insert("links".into(), serde_json::to_value(links).expect("links serialize"));
+            }
+            let images: Vec<Image> = d
+                .images
+                .into_iter()
+                .filter(|i| {
+                    let ok = i.src.starts_with("https://");
+                    if !ok {
+                        notes.push(format!("image {:?} dropped: PagerDuty shows only https images", i.src));
+                    }
+                    ok
+                })
+                .collect();
+            if !images.is_empty() {
+                b.insert("images".into(), serde_json::to_value(images).expect("images serialize"));
+            }
+        }
+        let mut e = Event {
+            kind: EventKind::Alert,
+            routing_key,
+            action: Some(action),
+            dedup_key: Some(dedup_key),
+            body,
+            notes,
+        };
+        e.fit_size()?;
+        Ok(e)
+    }
+
+    /// Checks a change draft against the Events API rules.
+    pub fn change(routing_key: RoutingKey, d: ChangeDraft) -> Result<Event, EventError> {
+        let mut notes = Vec::new();
+        let summary = summary(d.summary.as_deref(), &mut notes)?;
+        let mut payload = json!({ "summary": summary });
+        let p = payload.as_object_mut().expect("object literal");
+        if let Some(s) = non_empty(d.source.as_deref()) {
+            p.insert("source".into(), s.into());
+        }
+        if let Some(ts) = d.timestamp.as_deref().and_then(|t| timestamp(t, &mut notes)) {
+            p.insert("timestamp".into(), ts.into());
+        }
+        if let Some(cd) = d.custom_details {
+            p.insert("custom_details".into(), cd);
+        }
+        let mut body = json!({ "payload": payload });
+        let links = links(d.links, &mut notes);
+        if !links.is_empty() {
+            body["links"] = serde_json::to_value(links).expect("links serialize");
+        }
+        let mut e = Event {
+            kind: EventKind::Change,
+            routing_key,
+            action: None,
+            dedup_key: None,
+            body,
+            notes,
+        };
+        e.fit_size()?;
+        Ok(e)
+    }
+
+    /// Rebuilds an event read back from the queue (its rules were checked when it was built).
+    pub fn from_stored(kind: EventKind, routing_key: RoutingKey, body: Value) -> Event {
+        let action = body.get("event_action").and_then(Value::as_str).and_then(|a| Action::parse(a).ok());
+        let dedup_key = body.get("dedup_key").and_then(Value::as_str).map(|k| DedupKey(k.to_string()));
+        Event { kind, routing_key, action, dedup_key, body, notes: Vec::new() }
+    }
+
+    /// Shrinks `custom_details` when the whole event exceeds PagerDuty's size limit.
+    fn fit_size(&mut self) -> Result<(), EventError> {
+        let size = self.wire_len();
+        if size <= EVENT_MAX_BYTES {
+            return Ok(());
+        }
+        let Some(cd) = self.body.get_mut("payload").and_then(|p| p.get_mut("custom_details")) else {
+            return Err(EventError::TooLarge(size));
+        };
+        let text = cd.to_string();
+        // Leave room for the rest of the event and the JSON escaping of the preview.
+        let budget = EVENT_MAX_BYTES.saturating_sub(size - text.len()).saturating_sub(1024) / 2;
+        let (preview, _) = truncate_chars(&text, budget / 4);
+        *cd = json!({
+            "pagerhook_truncated": format!("custom_details was {} bytes; the event exceeded PagerDuty's {} byte limit", text.len(), EVENT_MAX_BYTES),
+            "preview": preview,
+        });
+        self.notes.push(format!("custom_details shrunk from {} bytes to fit the 512 KB limit", text.len()));
+        let size = self.wire_len();
+        if size > EVENT_MAX_BYTES {
+            return Err(EventError::TooLarge(size));
+        }
+        Ok(())
+    }
+
+    fn wire_len(&self) -> usize {
+        // routing_key adds `"routing_key":"<32>",` = 48 bytes.
+        serde_json::to_vec(&self.body).map(|v| v.len()).unwrap_or(usize::MAX) + 48
+    }
+
+    /// Alert or change.
+    pub fn kind(&self) -> EventKind {
+        self.kind
+    }
+
+    /// The action of an alert event.
+    pub fn action(&self) -> Option<Action> {
+        self.action
+    }
+
+    /// The dedup_key of an alert event.
+    pub fn dedup_key(&self) -> Option<&DedupKey> {
+        self.dedup_key.as_ref()
+    }
+
+    /// Where this event goes.
+    pub fn routing_key(&self) -> &RoutingKey {
+        &self.routing_key
+    }
+
+    /// The body without the routing key: safe to store in plain view, print and snapshot.
+    pub fn body(&self) -> &Value {
+        &self.body
+    }
+
+    /// What the constructor changed to make the event valid.
+    pub fn notes(&self) -> &[String] {
+        &self.notes
+    }
+
+    /// The exact request body for PagerDuty, routing key included.
+    pub fn wire_body(&self) -> Value {
+        let mut b = self.body.clone();
+        b.as_object_mut()
+            .expect("event body is an object")
+            .insert("routing_key".into(), self.routing_key.expose().into());
+        b
+    }
+
+    /// Identifies the ordering lane: events sharing it are delivered in acceptance order.
+    /// `None` for change events, which PagerDuty does not deduplicate.
+    pub fn order_key(&self) -> Option<String> {
+        let dk = self.dedup_key.as_ref()?;
+        let mut h = Sha256::new();
+        h.update(self.routing_key.expose().as_bytes());
+        h.update([0]);
+        h.update(dk.as_str().as_bytes());
+        Some(hex::encode(h.finalize()))
+    }
+}
+
+fn non_empty(s: Option<&str>) -> Option<&str> {
+    s.map(str::trim).filter(|s| !s.is_empty())
+}
+
+fn summary(s: Option<&str>, notes: &mut Vec<String>) -> Result<String, EventError> {
+    let s = non_empty(s).ok_or(EventError::Required("summary"))?;
+    let (out, cut) = truncate_chars(s, SUMMARY_MAX_CHARS);
+    if cut {
+        notes.push(format!("summary truncated to {SUMMARY_MAX_CHARS} characters"));
+    }
+    Ok(out)
+}
+
+fn links(links: Vec<Link>, notes: &mut Vec<String>) -> Vec<Link> {
+    links
+        .into_iter()
+        .filter(|l| {
+            let ok = !l.href.trim().is_empty();
+            if !ok {
+                notes.push("link with an empty href dropped".into());
+            }
+            ok
+        })
+        .collect()
+}
+
+/// Normalises a timestamp to RFC 3339, also accepting CloudWatch's `+0000` offsets; an
+/// unreadable one is dropped (PagerDuty then uses the time it received the event).
+fn timestamp(t: &str, notes: &mut Vec<String>) -> Option<String> {
+    use time::format_description::well_known::{Iso8601, Rfc3339};
+    let t = t.trim();
+    if t.is_empty() {
+        return None;
+    }
+    let parsed = time::OffsetDateTime::parse(t, &Rfc3339).or_else(|_| time::OffsetDateTime::parse(t, &Iso8601::DEFAULT));
+    match parsed {
+        Ok(dt) => dt.format(&Rfc3339).ok(),
+        Err(_) => {
+            notes.push(format!("timestamp {t:?} is not ISO 8601 and was left out"));
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,140 @@
+use super::*;
+use proptest::prelude::*;
+
+fn key() -> RoutingKey {
+    RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap()
+}
+
+fn trigger() -> AlertDraft {
+    AlertDraft {
+        action: "trigger".into(),
+        dedup_key: Some("k".into()),
+        summary: Some("disk full".into()),
+        source: Some("db-1".into()),
+        ..AlertDraft::default()
+    }
+}
+
+#[test]
+fn routing_keys_must_have_pagerduty_s_form_and_never_print() {
+    assert!(RoutingKey::parse(Secret::new("short")).is_err());
+    assert!(RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcde!")).is_err());
+    let k = key();
+    assert_eq!(format!("{k:?}"), "RoutingKey(***)");
+    assert!(!k.is_ruleset());
+    assert!(RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap().is_ruleset());
+}
+
+#[test]
+fn a_trigger_needs_summary_and_source() {
+    let mut d = trigger();
+    d.source = Some("  ".into());
+    assert_eq!(Event::alert(key(), d).unwrap_err(), EventError::Required("source"));
+    let mut d = trigger();
+    d.summary = None;
+    assert_eq!(Event::alert(key(), d).unwrap_err(), EventError::Required("summary"));
+}
+
+#[test]
+fn a_resolve_needs_only_its_dedup_key() {
+    let d = AlertDraft { action: "resolve".into(), dedup_key: Some("k".into()), ..AlertDraft::default() };
+    let e = Event::alert(key(), d).unwrap();
+    assert_eq!(e.body(), &serde_json::json!({"event_action": "resolve", "dedup_key": "k"}));
+    let d = AlertDraft { action: "resolve".into(), ..AlertDraft::default() };
+    assert_eq!(Event::alert(key(), d).unwrap_err(), EventError::Required("dedup_key"));
+}
+
+#[test]
+fn severity_and_action_are_checked() {
+    let mut d = trigger();
+    d.severity = Some("sev1".into());
+    assert_eq!(Event::alert(key(), d).unwrap_err(), EventError::Severity("sev1".into()));
+    let mut d = trigger();
+    d.action = "page".into();
+    assert_eq!(Event::alert(key(), d).unwrap_err(), EventError::Action("page".into()));
+    let mut d = trigger();
+    d.severity = Some(" Warning ".into());
+    assert_eq!(Event::alert(key(), d).unwrap().body()["payload"]["severity"], "warning");
+}
+
+#[test]
+fn long_summaries_are_truncated_with_a_marker() {
+    let mut d = trigger();
+    d.summary = Some("é".repeat(2000));
+    let e = Event::alert(key(), d).unwrap();
+    let s = e.body()["payload"]["summary"].as_str().unwrap();
+    assert_eq!(s.chars().count(), SUMMARY_MAX_CHARS);
+    assert!(s.ends_with(TRUNCATION_MARKER));
+    assert_eq!(e.notes().len(), 1);
+}
+
+#[test]
+fn long_dedup_keys_stay_distinct_and_stable() {
+    let a = DedupKey::new(&"a".repeat(300)).unwrap();
+    let b = DedupKey::new(&format!("{}b", "a".repeat(299))).unwrap();
+    assert_eq!(a.as_str().chars().count(), DEDUP_KEY_MAX_CHARS);
+    assert_ne!(a, b);
+    assert_eq!(a, DedupKey::new(&"a".repeat(300)).unwrap());
+}
+
+#[test]
+fn non_https_images_are_dropped() {
+    let mut d = trigger();
+    d.images = vec![
+        Image { src: "http://example.com/a.png".into(), href: None, alt: None },
+        Image { src: "https://example.com/b.png".into(), href: None, alt: Some("b".into()) },
+    ];
+    let e = Event::alert(key(), d).unwrap();
+    assert_eq!(e.body()["images"], serde_json::json!([{"src": "https://example.com/b.png", "alt": "b"}]));
+    assert_eq!(e.notes().len(), 1);
+}
+
+#[test]
+fn oversized_custom_details_are_shrunk_not_refused() {
+    let mut d = trigger();
+    d.custom_details = Some(serde_json::json!({ "log": "x".repeat(600 * 1024) }));
+    let e = Event::alert(key(), d).unwrap();
+    assert!(serde_json::to_vec(&e.wire_body()).unwrap().len() <= EVENT_MAX_BYTES);
+    assert!(e.body()["payload"]["custom_details"]["pagerhook_truncated"].is_string());
+}
+
+#[test]
+fn timestamps_are_normalised_or_dropped() {
+    let mut d = trigger();
+    d.timestamp = Some("2021-03-16T17:03:27.154+0000".into());
+    let e = Event::alert(key(), d).unwrap();
+    assert_eq!(e.body()["payload"]["timestamp"], "2021-03-16T17:03:27.154Z");
+    let mut d = trigger();
+    d.timestamp = Some("yesterday".into());
+    let e = Event::alert(key(), d).unwrap();
+    assert!(e.body()["payload"].get("timestamp").is_none());
+    assert_eq!(e.notes().len(), 1);
+}
+
+#[test]
+fn the_wire_body_alone_carries_the_routing_key() {
+    let e = Event::alert(key(), trigger()).unwrap();
+    assert!(e.body().get("routing_key").is_none());
+    assert_eq!(e.wire_body()["routing_key"], "0123456789abcdef0123456789abcdef");
+    let c = Event::change(key(), ChangeDraft { summary: Some("deployed".into()), ..ChangeDraft::default() }).unwrap();
+    assert_eq!(c.kind().path(), "/v2/change/enqueue");
+    assert!(c.order_key().is_none(), "change events are not ordered");
+    assert!(e.order_key().is_some());
+}
+
+proptest! {
+    #[test]
+    fn truncation_stays_within_limits_on_char_boundaries(s in "\\PC{0,3000}", max in 30usize..2000) {
+        let (out, cut) = truncate_chars(&s, max);
+        prop_assert!(out.chars().count() <= max.max(s.chars().count().min(max)));
+        prop_assert_eq!(cut, s.chars().count() > max);
+        if !cut { prop_assert_eq!(out, s); }
+    }
+
+    #[test]
+    fn any_dedup_key_fits(s in "\\PC{1,600}") {
+        if let Ok(k) = DedupKey::new(&s) {
+            prop_assert!(k.as_str().chars().count() <= DEDUP_KEY_MAX_CHARS);
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! The one place that turns errors into HTTP answers.
+//!
+//! Each refusal gets a fixed JSON shape `{"status":"error","error":"..."}` whose message says
+//! which check failed, never a secret or an expected value.
+
+use crate::ingest::IngestError;
+use crate::source::SourceError;
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+
+impl ResponseError for IngestError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            IngestError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            IngestError::Source(SourceError::Unauthorized { .. }) => StatusCode::UNAUTHORIZED,
+            IngestError::Source(SourceError::BadRequest { .. }) => StatusCode::BAD_REQUEST,
+            IngestError::Source(SourceError::UnsupportedMediaType { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            // The sender must retry: nothing was committed.
+            IngestError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let message = match self {
+            // Storage details are for the log, not the sender.
+            IngestError::Storage(_) => "storage unavailable, retry later".to_string(),
+            other => other.to_string(),
+        };
+        json_error(self.status_code(), &message)
+    }
+}
+
+/// `{"status":"error","error":message}` with `status`.
+pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+    HttpResponse::build(status).json(serde_json::json!({ "status": "error", "error": message }))
+}
+
+/// Fallback for unknown paths and methods.
+pub async fn not_found() -> HttpResponse {
+    json_error(StatusCode::NOT_FOUND, "not found (webhooks go to POST /hooks/<source>)")
+}

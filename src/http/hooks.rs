@@ -1,0 +1,48 @@
+//! `POST /hooks/{source}`.
+
+use crate::ingest::{IngestError, IngestOutcome, Pipeline};
+use crate::source::{Headers, Incoming};
+use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
+use serde_json::json;
+
+/// Takes the raw bytes (never `web::Json`, which would parse before verification).
+pub async fn post_hook(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    pipeline: web::Data<Pipeline>,
+) -> HttpResponse {
+    let source = path.into_inner();
+    let started = std::time::Instant::now();
+    let headers = Headers::from_pairs(
+        req.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())),
+    );
+    let incoming = Incoming { headers, query: req.query_string().to_string(), body };
+    let result = pipeline.ingest(&source, incoming).await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    match result {
+        Ok(outcome) => {
+            let (status, body) = match &outcome {
+                IngestOutcome::Accepted { id, events } => {
+                    (202, json!({ "status": "accepted", "events": events, "id": id }))
+                }
+                IngestOutcome::Duplicate { id } => (200, json!({ "status": "duplicate", "id": id })),
+                IngestOutcome::Ignored { id, reason } => (200, json!({ "status": "ignored", "reason": reason, "id": id })),
+                // Stored for replay: the sender has done its part and must not retry.
+                IngestOutcome::MappingFailed { id, error } => {
+                    (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
+                }
+            };
+            tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
+            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body)
+        }
+        Err(e) => {
+            let status = e.status_code().as_u16();
+            match &e {
+                IngestError::Storage(_) => tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
+                _ => tracing::warn!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
+            }
+            e.error_response()
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! The only code that knows actix-web: routes, extractors, and the one place that chooses
+//! HTTP status codes ([`error`]).
+
+mod admin;
+mod error;
+mod hooks;
+
+use crate::ingest::Pipeline;
+use crate::queue::Queue;
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+
+/// State shared by the admin routes.
+#[derive(Clone)]
+pub struct AdminState {
+    pub queue: Arc<dyn Queue>,
+    pub admin_token: Option<crate::config::Secret>,
+    /// False once shutdown has begun: `/readyz` then answers 503.
+    pub ready: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// The two HTTP servers, bound and running.
+pub struct Servers {
+    pub hooks: ServerHandle,
+    pub admin: ServerHandle,
+    pub hooks_task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub admin_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts the webhook listener and the admin listener on already-bound sockets.
+pub fn start(
+    pipeline: Pipeline,
+    max_body_bytes: usize,
+    hooks: TcpListener,
+    admin: AdminState,
+    admin_listener: TcpListener,
+) -> std::io::Result<Servers> {
+    let pipeline = web::Data::new(pipeline);
+    let hooks_server = HttpServer::new(move || {
+        App::new()
+            .app_data(pipeline.clone())
+            .app_data(web::PayloadConfig::new(max_body_bytes))
+            .route("/hooks/{source}", web::post().to(hooks::post_hook))
+            .default_service(web::to(error::not_found))
+    })
+    .workers(2)
+    .disable_signals()
+    .shutdown_timeout(30)
+    .listen(hooks)?
+    .run();
+    let admin_data = web::Data::new(admin);
+    let admin_server = HttpServer::new(move || {
+        App::new()
+            .app_data(admin_data.clone())
+            .route("/healthz", web::get().to(admin::healthz))
+            .route("/readyz", web::get().to(admin::readyz))
+            .route("/admin/deliveries", web::get().to(admin::deliveries))
+            .default_service(web::to(error::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(5)
+    .listen(admin_listener)?
+    .run();
+    Ok(Servers {
+        hooks: hooks_server.handle(),
+        admin: admin_server.handle(),
+        hooks_task: tokio::spawn(hooks_server),
+        admin_task: tokio::spawn(admin_server),
+    })
+}

@@ -1,0 +1,564 @@
+//! Mapping files: rules that turn a verified webhook into PagerDuty events.
+//!
+//! Every template is compiled when config loads (`serve`, `check` and `render` share
+//! [`Mapping::load`]), so a broken mapping is found before a webhook arrives. Rendering is
+//! pure: no I/O, no clock; a failure is a [`MappingError`] value that names rule and field.
+
+mod helpers;
+mod raw;
+
+use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
+use crate::source::Verified;
+use handlebars::Handlebars;
+use raw::{RawMappingFile, RawRule};
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A rule could not turn a payload into events.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+#[error("rule '{rule}' ({file}): {field}: {message}")]
+pub struct MappingError {
+    pub file: String,
+    pub rule: String,
+    pub field: String,
+    pub message: String,
+}
+
+/// The routing keys a source's rules may use: its own or the default, and the named ones.
+#[derive(Debug, Clone, Default)]
+pub struct RoutingKeys {
+    /// The source's `routing_key`, else `[pagerduty] routing_key`.
+    pub default: Option<RoutingKey>,
+    /// `[pagerduty.routing_keys]`.
+    pub named: BTreeMap<String, RoutingKey>,
+}
+
+/// One event a rule produced, with the rule's name (for logs and `render`).
+#[derive(Debug, Clone)]
+pub struct Rendered {
+    pub rule: String,
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Emit {
+    Alert,
+    Change,
+}
+
+/// Where a rule's events go.
+#[derive(Debug)]
+enum Routing {
+    Default,
+    /// A fixed name from `[pagerduty.routing_keys]`, checked at load.
+    Named(RoutingKey),
+    /// A template that renders a name from `[pagerduty.routing_keys]`.
+    Template(String),
+}
+
+/// A `custom_details` value: templates inside any JSON shape.
+#[derive(Debug)]
+enum Details {
+    /// A template; `json` when it is exactly `{{json X}}`, so its output is kept structured.
+    Template { id: String, json: bool },
+    Literal(Value),
+    Map(Vec<(String, Details)>),
+    List(Vec<Details>),
+}
+
+#[derive(Debug)]
+struct LinkTpl {
+    href: String,
+    text: Option<String>,
+}
+
+#[derive(Debug)]
+struct ImageTpl {
+    src: String,
+    href: Option<String>,
+    alt: Option<String>,
+}
+
+#[derive(Debug)]
+struct Rule {
+    name: String,
+    file: String,
+    when: Option<String>,
+    for_each: Option<Vec<String>>,
+    emit: Emit,
+    action: Option<String>,
+    /// Template ids of the scalar fields, by field name.
+    fields: BTreeMap<&'static str, String>,
+    links: Vec<LinkTpl>,
+    images: Vec<ImageTpl>,
+    custom_details: Option<Details>,
+    routing: Routing,
+    is_final: bool,
+}
+
+/// The compiled rules of one source.
+pub struct Mapping {
+    rules: Vec<Rule>,
+    /// Values: a missing field is an error unless `default` is used.
+    strict: Handlebars<'static>,
+    /// Conditions (`when`): a missing field is falsy, since one rule sees many payload shapes.
+    lenient: Handlebars<'static>,
+    keys: RoutingKeys,
+}
+
+impl std::fmt::Debug for Mapping {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mapping").field("rules", &self.rules.len()).finish()
+    }
+}
+
+const SCALARS: &[&str] =
+    &["dedup_key", "severity", "summary", "source", "component", "group", "class", "timestamp", "client", "client_url"];
+
+fn registry(strict: bool) -> Handlebars<'static> {
+    let mut hb = Handlebars::new();
+    hb.set_strict_mode(strict);
+    // Events are JSON, not HTML: `<`, `&` and `"` must arrive as typed.
+    hb.register_escape_fn(handlebars::no_escape);
+    helpers::register(&mut hb);
+    hb
+}
+
+fn is_json_template(t: &str) -> bool {
+    let t = t.trim();
+    t.starts_with("{{") && t.ends_with("}}") && t[2..].trim_start().starts_with("json ") && t.matches("{{").count() == 1
+}
+
+/// Collects compile errors for one file.
+struct Compiler<'a> {
+    strict: &'a mut Handlebars<'static>,
+    lenient: &'a mut Handlebars<'static>,
+    errors: Vec<String>,
+    at: String,
+    prefix: String,
+}
+
+impl Compiler<'_> {
+    fn add(&mut self, field: &str, tpl: &str, lenient: bool) -> String {
+        let id = format!("{}.{field}", self.prefix);
+        let hb = if lenient { &mut *self.lenient } else { &mut *self.strict };
+        if let Err(e) = hb.register_template_string(&id, tpl) {
+            self.errors.push(format!("{}: {field}: {}", self.at, template_error(&e)));
+        }
+        id
+    }
+
+    fn add_opt(&mut self, field: &str, tpl: &Option<String>) -> Option<String> {
+        tpl.as_ref().map(|t| self.add(field, t, false))
+    }
+
+    fn details(&mut self, path: &str, v: &toml::Value) -> Details {
+        match v {
+            toml::Value::String(s) => Details::Template { id: self.add(path, s, false), json: is_json_template(s) },
+            toml::Value::Table(t) => {
+                Details::Map(t.iter().map(|(k, v)| (k.clone(), self.details(&format!("{path}.{k}"), v))).collect())
+            }
+            toml::Value::Array(a) => {
+                Details::List(a.iter().enumerate().map(|(i, v)| self.details(&format!("{path}[{i}]"), v)).collect())
+            }
+            other => Details::Literal(serde_json::to_value(other).unwrap_or(Value::Null)),
+        }
+    }
+}
+
+fn template_error(e: &handlebars::TemplateError) -> String {
+    e.to_string().lines().next().unwrap_or("template error").to_string()
+}
+
+impl Mapping {
+    /// Reads and compiles mapping files. Errors name file, line and rule; all are reported.
+    pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<String>> {
+        let mut strict = registry(true);
+        let mut lenient = registry(false);
+        let mut rules = Vec::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for path in files {
+            let text = match std::fs::read_to_string(path) {
+                Ok(t) => t,
+                Err(e) => {
+                    errors.push(format!("cannot read mapping file {}: {e}", path.display()));
+                    continue;
+                }
+            };
+            let file: RawMappingFile = match toml::from_str(&text) {
+                Ok(f) => f,
+                Err(e) => {
+                    errors.push(format!("{}: {}", path.display(), e.to_string().trim_end()));
+                    continue;
+                }
+            };
+            if file.rules.is_empty() {
+                warnings.push(format!("{}: no [[rule]] in this file", path.display()));
+            }
+            for spanned in file.rules {
+                let line = text[..spanned.span().start].matches('\n').count() + 1;
+                let r = spanned.into_inner();
+                let mut c = Compiler {
+                    strict: &mut strict,
+                    lenient: &mut lenient,
+                    errors: Vec::new(),
+                    at: format!("{} line {line}: rule '{}'", path.display(), r.name),
+                    prefix: format!("{}#{}", rules.len(), r.name),
+                };
+                if let Some(rule) = compile_rule(&r, path, &mut c, &keys, &mut warnings) {
+                    if c.errors.is_empty() {
+                        rules.push(rule);
+                    }
+                }
+                errors.append(&mut c.errors);
+            }
+        }
+        if errors.is_empty() {
+            Ok((Mapping { rules, strict, lenient, keys }, warnings))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// Number of compiled rules.
+    pub fn rule_count(&self) -> usize {
+        self.rules.len()
+    }
+
+    /// Runs every rule against a verified request. All matching rules emit, in file order,
+    /// until one marked `final` matched.
+    pub fn apply(&self, req: &Verified) -> Result<Vec<Rendered>, MappingError> {
+        let ctx = req.template_context();
+        let mut out = Vec::new();
+        for rule in &self.rules {
+            let err = |field: &str, message: String| MappingError {
+                file: rule.file.clone(),
+                rule: rule.name.clone(),
+                field: field.to_string(),
+                message,
+            };
+            if let Some(when) = &rule.when {
+                let v = self.lenient.render(when, &ctx).map_err(|e| err("when", render_error(&e)))?;
+                if !truthy(&v) {
+                    continue;
+                }
+            }
+            match &rule.for_each {
+                None => self.emit(rule, &ctx, &ctx["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?,
+                Some(path) => {
+                    let items = lookup(&ctx, path)
+                        .and_then(Value::as_array)
+                        .ok_or_else(|| err("for_each", format!("{} is not an array in this payload", path.join("."))))?;
+                    for item in items {
+                        let mut c = ctx.clone();
+                        c["item"] = item.clone();
+                        self.emit(rule, &c, item, req.source(), &mut out).map_err(|(f, m)| err(&f, m))?;
+                    }
+                }
+            }
+            if rule.is_final {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    fn render(&self, id: &str, ctx: &Value) -> Result<Option<String>, String> {
+        let s = self.strict.render(id, ctx).map_err(|e| render_error(&e))?;
+        let t = s.trim();
+        Ok((!t.is_empty()).then(|| t.to_string()))
+    }
+
+    fn field(&self, rule: &Rule, name: &'static str, ctx: &Value) -> Result<Option<String>, (String, String)> {
+        match rule.fields.get(name) {
+            Some(id) => self.render(id, ctx).map_err(|m| (name.to_string(), m)),
+            None => Ok(None),
+        }
+    }
+
+    fn details(&self, d: &Details, ctx: &Value, path: &str) -> Result<Value, (String, String)> {
+        Ok(match d {
+            Details::Literal(v) => v.clone(),
+            Details::Template { id, json } => {
+                let s = self.strict.render(id, ctx).map_err(|e| (path.to_string(), render_error(&e)))?;
+                if *json {
+                    serde_json::from_str(&s).unwrap_or(Value::String(s))
+                } else {
+                    Value::String(s)
+                }
+            }
+            Details::Map(m) => Value::Object(
+                m.iter()
+                    .map(|(k, v)| Ok::<_, (String, String)>((k.clone(), self.details(v, ctx, &format!("{path}.{k}"))?)))
+                    .collect::<Result<Map<_, _>, _>>()?,
+            ),
+            Details::List(l) => Value::Array(
+                l.iter()
+                    .enumerate()
+                    .map(|(i, v)| self.details(v, ctx, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+        })
+    }
+
+    fn routing_key(&self, rule: &Rule, ctx: &Value) -> Result<RoutingKey, (String, String)> {
+        let name = match &rule.routing {
+            Routing::Named(k) => return Ok(k.clone()),
+            Routing::Template(id) => self.render(id, ctx).map_err(|m| ("routing_key".to_string(), m))?,
+            Routing::Default => None,
+        };
+        match name {
+            Some(n) => self.keys.named.get(&n).cloned().ok_or_else(|| {
+                ("routing_key".to_string(), format!("{n:?} is not a name in [pagerduty.routing_keys]"))
+            }),
+            None => self.keys.default.clone().ok_or_else(|| {
+                ("routing_key".to_string(), "no routing key: set [pagerduty] routing_key or the source's".to_string())
+            }),
+        }
+    }
+
+    fn emit(
+        &self,
+        rule: &Rule,
+        ctx: &Value,
+        subject: &Value,
+        source: &str,
+        out: &mut Vec<Rendered>,
+    ) -> Result<(), (String, String)> {
+        let action = match &rule.action {
+            Some(id) => match self.render(id, ctx).map_err(|m| ("action".to_string(), m))? {
+                Some(a) => a,
+                None => return Ok(()), // an action that renders empty skips the event
+            },
+            None => "trigger".to_string(),
+        };
+        let routing_key = self.routing_key(rule, ctx)?;
+        let links = rule
+            .links
+            .iter()
+            .map(|l| {
+                Ok(Link {
+                    href: self.render(&l.href, ctx).map_err(|m| ("links.href".to_string(), m))?.unwrap_or_default(),
+                    text: match &l.text {
+                        Some(t) => self.render(t, ctx).map_err(|m| ("links.text".to_string(), m))?,
+                        None => None,
+                    },
+                })
+            })
+            .collect::<Result<Vec<_>, (String, String)>>()?;
+        let custom_details = match &rule.custom_details {
+            Some(d) => Some(match self.details(d, ctx, "custom_details")? {
+                v @ Value::Object(_) => v,
+                other => serde_json::json!({ "details": other }),
+            }),
+            None => None,
+        };
+        let f = |name| self.field(rule, name, ctx);
+        let event = match rule.emit {
+            Emit::Change => Event::change(
+                routing_key,
+                ChangeDraft { summary: f("summary")?, source: f("source")?, timestamp: f("timestamp")?, links, custom_details },
+            ),
+            Emit::Alert => {
+                let mut images = Vec::new();
+                for i in &rule.images {
+                    let opt = |t: &Option<String>, n: &str| match t {
+                        Some(t) => self.render(t, ctx).map_err(|m| (n.to_string(), m)),
+                        None => Ok(None),
+                    };
+                    if let Some(src) = self.render(&i.src, ctx).map_err(|m| ("images.src".to_string(), m))? {
+                        images.push(Image { src, href: opt(&i.href, "images.href")?, alt: opt(&i.alt, "images.alt")? });
+                    }
+                }
+                let dedup_key = match f("dedup_key")? {
+                    Some(k) => Some(k),
+                    None => Some(derived_dedup_key(source, &rule.name, subject)),
+                };
+                Event::alert(
+                    routing_key,
+                    AlertDraft {
+                        action,
+                        dedup_key,
+                        severity: f("severity")?,
+                        summary: f("summary")?,
+                        source: f("source")?,
+                        component: f("component")?,
+                        group: f("group")?,
+                        class: f("class")?,
+                        timestamp: f("timestamp")?,
+                        client: f("client")?,
+                        client_url: f("client_url")?,
+                        links,
+                        images,
+                        custom_details,
+                    },
+                )
+            }
+        }
+        .map_err(|e| ("event".to_string(), e.to_string()))?;
+        out.push(Rendered { rule: rule.name.clone(), event });
+        Ok(())
+    }
+}
+
+/// A dedup_key for a trigger whose rule sets none: the same source, rule and payload always
+/// give the same key, so PagerDuty collapses retries and duplicate deliveries.
+fn derived_dedup_key(source: &str, rule: &str, subject: &Value) -> String {
+    let mut h = Sha256::new();
+    // serde_json's default map is ordered, so equal payloads serialise identically.
+    for part in [source.as_bytes(), b"\0", rule.as_bytes(), b"\0", subject.to_string().as_bytes()] {
+        h.update(part);
+    }
+    format!("pagerhook-{}", &hex::encode(h.finalize())[..40])
+}
+
+fn render_error(e: &handlebars::RenderError) -> String {
+    let s = e.to_string();
+    // handlebars phrases a strict-mode miss as "Failed to access variable in strict mode Some(\"x\")".
+    if let Some(rest) = s.split("strict mode ").nth(1) {
+        let name = rest.trim_start_matches("Some(").trim_end_matches(')').trim_matches('"');
+        return format!("field {name} is missing from the payload (use {{{{default {name} \"...\"}}}} if it is optional)");
+    }
+    s
+}
+
+fn truthy(rendered: &str) -> bool {
+    !matches!(rendered.trim(), "" | "false" | "0" | "null")
+}
+
+fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
+    path.iter().try_fold(v, |v, seg| match v {
+        Value::Object(m) => m.get(seg),
+        Value::Array(a) => seg.parse::<usize>().ok().and_then(|i| a.get(i)),
+        _ => None,
+    })
+}
+
+fn compile_rule(
+    r: &RawRule,
+    path: &Path,
+    c: &mut Compiler<'_>,
+    keys: &RoutingKeys,
+    warnings: &mut Vec<String>,
+) -> Option<Rule> {
+    let emit = match r.emit.as_str() {
+        "alert" => Emit::Alert,
+        "change" => Emit::Change,
+        other => {
+            c.errors.push(format!("{}: emit = {other:?}: expected \"alert\" or \"change\"", c.at));
+            return None;
+        }
+    };
+    if r.name.trim().is_empty() {
+        c.errors.push(format!("{}: name is empty", c.at));
+    }
+    let when = r.when.as_ref().map(|w| c.add("when", w, true));
+    let for_each = r.for_each.as_ref().map(|p| {
+        let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
+        p.split('.').map(str::to_string).collect::<Vec<_>>()
+    });
+    if emit == Emit::Change {
+        for (field, set) in [
+            ("action", r.action.is_some()),
+            ("dedup_key", r.dedup_key.is_some()),
+            ("severity", r.severity.is_some()),
+            ("images", !r.images.is_empty()),
+            ("component", r.component.is_some()),
+            ("group", r.group.is_some()),
+            ("class", r.class.is_some()),
+        ] {
+            if set {
+                c.errors.push(format!("{}: {field} is not part of a change event (emit = \"change\")", c.at));
+            }
+        }
+    }
+    if r.summary.is_none() {
+        c.errors.push(format!("{}: summary is required", c.at));
+    }
+    if emit == Emit::Alert && r.source.is_none() {
+        c.errors.push(format!("{}: source is required for alert events (e.g. source = \"{{{{body.repository.full_name}}}}\")", c.at));
+    }
+    let action = c.add_opt("action", &r.action);
+    let mut fields = BTreeMap::new();
+    for name in SCALARS {
+        let v = match *name {
+            "dedup_key" => &r.dedup_key,
+            "severity" => &r.severity,
+            "summary" => &r.summary,
+            "source" => &r.source,
+            "component" => &r.component,
+            "group" => &r.group,
+            "class" => &r.class,
+            "timestamp" => &r.timestamp,
+            "client" => &r.client,
+            _ => &r.client_url,
+        };
+        if let Some(id) = c.add_opt(name, v) {
+            fields.insert(*name, id);
+        }
+    }
+    let links = r
+        .links
+        .iter()
+        .enumerate()
+        .map(|(i, l)| LinkTpl {
+            href: c.add(&format!("links[{i}].href"), &l.href, false),
+            text: c.add_opt(&format!("links[{i}].text"), &l.text),
+        })
+        .collect();
+    let images = r
+        .images
+        .iter()
+        .enumerate()
+        .map(|(i, l)| ImageTpl {
+            src: c.add(&format!("images[{i}].src"), &l.src, false),
+            href: c.add_opt(&format!("images[{i}].href"), &l.href),
+            alt: c.add_opt(&format!("images[{i}].alt"), &l.alt),
+        })
+        .collect();
+    let custom_details = r.custom_details.as_ref().map(|d| c.details("custom_details", d));
+    let routing = match r.routing_key.as_deref() {
+        None => {
+            if emit == Emit::Change && keys.default.as_ref().is_some_and(RoutingKey::is_ruleset) {
+                warnings.push(format!("{}: change events go to a ruleset key (R…), which PagerDuty does not accept change events on", c.at));
+            }
+            Routing::Default
+        }
+        Some(t) if t.contains("{{") => Routing::Template(c.add("routing_key", t, false)),
+        Some(name) => match keys.named.get(name) {
+            Some(k) => {
+                if emit == Emit::Change && k.is_ruleset() {
+                    warnings.push(format!("{}: routing key {name:?} is a ruleset key (R…), which PagerDuty does not accept change events on", c.at));
+                }
+                Routing::Named(k.clone())
+            }
+            None => {
+                c.errors.push(format!(
+                    "{}: routing_key {name:?} is not a name in [pagerduty.routing_keys] (mapping files name keys; config holds them)",
+                    c.at
+                ));
+                Routing::Default
+            }
+        },
+    };
+    Some(Rule {
+        name: r.name.clone(),
+        file: path.display().to_string(),
+        when,
+        for_each,
+        emit,
+        action,
+        fields,
+        links,
+        images,
+        custom_details,
+        routing,
+        is_final: r.is_final,
+    })
+}
+
+#[cfg(test)]
+mod tests;

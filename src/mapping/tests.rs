@@ -1,0 +1,166 @@
+use super::*;
+use crate::config::Secret;
+use crate::source::{Headers, Sources};
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const TEAM: &str = "abcdef0123456789abcdef0123456789";
+
+fn keys() -> RoutingKeys {
+    let k = |s: &str| RoutingKey::parse(Secret::new(s)).unwrap();
+    RoutingKeys { default: Some(k(KEY)), named: BTreeMap::from([("team-a".to_string(), k(TEAM))]) }
+}
+
+fn load(text: &str) -> Result<Mapping, Vec<String>> {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.toml");
+    std::fs::write(&p, text).unwrap();
+    Mapping::load(&[p], keys()).map(|(m, _)| m)
+}
+
+/// A verified request for `body`, built the way `render` builds one.
+fn verified(body: serde_json::Value) -> Verified {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), "").unwrap();
+    let cfg = crate::config::Config::from_str(
+        &format!("[pagerduty]\nrouting_key = \"{KEY}\"\n[[source]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"x\"]\nmappings = [\"m.toml\"]\n"),
+        &dir.path().join("pagerhook.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let (sources, _) = Sources::build(&cfg).unwrap();
+    let h = Headers::from_pairs([("x-github-event", "push"), ("content-type", "application/json")]);
+    sources.get("gh").unwrap().trusted(h, "team=a", body.to_string().into()).unwrap()
+}
+
+fn apply(text: &str, body: serde_json::Value) -> Result<Vec<Rendered>, MappingError> {
+    load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(&verified(body))
+}
+
+#[test]
+fn a_missing_field_is_an_error_unless_defaulted() {
+    let rule = "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"{{body.missing}}\"\n";
+    let err = apply(rule, serde_json::json!({})).unwrap_err();
+    assert_eq!(err.rule, "r");
+    assert_eq!(err.field, "summary");
+    assert!(err.message.contains("body.missing is missing"), "{}", err.message);
+    let rule = rule.replace("{{body.missing}}", "{{default body.missing 'fallback'}}");
+    let out = apply(&rule, serde_json::json!({})).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["summary"], "fallback");
+}
+
+#[test]
+fn when_conditions_tolerate_other_payload_shapes() {
+    let rule = "[[rule]]\nname = \"r\"\nwhen = '{{eq body.a.b \"x\"}}'\nemit = \"change\"\nsummary = \"s\"\n";
+    assert!(apply(rule, serde_json::json!({"other": 1})).unwrap().is_empty());
+    assert_eq!(apply(rule, serde_json::json!({"a": {"b": "x"}})).unwrap().len(), 1);
+}
+
+#[test]
+fn headers_query_and_source_are_in_the_context() {
+    let rule = "[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = \"{{headers.x-github-event}} {{query.team}} {{source}}\"\n";
+    let out = apply(rule, serde_json::json!({})).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["summary"], "push a gh");
+}
+
+#[test]
+fn exact_json_templates_stay_structured_and_nothing_is_escaped() {
+    let rule = r#"[[rule]]
+name = "r"
+emit = "change"
+summary = "{{body.t}}"
+custom_details = { labels = "{{json body.l}}", text = "n={{json body.l}}", nested = { list = ["{{upper body.t}}", 3] } }
+"#;
+    let out = apply(rule, serde_json::json!({"t": "<a & \"b\">", "l": [{"n": 1}]})).unwrap();
+    let b = out[0].event.body();
+    assert_eq!(b["payload"]["summary"], "<a & \"b\">");
+    assert_eq!(b["payload"]["custom_details"]["labels"], serde_json::json!([{"n": 1}]));
+    assert_eq!(b["payload"]["custom_details"]["text"], "n=[{\"n\":1}]");
+    assert_eq!(b["payload"]["custom_details"]["nested"]["list"], serde_json::json!(["<A & \"B\">", 3]));
+}
+
+#[test]
+fn helpers_do_what_their_names_say() {
+    let rule = r#"[[rule]]
+name = "r"
+emit = "change"
+summary = "{{lower body.s}}|{{upper body.s}}|{{truncate body.s 4}}|{{join body.a \", \"}}|{{replace body.s \"b\" \"x\"}}|{{concat body.s \"-\" 1}}|{{#if (contains body.a \"y\")}}has{{/if}}"
+"#;
+    let out = apply(rule, serde_json::json!({"s": "AbCdE", "a": ["x", "y"]})).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["summary"], "abcde|ABCDE|AbC…|x, y|AxCdE|AbCdE-1|has");
+}
+
+#[test]
+fn for_each_emits_one_event_per_element_with_the_parent_reachable() {
+    let rule = r#"[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "alert"
+action = '{{#if (eq item.status "resolved")}}resolve{{else}}trigger{{/if}}'
+dedup_key = "{{item.id}}"
+summary = "{{body.group}}: {{item.id}}"
+source = "am"
+"#;
+    let body = serde_json::json!({"group": "g", "alerts": [{"id": "a", "status": "firing"}, {"id": "b", "status": "resolved"}]});
+    let out = apply(rule, body).unwrap();
+    assert_eq!(out.len(), 2);
+    assert_eq!(out[0].event.body()["payload"]["summary"], "g: a");
+    assert_eq!(out[1].event.action(), Some(crate::event::Action::Resolve));
+}
+
+#[test]
+fn an_empty_action_skips_the_event_and_final_stops_the_rules() {
+    let rules = r#"[[rule]]
+name = "skip"
+emit = "alert"
+action = "{{#if body.page}}trigger{{/if}}"
+summary = "s"
+source = "s"
+
+[[rule]]
+name = "first"
+emit = "change"
+summary = "one"
+final = true
+
+[[rule]]
+name = "never"
+emit = "change"
+summary = "two"
+"#;
+    let out = apply(rules, serde_json::json!({"page": false})).unwrap();
+    assert_eq!(out.iter().map(|r| r.rule.as_str()).collect::<Vec<_>>(), vec!["first"]);
+}
+
+#[test]
+fn derived_dedup_keys_are_deterministic_per_payload() {
+    let rule = "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsummary = \"s\"\nsource = \"s\"\n";
+    let a = apply(rule, serde_json::json!({"x": 1})).unwrap();
+    let b = apply(rule, serde_json::json!({"x": 1})).unwrap();
+    let c = apply(rule, serde_json::json!({"x": 2})).unwrap();
+    assert_eq!(a[0].event.dedup_key(), b[0].event.dedup_key());
+    assert_ne!(a[0].event.dedup_key(), c[0].event.dedup_key());
+}
+
+#[test]
+fn routing_keys_are_chosen_by_name_from_config() {
+    let rule = "[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = \"s\"\nrouting_key = \"{{body.team}}\"\n";
+    let out = apply(rule, serde_json::json!({"team": "team-a"})).unwrap();
+    assert_eq!(out[0].event.routing_key().expose(), TEAM);
+    let err = apply(rule, serde_json::json!({"team": "team-z"})).unwrap_err();
+    assert!(err.message.contains("\"team-z\" is not a name in [pagerduty.routing_keys]"), "{err}");
+    let fixed = "[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = \"s\"\nrouting_key = \"nobody\"\n";
+    let errs = load(fixed).unwrap_err();
+    assert!(errs[0].contains("routing_key \"nobody\""), "{errs:?}");
+}
+
+#[test]
+fn compile_errors_name_file_line_rule_and_field_and_all_are_reported() {
+    let text = "[[rule]]\nname = \"a\"\nemit = \"alert\"\nsummary = \"{{#if}}\"\nsource = \"s\"\n\n[[rule]]\nname = \"b\"\nemit = \"change\"\nseverity = \"info\"\nsummary = \"s\"\n\n[[rule]]\nname = \"c\"\nemit = \"alert\"\nsummary = \"s\"\nbogus = 1\n";
+    // An unknown key is a TOML error naming key and line; it stops parsing of that file.
+    let all = load(text).unwrap_err().join("\n");
+    assert!(all.contains("line 17") && all.contains("bogus"), "{all}");
+    let text = "[[rule]]\nname = \"a\"\nemit = \"alert\"\nsummary = \"{{#if}}\"\nsource = \"s\"\n\n[[rule]]\nname = \"b\"\nemit = \"change\"\nseverity = \"info\"\nsummary = \"s\"\n";
+    let all = load(text).unwrap_err().join("\n");
+    assert!(all.contains("line 1: rule 'a': summary"), "{all}");
+    assert!(all.contains("line 7: rule 'b': severity is not part of a change event"), "{all}");
+}

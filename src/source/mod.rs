@@ -1,0 +1,250 @@
+//! Sources: one file per kind. Each turns raw bytes and headers into a [`Verified`] request,
+//! or refuses them.
+//!
+//! **Invariant:** nothing parses, logs or stores a body before its signature is verified,
+//! and verification runs on the exact bytes received. [`Verified`] has private fields and
+//! only this module builds one, so `mapping` and `queue` cannot see an unverified body.
+
+mod github;
+
+use crate::config::{Config, SourceConfig, SourceKindConfig};
+use crate::mapping::{Mapping, RoutingKeys};
+use bytes::Bytes;
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+/// Request headers with lower-case names; repeated headers joined with ", ".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Headers(BTreeMap<String, String>);
+
+impl Headers {
+    /// Builds from (name, value) pairs; names are lower-cased.
+    pub fn from_pairs<I, K, V>(pairs: I) -> Headers
+    where
+        I: IntoIterator<Item = (K, V)>,
+        K: AsRef<str>,
+        V: AsRef<str>,
+    {
+        let mut m: BTreeMap<String, String> = BTreeMap::new();
+        for (k, v) in pairs {
+            let k = k.as_ref().to_ascii_lowercase();
+            m.entry(k).and_modify(|e| {
+                e.push_str(", ");
+                e.push_str(v.as_ref());
+            }).or_insert_with(|| v.as_ref().to_string());
+        }
+        Headers(m)
+    }
+
+    /// A header's value by (any-case) name.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(&name.to_ascii_lowercase()).map(String::as_str)
+    }
+
+    /// The headers worth keeping with a stored payload: not credentials.
+    pub fn to_stored(&self) -> Value {
+        const DROP: &[&str] = &["authorization", "cookie", "x-gitlab-token", "proxy-authorization"];
+        Value::Object(
+            self.0
+                .iter()
+                .filter(|(k, _)| !DROP.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    }
+
+    /// Rebuilds stored headers.
+    pub fn from_stored(v: &Value) -> Headers {
+        Headers::from_pairs(
+            v.as_object().into_iter().flatten().map(|(k, v)| (k.as_str(), v.as_str().unwrap_or_default())),
+        )
+    }
+}
+
+/// What an incoming request carries, before anything is trusted.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    pub headers: Headers,
+    /// The raw query string.
+    pub query: String,
+    /// The exact bytes received.
+    pub body: Bytes,
+}
+
+/// Why a request was refused. Messages name the check, never a secret or expected value.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    #[error("source '{source_name}': {reason}")]
+    Unauthorized { source_name: String, reason: String },
+    #[error("source '{source_name}': {reason}")]
+    BadRequest { source_name: String, reason: String },
+    #[error("source '{source_name}': unsupported content type {content_type:?} (expected {expected})")]
+    UnsupportedMediaType { source_name: String, content_type: String, expected: &'static str },
+}
+
+/// What to do with a verified request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Disposition {
+    /// Run the mappings.
+    Map,
+    /// Answer 200 and emit nothing (e.g. GitHub's `ping`).
+    Ignore(&'static str),
+}
+
+/// A request whose signature checked out and whose body parsed. Only `source` builds one.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    source: String,
+    headers: Headers,
+    query: BTreeMap<String, String>,
+    body: Value,
+    raw: Bytes,
+    delivery_id: Option<String>,
+    disposition: Disposition,
+}
+
+impl Verified {
+    /// The source's name.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    /// The sender's id for this delivery (GitHub `X-GitHub-Delivery`), used to drop repeats.
+    pub fn delivery_id(&self) -> Option<&str> {
+        self.delivery_id.as_deref()
+    }
+
+    /// Whether to map it or ignore it.
+    pub fn disposition(&self) -> &Disposition {
+        &self.disposition
+    }
+
+    /// The bytes as received, for the durable record of the delivery.
+    pub fn raw(&self) -> &Bytes {
+        &self.raw
+    }
+
+    /// Headers as received.
+    pub fn headers(&self) -> &Headers {
+        &self.headers
+    }
+
+    /// What templates see: `body`, `headers`, `query`, `source`.
+    pub fn template_context(&self) -> Value {
+        json!({
+            "body": self.body,
+            "headers": self.headers.0,
+            "query": self.query,
+            "source": self.source,
+        })
+    }
+}
+
+fn parse_query(q: &str) -> BTreeMap<String, String> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default().into_iter().collect()
+}
+
+/// A configured source: how to verify it and how to map it.
+#[derive(Debug)]
+pub struct Source {
+    name: String,
+    kind: SourceKind,
+    mapping: Mapping,
+    max_events_per_request: usize,
+}
+
+/// The closed set of source kinds.
+#[derive(Debug)]
+enum SourceKind {
+    Github(github::Github),
+}
+
+impl Source {
+    fn build(cfg: &SourceConfig, keys: RoutingKeys) -> Result<(Source, Vec<String>), Vec<String>> {
+        let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
+            .map_err(|errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>())?;
+        let kind = match &cfg.kind {
+            SourceKindConfig::Github { secrets } => SourceKind::Github(github::Github::new(secrets.clone())),
+        };
+        let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
+        Ok((Source { name: cfg.name.clone(), kind, mapping, max_events_per_request: cfg.max_events_per_request }, warnings))
+    }
+
+    /// The source's name (`/hooks/{name}`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The compiled mapping rules.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// Most events one request may produce.
+    pub fn max_events_per_request(&self) -> usize {
+        self.max_events_per_request
+    }
+
+    /// Checks a request on its raw bytes, then parses it.
+    pub fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
+        match &self.kind {
+            SourceKind::Github(g) => g.verify(&self.name, req),
+        }
+    }
+
+    /// Rebuilds a request from the durable record of one this source verified before
+    /// (replay), or from a file the operator gave `pagerhook render`: both are trusted by
+    /// where they come from, not by a signature.
+    pub fn trusted(&self, headers: Headers, query: &str, body: Bytes) -> Result<Verified, SourceError> {
+        match &self.kind {
+            SourceKind::Github(_) => github::parse(&self.name, headers, query, body),
+        }
+    }
+}
+
+/// Every configured source by name, compiled once per config load.
+#[derive(Debug, Default)]
+pub struct Sources {
+    by_name: HashMap<String, Arc<Source>>,
+}
+
+impl Sources {
+    /// Compiles every source's verifier and mappings; reports all problems.
+    pub fn build(cfg: &Config) -> Result<(Sources, Vec<String>), Vec<String>> {
+        let mut by_name = HashMap::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for s in &cfg.sources {
+            let keys = RoutingKeys {
+                default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
+                named: cfg.pagerduty.routing_keys.clone(),
+            };
+            match Source::build(s, keys) {
+                Ok((src, mut w)) => {
+                    warnings.append(&mut w);
+                    by_name.insert(s.name.clone(), Arc::new(src));
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok((Sources { by_name }, warnings))
+        } else {
+            Err(errors)
+        }
+    }
+
+    /// A source by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
+        self.by_name.get(name)
+    }
+
+    /// Names of all sources.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! `spawn_app()` and friends: the production wiring with test settings.
+
+pub mod fake_pagerduty;
+
+use fake_pagerduty::FakePagerDuty;
+use hmac::{Hmac, Mac};
+use pagerhook::app::{App, Options};
+use pagerhook::config::Config;
+use serde_json::Value;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::sync::Once;
+
+pub const ROUTING_KEY: &str = "R0UTINGKEY0123456789abcdef012345";
+pub const INTEGRATION_KEY: &str = "0123456789abcdef0123456789abcdef";
+pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
+pub const OLD_GITHUB_SECRET: &str = "the previous secret";
+
+/// Repository root (for shipped mappings and fixtures).
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// A fixture's bytes.
+pub fn fixture(path: &str) -> Vec<u8> {
+    std::fs::read(root().join("fixtures").join(path)).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
+}
+
+static TRACING: Once = Once::new();
+
+/// Logs go to the test output only with `TEST_LOG=1`.
+pub fn init_tracing() {
+    TRACING.call_once(|| {
+        if std::env::var_os("TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt().with_env_filter("info").with_test_writer().try_init();
+        }
+    });
+}
+
+/// `X-Hub-Signature-256` value for a body.
+pub fn github_signature(secret: &str, body: &[u8]) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body);
+    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The base config the tests start from: shipped GitHub mapping, fake PagerDuty, temp db.
+pub fn base_config(dir: &Path, events_url: &str) -> String {
+    format!(
+        r#"
+[server]
+listen = "127.0.0.1:0"
+admin_listen = "127.0.0.1:0"
+max_body_bytes = 65536
+admin_token = "env:ADMIN_TOKEN"
+
+[storage]
+path = "{db}"
+
+[pagerduty]
+events_url = "{events_url}"
+routing_key = "env:PD_KEY"
+timeout = "2s"
+
+[delivery]
+initial_backoff = "50ms"
+max_backoff = "200ms"
+
+[[source]]
+name = "github"
+kind = "github"
+secrets = ["env:GH_SECRET", "env:GH_OLD_SECRET"]
+mappings = ["{mapping}"]
+"#,
+        db = dir.join("pagerhook.db").display(),
+        mapping = root().join("mappings/github.toml").display(),
+    )
+}
+
+/// The injected environment of every test app.
+pub fn test_env() -> HashMap<String, String> {
+    HashMap::from([
+        ("PD_KEY".to_string(), INTEGRATION_KEY.to_string()),
+        ("GH_SECRET".to_string(), GITHUB_SECRET.to_string()),
+        ("GH_OLD_SECRET".to_string(), OLD_GITHUB_SECRET.to_string()),
+        ("ADMIN_TOKEN".to_string(), "admin-token".to_string()),
+    ])
+}
+
+/// A running app and its fake PagerDuty.
+pub struct TestApp {
+    pub app: Option<App>,
+    pub fake: FakePagerDuty,
+    pub base: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub dir: tempfile::TempDir,
+}
+
+/// A response, read fully.
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub json: Value,
+}
+
+/// Parses `text` as config for `dir` with the test environment.
+pub fn config_from(text: &str, dir: &Path) -> Config {
+    let env = test_env();
+    Config::from_str(text, &dir.join("pagerhook.toml"), &move |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Starts the app on the base config.
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(|c| c).await
+}
+
+/// Starts the app on the base config after `edit` changed its text.
+pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
+    init_tracing();
+    let fake = FakePagerDuty::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = edit(base_config(dir.path(), &fake.url));
+    let cfg = config_from(&text, dir.path());
+    start(cfg, fake, dir).await
+}
+
+/// Starts an app on a config (used again after a restart).
+pub async fn start(cfg: Config, fake: FakePagerDuty, dir: tempfile::TempDir) -> TestApp {
+    let hooks = TcpListener::bind("127.0.0.1:0").unwrap();
+    let admin = TcpListener::bind("127.0.0.1:0").unwrap();
+    let app = App::start_on(cfg, Options::default(), hooks, admin).await.expect("app starts");
+    TestApp {
+        base: format!("http://127.0.0.1:{}", app.port()),
+        admin: format!("http://127.0.0.1:{}", app.admin_port()),
+        app: Some(app),
+        fake,
+        http: reqwest::Client::new(),
+        dir,
+    }
+}
+
+impl TestApp {
+    /// POSTs raw bytes with headers to `/hooks/{source}`.
+    pub async fn post_hook(&self, source: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Answer {
+        let mut req = self.http.post(format!("{}/hooks/{source}", self.base)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let res = req.send().await.expect("request sent");
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        Answer { status, json: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    /// Sends a correctly signed GitHub delivery.
+    pub async fn github(&self, event: &str, delivery: &str, body: &[u8]) -> Answer {
+        let sig = github_signature(GITHUB_SECRET, body);
+        self.post_hook(
+            "github",
+            &[
+                ("content-type", "application/json"),
+                ("x-github-event", event),
+                ("x-github-delivery", delivery),
+                ("x-hub-signature-256", &sig),
+            ],
+            body.to_vec(),
+        )
+        .await
+    }
+
+    /// Stops the app gracefully, keeping the data directory and the fake.
+    pub async fn stop(mut self) -> (FakePagerDuty, tempfile::TempDir) {
+        if let Some(app) = self.app.take() {
+            app.stop().await;
+        }
+        (self.fake, self.dir)
+    }
+}
+
+/// Polls `check` until it yields a value, failing the test after 10 s. For state that has no
+/// notification to wait on (rows in the queue); the fake PagerDuty has `wait_for` instead.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

@@ -1,0 +1,189 @@
+//! `POST /hooks/{source}` end to end: what GitHub sends, what PagerDuty receives.
+
+use crate::helpers::{fixture, github_signature, spawn_app, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET};
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// Proves that nothing was sent for earlier requests: a sentinel delivery must be the only
+/// one PagerDuty has seen.
+async fn assert_nothing_sent_before_sentinel(app: &TestApp) {
+    let body = fixture("github/pull_request_merged.json");
+    let a = app.github("pull_request", "sentinel", &body).await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1, "only the sentinel reached PagerDuty: {got:#?}");
+    let recent = app.app.as_ref().unwrap().queue().recent(100).await.unwrap();
+    assert_eq!(recent.len(), 1, "only the sentinel's event is queued: {recent:#?}");
+}
+
+#[tokio::test]
+async fn merged_pull_request_becomes_a_change_event() {
+    let app = spawn_app().await;
+    let body = fixture("github/pull_request_merged.json");
+    let a = app.github("pull_request", "d-1", &body).await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    assert_eq!(a.json["status"], "accepted");
+    assert_eq!(a.json["events"], 1);
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(got[0].path, "/v2/change/enqueue");
+    assert_eq!(got[0].body["routing_key"], INTEGRATION_KEY);
+    let payload: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let title = payload["pull_request"]["title"].as_str().unwrap();
+    assert!(got[0].summary().unwrap().contains(title), "{:?}", got[0].body);
+    assert!(got[0].body.get("event_action").is_none(), "change events have no action");
+}
+
+#[tokio::test]
+async fn a_rotated_secret_still_verifies() {
+    let app = spawn_app().await;
+    let body = fixture("github/release_published.json");
+    let sig = github_signature(OLD_GITHUB_SECRET, &body);
+    let a = app
+        .post_hook(
+            "github",
+            &[("content-type", "application/json"), ("x-github-event", "release"), ("x-hub-signature-256", &sig)],
+            body,
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    assert_eq!(app.fake.wait_for(1, WAIT).await[0].path, "/v2/change/enqueue");
+}
+
+#[tokio::test]
+async fn bad_signatures_are_refused_and_nothing_is_sent() {
+    let app = spawn_app().await;
+    let body = fixture("github/pull_request_merged.json");
+    let good = github_signature(GITHUB_SECRET, &body);
+    let mut tampered = body.clone();
+    let last = tampered.len() - 2;
+    tampered[last] ^= 0x01;
+    let wrong = github_signature("not the secret", &body);
+    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+        ("missing", vec![], body.clone(), "missing X-Hub-Signature-256"),
+        ("wrong secret", vec![("x-hub-signature-256", wrong.as_str())], body.clone(), "signature mismatch (tried 2 secrets)"),
+        ("altered body", vec![("x-hub-signature-256", good.as_str())], tampered, "signature mismatch"),
+        ("sha1 only", vec![("x-hub-signature", "sha1=0000")], body.clone(), "missing X-Hub-Signature-256"),
+        ("not hex", vec![("x-hub-signature-256", "sha256=zz")], body.clone(), "malformed X-Hub-Signature-256"),
+        ("no prefix", vec![("x-hub-signature-256", &good[7..])], body.clone(), "malformed X-Hub-Signature-256"),
+    ];
+    for (name, extra, body, reason) in cases {
+        let mut headers = vec![("content-type", "application/json"), ("x-github-event", "pull_request")];
+        headers.extend(extra);
+        let a = app.post_hook("github", &headers, body).await;
+        assert_eq!(a.status, 401, "{name}: {:?}", a.json);
+        let err = a.json["error"].as_str().unwrap();
+        assert!(err.contains(reason), "{name}: {err}");
+        assert!(!err.contains(GITHUB_SECRET) && !err.contains(&good[7..]), "{name}: leaks: {err}");
+    }
+    assert_nothing_sent_before_sentinel(&app).await;
+}
+
+#[tokio::test]
+async fn ping_is_answered_and_emits_nothing() {
+    let app = spawn_app().await;
+    let a = app.github("ping", "p-1", &fixture("github/ping.json")).await;
+    assert_eq!(a.status, 200, "{:?}", a.json);
+    assert_eq!(a.json["status"], "ignored");
+    assert_nothing_sent_before_sentinel(&app).await;
+}
+
+#[tokio::test]
+async fn a_repeated_delivery_id_is_a_duplicate() {
+    let app = spawn_app().await;
+    let body = fixture("github/workflow_run_failure.json");
+    let first = app.github("workflow_run", "same-id", &body).await;
+    assert_eq!(first.status, 202, "{:?}", first.json);
+    let again = app.github("workflow_run", "same-id", &body).await;
+    assert_eq!(again.status, 200);
+    assert_eq!(again.json["status"], "duplicate");
+    assert_eq!(again.json["id"], first.json["id"]);
+    // A different delivery of the same payload is new (GitHub's "redeliver" keeps the id).
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(got[0].action(), Some("trigger"));
+    let recent = app.app.as_ref().unwrap().queue().recent(10).await.unwrap();
+    assert_eq!(recent.len(), 1, "one event queued, not two: {recent:#?}");
+}
+
+#[tokio::test]
+async fn bad_requests_get_their_status_and_change_nothing() {
+    let app = spawn_app().await;
+    let body = fixture("github/pull_request_merged.json");
+
+    let a = app.post_hook("nope", &[], body.clone()).await;
+    assert_eq!(a.status, 404, "{:?}", a.json);
+
+    let big = vec![b' '; 70_000];
+    let sig = github_signature(GITHUB_SECRET, &big);
+    let a = app.post_hook("github", &[("x-github-event", "push"), ("x-hub-signature-256", &sig)], big).await;
+    assert_eq!(a.status, 413, "{:?}", a.json);
+
+    let junk = b"{\"not\": json".to_vec();
+    let sig = github_signature(GITHUB_SECRET, &junk);
+    let a = app
+        .post_hook("github", &[("content-type", "application/json"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)], junk)
+        .await;
+    assert_eq!(a.status, 400, "{:?}", a.json);
+    assert!(a.json["error"].as_str().unwrap().contains("malformed JSON"));
+
+    let sig = github_signature(GITHUB_SECRET, &body);
+    let a = app
+        .post_hook("github", &[("content-type", "text/xml"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)], body.clone())
+        .await;
+    assert_eq!(a.status, 415, "{:?}", a.json);
+
+    let a = app.http.get(format!("{}/hooks/github", app.base)).send().await.unwrap();
+    assert_eq!(a.status().as_u16(), 404);
+
+    assert_nothing_sent_before_sentinel(&app).await;
+}
+
+#[tokio::test]
+async fn form_encoded_deliveries_are_accepted() {
+    let app = spawn_app().await;
+    let json = fixture("github/pull_request_merged.json");
+    let form = serde_urlencoded::to_string([("payload", String::from_utf8(json).unwrap())]).unwrap();
+    let sig = github_signature(GITHUB_SECRET, form.as_bytes());
+    let a = app
+        .post_hook(
+            "github",
+            &[
+                ("content-type", "application/x-www-form-urlencoded"),
+                ("x-github-event", "pull_request"),
+                ("x-hub-signature-256", &sig),
+            ],
+            form,
+        )
+        .await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    assert_eq!(app.fake.wait_for(1, WAIT).await[0].path, "/v2/change/enqueue");
+}
+
+#[tokio::test]
+async fn a_failed_workflow_pages_and_the_next_success_resolves_it() {
+    let app = spawn_app().await;
+    let a = app.github("workflow_run", "w-1", &fixture("github/workflow_run_failure.json")).await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    let b = app.github("workflow_run", "w-2", &fixture("github/workflow_run_success.json")).await;
+    assert_eq!(b.status, 202, "{:?}", b.json);
+    let got = app.fake.wait_for(3, WAIT).await;
+    let alerts: Vec<_> = got.iter().filter(|r| r.path == "/v2/enqueue").collect();
+    assert_eq!(alerts.len(), 2, "{got:#?}");
+    assert_eq!(alerts[0].action(), Some("trigger"));
+    assert_eq!(alerts[1].action(), Some("resolve"));
+    assert_eq!(alerts[0].dedup_key(), alerts[1].dedup_key());
+    assert!(alerts[0].at <= alerts[1].at);
+    assert_eq!(alerts[0].body["payload"]["severity"], "error");
+    assert!(got.iter().any(|r| r.path == "/v2/change/enqueue"), "the success is also a change event");
+}
+
+#[tokio::test]
+async fn templates_do_not_html_escape() {
+    let app = spawn_app().await;
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture("github/pull_request_merged.json")).unwrap();
+    v["pull_request"]["title"] = "Fix <script> & \"quotes\" in 'names'".into();
+    let body = serde_json::to_vec(&v).unwrap();
+    assert_eq!(app.github("pull_request", "esc", &body).await.status, 202);
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert!(got[0].summary().unwrap().contains("Fix <script> & \"quotes\" in 'names'"), "{:?}", got[0].summary());
+}

@@ -1,0 +1,7 @@
+//! The one integration test binary: the real app on random ports, a fake PagerDuty in-process.
+
+mod cli;
+mod delivery;
+mod helpers;
+mod hooks;
+mod mappings;
