@@ -45,8 +45,8 @@ impl App {
     /// Binds the configured addresses and starts.
     pub async fn start(cfg: Config, opts: Options) -> anyhow::Result<App> {
         let hooks = TcpListener::bind(cfg.server.listen).with_context(|| format!("binding {}", cfg.server.listen))?;
-        let admin =
-            TcpListener::bind(cfg.server.admin_listen).with_context(|| format!("binding {}", cfg.server.admin_listen))?;
+        let admin = TcpListener::bind(cfg.server.admin_listen)
+            .with_context(|| format!("binding {}", cfg.server.admin_listen))?;
         App::start_on(cfg, opts, hooks, admin).await
     }
 
@@ -67,7 +67,8 @@ impl App {
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
         let pipeline = Pipeline { sources: Arc::new(sources), queue: queue.clone(), wake };
-        let admin_state = AdminState { queue: queue.clone(), admin_token: cfg.server.admin_token.clone(), ready: ready.clone() };
+        let admin_state =
+            AdminState { queue: queue.clone(), admin_token: cfg.server.admin_token.clone(), ready: ready.clone() };
         let servers = http::start(pipeline, cfg.server.max_body_bytes, hooks, admin_state, admin)?;
         tracing::info!(
             listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,

@@ -45,6 +45,9 @@ pub enum Command {
         /// Payload file (the request body).
         file: PathBuf,
     },
+    /// Exit 0 when the running service's admin listener answers `/readyz` with 200 (for
+    /// container health checks, where there is no curl).
+    Health,
     /// Inspect recent deliveries.
     Deliveries {
         #[command(subcommand)]
@@ -98,6 +101,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(&cli),
+        Command::Health => {
+            let cfg = load(&cli)?;
+            health(cfg.server.admin_listen)
+        }
         Command::Render { source, headers, file } => {
             render(&cli, source, headers, file)?;
             Ok(ExitCode::SUCCESS)
@@ -108,7 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!("{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}", "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY", "DEDUP_KEY / LAST ERROR");
+                println!(
+                    "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  DEDUP_KEY / LAST ERROR",
+                    "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY"
+                );
                 for r in rows {
                     let tail = match (&r.dedup_key, &r.last_error) {
                         (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
@@ -116,7 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     };
                     println!(
                         "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}",
-                        r.id, r.state, r.source, r.kind, r.action.as_deref().unwrap_or("-"), r.attempts, tail
+                        r.id,
+                        r.state,
+                        r.source,
+                        r.kind,
+                        r.action.as_deref().unwrap_or("-"),
+                        r.attempts,
+                        tail
                     );
                 }
             }
@@ -196,4 +212,23 @@ fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow
         eprintln!("no rule matched");
     }
     Ok(())
+}
+
+fn health(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
+    use std::io::{Read, Write};
+    let ip = if addr.ip().is_unspecified() { std::net::Ipv4Addr::LOCALHOST.into() } else { addr.ip() };
+    let timeout = std::time::Duration::from_secs(2);
+    let mut s = std::net::TcpStream::connect_timeout(&(ip, addr.port()).into(), timeout)
+        .with_context(|| format!("connecting to the admin listener at {addr}"))?;
+    s.set_read_timeout(Some(timeout))?;
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head)?;
+    if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" {
+        println!("ready");
+        Ok(ExitCode::SUCCESS)
+    } else {
+        println!("not ready: {}", String::from_utf8_lossy(&head));
+        Ok(ExitCode::FAILURE)
+    }
 }

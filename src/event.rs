@@ -336,14 +336,7 @@ impl Event {
         if !links.is_empty() {
             body["links"] = serde_json::to_value(links).expect("links serialize");
         }
-        let mut e = Event {
-            kind: EventKind::Change,
-            routing_key,
-            action: None,
-            dedup_key: None,
-            body,
-            notes,
-        };
+        let mut e = Event { kind: EventKind::Change, routing_key, action: None, dedup_key: None, body, notes };
         e.fit_size()?;
         Ok(e)
     }
@@ -470,7 +463,8 @@ fn timestamp(t: &str, notes: &mut Vec<String>) -> Option<String> {
     if t.is_empty() {
         return None;
     }
-    let parsed = time::OffsetDateTime::parse(t, &Rfc3339).or_else(|_| time::OffsetDateTime::parse(t, &Iso8601::DEFAULT));
+    let parsed =
+        time::OffsetDateTime::parse(t, &Rfc3339).or_else(|_| time::OffsetDateTime::parse(t, &Iso8601::DEFAULT));
     match parsed {
         Ok(dt) => dt.format(&Rfc3339).ok(),
         Err(_) => {

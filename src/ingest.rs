@@ -29,7 +29,9 @@ pub enum IngestError {
     UnknownSource(String),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error("source '{source_name}': this request would produce {events} events, more than max_events_per_request = {max}")]
+    #[error(
+        "source '{source_name}': this request would produce {events} events, more than max_events_per_request = {max}"
+    )]
     TooManyEvents { source_name: String, events: usize, max: usize },
     #[error("storage could not commit: {0}")]
     Storage(#[from] QueueError),

@@ -78,7 +78,8 @@ fn message(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         let mut m = v.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
         if let Some(errs) = v.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
-            let errs: Vec<String> = errs.iter().map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).collect();
+            let errs: Vec<String> =
+                errs.iter().map(|e| e.as_str().map(str::to_string).unwrap_or_else(|| e.to_string())).collect();
             m = format!("{m}: {}", errs.join("; "));
         }
         if !m.is_empty() {

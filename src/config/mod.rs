@@ -119,17 +119,13 @@ pub const SOURCE_KINDS: &[&str] = &["github"];
 impl Config {
     /// Reads and validates a config file, resolving `env:` references with `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
         Config::from_str(&text, path, env)
     }
 
     /// Validates config text as if read from `path`.
-    pub fn from_str(
-        text: &str,
-        path: &Path,
-        env: &dyn Fn(&str) -> Option<String>,
-    ) -> Result<Config, ConfigError> {
+    pub fn from_str(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
         let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_path_buf(),
             message: e.to_string().trim_end().to_string(),
@@ -161,8 +157,7 @@ impl Problems {
 
 fn duration(field: &str, value: Option<&str>, default: &str) -> Result<Duration, String> {
     let v = value.unwrap_or(default);
-    humantime::parse_duration(v)
-        .map_err(|e| format!("{field} = {v:?}: {e} (e.g. \"30s\", \"5m\", \"24h\")"))
+    humantime::parse_duration(v).map_err(|e| format!("{field} = {v:?}: {e} (e.g. \"30s\", \"5m\", \"24h\")"))
 }
 
 fn socket(field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, String> {
@@ -196,8 +191,7 @@ fn validate(
     let mut warnings = Vec::new();
 
     let listen = p.take(socket("server.listen", raw.server.listen.as_deref(), "0.0.0.0:8080"));
-    let admin_listen =
-        p.take(socket("server.admin_listen", raw.server.admin_listen.as_deref(), "127.0.0.1:8081"));
+    let admin_listen = p.take(socket("server.admin_listen", raw.server.admin_listen.as_deref(), "127.0.0.1:8081"));
     let max_body_bytes = raw.server.max_body_bytes.unwrap_or(1 << 20);
     if max_body_bytes == 0 {
         p.0.push("server.max_body_bytes must be at least 1".into());
@@ -221,21 +215,18 @@ fn validate(
     let retention = p.take(duration("storage.retention", raw.storage.retention.as_deref(), "7d"));
     let db_path = base.join(raw.storage.path.as_deref().unwrap_or("data/pagerhook.db"));
 
-    let events_url = raw
-        .pagerduty
-        .events_url
-        .as_deref()
-        .unwrap_or("https://events.pagerduty.com")
-        .trim_end_matches('/')
-        .to_string();
+    let events_url =
+        raw.pagerduty.events_url.as_deref().unwrap_or("https://events.pagerduty.com").trim_end_matches('/').to_string();
     if !(events_url.starts_with("https://") || events_url.starts_with("http://")) {
         p.0.push(format!(
             "pagerduty.events_url = {events_url:?}: expected an http(s) URL (e.g. \"https://events.eu.pagerduty.com\")"
         ));
     }
-    let default_key = raw.pagerduty.routing_key.as_deref().and_then(|r| {
-        p.take(routing_key("pagerduty.routing_key", r, env, base, &mut warnings))
-    });
+    let default_key = raw
+        .pagerduty
+        .routing_key
+        .as_deref()
+        .and_then(|r| p.take(routing_key("pagerduty.routing_key", r, env, base, &mut warnings)));
     let mut named_keys = BTreeMap::new();
     for (name, r) in &raw.pagerduty.routing_keys {
         let field = format!("pagerduty.routing_keys.{name}");
@@ -344,9 +335,10 @@ fn validate_source(
         p.0.push(format!("{at}: no mappings (e.g. mappings = [\"mappings/{}.toml\"])", s.kind));
     }
     let mappings = s.mappings.iter().map(|m| base.join(m)).collect();
-    let routing_key = s.routing_key.as_deref().and_then(|r| {
-        p.take(routing_key(&format!("{at}: routing_key"), r, env, base, warnings))
-    });
+    let routing_key = s
+        .routing_key
+        .as_deref()
+        .and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, env, base, warnings)));
     let mut secrets = Vec::new();
     for (i, r) in s.secrets.iter().enumerate() {
         let sref = SecretRef::parse(r);

@@ -59,7 +59,14 @@ kind = "gitlub"
 mappings = []
 "#;
     let err = parse(text).unwrap_err().to_string();
-    for needle in ["server.listen", "storage.durability", "delivery.max_backoff", "line 8: source 'Git Hub': name must be", "unknown kind \"gitlub\" (expected one of: github)", "no mappings"] {
+    for needle in [
+        "server.listen",
+        "storage.durability",
+        "delivery.max_backoff",
+        "line 8: source 'Git Hub': name must be",
+        "unknown kind \"gitlub\" (expected one of: github)",
+        "no mappings",
+    ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
     }
 }

@@ -116,7 +116,10 @@ impl Worker {
                 };
                 let next: Millis = now + delay.as_millis() as Millis;
                 if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
-                    (Finish::Dead(format!("gave up after {attempt_no} attempts over max_age: {reason}")), Outcome::DeadLettered)
+                    (
+                        Finish::Dead(format!("gave up after {attempt_no} attempts over max_age: {reason}")),
+                        Outcome::DeadLettered,
+                    )
                 } else {
                     (Finish::RetryAt(next), Outcome::Retried)
                 }

@@ -64,7 +64,10 @@ mod tests {
         assert!(matches!(classify(&status(503)), RetryAction::Retry { .. }));
         assert!(matches!(classify(&Response::Transport("refused".into())), RetryAction::Retry { .. }));
         let r = Response::Status { code: 429, message: "slow".into(), retry_after: Some(Duration::from_secs(2)) };
-        assert_eq!(classify(&r), RetryAction::Retry { reason: "429 throttled: slow".into(), after: Some(Duration::from_secs(2)) });
+        assert_eq!(
+            classify(&r),
+            RetryAction::Retry { reason: "429 throttled: slow".into(), after: Some(Duration::from_secs(2)) }
+        );
     }
 
     #[test]

@@ -24,9 +24,9 @@ pub async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time; no token configured = no admin API.
-fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse> {
+fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
     let Some(token) = &state.admin_token else {
-        return Err(json_error(StatusCode::FORBIDDEN, "admin API disabled: set server.admin_token"));
+        return Err(Box::new(json_error(StatusCode::FORBIDDEN, "admin API disabled: set server.admin_token")));
     };
     let given = req
         .headers()
@@ -37,14 +37,14 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), HttpResponse>
     if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
         Ok(())
     } else {
-        Err(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+        Err(Box::new(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")))
     }
 }
 
 /// `GET /admin/deliveries`: recent events and their state.
 pub async fn deliveries(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if let Err(r) = authorized(&req, &state) {
-        return r;
+        return *r;
     }
     match state.queue.recent(100).await {
         Ok(rows) => HttpResponse::Ok().json(rows),

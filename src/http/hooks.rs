@@ -27,7 +27,9 @@ pub async fn post_hook(
                     (202, json!({ "status": "accepted", "events": events, "id": id }))
                 }
                 IngestOutcome::Duplicate { id } => (200, json!({ "status": "duplicate", "id": id })),
-                IngestOutcome::Ignored { id, reason } => (200, json!({ "status": "ignored", "reason": reason, "id": id })),
+                IngestOutcome::Ignored { id, reason } => {
+                    (200, json!({ "status": "ignored", "reason": reason, "id": id }))
+                }
                 // Stored for replay: the sender has done its part and must not retry.
                 IngestOutcome::MappingFailed { id, error } => {
                     (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
@@ -39,7 +41,9 @@ pub async fn post_hook(
         Err(e) => {
             let status = e.status_code().as_u16();
             match &e {
-                IngestError::Storage(_) => tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
+                IngestError::Storage(_) => {
+                    tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused")
+                }
                 _ => tracing::warn!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
             }
             e.error_response()

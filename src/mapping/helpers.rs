@@ -2,9 +2,7 @@
 //! `contains`, `starts_with`, `ends_with` (plus handlebars' own `eq`, `ne`, `and`, `or`, `not`,
 //! `gt`, `lt`, `len`, `if`, `unless`, `each`, `with`, `lookup`).
 
-use handlebars::{
-    handlebars_helper, Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, ScopedJson,
-};
+use handlebars::{handlebars_helper, Context, Handlebars, Helper, HelperDef, RenderContext, RenderError, ScopedJson};
 use serde_json::Value;
 
 /// A JSON value as text: strings bare, everything else as compact JSON, null as "".
@@ -49,9 +47,7 @@ impl HelperDef for Default {
         _: &mut RenderContext<'reg, 'rc>,
     ) -> Result<ScopedJson<'rc>, RenderError> {
         let usable = |i: usize| {
-            h.param(i).filter(|p| {
-                !p.is_value_missing() && !p.value().is_null() && p.value().as_str() != Some("")
-            })
+            h.param(i).filter(|p| !p.is_value_missing() && !p.value().is_null() && p.value().as_str() != Some(""))
         };
         let chosen = usable(0).or_else(|| h.param(1)).map(|p| p.value().clone()).unwrap_or(Value::Null);
         Ok(ScopedJson::Derived(chosen))

@@ -62,7 +62,10 @@ enum Routing {
 #[derive(Debug)]
 enum Details {
     /// A template; `json` when it is exactly `{{json X}}`, so its output is kept structured.
-    Template { id: String, json: bool },
+    Template {
+        id: String,
+        json: bool,
+    },
     Literal(Value),
     Map(Vec<(String, Details)>),
     List(Vec<Details>),
@@ -249,9 +252,9 @@ impl Mapping {
             match &rule.for_each {
                 None => self.emit(rule, &ctx, &ctx["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?,
                 Some(path) => {
-                    let items = lookup(&ctx, path)
-                        .and_then(Value::as_array)
-                        .ok_or_else(|| err("for_each", format!("{} is not an array in this payload", path.join("."))))?;
+                    let items = lookup(&ctx, path).and_then(Value::as_array).ok_or_else(|| {
+                        err("for_each", format!("{} is not an array in this payload", path.join(".")))
+                    })?;
                     for item in items {
                         let mut c = ctx.clone();
                         c["item"] = item.clone();
@@ -311,9 +314,11 @@ impl Mapping {
             Routing::Default => None,
         };
         match name {
-            Some(n) => self.keys.named.get(&n).cloned().ok_or_else(|| {
-                ("routing_key".to_string(), format!("{n:?} is not a name in [pagerduty.routing_keys]"))
-            }),
+            Some(n) => {
+                self.keys.named.get(&n).cloned().ok_or_else(|| {
+                    ("routing_key".to_string(), format!("{n:?} is not a name in [pagerduty.routing_keys]"))
+                })
+            }
             None => self.keys.default.clone().ok_or_else(|| {
                 ("routing_key".to_string(), "no routing key: set [pagerduty] routing_key or the source's".to_string())
             }),
@@ -360,7 +365,13 @@ impl Mapping {
         let event = match rule.emit {
             Emit::Change => Event::change(
                 routing_key,
-                ChangeDraft { summary: f("summary")?, source: f("source")?, timestamp: f("timestamp")?, links, custom_details },
+                ChangeDraft {
+                    summary: f("summary")?,
+                    source: f("source")?,
+                    timestamp: f("timestamp")?,
+                    links,
+                    custom_details,
+                },
             ),
             Emit::Alert => {
                 let mut images = Vec::new();
@@ -420,7 +431,9 @@ fn render_error(e: &handlebars::RenderError) -> String {
     // handlebars phrases a strict-mode miss as "Failed to access variable in strict mode Some(\"x\")".
     if let Some(rest) = s.split("strict mode ").nth(1) {
         let name = rest.trim_start_matches("Some(").trim_end_matches(')').trim_matches('"');
-        return format!("field {name} is missing from the payload (use {{{{default {name} \"...\"}}}} if it is optional)");
+        return format!(
+            "field {name} is missing from the payload (use {{{{default {name} \"...\"}}}} if it is optional)"
+        );
     }
     s
 }
@@ -479,7 +492,10 @@ fn compile_rule(
         c.errors.push(format!("{}: summary is required", c.at));
     }
     if emit == Emit::Alert && r.source.is_none() {
-        c.errors.push(format!("{}: source is required for alert events (e.g. source = \"{{{{body.repository.full_name}}}}\")", c.at));
+        c.errors.push(format!(
+            "{}: source is required for alert events (e.g. source = \"{{{{body.repository.full_name}}}}\")",
+            c.at
+        ));
     }
     let action = c.add_opt("action", &r.action);
     let mut fields = BTreeMap::new();
@@ -523,7 +539,10 @@ fn compile_rule(
     let routing = match r.routing_key.as_deref() {
         None => {
             if emit == Emit::Change && keys.default.as_ref().is_some_and(RoutingKey::is_ruleset) {
-                warnings.push(format!("{}: change events go to a ruleset key (R…), which PagerDuty does not accept change events on", c.at));
+                warnings.push(format!(
+                    "{}: change events go to a ruleset key (R…), which PagerDuty does not accept change events on",
+                    c.at
+                ));
             }
             Routing::Default
         }

@@ -137,7 +137,11 @@ pub trait Queue: Send + Sync + 'static {
 
 /// Stable text for an event kind, as stored.
 pub(crate) fn kind_from_str(s: &str) -> EventKind {
-    if s == "change" { EventKind::Change } else { EventKind::Alert }
+    if s == "change" {
+        EventKind::Change
+    } else {
+        EventKind::Alert
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 //! the channel when it wakes goes into the same transaction (one fsync for all of them), each
 //! inside its own savepoint so one failure does not sink the others.
 
-use super::{kind_from_str, Accepted, Attempt, Claimed, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use super::{
+    kind_from_str, Accepted, Attempt, Claimed, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
+    QueueError,
+};
 use crate::config::{Durability, Secret};
 use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
@@ -74,7 +77,7 @@ const LANE_HEAD: &str =
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Cmd {
-    Accept(NewInbound, Vec<Event>, oneshot::Sender<Result<Accepted, QueueError>>),
+    Accept(Box<NewInbound>, Vec<Event>, oneshot::Sender<Result<Accepted, QueueError>>),
     Run(Job),
 }
 
@@ -103,24 +106,29 @@ impl SqliteQueue {
         };
         conn.pragma_update(None, "synchronous", sync).map_err(storage)?;
         conn.execute_batch(SCHEMA).map_err(storage)?;
-        let version: Option<String> =
-            conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(storage)?;
+        let version: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
+            .optional()
+            .map_err(storage)?;
         match version.as_deref().map(str::parse::<i64>) {
             None => {
-                conn.execute("INSERT INTO meta (key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION.to_string()])
-                    .map_err(storage)?;
+                conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
+                    [SCHEMA_VERSION.to_string()],
+                )
+                .map_err(storage)?;
             }
             Some(Ok(v)) if v == SCHEMA_VERSION => {}
             Some(other) => {
-                return Err(storage(format!("database schema version {other:?} is not the {SCHEMA_VERSION} this build knows")))
+                return Err(storage(format!(
+                    "database schema version {other:?} is not the {SCHEMA_VERSION} this build knows"
+                )))
             }
         }
-        conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", []).map_err(storage)?;
-        let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new()
-            .name("pagerhook-sqlite".into())
-            .spawn(move || serve(conn, rx))
+        conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])
             .map_err(storage)?;
+        let (tx, rx) = mpsc::channel();
+        std::thread::Builder::new().name("pagerhook-sqlite".into()).spawn(move || serve(conn, rx)).map_err(storage)?;
         Ok(SqliteQueue { tx })
     }
 
@@ -169,7 +177,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
 
 type Reply = oneshot::Sender<Result<Accepted, QueueError>>;
 
-fn commit_batch(conn: &mut Connection, batch: Vec<(NewInbound, Vec<Event>, Reply)>) {
+fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>) {
     let mut results = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction()?;
@@ -199,8 +207,9 @@ fn commit_batch(conn: &mut Connection, batch: Vec<(NewInbound, Vec<Event>, Reply
         };
         let _ = reply.send(r);
     }
+    // Replies not yet collected when the transaction failed early are dropped with the
+    // batch: their callers see `Closed` and answer 503, never a 2xx.
     if let Err(e) = outcome {
-        // Answer anyone whose reply was not yet collected (the closure failed early).
         tracing::error!(error = %e, "storage commit failed");
     }
 }
@@ -228,7 +237,17 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
     tx.execute(
         "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![i.id, i.source, i.received_at, i.dedupe_id, i.headers.to_string(), i.query, i.body.as_ref(), status, error],
+        params![
+            i.id,
+            i.source,
+            i.received_at,
+            i.dedupe_id,
+            i.headers.to_string(),
+            i.query,
+            i.body.as_ref(),
+            status,
+            error
+        ],
     )?;
     let mut stmt = tx.prepare_cached(
         "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
@@ -253,7 +272,7 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
 impl Queue for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Accept(inbound, events, tx)).map_err(|_| QueueError::Closed)?;
+        self.tx.send(Cmd::Accept(Box::new(inbound), events, tx)).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
 
@@ -269,7 +288,14 @@ impl Queue for SqliteQueue {
                 ))?;
                 let rows = stmt
                     .query_map(params![now, limit as i64], |r| {
-                        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, String>(3)?, r.get::<_, u32>(4)?, r.get::<_, i64>(5)?))
+                        Ok((
+                            r.get::<_, i64>(0)?,
+                            r.get::<_, String>(1)?,
+                            r.get::<_, String>(2)?,
+                            r.get::<_, String>(3)?,
+                            r.get::<_, u32>(4)?,
+                            r.get::<_, i64>(5)?,
+                        ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
                 let mut lease = tx.prepare_cached("UPDATE events SET lease_until = ?2 WHERE id = ?1")?;
@@ -284,7 +310,12 @@ impl Queue for SqliteQueue {
                 .filter_map(|(id, kind, key, body, attempts, created_at)| {
                     let key = RoutingKey::parse(Secret::new(key)).ok()?;
                     let body = serde_json::from_str(&body).ok()?;
-                    Some(Claimed { id, event: Event::from_stored(kind_from_str(&kind), key, body), attempts, created_at })
+                    Some(Claimed {
+                        id,
+                        event: Event::from_stored(kind_from_str(&kind), key, body),
+                        attempts,
+                        created_at,
+                    })
                 })
                 .collect())
         })
@@ -320,7 +351,9 @@ impl Queue for SqliteQueue {
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
         self.run(|c| {
             c.query_row(
-                &format!("SELECT MIN(MAX(e.next_at, e.lease_until)) FROM events e WHERE e.state = 'pending' AND {LANE_HEAD}"),
+                &format!(
+                    "SELECT MIN(MAX(e.next_at, e.lease_until)) FROM events e WHERE e.state = 'pending' AND {LANE_HEAD}"
+                ),
                 [],
                 |r| r.get(0),
             )
@@ -354,7 +387,11 @@ impl Queue for SqliteQueue {
     }
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
-        self.run(|c| c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| Ok((r.get(0)?, r.get(1)?))))
-            .await
+        self.run(|c| {
+            c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+        })
+        .await
     }
 }

@@ -61,11 +61,17 @@ async fn a_repeated_delivery_id_is_reported_not_stored() {
 #[tokio::test]
 async fn only_the_head_of_a_lane_is_claimed() {
     let (q, _d) = open();
-    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k"), alert("trigger", "other"), change()]).await.unwrap();
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k"), alert("trigger", "other"), change()])
+        .await
+        .unwrap();
     let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
-    let actions: Vec<_> = c.iter().map(|c| (c.event.action().map(|a| a.as_str()), c.event.dedup_key().map(|k| k.to_string()))).collect();
-    assert_eq!(actions, vec![(Some("trigger"), Some("k".into())), (Some("trigger"), Some("other".into())), (None, None)]);
+    let actions: Vec<_> =
+        c.iter().map(|c| (c.event.action().map(|a| a.as_str()), c.event.dedup_key().map(|k| k.to_string()))).collect();
+    assert_eq!(
+        actions,
+        vec![(Some("trigger"), Some("k".into())), (Some("trigger"), Some("other".into())), (None, None)]
+    );
     // Claimed events are leased: a second claim gets nothing.
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     // While the trigger retries, the resolve waits.
@@ -88,7 +94,13 @@ async fn a_dead_event_no_longer_blocks_its_lane() {
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
-    q.finish(c[0].id, Attempt { at: now, status: Some(400), detail: Some("bad".into()) }, Finish::Dead("400: bad".into())).await.unwrap();
+    q.finish(
+        c[0].id,
+        Attempt { at: now, status: Some(400), detail: Some("bad".into()) },
+        Finish::Dead("400: bad".into()),
+    )
+    .await
+    .unwrap();
     let next = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(next.len(), 1);
     let recent = q.recent(10).await.unwrap();
@@ -106,7 +118,11 @@ async fn leases_are_released_when_the_store_is_reopened() {
         assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1);
     }
     let q = SqliteQueue::open(&path, Durability::Process).unwrap();
-    assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1, "a claim by a dead process does not strand the event");
+    assert_eq!(
+        q.claim(now_millis(), 10, LEASE).await.unwrap().len(),
+        1,
+        "a claim by a dead process does not strand the event"
+    );
 }
 
 #[tokio::test]
@@ -115,7 +131,9 @@ async fn concurrent_accepts_are_all_committed() {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..200 {
         let q = q.clone();
-        set.spawn(async move { q.accept(inbound(Some(&format!("d{i}"))), vec![alert("trigger", &format!("k{i}"))]).await });
+        set.spawn(
+            async move { q.accept(inbound(Some(&format!("d{i}"))), vec![alert("trigger", &format!("k{i}"))]).await },
+        );
     }
     while let Some(r) = set.join_next().await {
         assert!(matches!(r.unwrap().unwrap(), Accepted::Committed { .. }));

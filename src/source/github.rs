@@ -35,15 +35,22 @@ impl Github {
             .strip_prefix("sha256=")
             .and_then(|h| hex::decode(h).ok())
             .filter(|s| s.len() == 32)
-            .ok_or_else(|| unauthorized("malformed X-Hub-Signature-256 header (expected sha256=<64 hex digits>)".into()))?;
+            .ok_or_else(|| {
+                unauthorized("malformed X-Hub-Signature-256 header (expected sha256=<64 hex digits>)".into())
+            })?;
         let ok = self.secrets.iter().any(|secret| {
-            let mut mac = Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length");
+            let mut mac =
+                Hmac::<Sha256>::new_from_slice(secret.expose().as_bytes()).expect("HMAC takes keys of any length");
             mac.update(&req.body);
             // verify_slice compares in constant time.
             mac.verify_slice(&sig).is_ok()
         });
         if !ok {
-            return Err(unauthorized(format!("signature mismatch (tried {} secret{})", self.secrets.len(), if self.secrets.len() == 1 { "" } else { "s" })));
+            return Err(unauthorized(format!(
+                "signature mismatch (tried {} secret{})",
+                self.secrets.len(),
+                if self.secrets.len() == 1 { "" } else { "s" }
+            )));
         }
         parse(name, req.headers, &req.query, req.body)
     }
@@ -52,17 +59,15 @@ impl Github {
 /// Parses a request whose origin is already established.
 pub(super) fn parse(name: &str, headers: Headers, query: &str, raw: Bytes) -> Result<Verified, SourceError> {
     let bad = |reason: String| SourceError::BadRequest { source_name: name.to_string(), reason };
-    let event = headers
-        .get("x-github-event")
-        .map(str::to_string)
-        .ok_or_else(|| bad("missing X-GitHub-Event header".into()))?;
+    let event =
+        headers.get("x-github-event").map(str::to_string).ok_or_else(|| bad("missing X-GitHub-Event header".into()))?;
     let content_type = headers.get("content-type").unwrap_or("application/json").to_ascii_lowercase();
     let mime = content_type.split(';').next().unwrap_or_default().trim();
     let json_bytes: std::borrow::Cow<[u8]> = match mime {
         "application/json" | "" => raw.as_ref().into(),
         "application/x-www-form-urlencoded" => {
-            let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&raw)
-                .map_err(|e| bad(format!("malformed form body: {e}")))?;
+            let fields: Vec<(String, String)> =
+                serde_urlencoded::from_bytes(&raw).map_err(|e| bad(format!("malformed form body: {e}")))?;
             let payload = fields
                 .into_iter()
                 .find(|(k, _)| k == "payload")

@@ -29,10 +29,12 @@ impl Headers {
         let mut m: BTreeMap<String, String> = BTreeMap::new();
         for (k, v) in pairs {
             let k = k.as_ref().to_ascii_lowercase();
-            m.entry(k).and_modify(|e| {
-                e.push_str(", ");
-                e.push_str(v.as_ref());
-            }).or_insert_with(|| v.as_ref().to_string());
+            m.entry(k)
+                .and_modify(|e| {
+                    e.push_str(", ");
+                    e.push_str(v.as_ref());
+                })
+                .or_insert_with(|| v.as_ref().to_string());
         }
         Headers(m)
     }
@@ -168,7 +170,10 @@ impl Source {
             SourceKindConfig::Github { secrets } => SourceKind::Github(github::Github::new(secrets.clone())),
         };
         let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
-        Ok((Source { name: cfg.name.clone(), kind, mapping, max_events_per_request: cfg.max_events_per_request }, warnings))
+        Ok((
+            Source { name: cfg.name.clone(), kind, mapping, max_events_per_request: cfg.max_events_per_request },
+            warnings,
+        ))
     }
 
     /// The source's name (`/hooks/{name}`).

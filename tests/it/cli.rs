@@ -55,7 +55,14 @@ fn check_names_an_unknown_key_and_its_line() {
 #[test]
 fn render_prints_the_events_a_fixture_produces() {
     let out = pagerhook()
-        .args(["render", "--source", "github", "-H", "X-GitHub-Event: pull_request", "fixtures/github/pull_request_merged.json"])
+        .args([
+            "render",
+            "--source",
+            "github",
+            "-H",
+            "X-GitHub-Event: pull_request",
+            "fixtures/github/pull_request_merged.json",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

@@ -9,7 +9,7 @@ const WAIT: Duration = Duration::from_secs(10);
 #[tokio::test]
 async fn server_errors_are_retried_and_the_resolve_waits_for_its_trigger() {
     let app = spawn_app().await;
-    app.fake.script([Reply::status(500), Reply::status(500)]);
+    app.fake.script("/v2/enqueue", [Reply::status(500), Reply::status(500)]);
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
     assert_eq!(a.status, 202);
     let b = app.github("workflow_run", "r", &fixture("github/workflow_run_success.json")).await;
@@ -27,7 +27,7 @@ async fn server_errors_are_retried_and_the_resolve_waits_for_its_trigger() {
 #[tokio::test]
 async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
     let app = spawn_app().await;
-    app.fake.script([Reply::status(400)]);
+    app.fake.script("/v2/enqueue", [Reply::status(400)]);
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
     assert_eq!(a.status, 202);
     app.fake.wait_for(1, WAIT).await;
@@ -70,7 +70,8 @@ async fn dry_run_records_events_as_delivered_without_sending() {
     let cfg = config_from(&crate::helpers::base_config(dir.path(), &fake.url), dir.path());
     let hooks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = pagerhook::app::App::start_on(cfg, pagerhook::app::Options { dry_run: true }, hooks, admin).await.unwrap();
+    let app =
+        pagerhook::app::App::start_on(cfg, pagerhook::app::Options { dry_run: true }, hooks, admin).await.unwrap();
     let body = fixture("github/pull_request_merged.json");
     let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
     let res = reqwest::Client::new()

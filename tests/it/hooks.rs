@@ -1,6 +1,8 @@
 //! `POST /hooks/{source}` end to end: what GitHub sends, what PagerDuty receives.
 
-use crate::helpers::{fixture, github_signature, spawn_app, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET};
+use crate::helpers::{
+    fixture, github_signature, spawn_app, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET,
+};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -59,9 +61,16 @@ async fn bad_signatures_are_refused_and_nothing_is_sent() {
     let last = tampered.len() - 2;
     tampered[last] ^= 0x01;
     let wrong = github_signature("not the secret", &body);
-    let cases: Vec<(&str, Vec<(&str, &str)>, Vec<u8>, &str)> = vec![
+    // (case, extra headers, body, expected reason)
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, Vec<u8>, &'a str);
+    let cases: Vec<Case> = vec![
         ("missing", vec![], body.clone(), "missing X-Hub-Signature-256"),
-        ("wrong secret", vec![("x-hub-signature-256", wrong.as_str())], body.clone(), "signature mismatch (tried 2 secrets)"),
+        (
+            "wrong secret",
+            vec![("x-hub-signature-256", wrong.as_str())],
+            body.clone(),
+            "signature mismatch (tried 2 secrets)",
+        ),
         ("altered body", vec![("x-hub-signature-256", good.as_str())], tampered, "signature mismatch"),
         ("sha1 only", vec![("x-hub-signature", "sha1=0000")], body.clone(), "missing X-Hub-Signature-256"),
         ("not hex", vec![("x-hub-signature-256", "sha256=zz")], body.clone(), "malformed X-Hub-Signature-256"),
@@ -121,14 +130,22 @@ async fn bad_requests_get_their_status_and_change_nothing() {
     let junk = b"{\"not\": json".to_vec();
     let sig = github_signature(GITHUB_SECRET, &junk);
     let a = app
-        .post_hook("github", &[("content-type", "application/json"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)], junk)
+        .post_hook(
+            "github",
+            &[("content-type", "application/json"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)],
+            junk,
+        )
         .await;
     assert_eq!(a.status, 400, "{:?}", a.json);
     assert!(a.json["error"].as_str().unwrap().contains("malformed JSON"));
 
     let sig = github_signature(GITHUB_SECRET, &body);
     let a = app
-        .post_hook("github", &[("content-type", "text/xml"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)], body.clone())
+        .post_hook(
+            "github",
+            &[("content-type", "text/xml"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)],
+            body.clone(),
+        )
         .await;
     assert_eq!(a.status, 415, "{:?}", a.json);
 

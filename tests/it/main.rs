@@ -1,7 +1,9 @@
 //! The one integration test binary: the real app on random ports, a fake PagerDuty in-process.
 
+mod admin;
 mod cli;
 mod delivery;
 mod helpers;
 mod hooks;
 mod mappings;
+mod tidy;

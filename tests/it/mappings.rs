@@ -36,9 +36,12 @@ fn render_cases(source: &str, config: &str) {
             headers.push(("x-github-event".into(), e.clone()));
         }
         let body = std::fs::read(fixtures.join(&case.file)).unwrap();
-        let verified = src.trusted(Headers::from_pairs(headers), "", body.into()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let verified =
+            src.trusted(Headers::from_pairs(headers), "", body.into()).unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match verified.disposition() {
-            pagerhook::source::Disposition::Map => src.mapping().apply(&verified).unwrap_or_else(|e| panic!("{name}: {e}")),
+            pagerhook::source::Disposition::Map => {
+                src.mapping().apply(&verified).unwrap_or_else(|e| panic!("{name}: {e}"))
+            }
             pagerhook::source::Disposition::Ignore(_) => Vec::new(),
         };
         assert_eq!(rendered.len(), case.expect_events, "{name}: {rendered:#?}");

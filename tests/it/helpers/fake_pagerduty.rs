@@ -50,7 +50,8 @@ impl Reply {
 #[derive(Default)]
 struct State {
     received: Mutex<Vec<Received>>,
-    script: Mutex<VecDeque<Reply>>,
+    /// Scripted replies per path; an empty script answers 202.
+    script: Mutex<std::collections::HashMap<String, VecDeque<Reply>>>,
     changed: Notify,
 }
 
@@ -63,7 +64,13 @@ pub struct FakePagerDuty {
 
 async fn enqueue(req: HttpRequest, body: web::Bytes, state: web::Data<Arc<State>>) -> HttpResponse {
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let reply = state.script.lock().unwrap().pop_front().unwrap_or_else(|| Reply::status(202));
+    let reply = state
+        .script
+        .lock()
+        .unwrap()
+        .get_mut(req.path())
+        .and_then(VecDeque::pop_front)
+        .unwrap_or_else(|| Reply::status(202));
     state.received.lock().unwrap().push(Received { path: req.path().to_string(), body, at: Instant::now() });
     state.changed.notify_waiters();
     let mut r = HttpResponse::build(actix_web::http::StatusCode::from_u16(reply.status).unwrap());
@@ -95,9 +102,9 @@ impl FakePagerDuty {
         FakePagerDuty { state, url }
     }
 
-    /// Answers the next requests with these, then 202.
-    pub fn script(&self, replies: impl IntoIterator<Item = Reply>) {
-        self.state.script.lock().unwrap().extend(replies);
+    /// Answers the next requests to `path` (e.g. `/v2/enqueue`) with these, then 202.
+    pub fn script(&self, path: &str, replies: impl IntoIterator<Item = Reply>) {
+        self.state.script.lock().unwrap().entry(path.to_string()).or_default().extend(replies);
     }
 
     /// Everything received so far.

@@ -13,7 +13,6 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Once;
 
-pub const ROUTING_KEY: &str = "R0UTINGKEY0123456789abcdef012345";
 pub const INTEGRATION_KEY: &str = "0123456789abcdef0123456789abcdef";
 pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 pub const OLD_GITHUB_SECRET: &str = "the previous secret";
