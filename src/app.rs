@@ -62,7 +62,8 @@ impl App {
             .map_err(anyhow::Error::msg)?;
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone());
-        let worker = tokio::spawn(worker.run(stop_rx));
+        let worker = tokio::spawn(worker.run(stop_rx.clone()));
+        tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
@@ -122,5 +123,22 @@ impl App {
         self.stop().await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Applies `storage.retention` once at start and then hourly.
+async fn prune_periodically(queue: Arc<dyn Queue>, retention: std::time::Duration, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let before = crate::queue::now_millis() - retention.as_millis() as i64;
+        match queue.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned records older than storage.retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning failed"),
+        }
     }
 }

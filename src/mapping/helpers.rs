@@ -1,4 +1,4 @@
-//! Template helpers: `json`, `default`, `truncate`, `lower`, `upper`, `join`, `replace`, `concat`,
+//! Template helpers: `json`, `default`, `truncate` (`marker=""` for none), `first_line`, `lower`, `upper`, `join`, `replace`, `concat`,
 //! `contains`, `starts_with`, `ends_with` (plus handlebars' own `eq`, `ne`, `and`, `or`, `not`,
 //! `gt`, `lt`, `len`, `if`, `unless`, `each`, `with`, `lookup`).
 
@@ -18,7 +18,8 @@ handlebars_helper!(json: |v: Json| serde_json::to_string(v).unwrap_or_default())
 handlebars_helper!(lower: |v: Json| text(v).to_lowercase());
 handlebars_helper!(upper: |v: Json| text(v).to_uppercase());
 handlebars_helper!(replace: |v: Json, from: str, to: str| text(v).replace(from, to));
-handlebars_helper!(truncate: |v: Json, n: u64| crate::event::truncate_with(&text(v), n as usize, "…").0);
+handlebars_helper!(truncate: |v: Json, n: u64, {marker: str = "…"}| crate::event::truncate_with(&text(v), n as usize, marker).0);
+handlebars_helper!(first_line: |v: Json| text(v).lines().next().unwrap_or_default().to_string());
 handlebars_helper!(contains: |hay: Json, needle: Json| match hay {
     Value::Array(a) => a.contains(needle),
     Value::Object(o) => o.contains_key(&text(needle)),
@@ -59,6 +60,7 @@ pub fn register(hb: &mut Handlebars<'_>) {
     hb.register_helper("json", Box::new(json));
     hb.register_helper("default", Box::new(Default));
     hb.register_helper("truncate", Box::new(truncate));
+    hb.register_helper("first_line", Box::new(first_line));
     hb.register_helper("lower", Box::new(lower));
     hb.register_helper("upper", Box::new(upper));
     hb.register_helper("join", Box::new(join));

@@ -83,10 +83,10 @@ fn helpers_do_what_their_names_say() {
     let rule = r#"[[rule]]
 name = "r"
 emit = "change"
-summary = "{{lower body.s}}|{{upper body.s}}|{{truncate body.s 4}}|{{join body.a \", \"}}|{{replace body.s \"b\" \"x\"}}|{{concat body.s \"-\" 1}}|{{#if (contains body.a \"y\")}}has{{/if}}"
+summary = "{{lower body.s}}|{{upper body.s}}|{{truncate body.s 4}}|{{truncate body.s 2 marker=''}}|{{first_line body.m}}|{{join body.a \", \"}}|{{replace body.s \"b\" \"x\"}}|{{concat body.s \"-\" 1}}|{{#if (contains body.a \"y\")}}has{{/if}}"
 "#;
-    let out = apply(rule, serde_json::json!({"s": "AbCdE", "a": ["x", "y"]})).unwrap();
-    assert_eq!(out[0].event.body()["payload"]["summary"], "abcde|ABCDE|AbC…|x, y|AxCdE|AbCdE-1|has");
+    let out = apply(rule, serde_json::json!({"s": "AbCdE", "a": ["x", "y"], "m": "subject\n\nbody"})).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["summary"], "abcde|ABCDE|AbC…|Ab|subject|x, y|AxCdE|AbCdE-1|has");
 }
 
 #[test]

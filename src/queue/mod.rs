@@ -131,6 +131,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Recent events, newest first.
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError>;
 
+    /// Deletes delivered events, finished inbound payloads and delivery ids older than
+    /// `before`; pending and dead-lettered events and their payloads are kept.
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError>;
+
     /// Pending events and the age of the oldest.
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
 }

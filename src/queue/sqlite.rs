@@ -386,6 +386,23 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut n = tx.execute("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state = 'delivered' AND done_at < ?1)", [before])?;
+            n += tx.execute("DELETE FROM events WHERE state = 'delivered' AND done_at < ?1", [before])?;
+            n += tx.execute(
+                "DELETE FROM inbound WHERE received_at < ?1 AND status != 'mapping_failed'
+                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
+                [before],
+            )?;
+            n += tx.execute("DELETE FROM seen WHERE seen_at < ?1", [before])?;
+            tx.commit()?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         self.run(|c| {
             c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| {

@@ -140,3 +140,23 @@ async fn concurrent_accepts_are_all_committed() {
     }
     assert_eq!(q.depth().await.unwrap().0, 200);
 }
+
+#[tokio::test]
+async fn pruning_keeps_pending_and_dead_events_and_failed_payloads() {
+    let (q, _d) = open();
+    q.accept(inbound(Some("a")), vec![alert("trigger", "delivered")]).await.unwrap();
+    q.accept(inbound(Some("b")), vec![alert("trigger", "dead")]).await.unwrap();
+    q.accept(inbound(Some("c")), vec![alert("trigger", "pending")]).await.unwrap();
+    let mut failed = inbound(Some("d"));
+    failed.status = InboundStatus::MappingFailed("boom".into());
+    q.accept(failed, vec![]).await.unwrap();
+    let now = now_millis();
+    let c = q.claim(now, 2, LEASE).await.unwrap();
+    q.finish(c[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(c[1].id, Attempt { at: now, status: Some(400), detail: None }, Finish::Dead("400".into())).await.unwrap();
+    assert!(q.prune(now + 1).await.unwrap() > 0);
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
+    assert_eq!(states, vec!["pending", "dead"]);
+    // The delivery ids are forgotten with them: a redelivery after retention is new.
+    assert!(matches!(q.accept(inbound(Some("a")), vec![]).await.unwrap(), Accepted::Committed { .. }));
+}
