@@ -164,3 +164,16 @@ fn compile_errors_name_file_line_rule_and_field_and_all_are_reported() {
     assert!(all.contains("line 1: rule 'a': summary"), "{all}");
     assert!(all.contains("line 7: rule 'b': severity is not part of a change event"), "{all}");
 }
+
+#[test]
+fn change_rules_aimed_at_a_ruleset_key_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("m.toml");
+    std::fs::write(&p, "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n").unwrap();
+    let ruleset = RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap();
+    let (_, warnings) = Mapping::load(&[p.clone()], RoutingKeys { default: Some(ruleset), named: BTreeMap::new() }).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("rule 'deploys'") && warnings[0].contains("ruleset key"), "{warnings:?}");
+    let (_, warnings) = Mapping::load(&[p], keys()).unwrap();
+    assert!(warnings.is_empty(), "{warnings:?}");
+}
