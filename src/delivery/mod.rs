@@ -127,6 +127,7 @@ impl Worker {
         };
         tracing::info!(
             event_id = c.id,
+            inbound_id = %c.inbound_id,
             attempt = attempt_no,
             kind = c.event.kind().as_str(),
             action = c.event.action().map(|a| a.as_str()),

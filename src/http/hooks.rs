@@ -35,7 +35,7 @@ pub async fn post_hook(
                     (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
                 }
             };
-            tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
+            tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body)
         }
         Err(e) => {

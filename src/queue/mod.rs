@@ -74,6 +74,8 @@ pub enum Accepted {
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub id: i64,
+    /// The webhook that produced it (ties delivery logs to the request's log line).
+    pub inbound_id: String,
     pub event: Event,
     /// Attempts made before this one.
     pub attempts: u32,

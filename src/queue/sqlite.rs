@@ -282,7 +282,7 @@ impl Queue for SqliteQueue {
             let tx = c.transaction()?;
             let rows = {
                 let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT e.id, e.kind, e.routing_key, e.body, e.attempts, e.created_at FROM events e
+                    "SELECT e.id, e.kind, e.routing_key, e.body, e.attempts, e.created_at, e.inbound_id FROM events e
                      WHERE e.state = 'pending' AND e.next_at <= ?1 AND e.lease_until <= ?1 AND {LANE_HEAD}
                      ORDER BY e.id LIMIT ?2"
                 ))?;
@@ -295,6 +295,7 @@ impl Queue for SqliteQueue {
                             r.get::<_, String>(3)?,
                             r.get::<_, u32>(4)?,
                             r.get::<_, i64>(5)?,
+                            r.get::<_, String>(6)?,
                         ))
                     })?
                     .collect::<Result<Vec<_>, _>>()?;
@@ -307,11 +308,16 @@ impl Queue for SqliteQueue {
             tx.commit()?;
             Ok(rows
                 .into_iter()
-                .filter_map(|(id, kind, key, body, attempts, created_at)| {
-                    let key = RoutingKey::parse(Secret::new(key)).ok()?;
-                    let body = serde_json::from_str(&body).ok()?;
+                .filter_map(|(id, kind, key, body, attempts, created_at, inbound_id)| {
+                    // Rows are written only by `accept`, so this cannot fail short of a
+                    // corrupted file; say so loudly rather than skip the event silently.
+                    let (Ok(key), Ok(body)) = (RoutingKey::parse(Secret::new(key)), serde_json::from_str(&body)) else {
+                        tracing::error!(event_id = id, "stored event is unreadable; left leased for inspection");
+                        return None;
+                    };
                     Some(Claimed {
                         id,
+                        inbound_id,
                         event: Event::from_stored(kind_from_str(&kind), key, body),
                         attempts,
                         created_at,
