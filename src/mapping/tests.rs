@@ -172,7 +172,8 @@ fn change_rules_aimed_at_a_ruleset_key_are_warned_about() {
     std::fs::write(&p, "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n").unwrap();
     let ruleset = RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap();
     let (_, warnings) =
-        Mapping::load(&[p.clone()], RoutingKeys { default: Some(ruleset), named: BTreeMap::new() }).unwrap();
+        Mapping::load(std::slice::from_ref(&p), RoutingKeys { default: Some(ruleset), named: BTreeMap::new() })
+            .unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("rule 'deploys'") && warnings[0].contains("ruleset key"), "{warnings:?}");
     let (_, warnings) = Mapping::load(&[p], keys()).unwrap();
