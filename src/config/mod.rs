@@ -5,8 +5,10 @@
 
 pub mod raw;
 mod secret;
+mod verify;
 
 pub use secret::{Secret, SecretRef};
+pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
 
 use crate::event::RoutingKey;
 use raw::{RawConfig, RawSource};
@@ -111,10 +113,12 @@ pub struct SourceConfig {
 pub enum SourceKindConfig {
     /// GitHub: `X-Hub-Signature-256` with any of these secrets.
     Github { secrets: Vec<Secret> },
+    /// Any JSON webhook, checked by `verify` (which holds the secrets).
+    Generic { verify: VerifyScheme },
 }
 
 /// The source kinds this build knows, for error messages.
-pub const SOURCE_KINDS: &[&str] = &["github"];
+pub const SOURCE_KINDS: &[&str] = &["github", "generic"];
 
 impl Config {
     /// Reads and validates a config file, resolving `env:` references with `env`.
@@ -339,6 +343,14 @@ fn validate_source(
         .routing_key
         .as_deref()
         .and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, env, base, warnings)));
+    let mut s = s;
+    if let Some(v) = s.verify.as_mut().filter(|v| !v.secrets.is_empty()) {
+        if s.secrets.is_empty() {
+            s.secrets = std::mem::take(&mut v.secrets);
+        } else {
+            p.0.push(format!("{at}: secrets are written both on the source and in verify: keep one list"));
+        }
+    }
     let mut secrets = Vec::new();
     for (i, r) in s.secrets.iter().enumerate() {
         let sref = SecretRef::parse(r);
@@ -356,7 +368,16 @@ fn validate_source(
                     "{at}: kind \"github\" needs secrets = [\"env:GITHUB_WEBHOOK_SECRET\"] (the webhook's secret)"
                 ));
             }
+            if s.verify.is_some() {
+                p.0.push(format!(
+                    "{at}: kind \"github\" checks X-Hub-Signature-256 itself: remove verify (it is for kind \"generic\")"
+                ));
+            }
             SourceKindConfig::Github { secrets }
+        }
+        "generic" => {
+            let verify = verify::validate_verify(&at, s.verify, s.secrets.len(), secrets, p, warnings)?;
+            SourceKindConfig::Generic { verify }
         }
         other => {
             p.0.push(format!("{at}: unknown kind {other:?} (expected one of: {})", SOURCE_KINDS.join(", ")));

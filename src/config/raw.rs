@@ -94,6 +94,8 @@ pub struct RawSource {
     /// Shared secrets (secret references); several = rotation.
     #[serde(default)]
     pub secrets: Vec<String>,
+    /// How a `generic` source checks requests: `verify = { scheme = "hmac", header = "X-Signature" }`.
+    pub verify: Option<RawVerify>,
     /// Mapping files, relative to the config file.
     #[serde(default)]
     pub mappings: Vec<String>,
@@ -101,4 +103,28 @@ pub struct RawSource {
     pub routing_key: Option<String>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
+}
+
+/// `verify = { scheme = "...", ... }` of a `generic` source. Which options apply depends on
+/// the scheme.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawVerify {
+    /// `hmac`, `standard-webhooks`, `stripe`, `slack`, `gitlab`, `bearer`, `basic` or `none`.
+    pub scheme: String,
+    /// `hmac`: the header carrying the signature (required), e.g. `X-Signature`.
+    pub header: Option<String>,
+    /// `hmac`: `sha1`, `sha256` (default) or `sha512`.
+    pub algorithm: Option<String>,
+    /// `hmac`: `hex` (default) or `base64`.
+    pub encoding: Option<String>,
+    /// `hmac`: text before the signature in the header, e.g. `sha256=`.
+    pub prefix: Option<String>,
+    /// `standard-webhooks`, `stripe`, `slack`: how far the signed timestamp may be from now,
+    /// default `5m`.
+    pub tolerance: Option<String>,
+    /// The scheme's secrets (secret references; several = rotation). May be written here, as
+    /// DESIGN.md shows, or as the source's `secrets`, but not both.
+    #[serde(default)]
+    pub secrets: Vec<String>,
 }

@@ -4,7 +4,12 @@ use std::collections::HashMap;
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
 fn env() -> HashMap<String, String> {
-    HashMap::from([("PD".to_string(), KEY.to_string()), ("GH".to_string(), "s".to_string())])
+    HashMap::from([
+        ("PD".to_string(), KEY.to_string()),
+        ("GH".to_string(), "s".to_string()),
+        ("WHSEC".to_string(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
+        ("BASIC".to_string(), "alertmanager:pa55word".to_string()),
+    ])
 }
 
 fn parse(text: &str) -> Result<Config, ConfigError> {
@@ -64,7 +69,7 @@ mappings = []
         "storage.durability",
         "delivery.max_backoff",
         "line 8: source 'Git Hub': name must be",
-        "unknown kind \"gitlub\" (expected one of: github)",
+        "unknown kind \"gitlub\" (expected one of: github, generic)",
         "no mappings",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
@@ -107,4 +112,161 @@ fn the_shipped_config_parses() {
     };
     let c = Config::load(&root.join("pagerhook.toml"), &env).unwrap();
     assert_eq!(c.sources.len(), 1);
+}
+
+/// MINIMAL plus a generic source named "am" with these extra lines.
+fn generic(lines: &str) -> String {
+    format!("{MINIMAL}\n[[source]]\nname = \"am\"\nkind = \"generic\"\nmappings = [\"mappings/am.toml\"]\n{lines}\n")
+}
+
+fn generic_scheme(lines: &str) -> VerifyScheme {
+    let c = parse(&generic(lines)).unwrap_or_else(|e| panic!("{lines}: {e}"));
+    match &c.sources[1].kind {
+        SourceKindConfig::Generic { verify } => verify.clone(),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_generic_source_parses_with_each_scheme() {
+    let hmac = generic_scheme(
+        r#"secrets = ["env:GH", "env:PD"]
+verify = { scheme = "hmac", header = "X-Signature", algorithm = "sha512", encoding = "base64", prefix = "sha512=" }"#,
+    );
+    match hmac {
+        VerifyScheme::Hmac { header, algorithm, encoding, prefix, secrets } => {
+            assert_eq!(header, "X-Signature");
+            assert_eq!(algorithm, HmacAlgorithm::Sha512);
+            assert_eq!(encoding, SignatureEncoding::Base64);
+            assert_eq!(prefix.as_deref(), Some("sha512="));
+            assert_eq!(secrets.len(), 2);
+        }
+        other => panic!("{other:?}"),
+    }
+    let defaults = generic_scheme("secrets = [\"env:GH\"]\nverify = { scheme = \"hmac\", header = \"X-Sig\" }");
+    assert!(matches!(
+        defaults,
+        VerifyScheme::Hmac { algorithm: HmacAlgorithm::Sha256, encoding: SignatureEncoding::Hex, prefix: None, .. }
+    ));
+    let sw =
+        generic_scheme("secrets = [\"env:WHSEC\"]\nverify = { scheme = \"standard-webhooks\", tolerance = \"10m\" }");
+    assert!(matches!(sw, VerifyScheme::StandardWebhooks { tolerance, .. } if tolerance == Duration::from_secs(600)));
+    let stripe = generic_scheme("secrets = [\"env:GH\"]\nverify = { scheme = \"stripe\" }");
+    assert!(matches!(stripe, VerifyScheme::Stripe { tolerance, .. } if tolerance == Duration::from_secs(300)));
+    let slack = generic_scheme("secrets = [\"env:GH\"]\nverify = { scheme = \"slack\" }");
+    assert!(matches!(slack, VerifyScheme::Slack { .. }));
+    let gitlab = generic_scheme("secrets = [\"env:GH\"]\nverify = { scheme = \"gitlab\" }");
+    assert!(matches!(gitlab, VerifyScheme::Gitlab { .. }));
+    let bearer = generic_scheme("secrets = [\"env:GH\"]\nverify = { scheme = \"bearer\" }");
+    assert!(matches!(bearer, VerifyScheme::Bearer { .. }));
+    let basic = generic_scheme("secrets = [\"env:BASIC\"]\nverify = { scheme = \"basic\" }");
+    assert!(matches!(basic, VerifyScheme::Basic { .. }));
+    // The table form works as well as the inline one.
+    let table = generic_scheme("secrets = [\"env:GH\"]\n[source.verify]\nscheme = \"gitlab\"");
+    assert_eq!(table.name(), "gitlab");
+}
+
+#[test]
+fn an_unknown_verify_scheme_lists_the_valid_ones() {
+    let err = parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"hmac-sha256\" }")).unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "source 'am': unknown verify scheme \"hmac-sha256\" (expected one of: hmac, standard-webhooks, stripe, slack, gitlab, bearer, basic, none)"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_or_misplaced_verify_options_are_errors_with_an_example() {
+    let err = parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"hmac\" }")).unwrap_err().to_string();
+    assert!(err.contains("verify scheme \"hmac\" needs header"), "{err}");
+    assert!(err.contains(r#"e.g. verify = { scheme = "hmac", header = "X-Signature", prefix = "sha256=" }"#), "{err}");
+
+    let err = parse(&generic("verify = { scheme = \"stripe\", header = \"X\", tolerance = \"soon\" }"))
+        .unwrap_err()
+        .to_string();
+    for needle in [
+        "verify scheme \"stripe\" needs secrets = [\"env:NAME\"]",
+        "verify option header does not apply to scheme \"stripe\" (its options: tolerance)",
+        "verify.tolerance = \"soon\"",
+    ] {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    let text = generic("secrets = [\"env:GH\"]\nverify = { scheme = \"hmac\", header = \"X Sig\", algorithm = \"md5\", encoding = \"base32\" }");
+    let err = parse(&text).unwrap_err().to_string();
+    for needle in
+        ["verify.header = \"X Sig\" is not a header name", "verify.algorithm = \"md5\"", "verify.encoding = \"base32\""]
+    {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+
+    let err = parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"hmac\", secret = \"x\" }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unknown field `secret`"), "{err}");
+}
+
+#[test]
+fn secrets_are_checked_against_the_scheme() {
+    let err = parse(&generic("secrets = [\"whsec_not base64!\"]\nverify = { scheme = \"standard-webhooks\" }"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("secrets[0]: a whsec_ secret must be base64"), "{err}");
+    assert!(!err.contains("not base64!"), "no secret in errors: {err}");
+    let err = parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"basic\" }")).unwrap_err().to_string();
+    assert!(err.contains("scheme \"basic\" takes secrets written \"user:password\""), "{err}");
+    let err = parse(&generic("secrets = [\"env:UNSET\"]\nverify = { scheme = \"bearer\" }")).unwrap_err().to_string();
+    assert!(err.contains("UNSET is not set"), "{err}");
+    let c = parse(&generic("secrets = [\"literal-token\"]\nverify = { scheme = \"bearer\" }")).unwrap();
+    assert!(
+        c.warnings.iter().any(|w| w.contains("source 'am': secrets[0] is written in the config file")),
+        "{:?}",
+        c.warnings
+    );
+    assert!(!format!("{c:?}").contains("literal-token"));
+}
+
+#[test]
+fn a_generic_source_without_verify_is_an_error_that_says_what_to_write() {
+    let err = parse(&generic("secrets = [\"env:GH\"]")).unwrap_err().to_string();
+    assert!(err.contains("source 'am': kind \"generic\" needs verify"), "{err}");
+    assert!(err.contains("verify = { scheme = \"none\" }"), "{err}");
+    assert!(err.contains("hmac, standard-webhooks"), "{err}");
+}
+
+#[test]
+fn verify_none_must_be_explicit_and_warns() {
+    let c = parse(&generic("verify = { scheme = \"none\" }")).unwrap();
+    assert!(matches!(c.sources[1].kind, SourceKindConfig::Generic { verify: VerifyScheme::None }));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("source 'am': verify scheme none accepts unsigned requests from anyone")),
+        "{:?}",
+        c.warnings
+    );
+    let err = parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"none\" }")).unwrap_err().to_string();
+    assert!(err.contains("verify scheme \"none\" checks nothing"), "{err}");
+}
+
+#[test]
+fn verify_belongs_to_generic_sources_only() {
+    let text = MINIMAL
+        .replace("secrets = [\"env:GH\"]", "secrets = [\"env:GH\"]\nverify = { scheme = \"hmac\", header = \"X\" }");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("kind \"github\" checks X-Hub-Signature-256 itself: remove verify"), "{err}");
+}
+
+#[test]
+fn verify_secrets_may_be_written_inside_verify_but_not_twice() {
+    let text = format!(
+        "{MINIMAL}\n[[source]]\nname = \"am\"\nkind = \"generic\"\nmappings = [\"m.toml\"]\nverify = {{ scheme = \"bearer\", secrets = [\"env:GH\"] }}\n"
+    );
+    let c = parse(&text).unwrap();
+    assert!(
+        matches!(&c.sources[1].kind, SourceKindConfig::Generic { verify: VerifyScheme::Bearer { secrets } } if secrets.len() == 1)
+    );
+    let twice = text.replace("mappings = [\"m.toml\"]", "mappings = [\"m.toml\"]\nsecrets = [\"env:GH\"]");
+    let err = parse(&twice).unwrap_err().to_string();
+    assert!(err.contains("both on the source and in verify"), "{err}");
 }

@@ -5,7 +5,9 @@
 //! and verification runs on the exact bytes received. [`Verified`] has private fields and
 //! only this module builds one, so `mapping` and `queue` cannot see an unverified body.
 
+mod generic;
 mod github;
+mod verify;
 
 use crate::config::{Config, SourceConfig, SourceKindConfig};
 use crate::mapping::{Mapping, RoutingKeys};
@@ -46,14 +48,14 @@ impl Headers {
 
     /// The headers worth keeping with a stored payload: not credentials.
     pub fn to_stored(&self) -> Value {
+        Value::Object(self.without_credentials().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
+    }
+
+    /// Every header but those carrying credentials (`Authorization: Bearer`, `X-Gitlab-Token`,
+    /// ...), which neither storage nor templates get.
+    fn without_credentials(&self) -> impl Iterator<Item = (&String, &String)> {
         const DROP: &[&str] = &["authorization", "cookie", "x-gitlab-token", "proxy-authorization"];
-        Value::Object(
-            self.0
-                .iter()
-                .filter(|(k, _)| !DROP.contains(&k.as_str()))
-                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-                .collect(),
-        )
+        self.0.iter().filter(|(k, _)| !DROP.contains(&k.as_str()))
     }
 
     /// Rebuilds stored headers.
@@ -112,7 +114,8 @@ impl Verified {
         &self.source
     }
 
-    /// The sender's id for this delivery (GitHub `X-GitHub-Delivery`), used to drop repeats.
+    /// The sender's id for this delivery (GitHub `X-GitHub-Delivery`, Standard Webhooks
+    /// `webhook-id`), used to drop repeats.
     pub fn delivery_id(&self) -> Option<&str> {
         self.delivery_id.as_deref()
     }
@@ -132,11 +135,12 @@ impl Verified {
         &self.headers
     }
 
-    /// What templates see: `body`, `headers`, `query`, `source`.
+    /// What templates see: `body`, `headers` (less credentials), `query`, `source`.
     pub fn template_context(&self) -> Value {
+        let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
         json!({
             "body": self.body,
-            "headers": self.headers.0,
+            "headers": headers,
             "query": self.query,
             "source": self.source,
         })
@@ -160,6 +164,7 @@ pub struct Source {
 #[derive(Debug)]
 enum SourceKind {
     Github(github::Github),
+    Generic(generic::Generic),
 }
 
 impl Source {
@@ -168,6 +173,9 @@ impl Source {
             .map_err(|errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>())?;
         let kind = match &cfg.kind {
             SourceKindConfig::Github { secrets } => SourceKind::Github(github::Github::new(secrets.clone())),
+            SourceKindConfig::Generic { verify } => SourceKind::Generic(
+                generic::Generic::new(verify).map_err(|e| vec![format!("source '{}': {e}", cfg.name)])?,
+            ),
         };
         let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
         Ok((
@@ -195,6 +203,7 @@ impl Source {
     pub fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
         match &self.kind {
             SourceKind::Github(g) => g.verify(&self.name, req),
+            SourceKind::Generic(g) => g.verify(&self.name, req),
         }
     }
 
@@ -204,6 +213,7 @@ impl Source {
     pub fn trusted(&self, headers: Headers, query: &str, body: Bytes) -> Result<Verified, SourceError> {
         match &self.kind {
             SourceKind::Github(_) => github::parse(&self.name, headers, query, body),
+            SourceKind::Generic(g) => g.parse(&self.name, headers, query, body),
         }
     }
 }

@@ -3,6 +3,7 @@
 mod admin;
 mod cli;
 mod delivery;
+mod generic;
 mod helpers;
 mod hooks;
 mod mappings;

@@ -16,6 +16,10 @@ use std::sync::Once;
 pub const INTEGRATION_KEY: &str = "0123456789abcdef0123456789abcdef";
 pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
 pub const OLD_GITHUB_SECRET: &str = "the previous secret";
+/// Secrets of the generic sources in `tests/it/generic.rs`.
+pub const AM_SECRET: &str = "alertmanager shared secret";
+pub const OLD_AM_SECRET: &str = "alertmanager previous secret";
+pub const STANDARD_WEBHOOKS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// Repository root (for shipped mappings and fixtures).
 pub fn root() -> PathBuf {
@@ -85,6 +89,9 @@ pub fn test_env() -> HashMap<String, String> {
         ("GH_SECRET".to_string(), GITHUB_SECRET.to_string()),
         ("GH_OLD_SECRET".to_string(), OLD_GITHUB_SECRET.to_string()),
         ("ADMIN_TOKEN".to_string(), "admin-token".to_string()),
+        ("AM_SECRET".to_string(), AM_SECRET.to_string()),
+        ("AM_OLD_SECRET".to_string(), OLD_AM_SECRET.to_string()),
+        ("SW_SECRET".to_string(), STANDARD_WEBHOOKS_SECRET.to_string()),
     ])
 }
 

@@ -1,0 +1,317 @@
+//! The signature schemes of `kind = "generic"` sources, each checked on the raw bytes.
+//!
+//! Refusals are reasons naming the check that failed, never a secret or an expected value.
+//! Signatures are compared with `Mac::verify_slice` and tokens as SHA-256 digests with
+//! `subtle`, both in constant time.
+
+use super::Headers;
+use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
+use hmac::digest::KeyInit;
+use hmac::{Hmac, Mac};
+use sha1::Sha1;
+use sha2::{Digest, Sha256, Sha512};
+use std::time::Duration;
+use subtle::{Choice, ConstantTimeEq};
+
+/// Standard base64 that does not insist on padding either way.
+const BASE64: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// Key material or a token digest; `Debug` never shows it.
+struct Key(Vec<u8>);
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// Which header carries a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TokenKind {
+    /// `X-Gitlab-Token: <token>`
+    Gitlab,
+    /// `Authorization: Bearer <token>`
+    Bearer,
+    /// `Authorization: Basic base64(user:password)`
+    Basic,
+}
+
+/// A compiled [`VerifyScheme`].
+#[derive(Debug)]
+pub struct Verifier(Scheme);
+
+#[derive(Debug)]
+enum Scheme {
+    Hmac {
+        header: String,
+        algorithm: HmacAlgorithm,
+        encoding: SignatureEncoding,
+        prefix: Option<String>,
+        keys: Vec<Key>,
+    },
+    StandardWebhooks {
+        keys: Vec<Key>,
+        tolerance: Duration,
+    },
+    Stripe {
+        keys: Vec<Key>,
+        tolerance: Duration,
+    },
+    Slack {
+        keys: Vec<Key>,
+        tolerance: Duration,
+    },
+    /// SHA-256 digests of the accepted tokens, so comparisons take the same time whatever
+    /// their lengths.
+    Token {
+        kind: TokenKind,
+        digests: Vec<Key>,
+    },
+    None,
+}
+
+fn raw_keys(secrets: &[Secret]) -> Vec<Key> {
+    secrets.iter().map(|s| Key(s.expose().as_bytes().to_vec())).collect()
+}
+
+fn digest(bytes: &[u8]) -> Key {
+    Key(Sha256::digest(bytes).to_vec())
+}
+
+impl Verifier {
+    /// Compiles a scheme; fails only on a secret config validation would have refused.
+    pub fn new(scheme: &VerifyScheme) -> Result<Verifier, String> {
+        Ok(Verifier(match scheme {
+            VerifyScheme::Hmac { header, algorithm, encoding, prefix, secrets } => Scheme::Hmac {
+                header: header.clone(),
+                algorithm: *algorithm,
+                encoding: *encoding,
+                prefix: prefix.clone(),
+                keys: raw_keys(secrets),
+            },
+            VerifyScheme::StandardWebhooks { secrets, tolerance } => Scheme::StandardWebhooks {
+                keys: secrets
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| standard_webhooks_key(s).map(Key).map_err(|e| format!("secrets[{i}]: {e}")))
+                    .collect::<Result<_, _>>()?,
+                tolerance: *tolerance,
+            },
+            VerifyScheme::Stripe { secrets, tolerance } => {
+                Scheme::Stripe { keys: raw_keys(secrets), tolerance: *tolerance }
+            }
+            VerifyScheme::Slack { secrets, tolerance } => {
+                Scheme::Slack { keys: raw_keys(secrets), tolerance: *tolerance }
+            }
+            VerifyScheme::Gitlab { secrets } => Verifier::token(TokenKind::Gitlab, secrets),
+            VerifyScheme::Bearer { secrets } => Verifier::token(TokenKind::Bearer, secrets),
+            VerifyScheme::Basic { secrets } => Verifier::token(TokenKind::Basic, secrets),
+            VerifyScheme::None => Scheme::None,
+        }))
+    }
+
+    fn token(kind: TokenKind, secrets: &[Secret]) -> Scheme {
+        Scheme::Token { kind, digests: secrets.iter().map(|s| digest(s.expose().as_bytes())).collect() }
+    }
+
+    /// Checks a request at `now` (unix seconds); `Err` is the reason for the 401.
+    pub fn check(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), String> {
+        match &self.0 {
+            Scheme::Hmac { header, algorithm, encoding, prefix, keys } => {
+                let value = headers.get(header).ok_or_else(|| format!("missing {header} header"))?;
+                let malformed = || {
+                    let digits = match encoding {
+                        SignatureEncoding::Hex => format!("<{} hex digits>", algorithm.output_len() * 2),
+                        SignatureEncoding::Base64 => "<base64>".to_string(),
+                    };
+                    format!("malformed {header} header (expected {}{digits})", prefix.as_deref().unwrap_or(""))
+                };
+                let value = value.trim();
+                let sig = match prefix {
+                    Some(p) => strip_prefix_ignore_case(value, p).ok_or_else(malformed)?,
+                    None => value,
+                };
+                let sig = match encoding {
+                    SignatureEncoding::Hex => hex::decode(sig).ok(),
+                    SignatureEncoding::Base64 => BASE64.decode(sig).ok(),
+                }
+                .filter(|s| s.len() == algorithm.output_len())
+                .ok_or_else(malformed)?;
+                let ok = keys.iter().any(|k| mac_matches(*algorithm, &k.0, &[body], &sig));
+                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
+            }
+            Scheme::StandardWebhooks { keys, tolerance } => {
+                let family = standard_webhooks_family(headers);
+                let header = |what: &str| {
+                    let name = format!("{family}-{what}");
+                    match headers.get(&name) {
+                        Some(v) => Ok(v),
+                        None => Err(format!("missing {name} header")),
+                    }
+                };
+                let signature = header("signature")?;
+                let id = header("id")?;
+                let timestamp = header("timestamp")?;
+                let ts = parse_timestamp(timestamp)
+                    .ok_or_else(|| format!("malformed {family}-timestamp header (expected unix seconds)"))?;
+                within_tolerance(ts, now, *tolerance)?;
+                // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
+                // Repeated headers arrive joined with ", ", hence the trimmed commas.
+                let sigs: Vec<Vec<u8>> = signature
+                    .split_ascii_whitespace()
+                    .filter_map(|e| e.trim_end_matches(',').strip_prefix("v1,"))
+                    .filter_map(|b| BASE64.decode(b).ok())
+                    .filter(|s| s.len() == 32)
+                    .collect();
+                if sigs.is_empty() {
+                    return Err(format!(
+                        "malformed {family}-signature header (expected v1,<base64 HMAC-SHA256>, space-separated)"
+                    ));
+                }
+                let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+                let ok = keys.iter().any(|k| sigs.iter().any(|s| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, s)));
+                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
+            }
+            Scheme::Stripe { keys, tolerance } => {
+                let value = headers.get("stripe-signature").ok_or("missing Stripe-Signature header")?;
+                let malformed =
+                    || "malformed Stripe-Signature header (expected t=<unix seconds>,v1=<64 hex digits>)".to_string();
+                let mut t = None;
+                let mut sigs = Vec::new();
+                for part in value.split(',') {
+                    let Some((k, v)) = part.trim().split_once('=') else { return Err(malformed()) };
+                    match k {
+                        "t" if t.is_none() => t = Some(v),
+                        "t" => return Err(malformed()),
+                        "v1" => sigs.extend(hex::decode(v).ok().filter(|s| s.len() == 32)),
+                        _ => {}
+                    }
+                }
+                let t = t.ok_or_else(malformed)?;
+                let ts = parse_timestamp(t).ok_or_else(malformed)?;
+                if sigs.is_empty() {
+                    return Err(malformed());
+                }
+                within_tolerance(ts, now, *tolerance)?;
+                let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
+                let ok = keys.iter().any(|k| sigs.iter().any(|s| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, s)));
+                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
+            }
+            Scheme::Slack { keys, tolerance } => {
+                let value = headers.get("x-slack-signature").ok_or("missing X-Slack-Signature header")?;
+                let timestamp =
+                    headers.get("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp header")?;
+                let ts = parse_timestamp(timestamp)
+                    .ok_or("malformed X-Slack-Request-Timestamp header (expected unix seconds)")?;
+                let sig = value
+                    .trim()
+                    .strip_prefix("v0=")
+                    .and_then(|h| hex::decode(h).ok())
+                    .filter(|s| s.len() == 32)
+                    .ok_or("malformed X-Slack-Signature header (expected v0=<64 hex digits>)")?;
+                within_tolerance(ts, now, *tolerance)?;
+                let parts: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
+                let ok = keys.iter().any(|k| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, &sig));
+                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
+            }
+            Scheme::Token { kind, digests } => {
+                let presented = match kind {
+                    TokenKind::Gitlab => {
+                        headers.get("x-gitlab-token").ok_or("missing X-Gitlab-Token header")?.as_bytes().to_vec()
+                    }
+                    TokenKind::Bearer => {
+                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
+                        strip_prefix_ignore_case(value.trim(), "Bearer ")
+                            .map(|t| t.trim().as_bytes().to_vec())
+                            .ok_or("malformed Authorization header (expected Bearer <token>)")?
+                    }
+                    TokenKind::Basic => {
+                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
+                        strip_prefix_ignore_case(value.trim(), "Basic ")
+                            .and_then(|b| BASE64.decode(b.trim()).ok())
+                            .ok_or("malformed Authorization header (expected Basic <base64 of user:password>)")?
+                    }
+                };
+                let presented = digest(&presented);
+                // Every digest is compared, so the time taken does not say which one matched.
+                let ok = digests.iter().fold(Choice::from(0), |acc, d| acc | d.0.ct_eq(&presented.0));
+                let what = if *kind == TokenKind::Basic { "credentials" } else { "token" };
+                bool::from(ok).then_some(()).ok_or_else(|| mismatch(what, digests.len()))
+            }
+            Scheme::None => Ok(()),
+        }
+    }
+
+    /// The sender's id of this delivery, where the scheme defines one: `webhook-id` (or
+    /// `svix-id`) for Standard Webhooks.
+    pub fn delivery_id(&self, headers: &Headers) -> Option<String> {
+        match &self.0 {
+            Scheme::StandardWebhooks { .. } => {
+                headers.get(&format!("{}-id", standard_webhooks_family(headers))).map(str::to_string)
+            }
+            _ => None,
+        }
+    }
+}
+
+/// `webhook` for the Standard Webhooks header names, `svix` for Svix's (the same scheme).
+fn standard_webhooks_family(headers: &Headers) -> &'static str {
+    if headers.get("webhook-signature").is_none() && headers.get("svix-signature").is_some() {
+        "svix"
+    } else {
+        "webhook"
+    }
+}
+
+/// Whether an HMAC of the concatenated `parts` under `key` is `sig`, in constant time.
+fn mac_matches(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
+        let mut mac = <M as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
+        for p in parts {
+            mac.update(p);
+        }
+        // verify_slice compares in constant time.
+        mac.verify_slice(sig).is_ok()
+    }
+    match algorithm {
+        HmacAlgorithm::Sha1 => run::<Hmac<Sha1>>(key, parts, sig),
+        HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts, sig),
+        HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts, sig),
+    }
+}
+
+fn mismatch(what: &str, tried: usize) -> String {
+    format!("{what} mismatch (tried {tried} secret{})", if tried == 1 { "" } else { "s" })
+}
+
+/// Unix seconds, digits only.
+fn parse_timestamp(s: &str) -> Option<i64> {
+    let s = s.trim();
+    (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
+}
+
+fn within_tolerance(ts: i64, now: i64, tolerance: Duration) -> Result<(), String> {
+    let skew = (i128::from(now) - i128::from(ts)).unsigned_abs();
+    if skew > u128::from(tolerance.as_secs()) {
+        return Err(format!("timestamp outside tolerance of {}", humantime::format_duration(tolerance)));
+    }
+    Ok(())
+}
+
+/// `s` without `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = s.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &s[prefix.len()..])
+}
+
+/// The system clock in unix seconds.
+pub fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
