@@ -136,10 +136,7 @@ async fn forged_generic_requests_are_refused_and_nothing_is_sent() {
     // Sentinel: only its two events were ever queued or sent.
     let a = app.post_hook("am", &[("x-signature", &good)], ALERTS).await;
     assert_eq!(a.status, 202, "{:?}", a.json);
-    let got = app.fake.wait_for(2, WAIT).await;
-    assert_eq!(got.len(), 2, "only the sentinel reached PagerDuty: {got:#?}");
-    let recent = app.app.as_ref().unwrap().queue().recent(100).await.unwrap();
-    assert_eq!(recent.len(), 2, "only the sentinel's events are queued: {recent:#?}");
+    app.assert_only_sentinel_events(2).await;
 }
 
 #[tokio::test]

@@ -13,10 +13,7 @@ async fn assert_nothing_sent_before_sentinel(app: &TestApp) {
     let body = fixture("github/pull_request_merged.json");
     let a = app.github("pull_request", "sentinel", &body).await;
     assert_eq!(a.status, 202, "{:?}", a.json);
-    let got = app.fake.wait_for(1, WAIT).await;
-    assert_eq!(got.len(), 1, "only the sentinel reached PagerDuty: {got:#?}");
-    let recent = app.app.as_ref().unwrap().queue().recent(100).await.unwrap();
-    assert_eq!(recent.len(), 1, "only the sentinel's event is queued: {recent:#?}");
+    app.assert_only_sentinel_events(1).await;
 }
 
 #[tokio::test]

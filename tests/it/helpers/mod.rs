@@ -177,6 +177,15 @@ impl TestApp {
         .await
     }
 
+    /// After a sentinel request that produced `n` events: proves those are the only events
+    /// PagerDuty received and the queue holds, so every earlier request changed nothing.
+    pub async fn assert_only_sentinel_events(&self, n: usize) {
+        let got = self.fake.wait_for(n, std::time::Duration::from_secs(10)).await;
+        assert_eq!(got.len(), n, "only the sentinel reached PagerDuty: {got:#?}");
+        let recent = self.app.as_ref().unwrap().queue().recent(100).await.unwrap();
+        assert_eq!(recent.len(), n, "only the sentinel's events are queued: {recent:#?}");
+    }
+
     /// Stops the app gracefully, keeping the data directory and the fake.
     pub async fn stop(mut self) -> (FakePagerDuty, tempfile::TempDir) {
         if let Some(app) = self.app.take() {
