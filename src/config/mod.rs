@@ -318,7 +318,7 @@ fn validate(
 }
 
 fn validate_source(
-    s: RawSource,
+    mut s: RawSource,
     line: usize,
     base: &Path,
     env: &dyn Fn(&str) -> Option<String>,
@@ -343,7 +343,6 @@ fn validate_source(
         .routing_key
         .as_deref()
         .and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, env, base, warnings)));
-    let mut s = s;
     if let Some(v) = s.verify.as_mut().filter(|v| !v.secrets.is_empty()) {
         if s.secrets.is_empty() {
             s.secrets = std::mem::take(&mut v.secrets);
