@@ -6,7 +6,7 @@ use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::pagerduty;
-use crate::queue::{Queue, SqliteQueue};
+use crate::queue::{Queue, Role, SqliteQueue};
 use crate::source::Sources;
 use anyhow::Context as _;
 use std::net::TcpListener;
@@ -32,11 +32,12 @@ pub struct App {
     queue: Arc<dyn Queue>,
 }
 
-/// Opens the configured store.
-pub fn open_queue(cfg: &Config) -> anyhow::Result<Arc<dyn Queue>> {
+/// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
+pub fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
     match &cfg.storage.backend {
         StorageBackend::Sqlite { path } => Ok(Arc::new(
-            SqliteQueue::open(path, cfg.storage.durability).with_context(|| format!("opening {}", path.display()))?,
+            SqliteQueue::open(path, cfg.storage.durability, role)
+                .with_context(|| format!("opening {}", path.display()))?,
         )),
     }
 }
@@ -56,7 +57,7 @@ impl App {
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }
-        let queue = open_queue(&cfg)?;
+        let queue = open_queue(&cfg, Role::Deliverer)?;
         let wake = Arc::new(Notify::new());
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
             .map_err(anyhow::Error::msg)?;
@@ -68,8 +69,12 @@ impl App {
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
         let pipeline = Pipeline { sources: Arc::new(sources), queue: queue.clone(), wake };
-        let admin_state =
-            AdminState { queue: queue.clone(), admin_token: cfg.server.admin_token.clone(), ready: ready.clone() };
+        let admin_state = AdminState {
+            queue: queue.clone(),
+            pipeline: pipeline.clone(),
+            admin_token: cfg.server.admin_token.clone(),
+            ready: ready.clone(),
+        };
         let servers = http::start(pipeline, cfg.server.max_body_bytes, hooks, admin_state, admin)?;
         tracing::info!(
             listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,

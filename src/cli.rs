@@ -1,12 +1,18 @@
-//! The command line: `serve`, `check`, `render`, `deliveries list`.
+//! The command line: `serve`, `check`, `render`, `health`, `deliveries list`, `dlq`.
+//!
+//! `deliveries` and `dlq` open the store directly (beside a running server, or without one),
+//! so they work when the service is down, which is when they are needed most.
 
 use crate::app::{self, App, Options};
 use crate::config::Config;
+use crate::ingest::{Pipeline, Replayed};
+use crate::queue::{DeadId, Role};
 use crate::source::{Headers, Sources};
 use crate::telemetry::{self, LogFormat};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::process::ExitCode;
 
 /// Verify webhooks and deliver them to PagerDuty, in order, without losing one.
@@ -53,6 +59,44 @@ pub enum Command {
         #[command(subcommand)]
         command: DeliveriesCommand,
     },
+    /// Dead letters: events PagerDuty refused or that ran out of retries, and payloads whose
+    /// mapping failed.
+    Dlq {
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+}
+
+/// `dlq` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// Dead letters, newest first.
+    List {
+        /// Only this source's.
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One dead letter: why it died, every attempt, the event and the stored request.
+    Show { id: String },
+    /// Queue a dead event again, or map a failed payload again with the current mappings.
+    Replay {
+        /// What `dlq list` shows in its ID column.
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        id: Option<String>,
+        /// Every dead letter (oldest first).
+        #[arg(long)]
+        all: bool,
+        /// With --all: only this source's.
+        #[arg(long, requires = "all")]
+        source: Option<String>,
+    },
+    /// Forget a dead letter.
+    Delete { id: String },
 }
 
 /// `deliveries` subcommands.
@@ -101,6 +145,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check => check(&cli),
+        Command::Dlq { command } => dlq(&cli, command).await,
         Command::Health => {
             let cfg = load(&cli)?;
             health(cfg.server.admin_listen)
@@ -111,7 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deliveries { command: DeliveriesCommand::List { limit, json } } => {
             let cfg = load(&cli)?;
-            let rows = app::open_queue(&cfg)?.recent(*limit).await?;
+            let rows = app::open_queue(&cfg, Role::Tool)?.recent(*limit).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -139,6 +184,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
+    let cfg = load(cli)?;
+    let queue = app::open_queue(&cfg, Role::Tool)?;
+    let parse = |id: &str| DeadId::parse(id).with_context(|| format!("{id:?} is not a dead-letter id (see `dlq list`)"));
+    match command {
+        DlqCommand::List { source, limit, json } => {
+            let rows = queue.dead_letters(source.clone(), *limit).await?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
+            for r in &rows {
+                println!(
+                    "{:<36}  {:<14} {:<14} {:<8} {:>3}  {} / {}",
+                    r.id,
+                    r.kind,
+                    r.source,
+                    r.action.as_deref().unwrap_or("-"),
+                    r.attempts,
+                    r.dedup_key.as_deref().unwrap_or("-"),
+                    r.reason
+                );
+            }
+            eprintln!("{} dead letter(s)", rows.len());
+        }
+        DlqCommand::Show { id } => match queue.dead_letter(parse(id)?).await? {
+            Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+            None => bail!("no dead letter {id}"),
+        },
+        DlqCommand::Delete { id } => {
+            if !queue.delete_dead(parse(id)?).await? {
+                bail!("no dead letter {id}");
+            }
+            println!("deleted {id}");
+        }
+        DlqCommand::Replay { id, source, .. } => {
+            // Replay maps with the mappings on disk now, which is the point: fix, then replay.
+            let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+            let pipeline = Pipeline { sources: Arc::new(sources), queue, wake: Default::default() };
+            let results = match id {
+                Some(id) => vec![(id.clone(), pipeline.replay(&parse(id)?).await)],
+                None => pipeline.replay_all(source.as_deref()).await?,
+            };
+            let mut failed = 0;
+            for (id, r) in results {
+                match r {
+                    Ok(Replayed::Requeued { event_id }) => println!("{id}: queued again as event {event_id}"),
+                    Ok(Replayed::Remapped { events }) => println!("{id}: mapped into {events} event(s), queued"),
+                    Ok(Replayed::Ignored { reason }) => println!("{id}: mapped to nothing ({reason})"),
+                    Ok(Replayed::StillFailing { error }) => {
+                        failed += 1;
+                        println!("{id}: mapping still fails: {error}");
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        println!("{id}: {e}");
+                    }
+                }
+            }
+            if failed > 0 {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {

@@ -398,6 +398,12 @@ impl Event {
         &self.routing_key
     }
 
+    /// The same event sent to another routing key (sticky routing: an acknowledge or resolve
+    /// must go where its trigger went).
+    pub fn rerouted(self, routing_key: RoutingKey) -> Event {
+        Event { routing_key, ..self }
+    }
+
     /// The body without the routing key: safe to store in plain view, print and snapshot.
     pub fn body(&self) -> &Value {
         &self.body

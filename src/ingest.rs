@@ -1,11 +1,13 @@
-//! The accept path, free of HTTP: find the source, verify, map, commit.
+//! The accept path, free of HTTP: find the source, verify, map, commit; and its second
+//! chance, replay of dead letters.
 //!
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
-//! replay reuse the same source and mapping code.
+//! [`Pipeline::replay`] reuse the same source and mapping code.
 
 use crate::mapping::Rendered;
-use crate::queue::{now_millis, Accepted, InboundStatus, NewInbound, Queue, QueueError};
-use crate::source::{Disposition, Incoming, SourceError, Sources, Verified};
+use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, NewInbound, Queue, QueueError};
+use crate::source::{Disposition, Headers, Incoming, Source, SourceError, Sources, Verified};
+use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -52,32 +54,8 @@ impl Pipeline {
         let src = self.sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
         let verified = src.verify(req)?;
-        let decision = match verified.disposition() {
-            Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
-            Disposition::Map => match src.mapping().apply(&verified) {
-                Ok(rendered) if rendered.len() > src.max_events_per_request() => {
-                    return Err(IngestError::TooManyEvents {
-                        source_name: source.to_string(),
-                        events: rendered.len(),
-                        max: src.max_events_per_request(),
-                    })
-                }
-                Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
-                Ok(rendered) => {
-                    log_notes(source, &rendered);
-                    Decision::Map(rendered)
-                }
-                Err(e) => {
-                    tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
-                    Decision::Failed(e.to_string())
-                }
-            },
-        };
-        let (status, events) = match &decision {
-            Decision::Map(r) => (InboundStatus::Mapped, r.iter().map(|r| r.event.clone()).collect()),
-            Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
-            Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
-        };
+        let decision = decide(src, &verified)?;
+        let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status);
         Ok(match self.queue.accept(inbound, events).await? {
             Accepted::Duplicate { id } => IngestOutcome::Duplicate { id },
@@ -100,6 +78,127 @@ enum Decision {
     Map(Vec<Rendered>),
     Ignore(String),
     Failed(String),
+}
+
+impl Decision {
+    /// How the inbound record is stored, and the events to queue with it.
+    fn to_record(&self) -> (InboundStatus, Vec<crate::event::Event>) {
+        match self {
+            Decision::Map(r) => (InboundStatus::Mapped, r.iter().map(|r| r.event.clone()).collect()),
+            Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
+            Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
+        }
+    }
+}
+
+/// Runs the source's mappings; a failing rule keeps the payload for replay.
+fn decide(src: &Source, verified: &Verified) -> Result<Decision, IngestError> {
+    let source = src.name();
+    Ok(match verified.disposition() {
+        Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
+        Disposition::Map => match src.mapping().apply(verified) {
+            Ok(rendered) if rendered.len() > src.max_events_per_request() => {
+                return Err(IngestError::TooManyEvents {
+                    source_name: source.to_string(),
+                    events: rendered.len(),
+                    max: src.max_events_per_request(),
+                })
+            }
+            Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
+            Ok(rendered) => {
+                log_notes(source, &rendered);
+                Decision::Map(rendered)
+            }
+            Err(e) => {
+                tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
+                Decision::Failed(e.to_string())
+            }
+        },
+    })
+}
+
+/// What replaying one dead letter did.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum Replayed {
+    /// The dead event is queued again as this new event.
+    Requeued { event_id: i64 },
+    /// The payload mapped this time, into this many events.
+    Remapped { events: usize },
+    /// The payload still maps to nothing (no rule matches now); recorded as ignored.
+    Ignored { reason: String },
+    /// The mapping still fails; the payload stays a dead letter.
+    StillFailing { error: String },
+}
+
+/// Why a dead letter could not be replayed.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error("no dead letter {0} (see `pagerhook dlq list`)")]
+    NotFound(String),
+    #[error("dead letter {id} came from source '{source_name}', which is no longer configured")]
+    UnknownSource { id: String, source_name: String },
+    #[error("dead letter {id}: the stored payload no longer parses: {error}")]
+    Unreadable { id: String, error: SourceError },
+    #[error("storage: {0}")]
+    Storage(#[from] QueueError),
+}
+
+impl Pipeline {
+    /// Replays one dead letter: a dead event is queued again as it was; a payload whose
+    /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it.
+    pub async fn replay(&self, id: &DeadId) -> Result<Replayed, ReplayError> {
+        let not_found = || ReplayError::NotFound(id.to_string());
+        let replayed = match id {
+            DeadId::Event(n) => {
+                let event_id = self.queue.requeue_dead(*n, now_millis()).await?.ok_or_else(not_found)?;
+                Replayed::Requeued { event_id }
+            }
+            DeadId::Inbound(inbound_id) => {
+                let stored = self.queue.inbound(inbound_id.clone()).await?.ok_or_else(not_found)?;
+                if !matches!(stored.status, InboundStatus::MappingFailed(_)) {
+                    return Err(not_found());
+                }
+                let src = self.sources.get(&stored.source).ok_or_else(|| ReplayError::UnknownSource {
+                    id: id.to_string(),
+                    source_name: stored.source.clone(),
+                })?;
+                let verified = src
+                    .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
+                    .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
+                let decision = decide(src, &verified).unwrap_or_else(|e| Decision::Failed(e.to_string()));
+                let (status, events) = decision.to_record();
+                self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
+                match decision {
+                    Decision::Map(r) => Replayed::Remapped { events: r.len() },
+                    Decision::Ignore(reason) => Replayed::Ignored { reason },
+                    Decision::Failed(error) => Replayed::StillFailing { error },
+                }
+            }
+        };
+        tracing::info!(dead_letter = %id, outcome = ?replayed, "dead letter replayed");
+        self.wake.notify_one();
+        Ok(replayed)
+    }
+
+    /// Replays every dead letter (of one source), oldest first; one failure does not stop
+    /// the rest.
+    pub async fn replay_all(
+        &self,
+        source: Option<&str>,
+    ) -> Result<Vec<(String, Result<Replayed, ReplayError>)>, QueueError> {
+        let mut letters = self.queue.dead_letters(source.map(str::to_string), usize::MAX >> 1).await?;
+        letters.reverse();
+        let mut out = Vec::with_capacity(letters.len());
+        for l in letters {
+            let result = match DeadId::parse(&l.id) {
+                Some(id) => self.replay(&id).await,
+                None => Err(ReplayError::NotFound(l.id.clone())),
+            };
+            out.push((l.id, result));
+        }
+        Ok(out)
+    }
 }
 
 fn record(v: &Verified, query: &str, status: InboundStatus) -> NewInbound {

@@ -1,16 +1,20 @@
 //! The delivery worker: takes events from the queue, sends them, and records the outcome.
 //!
-//! The queue decides *what* may go (lane heads only); `policy` decides *whether and when* to
-//! try again; this module only runs the loop. It wakes on a new accept, a finished attempt,
-//! or the next due time; it never polls.
+//! The queue decides *what* may go (lane heads only); `pacing` decides *how fast* per routing
+//! key; `policy` decides *whether and when* to try again; this module only runs the loop. It
+//! wakes on a new accept, a finished attempt or the next due time, and otherwise looks at the
+//! store once every [`IDLE_RECHECK`] for events another process queued (`pagerhook dlq
+//! replay`).
 
+pub mod pacing;
 pub mod policy;
 
 use crate::config::DeliveryConfig;
 use crate::pagerduty::{Client, Response};
 use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
 use policy::RetryAction;
-use std::sync::Arc;
+use pacing::Pacer;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -18,12 +22,17 @@ use tokio::task::JoinSet;
 /// How long a claimed event stays leased; longer than any single attempt can take.
 const LEASE: Duration = Duration::from_secs(300);
 
+/// Longest idle sleep: events queued by another process are picked up this fast.
+pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
     Retried,
     DeadLettered,
+    /// Not sent: its routing key's pace allows it only later.
+    Deferred,
 }
 
 /// Sends queued events to PagerDuty.
@@ -33,12 +42,14 @@ pub struct Worker {
     client: Client,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
+    pacer: Arc<Mutex<Pacer>>,
 }
 
 impl Worker {
     /// A worker over `queue`; `wake` is notified by whoever enqueues.
     pub fn new(queue: Arc<dyn Queue>, client: Client, cfg: DeliveryConfig, wake: Arc<Notify>) -> Worker {
-        Worker { queue, client, cfg, wake }
+        let pacer = Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)));
+        Worker { queue, client, cfg, wake, pacer }
     }
 
     /// Runs until `shutdown` turns true; in-flight attempts are finished before returning.
@@ -67,9 +78,8 @@ impl Worker {
                 None
             } else {
                 match self.queue.next_due().await {
-                    Ok(Some(due)) => Some(Duration::from_millis((due - now_millis()).clamp(0, 60_000) as u64)),
-                    Ok(None) => Some(Duration::from_secs(60)),
-                    Err(_) => Some(Duration::from_secs(1)),
+                    Ok(Some(due)) => Some(Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_RECHECK)),
+                    Ok(None) | Err(_) => Some(IDLE_RECHECK),
                 }
             };
             tokio::select! {
@@ -96,8 +106,19 @@ impl Worker {
         n
     }
 
-    /// One attempt at one event, recorded.
+    /// One attempt at one event, recorded; or, when its routing key must wait, deferred.
     pub async fn deliver(&self, c: Claimed) -> Outcome {
+        for old in &c.superseded {
+            tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
+        }
+        let lane = c.event.order_key().unwrap_or_else(|| format!("#{}", c.id));
+        let admitted = self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
+        if let Err(at) = admitted {
+            if let Err(e) = self.queue.defer(c.id, at).await {
+                tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
+            }
+            return Outcome::Deferred;
+        }
         let started = std::time::Instant::now();
         let response = self.client.send(&c.event).await;
         let now = now_millis();
@@ -115,6 +136,10 @@ impl Worker {
                     None => policy::backoff(attempt_no, self.cfg.initial_backoff, self.cfg.max_backoff, rand::random()),
                 };
                 let next: Millis = now + delay.as_millis() as Millis;
+                if matches!(response, Response::Status { code: 429, .. }) {
+                    // PagerDuty throttles per routing key: hold back every event for it.
+                    self.pacer.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), next);
+                }
                 if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
                     (
                         Finish::Dead(format!("gave up after {attempt_no} attempts over max_age: {reason}")),

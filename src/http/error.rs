@@ -3,7 +3,7 @@
 //! Each refusal gets a fixed JSON shape `{"status":"error","error":"..."}` whose message says
 //! which check failed, never a secret or an expected value.
 
-use crate::ingest::IngestError;
+use crate::ingest::{IngestError, ReplayError};
 use crate::source::SourceError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -28,6 +28,21 @@ impl ResponseError for IngestError {
             other => other.to_string(),
         };
         json_error(self.status_code(), &message)
+    }
+}
+
+impl ResponseError for ReplayError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ReplayError::NotFound(_) => StatusCode::NOT_FOUND,
+            ReplayError::UnknownSource { .. } => StatusCode::CONFLICT,
+            ReplayError::Unreadable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            ReplayError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), &self.to_string())
     }
 }
 

@@ -16,6 +16,8 @@ use std::sync::Arc;
 #[derive(Clone)]
 pub struct AdminState {
     pub queue: Arc<dyn Queue>,
+    /// For replaying dead letters through the current mappings.
+    pub pipeline: Pipeline,
     pub admin_token: Option<crate::config::Secret>,
     /// False once shutdown has begun: `/readyz` then answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
@@ -57,6 +59,11 @@ pub fn start(
             .route("/healthz", web::get().to(admin::healthz))
             .route("/readyz", web::get().to(admin::readyz))
             .route("/admin/deliveries", web::get().to(admin::deliveries))
+            .route("/admin/dead", web::get().to(admin::dead_letters))
+            .route("/admin/dead/replay", web::post().to(admin::replay_all))
+            .route("/admin/dead/{id}", web::get().to(admin::dead_letter))
+            .route("/admin/dead/{id}", web::delete().to(admin::delete_dead_letter))
+            .route("/admin/dead/{id}/replay", web::post().to(admin::replay))
             .default_service(web::to(error::not_found))
     })
     .workers(1)

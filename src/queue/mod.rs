@@ -6,10 +6,14 @@
 //! **Invariant:** [`Queue::claim`] hands out only the head of each ordering lane (events
 //! sharing a `(routing_key, dedup_key)`), so a resolve never overtakes its trigger, whatever
 //! the retries. The queue knows nothing of PagerDuty: it stores bodies it does not read.
+//!
+//! **Invariant:** an acknowledge or resolve is stored under the routing key that triggered its
+//! dedup_key (sticky routing), so it lands in the same lane as its trigger and reaches the
+//! PagerDuty service that holds the incident.
 
 mod sqlite;
 
-pub use sqlite::SqliteQueue;
+pub use sqlite::{Role, SqliteQueue};
 
 use crate::event::{Event, EventKind};
 use async_trait::async_trait;
@@ -80,6 +84,9 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: u32,
     pub created_at: Millis,
+    /// Earlier pending triggers of the same lane that this newer one replaced: sending them
+    /// first would only have been deduplicated by PagerDuty.
+    pub superseded: Vec<i64>,
 }
 
 /// How one delivery attempt ended, as recorded.
@@ -115,6 +122,83 @@ pub struct EventSummary {
     pub last_error: Option<String>,
 }
 
+/// Names a dead letter: a dead event (its number) or a payload whose mapping failed (its
+/// inbound id, a UUID).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeadId {
+    Event(i64),
+    Inbound(String),
+}
+
+impl DeadId {
+    /// Parses what `dlq list` prints.
+    pub fn parse(s: &str) -> Option<DeadId> {
+        let s = s.trim();
+        if let Ok(n) = s.parse::<i64>() {
+            return Some(DeadId::Event(n));
+        }
+        uuid::Uuid::parse_str(s).ok().map(|u| DeadId::Inbound(u.to_string()))
+    }
+}
+
+impl std::fmt::Display for DeadId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DeadId::Event(n) => write!(f, "{n}"),
+            DeadId::Inbound(s) => f.write_str(s),
+        }
+    }
+}
+
+/// One row of `pagerhook dlq list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetter {
+    /// What `dlq show` / `dlq replay` take: an event number or an inbound UUID.
+    pub id: String,
+    /// `event` (PagerDuty refused it or it ran out of retries) or `mapping_failed`.
+    pub kind: String,
+    pub source: String,
+    pub inbound_id: String,
+    /// When it died (event) or arrived (mapping failure).
+    pub at: Millis,
+    pub reason: String,
+    pub action: Option<String>,
+    pub dedup_key: Option<String>,
+    pub attempts: u32,
+}
+
+/// A recorded delivery attempt, as `dlq show` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct AttemptRecord {
+    pub at: Millis,
+    pub status: Option<u16>,
+    pub detail: Option<String>,
+}
+
+/// Everything kept about one dead letter.
+#[derive(Debug, Clone, Serialize)]
+pub struct DeadLetterDetail {
+    #[serde(flatten)]
+    pub letter: DeadLetter,
+    /// The event as it would be sent (without its routing key), for a dead event.
+    pub event: Option<Value>,
+    pub attempt_log: Vec<AttemptRecord>,
+    /// The stored request (headers without credentials, raw body as text).
+    pub headers: Value,
+    pub payload: String,
+}
+
+/// A stored webhook, read back for replay.
+#[derive(Debug, Clone)]
+pub struct StoredInbound {
+    pub id: String,
+    pub source: String,
+    pub headers: Value,
+    pub query: String,
+    pub body: Bytes,
+    pub status: InboundStatus,
+}
+
 /// The durable queue, behind which SQLite (and later PostgreSQL) sit.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
@@ -139,6 +223,35 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Pending events and the age of the oldest.
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
+
+    /// Releases a claimed event without an attempt, to be claimed again at `until` (pacing).
+    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError>;
+
+    /// Dead events and payloads whose mapping failed, newest first.
+    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// One dead letter with its event, attempts and stored request.
+    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError>;
+
+    /// Queues a dead event again as a new event at the end of its lane (a fresh `max_age`);
+    /// the dead one is kept, marked `replayed`. `None` if no such dead event.
+    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError>;
+
+    /// A stored webhook, for replaying its mapping.
+    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError>;
+
+    /// Records a new mapping of a payload whose mapping had failed, with its events, in one
+    /// transaction. `None` if it is no longer a mapping failure (replayed meanwhile).
+    async fn remap(
+        &self,
+        id: String,
+        status: InboundStatus,
+        events: Vec<Event>,
+        now: Millis,
+    ) -> Result<Option<usize>, QueueError>;
+
+    /// Forgets a dead letter. `false` if there was none.
+    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError>;
 }
 
 /// Stable text for an event kind, as stored.

@@ -6,11 +6,11 @@
 //! inside its own savepoint so one failure does not sink the others.
 
 use super::{
-    kind_from_str, Accepted, Attempt, Claimed, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
-    QueueError,
+    kind_from_str, Accepted, Attempt, AttemptRecord, Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary,
+    Finish, InboundStatus, Millis, NewInbound, Queue, QueueError, StoredInbound,
 };
 use crate::config::{Durability, Secret};
-use crate::event::{Event, RoutingKey};
+use crate::event::{Action, Event, RoutingKey};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -18,11 +18,11 @@ use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS inbound (
+/// Schema changes in order: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
+/// Each runs in the transaction that records the new version, so a crash leaves either.
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
+CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
     received_at INTEGER NOT NULL,
@@ -33,14 +33,14 @@ CREATE TABLE IF NOT EXISTS inbound (
     status      TEXT NOT NULL,
     error       TEXT
 );
-CREATE TABLE IF NOT EXISTS seen (
+CREATE TABLE seen (
     source     TEXT NOT NULL,
     dedupe_id  TEXT NOT NULL,
     inbound_id TEXT NOT NULL,
     seen_at    INTEGER NOT NULL,
     PRIMARY KEY (source, dedupe_id)
 );
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE events (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     inbound_id  TEXT NOT NULL,
     kind        TEXT NOT NULL,
@@ -58,16 +58,39 @@ CREATE TABLE IF NOT EXISTS events (
     last_error  TEXT,
     done_at     INTEGER
 );
-CREATE INDEX IF NOT EXISTS events_pending ON events (id) WHERE state = 'pending';
-CREATE INDEX IF NOT EXISTS events_lane ON events (order_key, id) WHERE state = 'pending';
-CREATE TABLE IF NOT EXISTS attempts (
+CREATE INDEX events_pending ON events (id) WHERE state = 'pending';
+CREATE INDEX events_lane ON events (order_key, id) WHERE state = 'pending';
+CREATE TABLE attempts (
     event_id INTEGER NOT NULL,
     at       INTEGER NOT NULL,
     status   INTEGER,
     detail   TEXT
 );
-CREATE INDEX IF NOT EXISTS attempts_event ON attempts (event_id);
-"#;
+CREATE INDEX attempts_event ON attempts (event_id);
+"#,
+    // Sticky routing, and indexes for the dead-letter views and pruning.
+    r#"
+CREATE TABLE routes (
+    dedup_key   TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (dedup_key, routing_key)
+);
+CREATE INDEX events_dead ON events (done_at) WHERE state = 'dead';
+CREATE INDEX events_inbound ON events (inbound_id);
+CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_failed';
+"#,
+];
+
+/// Who opens the store: the one process that delivers, or a tool beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`: releases leases a previous (crashed) process left, since with SQLite there is
+    /// only one deliverer.
+    Deliverer,
+    /// `dlq`, `deliveries`: the server may be running and holding leases; leave them.
+    Tool,
+}
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
 /// shares its lane.
@@ -91,13 +114,12 @@ fn storage(e: impl std::fmt::Display) -> QueueError {
 }
 
 impl SqliteQueue {
-    /// Opens (creating if needed) the database and starts its thread. Leases left by a
-    /// previous process are released: with SQLite this process is the only deliverer.
-    pub fn open(path: &Path, durability: Durability) -> Result<SqliteQueue, QueueError> {
+    /// Opens (creating or migrating if needed) the database and starts its thread.
+    pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let conn = Connection::open(path).map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
+        let mut conn = Connection::open(path).map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
         let sync = match durability {
@@ -105,28 +127,11 @@ impl SqliteQueue {
             Durability::Process => "NORMAL",
         };
         conn.pragma_update(None, "synchronous", sync).map_err(storage)?;
-        conn.execute_batch(SCHEMA).map_err(storage)?;
-        let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0))
-            .optional()
-            .map_err(storage)?;
-        match version.as_deref().map(str::parse::<i64>) {
-            None => {
-                conn.execute(
-                    "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)",
-                    [SCHEMA_VERSION.to_string()],
-                )
+        migrate(&mut conn).map_err(storage)?;
+        if role == Role::Deliverer {
+            conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])
                 .map_err(storage)?;
-            }
-            Some(Ok(v)) if v == SCHEMA_VERSION => {}
-            Some(other) => {
-                return Err(storage(format!(
-                    "database schema version {other:?} is not the {SCHEMA_VERSION} this build knows"
-                )))
-            }
         }
-        conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])
-            .map_err(storage)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new().name("pagerhook-sqlite".into()).spawn(move || serve(conn, rx)).map_err(storage)?;
         Ok(SqliteQueue { tx })
@@ -143,6 +148,39 @@ impl SqliteQueue {
         self.tx.send(Cmd::Run(job)).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
+}
+
+/// Brings the schema to the newest version this build knows; refuses a newer one.
+fn migrate(conn: &mut Connection) -> Result<(), String> {
+    let e = |e: rusqlite::Error| e.to_string();
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)").map_err(e)?;
+    // BEGIN IMMEDIATE: two processes opening a fresh file at once migrate one after the other.
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
+    let version: Option<String> =
+        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(e)?;
+    let version = match version.as_deref().map(str::parse::<usize>) {
+        None => 0,
+        Some(Ok(v)) if v <= MIGRATIONS.len() => v,
+        Some(_) => {
+            return Err(format!(
+                "database schema version {} is newer than the {} this build knows; run a newer pagerhook",
+                version.unwrap_or_default(),
+                MIGRATIONS.len()
+            ))
+        }
+    };
+    for m in &MIGRATIONS[version..] {
+        tx.execute_batch(m).map_err(e)?;
+    }
+    if version < MIGRATIONS.len() {
+        tx.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
+             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            [MIGRATIONS.len().to_string()],
+        )
+        .map_err(e)?;
+    }
+    tx.commit().map_err(e)
 }
 
 /// The connection thread: runs jobs in order, batching consecutive accepts into one commit.
@@ -229,11 +267,7 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
             return Ok(Accepted::Duplicate { id });
         }
     }
-    let (status, error) = match &i.status {
-        InboundStatus::Mapped => ("mapped", None),
-        InboundStatus::Ignored => ("ignored", None),
-        InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
-    };
+    let (status, error) = status_columns(&i.status);
     tx.execute(
         "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
@@ -249,23 +283,150 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
             error
         ],
     )?;
-    let mut stmt = tx.prepare_cached(
+    insert_events(tx, &i.id, events, i.received_at)?;
+    Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
+}
+
+/// Queues `events` for `inbound_id`, applying sticky routing: a trigger records where its
+/// dedup_key went; an acknowledge or resolve for a dedup_key that was never triggered on its
+/// own routing key goes to the key of the latest trigger instead.
+fn insert_events(tx: &Connection, inbound_id: &str, events: &[Event], at: Millis) -> Result<(), rusqlite::Error> {
+    let mut insert = tx.prepare_cached(
         "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
     )?;
     for e in events {
-        stmt.execute(params![
-            i.id,
+        let e = match (e.action(), e.dedup_key()) {
+            (Some(Action::Trigger), Some(dk)) => {
+                tx.prepare_cached(
+                    "INSERT INTO routes (dedup_key, routing_key, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+                )?
+                .execute(params![dk.as_str(), e.routing_key().expose(), at])?;
+                e.clone()
+            }
+            (Some(_), Some(dk)) => match sticky_route(tx, dk.as_str(), e.routing_key().expose())? {
+                Some(key) => {
+                    tracing::info!(
+                        dedup_key = dk.as_str(),
+                        from = %e.routing_key().fingerprint(),
+                        to = %key.fingerprint(),
+                        "sticky routing: sent where its trigger went"
+                    );
+                    e.clone().rerouted(key)
+                }
+                None => e.clone(),
+            },
+            _ => e.clone(),
+        };
+        insert.execute(params![
+            inbound_id,
             e.kind().as_str(),
             e.order_key(),
             e.routing_key().expose(),
             e.action().map(|a| a.as_str()),
             e.dedup_key().map(|k| k.as_str()),
             e.body().to_string(),
-            i.received_at,
+            at,
         ])?;
     }
-    Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
+    Ok(())
+}
+
+/// A pending row as the claim reads it.
+struct Row {
+    id: i64,
+    kind: String,
+    order_key: Option<String>,
+    routing_key: String,
+    action: Option<String>,
+    body: String,
+    attempts: u32,
+    created_at: Millis,
+    inbound_id: String,
+    due: bool,
+}
+
+const ROW_COLUMNS: &str =
+    "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, e.inbound_id, e.next_at <= ?1 AND e.lease_until <= ?1";
+
+fn row(r: &rusqlite::Row) -> Result<Row, rusqlite::Error> {
+    Ok(Row {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        order_key: r.get(2)?,
+        routing_key: r.get(3)?,
+        action: r.get(4)?,
+        body: r.get(5)?,
+        attempts: r.get(6)?,
+        created_at: r.get(7)?,
+        inbound_id: r.get(8)?,
+        due: r.get(9)?,
+    })
+}
+
+/// Leases up to `limit` lane heads. A head that is a trigger directly followed in its lane by
+/// another due trigger is collapsed into it (repeatedly): PagerDuty would only deduplicate
+/// the older ones, and skipping them shortens a backlog. A trigger never collapses into an
+/// acknowledge or resolve.
+fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Claimed>, rusqlite::Error> {
+    let heads = tx
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM events e
+             WHERE e.state = 'pending' AND e.next_at <= ?1 AND e.lease_until <= ?1 AND {LANE_HEAD}
+             ORDER BY e.id LIMIT ?2"
+        ))?
+        .query_map(params![now, limit as i64], row)?
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut next_in_lane = tx.prepare_cached(&format!(
+        "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = 'pending' AND e.order_key = ?2 AND e.id > ?3 ORDER BY e.id LIMIT 1"
+    ))?;
+    let mut collapse = tx.prepare_cached(
+        "UPDATE events SET state = 'collapsed', lease_until = 0, done_at = ?2, last_error = ?3 WHERE id = ?1",
+    )?;
+    let mut lease = tx.prepare_cached("UPDATE events SET lease_until = ?2 WHERE id = ?1")?;
+    let mut out = Vec::with_capacity(heads.len());
+    for mut head in heads {
+        let mut superseded = Vec::new();
+        while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
+            let Some(next) = next_in_lane.query_row(params![now, lane, head.id], row).optional()? else { break };
+            if !(next.due && next.action.as_deref() == Some("trigger")) {
+                break;
+            }
+            collapse.execute(params![head.id, now, format!("collapsed into event {}", next.id)])?;
+            superseded.push(head.id);
+            head = next;
+        }
+        lease.execute(params![head.id, until])?;
+        // Rows are written only by `accept`, so this cannot fail short of a corrupted file;
+        // say so loudly rather than skip the event silently.
+        let (Ok(key), Ok(body)) = (RoutingKey::parse(Secret::new(head.routing_key)), serde_json::from_str(&head.body))
+        else {
+            tracing::error!(event_id = head.id, "stored event is unreadable; left leased for inspection");
+            continue;
+        };
+        out.push(Claimed {
+            id: head.id,
+            inbound_id: head.inbound_id,
+            event: Event::from_stored(kind_from_str(&head.kind), key, body),
+            attempts: head.attempts,
+            created_at: head.created_at,
+            superseded,
+        });
+    }
+    Ok(out)
+}
+
+/// The routing key an acknowledge/resolve must use instead of `key`, if any.
+fn sticky_route(tx: &Connection, dedup_key: &str, key: &str) -> Result<Option<RoutingKey>, rusqlite::Error> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT routing_key, MAX(routing_key = ?2) OVER () FROM routes WHERE dedup_key = ?1 ORDER BY at DESC, rowid DESC LIMIT 1",
+    )?;
+    let found: Option<(String, bool)> = stmt.query_row(params![dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    Ok(match found {
+        Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
+        _ => None,
+    })
 }
 
 #[async_trait]
@@ -280,50 +441,9 @@ impl Queue for SqliteQueue {
         let until = now + lease.as_millis() as Millis;
         self.run(move |c| {
             let tx = c.transaction()?;
-            let rows = {
-                let mut stmt = tx.prepare_cached(&format!(
-                    "SELECT e.id, e.kind, e.routing_key, e.body, e.attempts, e.created_at, e.inbound_id FROM events e
-                     WHERE e.state = 'pending' AND e.next_at <= ?1 AND e.lease_until <= ?1 AND {LANE_HEAD}
-                     ORDER BY e.id LIMIT ?2"
-                ))?;
-                let rows = stmt
-                    .query_map(params![now, limit as i64], |r| {
-                        Ok((
-                            r.get::<_, i64>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
-                            r.get::<_, u32>(4)?,
-                            r.get::<_, i64>(5)?,
-                            r.get::<_, String>(6)?,
-                        ))
-                    })?
-                    .collect::<Result<Vec<_>, _>>()?;
-                let mut lease = tx.prepare_cached("UPDATE events SET lease_until = ?2 WHERE id = ?1")?;
-                for r in &rows {
-                    lease.execute(params![r.0, until])?;
-                }
-                rows
-            };
+            let claimed = claim_in(&tx, now, limit, until)?;
             tx.commit()?;
-            Ok(rows
-                .into_iter()
-                .filter_map(|(id, kind, key, body, attempts, created_at, inbound_id)| {
-                    // Rows are written only by `accept`, so this cannot fail short of a
-                    // corrupted file; say so loudly rather than skip the event silently.
-                    let (Ok(key), Ok(body)) = (RoutingKey::parse(Secret::new(key)), serde_json::from_str(&body)) else {
-                        tracing::error!(event_id = id, "stored event is unreadable; left leased for inspection");
-                        return None;
-                    };
-                    Some(Claimed {
-                        id,
-                        inbound_id,
-                        event: Event::from_stored(kind_from_str(&kind), key, body),
-                        attempts,
-                        created_at,
-                    })
-                })
-                .collect())
+            Ok(claimed)
         })
         .await
     }
@@ -395,14 +515,17 @@ impl Queue for SqliteQueue {
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;
-            let mut n = tx.execute("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state = 'delivered' AND done_at < ?1)", [before])?;
-            n += tx.execute("DELETE FROM events WHERE state = 'delivered' AND done_at < ?1", [before])?;
+            // Dead events stay until replayed or deleted; what replaced them is history.
+            const DONE: &str = "state IN ('delivered', 'collapsed', 'replayed') AND done_at < ?1";
+            let mut n = tx.execute(&format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"), [before])?;
+            n += tx.execute(&format!("DELETE FROM events WHERE {DONE}"), [before])?;
             n += tx.execute(
                 "DELETE FROM inbound WHERE received_at < ?1 AND status != 'mapping_failed'
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
                 [before],
             )?;
             n += tx.execute("DELETE FROM seen WHERE seen_at < ?1", [before])?;
+            n += tx.execute("DELETE FROM routes WHERE at < ?1", [before])?;
             tx.commit()?;
             Ok(n as u64)
         })
@@ -416,5 +539,186 @@ impl Queue for SqliteQueue {
             })
         })
         .await
+    }
+
+    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
+        self.run(move |c| {
+            c.execute(
+                "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2) WHERE id = ?1 AND state = 'pending'",
+                params![id, until],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
+    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) ORDER BY at DESC LIMIT ?2"))?;
+            let rows = stmt.query_map(params![source, limit as i64], dead_letter_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
+        self.run(move |c| {
+            let letter = c
+                .query_row(
+                    &format!("SELECT * FROM ({DEAD_LETTERS}) WHERE id = ?3"),
+                    params![Option::<String>::None, 0, id.to_string()],
+                    dead_letter_row,
+                )
+                .optional()?;
+            let Some(letter) = letter else { return Ok(None) };
+            let (event, attempt_log) = match id {
+                DeadId::Event(n) => {
+                    let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [n], |r| r.get(0))?;
+                    let mut stmt = c.prepare("SELECT at, status, detail FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
+                    let log = stmt
+                        .query_map([n], |r| Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)? }))?
+                        .collect::<Result<Vec<_>, _>>()?;
+                    (serde_json::from_str(&body).ok(), log)
+                }
+                DeadId::Inbound(_) => (None, Vec::new()),
+            };
+            let (headers, payload): (String, Vec<u8>) = c.query_row(
+                "SELECT headers, body FROM inbound WHERE id = ?1",
+                [&letter.inbound_id],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )?;
+            Ok(Some(DeadLetterDetail {
+                letter,
+                event,
+                attempt_log,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+            }))
+        })
+        .await
+    }
+
+    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let copied = tx.execute(
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2
+                 FROM events WHERE id = ?1 AND state = 'dead'",
+                params![id, now],
+            )?;
+            if copied == 0 {
+                return Ok(None);
+            }
+            let new_id = tx.last_insert_rowid();
+            tx.execute(
+                "UPDATE events SET state = 'replayed', done_at = ?2, last_error = last_error || ?3 WHERE id = ?1",
+                params![id, now, format!(" (replayed as event {new_id})")],
+            )?;
+            tx.commit()?;
+            Ok(Some(new_id))
+        })
+        .await
+    }
+
+    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
+        self.run(move |c| {
+            c.query_row(
+                "SELECT id, source, headers, query, body, status, error FROM inbound WHERE id = ?1",
+                [&id],
+                |r| {
+                    let headers: String = r.get(2)?;
+                    let body: Vec<u8> = r.get(4)?;
+                    let status: String = r.get(5)?;
+                    Ok(StoredInbound {
+                        id: r.get(0)?,
+                        source: r.get(1)?,
+                        headers: serde_json::from_str(&headers).unwrap_or_default(),
+                        query: r.get(3)?,
+                        body: body.into(),
+                        status: match status.as_str() {
+                            "mapping_failed" => InboundStatus::MappingFailed(r.get::<_, Option<String>>(6)?.unwrap_or_default()),
+                            "ignored" => InboundStatus::Ignored,
+                            _ => InboundStatus::Mapped,
+                        },
+                    })
+                },
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn remap(
+        &self,
+        id: String,
+        status: InboundStatus,
+        events: Vec<Event>,
+        now: Millis,
+    ) -> Result<Option<usize>, QueueError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let (status, error) = status_columns(&status);
+            let n = tx.execute(
+                "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'mapping_failed'",
+                params![id, status, error],
+            )?;
+            if n == 0 {
+                return Ok(None);
+            }
+            insert_events(&tx, &id, &events, now)?;
+            tx.commit()?;
+            Ok(Some(events.len()))
+        })
+        .await
+    }
+
+    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let n = match &id {
+                DeadId::Event(n) => {
+                    tx.execute("DELETE FROM attempts WHERE event_id = ?1 AND EXISTS (SELECT 1 FROM events WHERE id = ?1 AND state = 'dead')", [n])?;
+                    tx.execute("DELETE FROM events WHERE id = ?1 AND state = 'dead'", [n])?
+                }
+                DeadId::Inbound(s) => tx.execute("DELETE FROM inbound WHERE id = ?1 AND status = 'mapping_failed'", [s])?,
+            };
+            tx.commit()?;
+            Ok(n > 0)
+        })
+        .await
+    }
+}
+
+/// Both kinds of dead letter as one relation; `?1` filters by source (NULL: all).
+const DEAD_LETTERS: &str = "
+    SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
+           COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
+    FROM events e JOIN inbound i ON i.id = e.inbound_id
+    WHERE e.state = 'dead' AND (?1 IS NULL OR i.source = ?1)
+    UNION ALL
+    SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+    FROM inbound i
+    WHERE i.status = 'mapping_failed' AND (?1 IS NULL OR i.source = ?1)";
+
+fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
+    Ok(DeadLetter {
+        id: r.get(0)?,
+        kind: r.get(1)?,
+        source: r.get(2)?,
+        inbound_id: r.get(3)?,
+        at: r.get(4)?,
+        reason: r.get(5)?,
+        action: r.get(6)?,
+        dedup_key: r.get(7)?,
+        attempts: r.get(8)?,
+    })
+}
+
+fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
+    match s {
+        InboundStatus::Mapped => ("mapped", None),
+        InboundStatus::Ignored => ("ignored", None),
+        InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
     }
 }

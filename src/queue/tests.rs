@@ -9,9 +9,17 @@ fn key() -> RoutingKey {
     RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap()
 }
 
+fn other_key() -> RoutingKey {
+    RoutingKey::parse(Secret::new("fedcba9876543210fedcba9876543210")).unwrap()
+}
+
 fn alert(action: &str, dedup: &str) -> Event {
+    alert_on(key(), action, dedup)
+}
+
+fn alert_on(key: RoutingKey, action: &str, dedup: &str) -> Event {
     Event::alert(
-        key(),
+        key,
         AlertDraft {
             action: action.into(),
             dedup_key: Some(dedup.into()),
@@ -42,7 +50,7 @@ fn inbound(dedupe: Option<&str>) -> NewInbound {
 
 fn open() -> (Arc<dyn Queue>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let q = SqliteQueue::open(&dir.path().join("q.db"), Durability::Fsync).unwrap();
+    let q = SqliteQueue::open(&dir.path().join("q.db"), Durability::Fsync, Role::Deliverer).unwrap();
     (Arc::new(q), dir)
 }
 
@@ -113,11 +121,11 @@ async fn leases_are_released_when_the_store_is_reopened() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
     {
-        let q = SqliteQueue::open(&path, Durability::Process).unwrap();
+        let q = SqliteQueue::open(&path, Durability::Process, Role::Deliverer).unwrap();
         q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
         assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1);
     }
-    let q = SqliteQueue::open(&path, Durability::Process).unwrap();
+    let q = SqliteQueue::open(&path, Durability::Process, Role::Deliverer).unwrap();
     assert_eq!(
         q.claim(now_millis(), 10, LEASE).await.unwrap().len(),
         1,
@@ -159,4 +167,187 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads() {
     assert_eq!(states, vec!["pending", "dead"]);
     // The delivery ids are forgotten with them: a redelivery after retention is new.
     assert!(matches!(q.accept(inbound(Some("a")), vec![]).await.unwrap(), Accepted::Committed { .. }));
+}
+
+/// Claims everything claimable now and marks it delivered; returns (action, dedup_key, routing key) in claim order.
+async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    loop {
+        let batch = q.claim(now, 100, LEASE).await.unwrap();
+        if batch.is_empty() {
+            return out;
+        }
+        for c in batch {
+            out.push((
+                c.event.action().unwrap().as_str().to_string(),
+                c.event.dedup_key().unwrap().to_string(),
+                c.event.routing_key().expose().to_string(),
+            ));
+            q.finish(c.id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to() {
+    let (q, _d) = open();
+    q.accept(inbound(None), vec![alert_on(other_key(), "trigger", "db")]).await.unwrap();
+    // The resolve's mapping picked the default key, but the incident lives on the other one.
+    q.accept(inbound(None), vec![alert_on(key(), "acknowledge", "db"), alert_on(key(), "resolve", "db")])
+        .await
+        .unwrap();
+    // A dedup_key never triggered anywhere keeps its own key.
+    q.accept(inbound(None), vec![alert_on(key(), "resolve", "never")]).await.unwrap();
+    let sent = deliver_all(&q, now_millis()).await;
+    let other = other_key().expose().to_string();
+    assert_eq!(
+        sent,
+        vec![
+            ("trigger".into(), "db".into(), other.clone()),
+            ("resolve".into(), "never".into(), key().expose().to_string()),
+            ("acknowledge".into(), "db".into(), other.clone()),
+            ("resolve".into(), "db".into(), other),
+        ],
+        "rerouted events share their trigger's lane, so they also wait for it"
+    );
+}
+
+#[tokio::test]
+async fn a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too() {
+    let (q, _d) = open();
+    q.accept(inbound(None), vec![alert_on(key(), "trigger", "db"), alert_on(other_key(), "trigger", "db")])
+        .await
+        .unwrap();
+    q.accept(inbound(None), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let sent = deliver_all(&q, now_millis()).await;
+    assert_eq!(sent.last().unwrap(), &("resolve".into(), "db".into(), key().expose().to_string()));
+}
+
+#[tokio::test]
+async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve() {
+    let (q, _d) = open();
+    for a in ["trigger", "trigger", "trigger", "resolve", "trigger", "trigger"] {
+        q.accept(inbound(None), vec![alert(a, "k")]).await.unwrap();
+    }
+    let now = now_millis();
+    let first = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].superseded.len(), 2, "{first:?}");
+    assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
+    q.finish(first[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    let resolve = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
+    assert!(resolve[0].superseded.is_empty());
+    q.finish(resolve[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    let last = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(last[0].superseded.len(), 1);
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
+    assert_eq!(states, vec!["collapsed", "collapsed", "delivered", "delivered", "collapsed", "pending"]);
+}
+
+#[tokio::test]
+async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt() {
+    let (q, _d) = open();
+    let now = now_millis();
+    q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
+    let c = q.claim(now, 10, LEASE).await.unwrap();
+    q.defer(c[0].id, now + 5000).await.unwrap();
+    assert!(q.claim(now + 4999, 10, LEASE).await.unwrap().is_empty());
+    assert_eq!(q.next_due().await.unwrap(), Some(now + 5000));
+    let again = q.claim(now + 5000, 10, LEASE).await.unwrap();
+    assert_eq!(again[0].id, c[0].id);
+    assert_eq!(again[0].attempts, 0);
+}
+
+#[tokio::test]
+async fn dead_letters_are_listed_shown_replayed_and_deleted() {
+    let (q, _d) = open();
+    let now = now_millis();
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("trigger", "gone")]).await.unwrap();
+    let mut failed = inbound(None);
+    failed.status = InboundStatus::MappingFailed("rule 'x': missing field".into());
+    let failed_id = failed.id.clone();
+    q.accept(failed, vec![]).await.unwrap();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        q.finish(
+            c.id,
+            Attempt { at: now, status: Some(400), detail: Some("Event object is invalid".into()) },
+            Finish::Dead("400: Event object is invalid".into()),
+        )
+        .await
+        .unwrap();
+    }
+    let list = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!(list.len(), 3, "{list:#?}");
+    let kinds: Vec<_> = list.iter().map(|d| d.kind.as_str()).collect();
+    assert!(kinds.contains(&"mapping_failed") && kinds.contains(&"event"));
+    assert!(q.dead_letters(Some("elsewhere".into()), 10).await.unwrap().is_empty());
+
+    let dead = list.iter().find(|d| d.dedup_key.as_deref() == Some("k")).unwrap();
+    let dead_id = DeadId::parse(&dead.id).unwrap();
+    let detail = q.dead_letter(dead_id.clone()).await.unwrap().unwrap();
+    assert_eq!(detail.attempt_log.len(), 1);
+    assert_eq!(detail.attempt_log[0].status, Some(400));
+    assert_eq!(detail.event.as_ref().unwrap()["dedup_key"], "k");
+    let failed_detail = q.dead_letter(DeadId::Inbound(failed_id.clone())).await.unwrap().unwrap();
+    assert_eq!(failed_detail.letter.reason, "rule 'x': missing field");
+    assert_eq!(failed_detail.payload, "{}");
+
+    // Replay: a new pending event, the dead one kept as history.
+    let DeadId::Event(n) = dead_id else { panic!() };
+    let new_id = q.requeue_dead(n, now + 1).await.unwrap().unwrap();
+    assert!(new_id > n);
+    assert_eq!(q.requeue_dead(n, now + 1).await.unwrap(), None, "replayed only once");
+    let again = q.claim(now + 1, 10, LEASE).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].id, new_id);
+    assert_eq!(again[0].attempts, 0);
+
+    // A fixed mapping's events replace the failure, once.
+    let remapped = q.remap(failed_id.clone(), InboundStatus::Mapped, vec![alert("trigger", "m")], now).await.unwrap();
+    assert_eq!(remapped, Some(1));
+    assert_eq!(q.remap(failed_id.clone(), InboundStatus::Mapped, vec![], now).await.unwrap(), None);
+    assert_eq!(q.inbound(failed_id).await.unwrap().unwrap().status, InboundStatus::Mapped);
+
+    let gone = list.iter().find(|d| d.dedup_key.as_deref() == Some("gone")).unwrap();
+    assert!(q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
+    assert!(!q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
+    assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+#[test]
+fn dead_letter_ids_are_event_numbers_or_inbound_uuids() {
+    assert_eq!(DeadId::parse("42"), Some(DeadId::Event(42)));
+    let u = uuid::Uuid::now_v7().to_string();
+    assert_eq!(DeadId::parse(&u), Some(DeadId::Inbound(u.clone())));
+    assert_eq!(DeadId::parse("../etc"), None);
+    assert_eq!(DeadId::Event(7).to_string(), "7");
+}
+
+#[tokio::test]
+async fn a_version_1_database_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.execute_batch(sqlite::MIGRATIONS[0]).unwrap();
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '1');",
+        )
+        .unwrap();
+    }
+    let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+    q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
+    drop(q);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let v: String = c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(v, sqlite::MIGRATIONS.len().to_string());
+    let routes: i64 = c.query_row("SELECT COUNT(*) FROM routes", [], |r| r.get(0)).unwrap();
+    assert_eq!(routes, 1);
+    // A database from a newer build is refused, not corrupted.
+    c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
+    drop(c);
+    let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
 }
