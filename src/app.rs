@@ -45,9 +45,8 @@ pub fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
 impl App {
     /// Binds the configured addresses and starts.
     pub async fn start(cfg: Config, opts: Options) -> anyhow::Result<App> {
-        let hooks = TcpListener::bind(cfg.server.listen).with_context(|| format!("binding {}", cfg.server.listen))?;
-        let admin = TcpListener::bind(cfg.server.admin_listen)
-            .with_context(|| format!("binding {}", cfg.server.admin_listen))?;
+        let hooks = bind(cfg.server.listen)?;
+        let admin = bind(cfg.server.admin_listen)?;
         App::start_on(cfg, opts, hooks, admin).await
     }
 
@@ -129,6 +128,20 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Binds with `SO_REUSEADDR`, so a restart right after a crash is not refused the port while
+/// the dead process's connections sit in TIME_WAIT.
+fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4() } else { tokio::net::TcpSocket::new_v6() };
+    let listener = socket
+        .and_then(|s| {
+            s.set_reuseaddr(true)?;
+            s.bind(addr)?;
+            s.listen(1024)
+        })
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(listener.into_std()?)
 }
 
 /// Applies `storage.retention` once at start and then hourly.

@@ -12,8 +12,8 @@ use crate::telemetry::{self, LogFormat};
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 /// Verify webhooks and deliver them to PagerDuty, in order, without losing one.
 #[derive(Debug, Parser)]
@@ -189,7 +189,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     let cfg = load(cli)?;
     let queue = app::open_queue(&cfg, Role::Tool)?;
-    let parse = |id: &str| DeadId::parse(id).with_context(|| format!("{id:?} is not a dead-letter id (see `dlq list`)"));
+    let parse =
+        |id: &str| DeadId::parse(id).with_context(|| format!("{id:?} is not a dead-letter id (see `dlq list`)"));
     match command {
         DlqCommand::List { source, limit, json } => {
             let rows = queue.dead_letters(source.clone(), *limit).await?;

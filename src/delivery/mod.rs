@@ -12,8 +12,8 @@ pub mod policy;
 use crate::config::DeliveryConfig;
 use crate::pagerduty::{Client, Response};
 use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
-use policy::RetryAction;
 use pacing::Pacer;
+use policy::RetryAction;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -112,7 +112,8 @@ impl Worker {
             tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
         }
         let lane = c.event.order_key().unwrap_or_else(|| format!("#{}", c.id));
-        let admitted = self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
+        let admitted =
+            self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
         if let Err(at) = admitted {
             if let Err(e) = self.queue.defer(c.id, at).await {
                 tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
@@ -132,7 +133,7 @@ impl Worker {
             RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
             RetryAction::Retry { reason, after } => {
                 let delay = match after {
-                    Some(a) => policy::retry_after(a, self.cfg.max_backoff),
+                    Some(a) => policy::retry_after(a),
                     None => policy::backoff(attempt_no, self.cfg.initial_backoff, self.cfg.max_backoff, rand::random()),
                 };
                 let next: Millis = now + delay.as_millis() as Millis;

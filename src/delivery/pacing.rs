@@ -85,7 +85,8 @@ impl Pacer {
     /// then the steady rate (no burst: PagerDuty just said the key is over its limit).
     pub fn slow_down(&mut self, key: &str, until: Millis) {
         let burst = self.burst;
-        let b = self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, updated: until, closed_until: 0 });
+        let b =
+            self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, updated: until, closed_until: 0 });
         b.closed_until = b.closed_until.max(until);
         b.updated = b.updated.max(until);
         b.tokens = b.tokens.min(1.0);

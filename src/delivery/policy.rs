@@ -41,9 +41,10 @@ pub fn backoff(attempt: u32, initial: Duration, max: Duration, jitter: f64) -> D
     d.mul_f64(0.5 + 0.5 * jitter)
 }
 
-/// A `Retry-After` is honoured but kept within reason: at least 1 s, at most `max`.
-pub fn retry_after(after: Duration, max: Duration) -> Duration {
-    after.clamp(Duration::from_secs(1), max.max(Duration::from_secs(1)))
+/// A `Retry-After` is honoured even beyond `max_backoff` (which bounds *our* guesses, not
+/// PagerDuty's instructions), kept within reason: at least 1 s, at most an hour.
+pub fn retry_after(after: Duration) -> Duration {
+    after.clamp(Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 #[cfg(test)]
@@ -68,6 +69,14 @@ mod tests {
             classify(&r),
             RetryAction::Retry { reason: "429 throttled: slow".into(), after: Some(Duration::from_secs(2)) }
         );
+    }
+
+    #[test]
+    fn retry_after_is_honoured_beyond_max_backoff_within_reason() {
+        assert_eq!(retry_after(Duration::from_secs(2)), Duration::from_secs(2));
+        assert_eq!(retry_after(Duration::from_secs(600)), Duration::from_secs(600));
+        assert_eq!(retry_after(Duration::ZERO), Duration::from_secs(1));
+        assert_eq!(retry_after(Duration::from_secs(86_400)), Duration::from_secs(3600));
     }
 
     #[test]

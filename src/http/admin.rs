@@ -3,8 +3,8 @@
 use super::error::json_error;
 use super::AdminState;
 use crate::queue::DeadId;
-use actix_web::ResponseError;
 use actix_web::http::StatusCode;
+use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
 use subtle::ConstantTimeEq;

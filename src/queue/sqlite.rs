@@ -422,7 +422,8 @@ fn sticky_route(tx: &Connection, dedup_key: &str, key: &str) -> Result<Option<Ro
     let mut stmt = tx.prepare_cached(
         "SELECT routing_key, MAX(routing_key = ?2) OVER () FROM routes WHERE dedup_key = ?1 ORDER BY at DESC, rowid DESC LIMIT 1",
     )?;
-    let found: Option<(String, bool)> = stmt.query_row(params![dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+    let found: Option<(String, bool)> =
+        stmt.query_row(params![dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     Ok(match found {
         Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
         _ => None,
@@ -517,7 +518,10 @@ impl Queue for SqliteQueue {
             let tx = c.transaction()?;
             // Dead events stay until replayed or deleted; what replaced them is history.
             const DONE: &str = "state IN ('delivered', 'collapsed', 'replayed') AND done_at < ?1";
-            let mut n = tx.execute(&format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"), [before])?;
+            let mut n = tx.execute(
+                &format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
+                [before],
+            )?;
             n += tx.execute(&format!("DELETE FROM events WHERE {DONE}"), [before])?;
             n += tx.execute(
                 "DELETE FROM inbound WHERE received_at < ?1 AND status != 'mapping_failed'
@@ -574,7 +578,8 @@ impl Queue for SqliteQueue {
             let (event, attempt_log) = match id {
                 DeadId::Event(n) => {
                     let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [n], |r| r.get(0))?;
-                    let mut stmt = c.prepare("SELECT at, status, detail FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
+                    let mut stmt =
+                        c.prepare("SELECT at, status, detail FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
                     let log = stmt
                         .query_map([n], |r| Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)? }))?
                         .collect::<Result<Vec<_>, _>>()?;
@@ -582,11 +587,10 @@ impl Queue for SqliteQueue {
                 }
                 DeadId::Inbound(_) => (None, Vec::new()),
             };
-            let (headers, payload): (String, Vec<u8>) = c.query_row(
-                "SELECT headers, body FROM inbound WHERE id = ?1",
-                [&letter.inbound_id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )?;
+            let (headers, payload): (String, Vec<u8>) =
+                c.query_row("SELECT headers, body FROM inbound WHERE id = ?1", [&letter.inbound_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?;
             Ok(Some(DeadLetterDetail {
                 letter,
                 event,
@@ -637,7 +641,9 @@ impl Queue for SqliteQueue {
                         query: r.get(3)?,
                         body: body.into(),
                         status: match status.as_str() {
-                            "mapping_failed" => InboundStatus::MappingFailed(r.get::<_, Option<String>>(6)?.unwrap_or_default()),
+                            "mapping_failed" => {
+                                InboundStatus::MappingFailed(r.get::<_, Option<String>>(6)?.unwrap_or_default())
+                            }
                             "ignored" => InboundStatus::Ignored,
                             _ => InboundStatus::Mapped,
                         },

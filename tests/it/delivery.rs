@@ -1,7 +1,11 @@
 //! Delivery: retries, dead letters, ordering, restarts.
 
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
-use crate::helpers::{config_from, eventually, fixture, spawn_app, start};
+use crate::helpers::{
+    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, TestApp,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -89,4 +93,170 @@ async fn dry_run_records_events_as_delivered_without_sending() {
     .await;
     assert!(fake.received().is_empty(), "dry run sends nothing");
     app.stop().await;
+}
+
+/// A mapping for [`bearer_source`]s: `{"n": 1, "action": "trigger"}` → an alert on dedup_key `n-1`.
+const NUMBERED: &str = r#"
+[[rule]]
+name = "numbered"
+emit = "alert"
+action = "{{body.action}}"
+dedup_key = "n-{{body.n}}"
+summary = "event {{body.n}}"
+source = "pagerhook-tests"
+"#;
+
+/// The app with a `load` source mapped by `mapping` (written to `numbered.toml` in its dir)
+/// and `delivery` lines added to `[delivery]`.
+async fn spawn_with_mapping(mapping: &str, delivery: &str) -> TestApp {
+    spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, mapping).unwrap();
+        format!("{text}{}", bearer_source("load", &path)).replace("[delivery]\n", &format!("[delivery]\n{delivery}"))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_429_holds_back_every_event_for_that_routing_key_until_retry_after() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    app.fake.script("/v2/enqueue", [Reply { retry_after: Some(2), ..Reply::status(429) }]);
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
+    let first = app.fake.wait_for(1, WAIT).await[0].clone();
+    // Another incident on the same routing key, accepted while the key is throttled.
+    assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
+    let got = app.fake.wait_for(3, WAIT).await;
+    for r in &got[1..] {
+        assert!(
+            r.at.duration_since(first.at) >= Duration::from_secs(2),
+            "{:?} was sent {:?} after the 429",
+            r.dedup_key(),
+            r.at.duration_since(first.at)
+        );
+    }
+    let mut keys: Vec<_> = got[1..].iter().map(|r| r.dedup_key().unwrap().to_string()).collect();
+    keys.sort();
+    assert_eq!(keys, vec!["n-1", "n-2"]);
+}
+
+#[tokio::test]
+async fn a_storm_on_one_routing_key_is_paced_and_repeated_triggers_collapse() {
+    // 60 a minute, burst 2: two at once, then one a second.
+    let app = spawn_with_mapping(NUMBERED, "per_key_rate = 60\nper_key_burst = 2\n").await;
+    for n in 1..=4 {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
+    }
+    // While the key waits, the same alert firing again and again is one pending trigger.
+    for _ in 0..5 {
+        assert_eq!(app.post_bearer("load", &json!({"n": 4, "action": "trigger"})).await.status, 202);
+    }
+    let got = app.fake.wait_for(4, WAIT).await;
+    let span = got[3].at.duration_since(got[0].at);
+    assert!(span >= Duration::from_millis(1900), "4 events at 60/min with burst 2 took only {span:?}");
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let states = eventually("every event is settled", || async {
+        let rows = queue.recent(100).await.unwrap();
+        rows.iter().all(|e| e.state != "pending").then_some(rows)
+    })
+    .await;
+    let n4: Vec<_> =
+        states.iter().filter(|e| e.dedup_key.as_deref() == Some("n-4")).map(|e| e.state.as_str()).collect();
+    assert_eq!(n4.iter().filter(|s| **s == "delivered").count(), 1, "{n4:?}");
+    assert!(n4.contains(&"collapsed"), "{n4:?}");
+    assert_eq!(app.fake.received().len(), 4, "one request per incident");
+}
+
+#[tokio::test]
+async fn a_400_dead_letter_is_listed_and_delivered_when_replayed() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    assert_eq!(app.post_bearer("load", &json!({"n": 7, "action": "trigger"})).await.status, 202);
+    app.fake.wait_for(1, WAIT).await;
+    let list = eventually("the event is dead-lettered", || async {
+        let a = app.admin_call(Method::GET, "/admin/dead").await;
+        (a.json.as_array().is_some_and(|l| !l.is_empty())).then_some(a.json)
+    })
+    .await;
+    assert_eq!(list[0]["kind"], "event");
+    assert_eq!(list[0]["dedup_key"], "n-7");
+    assert!(list[0]["reason"].as_str().unwrap().contains("scripted failure"), "{list:#}");
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let shown = app.admin_call(Method::GET, &format!("/admin/dead/{id}")).await;
+    assert_eq!(shown.json["attempt_log"][0]["status"], 400);
+
+    // PagerDuty now accepts it (the fake's script is used up).
+    let replayed = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay")).await;
+    assert_eq!(replayed.status, 200, "{:?}", replayed.json);
+    assert_eq!(replayed.json["outcome"], "requeued");
+    let got = app.fake.wait_for(2, WAIT).await;
+    assert_eq!(got[1].dedup_key(), Some("n-7"));
+    assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json, json!([]));
+    let again = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay")).await;
+    assert_eq!(again.status, 404, "a dead letter is replayed once");
+    assert_eq!(app.admin_call(Method::POST, "/admin/dead/not-an-id/replay").await.status, 400);
+}
+
+#[tokio::test]
+async fn a_payload_whose_mapping_failed_is_delivered_after_the_mapping_is_fixed_and_replayed() {
+    // The rule reads a field this sender does not send.
+    let broken = NUMBERED.replace("event {{body.n}}", "event {{body.n}} on {{body.host}}");
+    let app = spawn_with_mapping(&broken, "").await;
+    let a = app.post_bearer("load", &json!({"n": 3, "action": "trigger"})).await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+    assert_eq!(a.json["status"], "mapping_failed");
+    let dir = app.dir.path().to_path_buf();
+
+    // `pagerhook dlq list` (another process, beside the running server) shows it.
+    let out = binary(&dir, "dlq-list.log").args(["dlq", "list", "--json"]).output().unwrap();
+    assert!(out.status.success(), "{}", std::fs::read_to_string(dir.join("dlq-list.log")).unwrap());
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["kind"], "mapping_failed");
+    assert!(list[0]["reason"].as_str().unwrap().contains("host"), "{list:#}");
+    let id = list[0]["id"].as_str().unwrap();
+
+    // Fix the mapping on disk, replay with the CLI: the running server delivers the events.
+    std::fs::write(dir.join("numbered.toml"), NUMBERED).unwrap();
+    let out = binary(&dir, "dlq-replay.log").args(["dlq", "replay", id]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", std::fs::read_to_string(dir.join("dlq-replay.log")).unwrap());
+    assert!(stdout.contains("mapped into 1 event"), "{stdout}");
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(got[0].summary(), Some("event 3"));
+    assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json, json!([]));
+}
+
+#[tokio::test]
+async fn everything_is_delivered_in_per_key_order_after_pagerduty_was_down() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    const DOWN_FOR: usize = 8;
+    app.fake.script("/v2/enqueue", (0..DOWN_FOR).map(|_| Reply::status(503)));
+    for n in 0..4 {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
+    }
+    for n in 0..4 {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "resolve"})).await.status, 202);
+    }
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    eventually("every event is delivered", || async {
+        queue.recent(100).await.unwrap().iter().all(|e| e.state == "delivered").then_some(())
+    })
+    .await;
+    let got = app.fake.received();
+    let delivered = &got[DOWN_FOR..];
+    assert_eq!(delivered.len(), 8, "each event delivered once: {got:#?}");
+    for n in 0..4 {
+        let key = format!("n-{n}");
+        // The i-th request got the i-th reply: the first DOWN_FOR were refused. No resolve
+        // went out before its trigger had been answered 202.
+        let of_key = |action: &'static str| {
+            got.iter()
+                .enumerate()
+                .filter(|(_, r)| r.dedup_key() == Some(&key) && r.action() == Some(action))
+                .map(|(i, _)| i)
+        };
+        let first_resolve = of_key("resolve").next().unwrap();
+        let last_trigger = of_key("trigger").rfind(|i| *i < first_resolve).unwrap();
+        assert!(last_trigger >= DOWN_FOR, "{key}: resolve sent at {first_resolve}, before its trigger got through");
+        assert_eq!(of_key("resolve").count(), 1);
+    }
 }

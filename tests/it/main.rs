@@ -2,6 +2,7 @@
 
 mod admin;
 mod cli;
+mod crash;
 mod delivery;
 mod generic;
 mod helpers;

@@ -92,7 +92,41 @@ pub fn test_env() -> HashMap<String, String> {
         ("AM_SECRET".to_string(), AM_SECRET.to_string()),
         ("AM_OLD_SECRET".to_string(), OLD_AM_SECRET.to_string()),
         ("SW_SECRET".to_string(), STANDARD_WEBHOOKS_SECRET.to_string()),
+        ("HOOK_TOKEN".to_string(), HOOK_TOKEN.to_string()),
     ])
+}
+
+/// Bearer token of the `[[source]]` that [`bearer_source`] adds.
+pub const HOOK_TOKEN: &str = "hook-token";
+
+/// A `kind = "generic"` source named `name` with bearer auth ([`HOOK_TOKEN`]) and one mapping file.
+pub fn bearer_source(name: &str, mapping: &Path) -> String {
+    format!(
+        r#"
+[[source]]
+name = "{name}"
+kind = "generic"
+secrets = ["env:HOOK_TOKEN"]
+verify = {{ scheme = "bearer" }}
+mappings = ["{mapping}"]
+"#,
+        mapping = mapping.display()
+    )
+}
+
+/// The `pagerhook` binary with the test environment, its logs going to `dir/<log>`.
+pub fn binary(dir: &Path, log: &str) -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pagerhook"));
+    c.envs(test_env())
+        .env_remove("PAGERHOOK_CONFIG")
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(dir.join("pagerhook.toml"))
+        .arg("--log-format")
+        .arg("json")
+        .stdin(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join(log)).unwrap());
+    c
 }
 
 /// A running app and its fake PagerDuty.
@@ -125,10 +159,17 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app on the base config after `edit` changed its text.
 pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
+    spawn_app_in(|text, _| edit(text)).await
+}
+
+/// Like [`spawn_app_with`], `edit` also getting the data directory (for mapping files); the
+/// final config is written to `<dir>/pagerhook.toml` too, for the CLI ([`binary`]).
+pub async fn spawn_app_in(edit: impl FnOnce(String, &Path) -> String) -> TestApp {
     init_tracing();
     let fake = FakePagerDuty::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let text = edit(base_config(dir.path(), &fake.url));
+    let text = edit(base_config(dir.path(), &fake.url), dir.path());
+    std::fs::write(dir.path().join("pagerhook.toml"), &text).unwrap();
     let cfg = config_from(&text, dir.path());
     start(cfg, fake, dir).await
 }
@@ -159,6 +200,26 @@ impl TestApp {
         let status = res.status().as_u16();
         let text = res.text().await.unwrap();
         Answer { status, json: serde_json::from_str(&text).unwrap_or(Value::String(text)) }
+    }
+
+    /// POSTs JSON to a [`bearer_source`].
+    pub async fn post_bearer(&self, source: &str, body: &Value) -> Answer {
+        let auth = format!("Bearer {HOOK_TOKEN}");
+        self.post_hook(source, &[("content-type", "application/json"), ("authorization", &auth)], body.to_string())
+            .await
+    }
+
+    /// GET or POST on the admin listener with the admin token; the JSON answer.
+    pub async fn admin_call(&self, method: reqwest::Method, path: &str) -> Answer {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.admin))
+            .bearer_auth("admin-token")
+            .send()
+            .await
+            .expect("admin request sent");
+        let status = res.status().as_u16();
+        Answer { status, json: res.json().await.unwrap_or(Value::Null) }
     }
 
     /// Sends a correctly signed GitHub delivery.
