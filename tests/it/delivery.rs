@@ -2,7 +2,7 @@
 
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
 use crate::helpers::{
-    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, TestApp,
+    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, TestApp, TEAM_A_KEY,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -112,9 +112,49 @@ async fn spawn_with_mapping(mapping: &str, delivery: &str) -> TestApp {
     spawn_app_in(|text, dir| {
         let path = dir.join("numbered.toml");
         std::fs::write(&path, mapping).unwrap();
-        format!("{text}{}", bearer_source("load", &path)).replace("[delivery]\n", &format!("[delivery]\n{delivery}"))
+        let text = text.replace(
+            "[delivery]\n",
+            &format!("[pagerduty.routing_keys]\nteam-a = \"env:TEAM_A_KEY\"\n\n[delivery]\n{delivery}"),
+        );
+        format!("{text}{}", bearer_source("load", &path))
     })
     .await
+}
+
+#[tokio::test]
+async fn a_resolve_is_sent_to_the_routing_key_its_trigger_went_to() {
+    // The sender names the team only when the alert fires; the resolve would go to the default key.
+    let mapping = format!("{NUMBERED}routing_key = '{{{{default body.team \"\"}}}}'\n");
+    let app = spawn_with_mapping(&mapping, "").await;
+    let fire = app.post_bearer("load", &json!({"n": 1, "action": "trigger", "team": "team-a"})).await;
+    assert_eq!(fire.status, 202, "{:?}", fire.json);
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "resolve"})).await.status, 202);
+    assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "resolve"})).await.status, 202);
+    let got = app.fake.wait_for(3, WAIT).await;
+    let key_of = |n: &str, action: &str| {
+        got.iter().find(|r| r.dedup_key() == Some(n) && r.action() == Some(action)).unwrap().body["routing_key"].clone()
+    };
+    assert_eq!(key_of("n-1", "trigger"), TEAM_A_KEY);
+    assert_eq!(key_of("n-1", "resolve"), TEAM_A_KEY, "the resolve follows its trigger");
+    assert_eq!(key_of("n-2", "resolve"), crate::helpers::INTEGRATION_KEY, "never triggered: its own key");
+}
+
+#[tokio::test]
+async fn a_request_is_refused_with_503_while_storage_cannot_commit() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    // Another writer holds the database past the busy timeout: the accept cannot commit.
+    let db = rusqlite::Connection::open(app.dir.path().join("pagerhook.db")).unwrap();
+    db.execute_batch("BEGIN IMMEDIATE; INSERT INTO meta (key, value) VALUES ('lock', 'held');").unwrap();
+    let refused = app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json);
+    assert_eq!(refused.json["error"], "storage unavailable, retry later");
+    db.execute_batch("ROLLBACK").unwrap();
+    // The sender's retry goes through, and only it reaches PagerDuty.
+    assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
+    let got = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].dedup_key(), Some("n-2"));
+    assert_eq!(app.app.as_ref().unwrap().queue().recent(10).await.unwrap().len(), 1);
 }
 
 #[tokio::test]

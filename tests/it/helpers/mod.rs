@@ -93,8 +93,12 @@ pub fn test_env() -> HashMap<String, String> {
         ("AM_OLD_SECRET".to_string(), OLD_AM_SECRET.to_string()),
         ("SW_SECRET".to_string(), STANDARD_WEBHOOKS_SECRET.to_string()),
         ("HOOK_TOKEN".to_string(), HOOK_TOKEN.to_string()),
+        ("TEAM_A_KEY".to_string(), TEAM_A_KEY.to_string()),
     ])
 }
+
+/// A second integration key, named `team-a` where a test configures it.
+pub const TEAM_A_KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 
 /// Bearer token of the `[[source]]` that [`bearer_source`] adds.
 pub const HOOK_TOKEN: &str = "hook-token";
