@@ -73,3 +73,8 @@ fn render_generic_cases(source: &str, verify: &str) {
 fn alertmanager_fixtures_render_as_expected() {
     render_generic_cases("alertmanager", ALERTMANAGER_VERIFY);
 }
+
+#[test]
+fn grafana_fixtures_render_as_expected() {
+    render_generic_cases("grafana", r#"{ scheme = "basic", secrets = ["env:GRAFANA_BASIC"] }"#);
+}
