@@ -78,3 +78,8 @@ fn alertmanager_fixtures_render_as_expected() {
 fn grafana_fixtures_render_as_expected() {
     render_generic_cases("grafana", r#"{ scheme = "basic", secrets = ["env:GRAFANA_BASIC"] }"#);
 }
+
+#[test]
+fn gitlab_fixtures_render_as_expected() {
+    render_generic_cases("gitlab", r#"{ scheme = "gitlab", secrets = ["env:GITLAB_TOKEN"] }"#);
+}
