@@ -83,3 +83,11 @@ fn grafana_fixtures_render_as_expected() {
 fn gitlab_fixtures_render_as_expected() {
     render_generic_cases("gitlab", r#"{ scheme = "gitlab", secrets = ["env:GITLAB_TOKEN"] }"#);
 }
+
+#[test]
+fn sentry_fixtures_render_as_expected() {
+    render_generic_cases(
+        "sentry",
+        r#"{ scheme = "hmac", header = "Sentry-Hook-Signature", algorithm = "sha256", encoding = "hex", secrets = ["env:SENTRY_SECRET"] }"#,
+    );
+}
