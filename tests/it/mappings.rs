@@ -91,3 +91,8 @@ fn sentry_fixtures_render_as_expected() {
         r#"{ scheme = "hmac", header = "Sentry-Hook-Signature", algorithm = "sha256", encoding = "hex", secrets = ["env:SENTRY_SECRET"] }"#,
     );
 }
+
+#[test]
+fn datadog_fixtures_render_as_expected() {
+    render_generic_cases("datadog", r#"{ scheme = "bearer", secrets = ["env:DATADOG_TOKEN"] }"#);
+}
