@@ -96,3 +96,8 @@ fn sentry_fixtures_render_as_expected() {
 fn datadog_fixtures_render_as_expected() {
     render_generic_cases("datadog", r#"{ scheme = "bearer", secrets = ["env:DATADOG_TOKEN"] }"#);
 }
+
+#[test]
+fn generic_example_fixtures_render_as_expected() {
+    render_generic_cases("generic-example", r#"{ scheme = "bearer", secrets = ["env:EXAMPLE_TOKEN"] }"#);
+}
