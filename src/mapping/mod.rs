@@ -341,19 +341,19 @@ impl Mapping {
             None => "trigger".to_string(),
         };
         let routing_key = self.routing_key(rule, ctx)?;
-        let links = rule
-            .links
-            .iter()
-            .map(|l| {
-                Ok(Link {
-                    href: self.render(&l.href, ctx).map_err(|m| ("links.href".to_string(), m))?.unwrap_or_default(),
-                    text: match &l.text {
-                        Some(t) => self.render(t, ctx).map_err(|m| ("links.text".to_string(), m))?,
-                        None => None,
-                    },
-                })
-            })
-            .collect::<Result<Vec<_>, (String, String)>>()?;
+        // Like an image without `src`, a link whose href renders empty is left out: that is
+        // how a mapping writes an optional link (a runbook annotation, a Grafana panel URL).
+        let mut links = Vec::new();
+        for l in &rule.links {
+            let Some(href) = self.render(&l.href, ctx).map_err(|m| ("links.href".to_string(), m))? else {
+                continue;
+            };
+            let text = match &l.text {
+                Some(t) => self.render(t, ctx).map_err(|m| ("links.text".to_string(), m))?,
+                None => None,
+            };
+            links.push(Link { href, text });
+        }
         let custom_details = match &rule.custom_details {
             Some(d) => Some(match self.details(d, ctx, "custom_details")? {
                 v @ Value::Object(_) => v,

@@ -179,3 +179,19 @@ fn change_rules_aimed_at_a_ruleset_key_are_warned_about() {
     let (_, warnings) = Mapping::load(&[p], keys()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
+
+#[test]
+fn a_link_whose_href_renders_empty_is_left_out_without_a_note() {
+    let rule = r#"[[rule]]
+name = "r"
+emit = "alert"
+source = "s"
+summary = "s"
+links = [{ href = '{{default body.runbook ""}}', text = "Runbook" }, { href = "{{body.url}}", text = "Page" }]
+"#;
+    let out = apply(rule, serde_json::json!({"url": "https://example.com/a"})).unwrap();
+    assert_eq!(out[0].event.body()["links"], serde_json::json!([{ "href": "https://example.com/a", "text": "Page" }]));
+    assert!(out[0].event.notes().is_empty(), "{:?}", out[0].event.notes());
+    let out = apply(rule, serde_json::json!({"url": "https://example.com/a", "runbook": "https://rb/1"})).unwrap();
+    assert_eq!(out[0].event.body()["links"].as_array().unwrap().len(), 2);
+}

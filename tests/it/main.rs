@@ -1,6 +1,7 @@
 //! The one integration test binary: the real app on random ports, a fake PagerDuty in-process.
 
 mod admin;
+mod alertmanager;
 mod cli;
 mod crash;
 mod delivery;

@@ -3,7 +3,7 @@
 //! `fixtures/<source>/events.toml` lists each fixture with its headers and how many events it
 //! must produce; the snapshots (reviewed by hand, `cargo insta review`) hold the events.
 
-use crate::helpers::{base_config, config_from, root};
+use crate::helpers::{base_config, config_from, root, shipped_generic_source, ALERTMANAGER_VERIFY};
 use pagerhook::source::{Headers, Sources};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -60,4 +60,44 @@ fn render_cases(source: &str, config: &str) {
 fn github_fixtures_render_as_expected() {
     let dir = tempfile::tempdir().unwrap();
     render_cases("github", &base_config(dir.path(), "http://127.0.0.1:9"));
+}
+
+/// Renders the fixtures of a `kind = "generic"` source on its shipped mapping, configured with
+/// the `verify` README.md gives for it (so a README example that stopped parsing fails here).
+fn render_generic_cases(source: &str, verify: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    render_cases(source, &(base_config(dir.path(), "http://127.0.0.1:9") + &shipped_generic_source(source, verify)));
+}
+
+#[test]
+fn alertmanager_fixtures_render_as_expected() {
+    render_generic_cases("alertmanager", ALERTMANAGER_VERIFY);
+}
+
+#[test]
+fn grafana_fixtures_render_as_expected() {
+    render_generic_cases("grafana", r#"{ scheme = "basic", secrets = ["env:GRAFANA_BASIC"] }"#);
+}
+
+#[test]
+fn gitlab_fixtures_render_as_expected() {
+    render_generic_cases("gitlab", r#"{ scheme = "gitlab", secrets = ["env:GITLAB_TOKEN"] }"#);
+}
+
+#[test]
+fn sentry_fixtures_render_as_expected() {
+    render_generic_cases(
+        "sentry",
+        r#"{ scheme = "hmac", header = "Sentry-Hook-Signature", algorithm = "sha256", encoding = "hex", secrets = ["env:SENTRY_SECRET"] }"#,
+    );
+}
+
+#[test]
+fn datadog_fixtures_render_as_expected() {
+    render_generic_cases("datadog", r#"{ scheme = "bearer", secrets = ["env:DATADOG_TOKEN"] }"#);
+}
+
+#[test]
+fn generic_example_fixtures_render_as_expected() {
+    render_generic_cases("generic-example", r#"{ scheme = "bearer", secrets = ["env:EXAMPLE_TOKEN"] }"#);
 }

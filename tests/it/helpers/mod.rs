@@ -20,6 +20,12 @@ pub const OLD_GITHUB_SECRET: &str = "the previous secret";
 pub const AM_SECRET: &str = "alertmanager shared secret";
 pub const OLD_AM_SECRET: &str = "alertmanager previous secret";
 pub const STANDARD_WEBHOOKS_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+/// Secrets of the sources that use the other shipped mappings (`tests/it/mappings.rs`).
+pub const GRAFANA_BASIC: &str = "grafana:grafana basic password";
+pub const GITLAB_TOKEN: &str = "gitlab secret token";
+pub const SENTRY_SECRET: &str = "sentry client secret";
+pub const DATADOG_TOKEN: &str = "datadog bearer token";
+pub const EXAMPLE_TOKEN: &str = "backup job bearer token";
 
 /// Repository root (for shipped mappings and fixtures).
 pub fn root() -> PathBuf {
@@ -82,6 +88,18 @@ mappings = ["{mapping}"]
     )
 }
 
+/// A `kind = "generic"` `[[source]]` named `name` on the shipped `mappings/<name>.toml`, to
+/// append to [`base_config`]; `verify` is the inline table as README.md documents it.
+pub fn shipped_generic_source(name: &str, verify: &str) -> String {
+    format!(
+        "\n[[source]]\nname = \"{name}\"\nkind = \"generic\"\nverify = {verify}\nmappings = [\"{mapping}\"]\n",
+        mapping = root().join("mappings").join(format!("{name}.toml")).display()
+    )
+}
+
+/// The `verify` of the Alertmanager source as README.md configures it.
+pub const ALERTMANAGER_VERIFY: &str = r#"{ scheme = "bearer", secrets = ["env:AM_SECRET"] }"#;
+
 /// The injected environment of every test app.
 pub fn test_env() -> HashMap<String, String> {
     HashMap::from([
@@ -94,6 +112,11 @@ pub fn test_env() -> HashMap<String, String> {
         ("SW_SECRET".to_string(), STANDARD_WEBHOOKS_SECRET.to_string()),
         ("HOOK_TOKEN".to_string(), HOOK_TOKEN.to_string()),
         ("TEAM_A_KEY".to_string(), TEAM_A_KEY.to_string()),
+        ("GRAFANA_BASIC".to_string(), GRAFANA_BASIC.to_string()),
+        ("GITLAB_TOKEN".to_string(), GITLAB_TOKEN.to_string()),
+        ("SENTRY_SECRET".to_string(), SENTRY_SECRET.to_string()),
+        ("DATADOG_TOKEN".to_string(), DATADOG_TOKEN.to_string()),
+        ("EXAMPLE_TOKEN".to_string(), EXAMPLE_TOKEN.to_string()),
     ])
 }
 
