@@ -5,8 +5,10 @@ use crate::config::{Config, StorageBackend};
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
+use crate::metrics::Metrics;
 use crate::pagerduty;
 use crate::queue::{Queue, Role, SqliteQueue};
+use crate::reload::{self, Fingerprint, Live};
 use crate::source::Sources;
 use anyhow::Context as _;
 use std::net::TcpListener;
@@ -14,11 +16,23 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
+/// Where secrets referenced as `env:NAME` are looked up.
+pub type EnvFn = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// How to run.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone)]
 pub struct Options {
     /// Log events instead of sending them, and record them as delivered.
     pub dry_run: bool,
+    /// The environment for `env:` secrets when the config is reloaded: the process's, or
+    /// the one a test injected.
+    pub env: EnvFn,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options { dry_run: false, env: Arc::new(Config::process_env) }
+    }
 }
 
 /// A running pagerhook.
@@ -30,6 +44,71 @@ pub struct App {
     stop_worker: watch::Sender<bool>,
     ready: Arc<AtomicBool>,
     queue: Arc<dyn Queue>,
+    reloader: Reloader,
+}
+
+/// Everything a reload needs, shared by SIGHUP, the file watcher and [`App::reload`].
+#[derive(Clone)]
+struct Reloader {
+    path: std::path::PathBuf,
+    env: EnvFn,
+    sources: Arc<Live<Sources>>,
+    metrics: Arc<Metrics>,
+    /// Serialises reloads, and holds the files' state as of the last attempt.
+    seen: Arc<tokio::sync::Mutex<Fingerprint>>,
+}
+
+impl Reloader {
+    /// Loads, validates and compiles the config file, then swaps the sources in; on error
+    /// the running config stays.
+    async fn reload(&self) -> Result<(), String> {
+        let mut seen = self.seen.lock().await;
+        let (path, env) = (self.path.clone(), self.env.clone());
+        let prepared = tokio::task::spawn_blocking(move || reload::prepare(&path, &*env))
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))?;
+        match prepared {
+            Ok((cfg, sources, warnings)) => {
+                *seen = Fingerprint::of(&cfg);
+                for w in warnings.iter().chain(&cfg.warnings) {
+                    tracing::warn!("{w}");
+                }
+                self.sources.store(sources);
+                self.metrics.reload(true);
+                tracing::info!(
+                    config = %self.path.display(),
+                    sources = cfg.sources.len(),
+                    "config reloaded: sources, mappings and routing keys; [server], [storage], [delivery] and [pagerduty] settings apply at the next start"
+                );
+                Ok(())
+            }
+            Err(e) => {
+                // Watch the broken files as they are now, so the error is logged once, not every poll.
+                *seen = seen.refreshed();
+                self.metrics.reload(false);
+                tracing::error!(config = %self.path.display(), error = %e, "config reload failed; the running config stays");
+                Err(e)
+            }
+        }
+    }
+
+    /// Reloads whenever the config or a mapping file changes.
+    async fn watch(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(reload::POLL);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            let changed = {
+                let seen = self.seen.lock().await;
+                *seen != seen.refreshed()
+            };
+            if changed {
+                let _ = self.reload().await;
+            }
+        }
+    }
 }
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
@@ -53,6 +132,15 @@ impl App {
     /// Starts on listeners the caller bound (tests bind `127.0.0.1:0`).
     pub async fn start_on(cfg: Config, opts: Options, hooks: TcpListener, admin: TcpListener) -> anyhow::Result<App> {
         let (sources, warnings) = Sources::build(&cfg).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        let metrics = Arc::new(Metrics::new());
+        let sources = Arc::new(Live::new(sources));
+        let reloader = Reloader {
+            path: cfg.path.clone(),
+            env: opts.env.clone(),
+            sources: sources.clone(),
+            metrics: metrics.clone(),
+            seen: Arc::new(tokio::sync::Mutex::new(Fingerprint::of(&cfg))),
+        };
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }
@@ -61,13 +149,14 @@ impl App {
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
             .map_err(anyhow::Error::msg)?;
         let (stop_worker, stop_rx) = watch::channel(false);
-        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone());
+        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone(), metrics.clone());
         let worker = tokio::spawn(worker.run(stop_rx.clone()));
+        tokio::spawn(reloader.clone().watch(stop_rx.clone()));
         tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
-        let pipeline = Pipeline { sources: Arc::new(sources), queue: queue.clone(), wake };
+        let pipeline = Pipeline { sources, metrics, queue: queue.clone(), wake };
         let admin_state = AdminState {
             queue: queue.clone(),
             pipeline: pipeline.clone(),
@@ -80,7 +169,7 @@ impl App {
             sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,
             "pagerhook ready"
         );
-        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue })
+        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue, reloader })
     }
 
     /// The webhook listener's port.
@@ -91,6 +180,11 @@ impl App {
     /// The admin listener's port.
     pub fn admin_port(&self) -> u16 {
         self.admin_port
+    }
+
+    /// Reloads the config file now (what SIGHUP does); on error the running config stays.
+    pub async fn reload(&self) -> Result<(), String> {
+        self.reloader.reload().await
     }
 
     /// The queue (tests inspect it).
@@ -110,15 +204,22 @@ impl App {
         let _ = self.servers.admin_task.await;
     }
 
-    /// Runs until SIGINT or SIGTERM, then stops gracefully.
+    /// Runs until SIGINT or SIGTERM, then stops gracefully; SIGHUP reloads the config.
     pub async fn run_until_signal(self) -> anyhow::Result<()> {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{signal, SignalKind};
             let mut term = signal(SignalKind::terminate())?;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            let mut hup = signal(SignalKind::hangup())?;
+            loop {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => break,
+                    _ = term.recv() => break,
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        let _ = self.reload().await;
+                    }
+                }
             }
         }
         #[cfg(not(unix))]

@@ -7,6 +7,7 @@ use crate::app::{self, App, Options};
 use crate::config::Config;
 use crate::ingest::{Pipeline, Replayed};
 use crate::queue::{DeadId, Role};
+use crate::reload::Live;
 use crate::source::{Headers, Sources};
 use crate::telemetry::{self, LogFormat};
 use anyhow::{bail, Context as _};
@@ -140,7 +141,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { dry_run } => {
             let cfg = load(&cli)?;
-            let app = App::start(cfg, Options { dry_run: *dry_run }).await?;
+            let app = App::start(cfg, Options { dry_run: *dry_run, ..Options::default() }).await?;
             app.run_until_signal().await?;
             Ok(ExitCode::SUCCESS)
         }
@@ -226,7 +227,12 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::Replay { id, source, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
             let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
-            let pipeline = Pipeline { sources: Arc::new(sources), queue, wake: Default::default() };
+            let pipeline = Pipeline {
+                sources: Arc::new(Live::new(sources)),
+                metrics: Default::default(),
+                queue,
+                wake: Default::default(),
+            };
             let results = match id {
                 Some(id) => vec![(id.clone(), pipeline.replay(&parse(id)?).await)],
                 None => pipeline.replay_all(source.as_deref()).await?,

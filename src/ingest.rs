@@ -5,7 +5,9 @@
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
 use crate::mapping::Rendered;
+use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, NewInbound, Queue, QueueError};
+use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Source, SourceError, Sources, Verified};
 use serde::Serialize;
 use std::sync::Arc;
@@ -42,7 +44,9 @@ pub enum IngestError {
 /// Everything the accept path needs.
 #[derive(Clone)]
 pub struct Pipeline {
-    pub sources: Arc<Sources>,
+    /// Swapped whole on reload; each request uses the version it started with.
+    pub sources: Arc<Live<Sources>>,
+    pub metrics: Arc<Metrics>,
     pub queue: Arc<dyn Queue>,
     /// Notified after each commit so the delivery worker wakes at once.
     pub wake: Arc<Notify>,
@@ -51,9 +55,10 @@ pub struct Pipeline {
 impl Pipeline {
     /// Verifies, maps and durably records one webhook.
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
-        let src = self.sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
+        let sources = self.sources.load();
+        let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
-        let verified = src.verify(req)?;
+        let verified = src.verify(req).inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
         let decision = decide(src, &verified)?;
         let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status);
@@ -63,6 +68,7 @@ impl Pipeline {
                 if events > 0 {
                     self.wake.notify_one();
                 }
+                self.count(source, &decision);
                 match decision {
                     Decision::Map(_) => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
@@ -145,6 +151,19 @@ pub enum ReplayError {
 }
 
 impl Pipeline {
+    /// Counts what was committed.
+    fn count(&self, source: &str, decision: &Decision) {
+        match decision {
+            Decision::Map(rendered) => {
+                for r in rendered {
+                    self.metrics.event(source, r.event.kind().as_str(), r.event.action().map(|a| a.as_str()));
+                }
+            }
+            Decision::Failed(_) => self.metrics.mapping_failed(source),
+            Decision::Ignore(_) => {}
+        }
+    }
+
     /// Replays one dead letter: a dead event is queued again as it was; a payload whose
     /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it.
     pub async fn replay(&self, id: &DeadId) -> Result<Replayed, ReplayError> {
@@ -159,7 +178,8 @@ impl Pipeline {
                 if !matches!(stored.status, InboundStatus::MappingFailed(_)) {
                     return Err(not_found());
                 }
-                let src = self.sources.get(&stored.source).ok_or_else(|| ReplayError::UnknownSource {
+                let sources = self.sources.load();
+                let src = sources.get(&stored.source).ok_or_else(|| ReplayError::UnknownSource {
                     id: id.to_string(),
                     source_name: stored.source.clone(),
                 })?;
@@ -169,6 +189,7 @@ impl Pipeline {
                 let decision = decide(src, &verified).unwrap_or_else(|e| Decision::Failed(e.to_string()));
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
+                self.count(&stored.source, &decision);
                 match decision {
                     Decision::Map(r) => Replayed::Remapped { events: r.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },

@@ -10,6 +10,7 @@ pub mod pacing;
 pub mod policy;
 
 use crate::config::DeliveryConfig;
+use crate::metrics::Metrics;
 use crate::pagerduty::{Client, Response};
 use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
 use pacing::Pacer;
@@ -35,6 +36,18 @@ pub enum Outcome {
     Deferred,
 }
 
+impl Outcome {
+    /// The metrics label.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Outcome::Delivered => "delivered",
+            Outcome::Retried => "retried",
+            Outcome::DeadLettered => "dead_lettered",
+            Outcome::Deferred => "deferred",
+        }
+    }
+}
+
 /// Sends queued events to PagerDuty.
 #[derive(Clone)]
 pub struct Worker {
@@ -43,13 +56,20 @@ pub struct Worker {
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
     pacer: Arc<Mutex<Pacer>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Worker {
     /// A worker over `queue`; `wake` is notified by whoever enqueues.
-    pub fn new(queue: Arc<dyn Queue>, client: Client, cfg: DeliveryConfig, wake: Arc<Notify>) -> Worker {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        client: Client,
+        cfg: DeliveryConfig,
+        wake: Arc<Notify>,
+        metrics: Arc<Metrics>,
+    ) -> Worker {
         let pacer = Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)));
-        Worker { queue, client, cfg, wake, pacer }
+        Worker { queue, client, cfg, wake, pacer, metrics }
     }
 
     /// Runs until `shutdown` turns true; in-flight attempts are finished before returning.
@@ -111,6 +131,7 @@ impl Worker {
         for old in &c.superseded {
             tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
         }
+        self.metrics.collapsed(c.superseded.len());
         let lane = c.event.order_key().unwrap_or_else(|| format!("#{}", c.id));
         let admitted =
             self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
@@ -118,10 +139,12 @@ impl Worker {
             if let Err(e) = self.queue.defer(c.id, at).await {
                 tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
             }
+            self.metrics.attempt(Outcome::Deferred.as_str(), None);
             return Outcome::Deferred;
         }
         let started = std::time::Instant::now();
         let response = self.client.send(&c.event).await;
+        let upstream = started.elapsed();
         let now = now_millis();
         let (status, detail) = match &response {
             Response::Status { code, message, .. } => (Some(*code), Some(message.clone())),
@@ -164,6 +187,7 @@ impl Worker {
             elapsed_ms = started.elapsed().as_millis() as u64,
             "delivery attempt"
         );
+        self.metrics.attempt(outcome.as_str(), Some(upstream));
         let attempt = Attempt { at: now, status, detail };
         if let Err(e) = self.queue.finish(c.id, attempt, finish).await {
             // The lease keeps the event from being sent twice at once; after it expires

@@ -25,6 +25,20 @@ pub async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     }
 }
 
+/// `GET /metrics`: Prometheus (OpenMetrics text). Unauthenticated, like `/readyz`: it holds
+/// counts, not payloads, and scrapers rarely carry tokens; keep the admin listener private.
+pub async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
+    let (depth, oldest) = match state.queue.depth().await {
+        Ok((n, oldest)) => {
+            (n, oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64)))
+        }
+        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}")),
+    };
+    HttpResponse::Ok()
+        .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
+        .body(state.pipeline.metrics.render(depth, oldest))
+}
+
 /// Checks `Authorization: Bearer <admin_token>` in constant time; no token configured = no admin API.
 fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
     let Some(token) = &state.admin_token else {

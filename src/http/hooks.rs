@@ -35,11 +35,15 @@ pub async fn post_hook(
                     (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
                 }
             };
+            pipeline.metrics.request(&source, status);
             tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
             HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body)
         }
         Err(e) => {
             let status = e.status_code().as_u16();
+            // An unknown name comes from the request path: never a label value.
+            let label = if matches!(e, IngestError::UnknownSource(_)) { "unknown" } else { source.as_str() };
+            pipeline.metrics.request(label, status);
             match &e {
                 IngestError::Storage(_) => {
                     tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused")

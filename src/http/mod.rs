@@ -58,6 +58,7 @@ pub fn start(
             .app_data(admin_data.clone())
             .route("/healthz", web::get().to(admin::healthz))
             .route("/readyz", web::get().to(admin::readyz))
+            .route("/metrics", web::get().to(admin::metrics))
             .route("/admin/deliveries", web::get().to(admin::deliveries))
             .route("/admin/dead", web::get().to(admin::dead_letters))
             .route("/admin/dead/replay", web::post().to(admin::replay_all))

@@ -87,6 +87,30 @@ pub enum SourceError {
     UnsupportedMediaType { source_name: String, content_type: String, expected: &'static str },
 }
 
+impl SourceError {
+    /// A closed-set name for the failed check, for metrics (messages carry details).
+    pub fn reason_class(&self) -> &'static str {
+        match self {
+            SourceError::BadRequest { .. } => "bad_request",
+            SourceError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            SourceError::Unauthorized { reason, .. } => {
+                let r = reason.as_str();
+                if r.contains("mismatch") {
+                    "signature_mismatch"
+                } else if r.contains("tolerance") {
+                    "stale_timestamp"
+                } else if r.starts_with("missing") {
+                    "missing_credentials"
+                } else if r.starts_with("malformed") {
+                    "malformed_credentials"
+                } else {
+                    "unauthorized"
+                }
+            }
+        }
+    }
+}
+
 /// What to do with a verified request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Disposition {

@@ -2,7 +2,8 @@
 
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
 use crate::helpers::{
-    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, TestApp, TEAM_A_KEY,
+    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
+    TEAM_A_KEY,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -75,7 +76,9 @@ async fn dry_run_records_events_as_delivered_without_sending() {
     let hooks = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let app =
-        pagerhook::app::App::start_on(cfg, pagerhook::app::Options { dry_run: true }, hooks, admin).await.unwrap();
+        pagerhook::app::App::start_on(cfg, pagerhook::app::Options { dry_run: true, ..test_options() }, hooks, admin)
+            .await
+            .unwrap();
     let body = fixture("github/pull_request_merged.json");
     let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
     let res = reqwest::Client::new()

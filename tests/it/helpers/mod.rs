@@ -201,11 +201,17 @@ pub async fn spawn_app_in(edit: impl FnOnce(String, &Path) -> String) -> TestApp
     start(cfg, fake, dir).await
 }
 
+/// Options with the test environment, so that reloads see the same secrets.
+pub fn test_options() -> Options {
+    let env = test_env();
+    Options { env: std::sync::Arc::new(move |k| env.get(k).cloned()), ..Options::default() }
+}
+
 /// Starts an app on a config (used again after a restart).
 pub async fn start(cfg: Config, fake: FakePagerDuty, dir: tempfile::TempDir) -> TestApp {
     let hooks = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = App::start_on(cfg, Options::default(), hooks, admin).await.expect("app starts");
+    let app = App::start_on(cfg, test_options(), hooks, admin).await.expect("app starts");
     TestApp {
         base: format!("http://127.0.0.1:{}", app.port()),
         admin: format!("http://127.0.0.1:{}", app.admin_port()),

@@ -1,0 +1,210 @@
+//! Prometheus metrics, served on the admin listener at `GET /metrics` (OpenMetrics text).
+//!
+//! One registry per running app rather than a global one, so that the integration tests,
+//! which run many apps in one process, each see their own counts. Label values come from
+//! closed sets (status codes, reason classes, configured source names), never from request
+//! data, so a sender cannot blow up the number of series.
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    source: String,
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RejectLabels {
+    source: String,
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    source: String,
+    kind: String,
+    action: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+/// Every metric pagerhook exports.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    rejected: Family<RejectLabels, Counter>,
+    events: Family<EventLabels, Counter>,
+    mapping_failures: Family<RequestLabels, Counter>,
+    attempts: Family<OutcomeLabels, Counter>,
+    upstream: Histogram,
+    collapsed: Counter,
+    reloads: Family<OutcomeLabels, Counter>,
+    depth: Gauge,
+    oldest: Gauge<f64, AtomicU64>,
+}
+
+impl Default for Metrics {
+    fn default() -> Metrics {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A fresh registry with every metric registered (at zero).
+    pub fn new() -> Metrics {
+        let mut registry = Registry::with_prefix("pagerhook");
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("webhook_requests", "Webhook requests by source and HTTP status answered", requests.clone());
+        let rejected = Family::<RejectLabels, Counter>::default();
+        registry.register(
+            "webhook_rejected",
+            "Webhooks refused before mapping, by source and reason (signature, timestamp, header, body, ...)",
+            rejected.clone(),
+        );
+        let events = Family::<EventLabels, Counter>::default();
+        registry.register(
+            "events_queued",
+            "Events accepted into the queue, by source, kind and action",
+            events.clone(),
+        );
+        let mapping_failures = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "mapping_failures",
+            "Webhooks whose mapping failed (kept for `pagerhook dlq replay`)",
+            mapping_failures.clone(),
+        );
+        let attempts = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "delivery_attempts",
+            "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), deferred (paced)",
+            attempts.clone(),
+        );
+        let upstream = Histogram::new(exponential_buckets(0.005, 2.0, 12));
+        registry.register("upstream_seconds", "PagerDuty response time per request", upstream.clone());
+        let collapsed = Counter::default();
+        registry.register(
+            "triggers_collapsed",
+            "Pending triggers replaced by a newer trigger of the same dedup_key before being sent",
+            collapsed.clone(),
+        );
+        let reloads = Family::<OutcomeLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads by result (ok, error)", reloads.clone());
+        let depth = Gauge::default();
+        registry.register("queue_depth", "Events waiting to be delivered", depth.clone());
+        let oldest = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "queue_oldest_pending_seconds",
+            "Age of the oldest event waiting to be delivered",
+            oldest.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            rejected,
+            events,
+            mapping_failures,
+            attempts,
+            upstream,
+            collapsed,
+            reloads,
+            depth,
+            oldest,
+        }
+    }
+
+    /// A webhook request answered with `status` (`source` only if configured).
+    pub fn request(&self, source: &str, status: u16) {
+        self.requests.get_or_create(&RequestLabels { source: source.to_string(), status }).inc();
+    }
+
+    /// A webhook refused before mapping, `reason` from a closed set.
+    pub fn rejected(&self, source: &str, reason: &'static str) {
+        self.rejected.get_or_create(&RejectLabels { source: source.to_string(), reason: reason.to_string() }).inc();
+    }
+
+    /// An event committed to the queue.
+    pub fn event(&self, source: &str, kind: &str, action: Option<&str>) {
+        let labels = EventLabels {
+            source: source.to_string(),
+            kind: kind.to_string(),
+            action: action.unwrap_or("none").to_string(),
+        };
+        self.events.get_or_create(&labels).inc();
+    }
+
+    /// A payload whose mapping failed, kept for replay.
+    pub fn mapping_failed(&self, source: &str) {
+        self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
+    }
+
+    /// A delivery attempt's outcome, and PagerDuty's response time if it was asked.
+    pub fn attempt(&self, outcome: &'static str, upstream: Option<Duration>) {
+        self.attempts.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        if let Some(d) = upstream {
+            self.upstream.observe(d.as_secs_f64());
+        }
+    }
+
+    /// Triggers collapsed into a newer one.
+    pub fn collapsed(&self, n: usize) {
+        self.collapsed.inc_by(n as u64);
+    }
+
+    /// A config reload, successful or not.
+    pub fn reload(&self, ok: bool) {
+        self.reloads.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "error" }.to_string() }).inc();
+    }
+
+    /// The OpenMetrics text, with the queue gauges set from the store's current figures.
+    pub fn render(&self, depth: u64, oldest_age: Option<Duration>) -> String {
+        self.depth.set(depth as i64);
+        self.oldest.set(oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+        let mut out = String::new();
+        encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_family_with_its_labels() {
+        let m = Metrics::new();
+        m.request("github", 202);
+        m.request("github", 202);
+        m.rejected("github", "signature_mismatch");
+        m.event("github", "alert", Some("trigger"));
+        m.attempt("delivered", Some(Duration::from_millis(12)));
+        m.collapsed(3);
+        m.reload(false);
+        m.attempt("dead_lettered", None);
+        let text = m.render(5, Some(Duration::from_secs(90)));
+        for line in [
+            r#"pagerhook_webhook_requests_total{source="github",status="202"} 2"#,
+            r#"pagerhook_webhook_rejected_total{source="github",reason="signature_mismatch"} 1"#,
+            r#"pagerhook_events_queued_total{source="github",kind="alert",action="trigger"} 1"#,
+            r#"pagerhook_delivery_attempts_total{outcome="delivered"} 1"#,
+            "pagerhook_upstream_seconds_count 1",
+            "pagerhook_triggers_collapsed_total 3",
+            r#"pagerhook_config_reloads_total{outcome="error"} 1"#,
+            "pagerhook_queue_depth 5",
+            "pagerhook_queue_oldest_pending_seconds 90.0",
+            r#"pagerhook_delivery_attempts_total{outcome="dead_lettered"} 1"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        }
+    }
+}

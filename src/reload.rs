@@ -1,0 +1,83 @@
+//! Hot reload: a new config is loaded and compiled in full, then swapped in whole; on any
+//! error the running one stays. Triggered by SIGHUP and by a change of the config file or a
+//! mapping file (polled: inotify misses the symlink swaps Kubernetes uses for ConfigMaps, and
+//! one `stat` per file every two seconds costs nothing).
+
+use crate::config::Config;
+use crate::source::Sources;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+/// How often watched files are checked for changes.
+pub const POLL: Duration = Duration::from_secs(2);
+
+/// A value replaced whole on reload. Readers keep the version they took, so a request that
+/// started on the old config finishes on it.
+#[derive(Debug)]
+pub struct Live<T>(RwLock<Arc<T>>);
+
+impl<T> Live<T> {
+    /// Starts with `value`.
+    pub fn new(value: T) -> Live<T> {
+        Live(RwLock::new(Arc::new(value)))
+    }
+
+    /// The current version.
+    pub fn load(&self) -> Arc<T> {
+        // A poisoned lock still holds a whole value: the swap is a single assignment.
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Replaces the value for every later `load`.
+    pub fn store(&self, value: T) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(value);
+    }
+}
+
+/// Where a config's inputs live, with what they looked like when last loaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(PathBuf, Option<(SystemTime, u64)>)>);
+
+impl Fingerprint {
+    /// The config file and every mapping file it names, as they are now.
+    pub fn of(cfg: &Config) -> Fingerprint {
+        let mut paths = vec![cfg.path.clone()];
+        paths.extend(cfg.sources.iter().flat_map(|s| s.mappings.iter().cloned()));
+        Fingerprint(paths.into_iter().map(|p| (stat(&p), p)).map(|(m, p)| (p, m)).collect())
+    }
+
+    /// The same files, looked at again.
+    pub fn refreshed(&self) -> Fingerprint {
+        Fingerprint(self.0.iter().map(|(p, _)| (p.clone(), stat(p))).collect())
+    }
+}
+
+/// Modification time and size: a change in either is a change.
+fn stat(p: &std::path::Path) -> Option<(SystemTime, u64)> {
+    std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
+}
+
+/// Loads and compiles a config for reload. `Err` carries every problem, for the log.
+pub fn prepare(
+    path: &std::path::Path,
+    env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+) -> Result<(Config, Sources, Vec<String>), String> {
+    let cfg = Config::load(path, env).map_err(|e| e.to_string())?;
+    let (sources, warnings) = Sources::build(&cfg).map_err(|errs| errs.join("; "))?;
+    Ok((cfg, sources, warnings))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_loaded_version_survives_a_swap() {
+        let live = Live::new(1);
+        let before = live.load();
+        live.store(2);
+        assert_eq!(*before, 1, "an in-flight reader keeps its version");
+        assert_eq!(*live.load(), 2);
+    }
+}
