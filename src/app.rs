@@ -7,7 +7,7 @@ use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::pagerduty;
 use crate::queue::{Queue, SqliteQueue};
-use crate::source::Sources;
+use crate::source::{AwsFetch, HttpsFetch, Sources};
 use anyhow::Context as _;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,7 +52,20 @@ impl App {
 
     /// Starts on listeners the caller bound (tests bind `127.0.0.1:0`).
     pub async fn start_on(cfg: Config, opts: Options, hooks: TcpListener, admin: TcpListener) -> anyhow::Result<App> {
-        let (sources, warnings) = Sources::build(&cfg).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        App::start_with_aws(cfg, opts, hooks, admin, Arc::new(HttpsFetch::new())).await
+    }
+
+    /// Test seam: [`App::start_on`] with SNS sources fetching certificates and confirming
+    /// subscriptions through `aws`, since no config can point them anywhere but AWS.
+    pub async fn start_with_aws(
+        cfg: Config,
+        opts: Options,
+        hooks: TcpListener,
+        admin: TcpListener,
+        aws: Arc<dyn AwsFetch>,
+    ) -> anyhow::Result<App> {
+        let (sources, warnings) =
+            Sources::build_with(&cfg, aws).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }

@@ -51,7 +51,7 @@ impl Pipeline {
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
         let src = self.sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
-        let verified = src.verify(req)?;
+        let verified = src.verify(req).await?;
         let decision = match verified.disposition() {
             Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
             Disposition::Map => match src.mapping().apply(&verified) {
