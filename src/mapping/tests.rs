@@ -79,6 +79,19 @@ custom_details = { labels = "{{json body.l}}", text = "n={{json body.l}}", neste
 }
 
 #[test]
+fn split_and_url_encode_take_arns_apart_and_make_links() {
+    let rule = r#"[[rule]]
+name = "r"
+emit = "change"
+summary = "{{lookup (split body.arn \":\") 3}}|{{url_encode body.name}}"
+"#;
+    let body =
+        serde_json::json!({"arn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:a b", "name": "CPU > 90% / web#1"});
+    let out = apply(rule, body).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["summary"], "eu-west-1|CPU%20%3E%2090%25%20%2F%20web%231");
+}
+
+#[test]
 fn helpers_do_what_their_names_say() {
     let rule = r#"[[rule]]
 name = "r"
