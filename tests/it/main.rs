@@ -7,4 +7,5 @@ mod generic;
 mod helpers;
 mod hooks;
 mod mappings;
+mod sns;
 mod tidy;
