@@ -390,7 +390,7 @@ fn validate_source(
             let verify = verify::validate_verify(&at, s.verify, s.secrets.len(), secrets, p, warnings)?;
             SourceKindConfig::Generic { verify }
         }
-        "sns" => sns::validate_sns(&at, &mut s, env, base, p)?,
+        "sns" => sns::validate_sns(&at, &mut s, env, base, p, warnings)?,
         other => {
             p.0.push(format!("{at}: unknown kind {other:?} (expected one of: {})", SOURCE_KINDS.join(", ")));
             return None;

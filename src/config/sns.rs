@@ -36,6 +36,7 @@ pub(super) fn validate_sns(
     env: &dyn Fn(&str) -> Option<String>,
     base: &Path,
     p: &mut Problems,
+    warnings: &mut Vec<String>,
 ) -> Option<SourceKindConfig> {
     if !s.secrets.is_empty() || s.verify.is_some() {
         p.0.push(format!("{at}: kind \"sns\" checks AWS's certificate signature itself: remove secrets and verify"));
@@ -53,7 +54,14 @@ pub(super) fn validate_sns(
             }
             TopicFilter::Only(topics)
         }
-        (_, Some(true)) => TopicFilter::Any,
+        (_, Some(true)) => {
+            // Any AWS account can create a topic, subscribe this URL and publish genuinely signed
+            // messages: the signature proves AWS sent it, not that it is your topic.
+            warnings.push(format!(
+                "{at}: any_topic = true accepts messages from every AWS account's topics; prefer topics = [...]"
+            ));
+            TopicFilter::Any
+        }
         _ => {
             p.0.push(format!(
                 "{at}: kind \"sns\" needs topics = [\"arn:aws:sns:<region>:<account>:<topic>\"] (or any_topic = true to accept every topic)"

@@ -283,6 +283,11 @@ fn sns_sources_name_their_topics_or_say_any_topic() {
     assert!(*auto_confirm && trusted_certs.is_empty());
     let c = parse(&sns("any_topic = true")).unwrap();
     assert!(matches!(&c.sources[0].kind, SourceKindConfig::Sns { topics: TopicFilter::Any, auto_confirm: false, .. }));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("any_topic = true accepts messages from every AWS account")),
+        "{:?}",
+        c.warnings
+    );
     for (keys, needle) in [
         ("", "kind \"sns\" needs topics = ["),
         ("topics = []\nany_topic = false", "kind \"sns\" needs topics = ["),
@@ -311,7 +316,7 @@ fn pinned_sns_certificates_are_read_from_files_next_to_the_config() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("sns.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
     let text =
-        sns("any_topic = true\ntrusted_certs = { \"https://sns.us-east-1.amazonaws.com/a.pem\" = \"file:sns.pem\" }");
+        sns("topics = [\"arn:aws:sns:us-east-1:1:a\"]\ntrusted_certs = { \"https://sns.us-east-1.amazonaws.com/a.pem\" = \"file:sns.pem\" }");
     let env = env();
     let c = Config::from_str(&text, &dir.path().join("pagerhook.toml"), &move |k| env.get(k).cloned()).unwrap();
     let SourceKindConfig::Sns { trusted_certs, .. } = &c.sources[0].kind else { panic!() };
