@@ -87,7 +87,11 @@ pub struct Envelope {
 impl Envelope {
     /// Parses the body; the error says which field is missing or wrong.
     pub fn parse(body: &[u8]) -> Result<Envelope, String> {
-        let raw: RawEnvelope = serde_json::from_slice(body).map_err(|e| format!("malformed SNS message: {e}"))?;
+        // Where, not what: the body is unverified, and serde's message can quote it.
+        let raw: RawEnvelope = serde_json::from_slice(body).map_err(|e| {
+            let what = if e.is_data() { "a field is repeated or not a string" } else { "not JSON" };
+            format!("malformed SNS message: {what} (line {} column {})", e.line(), e.column())
+        })?;
         let need = |v: Option<String>, field: &str| v.ok_or_else(|| format!("SNS message has no {field}"));
         let kind = match need(raw.r#type, "Type")?.as_str() {
             "Notification" => MessageType::Notification,

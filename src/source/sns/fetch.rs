@@ -143,3 +143,20 @@ pub(super) async fn read_limited(mut res: reqwest::Response, limit: usize) -> Re
     }
     Ok(body.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &'static str) -> reqwest::Response {
+        http::Response::builder().status(status).body(body).unwrap().into()
+    }
+
+    #[tokio::test]
+    async fn only_a_small_2xx_answer_is_read() {
+        assert_eq!(read_limited(response(200, "pem"), 3).await.unwrap(), "pem");
+        assert_eq!(read_limited(response(200, "pem!"), 3).await.unwrap_err(), "answer larger than 3 bytes");
+        // Redirects are not followed, so a 301 arrives here and is refused like any non-2xx.
+        assert_eq!(read_limited(response(301, ""), 3).await.unwrap_err(), "answered 301 Moved Permanently");
+    }
+}

@@ -144,6 +144,13 @@ async fn every_forgery_is_refused_before_any_request_it_does_not_need() {
     let mut mismatched = incoming(&good);
     mismatched.headers = Headers::from_pairs([(TYPE_HEADER, "SubscriptionConfirmation")]);
     assert!(matches!(refusal(s.verify_at("aws", mismatched, NOW).await), SourceError::BadRequest { .. }));
+    let mut quoted = incoming(&good);
+    quoted.body = Bytes::from_static(br#"{"Type": 12345678, "Message": "x"}"#);
+    let err = refusal(s.verify_at("aws", quoted, NOW).await).to_string();
+    assert!(
+        err.ends_with("a field is repeated or not a string (line 1 column 17)") && !err.contains("12345678"),
+        "{err}"
+    );
     let mut json_typed = incoming(&good);
     json_typed.headers = Headers::from_pairs([(TYPE_HEADER, "Notification"), ("content-type", "application/json")]);
     assert!(s.verify_at("aws", json_typed, NOW).await.is_ok());
