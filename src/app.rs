@@ -9,7 +9,7 @@ use crate::metrics::Metrics;
 use crate::pagerduty;
 use crate::queue::{Queue, Role, SqliteQueue};
 use crate::reload::{self, Fingerprint, Live};
-use crate::source::Sources;
+use crate::source::{AwsFetch, HttpsFetch, Sources};
 use anyhow::Context as _;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -52,6 +52,7 @@ pub struct App {
 struct Reloader {
     path: std::path::PathBuf,
     env: EnvFn,
+    aws: Arc<dyn AwsFetch>,
     sources: Arc<Live<Sources>>,
     metrics: Arc<Metrics>,
     /// Serialises reloads, and holds the files' state as of the last attempt.
@@ -63,8 +64,8 @@ impl Reloader {
     /// the running config stays.
     async fn reload(&self) -> Result<(), String> {
         let mut seen = self.seen.lock().await;
-        let (path, env) = (self.path.clone(), self.env.clone());
-        let prepared = tokio::task::spawn_blocking(move || reload::prepare(&path, &*env))
+        let (path, env, aws) = (self.path.clone(), self.env.clone(), self.aws.clone());
+        let prepared = tokio::task::spawn_blocking(move || reload::prepare(&path, &*env, aws))
             .await
             .map_err(|e| format!("reload task failed: {e}"))?;
         match prepared {
@@ -131,12 +132,26 @@ impl App {
 
     /// Starts on listeners the caller bound (tests bind `127.0.0.1:0`).
     pub async fn start_on(cfg: Config, opts: Options, hooks: TcpListener, admin: TcpListener) -> anyhow::Result<App> {
-        let (sources, warnings) = Sources::build(&cfg).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        App::start_with_aws(cfg, opts, hooks, admin, Arc::new(HttpsFetch::new())).await
+    }
+
+    /// Test seam: [`App::start_on`] with SNS sources fetching certificates and confirming
+    /// subscriptions through `aws`, since no config can point them anywhere but AWS.
+    pub async fn start_with_aws(
+        cfg: Config,
+        opts: Options,
+        hooks: TcpListener,
+        admin: TcpListener,
+        aws: Arc<dyn AwsFetch>,
+    ) -> anyhow::Result<App> {
+        let (sources, warnings) =
+            Sources::build_with(&cfg, aws.clone()).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
         let metrics = Arc::new(Metrics::new());
         let sources = Arc::new(Live::new(sources));
         let reloader = Reloader {
             path: cfg.path.clone(),
             env: opts.env.clone(),
+            aws,
             sources: sources.clone(),
             metrics: metrics.clone(),
             seen: Arc::new(tokio::sync::Mutex::new(Fingerprint::of(&cfg))),

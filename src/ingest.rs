@@ -58,7 +58,7 @@ impl Pipeline {
         let sources = self.sources.load();
         let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
-        let verified = src.verify(req).inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
         let decision = decide(src, &verified)?;
         let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status);

@@ -4,7 +4,7 @@
 //! one `stat` per file every two seconds costs nothing).
 
 use crate::config::Config;
-use crate::source::Sources;
+use crate::source::{AwsFetch, Sources};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -62,9 +62,10 @@ fn stat(p: &std::path::Path) -> Option<(SystemTime, u64)> {
 pub fn prepare(
     path: &std::path::Path,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
+    aws: Arc<dyn AwsFetch>,
 ) -> Result<(Config, Sources, Vec<String>), String> {
     let cfg = Config::load(path, env).map_err(|e| e.to_string())?;
-    let (sources, warnings) = Sources::build(&cfg).map_err(|errs| errs.join("; "))?;
+    let (sources, warnings) = Sources::build_with(&cfg, aws).map_err(|errs| errs.join("; "))?;
     Ok((cfg, sources, warnings))
 }
 

@@ -5,9 +5,11 @@
 
 pub mod raw;
 mod secret;
+mod sns;
 mod verify;
 
 pub use secret::{Secret, SecretRef};
+pub use sns::TopicFilter;
 pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
 
 use crate::event::RoutingKey;
@@ -115,10 +117,17 @@ pub enum SourceKindConfig {
     Github { secrets: Vec<Secret> },
     /// Any JSON webhook, checked by `verify` (which holds the secrets).
     Generic { verify: VerifyScheme },
+    /// AWS SNS: messages signed by AWS, from allowed topics.
+    Sns {
+        topics: TopicFilter,
+        auto_confirm: bool,
+        /// PEM text of pinned signing certificates, by SigningCertURL as written.
+        trusted_certs: BTreeMap<String, String>,
+    },
 }
 
 /// The source kinds this build knows, for error messages.
-pub const SOURCE_KINDS: &[&str] = &["github", "generic"];
+pub const SOURCE_KINDS: &[&str] = &["github", "generic", "sns"];
 
 impl Config {
     /// Reads and validates a config file, resolving `env:` references with `env`.
@@ -360,6 +369,9 @@ fn validate_source(
             secrets.push(v);
         }
     }
+    if s.kind != "sns" {
+        sns::refuse_sns_keys(&at, &s, p);
+    }
     let kind = match s.kind.as_str() {
         "github" => {
             if s.secrets.is_empty() {
@@ -378,6 +390,7 @@ fn validate_source(
             let verify = verify::validate_verify(&at, s.verify, s.secrets.len(), secrets, p, warnings)?;
             SourceKindConfig::Generic { verify }
         }
+        "sns" => sns::validate_sns(&at, &mut s, env, base, p, warnings)?,
         other => {
             p.0.push(format!("{at}: unknown kind {other:?} (expected one of: {})", SOURCE_KINDS.join(", ")));
             return None;

@@ -103,6 +103,17 @@ pub struct RawSource {
     pub routing_key: Option<String>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
+    /// `sns`: the TopicArns whose messages are accepted and whose subscriptions are confirmed.
+    pub topics: Option<Vec<String>>,
+    /// `sns`: `true` accepts every topic; must be written out instead of `topics`.
+    pub any_topic: Option<bool>,
+    /// `sns`: confirm subscriptions by visiting their SubscribeURL (default `false`: the URL is
+    /// logged for a human to open).
+    pub auto_confirm: Option<bool>,
+    /// `sns`: signing certificates pinned by SigningCertURL, `{ "<url>" = "file:cert.pem" }`;
+    /// a pinned URL is never fetched.
+    #[serde(default)]
+    pub trusted_certs: BTreeMap<String, String>,
 }
 
 /// `verify = { scheme = "...", ... }` of a `generic` source. Which options apply depends on

@@ -69,7 +69,7 @@ mappings = []
         "storage.durability",
         "delivery.max_backoff",
         "line 8: source 'Git Hub': name must be",
-        "unknown kind \"gitlub\" (expected one of: github, generic)",
+        "unknown kind \"gitlub\" (expected one of: github, generic, sns)",
         "no mappings",
     ] {
         assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
@@ -269,4 +269,57 @@ fn verify_secrets_may_be_written_inside_verify_but_not_twice() {
     let twice = text.replace("mappings = [\"m.toml\"]", "mappings = [\"m.toml\"]\nsecrets = [\"env:GH\"]");
     let err = parse(&twice).unwrap_err().to_string();
     assert!(err.contains("both on the source and in verify"), "{err}");
+}
+
+fn sns(keys: &str) -> String {
+    format!("[pagerduty]\nrouting_key = \"env:PD\"\n[[source]]\nname = \"aws\"\nkind = \"sns\"\nmappings = [\"m.toml\"]\n{keys}\n")
+}
+
+#[test]
+fn sns_sources_name_their_topics_or_say_any_topic() {
+    let c = parse(&sns("topics = [\"arn:aws:sns:us-east-1:123456789012:alarms\"]\nauto_confirm = true")).unwrap();
+    let SourceKindConfig::Sns { topics, auto_confirm, trusted_certs } = &c.sources[0].kind else { panic!() };
+    assert_eq!(topics, &TopicFilter::Only(vec!["arn:aws:sns:us-east-1:123456789012:alarms".into()]));
+    assert!(*auto_confirm && trusted_certs.is_empty());
+    let c = parse(&sns("any_topic = true")).unwrap();
+    assert!(matches!(&c.sources[0].kind, SourceKindConfig::Sns { topics: TopicFilter::Any, auto_confirm: false, .. }));
+    assert!(
+        c.warnings.iter().any(|w| w.contains("any_topic = true accepts messages from every AWS account")),
+        "{:?}",
+        c.warnings
+    );
+    for (keys, needle) in [
+        ("", "kind \"sns\" needs topics = ["),
+        ("topics = []\nany_topic = false", "kind \"sns\" needs topics = ["),
+        ("topics = [\"arn:aws:sns:us-east-1:1:a\"]\nany_topic = true", "either topics = [...] or any_topic = true"),
+        ("topics = [\"alarms\"]", "\"alarms\" is not a topic ARN"),
+        ("any_topic = true\nsecrets = [\"env:GH\"]", "remove secrets and verify"),
+        (
+            "any_topic = true\ntrusted_certs = { \"https://sns.us-east-1.amazonaws.com/a.pem\" = \"env:NOPE\" }",
+            "NOPE is not set",
+        ),
+    ] {
+        let err = parse(&sns(keys)).unwrap_err().to_string();
+        assert!(err.contains(needle), "{keys}: {err}");
+    }
+    let err = parse(&format!("{MINIMAL}topics = [\"arn:aws:sns:us-east-1:1:a\"]\nauto_confirm = true\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("topics is for kind \"sns\" only") && err.contains("auto_confirm is for kind \"sns\" only"),
+        "{err}"
+    );
+}
+
+#[test]
+fn pinned_sns_certificates_are_read_from_files_next_to_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("sns.pem"), "-----BEGIN CERTIFICATE-----\n").unwrap();
+    let text =
+        sns("topics = [\"arn:aws:sns:us-east-1:1:a\"]\ntrusted_certs = { \"https://sns.us-east-1.amazonaws.com/a.pem\" = \"file:sns.pem\" }");
+    let env = env();
+    let c = Config::from_str(&text, &dir.path().join("pagerhook.toml"), &move |k| env.get(k).cloned()).unwrap();
+    let SourceKindConfig::Sns { trusted_certs, .. } = &c.sources[0].kind else { panic!() };
+    assert_eq!(trusted_certs["https://sns.us-east-1.amazonaws.com/a.pem"], "-----BEGIN CERTIFICATE-----");
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
 }

@@ -13,6 +13,7 @@ impl ResponseError for IngestError {
         match self {
             IngestError::UnknownSource(_) => StatusCode::NOT_FOUND,
             IngestError::Source(SourceError::Unauthorized { .. }) => StatusCode::UNAUTHORIZED,
+            IngestError::Source(SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             IngestError::Source(SourceError::BadRequest { .. }) => StatusCode::BAD_REQUEST,
             IngestError::Source(SourceError::UnsupportedMediaType { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,

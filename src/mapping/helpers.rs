@@ -1,4 +1,4 @@
-//! Template helpers: `json`, `default`, `truncate` (`marker=""` for none), `first_line`, `lower`, `upper`, `join`, `replace`, `concat`,
+//! Template helpers: `json`, `default`, `truncate` (`marker=""` for none), `first_line`, `lower`, `upper`, `join`, `split`, `url_encode`, `replace`, `concat`,
 //! `contains`, `starts_with`, `ends_with` (plus handlebars' own `eq`, `ne`, `and`, `or`, `not`,
 //! `gt`, `lt`, `len`, `if`, `unless`, `each`, `with`, `lookup`).
 
@@ -31,6 +31,9 @@ handlebars_helper!(join: |v: Json, sep: str| match v {
     Value::Array(a) => a.iter().map(text).collect::<Vec<_>>().join(sep),
     other => text(other),
 });
+// `(lookup (split body.AlarmArn ":") 3)` is how a mapping reads the region out of an ARN.
+handlebars_helper!(split: |v: Json, sep: str| text(v).split(sep).map(|p| Value::String(p.to_string())).collect::<Vec<_>>());
+handlebars_helper!(url_encode: |v: Json| percent_encode(&text(v)));
 handlebars_helper!(concat: |*args| args.iter().map(|v| text(v)).collect::<String>());
 
 /// `{{default value fallback}}`: `value` unless it is missing, null or an empty string.
@@ -55,6 +58,16 @@ impl HelperDef for Default {
     }
 }
 
+/// Percent-encodes all but RFC 3986's unreserved characters, so a name is safe in any URL part.
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Registers every pagerhook helper.
 pub fn register(hb: &mut Handlebars<'_>) {
     hb.register_helper("json", Box::new(json));
@@ -64,6 +77,8 @@ pub fn register(hb: &mut Handlebars<'_>) {
     hb.register_helper("lower", Box::new(lower));
     hb.register_helper("upper", Box::new(upper));
     hb.register_helper("join", Box::new(join));
+    hb.register_helper("split", Box::new(split));
+    hb.register_helper("url_encode", Box::new(url_encode));
     hb.register_helper("replace", Box::new(replace));
     hb.register_helper("concat", Box::new(concat));
     hb.register_helper("contains", Box::new(contains));

@@ -78,15 +78,25 @@ custom_details = { labels = "{{json body.l}}", text = "n={{json body.l}}", neste
     assert_eq!(b["payload"]["custom_details"]["nested"]["list"], serde_json::json!(["<A & \"B\">", 3]));
 }
 
+/// The summary a one-rule change mapping renders from `summary` for `body`.
+fn summary(summary: &str, body: serde_json::Value) -> serde_json::Value {
+    let rule = format!("[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = '{summary}'\n");
+    apply(&rule, body).unwrap()[0].event.body()["payload"]["summary"].clone()
+}
+
+#[test]
+fn split_and_url_encode_take_arns_apart_and_make_links() {
+    let body =
+        serde_json::json!({"arn": "arn:aws:cloudwatch:eu-west-1:123456789012:alarm:a b", "name": "CPU > 90% / web#1"});
+    let out = summary(r#"{{lookup (split body.arn ":") 3}}|{{url_encode body.name}}"#, body);
+    assert_eq!(out, "eu-west-1|CPU%20%3E%2090%25%20%2F%20web%231");
+}
+
 #[test]
 fn helpers_do_what_their_names_say() {
-    let rule = r#"[[rule]]
-name = "r"
-emit = "change"
-summary = "{{lower body.s}}|{{upper body.s}}|{{truncate body.s 4}}|{{truncate body.s 2 marker=''}}|{{first_line body.m}}|{{join body.a \", \"}}|{{replace body.s \"b\" \"x\"}}|{{concat body.s \"-\" 1}}|{{#if (contains body.a \"y\")}}has{{/if}}"
-"#;
-    let out = apply(rule, serde_json::json!({"s": "AbCdE", "a": ["x", "y"], "m": "subject\n\nbody"})).unwrap();
-    assert_eq!(out[0].event.body()["payload"]["summary"], "abcde|ABCDE|AbC…|Ab|subject|x, y|AxCdE|AbCdE-1|has");
+    let template = r#"{{lower body.s}}|{{upper body.s}}|{{truncate body.s 4}}|{{truncate body.s 2 marker=""}}|{{first_line body.m}}|{{join body.a ", "}}|{{replace body.s "b" "x"}}|{{concat body.s "-" 1}}|{{#if (contains body.a "y")}}has{{/if}}"#;
+    let out = summary(template, serde_json::json!({"s": "AbCdE", "a": ["x", "y"], "m": "subject\n\nbody"}));
+    assert_eq!(out, "abcde|ABCDE|AbC…|Ab|subject|x, y|AxCdE|AbCdE-1|has");
 }
 
 #[test]

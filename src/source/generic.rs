@@ -53,6 +53,7 @@ impl Generic {
             body,
             raw,
             disposition: Disposition::Map,
+            sns: None,
         })
     }
 }

@@ -77,5 +77,6 @@ pub(super) fn parse(name: &str, headers: Headers, query: &str, raw: Bytes) -> Re
         body,
         raw,
         disposition,
+        sns: None,
     })
 }

@@ -7,7 +7,10 @@
 
 mod generic;
 mod github;
+mod sns;
 mod verify;
+
+pub use sns::{AwsFetch, AwsUrl, HttpsFetch};
 
 use crate::config::{Config, SourceConfig, SourceKindConfig};
 use crate::mapping::{Mapping, RoutingKeys};
@@ -81,6 +84,9 @@ pub struct Incoming {
 pub enum SourceError {
     #[error("source '{source_name}': {reason}")]
     Unauthorized { source_name: String, reason: String },
+    /// Genuine, perhaps, but not wanted here (an SNS topic not in `topics`).
+    #[error("source '{source_name}': {reason}")]
+    Forbidden { source_name: String, reason: String },
     #[error("source '{source_name}': {reason}")]
     BadRequest { source_name: String, reason: String },
     #[error("source '{source_name}': unsupported content type {content_type:?} (expected {expected})")]
@@ -93,9 +99,14 @@ impl SourceError {
         match self {
             SourceError::BadRequest { .. } => "bad_request",
             SourceError::UnsupportedMediaType { .. } => "unsupported_media_type",
+            SourceError::Forbidden { .. } => "forbidden",
             SourceError::Unauthorized { reason, .. } => {
                 let r = reason.as_str();
-                if r.contains("mismatch") {
+                if r.contains("SigningCertURL") || r.contains("signing certificate") {
+                    "signing_certificate"
+                } else if r.contains("SignatureVersion") {
+                    "signature_version"
+                } else if r.contains("mismatch") {
                     "signature_mismatch"
                 } else if r.contains("tolerance") {
                     "stale_timestamp"
@@ -130,6 +141,8 @@ pub struct Verified {
     raw: Bytes,
     delivery_id: Option<String>,
     disposition: Disposition,
+    /// SNS only: the envelope (TopicArn, Subject, ...), while `body` is its inner Message.
+    sns: Option<Value>,
 }
 
 impl Verified {
@@ -159,15 +172,20 @@ impl Verified {
         &self.headers
     }
 
-    /// What templates see: `body`, `headers` (less credentials), `query`, `source`.
+    /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
+    /// SNS `sns`.
     pub fn template_context(&self) -> Value {
         let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
-        json!({
+        let mut context = json!({
             "body": self.body,
             "headers": headers,
             "query": self.query,
             "source": self.source,
-        })
+        });
+        if let Some(sns) = &self.sns {
+            context["sns"] = sns.clone();
+        }
+        context
     }
 }
 
@@ -189,10 +207,15 @@ pub struct Source {
 enum SourceKind {
     Github(github::Github),
     Generic(generic::Generic),
+    Sns(sns::Sns),
 }
 
 impl Source {
-    fn build(cfg: &SourceConfig, keys: RoutingKeys) -> Result<(Source, Vec<String>), Vec<String>> {
+    fn build(
+        cfg: &SourceConfig,
+        keys: RoutingKeys,
+        aws: &Arc<dyn AwsFetch>,
+    ) -> Result<(Source, Vec<String>), Vec<String>> {
         let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
             .map_err(|errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>())?;
         let kind = match &cfg.kind {
@@ -200,6 +223,11 @@ impl Source {
             SourceKindConfig::Generic { verify } => SourceKind::Generic(
                 generic::Generic::new(verify).map_err(|e| vec![format!("source '{}': {e}", cfg.name)])?,
             ),
+            SourceKindConfig::Sns { topics, auto_confirm, trusted_certs } => {
+                SourceKind::Sns(sns::Sns::new(topics.clone(), *auto_confirm, trusted_certs, aws.clone()).map_err(
+                    |errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>(),
+                )?)
+            }
         };
         let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
         Ok((
@@ -223,11 +251,13 @@ impl Source {
         self.max_events_per_request
     }
 
-    /// Checks a request on its raw bytes, then parses it.
-    pub fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
+    /// Checks a request on its raw bytes, then parses it. Async because an SNS source may
+    /// have to fetch AWS's signing certificate first.
+    pub async fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
         match &self.kind {
             SourceKind::Github(g) => g.verify(&self.name, req),
             SourceKind::Generic(g) => g.verify(&self.name, req),
+            SourceKind::Sns(s) => s.verify(&self.name, req).await,
         }
     }
 
@@ -238,6 +268,7 @@ impl Source {
         match &self.kind {
             SourceKind::Github(_) => github::parse(&self.name, headers, query, body),
             SourceKind::Generic(g) => g.parse(&self.name, headers, query, body),
+            SourceKind::Sns(s) => s.parse(&self.name, headers, query, body),
         }
     }
 }
@@ -249,8 +280,14 @@ pub struct Sources {
 }
 
 impl Sources {
-    /// Compiles every source's verifier and mappings; reports all problems.
+    /// Compiles every source's verifier and mappings; reports all problems. SNS sources reach
+    /// AWS over HTTPS.
     pub fn build(cfg: &Config) -> Result<(Sources, Vec<String>), Vec<String>> {
+        Sources::build_with(cfg, Arc::new(HttpsFetch::new()))
+    }
+
+    /// [`Sources::build`] with SNS sources reaching AWS through `aws` (tests inject a fake).
+    pub fn build_with(cfg: &Config, aws: Arc<dyn AwsFetch>) -> Result<(Sources, Vec<String>), Vec<String>> {
         let mut by_name = HashMap::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -259,7 +296,7 @@ impl Sources {
                 default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
                 named: cfg.pagerduty.routing_keys.clone(),
             };
-            match Source::build(s, keys) {
+            match Source::build(s, keys, &aws) {
                 Ok((src, mut w)) => {
                     warnings.append(&mut w);
                     by_name.insert(s.name.clone(), Arc::new(src));

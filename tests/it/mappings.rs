@@ -3,7 +3,8 @@
 //! `fixtures/<source>/events.toml` lists each fixture with its headers and how many events it
 //! must produce; the snapshots (reviewed by hand, `cargo insta review`) hold the events.
 
-use crate::helpers::{base_config, config_from, root, shipped_generic_source, ALERTMANAGER_VERIFY};
+use crate::helpers::sns_kit::notification;
+use crate::helpers::{base_config, config_from, root, shipped_generic_source, sns_source, ALERTMANAGER_VERIFY};
 use pagerhook::source::{Headers, Sources};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -16,18 +17,22 @@ struct Case {
     event: Option<String>,
     #[serde(default)]
     headers: BTreeMap<String, String>,
+    /// The endpoint's query string.
+    #[serde(default)]
+    query: String,
     expect_events: usize,
 }
 
-fn render_cases(source: &str, config: &str) {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = config_from(config, dir.path());
+/// Renders every case of `fixtures/<fixtures>/events.toml` through `source` of `config`
+/// (parsed in `dir`), each file's bytes passed through `wrap` first.
+fn render_cases(source: &str, fixtures: &str, config: &str, dir: &std::path::Path, wrap: impl Fn(Vec<u8>) -> Vec<u8>) {
+    let cfg = config_from(config, dir);
     let (sources, warnings) = Sources::build(&cfg).unwrap_or_else(|e| panic!("{e:#?}"));
     assert!(warnings.is_empty(), "{warnings:#?}");
     let src = sources.get(source).unwrap();
-    let fixtures = root().join("fixtures").join(source);
+    let folder = root().join("fixtures").join(fixtures);
     let cases: BTreeMap<String, Case> =
-        toml::from_str(&std::fs::read_to_string(fixtures.join("events.toml")).unwrap()).unwrap();
+        toml::from_str(&std::fs::read_to_string(folder.join("events.toml")).unwrap()).unwrap();
     assert!(!cases.is_empty());
     for (name, case) in cases {
         let mut headers: Vec<(String, String)> = case.headers.into_iter().collect();
@@ -35,9 +40,10 @@ fn render_cases(source: &str, config: &str) {
         if let Some(e) = &case.event {
             headers.push(("x-github-event".into(), e.clone()));
         }
-        let body = std::fs::read(fixtures.join(&case.file)).unwrap();
-        let verified =
-            src.trusted(Headers::from_pairs(headers), "", body.into()).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let body = wrap(std::fs::read(folder.join(&case.file)).unwrap());
+        let verified = src
+            .trusted(Headers::from_pairs(headers), &case.query, body.into())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match verified.disposition() {
             pagerhook::source::Disposition::Map => {
                 src.mapping().apply(&verified).unwrap_or_else(|e| panic!("{name}: {e}"))
@@ -52,21 +58,41 @@ fn render_cases(source: &str, config: &str) {
                 serde_json::json!({ "rule": r.rule, "endpoint": r.event.kind().path(), "event": r.event.body() })
             })
             .collect();
-        insta::assert_json_snapshot!(format!("{source}__{name}"), snapshot);
+        insta::assert_json_snapshot!(format!("{fixtures}__{name}"), snapshot);
     }
 }
 
 #[test]
 fn github_fixtures_render_as_expected() {
     let dir = tempfile::tempdir().unwrap();
-    render_cases("github", &base_config(dir.path(), "http://127.0.0.1:9"));
+    render_cases("github", "github", &base_config(dir.path(), "http://127.0.0.1:9"), dir.path(), |b| b);
+}
+
+#[test]
+fn sns_messages_render_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = base_config(dir.path(), "http://127.0.0.1:9") + &sns_source(dir.path(), "");
+    render_cases("aws", "sns", &config, dir.path(), |b| b);
+}
+
+#[test]
+fn cloudwatch_alarms_render_as_expected() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = base_config(dir.path(), "http://127.0.0.1:9") + &sns_source(dir.path(), "");
+    // The fixtures are alarms as CloudWatch publishes them; SNS delivers each inside a Notification.
+    let wrap = |alarm: Vec<u8>| {
+        let msg = notification("cloudwatch-fixture", None, std::str::from_utf8(&alarm).unwrap(), "1");
+        serde_json::to_vec(&msg).unwrap()
+    };
+    render_cases("aws", "cloudwatch", &config, dir.path(), wrap);
 }
 
 /// Renders the fixtures of a `kind = "generic"` source on its shipped mapping, configured with
 /// the `verify` README.md gives for it (so a README example that stopped parsing fails here).
 fn render_generic_cases(source: &str, verify: &str) {
     let dir = tempfile::tempdir().unwrap();
-    render_cases(source, &(base_config(dir.path(), "http://127.0.0.1:9") + &shipped_generic_source(source, verify)));
+    let config = base_config(dir.path(), "http://127.0.0.1:9") + &shipped_generic_source(source, verify);
+    render_cases(source, source, &config, dir.path(), |b| b);
 }
 
 #[test]

@@ -430,8 +430,8 @@ fn templates_see_headers_and_query_but_no_credentials() {
     assert!(ctx["headers"].get("authorization").is_none(), "{ctx}");
 }
 
-#[test]
-fn trusted_requests_of_a_generic_source_parse_without_a_signature() {
+#[tokio::test]
+async fn trusted_requests_of_a_generic_source_parse_without_a_signature() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("m.toml"), "").unwrap();
     let text = "[pagerduty]\nrouting_key = \"0123456789abcdef0123456789abcdef\"\n[[source]]\nname = \"sw\"\nkind = \"generic\"\nsecrets = [\"env:S\"]\nverify = { scheme = \"standard-webhooks\" }\nmappings = [\"m.toml\"]\n";
@@ -444,7 +444,7 @@ fn trusted_requests_of_a_generic_source_parse_without_a_signature() {
     let h = Headers::from_pairs([("webhook-id", "msg_9"), ("content-type", "application/json")]);
     let v = src.trusted(h, "", Bytes::from_static(BODY)).unwrap();
     assert_eq!(v.delivery_id(), Some("msg_9"));
-    let err = src.verify(incoming(&[("webhook-id", "msg_9")], BODY)).unwrap_err();
+    let err = src.verify(incoming(&[("webhook-id", "msg_9")], BODY)).await.unwrap_err();
     assert!(matches!(err, SourceError::Unauthorized { .. }), "{err}");
 }
 

@@ -1,17 +1,19 @@
 //! `spawn_app()` and friends: the production wiring with test settings.
 
 pub mod fake_pagerduty;
+pub mod sns_kit;
 
 use fake_pagerduty::FakePagerDuty;
 use hmac::{Hmac, Mac};
 use pagerhook::app::{App, Options};
 use pagerhook::config::Config;
+use pagerhook::source::{AwsFetch, AwsUrl};
 use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::sync::Once;
+use std::sync::{Arc, Once};
 
 pub const INTEGRATION_KEY: &str = "0123456789abcdef0123456789abcdef";
 pub const GITHUB_SECRET: &str = "It's a Secret to Everybody";
@@ -100,6 +102,22 @@ pub fn shipped_generic_source(name: &str, verify: &str) -> String {
 /// The `verify` of the Alertmanager source as README.md configures it.
 pub const ALERTMANAGER_VERIFY: &str = r#"{ scheme = "bearer", secrets = ["env:AM_SECRET"] }"#;
 
+/// A `[[source]]` named `aws` of kind sns: the shipped CloudWatch mapping, the test topic, and
+/// the kit's certificate pinned at its SigningCertURL (written to `dir`). `extra` adds keys.
+pub fn sns_source(dir: &Path, extra: &str) -> String {
+    std::fs::write(dir.join("sns-test.pem"), &sns_kit::signer().cert_pem).unwrap();
+    let (topic, url) = (sns_kit::TOPIC, sns_kit::CERT_URL);
+    sns_source_with(&format!(
+        "topics = [\"{topic}\"]\ntrusted_certs = {{ \"{url}\" = \"file:sns-test.pem\" }}\n{extra}"
+    ))
+}
+
+/// A `[[source]]` named `aws` of kind sns with the shipped CloudWatch mapping and `keys`.
+fn sns_source_with(keys: &str) -> String {
+    let mapping = root().join("mappings/cloudwatch.toml");
+    format!("\n[[source]]\nname = \"aws\"\nkind = \"sns\"\nmappings = [\"{}\"]\n{keys}\n", mapping.display())
+}
+
 /// The injected environment of every test app.
 pub fn test_env() -> HashMap<String, String> {
     HashMap::from([
@@ -186,19 +204,33 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the app on the base config after `edit` changed its text.
 pub async fn spawn_app_with(edit: impl FnOnce(String) -> String) -> TestApp {
-    spawn_app_in(|text, _| edit(text)).await
+    spawn(|text, _| edit(text), None).await
 }
 
 /// Like [`spawn_app_with`], `edit` also getting the data directory (for mapping files); the
 /// final config is written to `<dir>/pagerhook.toml` too, for the CLI ([`binary`]).
 pub async fn spawn_app_in(edit: impl FnOnce(String, &Path) -> String) -> TestApp {
+    spawn(edit, None).await
+}
+
+/// Starts the app with an sns source (see [`sns_source`]) whose calls to AWS go to `aws`.
+pub async fn spawn_sns_app(extra: &str, aws: Arc<sns_kit::FakeAws>) -> TestApp {
+    spawn(|text, dir| text + &sns_source(dir, extra), Some(aws)).await
+}
+
+/// Starts the app with an sns source named `aws` configured by `keys` alone.
+pub async fn spawn_sns_app_with_keys(keys: &str, aws: Arc<sns_kit::FakeAws>) -> TestApp {
+    spawn(|text, _| text + &sns_source_with(keys), Some(aws)).await
+}
+
+async fn spawn(edit: impl FnOnce(String, &Path) -> String, aws: Option<Arc<dyn AwsFetch>>) -> TestApp {
     init_tracing();
     let fake = FakePagerDuty::start().await;
     let dir = tempfile::tempdir().unwrap();
     let text = edit(base_config(dir.path(), &fake.url), dir.path());
     std::fs::write(dir.path().join("pagerhook.toml"), &text).unwrap();
     let cfg = config_from(&text, dir.path());
-    start(cfg, fake, dir).await
+    start_with(cfg, fake, dir, aws).await
 }
 
 /// Options with the test environment, so that reloads see the same secrets.
@@ -209,9 +241,22 @@ pub fn test_options() -> Options {
 
 /// Starts an app on a config (used again after a restart).
 pub async fn start(cfg: Config, fake: FakePagerDuty, dir: tempfile::TempDir) -> TestApp {
+    start_with(cfg, fake, dir, None).await
+}
+
+async fn start_with(
+    cfg: Config,
+    fake: FakePagerDuty,
+    dir: tempfile::TempDir,
+    aws: Option<Arc<dyn AwsFetch>>,
+) -> TestApp {
     let hooks = TcpListener::bind("127.0.0.1:0").unwrap();
     let admin = TcpListener::bind("127.0.0.1:0").unwrap();
-    let app = App::start_on(cfg, test_options(), hooks, admin).await.expect("app starts");
+    let app = match aws {
+        Some(aws) => App::start_with_aws(cfg, test_options(), hooks, admin, aws).await,
+        None => App::start_on(cfg, test_options(), hooks, admin).await,
+    }
+    .expect("app starts");
     TestApp {
         base: format!("http://127.0.0.1:{}", app.port()),
         admin: format!("http://127.0.0.1:{}", app.admin_port()),
@@ -253,6 +298,13 @@ impl TestApp {
             .expect("admin request sent");
         let status = res.status().as_u16();
         Answer { status, json: res.json().await.unwrap_or(Value::Null) }
+    }
+
+    /// Posts an SNS message the way SNS does: text/plain, with its type in a header.
+    pub async fn sns(&self, msg: &Value) -> Answer {
+        let kind = msg["Type"].as_str().unwrap_or_default();
+        let headers = [("content-type", "text/plain; charset=UTF-8"), ("x-amz-sns-message-type", kind)];
+        self.post_hook("aws", &headers, serde_json::to_vec(msg).unwrap()).await
     }
 
     /// Sends a correctly signed GitHub delivery.

@@ -1,0 +1,162 @@
+//! The only code that reaches AWS: GET an [`AwsUrl`], which can only name an SNS host.
+//!
+//! **Invariant:** a SigningCertURL or SubscribeURL comes from the request, so it is
+//! attacker-controlled. [`AwsFetch`] takes nothing but an [`AwsUrl`], and an `AwsUrl` is only
+//! built from an `https://sns.<region>.amazonaws.com[.cn]/` URL without user info or port:
+//! pagerhook cannot be made to request anything else (SSRF) by construction.
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use std::fmt;
+use std::sync::OnceLock;
+use std::time::Duration;
+use url::{Host, Url};
+
+/// Most bytes read from AWS: a certificate is about 2 KB, a confirmation answer less.
+pub const MAX_RESPONSE_BYTES: usize = 64 * 1024;
+const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A URL on an SNS host, checked for its purpose. The only input [`AwsFetch`] accepts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AwsUrl(Url);
+
+impl AwsUrl {
+    /// A SigningCertURL: an SNS host and a `.pem` path, nothing else.
+    pub fn cert(s: &str) -> Result<AwsUrl, String> {
+        let url = sns_url(s)?;
+        if !url.path().ends_with(".pem") || url.query().is_some() || url.fragment().is_some() {
+            return Err("is not a .pem file".into());
+        }
+        Ok(AwsUrl(url))
+    }
+
+    /// A SubscribeURL: an SNS host and `Action=ConfirmSubscription`, so the GET can do only that.
+    pub fn subscribe(s: &str) -> Result<AwsUrl, String> {
+        let url = sns_url(s)?;
+        let actions: Vec<_> = url.query_pairs().filter(|(k, _)| k == "Action").map(|(_, v)| v.into_owned()).collect();
+        if actions != ["ConfirmSubscription"] || url.fragment().is_some() {
+            return Err("is not a ConfirmSubscription request".into());
+        }
+        Ok(AwsUrl(url))
+    }
+
+    /// The URL as it will be requested.
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+impl fmt::Display for AwsUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.as_str())
+    }
+}
+
+/// Parses `s` and keeps it only if it is https on an SNS host with neither user info nor port.
+fn sns_url(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s).map_err(|_| "is not a URL".to_string())?;
+    if url.scheme() != "https" {
+        return Err("is not https".into());
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("carries user info".into());
+    }
+    // `Url` forgets an explicit default port (":443"), so look at what was written.
+    let authority = s.split_once("://").map_or("", |(_, rest)| rest).split(['/', '?', '#']).next().unwrap_or_default();
+    if url.port().is_some() || authority.contains(':') {
+        return Err("names a port".into());
+    }
+    match url.host() {
+        Some(Host::Domain(h)) if is_sns_host(h) => Ok(url),
+        _ => Err("host not allowed".into()),
+    }
+}
+
+/// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn` (China regions).
+fn is_sns_host(host: &str) -> bool {
+    let Some(rest) = host.strip_prefix("sns.") else { return false };
+    let region = rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
+    region
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+}
+
+/// GETs from AWS. Production uses [`HttpsFetch`]; tests inject a fake through
+/// `app::Options::aws_fetch`, which is the only way to answer for an SNS host locally.
+#[async_trait]
+pub trait AwsFetch: Send + Sync + fmt::Debug {
+    /// The body of a 2xx answer to `GET url`, at most [`MAX_RESPONSE_BYTES`]; `Err` says why not.
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String>;
+}
+
+/// HTTPS to AWS with a short timeout, no redirects and a size limit.
+#[derive(Debug, Default)]
+pub struct HttpsFetch {
+    // Built on first use: `check` and `render` build sources but never fetch.
+    client: OnceLock<Result<reqwest::Client, String>>,
+}
+
+impl HttpsFetch {
+    /// A fetcher whose client is built on first use.
+    pub fn new() -> HttpsFetch {
+        HttpsFetch::default()
+    }
+
+    fn client(&self) -> Result<&reqwest::Client, String> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(TIMEOUT)
+                    .connect_timeout(TIMEOUT)
+                    // A redirect could leave the SNS host the URL was checked for.
+                    .redirect(reqwest::redirect::Policy::none())
+                    .user_agent(concat!("pagerhook/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("cannot build HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+#[async_trait]
+impl AwsFetch for HttpsFetch {
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String> {
+        let res = self.client()?.get(url.0.clone()).send().await.map_err(|e| format!("request failed: {e}"))?;
+        read_limited(res, MAX_RESPONSE_BYTES).await
+    }
+}
+
+/// A 2xx body of at most `limit` bytes, read without buffering more than that.
+pub(super) async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Bytes, String> {
+    if !res.status().is_success() {
+        return Err(format!("answered {}", res.status()));
+    }
+    if res.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(format!("answer larger than {limit} bytes"));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await.map_err(|e| format!("reading the answer failed: {e}"))? {
+        if body.len() + chunk.len() > limit {
+            return Err(format!("answer larger than {limit} bytes"));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(status: u16, body: &'static str) -> reqwest::Response {
+        http::Response::builder().status(status).body(body).unwrap().into()
+    }
+
+    #[tokio::test]
+    async fn only_a_small_2xx_answer_is_read() {
+        assert_eq!(read_limited(response(200, "pem"), 3).await.unwrap(), "pem");
+        assert_eq!(read_limited(response(200, "pem!"), 3).await.unwrap_err(), "answer larger than 3 bytes");
+        // Redirects are not followed, so a 301 arrives here and is refused like any non-2xx.
+        assert_eq!(read_limited(response(301, ""), 3).await.unwrap_err(), "answered 301 Moved Permanently");
+    }
+}

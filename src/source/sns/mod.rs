@@ -1,0 +1,165 @@
+//! `kind = "sns"`: AWS SNS HTTP(S) subscriptions, verified with AWS's certificate signature.
+//!
+//! Checks, cheapest and network-free first: the envelope parses (400), its `Type` agrees
+//! with `x-amz-sns-message-type` (400), `SignatureVersion` is 1 or 2 and `SigningCertURL` is an
+//! SNS host (401), the topic is allowed (403); only then is a certificate fetched, if it is
+//! neither pinned nor cached, and the signature checked (401).
+
+mod cert;
+mod envelope;
+mod fetch;
+
+pub use fetch::{AwsFetch, AwsUrl, HttpsFetch};
+
+use super::verify::unix_now;
+use super::{parse_query, Disposition, Headers, Incoming, SourceError, Verified};
+use crate::config::TopicFilter;
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use cert::CertStore;
+use envelope::{Envelope, MessageType, SignatureVersion};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+const TYPE_HEADER: &str = "x-amz-sns-message-type";
+
+/// A configured SNS endpoint.
+#[derive(Debug)]
+pub struct Sns {
+    topics: TopicFilter,
+    auto_confirm: bool,
+    certs: CertStore,
+    fetch: Arc<dyn AwsFetch>,
+}
+
+impl Sns {
+    /// Reads the pinned certificates; fails on any that is not an SNS URL or a certificate.
+    pub fn new(
+        topics: TopicFilter,
+        auto_confirm: bool,
+        trusted_certs: &BTreeMap<String, String>,
+        fetch: Arc<dyn AwsFetch>,
+    ) -> Result<Sns, Vec<String>> {
+        Ok(Sns { topics, auto_confirm, certs: CertStore::new(trusted_certs, fetch.clone())?, fetch })
+    }
+
+    /// Verifies a message against the system clock (for fetched certificates' dates).
+    pub async fn verify(&self, name: &str, req: Incoming) -> Result<Verified, SourceError> {
+        self.verify_at(name, req, unix_now()).await
+    }
+
+    /// [`Sns::verify`] at `now` (unix seconds).
+    pub(super) async fn verify_at(&self, name: &str, req: Incoming, now: i64) -> Result<Verified, SourceError> {
+        let unauthorized = |reason: String| SourceError::Unauthorized { source_name: name.to_string(), reason };
+        let envelope = read_envelope(name, &req.headers, &req.body)?;
+        let declared =
+            req.headers.get(TYPE_HEADER).ok_or_else(|| bad(name, format!("missing {TYPE_HEADER} header")))?;
+        if declared != envelope.kind.as_str() {
+            return Err(bad(name, format!("{TYPE_HEADER} header does not match the message's Type")));
+        }
+        let version = SignatureVersion::parse(&envelope.signature_version).map_err(unauthorized)?;
+        let signature =
+            B64.decode(envelope.signature.as_bytes()).map_err(|_| unauthorized("Signature is not base64".into()))?;
+        let cert_url =
+            AwsUrl::cert(&envelope.signing_cert_url).map_err(|e| unauthorized(format!("SigningCertURL {e}")))?;
+        if !self.topics.allows(&envelope.topic_arn) {
+            return Err(SourceError::Forbidden {
+                source_name: name.to_string(),
+                reason: "TopicArn is not in this source's topics".into(),
+            });
+        }
+        let cert = self.certs.get(&cert_url, now).await.map_err(unauthorized)?;
+        cert.verify(version, envelope.string_to_sign().as_bytes(), &signature).map_err(unauthorized)?;
+        let disposition = match envelope.kind {
+            MessageType::Notification => Disposition::Map,
+            MessageType::SubscriptionConfirmation => Disposition::Ignore(self.confirm(name, &envelope).await),
+            MessageType::UnsubscribeConfirmation => {
+                tracing::info!(source = name, topic = %envelope.topic_arn, "SNS unsubscribe confirmation received");
+                Disposition::Ignore(UNSUBSCRIBED)
+            }
+        };
+        Ok(verified(name, req.headers, &req.query, req.body, envelope, disposition))
+    }
+
+    /// Confirms a verified subscription from an allowed topic, or logs how to.
+    async fn confirm(&self, name: &str, envelope: &Envelope) -> &'static str {
+        let topic = &envelope.topic_arn;
+        let url = envelope.subscribe_url.as_deref().unwrap_or_default();
+        if !self.auto_confirm {
+            tracing::warn!(source = name, topic = %topic, subscribe_url = url,
+                "SNS subscription awaits confirmation: open subscribe_url (or set auto_confirm = true)");
+            return "subscription confirmation: SubscribeURL logged for a human to open";
+        }
+        let confirmed = match AwsUrl::subscribe(url) {
+            Ok(u) => self.fetch.get(&u).await,
+            Err(e) => Err(format!("SubscribeURL {e}")),
+        };
+        match confirmed {
+            Ok(_) => {
+                tracing::info!(source = name, topic = %topic, subscribe_url = url, "SNS subscription confirmed");
+                "subscription confirmed"
+            }
+            Err(e) => {
+                tracing::warn!(source = name, topic = %topic, subscribe_url = url, error = %e,
+                    "SNS subscription could not be confirmed: open subscribe_url by hand");
+                "subscription confirmation failed: SubscribeURL logged for a human to open"
+            }
+        }
+    }
+
+    /// Parses a message whose origin is already established (replay, `render`).
+    pub(super) fn parse(&self, name: &str, headers: Headers, query: &str, raw: Bytes) -> Result<Verified, SourceError> {
+        let envelope = read_envelope(name, &headers, &raw)?;
+        let disposition = match envelope.kind {
+            MessageType::Notification => Disposition::Map,
+            MessageType::SubscriptionConfirmation => Disposition::Ignore("subscription confirmation"),
+            MessageType::UnsubscribeConfirmation => Disposition::Ignore(UNSUBSCRIBED),
+        };
+        Ok(verified(name, headers, query, raw, envelope, disposition))
+    }
+}
+
+const UNSUBSCRIBED: &str = "unsubscribe confirmation";
+
+fn bad(name: &str, reason: String) -> SourceError {
+    SourceError::BadRequest { source_name: name.to_string(), reason }
+}
+
+/// SNS posts `text/plain; charset=UTF-8`; JSON is accepted too, anything else is not SNS.
+fn read_envelope(name: &str, headers: &Headers, body: &[u8]) -> Result<Envelope, SourceError> {
+    let content_type = headers.get("content-type").unwrap_or("text/plain").to_ascii_lowercase();
+    let mime = content_type.split(';').next().unwrap_or_default().trim();
+    if !matches!(mime, "text/plain" | "application/json" | "") {
+        return Err(SourceError::UnsupportedMediaType {
+            source_name: name.to_string(),
+            content_type: mime.to_string(),
+            expected: "text/plain or application/json",
+        });
+    }
+    Envelope::parse(body).map_err(|e| bad(name, e))
+}
+
+fn verified(
+    name: &str,
+    headers: Headers,
+    query: &str,
+    raw: Bytes,
+    envelope: Envelope,
+    disposition: Disposition,
+) -> Verified {
+    Verified {
+        source: name.to_string(),
+        // SNS retries keep the MessageId: repeats are duplicates.
+        delivery_id: Some(envelope.message_id.clone()),
+        query: parse_query(query),
+        headers,
+        body: envelope.body(),
+        sns: Some(envelope.template_view()),
+        raw,
+        disposition,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! SNS test kit: an RSA key and certificate made once per test binary, messages signed the
+//! way AWS signs them, and a fake AWS that records every request it gets.
+//!
+//! Shared by the unit tests in `src/source/sns/` (included by path) and the integration
+//! tests; the including module provides `AwsFetch` and `AwsUrl` in scope.
+
+use super::{AwsFetch, AwsUrl};
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use bytes::Bytes;
+use rsa::pkcs1v15::SigningKey;
+use rsa::pkcs8::EncodePublicKey;
+use rsa::RsaPrivateKey;
+use serde_json::{json, Value};
+use sha1::Sha1;
+use sha2::Sha256;
+use std::collections::HashMap;
+use std::str::FromStr;
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
+use x509_cert::builder::{Builder, CertificateBuilder, Profile};
+use x509_cert::der::{pem::LineEnding, EncodePem};
+use x509_cert::name::Name;
+use x509_cert::serial_number::SerialNumber;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
+use x509_cert::time::Validity;
+
+/// Where the tests' certificate is pinned; shaped like AWS's, so the host rule holds.
+pub const CERT_URL: &str =
+    "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem";
+/// The topic the tests' sources allow.
+pub const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:alarms";
+
+/// An RSA key and a self-signed certificate for it, valid for a day from creation.
+pub struct TestSigner {
+    key: RsaPrivateKey,
+    /// The certificate, PEM.
+    pub cert_pem: String,
+}
+
+impl TestSigner {
+    fn generate() -> TestSigner {
+        let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
+        let signer = SigningKey::<Sha256>::new(key.clone());
+        let spki_der = key.to_public_key().to_public_key_der().expect("public key DER");
+        let spki = SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes()).expect("SPKI");
+        let cert = CertificateBuilder::new(
+            Profile::Root,
+            SerialNumber::from(1u32),
+            Validity::from_now(Duration::from_secs(86_400)).expect("validity"),
+            Name::from_str("CN=sns.amazonaws.com").expect("name"),
+            spki,
+            &signer,
+        )
+        .expect("certificate builder")
+        .build::<rsa::pkcs1v15::Signature>()
+        .expect("certificate");
+        TestSigner { key, cert_pem: cert.to_pem(LineEnding::LF).expect("PEM") }
+    }
+
+    /// Sets `Signature` on `msg` as AWS would: RSA PKCS#1 v1.5 over its string to sign, SHA1
+    /// for `SignatureVersion` "1", SHA256 otherwise.
+    pub fn sign(&self, msg: &mut Value) {
+        use rsa::signature::{SignatureEncoding, Signer};
+        let text = string_to_sign(msg);
+        let sig = if msg["SignatureVersion"] == "1" {
+            SigningKey::<Sha1>::new(self.key.clone()).sign(text.as_bytes()).to_bytes()
+        } else {
+            SigningKey::<Sha256>::new(self.key.clone()).sign(text.as_bytes()).to_bytes()
+        };
+        msg["Signature"] = json!(B64.encode(sig));
+    }
+}
+
+/// The key behind the pinned certificate.
+pub fn signer() -> &'static TestSigner {
+    static SIGNER: OnceLock<TestSigner> = OnceLock::new();
+    SIGNER.get_or_init(TestSigner::generate)
+}
+
+/// Another key, for forgeries.
+pub fn forger() -> &'static TestSigner {
+    static FORGER: OnceLock<TestSigner> = OnceLock::new();
+    FORGER.get_or_init(TestSigner::generate)
+}
+
+/// AWS's string to sign, written out independently of the code under test.
+fn string_to_sign(msg: &Value) -> String {
+    let keys: &[&str] = if msg["Type"] == "Notification" {
+        &["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+    } else {
+        &["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn", "Type"]
+    };
+    keys.iter().filter_map(|k| msg[*k].as_str().map(|v| format!("{k}\n{v}\n"))).collect()
+}
+
+/// A Notification from [`TOPIC`] carrying `message`, signed with SignatureVersion `version`.
+pub fn notification(message_id: &str, subject: Option<&str>, message: &str, version: &str) -> Value {
+    let mut msg = json!({
+        "Type": "Notification",
+        "MessageId": message_id,
+        "TopicArn": TOPIC,
+        "Message": message,
+        "Timestamp": "2024-05-14T09:31:07.512Z",
+        "SignatureVersion": version,
+        "SigningCertURL": CERT_URL,
+        "UnsubscribeURL": format!("https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55"),
+    });
+    if let Some(s) = subject {
+        msg["Subject"] = json!(s);
+    }
+    signer().sign(&mut msg);
+    msg
+}
+
+/// A signed SubscriptionConfirmation (or UnsubscribeConfirmation) for [`TOPIC`].
+pub fn confirmation(kind: &str, message_id: &str) -> Value {
+    let token = "2336412f37fb687f5d51e6e2425e90ccf856979066f04ab361498071a8a6bca4180c8d0fcd28fcd09ff6e32ea32e4238";
+    let mut msg = json!({
+        "Type": kind,
+        "MessageId": message_id,
+        "Token": token,
+        "TopicArn": TOPIC,
+        "Message": format!("You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
+        "SubscribeURL": subscribe_url(token),
+        "Timestamp": "2024-05-14T09:12:44.101Z",
+        "SignatureVersion": "1",
+        "SigningCertURL": CERT_URL,
+    });
+    signer().sign(&mut msg);
+    msg
+}
+
+/// The SubscribeURL SNS sends with [`confirmation`].
+pub fn subscribe_url(token: &str) -> String {
+    format!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token={token}")
+}
+
+/// A stand-in for AWS: answers GETs from a table, records every one.
+#[derive(Debug, Default)]
+pub struct FakeAws {
+    answers: HashMap<String, Result<Bytes, String>>,
+    requests: Mutex<Vec<String>>,
+}
+
+impl FakeAws {
+    /// Answers `url` with `body`.
+    pub fn answer(mut self, url: &str, body: impl Into<Bytes>) -> FakeAws {
+        self.answers.insert(url.to_string(), Ok(body.into()));
+        self
+    }
+
+    /// Every URL requested so far, in order.
+    pub fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[async_trait::async_trait]
+impl AwsFetch for FakeAws {
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String> {
+        self.requests.lock().unwrap().push(url.as_str().to_string());
+        self.answers.get(url.as_str()).cloned().unwrap_or_else(|| Err("404 Not Found".into()))
+    }
+}
