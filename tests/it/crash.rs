@@ -2,46 +2,15 @@
 //! every request that got a 2xx must still reach PagerDuty (at least once).
 
 use crate::helpers::fake_pagerduty::FakePagerDuty;
-use crate::helpers::{base_config, bearer_source, binary, HOOK_TOKEN};
+use crate::helpers::{base_config, bearer_source, serve_binary, write_binary_config, HOOK_TOKEN};
 use rand::Rng;
 use std::collections::BTreeSet;
-use std::net::TcpListener;
-use std::path::Path;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 const KILLS: usize = 3;
 const SENDERS: usize = 8;
-
-/// Two distinct ports free right now (the binary binds them a moment later).
-fn free_ports() -> (u16, u16) {
-    let (a, b) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
-    (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
-}
-
-/// Starts `pagerhook serve` and waits until `/readyz` answers 200.
-async fn serve(dir: &Path, admin: &str, run: usize) -> Child {
-    let mut child = binary(dir, &format!("serve-{run}.log")).arg("serve").spawn().unwrap();
-    let http = reqwest::Client::new();
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        if let Ok(r) = http.get(format!("{admin}/readyz")).send().await {
-            if r.status() == 200 {
-                return child;
-            }
-        }
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!(
-                "pagerhook exited with {status}: {}",
-                std::fs::read_to_string(dir.join(format!("serve-{run}.log"))).unwrap()
-            );
-        }
-        assert!(tokio::time::Instant::now() < deadline, "pagerhook did not become ready");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 #[tokio::test]
 async fn every_accepted_request_is_delivered_despite_sigkill() {
@@ -53,20 +22,15 @@ async fn every_accepted_request_is_delivered_despite_sigkill() {
         "[[rule]]\nname = \"n\"\nemit = \"alert\"\naction = \"trigger\"\ndedup_key = \"n-{{body.n}}\"\nsummary = \"event {{body.n}}\"\nsource = \"crash-test\"\n",
     )
     .unwrap();
-    let (port, admin_port) = free_ports();
-    let text = base_config(dir.path(), &fake.url)
-        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-        .replace("admin_listen = \"127.0.0.1:0\"", &format!("admin_listen = \"127.0.0.1:{admin_port}\""))
-        .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
+    let text = base_config(dir.path(), &fake.url).replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
         + &bearer_source("load", &mapping);
-    std::fs::write(dir.path().join("pagerhook.toml"), text).unwrap();
-    let hooks = format!("http://127.0.0.1:{port}/hooks/load");
-    let admin = format!("http://127.0.0.1:{admin_port}");
+    let (base, admin) = write_binary_config(dir.path(), &text);
+    let hooks = format!("{base}/hooks/load");
 
     let accepted = Arc::new(Mutex::new(BTreeSet::new()));
     let next = Arc::new(AtomicU64::new(0));
     for run in 0..KILLS {
-        let mut child = serve(dir.path(), &admin, run).await;
+        let mut child = serve_binary(dir.path(), &admin, &format!("serve-{run}.log")).await;
         let stop = Arc::new(AtomicBool::new(false));
         let mut senders = tokio::task::JoinSet::new();
         for _ in 0..SENDERS {
@@ -107,7 +71,7 @@ async fn every_accepted_request_is_delivered_despite_sigkill() {
     }
 
     // A last start with no load: it must deliver whatever the killed ones left queued.
-    let mut child = serve(dir.path(), &admin, KILLS).await;
+    let mut child = serve_binary(dir.path(), &admin, "serve-last.log").await;
     let accepted = accepted.lock().unwrap().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     let missing = loop {

@@ -9,5 +9,6 @@ mod generic;
 mod helpers;
 mod hooks;
 mod mappings;
+mod operate;
 mod sns;
 mod tidy;

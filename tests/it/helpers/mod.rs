@@ -159,6 +159,44 @@ mappings = ["{mapping}"]
     )
 }
 
+/// Writes `text` as `<dir>/pagerhook.toml` with its listeners on two ports free right now
+/// (the binary binds them a moment later); returns the webhook and admin base URLs.
+pub fn write_binary_config(dir: &Path, text: &str) -> (String, String) {
+    let (a, b) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let (port, admin) = (a.local_addr().unwrap().port(), b.local_addr().unwrap().port());
+    let text = text
+        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
+        .replace("admin_listen = \"127.0.0.1:0\"", &format!("admin_listen = \"127.0.0.1:{admin}\""));
+    std::fs::write(dir.join("pagerhook.toml"), text).unwrap();
+    (format!("http://127.0.0.1:{port}"), format!("http://127.0.0.1:{admin}"))
+}
+
+/// Starts `pagerhook serve` on `<dir>/pagerhook.toml`, logging to `<dir>/<log>`, and waits
+/// until `admin`'s `/readyz` answers 200.
+pub async fn serve_binary(dir: &Path, admin: &str, log: &str) -> std::process::Child {
+    let mut child = binary(dir, log).arg("serve").spawn().unwrap();
+    let http = reqwest::Client::new();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(r) = http.get(format!("{admin}/readyz")).send().await {
+            if r.status() == 200 {
+                return child;
+            }
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("pagerhook exited with {status}: {}", std::fs::read_to_string(dir.join(log)).unwrap());
+        }
+        assert!(tokio::time::Instant::now() < deadline, "pagerhook did not become ready");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Sends `signal` (e.g. `HUP`, `TERM`) to a child process.
+pub fn signal(child: &std::process::Child, signal: &str) {
+    let ok = std::process::Command::new("kill").arg(format!("-{signal}")).arg(child.id().to_string()).status();
+    assert!(ok.unwrap().success(), "kill -{signal} failed");
+}
+
 /// The `pagerhook` binary with the test environment, its logs going to `dir/<log>`.
 pub fn binary(dir: &Path, log: &str) -> std::process::Command {
     let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_pagerhook"));
