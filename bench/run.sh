@@ -1,0 +1,163 @@
+#!/usr/bin/env bash
+# pagerhook benchmark: builds in release mode, runs every measurement on this machine in one
+# go, and prints the figures side by side with the targets from issue 7.
+#
+#   bench/run.sh                 # about 3 minutes after the build
+#   BENCH_SECONDS=5 bench/run.sh # shorter runs
+#
+# Needs: cargo, curl, python3 (for reading JSON). Nothing leaves 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUN=${BENCH_SECONDS:-10}
+BACKLOG=${BENCH_BACKLOG:-1000000}
+UP_PORT=${BENCH_PORT:-19900}
+HOOK_PORT=$((UP_PORT + 1))
+ADMIN_PORT=$((UP_PORT + 2))
+export PD_KEY=0123456789abcdef0123456789abcdef GH_SECRET=bench-github-secret HOOK_TOKEN=bench-token
+
+echo "building (release)..." >&2
+cargo build --release --quiet --bin pagerhook --example bench_upstream --example loadgen --example bench_fill
+BIN=target/release/pagerhook
+EX=target/release/examples
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+json() { python3 -c "import json,sys; v=json.load(sys.stdin); print(v$1 if v$1 is not None else 'n/a')"; }
+wait_ready() { # url, timeout seconds
+  local deadline=$((SECONDS + $2))
+  until curl -sf -o /dev/null "$1"; do
+    if ((SECONDS > deadline)); then echo "timed out waiting for $1" >&2; exit 1; fi
+    sleep 0.01
+  done
+}
+rss_kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+load() { "$EX/loadgen" --seconds "$RUN" "$@"; }
+
+cat > "$WORK/numbered.toml" <<'TOML'
+[[rule]]
+name = "numbered"
+emit = "alert"
+action = "trigger"
+dedup_key = "n-{{body.n}}"
+summary = "bench event {{body.n}}"
+source = "bench"
+custom_details = { t = "{{body.t}}" }
+TOML
+
+config() { # db file, durability, events_url
+  cat > "$WORK/pagerhook.toml" <<TOML
+[server]
+listen = "127.0.0.1:$HOOK_PORT"
+admin_listen = "127.0.0.1:$ADMIN_PORT"
+[storage]
+path = "$1"
+durability = "$2"
+[pagerduty]
+events_url = "$3"
+routing_key = "env:PD_KEY"
+[delivery]
+per_key_rate = 0
+[[source]]
+name = "github"
+kind = "github"
+secrets = ["env:GH_SECRET"]
+mappings = ["$PWD/mappings/github.toml"]
+[[source]]
+name = "load"
+kind = "generic"
+verify = { scheme = "bearer", secrets = ["env:HOOK_TOKEN"] }
+mappings = ["$WORK/numbered.toml"]
+[[source]]
+name = "alertmanager"
+kind = "generic"
+verify = { scheme = "bearer", secrets = ["env:HOOK_TOKEN"] }
+mappings = ["$PWD/mappings/alertmanager.toml"]
+max_events_per_request = 1000
+TOML
+}
+start() { # -> PAGERHOOK pid
+  RUST_LOG=warn "$BIN" --config "$WORK/pagerhook.toml" --log-format json serve 2>>"$WORK/pagerhook.log" &
+  PAGERHOOK=$!
+  PIDS+=("$PAGERHOOK")
+}
+stop() { kill -TERM "$PAGERHOOK"; wait "$PAGERHOOK" 2>/dev/null || true; }
+
+"$EX/bench_upstream" "$UP_PORT" &
+PIDS+=($!)
+wait_ready "http://127.0.0.1:$UP_PORT/stats" 10
+UP="http://127.0.0.1:$UP_PORT"
+HOOKS="http://127.0.0.1:$HOOK_PORT/hooks"
+
+echo "1/6 ceiling: bare actix-web 202..." >&2
+CEIL=$(load --url "$UP/ceiling" --kind ceiling)
+
+echo "2/6 pagerhook, signed GitHub webhooks, durability=fsync..." >&2
+config "$WORK/fsync.db" fsync "$UP"
+start
+wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 10
+sleep 1
+RSS_IDLE=$(rss_kib "$PAGERHOOK" VmRSS)
+FSYNC=$(load --url "$HOOKS/github" --kind github --secret "$GH_SECRET")
+PEAK_RPS=$(echo "$FSYNC" | json "['rps']")
+HALF=$(python3 -c "print(max(1, int($PEAK_RPS / 2)))")
+HALFRUN=$(load --url "$HOOKS/github" --kind github --secret "$GH_SECRET" --rate "$HALF")
+
+echo "4/6 end-to-end latency at 1000 req/s..." >&2
+curl -sf -X POST "$UP/reset" >/dev/null
+E2E_LOAD=$(load --url "$HOOKS/load" --kind numbered --secret "$HOOK_TOKEN" --rate 1000)
+SENT=$(echo "$E2E_LOAD" | json "['ok']")
+deadline=$((SECONDS + 60))
+until [ "$(curl -sf "$UP/stats" | json "['timed']")" -ge "$SENT" ] || ((SECONDS > deadline)); do sleep 0.1; done
+E2E=$(curl -sf "$UP/stats")
+
+echo "6/6 alert storm: 10 000 Alertmanager alerts in 100 requests..." >&2
+STORM=$("$EX/loadgen" --url "$HOOKS/alertmanager" --kind alertmanager --secret "$HOOK_TOKEN" --requests 100 --alerts 100 --connections 4 --seconds 600)
+RSS_PEAK=$(rss_kib "$PAGERHOOK" VmHWM)
+stop
+
+echo "3/6 pagerhook, durability=process..." >&2
+config "$WORK/process.db" process "$UP"
+start
+wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 10
+PROCESS=$(load --url "$HOOKS/github" --kind github --secret "$GH_SECRET")
+stop
+
+echo "5/6 start with a backlog of $BACKLOG events..." >&2
+"$EX/bench_fill" "$WORK/backlog.db" "$BACKLOG" 2>>"$WORK/pagerhook.log"
+# PagerDuty unreachable, so the backlog stays while we look.
+config "$WORK/backlog.db" fsync "http://127.0.0.1:9"
+t0=$(date +%s%N)
+start
+wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 60
+t1=$(date +%s%N)
+READY_MS=$(( (t1 - t0) / 1000000 ))
+sleep 1
+RSS_BACKLOG=$(rss_kib "$PAGERHOOK" VmRSS)
+stop
+
+f() { echo "$1" | json "$2"; }
+CEIL_RPS=$(f "$CEIL" "['rps']")
+python3 - "$CEIL" "$FSYNC" "$PROCESS" "$HALFRUN" "$E2E" "$STORM" "$RSS_IDLE" "$RSS_PEAK" "$RSS_BACKLOG" "$READY_MS" "$BACKLOG" "$HALF" <<'PY'
+import json, sys
+ceil, fsync, process, half, e2e, storm = (json.loads(a) for a in sys.argv[1:7])
+rss_idle, rss_peak, rss_backlog, ready_ms, backlog, half_rate = (int(a) for a in sys.argv[7:13])
+def ok(good): return "ok" if good else "MISSED"
+ratio = fsync["rps"] / ceil["rps"]
+rows = [
+    ("1 ceiling (bare actix-web 202)", f'{ceil["rps"]:.0f} req/s, p50 {ceil["p50_ms"]:.2f} ms, p99 {ceil["p99_ms"]:.2f} ms', ""),
+    ("2 pagerhook, fsync", f'{fsync["rps"]:.0f} req/s, p50 {fsync["p50_ms"]:.2f} ms, p99 {fsync["p99_ms"]:.2f} ms, {fsync["errors"]} errors', f'>= 50% of (1): {ratio:.0%} {ok(ratio >= 0.5)}'),
+    ("3 pagerhook, process", f'{process["rps"]:.0f} req/s, p50 {process["p50_ms"]:.2f} ms, p99 {process["p99_ms"]:.2f} ms', ""),
+    (f"  accept at {half_rate} req/s (half of 2)", f'p50 {half["p50_ms"]:.2f} ms, p99 {half["p99_ms"]:.2f} ms', f'p99 <= 5 ms {ok(half["p99_ms"] <= 5)}'),
+    ("4 end to end at 1000 req/s", f'{e2e["timed"]} events, p50 {e2e["p50_ms"]:.2f} ms, p99 {e2e["p99_ms"]:.2f} ms', f'p99 <= 50 ms {ok(e2e["p99_ms"] <= 50)}'),
+    ("5 RSS idle / peak", f'{rss_idle/1024:.1f} MiB / {rss_peak/1024:.1f} MiB', f'<= 30 / 150 MiB {ok(rss_idle <= 30*1024 and rss_peak <= 150*1024)}'),
+    (f"  ready with {backlog} queued", f'{ready_ms} ms (RSS then {rss_backlog/1024:.1f} MiB)', f'<= 2 s {ok(ready_ms <= 2000)}'),
+    ("6 storm: 10 000 alerts / 100 requests", f'all accepted in {storm["seconds"]:.2f} s ({storm["ok"]} ok, {storm["errors"]} errors)', ""),
+]
+w = max(len(r[0]) for r in rows)
+print(f'{"measurement":<{w}}  {"result":<72}  target')
+for name, result, target in rows:
+    print(f"{name:<{w}}  {result:<72}  {target}")
+PY

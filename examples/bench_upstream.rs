@@ -1,0 +1,67 @@
+//! Bench helper, not shipped: the ceiling (a bare actix-web handler answering 202, at
+//! `/ceiling`) and a fake PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how
+//! long each event took from the webhook's send time (`custom_details.t`, unix µs) to here.
+//! `GET /stats` prints the count and p50/p99 in ms; `POST /reset` clears them.
+//!
+//! Usage: cargo run --release --example bench_upstream -- PORT
+
+use actix_web::{web, App, HttpResponse, HttpServer};
+use serde_json::{json, Value};
+use std::sync::Mutex;
+
+#[derive(Default)]
+struct Stats {
+    received: Mutex<(u64, Vec<u64>)>,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
+}
+
+async fn ceiling() -> HttpResponse {
+    HttpResponse::Accepted().finish()
+}
+
+async fn enqueue(body: web::Bytes, stats: web::Data<Stats>) -> HttpResponse {
+    let sent = serde_json::from_slice::<Value>(&body)
+        .ok()
+        .and_then(|v| v["payload"]["custom_details"]["t"].as_str().and_then(|t| t.parse::<u64>().ok()));
+    let mut r = stats.received.lock().unwrap();
+    r.0 += 1;
+    if let Some(t) = sent {
+        r.1.push(now_us().saturating_sub(t));
+    }
+    HttpResponse::Accepted().json(json!({"status": "success", "message": "Event processed"}))
+}
+
+async fn report(stats: web::Data<Stats>) -> HttpResponse {
+    let (count, mut lat) = stats.received.lock().unwrap().clone();
+    lat.sort_unstable();
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map(|us| *us as f64 / 1000.0)
+    };
+    HttpResponse::Ok().json(json!({"count": count, "timed": lat.len(), "p50_ms": pct(0.50), "p99_ms": pct(0.99)}))
+}
+
+async fn reset(stats: web::Data<Stats>) -> HttpResponse {
+    *stats.received.lock().unwrap() = (0, Vec::new());
+    HttpResponse::Ok().finish()
+}
+
+#[actix_web::main]
+async fn main() -> std::io::Result<()> {
+    let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9900);
+    let stats = web::Data::new(Stats::default());
+    HttpServer::new(move || {
+        App::new()
+            .app_data(stats.clone())
+            .route("/ceiling", web::post().to(ceiling))
+            .route("/v2/enqueue", web::post().to(enqueue))
+            .route("/v2/change/enqueue", web::post().to(enqueue))
+            .route("/stats", web::get().to(report))
+            .route("/reset", web::post().to(reset))
+    })
+    .bind(("127.0.0.1", port))?
+    .run()
+    .await
+}
