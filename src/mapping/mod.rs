@@ -9,7 +9,7 @@ mod raw;
 
 use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
 use crate::source::Verified;
-use handlebars::Handlebars;
+use handlebars::{Context, Handlebars};
 use raw::{RawMappingFile, RawRule};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -234,7 +234,9 @@ impl Mapping {
     /// Runs every rule against a verified request. All matching rules emit, in file order,
     /// until one marked `final` matched.
     pub fn apply(&self, req: &Verified) -> Result<Vec<Rendered>, MappingError> {
-        let ctx = req.template_context();
+        // One handlebars Context per request (per item with for_each): rendering with a plain
+        // Value would serialize a deep copy of the payload for every template.
+        let ctx = Context::from(req.template_context());
         let mut out = Vec::new();
         for rule in &self.rules {
             let err = |field: &str, message: String| MappingError {
@@ -244,20 +246,23 @@ impl Mapping {
                 message,
             };
             if let Some(when) = &rule.when {
-                let v = self.lenient.render(when, &ctx).map_err(|e| err("when", render_error(&e)))?;
+                let v = self.lenient.render_with_context(when, &ctx).map_err(|e| err("when", render_error(&e)))?;
                 if !truthy(&v) {
                     continue;
                 }
             }
             match &rule.for_each {
-                None => self.emit(rule, &ctx, &ctx["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?,
+                None => {
+                    self.emit(rule, &ctx, &ctx.data()["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?
+                }
                 Some(path) => {
-                    let items = lookup(&ctx, path).and_then(Value::as_array).ok_or_else(|| {
+                    let items = lookup(ctx.data(), path).and_then(Value::as_array).ok_or_else(|| {
                         err("for_each", format!("{} is not an array in this payload", path.join(".")))
                     })?;
                     for item in items {
-                        let mut c = ctx.clone();
+                        let mut c = ctx.data().clone();
                         c["item"] = item.clone();
+                        let c = Context::from(c);
                         self.emit(rule, &c, item, req.source(), &mut out).map_err(|(f, m)| err(&f, m))?;
                     }
                 }
@@ -269,24 +274,24 @@ impl Mapping {
         Ok(out)
     }
 
-    fn render(&self, id: &str, ctx: &Value) -> Result<Option<String>, String> {
-        let s = self.strict.render(id, ctx).map_err(|e| render_error(&e))?;
+    fn render(&self, id: &str, ctx: &Context) -> Result<Option<String>, String> {
+        let s = self.strict.render_with_context(id, ctx).map_err(|e| render_error(&e))?;
         let t = s.trim();
         Ok((!t.is_empty()).then(|| t.to_string()))
     }
 
-    fn field(&self, rule: &Rule, name: &'static str, ctx: &Value) -> Result<Option<String>, (String, String)> {
+    fn field(&self, rule: &Rule, name: &'static str, ctx: &Context) -> Result<Option<String>, (String, String)> {
         match rule.fields.get(name) {
             Some(id) => self.render(id, ctx).map_err(|m| (name.to_string(), m)),
             None => Ok(None),
         }
     }
 
-    fn details(&self, d: &Details, ctx: &Value, path: &str) -> Result<Value, (String, String)> {
+    fn details(&self, d: &Details, ctx: &Context, path: &str) -> Result<Value, (String, String)> {
         Ok(match d {
             Details::Literal(v) => v.clone(),
             Details::Template { id, json } => {
-                let s = self.strict.render(id, ctx).map_err(|e| (path.to_string(), render_error(&e)))?;
+                let s = self.strict.render_with_context(id, ctx).map_err(|e| (path.to_string(), render_error(&e)))?;
                 if *json {
                     serde_json::from_str(&s).unwrap_or(Value::String(s))
                 } else {
@@ -307,7 +312,7 @@ impl Mapping {
         })
     }
 
-    fn routing_key(&self, rule: &Rule, ctx: &Value) -> Result<RoutingKey, (String, String)> {
+    fn routing_key(&self, rule: &Rule, ctx: &Context) -> Result<RoutingKey, (String, String)> {
         let name = match &rule.routing {
             Routing::Named(k) => return Ok(k.clone()),
             Routing::Template(id) => self.render(id, ctx).map_err(|m| ("routing_key".to_string(), m))?,
@@ -328,7 +333,7 @@ impl Mapping {
     fn emit(
         &self,
         rule: &Rule,
-        ctx: &Value,
+        ctx: &Context,
         subject: &Value,
         source: &str,
         out: &mut Vec<Rendered>,

@@ -211,7 +211,10 @@ pub trait Queue: Send + Sync + 'static {
     /// Records an attempt and its outcome, releasing the lease.
     async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError>;
 
-    /// When the next pending event becomes due, if any.
+    /// The earliest *future* time a pending event becomes due (a retry, a paced event), if
+    /// any. Events due now are `claim`'s business; one waiting behind its lane's head is
+    /// released by that head's `finish`, which wakes the worker anyway. Must be cheap: the
+    /// worker asks after every round.
     async fn next_due(&self) -> Result<Option<Millis>, QueueError>;
 
     /// Recent events, newest first.

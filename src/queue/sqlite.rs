@@ -80,6 +80,10 @@ CREATE INDEX events_dead ON events (done_at) WHERE state = 'dead';
 CREATE INDEX events_inbound ON events (inbound_id);
 CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_failed';
 "#,
+    // `next_due` by index: the worker asks after every round, even with a million pending.
+    r#"
+CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';
+"#,
 ];
 
 /// Who opens the store: the one process that delivers, or a tool beside it.
@@ -104,9 +108,11 @@ enum Cmd {
     Run(Job),
 }
 
-/// The SQLite queue. Cheap to share; dropping the last handle stops its thread.
+/// The SQLite queue. Cheap to share; dropping the last handle stops its threads.
 pub struct SqliteQueue {
     tx: mpsc::Sender<Cmd>,
+    /// Dropped with the queue, which ends the checkpoint thread.
+    _stop_checkpoints: mpsc::Sender<()>,
 }
 
 fn storage(e: impl std::fmt::Display) -> QueueError {
@@ -122,19 +128,30 @@ impl SqliteQueue {
         let mut conn = Connection::open(path).map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
-        let sync = match durability {
-            Durability::Fsync => "FULL",
-            Durability::Process => "NORMAL",
-        };
-        conn.pragma_update(None, "synchronous", sync).map_err(storage)?;
+        // NORMAL by default (WAL, no fsync per commit): leases, attempts and delivery states
+        // may be lost to a power cut, which only means an event is sent again (at-least-once).
+        // Accepts, the promise behind a 2xx, switch to FULL around their commit when asked.
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(storage)?;
         migrate(&mut conn).map_err(storage)?;
         if role == Role::Deliverer {
             conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])
                 .map_err(storage)?;
         }
+        // Checkpoints (copying the WAL into the database file, with its own fsyncs) run on a
+        // second connection in the background, not inside some unlucky request's commit.
+        conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(storage)?;
+        let checkpointer = Connection::open(path).map_err(storage)?;
+        let (stop_checkpoints, stopped) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("pagerhook-checkpoint".into())
+            .spawn(move || checkpoint_periodically(checkpointer, stopped))
+            .map_err(storage)?;
         let (tx, rx) = mpsc::channel();
-        std::thread::Builder::new().name("pagerhook-sqlite".into()).spawn(move || serve(conn, rx)).map_err(storage)?;
-        Ok(SqliteQueue { tx })
+        std::thread::Builder::new()
+            .name("pagerhook-sqlite".into())
+            .spawn(move || serve(conn, rx, durability))
+            .map_err(storage)?;
+        Ok(SqliteQueue { tx, _stop_checkpoints: stop_checkpoints })
     }
 
     async fn run<T: Send + 'static>(
@@ -183,8 +200,19 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     tx.commit().map_err(e)
 }
 
+/// Every second, moves what the WAL holds into the database file (PASSIVE: it never blocks
+/// the writer), so the WAL stays small. Stops when the queue is dropped (`stop` disconnects).
+fn checkpoint_periodically(conn: Connection, stop: mpsc::Receiver<()>) {
+    let _ = conn.busy_timeout(Duration::from_millis(100));
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "checkpoint skipped");
+        }
+    }
+}
+
 /// The connection thread: runs jobs in order, batching consecutive accepts into one commit.
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
+fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) {
     const MAX_BATCH: usize = 512;
     while let Ok(first) = rx.recv() {
         let mut batch = Vec::new();
@@ -206,7 +234,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch);
+        commit_batch(&mut conn, batch, durability);
         if let Some(job) = after {
             job(&mut conn);
         }
@@ -215,7 +243,22 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>) {
 
 type Reply = oneshot::Sender<Result<Accepted, QueueError>>;
 
-fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>) {
+fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>, durability: Durability) {
+    let fsync = durability == Durability::Fsync;
+    if fsync {
+        if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
+            // Without FULL the commit would not be on disk before the 2xx: refuse the batch.
+            tracing::error!(error = %e, "cannot switch storage to synchronous = FULL");
+            return;
+        }
+    }
+    commit_batch_inner(conn, batch);
+    if fsync {
+        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+    }
+}
+
+fn commit_batch_inner(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>) {
     let mut results = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction()?;
@@ -476,14 +519,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
-        self.run(|c| {
-            c.query_row(
-                &format!(
-                    "SELECT MIN(MAX(e.next_at, e.lease_until)) FROM events e WHERE e.state = 'pending' AND {LANE_HEAD}"
-                ),
-                [],
-                |r| r.get(0),
-            )
+        let now = super::now_millis();
+        self.run(move |c| {
+            c.query_row("SELECT MIN(next_at) FROM events WHERE state = 'pending' AND next_at > ?1", [now], |r| r.get(0))
         })
         .await
     }
