@@ -78,8 +78,7 @@ impl PgSchema {
         admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
         // Left in place if the test fails, for inspection.
         eprintln!("{test}: PostgreSQL schema {name}");
-        let sep = if base.contains('?') { '&' } else { '?' };
-        let url = Secret::new(format!("{base}{sep}options=-c%20search_path%3D{name}"));
+        let url = Secret::new(with_search_path(&base, &name));
         Some(PgSchema { admin, name, url })
     }
 

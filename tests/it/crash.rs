@@ -16,13 +16,13 @@ const KILLS: usize = 3;
 const SENDERS: usize = 8;
 
 /// Two distinct ports free right now (the binary binds them a moment later).
-fn free_ports() -> (u16, u16) {
+pub(crate) fn free_ports() -> (u16, u16) {
     let (a, b) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
     (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
 
 /// Starts `pagerhook serve` and waits until `/readyz` answers 200.
-async fn serve(dir: &Path, admin: &str, run: usize) -> Child {
+pub(crate) async fn serve(dir: &Path, admin: &str, run: usize) -> Child {
     let mut child = binary(dir, &format!("serve-{run}.log")).arg("serve").spawn().unwrap();
     let http = reqwest::Client::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);

@@ -9,4 +9,5 @@ mod generic;
 mod helpers;
 mod hooks;
 mod mappings;
+mod replicas;
 mod tidy;
