@@ -14,7 +14,7 @@
 mod postgres;
 mod sqlite;
 
-pub use postgres::{with_search_path, PostgresQueue};
+pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
 
 use crate::config::Secret;

@@ -147,13 +147,6 @@ pub(super) fn lane_lock(order_key: &str) -> i32 {
     h as i32
 }
 
-/// `url` with its connections' `search_path` set to `schema`: keeps a deployment's tables in
-/// a schema of their own (two deployments, or test runs, can share one database).
-pub fn with_search_path(url: &str, schema: &str) -> String {
-    let sep = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{sep}options=-c%20search_path%3D{schema}")
-}
-
 impl PostgresQueue {
     /// Connects to `url` and brings the schema to this build's version. Safe when several
     /// replicas start at once: migrations run one after the other under an advisory lock.

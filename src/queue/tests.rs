@@ -55,48 +55,20 @@ fn sqlite() -> (Arc<dyn Queue>, tempfile::TempDir) {
     (Arc::new(q), dir)
 }
 
-/// A fresh PostgreSQL schema for one test, on the server `DATABASE_URL` names.
-struct PgSchema {
-    admin: tokio_postgres::Client,
-    name: String,
-    url: Secret,
+#[path = "../../tests/it/helpers/pg_schema.rs"]
+mod pg_schema;
+use pg_schema::PgSchema;
+
+/// A replica's handle on the schema (a new pool, as another process would have).
+async fn replica(schema: &PgSchema) -> Arc<dyn Queue> {
+    Arc::new(PostgresQueue::connect(&Secret::new(schema.url.clone())).await.unwrap())
 }
 
-impl PgSchema {
-    /// `None` (and a note in the test output) when DATABASE_URL is unset; a server that is
-    /// named but unreachable fails the test.
-    async fn create(test: &str) -> Option<PgSchema> {
-        let Ok(base) = std::env::var("DATABASE_URL") else {
-            eprintln!("SKIPPED on PostgreSQL: {test} (set DATABASE_URL to run it; .ci/run does)");
-            return None;
-        };
-        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
-        tokio::spawn(conn);
-        let name = format!("pagerhook_test_{}", uuid::Uuid::new_v4().simple());
-        admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
-        // Left in place if the test fails, for inspection.
-        eprintln!("{test}: PostgreSQL schema {name}");
-        let url = Secret::new(with_search_path(&base, &name));
-        Some(PgSchema { admin, name, url })
-    }
-
-    /// A replica's handle on the schema (a new pool, as another process would have).
-    async fn queue(&self) -> Arc<dyn Queue> {
-        Arc::new(PostgresQueue::connect(&self.url).await.unwrap())
-    }
-
-    /// A plain connection whose tables are the schema's.
-    async fn admin_in_schema(&self) -> tokio_postgres::Client {
-        let (c, conn) = tokio_postgres::connect(self.url.expose(), tokio_postgres::NoTls).await.unwrap();
-        tokio::spawn(conn);
-        c
-    }
-
-    async fn drop(self) {
-        self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
-    }
+/// A plain connection whose tables are the schema's.
+async fn connect_in(schema: &PgSchema) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
 }
 
 /// Runs each behaviour test on every backend: SQLite always, PostgreSQL when DATABASE_URL is
@@ -117,7 +89,7 @@ macro_rules! on_every_backend {
                 #[tokio::test]
                 async fn $test() {
                     let Some(schema) = super::PgSchema::create(stringify!($test)).await else { return };
-                    super::$test(schema.queue().await).await;
+                    super::$test(super::replica(&schema).await).await;
                     schema.drop().await;
                 }
             )*
@@ -448,7 +420,7 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
     use std::sync::Mutex;
     const LANES: usize = 12;
     const ROUNDS: usize = 3;
-    let replicas = [schema.queue().await, schema.queue().await, schema.queue().await];
+    let replicas = [replica(schema).await, replica(schema).await, replica(schema).await];
     for round in 0..ROUNDS {
         for lane in 0..LANES {
             let via = &replicas[(lane + round) % replicas.len()];
@@ -505,12 +477,12 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
 /// the holder's lease runs out (it died), another replica takes the event, and the lane's
 /// next event still waits for it.
 async fn an_expired_lease_passes_to_another_replica_but_a_starting_one_leaves_live_leases(schema: &PgSchema) {
-    let a = schema.queue().await;
+    let a = replica(schema).await;
     a.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
     let now = now_millis();
     let held = a.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(held.len(), 1);
-    let b = schema.queue().await;
+    let b = replica(schema).await;
     assert!(b.claim(now, 10, LEASE).await.unwrap().is_empty(), "a live lease is respected");
     let expired = now + LEASE.as_millis() as Millis;
     let taken = b.claim(expired, 10, LEASE).await.unwrap();
@@ -520,7 +492,7 @@ async fn an_expired_lease_passes_to_another_replica_but_a_starting_one_leaves_li
 
 /// Two replicas receiving the same delivery at once: one stores it, the other reports it.
 async fn replicas_share_delivery_ids(schema: &PgSchema) {
-    let (a, b) = (schema.queue().await, schema.queue().await);
+    let (a, b) = (replica(schema).await, replica(schema).await);
     let (x, y) = tokio::join!(
         a.accept(inbound(Some("same")), vec![alert("trigger", "k")]),
         b.accept(inbound(Some("same")), vec![alert("trigger", "k")])
@@ -535,11 +507,9 @@ async fn replicas_share_delivery_ids(schema: &PgSchema) {
 }
 
 async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused(schema: &PgSchema) {
-    let (a, b, c) = tokio::join!(
-        PostgresQueue::connect(&schema.url),
-        PostgresQueue::connect(&schema.url),
-        PostgresQueue::connect(&schema.url)
-    );
+    let url = Secret::new(schema.url.clone());
+    let (a, b, c) =
+        tokio::join!(PostgresQueue::connect(&url), PostgresQueue::connect(&url), PostgresQueue::connect(&url));
     for q in [a, b, c] {
         q.unwrap();
     }
@@ -552,7 +522,7 @@ async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused(sc
         .get::<_, String>(0);
     assert_eq!(version, postgres::MIGRATIONS.len().to_string());
     schema.admin.batch_execute(&format!("UPDATE {meta} SET value = '99' WHERE key = 'schema_version'")).await.unwrap();
-    let err = PostgresQueue::connect(&schema.url).await.err().unwrap();
+    let err = PostgresQueue::connect(&url).await.err().unwrap();
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -580,8 +550,8 @@ async fn insert_raw(c: &impl tokio_postgres::GenericClient, dk: &str, id: Option
 /// could commit a smaller id than one already claimed. With it, an accept into a lane whose
 /// earlier accept is still open waits, and gets the larger id.
 async fn an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order(schema: &PgSchema) {
-    let q = schema.queue().await;
-    let (mut raw, conn) = tokio_postgres::connect(schema.url.expose(), tokio_postgres::NoTls).await.unwrap();
+    let q = replica(schema).await;
+    let (mut raw, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
     tokio::spawn(conn);
     let lane = alert("trigger", "k").order_key().unwrap();
     let earlier = raw.transaction().await.unwrap();
@@ -624,12 +594,12 @@ async fn an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_ord
 /// Should an earlier event appear in a lane while a later one is leased (a writer that did not
 /// take the insert lock), the lane still has one event in flight at a time.
 async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: &PgSchema) {
-    let q = schema.queue().await;
+    let q = replica(schema).await;
     q.accept(inbound(None), vec![alert("resolve", "k")]).await.unwrap();
     let now = now_millis();
     let held = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(held.len(), 1);
-    insert_raw(&schema.admin_in_schema().await, "k", Some(-1)).await;
+    insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
     q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);

@@ -21,6 +21,15 @@ pub(crate) fn free_ports() -> (u16, u16) {
     (a.local_addr().unwrap().port(), b.local_addr().unwrap().port())
 }
 
+/// The base config on fixed ports, unpaced, with a bearer source `load` on `mapping`.
+pub(crate) fn load_config(dir: &Path, events_url: &str, mapping: &Path, port: u16, admin_port: u16) -> String {
+    base_config(dir, events_url)
+        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
+        .replace("admin_listen = \"127.0.0.1:0\"", &format!("admin_listen = \"127.0.0.1:{admin_port}\""))
+        .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
+        + &bearer_source("load", mapping)
+}
+
 /// Starts `pagerhook serve` and waits until `/readyz` answers 200.
 pub(crate) async fn serve(dir: &Path, admin: &str, run: usize) -> Child {
     let mut child = binary(dir, &format!("serve-{run}.log")).arg("serve").spawn().unwrap();
@@ -54,11 +63,7 @@ async fn every_accepted_request_is_delivered_despite_sigkill() {
     )
     .unwrap();
     let (port, admin_port) = free_ports();
-    let text = base_config(dir.path(), &fake.url)
-        .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-        .replace("admin_listen = \"127.0.0.1:0\"", &format!("admin_listen = \"127.0.0.1:{admin_port}\""))
-        .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
-        + &bearer_source("load", &mapping);
+    let text = load_config(dir.path(), &fake.url, &mapping, port, admin_port);
     std::fs::write(dir.path().join("pagerhook.toml"), text).unwrap();
     let hooks = format!("http://127.0.0.1:{port}/hooks/load");
     let admin = format!("http://127.0.0.1:{admin_port}");

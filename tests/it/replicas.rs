@@ -2,9 +2,9 @@
 //! killed with SIGKILL mid-run: every accepted event still reaches PagerDuty, each key's
 //! trigger before its resolve, and never from two replicas at once. Needs DATABASE_URL.
 
-use crate::crash::{free_ports, serve};
+use crate::crash::{free_ports, load_config, serve};
 use crate::helpers::fake_pagerduty::FakePagerDuty;
-use crate::helpers::{base_config, bearer_source, PgSchema, HOOK_TOKEN};
+use crate::helpers::{PgSchema, HOOK_TOKEN};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
@@ -67,16 +67,13 @@ async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() 
         let (port, admin_port) = free_ports();
         // Each replica reaches the fake through a listener of its own: `via` names the sender.
         let (via, events_url) = fake.another_listener();
-        let text = base_config(dir.path(), &events_url)
-            .replace("\nlisten = \"127.0.0.1:0\"", &format!("\nlisten = \"127.0.0.1:{port}\""))
-            .replace("admin_listen = \"127.0.0.1:0\"", &format!("admin_listen = \"127.0.0.1:{admin_port}\""))
+        let text = load_config(dir.path(), &events_url, &mapping, port, admin_port)
             .replace(
                 &format!("path = \"{}\"", dir.path().join("pagerhook.db").display()),
                 &format!("url = \"{}\"", db.url),
             )
             // A short lease, so the killed replica's events pass to the others quickly.
-            .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\nlease = \"3s\"\n")
-            + &bearer_source("load", &mapping);
+            .replace("[delivery]\n", "[delivery]\nlease = \"3s\"\n");
         assert!(text.contains("url = "), "the replica uses PostgreSQL");
         std::fs::write(dir.path().join("pagerhook.toml"), text).unwrap();
         let child = serve(dir.path(), &format!("http://127.0.0.1:{admin_port}"), n).await;

@@ -1,6 +1,9 @@
 //! `spawn_app()` and friends: the production wiring with test settings.
 
 pub mod fake_pagerduty;
+mod pg_schema;
+
+pub use pg_schema::PgSchema;
 
 use fake_pagerduty::FakePagerDuty;
 use hmac::{Hmac, Mac};
@@ -154,38 +157,6 @@ pub fn binary(dir: &Path, log: &str) -> std::process::Command {
         .stdin(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join(log)).unwrap());
     c
-}
-
-/// A fresh schema on the PostgreSQL server that `DATABASE_URL` names.
-pub struct PgSchema {
-    admin: tokio_postgres::Client,
-    name: String,
-    /// The URL whose connections work in this schema.
-    pub url: String,
-}
-
-impl PgSchema {
-    /// `None`, with a note in the test output, when DATABASE_URL is unset (`.ci/run` sets it);
-    /// a server that is named but unreachable fails the test.
-    pub async fn create(test: &str) -> Option<PgSchema> {
-        let Ok(base) = std::env::var("DATABASE_URL") else {
-            eprintln!("SKIPPED {test}: it needs PostgreSQL; set DATABASE_URL to run it (.ci/run does)");
-            return None;
-        };
-        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
-            .await
-            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
-        tokio::spawn(conn);
-        let name = format!("pagerhook_it_{}", uuid::Uuid::new_v4().simple());
-        admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
-        eprintln!("{test}: PostgreSQL schema {name} (kept if the test fails)");
-        Some(PgSchema { url: pagerhook::queue::with_search_path(&base, &name), admin, name })
-    }
-
-    /// Drops the schema and everything in it.
-    pub async fn drop(self) {
-        self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
-    }
 }
 
 /// A running app and its fake PagerDuty.
