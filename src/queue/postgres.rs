@@ -29,6 +29,7 @@ use crate::event::Event;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::time::Duration;
+use tokio_postgres::config::SslMode;
 use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
@@ -135,8 +136,24 @@ pub struct PostgresQueue {
     schema: i32,
 }
 
-fn storage(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Storage(e.to_string())
+/// A storage error with its causes: tokio-postgres puts the server's message (or the
+/// connection's failure) in the error's source, not in its text.
+fn storage(e: impl std::error::Error) -> QueueError {
+    QueueError::Storage(with_causes(&e))
+}
+
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Wrappers often repeat their source's text; say each thing once.
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The advisory lock key of a lane. FNV-1a, not `hashtext`, so that claims and inserts can sort
@@ -153,8 +170,15 @@ impl PostgresQueue {
     pub async fn connect(url: &Secret) -> Result<PostgresQueue, QueueError> {
         let mut pg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
             // The parse error names the option, never the value; the URL itself is not echoed.
-            storage(format!("storage.url is not a valid PostgreSQL URL: {e}"))
+            QueueError::Storage(format!("storage.url is not a valid PostgreSQL URL: {}", with_causes(&e)))
         })?;
+        if pg.get_ssl_mode() == SslMode::Require {
+            return Err(QueueError::Storage(
+                "storage.url asks for TLS (sslmode=require), which pagerhook cannot do yet: \
+                 use sslmode=disable with the database on a private network"
+                    .into(),
+            ));
+        }
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
         }
@@ -174,7 +198,10 @@ impl PostgresQueue {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, QueueError> {
-        self.pool.get().await.map_err(|e| storage(format!("cannot reach PostgreSQL (storage.url): {e}")))
+        self.pool
+            .get()
+            .await
+            .map_err(|e| QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {}", with_causes(&e))))
     }
 
     /// Brings the schema to the newest version this build knows (refusing a newer one) and
@@ -184,7 +211,9 @@ impl PostgresQueue {
         let tx = c.transaction().await.map_err(storage)?;
         let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.get(0);
         let schema = schema.ok_or_else(|| {
-            storage("no schema of storage.url's search_path exists: create it, or fix the search_path option")
+            QueueError::Storage(
+                "no schema of storage.url's search_path exists: create it, or fix the search_path option".into(),
+            )
         })?;
         tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&Lock::Migrate.key(schema)]).await.map_err(storage)?;
         tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")

@@ -604,3 +604,26 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
 }
+
+#[tokio::test]
+async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_password() {
+    // Port 1 on loopback: refused at once, no server needed.
+    let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
+    let refused = refused.to_string();
+    assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
+    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=require"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(tls.contains("sslmode=require"), "{tls}");
+    let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(bad.contains("not a valid PostgreSQL URL"), "{bad}");
+    for e in [refused, tls, bad] {
+        assert!(!e.contains("hunter2"), "{e}");
+    }
+}
