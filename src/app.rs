@@ -7,7 +7,7 @@ use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::pagerduty;
-use crate::queue::{Queue, Role, SqliteQueue};
+use crate::queue::{PostgresQueue, Queue, Role, SqliteQueue};
 use crate::reload::{self, Fingerprint, Live};
 use crate::source::{AwsFetch, HttpsFetch, Sources};
 use anyhow::Context as _;
@@ -113,12 +113,16 @@ impl Reloader {
 }
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
-pub fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
+pub async fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
     match &cfg.storage.backend {
         StorageBackend::Sqlite { path } => Ok(Arc::new(
             SqliteQueue::open(path, cfg.storage.durability, role)
                 .with_context(|| format!("opening {}", path.display()))?,
         )),
+        // Every role is the same here: other replicas' leases are theirs until they expire.
+        StorageBackend::Postgres { url } => {
+            Ok(Arc::new(PostgresQueue::connect(url).await.context("opening the PostgreSQL store (storage.url)")?))
+        }
     }
 }
 
@@ -159,7 +163,7 @@ impl App {
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }
-        let queue = open_queue(&cfg, Role::Deliverer)?;
+        let queue = open_queue(&cfg, Role::Deliverer).await?;
         let wake = Arc::new(Notify::new());
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
             .map_err(anyhow::Error::msg)?;

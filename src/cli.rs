@@ -157,7 +157,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Deliveries { command: DeliveriesCommand::List { limit, json } } => {
             let cfg = load(&cli)?;
-            let rows = app::open_queue(&cfg, Role::Tool)?.recent(*limit).await?;
+            let rows = app::open_queue(&cfg, Role::Tool).await?.recent(*limit).await?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
@@ -189,7 +189,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     let cfg = load(cli)?;
-    let queue = app::open_queue(&cfg, Role::Tool)?;
+    let queue = app::open_queue(&cfg, Role::Tool).await?;
     let parse =
         |id: &str| DeadId::parse(id).with_context(|| format!("{id:?} is not a dead-letter id (see `dlq list`)"));
     match command {

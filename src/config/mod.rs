@@ -58,6 +58,8 @@ pub struct ServerConfig {
 pub enum StorageBackend {
     /// Embedded SQLite file (the default).
     Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by several replicas; the URL carries a password.
+    Postgres { url: Secret },
 }
 
 /// How hard a commit tries to reach the disk before the 2xx.
@@ -96,6 +98,8 @@ pub struct DeliveryConfig {
     pub max_age: Duration,
     pub per_key_rate: u32,
     pub per_key_burst: u32,
+    /// How long a claimed event stays reserved for the process sending it.
+    pub lease: Duration,
 }
 
 /// One `[[source]]`, validated.
@@ -226,7 +230,7 @@ fn validate(
         }
     };
     let retention = p.take(duration("storage.retention", raw.storage.retention.as_deref(), "7d"));
-    let db_path = base.join(raw.storage.path.as_deref().unwrap_or("data/pagerhook.db"));
+    let backend = storage_backend(&raw.storage, base, env, &mut p, &mut warnings);
 
     let events_url =
         raw.pagerduty.events_url.as_deref().unwrap_or("https://events.pagerduty.com").trim_end_matches('/').to_string();
@@ -260,6 +264,16 @@ fn validate(
     if let (Some(i), Some(m)) = (initial_backoff, max_backoff) {
         if i > m || i.is_zero() {
             p.0.push("delivery.initial_backoff must be above zero and at most delivery.max_backoff".into());
+        }
+    }
+    let lease = p.take(duration("delivery.lease", d.lease.as_deref(), "5m"));
+    if let (Some(l), Some(t)) = (lease, timeout) {
+        if l <= t {
+            p.0.push(format!(
+                "delivery.lease ({}) must be longer than pagerduty.timeout ({}): an attempt must end before its lease",
+                humantime::format_duration(l),
+                humantime::format_duration(t)
+            ));
         }
     }
     let per_key_burst = d.per_key_burst.unwrap_or(60);
@@ -303,7 +317,7 @@ fn validate(
             admin_token,
         },
         storage: StorageConfig {
-            backend: StorageBackend::Sqlite { path: db_path },
+            backend: backend.unwrap(),
             durability: durability.unwrap(),
             retention: retention.unwrap(),
         },
@@ -320,10 +334,44 @@ fn validate(
             max_age: max_age.unwrap(),
             per_key_rate: d.per_key_rate.unwrap_or(120),
             per_key_burst,
+            lease: lease.unwrap(),
         },
         sources,
         warnings,
     })
+}
+
+/// SQLite at `path` unless a PostgreSQL `url` is given; not both.
+fn storage_backend(
+    s: &raw::RawStorage,
+    base: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Option<StorageBackend> {
+    let Some(url) = s.url.as_deref() else {
+        return Some(StorageBackend::Sqlite { path: base.join(s.path.as_deref().unwrap_or("data/pagerhook.db")) });
+    };
+    if s.path.is_some() {
+        p.0.push("storage.path (SQLite) and storage.url (PostgreSQL) are both set: keep one".into());
+    }
+    if s.durability.is_some() {
+        warnings.push(
+            "storage.durability applies to SQLite only; with PostgreSQL the server's synchronous_commit decides".into(),
+        );
+    }
+    let r = SecretRef::parse(url);
+    if r.is_literal() {
+        warnings.push("storage.url is written in the config file (with its password?); prefer env: or file:".into());
+    }
+    let url = p.take(r.resolve(env, base).map_err(|e| format!("storage.url: {e}")))?;
+    let scheme_ok = ["postgres://", "postgresql://"].iter().any(|s| url.expose().starts_with(s));
+    if !scheme_ok {
+        // Never echo the value: it may hold a password.
+        p.0.push("storage.url must be a PostgreSQL URL: postgres://user:password@host:5432/database".into());
+        return None;
+    }
+    Some(StorageBackend::Postgres { url })
 }
 
 fn validate_source(

@@ -44,7 +44,11 @@ pub struct RawServer {
 pub struct RawStorage {
     /// SQLite database file, default `data/pagerhook.db` (relative to the config file).
     pub path: Option<String>,
-    /// `"fsync"` (default: every accepted webhook is on disk before the 2xx) or `"process"`.
+    /// PostgreSQL URL instead of SQLite, a secret reference (it carries a password), e.g.
+    /// `env:PAGERHOOK_DATABASE_URL`: replicas sharing it share one queue.
+    pub url: Option<String>,
+    /// SQLite only: `"fsync"` (default: every accepted webhook is on disk before the 2xx) or
+    /// `"process"`. PostgreSQL's is the server's `synchronous_commit`.
     pub durability: Option<String>,
     /// How long delivered events and inbound payloads are kept, default `7d`.
     pub retention: Option<String>,
@@ -81,6 +85,9 @@ pub struct RawDelivery {
     pub per_key_rate: Option<u32>,
     /// Burst allowed per routing key, default 60.
     pub per_key_burst: Option<u32>,
+    /// How long a claimed event is reserved for the replica sending it, default `5m`; must be
+    /// longer than `pagerduty.timeout`. A replica that dies holds its events this long.
+    pub lease: Option<String>,
 }
 
 /// `[[source]]`: one endpoint, `POST /hooks/{name}`.

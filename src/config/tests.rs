@@ -9,6 +9,8 @@ fn env() -> HashMap<String, String> {
         ("GH".to_string(), "s".to_string()),
         ("WHSEC".to_string(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
         ("BASIC".to_string(), "alertmanager:pa55word".to_string()),
+        ("DB".to_string(), "postgres://pagerhook:hunter2@db:5432/pagerhook".to_string()),
+        ("NOT_PG".to_string(), "mysql://pagerhook:hunter2@db/pagerhook".to_string()),
     ])
 }
 
@@ -322,4 +324,40 @@ fn pinned_sns_certificates_are_read_from_files_next_to_the_config() {
     let SourceKindConfig::Sns { trusted_certs, .. } = &c.sources[0].kind else { panic!() };
     assert_eq!(trusted_certs["https://sns.us-east-1.amazonaws.com/a.pem"], "-----BEGIN CERTIFICATE-----");
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+}
+
+#[test]
+fn a_postgres_url_selects_the_shared_store_and_its_password_is_never_shown() {
+    let c = parse(&format!("{MINIMAL}\n[storage]\nurl = \"env:DB\"\n")).unwrap();
+    assert_eq!(
+        c.storage.backend,
+        StorageBackend::Postgres { url: Secret::new("postgres://pagerhook:hunter2@db:5432/pagerhook") }
+    );
+    assert!(!format!("{c:?}").contains("hunter2"));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+
+    let err = parse(&format!("{MINIMAL}\n[storage]\nurl = \"env:NOT_PG\"\n")).unwrap_err().to_string();
+    assert!(err.contains("storage.url must be a PostgreSQL URL"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+
+    let both = parse(&format!("{MINIMAL}\n[storage]\nurl = \"env:DB\"\npath = \"q.db\"\n")).unwrap_err();
+    assert!(both.to_string().contains("keep one"), "{both}");
+
+    let literal =
+        parse(&format!("{MINIMAL}\n[storage]\nurl = \"postgres://u:p@db/x\"\ndurability = \"fsync\"\n")).unwrap();
+    assert!(
+        literal.warnings.iter().any(|w| w.contains("storage.url is written in the config file")),
+        "{:?}",
+        literal.warnings
+    );
+    assert!(literal.warnings.iter().any(|w| w.contains("SQLite only")), "{:?}", literal.warnings);
+}
+
+#[test]
+fn the_lease_defaults_to_five_minutes_and_must_outlast_one_attempt() {
+    assert_eq!(parse(MINIMAL).unwrap().delivery.lease, Duration::from_secs(300));
+    let c = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"30s\"\n")).unwrap();
+    assert_eq!(c.delivery.lease, Duration::from_secs(30));
+    let err = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"10s\"\n")).unwrap_err().to_string();
+    assert!(err.contains("delivery.lease (10s) must be longer than pagerduty.timeout (10s)"), "{err}");
 }

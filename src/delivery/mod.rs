@@ -20,9 +20,6 @@ use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-/// How long a claimed event stays leased; longer than any single attempt can take.
-const LEASE: Duration = Duration::from_secs(300);
-
 /// Longest idle sleep: events queued by another process are picked up this fast.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
@@ -82,7 +79,7 @@ impl Worker {
             let free = self.cfg.concurrency.saturating_sub(inflight.len());
             let mut claimed = 0;
             if free > 0 {
-                match self.queue.claim(now_millis(), free, LEASE).await {
+                match self.queue.claim(now_millis(), free, self.cfg.lease).await {
                     Ok(batch) => {
                         claimed = batch.len();
                         for c in batch {
@@ -115,7 +112,7 @@ impl Worker {
 
     /// Claims and delivers everything deliverable now, one round (for tests and `drain`).
     pub async fn deliver_due(&self) -> usize {
-        let Ok(batch) = self.queue.claim(now_millis(), self.cfg.concurrency, LEASE).await else { return 0 };
+        let Ok(batch) = self.queue.claim(now_millis(), self.cfg.concurrency, self.cfg.lease).await else { return 0 };
         let n = batch.len();
         let mut set = JoinSet::new();
         for c in batch {

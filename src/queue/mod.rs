@@ -11,11 +11,14 @@
 //! dedup_key (sticky routing), so it lands in the same lane as its trigger and reaches the
 //! PagerDuty service that holds the incident.
 
+mod postgres;
 mod sqlite;
 
-pub use sqlite::{Role, SqliteQueue};
+pub use postgres::PostgresQueue;
+pub use sqlite::SqliteQueue;
 
-use crate::event::{Event, EventKind};
+use crate::config::Secret;
+use crate::event::{Action, Event, EventKind, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -28,6 +31,17 @@ pub type Millis = i64;
 /// The current time in [`Millis`].
 pub fn now_millis() -> Millis {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as Millis).unwrap_or(0)
+}
+
+/// Who opens the store: a process that delivers, or a tool beside it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// `serve`. With SQLite it is the only deliverer, so it releases leases a previous
+    /// (crashed) process left; with PostgreSQL other replicas may hold them, and expired
+    /// leases are simply claimable.
+    Deliverer,
+    /// `dlq`, `deliveries`: the server may be running and holding leases; leave them.
+    Tool,
 }
 
 /// Why the queue could not do what was asked.
@@ -199,7 +213,7 @@ pub struct StoredInbound {
     pub status: InboundStatus,
 }
 
-/// The durable queue, behind which SQLite (and later PostgreSQL) sit.
+/// The durable queue, behind which SQLite and PostgreSQL sit.
 #[async_trait]
 pub trait Queue: Send + Sync + 'static {
     /// Records a verified webhook and its events in one transaction, or reports a duplicate.
@@ -255,6 +269,123 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Forgets a dead letter. `false` if there was none.
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError>;
+}
+
+/// How many of `known` migrations a store at `stored` (its recorded schema version, `None` for
+/// a new store) has already applied; a store newer than this build is refused.
+pub(crate) fn applied_migrations(stored: Option<&str>, known: usize) -> Result<usize, String> {
+    match stored.map(str::parse::<usize>) {
+        None => Ok(0),
+        Some(Ok(v)) if v <= known => Ok(v),
+        _ => Err(format!(
+            "database schema version {} is newer than the {known} this build knows; run a newer pagerhook",
+            stored.unwrap_or_default()
+        )),
+    }
+}
+
+/// A pending event as a claim reads it, whatever the backend.
+pub(crate) struct StoredEvent {
+    pub id: i64,
+    pub kind: String,
+    pub order_key: Option<String>,
+    pub routing_key: String,
+    pub action: Option<String>,
+    pub body: String,
+    pub attempts: u32,
+    pub created_at: Millis,
+    pub inbound_id: String,
+    /// Due and unleased at the claim's `now`.
+    pub due: bool,
+}
+
+impl StoredEvent {
+    /// True when this head may collapse into `next`: both are triggers and `next` is due.
+    pub fn collapses_into(&self, next: &StoredEvent) -> bool {
+        self.action.as_deref() == Some("trigger") && next.action.as_deref() == Some("trigger") && next.due
+    }
+
+    /// The event to hand out. Rows are written only by `accept`, so this fails only on a
+    /// damaged store; that is said loudly rather than the event skipped silently.
+    pub fn into_claimed(self, superseded: Vec<i64>) -> Option<Claimed> {
+        let key = RoutingKey::parse(Secret::new(self.routing_key));
+        let (Ok(key), Ok(body)) = (key, serde_json::from_str(&self.body)) else {
+            tracing::error!(event_id = self.id, "stored event is unreadable; left leased for inspection");
+            return None;
+        };
+        Some(Claimed {
+            id: self.id,
+            inbound_id: self.inbound_id,
+            event: Event::from_stored(kind_from_str(&self.kind), key, body),
+            attempts: self.attempts,
+            created_at: self.created_at,
+            superseded,
+        })
+    }
+}
+
+/// What sticky routing must do for one event before it is stored.
+pub(crate) enum Route<'a> {
+    /// A trigger: remember that `dedup_key` went to the event's routing key.
+    Record(&'a str),
+    /// An acknowledge or resolve: look up where `dedup_key` was triggered.
+    Lookup(&'a str),
+    /// Change events and alerts without a dedup_key: stored as they are.
+    AsIs,
+}
+
+impl<'a> Route<'a> {
+    /// The step for `e`.
+    pub fn of(e: &'a Event) -> Route<'a> {
+        match (e.action(), e.dedup_key()) {
+            (Some(Action::Trigger), Some(dk)) => Route::Record(dk.as_str()),
+            (Some(_), Some(dk)) => Route::Lookup(dk.as_str()),
+            _ => Route::AsIs,
+        }
+    }
+}
+
+/// `e` sent to `key`, the routing key its dedup_key was triggered on, if it must move.
+pub(crate) fn sticky(e: &Event, key: Option<RoutingKey>) -> Event {
+    match key {
+        Some(key) => {
+            tracing::info!(
+                dedup_key = e.dedup_key().map(|k| k.as_str()),
+                from = %e.routing_key().fingerprint(),
+                to = %key.fingerprint(),
+                "sticky routing: sent where its trigger went"
+            );
+            e.clone().rerouted(key)
+        }
+        None => e.clone(),
+    }
+}
+
+/// The routing key to use instead of `own`, given the latest trigger's key of a dedup_key
+/// and whether it was ever triggered on `own`.
+pub(crate) fn sticky_key(latest: Option<(String, bool)>) -> Option<RoutingKey> {
+    match latest {
+        Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
+        _ => None,
+    }
+}
+
+/// The `status` and `error` columns of an inbound row.
+pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
+    match s {
+        InboundStatus::Mapped => ("mapped", None),
+        InboundStatus::Ignored => ("ignored", None),
+        InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
+    }
+}
+
+/// The status read back from the `status` and `error` columns.
+pub(crate) fn status_from_columns(status: &str, error: Option<String>) -> InboundStatus {
+    match status {
+        "mapping_failed" => InboundStatus::MappingFailed(error.unwrap_or_default()),
+        "ignored" => InboundStatus::Ignored,
+        _ => InboundStatus::Mapped,
+    }
 }
 
 /// Stable text for an event kind, as stored.

@@ -6,11 +6,12 @@
 //! inside its own savepoint so one failure does not sink the others.
 
 use super::{
-    kind_from_str, Accepted, Attempt, AttemptRecord, Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary,
-    Finish, InboundStatus, Millis, NewInbound, Queue, QueueError, StoredInbound,
+    applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
+    QueueError, Role, Route, StoredEvent, StoredInbound,
 };
-use crate::config::{Durability, Secret};
-use crate::event::{Action, Event, RoutingKey};
+use crate::config::Durability;
+use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::path::Path;
@@ -85,16 +86,6 @@ CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_fai
 CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';
 "#,
 ];
-
-/// Who opens the store: the one process that delivers, or a tool beside it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Role {
-    /// `serve`: releases leases a previous (crashed) process left, since with SQLite there is
-    /// only one deliverer.
-    Deliverer,
-    /// `dlq`, `deliveries`: the server may be running and holding leases; leave them.
-    Tool,
-}
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
 /// shares its lane.
@@ -175,17 +166,7 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
     let version: Option<String> =
         tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(e)?;
-    let version = match version.as_deref().map(str::parse::<usize>) {
-        None => 0,
-        Some(Ok(v)) if v <= MIGRATIONS.len() => v,
-        Some(_) => {
-            return Err(format!(
-                "database schema version {} is newer than the {} this build knows; run a newer pagerhook",
-                version.unwrap_or_default(),
-                MIGRATIONS.len()
-            ))
-        }
-    };
+    let version = applied_migrations(version.as_deref(), MIGRATIONS.len())?;
     for m in &MIGRATIONS[version..] {
         tx.execute_batch(m).map_err(e)?;
     }
@@ -339,28 +320,17 @@ fn insert_events(tx: &Connection, inbound_id: &str, events: &[Event], at: Millis
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
     )?;
     for e in events {
-        let e = match (e.action(), e.dedup_key()) {
-            (Some(Action::Trigger), Some(dk)) => {
+        let e = match Route::of(e) {
+            Route::Record(dk) => {
                 tx.prepare_cached(
                     "INSERT INTO routes (dedup_key, routing_key, at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
                 )?
-                .execute(params![dk.as_str(), e.routing_key().expose(), at])?;
+                .execute(params![dk, e.routing_key().expose(), at])?;
                 e.clone()
             }
-            (Some(_), Some(dk)) => match sticky_route(tx, dk.as_str(), e.routing_key().expose())? {
-                Some(key) => {
-                    tracing::info!(
-                        dedup_key = dk.as_str(),
-                        from = %e.routing_key().fingerprint(),
-                        to = %key.fingerprint(),
-                        "sticky routing: sent where its trigger went"
-                    );
-                    e.clone().rerouted(key)
-                }
-                None => e.clone(),
-            },
-            _ => e.clone(),
+            Route::Lookup(dk) => sticky(e, sticky_route(tx, dk, e.routing_key().expose())?),
+            Route::AsIs => e.clone(),
         };
         insert.execute(params![
             inbound_id,
@@ -376,25 +346,11 @@ fn insert_events(tx: &Connection, inbound_id: &str, events: &[Event], at: Millis
     Ok(())
 }
 
-/// A pending row as the claim reads it.
-struct Row {
-    id: i64,
-    kind: String,
-    order_key: Option<String>,
-    routing_key: String,
-    action: Option<String>,
-    body: String,
-    attempts: u32,
-    created_at: Millis,
-    inbound_id: String,
-    due: bool,
-}
-
 const ROW_COLUMNS: &str =
     "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, e.inbound_id, e.next_at <= ?1 AND e.lease_until <= ?1";
 
-fn row(r: &rusqlite::Row) -> Result<Row, rusqlite::Error> {
-    Ok(Row {
+fn row(r: &rusqlite::Row) -> Result<StoredEvent, rusqlite::Error> {
+    Ok(StoredEvent {
         id: r.get(0)?,
         kind: r.get(1)?,
         order_key: r.get(2)?,
@@ -433,7 +389,7 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
         let mut superseded = Vec::new();
         while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
             let Some(next) = next_in_lane.query_row(params![now, lane, head.id], row).optional()? else { break };
-            if !(next.due && next.action.as_deref() == Some("trigger")) {
+            if !head.collapses_into(&next) {
                 break;
             }
             collapse.execute(params![head.id, now, format!("collapsed into event {}", next.id)])?;
@@ -441,21 +397,7 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
             head = next;
         }
         lease.execute(params![head.id, until])?;
-        // Rows are written only by `accept`, so this cannot fail short of a corrupted file;
-        // say so loudly rather than skip the event silently.
-        let (Ok(key), Ok(body)) = (RoutingKey::parse(Secret::new(head.routing_key)), serde_json::from_str(&head.body))
-        else {
-            tracing::error!(event_id = head.id, "stored event is unreadable; left leased for inspection");
-            continue;
-        };
-        out.push(Claimed {
-            id: head.id,
-            inbound_id: head.inbound_id,
-            event: Event::from_stored(kind_from_str(&head.kind), key, body),
-            attempts: head.attempts,
-            created_at: head.created_at,
-            superseded,
-        });
+        out.extend(head.into_claimed(superseded));
     }
     Ok(out)
 }
@@ -467,10 +409,7 @@ fn sticky_route(tx: &Connection, dedup_key: &str, key: &str) -> Result<Option<Ro
     )?;
     let found: Option<(String, bool)> =
         stmt.query_row(params![dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    Ok(match found {
-        Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
-        _ => None,
-    })
+    Ok(sticky_key(found))
 }
 
 #[async_trait]
@@ -678,13 +617,7 @@ impl Queue for SqliteQueue {
                         headers: serde_json::from_str(&headers).unwrap_or_default(),
                         query: r.get(3)?,
                         body: body.into(),
-                        status: match status.as_str() {
-                            "mapping_failed" => {
-                                InboundStatus::MappingFailed(r.get::<_, Option<String>>(6)?.unwrap_or_default())
-                            }
-                            "ignored" => InboundStatus::Ignored,
-                            _ => InboundStatus::Mapped,
-                        },
+                        status: status_from_columns(&status, r.get(6)?),
                     })
                 },
             )
@@ -757,12 +690,4 @@ fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
         dedup_key: r.get(7)?,
         attempts: r.get(8)?,
     })
-}
-
-fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
-    match s {
-        InboundStatus::Mapped => ("mapped", None),
-        InboundStatus::Ignored => ("ignored", None),
-        InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
-    }
 }

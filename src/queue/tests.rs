@@ -48,17 +48,71 @@ fn inbound(dedupe: Option<&str>) -> NewInbound {
     }
 }
 
-fn open() -> (Arc<dyn Queue>, tempfile::TempDir) {
+/// A fresh SQLite queue; the directory lives as long as the guard.
+fn sqlite() -> (Arc<dyn Queue>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let q = SqliteQueue::open(&dir.path().join("q.db"), Durability::Fsync, Role::Deliverer).unwrap();
     (Arc::new(q), dir)
 }
 
+#[path = "../../tests/it/helpers/pg_schema.rs"]
+mod pg_schema;
+use pg_schema::PgSchema;
+
+/// A replica's handle on the schema (a new pool, as another process would have).
+async fn replica(schema: &PgSchema) -> Arc<dyn Queue> {
+    Arc::new(PostgresQueue::connect(&Secret::new(schema.url.clone())).await.unwrap())
+}
+
+/// A plain connection whose tables are the schema's.
+async fn connect_in(schema: &PgSchema) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    c
+}
+
+/// Runs each behaviour test on every backend: SQLite always, PostgreSQL when DATABASE_URL is
+/// set, each on a fresh store.
+macro_rules! on_every_backend {
+    ($($test:ident),* $(,)?) => {
+        mod sqlite_backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let (q, _dir) = super::sqlite();
+                    super::$test(q).await;
+                }
+            )*
+        }
+        mod postgres_backend {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(schema) = super::PgSchema::create(stringify!($test)).await else { return };
+                    super::$test(super::replica(&schema).await).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+on_every_backend!(
+    a_repeated_delivery_id_is_reported_not_stored,
+    only_the_head_of_a_lane_is_claimed,
+    a_dead_event_no_longer_blocks_its_lane,
+    concurrent_accepts_are_all_committed,
+    pruning_keeps_pending_and_dead_events_and_failed_payloads,
+    a_resolve_goes_to_the_routing_key_its_trigger_went_to,
+    a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too,
+    consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
+    a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
+    dead_letters_are_listed_shown_replayed_and_deleted,
+);
+
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
-#[tokio::test]
-async fn a_repeated_delivery_id_is_reported_not_stored() {
-    let (q, _d) = open();
+async fn a_repeated_delivery_id_is_reported_not_stored(q: Arc<dyn Queue>) {
     let first = q.accept(inbound(Some("d1")), vec![alert("trigger", "k")]).await.unwrap();
     let Accepted::Committed { id, events: 1 } = first else { panic!("{first:?}") };
     let again = q.accept(inbound(Some("d1")), vec![alert("trigger", "k")]).await.unwrap();
@@ -66,9 +120,7 @@ async fn a_repeated_delivery_id_is_reported_not_stored() {
     assert_eq!(q.depth().await.unwrap().0, 1);
 }
 
-#[tokio::test]
-async fn only_the_head_of_a_lane_is_claimed() {
-    let (q, _d) = open();
+async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k"), alert("trigger", "other"), change()])
         .await
         .unwrap();
@@ -96,9 +148,7 @@ async fn only_the_head_of_a_lane_is_claimed() {
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
 
-#[tokio::test]
-async fn a_dead_event_no_longer_blocks_its_lane() {
-    let (q, _d) = open();
+async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
@@ -133,9 +183,7 @@ async fn leases_are_released_when_the_store_is_reopened() {
     );
 }
 
-#[tokio::test]
-async fn concurrent_accepts_are_all_committed() {
-    let (q, _d) = open();
+async fn concurrent_accepts_are_all_committed(q: Arc<dyn Queue>) {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..200 {
         let q = q.clone();
@@ -149,9 +197,7 @@ async fn concurrent_accepts_are_all_committed() {
     assert_eq!(q.depth().await.unwrap().0, 200);
 }
 
-#[tokio::test]
-async fn pruning_keeps_pending_and_dead_events_and_failed_payloads() {
-    let (q, _d) = open();
+async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Queue>) {
     q.accept(inbound(Some("a")), vec![alert("trigger", "delivered")]).await.unwrap();
     q.accept(inbound(Some("b")), vec![alert("trigger", "dead")]).await.unwrap();
     q.accept(inbound(Some("c")), vec![alert("trigger", "pending")]).await.unwrap();
@@ -188,9 +234,7 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
     }
 }
 
-#[tokio::test]
-async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to() {
-    let (q, _d) = open();
+async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to(q: Arc<dyn Queue>) {
     q.accept(inbound(None), vec![alert_on(other_key(), "trigger", "db")]).await.unwrap();
     // The resolve's mapping picked the default key, but the incident lives on the other one.
     q.accept(inbound(None), vec![alert_on(key(), "acknowledge", "db"), alert_on(key(), "resolve", "db")])
@@ -212,9 +256,7 @@ async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to() {
     );
 }
 
-#[tokio::test]
-async fn a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too() {
-    let (q, _d) = open();
+async fn a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too(q: Arc<dyn Queue>) {
     q.accept(inbound(None), vec![alert_on(key(), "trigger", "db"), alert_on(other_key(), "trigger", "db")])
         .await
         .unwrap();
@@ -223,9 +265,7 @@ async fn a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too() {
     assert_eq!(sent.last().unwrap(), &("resolve".into(), "db".into(), key().expose().to_string()));
 }
 
-#[tokio::test]
-async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve() {
-    let (q, _d) = open();
+async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve(q: Arc<dyn Queue>) {
     for a in ["trigger", "trigger", "trigger", "resolve", "trigger", "trigger"] {
         q.accept(inbound(None), vec![alert(a, "k")]).await.unwrap();
     }
@@ -245,9 +285,7 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(states, vec!["collapsed", "collapsed", "delivered", "delivered", "collapsed", "pending"]);
 }
 
-#[tokio::test]
-async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt() {
-    let (q, _d) = open();
+async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(q: Arc<dyn Queue>) {
     let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
     let c = q.claim(now, 10, LEASE).await.unwrap();
@@ -259,9 +297,7 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
     assert_eq!(again[0].attempts, 0);
 }
 
-#[tokio::test]
-async fn dead_letters_are_listed_shown_replayed_and_deleted() {
-    let (q, _d) = open();
+async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("trigger", "gone")]).await.unwrap();
     let mut failed = inbound(None);
@@ -350,4 +386,244 @@ async fn a_version_1_database_is_migrated_in_place() {
     drop(c);
     let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
     assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// Runs a PostgreSQL-only test on a fresh schema, or skips it visibly without DATABASE_URL.
+macro_rules! on_postgres {
+    ($($test:ident),* $(,)?) => {
+        mod postgres_only {
+            $(
+                #[tokio::test]
+                async fn $test() {
+                    let Some(schema) = super::PgSchema::create(stringify!($test)).await else { return };
+                    super::$test(&schema).await;
+                    schema.drop().await;
+                }
+            )*
+        }
+    };
+}
+
+on_postgres!(
+    replicas_never_deliver_one_lane_at_once_and_keep_its_order,
+    an_expired_lease_passes_to_another_replica_but_a_starting_one_leaves_live_leases,
+    replicas_share_delivery_ids,
+    replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
+    an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
+    an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+);
+
+/// Three replicas with two workers each, claiming from one schema at once: a lane is never in
+/// flight twice, and each lane is delivered in the order it was accepted.
+async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgSchema) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    const LANES: usize = 12;
+    const ROUNDS: usize = 3;
+    let replicas = [replica(schema).await, replica(schema).await, replica(schema).await];
+    for round in 0..ROUNDS {
+        for lane in 0..LANES {
+            let via = &replicas[(lane + round) % replicas.len()];
+            let dk = format!("k{lane}");
+            via.accept(inbound(None), vec![alert("trigger", &dk)]).await.unwrap();
+            via.accept(inbound(None), vec![alert("resolve", &dk)]).await.unwrap();
+        }
+    }
+    let total = LANES * ROUNDS * 2;
+    let in_flight = Arc::new(Mutex::new(HashMap::<String, i64>::new()));
+    let delivered = Arc::new(Mutex::new(HashMap::<String, Vec<(i64, String)>>::new()));
+    let overlaps = Arc::new(Mutex::new(Vec::new()));
+    let mut workers = tokio::task::JoinSet::new();
+    for (n, q) in replicas.iter().flat_map(|q| [q.clone(), q.clone()]).enumerate() {
+        let (in_flight, delivered, overlaps) = (in_flight.clone(), delivered.clone(), overlaps.clone());
+        workers.spawn(async move {
+            let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+            while delivered.lock().unwrap().values().map(Vec::len).sum::<usize>() < total {
+                assert!(tokio::time::Instant::now() < deadline, "worker {n}: not everything was delivered");
+                for c in q.claim(now_millis(), 4, LEASE).await.unwrap() {
+                    let dk = c.event.dedup_key().unwrap().to_string();
+                    if let Some(other) = in_flight.lock().unwrap().insert(dk.clone(), c.id) {
+                        overlaps.lock().unwrap().push((dk.clone(), other, c.id));
+                    }
+                    // Let the other workers run while this one "sends".
+                    tokio::task::yield_now().await;
+                    let action = c.event.action().unwrap().as_str().to_string();
+                    delivered.lock().unwrap().entry(dk.clone()).or_default().push((c.id, action));
+                    // Out of the in-flight set before the lease is released: the store forbids
+                    // anyone else this lane until then.
+                    in_flight.lock().unwrap().remove(&dk);
+                    let at = now_millis();
+                    q.finish(c.id, Attempt { at, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+    }
+    while let Some(r) = workers.join_next().await {
+        r.unwrap();
+    }
+    assert!(overlaps.lock().unwrap().is_empty(), "one lane in flight twice: {:?}", overlaps.lock().unwrap());
+    let delivered = delivered.lock().unwrap();
+    assert_eq!(delivered.len(), LANES);
+    for (dk, events) in delivered.iter() {
+        let ids: Vec<_> = events.iter().map(|(id, _)| *id).collect();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{dk} delivered out of order: {ids:?}");
+        let actions: Vec<_> = events.iter().map(|(_, a)| a.as_str()).collect();
+        assert_eq!(actions, ["trigger", "resolve"].repeat(ROUNDS), "{dk}");
+    }
+}
+
+/// A replica that starts does not take events another holds (unlike SQLite's restart); once
+/// the holder's lease runs out (it died), another replica takes the event, and the lane's
+/// next event still waits for it.
+async fn an_expired_lease_passes_to_another_replica_but_a_starting_one_leaves_live_leases(schema: &PgSchema) {
+    let a = replica(schema).await;
+    a.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    let now = now_millis();
+    let held = a.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(held.len(), 1);
+    let b = replica(schema).await;
+    assert!(b.claim(now, 10, LEASE).await.unwrap().is_empty(), "a live lease is respected");
+    let expired = now + LEASE.as_millis() as Millis;
+    let taken = b.claim(expired, 10, LEASE).await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].id, held[0].id, "the trigger, not the resolve behind it");
+}
+
+/// Two replicas receiving the same delivery at once: one stores it, the other reports it.
+async fn replicas_share_delivery_ids(schema: &PgSchema) {
+    let (a, b) = (replica(schema).await, replica(schema).await);
+    let (x, y) = tokio::join!(
+        a.accept(inbound(Some("same")), vec![alert("trigger", "k")]),
+        b.accept(inbound(Some("same")), vec![alert("trigger", "k")])
+    );
+    let mut outcomes = [x.unwrap(), y.unwrap()];
+    outcomes.sort_by_key(|o| matches!(o, Accepted::Duplicate { .. }));
+    let [Accepted::Committed { id, events: 1 }, Accepted::Duplicate { id: dup }] = &outcomes else {
+        panic!("{outcomes:?}")
+    };
+    assert_eq!(id, dup);
+    assert_eq!(a.depth().await.unwrap().0, 1);
+}
+
+async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused(schema: &PgSchema) {
+    let url = Secret::new(schema.url.clone());
+    let (a, b, c) =
+        tokio::join!(PostgresQueue::connect(&url), PostgresQueue::connect(&url), PostgresQueue::connect(&url));
+    for q in [a, b, c] {
+        q.unwrap();
+    }
+    let meta = format!("{}.meta", schema.name);
+    let version = schema
+        .admin
+        .query_one(&format!("SELECT value FROM {meta} WHERE key = 'schema_version'"), &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    assert_eq!(version, postgres::MIGRATIONS.len().to_string());
+    schema.admin.batch_execute(&format!("UPDATE {meta} SET value = '99' WHERE key = 'schema_version'")).await.unwrap();
+    let err = PostgresQueue::connect(&url).await.err().unwrap();
+    assert!(err.to_string().contains("newer"), "{err}");
+}
+
+/// The row a concurrent accept would write into lane `dk`, from another connection.
+async fn insert_raw(c: &impl tokio_postgres::GenericClient, dk: &str, id: Option<i64>) -> i64 {
+    let e = alert("trigger", dk);
+    let (columns, id_value) = match id {
+        Some(id) => ("id, ", format!("{id}, ")),
+        None => ("", String::new()),
+    };
+    let overriding = if id.is_some() { "OVERRIDING SYSTEM VALUE" } else { "" };
+    c.query_one(
+        &format!(
+            "INSERT INTO events ({columns}inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+             {overriding} VALUES ({id_value}'raw', 'alert', $1, $2, 'trigger', $3, $4, 1, 0, 0) RETURNING id"
+        ),
+        &[&e.order_key(), &e.routing_key().expose(), &dk, &e.body().to_string()],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Ids come from a sequence before commit, so without the lane's insert lock a later accept
+/// could commit a smaller id than one already claimed. With it, an accept into a lane whose
+/// earlier accept is still open waits, and gets the larger id.
+async fn an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order(schema: &PgSchema) {
+    let q = replica(schema).await;
+    let (mut raw, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let lane = alert("trigger", "k").order_key().unwrap();
+    let earlier = raw.transaction().await.unwrap();
+    let schema_hash: i32 = earlier.query_one("SELECT hashtext(current_schema())", &[]).await.unwrap().get(0);
+    let keys = [postgres::Lock::Insert.key(schema_hash), postgres::lane_lock(&lane)];
+    earlier.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await.unwrap();
+    let later = tokio::spawn({
+        let q = q.clone();
+        async move { q.accept(inbound(None), vec![alert("resolve", "k")]).await.unwrap() }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let waiting: i64 = schema
+            .admin
+            .query_one(
+                "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'
+                 AND query = 'SELECT pg_advisory_xact_lock($1, $2)'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(!later.is_finished(), "the accept did not wait for the open one in its lane");
+        assert!(tokio::time::Instant::now() < deadline, "the accept never waited on the lane's insert lock");
+        tokio::task::yield_now().await;
+    }
+    let earlier_id = insert_raw(&earlier, "k", None).await;
+    earlier.commit().await.unwrap();
+    later.await.unwrap();
+    let head = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    assert_eq!(head.len(), 1);
+    assert_eq!(head[0].id, earlier_id, "the first to commit goes first");
+    assert_eq!(q.recent(1).await.unwrap()[0].action.as_deref(), Some("resolve"));
+    assert!(q.recent(1).await.unwrap()[0].id > earlier_id);
+}
+
+/// Should an earlier event appear in a lane while a later one is leased (a writer that did not
+/// take the insert lock), the lane still has one event in flight at a time.
+async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound(None), vec![alert("resolve", "k")]).await.unwrap();
+    let now = now_millis();
+    let held = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(held.len(), 1);
+    insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
+    assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
+    q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
+}
+
+#[tokio::test]
+async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_password() {
+    // Port 1 on loopback: refused at once, no server needed.
+    let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
+    let refused = refused.to_string();
+    assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
+    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=require"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(tls.contains("sslmode=require"), "{tls}");
+    let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(bad.contains("not a valid PostgreSQL URL"), "{bad}");
+    for e in [refused, tls, bad] {
+        assert!(!e.contains("hunter2"), "{e}");
+    }
 }

@@ -10,5 +10,6 @@ mod helpers;
 mod hooks;
 mod mappings;
 mod operate;
+mod replicas;
 mod sns;
 mod tidy;

@@ -49,5 +49,7 @@ fn the_queue_and_events_know_nothing_of_http_or_pagerduty_s_client() {
 
 #[test]
 fn nothing_reads_the_process_environment_but_config_loading() {
-    assert_eq!(offenders("std::env::var", |f| f == "config/mod.rs"), Vec::<String>::new());
+    // Unit tests may: the PostgreSQL queue tests find their server in DATABASE_URL.
+    let allowed = |f: &str| f == "config/mod.rs" || f.ends_with("/tests.rs");
+    assert_eq!(offenders("std::env::var", allowed), Vec::<String>::new());
 }

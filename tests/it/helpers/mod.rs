@@ -1,7 +1,10 @@
 //! `spawn_app()` and friends: the production wiring with test settings.
 
 pub mod fake_pagerduty;
+mod pg_schema;
 pub mod sns_kit;
+
+pub use pg_schema::PgSchema;
 
 use fake_pagerduty::FakePagerDuty;
 use hmac::{Hmac, Mac};

@@ -1,0 +1,738 @@
+//! The PostgreSQL queue: one store shared by any number of replicas.
+//!
+//! Each operation is one transaction on a pooled connection; PostgreSQL batches WAL flushes of
+//! concurrent commits itself, so the group commit of the SQLite backend has no counterpart.
+//!
+//! Ordering across replicas rests on two per-lane advisory locks (a lane is an `order_key`):
+//!
+//! - **insert order** (`Lock::Insert`): every transaction that adds events takes its lanes'
+//!   locks, in one global order, before the rows get their ids. Ids come from a sequence at
+//!   insert time, so without it a transaction could take a smaller id and commit after a larger
+//!   one of the same lane had been claimed: the later event would have overtaken it. With it,
+//!   ids within a lane follow commit order, and a committed lane head is the real head.
+//! - **claim** (`Lock::Claim`): a claim takes `pg_try_advisory_xact_lock` on the lane of each
+//!   candidate head and then checks the head again in a fresh snapshot (READ COMMITTED takes one
+//!   per statement), so of two concurrent claims only one examines a lane, and it sees what
+//!   the other committed. Candidates are also row-locked `FOR UPDATE SKIP LOCKED`, which is what
+//!   protects change events (they have no lane).
+//!
+//! A head is handed out only if no other pending event of its lane is earlier or leased.
+//! Leases expire: a dead replica's events become claimable again; nothing releases them early.
+
+use super::{
+    applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
+    QueueError, Route, StoredEvent, StoredInbound,
+};
+use crate::config::Secret;
+use crate::event::Event;
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use std::time::Duration;
+use tokio_postgres::config::SslMode;
+use tokio_postgres::Row;
+
+/// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
+/// transaction that records the new version.
+pub(super) const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE inbound (
+    id          TEXT PRIMARY KEY,
+    source      TEXT NOT NULL,
+    received_at BIGINT NOT NULL,
+    dedupe_id   TEXT,
+    headers     TEXT NOT NULL,
+    query       TEXT NOT NULL,
+    body        BYTEA NOT NULL,
+    status      TEXT NOT NULL,
+    error       TEXT
+);
+CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_failed';
+CREATE TABLE seen (
+    source     TEXT NOT NULL,
+    dedupe_id  TEXT NOT NULL,
+    inbound_id TEXT NOT NULL,
+    seen_at    BIGINT NOT NULL,
+    PRIMARY KEY (source, dedupe_id)
+);
+CREATE TABLE events (
+    id          BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    inbound_id  TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    order_key   TEXT,
+    routing_key TEXT NOT NULL,
+    action      TEXT,
+    dedup_key   TEXT,
+    body        TEXT NOT NULL,
+    format      INTEGER NOT NULL,
+    state       TEXT NOT NULL DEFAULT 'pending',
+    attempts    INTEGER NOT NULL DEFAULT 0,
+    created_at  BIGINT NOT NULL,
+    next_at     BIGINT NOT NULL,
+    lease_until BIGINT NOT NULL DEFAULT 0,
+    last_error  TEXT,
+    done_at     BIGINT
+);
+CREATE INDEX events_pending ON events (id) WHERE state = 'pending';
+CREATE INDEX events_lane ON events (order_key, id) WHERE state = 'pending';
+CREATE INDEX events_dead ON events (done_at) WHERE state = 'dead';
+CREATE INDEX events_inbound ON events (inbound_id);
+CREATE TABLE attempts (
+    id       BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    event_id BIGINT NOT NULL,
+    at       BIGINT NOT NULL,
+    status   INTEGER,
+    detail   TEXT
+);
+CREATE INDEX attempts_event ON attempts (event_id);
+CREATE TABLE routes (
+    dedup_key   TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+    PRIMARY KEY (dedup_key, routing_key)
+);
+"#];
+
+/// Advisory lock classes. Advisory locks are per database, so the first key of
+/// `pg_advisory_xact_lock(int, int)` is the class offset by a hash of the schema: deployments
+/// (or test runs) in separate schemas of one database do not hold each other up.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Lock {
+    Migrate = 0,
+    Insert = 1,
+    Claim = 2,
+}
+
+impl Lock {
+    /// The first lock key of this class in the schema hashed to `schema`.
+    pub(super) fn key(self, schema: i32) -> i32 {
+        schema.wrapping_add(self as i32)
+    }
+}
+
+/// Connections per process: the worker's claims and finishes plus the webhooks being accepted.
+const POOL_SIZE: usize = 16;
+
+/// A pending event may go when no other pending event of its lane is earlier or leased
+/// (`$1` is the claim's `now`).
+const LANE_FREE: &str = "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = 'pending' \
+     AND p.order_key = e.order_key AND p.id <> e.id AND (p.id < e.id OR p.lease_until > $1)))";
+
+const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, \
+     e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
+
+const INSERT_EVENT: &str =
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)";
+
+/// The PostgreSQL queue. Cheap to share: a handle on a connection pool.
+pub struct PostgresQueue {
+    pool: Pool,
+    /// `hashtext(current_schema())`, for the advisory lock keys.
+    schema: i32,
+}
+
+/// A storage error with its causes: tokio-postgres puts the server's message (or the
+/// connection's failure) in the error's source, not in its text.
+fn storage(e: impl std::error::Error) -> QueueError {
+    QueueError::Storage(with_causes(&e))
+}
+
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        // Wrappers often repeat their source's text; say each thing once.
+        if !text.contains(&more) {
+            text = format!("{text}: {more}");
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The advisory lock key of a lane. FNV-1a, not `hashtext`, so that claims and inserts can sort
+/// their locks client-side (no deadlock between transactions locking several lanes) and every
+/// build of pagerhook agrees on it; a collision only makes two lanes wait for each other.
+pub(super) fn lane_lock(order_key: &str) -> i32 {
+    let h = order_key.bytes().fold(0x811c_9dc5_u32, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193));
+    h as i32
+}
+
+impl PostgresQueue {
+    /// Connects to `url` and brings the schema to this build's version. Safe when several
+    /// replicas start at once: migrations run one after the other under an advisory lock.
+    pub async fn connect(url: &Secret) -> Result<PostgresQueue, QueueError> {
+        let mut pg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
+            // The parse error names the option, never the value; the URL itself is not echoed.
+            QueueError::Storage(format!("storage.url is not a valid PostgreSQL URL: {}", with_causes(&e)))
+        })?;
+        if pg.get_ssl_mode() == SslMode::Require {
+            return Err(QueueError::Storage(
+                "storage.url asks for TLS (sslmode=require), which pagerhook cannot do yet: \
+                 use sslmode=disable with the database on a private network"
+                    .into(),
+            ));
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(Duration::from_secs(5));
+        }
+        pg.application_name("pagerhook");
+        let manager =
+            Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .wait_timeout(Some(Duration::from_secs(10)))
+            .create_timeout(Some(Duration::from_secs(10)))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(storage)?;
+        let mut q = PostgresQueue { pool, schema: 0 };
+        q.schema = q.migrate().await?;
+        Ok(q)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client, QueueError> {
+        self.pool
+            .get()
+            .await
+            .map_err(|e| QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {}", with_causes(&e))))
+    }
+
+    /// Brings the schema to the newest version this build knows (refusing a newer one) and
+    /// returns the schema's lock hash.
+    async fn migrate(&self) -> Result<i32, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.get(0);
+        let schema = schema.ok_or_else(|| {
+            QueueError::Storage(
+                "no schema of storage.url's search_path exists: create it, or fix the search_path option".into(),
+            )
+        })?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&Lock::Migrate.key(schema)]).await.map_err(storage)?;
+        tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
+            .await
+            .map_err(storage)?;
+        let version: Option<String> = tx
+            .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
+            .await
+            .map_err(storage)?
+            .map(|r| r.get(0));
+        let version = applied_migrations(version.as_deref(), MIGRATIONS.len()).map_err(QueueError::Storage)?;
+        for m in &MIGRATIONS[version..] {
+            tx.batch_execute(m).await.map_err(storage)?;
+        }
+        if version < MIGRATIONS.len() {
+            tx.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                &[&MIGRATIONS.len().to_string()],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(schema)
+    }
+}
+
+/// Queues `events` for `inbound_id` with sticky routing (as in SQLite), holding the insert
+/// locks of their lanes so that ids follow commit order within each lane.
+async fn insert_events(
+    tx: &Transaction<'_>,
+    schema: i32,
+    inbound_id: &str,
+    events: &[Event],
+    at: Millis,
+) -> Result<(), tokio_postgres::Error> {
+    let mut routed = Vec::with_capacity(events.len());
+    for e in events {
+        routed.push(match Route::of(e) {
+            Route::Record(dk) => {
+                let stmt = tx
+                    .prepare_cached(
+                        "INSERT INTO routes (dedup_key, routing_key, at) VALUES ($1, $2, $3)
+                         ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+                    )
+                    .await?;
+                tx.execute(&stmt, &[&dk, &e.routing_key().expose(), &at]).await?;
+                e.clone()
+            }
+            Route::Lookup(dk) => {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT routing_key, bool_or(routing_key = $2) OVER () FROM routes WHERE dedup_key = $1
+                         ORDER BY at DESC, seq DESC LIMIT 1",
+                    )
+                    .await?;
+                let found = tx.query_opt(&stmt, &[&dk, &e.routing_key().expose()]).await?;
+                sticky(e, sticky_key(found.map(|r| (r.get(0), r.get(1)))))
+            }
+            Route::AsIs => e.clone(),
+        });
+    }
+    let lanes: Vec<String> = routed.iter().filter_map(Event::order_key).collect();
+    lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
+    let insert = tx.prepare_cached(INSERT_EVENT).await?;
+    for e in &routed {
+        tx.execute(
+            &insert,
+            &[
+                &inbound_id,
+                &e.kind().as_str(),
+                &e.order_key(),
+                &e.routing_key().expose(),
+                &e.action().map(|a| a.as_str()),
+                &e.dedup_key().map(|k| k.as_str()),
+                &e.body().to_string(),
+                &at,
+            ],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Takes the insert locks of these lanes, in ascending key order so that two transactions
+/// locking overlapping lanes cannot deadlock.
+async fn lock_lanes<'a>(
+    tx: &Transaction<'_>,
+    schema: i32,
+    lanes: impl Iterator<Item = &'a str>,
+) -> Result<(), tokio_postgres::Error> {
+    let mut keys: Vec<i32> = lanes.map(lane_lock).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    for k in keys {
+        tx.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&Lock::Insert.key(schema), &k]).await?;
+    }
+    Ok(())
+}
+
+fn stored_event(r: &Row) -> StoredEvent {
+    StoredEvent {
+        id: r.get(0),
+        kind: r.get(1),
+        order_key: r.get(2),
+        routing_key: r.get(3),
+        action: r.get(4),
+        body: r.get(5),
+        attempts: r.get::<_, i32>(6).max(0) as u32,
+        created_at: r.get(7),
+        inbound_id: r.get(8),
+        due: r.get(9),
+    }
+}
+
+/// Leases up to `limit` lane heads, collapsing consecutive due triggers as SQLite does.
+async fn claim_in(
+    tx: &Transaction<'_>,
+    schema: i32,
+    now: Millis,
+    limit: usize,
+    until: Millis,
+) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+    let candidates = tx
+        .query(
+            &format!(
+                "SELECT {ROW_COLUMNS} FROM events e
+                 WHERE e.state = 'pending' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}
+                 ORDER BY e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED"
+            ),
+            &[&now, &(limit as i64)],
+        )
+        .await?;
+    let recheck = tx
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM events e
+             WHERE e.id = $2 AND e.state = 'pending' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}"
+        ))
+        .await?;
+    let next_in_lane = tx
+        .prepare_cached(&format!(
+            "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = 'pending' AND e.order_key = $2 AND e.id > $3
+             ORDER BY e.id LIMIT 1"
+        ))
+        .await?;
+    let collapse = tx
+        .prepare_cached(
+            "UPDATE events SET state = 'collapsed', lease_until = 0, done_at = $2, last_error = $3 WHERE id = $1",
+        )
+        .await?;
+    let lease = tx.prepare_cached("UPDATE events SET lease_until = $2 WHERE id = $1").await?;
+    let mut out = Vec::with_capacity(candidates.len());
+    for candidate in candidates {
+        let mut head = stored_event(&candidate);
+        if let Some(lane) = head.order_key.clone() {
+            let keys = [Lock::Claim.key(schema), lane_lock(&lane)];
+            let locked: bool =
+                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.get(0);
+            if !locked {
+                continue; // another replica is claiming in this lane right now
+            }
+            // The candidate list's snapshot predates the lock: look again.
+            let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
+            head = stored_event(&row);
+        }
+        let mut superseded = Vec::new();
+        while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
+            let Some(next) = tx.query_opt(&next_in_lane, &[&now, &lane, &head.id]).await? else { break };
+            let next = stored_event(&next);
+            if !head.collapses_into(&next) {
+                break;
+            }
+            tx.execute(&collapse, &[&head.id, &now, &format!("collapsed into event {}", next.id)]).await?;
+            superseded.push(head.id);
+            head = next;
+        }
+        tx.execute(&lease, &[&head.id, &until]).await?;
+        out.extend(head.into_claimed(superseded));
+    }
+    Ok(out)
+}
+
+/// Both kinds of dead letter as one relation; `$1` filters by source (NULL: all).
+const DEAD_LETTERS: &str = "
+    SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
+           COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
+    FROM events e JOIN inbound i ON i.id = e.inbound_id
+    WHERE e.state = 'dead' AND ($1::text IS NULL OR i.source = $1)
+    UNION ALL
+    SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+    FROM inbound i
+    WHERE i.status = 'mapping_failed' AND ($1::text IS NULL OR i.source = $1)";
+
+fn dead_letter_row(r: &Row) -> DeadLetter {
+    DeadLetter {
+        id: r.get(0),
+        kind: r.get(1),
+        source: r.get(2),
+        inbound_id: r.get(3),
+        at: r.get(4),
+        reason: r.get(5),
+        action: r.get(6),
+        dedup_key: r.get(7),
+        attempts: r.get::<_, i32>(8).max(0) as u32,
+    }
+}
+
+#[async_trait]
+impl Queue for PostgresQueue {
+    async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        if let Some(d) = &i.dedupe_id {
+            // The primary key makes the check hold across replicas: of two concurrent inserts
+            // one waits for the other's commit, then finds the row.
+            let n = tx
+                .execute(
+                    "INSERT INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&i.source, d, &i.id, &i.received_at],
+                )
+                .await
+                .map_err(storage)?;
+            if n == 0 {
+                let id: String = tx
+                    .query_one("SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2", &[&i.source, d])
+                    .await
+                    .map_err(storage)?
+                    .get(0);
+                return Ok(Accepted::Duplicate { id });
+            }
+        }
+        let (status, error) = status_columns(&i.status);
+        tx.execute(
+            "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            &[
+                &i.id,
+                &i.source,
+                &i.received_at,
+                &i.dedupe_id,
+                &i.headers.to_string(),
+                &i.query,
+                &i.body.as_ref(),
+                &status,
+                &error,
+            ],
+        )
+        .await
+        .map_err(storage)?;
+        insert_events(&tx, self.schema, &i.id, &events, i.received_at).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(Accepted::Committed { id: i.id, events: events.len() })
+    }
+
+    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+        let until = now + lease.as_millis() as Millis;
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let claimed = claim_in(&tx, self.schema, now, limit, until).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(claimed)
+    }
+
+    async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let status = attempt.status.map(i32::from);
+        tx.execute(
+            "INSERT INTO attempts (event_id, at, status, detail) VALUES ($1, $2, $3, $4)",
+            &[&id, &attempt.at, &status, &attempt.detail],
+        )
+        .await
+        .map_err(storage)?;
+        let (sql, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &finish {
+            Finish::Delivered => (
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
+                vec![&id, &attempt.at],
+            ),
+            Finish::RetryAt(at) => (
+                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $2, last_error = $3 WHERE id = $1",
+                vec![&id, at, &attempt.detail],
+            ),
+            Finish::Dead(reason) => (
+                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $2, last_error = $3 WHERE id = $1",
+                vec![&id, &attempt.at, reason],
+            ),
+        };
+        tx.execute(sql, &params).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)
+    }
+
+    async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
+        // Future times only (see the trait); a lease another replica holds counts, so its
+        // expiry wakes this one.
+        let c = self.client().await?;
+        let sql = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
+                   WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
+        Ok(c.query_one(sql, &[&super::now_millis()]).await.map_err(storage)?.get(0))
+    }
+
+    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(
+                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error
+                 FROM events e JOIN inbound i ON i.id = e.inbound_id ORDER BY e.id DESC LIMIT $1",
+                &[&(limit as i64)],
+            )
+            .await
+            .map_err(storage)?;
+        Ok(rows
+            .iter()
+            .map(|r| EventSummary {
+                id: r.get(0),
+                inbound_id: r.get(1),
+                source: r.get(2),
+                kind: r.get(3),
+                action: r.get(4),
+                dedup_key: r.get(5),
+                state: r.get(6),
+                attempts: r.get::<_, i32>(7).max(0) as u32,
+                created_at: r.get(8),
+                last_error: r.get(9),
+            })
+            .collect())
+    }
+
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        // Dead events stay until replayed or deleted; what replaced them is history.
+        const DONE: &str = "state IN ('delivered', 'collapsed', 'replayed') AND done_at < $1";
+        let statements = [
+            format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
+            format!("DELETE FROM events WHERE {DONE}"),
+            "DELETE FROM inbound WHERE received_at < $1 AND status != 'mapping_failed'
+             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)"
+                .to_string(),
+            "DELETE FROM seen WHERE seen_at < $1".to_string(),
+            "DELETE FROM routes WHERE at < $1".to_string(),
+        ];
+        let mut n = 0;
+        for sql in &statements {
+            n += tx.execute(sql, &[&before]).await.map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(n)
+    }
+
+    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
+        let c = self.client().await?;
+        let r = c
+            .query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[])
+            .await
+            .map_err(storage)?;
+        Ok((r.get::<_, i64>(0) as u64, r.get(1)))
+    }
+
+    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
+        let c = self.client().await?;
+        c.execute(
+            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2) WHERE id = $1 AND state = 'pending'",
+            &[&id, &until],
+        )
+        .await
+        .map_err(storage)?;
+        Ok(())
+    }
+
+    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        let c = self.client().await?;
+        let rows = c
+            .query(&format!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2"), &[&source, &(limit as i64)])
+            .await
+            .map_err(storage)?;
+        Ok(rows.iter().map(dead_letter_row).collect())
+    }
+
+    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
+        let c = self.client().await?;
+        let letter = c
+            .query_opt(&format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2"), &[&None::<String>, &id.to_string()])
+            .await
+            .map_err(storage)?;
+        let Some(letter) = letter.as_ref().map(dead_letter_row) else { return Ok(None) };
+        let (event, attempt_log) = match id {
+            DeadId::Event(n) => {
+                let body: String =
+                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.get(0);
+                let log = c
+                    .query("SELECT at, status, detail FROM attempts WHERE event_id = $1 ORDER BY id", &[&n])
+                    .await
+                    .map_err(storage)?
+                    .iter()
+                    .map(|r| AttemptRecord {
+                        at: r.get(0),
+                        status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
+                        detail: r.get(2),
+                    })
+                    .collect();
+                (serde_json::from_str(&body).ok(), log)
+            }
+            DeadId::Inbound(_) => (None, Vec::new()),
+        };
+        let r = c
+            .query_one("SELECT headers, body FROM inbound WHERE id = $1", &[&letter.inbound_id])
+            .await
+            .map_err(storage)?;
+        let (headers, payload): (String, Vec<u8>) = (r.get(0), r.get(1));
+        Ok(Some(DeadLetterDetail {
+            letter,
+            event,
+            attempt_log,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            payload: String::from_utf8_lossy(&payload).into_owned(),
+        }))
+    }
+
+    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        // Marking it first takes the row lock: of two replays of one event, the second finds
+        // it no longer dead and copies nothing.
+        let Some(dead) = tx
+            .query_opt(
+                "UPDATE events SET state = 'replayed', done_at = $2 WHERE id = $1 AND state = 'dead' RETURNING order_key",
+                &[&id, &now],
+            )
+            .await
+            .map_err(storage)?
+        else {
+            return Ok(None);
+        };
+        let lane: Option<String> = dead.get(0);
+        lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await.map_err(storage)?;
+        let new_id: i64 = tx
+            .query_one(
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2
+                 FROM events WHERE id = $1 RETURNING id",
+                &[&id, &now],
+            )
+            .await
+            .map_err(storage)?
+            .get(0);
+        tx.execute(
+            "UPDATE events SET last_error = last_error || $2 WHERE id = $1",
+            &[&id, &format!(" (replayed as event {new_id})")],
+        )
+        .await
+        .map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(Some(new_id))
+    }
+
+    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
+        let c = self.client().await?;
+        let row = c
+            .query_opt("SELECT id, source, headers, query, body, status, error FROM inbound WHERE id = $1", &[&id])
+            .await
+            .map_err(storage)?;
+        Ok(row.map(|r| {
+            let headers: String = r.get(2);
+            let body: Vec<u8> = r.get(4);
+            let status: String = r.get(5);
+            StoredInbound {
+                id: r.get(0),
+                source: r.get(1),
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                query: r.get(3),
+                body: body.into(),
+                status: status_from_columns(&status, r.get(6)),
+            }
+        }))
+    }
+
+    async fn remap(
+        &self,
+        id: String,
+        status: InboundStatus,
+        events: Vec<Event>,
+        now: Millis,
+    ) -> Result<Option<usize>, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let (status, error) = status_columns(&status);
+        // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
+        let n = tx
+            .execute(
+                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status = 'mapping_failed'",
+                &[&id, &status, &error],
+            )
+            .await
+            .map_err(storage)?;
+        if n == 0 {
+            return Ok(None);
+        }
+        insert_events(&tx, self.schema, &id, &events, now).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(Some(events.len()))
+    }
+
+    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let n = match &id {
+            DeadId::Event(n) => {
+                tx.execute(
+                    "DELETE FROM attempts WHERE event_id = $1 AND EXISTS (SELECT 1 FROM events WHERE id = $1 AND state = 'dead')",
+                    &[n],
+                )
+                .await
+                .map_err(storage)?;
+                tx.execute("DELETE FROM events WHERE id = $1 AND state = 'dead'", &[n]).await.map_err(storage)?
+            }
+            DeadId::Inbound(s) => tx
+                .execute("DELETE FROM inbound WHERE id = $1 AND status = 'mapping_failed'", &[s])
+                .await
+                .map_err(storage)?,
+        };
+        tx.commit().await.map_err(storage)?;
+        Ok(n > 0)
+    }
+}

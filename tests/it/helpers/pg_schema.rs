@@ -1,0 +1,40 @@
+//! A fresh PostgreSQL schema per test, on the server `DATABASE_URL` names. Shared by the
+//! integration tests and, through `#[path]`, by the queue's unit tests (`src/queue/tests.rs`).
+
+/// A schema of one test's own; dropped by [`PgSchema::drop`] when the test passed, kept for
+/// inspection when it failed.
+pub struct PgSchema {
+    /// A connection outside the schema: name its tables `<name>.<table>`.
+    pub admin: tokio_postgres::Client,
+    pub name: String,
+    /// `DATABASE_URL` with the schema as `search_path`: its connections work in the schema.
+    pub url: String,
+}
+
+impl PgSchema {
+    /// `None`, with a note that the test harness does not swallow, when DATABASE_URL is unset
+    /// (`.ci/run` sets it); a server that is named but unreachable fails the test.
+    pub async fn create(test: &str) -> Option<PgSchema> {
+        let Ok(base) = std::env::var("DATABASE_URL") else {
+            // Straight to stderr, past the harness's capture: a skip must be seen.
+            let note = format!("SKIPPED on PostgreSQL: {test} (set DATABASE_URL to run it; .ci/run does)\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+            return None;
+        };
+        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
+        tokio::spawn(conn);
+        let name = format!("pagerhook_test_{}", uuid::Uuid::new_v4().simple());
+        admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
+        eprintln!("{test}: PostgreSQL schema {name}");
+        let sep = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{sep}options=-c%20search_path%3D{name}");
+        Some(PgSchema { admin, name, url })
+    }
+
+    /// Drops the schema and everything in it.
+    pub async fn drop(self) {
+        self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
+    }
+}

@@ -1,0 +1,189 @@
+//! Several replicas of the real binary on one PostgreSQL schema, load spread across them, one
+//! killed with SIGKILL mid-run: every accepted event still reaches PagerDuty, each key's
+//! trigger before its resolve, and never from two replicas at once. Needs DATABASE_URL.
+
+use crate::helpers::fake_pagerduty::FakePagerDuty;
+use crate::helpers::{base_config, bearer_source, serve_binary, write_binary_config, PgSchema, HOOK_TOKEN};
+use rand::Rng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Child;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const REPLICAS: usize = 3;
+const KEYS: usize = 60;
+/// Senders at once; each sends one key's trigger, then its resolve.
+const SENDERS: usize = 12;
+
+struct Replica {
+    dir: tempfile::TempDir,
+    child: Child,
+    hooks: String,
+    /// The fake's listener it sends to.
+    via: usize,
+}
+
+/// Sends `action` for key `k` to replica `first`, or the next live one, until one accepts;
+/// returns the replica that did.
+async fn send(http: &reqwest::Client, hooks: &[String], first: usize, k: usize, action: &str) -> usize {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        for r in (0..hooks.len()).map(|i| (first + i) % hooks.len()) {
+            let res = http
+                .post(&hooks[r])
+                .bearer_auth(HOOK_TOKEN)
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"k": {k}, "action": "{action}"}}"#))
+                .send()
+                .await;
+            if res.is_ok_and(|r| r.status() == 202) {
+                return r;
+            }
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no replica accepted {action} of key {k}");
+    }
+}
+
+#[tokio::test]
+async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() {
+    let Some(db) = PgSchema::create("replicas").await else { return };
+    let fake = FakePagerDuty::start().await;
+    // Long enough that a replica is always mid-request, and that two replicas sending one
+    // key would overlap at the fake.
+    fake.delay_answers(Duration::from_millis(100));
+    let mapping_dir = tempfile::tempdir().unwrap();
+    let mapping = mapping_dir.path().join("replicas.toml");
+    std::fs::write(
+        &mapping,
+        "[[rule]]\nname = \"n\"\nemit = \"alert\"\naction = \"{{body.action}}\"\ndedup_key = \"k-{{body.k}}\"\nsummary = \"key {{body.k}}\"\nsource = \"replicas-test\"\n",
+    )
+    .unwrap();
+
+    let mut replicas = Vec::new();
+    for n in 0..REPLICAS {
+        let dir = tempfile::tempdir().unwrap();
+        // Each replica reaches the fake through a listener of its own: `via` names the sender.
+        let (via, events_url) = fake.another_listener();
+        let text = (base_config(dir.path(), &events_url).replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
+            + &bearer_source("load", &mapping))
+            .replace(
+                &format!("path = \"{}\"", dir.path().join("pagerhook.db").display()),
+                &format!("url = \"{}\"", db.url),
+            )
+            // A short lease, so the killed replica's events pass to the others quickly.
+            .replace("[delivery]\n", "[delivery]\nlease = \"3s\"\n");
+        assert!(text.contains("url = "), "the replica uses PostgreSQL");
+        let (base, admin) = write_binary_config(dir.path(), &text);
+        let child = serve_binary(dir.path(), &admin, &format!("serve-{n}.log")).await;
+        replicas.push(Replica { dir, child, hooks: format!("{base}/hooks/load"), via });
+    }
+    let hooks: Arc<Vec<String>> = Arc::new(replicas.iter().map(|r| r.hooks.clone()).collect());
+
+    // key -> actions accepted; replica -> requests it accepted.
+    let accepted = Arc::new(Mutex::new(BTreeMap::<usize, Vec<&'static str>>::new()));
+    let per_replica = Arc::new(Mutex::new([0usize; REPLICAS]));
+    let next_key = Arc::new(AtomicUsize::new(0));
+    let mut senders = tokio::task::JoinSet::new();
+    for _ in 0..SENDERS {
+        let (accepted, per_replica, next_key, hooks) =
+            (accepted.clone(), per_replica.clone(), next_key.clone(), hooks.clone());
+        senders.spawn(async move {
+            let http = reqwest::Client::builder().timeout(Duration::from_secs(5)).build().unwrap();
+            loop {
+                let k = next_key.fetch_add(1, Ordering::SeqCst);
+                if k >= KEYS {
+                    return;
+                }
+                for (i, action) in ["trigger", "resolve"].into_iter().enumerate() {
+                    let by = send(&http, &hooks, k + i, k, action).await;
+                    per_replica.lock().unwrap()[by] += 1;
+                    accepted.lock().unwrap().entry(k).or_default().push(action);
+                }
+            }
+        });
+    }
+
+    // SIGKILL the first replica at a random point of the run, while it is sending: the events
+    // it holds must pass to the others when their lease runs out.
+    let target = rand::thread_rng().gen_range(KEYS / 2..KEYS);
+    let via0 = replicas[0].via;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let in_flight_at_kill = loop {
+        assert!(tokio::time::Instant::now() < deadline, "load stalled, or replica 0 never sent anything");
+        if accepted.lock().unwrap().values().map(Vec::len).sum::<usize>() >= target && fake.busy(via0) > 0 {
+            // Held, what it is sending now cannot be answered before the kill.
+            fake.hold(via0);
+            match fake.busy(via0) {
+                0 => fake.release(via0),
+                n => break n,
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    };
+    replicas[0].child.kill().unwrap();
+    replicas[0].child.wait().unwrap();
+    while let Some(r) = senders.join_next().await {
+        r.unwrap();
+    }
+
+    let accepted = accepted.lock().unwrap().clone();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let missing = loop {
+        let received: BTreeSet<(String, String)> = fake
+            .received()
+            .iter()
+            .filter_map(|r| Some((r.dedup_key()?.to_string(), r.action()?.to_string())))
+            .collect();
+        let missing: Vec<_> = accepted
+            .iter()
+            .flat_map(|(k, actions)| actions.iter().map(move |a| (format!("k-{k}"), a.to_string())))
+            .filter(|want| !received.contains(want))
+            .collect();
+        if missing.is_empty() || tokio::time::Instant::now() > deadline {
+            break missing;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    for r in &mut replicas[1..] {
+        r.child.kill().unwrap();
+        r.child.wait().unwrap();
+    }
+
+    let received = fake.received();
+    let cut_off: BTreeSet<_> = received.iter().filter(|r| r.via == via0).map(|r| r.body.to_string()).collect();
+    let taken_over = received.iter().filter(|r| r.via != via0 && cut_off.contains(&r.body.to_string())).count();
+    let delivered_by: Vec<usize> = replicas
+        .iter()
+        .enumerate()
+        .map(|(n, r)| {
+            let log = std::fs::read_to_string(r.dir.path().join(format!("serve-{n}.log"))).unwrap();
+            log.lines().filter(|l| l.contains("delivery attempt")).count()
+        })
+        .collect();
+    eprintln!(
+        "replicas test: {} accepted ({:?} per replica), killed replica 0 while it sent {in_flight_at_kill}; \
+         {taken_over} of its requests sent again by others; {} requests in all, attempts logged per replica {delivered_by:?}",
+        accepted.values().map(Vec::len).sum::<usize>(),
+        per_replica.lock().unwrap(),
+        received.len(),
+    );
+    assert!(missing.is_empty(), "accepted with a 2xx but never delivered: {missing:?}");
+    assert_eq!(accepted.len(), KEYS);
+    assert!(per_replica.lock().unwrap().iter().all(|n| *n > 0), "every replica took webhooks");
+    assert!(delivered_by[1] > 0 && delivered_by[2] > 0, "the survivors both delivered: {delivered_by:?}");
+    for k in 0..KEYS {
+        let key = format!("k-{k}");
+        let actions: Vec<_> =
+            received.iter().filter(|r| r.dedup_key() == Some(&key)).filter_map(|r| r.action()).collect();
+        let last_trigger = actions.iter().rposition(|a| *a == "trigger");
+        let first_resolve = actions.iter().position(|a| *a == "resolve");
+        assert!(
+            matches!((last_trigger, first_resolve), (Some(t), Some(r)) if t < r),
+            "{key}: a resolve reached PagerDuty before its trigger: {actions:?}"
+        );
+    }
+    assert!(fake.overlaps().is_empty(), "keys sent by two replicas at once: {:?}", fake.overlaps());
+    assert!(taken_over > 0, "what the killed replica was sending was sent again by another");
+    db.drop().await;
+}
