@@ -101,7 +101,10 @@ impl Worker {
             };
             tokio::select! {
                 _ = self.wake.notified() => {}
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {}
+                Some(_) = inflight.join_next(), if !inflight.is_empty() => {
+                    // Collect every attempt that ended meanwhile: one claim refills them all.
+                    while inflight.try_join_next().is_some() {}
+                }
                 _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
                 _ = shutdown.changed() => {}
             }

@@ -2,7 +2,7 @@
 //! every request that got a 2xx must still reach PagerDuty (at least once).
 
 use crate::helpers::fake_pagerduty::FakePagerDuty;
-use crate::helpers::{base_config, bearer_source, serve_binary, write_binary_config, HOOK_TOKEN};
+use crate::helpers::{base_config, bearer_source, serve_binary, write_binary_config, HOOK_TOKEN, NUMBERED};
 use rand::Rng;
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -17,11 +17,7 @@ async fn every_accepted_request_is_delivered_despite_sigkill() {
     let fake = FakePagerDuty::start().await;
     let dir = tempfile::tempdir().unwrap();
     let mapping = dir.path().join("crash.toml");
-    std::fs::write(
-        &mapping,
-        "[[rule]]\nname = \"n\"\nemit = \"alert\"\naction = \"trigger\"\ndedup_key = \"n-{{body.n}}\"\nsummary = \"event {{body.n}}\"\nsource = \"crash-test\"\n",
-    )
-    .unwrap();
+    std::fs::write(&mapping, NUMBERED).unwrap();
     let text = base_config(dir.path(), &fake.url).replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
         + &bearer_source("load", &mapping);
     let (base, admin) = write_binary_config(dir.path(), &text);
@@ -43,7 +39,7 @@ async fn every_accepted_request_is_delivered_despite_sigkill() {
                         .post(&hooks)
                         .bearer_auth(HOOK_TOKEN)
                         .header("content-type", "application/json")
-                        .body(format!(r#"{{"n": {n}}}"#))
+                        .body(format!(r#"{{"n": {n}, "action": "trigger"}}"#))
                         .send()
                         .await;
                     if res.is_ok_and(|r| r.status() == 202) {

@@ -3,7 +3,7 @@
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
 use crate::helpers::{
     bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
-    TEAM_A_KEY,
+    NUMBERED, TEAM_A_KEY,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -97,17 +97,6 @@ async fn dry_run_records_events_as_delivered_without_sending() {
     assert!(fake.received().is_empty(), "dry run sends nothing");
     app.stop().await;
 }
-
-/// A mapping for [`bearer_source`]s: `{"n": 1, "action": "trigger"}` → an alert on dedup_key `n-1`.
-const NUMBERED: &str = r#"
-[[rule]]
-name = "numbered"
-emit = "alert"
-action = "{{body.action}}"
-dedup_key = "n-{{body.n}}"
-summary = "event {{body.n}}"
-source = "pagerhook-tests"
-"#;
 
 /// The app with a `load` source mapped by `mapping` (written to `numbered.toml` in its dir)
 /// and `delivery` lines added to `[delivery]`.

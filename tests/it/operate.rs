@@ -3,22 +3,12 @@
 use crate::helpers::fake_pagerduty::FakePagerDuty;
 use crate::helpers::{
     base_config, bearer_source, eventually, fixture, serve_binary, signal, spawn_app, spawn_app_in,
-    write_binary_config, TestApp, GITHUB_SECRET, HOOK_TOKEN, INTEGRATION_KEY,
+    write_binary_config, TestApp, GITHUB_SECRET, HOOK_TOKEN, INTEGRATION_KEY, NUMBERED,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-const MAPPING: &str = r#"
-[[rule]]
-name = "numbered"
-emit = "alert"
-action = "trigger"
-dedup_key = "n-{{body.n}}"
-summary = "event {{body.n}}"
-source = "pagerhook-tests"
-"#;
 
 /// The `/metrics` text.
 async fn scrape(app: &TestApp) -> String {
@@ -70,7 +60,7 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
 async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     let app = spawn_app_in(|text, dir| {
         let path = dir.join("numbered.toml");
-        std::fs::write(&path, MAPPING).unwrap();
+        std::fs::write(&path, NUMBERED).unwrap();
         format!("{text}{}", bearer_source("load", &path))
     })
     .await;
@@ -81,23 +71,23 @@ async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     };
 
     // Edited on disk: the watcher reloads it without a signal.
-    std::fs::write(&mapping, MAPPING.replace("event {{body.n}}", "v2 event {{body.n}}")).unwrap();
+    std::fs::write(&mapping, NUMBERED.replace("event {{body.n}}", "v2 event {{body.n}}")).unwrap();
     eventually("the edited mapping is reloaded", || async { reloads("ok").await.filter(|n| *n >= 1.0) }).await;
-    assert_eq!(app.post_bearer("load", &json!({"n": 1})).await.status, 202);
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
     assert_eq!(app.fake.wait_for(1, WAIT).await[0].summary(), Some("v2 event 1"));
 
     // A mapping that does not compile is refused; the running one stays.
     std::fs::write(&mapping, "[[rule]]\nname = \"broken\"\nemit = \"alert\"\nsummary = \"{{#if}}\"\n").unwrap();
     eventually("the broken mapping is refused", || async { reloads("error").await.filter(|n| *n >= 1.0) }).await;
     assert!(app.app.as_ref().unwrap().reload().await.is_err());
-    assert_eq!(app.post_bearer("load", &json!({"n": 2})).await.status, 202);
+    assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
     assert_eq!(app.fake.wait_for(2, WAIT).await[1].summary(), Some("v2 event 2"));
 }
 
 /// The binary, on a config with a bearer source and the fake PagerDuty at `events_url`.
 async fn serve(dir: &std::path::Path, events_url: &str, log: &str) -> (std::process::Child, String, String) {
     let mapping = dir.join("numbered.toml");
-    std::fs::write(&mapping, MAPPING).unwrap();
+    std::fs::write(&mapping, NUMBERED).unwrap();
     let (base, admin) = write_binary_config(dir, &(base_config(dir, events_url) + &bearer_source("load", &mapping)));
     let child = serve_binary(dir, &admin, log).await;
     (child, base, admin)
@@ -138,7 +128,7 @@ async fn logs_are_json_lines_tied_by_ids_and_never_carry_secrets_or_refused_bodi
     let accepted: Value = http
         .post(format!("{base}/hooks/load"))
         .bearer_auth(HOOK_TOKEN)
-        .json(&json!({"n": 1}))
+        .json(&json!({"n": 1, "action": "trigger"}))
         .send()
         .await
         .unwrap()
@@ -183,7 +173,12 @@ async fn sigterm_finishes_and_leaves_undelivered_events_queued() {
     let dir = tempfile::tempdir().unwrap();
     let (mut child, base, admin) = serve(dir.path(), &dead_url, "serve.log").await;
     let http = reqwest::Client::new();
-    let res = http.post(format!("{base}/hooks/load")).bearer_auth(HOOK_TOKEN).json(&json!({"n": 1})).send().await;
+    let res = http
+        .post(format!("{base}/hooks/load"))
+        .bearer_auth(HOOK_TOKEN)
+        .json(&json!({"n": 1, "action": "trigger"}))
+        .send()
+        .await;
     assert_eq!(res.unwrap().status().as_u16(), 202);
     signal(&child, "TERM");
     assert!(exit_status(&mut child).await.success(), "a clean exit on SIGTERM");

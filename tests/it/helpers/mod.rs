@@ -147,6 +147,17 @@ pub const TEAM_A_KEY: &str = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
 /// Bearer token of the `[[source]]` that [`bearer_source`] adds.
 pub const HOOK_TOKEN: &str = "hook-token";
 
+/// A mapping for [`bearer_source`]s: `{"n": 1, "action": "trigger"}` → an alert on dedup_key `n-1`.
+pub const NUMBERED: &str = r#"
+[[rule]]
+name = "numbered"
+emit = "alert"
+action = "{{body.action}}"
+dedup_key = "n-{{body.n}}"
+summary = "event {{body.n}}"
+source = "pagerhook-tests"
+"#;
+
 /// A `kind = "generic"` source named `name` with bearer auth ([`HOOK_TOKEN`]) and one mapping file.
 pub fn bearer_source(name: &str, mapping: &Path) -> String {
     format!(
