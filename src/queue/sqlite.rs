@@ -95,7 +95,8 @@ const LANE_HEAD: &str =
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Cmd {
-    Accept(Box<NewInbound>, Vec<Event>, oneshot::Sender<Result<Accepted, QueueError>>),
+    Accept(Box<NewInbound>, Vec<Event>, Reply),
+    Finish(i64, Box<(Attempt, Finish)>, oneshot::Sender<Result<(), QueueError>>),
     Run(Job),
 }
 
@@ -192,7 +193,8 @@ fn checkpoint_periodically(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-/// The connection thread: runs jobs in order, batching consecutive accepts into one commit.
+/// The connection thread: runs jobs in order, batching consecutive writes (accepts and
+/// delivery outcomes) into one transaction: group commit.
 fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) {
     const MAX_BATCH: usize = 512;
     while let Ok(first) = rx.recv() {
@@ -203,15 +205,15 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) 
                 job(&mut conn);
                 continue;
             }
-            Cmd::Accept(i, e, r) => batch.push((i, e, r)),
+            write => batch.push(write),
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
-                Ok(Cmd::Accept(i, e, r)) => batch.push((i, e, r)),
                 Ok(Cmd::Run(job)) => {
                     after = Some(job);
                     break;
                 }
+                Ok(write) => batch.push(write),
                 Err(_) => break,
             }
         }
@@ -224,8 +226,15 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) 
 
 type Reply = oneshot::Sender<Result<Accepted, QueueError>>;
 
-fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>, durability: Durability) {
-    let fsync = durability == Durability::Fsync;
+/// A write's answer, sent only once the batch's commit is known.
+enum Answer {
+    Accept(Reply, Result<Accepted, QueueError>),
+    Finish(oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>),
+}
+
+fn commit_batch(conn: &mut Connection, batch: Vec<Cmd>, durability: Durability) {
+    // Only accepts carry a promise to a sender (the 2xx); they alone wait for the disk.
+    let fsync = durability == Durability::Fsync && batch.iter().any(|c| matches!(c, Cmd::Accept(..)));
     if fsync {
         if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
             // Without FULL the commit would not be on disk before the 2xx: refuse the batch.
@@ -239,41 +248,80 @@ fn commit_batch(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, 
     }
 }
 
-fn commit_batch_inner(conn: &mut Connection, batch: Vec<(Box<NewInbound>, Vec<Event>, Reply)>) {
-    let mut results = Vec::with_capacity(batch.len());
+fn commit_batch_inner(conn: &mut Connection, batch: Vec<Cmd>) {
+    let mut answers = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction()?;
-        for (inbound, events, reply) in batch {
+        for cmd in batch {
+            // Each write in its own savepoint, so one failure does not sink the others.
             let mut sp = tx.savepoint()?;
-            match insert_one(&sp, &inbound, &events) {
-                Ok(a) => {
-                    if matches!(a, Accepted::Committed { .. }) {
-                        sp.commit()?;
+            let (answer, keep) = match cmd {
+                Cmd::Accept(inbound, events, reply) => match insert_one(&sp, &inbound, &events) {
+                    Ok(a) => {
+                        let keep = matches!(a, Accepted::Committed { .. });
+                        (Answer::Accept(reply, Ok(a)), keep)
                     }
-                    results.push((reply, Ok(a)));
-                }
-                Err(e) => {
-                    sp.rollback()?;
-                    drop(sp);
-                    results.push((reply, Err(storage(e))));
-                }
+                    Err(e) => (Answer::Accept(reply, Err(storage(e))), false),
+                },
+                Cmd::Finish(id, done, reply) => match finish_one(&sp, id, &done.0, &done.1) {
+                    Ok(()) => (Answer::Finish(reply, Ok(())), true),
+                    Err(e) => (Answer::Finish(reply, Err(storage(e))), false),
+                },
+                Cmd::Run(_) => unreachable!("serve never batches a Run"),
+            };
+            if keep {
+                sp.commit()?;
+            } else {
+                sp.rollback()?;
             }
+            answers.push(answer);
         }
         tx.commit()
     })();
-    for (reply, r) in results {
+    for answer in answers {
         // Only a committed transaction may be reported as committed.
-        let r = match (&outcome, r) {
-            (Ok(()), r) => r,
-            (Err(e), _) => Err(storage(format!("commit failed: {e}"))),
+        let failed = || match &outcome {
+            Ok(()) => None,
+            Err(e) => Some(storage(format!("commit failed: {e}"))),
         };
-        let _ = reply.send(r);
+        match answer {
+            Answer::Accept(reply, r) => {
+                let _ = reply.send(failed().map_or(r, Err));
+            }
+            Answer::Finish(reply, r) => {
+                let _ = reply.send(failed().map_or(r, Err));
+            }
+        }
     }
-    // Replies not yet collected when the transaction failed early are dropped with the
-    // batch: their callers see `Closed` and answer 503, never a 2xx.
+    // Writes not yet answered when the transaction failed early are dropped with the batch:
+    // their callers see `Closed` (an accept answers 503, never a 2xx).
     if let Err(e) = outcome {
         tracing::error!(error = %e, "storage commit failed");
     }
+}
+
+/// Records one delivery attempt and its outcome.
+fn finish_one(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), rusqlite::Error> {
+    tx.prepare_cached("INSERT INTO attempts (event_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![id, attempt.at, attempt.status, attempt.detail])?;
+    match finish {
+        Finish::Delivered => tx
+            .prepare_cached(
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, attempt.at])?,
+        Finish::RetryAt(at) => tx
+            .prepare_cached(
+                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, at, attempt.detail])?,
+        Finish::Dead(reason) => tx
+            .prepare_cached(
+                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = ?2, last_error = ?3 WHERE id = ?1",
+            )?
+            .execute(params![id, attempt.at, reason])?,
+    };
+    Ok(())
 }
 
 fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accepted, rusqlite::Error> {
@@ -432,29 +480,9 @@ impl Queue for SqliteQueue {
     }
 
     async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO attempts (event_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)",
-                params![id, attempt.at, attempt.status, attempt.detail],
-            )?;
-            match &finish {
-                Finish::Delivered => tx.execute(
-                    "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
-                    params![id, attempt.at],
-                )?,
-                Finish::RetryAt(at) => tx.execute(
-                    "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3 WHERE id = ?1",
-                    params![id, at, attempt.detail],
-                )?,
-                Finish::Dead(reason) => tx.execute(
-                    "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = ?2, last_error = ?3 WHERE id = ?1",
-                    params![id, attempt.at, reason],
-                )?,
-            };
-            tx.commit()
-        })
-        .await
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Finish(id, Box::new((attempt, finish)), tx)).map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
