@@ -4,6 +4,8 @@
 #
 #   bench/run.sh                 # about 3 minutes after the build
 #   BENCH_SECONDS=5 bench/run.sh # shorter runs
+#   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bench/run.sh
+#                                # adds PostgreSQL rows: 1 and 3 replicas (psql needed)
 #
 # Needs: cargo, curl, python3 (for reading JSON). Nothing leaves 127.0.0.1.
 set -euo pipefail
@@ -47,14 +49,16 @@ source = "bench"
 custom_details = { t = "{{body.t}}" }
 TOML
 
-config() { # db file, durability, events_url
-  cat > "$WORK/pagerhook.toml" <<TOML
+config() { # db file or postgres URL, durability, events_url[, hook port, admin port, file]
+  local storage="path = \"$1\"
+durability = \"$2\""
+  case "$1" in postgres*) storage="url = \"$1\"" ;; esac
+  cat > "${6:-$WORK/pagerhook.toml}" <<TOML
 [server]
-listen = "127.0.0.1:$HOOK_PORT"
-admin_listen = "127.0.0.1:$ADMIN_PORT"
+listen = "127.0.0.1:${4:-$HOOK_PORT}"
+admin_listen = "127.0.0.1:${5:-$ADMIN_PORT}"
 [storage]
-path = "$1"
-durability = "$2"
+$storage
 [pagerduty]
 events_url = "$3"
 routing_key = "env:PD_KEY"
@@ -78,8 +82,8 @@ mappings = ["$PWD/mappings/alertmanager.toml"]
 max_events_per_request = 1000
 TOML
 }
-start() { # -> PAGERHOOK pid
-  RUST_LOG=warn "$BIN" --config "$WORK/pagerhook.toml" --log-format json serve 2>>"$WORK/pagerhook.log" &
+start() { # [config file] -> PAGERHOOK pid
+  RUST_LOG=warn "$BIN" --config "${1:-$WORK/pagerhook.toml}" --log-format json serve 2>>"$WORK/pagerhook.log" &
   PAGERHOOK=$!
   PIDS+=("$PAGERHOOK")
 }
@@ -138,12 +142,43 @@ sleep 1
 RSS_BACKLOG=$(rss_kib "$PAGERHOOK" VmRSS)
 stop
 
+PG1='{}' PG3='{}'
+if [ -n "${BENCH_DATABASE_URL:-}" ]; then
+  SCHEMA="pagerhook_bench_$$"
+  psql -q "$BENCH_DATABASE_URL" -c "CREATE SCHEMA $SCHEMA"
+  PG_URL="$BENCH_DATABASE_URL$([[ $BENCH_DATABASE_URL == *\?* ]] && echo '&' || echo '?')options=-c%20search_path%3D$SCHEMA"
+  echo "7/7 PostgreSQL: 1 replica, then 3..." >&2
+  config "$PG_URL" fsync "$UP"
+  start
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 20
+  PG1=$(load --url "$HOOKS/github" --kind github --secret "$GH_SECRET")
+  stop
+  REPLICAS=()
+  for r in 0 1 2; do
+    config "$PG_URL" fsync "$UP" $((HOOK_PORT + 10 + 2 * r)) $((HOOK_PORT + 11 + 2 * r)) "$WORK/replica-$r.toml"
+    start "$WORK/replica-$r.toml"
+    REPLICAS+=("$PAGERHOOK")
+    wait_ready "http://127.0.0.1:$((HOOK_PORT + 11 + 2 * r))/readyz" 20
+  done
+  LOADS=()
+  for r in 0 1 2; do
+    load --url "http://127.0.0.1:$((HOOK_PORT + 10 + 2 * r))/hooks/github" --kind github --secret "$GH_SECRET" \
+      --connections 22 >"$WORK/pg3-$r.json" &
+    LOADS+=($!)
+  done
+  for p in "${LOADS[@]}"; do wait "$p"; done
+  PG3=$(python3 -c "import json; rs=[json.load(open('$WORK/pg3-%d.json' % r)) for r in range(3)]; print(json.dumps({'rps': sum(r['rps'] for r in rs), 'p99_ms': max(r['p99_ms'] for r in rs), 'errors': sum(r['errors'] for r in rs)}))")
+  for p in "${REPLICAS[@]}"; do kill -TERM "$p"; wait "$p" 2>/dev/null || true; done
+  psql -q "$BENCH_DATABASE_URL" -c "DROP SCHEMA $SCHEMA CASCADE"
+fi
+
 f() { echo "$1" | json "$2"; }
 CEIL_RPS=$(f "$CEIL" "['rps']")
-python3 - "$CEIL" "$FSYNC" "$PROCESS" "$HALFRUN" "$E2E" "$STORM" "$RSS_IDLE" "$RSS_PEAK" "$RSS_BACKLOG" "$READY_MS" "$BACKLOG" "$HALF" <<'PY'
+python3 - "$CEIL" "$FSYNC" "$PROCESS" "$HALFRUN" "$E2E" "$STORM" "$RSS_IDLE" "$RSS_PEAK" "$RSS_BACKLOG" "$READY_MS" "$BACKLOG" "$HALF" "$PG1" "$PG3" <<'PY'
 import json, sys
 ceil, fsync, process, half, e2e, storm = (json.loads(a) for a in sys.argv[1:7])
 rss_idle, rss_peak, rss_backlog, ready_ms, backlog, half_rate = (int(a) for a in sys.argv[7:13])
+pg1, pg3 = (json.loads(a) for a in sys.argv[13:15])
 def ok(good): return "ok" if good else "MISSED"
 ratio = fsync["rps"] / ceil["rps"]
 rows = [
@@ -156,6 +191,9 @@ rows = [
     (f"  ready with {backlog} queued", f'{ready_ms} ms (RSS then {rss_backlog/1024:.1f} MiB)', f'<= 2 s {ok(ready_ms <= 2000)}'),
     ("6 storm: 10 000 alerts / 100 requests", f'all accepted in {storm["seconds"]:.2f} s ({storm["ok"]} ok, {storm["errors"]} errors)', ""),
 ]
+if pg1:
+    rows.append(("7 PostgreSQL, 1 replica", f'{pg1["rps"]:.0f} req/s, p99 {pg1["p99_ms"]:.2f} ms, {pg1["errors"]} errors', ""))
+    rows.append(("  PostgreSQL, 3 replicas", f'{pg3["rps"]:.0f} req/s in all, p99 {pg3["p99_ms"]:.2f} ms, {pg3["errors"]} errors', ""))
 w = max(len(r[0]) for r in rows)
 print(f'{"measurement":<{w}}  {"result":<72}  target')
 for name, result, target in rows:
