@@ -133,6 +133,7 @@ impl SqliteQueue {
         // second connection in the background, not inside some unlucky request's commit.
         conn.pragma_update(None, "wal_autocheckpoint", 0).map_err(storage)?;
         let checkpointer = Connection::open(path).map_err(storage)?;
+        let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
         let (stop_checkpoints, stopped) = mpsc::channel();
         std::thread::Builder::new()
             .name("pagerhook-checkpoint".into())
@@ -141,7 +142,7 @@ impl SqliteQueue {
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("pagerhook-sqlite".into())
-            .spawn(move || serve(conn, rx, durability))
+            .spawn(move || serve(conn, rx, durability, wal))
             .map_err(storage)?;
         Ok(SqliteQueue { tx, _stop_checkpoints: stop_checkpoints })
     }
@@ -182,8 +183,9 @@ fn migrate(conn: &mut Connection) -> Result<(), String> {
     tx.commit().map_err(e)
 }
 
-/// Every second, moves what the WAL holds into the database file (PASSIVE: it never blocks
-/// the writer), so the WAL stays small. Stops when the queue is dropped (`stop` disconnects).
+/// Every second, copies what the WAL holds into the database file (PASSIVE: it never blocks
+/// the writer), taking that work and its fsyncs off the writer's thread. Stops when the queue
+/// is dropped (`stop` disconnects).
 fn checkpoint_periodically(conn: Connection, stop: mpsc::Receiver<()>) {
     let _ = conn.busy_timeout(Duration::from_millis(100));
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(Duration::from_secs(1)) {
@@ -193,11 +195,30 @@ fn checkpoint_periodically(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
+/// WAL size above which the writer empties it. A busy writer keeps appending, so a passive
+/// checkpoint alone never lets the WAL restart from its beginning; the writer's own TRUNCATE
+/// checkpoint does, and finds most frames already copied, so it is short.
+const WAL_LIMIT: u64 = 64 * 1024 * 1024;
+
+/// Empties the WAL from the writer's thread when it has grown past [`WAL_LIMIT`].
+fn truncate_wal_if_big(conn: &Connection, wal: &Path) {
+    if std::fs::metadata(wal).map(|m| m.len() > WAL_LIMIT).unwrap_or(false) {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::debug!(error = %e, "WAL truncation postponed");
+        }
+    }
+}
+
 /// The connection thread: runs jobs in order, batching consecutive writes (accepts and
 /// delivery outcomes) into one transaction: group commit.
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) {
+fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability, wal: std::path::PathBuf) {
     const MAX_BATCH: usize = 512;
+    let mut wal_checked = std::time::Instant::now();
     while let Ok(first) = rx.recv() {
+        if wal_checked.elapsed() >= Duration::from_secs(1) {
+            truncate_wal_if_big(&conn, &wal);
+            wal_checked = std::time::Instant::now();
+        }
         let mut batch = Vec::new();
         let mut after = None;
         match first {
