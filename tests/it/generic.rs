@@ -1,7 +1,9 @@
 //! `kind = "generic"` end to end: an Alertmanager-like webhook signed with an HMAC, and a
 //! Standard Webhooks sender whose repeats are duplicates.
 
-use crate::helpers::{github_signature, spawn_app_with, TestApp, AM_SECRET, OLD_AM_SECRET, STANDARD_WEBHOOKS_SECRET};
+use crate::helpers::{
+    generic_source, github_signature, spawn_app_with, TestApp, AM_SECRET, OLD_AM_SECRET, STANDARD_WEBHOOKS_SECRET,
+};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::{Hmac, Mac};
@@ -40,24 +42,11 @@ async fn spawn() -> (TestApp, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let mapping = dir.path().join("alertmanager.toml");
     std::fs::write(&mapping, MAPPING).unwrap();
-    let extra = format!(
-        r#"
-[[source]]
-name = "am"
-kind = "generic"
-secrets = ["env:AM_SECRET", "env:AM_OLD_SECRET"]
-verify = {{ scheme = "hmac", header = "X-Signature", prefix = "sha256=" }}
-mappings = ["{mapping}"]
-
-[[source]]
-name = "sw"
-kind = "generic"
-secrets = ["env:SW_SECRET"]
-verify = {{ scheme = "standard-webhooks" }}
-mappings = ["{mapping}"]
-"#,
-        mapping = mapping.display()
-    );
+    let extra = generic_source(
+        "am",
+        r#"{ scheme = "hmac", header = "X-Signature", prefix = "sha256=", secrets = ["env:AM_SECRET", "env:AM_OLD_SECRET"] }"#,
+        &mapping,
+    ) + &generic_source("sw", r#"{ scheme = "standard-webhooks", secrets = ["env:SW_SECRET"] }"#, &mapping);
     (spawn_app_with(|c| c + &extra).await, dir)
 }
 

@@ -96,9 +96,15 @@ mappings = ["{mapping}"]
 /// A `kind = "generic"` `[[source]]` named `name` on the shipped `mappings/<name>.toml`, to
 /// append to [`base_config`]; `verify` is the inline table as README.md documents it.
 pub fn shipped_generic_source(name: &str, verify: &str) -> String {
+    generic_source(name, verify, &root().join("mappings").join(format!("{name}.toml")))
+}
+
+/// A `kind = "generic"` `[[source]]` named `name`, verified by the inline table `verify`,
+/// mapped by the file `mapping`.
+pub fn generic_source(name: &str, verify: &str, mapping: &Path) -> String {
     format!(
-        "\n[[source]]\nname = \"{name}\"\nkind = \"generic\"\nverify = {verify}\nmappings = [\"{mapping}\"]\n",
-        mapping = root().join("mappings").join(format!("{name}.toml")).display()
+        "\n[[source]]\nname = \"{name}\"\nkind = \"generic\"\nverify = {verify}\nmappings = [\"{}\"]\n",
+        mapping.display()
     )
 }
 
@@ -160,17 +166,7 @@ source = "pagerhook-tests"
 
 /// A `kind = "generic"` source named `name` with bearer auth ([`HOOK_TOKEN`]) and one mapping file.
 pub fn bearer_source(name: &str, mapping: &Path) -> String {
-    format!(
-        r#"
-[[source]]
-name = "{name}"
-kind = "generic"
-secrets = ["env:HOOK_TOKEN"]
-verify = {{ scheme = "bearer" }}
-mappings = ["{mapping}"]
-"#,
-        mapping = mapping.display()
-    )
+    generic_source(name, r#"{ scheme = "bearer", secrets = ["env:HOOK_TOKEN"] }"#, mapping)
 }
 
 /// Writes `text` as `<dir>/pagerhook.toml` with its listeners on two ports free right now
