@@ -44,7 +44,7 @@ impl Fingerprint {
     pub fn of(cfg: &Config) -> Fingerprint {
         let mut paths = vec![cfg.path.clone()];
         paths.extend(cfg.sources.iter().flat_map(|s| s.mappings.iter().cloned()));
-        Fingerprint(paths.into_iter().map(|p| (stat(&p), p)).map(|(m, p)| (p, m)).collect())
+        Fingerprint(paths.into_iter().map(|p| (p, None)).collect()).refreshed()
     }
 
     /// The same files, looked at again.

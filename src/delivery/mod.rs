@@ -113,19 +113,6 @@ impl Worker {
         while inflight.join_next().await.is_some() {}
     }
 
-    /// Claims and delivers everything deliverable now, one round (for tests and `drain`).
-    pub async fn deliver_due(&self) -> usize {
-        let Ok(batch) = self.queue.claim(now_millis(), self.cfg.concurrency, self.cfg.lease).await else { return 0 };
-        let n = batch.len();
-        let mut set = JoinSet::new();
-        for c in batch {
-            let w = self.clone();
-            set.spawn(async move { w.deliver(c).await });
-        }
-        while set.join_next().await.is_some() {}
-        n
-    }
-
     /// One attempt at one event, recorded; or, when its routing key must wait, deferred.
     pub async fn deliver(&self, c: Claimed) -> Outcome {
         for old in &c.superseded {

@@ -95,9 +95,16 @@ const LANE_HEAD: &str =
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
 enum Cmd {
+    /// Joins the next group commit.
+    Write(Write),
+    /// Runs alone, in order.
+    Run(Job),
+}
+
+/// A write that may share its transaction (and its commit) with others.
+enum Write {
     Accept(Box<NewInbound>, Vec<Event>, Reply),
     Finish(i64, Box<(Attempt, Finish)>, oneshot::Sender<Result<(), QueueError>>),
-    Run(Job),
 }
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads.
@@ -159,6 +166,16 @@ impl SqliteQueue {
         self.tx.send(Cmd::Run(job)).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
+
+    /// Sends a write to the next group commit and waits for its answer.
+    async fn write<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, QueueError>>) -> Write,
+    ) -> Result<T, QueueError> {
+        let (tx, rx) = oneshot::channel();
+        self.tx.send(Cmd::Write(make(tx))).map_err(|_| QueueError::Closed)?;
+        rx.await.map_err(|_| QueueError::Closed)?
+    }
 }
 
 /// Brings the schema to the newest version this build knows; refuses a newer one.
@@ -208,7 +225,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) 
                 job(&mut conn);
                 continue;
             }
-            write => batch.push(write),
+            Cmd::Write(w) => batch.push(w),
         }
         while batch.len() < MAX_BATCH {
             match rx.try_recv() {
@@ -216,7 +233,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) 
                     after = Some(job);
                     break;
                 }
-                Ok(write) => batch.push(write),
+                Ok(Cmd::Write(w)) => batch.push(w),
                 Err(_) => break,
             }
         }
@@ -235,9 +252,9 @@ enum Answer {
     Finish(oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>),
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Cmd>, durability: Durability) {
+fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durability: Durability) {
     // Only accepts carry a promise to a sender (the 2xx); they alone wait for the disk.
-    let fsync = durability == Durability::Fsync && batch.iter().any(|c| matches!(c, Cmd::Accept(..)));
+    let fsync = durability == Durability::Fsync && batch.iter().any(|w| matches!(w, Write::Accept(..)));
     if fsync {
         if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
             // Without FULL the commit would not be on disk before the 2xx: refuse the batch.
@@ -251,26 +268,25 @@ fn commit_batch(conn: &mut Connection, batch: Vec<Cmd>, durability: Durability) 
     }
 }
 
-fn commit_batch_inner(conn: &mut Connection, batch: Vec<Cmd>) {
+fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
     let mut answers = Vec::with_capacity(batch.len());
     let outcome = (|| -> Result<(), rusqlite::Error> {
         let mut tx = conn.transaction()?;
-        for cmd in batch {
+        for write in batch {
             // Each write in its own savepoint, so one failure does not sink the others.
             let mut sp = tx.savepoint()?;
-            let (answer, keep) = match cmd {
-                Cmd::Accept(inbound, events, reply) => match insert_one(&sp, &inbound, &events) {
+            let (answer, keep) = match write {
+                Write::Accept(inbound, events, reply) => match insert_one(&sp, &inbound, &events) {
                     Ok(a) => {
                         let keep = matches!(a, Accepted::Committed { .. });
                         (Answer::Accept(reply, Ok(a)), keep)
                     }
                     Err(e) => (Answer::Accept(reply, Err(storage(e))), false),
                 },
-                Cmd::Finish(id, done, reply) => match finish_one(&sp, id, &done.0, &done.1) {
+                Write::Finish(id, done, reply) => match finish_one(&sp, id, &done.0, &done.1) {
                     Ok(()) => (Answer::Finish(reply, Ok(())), true),
                     Err(e) => (Answer::Finish(reply, Err(storage(e))), false),
                 },
-                Cmd::Run(_) => unreachable!("serve never batches a Run"),
             };
             if keep {
                 sp.commit()?;
@@ -466,9 +482,7 @@ fn sticky_route(tx: &Connection, dedup_key: &str, key: &str) -> Result<Option<Ro
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Accept(Box::new(inbound), events, tx)).map_err(|_| QueueError::Closed)?;
-        rx.await.map_err(|_| QueueError::Closed)?
+        self.write(|reply| Write::Accept(Box::new(inbound), events, reply)).await
     }
 
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
@@ -483,9 +497,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
-        let (tx, rx) = oneshot::channel();
-        self.tx.send(Cmd::Finish(id, Box::new((attempt, finish)), tx)).map_err(|_| QueueError::Closed)?;
-        rx.await.map_err(|_| QueueError::Closed)?
+        self.write(|reply| Write::Finish(id, Box::new((attempt, finish)), reply)).await
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
