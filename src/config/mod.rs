@@ -232,13 +232,9 @@ fn validate(
     let retention = p.take(duration("storage.retention", raw.storage.retention.as_deref(), "7d"));
     let backend = storage_backend(&raw.storage, base, env, &mut p, &mut warnings);
 
-    let events_url =
-        raw.pagerduty.events_url.as_deref().unwrap_or("https://events.pagerduty.com").trim_end_matches('/').to_string();
-    if !(events_url.starts_with("https://") || events_url.starts_with("http://")) {
-        p.0.push(format!(
-            "pagerduty.events_url = {events_url:?}: expected an http(s) URL (e.g. \"https://events.eu.pagerduty.com\")"
-        ));
-    }
+    let events_url = p
+        .take(events_url(raw.pagerduty.events_url.as_deref().unwrap_or(DEFAULT_EVENTS_URL), &mut warnings))
+        .unwrap_or_default();
     let default_key = raw
         .pagerduty
         .routing_key
@@ -339,6 +335,37 @@ fn validate(
         sources,
         warnings,
     })
+}
+
+const DEFAULT_EVENTS_URL: &str = "https://events.pagerduty.com";
+
+/// The Events API base URL. PagerDuty's documentation gives the full endpoints, so a pasted
+/// `/v2/enqueue`, `/v2/change/enqueue` or `/v2` is cut back to the base (pagerhook appends the
+/// path per event kind) with a note; any other path would only ever earn 404s, so it is refused.
+fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<String, String> {
+    let example = "(e.g. \"https://events.pagerduty.com\" or \"https://events.eu.pagerduty.com\")";
+    let mut url = url::Url::parse(value.trim())
+        .ok()
+        .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
+        .ok_or_else(|| format!("pagerduty.events_url = {value:?}: expected an http(s) URL {example}"))?;
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(format!("pagerduty.events_url = {value:?}: remove the query and fragment {example}"));
+    }
+    let path = url.path().trim_end_matches('/').to_string();
+    url.set_path("");
+    let base = url.as_str().trim_end_matches('/').to_string();
+    match path.as_str() {
+        "" => Ok(base),
+        "/v2" | "/v2/enqueue" | "/v2/change/enqueue" => {
+            warnings.push(format!(
+                "pagerduty.events_url = {value:?} is an endpoint; using its base {base:?} (pagerhook adds /v2/enqueue and /v2/change/enqueue itself)"
+            ));
+            Ok(base)
+        }
+        other => Err(format!(
+            "pagerduty.events_url = {value:?}: path {other:?} is not an Events API v2 endpoint; give the base URL {example}"
+        )),
+    }
 }
 
 /// SQLite at `path` unless a PostgreSQL `url` is given; not both.

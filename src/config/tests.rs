@@ -361,3 +361,41 @@ fn the_lease_defaults_to_five_minutes_and_must_outlast_one_attempt() {
     let err = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"10s\"\n")).unwrap_err().to_string();
     assert!(err.contains("delivery.lease (10s) must be longer than pagerduty.timeout (10s)"), "{err}");
 }
+
+fn with_events_url(url: &str) -> String {
+    MINIMAL.replace("[pagerduty]\n", &format!("[pagerduty]\nevents_url = \"{url}\"\n"))
+}
+
+#[test]
+fn a_pasted_endpoint_url_is_normalised_to_the_base_with_a_note() {
+    for pasted in [
+        "https://events.pagerduty.com/v2/enqueue",
+        "https://events.pagerduty.com/v2/change/enqueue",
+        "https://events.pagerduty.com/v2",
+        "https://events.pagerduty.com/v2/",
+    ] {
+        let c = parse(&with_events_url(pasted)).unwrap();
+        assert_eq!(c.pagerduty.events_url, "https://events.pagerduty.com", "{pasted}");
+        assert!(
+            c.warnings.iter().any(|w| w.contains("pagerduty.events_url") && w.contains("https://events.pagerduty.com\"")),
+            "{pasted}: {:?}",
+            c.warnings
+        );
+    }
+    let c = parse(&with_events_url("https://events.eu.pagerduty.com/")).unwrap();
+    assert_eq!(c.pagerduty.events_url, "https://events.eu.pagerduty.com");
+    assert!(c.warnings.is_empty(), "a bare base URL is fine: {:?}", c.warnings);
+}
+
+#[test]
+fn an_events_url_with_another_path_is_refused_naming_the_key() {
+    for bad in [
+        "https://events.pagerduty.com/v1/enqueue",
+        "https://events.pagerduty.com/enqueue",
+        "https://events.pagerduty.com/v2/enqueue?x=1",
+        "ftp://events.pagerduty.com",
+    ] {
+        let err = parse(&with_events_url(bad)).unwrap_err().to_string();
+        assert!(err.contains("pagerduty.events_url"), "{bad}: {err}");
+    }
+}
