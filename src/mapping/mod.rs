@@ -391,7 +391,10 @@ impl Mapping {
                 }
                 let dedup_key = match f("dedup_key")? {
                     Some(k) => Some(k),
-                    None => Some(derived_dedup_key(source, &rule.name, subject)),
+                    None if action.trim().eq_ignore_ascii_case("trigger") => {
+                        Some(derived_dedup_key(source, &rule.name, subject))
+                    }
+                    None => return Err(("dedup_key".to_string(), UNMATCHABLE.to_string())),
                 };
                 Event::alert(
                     routing_key,
@@ -455,6 +458,23 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
+/// An acknowledge or resolve finds its incident only by the trigger's dedup_key; without one
+/// it would get a derived key that never equals its trigger's, and the incident stays open.
+/// A rule whose `action` can say so (the words appear in it) must set `dedup_key`; an action
+/// read from the payload is caught when it renders ([`UNMATCHABLE`]).
+fn check_resolve_has_dedup_key(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
+    let Some(action) = r.action.as_deref().filter(|_| emit == Emit::Alert && r.dedup_key.is_none()) else {
+        return;
+    };
+    let action = action.to_ascii_lowercase();
+    if action.contains("resolve") || action.contains("acknowledge") {
+        c.errors.push(format!("{}: {UNMATCHABLE}", c.at));
+    }
+}
+
+const UNMATCHABLE: &str = "an acknowledge or resolve needs dedup_key, built the way its trigger's is: \
+without it the key is derived from this payload, never matches the trigger, and the incident stays open";
+
 fn compile_rule(
     r: &RawRule,
     path: &Path,
@@ -496,6 +516,7 @@ fn compile_rule(
     if r.summary.is_none() {
         c.errors.push(format!("{}: summary is required", c.at));
     }
+    check_resolve_has_dedup_key(r, emit, c);
     if emit == Emit::Alert && r.source.is_none() {
         c.errors.push(format!(
             "{}: source is required for alert events (e.g. source = \"{{{{body.repository.full_name}}}}\")",

@@ -205,3 +205,31 @@ links = [{ href = '{{default body.runbook ""}}', text = "Runbook" }, { href = "{
     let out = apply(rule, serde_json::json!({"url": "https://example.com/a", "runbook": "https://rb/1"})).unwrap();
     assert_eq!(out[0].event.body()["links"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn an_acknowledge_or_resolve_rule_without_dedup_key_is_refused_at_load() {
+    for action in ["resolve", "acknowledge", "{{#if body.ok}}resolve{{else}}trigger{{/if}}"] {
+        let rule = format!(
+            "[[rule]]\nname = \"all clear\"\nemit = \"alert\"\naction = '{action}'\nsource = \"s\"\nsummary = \"s\"\n"
+        );
+        let errors = load(&rule).unwrap_err();
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains("m.toml line 1: rule 'all clear'"), "{errors:?}");
+        assert!(errors[0].contains("needs dedup_key"), "{errors:?}");
+        let with_key = rule.replace("summary", "dedup_key = \"k\"\nsummary");
+        assert!(load(&with_key).is_ok(), "{action}");
+    }
+    // A trigger may leave it out: its key is derived from the payload.
+    assert!(load("[[rule]]\nname = \"t\"\nemit = \"alert\"\naction = \"trigger\"\nsource = \"s\"\nsummary = \"s\"\n")
+        .is_ok());
+}
+
+#[test]
+fn a_resolve_read_from_the_payload_without_dedup_key_fails_when_rendered() {
+    let rule =
+        "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"{{body.what}}\"\nsource = \"s\"\nsummary = \"s\"\n";
+    let err = apply(rule, serde_json::json!({"what": "resolve"})).unwrap_err();
+    assert_eq!((err.rule.as_str(), err.field.as_str()), ("r", "dedup_key"));
+    let out = apply(rule, serde_json::json!({"what": "trigger"})).unwrap();
+    assert!(out[0].event.dedup_key().unwrap().as_str().starts_with("pagerhook-"));
+}
