@@ -15,8 +15,9 @@ use std::fmt;
 pub const SUMMARY_MAX_CHARS: usize = 1024;
 /// Longest dedup_key PagerDuty accepts, in characters.
 pub const DEDUP_KEY_MAX_CHARS: usize = 255;
-/// Largest event body PagerDuty accepts.
-pub const EVENT_MAX_BYTES: usize = 512 * 1024;
+/// Largest event pagerhook sends, routing key included: PagerDuty documents "512 KB", and
+/// 512 000 bytes is within that whichever way KB is read.
+pub const EVENT_MAX_BYTES: usize = 512_000;
 /// Appended where pagerhook shortened a value.
 pub const TRUNCATION_MARKER: &str = " …[truncated by pagerhook]";
 
@@ -365,7 +366,8 @@ impl Event {
             "pagerhook_truncated": format!("custom_details was {} bytes; the event exceeded PagerDuty's {} byte limit", text.len(), EVENT_MAX_BYTES),
             "preview": preview,
         });
-        self.notes.push(format!("custom_details shrunk from {} bytes to fit the 512 KB limit", text.len()));
+        self.notes
+            .push(format!("custom_details shrunk from {} bytes to fit the {EVENT_MAX_BYTES} byte limit", text.len()));
         let size = self.wire_len();
         if size > EVENT_MAX_BYTES {
             return Err(EventError::TooLarge(size));
@@ -373,9 +375,9 @@ impl Event {
         Ok(())
     }
 
+    /// The exact size of the request body, routing key included.
     fn wire_len(&self) -> usize {
-        // routing_key adds `"routing_key":"<32>",` = 48 bytes.
-        serde_json::to_vec(&self.body).map(|v| v.len()).unwrap_or(usize::MAX) + 48
+        serde_json::to_vec(&self.wire_body()).map(|v| v.len()).unwrap_or(usize::MAX)
     }
 
     /// Alert or change.

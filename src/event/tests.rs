@@ -122,7 +122,45 @@ fn the_wire_body_alone_carries_the_routing_key() {
     assert!(e.order_key().is_some());
 }
 
+/// A trigger whose request body, routing key included, is exactly `size` bytes.
+fn trigger_of_wire_size(size: usize) -> AlertDraft {
+    let mut d = trigger();
+    d.custom_details = Some(serde_json::json!({ "log": "" }));
+    let base = serde_json::to_vec(&Event::alert(key(), d.clone()).unwrap().wire_body()).unwrap().len();
+    d.custom_details = Some(serde_json::json!({ "log": "x".repeat(size - base) }));
+    d
+}
+
+#[test]
+fn the_size_limit_counts_the_routing_key_and_is_512_000_bytes() {
+    let wire = |e: &Event| serde_json::to_vec(&e.wire_body()).unwrap().len();
+    let e = Event::alert(key(), trigger_of_wire_size(512_000)).unwrap();
+    assert_eq!(wire(&e), 512_000, "an event of exactly the limit is sent as it is");
+    assert!(e.notes().is_empty());
+    // One byte over (and anything up to the old 512 KiB reading) is shrunk.
+    for size in [512_001, 520_000, 524_288] {
+        let e = Event::alert(key(), trigger_of_wire_size(size)).unwrap();
+        assert!(wire(&e) <= 512_000, "{size}: {}", wire(&e));
+        assert!(e.body()["payload"]["custom_details"]["pagerhook_truncated"].is_string(), "{size}");
+    }
+}
+
 proptest! {
+    // Each case serialises about a megabyte several times.
+    #![proptest_config(ProptestConfig::with_cases(24))]
+    #[test]
+    fn no_event_is_ever_sent_over_the_limit(extra in 0usize..20_000, wide in any::<bool>()) {
+        let mut d = trigger();
+        // Multi-byte and escaped characters make bytes and characters differ.
+        let unit = if wide { "é\"\u{1}" } else { "x" };
+        d.custom_details = Some(serde_json::json!({ "log": unit.repeat((500_000 + extra * 4) / unit.len()) }));
+        let e = Event::alert(key(), d).unwrap();
+        prop_assert!(serde_json::to_vec(&e.wire_body()).unwrap().len() <= EVENT_MAX_BYTES);
+    }
+}
+
+proptest! {
+
     #[test]
     fn truncation_stays_within_limits_on_char_boundaries(s in "\\PC{0,3000}", max in 30usize..2000) {
         let (out, cut) = truncate_chars(&s, max);
