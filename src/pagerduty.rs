@@ -63,14 +63,25 @@ impl Client {
             .headers()
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(Duration::from_secs);
+            .and_then(|v| retry_after(v, std::time::SystemTime::now()));
         let body = match res.bytes().await {
             Ok(b) => b,
             Err(e) => return Response::Transport(transport_error(&e)),
         };
         Response::Status { code, message: message(&body), retry_after }
     }
+}
+
+/// `Retry-After` in either form RFC 9110 allows: delay-seconds, or an HTTP date (IMF-fixdate,
+/// and the obsolete RFC 850 and asctime forms a recipient must accept), as a delay from `now`.
+/// A date already past is no delay at all.
+fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// PagerDuty's `message` and `errors`, or the start of the raw body.
@@ -109,5 +120,24 @@ fn transport_error(e: &reqwest::Error) -> String {
     match last {
         Some(c) => format!("{kind}: {c}"),
         None => kind.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{SystemTime, UNIX_EPOCH};
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        // 1994-11-06T08:49:37Z, RFC 9110's example.
+        let now = UNIX_EPOCH + Duration::from_secs(784_111_777);
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        for date in ["Sun, 06 Nov 1994 08:50:22 GMT", "Sunday, 06-Nov-94 08:50:22 GMT", "Sun Nov  6 08:50:22 1994"] {
+            assert_eq!(retry_after(date, now), Some(Duration::from_secs(45)), "{date}");
+        }
+        assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "a past date");
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-5", SystemTime::now()), None);
     }
 }

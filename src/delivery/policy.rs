@@ -15,14 +15,21 @@ pub enum RetryAction {
     Dead(String),
 }
 
+/// How long a routing key is held back after a 429 that says nothing (no `Retry-After`).
+/// PagerDuty's guidance is to back off for tens of seconds to minutes; retrying after our
+/// usual one-second backoff would only earn more 429s.
+pub const THROTTLED_HOLD: Duration = Duration::from_secs(30);
+
 /// Classifies PagerDuty's answer: 2xx done; 400 (and other 4xx but 408/429) dead at once with
-/// PagerDuty's message; 408, 429, 5xx and transport errors retried.
+/// PagerDuty's message; 408, 429, 5xx and transport errors retried. A 429 always says when:
+/// its `Retry-After`, else [`THROTTLED_HOLD`].
 pub fn classify(r: &Response) -> RetryAction {
     match r {
         Response::Status { code, .. } if (200..300).contains(code) => RetryAction::Delivered,
-        Response::Status { code: 429, message, retry_after } => {
-            RetryAction::Retry { reason: format!("429 throttled: {message}"), after: *retry_after }
-        }
+        Response::Status { code: 429, message, retry_after, .. } => RetryAction::Retry {
+            reason: format!("429 throttled: {message}"),
+            after: Some(retry_after.unwrap_or(THROTTLED_HOLD)),
+        },
         Response::Status { code, message, .. } if *code == 408 || *code >= 500 => {
             RetryAction::Retry { reason: format!("{code}: {message}"), after: None }
         }
@@ -60,7 +67,12 @@ mod tests {
     fn classifies_pagerduty_answers() {
         assert_eq!(classify(&status(202)), RetryAction::Delivered);
         assert_eq!(classify(&status(400)), RetryAction::Dead("400: m".into()));
-        assert!(matches!(classify(&status(429)), RetryAction::Retry { .. }));
+        assert_eq!(
+            classify(&status(429)),
+            RetryAction::Retry { reason: "429 throttled: m".into(), after: Some(Duration::from_secs(30)) },
+            "a 429 without Retry-After holds the key back for at least 30 s"
+        );
+        assert!(retry_after(THROTTLED_HOLD) >= Duration::from_secs(30));
         assert!(matches!(classify(&status(500)), RetryAction::Retry { .. }));
         assert!(matches!(classify(&status(503)), RetryAction::Retry { .. }));
         assert!(matches!(classify(&Response::Transport("refused".into())), RetryAction::Retry { .. }));
