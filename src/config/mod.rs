@@ -272,9 +272,17 @@ fn validate(
             ));
         }
     }
-    let per_key_burst = d.per_key_burst.unwrap_or(60);
+    let per_key_rate = d.per_key_rate.unwrap_or(120);
+    // The burst is part of the rate (how many of a minute's events may go at once), not extra.
+    let per_key_burst = d.per_key_burst.unwrap_or(if per_key_rate == 0 { 60 } else { per_key_rate.min(60) });
     if per_key_burst == 0 {
         p.0.push("delivery.per_key_burst must be at least 1".into());
+    }
+    if per_key_rate > 0 && per_key_burst > per_key_rate {
+        p.0.push(format!(
+            "delivery.per_key_burst ({per_key_burst}) must be at most delivery.per_key_rate ({per_key_rate}): \
+             the burst is how many of a minute's events may go at once, not extra to them"
+        ));
     }
 
     let mut names = HashSet::new();
@@ -328,7 +336,7 @@ fn validate(
             initial_backoff: initial_backoff.unwrap(),
             max_backoff: max_backoff.unwrap(),
             max_age: max_age.unwrap(),
-            per_key_rate: d.per_key_rate.unwrap_or(120),
+            per_key_rate,
             per_key_burst,
             lease: lease.unwrap(),
         },

@@ -377,7 +377,9 @@ fn a_pasted_endpoint_url_is_normalised_to_the_base_with_a_note() {
         let c = parse(&with_events_url(pasted)).unwrap();
         assert_eq!(c.pagerduty.events_url, "https://events.pagerduty.com", "{pasted}");
         assert!(
-            c.warnings.iter().any(|w| w.contains("pagerduty.events_url") && w.contains("https://events.pagerduty.com\"")),
+            c.warnings
+                .iter()
+                .any(|w| w.contains("pagerduty.events_url") && w.contains("https://events.pagerduty.com\"")),
             "{pasted}: {:?}",
             c.warnings
         );
@@ -398,4 +400,17 @@ fn an_events_url_with_another_path_is_refused_naming_the_key() {
         let err = parse(&with_events_url(bad)).unwrap_err().to_string();
         assert!(err.contains("pagerduty.events_url"), "{bad}: {err}");
     }
+}
+
+#[test]
+fn the_burst_is_part_of_the_rate() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!((c.delivery.per_key_rate, c.delivery.per_key_burst), (120, 60));
+    let c = parse(&format!("{MINIMAL}\n[delivery]\nper_key_rate = 30\n")).unwrap();
+    assert_eq!(c.delivery.per_key_burst, 30, "the default burst never exceeds the rate");
+    let err = parse(&format!("{MINIMAL}\n[delivery]\nper_key_rate = 30\nper_key_burst = 31\n")).unwrap_err();
+    assert!(
+        err.to_string().contains("delivery.per_key_burst (31) must be at most delivery.per_key_rate (30)"),
+        "{err}"
+    );
 }

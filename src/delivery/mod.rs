@@ -149,7 +149,7 @@ impl Worker {
                 let next: Millis = now + delay.as_millis() as Millis;
                 if matches!(response, Response::Status { code: 429, .. }) {
                     // PagerDuty throttles per routing key: hold back every event for it.
-                    self.pacer.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), next);
+                    self.pacer.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), now, next);
                 }
                 if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
                     (

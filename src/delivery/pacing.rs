@@ -1,95 +1,145 @@
 //! Per-routing-key pacing: PagerDuty throttles each integration key (about 120 events a
-//! minute) and answers 429 beyond it, so a storm waits here, in order, instead of collecting
-//! 429s there.
+//! minute, counted over the 60 seconds looking back) and answers 429 beyond it, so a storm
+//! waits here, in order, instead of collecting 429s there.
 //!
-//! A token bucket per routing key (`delivery.per_key_rate` a minute, `per_key_burst` deep)
-//! that may go into debt: an event that finds no token gets a *reservation*, the time its
-//! token will exist, and is deferred in the queue until then. Reservations are kept per
-//! ordering lane (not per event), so a trigger that collapses into a newer one hands its slot
-//! on. A 429 closes the key until PagerDuty's `Retry-After`.
+//! Two limits per routing key, both kept: a sliding-window log of send times (the last
+//! `per_key_rate` of them), so no 60-second window ever holds more than `per_key_rate`
+//! events; and a token bucket `per_key_burst` deep, refilled at the same rate (kept as a GCRA
+//! theoretical arrival time), so at most `per_key_burst` of those go at once and the rest are
+//! spread out. The burst is part of the
+//! rate, never extra to it.
+//!
+//! An event that may not go yet gets a *reservation*, its slot in the log, and is deferred in
+//! the queue until then. Reservations are kept per ordering lane (not per event), so a trigger
+//! that collapses into a newer one hands its slot on. A 429 closes the key until PagerDuty's
+//! `Retry-After` and moves the key's reservations later by as much, keeping their spacing, so
+//! the reopening is paced like any other minute rather than releasing every waiting event.
 //!
 //! Pure and clock-free: callers pass `now`, tests step time by hand.
 
 use crate::queue::Millis;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+
+/// PagerDuty's window.
+pub const WINDOW: Millis = 60_000;
 
 /// Reservations older than this are forgotten (their event was delivered another way, e.g.
 /// after a restart); keeps memory bounded.
 const FORGET_AFTER: Millis = 3_600_000;
 
 #[derive(Debug, Clone)]
-struct Bucket {
-    /// May be negative: tokens already promised to reservations.
-    tokens: f64,
-    updated: Millis,
+struct KeyPace {
+    /// The bucket as a GCRA "theoretical arrival time": a slot may be at most `burst - 1`
+    /// intervals ahead of it. Advanced at each slot *given*, so slots pushed later by the
+    /// window rule or a 429 are paced from where they really are.
+    tat: f64,
     /// No event for this key before this (a 429's `Retry-After`).
     closed_until: Millis,
+    /// Send times (past sends and reservations), ascending; only the last `rate` are kept,
+    /// which is all the window rule needs.
+    log: VecDeque<Millis>,
 }
 
 /// Paces deliveries per routing key.
 #[derive(Debug)]
 pub struct Pacer {
-    /// Tokens per millisecond; 0 = unlimited.
-    rate: f64,
+    /// Events per [`WINDOW`]; 0 = unlimited.
+    per_window: usize,
     burst: f64,
-    buckets: HashMap<String, Bucket>,
-    /// Lane → the time its already-paid token becomes usable.
-    reserved: HashMap<String, Millis>,
+    keys: HashMap<String, KeyPace>,
+    /// Lane → its routing key and the time its already-paid slot comes.
+    reserved: HashMap<String, (String, Millis)>,
 }
 
 impl Pacer {
-    /// `per_minute` events a minute per key (0: unlimited), bursts of up to `burst`.
+    /// At most `per_minute` events in any minute per key (0: unlimited), up to `burst` of them
+    /// at once (`burst` is capped at `per_minute`).
     pub fn new(per_minute: u32, burst: u32) -> Pacer {
+        let burst = if per_minute == 0 { burst.max(1) } else { burst.clamp(1, per_minute) };
         Pacer {
-            rate: f64::from(per_minute) / 60_000.0,
-            burst: f64::from(burst.max(1)),
-            buckets: HashMap::new(),
+            per_window: per_minute as usize,
+            burst: f64::from(burst),
+            keys: HashMap::new(),
             reserved: HashMap::new(),
         }
     }
 
+    fn key(&mut self, key: &str) -> &mut KeyPace {
+        self.keys.entry(key.to_string()).or_insert(KeyPace { tat: 0.0, closed_until: 0, log: VecDeque::new() })
+    }
+
+    /// Milliseconds between events at the steady rate, and how far ahead of it a burst may go.
+    fn interval_and_tolerance(&self) -> (f64, f64) {
+        let interval = WINDOW as f64 / self.per_window as f64;
+        (interval, (self.burst - 1.0) * interval)
+    }
+
     /// May an event of `lane` go to `key` now? `Err(at)`: not before `at`; defer it till then.
     pub fn admit(&mut self, key: &str, lane: &str, now: Millis) -> Result<(), Millis> {
-        let (rate, burst) = (self.rate, self.burst);
-        let b = self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, updated: now, closed_until: 0 });
-        if let Some(&at) = self.reserved.get(lane) {
-            let at = at.max(b.closed_until);
-            if at > now {
-                return Err(at);
+        let closed_until = self.key(key).closed_until;
+        match self.reserved.get(lane) {
+            // A slot from before a 429 closed the key: its place in the log is no longer the
+            // time it would go, so it takes a new one (the old one stays counted: safe side).
+            Some((_, at)) if *at < closed_until => {
+                self.reserved.remove(lane);
             }
-            self.reserved.remove(lane);
-            return Ok(());
+            Some((_, at)) if *at > now => return Err(*at),
+            Some(_) => {
+                self.reserved.remove(lane);
+                return Ok(());
+            }
+            None => {}
         }
-        if rate == 0.0 {
-            return if b.closed_until > now { Err(b.closed_until) } else { Ok(()) };
+        if self.per_window == 0 {
+            return if closed_until > now { Err(closed_until) } else { Ok(()) };
         }
-        if now > b.updated {
-            b.tokens = (b.tokens + (now - b.updated) as f64 * rate).min(burst);
-            b.updated = now;
-        }
-        b.tokens -= 1.0;
-        let debt = if b.tokens >= 0.0 { 0 } else { (-b.tokens / rate).ceil() as Millis };
-        // While closed, `updated` is the reopening time: debt is paid from there.
-        let at = (now.max(b.updated) + debt).max(b.closed_until);
+        let at = self.next_slot(key, now);
         if at <= now {
             return Ok(());
         }
         if self.reserved.len() > 100_000 {
-            self.reserved.retain(|_, t| *t > now - FORGET_AFTER);
+            self.reserved.retain(|_, (_, t)| *t > now - FORGET_AFTER);
         }
-        self.reserved.insert(lane.to_string(), at);
+        self.reserved.insert(lane.to_string(), (key.to_string(), at));
         Err(at)
     }
 
-    /// PagerDuty answered 429 for `key`: nothing more to it before `until`, then one event,
-    /// then the steady rate (no burst: PagerDuty just said the key is over its limit).
-    pub fn slow_down(&mut self, key: &str, until: Millis) {
-        let burst = self.burst;
-        let b =
-            self.buckets.entry(key.to_string()).or_insert(Bucket { tokens: burst, updated: until, closed_until: 0 });
-        b.closed_until = b.closed_until.max(until);
-        b.updated = b.updated.max(until);
-        b.tokens = b.tokens.min(1.0);
+    /// Takes the earliest slot both limits allow and records it in the log.
+    fn next_slot(&mut self, key: &str, now: Millis) -> Millis {
+        let per_window = self.per_window;
+        let (interval, tolerance) = self.interval_and_tolerance();
+        let k = self.key(key);
+        let mut at = now.max(k.closed_until).max((k.tat - tolerance).ceil() as Millis);
+        if k.log.len() >= per_window {
+            // The window rule: a full window after the send `rate` back.
+            at = at.max(k.log[k.log.len() - per_window] + WINDOW);
+        }
+        // Slots are handed out in order, so the log stays sorted.
+        at = at.max(k.log.back().copied().unwrap_or(at));
+        k.tat = k.tat.max(at as f64) + interval;
+        k.log.push_back(at);
+        while k.log.len() > per_window {
+            k.log.pop_front();
+        }
+        at
+    }
+
+    /// PagerDuty answered 429 for `key` at `now`: nothing more to it before `until`, then one
+    /// event, then the steady rate (no burst: PagerDuty just said the key is over its limit).
+    /// Slots already promised move later by the same amount, so they keep their spacing (and
+    /// the window rule) instead of all falling due at the reopening.
+    pub fn slow_down(&mut self, key: &str, now: Millis, until: Millis) {
+        let (_, tolerance) = self.interval_and_tolerance();
+        let k = self.key(key);
+        k.closed_until = k.closed_until.max(until);
+        let shift = (k.closed_until - now).max(0);
+        for t in k.log.iter_mut().filter(|t| **t > now) {
+            *t += shift;
+        }
+        k.tat = (k.tat + shift as f64).max(k.closed_until as f64 + tolerance);
+        for (_, at) in self.reserved.values_mut().filter(|(k, at)| k == key && *at > now) {
+            *at += shift;
+        }
     }
 }
 
@@ -128,7 +178,7 @@ mod tests {
         for i in 0..10_000 {
             assert_eq!(p.admit("k", &i.to_string(), 5), Ok(()));
         }
-        p.slow_down("k", 2005);
+        p.slow_down("k", 5, 2005);
         assert_eq!(p.admit("k", "x", 5), Err(2005));
         assert_eq!(p.admit("k", "x", 2005), Ok(()));
     }
@@ -138,40 +188,88 @@ mod tests {
         let mut p = Pacer::new(120, 60);
         let t = 10_000;
         assert_eq!(p.admit("k", "a", t), Ok(()));
-        p.slow_down("k", t + 2000);
+        p.slow_down("k", t, t + 2000);
         assert_eq!(p.admit("k", "b", t + 10), Err(t + 2000));
         assert_eq!(p.admit("k", "b", t + 2000), Ok(()), "the reservation made while closed is honoured");
         assert!(p.admit("k", "c", t + 2000).is_err(), "no burst right after a 429");
         assert_eq!(p.admit("other", "a", t + 10), Ok(()), "other keys are not slowed");
     }
 
-    proptest! {
-        /// However events arrive, no key gets more than burst + rate × elapsed admissions.
-        #[test]
-        fn never_exceeds_the_rate(arrivals in proptest::collection::vec(0i64..120_000, 1..400), per_minute in 1u32..600, burst in 1u32..100) {
-            let mut p = Pacer::new(per_minute, burst);
-            let mut arrivals = arrivals;
-            arrivals.sort();
-            let start = arrivals[0];
-            let mut pending: Vec<(Millis, String)> = arrivals.iter().enumerate().map(|(i, t)| (*t, i.to_string())).collect();
-            let mut sent = Vec::new();
-            // Replay deferrals like the worker does: an event comes back at the time it was given.
-            while let Some((t, lane)) = pending.first().cloned() {
-                pending.remove(0);
-                match p.admit("k", &lane, t) {
-                    Ok(()) => sent.push(t),
-                    Err(at) => {
-                        prop_assert!(at > t);
-                        let pos = pending.partition_point(|(x, _)| *x <= at);
-                        pending.insert(pos, (at, lane));
+    /// Replays arrivals the way the worker does (a deferred event comes back at the time it
+    /// was given; `throttled` arrivals get a 429 with `hold` when sent) and returns send times.
+    fn run(p: &mut Pacer, arrivals: &[(Millis, bool)], hold: Millis) -> Vec<Millis> {
+        let mut pending: Vec<(Millis, String, bool)> =
+            arrivals.iter().enumerate().map(|(i, (t, throttled))| (*t, i.to_string(), *throttled)).collect();
+        pending.sort_by_key(|(t, _, _)| *t);
+        let mut sent = Vec::new();
+        while !pending.is_empty() {
+            let (t, lane, throttled) = pending.remove(0);
+            match p.admit("k", &lane, t) {
+                Ok(()) => {
+                    sent.push(t);
+                    if throttled {
+                        p.slow_down("k", t, t + hold);
                     }
                 }
+                Err(at) => {
+                    assert!(at > t, "a deferral is to a later time");
+                    let pos = pending.partition_point(|(x, _, _)| *x <= at);
+                    pending.insert(pos, (at, lane, throttled));
+                }
             }
-            prop_assert_eq!(sent.len(), arrivals.len(), "every event is eventually admitted");
-            for (i, t) in sent.iter().enumerate() {
-                let allowed = f64::from(burst) + (t - start) as f64 * f64::from(per_minute) / 60_000.0;
-                prop_assert!((i + 1) as f64 <= allowed + 1.0, "{} admitted by {} (allowed {})", i + 1, t, allowed);
-            }
+        }
+        sent
+    }
+
+    /// The most sends in any window of `WINDOW` ms (sends are sorted).
+    fn busiest_window(sent: &[Millis]) -> usize {
+        (0..sent.len()).map(|i| sent[i..].partition_point(|t| *t < sent[i] + WINDOW)).max().unwrap_or(0)
+    }
+
+    #[test]
+    fn a_storm_of_200_triggers_never_puts_more_than_120_in_any_minute() {
+        // The defaults: 120 a minute, 60 at once. The old bucket let 179 through in the first minute.
+        let mut p = Pacer::new(120, 60);
+        let storm: Vec<(Millis, bool)> = (0..200).map(|i| (1_000_000 + i, false)).collect();
+        let sent = run(&mut p, &storm, 0);
+        assert_eq!(sent.len(), 200, "every event goes in the end");
+        assert_eq!(busiest_window(&sent), 120);
+        let at_once = sent.iter().filter(|t| **t < 1_000_000 + 200).count();
+        assert!(at_once <= 60, "the burst is at most 60: {at_once}");
+        assert!(*sent.last().unwrap() - 1_000_000 < 2 * WINDOW, "and the storm is not held longer than needed");
+    }
+
+    #[test]
+    fn after_a_429_the_key_waits_and_its_reservations_move_with_it() {
+        let mut p = Pacer::new(120, 60);
+        let t = 1_000_000;
+        for i in 0..100 {
+            let _ = p.admit("k", &i.to_string(), t);
+        }
+        // Lanes 60..99 hold slots every 500 ms from t + 500.
+        p.slow_down("k", t, t + 30_000);
+        assert_eq!(p.admit("k", "60", t + 500), Err(t + 30_500), "a promised slot moves with the hold");
+        assert_eq!(p.admit("k", "99", t + 20_000), Err(t + 50_000), "and keeps its spacing");
+        assert_eq!(p.admit("k", "60", t + 30_500), Ok(()));
+        assert_eq!(p.admit("k", "new", t + 30_500), Err(t + 50_500), "new events queue behind them");
+    }
+
+    proptest! {
+        /// However events arrive and whatever 429s come, no 60-second window holds more than
+        /// the rate, at most `burst` go at one instant, and every event goes in the end.
+        #[test]
+        fn no_window_ever_holds_more_than_the_rate(
+            arrivals in proptest::collection::vec((0i64..180_000, proptest::bool::weighted(0.02)), 1..400),
+            per_minute in 1u32..300,
+            burst in 1u32..300,
+            hold in 1i64..60_000,
+        ) {
+            let mut p = Pacer::new(per_minute, burst);
+            let sent = run(&mut p, &arrivals, hold);
+            prop_assert_eq!(sent.len(), arrivals.len());
+            prop_assert!(busiest_window(&sent) <= per_minute as usize, "{} in one window", busiest_window(&sent));
+            let at_once = (0..sent.len()).map(|i| sent[i..].partition_point(|t| *t == sent[i])).max().unwrap_or(0);
+            prop_assert!(at_once <= burst.min(per_minute) as usize, "{} at once", at_once);
         }
     }
 }
