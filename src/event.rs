@@ -2,7 +2,7 @@
 //!
 //! Nothing here does I/O. An [`Event`] that exists is one PagerDuty will accept: severity in
 //! its set, summary and dedup_key within their limits, https images, the whole body within
-//! 512 KB. Where a limit can be met without losing the page (truncating a summary, shrinking
+//! 512 000 bytes. Where a limit can be met without losing the page (truncating a summary, shrinking
 //! `custom_details`), the constructor does so and leaves a note saying what it changed.
 
 use crate::config::Secret;
