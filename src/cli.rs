@@ -313,7 +313,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow
             eprintln!("ignored: {reason}");
             Vec::new()
         }
-        crate::source::Disposition::Map => src.mapping().apply(&verified)?,
+        crate::source::Disposition::Map => src.mapping().apply(&verified, std::time::SystemTime::now())?,
     };
     let out: Vec<_> = rendered
         .iter()

@@ -6,7 +6,7 @@
 
 use crate::mapping::Rendered;
 use crate::metrics::Metrics;
-use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, NewInbound, Queue, QueueError};
+use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Source, SourceError, Sources, Verified};
 use serde::Serialize;
@@ -59,9 +59,10 @@ impl Pipeline {
         let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
         let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
-        let decision = decide(src, &verified)?;
+        let received_at = now_millis();
+        let decision = decide(src, &verified, received_at)?;
         let (status, events) = decision.to_record();
-        let inbound = record(&verified, &query, status);
+        let inbound = record(&verified, &query, status, received_at);
         Ok(match self.queue.accept(inbound, events).await? {
             Accepted::Duplicate { id } => IngestOutcome::Duplicate { id },
             Accepted::Committed { id, events } => {
@@ -97,12 +98,14 @@ impl Decision {
     }
 }
 
-/// Runs the source's mappings; a failing rule keeps the payload for replay.
-fn decide(src: &Source, verified: &Verified) -> Result<Decision, IngestError> {
+/// Runs the source's mappings on a payload accepted at `received_at` (the time events without
+/// a timestamp of their own carry); a failing rule keeps the payload for replay.
+fn decide(src: &Source, verified: &Verified, received_at: Millis) -> Result<Decision, IngestError> {
     let source = src.name();
+    let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     Ok(match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
-        Disposition::Map => match src.mapping().apply(verified) {
+        Disposition::Map => match src.mapping().apply(verified, accepted) {
             Ok(rendered) if rendered.len() > src.max_events_per_request() => {
                 return Err(IngestError::TooManyEvents {
                     source_name: source.to_string(),
@@ -186,7 +189,9 @@ impl Pipeline {
                 let verified = src
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
-                let decision = decide(src, &verified).unwrap_or_else(|e| Decision::Failed(e.to_string()));
+                // The payload was accepted when it first arrived, not now.
+                let decision =
+                    decide(src, &verified, stored.received_at).unwrap_or_else(|e| Decision::Failed(e.to_string()));
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);
@@ -222,11 +227,11 @@ impl Pipeline {
     }
 }
 
-fn record(v: &Verified, query: &str, status: InboundStatus) -> NewInbound {
+fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis) -> NewInbound {
     NewInbound {
         id: uuid::Uuid::now_v7().to_string(),
         source: v.source().to_string(),
-        received_at: now_millis(),
+        received_at,
         dedupe_id: v.delivery_id().map(str::to_string),
         headers: v.headers().to_stored(),
         query: query.to_string(),

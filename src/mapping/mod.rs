@@ -15,6 +15,7 @@ use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 /// A rule could not turn a payload into events.
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
@@ -231,12 +232,20 @@ impl Mapping {
         self.rules.len()
     }
 
-    /// Runs every rule against a verified request. All matching rules emit, in file order,
-    /// until one marked `final` matched.
-    pub fn apply(&self, req: &Verified) -> Result<Vec<Rendered>, MappingError> {
+    /// Runs every rule against a verified request, `accepted` at this time. All matching
+    /// rules emit, in file order, until one marked `final` matched.
+    ///
+    /// An event whose rule sets no `timestamp` carries `accepted`: pacing or an outage may
+    /// hold it for hours, and PagerDuty would otherwise show the time it finally arrived.
+    /// The time is passed in (not read here) so that rendering stays pure and repeatable.
+    pub fn apply(&self, req: &Verified, accepted: SystemTime) -> Result<Vec<Rendered>, MappingError> {
         // One handlebars Context per request (per item with for_each): rendering with a plain
         // Value would serialize a deep copy of the payload for every template.
         let ctx = Context::from(req.template_context());
+        let accepted = rfc3339_millis(accepted);
+        let emit = |rule: &Rule, c: &Context, subject: &Value, out: &mut Vec<Rendered>| {
+            self.emit(rule, c, subject, req.source(), &accepted, out)
+        };
         let mut out = Vec::new();
         for rule in &self.rules {
             let err = |field: &str, message: String| MappingError {
@@ -252,9 +261,7 @@ impl Mapping {
                 }
             }
             match &rule.for_each {
-                None => {
-                    self.emit(rule, &ctx, &ctx.data()["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?
-                }
+                None => emit(rule, &ctx, &ctx.data()["body"], &mut out).map_err(|(f, m)| err(&f, m))?,
                 Some(path) => {
                     let items = lookup(ctx.data(), path).and_then(Value::as_array).ok_or_else(|| {
                         err("for_each", format!("{} is not an array in this payload", path.join(".")))
@@ -263,7 +270,7 @@ impl Mapping {
                         let mut c = ctx.data().clone();
                         c["item"] = item.clone();
                         let c = Context::from(c);
-                        self.emit(rule, &c, item, req.source(), &mut out).map_err(|(f, m)| err(&f, m))?;
+                        emit(rule, &c, item, &mut out).map_err(|(f, m)| err(&f, m))?;
                     }
                 }
             }
@@ -336,6 +343,7 @@ impl Mapping {
         ctx: &Context,
         subject: &Value,
         source: &str,
+        accepted: &str,
         out: &mut Vec<Rendered>,
     ) -> Result<(), (String, String)> {
         let action = match &rule.action {
@@ -367,13 +375,14 @@ impl Mapping {
             None => None,
         };
         let f = |name| self.field(rule, name, ctx);
+        let timestamp = || Ok::<_, (String, String)>(f("timestamp")?.or_else(|| Some(accepted.to_string())));
         let event = match rule.emit {
             Emit::Change => Event::change(
                 routing_key,
                 ChangeDraft {
                     summary: f("summary")?,
                     source: f("source")?,
-                    timestamp: f("timestamp")?,
+                    timestamp: timestamp()?,
                     links,
                     custom_details,
                 },
@@ -407,7 +416,7 @@ impl Mapping {
                         component: f("component")?,
                         group: f("group")?,
                         class: f("class")?,
-                        timestamp: f("timestamp")?,
+                        timestamp: timestamp()?,
                         client: f("client")?,
                         client_url: f("client_url")?,
                         links,
@@ -421,6 +430,15 @@ impl Mapping {
         out.push(Rendered { rule: rule.name.clone(), event });
         Ok(())
     }
+}
+
+/// `t` in RFC 3339, UTC, to the millisecond (the queue's resolution).
+fn rfc3339_millis(t: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(t);
+    t.replace_millisecond(t.millisecond())
+        .unwrap_or(t)
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
 }
 
 /// A dedup_key for a trigger whose rule sets none: the same source, rule and payload always

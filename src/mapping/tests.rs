@@ -32,8 +32,13 @@ fn verified(body: serde_json::Value) -> Verified {
     sources.get("gh").unwrap().trusted(h, "team=a", body.to_string().into()).unwrap()
 }
 
+/// When the test payloads were accepted: 2026-01-02T03:04:05.678Z.
+fn accepted() -> SystemTime {
+    std::time::UNIX_EPOCH + std::time::Duration::from_millis(1_767_323_045_678)
+}
+
 fn apply(text: &str, body: serde_json::Value) -> Result<Vec<Rendered>, MappingError> {
-    load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(&verified(body))
+    load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(&verified(body), accepted())
 }
 
 #[test]
@@ -232,4 +237,31 @@ fn a_resolve_read_from_the_payload_without_dedup_key_fails_when_rendered() {
     assert_eq!((err.rule.as_str(), err.field.as_str()), ("r", "dedup_key"));
     let out = apply(rule, serde_json::json!({"what": "trigger"})).unwrap();
     assert!(out[0].event.dedup_key().unwrap().as_str().starts_with("pagerhook-"));
+}
+
+#[test]
+fn events_without_a_timestamp_carry_the_time_the_webhook_was_accepted() {
+    let rules = r#"
+[[rule]]
+name = "a"
+emit = "alert"
+source = "s"
+summary = "s"
+[[rule]]
+name = "c"
+emit = "change"
+summary = "s"
+[[rule]]
+name = "own"
+emit = "change"
+summary = "s"
+timestamp = "{{body.at}}"
+"#;
+    let out = apply(rules, serde_json::json!({"at": "2021-03-16T17:03:27Z"})).unwrap();
+    assert_eq!(out[0].event.body()["payload"]["timestamp"], "2026-01-02T03:04:05.678Z");
+    assert_eq!(out[1].event.body()["payload"]["timestamp"], "2026-01-02T03:04:05.678Z");
+    assert_eq!(out[2].event.body()["payload"]["timestamp"], "2021-03-16T17:03:27Z", "the mapping's own wins");
+    // A resolve has no payload to carry one.
+    let resolve = "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"resolve\"\ndedup_key = \"k\"\nsource = \"s\"\nsummary = \"s\"\n";
+    assert!(apply(resolve, serde_json::json!({})).unwrap()[0].event.body().get("payload").is_none());
 }

@@ -207,6 +207,7 @@ pub struct DeadLetterDetail {
 pub struct StoredInbound {
     pub id: String,
     pub source: String,
+    pub received_at: Millis,
     pub headers: Value,
     pub query: String,
     pub body: Bytes,

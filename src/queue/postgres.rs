@@ -670,7 +670,10 @@ impl Queue for PostgresQueue {
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         let c = self.client().await?;
         let row = c
-            .query_opt("SELECT id, source, headers, query, body, status, error FROM inbound WHERE id = $1", &[&id])
+            .query_opt(
+                "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = $1",
+                &[&id],
+            )
             .await
             .map_err(storage)?;
         Ok(row.map(|r| {
@@ -680,6 +683,7 @@ impl Queue for PostgresQueue {
             StoredInbound {
                 id: r.get(0),
                 source: r.get(1),
+                received_at: r.get(7),
                 headers: serde_json::from_str(&headers).unwrap_or_default(),
                 query: r.get(3),
                 body: body.into(),

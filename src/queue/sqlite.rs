@@ -648,7 +648,7 @@ impl Queue for SqliteQueue {
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         self.run(move |c| {
             c.query_row(
-                "SELECT id, source, headers, query, body, status, error FROM inbound WHERE id = ?1",
+                "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = ?1",
                 [&id],
                 |r| {
                     let headers: String = r.get(2)?;
@@ -657,6 +657,7 @@ impl Queue for SqliteQueue {
                     Ok(StoredInbound {
                         id: r.get(0)?,
                         source: r.get(1)?,
+                        received_at: r.get(7)?,
                         headers: serde_json::from_str(&headers).unwrap_or_default(),
                         query: r.get(3)?,
                         body: body.into(),

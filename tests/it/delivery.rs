@@ -292,3 +292,15 @@ async fn everything_is_delivered_in_per_key_order_after_pagerduty_was_down() {
         assert_eq!(of_key("resolve").count(), 1);
     }
 }
+
+#[tokio::test]
+async fn an_event_without_a_timestamp_carries_the_time_its_webhook_was_accepted() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    let before = time::OffsetDateTime::now_utc() - Duration::from_millis(1);
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
+    let after = time::OffsetDateTime::now_utc();
+    let got = app.fake.wait_for(1, WAIT).await;
+    let stamp = got[0].body["payload"]["timestamp"].as_str().expect("a timestamp is sent");
+    let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).unwrap();
+    assert!(before <= at && at <= after, "{stamp} is not within the request ({before} .. {after})");
+}
