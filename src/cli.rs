@@ -166,10 +166,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY"
                 );
                 for r in rows {
-                    let tail = match (&r.dedup_key, &r.last_error) {
+                    let mut tail = match (&r.dedup_key, &r.last_error) {
                         (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
                         (k, _) => k.clone().unwrap_or_else(|| "-".into()),
                     };
+                    // PagerDuty filed it under another key: later acknowledges and resolves miss.
+                    if let Some(pd) = r.pagerduty_dedup_key.as_ref().filter(|pd| r.dedup_key.as_ref() != Some(*pd)) {
+                        tail = format!("{tail} (PagerDuty: {pd})");
+                    }
                     println!(
                         "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}",
                         r.id,

@@ -9,8 +9,16 @@ const RESPONSE_KEEP: usize = 2048;
 /// PagerDuty's answer to one event, or why there was none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
-    /// PagerDuty answered; `retry_after` is `Retry-After` in seconds, when sent.
-    Status { code: u16, message: String, retry_after: Option<Duration> },
+    /// PagerDuty answered; `retry_after` is `Retry-After` as a delay, when sent; `status` and
+    /// `dedup_key` are the fields of its JSON answer (a 202 says `"success"` and the dedup_key
+    /// it filed the event under).
+    Status {
+        code: u16,
+        message: String,
+        retry_after: Option<Duration>,
+        status: Option<String>,
+        dedup_key: Option<String>,
+    },
     /// No answer: connection refused, timeout, TLS, DNS.
     Transport(String),
 }
@@ -51,7 +59,13 @@ impl Client {
                 body = %event.body(),
                 "dry run: would send event"
             );
-            return Response::Status { code: 202, message: "dry run".into(), retry_after: None };
+            return Response::Status {
+                code: 202,
+                message: "dry run".into(),
+                retry_after: None,
+                status: None,
+                dedup_key: event.dedup_key().map(|k| k.as_str().to_string()),
+            };
         }
         let url = format!("{}{}", self.events_url, event.kind().path());
         let res = match self.http.post(&url).json(&event.wire_body()).send().await {
@@ -68,7 +82,19 @@ impl Client {
             Ok(b) => b,
             Err(e) => return Response::Transport(transport_error(&e)),
         };
-        Response::Status { code, message: message(&body), retry_after }
+        let field = |name: &str| {
+            serde_json::from_slice::<serde_json::Value>(&body)
+                .ok()
+                .and_then(|v| v.get(name).and_then(|s| s.as_str()).map(|s| truncate(s.trim())))
+                .filter(|s| !s.is_empty())
+        };
+        Response::Status {
+            code,
+            message: message(&body),
+            retry_after,
+            status: field("status"),
+            dedup_key: field("dedup_key"),
+        }
     }
 }
 
@@ -99,6 +125,15 @@ fn message(body: &[u8]) -> String {
     }
     let s = String::from_utf8_lossy(&body[..body.len().min(RESPONSE_KEEP)]);
     s.trim().to_string()
+}
+
+/// At most [`RESPONSE_KEEP`] bytes of `s`, on a character boundary.
+fn truncate(s: &str) -> String {
+    let mut end = s.len().min(RESPONSE_KEEP);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 fn transport_error(e: &reqwest::Error) -> String {

@@ -133,10 +133,13 @@ impl Worker {
         let response = self.client.send(&c.event).await;
         let upstream = started.elapsed();
         let now = now_millis();
-        let (status, detail) = match &response {
-            Response::Status { code, message, .. } => (Some(*code), Some(message.clone())),
-            Response::Transport(e) => (None, Some(e.clone())),
+        let (status, detail, returned_key) = match &response {
+            Response::Status { code, message, dedup_key, .. } => {
+                (Some(*code), Some(message.clone()), dedup_key.clone())
+            }
+            Response::Transport(e) => (None, Some(e.clone()), None),
         };
+        check_answer(&c, &response);
         let attempt_no = c.attempts + 1;
         let (finish, outcome) = match policy::classify(&response) {
             RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
@@ -175,12 +178,35 @@ impl Worker {
             "delivery attempt"
         );
         self.metrics.attempt(outcome.as_str(), Some(upstream));
-        let attempt = Attempt { at: now, status, detail };
+        let attempt = Attempt { at: now, status, detail, dedup_key: returned_key };
         if let Err(e) = self.queue.finish(c.id, attempt, finish).await {
             // The lease keeps the event from being sent twice at once; after it expires
             // (or on restart) the event is tried again: at-least-once.
             tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome");
         }
         outcome
+    }
+}
+
+/// Reads PagerDuty's 202 the way its documentation describes it: `status` should be
+/// `"success"`, and `dedup_key` the key the event was filed under. A different key means the
+/// incident is not the one pagerhook's later acknowledge or resolve will name (PagerDuty
+/// derives a key when none is sent, or an event rule rewrote it): say so loudly.
+fn check_answer(c: &Claimed, response: &Response) {
+    let Response::Status { code: 200..=299, status, dedup_key, .. } = response else { return };
+    if let Some(s) = status.as_deref().filter(|s| !s.eq_ignore_ascii_case("success")) {
+        tracing::warn!(event_id = c.id, status = s, "PagerDuty accepted the event with an unexpected status");
+    }
+    let sent = c.event.dedup_key().map(|k| k.as_str());
+    if let (Some(sent), Some(got)) = (sent, dedup_key.as_deref()) {
+        if sent != got {
+            tracing::warn!(
+                event_id = c.id,
+                inbound_id = %c.inbound_id,
+                sent,
+                returned = got,
+                "PagerDuty filed the event under another dedup_key than the one sent"
+            );
+        }
     }
 }

@@ -60,7 +60,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn status(code: u16) -> Response {
-        Response::Status { code, message: "m".into(), retry_after: None }
+        Response::Status { code, message: "m".into(), retry_after: None, status: None, dedup_key: None }
     }
 
     #[test]
@@ -76,7 +76,13 @@ mod tests {
         assert!(matches!(classify(&status(500)), RetryAction::Retry { .. }));
         assert!(matches!(classify(&status(503)), RetryAction::Retry { .. }));
         assert!(matches!(classify(&Response::Transport("refused".into())), RetryAction::Retry { .. }));
-        let r = Response::Status { code: 429, message: "slow".into(), retry_after: Some(Duration::from_secs(2)) };
+        let r = Response::Status {
+            code: 429,
+            message: "slow".into(),
+            retry_after: Some(Duration::from_secs(2)),
+            status: None,
+            dedup_key: None,
+        };
         assert_eq!(
             classify(&r),
             RetryAction::Retry { reason: "429 throttled: slow".into(), after: Some(Duration::from_secs(2)) }

@@ -119,6 +119,8 @@ pub struct Attempt {
     pub status: Option<u16>,
     /// What went wrong, or PagerDuty's message.
     pub detail: Option<String>,
+    /// The dedup_key PagerDuty said it filed the event under (its 202 answer).
+    pub dedup_key: Option<String>,
 }
 
 /// One row of `pagerhook deliveries list`: an event and where it stands.
@@ -134,6 +136,8 @@ pub struct EventSummary {
     pub attempts: u32,
     pub created_at: Millis,
     pub last_error: Option<String>,
+    /// The dedup_key PagerDuty answered with, from the latest attempt that had one.
+    pub pagerduty_dedup_key: Option<String>,
 }
 
 /// Names a dead letter: a dead event (its number) or a payload whose mapping failed (its
@@ -187,6 +191,8 @@ pub struct AttemptRecord {
     pub at: Millis,
     pub status: Option<u16>,
     pub detail: Option<String>,
+    /// The dedup_key PagerDuty answered with.
+    pub pagerduty_dedup_key: Option<String>,
 }
 
 /// Everything kept about one dead letter.

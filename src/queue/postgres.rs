@@ -34,7 +34,8 @@ use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
 /// transaction that records the new version.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -91,7 +92,12 @@ CREATE TABLE routes (
     seq         BIGINT GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (dedup_key, routing_key)
 );
-"#];
+"#,
+    // The dedup_key PagerDuty's 202 answered with, per attempt.
+    r#"
+ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
+"#,
+];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
 /// `pg_advisory_xact_lock(int, int)` is the class offset by a hash of the schema: deployments
@@ -480,8 +486,8 @@ impl Queue for PostgresQueue {
         let tx = c.transaction().await.map_err(storage)?;
         let status = attempt.status.map(i32::from);
         tx.execute(
-            "INSERT INTO attempts (event_id, at, status, detail) VALUES ($1, $2, $3, $4)",
-            &[&id, &attempt.at, &status, &attempt.detail],
+            "INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES ($1, $2, $3, $4, $5)",
+            &[&id, &attempt.at, &status, &attempt.detail, &attempt.dedup_key],
         )
         .await
         .map_err(storage)?;
@@ -516,7 +522,8 @@ impl Queue for PostgresQueue {
         let c = self.client().await?;
         let rows = c
             .query(
-                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error
+                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error,
+                        (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
                  FROM events e JOIN inbound i ON i.id = e.inbound_id ORDER BY e.id DESC LIMIT $1",
                 &[&(limit as i64)],
             )
@@ -535,6 +542,7 @@ impl Queue for PostgresQueue {
                 attempts: r.get::<_, i32>(7).max(0) as u32,
                 created_at: r.get(8),
                 last_error: r.get(9),
+                pagerduty_dedup_key: r.get(10),
             })
             .collect())
     }
@@ -602,7 +610,7 @@ impl Queue for PostgresQueue {
                 let body: String =
                     c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.get(0);
                 let log = c
-                    .query("SELECT at, status, detail FROM attempts WHERE event_id = $1 ORDER BY id", &[&n])
+                    .query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&n])
                     .await
                     .map_err(storage)?
                     .iter()
@@ -610,6 +618,7 @@ impl Queue for PostgresQueue {
                         at: r.get(0),
                         status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
                         detail: r.get(2),
+                        pagerduty_dedup_key: r.get(3),
                     })
                     .collect();
                 (serde_json::from_str(&body).ok(), log)

@@ -85,6 +85,10 @@ CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_fai
     r#"
 CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';
 "#,
+    // The dedup_key PagerDuty's 202 answered with, per attempt.
+    r#"
+ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
+"#,
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -321,8 +325,8 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
 
 /// Records one delivery attempt and its outcome.
 fn finish_one(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), rusqlite::Error> {
-    tx.prepare_cached("INSERT INTO attempts (event_id, at, status, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![id, attempt.at, attempt.status, attempt.detail])?;
+    tx.prepare_cached("INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![id, attempt.at, attempt.status, attempt.detail, attempt.dedup_key])?;
     match finish {
         Finish::Delivered => tx
             .prepare_cached(
@@ -511,7 +515,8 @@ impl Queue for SqliteQueue {
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
         self.run(move |c| {
             let mut stmt = c.prepare(
-                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error
+                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error,
+                        (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
                  FROM events e JOIN inbound i ON i.id = e.inbound_id ORDER BY e.id DESC LIMIT ?1",
             )?;
             let rows = stmt.query_map([limit as i64], |r| {
@@ -526,6 +531,7 @@ impl Queue for SqliteQueue {
                     attempts: r.get(7)?,
                     created_at: r.get(8)?,
                     last_error: r.get(9)?,
+                    pagerduty_dedup_key: r.get(10)?,
                 })
             })?;
             rows.collect()
@@ -598,10 +604,18 @@ impl Queue for SqliteQueue {
             let (event, attempt_log) = match id {
                 DeadId::Event(n) => {
                     let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [n], |r| r.get(0))?;
-                    let mut stmt =
-                        c.prepare("SELECT at, status, detail FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
+                    let mut stmt = c.prepare(
+                        "SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = ?1 ORDER BY rowid",
+                    )?;
                     let log = stmt
-                        .query_map([n], |r| Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)? }))?
+                        .query_map([n], |r| {
+                            Ok(AttemptRecord {
+                                at: r.get(0)?,
+                                status: r.get(1)?,
+                                detail: r.get(2)?,
+                                pagerduty_dedup_key: r.get(3)?,
+                            })
+                        })?
                         .collect::<Result<Vec<_>, _>>()?;
                     (serde_json::from_str(&body).ok(), log)
                 }

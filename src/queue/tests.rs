@@ -108,6 +108,7 @@ on_every_backend!(
     consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
     a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
     dead_letters_are_listed_shown_replayed_and_deleted,
+    the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
 );
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -136,14 +137,22 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     // While the trigger retries, the resolve waits.
     let trigger = c[0].id;
-    q.finish(trigger, Attempt { at: now, status: Some(500), detail: None }, Finish::RetryAt(now + 1000)).await.unwrap();
+    q.finish(
+        trigger,
+        Attempt { at: now, status: Some(500), detail: None, dedup_key: None },
+        Finish::RetryAt(now + 1000),
+    )
+    .await
+    .unwrap();
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due().await.unwrap(), Some(now + 1000));
     let retried = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
     assert_eq!(retried[0].attempts, 1);
-    q.finish(trigger, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(trigger, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+        .await
+        .unwrap();
     let next = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
@@ -154,7 +163,7 @@ async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     let c = q.claim(now, 10, LEASE).await.unwrap();
     q.finish(
         c[0].id,
-        Attempt { at: now, status: Some(400), detail: Some("bad".into()) },
+        Attempt { at: now, status: Some(400), detail: Some("bad".into()), dedup_key: None },
         Finish::Dead("400: bad".into()),
     )
     .await
@@ -206,8 +215,16 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     q.accept(failed, vec![]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 2, LEASE).await.unwrap();
-    q.finish(c[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
-    q.finish(c[1].id, Attempt { at: now, status: Some(400), detail: None }, Finish::Dead("400".into())).await.unwrap();
+    q.finish(c[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+        .await
+        .unwrap();
+    q.finish(
+        c[1].id,
+        Attempt { at: now, status: Some(400), detail: None, dedup_key: None },
+        Finish::Dead("400".into()),
+    )
+    .await
+    .unwrap();
     assert!(q.prune(now + 1).await.unwrap() > 0);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
     assert_eq!(states, vec!["pending", "dead"]);
@@ -229,7 +246,9 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            q.finish(c.id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+            q.finish(c.id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+                .await
+                .unwrap();
         }
     }
 }
@@ -274,11 +293,15 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].superseded.len(), 2, "{first:?}");
     assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
-    q.finish(first[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(first[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+        .await
+        .unwrap();
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
     assert!(resolve[0].superseded.is_empty());
-    q.finish(resolve[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(resolve[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+        .await
+        .unwrap();
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -307,7 +330,7 @@ async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     for c in q.claim(now, 10, LEASE).await.unwrap() {
         q.finish(
             c.id,
-            Attempt { at: now, status: Some(400), detail: Some("Event object is invalid".into()) },
+            Attempt { at: now, status: Some(400), detail: Some("Event object is invalid".into()), dedup_key: None },
             Finish::Dead("400: Event object is invalid".into()),
         )
         .await
@@ -453,7 +476,9 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
                     // anyone else this lane until then.
                     in_flight.lock().unwrap().remove(&dk);
                     let at = now_millis();
-                    q.finish(c.id, Attempt { at, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+                    q.finish(c.id, Attempt { at, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+                        .await
+                        .unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -601,7 +626,9 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert_eq!(held.len(), 1);
     insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
-    q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+        .await
+        .unwrap();
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
 }
 
@@ -626,4 +653,30 @@ async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_passwo
     for e in [refused, tls, bad] {
         assert!(!e.contains("hunter2"), "{e}");
     }
+}
+
+async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Queue>) {
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("trigger", "d")]).await.unwrap();
+    let now = now_millis();
+    let c = q.claim(now, 10, LEASE).await.unwrap();
+    let (k, d) = (c[0].id, c[1].id);
+    let attempt = |status, key: Option<&str>| Attempt {
+        at: now,
+        status: Some(status),
+        detail: None,
+        dedup_key: key.map(Into::into),
+    };
+    q.finish(k, attempt(500, None), Finish::RetryAt(now)).await.unwrap();
+    q.finish(d, attempt(202, Some("pd-d")), Finish::Dead("refused after all".into())).await.unwrap();
+    let again = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), vec![k]);
+    q.finish(k, attempt(202, Some("pd-k")), Finish::Delivered).await.unwrap();
+    let recent = q.recent(10).await.unwrap();
+    let of = |id| recent.iter().find(|e| e.id == id).unwrap().pagerduty_dedup_key.clone();
+    assert_eq!(of(k).as_deref(), Some("pd-k"), "the 202's key, not the 500's absence of one");
+    assert_eq!(of(d).as_deref(), Some("pd-d"));
+    let shown = q.dead_letter(DeadId::Event(d)).await.unwrap().unwrap();
+    assert_eq!(shown.attempt_log[0].pagerduty_dedup_key.as_deref(), Some("pd-d"));
+    let json = serde_json::to_value(&shown).unwrap();
+    assert_eq!(json["attempt_log"][0]["pagerduty_dedup_key"], "pd-d", "dlq show and the admin API print it");
 }

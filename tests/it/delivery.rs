@@ -304,3 +304,23 @@ async fn an_event_without_a_timestamp_carries_the_time_its_webhook_was_accepted(
     let at = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339).unwrap();
     assert!(before <= at && at <= after, "{stamp} is not within the request ({before} .. {after})");
 }
+
+#[tokio::test]
+async fn the_dedup_key_pagerduty_answers_with_is_recorded_and_shown() {
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    let other = json!({"status": "success", "message": "Event processed", "dedup_key": "filed-elsewhere"});
+    app.fake.script("/v2/enqueue", [Reply::status(202), Reply { body: other, ..Reply::status(202) }]);
+    for n in [1, 2] {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
+        app.fake.wait_for(n, WAIT).await;
+    }
+    let rows = eventually("both are delivered", || async {
+        let a = app.admin_call(Method::GET, "/admin/deliveries").await;
+        let rows = a.json.as_array().cloned().unwrap_or_default();
+        (rows.len() == 2 && rows.iter().all(|r| r["state"] == "delivered")).then_some(rows)
+    })
+    .await;
+    let returned = |key: &str| rows.iter().find(|r| r["dedup_key"] == key).unwrap()["pagerduty_dedup_key"].clone();
+    assert_eq!(returned("n-1"), "n-1");
+    assert_eq!(returned("n-2"), "filed-elsewhere", "what PagerDuty said, not what was sent");
+}

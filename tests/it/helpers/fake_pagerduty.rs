@@ -120,6 +120,7 @@ async fn enqueue(
     let via = **via;
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let key = body["dedup_key"].as_str().map(str::to_string);
+    let key_for_answer = key.clone();
     let reply = state
         .script
         .lock()
@@ -141,7 +142,14 @@ async fn enqueue(
     if let Some(s) = reply.retry_after {
         r.insert_header(("Retry-After", s.to_string()));
     }
-    r.json(reply.body)
+    let mut answer = reply.body;
+    // Like PagerDuty, a 202 to an alert event names the dedup_key it was filed under.
+    if reply.status == 202 && req.path() == "/v2/enqueue" && answer.get("dedup_key").is_none() {
+        if let Some(k) = key_for_answer {
+            answer["dedup_key"] = k.into();
+        }
+    }
+    r.json(answer)
 }
 
 /// Serves the fake on a new loopback port, its requests marked `via`; returns its URL.
