@@ -72,3 +72,40 @@ fn render_prints_the_events_a_fixture_produces() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("0123456789abcdef0123456789abcdef"), "render never prints the routing key");
 }
+
+/// `check` on a config in a temporary folder with one GitHub source using `mapping`.
+fn check_with(pagerduty_extra: &str, mapping: &str) -> (Option<i32>, String) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), mapping).unwrap();
+    std::fs::write(
+        dir.path().join("pagerhook.toml"),
+        format!("[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n{pagerduty_extra}\n[[source]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"env:GITHUB_WEBHOOK_SECRET\"]\nmappings = [\"m.toml\"]\n"),
+    )
+    .unwrap();
+    let out = pagerhook().arg("--config").arg(dir.path().join("pagerhook.toml")).arg("check").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+const TRIGGER: &str = "[[rule]]\nname = \"t\"\nemit = \"alert\"\ndedup_key = \"k\"\nsummary = \"s\"\nsource = \"x\"\n";
+
+#[test]
+fn check_notes_a_pasted_endpoint_and_refuses_another_path() {
+    let (code, stderr) = check_with("events_url = \"https://events.pagerduty.com/v2/enqueue\"\n", TRIGGER);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        stderr.contains("warning: pagerduty.events_url") && stderr.contains("\"https://events.pagerduty.com\""),
+        "{stderr}"
+    );
+    let (code, stderr) = check_with("events_url = \"https://events.pagerduty.com/api/events\"\n", TRIGGER);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("pagerduty.events_url"), "{stderr}");
+}
+
+#[test]
+fn check_refuses_a_resolve_rule_without_dedup_key_naming_file_and_rule() {
+    let resolve =
+        "[[rule]]\nname = \"all clear\"\nemit = \"alert\"\naction = \"resolve\"\nsummary = \"s\"\nsource = \"x\"\n";
+    let (code, stderr) = check_with("", &format!("{TRIGGER}\n{resolve}"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("m.toml line 8: rule 'all clear'") && stderr.contains("needs dedup_key"), "{stderr}");
+}
