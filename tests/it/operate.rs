@@ -193,3 +193,26 @@ async fn sigterm_finishes_and_leaves_undelivered_events_queued() {
     child.kill().unwrap();
     child.wait().unwrap();
 }
+
+#[tokio::test]
+async fn a_reload_refuses_a_resolve_rule_without_dedup_key() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, NUMBERED).unwrap();
+        format!("{text}{}", bearer_source("load", &path))
+    })
+    .await;
+    let resolve =
+        "[[rule]]\nname = \"all clear\"\nemit = \"alert\"\naction = \"resolve\"\nsummary = \"s\"\nsource = \"x\"\n";
+    std::fs::write(app.dir.path().join("numbered.toml"), format!("{NUMBERED}\n{resolve}")).unwrap();
+    let err = app.app.as_ref().unwrap().reload().await.unwrap_err();
+    assert!(
+        err.contains("numbered.toml") && err.contains("rule 'all clear'") && err.contains("needs dedup_key"),
+        "{err}"
+    );
+    assert_eq!(
+        app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status,
+        202,
+        "the old mapping runs on"
+    );
+}
