@@ -507,6 +507,7 @@ on_postgres!(
     replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+    routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
 );
 
 /// Three replicas with two workers each, claiming from one schema at once: a lane is never in
@@ -722,4 +723,29 @@ async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_passwo
     for e in [refused, tls, bad] {
         assert!(!e.contains("hunter2"), "{e}");
     }
+}
+
+/// The PostgreSQL twin of `routes_of_a_version_3_database_keep_the_source_of_their_trigger`.
+async fn routes_of_a_version_1_schema_keep_the_source_of_their_trigger(schema: &PgSchema) {
+    let c = connect_in(schema).await;
+    c.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('schema_version', '1');
+         INSERT INTO inbound VALUES ('i1', 'a', 1, NULL, '{}', '', '', 'mapped', NULL);
+         INSERT INTO events (inbound_id, kind, routing_key, action, dedup_key, body, format, created_at, next_at, state)
+             VALUES ('i1', 'alert', 'fedcba9876543210fedcba9876543210', 'trigger', 'db', '{}', 1, 1, 1, 'delivered');
+         INSERT INTO routes (dedup_key, routing_key, at) VALUES ('db', 'fedcba9876543210fedcba9876543210', 1);
+         INSERT INTO routes (dedup_key, routing_key, at) VALUES ('orphan', 'fedcba9876543210fedcba9876543210', 1);",
+    )
+    .await
+    .unwrap();
+    let q = replica(schema).await;
+    q.accept(inbound_from("b"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    q.accept(inbound_from("a"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let keys: Vec<_> = deliver_all(&q, now_millis()).await.into_iter().map(|(_, _, k)| k).collect();
+    assert_eq!(keys, [key().expose(), other_key().expose()], "only a's resolve follows a's trigger");
+    let sources: Vec<String> =
+        c.query("SELECT source FROM routes", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(sources, ["a"], "a route whose trigger is gone cannot be attributed and is dropped");
 }
