@@ -127,6 +127,8 @@ pub enum SourceKindConfig {
         auto_confirm: bool,
         /// PEM text of pinned signing certificates, by SigningCertURL as written.
         trusted_certs: BTreeMap<String, String>,
+        /// Templates see `sns.MessageAttributes`, which AWS does not sign.
+        unsigned_message_attributes: bool,
     },
 }
 

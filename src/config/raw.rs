@@ -121,6 +121,9 @@ pub struct RawSource {
     /// a pinned URL is never fetched.
     #[serde(default)]
     pub trusted_certs: BTreeMap<String, String>,
+    /// `sns`: `true` lets templates read `sns.MessageAttributes` (default `false`). AWS does not
+    /// sign them: anyone who can deliver a genuine message to this URL can change them.
+    pub unsigned_message_attributes: Option<bool>,
 }
 
 /// `verify = { scheme = "...", ... }` of a `generic` source. Which options apply depends on

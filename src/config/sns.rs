@@ -78,7 +78,12 @@ pub(super) fn validate_sns(
             trusted_certs.insert(url, pem.expose().to_string());
         }
     }
-    Some(SourceKindConfig::Sns { topics, auto_confirm: s.auto_confirm.unwrap_or(false), trusted_certs })
+    Some(SourceKindConfig::Sns {
+        topics,
+        auto_confirm: s.auto_confirm.unwrap_or(false),
+        trusted_certs,
+        unsigned_message_attributes: s.unsigned_message_attributes.unwrap_or(false),
+    })
 }
 
 /// Other kinds refuse the sns keys rather than ignore them.
@@ -88,6 +93,7 @@ pub(super) fn refuse_sns_keys(at: &str, s: &RawSource, p: &mut Problems) {
         ("any_topic", s.any_topic.is_some()),
         ("auto_confirm", s.auto_confirm.is_some()),
         ("trusted_certs", !s.trusted_certs.is_empty()),
+        ("unsigned_message_attributes", s.unsigned_message_attributes.is_some()),
     ];
     for (key, _) in written.iter().filter(|(_, set)| *set) {
         p.0.push(format!("{at}: {key} is for kind \"sns\" only"));

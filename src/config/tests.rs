@@ -280,11 +280,19 @@ fn sns(keys: &str) -> String {
 #[test]
 fn sns_sources_name_their_topics_or_say_any_topic() {
     let c = parse(&sns("topics = [\"arn:aws:sns:us-east-1:123456789012:alarms\"]\nauto_confirm = true")).unwrap();
-    let SourceKindConfig::Sns { topics, auto_confirm, trusted_certs } = &c.sources[0].kind else { panic!() };
+    let SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes } = &c.sources[0].kind
+    else {
+        panic!()
+    };
     assert_eq!(topics, &TopicFilter::Only(vec!["arn:aws:sns:us-east-1:123456789012:alarms".into()]));
-    assert!(*auto_confirm && trusted_certs.is_empty());
-    let c = parse(&sns("any_topic = true")).unwrap();
-    assert!(matches!(&c.sources[0].kind, SourceKindConfig::Sns { topics: TopicFilter::Any, auto_confirm: false, .. }));
+    assert!(*auto_confirm && trusted_certs.is_empty() && !unsigned_message_attributes);
+    let c = parse(&sns("any_topic = true
+unsigned_message_attributes = true"))
+    .unwrap();
+    assert!(matches!(
+        &c.sources[0].kind,
+        SourceKindConfig::Sns { topics: TopicFilter::Any, auto_confirm: false, unsigned_message_attributes: true, .. }
+    ));
     assert!(
         c.warnings.iter().any(|w| w.contains("any_topic = true accepts messages from every AWS account")),
         "{:?}",
@@ -304,11 +312,15 @@ fn sns_sources_name_their_topics_or_say_any_topic() {
         let err = parse(&sns(keys)).unwrap_err().to_string();
         assert!(err.contains(needle), "{keys}: {err}");
     }
-    let err = parse(&format!("{MINIMAL}topics = [\"arn:aws:sns:us-east-1:1:a\"]\nauto_confirm = true\n"))
-        .unwrap_err()
-        .to_string();
+    let err = parse(&format!(
+        "{MINIMAL}topics = [\"arn:aws:sns:us-east-1:1:a\"]\nauto_confirm = true\nunsigned_message_attributes = true\n"
+    ))
+    .unwrap_err()
+    .to_string();
     assert!(
-        err.contains("topics is for kind \"sns\" only") && err.contains("auto_confirm is for kind \"sns\" only"),
+        err.contains("topics is for kind \"sns\" only")
+            && err.contains("auto_confirm is for kind \"sns\" only")
+            && err.contains("unsigned_message_attributes is for kind \"sns\" only"),
         "{err}"
     );
 }

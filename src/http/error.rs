@@ -16,6 +16,8 @@ impl ResponseError for IngestError {
             IngestError::Source(SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             IngestError::Source(SourceError::BadRequest { .. }) => StatusCode::BAD_REQUEST,
             IngestError::Source(SourceError::UnsupportedMediaType { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            // Not the sender's fault (AWS did not give us the certificate): SNS retries a 5xx.
+            IngestError::Source(SourceError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
             IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // The sender must retry: nothing was committed.
             IngestError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,

@@ -9,7 +9,8 @@
 //!
 //! **Invariant:** an acknowledge or resolve is stored under the routing key that triggered its
 //! dedup_key (sticky routing), so it lands in the same lane as its trigger and reaches the
-//! PagerDuty service that holds the incident.
+//! PagerDuty service that holds the incident; only triggers of its own source count, so no
+//! source can move its events onto another source's incident.
 
 mod postgres;
 mod sqlite;

@@ -97,6 +97,26 @@ CREATE TABLE routes (
     r#"
 ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
 "#,
+    // Sticky routes per source: one source's resolve must never follow another's trigger.
+    // Existing routes keep the source of a trigger still stored; the rest are dropped (their
+    // resolves go to their own key, as before sticky routing).
+    r#"
+CREATE TABLE routes_by_source (
+    source      TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    seq         BIGINT GENERATED ALWAYS AS IDENTITY,
+    PRIMARY KEY (source, dedup_key, routing_key)
+);
+INSERT INTO routes_by_source (source, dedup_key, routing_key, at)
+SELECT DISTINCT ON (i.source, r.dedup_key, r.routing_key) i.source, r.dedup_key, r.routing_key, r.at FROM routes r
+JOIN events e ON e.dedup_key = r.dedup_key AND e.routing_key = r.routing_key AND e.action = 'trigger'
+JOIN inbound i ON i.id = e.inbound_id
+ORDER BY i.source, r.dedup_key, r.routing_key;
+DROP TABLE routes;
+ALTER TABLE routes_by_source RENAME TO routes;
+"#,
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -244,12 +264,12 @@ impl PostgresQueue {
     }
 }
 
-/// Queues `events` for `inbound_id` with sticky routing (as in SQLite), holding the insert
-/// locks of their lanes so that ids follow commit order within each lane.
+/// Queues `events` for `inbound_id` with sticky routing within `source` (as in SQLite),
+/// holding the insert locks of their lanes so that ids follow commit order within each lane.
 async fn insert_events(
     tx: &Transaction<'_>,
     schema: i32,
-    inbound_id: &str,
+    (inbound_id, source): (&str, &str),
     events: &[Event],
     at: Millis,
 ) -> Result<(), tokio_postgres::Error> {
@@ -259,21 +279,21 @@ async fn insert_events(
             Route::Record(dk) => {
                 let stmt = tx
                     .prepare_cached(
-                        "INSERT INTO routes (dedup_key, routing_key, at) VALUES ($1, $2, $3)
-                         ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+                        "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
+                         ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
                     )
                     .await?;
-                tx.execute(&stmt, &[&dk, &e.routing_key().expose(), &at]).await?;
+                tx.execute(&stmt, &[&source, &dk, &e.routing_key().expose(), &at]).await?;
                 e.clone()
             }
             Route::Lookup(dk) => {
                 let stmt = tx
                     .prepare_cached(
-                        "SELECT routing_key, bool_or(routing_key = $2) OVER () FROM routes WHERE dedup_key = $1
-                         ORDER BY at DESC, seq DESC LIMIT 1",
+                        "SELECT routing_key, bool_or(routing_key = $3) OVER () FROM routes
+                         WHERE source = $1 AND dedup_key = $2 ORDER BY at DESC, seq DESC LIMIT 1",
                     )
                     .await?;
-                let found = tx.query_opt(&stmt, &[&dk, &e.routing_key().expose()]).await?;
+                let found = tx.query_opt(&stmt, &[&source, &dk, &e.routing_key().expose()]).await?;
                 sticky(e, sticky_key(found.map(|r| (r.get(0), r.get(1)))))
             }
             Route::AsIs => e.clone(),
@@ -467,7 +487,7 @@ impl Queue for PostgresQueue {
         )
         .await
         .map_err(storage)?;
-        insert_events(&tx, self.schema, &i.id, &events, i.received_at).await.map_err(storage)?;
+        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await.map_err(storage)?;
         tx.commit().await.map_err(storage)?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -712,17 +732,18 @@ impl Queue for PostgresQueue {
         let tx = c.transaction().await.map_err(storage)?;
         let (status, error) = status_columns(&status);
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
-        let n = tx
-            .execute(
-                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status = 'mapping_failed'",
+        let Some(row) = tx
+            .query_opt(
+                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status = 'mapping_failed' RETURNING source",
                 &[&id, &status, &error],
             )
             .await
-            .map_err(storage)?;
-        if n == 0 {
+            .map_err(storage)?
+        else {
             return Ok(None);
-        }
-        insert_events(&tx, self.schema, &id, &events, now).await.map_err(storage)?;
+        };
+        let source: String = row.get(0);
+        insert_events(&tx, self.schema, (&id, &source), &events, now).await.map_err(storage)?;
         tx.commit().await.map_err(storage)?;
         Ok(Some(events.len()))
     }

@@ -89,6 +89,25 @@ CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';
     r#"
 ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
 "#,
+    // Sticky routes per source: one source's resolve must never follow another's trigger.
+    // Existing routes keep the source of a trigger still stored; the rest are dropped (their
+    // resolves go to their own key, as before sticky routing).
+    r#"
+CREATE TABLE routes_by_source (
+    source      TEXT NOT NULL,
+    dedup_key   TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          INTEGER NOT NULL,
+    PRIMARY KEY (source, dedup_key, routing_key)
+);
+INSERT OR IGNORE INTO routes_by_source (source, dedup_key, routing_key, at)
+SELECT i.source, r.dedup_key, r.routing_key, r.at FROM routes r
+JOIN events e ON e.dedup_key = r.dedup_key AND e.routing_key = r.routing_key AND e.action = 'trigger'
+JOIN inbound i ON i.id = e.inbound_id
+ORDER BY r.at, r.rowid;
+DROP TABLE routes;
+ALTER TABLE routes_by_source RENAME TO routes;
+"#,
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -378,14 +397,20 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
             error
         ],
     )?;
-    insert_events(tx, &i.id, events, i.received_at)?;
+    insert_events(tx, &i.id, &i.source, events, i.received_at)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
-/// Queues `events` for `inbound_id`, applying sticky routing: a trigger records where its
-/// dedup_key went; an acknowledge or resolve for a dedup_key that was never triggered on its
-/// own routing key goes to the key of the latest trigger instead.
-fn insert_events(tx: &Connection, inbound_id: &str, events: &[Event], at: Millis) -> Result<(), rusqlite::Error> {
+/// Queues `events` for `inbound_id`, applying sticky routing within `source`: a trigger records
+/// where its dedup_key went; an acknowledge or resolve for a dedup_key that this source never
+/// triggered on its own routing key goes to the key of the source's latest trigger instead.
+fn insert_events(
+    tx: &Connection,
+    inbound_id: &str,
+    source: &str,
+    events: &[Event],
+    at: Millis,
+) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
@@ -394,13 +419,13 @@ fn insert_events(tx: &Connection, inbound_id: &str, events: &[Event], at: Millis
         let e = match Route::of(e) {
             Route::Record(dk) => {
                 tx.prepare_cached(
-                    "INSERT INTO routes (dedup_key, routing_key, at) VALUES (?1, ?2, ?3)
-                     ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+                    "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
                 )?
-                .execute(params![dk, e.routing_key().expose(), at])?;
+                .execute(params![source, dk, e.routing_key().expose(), at])?;
                 e.clone()
             }
-            Route::Lookup(dk) => sticky(e, sticky_route(tx, dk, e.routing_key().expose())?),
+            Route::Lookup(dk) => sticky(e, sticky_route(tx, source, dk, e.routing_key().expose())?),
             Route::AsIs => e.clone(),
         };
         insert.execute(params![
@@ -473,13 +498,19 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
     Ok(out)
 }
 
-/// The routing key an acknowledge/resolve must use instead of `key`, if any.
-fn sticky_route(tx: &Connection, dedup_key: &str, key: &str) -> Result<Option<RoutingKey>, rusqlite::Error> {
+/// The routing key an acknowledge/resolve of `source` must use instead of `key`, if any.
+fn sticky_route(
+    tx: &Connection,
+    source: &str,
+    dedup_key: &str,
+    key: &str,
+) -> Result<Option<RoutingKey>, rusqlite::Error> {
     let mut stmt = tx.prepare_cached(
-        "SELECT routing_key, MAX(routing_key = ?2) OVER () FROM routes WHERE dedup_key = ?1 ORDER BY at DESC, rowid DESC LIMIT 1",
+        "SELECT routing_key, MAX(routing_key = ?3) OVER () FROM routes WHERE source = ?1 AND dedup_key = ?2
+         ORDER BY at DESC, rowid DESC LIMIT 1",
     )?;
     let found: Option<(String, bool)> =
-        stmt.query_row(params![dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
+        stmt.query_row(params![source, dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
     Ok(sticky_key(found))
 }
 
@@ -694,14 +725,17 @@ impl Queue for SqliteQueue {
         self.run(move |c| {
             let tx = c.transaction()?;
             let (status, error) = status_columns(&status);
-            let n = tx.execute(
-                "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'mapping_failed'",
-                params![id, status, error],
-            )?;
-            if n == 0 {
+            let source: Option<String> = tx
+                .query_row(
+                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'mapping_failed' RETURNING source",
+                    params![id, status, error],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(source) = source else {
                 return Ok(None);
-            }
-            insert_events(&tx, &id, &events, now)?;
+            };
+            insert_events(&tx, &id, &source, &events, now)?;
             tx.commit()?;
             Ok(Some(events.len()))
         })

@@ -36,11 +36,22 @@ fn change() -> Event {
 }
 
 fn inbound(dedupe: Option<&str>) -> NewInbound {
+    inbound_from("gh").with_dedupe(dedupe)
+}
+
+impl NewInbound {
+    fn with_dedupe(self, dedupe: Option<&str>) -> NewInbound {
+        NewInbound { dedupe_id: dedupe.map(str::to_string), ..self }
+    }
+}
+
+/// A webhook of `source`, without a delivery id.
+fn inbound_from(source: &str) -> NewInbound {
     NewInbound {
         id: uuid::Uuid::now_v7().to_string(),
-        source: "gh".into(),
+        source: source.into(),
         received_at: now_millis(),
-        dedupe_id: dedupe.map(str::to_string),
+        dedupe_id: None,
         headers: serde_json::json!({}),
         query: String::new(),
         body: bytes::Bytes::from_static(b"{}"),
@@ -105,11 +116,36 @@ on_every_backend!(
     pruning_keeps_pending_and_dead_events_and_failed_payloads,
     a_resolve_goes_to_the_routing_key_its_trigger_went_to,
     a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too,
+    a_resolve_follows_only_its_own_source_s_triggers,
     consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
     a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
     dead_letters_are_listed_shown_replayed_and_deleted,
     the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
 );
+
+/// Under `CI=true` a PostgreSQL test without DATABASE_URL fails instead of skipping: run one in
+/// a child process of this test binary, both ways.
+#[test]
+fn without_database_url_postgres_tests_skip_visibly_but_fail_under_ci() {
+    let run = |ci: Option<&str>| {
+        let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+        c.args(["queue::tests::postgres_backend::a_repeated_delivery_id_is_reported_not_stored", "--exact"])
+            .env_remove("DATABASE_URL")
+            .env_remove("CI");
+        if let Some(v) = ci {
+            c.env("CI", v);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.success(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (passed, out) = run(None);
+    assert!(passed && out.contains("SKIPPED on PostgreSQL"), "{out}");
+    let (passed, out) = run(Some("true"));
+    assert!(!passed && out.contains("CI=true but DATABASE_URL is unset"), "{out}");
+}
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
@@ -284,6 +320,28 @@ async fn a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too(q: Arc<d
     assert_eq!(sent.last().unwrap(), &("resolve".into(), "db".into(), key().expose().to_string()));
 }
 
+/// Source "a" triggered `db` on the other key; source "b" (which may post any dedup_key)
+/// resolving `db` on its own key must not reach "a"'s incident. "a"'s own resolve still does.
+async fn a_resolve_follows_only_its_own_source_s_triggers(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("a"), vec![alert_on(other_key(), "trigger", "db")]).await.unwrap();
+    q.accept(inbound_from("b"), vec![alert_on(key(), "acknowledge", "db"), alert_on(key(), "resolve", "db")])
+        .await
+        .unwrap();
+    q.accept(inbound_from("a"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let sent = deliver_all(&q, now_millis()).await;
+    let (own, other) = (key().expose().to_string(), other_key().expose().to_string());
+    assert_eq!(
+        sent,
+        vec![
+            ("trigger".into(), "db".into(), other.clone()),
+            ("acknowledge".into(), "db".into(), own.clone()),
+            ("resolve".into(), "db".into(), own),
+            ("resolve".into(), "db".into(), other),
+        ],
+        "b's events stay on b's key; a's resolve goes where a's trigger went"
+    );
+}
+
 async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve(q: Arc<dyn Queue>) {
     for a in ["trigger", "trigger", "trigger", "resolve", "trigger", "trigger"] {
         q.accept(inbound(None), vec![alert(a, "k")]).await.unwrap();
@@ -411,6 +469,44 @@ async fn a_version_1_database_is_migrated_in_place() {
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
+#[tokio::test]
+async fn routes_of_a_version_3_database_keep_the_source_of_their_trigger() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        for m in &sqlite::MIGRATIONS[..3] {
+            c.execute_batch(m).unwrap();
+        }
+        c.execute_batch(
+            "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+             INSERT INTO meta VALUES ('schema_version', '3');
+             INSERT INTO inbound VALUES ('i1', 'a', 1, NULL, '{}', '', x'', 'mapped', NULL);
+             INSERT INTO events (inbound_id, kind, routing_key, action, dedup_key, body, format, created_at, next_at, state)
+                 VALUES ('i1', 'alert', 'fedcba9876543210fedcba9876543210', 'trigger', 'db', '{}', 1, 1, 1, 'delivered');
+             INSERT INTO routes VALUES ('db', 'fedcba9876543210fedcba9876543210', 1);
+             INSERT INTO routes VALUES ('orphan', 'fedcba9876543210fedcba9876543210', 1);",
+        )
+        .unwrap();
+    }
+    let q: Arc<dyn Queue> = Arc::new(SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap());
+    q.accept(inbound_from("b"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    q.accept(inbound_from("a"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let sent = deliver_all(&q, now_millis()).await;
+    let keys: Vec<_> = sent.into_iter().map(|(_, _, k)| k).collect();
+    assert_eq!(keys, [key().expose(), other_key().expose()], "only a's resolve follows a's trigger");
+    drop(q);
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let sources: Vec<String> = c
+        .prepare("SELECT source FROM routes")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(sources, ["a"], "a route whose trigger is gone cannot be attributed and is dropped");
+}
+
 /// Runs a PostgreSQL-only test on a fresh schema, or skips it visibly without DATABASE_URL.
 macro_rules! on_postgres {
     ($($test:ident),* $(,)?) => {
@@ -434,6 +530,7 @@ on_postgres!(
     replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+    routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
 );
 
 /// Three replicas with two workers each, claiming from one schema at once: a lane is never in
@@ -679,4 +776,29 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
     assert_eq!(shown.attempt_log[0].pagerduty_dedup_key.as_deref(), Some("pd-d"));
     let json = serde_json::to_value(&shown).unwrap();
     assert_eq!(json["attempt_log"][0]["pagerduty_dedup_key"], "pd-d", "dlq show and the admin API print it");
+}
+
+/// The PostgreSQL twin of `routes_of_a_version_3_database_keep_the_source_of_their_trigger`.
+async fn routes_of_a_version_1_schema_keep_the_source_of_their_trigger(schema: &PgSchema) {
+    let c = connect_in(schema).await;
+    c.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+    c.batch_execute(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+         INSERT INTO meta VALUES ('schema_version', '1');
+         INSERT INTO inbound VALUES ('i1', 'a', 1, NULL, '{}', '', '', 'mapped', NULL);
+         INSERT INTO events (inbound_id, kind, routing_key, action, dedup_key, body, format, created_at, next_at, state)
+             VALUES ('i1', 'alert', 'fedcba9876543210fedcba9876543210', 'trigger', 'db', '{}', 1, 1, 1, 'delivered');
+         INSERT INTO routes (dedup_key, routing_key, at) VALUES ('db', 'fedcba9876543210fedcba9876543210', 1);
+         INSERT INTO routes (dedup_key, routing_key, at) VALUES ('orphan', 'fedcba9876543210fedcba9876543210', 1);",
+    )
+    .await
+    .unwrap();
+    let q = replica(schema).await;
+    q.accept(inbound_from("b"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    q.accept(inbound_from("a"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let keys: Vec<_> = deliver_all(&q, now_millis()).await.into_iter().map(|(_, _, k)| k).collect();
+    assert_eq!(keys, [key().expose(), other_key().expose()], "only a's resolve follows a's trigger");
+    let sources: Vec<String> =
+        c.query("SELECT source FROM routes", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
+    assert_eq!(sources, ["a"], "a route whose trigger is gone cannot be attributed and is dropped");
 }

@@ -10,7 +10,7 @@ mod github;
 mod sns;
 mod verify;
 
-pub use sns::{AwsFetch, AwsUrl, HttpsFetch};
+pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch};
 
 use crate::config::{Config, SourceConfig, SourceKindConfig};
 use crate::mapping::{Mapping, RoutingKeys};
@@ -91,6 +91,10 @@ pub enum SourceError {
     BadRequest { source_name: String, reason: String },
     #[error("source '{source_name}': unsupported content type {content_type:?} (expected {expected})")]
     UnsupportedMediaType { source_name: String, content_type: String, expected: &'static str },
+    /// Could not be checked now, for a reason on our side or AWS's (an SNS signing certificate
+    /// that could not be fetched): the sender should retry.
+    #[error("source '{source_name}': {reason}; retry later")]
+    Unavailable { source_name: String, reason: String },
 }
 
 impl SourceError {
@@ -100,6 +104,7 @@ impl SourceError {
             SourceError::BadRequest { .. } => "bad_request",
             SourceError::UnsupportedMediaType { .. } => "unsupported_media_type",
             SourceError::Forbidden { .. } => "forbidden",
+            SourceError::Unavailable { .. } => "certificate_unavailable",
             SourceError::Unauthorized { reason, .. } => {
                 let r = reason.as_str();
                 if r.contains("SigningCertURL") || r.contains("signing certificate") {
@@ -207,7 +212,8 @@ pub struct Source {
 enum SourceKind {
     Github(github::Github),
     Generic(generic::Generic),
-    Sns(sns::Sns),
+    /// Boxed: its certificate caches make it several times the size of the others.
+    Sns(Box<sns::Sns>),
 }
 
 impl Source {
@@ -215,6 +221,7 @@ impl Source {
         cfg: &SourceConfig,
         keys: RoutingKeys,
         aws: &Arc<dyn AwsFetch>,
+        retention: std::time::Duration,
     ) -> Result<(Source, Vec<String>), Vec<String>> {
         let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
             .map_err(|errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>())?;
@@ -223,10 +230,16 @@ impl Source {
             SourceKindConfig::Generic { verify } => SourceKind::Generic(
                 generic::Generic::new(verify).map_err(|e| vec![format!("source '{}': {e}", cfg.name)])?,
             ),
-            SourceKindConfig::Sns { topics, auto_confirm, trusted_certs } => {
-                SourceKind::Sns(sns::Sns::new(topics.clone(), *auto_confirm, trusted_certs, aws.clone()).map_err(
-                    |errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>(),
-                )?)
+            SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes } => {
+                let settings = sns::SnsSettings {
+                    topics: topics.clone(),
+                    auto_confirm: *auto_confirm,
+                    unsigned_message_attributes: *unsigned_message_attributes,
+                    max_age: retention,
+                };
+                SourceKind::Sns(Box::new(sns::Sns::new(settings, trusted_certs, aws.clone()).map_err(|errs| {
+                    errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>()
+                })?))
             }
         };
         let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
@@ -296,7 +309,7 @@ impl Sources {
                 default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
                 named: cfg.pagerduty.routing_keys.clone(),
             };
-            match Source::build(s, keys, &aws) {
+            match Source::build(s, keys, &aws, cfg.storage.retention) {
                 Ok((src, mut w)) => {
                     warnings.append(&mut w);
                     by_name.insert(s.name.clone(), Arc::new(src));
@@ -322,5 +335,7 @@ impl Sources {
     }
 }
 
+#[cfg(test)]
+mod proptests;
 #[cfg(test)]
 mod tests;

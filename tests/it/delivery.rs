@@ -58,8 +58,15 @@ async fn accepted_events_survive_a_restart() {
     let first = start(config_from(&text, dir.path()), fake, dir).await;
     let a = first.github("pull_request", "d", &fixture("github/pull_request_merged.json")).await;
     assert_eq!(a.status, 202, "{:?}", a.json);
+    // Delivery was tried and failed on the dead URL: the event is still pending, with its error.
+    let queue = first.app.as_ref().unwrap().queue().clone();
+    let tried = eventually("a failed attempt on the dead URL", || async {
+        queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.attempts >= 1)
+    })
+    .await;
+    assert_eq!(tried.state, "pending", "{tried:?}");
+    assert!(tried.last_error.is_some(), "{tried:?}");
     let (fake, dir) = first.stop().await;
-    assert!(fake.received().is_empty());
 
     // A new process on the same database, now with PagerDuty reachable, delivers it.
     let text = crate::helpers::base_config(dir.path(), &fake_url);
@@ -129,6 +136,34 @@ async fn a_resolve_is_sent_to_the_routing_key_its_trigger_went_to() {
     assert_eq!(key_of("n-1", "trigger"), TEAM_A_KEY);
     assert_eq!(key_of("n-1", "resolve"), TEAM_A_KEY, "the resolve follows its trigger");
     assert_eq!(key_of("n-2", "resolve"), crate::helpers::INTEGRATION_KEY, "never triggered: its own key");
+}
+
+#[tokio::test]
+async fn a_source_cannot_resolve_another_source_s_incident_through_sticky_routing() {
+    // Team A's source pages team A's key; source "other" (default key) takes its dedup_key
+    // from the payload, as SNS mappings do, so its sender can name team A's incident.
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, NUMBERED).unwrap();
+        let text =
+            text.replace("[delivery]\n", "[pagerduty.routing_keys]\nteam-a = \"env:TEAM_A_KEY\"\n\n[delivery]\n");
+        let team_a = bearer_source("team-a", &path)
+            .replace("kind = \"generic\"", "kind = \"generic\"\nrouting_key = \"env:TEAM_A_KEY\"");
+        format!("{text}{team_a}{}", bearer_source("other", &path))
+    })
+    .await;
+    assert_eq!(app.post_bearer("team-a", &json!({"n": 1, "action": "trigger"})).await.status, 202);
+    app.fake.wait_for(1, WAIT).await;
+    assert_eq!(app.post_bearer("other", &json!({"n": 1, "action": "resolve"})).await.status, 202);
+    assert_eq!(app.post_bearer("team-a", &json!({"n": 1, "action": "acknowledge"})).await.status, 202);
+    let got = app.fake.wait_for(3, WAIT).await;
+    let key_of = |action: &str| {
+        got.iter().find(|r| r.dedup_key() == Some("n-1") && r.action() == Some(action)).unwrap().body["routing_key"]
+            .clone()
+    };
+    assert_eq!(key_of("trigger"), TEAM_A_KEY);
+    assert_eq!(key_of("resolve"), crate::helpers::INTEGRATION_KEY, "the other source's resolve stays on its own key");
+    assert_eq!(key_of("acknowledge"), TEAM_A_KEY);
 }
 
 #[tokio::test]

@@ -2,7 +2,9 @@
 //! incident and its OK resolves it, and nothing unsigned, mis-signed or unwanted gets through
 //! or makes pagerhook call out.
 
-use crate::helpers::sns_kit::{confirmation, forger, notification, signer, subscribe_url, FakeAws, CERT_URL, TOPIC};
+use crate::helpers::sns_kit::{
+    confirmation, forger, notification, signer, subscribe_url, timestamp, FakeAws, CERT_URL, TOPIC,
+};
 use crate::helpers::{fixture, spawn_sns_app, spawn_sns_app_with_keys};
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -10,9 +12,10 @@ use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// An SNS message from `fixtures/`, signed with the tests' key.
+/// An SNS message from `fixtures/`, sent now and signed with the tests' key.
 fn signed_fixture(path: &str) -> Value {
     let mut msg: Value = serde_json::from_slice(&fixture(path)).unwrap();
+    msg["Timestamp"] = json!(timestamp(0));
     signer().sign(&mut msg);
     msg
 }
@@ -72,6 +75,29 @@ async fn a_certificate_from_an_sns_host_is_fetched_once_and_then_cached() {
     }
     assert_eq!(aws.requests(), [url]);
     assert_eq!(app.fake.wait_for(2, WAIT).await.len(), 2);
+}
+
+#[tokio::test]
+async fn a_certificate_aws_could_not_serve_is_answered_503_so_sns_retries() {
+    let url = CERT_URL.replace("us-east-1", "eu-west-1");
+    let down = pagerhook::source::FetchError::Failed("answered 503 Service Unavailable".into());
+    let aws = Arc::new(FakeAws::default().failing(&url, down));
+    let app = spawn_sns_app("", aws.clone()).await;
+    let mut msg = alarm("a", "cloudwatch/metric_alarm_alarm.json");
+    msg["SigningCertURL"] = json!(url);
+    signer().sign(&mut msg);
+    let a = app.sns(&msg).await;
+    assert_eq!(a.status, 503, "{:?}", a.json);
+    assert!(a.json["error"].as_str().unwrap().contains("retry later"), "{:?}", a.json);
+    // SNS retries; AWS is back (after the seconds a failure is remembered): accepted.
+    aws.set(&url, Ok(signer().cert_pem.clone().into()));
+    let retried = crate::helpers::eventually("the retry is accepted", || async {
+        let a = app.sns(&msg).await;
+        (a.status != 503).then_some(a)
+    })
+    .await;
+    assert_eq!(retried.status, 202, "{:?}", retried.json);
+    app.assert_only_sentinel_events(1).await;
 }
 
 #[tokio::test]
@@ -138,6 +164,24 @@ async fn forged_tampered_and_unwanted_messages_are_refused_without_any_outbound_
             "SigningCertURL carries user info",
         ),
         ("missing field", edited(&|m| m["MessageId"] = Value::Null, false), 400, "SNS message has no MessageId"),
+        (
+            "subject folded into the MessageId",
+            edited(
+                &|m| {
+                    m["MessageId"] = json!(format!("m-good\nSubject\n{}", m["Subject"].as_str().unwrap()));
+                    m.as_object_mut().unwrap().remove("Subject");
+                },
+                false,
+            ),
+            400,
+            "SNS field MessageId contains a line break",
+        ),
+        (
+            "captured long ago",
+            edited(&|m| m["Timestamp"] = json!(timestamp(-8 * 86_400)), true),
+            401,
+            "Timestamp outside tolerance: older than storage.retention (7days)",
+        ),
     ];
     for (name, msg, status, reason) in cases {
         let a = app.sns(&msg).await;

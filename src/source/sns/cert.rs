@@ -1,7 +1,7 @@
 //! SNS signing certificates: pinned ones from config, fetched ones cached by URL.
 
 use super::envelope::SignatureVersion;
-use super::fetch::{AwsFetch, AwsUrl};
+use super::fetch::{AwsFetch, AwsUrl, FetchError};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::{Digest, Sha1};
@@ -12,7 +12,7 @@ use x509_cert::der::{DecodePem, Encode};
 use x509_cert::Certificate;
 
 /// Fetched certificates kept at once; AWS rotates through a handful of URLs.
-const CACHE_CAP: usize = 32;
+pub(super) const CACHE_CAP: usize = 32;
 
 /// The public key of a signing certificate and the dates it is valid between (unix seconds).
 #[derive(Debug)]
@@ -50,12 +50,78 @@ impl SigningCert {
     }
 }
 
+/// Why a message has no certificate to be checked against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertError {
+    /// The certificate could not be fetched now (network, AWS failing): the sender should
+    /// retry, the message may well be genuine.
+    Unavailable(String),
+    /// There is a certificate, or an answer, and it is wrong: the message is refused.
+    Invalid(String),
+}
+
+/// How long a failed URL is answered from memory instead of fetched again (unix seconds).
+pub(super) const FAILED_FOR: i64 = 5;
+
 /// Where a source gets the certificate a message names.
+///
+/// Fetched certificates are kept least-recently-used, at most [`CACHE_CAP`]; a URL whose fetch
+/// failed is remembered for [`FAILED_FOR`] seconds (at most [`CACHE_CAP`] of them), so a flood
+/// of messages naming it costs no request to AWS; and one URL is fetched once at a time, the
+/// other requests that need it waiting for that answer.
 #[derive(Debug)]
 pub struct CertStore {
     pinned: HashMap<AwsUrl, Arc<SigningCert>>,
-    fetched: Mutex<HashMap<AwsUrl, Arc<SigningCert>>>,
+    cache: Mutex<Cache>,
+    /// One lock per URL being fetched; removed when no request waits on it.
+    inflight: Mutex<HashMap<AwsUrl, Arc<tokio::sync::Mutex<()>>>>,
     fetch: Arc<dyn AwsFetch>,
+}
+
+/// Fetched certificates with their last use, and recent failures with their time.
+#[derive(Debug, Default)]
+struct Cache {
+    certs: HashMap<AwsUrl, (Arc<SigningCert>, u64)>,
+    failed: HashMap<AwsUrl, (i64, CertError)>,
+    clock: u64,
+}
+
+impl Cache {
+    /// What is known about `url` at `now`: a certificate (marked used) or a recent failure.
+    fn lookup(&mut self, url: &AwsUrl, now: i64) -> Option<Result<Arc<SigningCert>, CertError>> {
+        self.clock += 1;
+        if let Some((cert, used)) = self.certs.get_mut(url) {
+            *used = self.clock;
+            return Some(Ok(cert.clone()));
+        }
+        // A clock that went back does not make a failure last longer.
+        match self.failed.get(url) {
+            Some((at, e)) if (*at..*at + FAILED_FOR).contains(&now) => Some(Err(e.clone())),
+            _ => None,
+        }
+    }
+
+    fn keep(&mut self, url: &AwsUrl, outcome: &Result<Arc<SigningCert>, CertError>, now: i64) {
+        self.clock += 1;
+        match outcome {
+            Ok(cert) => {
+                self.failed.remove(url);
+                if self.certs.len() >= CACHE_CAP && !self.certs.contains_key(url) {
+                    let lru = self.certs.iter().min_by_key(|(_, (_, used))| *used).map(|(u, _)| u.clone());
+                    lru.map(|u| self.certs.remove(&u));
+                }
+                self.certs.insert(url.clone(), (cert.clone(), self.clock));
+            }
+            Err(e) => {
+                self.failed.retain(|_, (at, _)| (*at..*at + FAILED_FOR).contains(&now));
+                if self.failed.len() >= CACHE_CAP {
+                    let oldest = self.failed.iter().min_by_key(|(_, (at, _))| *at).map(|(u, _)| u.clone());
+                    oldest.map(|u| self.failed.remove(&u));
+                }
+                self.failed.insert(url.clone(), (now, e.clone()));
+            }
+        }
+    }
 }
 
 impl CertStore {
@@ -79,7 +145,7 @@ impl CertStore {
             }
         }
         if errors.is_empty() {
-            Ok(CertStore { pinned: certs, fetched: Mutex::new(HashMap::new()), fetch })
+            Ok(CertStore { pinned: certs, cache: Mutex::default(), inflight: Mutex::default(), fetch })
         } else {
             Err(errors)
         }
@@ -87,25 +153,66 @@ impl CertStore {
 
     /// The certificate at `url`: pinned (trusted as configured, whatever its dates), else
     /// cached or fetched, and then only within its validity dates.
-    pub async fn get(&self, url: &AwsUrl, now: i64) -> Result<Arc<SigningCert>, String> {
+    pub async fn get(&self, url: &AwsUrl, now: i64) -> Result<Arc<SigningCert>, CertError> {
         if let Some(c) = self.pinned.get(url) {
             return Ok(c.clone());
         }
-        let cached = self.fetched.lock().unwrap_or_else(|e| e.into_inner()).get(url).cloned();
-        if let Some(c) = cached.filter(|c| c.valid_at(now)) {
-            return Ok(c);
+        if let Some(known) = self.lookup(url, now) {
+            return known;
         }
-        let pem = self.fetch.get(url).await.map_err(|e| format!("cannot fetch the signing certificate: {e}"))?;
-        let cert = SigningCert::from_pem(&pem).map_err(|e| format!("SigningCertURL: {e}"))?;
-        if !cert.valid_at(now) {
-            return Err("signing certificate is outside its validity dates".into());
+        let gate = lock(&self.inflight).entry(url.clone()).or_default().clone();
+        let waiting = Waiting { inflight: &self.inflight, url, gate };
+        let _turn = waiting.gate.lock().await;
+        // Whoever held the gate before may have fetched it meanwhile.
+        if let Some(known) = self.lookup(url, now) {
+            return known;
         }
-        let cert = Arc::new(cert);
-        let mut fetched = self.fetched.lock().unwrap_or_else(|e| e.into_inner());
-        if fetched.len() >= CACHE_CAP {
-            fetched.clear();
-        }
-        fetched.insert(url.clone(), cert.clone());
-        Ok(cert)
+        let fetched = self.fetch_checked(url, now).await;
+        lock(&self.cache).keep(url, &fetched, now);
+        fetched
     }
+
+    fn lookup(&self, url: &AwsUrl, now: i64) -> Option<Result<Arc<SigningCert>, CertError>> {
+        let known = lock(&self.cache).lookup(url, now)?;
+        match known {
+            Ok(c) if !c.valid_at(now) => Some(Err(CertError::Invalid(EXPIRED.into()))),
+            other => Some(other),
+        }
+    }
+
+    async fn fetch_checked(&self, url: &AwsUrl, now: i64) -> Result<Arc<SigningCert>, CertError> {
+        let pem = self.fetch.get(url).await.map_err(|e| match e {
+            FetchError::Failed(e) => CertError::Unavailable(format!("cannot fetch the signing certificate: {e}")),
+            FetchError::Refused(e) => CertError::Invalid(format!("SigningCertURL: AWS {e}")),
+        })?;
+        let cert = SigningCert::from_pem(&pem).map_err(|e| CertError::Invalid(format!("SigningCertURL: {e}")))?;
+        if !cert.valid_at(now) {
+            return Err(CertError::Invalid(EXPIRED.into()));
+        }
+        Ok(Arc::new(cert))
+    }
+}
+
+/// A request's claim on a URL's gate; the last one out (even a cancelled request) removes
+/// the gate, so `inflight` holds only URLs being fetched or waited for.
+struct Waiting<'a> {
+    inflight: &'a Mutex<HashMap<AwsUrl, Arc<tokio::sync::Mutex<()>>>>,
+    url: &'a AwsUrl,
+    gate: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let mut inflight = lock(self.inflight);
+        // Two references, the map's and ours: nobody else waits.
+        if Arc::strong_count(&self.gate) <= 2 {
+            inflight.remove(self.url);
+        }
+    }
+}
+
+const EXPIRED: &str = "signing certificate is outside its validity dates";
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -105,7 +105,7 @@ impl Envelope {
         } else {
             (None, None)
         };
-        Ok(Envelope {
+        let envelope = Envelope {
             kind,
             message: need(raw.message, "Message")?,
             message_id: need(raw.message_id, "MessageId")?,
@@ -119,7 +119,35 @@ impl Envelope {
             signature: need(raw.signature, "Signature")?,
             signing_cert_url: need(raw.signing_cert_url, "SigningCertURL")?,
             message_attributes: raw.message_attributes.unwrap_or_else(|| json!({})),
-        })
+        };
+        envelope.refuse_newlines()?;
+        Ok(envelope)
+    }
+
+    /// AWS signs `Name\nvalue\n` pairs, so a newline inside a value could pass one field off as
+    /// another (`"MessageId": "m-1\nSubject\nS"` signs like a Subject). AWS never puts one in
+    /// any signed field but `Message`, the first field signed, whose value is followed only by
+    /// `MessageId\n`: none is accepted elsewhere.
+    fn refuse_newlines(&self) -> Result<(), String> {
+        let fields = [
+            ("MessageId", Some(&self.message_id)),
+            ("Subject", self.subject.as_ref()),
+            ("SubscribeURL", self.subscribe_url.as_ref()),
+            ("Timestamp", Some(&self.timestamp)),
+            ("Token", self.token.as_ref()),
+            ("TopicArn", Some(&self.topic_arn)),
+        ];
+        match fields.iter().find(|(_, v)| v.is_some_and(|v| v.contains(['\n', '\r']))) {
+            Some((name, _)) => Err(format!("SNS field {name} contains a line break, which AWS never signs")),
+            None => Ok(()),
+        }
+    }
+
+    /// `Timestamp` (ISO 8601, as SNS writes it) in unix seconds.
+    pub fn timestamp_unix(&self) -> Result<i64, String> {
+        let t = time::OffsetDateTime::parse(&self.timestamp, &time::format_description::well_known::Rfc3339)
+            .map_err(|_| "SNS Timestamp is not an ISO 8601 time".to_string())?;
+        Ok(t.unix_timestamp())
     }
 
     /// The string AWS signs: `Name\nvalue\n` for each signed field of this type, in byte order
@@ -140,16 +168,20 @@ impl Envelope {
         fields.iter().map(|(k, v)| format!("{k}\n{v}\n")).collect()
     }
 
-    /// What templates see as `sns`.
-    pub fn template_view(&self) -> Value {
-        json!({
+    /// What templates see as `sns`: the signed fields, and `MessageAttributes` only when the
+    /// source opted in, since AWS does not sign them (anyone relaying the message may edit them).
+    pub fn template_view(&self, unsigned_attributes: bool) -> Value {
+        let mut view = json!({
             "Type": self.kind.as_str(),
             "TopicArn": self.topic_arn,
             "Subject": self.subject,
             "MessageId": self.message_id,
             "Timestamp": self.timestamp,
-            "MessageAttributes": self.message_attributes,
-        })
+        });
+        if unsigned_attributes {
+            view["MessageAttributes"] = self.message_attributes.clone();
+        }
+        view
     }
 
     /// The inner `Message`: parsed when it is JSON, else the string itself.

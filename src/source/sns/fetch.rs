@@ -80,12 +80,24 @@ fn is_sns_host(host: &str) -> bool {
         .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
 }
 
+/// Why a GET from AWS gave no body.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FetchError {
+    /// AWS could not be asked or could not answer (DNS, connection, timeout, 5xx, 429, an
+    /// answer over the size limit): worth trying again later.
+    #[error("{0}")]
+    Failed(String),
+    /// AWS answered that there is no such thing (a 4xx): the URL is wrong, a retry won't help.
+    #[error("{0}")]
+    Refused(String),
+}
+
 /// GETs from AWS. Production uses [`HttpsFetch`]; tests inject a fake through
 /// `app::Options::aws_fetch`, which is the only way to answer for an SNS host locally.
 #[async_trait]
 pub trait AwsFetch: Send + Sync + fmt::Debug {
     /// The body of a 2xx answer to `GET url`, at most [`MAX_RESPONSE_BYTES`]; `Err` says why not.
-    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String>;
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, FetchError>;
 }
 
 /// HTTPS to AWS with a short timeout, no redirects and a size limit.
@@ -101,7 +113,7 @@ impl HttpsFetch {
         HttpsFetch::default()
     }
 
-    fn client(&self) -> Result<&reqwest::Client, String> {
+    fn client(&self) -> Result<&reqwest::Client, FetchError> {
         self.client
             .get_or_init(|| {
                 reqwest::Client::builder()
@@ -114,30 +126,43 @@ impl HttpsFetch {
                     .map_err(|e| format!("cannot build HTTP client: {e}"))
             })
             .as_ref()
-            .map_err(Clone::clone)
+            .map_err(|e| FetchError::Failed(e.clone()))
     }
 }
 
 #[async_trait]
 impl AwsFetch for HttpsFetch {
-    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String> {
-        let res = self.client()?.get(url.0.clone()).send().await.map_err(|e| format!("request failed: {e}"))?;
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, FetchError> {
+        let res = self
+            .client()?
+            .get(url.0.clone())
+            .send()
+            .await
+            .map_err(|e| FetchError::Failed(format!("request failed: {e}")))?;
         read_limited(res, MAX_RESPONSE_BYTES).await
     }
 }
 
-/// A 2xx body of at most `limit` bytes, read without buffering more than that.
-pub(super) async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Bytes, String> {
-    if !res.status().is_success() {
-        return Err(format!("answered {}", res.status()));
+/// A 2xx body of at most `limit` bytes, read without buffering more than that. A 4xx other
+/// than 408 and 429 is AWS saying no; anything else that is not a body is a failure.
+pub(super) async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Bytes, FetchError> {
+    let status = res.status();
+    if status.is_client_error() && !matches!(status.as_u16(), 408 | 429) {
+        return Err(FetchError::Refused(format!("answered {status}")));
     }
+    if !status.is_success() {
+        return Err(FetchError::Failed(format!("answered {status}")));
+    }
+    let too_large = || FetchError::Failed(format!("answer larger than {limit} bytes"));
     if res.content_length().is_some_and(|n| n > limit as u64) {
-        return Err(format!("answer larger than {limit} bytes"));
+        return Err(too_large());
     }
     let mut body = Vec::new();
-    while let Some(chunk) = res.chunk().await.map_err(|e| format!("reading the answer failed: {e}"))? {
+    while let Some(chunk) =
+        res.chunk().await.map_err(|e| FetchError::Failed(format!("reading the answer failed: {e}")))?
+    {
         if body.len() + chunk.len() > limit {
-            return Err(format!("answer larger than {limit} bytes"));
+            return Err(too_large());
         }
         body.extend_from_slice(&chunk);
     }
@@ -155,8 +180,14 @@ mod tests {
     #[tokio::test]
     async fn only_a_small_2xx_answer_is_read() {
         assert_eq!(read_limited(response(200, "pem"), 3).await.unwrap(), "pem");
-        assert_eq!(read_limited(response(200, "pem!"), 3).await.unwrap_err(), "answer larger than 3 bytes");
+        let failed = |s: &str| FetchError::Failed(s.to_string());
+        assert_eq!(read_limited(response(200, "pem!"), 3).await.unwrap_err(), failed("answer larger than 3 bytes"));
         // Redirects are not followed, so a 301 arrives here and is refused like any non-2xx.
-        assert_eq!(read_limited(response(301, ""), 3).await.unwrap_err(), "answered 301 Moved Permanently");
+        assert_eq!(read_limited(response(301, ""), 3).await.unwrap_err(), failed("answered 301 Moved Permanently"));
+        // AWS failing or throttling is worth a retry; AWS saying "no such file" is not.
+        assert_eq!(read_limited(response(503, ""), 3).await.unwrap_err(), failed("answered 503 Service Unavailable"));
+        assert_eq!(read_limited(response(429, ""), 3).await.unwrap_err(), failed("answered 429 Too Many Requests"));
+        let refused = read_limited(response(404, ""), 3).await.unwrap_err();
+        assert_eq!(refused, FetchError::Refused("answered 404 Not Found".into()));
     }
 }

@@ -1,15 +1,18 @@
 //! `kind = "sns"`: AWS SNS HTTP(S) subscriptions, verified with AWS's certificate signature.
 //!
-//! Checks, cheapest and network-free first: the envelope parses (400), its `Type` agrees
-//! with `x-amz-sns-message-type` (400), `SignatureVersion` is 1 or 2 and `SigningCertURL` is an
-//! SNS host (401), the topic is allowed (403); only then is a certificate fetched, if it is
-//! neither pinned nor cached, and the signature checked (401).
+//! Checks, cheapest and network-free first: the envelope parses and no signed field but
+//! `Message` holds a line break (400), its `Type` agrees with `x-amz-sns-message-type` (400),
+//! `SignatureVersion` is 1 or 2, `SigningCertURL` is an SNS host and `Timestamp` is neither
+//! older than `storage.retention` nor ahead of the clock by more than [`FUTURE_SKEW`] (401),
+//! the topic is allowed (403); only then is a certificate fetched, if it is neither pinned nor
+//! cached, and the signature checked (401). A certificate that could not be fetched is a 503:
+//! SNS retries that, and drops the message for good on a 4xx.
 
 mod cert;
 mod envelope;
 mod fetch;
 
-pub use fetch::{AwsFetch, AwsUrl, HttpsFetch};
+pub use fetch::{AwsFetch, AwsUrl, FetchError, HttpsFetch};
 
 use super::verify::unix_now;
 use super::{parse_query, Disposition, Headers, Incoming, SourceError, Verified};
@@ -17,31 +20,45 @@ use crate::config::TopicFilter;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
-use cert::CertStore;
+use cert::{CertError, CertStore};
 use envelope::{Envelope, MessageType, SignatureVersion};
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 const TYPE_HEADER: &str = "x-amz-sns-message-type";
+
+/// How far ahead of our clock a message's `Timestamp` may be (clocks disagree a little).
+pub const FUTURE_SKEW: Duration = Duration::from_secs(15 * 60);
 
 /// A configured SNS endpoint.
 #[derive(Debug)]
 pub struct Sns {
-    topics: TopicFilter,
-    auto_confirm: bool,
+    settings: SnsSettings,
     certs: CertStore,
     fetch: Arc<dyn AwsFetch>,
+}
+
+/// What an SNS source is configured with, besides its pinned certificates.
+#[derive(Debug, Clone)]
+pub struct SnsSettings {
+    pub topics: TopicFilter,
+    pub auto_confirm: bool,
+    /// Let templates see `MessageAttributes`, which AWS does not sign.
+    pub unsigned_message_attributes: bool,
+    /// Oldest `Timestamp` accepted: `storage.retention`, how long delivery ids are kept, so a
+    /// captured message cannot come back once its id is forgotten.
+    pub max_age: Duration,
 }
 
 impl Sns {
     /// Reads the pinned certificates; fails on any that is not an SNS URL or a certificate.
     pub fn new(
-        topics: TopicFilter,
-        auto_confirm: bool,
+        settings: SnsSettings,
         trusted_certs: &BTreeMap<String, String>,
         fetch: Arc<dyn AwsFetch>,
     ) -> Result<Sns, Vec<String>> {
-        Ok(Sns { topics, auto_confirm, certs: CertStore::new(trusted_certs, fetch.clone())?, fetch })
+        Ok(Sns { settings, certs: CertStore::new(trusted_certs, fetch.clone())?, fetch })
     }
 
     /// Verifies a message against the system clock (for fetched certificates' dates).
@@ -63,13 +80,17 @@ impl Sns {
             B64.decode(envelope.signature.as_bytes()).map_err(|_| unauthorized("Signature is not base64".into()))?;
         let cert_url =
             AwsUrl::cert(&envelope.signing_cert_url).map_err(|e| unauthorized(format!("SigningCertURL {e}")))?;
-        if !self.topics.allows(&envelope.topic_arn) {
+        self.check_timestamp(&envelope, now).map_err(unauthorized)?;
+        if !self.settings.topics.allows(&envelope.topic_arn) {
             return Err(SourceError::Forbidden {
                 source_name: name.to_string(),
                 reason: "TopicArn is not in this source's topics".into(),
             });
         }
-        let cert = self.certs.get(&cert_url, now).await.map_err(unauthorized)?;
+        let cert = self.certs.get(&cert_url, now).await.map_err(|e| match e {
+            CertError::Unavailable(reason) => SourceError::Unavailable { source_name: name.to_string(), reason },
+            CertError::Invalid(reason) => unauthorized(reason),
+        })?;
         cert.verify(version, envelope.string_to_sign().as_bytes(), &signature).map_err(unauthorized)?;
         let disposition = match envelope.kind {
             MessageType::Notification => Disposition::Map,
@@ -79,21 +100,36 @@ impl Sns {
                 Disposition::Ignore(UNSUBSCRIBED)
             }
         };
-        Ok(verified(name, req.headers, &req.query, req.body, envelope, disposition))
+        Ok(self.verified(name, req.headers, &req.query, req.body, envelope, disposition))
+    }
+
+    /// A message older than `max_age` may be a capture replayed after its MessageId was
+    /// pruned; one far in the future would outlive it the same way.
+    fn check_timestamp(&self, envelope: &Envelope, now: i64) -> Result<(), String> {
+        let at = envelope.timestamp_unix()?;
+        let max_age = i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX);
+        if at < now.saturating_sub(max_age) {
+            let retention = humantime::format_duration(self.settings.max_age);
+            return Err(format!("Timestamp outside tolerance: older than storage.retention ({retention})"));
+        }
+        if at > now.saturating_add(FUTURE_SKEW.as_secs() as i64) {
+            return Err("Timestamp outside tolerance: more than 15m ahead of this server's clock".into());
+        }
+        Ok(())
     }
 
     /// Confirms a verified subscription from an allowed topic, or logs how to.
     async fn confirm(&self, name: &str, envelope: &Envelope) -> &'static str {
         let topic = &envelope.topic_arn;
         let url = envelope.subscribe_url.as_deref().unwrap_or_default();
-        if !self.auto_confirm {
+        if !self.settings.auto_confirm {
             tracing::warn!(source = name, topic = %topic, subscribe_url = url,
                 "SNS subscription awaits confirmation: open subscribe_url (or set auto_confirm = true)");
             return "subscription confirmation: SubscribeURL logged for a human to open";
         }
         let confirmed = match AwsUrl::subscribe(url) {
             Ok(u) => self.fetch.get(&u).await,
-            Err(e) => Err(format!("SubscribeURL {e}")),
+            Err(e) => Err(FetchError::Refused(format!("SubscribeURL {e}"))),
         };
         match confirmed {
             Ok(_) => {
@@ -116,7 +152,29 @@ impl Sns {
             MessageType::SubscriptionConfirmation => Disposition::Ignore("subscription confirmation"),
             MessageType::UnsubscribeConfirmation => Disposition::Ignore(UNSUBSCRIBED),
         };
-        Ok(verified(name, headers, query, raw, envelope, disposition))
+        Ok(self.verified(name, headers, query, raw, envelope, disposition))
+    }
+
+    fn verified(
+        &self,
+        name: &str,
+        headers: Headers,
+        query: &str,
+        raw: Bytes,
+        envelope: Envelope,
+        disposition: Disposition,
+    ) -> Verified {
+        Verified {
+            source: name.to_string(),
+            // SNS retries keep the MessageId: repeats are duplicates.
+            delivery_id: Some(envelope.message_id.clone()),
+            query: parse_query(query),
+            headers,
+            body: envelope.body(),
+            sns: Some(envelope.template_view(self.settings.unsigned_message_attributes)),
+            raw,
+            disposition,
+        }
     }
 }
 
@@ -138,27 +196,6 @@ fn read_envelope(name: &str, headers: &Headers, body: &[u8]) -> Result<Envelope,
         });
     }
     Envelope::parse(body).map_err(|e| bad(name, e))
-}
-
-fn verified(
-    name: &str,
-    headers: Headers,
-    query: &str,
-    raw: Bytes,
-    envelope: Envelope,
-    disposition: Disposition,
-) -> Verified {
-    Verified {
-        source: name.to_string(),
-        // SNS retries keep the MessageId: repeats are duplicates.
-        delivery_id: Some(envelope.message_id.clone()),
-        query: parse_query(query),
-        headers,
-        body: envelope.body(),
-        sns: Some(envelope.template_view()),
-        raw,
-        disposition,
-    }
 }
 
 #[cfg(test)]

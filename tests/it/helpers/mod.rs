@@ -10,7 +10,7 @@ use fake_pagerduty::FakePagerDuty;
 use hmac::{Hmac, Mac};
 use pagerhook::app::{App, Options};
 use pagerhook::config::Config;
-use pagerhook::source::{AwsFetch, AwsUrl};
+use pagerhook::source::{AwsFetch, AwsUrl, FetchError};
 use serde_json::Value;
 use sha2::Sha256;
 use std::collections::HashMap;
@@ -266,9 +266,12 @@ pub async fn spawn_sns_app(extra: &str, aws: Arc<sns_kit::FakeAws>) -> TestApp {
     spawn(|text, dir| text + &sns_source(dir, extra), Some(aws)).await
 }
 
-/// Starts the app with an sns source named `aws` configured by `keys` alone.
+/// Starts the app with an sns source named `aws` configured by `keys` alone, for AWS's own
+/// sample messages: they are years old, so `storage.retention` (the oldest Timestamp
+/// accepted) is set to decades.
 pub async fn spawn_sns_app_with_keys(keys: &str, aws: Arc<sns_kit::FakeAws>) -> TestApp {
-    spawn(|text, _| text + &sns_source_with(keys), Some(aws)).await
+    let old_samples = |text: String| text.replace("[storage]\n", "[storage]\nretention = \"30years\"\n");
+    spawn(|text, _| old_samples(text) + &sns_source_with(keys), Some(aws)).await
 }
 
 async fn spawn(edit: impl FnOnce(String, &Path) -> String, aws: Option<Arc<dyn AwsFetch>>) -> TestApp {

@@ -13,9 +13,14 @@ pub struct PgSchema {
 
 impl PgSchema {
     /// `None`, with a note that the test harness does not swallow, when DATABASE_URL is unset
-    /// (`.ci/run` sets it); a server that is named but unreachable fails the test.
+    /// (`.ci/run` sets it); a server that is named but unreachable fails the test, and so does
+    /// a missing DATABASE_URL under `CI=true`: CI must not pass by skipping PostgreSQL.
     pub async fn create(test: &str) -> Option<PgSchema> {
         let Ok(base) = std::env::var("DATABASE_URL") else {
+            assert!(
+                !must_run(std::env::var("CI").ok().as_deref()),
+                "{test}: CI=true but DATABASE_URL is unset: PostgreSQL tests must run in CI (set DATABASE_URL)"
+            );
             // Straight to stderr, past the harness's capture: a skip must be seen.
             let note = format!("SKIPPED on PostgreSQL: {test} (set DATABASE_URL to run it; .ci/run does)\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
@@ -37,4 +42,9 @@ impl PgSchema {
     pub async fn drop(self) {
         self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
     }
+}
+
+/// Whether PostgreSQL tests must run rather than skip, given the `CI` variable.
+pub fn must_run(ci: Option<&str>) -> bool {
+    ci.is_some_and(|v| v.eq_ignore_ascii_case("true") || v == "1")
 }

@@ -4,7 +4,7 @@
 //! Shared by the unit tests in `src/source/sns/` (included by path) and the integration
 //! tests; the including module provides `AwsFetch` and `AwsUrl` in scope.
 
-use super::{AwsFetch, AwsUrl};
+use super::{AwsFetch, AwsUrl, FetchError};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
@@ -101,7 +101,7 @@ pub fn notification(message_id: &str, subject: Option<&str>, message: &str, vers
         "MessageId": message_id,
         "TopicArn": TOPIC,
         "Message": message,
-        "Timestamp": "2024-05-14T09:31:07.512Z",
+        "Timestamp": timestamp(0),
         "SignatureVersion": version,
         "SigningCertURL": CERT_URL,
         "UnsubscribeURL": format!("https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn={TOPIC}:2bcfbf39-05c3-41de-beaa-fcfcc21c8f55"),
@@ -123,7 +123,7 @@ pub fn confirmation(kind: &str, message_id: &str) -> Value {
         "TopicArn": TOPIC,
         "Message": format!("You have chosen to subscribe to the topic {TOPIC}.\nTo confirm the subscription, visit the SubscribeURL included in this message."),
         "SubscribeURL": subscribe_url(token),
-        "Timestamp": "2024-05-14T09:12:44.101Z",
+        "Timestamp": timestamp(0),
         "SignatureVersion": "1",
         "SigningCertURL": CERT_URL,
     });
@@ -131,23 +131,41 @@ pub fn confirmation(kind: &str, message_id: &str) -> Value {
     msg
 }
 
+/// A `Timestamp` as SNS writes it, `offset` seconds from now (messages must be recent).
+pub fn timestamp(offset: i64) -> String {
+    let t = time::OffsetDateTime::now_utc() + time::Duration::seconds(offset);
+    let t = t.replace_nanosecond(t.millisecond() as u32 * 1_000_000).expect("millis");
+    t.format(&time::format_description::well_known::Rfc3339).expect("RFC 3339")
+}
+
 /// The SubscribeURL SNS sends with [`confirmation`].
 pub fn subscribe_url(token: &str) -> String {
     format!("https://sns.us-east-1.amazonaws.com/?Action=ConfirmSubscription&TopicArn={TOPIC}&Token={token}")
 }
 
-/// A stand-in for AWS: answers GETs from a table, records every one.
+/// A stand-in for AWS: answers GETs from a table (404 for anything else), records every one.
 #[derive(Debug, Default)]
 pub struct FakeAws {
-    answers: HashMap<String, Result<Bytes, String>>,
+    answers: Mutex<HashMap<String, Result<Bytes, FetchError>>>,
     requests: Mutex<Vec<String>>,
 }
 
 impl FakeAws {
     /// Answers `url` with `body`.
-    pub fn answer(mut self, url: &str, body: impl Into<Bytes>) -> FakeAws {
-        self.answers.insert(url.to_string(), Ok(body.into()));
+    pub fn answer(self, url: &str, body: impl Into<Bytes>) -> FakeAws {
+        self.set(url, Ok(body.into()));
         self
+    }
+
+    /// Fails every GET of `url` this way (AWS down, a timeout, an answer too large, a 404).
+    pub fn failing(self, url: &str, error: FetchError) -> FakeAws {
+        self.set(url, Err(error));
+        self
+    }
+
+    /// Changes how `url` is answered from now on.
+    pub fn set(&self, url: &str, answer: Result<Bytes, FetchError>) {
+        self.answers.lock().unwrap().insert(url.to_string(), answer);
     }
 
     /// Every URL requested so far, in order.
@@ -158,8 +176,11 @@ impl FakeAws {
 
 #[async_trait::async_trait]
 impl AwsFetch for FakeAws {
-    async fn get(&self, url: &AwsUrl) -> Result<Bytes, String> {
+    async fn get(&self, url: &AwsUrl) -> Result<Bytes, FetchError> {
         self.requests.lock().unwrap().push(url.as_str().to_string());
-        self.answers.get(url.as_str()).cloned().unwrap_or_else(|| Err("404 Not Found".into()))
+        // A real GET is never ready at once: let other requests run meanwhile.
+        tokio::task::yield_now().await;
+        let answer = self.answers.lock().unwrap().get(url.as_str()).cloned();
+        answer.unwrap_or_else(|| Err(FetchError::Refused("answered 404 Not Found".into())))
     }
 }
