@@ -367,8 +367,9 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
 }
 
 async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(q: Arc<dyn Queue>) {
-    let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
+    // After the accept: an event is due from its arrival, which a `now` taken before could precede.
+    let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
     q.defer(c[0].id, now + 5000).await.unwrap();
     assert!(q.claim(now + 4999, 10, LEASE).await.unwrap().is_empty());
@@ -379,12 +380,12 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
 }
 
 async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
-    let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("trigger", "gone")]).await.unwrap();
     let mut failed = inbound(None);
     failed.status = InboundStatus::MappingFailed("rule 'x': missing field".into());
     let failed_id = failed.id.clone();
     q.accept(failed, vec![]).await.unwrap();
+    let now = now_millis();
     for c in q.claim(now, 10, LEASE).await.unwrap() {
         q.finish(
             c.id,
