@@ -193,20 +193,51 @@ impl Worker {
 /// incident is not the one pagerhook's later acknowledge or resolve will name (PagerDuty
 /// derives a key when none is sent, or an event rule rewrote it): say so loudly.
 fn check_answer(c: &Claimed, response: &Response) {
-    let Response::Status { code: 200..=299, status, dedup_key, .. } = response else { return };
-    if let Some(s) = status.as_deref().filter(|s| !s.eq_ignore_ascii_case("success")) {
-        tracing::warn!(event_id = c.id, status = s, "PagerDuty accepted the event with an unexpected status");
+    for problem in answer_problems(c.event.dedup_key().map(|k| k.as_str()), response) {
+        tracing::warn!(event_id = c.id, inbound_id = %c.inbound_id, "{problem}");
     }
-    let sent = c.event.dedup_key().map(|k| k.as_str());
+}
+
+/// What is wrong with a 2xx answer to an event sent with `sent` as its dedup_key.
+fn answer_problems(sent: Option<&str>, response: &Response) -> Vec<String> {
+    let Response::Status { code: 200..=299, status, dedup_key, .. } = response else { return Vec::new() };
+    let mut problems = Vec::new();
+    if let Some(s) = status.as_deref().filter(|s| !s.eq_ignore_ascii_case("success")) {
+        problems.push(format!("PagerDuty accepted the event with status {s:?} instead of \"success\""));
+    }
     if let (Some(sent), Some(got)) = (sent, dedup_key.as_deref()) {
         if sent != got {
-            tracing::warn!(
-                event_id = c.id,
-                inbound_id = %c.inbound_id,
-                sent,
-                returned = got,
-                "PagerDuty filed the event under another dedup_key than the one sent"
-            );
+            problems.push(format!(
+                "PagerDuty filed the event under dedup_key {got:?}, not the {sent:?} sent: \
+                 a later acknowledge or resolve of {sent:?} will not reach that incident"
+            ));
         }
+    }
+    problems
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(code: u16, status: &str, key: Option<&str>) -> Response {
+        Response::Status {
+            code,
+            message: "m".into(),
+            retry_after: None,
+            status: Some(status.into()),
+            dedup_key: key.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_202_under_another_dedup_key_or_status_is_a_warning() {
+        assert!(answer_problems(Some("k"), &answer(202, "success", Some("k"))).is_empty());
+        assert!(answer_problems(None, &answer(202, "success", None)).is_empty(), "change events get no key");
+        let p = answer_problems(Some("k"), &answer(202, "success", Some("other")));
+        assert_eq!(p.len(), 1);
+        assert!(p[0].contains("\"other\", not the \"k\" sent"), "{p:?}");
+        assert_eq!(answer_problems(Some("k"), &answer(202, "queued", Some("k"))).len(), 1);
+        assert!(answer_problems(Some("k"), &answer(400, "invalid event", Some("x"))).is_empty(), "only 2xx are read");
     }
 }
