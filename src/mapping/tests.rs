@@ -205,3 +205,25 @@ links = [{ href = '{{default body.runbook ""}}', text = "Runbook" }, { href = "{
     let out = apply(rule, serde_json::json!({"url": "https://example.com/a", "runbook": "https://rb/1"})).unwrap();
     assert_eq!(out[0].event.body()["links"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn a_mapping_that_triggers_but_never_resolves_is_warned_about() {
+    let warnings = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, text).unwrap();
+        Mapping::load(&[p], keys()).unwrap().1
+    };
+    let trigger = "[[rule]]\nname = \"t\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
+    let w = warnings(trigger);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("m.toml") && w[0].contains("no rule acknowledges or resolves"), "{w:?}");
+    let resolve = "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"resolve\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
+    assert!(warnings(&format!("{trigger}{resolve}")).is_empty());
+    // One rule choosing the action from the payload can resolve; change events open nothing.
+    let chosen = trigger.replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{#if body.ok}}resolve{{else}}trigger{{/if}}'");
+    assert!(warnings(&chosen).is_empty());
+    let dynamic = trigger.replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{body.action}}'");
+    assert!(warnings(&dynamic).is_empty());
+    assert!(warnings("[[rule]]\nname = \"d\"\nemit = \"change\"\nsummary = \"s\"\n").is_empty());
+}
