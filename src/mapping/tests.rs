@@ -221,7 +221,8 @@ fn a_mapping_that_triggers_but_never_resolves_is_warned_about() {
     let resolve = "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"resolve\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
     assert!(warnings(&format!("{trigger}{resolve}")).is_empty());
     // One rule choosing the action from the payload can resolve; change events open nothing.
-    let chosen = trigger.replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{#if body.ok}}resolve{{else}}trigger{{/if}}'");
+    let chosen = trigger
+        .replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{#if body.ok}}resolve{{else}}trigger{{/if}}'");
     assert!(warnings(&chosen).is_empty());
     let dynamic = trigger.replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{body.action}}'");
     assert!(warnings(&dynamic).is_empty());
