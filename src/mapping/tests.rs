@@ -228,3 +228,40 @@ fn a_mapping_that_triggers_but_never_resolves_is_warned_about() {
     assert!(warnings(&dynamic).is_empty());
     assert!(warnings("[[rule]]\nname = \"d\"\nemit = \"change\"\nsummary = \"s\"\n").is_empty());
 }
+
+#[test]
+fn rfc3339_reads_epoch_seconds_or_milliseconds_and_time_strings_with_any_offset() {
+    use helpers::to_rfc3339;
+    use serde_json::json as j;
+    for (input, want) in [
+        (j!(1715679067), "2024-05-14T09:31:07Z"),
+        (j!(1715679067123u64), "2024-05-14T09:31:07.123Z"),
+        (j!("1715679067000"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14 09:31:07 UTC"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14 11:31:07 +0200"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14T04:31:07-05:00"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14T09:31:08.201+0000"), "2024-05-14T09:31:08.201Z"),
+        (j!("2024-05-14T09:31:07Z"), "2024-05-14T09:31:07Z"),
+    ] {
+        assert_eq!(to_rfc3339(&input).as_deref(), Some(want), "{input}");
+    }
+    for bad in [j!("yesterday"), j!(""), j!(null), j!({"a": 1})] {
+        assert_eq!(to_rfc3339(&bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn first_https_url_sha256_and_pluck() {
+    use helpers::first_https_url_in;
+    assert_eq!(
+        first_https_url_in("CPU high. Runbook: https://wiki.example.com/rb/cpu?x=1. Also http://old"),
+        Some("https://wiki.example.com/rb/cpu?x=1")
+    );
+    assert_eq!(first_https_url_in("see (https://a.example/b) now"), Some("https://a.example/b"));
+    assert_eq!(first_https_url_in("http://only.plain.example"), None);
+    let out = summary(
+        r#"{{truncate (sha256 body.s) 8 marker=""}}|{{join (pluck body.m "a.b") ","}}|{{lookup (pluck body.m "a.b") 0}}"#,
+        serde_json::json!({"s": "x", "m": [{"c": 1}, {"a": {"b": "one"}}, {"a": {"b": "two"}}]}),
+    );
+    assert_eq!(out, "2d711642|one,two|one");
+}
