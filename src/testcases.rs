@@ -263,7 +263,7 @@ fn sns_notification(message: &[u8]) -> Result<Vec<u8>, String> {
 }
 
 /// What one case produced: each event with the name of the rule that made it.
-type Produced = Result<Vec<(String, Event)>, Failure>;
+type Produced = Result<Vec<(String, Event)>, Box<Failure>>;
 
 /// Runs every case of `file` against the sources of `cfg`, then checks each `pair`.
 pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> {
@@ -274,7 +274,7 @@ pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> 
         .map(|(case, out)| {
             let mut failures = match out {
                 Ok(events) => compare(case, events, cfg),
-                Err(f) => vec![f.clone()],
+                Err(f) => vec![(**f).clone()],
             };
             if let (Some(p), Ok(events)) = (&case.pair, out) {
                 let trigger = file.cases.iter().position(|c| &c.name == p).map(|i| &produced[i]);
@@ -292,24 +292,24 @@ pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> 
 
 fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
     let src = sources.get(&case.source).ok_or_else(|| {
-        Failure::message(
+        Box::new(Failure::message(
             "source",
             format!(
                 "no source named '{}' in {}: add its [[source]], or name only the test files of the sources you run",
                 case.source,
                 cfg.path.display()
             ),
-        )
+        ))
     })?;
     let verified = src
         .trusted(Headers::from_pairs(case.headers.clone()), &case.query, case.body.clone().into())
-        .map_err(|e| Failure::message("payload", e.to_string()))?;
+        .map_err(|e| Box::new(Failure::message("payload", e.to_string())))?;
     match verified.disposition() {
         Disposition::Ignore(_) => Ok(Vec::new()),
         Disposition::Map => Ok(src
             .mapping()
             .apply(&verified)
-            .map_err(|e| Failure::message("mapping", e.to_string()))?
+            .map_err(|e| Box::new(Failure::message("mapping", e.to_string())))?
             .into_iter()
             .map(|r| (r.rule, r.event))
             .collect()),
