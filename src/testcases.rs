@@ -16,8 +16,8 @@ use std::path::{Path, PathBuf};
 /// A test file could not be read, or a case in it is not a test that can run.
 #[derive(Debug, thiserror::Error)]
 pub enum TestFileError {
-    #[error("cannot read test file {file}: {source}")]
-    Read { file: String, source: std::io::Error },
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: std::io::Error },
     #[error("{file}: {message}")]
     Parse { file: String, message: String },
     #[error("{file}: case '{case}': {message}")]
@@ -132,7 +132,7 @@ pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, TestFileError> {
     let mut pending = vec![dir.to_path_buf()];
     while let Some(d) = pending.pop() {
         let entries =
-            std::fs::read_dir(&d).map_err(|e| TestFileError::Read { file: d.display().to_string(), source: e })?;
+            std::fs::read_dir(&d).map_err(|e| TestFileError::Read { file: d.display().to_string(), reason: e })?;
         for entry in entries.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
             let Ok(kind) = entry.file_type() else { continue };
@@ -155,7 +155,7 @@ impl TestFile {
     pub fn load(path: &Path) -> Result<TestFile, Vec<TestFileError>> {
         let file = path.display().to_string();
         let text =
-            std::fs::read_to_string(path).map_err(|e| vec![TestFileError::Read { file: file.clone(), source: e }])?;
+            std::fs::read_to_string(path).map_err(|e| vec![TestFileError::Read { file: file.clone(), reason: e }])?;
         let raw: RawTestFile = toml::from_str(&text)
             .map_err(|e| vec![TestFileError::Parse { file: file.clone(), message: e.to_string().trim_end().into() }])?;
         if raw.cases.is_empty() {
@@ -195,6 +195,11 @@ impl TestFile {
 }
 
 impl Case {
+    /// The `[[source]]` the case runs through.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     fn build(rc: RawCase, base: &Path) -> Result<Case, (String, String)> {
         let fail = |m: String| (rc.name.clone(), m);
         let body = match (&rc.file, &rc.body) {

@@ -163,3 +163,36 @@ fn check_warns_about_a_mapping_that_never_resolves() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_found_test_file_for_sources_not_configured_is_skipped_but_a_named_one_fails() {
+    let dir = project(&CASES.replace("\"critical\"", "\"error\"").replace("/ok", ""));
+    std::fs::write(dir.path().join("jobs.toml"), MAPPING.replace(r#"{{#if (eq body.status "ok")}}/ok{{/if}}"#, ""))
+        .unwrap();
+    let other = "[[case]]\nname = \"x\"\nsource = \"sentry\"\nbody = '{}'\nexpect_events = 0\n";
+    std::fs::write(dir.path().join("tests/sentry.test.toml"), other).unwrap();
+    let out = run(dir.path(), false);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("skipped ") && stderr.contains("sentry.test.toml: none of its sources is in"), "{stderr}");
+    assert!(stdout.ends_with("2 passed, 0 failed\n"), "{stdout}");
+
+    let out = pagerhook(&dir.path().join("pagerhook.toml"))
+        .arg("test")
+        .arg(dir.path().join("tests/sentry.test.toml"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("source: no source named 'sentry'"), "{stdout}");
+}
+
+#[test]
+fn the_shipped_config_tests_its_own_sources_and_skips_the_rest() {
+    // A config path without a folder: the test files are found from the working directory.
+    let out = pagerhook(Path::new("pagerhook.toml")).arg("test").output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("mappings/github.test.toml: push_default_branch"), "{stdout}");
+    assert!(stderr.contains("skipped ./mappings/sentry.test.toml"), "{stderr}");
+}
