@@ -11,6 +11,7 @@
 //! - `pagerduty`: the only code that talks upstream.
 //! - `ingest`: the accept path (verify, map, commit) without HTTP.
 //! - `http`: the only code that knows actix-web.
+//! - `testcases`: mapping test files (`pagerhook test`).
 //! - `app`: startup wiring; `cli`: the command line.
 
 pub mod app;
@@ -27,3 +28,4 @@ pub mod queue;
 pub mod reload;
 pub mod source;
 pub mod telemetry;
+pub mod testcases;

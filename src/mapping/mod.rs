@@ -93,6 +93,8 @@ struct Rule {
     for_each: Option<Vec<String>>,
     emit: Emit,
     action: Option<String>,
+    /// The `action` template as written, to tell which actions the rule can send.
+    action_text: Option<String>,
     /// Template ids of the scalar fields, by field name.
     fields: BTreeMap<&'static str, String>,
     links: Vec<LinkTpl>,
@@ -221,6 +223,7 @@ impl Mapping {
             }
         }
         if errors.is_empty() {
+            warnings.extend(never_resolves(&rules));
             Ok((Mapping { rules, strict, lenient, keys }, warnings))
         } else {
             Err(errors)
@@ -441,6 +444,36 @@ fn rfc3339_millis(t: SystemTime) -> String {
         .unwrap_or_default()
 }
 
+/// Which actions a rule's `action` template can produce, read from its text: a template that
+/// names none of them (`{{body.action}}`) may produce any.
+fn may_produce(rule: &Rule) -> (bool, bool) {
+    if rule.emit == Emit::Change {
+        return (false, false);
+    }
+    let Some(t) = rule.action_text.as_deref() else { return (true, false) };
+    let (trigger, closes) = (t.contains("trigger"), t.contains("resolve") || t.contains("acknowledge"));
+    let dynamic = t.contains("{{") && !trigger && !closes;
+    (trigger || dynamic, closes || dynamic)
+}
+
+/// A source whose alert rules open incidents but that has no rule to close them leaves every
+/// incident open until someone resolves it by hand: worth a warning from `check`.
+fn never_resolves(rules: &[Rule]) -> Option<String> {
+    let (mut opens, mut closes) = (false, false);
+    for r in rules {
+        let (t, c) = may_produce(r);
+        opens |= t;
+        closes |= c;
+    }
+    (opens && !closes).then(|| {
+        let files: std::collections::BTreeSet<_> = rules.iter().map(|r| r.file.as_str()).collect();
+        format!(
+            "{}: alert rules trigger but no rule acknowledges or resolves: every incident stays open until closed by hand in PagerDuty (add a rule with action = \"resolve\" and the trigger's dedup_key)",
+            files.into_iter().collect::<Vec<_>>().join(", ")
+        )
+    })
+}
+
 /// A dedup_key for a trigger whose rule sets none: the same source, rule and payload always
 /// give the same key, so PagerDuty collapses retries and duplicate deliveries.
 fn derived_dedup_key(source: &str, rule: &str, subject: &Value) -> String {
@@ -614,6 +647,7 @@ fn compile_rule(
         for_each,
         emit,
         action,
+        action_text: r.action.clone(),
         fields,
         links,
         images,

@@ -265,3 +265,63 @@ timestamp = "{{body.at}}"
     let resolve = "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"resolve\"\ndedup_key = \"k\"\nsource = \"s\"\nsummary = \"s\"\n";
     assert!(apply(resolve, serde_json::json!({})).unwrap()[0].event.body().get("payload").is_none());
 }
+
+#[test]
+fn a_mapping_that_triggers_but_never_resolves_is_warned_about() {
+    let warnings = |text: &str| {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m.toml");
+        std::fs::write(&p, text).unwrap();
+        Mapping::load(&[p], keys()).unwrap().1
+    };
+    let trigger = "[[rule]]\nname = \"t\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
+    let w = warnings(trigger);
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("m.toml") && w[0].contains("no rule acknowledges or resolves"), "{w:?}");
+    let resolve = "[[rule]]\nname = \"r\"\nemit = \"alert\"\naction = \"resolve\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
+    assert!(warnings(&format!("{trigger}{resolve}")).is_empty());
+    // One rule choosing the action from the payload can resolve; change events open nothing.
+    let chosen = trigger
+        .replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{#if body.ok}}resolve{{else}}trigger{{/if}}'");
+    assert!(warnings(&chosen).is_empty());
+    let dynamic = trigger.replace("emit = \"alert\"", "emit = \"alert\"\naction = '{{body.action}}'");
+    assert!(warnings(&dynamic).is_empty());
+    assert!(warnings("[[rule]]\nname = \"d\"\nemit = \"change\"\nsummary = \"s\"\n").is_empty());
+}
+
+#[test]
+fn rfc3339_reads_epoch_seconds_or_milliseconds_and_time_strings_with_any_offset() {
+    use helpers::to_rfc3339;
+    use serde_json::json as j;
+    for (input, want) in [
+        (j!(1715679067), "2024-05-14T09:31:07Z"),
+        (j!(1715679067123u64), "2024-05-14T09:31:07.123Z"),
+        (j!("1715679067000"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14 09:31:07 UTC"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14 11:31:07 +0200"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14T04:31:07-05:00"), "2024-05-14T09:31:07Z"),
+        (j!("2024-05-14T09:31:08.201+0000"), "2024-05-14T09:31:08.201Z"),
+        (j!("2024-05-14T09:31:07Z"), "2024-05-14T09:31:07Z"),
+    ] {
+        assert_eq!(to_rfc3339(&input).as_deref(), Some(want), "{input}");
+    }
+    for bad in [j!("yesterday"), j!(""), j!(null), j!({"a": 1})] {
+        assert_eq!(to_rfc3339(&bad), None, "{bad}");
+    }
+}
+
+#[test]
+fn first_https_url_sha256_and_pluck() {
+    use helpers::first_https_url_in;
+    assert_eq!(
+        first_https_url_in("CPU high. Runbook: https://wiki.example.com/rb/cpu?x=1. Also http://old"),
+        Some("https://wiki.example.com/rb/cpu?x=1")
+    );
+    assert_eq!(first_https_url_in("see (https://a.example/b) now"), Some("https://a.example/b"));
+    assert_eq!(first_https_url_in("http://only.plain.example"), None);
+    let out = summary(
+        r#"{{truncate (sha256 body.s) 8 marker=""}}|{{join (pluck body.m "a.b") ","}}|{{lookup (pluck body.m "a.b") 0}}"#,
+        serde_json::json!({"s": "x", "m": [{"c": 1}, {"a": {"b": "one"}}, {"a": {"b": "two"}}]}),
+    );
+    assert_eq!(out, "2d711642|one,two|one");
+}

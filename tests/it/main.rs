@@ -12,4 +12,5 @@ mod mappings;
 mod operate;
 mod replicas;
 mod sns;
+mod test_command;
 mod tidy;

@@ -107,6 +107,11 @@ fn alertmanager_fixtures_render_as_expected() {
 }
 
 #[test]
+fn alertmanager_grouped_fixtures_render_as_expected() {
+    render_generic_cases("alertmanager-grouped", ALERTMANAGER_VERIFY);
+}
+
+#[test]
 fn grafana_fixtures_render_as_expected() {
     render_generic_cases("grafana", r#"{ scheme = "basic", secrets = ["env:GRAFANA_BASIC"] }"#);
 }

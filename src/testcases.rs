@@ -1,0 +1,432 @@
+//! `pagerhook test`: mapping test files (`*.test.toml`), run offline like `promtool test rules`.
+//!
+//! Each `[[case]]` names a source, a payload and what it must produce. The payload goes
+//! through the source's parser (`Source::trusted`, as `render` does: nothing is verified) and
+//! its real mappings and event checks; nothing is sent or stored. Only the fields a case lists
+//! are compared, so a test does not break when an unrelated field changes.
+
+use crate::config::Config;
+use crate::event::{Action, Event, RoutingKey};
+use crate::source::{Disposition, Headers, Sources};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A test file could not be read, or a case in it is not a test that can run.
+#[derive(Debug, thiserror::Error)]
+pub enum TestFileError {
+    #[error("cannot read {file}: {reason}")]
+    Read { file: String, reason: std::io::Error },
+    #[error("{file}: {message}")]
+    Parse { file: String, message: String },
+    #[error("{file}: case '{case}': {message}")]
+    Case { file: String, case: String, message: String },
+    #[error("no *.test.toml file under {dir}: name test files on the command line, or put them next to the config")]
+    NoFiles { dir: String },
+}
+
+/// A test file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTestFile {
+    #[serde(default, rename = "case")]
+    cases: Vec<RawCase>,
+}
+
+/// One `[[case]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCase {
+    /// Shown in the report; unique in its file (`pair` refers to it).
+    name: String,
+    /// A `[[source]]` name from the config: its kind parses the payload, its mappings map it.
+    source: String,
+    /// Payload file, relative to the test file.
+    file: Option<PathBuf>,
+    /// Payload inline.
+    body: Option<String>,
+    /// Request headers (e.g. `X-GitHub-Event`); content-type defaults to application/json.
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// The endpoint's query string, e.g. `severity=warning`.
+    #[serde(default)]
+    query: String,
+    /// The payload is an SNS Notification's `Message` (a CloudWatch alarm): wrap it in one.
+    #[serde(default)]
+    sns_message: bool,
+    /// How many events the payload must produce.
+    expect_events: Option<usize>,
+    /// One table per event, in order: the fields that must match.
+    #[serde(default)]
+    expect: Vec<toml::Table>,
+    /// The case whose trigger this case's acknowledge or resolve must close.
+    pair: Option<String>,
+}
+
+/// A case ready to run.
+#[derive(Debug)]
+pub struct Case {
+    pub name: String,
+    source: String,
+    headers: Vec<(String, String)>,
+    query: String,
+    body: Vec<u8>,
+    count: usize,
+    /// Per event: (dotted field path, expected value).
+    expect: Vec<Vec<(String, Value)>>,
+    pair: Option<String>,
+}
+
+/// The cases of one file.
+#[derive(Debug)]
+pub struct TestFile {
+    pub path: PathBuf,
+    pub cases: Vec<Case>,
+}
+
+/// One difference between what a case expected and what the mapping produced.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Failure {
+    /// 1-based event number, when the failure is about one event.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub event: Option<usize>,
+    pub field: String,
+    pub expected: Value,
+    /// `null` when the event has no such field.
+    pub actual: Value,
+    /// What went wrong when it is not a field's value (the mapping failed, no such source).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+impl Failure {
+    fn field(event: usize, field: &str, expected: Value, actual: Value) -> Failure {
+        Failure { event: Some(event), field: field.to_string(), expected, actual, message: None }
+    }
+
+    fn message(field: &str, message: String) -> Failure {
+        Failure {
+            event: None,
+            field: field.to_string(),
+            expected: Value::Null,
+            actual: Value::Null,
+            message: Some(message),
+        }
+    }
+}
+
+/// The outcome of one case.
+#[derive(Debug, Clone, Serialize)]
+pub struct CaseReport {
+    pub file: String,
+    pub case: String,
+    pub passed: bool,
+    pub failures: Vec<Failure>,
+}
+
+/// Every `*.test.toml` under `dir`, sorted; hidden folders and `target` are skipped, symlinked
+/// folders are not followed (no cycles).
+pub fn discover(dir: &Path) -> Result<Vec<PathBuf>, TestFileError> {
+    let mut out = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(d) = pending.pop() {
+        let entries =
+            std::fs::read_dir(&d).map_err(|e| TestFileError::Read { file: d.display().to_string(), reason: e })?;
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Ok(kind) = entry.file_type() else { continue };
+            if kind.is_dir() && !name.starts_with('.') && name != "target" {
+                pending.push(entry.path());
+            } else if kind.is_file() && name.ends_with(".test.toml") {
+                out.push(entry.path());
+            }
+        }
+    }
+    if out.is_empty() {
+        return Err(TestFileError::NoFiles { dir: dir.display().to_string() });
+    }
+    out.sort();
+    Ok(out)
+}
+
+impl TestFile {
+    /// Reads and checks a test file; every problem is reported, each naming file and case.
+    pub fn load(path: &Path) -> Result<TestFile, Vec<TestFileError>> {
+        let file = path.display().to_string();
+        let text =
+            std::fs::read_to_string(path).map_err(|e| vec![TestFileError::Read { file: file.clone(), reason: e }])?;
+        let raw: RawTestFile = toml::from_str(&text)
+            .map_err(|e| vec![TestFileError::Parse { file: file.clone(), message: e.to_string().trim_end().into() }])?;
+        if raw.cases.is_empty() {
+            return Err(vec![TestFileError::Parse { file, message: "no [[case]] in this file".into() }]);
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let mut cases = Vec::new();
+        let mut errors = Vec::new();
+        for rc in raw.cases {
+            let err = |message: String| TestFileError::Case { file: file.clone(), case: rc.name.clone(), message };
+            if cases.iter().any(|c: &Case| c.name == rc.name) {
+                errors.push(err("another case has this name".into()));
+                continue;
+            }
+            match Case::build(rc, base) {
+                Ok(c) => cases.push(c),
+                Err((case, message)) => errors.push(TestFileError::Case { file: file.clone(), case, message }),
+            }
+        }
+        for c in &cases {
+            if let Some(p) = &c.pair {
+                if !cases.iter().any(|t| &t.name == p) {
+                    errors.push(TestFileError::Case {
+                        file: file.clone(),
+                        case: c.name.clone(),
+                        message: format!("pair = {p:?} names no case in this file"),
+                    });
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(TestFile { path: path.to_path_buf(), cases })
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Case {
+    /// The `[[source]]` the case runs through.
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
+    fn build(rc: RawCase, base: &Path) -> Result<Case, (String, String)> {
+        let fail = |m: String| (rc.name.clone(), m);
+        let body = match (&rc.file, &rc.body) {
+            (Some(f), None) => {
+                let p = base.join(f);
+                std::fs::read(&p).map_err(|e| fail(format!("cannot read payload file {}: {e}", p.display())))?
+            }
+            (None, Some(b)) => b.clone().into_bytes(),
+            _ => return Err(fail("give the payload as either file = \"path\" or body = '...'".into())),
+        };
+        let count = match (rc.expect_events, rc.expect.len()) {
+            (None, 0) => {
+                return Err(fail("say what it must produce: expect_events = N or [[case.expect]] tables".into()))
+            }
+            (Some(n), m) if m > 0 && n != m => {
+                return Err(fail(format!("expect_events = {n} but {m} [[case.expect]] table(s)")))
+            }
+            (Some(n), _) => n,
+            (None, m) => m,
+        };
+        let mut expect = Vec::new();
+        for t in &rc.expect {
+            let mut fields = Vec::new();
+            flatten("", &toml::Value::Table(t.clone()), &mut fields);
+            expect.push(fields);
+        }
+        let body = if rc.sns_message { sns_notification(&body).map_err(fail)? } else { body };
+        let mut headers: Vec<_> = rc.headers.into_iter().collect();
+        if rc.sns_message {
+            headers.push(("x-amz-sns-message-type".into(), "Notification".into()));
+        }
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+            headers.push(("content-type".into(), "application/json".into()));
+        }
+        Ok(Case { name: rc.name, source: rc.source, headers, query: rc.query, body, count, expect, pair: rc.pair })
+    }
+}
+
+/// `payload = { severity = "x" }` and `"payload.severity" = "x"` both become `payload.severity`.
+fn flatten(prefix: &str, v: &toml::Value, out: &mut Vec<(String, Value)>) {
+    match v {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                flatten(&path, v, out);
+            }
+        }
+        other => out.push((prefix.to_string(), serde_json::to_value(other).unwrap_or(Value::Null))),
+    }
+}
+
+/// An SNS Notification around `message`, as SNS posts it (unsigned: `test` verifies nothing).
+fn sns_notification(message: &[u8]) -> Result<Vec<u8>, String> {
+    let message = std::str::from_utf8(message).map_err(|_| "the payload is not UTF-8 text".to_string())?;
+    let envelope = json!({
+        "Type": "Notification",
+        "MessageId": "00000000-0000-0000-0000-000000000000",
+        "TopicArn": "arn:aws:sns:us-east-1:123456789012:pagerhook-test",
+        "Message": message,
+        "Timestamp": "2024-01-01T00:00:00.000Z",
+        "SignatureVersion": "1",
+        "Signature": "",
+        "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
+    });
+    serde_json::to_vec(&envelope).map_err(|e| e.to_string())
+}
+
+/// What one case produced: each event with the name of the rule that made it.
+type Produced = Result<Vec<(String, Event)>, Box<Failure>>;
+
+/// Runs every case of `file` against the sources of `cfg`, then checks each `pair`.
+pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> {
+    let produced: Vec<Produced> = file.cases.iter().map(|c| produce(c, cfg, sources)).collect();
+    file.cases
+        .iter()
+        .zip(&produced)
+        .map(|(case, out)| {
+            let mut failures = match out {
+                Ok(events) => compare(case, events, cfg),
+                Err(f) => vec![(**f).clone()],
+            };
+            if let (Some(p), Ok(events)) = (&case.pair, out) {
+                let trigger = file.cases.iter().position(|c| &c.name == p).map(|i| &produced[i]);
+                failures.extend(check_pair(p, events, trigger));
+            }
+            CaseReport {
+                file: file.path.display().to_string(),
+                case: case.name.clone(),
+                passed: failures.is_empty(),
+                failures,
+            }
+        })
+        .collect()
+}
+
+fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
+    let src = sources.get(&case.source).ok_or_else(|| {
+        Box::new(Failure::message(
+            "source",
+            format!(
+                "no source named '{}' in {}: add its [[source]], or name only the test files of the sources you run",
+                case.source,
+                cfg.path.display()
+            ),
+        ))
+    })?;
+    let verified = src
+        .trusted(Headers::from_pairs(case.headers.clone()), &case.query, case.body.clone().into())
+        .map_err(|e| Box::new(Failure::message("payload", e.to_string())))?;
+    match verified.disposition() {
+        Disposition::Ignore(_) => Ok(Vec::new()),
+        Disposition::Map => Ok(src
+            .mapping()
+            // As `render` does: accepted now. A case compares a timestamp only if it lists one.
+            .apply(&verified, std::time::SystemTime::now())
+            .map_err(|e| Box::new(Failure::message("mapping", e.to_string())))?
+            .into_iter()
+            .map(|r| (r.rule, r.event))
+            .collect()),
+    }
+}
+
+fn compare(case: &Case, events: &[(String, Event)], cfg: &Config) -> Vec<Failure> {
+    let mut failures = Vec::new();
+    if events.len() != case.count {
+        failures.push(Failure {
+            event: None,
+            field: "events".into(),
+            expected: json!(case.count),
+            actual: json!(events.len()),
+            message: Some(format!("rules that matched: {:?}", events.iter().map(|(r, _)| r).collect::<Vec<_>>())),
+        });
+    }
+    for (i, (expect, (rule, event))) in case.expect.iter().zip(events).enumerate() {
+        for (field, want) in expect {
+            let got = match field.as_str() {
+                "rule" => json!(rule),
+                "endpoint" => json!(event.kind().path()),
+                "routing_key" => json!(key_names(cfg, &case.source, event.routing_key())),
+                path => path.split('.').try_fold(event.body(), |v, seg| v.get(seg)).cloned().unwrap_or(Value::Null),
+            };
+            let matches = match (&got, field.as_str()) {
+                (Value::Array(names), "routing_key") => names.contains(want),
+                _ => &got == want,
+            };
+            if !matches {
+                failures.push(Failure::field(i + 1, field, want.clone(), got));
+            }
+        }
+    }
+    failures
+}
+
+/// The names an event's routing key goes by: `default` (the source's key, else
+/// `[pagerduty] routing_key`) and every `[pagerduty.routing_keys]` name holding it.
+fn key_names(cfg: &Config, source: &str, key: &RoutingKey) -> Vec<String> {
+    let default = cfg.sources.iter().find(|s| s.name == source).and_then(|s| s.routing_key.as_ref());
+    let default = default.or(cfg.pagerduty.routing_key.as_ref());
+    let mut names: Vec<String> =
+        cfg.pagerduty.routing_keys.iter().filter(|(_, k)| *k == key).map(|(n, _)| n.clone()).collect();
+    if default == Some(key) {
+        names.insert(0, "default".into());
+    }
+    names
+}
+
+/// Every acknowledge or resolve of a case must carry the dedup_key of a trigger of the case it
+/// pairs with: otherwise PagerDuty never closes the incident.
+fn check_pair(pair: &str, events: &[(String, Event)], trigger: Option<&Produced>) -> Vec<Failure> {
+    let field = format!("pair {pair:?}");
+    let Some(Ok(triggers)) = trigger else {
+        return vec![Failure::message(&field, format!("case '{pair}' did not run: fix it first"))];
+    };
+    let keys: Vec<&str> = triggers
+        .iter()
+        .filter(|(_, e)| e.action() == Some(Action::Trigger))
+        .filter_map(|(_, e)| e.dedup_key().map(|k| k.as_str()))
+        .collect();
+    if keys.is_empty() {
+        return vec![Failure::message(&field, format!("case '{pair}' sends no trigger"))];
+    }
+    let closing: Vec<_> = events
+        .iter()
+        .enumerate()
+        .filter(|(_, (_, e))| matches!(e.action(), Some(Action::Acknowledge | Action::Resolve)))
+        .collect();
+    if closing.is_empty() {
+        return vec![Failure::message(&field, "this case sends no acknowledge or resolve".into())];
+    }
+    let expected = if keys.len() == 1 { json!(keys[0]) } else { json!(keys) };
+    closing
+        .into_iter()
+        .filter_map(|(i, (_, e))| {
+            let key = e.dedup_key().map(|k| k.as_str());
+            (!key.is_some_and(|k| keys.contains(&k)))
+                .then(|| Failure::field(i + 1, &format!("dedup_key (pair {pair:?})"), expected.clone(), json!(key)))
+        })
+        .collect()
+}
+
+/// The report for a terminal: each case passed or failed, failures field by field.
+pub fn text_report(reports: &[CaseReport]) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::new();
+    for r in reports {
+        let _ = writeln!(out, "{}  {}: {}", if r.passed { "PASS" } else { "FAIL" }, r.file, r.case);
+        for f in &r.failures {
+            let at = f.event.map(|e| format!("event {e}: ")).unwrap_or_default();
+            match &f.message {
+                Some(m) if f.expected.is_null() => {
+                    let _ = writeln!(out, "      {at}{}: {m}", f.field);
+                }
+                m => {
+                    let _ = writeln!(out, "      {at}{}", f.field);
+                    let _ = writeln!(out, "        expected: {}", f.expected);
+                    let _ = writeln!(out, "        actual:   {}", f.actual);
+                    if let Some(m) = m {
+                        let _ = writeln!(out, "        ({m})");
+                    }
+                }
+            }
+        }
+    }
+    let failed = reports.iter().filter(|r| !r.passed).count();
+    let _ = writeln!(out, "{} passed, {failed} failed", reports.len() - failed);
+    out
+}
+
+#[cfg(test)]
+mod tests;

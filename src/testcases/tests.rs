@@ -1,0 +1,179 @@
+use super::*;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef";
+const TEAM: &str = "abcdef0123456789abcdef0123456789";
+
+const MAPPING: &str = r#"
+[[rule]]
+name = "job"
+emit = "alert"
+action = '{{#if (eq body.status "failed")}}trigger{{else}}resolve{{/if}}'
+dedup_key = "job/{{body.job}}{{#if body.typo}}-typo{{/if}}"
+severity = '{{default body.severity "error"}}'
+summary = "{{body.job}} {{body.status}}"
+source = "{{body.host}}"
+routing_key = '{{default query.team ""}}'
+"#;
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    cfg: Config,
+    sources: Sources,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), MAPPING).unwrap();
+    let cfg = Config::from_str(
+        &format!(
+            "[pagerduty]\nrouting_key = \"{KEY}\"\n[pagerduty.routing_keys]\nteam-a = \"{TEAM}\"\n\
+             [[source]]\nname = \"jobs\"\nkind = \"generic\"\nverify = {{ scheme = \"none\" }}\nmappings = [\"m.toml\"]\n"
+        ),
+        &dir.path().join("pagerhook.toml"),
+        &|_| None,
+    )
+    .unwrap();
+    let (sources, _) = Sources::build(&cfg).unwrap();
+    Fixture { dir, cfg, sources }
+}
+
+impl Fixture {
+    fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn run(&self, text: &str) -> Vec<CaseReport> {
+        let tf = TestFile::load(&self.write("t.test.toml", text)).unwrap_or_else(|e| panic!("{e:#?}"));
+        run(&tf, &self.cfg, &self.sources)
+    }
+
+    fn load_errors(&self, text: &str) -> Vec<String> {
+        TestFile::load(&self.write("t.test.toml", text)).unwrap_err().iter().map(ToString::to_string).collect()
+    }
+}
+
+const FAILED: &str = r#"body = '{"job": "backup", "status": "failed", "host": "db-1"}'"#;
+const OK: &str = r#"body = '{"job": "backup", "status": "ok", "host": "db-1"}'"#;
+
+#[test]
+fn listed_fields_are_compared_and_unlisted_ones_are_not() {
+    let f = fixture();
+    let reports = f.run(&format!(
+        "[[case]]\nname = \"fails\"\nsource = \"jobs\"\n{FAILED}\n[[case.expect]]\nevent_action = \"trigger\"\n\
+         dedup_key = \"job/backup\"\npayload.severity = \"error\"\n\"payload.summary\" = \"backup failed\"\n\
+         routing_key = \"default\"\nrule = \"job\"\n"
+    ));
+    assert_eq!(reports.len(), 1);
+    assert!(reports[0].passed, "{reports:#?}");
+}
+
+#[test]
+fn a_wrong_field_fails_with_expected_and_actual() {
+    let f = fixture();
+    let reports = f.run(&format!(
+        "[[case]]\nname = \"fails\"\nsource = \"jobs\"\nquery = \"team=team-a\"\n{FAILED}\n[[case.expect]]\n\
+         payload.severity = \"critical\"\nrouting_key = \"default\"\npayload.component = \"x\"\n"
+    ));
+    let r = &reports[0];
+    assert!(!r.passed);
+    assert_eq!(
+        r.failures,
+        vec![
+            Failure::field(1, "payload.component", json!("x"), Value::Null),
+            Failure::field(1, "payload.severity", json!("critical"), json!("error")),
+            Failure::field(1, "routing_key", json!("default"), json!(["team-a"])),
+        ]
+    );
+    let text = text_report(&reports);
+    assert!(text.contains("FAIL") && text.contains("t.test.toml: fails"), "{text}");
+    assert!(
+        text.contains("event 1: payload.severity\n        expected: \"critical\"\n        actual:   \"error\""),
+        "{text}"
+    );
+    assert!(text.ends_with("0 passed, 1 failed\n"), "{text}");
+}
+
+#[test]
+fn the_number_of_events_is_checked() {
+    let f = fixture();
+    let reports = f.run(&format!("[[case]]\nname = \"two\"\nsource = \"jobs\"\n{FAILED}\nexpect_events = 2\n"));
+    assert_eq!(reports[0].failures.len(), 1);
+    assert_eq!(reports[0].failures[0].field, "events");
+    assert_eq!((&reports[0].failures[0].expected, &reports[0].failures[0].actual), (&json!(2), &json!(1)));
+}
+
+#[test]
+fn a_pair_passes_when_the_resolve_closes_the_trigger_and_fails_when_it_cannot() {
+    let f = fixture();
+    let cases = format!(
+        "[[case]]\nname = \"fails\"\nsource = \"jobs\"\n{FAILED}\nexpect_events = 1\n\n\
+         [[case]]\nname = \"recovers\"\nsource = \"jobs\"\n{OK}\nexpect_events = 1\npair = \"fails\"\n"
+    );
+    assert!(f.run(&cases).iter().all(|r| r.passed));
+    let broken = cases.replace(r#""status": "ok","#, r#""status": "ok", "typo": 1,"#);
+    let reports = f.run(&broken);
+    assert!(reports[0].passed);
+    assert_eq!(
+        reports[1].failures,
+        vec![Failure::field(1, "dedup_key (pair \"fails\")", json!("job/backup"), json!("job/backup-typo"))]
+    );
+    // A pair whose case sends no resolve at all is the same mistake.
+    let reports = f.run(&cases.replace(OK, FAILED));
+    assert!(reports[1].failures[0].message.as_deref().unwrap().contains("no acknowledge or resolve"), "{reports:#?}");
+}
+
+#[test]
+fn a_mapping_failure_or_an_unknown_source_fails_the_case_with_the_reason() {
+    let f = fixture();
+    let reports = f.run("[[case]]\nname = \"nohost\"\nsource = \"jobs\"\nbody = '{\"job\": \"x\", \"status\": \"failed\"}'\nexpect_events = 1\n[[case]]\nname = \"other\"\nsource = \"nope\"\nbody = '{}'\nexpect_events = 0\n");
+    assert!(reports[0].failures[0].message.as_deref().unwrap().contains("body.host is missing"), "{reports:#?}");
+    assert!(reports[1].failures[0].message.as_deref().unwrap().contains("no source named 'nope'"), "{reports:#?}");
+}
+
+#[test]
+fn a_case_that_cannot_run_is_refused_naming_file_and_case() {
+    let f = fixture();
+    let errors = f.load_errors(
+        "[[case]]\nname = \"a\"\nsource = \"jobs\"\nexpect_events = 0\n\
+         [[case]]\nname = \"b\"\nsource = \"jobs\"\nbody = '{}'\n\
+         [[case]]\nname = \"c\"\nsource = \"jobs\"\nbody = '{}'\nexpect_events = 0\npair = \"zz\"\n\
+         [[case]]\nname = \"d\"\nsource = \"jobs\"\nfile = \"missing.json\"\nexpect_events = 0\n\
+         [[case]]\nname = \"e\"\nsource = \"jobs\"\nbody = '{}'\nexpect_events = 2\n[[case.expect]]\nrule = \"job\"\n",
+    );
+    let joined = errors.join("\n");
+    for want in [
+        "t.test.toml: case 'a': give the payload as either file",
+        "case 'b': say what it must produce",
+        "case 'c': pair = \"zz\" names no case",
+        "case 'd': cannot read payload file",
+        "case 'e': expect_events = 2 but 1 [[case.expect]]",
+    ] {
+        assert!(joined.contains(want), "{want}\n{joined}");
+    }
+    let unknown = f.load_errors("[[case]]\nname = \"a\"\nsource = \"jobs\"\nbody = '{}'\nexpect_event = 0\n");
+    assert!(unknown[0].contains("t.test.toml") && unknown[0].contains("expect_event"), "{unknown:?}");
+}
+
+#[test]
+fn discover_finds_test_files_in_subfolders_but_not_in_hidden_ones_or_target() {
+    let f = fixture();
+    for d in ["mappings", ".git", "target"] {
+        std::fs::create_dir(f.dir.path().join(d)).unwrap();
+        f.write(&format!("{d}/x.test.toml"), "");
+    }
+    f.write("top.test.toml", "");
+    let found = discover(f.dir.path()).unwrap();
+    let rel: Vec<_> = found.iter().map(|p| p.strip_prefix(f.dir.path()).unwrap().to_path_buf()).collect();
+    assert_eq!(rel, vec![PathBuf::from("mappings/x.test.toml"), PathBuf::from("top.test.toml")]);
+    let empty = tempfile::tempdir().unwrap();
+    assert!(matches!(discover(empty.path()), Err(TestFileError::NoFiles { .. })));
+}
+
+#[test]
+fn an_sns_message_is_wrapped_in_a_notification() {
+    let wrapped: Value = serde_json::from_slice(&sns_notification(br#"{"AlarmName": "x"}"#).unwrap()).unwrap();
+    assert_eq!(wrapped["Type"], "Notification");
+    assert_eq!(wrapped["Message"], r#"{"AlarmName": "x"}"#);
+}

@@ -1,0 +1,198 @@
+//! `pagerhook test` through the built binary: the shipped test files pass, and a failing case
+//! shows its diff, exits 1 and reads as JSON.
+
+use crate::helpers::root;
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pagerhook(config: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pagerhook"));
+    // No secret in the environment: `test` must not need one.
+    c.current_dir(root()).env_clear().env("RUST_LOG", "warn").arg("--config").arg(config);
+    c
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[test]
+fn every_shipped_mapping_has_a_test_file_and_all_of_them_pass() {
+    let mappings = root().join("mappings");
+    let mut untested = Vec::new();
+    let mut cases = 0;
+    for e in std::fs::read_dir(&mappings).unwrap() {
+        let name = e.unwrap().file_name().to_string_lossy().into_owned();
+        if let Some(stem) = name.strip_suffix(".test.toml") {
+            cases += std::fs::read_to_string(mappings.join(&name)).unwrap().matches("[[case]]").count();
+            assert!(mappings.join(format!("{stem}.toml")).exists(), "{name} tests no mapping");
+        } else if let Some(stem) = name.strip_suffix(".toml") {
+            if stem != "test-sources" && !mappings.join(format!("{stem}.test.toml")).exists() {
+                untested.push(name);
+            }
+        }
+    }
+    assert_eq!(untested, Vec::<String>::new(), "shipped mappings without a test file");
+    let out = pagerhook(&mappings.join("test-sources.toml")).arg("test").output().unwrap();
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.ends_with(&format!("{cases} passed, 0 failed\n")), "{stdout}");
+    assert_eq!(
+        stdout.lines().filter(|l| l.starts_with("PASS  ") && l.contains("/mappings/")).count(),
+        cases,
+        "{stdout}"
+    );
+}
+
+const MAPPING: &str = r#"
+[[rule]]
+name = "job"
+emit = "alert"
+action = '{{#if (eq body.status "failed")}}trigger{{else}}resolve{{/if}}'
+dedup_key = 'job/{{body.job}}{{#if (eq body.status "ok")}}/ok{{/if}}'
+severity = "error"
+summary = "{{body.job}} {{body.status}}"
+source = "{{body.host}}"
+"#;
+
+/// A config with one generic source `jobs` on [`MAPPING`], and `tests` as `jobs.test.toml`.
+fn project(tests: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("jobs.toml"), MAPPING).unwrap();
+    std::fs::write(
+        dir.path().join("pagerhook.toml"),
+        "[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n\n[[source]]\nname = \"jobs\"\nkind = \"generic\"\nverify = { scheme = \"bearer\", secrets = [\"env:JOBS_TOKEN\"] }\nmappings = [\"jobs.toml\"]\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("tests")).unwrap();
+    std::fs::write(dir.path().join("tests/jobs.test.toml"), tests).unwrap();
+    dir
+}
+
+fn run(dir: &Path, json: bool) -> Output {
+    let mut c = pagerhook(&dir.join("pagerhook.toml"));
+    c.arg("test");
+    if json {
+        c.arg("--json");
+    }
+    c.output().unwrap()
+}
+
+const CASES: &str = r#"
+[[case]]
+name = "backup fails"
+source = "jobs"
+body = '{"job": "backup", "status": "failed", "host": "db-1"}'
+[[case.expect]]
+event_action = "trigger"
+payload.severity = "critical"
+payload.source = "db-1"
+
+[[case]]
+name = "backup recovers"
+source = "jobs"
+body = '{"job": "backup", "status": "ok", "host": "db-1"}'
+pair = "backup fails"
+expect_events = 1
+"#;
+
+#[test]
+fn a_failing_case_prints_its_diff_and_exits_1() {
+    let dir = project(CASES);
+    let out = run(dir.path(), false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}\n{}", text(&out.stderr));
+    assert!(stdout.contains("FAIL  ") && stdout.contains("jobs.test.toml: backup fails"), "{stdout}");
+    assert!(
+        stdout.contains("event 1: payload.severity\n        expected: \"critical\"\n        actual:   \"error\""),
+        "{stdout}"
+    );
+    // The resolve's key is not its trigger's: the incident would never close.
+    assert!(stdout.contains("event 1: dedup_key (pair \"backup fails\")"), "{stdout}");
+    assert!(stdout.contains("actual:   \"job/backup/ok\""), "{stdout}");
+    assert!(stdout.ends_with("0 passed, 2 failed\n"), "{stdout}");
+
+    let fixed = project(&CASES.replace("\"critical\"", "\"error\""));
+    std::fs::write(fixed.path().join("jobs.toml"), MAPPING.replace(r#"{{#if (eq body.status "ok")}}/ok{{/if}}"#, ""))
+        .unwrap();
+    let out = run(fixed.path(), false);
+    assert!(out.status.success(), "{}", text(&out.stdout));
+    assert!(text(&out.stdout).ends_with("2 passed, 0 failed\n"));
+}
+
+#[test]
+fn json_output_lists_every_case_and_failure_for_machines() {
+    let dir = project(CASES);
+    let out = run(dir.path(), true);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["passed"].as_u64(), v["failed"].as_u64()), (Some(0), Some(2)), "{v:#}");
+    let first = &v["cases"][0];
+    assert_eq!(first["case"], "backup fails");
+    assert_eq!(first["passed"], false);
+    assert_eq!(
+        first["failures"][0],
+        serde_json::json!({"event": 1, "field": "payload.severity", "expected": "critical", "actual": "error"})
+    );
+    assert_eq!(v["cases"][1]["failures"][0]["field"], "dedup_key (pair \"backup fails\")");
+}
+
+#[test]
+fn a_broken_test_file_names_file_and_case_and_exits_1() {
+    let dir = project("[[case]]\nname = \"no payload\"\nsource = \"jobs\"\nexpect_events = 0\n");
+    let out = run(dir.path(), false);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("jobs.test.toml: case 'no payload': give the payload as either file"), "{stderr}");
+}
+
+#[test]
+fn check_warns_about_a_mapping_that_never_resolves() {
+    let dir = project(CASES);
+    std::fs::write(dir.path().join("jobs.toml"), MAPPING.replace("{{else}}resolve", "")).unwrap();
+    let out = pagerhook(&dir.path().join("pagerhook.toml"))
+        .env("PAGERDUTY_ROUTING_KEY", "0123456789abcdef0123456789abcdef")
+        .env("JOBS_TOKEN", "t")
+        .arg("check")
+        .output()
+        .unwrap();
+    let stderr = text(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("warning: source 'jobs'") && stderr.contains("no rule acknowledges or resolves"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_found_test_file_for_sources_not_configured_is_skipped_but_a_named_one_fails() {
+    let dir = project(&CASES.replace("\"critical\"", "\"error\"").replace("/ok", ""));
+    std::fs::write(dir.path().join("jobs.toml"), MAPPING.replace(r#"{{#if (eq body.status "ok")}}/ok{{/if}}"#, ""))
+        .unwrap();
+    let other = "[[case]]\nname = \"x\"\nsource = \"sentry\"\nbody = '{}'\nexpect_events = 0\n";
+    std::fs::write(dir.path().join("tests/sentry.test.toml"), other).unwrap();
+    let out = run(dir.path(), false);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("skipped ") && stderr.contains("sentry.test.toml: none of its sources is in"), "{stderr}");
+    assert!(stdout.ends_with("2 passed, 0 failed\n"), "{stdout}");
+
+    let out = pagerhook(&dir.path().join("pagerhook.toml"))
+        .arg("test")
+        .arg(dir.path().join("tests/sentry.test.toml"))
+        .output()
+        .unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("source: no source named 'sentry'"), "{stdout}");
+}
+
+#[test]
+fn the_shipped_config_tests_its_own_sources_and_skips_the_rest() {
+    // A config path without a folder: the test files are found from the working directory.
+    let out = pagerhook(Path::new("pagerhook.toml")).arg("test").output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("mappings/github.test.toml: push_default_branch"), "{stdout}");
+    assert!(stderr.contains("skipped ./mappings/sentry.test.toml"), "{stderr}");
+}
