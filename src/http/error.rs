@@ -3,7 +3,7 @@
 //! Each refusal gets a fixed JSON shape `{"status":"error","error":"..."}` whose message says
 //! which check failed, never a secret or an expected value.
 
-use crate::ingest::{IngestError, ReplayError};
+use crate::ingest::{IngestError, PreviewError, ReplayError};
 use crate::source::SourceError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -45,6 +45,31 @@ impl ResponseError for ReplayError {
     fn error_response(&self) -> HttpResponse {
         json_error(self.status_code(), &self.to_string())
     }
+}
+
+impl ResponseError for PreviewError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PreviewError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            // The payload or the mapping is what needs fixing; the message names the rule and field.
+            PreviewError::Source(_) | PreviewError::Mapping(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), &self.to_string())
+    }
+}
+
+/// A JSON request body that is too large or not what the endpoint takes: 413 or 400.
+pub fn bad_json(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
+    let status = match &err {
+        actix_web::error::JsonPayloadError::OverflowKnownLength { .. } | actix_web::error::JsonPayloadError::Overflow { .. } => {
+            StatusCode::PAYLOAD_TOO_LARGE
+        }
+        _ => StatusCode::BAD_REQUEST,
+    };
+    actix_web::error::InternalError::from_response(err.to_string(), json_error(status, &format!("request body: {err}"))).into()
 }
 
 /// `{"status":"error","error":message}` with `status`.

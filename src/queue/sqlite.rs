@@ -7,7 +7,7 @@
 
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
     QueueError, Role, Route, StoredEvent, StoredInbound,
 };
 use crate::config::Durability;
@@ -708,6 +708,45 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
+                 AND (?2 IS NULL OR e.id < ?2) ORDER BY e.id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![q.search, q.before, q.limit as i64], event_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
+        self.run(move |c| {
+            let Some(row) = c.query_row(&format!("{EVENT_ROW} WHERE e.id = ?1"), [id], event_row).optional()? else {
+                return Ok(None);
+            };
+            let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [id], |r| r.get(0))?;
+            let mut stmt = c.prepare("SELECT at, status, detail FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
+            let attempt_log = stmt
+                .query_map([id], |r| Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)? }))?
+                .collect::<Result<Vec<_>, _>>()?;
+            let (headers, query, payload): (String, String, Vec<u8>) = c.query_row(
+                "SELECT headers, query, body FROM inbound WHERE id = ?1",
+                [&row.summary.inbound_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(Some(EventDetail {
+                row,
+                event: serde_json::from_str(&body).ok(),
+                attempt_log,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                query,
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+            }))
+        })
+        .await
+    }
 }
 
 /// Both kinds of dead letter as one relation; `?1` filters by source (NULL: all).
@@ -732,5 +771,28 @@ fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
         action: r.get(6)?,
         dedup_key: r.get(7)?,
         attempts: r.get(8)?,
+    })
+}
+
+/// The columns of an [`EventRow`], for `events` and `event` to filter.
+const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
+    e.created_at, e.last_error, e.routing_key FROM events e JOIN inbound i ON i.id = e.inbound_id";
+
+fn event_row(r: &rusqlite::Row) -> Result<EventRow, rusqlite::Error> {
+    let key: String = r.get(10)?;
+    Ok(EventRow {
+        summary: EventSummary {
+            id: r.get(0)?,
+            inbound_id: r.get(1)?,
+            source: r.get(2)?,
+            kind: r.get(3)?,
+            action: r.get(4)?,
+            dedup_key: r.get(5)?,
+            state: r.get(6)?,
+            attempts: r.get(7)?,
+            created_at: r.get(8)?,
+            last_error: r.get(9)?,
+        },
+        routing_key: super::fingerprint_of(&key),
     })
 }
