@@ -220,7 +220,7 @@ function renderDeliveries(rows) {
       h("td", { "data-label": "Accepted" }, when(r.created_at)),
       h("td", { "data-label": "Source" }, r.source),
       h("td", { "data-label": "Event" }, eventLabel(r)),
-      h("td", { "data-label": "dedup_key", class: "key" }, h("a", { href, title: r.dedup_key ?? "" }, r.dedup_key ?? `event ${r.id}`)),
+      h("td", { "data-label": "dedup_key", class: "key" }, h("a", { href, title: `event ${r.id}` }, r.dedup_key ?? h("span", { class: "muted" }, `none · event ${r.id}`))),
       h("td", { "data-label": "Routing key", class: "mono" }, r.routing_key ?? ""),
       h("td", { "data-label": "State" }, badge(r.state), r.last_error && r.state !== "delivered" ? h("div", { class: "small muted clip", title: r.last_error }, r.last_error) : null),
       h("td", { "data-label": "Attempts", class: "num" }, r.attempts),
@@ -310,7 +310,7 @@ function headersTable(headers) {
   const entries = Object.entries(headers);
   if (!entries.length) return h("p", { class: "muted" }, "No headers kept.");
   return h("table", { class: "kv" }, h("tbody", {}, entries.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, Array.isArray(v) ? v.join(", ") : String(v))))),
-    h("caption", { class: "muted small" }, "Credentials (Authorization, cookies, tokens, signatures) are never stored."));
+    h("caption", { class: "muted small" }, "Credentials (Authorization, Cookie, X-Gitlab-Token) are never stored; signatures are, they are no secret."));
 }
 
 // ---- dead letters -----------------------------------------------------------------------
