@@ -164,11 +164,15 @@ pub struct RenderRequest {
 
 /// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
 /// render` over HTTP. Verifies, stores and sends nothing.
-pub async fn render(req: HttpRequest, body: web::Json<RenderRequest>, state: web::Data<AdminState>) -> HttpResponse {
+pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> HttpResponse {
     if let Err(r) = authorized(&req, &state) {
         return *r;
     }
-    let body = body.into_inner();
+    // Parsed only after the token is checked: a caller without it learns nothing of the format.
+    let body: RenderRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    };
     let mut headers = Vec::new();
     for (n, line) in body.headers.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let Some((k, v)) = line.split_once(':') else {

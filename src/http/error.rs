@@ -61,17 +61,6 @@ impl ResponseError for PreviewError {
     }
 }
 
-/// A JSON request body that is too large or not what the endpoint takes: 413 or 400.
-pub fn bad_json(err: actix_web::error::JsonPayloadError, _req: &actix_web::HttpRequest) -> actix_web::Error {
-    let status = match &err {
-        actix_web::error::JsonPayloadError::OverflowKnownLength { .. } | actix_web::error::JsonPayloadError::Overflow { .. } => {
-            StatusCode::PAYLOAD_TOO_LARGE
-        }
-        _ => StatusCode::BAD_REQUEST,
-    };
-    actix_web::error::InternalError::from_response(err.to_string(), json_error(status, &format!("request body: {err}"))).into()
-}
-
 /// `{"status":"error","error":message}` with `status`.
 pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "status": "error", "error": message }))

@@ -268,6 +268,7 @@ async function openDetail(id) {
   out.replaceChildren(
     h("a", { href: "#/deliveries", class: "back" }, "← Deliveries"),
     h("h1", {}, `Event ${d.id} `, badge(d.state)),
+    d.event?.payload?.summary ? h("p", { class: "headline" }, d.event.payload.summary) : null,
     section("Summary", pairs([
       ["Accepted", when(d.created_at)],
       ["Source", d.source],
