@@ -630,7 +630,6 @@ async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_passwo
 }
 
 async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dyn Queue>) {
-    let now = now_millis();
     let mut first = inbound(None);
     first.headers = serde_json::json!({ "x-github-event": "push" });
     first.query = "env=prod".into();
@@ -640,6 +639,7 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     let mut other = inbound(None);
     other.source = "aws".into();
     q.accept(other, vec![alert("trigger", "cpu/web1"), alert("trigger", "disk-full/db2")]).await.unwrap();
+    let now = now_millis();
     let claimed = q.claim(now, 10, LEASE).await.unwrap();
     let cpu = claimed.iter().find(|c| c.event.dedup_key().map(|k| k.as_str()) == Some("cpu/web1")).unwrap().id;
     let attempt = Attempt { at: now, status: Some(202), detail: Some("Event processed".into()) };
