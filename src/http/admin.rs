@@ -95,7 +95,11 @@ const MAX_PAGE: usize = 500;
 
 /// `GET /admin/deliveries`: events newest first, filtered by dedup_key (a part of it), source
 /// or state, a page at a time (`before` = the last id of the previous page).
-pub async fn deliveries(req: HttpRequest, q: web::Query<DeliveriesQuery>, state: web::Data<AdminState>) -> HttpResponse {
+pub async fn deliveries(
+    req: HttpRequest,
+    q: web::Query<DeliveriesQuery>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
     if let Err(r) = authorized(&req, &state) {
         return *r;
     }
@@ -115,7 +119,9 @@ pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> HttpRes
         return json_error(StatusCode::BAD_REQUEST, &format!("{raw:?} is not an event number"));
     };
     match state.queue.event(id).await {
-        Ok(None) => json_error(StatusCode::NOT_FOUND, &format!("no event {id} (delivered events go after storage.retention)")),
+        Ok(None) => {
+            json_error(StatusCode::NOT_FOUND, &format!("no event {id} (delivered events go after storage.retention)"))
+        }
         other => stored(other),
     }
 }
@@ -176,7 +182,10 @@ pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminSt
     let mut headers = Vec::new();
     for (n, line) in body.headers.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let Some((k, v)) = line.split_once(':') else {
-            return json_error(StatusCode::BAD_REQUEST, &format!("header line {}: {line:?} is not 'Name: value'", n + 1));
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("header line {}: {line:?} is not 'Name: value'", n + 1),
+            );
         };
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }

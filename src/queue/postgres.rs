@@ -21,9 +21,9 @@
 
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
-    QueueError, Route, StoredEvent, StoredInbound,
- EventDetail, EventQuery, EventRow,};
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
+    InboundStatus, Millis, NewInbound, Queue, QueueError, Route, StoredEvent, StoredInbound,
+};
 use crate::config::Secret;
 use crate::event::Event;
 use async_trait::async_trait;

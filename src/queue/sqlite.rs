@@ -7,8 +7,8 @@
 
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
-    QueueError, Role, Route, StoredEvent, StoredInbound,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
+    InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route, StoredEvent, StoredInbound,
 };
 use crate::config::Durability;
 use crate::event::{Event, RoutingKey};

@@ -98,7 +98,14 @@ async fn stats_count_the_outcomes_metrics_exports_and_sources_are_listed() {
 
 /// POST /admin/render with the admin token.
 async fn render(app: &crate::helpers::TestApp, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let res = app.http.post(format!("{}/admin/render", app.admin)).bearer_auth("admin-token").json(&body).send().await.unwrap();
+    let res = app
+        .http
+        .post(format!("{}/admin/render", app.admin))
+        .bearer_auth("admin-token")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
     (res.status().as_u16(), res.json().await.unwrap())
 }
 
@@ -106,8 +113,11 @@ async fn render(app: &crate::helpers::TestApp, body: serde_json::Value) -> (u16,
 async fn render_shows_what_a_payload_would_send_and_stores_and_sends_nothing() {
     let app = spawn_app().await;
     let payload = String::from_utf8(fixture("github/pull_request_merged.json")).unwrap();
-    let (status, out) =
-        render(&app, serde_json::json!({ "source": "github", "payload": payload, "headers": "X-GitHub-Event: pull_request\n" })).await;
+    let (status, out) = render(
+        &app,
+        serde_json::json!({ "source": "github", "payload": payload, "headers": "X-GitHub-Event: pull_request\n" }),
+    )
+    .await;
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["events"].as_array().unwrap().len(), 1);
     assert_eq!(out["events"][0]["endpoint"], "/v2/change/enqueue");
@@ -117,21 +127,35 @@ async fn render_shows_what_a_payload_would_send_and_stores_and_sends_nothing() {
 
     // A rule that fails names itself and the field.
     let broken = r#"{"action": "completed", "workflow_run": {"conclusion": "failure", "head_branch": "main"}, "repository": {"default_branch": "main"}}"#;
-    let (status, out) =
-        render(&app, serde_json::json!({ "source": "github", "payload": broken, "headers": "X-GitHub-Event: workflow_run" })).await;
+    let (status, out) = render(
+        &app,
+        serde_json::json!({ "source": "github", "payload": broken, "headers": "X-GitHub-Event: workflow_run" }),
+    )
+    .await;
     assert_eq!(status, 422, "{out}");
     let error = out["error"].as_str().unwrap();
     assert!(error.contains("rule 'workflow failed on default branch'") && error.contains("html_url"), "{error}");
 
-    let (status, out) = render(&app, serde_json::json!({ "source": "github", "payload": "{}", "headers": "X-GitHub-Event: ping" })).await;
+    let (status, out) =
+        render(&app, serde_json::json!({ "source": "github", "payload": "{}", "headers": "X-GitHub-Event: ping" }))
+            .await;
     assert_eq!((status, out["events"].as_array().unwrap().len()), (200, 0));
     assert!(out["ignored"].is_string(), "{out}");
     assert_eq!(render(&app, serde_json::json!({ "source": "nope", "payload": "{}" })).await.0, 404);
-    let (status, out) = render(&app, serde_json::json!({ "source": "github", "payload": "{}", "headers": "no colon" })).await;
+    let (status, out) =
+        render(&app, serde_json::json!({ "source": "github", "payload": "{}", "headers": "no colon" })).await;
     assert_eq!(status, 400);
     assert!(out["error"].as_str().unwrap().contains("line 1"), "{out}");
     assert_eq!(render(&app, serde_json::json!({ "source": "github" })).await.0, 400, "payload is required");
-    assert_eq!(render(&app, serde_json::json!({ "source": "github", "payload": "not json", "headers": "X-GitHub-Event: push" })).await.0, 422);
+    assert_eq!(
+        render(
+            &app,
+            serde_json::json!({ "source": "github", "payload": "not json", "headers": "X-GitHub-Event: push" })
+        )
+        .await
+        .0,
+        422
+    );
     let res = app.http.post(format!("{}/admin/render", app.admin)).json(&serde_json::json!({})).send().await.unwrap();
     assert_eq!(res.status().as_u16(), 401);
 
@@ -143,7 +167,9 @@ async fn render_shows_what_a_payload_would_send_and_stores_and_sends_nothing() {
 #[tokio::test]
 async fn the_console_is_served_from_the_binary_with_a_same_origin_policy() {
     let app = spawn_app().await;
-    for (path, kind) in [("/", "text/html"), ("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")] {
+    for (path, kind) in
+        [("/", "text/html"), ("/console/console.js", "text/javascript"), ("/console/console.css", "text/css")]
+    {
         let res = app.http.get(format!("{}{path}", app.admin)).send().await.unwrap();
         assert_eq!(res.status().as_u16(), 200, "{path}");
         let csp = res.headers()["content-security-policy"].to_str().unwrap().to_string();

@@ -29,7 +29,9 @@ fn browser_kit() -> Result<(PathBuf, PathBuf), String> {
 fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
     match browser_kit() {
         Ok(kit) => Some(kit),
-        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => panic!("CI=true but the browser test cannot run: {why}"),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but the browser test cannot run: {why}")
+        }
         Err(why) => {
             let note = format!("SKIPPED browser test {test}: {why}\n");
             let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
@@ -50,7 +52,10 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     let app = spawn_app().await;
     // The first alert PagerDuty sees is refused: it becomes the dead letter to replay.
     app.fake.script("/v2/enqueue", [Reply::status(400)]);
-    assert_eq!(app.github("deployment_status", "c-1", &fixture("github/deployment_status_failure.json")).await.status, 202);
+    assert_eq!(
+        app.github("deployment_status", "c-1", &fixture("github/deployment_status_failure.json")).await.status,
+        202
+    );
     app.fake.wait_for(1, Duration::from_secs(10)).await;
     assert_eq!(app.github("workflow_run", "c-2", &fixture("github/workflow_run_failure.json")).await.status, 202);
     assert_eq!(app.github("pull_request", "c-3", &fixture("github/pull_request_merged.json")).await.status, 202);
