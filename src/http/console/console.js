@@ -82,7 +82,7 @@ function duration(seconds) {
 }
 
 function when(ms) {
-  return h("span", { class: "when", title: new Date(ms).toISOString() }, clock(ms), h("small", {}, ago(ms)));
+  return h("span", { class: "when", title: new Date(ms).toISOString() }, clock(ms), h("small", { "data-ms": ms }, ago(ms)));
 }
 
 const badge = (state) => h("span", { class: `badge state-${state}` }, state);
@@ -117,7 +117,7 @@ function signOut(message) {
   for (const tb of document.querySelectorAll("tbody")) tb.replaceChildren();
   $("#stats").replaceChildren();
   $("#detail").replaceChildren();
-  $("#render-out").replaceChildren();
+  $("#render-out").replaceChildren(h("p", { class: "empty" }, "Rendered events show here."));
   const err = $("#signin-error");
   err.textContent = message ?? "";
   err.hidden = !message;
@@ -210,8 +210,11 @@ function renderStats(s) {
 
 function renderDeliveries(rows) {
   // Unchanged data is not redrawn, so a refresh never moves what is being read or clicked.
-  const key = JSON.stringify(rows) + (new Date().getMinutes());
-  if (key === list.last) return;
+  const key = JSON.stringify(rows);
+  if (key === list.last) {
+    for (const el of document.querySelectorAll("#deliveries-table small[data-ms]")) el.textContent = ago(Number(el.dataset.ms));
+    return;
+  }
   list.last = key;
   const body = $("#deliveries-table tbody");
   body.replaceChildren(...rows.map((r) => {
