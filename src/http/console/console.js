@@ -155,7 +155,7 @@ function route() {
 
 // ---- deliveries -------------------------------------------------------------------------
 
-const list = { search: "", before: null, cursors: [], last: "" };
+const list = { search: "", before: null, lastId: null, last: "" };
 let timer = null;
 
 function stopRefresh() {
@@ -481,14 +481,12 @@ $("#signin-form").addEventListener("submit", signIn);
 $("#sign-out").addEventListener("click", () => signOut());
 $("#search-form").addEventListener("submit", search);
 $("#older").addEventListener("click", () => {
-  list.cursors.push(list.before);
   list.before = list.lastId;
   list.last = "";
   refreshDeliveries();
 });
 $("#newest").addEventListener("click", () => {
   list.before = null;
-  list.cursors = [];
   list.last = "";
   refreshDeliveries();
 });
