@@ -167,9 +167,11 @@ async function desktop(browser) {
   check(out.includes("pull request merged") || out.includes("merged"), "the rule and summary");
   await shot(page, "playground-1280");
 
-  step = "playground: a failing rule";
-  await page.getByLabel("Headers").fill("X-GitHub-Event: workflow_run");
-  await page.getByLabel("Payload").fill('{"action": "completed", "workflow_run": {"conclusion": "failure", "head_branch": "main"}, "repository": {"default_branch": "main"}}');
+  step = "playground: a failed payload from dead letters, and its failing rule";
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  await page.locator("#dead-table tbody tr", { hasText: "mapping failed" }).getByRole("button", { name: "Try in Playground" }).click();
+  await waitFor("the payload is in the playground", async () => (await page.getByLabel("Payload").inputValue()).includes('"conclusion": "failure"'));
+  check((await page.getByLabel("Headers").inputValue()).includes("x-github-event: workflow_run"), "its headers too");
   await page.getByRole("button", { name: "Render" }).click();
   const bad = page.locator("#render-out .banner.error");
   await bad.waitFor();

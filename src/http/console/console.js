@@ -382,6 +382,20 @@ function deadRow(d) {
     }
   });
   row.lastChild.append(replay, del);
+  if (d.kind === "mapping_failed") {
+    const tryIt = h("button", { type: "button" }, "Try in Playground");
+    tryIt.addEventListener("click", async () => {
+      try {
+        const full = await api(`/admin/dead/${encodeURIComponent(d.id)}`);
+        draft = { source: d.source, payload: pretty(full.payload ?? ""), headers: headerLines(full.headers ?? {}) };
+        location.hash = "#/playground";
+      } catch (e) {
+        if (e instanceof Refused) return failed(e);
+        showResult(row, null, e.message);
+      }
+    });
+    row.lastChild.append(tryIt);
+  }
   return row;
 }
 
@@ -433,17 +447,35 @@ async function replayAll() {
 
 // ---- playground -------------------------------------------------------------------------
 
+/** A dead letter's payload waiting to be shown in the playground. */
+let draft = null;
+
+/** Stored headers as the playground's `Name: value` lines, without transport ones. */
+function headerLines(headers) {
+  const skip = new Set(["host", "content-length", "accept", "accept-encoding", "connection", "user-agent"]);
+  return Object.entries(headers).filter(([k]) => !skip.has(k.toLowerCase())).map(([k, v]) => `${k}: ${v}`).join("\n");
+}
+
 async function openPlayground() {
   show("playground");
   const select = $("#pg-source");
-  if (select.options.length) return;
-  try {
-    const names = await api("/admin/sources");
-    select.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
-  } catch (e) {
-    const out = h("p", { class: "banner error", role: "alert" });
-    $("#render-out").replaceChildren(out);
-    failed(e, out);
+  if (!select.options.length) {
+    try {
+      const names = await api("/admin/sources");
+      select.replaceChildren(...names.map((n) => h("option", { value: n }, n)));
+    } catch (e) {
+      const out = h("p", { class: "banner error", role: "alert" });
+      $("#render-out").replaceChildren(out);
+      return failed(e, out);
+    }
+  }
+  if (draft) {
+    select.value = draft.source;
+    $("#pg-payload").value = draft.payload;
+    $("#pg-headers").value = draft.headers;
+    $("#pg-query").value = "";
+    draft = null;
+    $("#render-out").replaceChildren(h("p", { class: "banner", role: "status" }, "A failed payload from Dead letters: fix the mapping file, then Render to see whether it maps now (mappings reload within 2 s), and Replay it."));
   }
 }
 
