@@ -8,7 +8,7 @@ use crate::config::Config;
 use crate::ingest::{Pipeline, Replayed};
 use crate::queue::{DeadId, Role};
 use crate::reload::Live;
-use crate::source::{Headers, Sources};
+use crate::source::Sources;
 use crate::telemetry::{self, LogFormat};
 use crate::testcases;
 use anyhow::{bail, Context as _};
@@ -356,41 +356,19 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
 fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow::Result<()> {
     let cfg = load(cli)?;
     let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
-    let Some(src) = sources.get(source) else {
+    if sources.get(source).is_none() {
         bail!("no source named '{source}' in {}", cfg.path.display());
-    };
+    }
     let mut pairs = Vec::new();
     for h in headers {
         let Some((k, v)) = h.split_once(':') else { bail!("header {h:?} is not 'Name: value'") };
         pairs.push((k.trim().to_string(), v.trim().to_string()));
     }
-    if !pairs.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
-        pairs.push(("content-type".into(), "application/json".into()));
-    }
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let verified = src.trusted(Headers::from_pairs(pairs), "", body.into())?;
-    let rendered = match verified.disposition() {
-        crate::source::Disposition::Ignore(reason) => {
-            eprintln!("ignored: {reason}");
-            Vec::new()
-        }
-        crate::source::Disposition::Map => src.mapping().apply(&verified, std::time::SystemTime::now())?,
-    };
-    let out: Vec<_> = rendered
-        .iter()
-        .map(|r| {
-            serde_json::json!({
-                "rule": r.rule,
-                "endpoint": r.event.kind().path(),
-                "routing_key": format!("sha256:{}…", r.event.routing_key().fingerprint()),
-                "event": r.event.body(),
-                "notes": r.event.notes(),
-            })
-        })
-        .collect();
-    println!("{}", serde_json::to_string_pretty(&out)?);
-    if rendered.is_empty() {
-        eprintln!("no rule matched");
+    let preview = crate::ingest::preview(&sources, source, pairs, "", body.into())?;
+    println!("{}", serde_json::to_string_pretty(&preview.events)?);
+    if let Some(reason) = preview.ignored {
+        eprintln!("{}", if reason == "no rule matched" { reason } else { format!("ignored: {reason}") });
     }
     Ok(())
 }

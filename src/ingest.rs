@@ -227,6 +227,69 @@ impl Pipeline {
     }
 }
 
+/// What `render` shows: the events a payload would produce. It verifies nothing, stores
+/// nothing and sends nothing; `pagerhook render` and the console's playground share it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    /// Why nothing would be mapped (a `ping`, no rule matched), if so.
+    pub ignored: Option<String>,
+    pub events: Vec<PreviewEvent>,
+}
+
+/// One event of a [`Preview`]; the routing key only as its fingerprint.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewEvent {
+    pub rule: String,
+    pub endpoint: &'static str,
+    pub routing_key: String,
+    pub event: serde_json::Value,
+    /// Adjustments made to fit PagerDuty's limits (truncations, dropped images).
+    pub notes: Vec<String>,
+}
+
+/// Why a payload could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum PreviewError {
+    #[error("no source named '{0}'")]
+    UnknownSource(String),
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error(transparent)]
+    Mapping(#[from] crate::mapping::MappingError),
+}
+
+/// Runs `body` with `headers` and `query` through source `source`'s current mappings as
+/// trusted bytes (a JSON content type is assumed unless given).
+pub fn preview(
+    sources: &Sources,
+    source: &str,
+    mut headers: Vec<(String, String)>,
+    query: &str,
+    body: bytes::Bytes,
+) -> Result<Preview, PreviewError> {
+    let src = sources.get(source).ok_or_else(|| PreviewError::UnknownSource(source.to_string()))?;
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
+        headers.push(("content-type".into(), "application/json".into()));
+    }
+    let verified = src.trusted(Headers::from_pairs(headers), query, body)?;
+    let rendered = match verified.disposition() {
+        Disposition::Ignore(reason) => return Ok(Preview { ignored: Some(reason.to_string()), events: Vec::new() }),
+        Disposition::Map => src.mapping().apply(&verified, std::time::SystemTime::now())?,
+    };
+    let events = rendered
+        .iter()
+        .map(|r| PreviewEvent {
+            rule: r.rule.clone(),
+            endpoint: r.event.kind().path(),
+            routing_key: format!("sha256:{}…", r.event.routing_key().fingerprint()),
+            event: r.event.body().clone(),
+            notes: r.event.notes().to_vec(),
+        })
+        .collect::<Vec<_>>();
+    let ignored = events.is_empty().then(|| "no rule matched".to_string());
+    Ok(Preview { ignored, events })
+}
+
 fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis) -> NewInbound {
     NewInbound {
         id: uuid::Uuid::now_v7().to_string(),

@@ -12,7 +12,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
+use std::sync::Mutex;
 use std::time::Duration;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -52,6 +54,7 @@ pub struct Metrics {
     reloads: Family<OutcomeLabels, Counter>,
     depth: Gauge,
     oldest: Gauge<f64, AtomicU64>,
+    last_hour: LastHour,
 }
 
 impl Default for Metrics {
@@ -120,6 +123,7 @@ impl Metrics {
             reloads,
             depth,
             oldest,
+            last_hour: LastHour::default(),
         }
     }
 
@@ -151,9 +155,15 @@ impl Metrics {
     /// A delivery attempt's outcome, and PagerDuty's response time if it was asked.
     pub fn attempt(&self, outcome: &'static str, upstream: Option<Duration>) {
         self.attempts.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+        self.last_hour.add(minute_now(), outcome);
         if let Some(d) = upstream {
             self.upstream.observe(d.as_secs_f64());
         }
+    }
+
+    /// `delivery_attempts_total` by outcome over the last hour (to the minute), for the console.
+    pub fn attempts_last_hour(&self) -> BTreeMap<&'static str, u64> {
+        self.last_hour.totals(minute_now())
     }
 
     /// Triggers collapsed into a newer one.
@@ -172,6 +182,44 @@ impl Metrics {
         self.oldest.set(oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
         let mut out = String::new();
         encode(&mut out, &self.registry).expect("writing to a String cannot fail");
+        out
+    }
+}
+
+fn minute_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 60).unwrap_or(0)
+}
+
+/// Delivery outcomes counted per minute, for the last 60 minutes: the same increments as the
+/// `delivery_attempts` counter, so the console's "last hour" is a window over what /metrics
+/// exports. At most 60 buckets.
+#[derive(Default)]
+struct LastHour {
+    minutes: Mutex<VecDeque<(u64, BTreeMap<&'static str, u64>)>>,
+}
+
+impl LastHour {
+    fn add(&self, minute: u64, outcome: &'static str) {
+        let mut m = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        while m.front().is_some_and(|(t, _)| t + 60 <= minute) {
+            m.pop_front();
+        }
+        if m.back().map_or(true, |(t, _)| *t != minute) {
+            m.push_back((minute, BTreeMap::new()));
+        }
+        if let Some((_, counts)) = m.back_mut() {
+            *counts.entry(outcome).or_default() += 1;
+        }
+    }
+
+    fn totals(&self, minute: u64) -> BTreeMap<&'static str, u64> {
+        let m = self.minutes.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for (_, counts) in m.iter().filter(|(t, _)| t + 60 > minute) {
+            for (k, v) in counts {
+                *out.entry(*k).or_default() += v;
+            }
+        }
         out
     }
 }
@@ -206,5 +254,29 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }
+    }
+
+    #[test]
+    fn the_last_hour_counts_outcomes_of_the_last_sixty_minutes_only() {
+        let h = LastHour::default();
+        h.add(100, "delivered");
+        h.add(100, "delivered");
+        h.add(130, "retried");
+        h.add(159, "delivered");
+        assert_eq!(h.totals(159), BTreeMap::from([("delivered", 3), ("retried", 1)]));
+        assert_eq!(h.totals(160), BTreeMap::from([("delivered", 1), ("retried", 1)]), "minute 100 is out");
+        h.add(230, "dead_lettered");
+        assert_eq!(h.totals(230), BTreeMap::from([("dead_lettered", 1)]));
+        assert_eq!(h.minutes.lock().unwrap().len(), 1, "old buckets are dropped");
+    }
+
+    #[test]
+    fn attempts_feed_the_counter_and_the_last_hour_alike() {
+        let m = Metrics::new();
+        m.attempt("delivered", None);
+        m.attempt("retried", None);
+        m.attempt("delivered", None);
+        assert_eq!(m.attempts_last_hour(), BTreeMap::from([("delivered", 2), ("retried", 1)]));
+        assert!(m.render(0, None).lines().any(|l| l == r#"pagerhook_delivery_attempts_total{outcome="delivered"} 2"#));
     }
 }

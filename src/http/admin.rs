@@ -1,8 +1,9 @@
-//! The admin listener: health, readiness, the delivery log and dead letters.
+//! The admin listener: health, readiness, the delivery log, dead letters, the mapping
+//! playground's render, and the web console (static files embedded in the binary) that uses them.
 
 use super::error::json_error;
 use super::AdminState;
-use crate::queue::DeadId;
+use crate::queue::{DeadId, EventQuery};
 use actix_web::http::StatusCode;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -81,12 +82,157 @@ pub struct DeadQuery {
     limit: Option<usize>,
 }
 
-/// `GET /admin/deliveries`: recent events and their state.
-pub async fn deliveries(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+/// `?q=TEXT&before=ID&limit=N` of the delivery list.
+#[derive(Debug, serde::Deserialize)]
+pub struct DeliveriesQuery {
+    q: Option<String>,
+    before: Option<i64>,
+    limit: Option<usize>,
+}
+
+/// The most events one page of `/admin/deliveries` holds.
+const MAX_PAGE: usize = 500;
+
+/// `GET /admin/deliveries`: events newest first, filtered by dedup_key (a part of it), source
+/// or state, a page at a time (`before` = the last id of the previous page).
+pub async fn deliveries(
+    req: HttpRequest,
+    q: web::Query<DeliveriesQuery>,
+    state: web::Data<AdminState>,
+) -> HttpResponse {
     if let Err(r) = authorized(&req, &state) {
         return *r;
     }
-    stored(state.queue.recent(100).await)
+    let q = q.into_inner();
+    let search = q.q.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    stored(state.queue.events(EventQuery { search, before: q.before, limit }).await)
+}
+
+/// `GET /admin/deliveries/{id}`: one event as sent, its attempts and the request it came from.
+pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let raw = req.match_info().get("id").unwrap_or_default();
+    let Ok(id) = raw.parse::<i64>() else {
+        return json_error(StatusCode::BAD_REQUEST, &format!("{raw:?} is not an event number"));
+    };
+    match state.queue.event(id).await {
+        Ok(None) => {
+            json_error(StatusCode::NOT_FOUND, &format!("no event {id} (delivered events go after storage.retention)"))
+        }
+        other => stored(other),
+    }
+}
+
+/// `GET /admin/stats`: the queue gauges and delivery outcomes `/metrics` exports, the outcomes
+/// counted over the last hour.
+pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let depth = state.queue.depth().await.map(|(n, oldest)| {
+        let age = oldest.map(|t| ((crate::queue::now_millis() - t).max(0) as f64) / 1000.0);
+        serde_json::json!({
+            "queue_depth": n,
+            "oldest_pending_seconds": age,
+            "attempts_last_hour": state.pipeline.metrics.attempts_last_hour(),
+        })
+    });
+    stored(depth)
+}
+
+/// `GET /admin/sources`: the configured sources' names, sorted.
+pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    let sources = state.pipeline.sources.load();
+    let mut names: Vec<_> = sources.names().map(str::to_string).collect();
+    names.sort();
+    HttpResponse::Ok().json(names)
+}
+
+/// The body of `POST /admin/render`.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RenderRequest {
+    source: String,
+    /// The payload as sent, as text.
+    payload: String,
+    /// `Name: value` lines.
+    #[serde(default)]
+    headers: String,
+    #[serde(default)]
+    query: String,
+}
+
+/// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
+/// render` over HTTP. Verifies, stores and sends nothing.
+pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> HttpResponse {
+    if let Err(r) = authorized(&req, &state) {
+        return *r;
+    }
+    // Parsed only after the token is checked: a caller without it learns nothing of the format.
+    let body: RenderRequest = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
+    };
+    let mut headers = Vec::new();
+    for (n, line) in body.headers.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        let Some((k, v)) = line.split_once(':') else {
+            return json_error(
+                StatusCode::BAD_REQUEST,
+                &format!("header line {}: {line:?} is not 'Name: value'", n + 1),
+            );
+        };
+        headers.push((k.trim().to_string(), v.trim().to_string()));
+    }
+    let query = body.query.trim().trim_start_matches('?');
+    let sources = state.pipeline.sources.load();
+    match crate::ingest::preview(&sources, &body.source, headers, query, body.payload.into()) {
+        Ok(p) => HttpResponse::Ok().json(p),
+        Err(e) => e.error_response(),
+    }
+}
+
+/// The console's files, compiled in: it works air-gapped and needs no build step.
+const CONSOLE_HTML: &str = include_str!("console/index.html");
+const DISABLED_HTML: &str = include_str!("console/disabled.html");
+const CONSOLE_CSS: &str = include_str!("console/console.css");
+const CONSOLE_JS: &str = include_str!("console/console.js");
+const FAVICON: &str = include_str!("console/favicon.svg");
+
+/// Every console response: nothing but this origin may be loaded, framed or posted to.
+const CSP: &str = "default-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+fn console_file(content_type: &str, body: &'static str) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("content-security-policy", CSP))
+        .insert_header(("x-content-type-options", "nosniff"))
+        .insert_header(("referrer-policy", "no-referrer"))
+        .insert_header(("cache-control", "no-cache"))
+        .body(body)
+}
+
+/// `GET /`: the console; without `server.admin_token`, a page saying how to turn it on.
+pub async fn console(state: web::Data<AdminState>) -> HttpResponse {
+    match state.admin_token {
+        Some(_) => console_file("text/html; charset=utf-8", CONSOLE_HTML),
+        None => console_file("text/html; charset=utf-8", DISABLED_HTML),
+    }
+}
+
+/// `GET /console/{file}`: the console's stylesheet, script and icon.
+pub async fn console_asset(req: HttpRequest) -> HttpResponse {
+    match req.match_info().get("file").unwrap_or_default() {
+        "console.css" => console_file("text/css; charset=utf-8", CONSOLE_CSS),
+        "console.js" => console_file("text/javascript; charset=utf-8", CONSOLE_JS),
+        "favicon.svg" => console_file("image/svg+xml", FAVICON),
+        _ => json_error(StatusCode::NOT_FOUND, "no such console file"),
+    }
 }
 
 /// `GET /admin/dead`: dead events and payloads whose mapping failed, newest first.

@@ -3,7 +3,7 @@
 //! Each refusal gets a fixed JSON shape `{"status":"error","error":"..."}` whose message says
 //! which check failed, never a secret or an expected value.
 
-use crate::ingest::{IngestError, ReplayError};
+use crate::ingest::{IngestError, PreviewError, ReplayError};
 use crate::source::SourceError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -41,6 +41,20 @@ impl ResponseError for ReplayError {
             ReplayError::UnknownSource { .. } => StatusCode::CONFLICT,
             ReplayError::Unreadable { .. } => StatusCode::UNPROCESSABLE_ENTITY,
             ReplayError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), &self.to_string())
+    }
+}
+
+impl ResponseError for PreviewError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            PreviewError::UnknownSource(_) => StatusCode::NOT_FOUND,
+            // The payload or the mapping is what needs fixing; the message names the rule and field.
+            PreviewError::Source(_) | PreviewError::Mapping(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 

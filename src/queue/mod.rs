@@ -141,6 +141,43 @@ pub struct EventSummary {
     pub pagerduty_dedup_key: Option<String>,
 }
 
+/// What the console's delivery list asks for: newest first, older than `before` (paging).
+#[derive(Debug, Clone, Default)]
+pub struct EventQuery {
+    /// Matches a dedup_key containing it, or a source or state equal to it.
+    pub search: Option<String>,
+    /// Only events with a smaller id: the last id of the previous page.
+    pub before: Option<i64>,
+    pub limit: usize,
+}
+
+/// An [`EventSummary`] with its routing key's fingerprint (never the key).
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    #[serde(flatten)]
+    pub summary: EventSummary,
+    pub routing_key: String,
+}
+
+/// One event as the console shows it: as sent, every attempt, the request it came from.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventDetail {
+    #[serde(flatten)]
+    pub row: EventRow,
+    /// The body sent to PagerDuty, without the routing key.
+    pub event: Option<Value>,
+    pub attempt_log: Vec<AttemptRecord>,
+    /// The stored request (headers without credentials, raw body as text).
+    pub headers: Value,
+    pub query: String,
+    pub payload: String,
+}
+
+/// The fingerprint of a stored routing key, as logs show it.
+pub(crate) fn fingerprint_of(stored: &str) -> String {
+    RoutingKey::parse(Secret::new(stored.to_string())).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
+}
+
 /// Names a dead letter: a dead event (its number) or a payload whose mapping failed (its
 /// inbound id, a UUID).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,6 +278,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Recent events, newest first.
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError>;
+
+    /// Events matching `q`, newest first (the console's delivery list).
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError>;
+
+    /// One event with its attempts and the request it came from.
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError>;
 
     /// Deletes delivered events, finished inbound payloads and delivery ids older than
     /// `before`; pending and dead-lettered events and their payloads are kept.

@@ -21,8 +21,8 @@
 
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
-    QueueError, Route, StoredEvent, StoredInbound,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
+    InboundStatus, Millis, NewInbound, Queue, QueueError, Route, StoredEvent, StoredInbound,
 };
 use crate::config::Secret;
 use crate::event::Event;
@@ -629,18 +629,7 @@ impl Queue for PostgresQueue {
             DeadId::Event(n) => {
                 let body: String =
                     c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.get(0);
-                let log = c
-                    .query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&n])
-                    .await
-                    .map_err(storage)?
-                    .iter()
-                    .map(|r| AttemptRecord {
-                        at: r.get(0),
-                        status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
-                        detail: r.get(2),
-                        pagerduty_dedup_key: r.get(3),
-                    })
-                    .collect();
+                let log = attempt_log(&c, n).await?;
                 (serde_json::from_str(&body).ok(), log)
             }
             DeadId::Inbound(_) => (None, Vec::new()),
@@ -769,4 +758,80 @@ impl Queue for PostgresQueue {
         tx.commit().await.map_err(storage)?;
         Ok(n > 0)
     }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
+        let c = self.client().await?;
+        let sql = format!(
+            "{EVENT_ROW} WHERE ($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0 OR i.source = $1::text
+             OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint) ORDER BY e.id DESC LIMIT $3"
+        );
+        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64)]).await.map_err(storage)?;
+        Ok(rows.iter().map(event_row).collect())
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
+        let c = self.client().await?;
+        let Some(r) = c.query_opt(&format!("{EVENT_ROW} WHERE e.id = $1"), &[&id]).await.map_err(storage)? else {
+            return Ok(None);
+        };
+        let row = event_row(&r);
+        let body: String = c.query_one("SELECT body FROM events WHERE id = $1", &[&id]).await.map_err(storage)?.get(0);
+        let attempt_log = attempt_log(&c, id).await?;
+        let r = c
+            .query_one("SELECT headers, query, body FROM inbound WHERE id = $1", &[&row.summary.inbound_id])
+            .await
+            .map_err(storage)?;
+        let (headers, query, payload): (String, String, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+        Ok(Some(EventDetail {
+            row,
+            event: serde_json::from_str(&body).ok(),
+            attempt_log,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            query,
+            payload: String::from_utf8_lossy(&payload).into_owned(),
+        }))
+    }
+}
+
+/// The columns of an [`EventRow`], for `events` and `event` to filter.
+const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
+    e.created_at, e.last_error, e.routing_key,
+    (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
+    FROM events e JOIN inbound i ON i.id = e.inbound_id";
+
+fn event_row(r: &Row) -> EventRow {
+    let key: String = r.get(10);
+    EventRow {
+        summary: EventSummary {
+            id: r.get(0),
+            inbound_id: r.get(1),
+            source: r.get(2),
+            kind: r.get(3),
+            action: r.get(4),
+            dedup_key: r.get(5),
+            state: r.get(6),
+            attempts: r.get::<_, i32>(7).max(0) as u32,
+            created_at: r.get(8),
+            last_error: r.get(9),
+            pagerduty_dedup_key: r.get(11),
+        },
+        routing_key: super::fingerprint_of(&key),
+    }
+}
+
+/// Every attempt at event `id`, oldest first.
+async fn attempt_log(c: &tokio_postgres::Client, id: i64) -> Result<Vec<AttemptRecord>, QueueError> {
+    let rows = c
+        .query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&id])
+        .await
+        .map_err(storage)?;
+    Ok(rows
+        .iter()
+        .map(|r| AttemptRecord {
+            at: r.get(0),
+            status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
+            detail: r.get(2),
+            pagerduty_dedup_key: r.get(3),
+        })
+        .collect())
 }

@@ -7,8 +7,8 @@
 
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
-    QueueError, Role, Route, StoredEvent, StoredInbound,
+    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
+    InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route, StoredEvent, StoredInbound,
 };
 use crate::config::Durability;
 use crate::event::{Event, RoutingKey};
@@ -635,19 +635,7 @@ impl Queue for SqliteQueue {
             let (event, attempt_log) = match id {
                 DeadId::Event(n) => {
                     let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [n], |r| r.get(0))?;
-                    let mut stmt = c.prepare(
-                        "SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = ?1 ORDER BY rowid",
-                    )?;
-                    let log = stmt
-                        .query_map([n], |r| {
-                            Ok(AttemptRecord {
-                                at: r.get(0)?,
-                                status: r.get(1)?,
-                                detail: r.get(2)?,
-                                pagerduty_dedup_key: r.get(3)?,
-                            })
-                        })?
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let log = attempt_log(c, n)?;
                     (serde_json::from_str(&body).ok(), log)
                 }
                 DeadId::Inbound(_) => (None, Vec::new()),
@@ -757,6 +745,42 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(&format!(
+                "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
+                 AND (?2 IS NULL OR e.id < ?2) ORDER BY e.id DESC LIMIT ?3"
+            ))?;
+            let rows = stmt.query_map(params![q.search, q.before, q.limit as i64], event_row)?;
+            rows.collect()
+        })
+        .await
+    }
+
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
+        self.run(move |c| {
+            let Some(row) = c.query_row(&format!("{EVENT_ROW} WHERE e.id = ?1"), [id], event_row).optional()? else {
+                return Ok(None);
+            };
+            let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [id], |r| r.get(0))?;
+            let attempt_log = attempt_log(c, id)?;
+            let (headers, query, payload): (String, String, Vec<u8>) = c.query_row(
+                "SELECT headers, query, body FROM inbound WHERE id = ?1",
+                [&row.summary.inbound_id],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )?;
+            Ok(Some(EventDetail {
+                row,
+                event: serde_json::from_str(&body).ok(),
+                attempt_log,
+                headers: serde_json::from_str(&headers).unwrap_or_default(),
+                query,
+                payload: String::from_utf8_lossy(&payload).into_owned(),
+            }))
+        })
+        .await
+    }
 }
 
 /// Both kinds of dead letter as one relation; `?1` filters by source (NULL: all).
@@ -782,4 +806,40 @@ fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
         dedup_key: r.get(7)?,
         attempts: r.get(8)?,
     })
+}
+
+/// The columns of an [`EventRow`], for `events` and `event` to filter.
+const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
+    e.created_at, e.last_error, e.routing_key,
+    (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
+    FROM events e JOIN inbound i ON i.id = e.inbound_id";
+
+fn event_row(r: &rusqlite::Row) -> Result<EventRow, rusqlite::Error> {
+    let key: String = r.get(10)?;
+    Ok(EventRow {
+        summary: EventSummary {
+            id: r.get(0)?,
+            inbound_id: r.get(1)?,
+            source: r.get(2)?,
+            kind: r.get(3)?,
+            action: r.get(4)?,
+            dedup_key: r.get(5)?,
+            state: r.get(6)?,
+            attempts: r.get(7)?,
+            created_at: r.get(8)?,
+            last_error: r.get(9)?,
+            pagerduty_dedup_key: r.get(11)?,
+        },
+        routing_key: super::fingerprint_of(&key),
+    })
+}
+
+/// Every attempt at event `id`, oldest first.
+fn attempt_log(c: &Connection, id: i64) -> rusqlite::Result<Vec<AttemptRecord>> {
+    let mut stmt =
+        c.prepare_cached("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
+    let log = stmt.query_map([id], |r| {
+        Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)?, pagerduty_dedup_key: r.get(3)? })
+    })?;
+    log.collect()
 }

@@ -121,6 +121,7 @@ on_every_backend!(
     a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
     dead_letters_are_listed_shown_replayed_and_deleted,
     the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
+    events_are_searched_paged_and_shown_with_attempts_and_request,
 );
 
 /// Under `CI=true` a PostgreSQL test without DATABASE_URL fails instead of skipping: run one in
@@ -802,4 +803,58 @@ async fn routes_of_a_version_1_schema_keep_the_source_of_their_trigger(schema: &
     let sources: Vec<String> =
         c.query("SELECT source FROM routes", &[]).await.unwrap().iter().map(|r| r.get(0)).collect();
     assert_eq!(sources, ["a"], "a route whose trigger is gone cannot be attributed and is dropped");
+}
+
+async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dyn Queue>) {
+    let mut first = inbound(None);
+    first.headers = serde_json::json!({ "x-github-event": "push" });
+    first.query = "env=prod".into();
+    first.body = bytes::Bytes::from_static(br#"{"a":1}"#);
+    let first_id = first.id.clone();
+    q.accept(first, vec![alert("trigger", "Disk-Full/db1"), change()]).await.unwrap();
+    let mut other = inbound(None);
+    other.source = "aws".into();
+    q.accept(other, vec![alert("trigger", "cpu/web1"), alert("trigger", "disk-full/db2")]).await.unwrap();
+    let now = now_millis();
+    let claimed = q.claim(now, 10, LEASE).await.unwrap();
+    let cpu = claimed.iter().find(|c| c.event.dedup_key().map(|k| k.as_str()) == Some("cpu/web1")).unwrap().id;
+    let attempt = Attempt { at: now, status: Some(202), detail: Some("Event processed".into()), dedup_key: None };
+    q.finish(cpu, attempt, Finish::Delivered).await.unwrap();
+
+    let find = |search: Option<&str>, before: Option<i64>, limit: usize| {
+        let q = q.clone();
+        let search = search.map(str::to_string);
+        async move {
+            let rows = q.events(EventQuery { search, before, limit }).await.unwrap();
+            rows.into_iter().map(|r| (r.summary.id, r.summary.dedup_key, r.summary.source)).collect::<Vec<_>>()
+        }
+    };
+    let all = find(None, None, 10).await;
+    assert_eq!(all.len(), 4);
+    assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {all:?}");
+    // A dedup_key part, any case; a source; a state.
+    let disk = find(Some("DISK-full"), None, 10).await;
+    assert_eq!(disk.iter().map(|r| r.1.as_deref().unwrap()).collect::<Vec<_>>(), ["disk-full/db2", "Disk-Full/db1"]);
+    assert!(find(Some("aws"), None, 10).await.iter().all(|r| r.2 == "aws"));
+    assert_eq!(find(Some("aws"), None, 10).await.len(), 2);
+    assert_eq!(find(Some("delivered"), None, 10).await.iter().map(|r| r.0).collect::<Vec<_>>(), [cpu]);
+    assert!(find(Some("%"), None, 10).await.is_empty(), "no LIKE wildcards");
+    // Pages: two, then the rest, below the last id seen.
+    let page1 = find(None, None, 2).await;
+    let page2 = find(None, Some(page1[1].0), 2).await;
+    assert_eq!([page1, page2].concat(), all);
+
+    let detail = q.event(cpu).await.unwrap().unwrap();
+    assert_eq!(detail.row.summary.state, "delivered");
+    assert_eq!(detail.row.routing_key, key().fingerprint());
+    assert_eq!(detail.attempt_log.len(), 1);
+    assert_eq!(detail.attempt_log[0].detail.as_deref(), Some("Event processed"));
+    assert_eq!(detail.event.as_ref().unwrap()["dedup_key"], "cpu/web1");
+    assert!(detail.event.as_ref().unwrap().get("routing_key").is_none(), "no routing key in the stored body");
+    let first_event = all.iter().find(|r| r.1.as_deref() == Some("Disk-Full/db1")).unwrap().0;
+    let detail = q.event(first_event).await.unwrap().unwrap();
+    assert_eq!(detail.row.summary.inbound_id, first_id);
+    assert_eq!(detail.headers["x-github-event"], "push");
+    assert_eq!((detail.query.as_str(), detail.payload.as_str()), ("env=prod", r#"{"a":1}"#));
+    assert!(q.event(first_event + 1000).await.unwrap().is_none());
 }

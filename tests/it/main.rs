@@ -3,6 +3,7 @@
 mod admin;
 mod alertmanager;
 mod cli;
+mod console;
 mod crash;
 mod delivery;
 mod generic;

@@ -1,0 +1,230 @@
+// Drives the admin console in the system chromium, for tests/it/console.rs, which starts the
+// app, fills it with deliveries and a dead letter, runs this script and checks the fake
+// PagerDuty afterwards. Every step asserts what a person would see; any failure exits 1
+// naming the step. Screenshots go to $OUT (1280 px wide and phone width).
+//
+// Env: ADMIN (console origin), HOOKS (webhook listener), TOKEN, GH_SECRET, SEARCH (part of a
+// delivered event's dedup_key), DEAD_KEY (dedup_key of the dead letter), FIXTURES, OUT, CHROMIUM.
+
+import { chromium } from "playwright-core";
+import { createHmac, randomUUID } from "node:crypto";
+import { mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+
+const env = (k) => {
+  const v = process.env[k];
+  if (!v) throw new Error(`${k} is not set`);
+  return v;
+};
+const ADMIN = env("ADMIN");
+const OUT = env("OUT");
+const TIMEOUT = 10_000; // generous: a loaded 2-core machine
+mkdirSync(OUT, { recursive: true });
+
+let step = "start";
+const foreign = [];
+const seen = [];
+let failures = 0;
+
+function check(cond, what) {
+  if (!cond) throw new Error(`${step}: ${what}`);
+}
+
+async function waitFor(what, fn, ms = TIMEOUT) {
+  const end = Date.now() + ms;
+  for (;;) {
+    const v = await fn();
+    if (v) return v;
+    if (Date.now() > end) throw new Error(`${step}: timed out waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** A context whose every request is recorded; any request to another origin is aborted. */
+async function context(browser, viewport) {
+  const ctx = await browser.newContext({ viewport, deviceScaleFactor: 1, serviceWorkers: "block" });
+  ctx.setDefaultTimeout(TIMEOUT);
+  await ctx.route("**/*", (route) => {
+    const url = route.request().url();
+    seen.push(url);
+    if (new URL(url).origin !== ADMIN) {
+      foreign.push(url);
+      return route.abort();
+    }
+    return route.continue();
+  });
+  return ctx;
+}
+
+async function shot(page, name) {
+  await page.screenshot({ path: join(OUT, `${name}.png`), fullPage: true });
+}
+
+async function signIn(page, token) {
+  await page.getByLabel("Admin token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+/** Sends a signed GitHub webhook the way GitHub does (from outside the browser). */
+async function github(event, file) {
+  const body = readFileSync(join(env("FIXTURES"), file));
+  const sig = "sha256=" + createHmac("sha256", env("GH_SECRET")).update(body).digest("hex");
+  const res = await fetch(`${env("HOOKS")}/hooks/github`, {
+    method: "POST",
+    headers: { "content-type": "application/json", "x-github-event": event, "x-github-delivery": randomUUID(), "x-hub-signature-256": sig },
+    body,
+  });
+  check(res.status === 202, `webhook answered ${res.status}`);
+}
+
+const rows = (page, table) => page.locator(`${table} tbody tr`);
+
+async function desktop(browser) {
+  const ctx = await context(browser, { width: 1280, height: 860 });
+  const page = await ctx.newPage();
+  const consoleErrors = [];
+  // The browser logs every 401 and 422 as "Failed to load resource": those are the answers
+  // the steps ask for. Anything else logged as an error, or thrown, fails the test.
+  page.on("console", (m) => { if (m.type() === "error" && !m.text().startsWith("Failed to load resource")) consoleErrors.push(m.text()); });
+  page.on("pageerror", (e) => consoleErrors.push(String(e)));
+
+  step = "sign-in page";
+  await page.goto(`${ADMIN}/`);
+  await page.getByLabel("Admin token").waitFor();
+  check(await page.locator("#nav").isHidden(), "navigation hidden before sign-in");
+  await shot(page, "signin-1280");
+
+  step = "wrong token";
+  await signIn(page, "not-the-token");
+  const err = page.locator("#signin-error");
+  await err.waitFor({ state: "visible" });
+  check(/refused/i.test(await err.textContent()), `error says the token was refused: ${await err.textContent()}`);
+  check(await page.locator("#nav").isHidden(), "no navigation after a wrong token");
+  check(await rows(page, "#deliveries-table").count() === 0, "no delivery rows after a wrong token");
+  check(await page.evaluate(() => sessionStorage.length) === 0, "a refused token is not kept");
+  await shot(page, "signin-refused-1280");
+
+  step = "right token";
+  await signIn(page, env("TOKEN"));
+  await page.getByRole("link", { name: "Deliveries" }).waitFor();
+  for (const name of ["Dead letters", "Playground"]) await page.getByRole("link", { name }).waitFor();
+  await waitFor("delivery rows show", async () => (await rows(page, "#deliveries-table").count()) >= 3);
+  const firstRows = await rows(page, "#deliveries-table").count();
+  await page.locator("#stats .stat").first().waitFor();
+  check(/queued/.test(await page.locator("#stats").textContent()), "queue depth at the top");
+  check(/delivered, last hour/.test(await page.locator("#stats").textContent()), "last hour's outcomes at the top");
+
+  step = "deliveries refresh by themselves";
+  await github("push", "push_default_branch.json");
+  const t0 = Date.now();
+  await waitFor("the new webhook's event appears without a reload", async () => (await rows(page, "#deliveries-table").count()) > firstRows, 5_000);
+  const refreshMs = Date.now() - t0;
+  await shot(page, "deliveries-1280");
+
+  step = "search";
+  await page.getByLabel("Search").fill(env("SEARCH"));
+  await page.getByRole("button", { name: "Search" }).click();
+  await waitFor("only the matching event is listed", async () => (await rows(page, "#deliveries-table").count()) === 1);
+  const row = rows(page, "#deliveries-table").first();
+  check((await row.textContent()).includes(env("SEARCH")), "the row holds the searched dedup_key");
+  check((await row.textContent()).includes("delivered"), "the searched event was delivered");
+  await shot(page, "search-1280");
+
+  step = "detail";
+  await row.click();
+  await page.getByRole("heading", { name: "Event as sent" }).waitFor();
+  const detail = await page.locator("#detail").textContent();
+  check(detail.includes("Event processed"), "PagerDuty's message in the attempts");
+  check((await page.locator("#detail .http").allTextContents()).includes("202"), "the HTTP status of the attempt");
+  check(detail.includes("dedup_key returned") && detail.split("dedup_key returned")[1].includes(env("SEARCH")), "the dedup_key PagerDuty answered with");
+  check(detail.includes("x-github-event"), "the inbound request's headers");
+  check(!/authorization/i.test(await page.locator("#detail table.kv tbody").textContent()), "no credential headers");
+  const bodies = await page.locator("#detail pre.json").allTextContents();
+  check(bodies.some((b) => b.includes(env("SEARCH"))), "the event as sent");
+  check(bodies.some((b) => b.includes('\n  "action"')), "the inbound body pretty-printed");
+  await shot(page, "detail-1280");
+
+  step = "dead letters";
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  const dead = page.locator("#dead-table tbody tr", { hasText: env("DEAD_KEY") });
+  await dead.waitFor();
+  check((await dead.textContent()).includes("Event object is invalid"), "the reason PagerDuty gave");
+  await shot(page, "dead-1280");
+  await dead.getByRole("button", { name: "Replay" }).click();
+  await dead.locator(".result.ok").waitFor();
+  check(/Queued again as event \d+/.test(await dead.locator(".result").textContent()), "the replay result in the row");
+  await shot(page, "dead-replayed-1280");
+
+  step = "playground";
+  await page.getByRole("link", { name: "Playground" }).click();
+  await page.getByLabel("Source").selectOption("github");
+  await page.getByLabel("Payload").fill(readFileSync(join(env("FIXTURES"), "pull_request_merged.json"), "utf8"));
+  await page.getByLabel("Headers").fill("X-GitHub-Event: pull_request");
+  await page.getByRole("button", { name: "Render" }).click();
+  await page.locator("#render-out .rendered").first().waitFor();
+  const out = await page.locator("#render-out").textContent();
+  check(/1 event would be sent/.test(out), `one event rendered: ${out.slice(0, 200)}`);
+  check(out.includes("/v2/change/enqueue"), "the change endpoint");
+  check(out.includes("pull request merged") || out.includes("merged"), "the rule and summary");
+  await shot(page, "playground-1280");
+
+  step = "playground: a failed payload from dead letters, and its failing rule";
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  await page.locator("#dead-table tbody tr", { hasText: "mapping failed" }).getByRole("button", { name: "Try in Playground" }).click();
+  await waitFor("the payload is in the playground", async () => (await page.getByLabel("Payload").inputValue()).includes('"conclusion": "failure"'));
+  check((await page.getByLabel("Headers").inputValue()).includes("x-github-event: workflow_run"), "its headers too");
+  await page.getByRole("button", { name: "Render" }).click();
+  const bad = page.locator("#render-out .banner.error");
+  await bad.waitFor();
+  check(/rule/i.test(await bad.textContent()), `names the failing rule: ${await bad.textContent()}`);
+  await shot(page, "playground-error-1280");
+
+  check(consoleErrors.length === 0, `no errors in the page: ${consoleErrors.join(" | ")}`);
+  await ctx.close();
+  return refreshMs;
+}
+
+async function phone(browser) {
+  const ctx = await context(browser, { width: 390, height: 844 });
+  const page = await ctx.newPage();
+  step = "phone";
+  await page.goto(`${ADMIN}/`);
+  await signIn(page, env("TOKEN"));
+  await waitFor("rows on a phone", async () => (await rows(page, "#deliveries-table").count()) > 0);
+  await shot(page, "deliveries-phone");
+  await rows(page, "#deliveries-table").first().click();
+  await page.getByRole("heading", { name: "Event as sent" }).waitFor();
+  await shot(page, "detail-phone");
+  await page.getByRole("link", { name: "Dead letters" }).click();
+  await page.locator("#dead-table tbody tr").first().waitFor();
+  await shot(page, "dead-phone");
+  await page.getByRole("link", { name: "Playground" }).click();
+  await page.getByLabel("Source").selectOption("github");
+  await shot(page, "playground-phone");
+  // No page is wider than the phone: nothing to scroll sideways.
+  const wide = await page.evaluate(() => document.documentElement.scrollWidth);
+  check(wide <= 390, `page fits a phone (${wide}px wide)`);
+  await ctx.close();
+}
+
+// launch() gives the browser a fresh temporary profile (user-data-dir) of its own each run.
+const browser = await chromium.launch({
+  executablePath: env("CHROMIUM"),
+  headless: true,
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+});
+let refreshMs = null;
+try {
+  refreshMs = await desktop(browser);
+  await phone(browser);
+  step = "origin";
+  check(seen.length > 0, "requests were recorded");
+  check(foreign.length === 0, `requests left the admin origin: ${foreign.join(", ")}`);
+} catch (e) {
+  failures += 1;
+  console.error(`FAILED ${e.stack ?? e}`);
+} finally {
+  await browser.close();
+}
+console.log(JSON.stringify({ failures, requests: seen.length, foreign, refresh_ms: refreshMs }));
+process.exit(failures ? 1 : 0);

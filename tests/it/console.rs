@@ -1,0 +1,104 @@
+//! The web console in a real browser: Debian's chromium driven by Playwright
+//! (`tests/browser/console.mjs`, npm `playwright-core`, no browser download). Where chromium,
+//! node or the npm package is missing the test says SKIPPED and passes, except under
+//! `CI=true` (`.ci/run` installs them), where it fails.
+
+use crate::helpers::fake_pagerduty::Reply;
+use crate::helpers::{eventually, fixture, root, spawn_app, GITHUB_SECRET};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// What the browser test needs, or why it cannot run here.
+fn browser_kit() -> Result<(PathBuf, PathBuf), String> {
+    let chromium = PathBuf::from(std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()));
+    if !chromium.exists() {
+        return Err(format!("no chromium at {} (apt-get install chromium)", chromium.display()));
+    }
+    let node = std::process::Command::new("node").arg("--version").output();
+    if !node.is_ok_and(|o| o.status.success()) {
+        return Err("no node on PATH".into());
+    }
+    let browser = root().join("tests/browser");
+    if !browser.join("node_modules/playwright-core").exists() {
+        return Err("tests/browser/node_modules missing (npm ci --prefix tests/browser)".into());
+    }
+    Ok((chromium, browser))
+}
+
+/// The kit, or `None` after saying SKIPPED (a failure under CI=true).
+fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
+    match browser_kit() {
+        Ok(kit) => Some(kit),
+        Err(why) if std::env::var("CI").is_ok_and(|v| v == "true") => {
+            panic!("CI=true but the browser test cannot run: {why}")
+        }
+        Err(why) => {
+            let note = format!("SKIPPED browser test {test}: {why}\n");
+            let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
+            None
+        }
+    }
+}
+
+const DEAD_KEY: &str = "github/acme/payments-api/deployment/production";
+const SEARCH: &str = "workflow/48213377";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
+    let Some((chromium, browser)) = browser_or_skip("the_console_signs_in_searches_replays_and_renders_in_chromium")
+    else {
+        return;
+    };
+    let app = spawn_app().await;
+    // The first alert PagerDuty sees is refused: it becomes the dead letter to replay.
+    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    assert_eq!(
+        app.github("deployment_status", "c-1", &fixture("github/deployment_status_failure.json")).await.status,
+        202
+    );
+    app.fake.wait_for(1, Duration::from_secs(10)).await;
+    assert_eq!(app.github("workflow_run", "c-2", &fixture("github/workflow_run_failure.json")).await.status, 202);
+    assert_eq!(app.github("pull_request", "c-3", &fixture("github/pull_request_merged.json")).await.status, 202);
+    app.fake.wait_for(3, Duration::from_secs(10)).await;
+    // A payload the workflow rule fails on (no repository name): kept as a mapping failure.
+    let broken = br#"{"action": "completed", "workflow_run": {"conclusion": "failure", "head_branch": "main"}, "repository": {"default_branch": "main"}}"#;
+    assert_eq!(app.github("workflow_run", "c-4", broken).await.json["status"], "mapping_failed");
+    let queue = app.app.as_ref().unwrap().queue();
+    eventually("two dead letters and two delivered events", || async {
+        let dead = queue.dead_letters(None, 10).await.unwrap();
+        let recent = queue.recent(10).await.unwrap();
+        (dead.len() == 2 && recent.iter().filter(|e| e.state == "delivered").count() == 2).then_some(())
+    })
+    .await;
+
+    let out = root().join("target/console-screenshots");
+    let (admin, hooks) = (app.admin.clone(), app.base.clone());
+    let run = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(browser.join("console.mjs"))
+            .env("ADMIN", admin)
+            .env("HOOKS", hooks)
+            .env("TOKEN", "admin-token")
+            .env("GH_SECRET", GITHUB_SECRET)
+            .env("SEARCH", SEARCH)
+            .env("DEAD_KEY", DEAD_KEY)
+            .env("FIXTURES", root().join("fixtures/github"))
+            .env("OUT", &out)
+            .env("CHROMIUM", chromium)
+            .output()
+            .expect("node runs")
+    })
+    .await
+    .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "browser test failed:\n{stdout}\n{stderr}");
+    let report: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default()).unwrap();
+    assert_eq!(report["foreign"], serde_json::json!([]), "no request left the admin origin");
+    assert!(report["requests"].as_u64().unwrap() > 10, "{report}");
+    eprintln!("console: {report}");
+
+    // The replay clicked in the browser reached PagerDuty: the refused trigger went again.
+    let got = app.fake.wait_for(5, Duration::from_secs(10)).await;
+    let sent = got.iter().filter(|r| r.dedup_key() == Some(DEAD_KEY)).count();
+    assert_eq!(sent, 2, "the dead trigger was sent again after Replay: {got:#?}");
+}
