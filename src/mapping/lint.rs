@@ -86,7 +86,9 @@ fn element(e: &TemplateElement, at: Option<(usize, usize)>, out: &mut Vec<String
         | TemplateElement::DecoratorBlock(_)
         | TemplateElement::PartialExpression(_)
         | TemplateElement::PartialBlock(_)
-        | _ => out.push(format!("{}partials and decorators ({{{{> …}}}}, {{{{* …}}}}) are not supported", position(at))),
+        | _ => {
+            out.push(format!("{}partials and decorators ({{{{> …}}}}, {{{{* …}}}}) are not supported", position(at)))
+        }
     }
 }
 
@@ -105,11 +107,9 @@ fn helper(h: &HelperTemplate, call: bool, at: Option<(usize, usize)>, out: &mut 
         };
         match HELPERS.iter().find(|(n, _, _)| *n == name) {
             None if name.is_empty() => {}
-            None => out.push(format!(
-                "{}unknown helper `{name}` (helpers: {})",
-                position(at),
-                helper_names().join(", ")
-            )),
+            None => {
+                out.push(format!("{}unknown helper `{name}` (helpers: {})", position(at), helper_names().join(", ")))
+            }
             Some((_, min, max)) => {
                 let n = h.params.len();
                 if n < *min || n > *max {

@@ -219,7 +219,10 @@ const ALERT: &str = "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\n"
 fn an_unknown_helper_is_a_load_error_with_its_position() {
     let errs = load_errors(&format!("{ALERT}summary = \"disk {{{{upcase body.host}}}}\"\n"));
     assert_eq!(errs.len(), 1, "{errs:#?}");
-    assert!(errs[0].contains("rule 'r': summary: line 1, column 6 of the template: unknown helper `upcase`"), "{errs:#?}");
+    assert!(
+        errs[0].contains("rule 'r': summary: line 1, column 6 of the template: unknown helper `upcase`"),
+        "{errs:#?}"
+    );
     assert!(errs[0].contains("upper"), "lists the helpers that exist: {errs:#?}");
 }
 
@@ -251,9 +254,16 @@ fn every_shipped_helper_use_passes_the_lint() {
 #[test]
 fn literal_severity_and_action_are_checked_as_values() {
     let errs = load_errors(&format!("{ALERT}summary = \"s\"\nseverity = \"high\"\naction = \"close\"\n"));
-    assert!(errs.iter().any(|e| e.contains("severity = \"high\": expected one of critical, error, warning, info")), "{errs:#?}");
-    assert!(errs.iter().any(|e| e.contains("action = \"close\": expected one of trigger, acknowledge, resolve")), "{errs:#?}");
-    load(&format!("{ALERT}summary = \"s\"\nseverity = \"{{{{default body.sev 'high'}}}}\"\naction = \"resolve\"\n")).unwrap();
+    assert!(
+        errs.iter().any(|e| e.contains("severity = \"high\": expected one of critical, error, warning, info")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("action = \"close\": expected one of trigger, acknowledge, resolve")),
+        "{errs:#?}"
+    );
+    load(&format!("{ALERT}summary = \"s\"\nseverity = \"{{{{default body.sev 'high'}}}}\"\naction = \"resolve\"\n"))
+        .unwrap();
 }
 
 #[test]
@@ -264,5 +274,8 @@ fn a_template_syntax_error_says_where_in_the_template_in_words() {
     assert!(e.contains("m.toml line 1: rule 'r': component: template syntax error at line 2, column"), "{e}");
     assert!(e.contains("unclosed `{{`"), "{e}");
     assert!(!e.contains("trailing_tilde") && !e.contains("expected"), "no raw parser output: {e}");
-    assert!(errs[1].contains("class: template syntax error") && errs[1].contains("close it with `{{/if}}`"), "{errs:#?}");
+    assert!(
+        errs[1].contains("class: template syntax error") && errs[1].contains("close it with `{{/if}}`"),
+        "{errs:#?}"
+    );
 }

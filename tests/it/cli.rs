@@ -72,3 +72,158 @@ fn render_prints_the_events_a_fixture_produces() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!text.contains("0123456789abcdef0123456789abcdef"), "render never prints the routing key");
 }
+
+/// A config in a temp dir naming the shipped mappings by absolute path; `extra` is appended.
+fn temp_config(extra: &str) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let m = root().join("mappings");
+    let text = format!(
+        "[storage]\npath = \"q.db\"\n[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n\n[[source]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"env:GITHUB_WEBHOOK_SECRET\"]\nmappings = [\"{}\"]\n{extra}",
+        m.join("github.toml").display()
+    );
+    let path = dir.path().join("pagerhook.toml");
+    std::fs::write(&path, text).unwrap();
+    (dir, path)
+}
+
+fn bare() -> Command {
+    let mut c = pagerhook();
+    c.env_remove("PAGERDUTY_ROUTING_KEY").env_remove("GITHUB_WEBHOOK_SECRET");
+    c
+}
+
+#[test]
+fn check_catches_an_unknown_helper_and_a_literal_severity_that_would_stop_paging() {
+    let (dir, cfg) = temp_config("");
+    std::fs::write(
+        dir.path().join("bad.toml"),
+        "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"x\"\nseverity = \"high\"\nsummary = \"{{upcase body.a}}\"\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("github.toml\"]", "github.toml\", \"bad.toml\"]");
+    std::fs::write(&cfg, text.replace("\"bad.toml\"", &format!("\"{}\"", dir.path().join("bad.toml").display())))
+        .unwrap();
+    let out = pagerhook().arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("unknown helper `upcase`"), "{stderr}");
+    assert!(stderr.contains("severity = \"high\""), "{stderr}");
+}
+
+#[test]
+fn check_reports_config_mapping_and_secret_problems_together() {
+    let (dir, cfg) = temp_config("");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let text =
+        text.replace("[pagerduty]", "durability = \"sometimes\"\nretension = \"1d\"\n[pagerduty]\ntimout = \"1s\"");
+    let missing = dir.path().join("missing.toml");
+    let text = text.replace("[\"/", &format!("[\"{}\", \"/", missing.display()));
+    std::fs::write(&cfg, text).unwrap();
+    let out = bare().arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for needle in
+        ["unknown field `retension`", "unknown field `timout`", "storage.durability", "cannot read mapping file"]
+    {
+        assert!(stderr.contains(needle), "missing {needle:?}:\n{stderr}");
+    }
+    // A config whose only problem is unset secrets: each is one problem, and mappings compile.
+    let (_dir, cfg) = temp_config("");
+    let out = bare().arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PAGERDUTY_ROUTING_KEY is not set") && stderr.contains("GITHUB_WEBHOOK_SECRET is not set"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("2 error(s)") && !stderr.contains("no routing key"), "{stderr}");
+}
+
+#[test]
+fn commands_that_need_no_secret_work_without_them() {
+    let (_dir, cfg) = temp_config("");
+    let out = bare()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["render", "--source", "github", "-H", "X-GitHub-Event: pull_request"])
+        .arg(root().join("fixtures/github/pull_request_merged.json"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bare().arg("--config").arg(&cfg).args(["deliveries", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = bare().arg("--config").arg(&cfg).args(["dlq", "list"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn render_passes_a_query_string_and_explains_a_bare_cloudwatch_message() {
+    let sns = format!(
+        "\n[[source]]\nname = \"aws\"\nkind = \"sns\"\ntopics = [\"arn:aws:sns:us-east-1:123456789012:alarms\"]\nmappings = [\"{}\"]\n",
+        root().join("mappings/cloudwatch.toml").display()
+    );
+    let (_dir, cfg) = temp_config(&sns);
+    let render = |query: Option<&str>, file: &str| {
+        let mut c = bare();
+        c.arg("--config").arg(&cfg).args(["render", "--source", "aws"]);
+        if let Some(q) = query {
+            c.args(["--query", q]);
+        }
+        c.arg(root().join(file)).output().unwrap()
+    };
+    let plain = render(None, "fixtures/sns/notification_cloudwatch_alarm.json");
+    assert!(plain.status.success(), "{}", String::from_utf8_lossy(&plain.stderr));
+    let bare_msg = render(None, "fixtures/cloudwatch/metric_alarm_alarm.json");
+    let stderr = String::from_utf8_lossy(&bare_msg.stderr);
+    assert_eq!(bare_msg.status.code(), Some(1));
+    assert!(stderr.contains("looks like a bare CloudWatch alarm message"), "{stderr}");
+    // INSUFFICIENT_DATA maps to nothing unless the URL says so.
+    let dir = tempfile::tempdir().unwrap();
+    let env: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root().join("fixtures/sns/notification_cloudwatch_alarm.json")).unwrap())
+            .unwrap();
+    let inner =
+        std::fs::read_to_string(root().join("fixtures/cloudwatch/metric_alarm_insufficient_data.json")).unwrap();
+    let mut env = env;
+    env["Message"] = serde_json::Value::String(inner);
+    let f = dir.path().join("insufficient.json");
+    std::fs::write(&f, env.to_string()).unwrap();
+    let f = f.to_str().unwrap();
+    let events = |out: std::process::Output| {
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap().as_array().unwrap().len()
+    };
+    assert_eq!(events(render(None, f)), 0);
+    assert_eq!(events(render(Some("insufficient_data=trigger"), f)), 1);
+}
+
+#[test]
+fn output_into_a_closed_pipe_ends_quietly() {
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = pagerhook()
+        .args([
+            "render",
+            "--source",
+            "github",
+            "-H",
+            "X-GitHub-Event: pull_request",
+            "fixtures/github/pull_request_merged.json",
+        ])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn a_missing_config_file_names_the_path_tried_and_the_ways_to_give_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = pagerhook().current_dir(dir.path()).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr.contains(&dir.path().join("pagerhook.toml").display().to_string()), "{stderr}");
+    assert!(stderr.contains("--config") && stderr.contains("PAGERHOOK_CONFIG"), "{stderr}");
+}
