@@ -28,3 +28,15 @@ async fn health_readiness_and_the_delivery_log() {
     let res = app.http.get(format!("{}/admin/deliveries", app.base)).bearer_auth("admin-token").send().await.unwrap();
     assert_eq!(res.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn a_get_on_a_hook_is_405_and_the_admin_listener_404_speaks_of_its_own_routes() {
+    let app = spawn_app().await;
+    let res = app.http.get(format!("{}/hooks/github", app.base)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    let res = app.http.get(format!("{}/nothing", app.admin)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("/admin/deliveries") && !text.contains("webhooks"), "{text}");
+}
