@@ -170,6 +170,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { dry_run } => {
             let cfg = load(&cli)?;
+            // Held until `serve` returns; the kernel releases it if the process dies.
+            let _lock = app::lock_store(&cfg)?;
             let app = App::start(cfg, Options { dry_run: *dry_run, ..Options::default() }).await?;
             app.run_until_signal().await?;
             Ok(ExitCode::SUCCESS)

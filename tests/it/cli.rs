@@ -227,3 +227,70 @@ fn a_missing_config_file_names_the_path_tried_and_the_ways_to_give_one() {
     assert!(stderr.contains(&dir.path().join("pagerhook.toml").display().to_string()), "{stderr}");
     assert!(stderr.contains("--config") && stderr.contains("PAGERHOOK_CONFIG"), "{stderr}");
 }
+
+/// `serve` on a temp config with random ports, and its stderr lines as they come.
+fn serve(cfg: &std::path::Path, format: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    let mut child = pagerhook()
+        .env("RUST_LOG", "info")
+        .arg("--config")
+        .arg(cfg)
+        .args(["--log-format", format, "serve", "--dry-run"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines() {
+            if tx.send(line.unwrap_or_default()).is_err() {
+                break;
+            }
+        }
+    });
+    (child, rx)
+}
+
+/// Lines until one contains `needle` (generous deadline: a loaded 2-core machine).
+fn lines_until(rx: &std::sync::mpsc::Receiver<String>, needle: &str) -> Vec<String> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(l) => {
+                let done = l.contains(needle);
+                seen.push(l);
+                if done {
+                    return seen;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no line with {needle:?} in:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn a_second_serve_on_the_same_store_is_refused_and_text_logs_into_a_pipe_have_no_colour() {
+    let (dir, cfg) = temp_config("");
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{text}"))
+        .unwrap();
+    let (mut first, rx) = serve(&cfg, "text");
+    let lines = lines_until(&rx, "pagerhook ready");
+    assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "no ANSI codes into a pipe: {lines:?}");
+    let pid = std::fs::read_to_string(dir.path().join("q.pid")).unwrap();
+    assert_eq!(pid.trim(), first.id().to_string());
+    let second = pagerhook().arg("--config").arg(&cfg).args(["serve", "--dry-run"]).output().unwrap();
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    first.kill().unwrap();
+    first.wait().unwrap();
+    assert_eq!(second.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains(&format!("another pagerhook serve (pid {}) is already running", first.id())), "{stderr}");
+    // The lock goes with the process: a new serve starts once the first is gone.
+    let (mut third, rx) = serve(&cfg, "json");
+    lines_until(&rx, "pagerhook ready");
+    third.kill().unwrap();
+    third.wait().unwrap();
+}
