@@ -105,18 +105,6 @@ fn a_source_needs_a_routing_key_from_somewhere() {
 }
 
 #[test]
-fn the_shipped_config_parses() {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let env = |k: &str| match k {
-        "PAGERDUTY_ROUTING_KEY" => Some(KEY.to_string()),
-        "GITHUB_WEBHOOK_SECRET" => Some("s".to_string()),
-        _ => None,
-    };
-    let c = Config::load(&root.join("pagerhook.toml"), &env).unwrap();
-    assert!(!c.sources.is_empty());
-}
-
-#[test]
 fn the_shipped_config_is_valid_whatever_sources_are_enabled() {
     // A user enabling a source in the shipped file must not break `cargo test`: what is
     // tested is that it validates and its mappings compile, not which sources it holds.

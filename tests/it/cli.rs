@@ -15,11 +15,14 @@ fn pagerhook() -> Command {
 
 #[test]
 fn check_accepts_the_shipped_config() {
+    // Whatever sources a user enabled in it: the only errors allowed are their unset secrets.
     let out = pagerhook().arg("check").output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    assert!(stdout.contains("source 'github'"), "{stdout}");
-    assert!(stdout.contains("OK"), "{stdout}");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let errors: Vec<_> = stderr.lines().filter(|l| l.starts_with("error: ")).collect();
+    assert!(errors.iter().all(|e| e.contains("is not set")), "{stderr}");
+    if errors.is_empty() {
+        assert!(out.status.success() && stdout.contains("rule(s) compiled") && stdout.contains("OK"), "{stdout}");
+    }
 }
 
 #[test]

@@ -82,6 +82,14 @@ async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     assert!(app.app.as_ref().unwrap().reload().await.is_err());
     assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
     assert_eq!(app.fake.wait_for(2, WAIT).await[1].summary(), Some("v2 event 2"));
+
+    // One that compiles but calls a helper that does not exist would make every webhook
+    // mapping_failed: refused at load like the rest.
+    std::fs::write(&mapping, NUMBERED.replace("event {{body.n}}", "{{upcase body.n}}")).unwrap();
+    let err = app.app.as_ref().unwrap().reload().await.unwrap_err();
+    assert!(err.contains("unknown helper `upcase`"), "{err}");
+    assert_eq!(app.post_bearer("load", &json!({"n": 3, "action": "trigger"})).await.status, 202);
+    assert_eq!(app.fake.wait_for(3, WAIT).await[2].summary(), Some("v2 event 3"));
 }
 
 /// The binary, on a config with a bearer source and the fake PagerDuty at `events_url`.
