@@ -127,10 +127,10 @@ impl Metrics {
     /// reload outcomes), so `increase()` sees the first failure rather than a series appearing.
     pub fn configured<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
         for source in sources {
-            self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 });
+            let _ = self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 });
         }
         for outcome in ["ok", "error"] {
-            self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+            let _ = self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
         }
     }
 
