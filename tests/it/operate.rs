@@ -165,7 +165,7 @@ async fn logs_are_json_lines_tied_by_ids_and_never_carry_secrets_or_refused_bodi
     let request = with("webhook").into_iter().find(|l| l["inbound_id"] == inbound_id.as_str()).expect("request line");
     assert_eq!(request["status"], 202);
     let attempt = with("delivery attempt").into_iter().find(|l| l["inbound_id"] == inbound_id.as_str());
-    assert!(attempt.is_some_and(|a| a["outcome"] == "Delivered"), "one line per attempt, tied to the request:\n{log}");
+    assert!(attempt.is_some_and(|a| a["outcome"] == "delivered"), "one line per attempt, tied to the request:\n{log}");
     assert!(with("webhook refused").iter().any(|l| l["status"] == 401), "{log}");
     for secret in [INTEGRATION_KEY, HOOK_TOKEN, GITHUB_SECRET, "REFUSED-BODY-MARKER"] {
         assert!(!log.contains(secret), "the log holds {secret:?}");
