@@ -201,27 +201,29 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// `deliveries list` as a table whose columns are as wide as their widest value.
 fn deliveries_table(rows: &[EventSummary]) -> anyhow::Result<()> {
+    for line in table_lines(rows) {
+        out!("{line}");
+    }
+    Ok(())
+}
+
+fn table_lines(rows: &[EventSummary]) -> Vec<String> {
     let width = |head: &str, f: &dyn Fn(&EventSummary) -> usize| rows.iter().map(f).chain([head.len()]).max();
     let w_id = width("ID", &|r| r.id.to_string().len()).unwrap_or(2);
     let w_state = width("STATE", &|r| r.state.len()).unwrap_or(5);
     let w_source = width("SOURCE", &|r| r.source.len()).unwrap_or(6);
     let w_kind = width("KIND", &|r| r.kind.len()).unwrap_or(4);
     let w_action = width("ACTION", &|r| r.action.as_deref().unwrap_or("-").len()).unwrap_or(6);
-    out!(
+    let mut lines = vec![format!(
         "{:>w_id$}  {:<w_state$}  {:<w_source$}  {:<w_kind$}  {:<w_action$}  {:>3}  DEDUP_KEY / LAST ERROR",
-        "ID",
-        "STATE",
-        "SOURCE",
-        "KIND",
-        "ACTION",
-        "TRY"
-    );
+        "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY"
+    )];
     for r in rows {
         let tail = match (&r.dedup_key, &r.last_error) {
             (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
             (k, _) => k.clone().unwrap_or_else(|| "-".into()),
         };
-        out!(
+        lines.push(format!(
             "{:>w_id$}  {:<w_state$}  {:<w_source$}  {:<w_kind$}  {:<w_action$}  {:>3}  {}",
             r.id,
             r.state,
@@ -230,9 +232,9 @@ fn deliveries_table(rows: &[EventSummary]) -> anyhow::Result<()> {
             r.action.as_deref().unwrap_or("-"),
             r.attempts,
             tail
-        );
+        ));
     }
-    Ok(())
+    lines
 }
 
 async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
@@ -364,6 +366,9 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     // Rendering verifies and sends nothing: it needs no secret. A routing key not resolved is
     // a placeholder; the events shown are the same.
     let cfg = load_for_tool(cli, None)?;
+    if !cfg.unresolved.is_empty() {
+        eprintln!("note: {} secret(s) not set, which render does not need; a routing key not set shows as a placeholder's fingerprint", cfg.unresolved.len());
+    }
     let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     let Some(src) = sources.get(source) else {
         bail!("no source named '{source}' in {}", cfg.path.display());
@@ -436,5 +441,36 @@ fn health(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     } else {
         out!("not ready: {}", String::from_utf8_lossy(&head));
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_columns_fit_their_longest_value() {
+        let row = |id: i64, source: &str, state: &str, action: Option<&str>| EventSummary {
+            id,
+            inbound_id: String::new(),
+            source: source.into(),
+            kind: "alert".into(),
+            action: action.map(str::to_string),
+            dedup_key: Some(format!("key-{id}")),
+            state: state.into(),
+            attempts: 1,
+            created_at: 0,
+            last_error: None,
+        };
+        let rows = [
+            row(7, "a-rather-long-source-name", "dry_run", Some("acknowledge")),
+            row(123456789, "gh", "collapsed", None),
+        ];
+        let lines = table_lines(&rows);
+        let at = |l: &String, needle: &str| l.find(needle).unwrap_or_else(|| panic!("{needle} in {l}"));
+        let start = at(&lines[0], "DEDUP_KEY");
+        assert_eq!(at(&lines[1], "key-7"), start, "{lines:#?}");
+        assert_eq!(at(&lines[2], "key-123456789"), start, "{lines:#?}");
+        assert_eq!(at(&lines[1], "dry_run"), at(&lines[2], "collapsed"), "{lines:#?}");
     }
 }
