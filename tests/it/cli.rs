@@ -231,8 +231,18 @@ fn a_missing_config_file_names_the_path_tried_and_the_ways_to_give_one() {
     assert!(stderr.contains("--config") && stderr.contains("PAGERHOOK_CONFIG"), "{stderr}");
 }
 
+/// A child process killed when dropped, so a failing assertion leaves no server behind.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// `serve` on a temp config with random ports, and its stderr lines as they come.
-fn serve(cfg: &std::path::Path, format: &str) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+fn serve(cfg: &std::path::Path, format: &str) -> (Running, std::sync::mpsc::Receiver<String>) {
     let mut child = pagerhook()
         .env("RUST_LOG", "info")
         .arg("--config")
@@ -252,7 +262,7 @@ fn serve(cfg: &std::path::Path, format: &str) -> (std::process::Child, std::sync
             }
         }
     });
-    (child, rx)
+    (Running(child), rx)
 }
 
 /// Lines until one contains `needle` (generous deadline: a loaded 2-core machine).
@@ -280,20 +290,18 @@ fn a_second_serve_on_the_same_store_is_refused_and_text_logs_into_a_pipe_have_no
     let text = std::fs::read_to_string(&cfg).unwrap();
     std::fs::write(&cfg, format!("[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n{text}"))
         .unwrap();
-    let (mut first, rx) = serve(&cfg, "text");
+    let (first, rx) = serve(&cfg, "text");
     let lines = lines_until(&rx, "pagerhook ready");
     assert!(!lines.iter().any(|l| l.contains('\u{1b}')), "no ANSI codes into a pipe: {lines:?}");
     let pid = std::fs::read_to_string(dir.path().join("q.pid")).unwrap();
-    assert_eq!(pid.trim(), first.id().to_string());
+    let first_pid = first.0.id();
+    assert_eq!(pid.trim(), first_pid.to_string());
     let second = pagerhook().arg("--config").arg(&cfg).args(["serve", "--dry-run"]).output().unwrap();
     let stderr = String::from_utf8_lossy(&second.stderr);
-    first.kill().unwrap();
-    first.wait().unwrap();
+    drop(first);
     assert_eq!(second.status.code(), Some(1), "{stderr}");
-    assert!(stderr.contains(&format!("another pagerhook serve (pid {}) is already running", first.id())), "{stderr}");
+    assert!(stderr.contains(&format!("another pagerhook serve (pid {first_pid}) is already running")), "{stderr}");
     // The lock goes with the process: a new serve starts once the first is gone.
-    let (mut third, rx) = serve(&cfg, "json");
+    let (_third, rx) = serve(&cfg, "json");
     lines_until(&rx, "pagerhook ready");
-    third.kill().unwrap();
-    third.wait().unwrap();
 }
