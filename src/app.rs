@@ -76,10 +76,11 @@ impl Reloader {
                 }
                 self.sources.store(sources);
                 self.metrics.reload(true);
+                self.metrics.configured(cfg.sources.iter().map(|s| s.name.as_str()));
                 tracing::info!(
                     config = %self.path.display(),
                     sources = cfg.sources.len(),
-                    "config reloaded: sources, mappings and routing keys; [server], [storage], [delivery] and [pagerduty] settings apply at the next start"
+                    "config reloaded: sources, mappings and routing keys; [server], [storage], [delivery] and the [pagerduty] events_url and timeout apply at the next start"
                 );
                 Ok(())
             }
@@ -110,6 +111,47 @@ impl Reloader {
             }
         }
     }
+}
+
+/// The SQLite store's pid file (`data/pagerhook.db` → `data/pagerhook.pid`), locked by the
+/// `serve` that owns the store for as long as it runs: a second `serve` on the same file would
+/// release the first one's leases and send its events a second time. The lock goes with the
+/// process (even on SIGKILL); the pid inside is for `kill -HUP $(cat data/pagerhook.pid)`.
+/// `None` with PostgreSQL, where several replicas share the store by design.
+pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
+    let StorageBackend::Sqlite { path } = &cfg.storage.backend else { return Ok(None) };
+    let pid_path = path.with_extension("pid");
+    if let Some(dir) = pid_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&pid_path)
+        .with_context(|| format!("opening {}", pid_path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            anyhow::bail!(
+                "another pagerhook serve (pid {}) is already running on {} (it holds {}): stop it first, or give this one its own [storage] path",
+                pid.trim(),
+                path.display(),
+                pid_path.display()
+            );
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            return Err(e).with_context(|| format!("locking {}", pid_path.display()));
+        }
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(Some(file))
 }
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
@@ -151,6 +193,7 @@ impl App {
         let (sources, warnings) =
             Sources::build_with(&cfg, aws.clone()).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
         let metrics = Arc::new(Metrics::new());
+        metrics.configured(cfg.sources.iter().map(|s| s.name.as_str()));
         let sources = Arc::new(Live::new(sources));
         let reloader = Reloader {
             path: cfg.path.clone(),

@@ -4,9 +4,10 @@
 //! so they work when the service is down, which is when they are needed most.
 
 use crate::app::{self, App, Options};
-use crate::config::Config;
+use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{Pipeline, Replayed};
-use crate::queue::{DeadId, Role};
+use crate::mapping::{Mapping, RoutingKeys};
+use crate::queue::{DeadId, EventSummary, Role};
 use crate::reload::Live;
 use crate::source::Sources;
 use crate::telemetry::{self, LogFormat};
@@ -16,6 +17,15 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+/// `println!` that returns an error instead of panicking when stdout is closed
+/// (`pagerhook render … | head`); `main` ends quietly on that error.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($t)*)?
+    }};
+}
 
 /// Verify webhooks and deliver them to PagerDuty, in order, without losing one.
 #[derive(Debug, Parser)]
@@ -36,7 +46,7 @@ pub struct Cli {
 pub enum Command {
     /// Run the webhook and admin listeners and the delivery worker.
     Serve {
-        /// Log each event instead of sending it (and record it as delivered).
+        /// Log each event instead of sending it (and record it as `dry_run`).
         #[arg(long)]
         dry_run: bool,
     },
@@ -50,6 +60,9 @@ pub enum Command {
         /// Request header, e.g. -H 'X-GitHub-Event: pull_request' (repeatable).
         #[arg(short = 'H', long = "header")]
         headers: Vec<String>,
+        /// Query string of the webhook URL, e.g. --query 'insufficient_data=trigger'.
+        #[arg(long, default_value = "")]
+        query: String,
         /// Payload file (the request body).
         file: PathBuf,
     },
@@ -136,6 +149,7 @@ pub fn main() -> ExitCode {
     };
     match rt.block_on(run(cli)) {
         Ok(code) => code,
+        Err(e) if is_broken_pipe(&e) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -143,14 +157,31 @@ pub fn main() -> ExitCode {
     }
 }
 
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
+/// The config with every secret resolved: for `serve`.
 fn load(cli: &Cli) -> anyhow::Result<Config> {
     Ok(Config::load(&cli.config, &Config::process_env)?)
+}
+
+/// The config for a command that needs no secret, or only those whose field starts with
+/// `need` (`""`: all of them).
+fn load_for_tool(cli: &Cli, need: Option<&str>) -> anyhow::Result<Config> {
+    let cfg = Config::load_unresolved(&cli.config, &Config::process_env)?;
+    if let Some(prefix) = need {
+        cfg.require_resolved(prefix).map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    Ok(cfg)
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve { dry_run } => {
             let cfg = load(&cli)?;
+            // Held until `serve` returns; the kernel releases it if the process dies.
+            let _lock = app::lock_store(&cfg)?;
             let app = App::start(cfg, Options { dry_run: *dry_run, ..Options::default() }).await?;
             app.run_until_signal().await?;
             Ok(ExitCode::SUCCESS)
@@ -159,51 +190,72 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Test { files, json } => test(&cli, files, *json),
         Command::Dlq { command } => dlq(&cli, command).await,
         Command::Health => {
-            let cfg = load(&cli)?;
+            let cfg = load_for_tool(&cli, None)?;
             health(cfg.server.admin_listen)
         }
-        Command::Render { source, headers, file } => {
-            render(&cli, source, headers, file)?;
+        Command::Render { source, headers, query, file } => {
+            render(&cli, source, headers, query, file)?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Deliveries { command: DeliveriesCommand::List { limit, json } } => {
-            let cfg = load(&cli)?;
+            let cfg = load_for_tool(&cli, Some("storage.url"))?;
             let rows = app::open_queue(&cfg, Role::Tool).await?.recent(*limit).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
             } else {
-                println!(
-                    "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  DEDUP_KEY / LAST ERROR",
-                    "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY"
-                );
-                for r in rows {
-                    let mut tail = match (&r.dedup_key, &r.last_error) {
-                        (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
-                        (k, _) => k.clone().unwrap_or_else(|| "-".into()),
-                    };
-                    // PagerDuty filed it under another key: later acknowledges and resolves miss.
-                    if let Some(pd) = r.pagerduty_dedup_key.as_ref().filter(|pd| r.dedup_key.as_ref() != Some(*pd)) {
-                        tail = format!("{tail} (PagerDuty: {pd})");
-                    }
-                    println!(
-                        "{:>8}  {:<8} {:<14} {:<7} {:<11} {:>3}  {}",
-                        r.id,
-                        r.state,
-                        r.source,
-                        r.kind,
-                        r.action.as_deref().unwrap_or("-"),
-                        r.attempts,
-                        tail
-                    );
-                }
+                deliveries_table(&rows)?;
             }
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+/// `deliveries list` as a table whose columns are as wide as their widest value.
+fn deliveries_table(rows: &[EventSummary]) -> anyhow::Result<()> {
+    for line in table_lines(rows) {
+        out!("{line}");
+    }
+    Ok(())
+}
+
+fn table_lines(rows: &[EventSummary]) -> Vec<String> {
+    let width = |head: &str, f: &dyn Fn(&EventSummary) -> usize| rows.iter().map(f).chain([head.len()]).max();
+    let w_id = width("ID", &|r| r.id.to_string().len()).unwrap_or(2);
+    let w_state = width("STATE", &|r| r.state.len()).unwrap_or(5);
+    let w_source = width("SOURCE", &|r| r.source.len()).unwrap_or(6);
+    let w_kind = width("KIND", &|r| r.kind.len()).unwrap_or(4);
+    let w_action = width("ACTION", &|r| r.action.as_deref().unwrap_or("-").len()).unwrap_or(6);
+    let mut lines = vec![format!(
+        "{:>w_id$}  {:<w_state$}  {:<w_source$}  {:<w_kind$}  {:<w_action$}  {:>3}  DEDUP_KEY / LAST ERROR",
+        "ID", "STATE", "SOURCE", "KIND", "ACTION", "TRY"
+    )];
+    for r in rows {
+        let mut tail = match (&r.dedup_key, &r.last_error) {
+            (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
+            (k, _) => k.clone().unwrap_or_else(|| "-".into()),
+        };
+        // PagerDuty filed it under another key: later acknowledges and resolves miss.
+        if let Some(pd) = r.pagerduty_dedup_key.as_ref().filter(|pd| r.dedup_key.as_ref() != Some(*pd)) {
+            tail = format!("{tail} (PagerDuty: {pd})");
+        }
+        lines.push(format!(
+            "{:>w_id$}  {:<w_state$}  {:<w_source$}  {:<w_kind$}  {:<w_action$}  {:>3}  {}",
+            r.id,
+            r.state,
+            r.source,
+            r.kind,
+            r.action.as_deref().unwrap_or("-"),
+            r.attempts,
+            tail
+        ));
+    }
+    lines
+}
+
 async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
-    let cfg = load(cli)?;
+    // Replaying maps payloads into events, which carry real routing keys.
+    let need = if matches!(command, DlqCommand::Replay { .. }) { "" } else { "storage.url" };
+    let cfg = load_for_tool(cli, Some(need))?;
     let queue = app::open_queue(&cfg, Role::Tool).await?;
     let parse =
         |id: &str| DeadId::parse(id).with_context(|| format!("{id:?} is not a dead-letter id (see `dlq list`)"));
@@ -211,12 +263,12 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::List { source, limit, json } => {
             let rows = queue.dead_letters(source.clone(), *limit).await?;
             if *json {
-                println!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            println!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
+            out!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
             for r in &rows {
-                println!(
+                out!(
                     "{:<36}  {:<14} {:<14} {:<8} {:>3}  {} / {}",
                     r.id,
                     r.kind,
@@ -230,14 +282,14 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
             eprintln!("{} dead letter(s)", rows.len());
         }
         DlqCommand::Show { id } => match queue.dead_letter(parse(id)?).await? {
-            Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+            Some(d) => out!("{}", serde_json::to_string_pretty(&d)?),
             None => bail!("no dead letter {id}"),
         },
         DlqCommand::Delete { id } => {
             if !queue.delete_dead(parse(id)?).await? {
                 bail!("no dead letter {id}");
             }
-            println!("deleted {id}");
+            out!("deleted {id}");
         }
         DlqCommand::Replay { id, source, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
@@ -255,16 +307,16 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
             let mut failed = 0;
             for (id, r) in results {
                 match r {
-                    Ok(Replayed::Requeued { event_id }) => println!("{id}: queued again as event {event_id}"),
-                    Ok(Replayed::Remapped { events }) => println!("{id}: mapped into {events} event(s), queued"),
-                    Ok(Replayed::Ignored { reason }) => println!("{id}: mapped to nothing ({reason})"),
+                    Ok(Replayed::Requeued { event_id }) => out!("{id}: queued again as event {event_id}"),
+                    Ok(Replayed::Remapped { events }) => out!("{id}: mapped into {events} event(s), queued"),
+                    Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
                     Ok(Replayed::StillFailing { error }) => {
                         failed += 1;
-                        println!("{id}: mapping still fails: {error}");
+                        out!("{id}: mapping still fails: {error}");
                     }
                     Err(e) => {
                         failed += 1;
-                        println!("{id}: {e}");
+                        out!("{id}: {e}");
                     }
                 }
             }
@@ -276,34 +328,44 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Every problem of the config and its mappings at once: an invalid config still has the
+/// mappings of its valid sources compiled, and an unset secret is one problem among the rest.
 fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
-    let cfg = match load(cli) {
+    let cfg = match Config::load_unresolved(&cli.config, &Config::process_env) {
         Ok(c) => c,
+        Err(ConfigError::Invalid { mut errors, partial, .. }) => {
+            for s in &partial.sources {
+                let named = partial.routing_key_names.iter().map(|n| (n.clone(), placeholder_key())).collect();
+                let keys = RoutingKeys { default: Some(placeholder_key()), named };
+                if let Err(mut e) = Mapping::load(&s.mappings, keys) {
+                    errors.append(&mut e);
+                }
+            }
+            return Ok(report_errors(&cli.config, &errors));
+        }
         Err(e) => {
             eprintln!("error: {e:#}");
             return Ok(ExitCode::FAILURE);
         }
     };
-    let (sources, warnings) = match Sources::build(&cfg) {
-        Ok(s) => s,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("error: {e}");
-            }
-            eprintln!("{}: {} error(s)", cfg.path.display(), errors.len());
-            return Ok(ExitCode::FAILURE);
-        }
-    };
+    let built = Sources::build(&cfg);
+    let mut errors: Vec<String> = built.as_ref().err().into_iter().flatten().cloned().collect();
+    errors.extend(cfg.unresolved.iter().cloned());
+    let warnings = built.as_ref().map(|(_, w)| w.clone()).unwrap_or_default();
     for w in cfg.warnings.iter().chain(&warnings) {
         eprintln!("warning: {w}");
     }
+    let sources = match built {
+        Ok((sources, _)) if errors.is_empty() => sources,
+        _ => return Ok(report_errors(&cfg.path, &errors)),
+    };
     let mut names: Vec<_> = sources.names().collect();
     names.sort();
     for n in names {
         let s = sources.get(n).expect("listed");
-        println!("source '{n}': {} rule(s) compiled", s.mapping().rule_count());
+        out!("source '{n}': {} rule(s) compiled", s.mapping().rule_count());
     }
-    println!("{}: OK", cfg.path.display());
+    out!("{}: OK", cfg.path.display());
     Ok(ExitCode::SUCCESS)
 }
 
@@ -345,16 +407,32 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let failed = reports.iter().filter(|r| !r.passed).count();
         let out = serde_json::json!({ "passed": reports.len() - failed, "failed": failed, "broken_files": broken, "cases": reports });
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        out!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", testcases::text_report(&reports));
+        {
+            use std::io::Write as _;
+            write!(std::io::stdout(), "{}", testcases::text_report(&reports))?;
+        }
     }
     let ok = broken == 0 && reports.iter().all(|r| r.passed);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow::Result<()> {
-    let cfg = load(cli)?;
+fn report_errors(path: &std::path::Path, errors: &[String]) -> ExitCode {
+    for e in errors {
+        eprintln!("error: {e}");
+    }
+    eprintln!("{}: {} error(s)", path.display(), errors.len());
+    ExitCode::FAILURE
+}
+
+fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathBuf) -> anyhow::Result<()> {
+    // Rendering verifies and sends nothing: it needs no secret. A routing key not resolved is
+    // a placeholder; the events shown are the same.
+    let cfg = load_for_tool(cli, None)?;
+    if !cfg.unresolved.is_empty() {
+        eprintln!("note: {} secret(s) not set, which render does not need; a routing key not set shows as a placeholder's fingerprint", cfg.unresolved.len());
+    }
     let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
     if sources.get(source).is_none() {
         bail!("no source named '{source}' in {}", cfg.path.display());
@@ -365,12 +443,28 @@ fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow
         pairs.push((k.trim().to_string(), v.trim().to_string()));
     }
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
-    let preview = crate::ingest::preview(&sources, source, pairs, "", body.into())?;
-    println!("{}", serde_json::to_string_pretty(&preview.events)?);
+    let looks_bare = looks_like_cloudwatch(&body);
+    let preview = match crate::ingest::preview(&sources, source, pairs, query, body.into()) {
+        Ok(p) => p,
+        Err(crate::ingest::PreviewError::Source(e)) if looks_bare => bail!(
+            "{e}: {} looks like a bare CloudWatch alarm message, not an SNS notification. SNS delivers it \
+             as the Message string of a notification envelope: render a whole notification as SNS posts it \
+             (e.g. fixtures/sns/notification_cloudwatch_alarm.json, with this file's JSON as its Message)",
+            file.display()
+        ),
+        Err(e) => return Err(e.into()),
+    };
+    out!("{}", serde_json::to_string_pretty(&preview.events)?);
     if let Some(reason) = preview.ignored {
         eprintln!("{}", if reason == "no rule matched" { reason } else { format!("ignored: {reason}") });
     }
     Ok(())
+}
+
+/// A CloudWatch alarm (or its EventBridge form) rather than the SNS envelope around it.
+fn looks_like_cloudwatch(body: &[u8]) -> bool {
+    serde_json::from_slice::<serde_json::Value>(body)
+        .is_ok_and(|v| v.get("Type").is_none() && (v.get("AlarmName").is_some() || v.get("detail-type").is_some()))
 }
 
 fn health(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
@@ -384,10 +478,42 @@ fn health(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
     let mut head = [0u8; 12];
     s.read_exact(&mut head)?;
     if head.starts_with(b"HTTP/1.") && &head[9..12] == b"200" {
-        println!("ready");
+        out!("ready");
         Ok(ExitCode::SUCCESS)
     } else {
-        println!("not ready: {}", String::from_utf8_lossy(&head));
+        out!("not ready: {}", String::from_utf8_lossy(&head));
         Ok(ExitCode::FAILURE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn deliveries_columns_fit_their_longest_value() {
+        let row = |id: i64, source: &str, state: &str, action: Option<&str>| EventSummary {
+            id,
+            inbound_id: String::new(),
+            source: source.into(),
+            kind: "alert".into(),
+            action: action.map(str::to_string),
+            dedup_key: Some(format!("key-{id}")),
+            state: state.into(),
+            attempts: 1,
+            created_at: 0,
+            last_error: None,
+            pagerduty_dedup_key: None,
+        };
+        let rows = [
+            row(7, "a-rather-long-source-name", "dry_run", Some("acknowledge")),
+            row(123456789, "gh", "collapsed", None),
+        ];
+        let lines = table_lines(&rows);
+        let at = |l: &String, needle: &str| l.find(needle).unwrap_or_else(|| panic!("{needle} in {l}"));
+        let start = at(&lines[0], "DEDUP_KEY");
+        assert_eq!(at(&lines[1], "key-7"), start, "{lines:#?}");
+        assert_eq!(at(&lines[2], "key-123456789"), start, "{lines:#?}");
+        assert_eq!(at(&lines[1], "dry_run"), at(&lines[2], "collapsed"), "{lines:#?}");
     }
 }

@@ -202,7 +202,20 @@ impl Pipeline {
                 }
             }
         };
-        tracing::info!(dead_letter = %id, outcome = ?replayed, "dead letter replayed");
+        match &replayed {
+            Replayed::Requeued { event_id } => {
+                tracing::info!(dead_letter = %id, outcome = "requeued", event_id, "dead letter replayed")
+            }
+            Replayed::Remapped { events } => {
+                tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
+            }
+            Replayed::Ignored { reason } => {
+                tracing::info!(dead_letter = %id, outcome = "ignored", reason, "dead letter replayed")
+            }
+            Replayed::StillFailing { error } => {
+                tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
+            }
+        }
         self.wake.notify_one();
         Ok(replayed)
     }

@@ -127,6 +127,17 @@ impl Metrics {
         }
     }
 
+    /// Exports the counters someone alerts on at 0 for every configured source (and both
+    /// reload outcomes), so `increase()` sees the first failure rather than a series appearing.
+    pub fn configured<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
+        for source in sources {
+            let _ = self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 });
+        }
+        for outcome in ["ok", "error"] {
+            let _ = self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
+        }
+    }
+
     /// A webhook request answered with `status` (`source` only if configured).
     pub fn request(&self, source: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { source: source.to_string(), status }).inc();

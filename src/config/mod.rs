@@ -3,6 +3,7 @@
 //! Validation is pure apart from reading secret files: the environment is injected, so tests
 //! never touch the process environment, and every problem is reported, not just the first.
 
+mod parse;
 pub mod raw;
 mod secret;
 mod sns;
@@ -22,12 +23,39 @@ use std::time::Duration;
 /// Why a config cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("{}", read_error(path, source))]
     Read { path: PathBuf, source: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{path}: invalid configuration:\n  - {}", .errors.join("\n  - "))]
-    Invalid { path: PathBuf, errors: Vec<String> },
+    Invalid {
+        path: PathBuf,
+        errors: Vec<String>,
+        /// What did validate, so `check` can still compile those sources' mappings.
+        partial: Box<Partial>,
+    },
+}
+
+/// The parts of an invalid config that validated.
+#[derive(Debug, Default)]
+pub struct Partial {
+    /// Sources without a problem of their own.
+    pub sources: Vec<SourceConfig>,
+    /// Names in `[pagerduty.routing_keys]`.
+    pub routing_key_names: Vec<String>,
+}
+
+/// A config file that cannot be read, with the path as tried and how to point elsewhere.
+fn read_error(path: &Path, e: &std::io::Error) -> String {
+    let tried = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match e.kind() {
+        std::io::ErrorKind::NotFound => format!(
+            "config file {} not found (looked for {}); run from the folder that holds it, or pass --config PATH or set PAGERHOOK_CONFIG",
+            path.display(),
+            tried.display()
+        ),
+        _ => format!("cannot read config file {}: {e}", tried.display()),
+    }
 }
 
 /// A validated configuration.
@@ -42,6 +70,9 @@ pub struct Config {
     pub sources: Vec<SourceConfig>,
     /// Things that work but deserve a second look (`pagerhook check` prints them).
     pub warnings: Vec<String>,
+    /// Secrets not resolved (loaded with [`Config::load_unresolved`]): why, by field. Their
+    /// routing keys are placeholders, and other secrets are left out.
+    pub unresolved: Vec<String>,
 }
 
 /// `[server]`, validated.
@@ -138,20 +169,71 @@ pub const SOURCE_KINDS: &[&str] = &["github", "generic", "sns"];
 impl Config {
     /// Reads and validates a config file, resolving `env:` references with `env`.
     pub fn load(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::load_with(path, env, false)
+    }
+
+    /// Like [`Config::load`], for commands that need no secret (`render`, `check`, `health`,
+    /// `deliveries`, `dlq` on SQLite): a secret that does not resolve is listed in
+    /// `unresolved` instead of being an error.
+    pub fn load_unresolved(path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        Config::load_with(path, env, true)
+    }
+
+    fn load_with(path: &Path, env: &dyn Fn(&str) -> Option<String>, defer: bool) -> Result<Config, ConfigError> {
         let text =
             std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
-        Config::from_str(&text, path, env)
+        Config::from_str_with(&text, path, env, defer)
     }
 
     /// Validates config text as if read from `path`.
     pub fn from_str(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        Config::from_str_with(text, path, env, false)
+    }
+
+    /// [`Config::from_str`] without resolving secrets, as [`Config::load_unresolved`].
+    pub fn from_str_unresolved(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        Config::from_str_with(text, path, env, true)
+    }
+
+    fn from_str_with(
+        text: &str,
+        path: &Path,
+        env: &dyn Fn(&str) -> Option<String>,
+        defer: bool,
+    ) -> Result<Config, ConfigError> {
+        let parsed = parse::parse(text).map_err(|message| ConfigError::Parse { path: path.to_path_buf(), message })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        validate(raw, text, path, &base, env)
+        let lookup = Lookup { env, base: &base, defer, unresolved: Vec::new() };
+        let Some(raw) = parsed.raw else {
+            let partial = Box::default();
+            return Err(ConfigError::Invalid { path: path.to_path_buf(), errors: parsed.errors, partial });
+        };
+        match validate(raw, &parsed.text, path, lookup) {
+            Err(ConfigError::Invalid { path, mut errors, partial }) => {
+                errors.splice(0..0, parsed.errors);
+                Err(ConfigError::Invalid { path, errors, partial })
+            }
+            Ok(_) if !parsed.errors.is_empty() => {
+                Err(ConfigError::Invalid { path: path.to_path_buf(), errors: parsed.errors, partial: Box::default() })
+            }
+            other => other,
+        }
+    }
+
+    /// Fails, saying why, if a secret whose field starts with `prefix` was not resolved
+    /// (`""`: any secret).
+    pub fn require_resolved(&self, prefix: &str) -> Result<(), String> {
+        let missing: Vec<_> = self.unresolved.iter().filter(|u| u.starts_with(prefix)).cloned().collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(missing.join("\n"))
+        }
     }
 
     /// The process environment, for `load` outside tests.
@@ -163,6 +245,34 @@ impl Config {
 /// 1-based line of a byte offset, for error messages.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
+}
+
+/// Resolves secret references; with `defer`, one that does not resolve is noted instead of
+/// refused (commands that need no secret must work without them).
+struct Lookup<'a> {
+    env: &'a dyn Fn(&str) -> Option<String>,
+    base: &'a Path,
+    defer: bool,
+    unresolved: Vec<String>,
+}
+
+impl Lookup<'_> {
+    /// `Ok(None)`: deferred (and noted).
+    fn secret(&mut self, field: &str, r: &SecretRef) -> Result<Option<Secret>, String> {
+        match r.resolve(self.env, self.base) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if self.defer && !r.is_literal() => {
+                self.unresolved.push(format!("{field}: {e}"));
+                Ok(None)
+            }
+            Err(e) => Err(format!("{field}: {e}")),
+        }
+    }
+}
+
+/// Stands in for a routing key not resolved, so mappings compile and `render` works.
+pub fn placeholder_key() -> RoutingKey {
+    RoutingKey::parse(Secret::new("0".repeat(32))).expect("32 characters")
 }
 
 /// Collects every problem instead of stopping at the first.
@@ -184,28 +294,26 @@ fn socket(field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr,
     v.parse().map_err(|_| format!("{field} = {v:?} is not an address (e.g. \"0.0.0.0:8080\")"))
 }
 
-fn routing_key(
-    field: &str,
-    r: &str,
-    env: &dyn Fn(&str) -> Option<String>,
-    base: &Path,
-    warnings: &mut Vec<String>,
-) -> Result<RoutingKey, String> {
+fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<String>) -> Result<RoutingKey, String> {
     let sref = SecretRef::parse(r);
     if sref.is_literal() {
         warnings.push(format!("{field} is written in the config file; prefer env: or file:"));
     }
-    let secret = sref.resolve(env, base).map_err(|e| format!("{field}: {e}"))?;
-    RoutingKey::parse(secret).map_err(|e| format!("{field}: {e}"))
+    let Some(secret) = lookup.secret(field, &sref)? else { return Ok(placeholder_key()) };
+    let v = secret.expose();
+    let spaced = v.trim() != v && RoutingKey::parse(Secret::new(v.trim())).is_ok();
+    RoutingKey::parse(secret.clone()).map_err(|e| match (&sref, spaced) {
+        (SecretRef::Env(name), true) => format!(
+            "{field}: {e}: the key in {name} has whitespace around it (a trailing newline from `echo` or a pasted line?); \
+             environment values are used as they are: set {name} without it"
+        ),
+        (_, true) => format!("{field}: {e}: the value has whitespace around it: remove it"),
+        _ => format!("{field}: {e}"),
+    })
 }
 
-fn validate(
-    raw: RawConfig,
-    text: &str,
-    path: &Path,
-    base: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Config, ConfigError> {
+fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Result<Config, ConfigError> {
+    let l = &mut lookup;
     let mut p = Problems(Vec::new());
     let mut warnings = Vec::new();
 
@@ -220,7 +328,7 @@ fn validate(
         if r.is_literal() {
             warnings.push("server.admin_token is written in the config file; prefer env: or file:".into());
         }
-        p.take(r.resolve(env, base).map_err(|e| format!("server.admin_token: {e}")))
+        p.take(l.secret("server.admin_token", &r)).flatten()
     });
 
     let durability = match raw.storage.durability.as_deref() {
@@ -232,7 +340,7 @@ fn validate(
         }
     };
     let retention = p.take(duration("storage.retention", raw.storage.retention.as_deref(), "7d"));
-    let backend = storage_backend(&raw.storage, base, env, &mut p, &mut warnings);
+    let backend = storage_backend(&raw.storage, l, &mut p, &mut warnings);
 
     let events_url = p
         .take(events_url(raw.pagerduty.events_url.as_deref().unwrap_or(DEFAULT_EVENTS_URL), &mut warnings))
@@ -241,11 +349,11 @@ fn validate(
         .pagerduty
         .routing_key
         .as_deref()
-        .and_then(|r| p.take(routing_key("pagerduty.routing_key", r, env, base, &mut warnings)));
+        .and_then(|r| p.take(routing_key("pagerduty.routing_key", r, l, &mut warnings)));
     let mut named_keys = BTreeMap::new();
     for (name, r) in &raw.pagerduty.routing_keys {
         let field = format!("pagerduty.routing_keys.{name}");
-        if let Some(k) = p.take(routing_key(&field, r, env, base, &mut warnings)) {
+        if let Some(k) = p.take(routing_key(&field, r, l, &mut warnings)) {
             named_keys.insert(name.clone(), k);
         }
     }
@@ -293,7 +401,7 @@ fn validate(
         let line = line_of(text, spanned.span().start);
         let s: RawSource = spanned.into_inner();
         let before = p.0.len();
-        if let Some(src) = validate_source(s, line, base, env, &mut p, &mut warnings, &mut names) {
+        if let Some(src) = validate_source(s, line, l, &mut p, &mut warnings, &mut names) {
             if p.0.len() == before {
                 sources.push(src);
             }
@@ -302,8 +410,10 @@ fn validate(
     if sources.is_empty() && p.0.is_empty() {
         warnings.push("no [[source]] is configured: every webhook will get 404".into());
     }
+    // Whether a key is *written*, not whether it resolved: a key that failed is its own error.
+    let any_key = raw.pagerduty.routing_key.is_some() || !raw.pagerduty.routing_keys.is_empty();
     for src in &sources {
-        if src.routing_key.is_none() && default_key.is_none() && named_keys.is_empty() {
+        if src.routing_key.is_none() && !any_key {
             p.0.push(format!(
                 "source '{}': no routing key: set [pagerduty] routing_key = \"env:PAGERDUTY_ROUTING_KEY\" or routing_key on the source",
                 src.name
@@ -311,8 +421,13 @@ fn validate(
         }
     }
 
+    if !lookup.defer {
+        p.0.append(&mut lookup.unresolved);
+    }
     if !p.0.is_empty() {
-        return Err(ConfigError::Invalid { path: path.to_path_buf(), errors: p.0 });
+        let routing_key_names = raw.pagerduty.routing_keys.keys().cloned().collect();
+        let partial = Box::new(Partial { sources, routing_key_names });
+        return Err(ConfigError::Invalid { path: path.to_path_buf(), errors: p.0, partial });
     }
     Ok(Config {
         path: path.to_path_buf(),
@@ -344,6 +459,7 @@ fn validate(
         },
         sources,
         warnings,
+        unresolved: lookup.unresolved,
     })
 }
 
@@ -381,11 +497,11 @@ fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<String, String>
 /// SQLite at `path` unless a PostgreSQL `url` is given; not both.
 fn storage_backend(
     s: &raw::RawStorage,
-    base: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
+    l: &mut Lookup,
     p: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<StorageBackend> {
+    let base = l.base;
     let Some(url) = s.url.as_deref() else {
         return Some(StorageBackend::Sqlite { path: base.join(s.path.as_deref().unwrap_or("data/pagerhook.db")) });
     };
@@ -401,7 +517,10 @@ fn storage_backend(
     if r.is_literal() {
         warnings.push("storage.url is written in the config file (with its password?); prefer env: or file:".into());
     }
-    let url = p.take(r.resolve(env, base).map_err(|e| format!("storage.url: {e}")))?;
+    let Some(url) = p.take(l.secret("storage.url", &r))? else {
+        // Not resolved: only commands that never open the store get this far.
+        return Some(StorageBackend::Postgres { url: Secret::new("postgres://unresolved") });
+    };
     let scheme_ok = ["postgres://", "postgresql://"].iter().any(|s| url.expose().starts_with(s));
     if !scheme_ok {
         // Never echo the value: it may hold a password.
@@ -414,12 +533,12 @@ fn storage_backend(
 fn validate_source(
     mut s: RawSource,
     line: usize,
-    base: &Path,
-    env: &dyn Fn(&str) -> Option<String>,
+    l: &mut Lookup,
     p: &mut Problems,
     warnings: &mut Vec<String>,
     names: &mut HashSet<String>,
 ) -> Option<SourceConfig> {
+    let (base, env) = (l.base, l.env);
     let at = format!("line {line}: source '{}'", s.name);
     let valid_name = !s.name.is_empty()
         && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
@@ -433,10 +552,8 @@ fn validate_source(
         p.0.push(format!("{at}: no mappings (e.g. mappings = [\"mappings/{}.toml\"])", s.kind));
     }
     let mappings = s.mappings.iter().map(|m| base.join(m)).collect();
-    let routing_key = s
-        .routing_key
-        .as_deref()
-        .and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, env, base, warnings)));
+    let routing_key =
+        s.routing_key.as_deref().and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, l, warnings)));
     if let Some(v) = s.verify.as_mut().filter(|v| !v.secrets.is_empty()) {
         if s.secrets.is_empty() {
             s.secrets = std::mem::take(&mut v.secrets);
@@ -450,7 +567,7 @@ fn validate_source(
         if sref.is_literal() {
             warnings.push(format!("{at}: secrets[{i}] is written in the config file; prefer env: or file:"));
         }
-        if let Some(v) = p.take(sref.resolve(env, base).map_err(|e| format!("{at}: secrets[{i}]: {e}"))) {
+        if let Some(v) = p.take(l.secret(&format!("{at}: secrets[{i}]"), &sref)).flatten() {
             secrets.push(v);
         }
     }

@@ -105,15 +105,78 @@ fn a_source_needs_a_routing_key_from_somewhere() {
 }
 
 #[test]
-fn the_shipped_config_parses() {
+fn the_shipped_config_is_valid_whatever_sources_are_enabled() {
+    // A user enabling a source in the shipped file must not break `cargo test`: what is
+    // tested is that it validates and its mappings compile, not which sources it holds.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let env = |k: &str| match k {
-        "PAGERDUTY_ROUTING_KEY" => Some(KEY.to_string()),
-        "GITHUB_WEBHOOK_SECRET" => Some("s".to_string()),
-        _ => None,
-    };
-    let c = Config::load(&root.join("pagerhook.toml"), &env).unwrap();
-    assert_eq!(c.sources.len(), 1);
+    let c = Config::load_unresolved(&root.join("pagerhook.toml"), &|_| None).unwrap();
+    crate::source::Sources::build(&c).unwrap_or_else(|e| panic!("{e:#?}"));
+}
+
+#[test]
+fn every_misspelled_key_is_reported_with_its_line() {
+    let text = format!("{MINIMAL}\n[delivery]\nconcurency = 4\nmax_bakoff = \"1m\"\n[server]\nlisen = \"x\"\n");
+    let err = parse(&text).unwrap_err().to_string();
+    for needle in
+        ["line 12: unknown field `concurency`", "line 13: unknown field `max_bakoff`", "line 15: unknown field `lisen`"]
+    {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+#[test]
+fn a_misspelled_key_inside_an_inline_table_does_not_hide_other_problems() {
+    let text = generic("verify = { scheme = \"bearer\", secrit = 1 }\nsecrets = [\"env:GH\"]\n")
+        .replace("[pagerduty]", "[storage]\ndurability = \"sometimes\"\n[pagerduty]");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("unknown field `secrit`"), "{err}");
+    assert!(err.contains("storage.durability = \"sometimes\""), "{err}");
+}
+
+#[test]
+fn an_invalid_config_still_hands_over_its_valid_sources_for_their_mappings() {
+    let text = MINIMAL.replace("[pagerduty]", "[storage]\ndurability = \"sometimes\"\n[pagerduty]");
+    match parse(&text) {
+        Err(ConfigError::Invalid { partial, errors, .. }) => {
+            assert_eq!(errors.len(), 1, "{errors:#?}");
+            assert_eq!(partial.sources.len(), 1);
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_wrong_routing_key_is_one_error_and_names_whitespace_from_the_environment() {
+    let env = |k: &str| (k == "PD").then(|| format!("{KEY}\n")).or_else(|| (k == "GH").then(|| "s".into()));
+    let err = Config::from_str(MINIMAL, Path::new("p.toml"), &env).unwrap_err();
+    let ConfigError::Invalid { errors, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(errors.len(), 1, "no false 'no routing key' for the sources: {errors:#?}");
+    assert!(errors[0].contains("whitespace around it") && errors[0].contains("set PD without it"), "{errors:#?}");
+    let text = MINIMAL.replace("env:PD", "short");
+    let err = parse(&text).unwrap_err();
+    let ConfigError::Invalid { errors, .. } = &err else { panic!("{err:?}") };
+    assert_eq!(errors.len(), 1, "{errors:#?}");
+}
+
+#[test]
+fn without_resolving_secrets_a_missing_env_var_is_noted_not_refused() {
+    let text = MINIMAL.replace("env:PD", "env:UNSET_KEY").replace("env:GH", "env:UNSET_SECRET");
+    assert!(parse(&text).is_err());
+    let c = Config::from_str_unresolved(&text, Path::new("/etc/p.toml"), &|_| None).unwrap();
+    assert_eq!(c.unresolved.len(), 2, "{:?}", c.unresolved);
+    assert!(c.unresolved[0].starts_with("pagerduty.routing_key: environment variable UNSET_KEY is not set"));
+    assert!(c.pagerduty.routing_key.is_some(), "a placeholder stands in, so mappings compile");
+    assert!(c.require_resolved("storage.url").is_ok());
+    assert!(c.require_resolved("").unwrap_err().contains("UNSET_SECRET"));
+}
+
+#[test]
+fn a_missing_config_file_says_where_it_looked_and_how_to_point_elsewhere() {
+    let err = Config::load(Path::new("no-such-dir/pagerhook.toml"), &|_| None).unwrap_err().to_string();
+    let cwd = std::env::current_dir().unwrap();
+    assert!(err.contains(&cwd.join("no-such-dir/pagerhook.toml").display().to_string()), "{err}");
+    assert!(err.contains("--config") && err.contains("PAGERHOOK_CONFIG"), "{err}");
+    assert!(!err.contains("os error"), "{err}");
 }
 
 /// MINIMAL plus a generic source named "am" with these extra lines.

@@ -27,6 +27,8 @@ pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Delivered,
+    /// `--dry-run`: logged, not sent.
+    DryRun,
     Retried,
     DeadLettered,
     /// Not sent: its routing key's pace allows it only later.
@@ -38,6 +40,7 @@ impl Outcome {
     pub fn as_str(&self) -> &'static str {
         match self {
             Outcome::Delivered => "delivered",
+            Outcome::DryRun => "dry_run",
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Deferred => "deferred",
@@ -142,6 +145,7 @@ impl Worker {
         check_answer(&c, &response);
         let attempt_no = c.attempts + 1;
         let (finish, outcome) = match policy::classify(&response) {
+            RetryAction::Delivered if self.client.is_dry_run() => (Finish::DryRun, Outcome::DryRun),
             RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
             RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
             RetryAction::Retry { reason, after } => {
@@ -173,7 +177,7 @@ impl Worker {
             dedup_key = c.event.dedup_key().map(|k| k.as_str()),
             status,
             detail = detail.as_deref(),
-            outcome = ?outcome,
+            outcome = outcome.as_str(),
             elapsed_ms = started.elapsed().as_millis() as u64,
             "delivery attempt"
         );

@@ -72,3 +72,18 @@ pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
 pub async fn not_found() -> HttpResponse {
     json_error(StatusCode::NOT_FOUND, "not found (webhooks go to POST /hooks/<source>)")
 }
+
+/// `/hooks/<source>` with another method than POST (a browser, a sender's URL check).
+pub async fn method_not_allowed() -> HttpResponse {
+    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "webhooks are sent with POST");
+    r.headers_mut().insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static("POST"));
+    r
+}
+
+/// Anything else on the admin listener.
+pub async fn admin_not_found() -> HttpResponse {
+    json_error(
+        StatusCode::NOT_FOUND,
+        "not found (the admin listener serves /healthz, /readyz, /metrics, /admin/deliveries and /admin/dead)",
+    )
+}

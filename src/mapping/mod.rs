@@ -5,6 +5,7 @@
 //! pure: no I/O, no clock; a failure is a [`MappingError`] value that names rule and field.
 
 mod helpers;
+mod lint;
 mod raw;
 
 use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
@@ -150,8 +151,12 @@ impl Compiler<'_> {
     fn add(&mut self, field: &str, tpl: &str, lenient: bool) -> String {
         let id = format!("{}.{field}", self.prefix);
         let hb = if lenient { &mut *self.lenient } else { &mut *self.strict };
-        if let Err(e) = hb.register_template_string(&id, tpl) {
-            self.errors.push(format!("{}: {field}: {}", self.at, template_error(&e)));
+        match hb.register_template_string(&id, tpl) {
+            Err(e) => self.errors.push(format!("{}: {field}: {}", self.at, lint::syntax_error(&e))),
+            Ok(()) => {
+                let problems = hb.get_template(&id).map(lint::template).unwrap_or_default();
+                self.errors.extend(problems.into_iter().map(|p| format!("{}: {field}: {p}", self.at)));
+            }
         }
         id
     }
@@ -172,10 +177,6 @@ impl Compiler<'_> {
             other => Details::Literal(serde_json::to_value(other).unwrap_or(Value::Null)),
         }
     }
-}
-
-fn template_error(e: &handlebars::TemplateError) -> String {
-    e.to_string().lines().next().unwrap_or("template error").to_string()
 }
 
 impl Mapping {
@@ -214,6 +215,7 @@ impl Mapping {
                     at: format!("{} line {line}: rule '{}'", path.display(), r.name),
                     prefix: format!("{}#{}", rules.len(), r.name),
                 };
+                lint::literals(&r, &c.at, &mut c.errors);
                 if let Some(rule) = compile_rule(&r, path, &mut c, &keys, &mut warnings) {
                     if c.errors.is_empty() {
                         rules.push(rule);

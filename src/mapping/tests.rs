@@ -325,3 +325,91 @@ fn first_https_url_sha256_and_pluck() {
     );
     assert_eq!(out, "2d711642|one,two|one");
 }
+
+fn load_errors(text: &str) -> Vec<String> {
+    match load(text) {
+        Ok(_) => panic!("expected errors for:\n{text}"),
+        Err(e) => e,
+    }
+}
+
+const ALERT: &str = "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\n";
+
+#[test]
+fn an_unknown_helper_is_a_load_error_with_its_position() {
+    let errs = load_errors(&format!("{ALERT}summary = \"disk {{{{upcase body.host}}}}\"\n"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].contains("rule 'r': summary: line 1, column 6 of the template: unknown helper `upcase`"),
+        "{errs:#?}"
+    );
+    assert!(errs[0].contains("upper"), "lists the helpers that exist: {errs:#?}");
+}
+
+#[test]
+fn unknown_helpers_are_found_in_blocks_subexpressions_and_when() {
+    let text = format!(
+        "{ALERT}when = '{{{{and (is_set body.x) true}}}}'\nsummary = \"{{{{#if body.a}}}}{{{{shout body.a}}}}{{{{/if}}}}\"\n"
+    );
+    let errs = load_errors(&text);
+    assert!(errs.iter().any(|e| e.contains("when:") && e.contains("unknown helper `is_set`")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("summary:") && e.contains("unknown helper `shout`")), "{errs:#?}");
+}
+
+#[test]
+fn a_helper_given_the_wrong_number_of_arguments_is_a_load_error() {
+    let errs = load_errors(&format!("{ALERT}summary = \"{{{{truncate body.x}}}} {{{{replace body.y 'a'}}}}\"\n"));
+    assert!(errs.iter().any(|e| e.contains("`truncate` takes 2 arguments but is given 1")), "{errs:#?}");
+    assert!(errs.iter().any(|e| e.contains("`replace` takes 3 arguments but is given 2")), "{errs:#?}");
+}
+
+#[test]
+fn every_shipped_helper_use_passes_the_lint() {
+    let text = format!(
+        "{ALERT}summary = \"{{{{default body.a 'x'}}}} {{{{truncate body.b 10 marker=''}}}} {{{{join (split body.c ',') '-'}}}} {{{{concat 'a' body.d}}}} {{{{len body.e}}}} {{{{first_line body.f}}}} {{{{#each body.g}}}}{{{{this}}}}{{{{/each}}}} {{{{lookup body.h 0}}}} {{{{#unless (or body.i body.j body.k)}}}}n{{{{else}}}}y{{{{/unless}}}}\"\n"
+    );
+    load(&text).unwrap_or_else(|e| panic!("{e:#?}"));
+}
+
+#[test]
+fn literal_severity_and_action_are_checked_as_values() {
+    let errs = load_errors(&format!("{ALERT}summary = \"s\"\nseverity = \"high\"\naction = \"close\"\n"));
+    assert!(
+        errs.iter().any(|e| e.contains("severity = \"high\": expected one of critical, error, warning, info")),
+        "{errs:#?}"
+    );
+    assert!(
+        errs.iter().any(|e| e.contains("action = \"close\": expected one of trigger, acknowledge, resolve")),
+        "{errs:#?}"
+    );
+    load(&format!("{ALERT}summary = \"s\"\nseverity = \"{{{{default body.sev 'high'}}}}\"\naction = \"resolve\"\ndedup_key = \"k\"\n"))
+        .unwrap();
+}
+
+#[test]
+fn a_template_syntax_error_says_where_in_the_template_in_words() {
+    let errs = load_errors(&format!("{ALERT}summary = \"ok\"\ncomponent = \"line one\\n  {{{{body.host\"\nclass = \"{{{{#if body.a}}}}x{{{{/each}}}}\"\n"));
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    let e = &errs[0];
+    assert!(e.contains("m.toml line 1: rule 'r': component: template syntax error at line 2, column"), "{e}");
+    assert!(e.contains("unclosed `{{`"), "{e}");
+    assert!(!e.contains("trailing_tilde") && !e.contains("expected"), "no raw parser output: {e}");
+    assert!(
+        errs[1].contains("class: template syntax error") && errs[1].contains("close it with `{{/if}}`"),
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn every_registered_helper_is_known_to_the_lint() {
+    // Two lists (registration and the lint's arities) must not drift: a helper registered but
+    // unknown to the lint would be refused at load, and the reverse would pass `check` and fail
+    // every webhook.
+    let source = include_str!("helpers.rs");
+    let registered: Vec<&str> =
+        source.lines().filter_map(|l| l.trim().strip_prefix("hb.register_helper(\"")?.split('"').next()).collect();
+    assert!(registered.len() >= 10, "{registered:?}");
+    for name in &registered {
+        assert!(lint::helper_names().contains(name), "helper `{name}` is registered but not in lint::HELPERS");
+    }
+}

@@ -108,6 +108,8 @@ pub struct Claimed {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Finish {
     Delivered,
+    /// `serve --dry-run` logged it instead of sending it: state `dry_run`, never `delivered`.
+    DryRun,
     RetryAt(Millis),
     Dead(String),
 }

@@ -516,6 +516,10 @@ impl Queue for PostgresQueue {
                 "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
                 vec![&id, &attempt.at],
             ),
+            Finish::DryRun => (
+                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
+                vec![&id, &attempt.at],
+            ),
             Finish::RetryAt(at) => (
                 "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $2, last_error = $3 WHERE id = $1",
                 vec![&id, at, &attempt.detail],
@@ -571,7 +575,7 @@ impl Queue for PostgresQueue {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;
         // Dead events stay until replayed or deleted; what replaced them is history.
-        const DONE: &str = "state IN ('delivered', 'collapsed', 'replayed') AND done_at < $1";
+        const DONE: &str = "state IN ('delivered', 'dry_run', 'collapsed', 'replayed') AND done_at < $1";
         let statements = [
             format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
             format!("DELETE FROM events WHERE {DONE}"),

@@ -352,6 +352,11 @@ fn finish_one(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> R
                 "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
             )?
             .execute(params![id, attempt.at])?,
+        Finish::DryRun => tx
+            .prepare_cached(
+                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
+            )?
+            .execute(params![id, attempt.at])?,
         Finish::RetryAt(at) => tx
             .prepare_cached(
                 "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3 WHERE id = ?1",
@@ -574,7 +579,7 @@ impl Queue for SqliteQueue {
         self.run(move |c| {
             let tx = c.transaction()?;
             // Dead events stay until replayed or deleted; what replaced them is history.
-            const DONE: &str = "state IN ('delivered', 'collapsed', 'replayed') AND done_at < ?1";
+            const DONE: &str = "state IN ('delivered', 'dry_run', 'collapsed', 'replayed') AND done_at < ?1";
             let mut n = tx.execute(
                 &format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
                 [before],

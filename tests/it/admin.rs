@@ -191,3 +191,28 @@ async fn the_console_is_served_from_the_binary_with_a_same_origin_policy() {
     let text = res.text().await.unwrap();
     assert!(text.contains("server.admin_token") && !text.contains("Admin token</label>"), "says how to turn it on");
 }
+
+#[tokio::test]
+async fn a_get_on_a_hook_is_405_and_the_admin_listener_404_speaks_of_its_own_routes() {
+    let app = spawn_app().await;
+    let res = app.http.get(format!("{}/hooks/github", app.base)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 405);
+    assert_eq!(res.headers()["allow"], "POST");
+    let res = app.http.get(format!("{}/nothing", app.admin)).send().await.unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    let text = res.text().await.unwrap();
+    assert!(text.contains("/admin/deliveries") && !text.contains("webhooks"), "{text}");
+}
+
+#[tokio::test]
+async fn failure_counters_are_exported_at_zero_for_every_configured_source() {
+    let app = spawn_app().await;
+    let text = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    for line in [
+        r#"pagerhook_mapping_failures_total{source="github",status="202"} 0"#,
+        r#"pagerhook_config_reloads_total{outcome="ok"} 0"#,
+        r#"pagerhook_config_reloads_total{outcome="error"} 0"#,
+    ] {
+        assert!(text.contains(line), "missing {line:?} in:\n{text}");
+    }
+}

@@ -76,7 +76,7 @@ async fn accepted_events_survive_a_restart() {
 }
 
 #[tokio::test]
-async fn dry_run_records_events_as_delivered_without_sending() {
+async fn dry_run_records_events_as_dry_run_without_sending() {
     let dir = tempfile::tempdir().unwrap();
     let fake = crate::helpers::fake_pagerduty::FakePagerDuty::start().await;
     let cfg = config_from(&crate::helpers::base_config(dir.path(), &fake.url), dir.path());
@@ -97,11 +97,15 @@ async fn dry_run_records_events_as_delivered_without_sending() {
         .await
         .unwrap();
     assert_eq!(res.status().as_u16(), 202);
-    eventually("the event is recorded as delivered", || async {
-        app.queue().recent(10).await.unwrap().into_iter().next().filter(|e| e.state == "delivered")
+    eventually("the event is recorded as dry_run", || async {
+        app.queue().recent(10).await.unwrap().into_iter().next().filter(|e| e.state == "dry_run")
     })
     .await;
     assert!(fake.received().is_empty(), "dry run sends nothing");
+    let metrics =
+        reqwest::get(format!("http://127.0.0.1:{}/metrics", app.admin_port())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"dry_run\"} 1"), "{metrics}");
+    assert!(!metrics.contains("outcome=\"delivered\"} 1"), "{metrics}");
     app.stop().await;
 }
 

@@ -147,7 +147,7 @@ async fn bad_requests_get_their_status_and_change_nothing() {
     assert_eq!(a.status, 415, "{:?}", a.json);
 
     let a = app.http.get(format!("{}/hooks/github", app.base)).send().await.unwrap();
-    assert_eq!(a.status().as_u16(), 404);
+    assert_eq!(a.status().as_u16(), 405, "a hook takes POST only");
 
     assert_nothing_sent_before_sentinel(&app).await;
 }

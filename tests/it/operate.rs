@@ -82,6 +82,14 @@ async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     assert!(app.app.as_ref().unwrap().reload().await.is_err());
     assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
     assert_eq!(app.fake.wait_for(2, WAIT).await[1].summary(), Some("v2 event 2"));
+
+    // One that compiles but calls a helper that does not exist would make every webhook
+    // mapping_failed: refused at load like the rest.
+    std::fs::write(&mapping, NUMBERED.replace("event {{body.n}}", "{{upcase body.n}}")).unwrap();
+    let err = app.app.as_ref().unwrap().reload().await.unwrap_err();
+    assert!(err.contains("unknown helper `upcase`"), "{err}");
+    assert_eq!(app.post_bearer("load", &json!({"n": 3, "action": "trigger"})).await.status, 202);
+    assert_eq!(app.fake.wait_for(3, WAIT).await[2].summary(), Some("v2 event 3"));
 }
 
 /// The binary, on a config with a bearer source and the fake PagerDuty at `events_url`.
@@ -157,7 +165,7 @@ async fn logs_are_json_lines_tied_by_ids_and_never_carry_secrets_or_refused_bodi
     let request = with("webhook").into_iter().find(|l| l["inbound_id"] == inbound_id.as_str()).expect("request line");
     assert_eq!(request["status"], 202);
     let attempt = with("delivery attempt").into_iter().find(|l| l["inbound_id"] == inbound_id.as_str());
-    assert!(attempt.is_some_and(|a| a["outcome"] == "Delivered"), "one line per attempt, tied to the request:\n{log}");
+    assert!(attempt.is_some_and(|a| a["outcome"] == "delivered"), "one line per attempt, tied to the request:\n{log}");
     assert!(with("webhook refused").iter().any(|l| l["status"] == 401), "{log}");
     for secret in [INTEGRATION_KEY, HOOK_TOKEN, GITHUB_SECRET, "REFUSED-BODY-MARKER"] {
         assert!(!log.contains(secret), "the log holds {secret:?}");
