@@ -179,7 +179,7 @@ impl App {
         let admin_state = AdminState {
             queue: queue.clone(),
             pipeline: pipeline.clone(),
-            admin_token: cfg.server.admin_token.clone(),
+            admin_token: cfg.server.admin_token.as_ref().map(crate::config::SecretDigest::of),
             ready: ready.clone(),
         };
         let servers = http::start(pipeline, cfg.server.max_body_bytes, hooks, admin_state, admin)?;

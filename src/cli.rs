@@ -61,7 +61,7 @@ pub enum Command {
         command: DeliveriesCommand,
     },
     /// Dead letters: events PagerDuty refused or that ran out of retries, and payloads whose
-    /// mapping failed.
+    /// mapping failed or that made more than max_events_per_request events.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -245,7 +245,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
                     Ok(Replayed::Ignored { reason }) => println!("{id}: mapped to nothing ({reason})"),
                     Ok(Replayed::StillFailing { error }) => {
                         failed += 1;
-                        println!("{id}: mapping still fails: {error}");
+                        println!("{id}: still not mapped: {error}");
                     }
                     Err(e) => {
                         failed += 1;
@@ -313,7 +313,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow
             eprintln!("ignored: {reason}");
             Vec::new()
         }
-        crate::source::Disposition::Map => src.mapping().apply(&verified)?,
+        crate::source::Disposition::Map => src.mapping().apply(&verified, src.max_events_per_request())?,
     };
     let out: Vec<_> = rendered
         .iter()

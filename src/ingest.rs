@@ -4,7 +4,7 @@
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
-use crate::mapping::Rendered;
+use crate::mapping::{ApplyError, Rendered};
 use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, NewInbound, Queue, QueueError};
 use crate::reload::Live;
@@ -24,6 +24,9 @@ pub enum IngestOutcome {
     Ignored { id: String, reason: String },
     /// A rule failed; the payload is stored for replay once the mapping is fixed.
     MappingFailed { id: String, error: String },
+    /// More events than `max_events_per_request`: the payload is stored as a dead letter, for
+    /// replay once the cap is raised. Senders that drop a 4xx (Alertmanager, SNS) lose nothing.
+    TooManyEvents { id: String, error: String },
 }
 
 /// Why a request was refused; `http` picks the status code.
@@ -33,10 +36,6 @@ pub enum IngestError {
     UnknownSource(String),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error(
-        "source '{source_name}': this request would produce {events} events, more than max_events_per_request = {max}"
-    )]
-    TooManyEvents { source_name: String, events: usize, max: usize },
     #[error("storage could not commit: {0}")]
     Storage(#[from] QueueError),
 }
@@ -59,7 +58,7 @@ impl Pipeline {
         let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
         let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
-        let decision = decide(src, &verified)?;
+        let decision = decide(src, &verified);
         let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status);
         Ok(match self.queue.accept(inbound, events).await? {
@@ -73,6 +72,7 @@ impl Pipeline {
                     Decision::Map(_) => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
+                    Decision::TooMany(error) => IngestOutcome::TooManyEvents { id, error },
                 }
             }
         })
@@ -84,6 +84,7 @@ enum Decision {
     Map(Vec<Rendered>),
     Ignore(String),
     Failed(String),
+    TooMany(String),
 }
 
 impl Decision {
@@ -93,34 +94,32 @@ impl Decision {
             Decision::Map(r) => (InboundStatus::Mapped, r.iter().map(|r| r.event.clone()).collect()),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
+            Decision::TooMany(e) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
         }
     }
 }
 
-/// Runs the source's mappings; a failing rule keeps the payload for replay.
-fn decide(src: &Source, verified: &Verified) -> Result<Decision, IngestError> {
+/// Runs the source's mappings; a failing rule, or too many events, keeps the payload for replay.
+fn decide(src: &Source, verified: &Verified) -> Decision {
     let source = src.name();
-    Ok(match verified.disposition() {
+    match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
-        Disposition::Map => match src.mapping().apply(verified) {
-            Ok(rendered) if rendered.len() > src.max_events_per_request() => {
-                return Err(IngestError::TooManyEvents {
-                    source_name: source.to_string(),
-                    events: rendered.len(),
-                    max: src.max_events_per_request(),
-                })
-            }
+        Disposition::Map => match src.mapping().apply(verified, src.max_events_per_request()) {
             Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
             Ok(rendered) => {
                 log_notes(source, &rendered);
                 Decision::Map(rendered)
             }
-            Err(e) => {
+            Err(ApplyError::Rule(e)) => {
                 tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
                 Decision::Failed(e.to_string())
             }
+            Err(e @ ApplyError::TooManyEvents { .. }) => {
+                tracing::warn!(source, error = %e, "too many events; payload kept for replay once the cap is raised");
+                Decision::TooMany(e.to_string())
+            }
         },
-    })
+    }
 }
 
 /// What replaying one dead letter did.
@@ -133,7 +132,7 @@ pub enum Replayed {
     Remapped { events: usize },
     /// The payload still maps to nothing (no rule matches now); recorded as ignored.
     Ignored { reason: String },
-    /// The mapping still fails; the payload stays a dead letter.
+    /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
 }
 
@@ -160,6 +159,7 @@ impl Pipeline {
                 }
             }
             Decision::Failed(_) => self.metrics.mapping_failed(source),
+            Decision::TooMany(_) => self.metrics.too_many_events(source),
             Decision::Ignore(_) => {}
         }
     }
@@ -175,7 +175,7 @@ impl Pipeline {
             }
             DeadId::Inbound(inbound_id) => {
                 let stored = self.queue.inbound(inbound_id.clone()).await?.ok_or_else(not_found)?;
-                if !matches!(stored.status, InboundStatus::MappingFailed(_)) {
+                if !stored.status.is_dead_letter() {
                     return Err(not_found());
                 }
                 let sources = self.sources.load();
@@ -186,14 +186,14 @@ impl Pipeline {
                 let verified = src
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
-                let decision = decide(src, &verified).unwrap_or_else(|e| Decision::Failed(e.to_string()));
+                let decision = decide(src, &verified);
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);
                 match decision {
                     Decision::Map(r) => Replayed::Remapped { events: r.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
-                    Decision::Failed(error) => Replayed::StillFailing { error },
+                    Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
                 }
             }
         };

@@ -8,7 +8,7 @@ mod secret;
 mod sns;
 mod verify;
 
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
 pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
 
@@ -143,10 +143,8 @@ impl Config {
 
     /// Validates config text as if read from `path`.
     pub fn from_str(text: &str, path: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_path_buf(),
-            message: e.to_string().trim_end().to_string(),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: path.to_path_buf(), message: parse_error(text, &e) })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
         let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         validate(raw, text, path, &base, env)
@@ -155,6 +153,55 @@ impl Config {
     /// The process environment, for `load` outside tests.
     pub fn process_env(name: &str) -> Option<String> {
         std::env::var(name).ok()
+    }
+}
+
+/// Keys whose values are secrets (or, like `storage.url`, carry one).
+const SECRET_KEYS: &[&str] = &["admin_token", "url", "routing_key", "secrets"];
+
+/// A TOML syntax error with its line quoted, the way toml does, but with the values of
+/// secret-bearing lines replaced by `***`: the line may hold a secret written literally.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (line, column) = (line_of(text, start), text[line_start..start].chars().count() + 1);
+    let quoted = text[line_start..line_end].trim_end_matches('\r');
+    let in_secret_table = text[..line_start]
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('['))
+        .last()
+        .is_some_and(|header| header.trim_matches(['[', ']', ' ']) == "pagerduty.routing_keys");
+    let shown = if in_secret_table || names_a_secret(quoted) { redact_values(quoted) } else { quoted.to_string() };
+    format!("TOML parse error at line {line}, column {column}: {message}\n  {line} | {shown}")
+}
+
+/// Whether a line sets a secret key, or has no key at all (the middle of a multi-line array
+/// or string, which may belong to one).
+fn names_a_secret(line: &str) -> bool {
+    let mut keys = line.split('=').rev().skip(1).map(|before| {
+        let key = before.rsplit(['{', ',', '[']).next().unwrap_or_default();
+        key.trim().trim_matches(['"', '\'']).rsplit('.').next().unwrap_or_default().to_string()
+    });
+    let mut any = false;
+    let secret = keys.any(|k| {
+        any = true;
+        SECRET_KEYS.contains(&k.as_str())
+    });
+    secret || !any
+}
+
+/// The line with everything after its first `=` (or all of it) replaced by `***`.
+fn redact_values(line: &str) -> String {
+    match line.split_once('=') {
+        Some((key, _)) if !key.contains(['"', '\'']) || key.trim_start().starts_with('"') => {
+            format!("{}= ***", key)
+        }
+        _ => "***".to_string(),
     }
 }
 

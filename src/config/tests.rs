@@ -52,6 +52,27 @@ fn unknown_keys_are_errors_with_line_and_key() {
 }
 
 #[test]
+fn a_syntax_error_on_a_secret_line_does_not_quote_the_secret() {
+    for (text, line) in [
+        ("[server]\nadmin_token = \"hunter2-admin\n", 2),
+        ("[server]\nadmin_token = hunter2-admin\n", 2),
+        ("[pagerduty]\nrouting_key = \"hunter2-admin\" x\n", 2),
+        ("[pagerduty.routing_keys]\nteam-a = \"hunter2-admin\n", 2),
+        ("[storage]\nurl = \"postgres://u:hunter2-admin@db/x\n", 2),
+        ("[[source]]\nname = \"a\"\nkind = \"generic\"\nverify = { scheme = \"bearer\", secrets = [\"hunter2-admin\" }\n", 4),
+        ("[[source]]\nname = \"a\"\nsecrets = [\n  \"hunter2-admin\" \"x\",\n]\n", 4),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{text:?} leaks: {err}");
+        assert!(err.contains(&format!("line {line}")), "{text:?}: {err}");
+        assert!(err.contains("***"), "{text:?}: {err}");
+    }
+    // Other lines are quoted as written, which is what makes the error easy to fix.
+    let err = parse("[server]\nlisten = \"0.0.0.0:1\n").unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("listen = \"0.0.0.0:1"), "{err}");
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let text = r#"
 [server]

@@ -16,7 +16,6 @@ impl ResponseError for IngestError {
             IngestError::Source(SourceError::Forbidden { .. }) => StatusCode::FORBIDDEN,
             IngestError::Source(SourceError::BadRequest { .. }) => StatusCode::BAD_REQUEST,
             IngestError::Source(SourceError::UnsupportedMediaType { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // The sender must retry: nothing was committed.
             IngestError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -25,7 +24,7 @@ impl ResponseError for IngestError {
     fn error_response(&self) -> HttpResponse {
         let message = match self {
             // Storage details are for the log, not the sender.
-            IngestError::Storage(_) => "storage unavailable, retry later".to_string(),
+            IngestError::Storage(_) => STORAGE_UNAVAILABLE.to_string(),
             other => other.to_string(),
         };
         json_error(self.status_code(), &message)
@@ -43,7 +42,18 @@ impl ResponseError for ReplayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        json_error(self.status_code(), &self.to_string())
+        json_error(self.status_code(), &replay_error_message(self))
+    }
+}
+
+/// What a client is told when the store fails; the detail is logged.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
+
+/// A replay error as the admin API answers it: storage details stay in the log.
+pub fn replay_error_message(e: &ReplayError) -> String {
+    match e {
+        ReplayError::Storage(_) => STORAGE_UNAVAILABLE.to_string(),
+        ReplayError::NotFound(_) | ReplayError::UnknownSource { .. } | ReplayError::Unreadable { .. } => e.to_string(),
     }
 }
 

@@ -30,9 +30,14 @@ pub async fn post_hook(
                 IngestOutcome::Ignored { id, reason } => {
                     (200, json!({ "status": "ignored", "reason": reason, "id": id }))
                 }
-                // Stored for replay: the sender has done its part and must not retry.
-                IngestOutcome::MappingFailed { id, error } => {
-                    (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
+                // Stored for replay: the sender has done its part and must not retry. The
+                // detail (rule, field, mapping file) is logged, not sent.
+                IngestOutcome::MappingFailed { id, .. } => (
+                    202,
+                    json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
+                ),
+                IngestOutcome::TooManyEvents { id, error } => {
+                    (202, json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }))
                 }
             };
             pipeline.metrics.request(&source, status);

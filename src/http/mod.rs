@@ -18,7 +18,8 @@ pub struct AdminState {
     pub queue: Arc<dyn Queue>,
     /// For replaying dead letters through the current mappings.
     pub pipeline: Pipeline,
-    pub admin_token: Option<crate::config::Secret>,
+    /// The digest of `server.admin_token`, compared with the digest of the presented one.
+    pub admin_token: Option<crate::config::SecretDigest>,
     /// False once shutdown has begun: `/readyz` then answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
