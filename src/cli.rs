@@ -232,6 +232,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
                 metrics: Default::default(),
                 queue,
                 wake: Default::default(),
+                cpu: crate::ingest::Cpu::new(1),
             };
             let results = match id {
                 Some(id) => vec![(id.clone(), pipeline.replay(&parse(id)?).await)],

@@ -8,7 +8,7 @@ use crate::mapping::{ApplyError, Rendered};
 use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, NewInbound, Queue, QueueError};
 use crate::reload::Live;
-use crate::source::{Disposition, Headers, Incoming, Source, SourceError, Sources, Verified};
+use crate::source::{Disposition, Headers, Incoming, Offline, Source, SourceError, Sources, Verified};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -49,16 +49,68 @@ pub struct Pipeline {
     pub queue: Arc<dyn Queue>,
     /// Notified after each commit so the delivery worker wakes at once.
     pub wake: Arc<Notify>,
+    /// Where verification and mapping run.
+    pub cpu: Cpu,
+}
+
+/// Runs CPU work (signatures, JSON parsing, templates) on tokio's blocking pool, a bounded
+/// number of jobs at once. The event loops that read requests and write answers never run
+/// it, so a costly request delays none of the others on its worker; the OS shares the cores
+/// among the jobs, so it slows them in proportion rather than blocking them.
+#[derive(Clone, Debug)]
+pub struct Cpu {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Cpu {
+    /// Jobs allowed at once per HTTP worker: more than cores, so a few costly requests cannot
+    /// hold every slot, few enough to bound the threads and the memory of payloads in work.
+    pub const JOBS_PER_WORKER: usize = 8;
+
+    /// A pool for `workers` HTTP workers.
+    pub fn new(workers: usize) -> Cpu {
+        Cpu { permits: Arc::new(tokio::sync::Semaphore::new(workers.max(1) * Cpu::JOBS_PER_WORKER)) }
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free. The slot is held by the job, not
+    /// by this future: a client that hangs up does not free it while the job still runs.
+    pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        });
+        match handle.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
 }
 
 impl Pipeline {
     /// Verifies, maps and durably records one webhook.
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
         let sources = self.sources.load();
-        let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
+        let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?.clone();
         let query = req.query.clone();
-        let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
-        let decision = decide(src, &verified);
+        let offline = {
+            let src = src.clone();
+            self.cpu.run(move || src.verify_offline(req)).await
+        };
+        let verified = match offline {
+            Offline::Checked(r) => r,
+            Offline::NeedsNetwork(req) => src.verify(req).await,
+        }
+        .inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        let (verified, decision) = {
+            let src = src.clone();
+            self.cpu
+                .run(move || {
+                    let d = decide(&src, &verified);
+                    (verified, d)
+                })
+                .await
+        };
         let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status);
         Ok(match self.queue.accept(inbound, events).await? {

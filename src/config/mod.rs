@@ -51,6 +51,14 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub admin_token: Option<Secret>,
+    /// Threads serving webhooks.
+    pub workers: usize,
+    /// Headers (of a connection's first request) and each body must arrive within this.
+    pub request_timeout: Duration,
+    /// Open webhook connections per worker.
+    pub max_connections: usize,
+    /// Idle time before a kept-alive connection is closed; zero: no keep-alive.
+    pub keep_alive: Duration,
 }
 
 /// Where the queue lives.
@@ -268,6 +276,23 @@ fn validate(
         p.take(r.resolve(env, base).map_err(|e| format!("server.admin_token: {e}")))
     });
 
+    let workers = raw
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2));
+    if workers == 0 {
+        p.0.push("server.workers must be at least 1".into());
+    }
+    let request_timeout = p.take(duration("server.request_timeout", raw.server.request_timeout.as_deref(), "30s"));
+    if request_timeout.is_some_and(|t| t.is_zero()) {
+        p.0.push("server.request_timeout must be above zero (e.g. \"30s\")".into());
+    }
+    let max_connections = raw.server.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        p.0.push("server.max_connections must be at least 1".into());
+    }
+    let keep_alive = p.take(duration("server.keep_alive", raw.server.keep_alive.as_deref(), "5s"));
+
     let durability = match raw.storage.durability.as_deref() {
         None | Some("fsync") => Some(Durability::Fsync),
         Some("process") => Some(Durability::Process),
@@ -362,6 +387,10 @@ fn validate(
             admin_listen: admin_listen.unwrap(),
             max_body_bytes,
             admin_token,
+            workers,
+            request_timeout: request_timeout.unwrap(),
+            max_connections,
+            keep_alive: keep_alive.unwrap(),
         },
         storage: StorageConfig {
             backend: backend.unwrap(),

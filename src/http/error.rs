@@ -31,6 +31,34 @@ impl ResponseError for IngestError {
     }
 }
 
+/// A request body that could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body did not arrive within server.request_timeout ({})", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    #[error("body over server.max_body_bytes ({0} bytes)")]
+    TooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    Broken(String),
+}
+
+impl ResponseError for BodyError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = json_error(self.status_code(), &self.to_string());
+        // The rest of the body may still be coming; the connection cannot serve another request.
+        res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        res
+    }
+}
+
 impl ResponseError for ReplayError {
     fn status_code(&self) -> StatusCode {
         match self {

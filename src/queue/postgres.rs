@@ -34,7 +34,8 @@ use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
 /// transaction that records the new version.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -92,10 +93,11 @@ CREATE TABLE routes (
     PRIMARY KEY (dedup_key, routing_key)
 );
 "#,
-// Payloads kept as `too_many_events` dead letters, listed like mapping failures.
-r#"
+    // Payloads kept as `too_many_events` dead letters, listed like mapping failures.
+    r#"
 CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
-"#];
+"#,
+];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
 /// `pg_advisory_xact_lock(int, int)` is the class offset by a hash of the schema: deployments

@@ -193,6 +193,15 @@ fn parse_query(q: &str) -> BTreeMap<String, String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default().into_iter().collect()
 }
 
+/// The result of [`Source::verify_offline`].
+#[derive(Debug)]
+pub enum Offline {
+    /// Checked (and parsed) without I/O.
+    Checked(Result<Verified, SourceError>),
+    /// This source must reach the network to check it: call [`Source::verify`].
+    NeedsNetwork(Incoming),
+}
+
 /// A configured source: how to verify it and how to map it.
 #[derive(Debug)]
 pub struct Source {
@@ -258,6 +267,17 @@ impl Source {
             SourceKind::Github(g) => g.verify(&self.name, req),
             SourceKind::Generic(g) => g.verify(&self.name, req),
             SourceKind::Sns(s) => s.verify(&self.name, req).await,
+        }
+    }
+
+    /// Checks a request if that needs no I/O: GitHub and generic signatures are CPU work
+    /// alone, which the caller may run off its event loop. An SNS request is handed back, for
+    /// [`Source::verify`]: its certificate may have to be fetched first.
+    pub fn verify_offline(&self, req: Incoming) -> Offline {
+        match &self.kind {
+            SourceKind::Github(g) => Offline::Checked(g.verify(&self.name, req)),
+            SourceKind::Generic(g) => Offline::Checked(g.verify(&self.name, req)),
+            SourceKind::Sns(_) => Offline::NeedsNetwork(req),
         }
     }
 

@@ -168,11 +168,8 @@ impl Verifier {
                     .filter_map(|e| e.trim_end_matches(',').strip_prefix("v1,"))
                     .collect();
                 too_many_candidates(&format!("{family}-signature"), candidates.len())?;
-                let sigs: Vec<Vec<u8>> = candidates
-                    .into_iter()
-                    .filter_map(|b| BASE64.decode(b).ok())
-                    .filter(|s| s.len() == 32)
-                    .collect();
+                let sigs: Vec<Vec<u8>> =
+                    candidates.into_iter().filter_map(|b| BASE64.decode(b).ok()).filter(|s| s.len() == 32).collect();
                 if sigs.is_empty() {
                     return Err(format!(
                         "malformed {family}-signature header (expected v1,<base64 HMAC-SHA256>, space-separated)"

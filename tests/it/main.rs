@@ -11,5 +11,6 @@ mod hooks;
 mod mappings;
 mod operate;
 mod replicas;
+mod security;
 mod sns;
 mod tidy;

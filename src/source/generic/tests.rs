@@ -292,8 +292,13 @@ fn many_candidate_signatures_cost_one_mac_per_secret_and_more_than_ten_are_refus
     let ts = NOW.to_string();
     let forged = |i: usize| B64.encode([u8::try_from(i % 251).unwrap(); 32]);
     let sw_header = |n: usize| (0..n).map(|i| format!("v1,{}", forged(i))).collect::<Vec<_>>().join(" ");
-    let stripe_header =
-        |n: usize| format!("t={NOW},") + &(0..n).map(|i| format!("v1={}", "ab".repeat(31) + &format!("{:02x}", i % 256))).collect::<Vec<_>>().join(",");
+    let stripe_header = |n: usize| {
+        format!("t={NOW},")
+            + &(0..n)
+                .map(|i| format!("v1={}", "ab".repeat(31) + &format!("{:02x}", i % 256)))
+                .collect::<Vec<_>>()
+                .join(",")
+    };
 
     // Ten forged candidates, two secrets: two MACs, not twenty.
     let sig = sw_header(10);
@@ -318,7 +323,10 @@ fn many_candidate_signatures_cost_one_mac_per_secret_and_more_than_ten_are_refus
     let sig = sw_header(1500);
     let h = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", sig.as_str())];
     let (r, macs) = macs_during(|| check(&sw, &h, &big));
-    assert_eq!(refused(r, &keys), "malformed webhook-signature header: more than 10 signatures (the limit per request)");
+    assert_eq!(
+        refused(r, &keys),
+        "malformed webhook-signature header: more than 10 signatures (the limit per request)"
+    );
     assert_eq!(macs, 0);
     let sig = stripe_header(1500);
     let (r, macs) = macs_during(|| check(&stripe, &[("Stripe-Signature", &sig)], &big));
