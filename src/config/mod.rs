@@ -181,8 +181,7 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
     let in_secret_table = text[..line_start]
         .lines()
         .map(str::trim)
-        .filter(|l| l.starts_with('['))
-        .last()
+        .rfind(|l| l.starts_with('['))
         .is_some_and(|header| header.trim_matches(['[', ']', ' ']) == "pagerduty.routing_keys");
     let shown = if in_secret_table || names_a_secret(quoted) { redact_values(quoted) } else { quoted.to_string() };
     format!("TOML parse error at line {line}, column {column}: {message}\n  {line} | {shown}")
