@@ -57,9 +57,11 @@ async fn post_signature_flood(app: &TestApp) -> crate::helpers::Answer {
 async fn floods_are_refused_quickly_and_ordinary_webhooks_are_answered_meanwhile() {
     let app = std::sync::Arc::new(spawn_hostile().await);
 
+    // Within 1 s in a release build; a debug build on a loaded machine gets more room. On the
+    // old code (a copy of the body per item) it took over a minute.
     let started = Instant::now();
     let a = post_alert_flood(&app, alert_flood()).await;
-    assert!(started.elapsed() < Duration::from_secs(1), "for_each flood took {:?}", started.elapsed());
+    assert!(started.elapsed() < Duration::from_secs(3), "for_each flood took {:?}", started.elapsed());
     assert_eq!((a.status, a.json["status"].as_str()), (202, Some("too_many_events")), "{:?}", a.json);
 
     let a = post_signature_flood(&app).await;
