@@ -245,3 +245,42 @@ async fn an_idle_kept_alive_connection_is_closed_after_keep_alive() {
     assert!(got.starts_with("HTTP/1.1 202"), "{got}");
     assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
 }
+
+/// Sends one request to `load` on `conn` and reads its answer's status line, keeping the
+/// connection open.
+async fn one_request(conn: &mut tokio::net::TcpStream, n: u32) -> String {
+    let body = json!({"n": n, "action": "trigger"}).to_string();
+    let req = format!(
+        "POST /hooks/load HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {HOOK_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("numbered.toml"), NUMBERED).unwrap();
+        let text = text.replace("max_body_bytes = 65536", "workers = 2\nmax_connections = 1\nkeep_alive = \"30s\"");
+        format!("{text}{}", bearer_source("load", &dir.join("numbered.toml")))
+    })
+    .await;
+    // Two kept-alive connections, one per worker, each served once so it is surely counted.
+    let mut a = connect(&app).await;
+    assert!(one_request(&mut a, 1).await.starts_with("HTTP/1.1 202"));
+    let mut b = connect(&app).await;
+    assert!(one_request(&mut b, 2).await.starts_with("HTTP/1.1 202"));
+    // A third is not served while they stay open...
+    let mut c = connect(&app).await;
+    let mut third = tokio::spawn(async move { one_request(&mut c, 3).await });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(early.is_err(), "the third connection was served beyond max_connections: {early:?}");
+    // ...and is as soon as one closes.
+    drop(a);
+    let status = tokio::time::timeout(WAIT, third).await.expect("served once a connection closed").unwrap();
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    drop(b);
+}
