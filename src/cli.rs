@@ -314,7 +314,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], file: &PathBuf) -> anyhow
             eprintln!("ignored: {reason}");
             Vec::new()
         }
-        crate::source::Disposition::Map => src.mapping().apply(&verified, src.max_events_per_request())?,
+        crate::source::Disposition::Map => src.mapping().apply(verified, src.max_events_per_request())?,
     };
     let out: Vec<_> = rendered
         .iter()

@@ -102,17 +102,14 @@ impl Pipeline {
             Offline::NeedsNetwork(req) => src.verify(req).await,
         }
         .inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
-        let (verified, decision) = {
+        // Recorded before mapping, which consumes the request; the status follows.
+        let mut inbound = record(&verified, &query, InboundStatus::Mapped);
+        let decision = {
             let src = src.clone();
-            self.cpu
-                .run(move || {
-                    let d = decide(&src, &verified);
-                    (verified, d)
-                })
-                .await
+            self.cpu.run(move || decide(&src, verified)).await
         };
         let (status, events) = decision.to_record();
-        let inbound = record(&verified, &query, status);
+        inbound.status = status;
         Ok(match self.queue.accept(inbound, events).await? {
             Accepted::Duplicate { id } => IngestOutcome::Duplicate { id },
             Accepted::Committed { id, events } => {
@@ -152,7 +149,7 @@ impl Decision {
 }
 
 /// Runs the source's mappings; a failing rule, or too many events, keeps the payload for replay.
-fn decide(src: &Source, verified: &Verified) -> Decision {
+fn decide(src: &Source, verified: Verified) -> Decision {
     let source = src.name();
     match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
@@ -238,7 +235,7 @@ impl Pipeline {
                 let verified = src
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
-                let decision = decide(src, &verified);
+                let decision = decide(src, verified);
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);

@@ -246,10 +246,12 @@ impl Mapping {
     /// until one marked `final` matched. At most `max_events` events: a `for_each` whose items
     /// would pass that is refused before any of them is rendered, so a huge array costs a
     /// count, not a render per item.
-    pub fn apply(&self, req: &Verified, max_events: usize) -> Result<Vec<Rendered>, ApplyError> {
-        // One handlebars Context per request: rendering with a plain Value would serialize a
-        // deep copy of the payload for every template. `for_each` swaps each item into it.
-        let mut ctx = Context::from(req.template_context());
+    pub fn apply(&self, req: Verified, max_events: usize) -> Result<Vec<Rendered>, ApplyError> {
+        // One handlebars Context per request, built from the request without copying the body:
+        // rendering with a plain Value would serialize a deep copy of the payload for every
+        // template. `for_each` swaps each item into it.
+        let source = req.source().to_string();
+        let mut ctx = Context::from(req.into_template_context());
         let mut out = Vec::new();
         for rule in &self.rules {
             let err = |field: &str, message: String| MappingError {
@@ -265,9 +267,7 @@ impl Mapping {
                 }
             }
             match &rule.for_each {
-                None => {
-                    self.emit(rule, &ctx, &ctx.data()["body"], req.source(), &mut out).map_err(|(f, m)| err(&f, m))?
-                }
+                None => self.emit(rule, &ctx, &ctx.data()["body"], &source, &mut out).map_err(|(f, m)| err(&f, m))?,
                 Some(path) => {
                     let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
                         err("for_each", format!("{} is not an array in this payload", path.join(".")))
@@ -278,7 +278,7 @@ impl Mapping {
                     for i in 0..items {
                         let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
                         ctx.data_mut()["item"] = item;
-                        let emitted = self.emit(rule, &ctx, &ctx.data()["item"], req.source(), &mut out);
+                        let emitted = self.emit(rule, &ctx, &ctx.data()["item"], &source, &mut out);
                         emitted.map_err(|(f, m)| err(&f, m))?;
                     }
                     if let Some(m) = ctx.data_mut().as_object_mut() {

@@ -33,7 +33,7 @@ fn verified(body: serde_json::Value) -> Verified {
 }
 
 fn apply(text: &str, body: serde_json::Value) -> Result<Vec<Rendered>, MappingError> {
-    match load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(&verified(body), 1000) {
+    match load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(verified(body), 1000) {
         Ok(out) => Ok(out),
         Err(ApplyError::Rule(e)) => Err(e),
         Err(other) => panic!("{other}"),
@@ -138,15 +138,15 @@ summary = "after"
 "#;
     let mapping = load(rule).unwrap();
     let items = |n: usize| serde_json::json!({ "alerts": vec![serde_json::json!({"status": "x"}); n] });
-    let r = mapping.apply(&verified(items(4)), 3);
+    let r = mapping.apply(verified(items(4)), 3);
     assert_eq!(r.unwrap_err(), ApplyError::TooManyEvents { at_least: 4, max: 3 });
     // Within the cap the items are rendered (and here fail).
-    assert!(matches!(mapping.apply(&verified(items(3)), 3), Err(ApplyError::Rule(_))));
+    assert!(matches!(mapping.apply(verified(items(3)), 3), Err(ApplyError::Rule(_))));
     // Events of plain rules count too: two items and the change event make three.
     let ok = rule.replace("{{item.missing}}", "{{item.status}}");
     let mapping = load(&ok).unwrap();
-    assert_eq!(mapping.apply(&verified(items(2)), 3).unwrap().len(), 3);
-    assert_eq!(mapping.apply(&verified(items(2)), 2).unwrap_err(), ApplyError::TooManyEvents { at_least: 3, max: 2 });
+    assert_eq!(mapping.apply(verified(items(2)), 3).unwrap().len(), 3);
+    assert_eq!(mapping.apply(verified(items(2)), 2).unwrap_err(), ApplyError::TooManyEvents { at_least: 3, max: 2 });
 }
 
 #[test]

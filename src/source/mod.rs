@@ -172,6 +172,22 @@ impl Verified {
         &self.headers
     }
 
+    /// [`Verified::template_context`] without copying the body: mapping takes the request
+    /// whole, since a copy of a large payload costs as much as parsing it.
+    pub fn into_template_context(self) -> Value {
+        let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
+        let mut context = json!({
+            "headers": headers,
+            "query": self.query,
+            "source": self.source,
+        });
+        context["body"] = self.body;
+        if let Some(sns) = self.sns {
+            context["sns"] = sns;
+        }
+        context
+    }
+
     /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
     /// SNS `sns`.
     pub fn template_context(&self) -> Value {

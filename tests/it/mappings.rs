@@ -46,7 +46,7 @@ fn render_cases(source: &str, fixtures: &str, config: &str, dir: &std::path::Pat
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match verified.disposition() {
             pagerhook::source::Disposition::Map => {
-                src.mapping().apply(&verified, src.max_events_per_request()).unwrap_or_else(|e| panic!("{name}: {e}"))
+                src.mapping().apply(verified, src.max_events_per_request()).unwrap_or_else(|e| panic!("{name}: {e}"))
             }
             pagerhook::source::Disposition::Ignore(_) => Vec::new(),
         };
