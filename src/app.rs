@@ -218,14 +218,15 @@ impl App {
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
-        let pipeline = Pipeline { sources, metrics, queue: queue.clone(), wake };
+        let cpu = crate::ingest::Cpu::new(cfg.server.workers);
+        let pipeline = Pipeline { sources, metrics, queue: queue.clone(), wake, cpu };
         let admin_state = AdminState {
             queue: queue.clone(),
             pipeline: pipeline.clone(),
-            admin_token: cfg.server.admin_token.clone(),
+            admin_token: cfg.server.admin_token.as_ref().map(crate::config::SecretDigest::of),
             ready: ready.clone(),
         };
-        let servers = http::start(pipeline, cfg.server.max_body_bytes, hooks, admin_state, admin)?;
+        let servers = http::start(pipeline, &cfg.server, hooks, admin_state, admin)?;
         tracing::info!(
             listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,
             sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,

@@ -84,7 +84,7 @@ pub enum Command {
         command: DeliveriesCommand,
     },
     /// Dead letters: events PagerDuty refused or that ran out of retries, and payloads whose
-    /// mapping failed.
+    /// mapping failed or that made more than max_events_per_request events.
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
@@ -299,6 +299,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
                 metrics: Default::default(),
                 queue,
                 wake: Default::default(),
+                cpu: crate::ingest::Cpu::new(1),
             };
             let results = match id {
                 Some(id) => vec![(id.clone(), pipeline.replay(&parse(id)?).await)],
@@ -312,7 +313,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
                     Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
                     Ok(Replayed::StillFailing { error }) => {
                         failed += 1;
-                        out!("{id}: mapping still fails: {error}");
+                        out!("{id}: still not mapped: {error}");
                     }
                     Err(e) => {
                         failed += 1;

@@ -4,11 +4,11 @@
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
-use crate::mapping::Rendered;
+use crate::mapping::{ApplyError, Rendered};
 use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
 use crate::reload::Live;
-use crate::source::{Disposition, Headers, Incoming, Source, SourceError, Sources, Verified};
+use crate::source::{Disposition, Headers, Incoming, Offline, Source, SourceError, Sources, Verified};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -24,6 +24,9 @@ pub enum IngestOutcome {
     Ignored { id: String, reason: String },
     /// A rule failed; the payload is stored for replay once the mapping is fixed.
     MappingFailed { id: String, error: String },
+    /// More events than `max_events_per_request`: the payload is stored as a dead letter, for
+    /// replay once the cap is raised. Senders that drop a 4xx (Alertmanager, SNS) lose nothing.
+    TooManyEvents { id: String, error: String },
 }
 
 /// Why a request was refused; `http` picks the status code.
@@ -33,10 +36,6 @@ pub enum IngestError {
     UnknownSource(String),
     #[error(transparent)]
     Source(#[from] SourceError),
-    #[error(
-        "source '{source_name}': this request would produce {events} events, more than max_events_per_request = {max}"
-    )]
-    TooManyEvents { source_name: String, events: usize, max: usize },
     #[error("storage could not commit: {0}")]
     Storage(#[from] QueueError),
 }
@@ -50,19 +49,68 @@ pub struct Pipeline {
     pub queue: Arc<dyn Queue>,
     /// Notified after each commit so the delivery worker wakes at once.
     pub wake: Arc<Notify>,
+    /// Where verification and mapping run.
+    pub cpu: Cpu,
+}
+
+/// Runs CPU work (signatures, JSON parsing, templates) on tokio's blocking pool, a bounded
+/// number of jobs at once. The event loops that read requests and write answers never run
+/// it, so a costly request delays none of the others on its worker; the OS shares the cores
+/// among the jobs, so it slows them in proportion rather than blocking them.
+#[derive(Clone, Debug)]
+pub struct Cpu {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl Cpu {
+    /// Jobs allowed at once per HTTP worker: more than cores, so a few costly requests cannot
+    /// hold every slot, few enough to bound the threads and the memory of payloads in work.
+    pub const JOBS_PER_WORKER: usize = 8;
+
+    /// A pool for `workers` HTTP workers.
+    pub fn new(workers: usize) -> Cpu {
+        Cpu { permits: Arc::new(tokio::sync::Semaphore::new(workers.max(1) * Cpu::JOBS_PER_WORKER)) }
+    }
+
+    /// Runs `job` on the blocking pool once a slot is free. The slot is held by the job, not
+    /// by this future: a client that hangs up does not free it while the job still runs.
+    pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
+        let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        let handle = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            job()
+        });
+        match handle.await {
+            Ok(v) => v,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        }
+    }
 }
 
 impl Pipeline {
     /// Verifies, maps and durably records one webhook.
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
         let sources = self.sources.load();
-        let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
+        let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?.clone();
         let query = req.query.clone();
-        let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        let offline = {
+            let src = src.clone();
+            self.cpu.run(move || src.verify_offline(req)).await
+        };
+        let verified = match offline {
+            Offline::Checked(r) => r,
+            Offline::NeedsNetwork(req) => src.verify(req).await,
+        }
+        .inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        // Recorded before mapping, which consumes the request; the status follows.
         let received_at = now_millis();
-        let decision = decide(src, &verified, received_at)?;
+        let mut inbound = record(&verified, &query, InboundStatus::Mapped, received_at);
+        let decision = {
+            let src = src.clone();
+            self.cpu.run(move || decide(&src, verified, received_at)).await
+        };
         let (status, events) = decision.to_record();
-        let inbound = record(&verified, &query, status, received_at);
+        inbound.status = status;
         Ok(match self.queue.accept(inbound, events).await? {
             Accepted::Duplicate { id } => IngestOutcome::Duplicate { id },
             Accepted::Committed { id, events } => {
@@ -74,6 +122,7 @@ impl Pipeline {
                     Decision::Map(_) => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
+                    Decision::TooMany(error) => IngestOutcome::TooManyEvents { id, error },
                 }
             }
         })
@@ -85,6 +134,7 @@ enum Decision {
     Map(Vec<Rendered>),
     Ignore(String),
     Failed(String),
+    TooMany(String),
 }
 
 impl Decision {
@@ -94,36 +144,35 @@ impl Decision {
             Decision::Map(r) => (InboundStatus::Mapped, r.iter().map(|r| r.event.clone()).collect()),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
+            Decision::TooMany(e) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
         }
     }
 }
 
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
-/// a timestamp of their own carry); a failing rule keeps the payload for replay.
-fn decide(src: &Source, verified: &Verified, received_at: Millis) -> Result<Decision, IngestError> {
+/// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
+/// replay.
+fn decide(src: &Source, verified: Verified, received_at: Millis) -> Decision {
     let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
-    Ok(match verified.disposition() {
+    match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
-        Disposition::Map => match src.mapping().apply(verified, accepted) {
-            Ok(rendered) if rendered.len() > src.max_events_per_request() => {
-                return Err(IngestError::TooManyEvents {
-                    source_name: source.to_string(),
-                    events: rendered.len(),
-                    max: src.max_events_per_request(),
-                })
-            }
+        Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
             Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
             Ok(rendered) => {
                 log_notes(source, &rendered);
                 Decision::Map(rendered)
             }
-            Err(e) => {
+            Err(ApplyError::Rule(e)) => {
                 tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
                 Decision::Failed(e.to_string())
             }
+            Err(e @ ApplyError::TooManyEvents { .. }) => {
+                tracing::warn!(source, error = %e, "too many events; payload kept for replay once the cap is raised");
+                Decision::TooMany(e.to_string())
+            }
         },
-    })
+    }
 }
 
 /// What replaying one dead letter did.
@@ -136,7 +185,7 @@ pub enum Replayed {
     Remapped { events: usize },
     /// The payload still maps to nothing (no rule matches now); recorded as ignored.
     Ignored { reason: String },
-    /// The mapping still fails; the payload stays a dead letter.
+    /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
 }
 
@@ -163,6 +212,7 @@ impl Pipeline {
                 }
             }
             Decision::Failed(_) => self.metrics.mapping_failed(source),
+            Decision::TooMany(_) => self.metrics.too_many_events(source),
             Decision::Ignore(_) => {}
         }
     }
@@ -178,7 +228,7 @@ impl Pipeline {
             }
             DeadId::Inbound(inbound_id) => {
                 let stored = self.queue.inbound(inbound_id.clone()).await?.ok_or_else(not_found)?;
-                if !matches!(stored.status, InboundStatus::MappingFailed(_)) {
+                if !stored.status.is_dead_letter() {
                     return Err(not_found());
                 }
                 let sources = self.sources.load();
@@ -190,15 +240,14 @@ impl Pipeline {
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
                 // The payload was accepted when it first arrived, not now.
-                let decision =
-                    decide(src, &verified, stored.received_at).unwrap_or_else(|e| Decision::Failed(e.to_string()));
+                let decision = decide(src, verified, stored.received_at);
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);
                 match decision {
                     Decision::Map(r) => Replayed::Remapped { events: r.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
-                    Decision::Failed(error) => Replayed::StillFailing { error },
+                    Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
                 }
             }
         };
@@ -268,7 +317,7 @@ pub enum PreviewError {
     #[error(transparent)]
     Source(#[from] SourceError),
     #[error(transparent)]
-    Mapping(#[from] crate::mapping::MappingError),
+    Mapping(#[from] ApplyError),
 }
 
 /// Runs `body` with `headers` and `query` through source `source`'s current mappings as
@@ -287,7 +336,9 @@ pub fn preview(
     let verified = src.trusted(Headers::from_pairs(headers), query, body)?;
     let rendered = match verified.disposition() {
         Disposition::Ignore(reason) => return Ok(Preview { ignored: Some(reason.to_string()), events: Vec::new() }),
-        Disposition::Map => src.mapping().apply(&verified, std::time::SystemTime::now())?,
+        Disposition::Map => {
+            src.mapping().apply(verified, std::time::SystemTime::now(), src.max_events_per_request())?
+        }
     };
     let events = rendered
         .iter()

@@ -48,6 +48,7 @@ pub struct Metrics {
     rejected: Family<RejectLabels, Counter>,
     events: Family<EventLabels, Counter>,
     mapping_failures: Family<RequestLabels, Counter>,
+    too_many_events: Family<RequestLabels, Counter>,
     attempts: Family<OutcomeLabels, Counter>,
     upstream: Histogram,
     collapsed: Counter,
@@ -87,6 +88,12 @@ impl Metrics {
             "Webhooks whose mapping failed (kept for `pagerhook dlq replay`)",
             mapping_failures.clone(),
         );
+        let too_many_events = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "too_many_events",
+            "Webhooks over max_events_per_request (kept for `pagerhook dlq replay` once the cap is raised)",
+            too_many_events.clone(),
+        );
         let attempts = Family::<OutcomeLabels, Counter>::default();
         registry.register(
             "delivery_attempts",
@@ -117,6 +124,7 @@ impl Metrics {
             rejected,
             events,
             mapping_failures,
+            too_many_events,
             attempts,
             upstream,
             collapsed,
@@ -161,6 +169,11 @@ impl Metrics {
     /// A payload whose mapping failed, kept for replay.
     pub fn mapping_failed(&self, source: &str) {
         self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
+    }
+
+    /// A payload over `max_events_per_request`, kept for replay.
+    pub fn too_many_events(&self, source: &str) {
+        self.too_many_events.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
     }
 
     /// A delivery attempt's outcome, and PagerDuty's response time if it was asked.
@@ -250,6 +263,7 @@ mod tests {
         m.collapsed(3);
         m.reload(false);
         m.attempt("dead_lettered", None);
+        m.too_many_events("alertmanager");
         let text = m.render(5, Some(Duration::from_secs(90)));
         for line in [
             r#"pagerhook_webhook_requests_total{source="github",status="202"} 2"#,
@@ -262,6 +276,7 @@ mod tests {
             "pagerhook_queue_depth 5",
             "pagerhook_queue_oldest_pending_seconds 90.0",
             r#"pagerhook_delivery_attempts_total{outcome="dead_lettered"} 1"#,
+            r#"pagerhook_too_many_events_total{source="alertmanager",status="202"} 1"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
         }

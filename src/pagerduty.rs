@@ -6,6 +6,10 @@ use std::time::Duration;
 /// Most bytes of a PagerDuty response kept for diagnostics.
 const RESPONSE_KEEP: usize = 2048;
 
+/// Most bytes of a PagerDuty response read at all: its answers are a few hundred bytes, and
+/// whatever sits at `events_url` (a proxy, a misconfigured URL) must not make us buffer more.
+const RESPONSE_LIMIT: usize = 64 * 1024;
+
 /// PagerDuty's answer to one event, or why there was none.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Response {
@@ -78,7 +82,7 @@ impl Client {
             .get(reqwest::header::RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| retry_after(v, std::time::SystemTime::now()));
-        let body = match res.bytes().await {
+        let body = match read_limited(res, RESPONSE_LIMIT).await {
             Ok(b) => b,
             Err(e) => return Response::Transport(transport_error(&e)),
         };
@@ -108,6 +112,19 @@ fn retry_after(value: &str, now: std::time::SystemTime) -> Option<Duration> {
     }
     let at = httpdate::parse_http_date(value).ok()?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
+}
+
+/// The body's first `limit` bytes; the rest is never read (the connection is dropped).
+async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8>, reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = res.chunk().await? {
+        let room = limit - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if body.len() >= limit {
+            break;
+        }
+    }
+    Ok(body)
 }
 
 /// PagerDuty's `message` and `errors`, or the start of the raw body.
@@ -162,6 +179,7 @@ fn transport_error(e: &reqwest::Error) -> String {
 mod tests {
     use super::*;
     use std::time::{SystemTime, UNIX_EPOCH};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     #[test]
     fn retry_after_is_read_as_seconds_or_as_an_http_date() {
@@ -174,5 +192,45 @@ mod tests {
         assert_eq!(retry_after("Sun, 06 Nov 1994 08:00:00 GMT", now), Some(Duration::ZERO), "a past date");
         assert_eq!(retry_after("soon", now), None);
         assert_eq!(retry_after("-5", SystemTime::now()), None);
+    }
+
+    /// A server that answers 400 and then streams body bytes until the client hangs up.
+    async fn endless_answer() -> String {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 64 * 1024];
+            let _ = conn.read(&mut buf).await;
+            let head = "HTTP/1.1 400 Bad Request\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
+            if conn.write_all(head.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = format!("{:x}\r\n{}\r\n", 16 * 1024, "x".repeat(16 * 1024));
+            while conn.write_all(chunk.as_bytes()).await.is_ok() {}
+        });
+        format!("http://{addr}")
+    }
+
+    #[tokio::test]
+    async fn an_endless_answer_is_read_up_to_the_limit_and_no_further() {
+        let url = endless_answer().await;
+        let client = Client::new(&url, Duration::from_secs(20), false).unwrap();
+        let key =
+            crate::event::RoutingKey::parse(crate::config::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+        let draft = crate::event::ChangeDraft {
+            summary: Some("s".into()),
+            source: None,
+            timestamp: None,
+            links: vec![],
+            custom_details: None,
+        };
+        let event = Event::change(key, draft).unwrap();
+        // Without a limit the read would go on until the 20 s timeout and end as a transport error.
+        let res = tokio::time::timeout(Duration::from_secs(10), client.send(&event)).await.expect("answered");
+        match res {
+            Response::Status { code: 400, message, .. } => assert_eq!(message, "x".repeat(RESPONSE_KEEP)),
+            other => panic!("expected PagerDuty's 400, got {other:?}"),
+        }
     }
 }

@@ -314,7 +314,7 @@ fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
         Disposition::Map => Ok(src
             .mapping()
             // As `render` does: accepted now. A case compares a timestamp only if it lists one.
-            .apply(&verified, std::time::SystemTime::now())
+            .apply(verified, std::time::SystemTime::now(), src.max_events_per_request())
             .map_err(|e| Box::new(Failure::message("mapping", e.to_string())))?
             .into_iter()
             .map(|r| (r.rule, r.event))

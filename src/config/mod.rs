@@ -9,7 +9,7 @@ mod secret;
 mod sns;
 mod verify;
 
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
 pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
 
@@ -82,6 +82,14 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub admin_token: Option<Secret>,
+    /// Threads serving webhooks.
+    pub workers: usize,
+    /// Headers (of a connection's first request) and each body must arrive within this.
+    pub request_timeout: Duration,
+    /// Open webhook connections per worker.
+    pub max_connections: usize,
+    /// Idle time before a kept-alive connection is closed; zero: no keep-alive.
+    pub keep_alive: Duration,
 }
 
 /// Where the queue lives.
@@ -242,6 +250,54 @@ impl Config {
     }
 }
 
+/// Keys whose values are secrets (or, like `storage.url`, carry one).
+const SECRET_KEYS: &[&str] = &["admin_token", "url", "routing_key", "secrets"];
+
+/// A TOML syntax error with its line quoted, the way toml does, but with the values of
+/// secret-bearing lines replaced by `***`: the line may hold a secret written literally.
+fn parse_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    let Some(start) = e.span().map(|s| s.start.min(text.len())) else {
+        return format!("TOML parse error: {message}");
+    };
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let (line, column) = (line_of(text, start), text[line_start..start].chars().count() + 1);
+    let quoted = text[line_start..line_end].trim_end_matches('\r');
+    let in_secret_table = text[..line_start]
+        .lines()
+        .map(str::trim)
+        .rfind(|l| l.starts_with('['))
+        .is_some_and(|header| header.trim_matches(['[', ']', ' ']) == "pagerduty.routing_keys");
+    let shown = if in_secret_table || names_a_secret(quoted) { redact_values(quoted) } else { quoted.to_string() };
+    format!("TOML parse error at line {line}, column {column}: {message}\n  {line} | {shown}")
+}
+
+/// Whether a line sets a secret key, or has no key at all (the middle of a multi-line array
+/// or string, which may belong to one).
+fn names_a_secret(line: &str) -> bool {
+    let mut keys = line.split('=').rev().skip(1).map(|before| {
+        let key = before.rsplit(['{', ',', '[']).next().unwrap_or_default();
+        key.trim().trim_matches(['"', '\'']).rsplit('.').next().unwrap_or_default().to_string()
+    });
+    let mut any = false;
+    let secret = keys.any(|k| {
+        any = true;
+        SECRET_KEYS.contains(&k.as_str())
+    });
+    secret || !any
+}
+
+/// The line with everything after its first `=` (or all of it) replaced by `***`.
+fn redact_values(line: &str) -> String {
+    match line.split_once('=') {
+        Some((key, _)) if !key.contains(['"', '\'']) || key.trim_start().starts_with('"') => {
+            format!("{}= ***", key)
+        }
+        _ => "***".to_string(),
+    }
+}
+
 /// 1-based line of a byte offset, for error messages.
 fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].bytes().filter(|b| *b == b'\n').count() + 1
@@ -330,6 +386,23 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
         }
         p.take(l.secret("server.admin_token", &r)).flatten()
     });
+
+    let workers = raw
+        .server
+        .workers
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2));
+    if workers == 0 {
+        p.0.push("server.workers must be at least 1".into());
+    }
+    let request_timeout = p.take(duration("server.request_timeout", raw.server.request_timeout.as_deref(), "30s"));
+    if request_timeout.is_some_and(|t| t.is_zero()) {
+        p.0.push("server.request_timeout must be above zero (e.g. \"30s\")".into());
+    }
+    let max_connections = raw.server.max_connections.unwrap_or(1024);
+    if max_connections == 0 {
+        p.0.push("server.max_connections must be at least 1".into());
+    }
+    let keep_alive = p.take(duration("server.keep_alive", raw.server.keep_alive.as_deref(), "5s"));
 
     let durability = match raw.storage.durability.as_deref() {
         None | Some("fsync") => Some(Durability::Fsync),
@@ -436,6 +509,10 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
             admin_listen: admin_listen.unwrap(),
             max_body_bytes,
             admin_token,
+            workers,
+            request_timeout: request_timeout.unwrap(),
+            max_connections,
+            keep_alive: keep_alive.unwrap(),
         },
         storage: StorageConfig {
             backend: backend.unwrap(),

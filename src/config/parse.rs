@@ -22,8 +22,12 @@ pub(super) struct Parsed {
 
 /// `Err` is a TOML syntax error: the file is not TOML at all.
 pub(super) fn parse(text: &str) -> Result<Parsed, String> {
-    if let Err(e) = text.parse::<ImDocument<String>>() {
-        return Err(e.to_string().trim_end().to_string());
+    if text.parse::<ImDocument<String>>().is_err() {
+        // toml's own message quotes the line, which may hold a secret: word it ourselves.
+        return Err(match toml::from_str::<toml::Table>(text) {
+            Err(e) => super::parse_error(text, &e),
+            Ok(_) => "TOML parse error".to_string(),
+        });
     }
     let mut text = text.to_string();
     let mut errors = Vec::new();

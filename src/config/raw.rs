@@ -36,6 +36,18 @@ pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     /// Bearer token for `/admin/*` (a secret reference).
     pub admin_token: Option<String>,
+    /// Threads serving webhooks, default the number of CPUs (at least 2).
+    pub workers: Option<usize>,
+    /// How long a client may take to send a request, default `30s`: the headers of a
+    /// connection's first request must arrive within it, and every body within it of its
+    /// headers; else 408 and the connection is closed.
+    pub request_timeout: Option<String>,
+    /// Open webhook connections per worker, default 1024; further ones wait in the listen
+    /// backlog until one closes.
+    pub max_connections: Option<usize>,
+    /// How long an idle connection is kept open for another request, default `5s`; `"0s"`
+    /// closes each connection after its answer.
+    pub keep_alive: Option<String>,
 }
 
 /// `[storage]`

@@ -1,7 +1,9 @@
 //! Secrets and the references that name them in config (`env:NAME`, `file:PATH`, literal).
 
+use sha2::{Digest, Sha256};
 use std::fmt;
 use std::path::Path;
+use subtle::ConstantTimeEq;
 
 /// A secret value: webhook secret, routing key, token. Never printed.
 ///
@@ -23,6 +25,32 @@ impl Secret {
 }
 
 impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// The SHA-256 of a secret token, for checking a presented token against it.
+///
+/// Digests have one length, so comparing them in constant time leaks neither the secret's
+/// bytes nor its length, which a byte-by-byte compare of the tokens themselves would.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretDigest([u8; 32]);
+
+impl SecretDigest {
+    /// The digest of a configured secret.
+    pub fn of(secret: &Secret) -> SecretDigest {
+        SecretDigest(Sha256::digest(secret.expose().as_bytes()).into())
+    }
+
+    /// Whether `presented` is the secret, in time that depends on neither value.
+    pub fn matches(&self, presented: &[u8]) -> bool {
+        let presented: [u8; 32] = Sha256::digest(presented).into();
+        bool::from(self.0.ct_eq(&presented))
+    }
+}
+
+impl fmt::Debug for SecretDigest {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
     }
@@ -96,6 +124,16 @@ mod tests {
         assert_eq!(format!("{s:?}"), "***");
         let r = SecretRef::parse("hunter2");
         assert!(!format!("{r:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_token_digest_matches_only_the_token_itself() {
+        let d = SecretDigest::of(&Secret::new("admin-token"));
+        assert!(d.matches(b"admin-token"));
+        for wrong in ["", "admin-toke", "admin-token ", "admin-tokenX", "ADMIN-TOKEN", "x"] {
+            assert!(!d.matches(wrong.as_bytes()), "{wrong:?}");
+        }
+        assert_eq!(format!("{d:?}"), "***");
     }
 
     #[test]

@@ -36,6 +36,10 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.server.listen.to_string(), "0.0.0.0:8080");
     assert_eq!(c.server.admin_listen.to_string(), "127.0.0.1:8081");
     assert_eq!(c.server.max_body_bytes, 1 << 20);
+    assert!(c.server.workers >= 2, "the CPU count, at least 2");
+    assert_eq!(c.server.request_timeout, std::time::Duration::from_secs(30));
+    assert_eq!(c.server.max_connections, 1024);
+    assert_eq!(c.server.keep_alive, std::time::Duration::from_secs(5));
     assert_eq!(c.storage.backend, StorageBackend::Sqlite { path: PathBuf::from("/etc/pagerhook/data/pagerhook.db") });
     assert_eq!(c.storage.durability, Durability::Fsync);
     assert_eq!(c.pagerduty.events_url, "https://events.pagerduty.com");
@@ -49,6 +53,47 @@ fn unknown_keys_are_errors_with_line_and_key() {
     let err = parse(&format!("{MINIMAL}\n[delivery]\nconcurency = 4\n")).unwrap_err().to_string();
     assert!(err.contains("line 12"), "{err}");
     assert!(err.contains("concurency"), "{err}");
+}
+
+#[test]
+fn a_syntax_error_on_a_secret_line_does_not_quote_the_secret() {
+    for (text, line) in [
+        ("[server]\nadmin_token = \"hunter2-admin\n", 2),
+        ("[server]\nadmin_token = hunter2-admin\n", 2),
+        ("[pagerduty]\nrouting_key = \"hunter2-admin\" x\n", 2),
+        ("[pagerduty.routing_keys]\nteam-a = \"hunter2-admin\n", 2),
+        ("[storage]\nurl = \"postgres://u:hunter2-admin@db/x\n", 2),
+        ("[[source]]\nname = \"a\"\nkind = \"generic\"\nverify = { scheme = \"bearer\", secrets = [\"hunter2-admin\" }\n", 4),
+        ("[[source]]\nname = \"a\"\nsecrets = [\n  \"hunter2-admin\" \"x\",\n]\n", 4),
+    ] {
+        let err = parse(text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{text:?} leaks: {err}");
+        assert!(err.contains(&format!("line {line}")), "{text:?}: {err}");
+        assert!(err.contains("***"), "{text:?}: {err}");
+    }
+    // Other lines are quoted as written, which is what makes the error easy to fix.
+    let err = parse("[server]\nlisten = \"0.0.0.0:1\n").unwrap_err().to_string();
+    assert!(err.contains("line 2") && err.contains("listen = \"0.0.0.0:1"), "{err}");
+}
+
+#[test]
+fn server_limits_are_read_and_checked() {
+    let c = parse(&format!(
+        "[server]\nworkers = 3\nrequest_timeout = \"2s\"\nmax_connections = 10\nkeep_alive = \"0s\"\n{MINIMAL}"
+    ))
+    .unwrap();
+    assert_eq!(c.server.workers, 3);
+    assert_eq!(c.server.request_timeout, std::time::Duration::from_secs(2));
+    assert_eq!(c.server.max_connections, 10);
+    assert!(c.server.keep_alive.is_zero());
+    let err = parse(&format!(
+        "[server]\nworkers = 0\nrequest_timeout = \"0s\"\nmax_connections = 0\nkeep_alive = \"soon\"\n{MINIMAL}"
+    ))
+    .unwrap_err()
+    .to_string();
+    for field in ["server.workers", "server.request_timeout", "server.max_connections", "server.keep_alive"] {
+        assert!(err.contains(field), "{field} missing from {err}");
+    }
 }
 
 #[test]

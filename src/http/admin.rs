@@ -1,14 +1,13 @@
 //! The admin listener: health, readiness, the delivery log, dead letters, the mapping
 //! playground's render, and the web console (static files embedded in the binary) that uses them.
 
-use super::error::json_error;
+use super::error::{json_error, replay_error_message, STORAGE_UNAVAILABLE};
 use super::AdminState;
 use crate::queue::{DeadId, EventQuery};
 use actix_web::http::StatusCode;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
-use subtle::ConstantTimeEq;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -22,8 +21,14 @@ pub async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
     }
     match state.queue.depth().await {
         Ok((pending, _)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "pending": pending })),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}")),
+        Err(e) => storage_unavailable("/readyz", &e),
     }
+}
+
+/// 503 with a short reason; the store's own message (paths, SQL, hosts) goes to the log only.
+fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> HttpResponse {
+    tracing::error!(request = what, error = %e, "storage unavailable");
+    json_error(StatusCode::SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE)
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics text). Unauthenticated, like `/readyz`: it holds
@@ -33,7 +38,7 @@ pub async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
         Ok((n, oldest)) => {
             (n, oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64)))
         }
-        Err(e) => return json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}")),
+        Err(e) => return storage_unavailable("/metrics", &e),
     };
     HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
@@ -51,7 +56,8 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpRespo
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or_default();
-    if bool::from(given.as_bytes().ct_eq(token.expose().as_bytes())) {
+    // As SHA-256 digests: a byte compare of the tokens would take time in their length.
+    if token.matches(given.as_bytes()) {
         Ok(())
     } else {
         Err(Box::new(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")))
@@ -62,7 +68,7 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpRespo
 fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> HttpResponse {
     match r {
         Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => json_error(StatusCode::SERVICE_UNAVAILABLE, &format!("storage: {e}")),
+        Err(e) => storage_unavailable("admin API", &e),
     }
 }
 
@@ -293,7 +299,10 @@ pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::
         rs.into_iter()
             .map(|(id, r)| match r {
                 Ok(r) => serde_json::json!({ "id": id, "result": r }),
-                Err(e) => serde_json::json!({ "id": id, "error": e.to_string() }),
+                Err(e) => {
+                    tracing::warn!(dead_letter = %id, error = %e, "replay refused");
+                    serde_json::json!({ "id": id, "error": replay_error_message(&e) })
+                }
             })
             .collect::<Vec<_>>()
     });

@@ -18,7 +18,6 @@ impl ResponseError for IngestError {
             IngestError::Source(SourceError::UnsupportedMediaType { .. }) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             // Not the sender's fault (AWS did not give us the certificate): SNS retries a 5xx.
             IngestError::Source(SourceError::Unavailable { .. }) => StatusCode::SERVICE_UNAVAILABLE,
-            IngestError::TooManyEvents { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             // The sender must retry: nothing was committed.
             IngestError::Storage(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -27,10 +26,38 @@ impl ResponseError for IngestError {
     fn error_response(&self) -> HttpResponse {
         let message = match self {
             // Storage details are for the log, not the sender.
-            IngestError::Storage(_) => "storage unavailable, retry later".to_string(),
+            IngestError::Storage(_) => STORAGE_UNAVAILABLE.to_string(),
             other => other.to_string(),
         };
         json_error(self.status_code(), &message)
+    }
+}
+
+/// A request body that could not be read whole.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the body did not arrive within server.request_timeout ({})", humantime::format_duration(*.0))]
+    Timeout(std::time::Duration),
+    #[error("body over server.max_body_bytes ({0} bytes)")]
+    TooLarge(usize),
+    #[error("the body could not be read: {0}")]
+    Broken(String),
+}
+
+impl ResponseError for BodyError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            BodyError::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
+            BodyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            BodyError::Broken(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = json_error(self.status_code(), &self.to_string());
+        // The rest of the body may still be coming; the connection cannot serve another request.
+        res.head_mut().set_connection_type(actix_web::http::ConnectionType::Close);
+        res
     }
 }
 
@@ -45,7 +72,18 @@ impl ResponseError for ReplayError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        json_error(self.status_code(), &self.to_string())
+        json_error(self.status_code(), &replay_error_message(self))
+    }
+}
+
+/// What a client is told when the store fails; the detail is logged.
+pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
+
+/// A replay error as the admin API answers it: storage details stay in the log.
+pub fn replay_error_message(e: &ReplayError) -> String {
+    match e {
+        ReplayError::Storage(_) => STORAGE_UNAVAILABLE.to_string(),
+        ReplayError::NotFound(_) | ReplayError::UnknownSource { .. } | ReplayError::Unreadable { .. } => e.to_string(),
     }
 }
 

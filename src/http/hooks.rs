@@ -1,19 +1,40 @@
 //! `POST /hooks/{source}`.
 
+use super::error::BodyError;
+use super::BodyLimits;
 use crate::ingest::{IngestError, IngestOutcome, Pipeline};
 use crate::source::{Headers, Incoming};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
 
+/// Reads the body within the time and size limits: a client trickling bytes is answered 408
+/// and its connection closed instead of holding it forever.
+async fn read_body(payload: web::Payload, limits: &BodyLimits) -> Result<web::Bytes, BodyError> {
+    match tokio::time::timeout(limits.timeout, payload.to_bytes_limited(limits.max_bytes)).await {
+        Err(_) => Err(BodyError::Timeout(limits.timeout)),
+        Ok(Err(_)) => Err(BodyError::TooLarge(limits.max_bytes)),
+        Ok(Ok(Err(e))) => Err(BodyError::Broken(e.to_string())),
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
+    }
+}
+
 /// Takes the raw bytes (never `web::Json`, which would parse before verification).
 pub async fn post_hook(
     req: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
+    limits: web::Data<BodyLimits>,
     pipeline: web::Data<Pipeline>,
 ) -> HttpResponse {
     let source = path.into_inner();
     let started = std::time::Instant::now();
+    let body = match read_body(payload, &limits).await {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::warn!(source = %source, status = e.status_code().as_u16(), error = %e, "webhook refused");
+            return e.error_response();
+        }
+    };
     let headers = Headers::from_pairs(
         req.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())),
     );
@@ -30,9 +51,14 @@ pub async fn post_hook(
                 IngestOutcome::Ignored { id, reason } => {
                     (200, json!({ "status": "ignored", "reason": reason, "id": id }))
                 }
-                // Stored for replay: the sender has done its part and must not retry.
-                IngestOutcome::MappingFailed { id, error } => {
-                    (202, json!({ "status": "mapping_failed", "events": 0, "error": error, "id": id }))
+                // Stored for replay: the sender has done its part and must not retry. The
+                // detail (rule, field, mapping file) is logged, not sent.
+                IngestOutcome::MappingFailed { id, .. } => (
+                    202,
+                    json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
+                ),
+                IngestOutcome::TooManyEvents { id, error } => {
+                    (202, json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }))
                 }
             };
             pipeline.metrics.request(&source, status);

@@ -5,9 +5,11 @@ mod admin;
 mod error;
 mod hooks;
 
+use crate::config::ServerConfig;
 use crate::ingest::Pipeline;
 use crate::queue::Queue;
 use actix_web::dev::ServerHandle;
+use actix_web::http::KeepAlive;
 use actix_web::{web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -18,7 +20,8 @@ pub struct AdminState {
     pub queue: Arc<dyn Queue>,
     /// For replaying dead letters through the current mappings.
     pub pipeline: Pipeline,
-    pub admin_token: Option<crate::config::Secret>,
+    /// The digest of `server.admin_token`, compared with the digest of the presented one.
+    pub admin_token: Option<crate::config::SecretDigest>,
     /// False once shutdown has begun: `/readyz` then answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -31,29 +34,45 @@ pub struct Servers {
     pub admin_task: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
+/// How much of a client the webhook handler accepts: body size and time.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimits {
+    pub max_bytes: usize,
+    /// The body must arrive within this of its headers.
+    pub timeout: std::time::Duration,
+}
+
 /// Starts the webhook listener and the admin listener on already-bound sockets.
 pub fn start(
     pipeline: Pipeline,
-    max_body_bytes: usize,
+    server: &ServerConfig,
     hooks: TcpListener,
     admin: AdminState,
     admin_listener: TcpListener,
 ) -> std::io::Result<Servers> {
     let pipeline = web::Data::new(pipeline);
+    let limits = web::Data::new(BodyLimits { max_bytes: server.max_body_bytes, timeout: server.request_timeout });
+    let keep_alive =
+        if server.keep_alive.is_zero() { KeepAlive::Disabled } else { KeepAlive::Timeout(server.keep_alive) };
     let hooks_server = HttpServer::new(move || {
         App::new()
             .app_data(pipeline.clone())
-            .app_data(web::PayloadConfig::new(max_body_bytes))
+            .app_data(limits.clone())
             .route("/hooks/{source}", web::post().to(hooks::post_hook))
             .route("/hooks/{source}", web::to(error::method_not_allowed))
             .default_service(web::to(error::not_found))
     })
-    .workers(2)
+    .workers(server.workers)
+    // The headers of a connection's first request; bodies are timed by the handler.
+    .client_request_timeout(server.request_timeout)
+    .keep_alive(keep_alive)
+    .max_connections(server.max_connections)
     .disable_signals()
     .shutdown_timeout(30)
     .listen(hooks)?
     .run();
     let admin_data = web::Data::new(admin);
+    let max_body_bytes = server.max_body_bytes;
     let admin_server = HttpServer::new(move || {
         App::new()
             .app_data(admin_data.clone())

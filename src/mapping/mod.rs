@@ -28,6 +28,17 @@ pub struct MappingError {
     pub message: String,
 }
 
+/// Why a payload produced no events to queue.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum ApplyError {
+    /// A rule failed on this payload.
+    #[error(transparent)]
+    Rule(#[from] MappingError),
+    /// The rules would make more than `max` events; counted before the surplus is rendered.
+    #[error("{at_least} or more events, more than max_events_per_request = {max}")]
+    TooManyEvents { at_least: usize, max: usize },
+}
+
 /// The routing keys a source's rules may use: its own or the default, and the named ones.
 #[derive(Debug, Clone, Default)]
 pub struct RoutingKeys {
@@ -238,19 +249,20 @@ impl Mapping {
     }
 
     /// Runs every rule against a verified request, `accepted` at this time. All matching
-    /// rules emit, in file order, until one marked `final` matched.
+    /// rules emit, in file order, until one marked `final` matched. At most `max_events`
+    /// events: a `for_each` whose items would pass that is refused before any of them is
+    /// rendered, so a huge array costs a count, not a render per item.
     ///
     /// An event whose rule sets no `timestamp` carries `accepted`: pacing or an outage may
     /// hold it for hours, and PagerDuty would otherwise show the time it finally arrived.
     /// The time is passed in (not read here) so that rendering stays pure and repeatable.
-    pub fn apply(&self, req: &Verified, accepted: SystemTime) -> Result<Vec<Rendered>, MappingError> {
-        // One handlebars Context per request (per item with for_each): rendering with a plain
-        // Value would serialize a deep copy of the payload for every template.
-        let ctx = Context::from(req.template_context());
+    pub fn apply(&self, req: Verified, accepted: SystemTime, max_events: usize) -> Result<Vec<Rendered>, ApplyError> {
+        // One handlebars Context per request, built from the request without copying the body:
+        // rendering with a plain Value would serialize a deep copy of the payload for every
+        // template. `for_each` swaps each item into it.
+        let source = req.source().to_string();
+        let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
-        let emit = |rule: &Rule, c: &Context, subject: &Value, out: &mut Vec<Rendered>| {
-            self.emit(rule, c, subject, req.source(), &accepted, out)
-        };
         let mut out = Vec::new();
         for rule in &self.rules {
             let err = |field: &str, message: String| MappingError {
@@ -266,18 +278,29 @@ impl Mapping {
                 }
             }
             match &rule.for_each {
-                None => emit(rule, &ctx, &ctx.data()["body"], &mut out).map_err(|(f, m)| err(&f, m))?,
+                None => self
+                    .emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
+                    .map_err(|(f, m)| err(&f, m))?,
                 Some(path) => {
-                    let items = lookup(ctx.data(), path).and_then(Value::as_array).ok_or_else(|| {
+                    let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
                         err("for_each", format!("{} is not an array in this payload", path.join(".")))
                     })?;
-                    for item in items {
-                        let mut c = ctx.data().clone();
-                        c["item"] = item.clone();
-                        let c = Context::from(c);
-                        emit(rule, &c, item, &mut out).map_err(|(f, m)| err(&f, m))?;
+                    if out.len() + items > max_events {
+                        return Err(ApplyError::TooManyEvents { at_least: out.len() + items, max: max_events });
+                    }
+                    for i in 0..items {
+                        let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
+                        ctx.data_mut()["item"] = item;
+                        let emitted = self.emit(rule, &ctx, &ctx.data()["item"], &source, &accepted, &mut out);
+                        emitted.map_err(|(f, m)| err(&f, m))?;
+                    }
+                    if let Some(m) = ctx.data_mut().as_object_mut() {
+                        m.remove("item");
                     }
                 }
+            }
+            if out.len() > max_events {
+                return Err(ApplyError::TooManyEvents { at_least: out.len(), max: max_events });
             }
             if rule.is_final {
                 break;

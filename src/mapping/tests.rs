@@ -38,7 +38,11 @@ fn accepted() -> SystemTime {
 }
 
 fn apply(text: &str, body: serde_json::Value) -> Result<Vec<Rendered>, MappingError> {
-    load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(&verified(body), accepted())
+    match load(text).unwrap_or_else(|e| panic!("{e:#?}")).apply(verified(body), accepted(), 1000) {
+        Ok(out) => Ok(out),
+        Err(ApplyError::Rule(e)) => Err(e),
+        Err(other) => panic!("{other}"),
+    }
 }
 
 #[test]
@@ -120,6 +124,56 @@ source = "am"
     assert_eq!(out.len(), 2);
     assert_eq!(out[0].event.body()["payload"]["summary"], "g: a");
     assert_eq!(out[1].event.action(), Some(crate::event::Action::Resolve));
+}
+
+#[test]
+fn a_for_each_over_more_items_than_the_cap_is_refused_without_rendering_one() {
+    // Rendering any item would fail: its summary reads a field no item has.
+    let rule = r#"[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "alert"
+summary = "{{item.missing}}"
+source = "am"
+
+[[rule]]
+name = "one more"
+emit = "change"
+summary = "after"
+"#;
+    let mapping = load(rule).unwrap();
+    let items = |n: usize| serde_json::json!({ "alerts": vec![serde_json::json!({"status": "x"}); n] });
+    let r = mapping.apply(verified(items(4)), accepted(), 3);
+    assert_eq!(r.unwrap_err(), ApplyError::TooManyEvents { at_least: 4, max: 3 });
+    // Within the cap the items are rendered (and here fail).
+    assert!(matches!(mapping.apply(verified(items(3)), accepted(), 3), Err(ApplyError::Rule(_))));
+    // Events of plain rules count too: two items and the change event make three.
+    let ok = rule.replace("{{item.missing}}", "{{item.status}}");
+    let mapping = load(&ok).unwrap();
+    assert_eq!(mapping.apply(verified(items(2)), accepted(), 3).unwrap().len(), 3);
+    assert_eq!(
+        mapping.apply(verified(items(2)), accepted(), 2).unwrap_err(),
+        ApplyError::TooManyEvents { at_least: 3, max: 2 }
+    );
+}
+
+#[test]
+fn for_each_items_do_not_leak_into_later_rules() {
+    let rules = r#"[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "change"
+summary = "{{item.id}}"
+
+[[rule]]
+name = "after"
+when = "{{item}}"
+emit = "change"
+summary = "stale item"
+"#;
+    let out = apply(rules, serde_json::json!({"alerts": [{"id": "a"}, {"id": "b"}]})).unwrap();
+    let summaries: Vec<_> = out.iter().map(|r| r.event.body()["payload"]["summary"].clone()).collect();
+    assert_eq!(summaries, ["a", "b"]);
 }
 
 #[test]

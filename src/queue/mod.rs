@@ -64,6 +64,19 @@ pub enum InboundStatus {
     Ignored,
     /// A rule failed; the payload is kept so it can be replayed once the mapping is fixed.
     MappingFailed(String),
+    /// The payload would make more events than `max_events_per_request`; it is kept so it
+    /// can be replayed once the cap is raised.
+    TooManyEvents(String),
+}
+
+impl InboundStatus {
+    /// A dead letter: kept for `dlq replay` instead of being pruned.
+    pub fn is_dead_letter(&self) -> bool {
+        match self {
+            InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) => true,
+            InboundStatus::Mapped | InboundStatus::Ignored => false,
+        }
+    }
 }
 
 /// A verified webhook to record.
@@ -180,8 +193,8 @@ pub(crate) fn fingerprint_of(stored: &str) -> String {
     RoutingKey::parse(Secret::new(stored.to_string())).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
 }
 
-/// Names a dead letter: a dead event (its number) or a payload whose mapping failed (its
-/// inbound id, a UUID).
+/// Names a dead letter: a dead event (its number) or a payload kept unmapped (its inbound id,
+/// a UUID).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeadId {
     Event(i64),
@@ -213,7 +226,8 @@ impl std::fmt::Display for DeadId {
 pub struct DeadLetter {
     /// What `dlq show` / `dlq replay` take: an event number or an inbound UUID.
     pub id: String,
-    /// `event` (PagerDuty refused it or it ran out of retries) or `mapping_failed`.
+    /// `event` (PagerDuty refused it or it ran out of retries), `mapping_failed`, or
+    /// `too_many_events` (more than `max_events_per_request`).
     pub kind: String,
     pub source: String,
     pub inbound_id: String,
@@ -429,6 +443,7 @@ pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) 
         InboundStatus::Mapped => ("mapped", None),
         InboundStatus::Ignored => ("ignored", None),
         InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
+        InboundStatus::TooManyEvents(e) => ("too_many_events", Some(e.as_str())),
     }
 }
 
@@ -436,6 +451,7 @@ pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) 
 pub(crate) fn status_from_columns(status: &str, error: Option<String>) -> InboundStatus {
     match status {
         "mapping_failed" => InboundStatus::MappingFailed(error.unwrap_or_default()),
+        "too_many_events" => InboundStatus::TooManyEvents(error.unwrap_or_default()),
         "ignored" => InboundStatus::Ignored,
         _ => InboundStatus::Mapped,
     }

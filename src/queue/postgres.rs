@@ -117,6 +117,10 @@ ORDER BY i.source, r.dedup_key, r.routing_key;
 DROP TABLE routes;
 ALTER TABLE routes_by_source RENAME TO routes;
 "#,
+    // Payloads kept as `too_many_events` dead letters, listed like mapping failures.
+    r#"
+CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
+"#,
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -428,7 +432,11 @@ const DEAD_LETTERS: &str = "
     UNION ALL
     SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
     FROM inbound i
-    WHERE i.status = 'mapping_failed' AND ($1::text IS NULL OR i.source = $1)";
+    WHERE i.status = 'mapping_failed' AND ($1::text IS NULL OR i.source = $1)
+    UNION ALL
+    SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+    FROM inbound i
+    WHERE i.status = 'too_many_events' AND ($1::text IS NULL OR i.source = $1)";
 
 fn dead_letter_row(r: &Row) -> DeadLetter {
     DeadLetter {
@@ -579,7 +587,7 @@ impl Queue for PostgresQueue {
         let statements = [
             format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
             format!("DELETE FROM events WHERE {DONE}"),
-            "DELETE FROM inbound WHERE received_at < $1 AND status != 'mapping_failed'
+            "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events')
              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)"
                 .to_string(),
             "DELETE FROM seen WHERE seen_at < $1".to_string(),
@@ -727,7 +735,7 @@ impl Queue for PostgresQueue {
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
-                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status = 'mapping_failed' RETURNING source",
+                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events') RETURNING source",
                 &[&id, &status, &error],
             )
             .await
@@ -755,7 +763,7 @@ impl Queue for PostgresQueue {
                 tx.execute("DELETE FROM events WHERE id = $1 AND state = 'dead'", &[n]).await.map_err(storage)?
             }
             DeadId::Inbound(s) => tx
-                .execute("DELETE FROM inbound WHERE id = $1 AND status = 'mapping_failed'", &[s])
+                .execute("DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')", &[s])
                 .await
                 .map_err(storage)?,
         };

@@ -108,6 +108,10 @@ ORDER BY r.at, r.rowid;
 DROP TABLE routes;
 ALTER TABLE routes_by_source RENAME TO routes;
 "#,
+    // Payloads kept as `too_many_events` dead letters, listed like mapping failures.
+    r#"
+CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
+"#,
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -586,7 +590,7 @@ impl Queue for SqliteQueue {
             )?;
             n += tx.execute(&format!("DELETE FROM events WHERE {DONE}"), [before])?;
             n += tx.execute(
-                "DELETE FROM inbound WHERE received_at < ?1 AND status != 'mapping_failed'
+                "DELETE FROM inbound WHERE received_at < ?1 AND status NOT IN ('mapping_failed', 'too_many_events')
                  AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
                 [before],
             )?;
@@ -720,7 +724,7 @@ impl Queue for SqliteQueue {
             let (status, error) = status_columns(&status);
             let source: Option<String> = tx
                 .query_row(
-                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status = 'mapping_failed' RETURNING source",
+                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events') RETURNING source",
                     params![id, status, error],
                     |r| r.get(0),
                 )
@@ -743,7 +747,7 @@ impl Queue for SqliteQueue {
                     tx.execute("DELETE FROM attempts WHERE event_id = ?1 AND EXISTS (SELECT 1 FROM events WHERE id = ?1 AND state = 'dead')", [n])?;
                     tx.execute("DELETE FROM events WHERE id = ?1 AND state = 'dead'", [n])?
                 }
-                DeadId::Inbound(s) => tx.execute("DELETE FROM inbound WHERE id = ?1 AND status = 'mapping_failed'", [s])?,
+                DeadId::Inbound(s) => tx.execute("DELETE FROM inbound WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events')", [s])?,
             };
             tx.commit()?;
             Ok(n > 0)
@@ -797,7 +801,11 @@ const DEAD_LETTERS: &str = "
     UNION ALL
     SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
     FROM inbound i
-    WHERE i.status = 'mapping_failed' AND (?1 IS NULL OR i.source = ?1)";
+    WHERE i.status = 'mapping_failed' AND (?1 IS NULL OR i.source = ?1)
+    UNION ALL
+    SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+    FROM inbound i
+    WHERE i.status = 'too_many_events' AND (?1 IS NULL OR i.source = ?1)";
 
 fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
     Ok(DeadLetter {

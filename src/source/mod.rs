@@ -177,6 +177,22 @@ impl Verified {
         &self.headers
     }
 
+    /// [`Verified::template_context`] without copying the body: mapping takes the request
+    /// whole, since a copy of a large payload costs as much as parsing it.
+    pub fn into_template_context(self) -> Value {
+        let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
+        let mut context = json!({
+            "headers": headers,
+            "query": self.query,
+            "source": self.source,
+        });
+        context["body"] = self.body;
+        if let Some(sns) = self.sns {
+            context["sns"] = sns;
+        }
+        context
+    }
+
     /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
     /// SNS `sns`.
     pub fn template_context(&self) -> Value {
@@ -196,6 +212,15 @@ impl Verified {
 
 fn parse_query(q: &str) -> BTreeMap<String, String> {
     serde_urlencoded::from_str::<Vec<(String, String)>>(q).unwrap_or_default().into_iter().collect()
+}
+
+/// The result of [`Source::verify_offline`].
+#[derive(Debug)]
+pub enum Offline {
+    /// Checked (and parsed) without I/O.
+    Checked(Result<Verified, SourceError>),
+    /// This source must reach the network to check it: call [`Source::verify`].
+    NeedsNetwork(Incoming),
 }
 
 /// A configured source: how to verify it and how to map it.
@@ -271,6 +296,17 @@ impl Source {
             SourceKind::Github(g) => g.verify(&self.name, req),
             SourceKind::Generic(g) => g.verify(&self.name, req),
             SourceKind::Sns(s) => s.verify(&self.name, req).await,
+        }
+    }
+
+    /// Checks a request if that needs no I/O: GitHub and generic signatures are CPU work
+    /// alone, which the caller may run off its event loop. An SNS request is handed back, for
+    /// [`Source::verify`]: its certificate may have to be fetched first.
+    pub fn verify_offline(&self, req: Incoming) -> Offline {
+        match &self.kind {
+            SourceKind::Github(g) => Offline::Checked(g.verify(&self.name, req)),
+            SourceKind::Generic(g) => Offline::Checked(g.verify(&self.name, req)),
+            SourceKind::Sns(_) => Offline::NeedsNetwork(req),
         }
     }
 

@@ -1,8 +1,9 @@
 //! The signature schemes of `kind = "generic"` sources, each checked on the raw bytes.
 //!
 //! Refusals are reasons naming the check that failed, never a secret or an expected value.
-//! Signatures are compared with `Mac::verify_slice` and tokens as SHA-256 digests with
-//! `subtle`, both in constant time.
+//! Signatures are compared with the MAC computed once per secret, and tokens as SHA-256
+//! digests, both in constant time with `subtle`. Headers may offer at most
+//! [`MAX_SIGNATURE_CANDIDATES`] signatures, so a forged header cannot multiply the work.
 
 use super::Headers;
 use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
@@ -162,19 +163,20 @@ impl Verifier {
                 within_tolerance(ts, now, *tolerance)?;
                 // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
                 // Repeated headers arrive joined with ", ", hence the trimmed commas.
-                let sigs: Vec<Vec<u8>> = signature
+                let candidates: Vec<&str> = signature
                     .split_ascii_whitespace()
                     .filter_map(|e| e.trim_end_matches(',').strip_prefix("v1,"))
-                    .filter_map(|b| BASE64.decode(b).ok())
-                    .filter(|s| s.len() == 32)
                     .collect();
+                too_many_candidates(&format!("{family}-signature"), candidates.len())?;
+                let sigs: Vec<Vec<u8>> =
+                    candidates.into_iter().filter_map(|b| BASE64.decode(b).ok()).filter(|s| s.len() == 32).collect();
                 if sigs.is_empty() {
                     return Err(format!(
                         "malformed {family}-signature header (expected v1,<base64 HMAC-SHA256>, space-separated)"
                     ));
                 }
                 let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
-                let ok = keys.iter().any(|k| sigs.iter().any(|s| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, s)));
+                let ok = any_candidate_matches(keys, &parts, &sigs);
                 ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
             }
             Scheme::Stripe { keys, tolerance } => {
@@ -183,12 +185,17 @@ impl Verifier {
                     || "malformed Stripe-Signature header (expected t=<unix seconds>,v1=<64 hex digits>)".to_string();
                 let mut t = None;
                 let mut sigs = Vec::new();
+                let mut candidates = 0;
                 for part in value.split(',') {
                     let Some((k, v)) = part.trim().split_once('=') else { return Err(malformed()) };
                     match k {
                         "t" if t.is_none() => t = Some(v),
                         "t" => return Err(malformed()),
-                        "v1" => sigs.extend(hex::decode(v).ok().filter(|s| s.len() == 32)),
+                        "v1" => {
+                            candidates += 1;
+                            too_many_candidates("Stripe-Signature", candidates)?;
+                            sigs.extend(hex::decode(v).ok().filter(|s| s.len() == 32));
+                        }
                         _ => {}
                     }
                 }
@@ -199,7 +206,7 @@ impl Verifier {
                 }
                 within_tolerance(ts, now, *tolerance)?;
                 let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
-                let ok = keys.iter().any(|k| sigs.iter().any(|s| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, s)));
+                let ok = any_candidate_matches(keys, &parts, &sigs);
                 ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
             }
             Scheme::Slack { keys, tolerance } => {
@@ -268,20 +275,56 @@ fn standard_webhooks_family(headers: &Headers) -> &'static str {
     }
 }
 
+/// Most signatures a `standard-webhooks` or `stripe` header may offer. Senders list one per
+/// active secret (two during a rotation); more is a forgery trying to make us work.
+pub const MAX_SIGNATURE_CANDIDATES: usize = 10;
+
+fn too_many_candidates(header: &str, n: usize) -> Result<(), String> {
+    if n > MAX_SIGNATURE_CANDIDATES {
+        return Err(format!(
+            "malformed {header} header: more than {MAX_SIGNATURE_CANDIDATES} signatures (the limit per request)"
+        ));
+    }
+    Ok(())
+}
+
+/// Whether any candidate is the HMAC-SHA256 of `parts` under any key. Each key's MAC is
+/// computed once, whatever the number of candidates, and every candidate is compared with
+/// every MAC in constant time, so neither the work nor the timing depends on which matched.
+fn any_candidate_matches(keys: &[Key], parts: &[&[u8]], candidates: &[Vec<u8>]) -> bool {
+    let ok = keys.iter().fold(Choice::from(0), |acc, k| {
+        let expected = compute_mac(HmacAlgorithm::Sha256, &k.0, parts);
+        candidates.iter().fold(acc, |acc, c| acc | expected.ct_eq(c.as_slice()))
+    });
+    bool::from(ok)
+}
+
 /// Whether an HMAC of the concatenated `parts` under `key` is `sig`, in constant time.
 fn mac_matches(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
-    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]], sig: &[u8]) -> bool {
+    bool::from(compute_mac(algorithm, key, parts).ct_eq(sig))
+}
+
+#[cfg(test)]
+thread_local! {
+    /// MACs computed on this thread: tests check the work a request costs, not its time.
+    pub(super) static MACS_COMPUTED: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// The HMAC of the concatenated `parts` under `key`.
+fn compute_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
+    fn run<M: Mac + KeyInit>(key: &[u8], parts: &[&[u8]]) -> Vec<u8> {
         let mut mac = <M as Mac>::new_from_slice(key).expect("HMAC takes keys of any length");
         for p in parts {
             mac.update(p);
         }
-        // verify_slice compares in constant time.
-        mac.verify_slice(sig).is_ok()
+        mac.finalize().into_bytes().to_vec()
     }
+    #[cfg(test)]
+    MACS_COMPUTED.with(|n| n.set(n.get() + 1));
     match algorithm {
-        HmacAlgorithm::Sha1 => run::<Hmac<Sha1>>(key, parts, sig),
-        HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts, sig),
-        HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts, sig),
+        HmacAlgorithm::Sha1 => run::<Hmac<Sha1>>(key, parts),
+        HmacAlgorithm::Sha256 => run::<Hmac<Sha256>>(key, parts),
+        HmacAlgorithm::Sha512 => run::<Hmac<Sha512>>(key, parts),
     }
 }
 

@@ -12,6 +12,7 @@ mod hooks;
 mod mappings;
 mod operate;
 mod replicas;
+mod security;
 mod sns;
 mod test_command;
 mod tidy;

@@ -51,9 +51,10 @@ fn render_cases(source: &str, fixtures: &str, config: &str, dir: &std::path::Pat
             .trusted(Headers::from_pairs(headers), &case.query, body.into())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match verified.disposition() {
-            pagerhook::source::Disposition::Map => {
-                src.mapping().apply(&verified, accepted_at()).unwrap_or_else(|e| panic!("{name}: {e}"))
-            }
+            pagerhook::source::Disposition::Map => src
+                .mapping()
+                .apply(verified, accepted_at(), src.max_events_per_request())
+                .unwrap_or_else(|e| panic!("{name}: {e}")),
             pagerhook::source::Disposition::Ignore(_) => Vec::new(),
         };
         assert_eq!(rendered.len(), case.expect_events, "{name}: {rendered:#?}");

@@ -275,6 +275,68 @@ fn stripe_accepts_signed_requests_and_refuses_forgeries() {
     }
 }
 
+// ───────────────────────────────── signature floods ─────────────────────────────────────────
+
+/// MACs computed while `f` runs (on this thread, where verification runs).
+fn macs_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let before = crate::source::verify::MACS_COMPUTED.with(|n| n.get());
+    let out = f();
+    (out, crate::source::verify::MACS_COMPUTED.with(|n| n.get()) - before)
+}
+
+#[test]
+fn many_candidate_signatures_cost_one_mac_per_secret_and_more_than_ten_are_refused_unread() {
+    let keys = [WHSEC, "second raw secret"];
+    let sw = standard(&keys);
+    let stripe = generic(VerifyScheme::Stripe { secrets: secrets(&keys), tolerance: FIVE_MINUTES });
+    let ts = NOW.to_string();
+    let forged = |i: usize| B64.encode([u8::try_from(i % 251).unwrap(); 32]);
+    let sw_header = |n: usize| (0..n).map(|i| format!("v1,{}", forged(i))).collect::<Vec<_>>().join(" ");
+    let stripe_header = |n: usize| {
+        format!("t={NOW},")
+            + &(0..n)
+                .map(|i| format!("v1={}", "ab".repeat(31) + &format!("{:02x}", i % 256)))
+                .collect::<Vec<_>>()
+                .join(",")
+    };
+
+    // Ten forged candidates, two secrets: two MACs, not twenty.
+    let sig = sw_header(10);
+    let h = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", sig.as_str())];
+    let (r, macs) = macs_during(|| check(&sw, &h, BODY));
+    assert_eq!(refused(r, &keys), "signature mismatch (tried 2 secrets)");
+    assert_eq!(macs, 2, "standard-webhooks: one MAC per secret");
+    let sig = stripe_header(10);
+    let (r, macs) = macs_during(|| check(&stripe, &[("Stripe-Signature", &sig)], BODY));
+    assert_eq!(refused(r, &keys), "signature mismatch (tried 2 secrets)");
+    assert_eq!(macs, 2, "stripe: one MAC per secret");
+
+    // A genuine signature among forged ones still verifies, wherever it stands.
+    let key = crate::config::standard_webhooks_key(&Secret::new(WHSEC)).unwrap();
+    let good = sw_sign(&key, "msg_1", &ts, BODY);
+    let mixed = format!("{} {good}", sw_header(9));
+    let h = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", mixed.as_str())];
+    check(&sw, &h, BODY).expect("the tenth candidate is the right one");
+
+    // 1 MiB and 1500 candidates: refused before a single MAC, naming the limit.
+    let big = [b"{\"a\":\"".as_slice(), &vec![b'x'; 1 << 20], b"\"}"].concat();
+    let sig = sw_header(1500);
+    let h = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", sig.as_str())];
+    let (r, macs) = macs_during(|| check(&sw, &h, &big));
+    assert_eq!(
+        refused(r, &keys),
+        "malformed webhook-signature header: more than 10 signatures (the limit per request)"
+    );
+    assert_eq!(macs, 0);
+    let sig = stripe_header(1500);
+    let (r, macs) = macs_during(|| check(&stripe, &[("Stripe-Signature", &sig)], &big));
+    assert_eq!(refused(r, &keys), "malformed Stripe-Signature header: more than 10 signatures (the limit per request)");
+    assert_eq!(macs, 0);
+    let sig = sw_header(11);
+    let h = [("webhook-id", "msg_1"), ("webhook-timestamp", ts.as_str()), ("webhook-signature", sig.as_str())];
+    assert_refused(check(&sw, &h, BODY), &keys, "more than 10 signatures");
+}
+
 // ───────────────────────────────────────── slack ────────────────────────────────────────────
 
 fn slack_sig(secret: &str, ts: &str, body: &[u8]) -> String {

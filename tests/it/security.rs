@@ -1,0 +1,286 @@
+//! Hostile senders and slow clients: floods are cheap to refuse, nothing one request does
+//! stalls the others, slow clients are cut off, and what a sender is told stays short.
+
+use crate::helpers::{
+    bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, TestApp, ALERTMANAGER_VERIFY,
+    AM_SECRET, HOOK_TOKEN, NUMBERED,
+};
+use reqwest::Method;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// An app with the shipped Alertmanager source, a Stripe-signed source, the `load` bearer
+/// source on [`NUMBERED`], 2 MiB bodies, two workers and short client timeouts.
+async fn spawn_hostile() -> TestApp {
+    spawn_app_in(|text, dir| {
+        let numbered = dir.join("numbered.toml");
+        std::fs::write(&numbered, NUMBERED).unwrap();
+        let text = text.replace(
+            "max_body_bytes = 65536",
+            "max_body_bytes = 2097152\nworkers = 2\nrequest_timeout = \"1s\"\nkeep_alive = \"1s\"",
+        );
+        let stripe = r#"{ scheme = "stripe", secrets = ["env:AM_SECRET"] }"#;
+        format!(
+            "{text}{}{}{}",
+            shipped_generic_source("alertmanager", ALERTMANAGER_VERIFY),
+            generic_source("stripe", stripe, &numbered),
+            bearer_source("load", &numbered)
+        )
+    })
+    .await
+}
+
+/// `{"alerts":[{"status":"x"}, ...]}`: 60 000 alerts that emit nothing, about 1 MiB.
+fn alert_flood() -> Vec<u8> {
+    let alerts = vec![r#"{"status":"x"}"#; 60_000].join(",");
+    format!(r#"{{"alerts":[{alerts}]}}"#).into_bytes()
+}
+
+async fn post_alert_flood(app: &TestApp, body: Vec<u8>) -> crate::helpers::Answer {
+    let auth = format!("Bearer {AM_SECRET}");
+    app.post_hook("alertmanager", &[("content-type", "application/json"), ("authorization", &auth)], body).await
+}
+
+/// 1 MiB signed by nobody, with 1 500 forged Stripe signatures.
+async fn post_signature_flood(app: &TestApp) -> crate::helpers::Answer {
+    let body = [b"{\"a\":\"".as_slice(), &vec![b'x'; 1 << 20], b"\"}"].concat();
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let sigs: Vec<String> = (0..1500).map(|i| format!("v1={:064x}", i)).collect();
+    let header = format!("t={now},{}", sigs.join(","));
+    app.post_hook("stripe", &[("content-type", "application/json"), ("stripe-signature", &header)], body).await
+}
+
+#[tokio::test]
+async fn floods_are_refused_quickly_and_ordinary_webhooks_are_answered_meanwhile() {
+    let app = std::sync::Arc::new(spawn_hostile().await);
+
+    // Within 1 s in a release build; a debug build on a loaded machine gets more room. On the
+    // old code (a copy of the body per item) it took over a minute.
+    let started = Instant::now();
+    let a = post_alert_flood(&app, alert_flood()).await;
+    assert!(started.elapsed() < Duration::from_secs(3), "for_each flood took {:?}", started.elapsed());
+    assert_eq!((a.status, a.json["status"].as_str()), (202, Some("too_many_events")), "{:?}", a.json);
+
+    let a = post_signature_flood(&app).await;
+    assert_eq!(a.status, 401, "{:?}", a.json);
+    assert!(a.json["error"].as_str().unwrap().contains("more than 10 signatures"), "{:?}", a.json);
+
+    // Both floods again and again, while five ordinary webhooks must each be answered in 1 s.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut floods = Vec::new();
+    for signature in [false, true] {
+        let (app, stop) = (app.clone(), stop.clone());
+        floods.push(tokio::spawn(async move {
+            let body = alert_flood();
+            let mut sent = 0;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let status = if signature {
+                    post_signature_flood(&app).await.status
+                } else {
+                    post_alert_flood(&app, body.clone()).await.status
+                };
+                assert!(status == 401 || status == 202, "flood answered {status}");
+                sent += 1;
+            }
+            sent
+        }));
+    }
+    for n in 0..5 {
+        let started = Instant::now();
+        let a = app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await;
+        assert_eq!(a.status, 202, "{:?}", a.json);
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "webhook {n} took {:?} during the floods",
+            started.elapsed()
+        );
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    for f in floods {
+        assert!(f.await.unwrap() >= 1, "each flood ran while the webhooks were sent");
+    }
+    assert_eq!(app.fake.wait_for(5, WAIT).await.len(), 5);
+}
+
+#[tokio::test]
+async fn too_many_events_are_kept_as_a_dead_letter_and_replayed_once_the_cap_is_raised() {
+    let mapping = r#"
+[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "alert"
+dedup_key = "{{item.id}}"
+summary = "alert {{item.id}}"
+source = "tests"
+"#;
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("each.toml"), mapping).unwrap();
+        format!("{text}{}max_events_per_request = 2\n", bearer_source("load", &dir.join("each.toml")))
+    })
+    .await;
+    let body = json!({"alerts": [{"id": "a"}, {"id": "b"}, {"id": "c"}]});
+    let a = app.post_bearer("load", &body).await;
+    assert_eq!(a.status, 202, "the sender must not retry, nor drop it: {:?}", a.json);
+    assert_eq!(a.json["status"], "too_many_events");
+    assert!(a.json["error"].as_str().unwrap().contains("max_events_per_request = 2"), "{:?}", a.json);
+
+    let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+    assert_eq!(dead[0]["kind"], "too_many_events", "{dead:#}");
+    assert_eq!(dead[0]["id"], a.json["id"]);
+    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"pagerhook_too_many_events_total{source="load",status="202"} 1"#), "{metrics}");
+
+    let dir = app.dir.path().to_path_buf();
+    let out = binary(&dir, "dlq-list.log").args(["dlq", "list", "--json"]).output().unwrap();
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["kind"], "too_many_events", "{list:#}");
+    let id = list[0]["id"].as_str().unwrap();
+
+    // Still over the cap: replay keeps it.
+    let out = binary(&dir, "dlq-replay.log").args(["dlq", "replay", id]).output().unwrap();
+    assert!(!out.status.success());
+    assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json.as_array().unwrap().len(), 1);
+
+    // Raise the cap on disk, replay with the CLI: the running server delivers all three.
+    let config = std::fs::read_to_string(dir.join("pagerhook.toml")).unwrap();
+    std::fs::write(
+        dir.join("pagerhook.toml"),
+        config.replace("max_events_per_request = 2", "max_events_per_request = 3"),
+    )
+    .unwrap();
+    let out = binary(&dir, "dlq-replay.log").args(["dlq", "replay", id]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", std::fs::read_to_string(dir.join("dlq-replay.log")).unwrap());
+    assert!(stdout.contains("mapped into 3 event"), "{stdout}");
+    assert_eq!(app.fake.wait_for(3, WAIT).await.len(), 3);
+    assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json, json!([]));
+}
+
+#[tokio::test]
+async fn storage_and_mapping_errors_answer_a_short_reason() {
+    let broken = NUMBERED.replace("event {{body.n}}", "event {{body.n}} on {{body.host}}");
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("numbered.toml"), &broken).unwrap();
+        format!("{text}{}", bearer_source("load", &dir.join("numbered.toml")))
+    })
+    .await;
+    let dir = app.dir.path().display().to_string();
+    let a = app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await;
+    assert_eq!(a.json["status"], "mapping_failed");
+    let error = a.json["error"].as_str().unwrap();
+    assert!(!error.contains(&dir) && !error.contains("numbered.toml"), "the sender sees no path: {error}");
+
+    // Break the store under the running app.
+    let db = rusqlite::Connection::open(app.dir.path().join("pagerhook.db")).unwrap();
+    db.execute_batch("DROP TABLE events").unwrap();
+    for path in ["/readyz", "/metrics", "/admin/deliveries", "/admin/dead"] {
+        let res = app.http.get(format!("{}{path}", app.admin)).bearer_auth("admin-token").send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 503, "{path}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["error"], "storage unavailable, retry later", "{path}: {body}");
+    }
+}
+
+/// Connects to the webhook listener.
+async fn connect(app: &TestApp) -> tokio::net::TcpStream {
+    tokio::net::TcpStream::connect(app.base.trim_start_matches("http://")).await.unwrap()
+}
+
+/// Reads until the server closes the connection; fails after `WAIT`.
+async fn read_to_close(conn: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, conn.read_to_end(&mut got)).await.expect("the server closed the connection").ok();
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn a_client_trickling_its_request_gets_408_and_is_disconnected() {
+    let app = spawn_hostile().await;
+    // A body: one byte every 200 ms of the 100 announced.
+    let mut conn = connect(&app).await;
+    let head = format!(
+        "POST /hooks/load HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {HOOK_TOKEN}\r\ncontent-length: 100\r\n\r\n"
+    );
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let (mut read, mut write) = conn.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if write.write_all(b" ").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, read.read_to_end(&mut got)).await.expect("the server closed the connection").ok();
+    let got = String::from_utf8_lossy(&got);
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert!(got.contains("request_timeout"), "{got}");
+    trickle.abort();
+
+    // Headers that never end.
+    let mut conn = connect(&app).await;
+    conn.write_all(b"POST /hooks/load HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let got = read_to_close(&mut conn).await;
+    assert!(got.starts_with("HTTP/1.1 408"), "{got}");
+    assert_eq!(app.fake.received().len(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_kept_alive_connection_is_closed_after_keep_alive() {
+    let app = spawn_hostile().await;
+    let mut conn = connect(&app).await;
+    let body = json!({"n": 1, "action": "trigger"}).to_string();
+    let req = format!(
+        "POST /hooks/load HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {HOOK_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    // keep_alive = "1s"; actix's default would hold the idle connection for 5 s.
+    let started = Instant::now();
+    let got = read_to_close(&mut conn).await;
+    assert!(got.starts_with("HTTP/1.1 202"), "{got}");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed after {:?}", started.elapsed());
+}
+
+/// Sends one request to `load` on `conn` and reads its answer's status line, keeping the
+/// connection open.
+async fn one_request(conn: &mut tokio::net::TcpStream, n: u32) -> String {
+    let body = json!({"n": n, "action": "trigger"}).to_string();
+    let req = format!(
+        "POST /hooks/load HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nauthorization: Bearer {HOOK_TOKEN}\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    conn.write_all(req.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = conn.read(&mut buf).await.unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+}
+
+#[tokio::test]
+async fn connections_beyond_max_connections_wait_until_one_closes() {
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("numbered.toml"), NUMBERED).unwrap();
+        let text = text.replace("max_body_bytes = 65536", "workers = 2\nmax_connections = 1\nkeep_alive = \"30s\"");
+        format!("{text}{}", bearer_source("load", &dir.join("numbered.toml")))
+    })
+    .await;
+    // Two kept-alive connections, one per worker, each served once so it is surely counted.
+    let mut a = connect(&app).await;
+    assert!(one_request(&mut a, 1).await.starts_with("HTTP/1.1 202"));
+    let mut b = connect(&app).await;
+    assert!(one_request(&mut b, 2).await.starts_with("HTTP/1.1 202"));
+    // A third is not served while they stay open...
+    let mut c = connect(&app).await;
+    let mut third = tokio::spawn(async move { one_request(&mut c, 3).await });
+    let early = tokio::time::timeout(Duration::from_millis(500), &mut third).await;
+    assert!(early.is_err(), "the third connection was served beyond max_connections: {early:?}");
+    // ...and is as soon as one closes.
+    drop(a);
+    let status = tokio::time::timeout(WAIT, third).await.expect("served once a connection closed").unwrap();
+    assert!(status.starts_with("HTTP/1.1 202"), "{status}");
+    drop(b);
+}
