@@ -228,7 +228,7 @@ impl LastHour {
         while m.front().is_some_and(|(t, _)| t + 60 <= minute) {
             m.pop_front();
         }
-        if m.back().map_or(true, |(t, _)| *t != minute) {
+        if m.back().is_none_or(|(t, _)| *t != minute) {
             m.push_back((minute, BTreeMap::new()));
         }
         if let Some((_, counts)) = m.back_mut() {
