@@ -34,7 +34,8 @@ use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
 /// transaction that records the new version.
-pub(super) const MIGRATIONS: &[&str] = &[r#"
+pub(super) const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -91,7 +92,12 @@ CREATE TABLE routes (
     seq         BIGINT GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (dedup_key, routing_key)
 );
-"#];
+"#,
+    // `next_due` by index: every replica's worker asks after every round.
+    r#"
+CREATE INDEX events_due ON events ((GREATEST(next_at, lease_until))) WHERE state = 'pending';
+"#,
+];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
 /// `pg_advisory_xact_lock(int, int)` is the class offset by a hash of the schema: deployments
@@ -121,6 +127,10 @@ const LANE_FREE: &str = "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM event
 const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, \
      e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
 
+/// The earliest future time a pending event becomes due or its lease runs out (`$1`: now).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
+     WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
+
 const INSERT_EVENT: &str =
     "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)";
@@ -136,6 +146,13 @@ pub struct PostgresQueue {
 /// connection's failure) in the error's source, not in its text.
 fn storage(e: impl std::error::Error) -> QueueError {
     QueueError::Storage(with_causes(&e))
+}
+
+/// For `?` on a row's `try_get`: a column of an unexpected type is an error, never a panic.
+impl From<tokio_postgres::Error> for QueueError {
+    fn from(e: tokio_postgres::Error) -> QueueError {
+        storage(e)
+    }
 }
 
 fn with_causes(e: &dyn std::error::Error) -> String {
@@ -205,7 +222,8 @@ impl PostgresQueue {
     async fn migrate(&self) -> Result<i32, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;
-        let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.get(0);
+        let schema: Option<i32> =
+            tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.try_get(0)?;
         let schema = schema.ok_or_else(|| {
             QueueError::Storage(
                 "no schema of storage.url's search_path exists: create it, or fix the search_path option".into(),
@@ -219,7 +237,8 @@ impl PostgresQueue {
             .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
             .await
             .map_err(storage)?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         let version = applied_migrations(version.as_deref(), MIGRATIONS.len()).map_err(QueueError::Storage)?;
         for m in &MIGRATIONS[version..] {
             tx.batch_execute(m).await.map_err(storage)?;
@@ -240,6 +259,11 @@ impl PostgresQueue {
 
 /// Queues `events` for `inbound_id` with sticky routing (as in SQLite), holding the insert
 /// locks of their lanes so that ids follow commit order within each lane.
+///
+/// Locks are taken in one global order, lanes (ascending) before route rows (ascending), so
+/// two accepts naming the same dedup_keys in any order cannot deadlock: the route lookups
+/// come first and lock nothing, and the routes of a trigger are written only once its lane is
+/// held.
 async fn insert_events(
     tx: &Transaction<'_>,
     schema: i32,
@@ -248,16 +272,11 @@ async fn insert_events(
     at: Millis,
 ) -> Result<(), tokio_postgres::Error> {
     let mut routed = Vec::with_capacity(events.len());
+    let mut routes = Vec::new();
     for e in events {
         routed.push(match Route::of(e) {
             Route::Record(dk) => {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO routes (dedup_key, routing_key, at) VALUES ($1, $2, $3)
-                         ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&dk, &e.routing_key().expose(), &at]).await?;
+                routes.push((dk, e.routing_key().expose()));
                 e.clone()
             }
             Route::Lookup(dk) => {
@@ -267,14 +286,28 @@ async fn insert_events(
                          ORDER BY at DESC, seq DESC LIMIT 1",
                     )
                     .await?;
-                let found = tx.query_opt(&stmt, &[&dk, &e.routing_key().expose()]).await?;
-                sticky(e, sticky_key(found.map(|r| (r.get(0), r.get(1)))))
+                let found = match tx.query_opt(&stmt, &[&dk, &e.routing_key().expose()]).await? {
+                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                    None => None,
+                };
+                sticky(e, sticky_key(found))
             }
             Route::AsIs => e.clone(),
         });
     }
     let lanes: Vec<String> = routed.iter().filter_map(Event::order_key).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
+    routes.sort_unstable();
+    routes.dedup();
+    let record = tx
+        .prepare_cached(
+            "INSERT INTO routes (dedup_key, routing_key, at) VALUES ($1, $2, $3)
+             ON CONFLICT (dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+        )
+        .await?;
+    for (dk, key) in routes {
+        tx.execute(&record, &[&dk, &key, &at]).await?;
+    }
     let insert = tx.prepare_cached(INSERT_EVENT).await?;
     for e in &routed {
         tx.execute(
@@ -311,19 +344,19 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
-fn stored_event(r: &Row) -> StoredEvent {
-    StoredEvent {
-        id: r.get(0),
-        kind: r.get(1),
-        order_key: r.get(2),
-        routing_key: r.get(3),
-        action: r.get(4),
-        body: r.get(5),
-        attempts: r.get::<_, i32>(6).max(0) as u32,
-        created_at: r.get(7),
-        inbound_id: r.get(8),
-        due: r.get(9),
-    }
+fn stored_event(r: &Row) -> Result<StoredEvent, tokio_postgres::Error> {
+    Ok(StoredEvent {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        order_key: r.try_get(2)?,
+        routing_key: r.try_get(3)?,
+        action: r.try_get(4)?,
+        body: r.try_get(5)?,
+        attempts: r.try_get::<_, i32>(6)?.max(0) as u32,
+        created_at: r.try_get(7)?,
+        inbound_id: r.try_get(8)?,
+        due: r.try_get(9)?,
+    })
 }
 
 /// Leases up to `limit` lane heads, collapsing consecutive due triggers as SQLite does.
@@ -364,22 +397,22 @@ async fn claim_in(
     let lease = tx.prepare_cached("UPDATE events SET lease_until = $2 WHERE id = $1").await?;
     let mut out = Vec::with_capacity(candidates.len());
     for candidate in candidates {
-        let mut head = stored_event(&candidate);
+        let mut head = stored_event(&candidate)?;
         if let Some(lane) = head.order_key.clone() {
             let keys = [Lock::Claim.key(schema), lane_lock(&lane)];
             let locked: bool =
-                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.get(0);
+                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.try_get(0)?;
             if !locked {
                 continue; // another replica is claiming in this lane right now
             }
             // The candidate list's snapshot predates the lock: look again.
             let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
-            head = stored_event(&row);
+            head = stored_event(&row)?;
         }
         let mut superseded = Vec::new();
         while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
             let Some(next) = tx.query_opt(&next_in_lane, &[&now, &lane, &head.id]).await? else { break };
-            let next = stored_event(&next);
+            let next = stored_event(&next)?;
             if !head.collapses_into(&next) {
                 break;
             }
@@ -404,18 +437,18 @@ const DEAD_LETTERS: &str = "
     FROM inbound i
     WHERE i.status = 'mapping_failed' AND ($1::text IS NULL OR i.source = $1)";
 
-fn dead_letter_row(r: &Row) -> DeadLetter {
-    DeadLetter {
-        id: r.get(0),
-        kind: r.get(1),
-        source: r.get(2),
-        inbound_id: r.get(3),
-        at: r.get(4),
-        reason: r.get(5),
-        action: r.get(6),
-        dedup_key: r.get(7),
-        attempts: r.get::<_, i32>(8).max(0) as u32,
-    }
+fn dead_letter_row(r: &Row) -> Result<DeadLetter, tokio_postgres::Error> {
+    Ok(DeadLetter {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        source: r.try_get(2)?,
+        inbound_id: r.try_get(3)?,
+        at: r.try_get(4)?,
+        reason: r.try_get(5)?,
+        action: r.try_get(6)?,
+        dedup_key: r.try_get(7)?,
+        attempts: r.try_get::<_, i32>(8)?.max(0) as u32,
+    })
 }
 
 #[async_trait]
@@ -439,7 +472,7 @@ impl Queue for PostgresQueue {
                     .query_one("SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2", &[&i.source, d])
                     .await
                     .map_err(storage)?
-                    .get(0);
+                    .try_get(0)?;
                 return Ok(Accepted::Duplicate { id });
             }
         }
@@ -507,9 +540,7 @@ impl Queue for PostgresQueue {
         // Future times only (see the trait); a lease another replica holds counts, so its
         // expiry wakes this one.
         let c = self.client().await?;
-        let sql = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
-                   WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
-        Ok(c.query_one(sql, &[&super::now_millis()]).await.map_err(storage)?.get(0))
+        Ok(c.query_one(NEXT_DUE, &[&super::now_millis()]).await.map_err(storage)?.try_get(0)?)
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
@@ -522,21 +553,22 @@ impl Queue for PostgresQueue {
             )
             .await
             .map_err(storage)?;
-        Ok(rows
-            .iter()
-            .map(|r| EventSummary {
-                id: r.get(0),
-                inbound_id: r.get(1),
-                source: r.get(2),
-                kind: r.get(3),
-                action: r.get(4),
-                dedup_key: r.get(5),
-                state: r.get(6),
-                attempts: r.get::<_, i32>(7).max(0) as u32,
-                created_at: r.get(8),
-                last_error: r.get(9),
+        rows.iter()
+            .map(|r| {
+                Ok(EventSummary {
+                    id: r.try_get(0)?,
+                    inbound_id: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    dedup_key: r.try_get(5)?,
+                    state: r.try_get(6)?,
+                    attempts: r.try_get::<_, i32>(7)?.max(0) as u32,
+                    created_at: r.try_get(8)?,
+                    last_error: r.try_get(9)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
@@ -567,7 +599,7 @@ impl Queue for PostgresQueue {
             .query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[])
             .await
             .map_err(storage)?;
-        Ok((r.get::<_, i64>(0) as u64, r.get(1)))
+        Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?))
     }
 
     async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
@@ -587,7 +619,7 @@ impl Queue for PostgresQueue {
             .query(&format!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2"), &[&source, &(limit as i64)])
             .await
             .map_err(storage)?;
-        Ok(rows.iter().map(dead_letter_row).collect())
+        Ok(rows.iter().map(dead_letter_row).collect::<Result<_, _>>()?)
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
@@ -596,22 +628,24 @@ impl Queue for PostgresQueue {
             .query_opt(&format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2"), &[&None::<String>, &id.to_string()])
             .await
             .map_err(storage)?;
-        let Some(letter) = letter.as_ref().map(dead_letter_row) else { return Ok(None) };
+        let Some(letter) = letter.as_ref().map(dead_letter_row).transpose()? else { return Ok(None) };
         let (event, attempt_log) = match id {
             DeadId::Event(n) => {
                 let body: String =
-                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.get(0);
+                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.try_get(0)?;
                 let log = c
                     .query("SELECT at, status, detail FROM attempts WHERE event_id = $1 ORDER BY id", &[&n])
                     .await
                     .map_err(storage)?
                     .iter()
-                    .map(|r| AttemptRecord {
-                        at: r.get(0),
-                        status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
-                        detail: r.get(2),
+                    .map(|r| {
+                        Ok(AttemptRecord {
+                            at: r.try_get(0)?,
+                            status: r.try_get::<_, Option<i32>>(1)?.and_then(|s| u16::try_from(s).ok()),
+                            detail: r.try_get(2)?,
+                        })
                     })
-                    .collect();
+                    .collect::<Result<_, tokio_postgres::Error>>()?;
                 (serde_json::from_str(&body).ok(), log)
             }
             DeadId::Inbound(_) => (None, Vec::new()),
@@ -620,7 +654,7 @@ impl Queue for PostgresQueue {
             .query_one("SELECT headers, body FROM inbound WHERE id = $1", &[&letter.inbound_id])
             .await
             .map_err(storage)?;
-        let (headers, payload): (String, Vec<u8>) = (r.get(0), r.get(1));
+        let (headers, payload): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
         Ok(Some(DeadLetterDetail {
             letter,
             event,
@@ -645,7 +679,7 @@ impl Queue for PostgresQueue {
         else {
             return Ok(None);
         };
-        let lane: Option<String> = dead.get(0);
+        let lane: Option<String> = dead.try_get(0)?;
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await.map_err(storage)?;
         let new_id: i64 = tx
             .query_one(
@@ -656,7 +690,7 @@ impl Queue for PostgresQueue {
             )
             .await
             .map_err(storage)?
-            .get(0);
+            .try_get(0)?;
         tx.execute(
             "UPDATE events SET last_error = last_error || $2 WHERE id = $1",
             &[&id, &format!(" (replayed as event {new_id})")],
@@ -673,18 +707,17 @@ impl Queue for PostgresQueue {
             .query_opt("SELECT id, source, headers, query, body, status, error FROM inbound WHERE id = $1", &[&id])
             .await
             .map_err(storage)?;
-        Ok(row.map(|r| {
-            let headers: String = r.get(2);
-            let body: Vec<u8> = r.get(4);
-            let status: String = r.get(5);
-            StoredInbound {
-                id: r.get(0),
-                source: r.get(1),
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                query: r.get(3),
-                body: body.into(),
-                status: status_from_columns(&status, r.get(6)),
-            }
+        let Some(r) = row else { return Ok(None) };
+        let headers: String = r.try_get(2)?;
+        let body: Vec<u8> = r.try_get(4)?;
+        let status: String = r.try_get(5)?;
+        Ok(Some(StoredInbound {
+            id: r.try_get(0)?,
+            source: r.try_get(1)?,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            query: r.try_get(3)?,
+            body: body.into(),
+            status: status_from_columns(&status, r.try_get(6)?),
         }))
     }
 

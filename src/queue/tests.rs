@@ -411,6 +411,9 @@ on_postgres!(
     replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+    accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
+    a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
+    the_next_due_scan_uses_an_index,
 );
 
 /// Three replicas with two workers each, claiming from one schema at once: a lane is never in
@@ -603,6 +606,52 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
     q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
+}
+
+/// Two webhooks whose triggers name the same dedup_keys in opposite orders, accepted at once
+/// by two replicas: both commit. Their sticky-route upserts lock rows; taken in the events'
+/// order they would cross, and PostgreSQL would break the deadlock by failing one (a 503).
+async fn accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock(schema: &PgSchema) {
+    let (a, b) = (replica(schema).await, replica(schema).await);
+    for round in 0..3 {
+        // Each pool's connection open, so that the two transactions start together.
+        a.depth().await.unwrap();
+        b.depth().await.unwrap();
+        let forward: Vec<Event> = (0..200).map(|k| alert("trigger", &format!("r{round}-k{k}"))).collect();
+        let backward: Vec<Event> = forward.iter().rev().cloned().collect();
+        let (x, y) = tokio::join!(a.accept(inbound(None), forward), b.accept(inbound(None), backward));
+        for r in [x, y] {
+            assert!(matches!(r, Ok(Accepted::Committed { events: 200, .. })), "round {round}: {r:?}");
+        }
+    }
+}
+
+/// A store whose columns are not what this build expects (a hand-edited or foreign schema)
+/// answers with a storage error naming the problem; it never panics the worker or a request.
+async fn a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
+    let events = format!("{}.events", schema.name);
+    schema.admin.batch_execute(&format!("ALTER TABLE {events} ALTER COLUMN attempts TYPE BIGINT")).await.unwrap();
+    let recent = q.recent(10).await.expect_err("a storage error");
+    assert!(recent.to_string().contains("attempts") || recent.to_string().contains("int"), "{recent}");
+    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::Storage(_))));
+}
+
+/// `next_due` runs after every worker round on every replica: it must not scan the backlog.
+async fn the_next_due_scan_uses_an_index(schema: &PgSchema) {
+    let _migrated = replica(schema).await;
+    let c = connect_in(schema).await;
+    c.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = c
+        .query(&format!("EXPLAIN {}", postgres::NEXT_DUE), &[&now_millis()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("events_due"), "{plan}");
 }
 
 #[tokio::test]
