@@ -421,7 +421,7 @@ async fn claim_in(
             head = next;
         }
         tx.execute(&lease, &[&head.id, &until]).await?;
-        out.extend(head.into_claimed(superseded));
+        out.extend(head.into_claimed(superseded, until));
     }
     Ok(out)
 }
@@ -508,7 +508,7 @@ impl Queue for PostgresQueue {
         Ok(claimed)
     }
 
-    async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;
         let status = attempt.status.map(i32::from);
@@ -520,20 +520,36 @@ impl Queue for PostgresQueue {
         .map_err(storage)?;
         let (sql, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &finish {
             Finish::Delivered => (
-                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
-                vec![&id, &attempt.at],
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $3
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, &attempt.at],
             ),
             Finish::RetryAt(at) => (
-                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $2, last_error = $3 WHERE id = $1",
-                vec![&id, at, &attempt.detail],
+                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $3, last_error = $4
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, at, &attempt.detail],
             ),
             Finish::Dead(reason) => (
-                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $2, last_error = $3 WHERE id = $1",
-                vec![&id, &attempt.at, reason],
+                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $3, last_error = $4
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, &attempt.at, reason],
             ),
         };
-        tx.execute(sql, &params).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)
+        let n = tx.execute(sql, &params).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE events SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
+                &[&id, &lease, &until],
+            )
+            .await
+            .map_err(storage)?;
+        Ok(n == 1)
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
@@ -602,11 +618,12 @@ impl Queue for PostgresQueue {
         Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?))
     }
 
-    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2) WHERE id = $1 AND state = 'pending'",
-            &[&id, &until],
+            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2)
+             WHERE id = $1 AND state = 'pending' AND lease_until = $3",
+            &[&id, &until, &lease],
         )
         .await
         .map_err(storage)?;

@@ -108,6 +108,7 @@ on_every_backend!(
     consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
     a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
     dead_letters_are_listed_shown_replayed_and_deleted,
+    a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
 );
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -136,14 +137,19 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     // While the trigger retries, the resolve waits.
     let trigger = c[0].id;
-    q.finish(trigger, Attempt { at: now, status: Some(500), detail: None }, Finish::RetryAt(now + 1000)).await.unwrap();
+    q.finish(trigger, c[0].lease, Attempt { at: now, status: Some(500), detail: None }, Finish::RetryAt(now + 1000))
+        .await
+        .unwrap();
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due().await.unwrap(), Some(now + 1000));
     let retried = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
     assert_eq!(retried[0].attempts, 1);
-    q.finish(trigger, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    assert!(q
+        .finish(trigger, retried[0].lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+        .await
+        .unwrap());
     let next = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
@@ -154,6 +160,7 @@ async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     let c = q.claim(now, 10, LEASE).await.unwrap();
     q.finish(
         c[0].id,
+        c[0].lease,
         Attempt { at: now, status: Some(400), detail: Some("bad".into()) },
         Finish::Dead("400: bad".into()),
     )
@@ -206,8 +213,12 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     q.accept(failed, vec![]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 2, LEASE).await.unwrap();
-    q.finish(c[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
-    q.finish(c[1].id, Attempt { at: now, status: Some(400), detail: None }, Finish::Dead("400".into())).await.unwrap();
+    q.finish(c[0].id, c[0].lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+        .await
+        .unwrap();
+    q.finish(c[1].id, c[1].lease, Attempt { at: now, status: Some(400), detail: None }, Finish::Dead("400".into()))
+        .await
+        .unwrap();
     assert!(q.prune(now + 1).await.unwrap() > 0);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
     assert_eq!(states, vec!["pending", "dead"]);
@@ -229,7 +240,9 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            q.finish(c.id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+            q.finish(c.id, c.lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+                .await
+                .unwrap();
         }
     }
 }
@@ -274,11 +287,15 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].superseded.len(), 2, "{first:?}");
     assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
-    q.finish(first[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(first[0].id, first[0].lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+        .await
+        .unwrap();
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
     assert!(resolve[0].superseded.is_empty());
-    q.finish(resolve[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(resolve[0].id, resolve[0].lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+        .await
+        .unwrap();
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -289,7 +306,7 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
     let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
     let c = q.claim(now, 10, LEASE).await.unwrap();
-    q.defer(c[0].id, now + 5000).await.unwrap();
+    q.defer(c[0].id, c[0].lease, now + 5000).await.unwrap();
     assert!(q.claim(now + 4999, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due().await.unwrap(), Some(now + 5000));
     let again = q.claim(now + 5000, 10, LEASE).await.unwrap();
@@ -307,6 +324,7 @@ async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     for c in q.claim(now, 10, LEASE).await.unwrap() {
         q.finish(
             c.id,
+            c.lease,
             Attempt { at: now, status: Some(400), detail: Some("Event object is invalid".into()) },
             Finish::Dead("400: Event object is invalid".into()),
         )
@@ -349,6 +367,32 @@ async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     assert!(q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
     assert!(!q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
     assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// The lease a claim wrote is its fencing token: once it ran out and another claim took the
+/// event, the first claim's renewal, outcome and deferral change nothing of the second's.
+async fn a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim(q: Arc<dyn Queue>) {
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    let now = now_millis();
+    let first = q.claim(now, 10, LEASE).await.unwrap().remove(0);
+    let expired = first.lease;
+    let second = q.claim(expired, 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(second.id, first.id);
+    assert!(second.lease > first.lease, "successive claims write larger leases");
+    let sent = Attempt { at: expired, status: Some(202), detail: None };
+    assert!(!q.renew(first.id, first.lease, expired + 1_000_000).await.unwrap(), "a lost lease is not renewed");
+    assert!(!q.finish(first.id, first.lease, sent.clone(), Finish::Delivered).await.unwrap());
+    q.defer(first.id, first.lease, expired + 1_000_000).await.unwrap();
+    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == "pending").count(), 2);
+    assert!(q.claim(expired, 10, LEASE).await.unwrap().is_empty(), "still held by the second claim");
+    // The holder renews and finishes; the resolve behind it follows.
+    let renewed = second.lease + 1000;
+    assert!(q.renew(second.id, second.lease, renewed).await.unwrap());
+    assert!(q.claim(second.lease, 10, LEASE).await.unwrap().is_empty(), "the renewed lease holds past the first");
+    assert!(!q.finish(second.id, second.lease, sent.clone(), Finish::Delivered).await.unwrap(), "renewed: new token");
+    assert!(q.finish(second.id, renewed, sent, Finish::Delivered).await.unwrap());
+    let next = q.claim(expired, 10, LEASE).await.unwrap();
+    assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
 
 #[test]
@@ -456,7 +500,9 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
                     // anyone else this lane until then.
                     in_flight.lock().unwrap().remove(&dk);
                     let at = now_millis();
-                    q.finish(c.id, Attempt { at, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+                    q.finish(c.id, c.lease, Attempt { at, status: Some(202), detail: None }, Finish::Delivered)
+                        .await
+                        .unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -604,7 +650,9 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert_eq!(held.len(), 1);
     insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
-    q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered).await.unwrap();
+    q.finish(held[0].id, held[0].lease, Attempt { at: now, status: Some(202), detail: None }, Finish::Delivered)
+        .await
+        .unwrap();
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
 }
 
