@@ -2,8 +2,8 @@
 
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
 use crate::helpers::{
-    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
-    NUMBERED, TEAM_A_KEY,
+    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, spawn_app_with, start,
+    test_options, TestApp, NUMBERED, TEAM_A_KEY,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -291,4 +291,27 @@ async fn everything_is_delivered_in_per_key_order_after_pagerduty_was_down() {
         assert!(last_trigger >= DOWN_FOR, "{key}: resolve sent at {first_resolve}, before its trigger got through");
         assert_eq!(of_key("resolve").count(), 1);
     }
+}
+
+/// An attempt that outlasts its lease (PagerDuty answering in 5 s, a 3 s lease) keeps its
+/// event: the lease is renewed while the attempt runs, so the worker does not claim and send
+/// the same event again, and the outcome is recorded.
+#[tokio::test]
+async fn a_slow_attempt_keeps_its_event_past_the_lease_and_is_sent_once() {
+    let app = spawn_app_with(|c| {
+        c.replace("timeout = \"2s\"", "timeout = \"10s\"").replace("[delivery]\n", "[delivery]\nlease = \"3s\"\n")
+    })
+    .await;
+    app.fake.delay_answers(Duration::from_secs(5));
+    let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
+    assert_eq!(a.status, 202);
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let events = eventually("every event is delivered", || async {
+        let recent = queue.recent(10).await.unwrap();
+        recent.iter().all(|e| e.state == "delivered").then_some(recent)
+    })
+    .await;
+    assert!(events.iter().all(|e| e.attempts == 1), "{events:?}");
+    let sent = app.fake.received();
+    assert_eq!(sent.len(), events.len(), "each event sent once: {sent:#?}");
 }
