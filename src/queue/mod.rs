@@ -13,6 +13,7 @@
 
 mod postgres;
 mod sqlite;
+mod tls;
 
 pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;

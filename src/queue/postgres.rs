@@ -19,6 +19,7 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
+use super::tls;
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
     Claimed, DeadId, DeadLetter, DeadLetterDetail, EventSummary, Finish, InboundStatus, Millis, NewInbound, Queue,
@@ -29,7 +30,6 @@ use crate::event::Event;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::time::Duration;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
@@ -181,23 +181,20 @@ impl PostgresQueue {
     /// Connects to `url` and brings the schema to this build's version. Safe when several
     /// replicas start at once: migrations run one after the other under an advisory lock.
     pub async fn connect(url: &Secret) -> Result<PostgresQueue, QueueError> {
-        let mut pg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
+        let (url, tls) = tls::split(url.expose()).map_err(QueueError::Storage)?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
             // The parse error names the option, never the value; the URL itself is not echoed.
             QueueError::Storage(format!("storage.url is not a valid PostgreSQL URL: {}", with_causes(&e)))
         })?;
-        if pg.get_ssl_mode() == SslMode::Require {
-            return Err(QueueError::Storage(
-                "storage.url asks for TLS (sslmode=require), which pagerhook cannot do yet: \
-                 use sslmode=disable with the database on a private network"
-                    .into(),
-            ));
-        }
+        pg.ssl_mode(tls.mode.for_postgres());
+        let connector = tls::connector(&tls).map_err(QueueError::Storage)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
         }
-        pg.application_name("pagerhook");
-        let manager =
-            Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        if pg.get_application_name().is_none() {
+            pg.application_name("pagerhook");
+        }
+        let manager = Manager::from_config(pg, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -211,10 +208,16 @@ impl PostgresQueue {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, QueueError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {}", with_causes(&e))))
+        self.pool.get().await.map_err(|e| {
+            let text = with_causes(&e);
+            let hint = if text.contains("invalid peer certificate") {
+                " (sslrootcert must hold the authority that signed the server's certificate; with \
+                     sslmode=verify-full the host in storage.url must also be a name in it)"
+            } else {
+                ""
+            };
+            QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {text}{hint}"))
+        })
     }
 
     /// Brings the schema to the newest version this build knows (refusing a newer one) and

@@ -458,6 +458,8 @@ on_postgres!(
     accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
     the_next_due_scan_uses_an_index,
+    with_sslmode_require_every_pooled_connection_is_encrypted,
+    verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert,
 );
 
 /// Three replicas with two workers each, claiming from one schema at once: a lane is never in
@@ -702,18 +704,72 @@ async fn the_next_due_scan_uses_an_index(schema: &PgSchema) {
     assert!(plan.contains("events_due"), "{plan}");
 }
 
+/// The pool's connections (`application_name` tells them apart), as `pg_stat_ssl` sees them:
+/// how many, and how many are encrypted.
+async fn pool_connections(schema: &PgSchema, app: &str) -> (i64, i64) {
+    let r = schema
+        .admin
+        .query_one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = $1",
+            &[&app],
+        )
+        .await
+        .unwrap();
+    (r.get(0), r.get(1))
+}
+
+/// `sslmode=require` against a server with a self-signed certificate: encrypted without
+/// checking the certificate (libpq's meaning), on every connection the pool opens. The same
+/// count with `sslmode=disable` shows the check can tell.
+async fn with_sslmode_require_every_pooled_connection_is_encrypted(schema: &PgSchema) {
+    for (mode, encrypted) in [("require", true), ("disable", false)] {
+        let app = format!("pagerhook-tls-{mode}-{}", &schema.name[15..]);
+        let url = format!("{}&sslmode={mode}&application_name={app}", schema.url);
+        let q: Arc<dyn Queue> = Arc::new(PostgresQueue::connect(&Secret::new(url)).await.unwrap());
+        // Concurrent accepts make the pool open several connections.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let q = q.clone();
+            set.spawn(async move { q.accept(inbound(None), vec![alert("trigger", &format!("k{i}"))]).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let (all, tls) = pool_connections(schema, &app).await;
+        assert!(all >= 2, "{mode}: the pool holds several connections ({all})");
+        assert_eq!(tls, if encrypted { all } else { 0 }, "{mode}: {tls} of {all} connections encrypted");
+    }
+}
+
+/// The server's own (self-signed) certificate as `sslrootcert`: `verify-ca` checks the chain
+/// and connects, encrypted.
+async fn verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert(schema: &PgSchema) {
+    let pem: String =
+        schema.admin.query_one("SELECT pg_read_file(current_setting('ssl_cert_file'))", &[]).await.unwrap().get(0);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.crt");
+    std::fs::write(&root, pem).unwrap();
+    let app = format!("pagerhook-verify-ca-{}", &schema.name[15..]);
+    let url = format!("{}&sslmode=verify-ca&sslrootcert={}&application_name={app}", schema.url, root.display());
+    let q = PostgresQueue::connect(&Secret::new(url)).await.unwrap();
+    q.depth().await.unwrap();
+    let (all, tls) = pool_connections(schema, &app).await;
+    assert!(all >= 1 && tls == all, "{tls} of {all} encrypted");
+}
+
 #[tokio::test]
 async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_password() {
     // Port 1 on loopback: refused at once, no server needed.
     let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
     let refused = refused.to_string();
     assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
-    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=require"))
+    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full"))
         .await
         .err()
         .unwrap()
         .to_string();
-    assert!(tls.contains("sslmode=require"), "{tls}");
+    assert!(tls.contains("sslmode=verify-full needs sslrootcert"), "{tls}");
     let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
         .await
         .err()

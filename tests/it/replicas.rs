@@ -5,7 +5,7 @@
 //! replica was sending is sent twice. Needs DATABASE_URL.
 
 use crate::helpers::fake_pagerduty::FakePagerDuty;
-use crate::helpers::{base_config, bearer_source, serve_binary, write_binary_config, PgSchema, HOOK_TOKEN};
+use crate::helpers::{base_config, bearer_source, binary, serve_binary, write_binary_config, PgSchema, HOOK_TOKEN};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
@@ -187,13 +187,13 @@ async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() 
     assert!(missing.is_empty(), "accepted with a 2xx but not delivered within {FAILOVER:?} of the kill: {missing:?}");
     // Sent twice only if the killed replica was sending it, or it was accepted twice: a live
     // replica's slow attempt keeps its lease.
-    let mut copies = BTreeMap::<String, Vec<usize>>::new();
+    let mut copies = BTreeMap::<String, Vec<_>>::new();
     for r in &received {
-        copies.entry(r.body.to_string()).or_default().push(r.via);
+        copies.entry(r.body.to_string()).or_default().push(r);
     }
     let uncertain = uncertain.lock().unwrap().clone();
-    for (body, via) in copies.iter().filter(|(_, via)| via.len() > 1) {
-        let r = received.iter().find(|r| r.body.to_string() == *body).unwrap();
+    for sent in copies.values().filter(|sent| sent.len() > 1) {
+        let (r, via): (_, Vec<usize>) = (sent[0], sent.iter().map(|r| r.via).collect());
         let what = (r.dedup_key().unwrap_or_default().to_string(), r.action().unwrap_or_default().to_string());
         assert!(via.contains(&via0) || uncertain.contains(&what), "sent twice by live replicas: {what:?} via {via:?}");
     }
@@ -213,5 +213,37 @@ async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() 
     }
     assert!(fake.overlaps().is_empty(), "keys sent by two replicas at once: {:?}", fake.overlaps());
     assert!(taken_over > 0, "what the killed replica was sending was sent again by another");
+    db.drop().await;
+}
+
+/// `sslmode=verify-full` with a root certificate that did not sign the server's: the replica
+/// refuses to start, says why, and does not print the URL's password.
+#[tokio::test]
+async fn a_replica_refuses_to_start_when_the_database_certificate_is_not_signed_by_sslrootcert() {
+    let Some(db) = PgSchema::create("tls_wrong_root").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("wrong-root.crt");
+    std::fs::write(&root, &crate::helpers::sns_kit::signer().cert_pem).unwrap();
+    let url = db.url.replacen("://postgres@", "://postgres:hunter2@", 1);
+    let url = format!("{url}&sslmode=verify-full&sslrootcert={}", root.display());
+    let text = base_config(dir.path(), "http://127.0.0.1:9")
+        .replace(&format!("path = \"{}\"", dir.path().join("pagerhook.db").display()), &format!("url = \"{url}\""));
+    write_binary_config(dir.path(), &text);
+    let mut child = binary(dir.path(), "serve.log").arg("serve").spawn().unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if tokio::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("pagerhook started against a server its sslrootcert does not vouch for");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    assert!(!status.success(), "{log}");
+    assert!(log.contains("UnknownIssuer") && log.contains("sslrootcert must hold the authority"), "{log}");
+    assert!(!log.contains("hunter2"), "{log}");
     db.drop().await;
 }
