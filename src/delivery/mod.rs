@@ -136,15 +136,9 @@ impl Worker {
         }
         let started = std::time::Instant::now();
         let lease = AtomicI64::new(c.lease);
-        let response = tokio::select! {
-            r = self.client.send(&c.event) => r,
-            why = self.hold_lease(c.id, &lease) => {
-                // Dropping the request aborts it; it may still have reached PagerDuty, which
-                // the next holder's attempt repeats: at least once, never silently lost.
-                tracing::warn!(event_id = c.id, inbound_id = %c.inbound_id, why, "delivery attempt abandoned");
-                self.metrics.attempt(Outcome::Abandoned.as_str(), None);
-                return Outcome::Abandoned;
-            }
+        let Some(response) = self.send_holding_lease(&c, &lease).await else {
+            self.metrics.attempt(Outcome::Abandoned.as_str(), None);
+            return Outcome::Abandoned;
         };
         let upstream = started.elapsed();
         let now = now_millis();
@@ -203,6 +197,20 @@ impl Worker {
             Err(e) => tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome"),
         }
         outcome
+    }
+
+    /// Sends `c` while keeping its lease (`lease` holds the current value); `None` when the
+    /// attempt was abandoned because the lease was lost.
+    async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Option<Response> {
+        tokio::select! {
+            r = self.client.send(&c.event) => Some(r),
+            why = self.hold_lease(c.id, lease) => {
+                // Dropping the request aborts it; it may still have reached PagerDuty, which
+                // the next holder's attempt repeats: at least once, never silently lost.
+                tracing::warn!(event_id = c.id, inbound_id = %c.inbound_id, why, "delivery attempt abandoned");
+                None
+            }
+        }
     }
 
     /// Keeps the lease of a running attempt: renews it a third of the way through, so it
