@@ -445,15 +445,11 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
             p.0.push("delivery.initial_backoff must be above zero and at most delivery.max_backoff".into());
         }
     }
-    let lease = p.take(duration("delivery.lease", d.lease.as_deref(), "5m"));
-    if let (Some(l), Some(t)) = (lease, timeout) {
-        if l <= t {
-            p.0.push(format!(
-                "delivery.lease ({}) must be longer than pagerduty.timeout ({}): an attempt must end before its lease",
-                humantime::format_duration(l),
-                humantime::format_duration(t)
-            ));
-        }
+    let lease = p.take(duration("delivery.lease", d.lease.as_deref(), "15s"));
+    // Renewed every third of its length while an attempt runs: below 3 s that is a write per
+    // second per slow attempt, and too little room for a slow database round trip.
+    if lease.is_some_and(|l| l < Duration::from_secs(3)) {
+        p.0.push("delivery.lease must be at least 3s (it is renewed while an attempt runs)".into());
     }
     let per_key_rate = d.per_key_rate.unwrap_or(120);
     // The burst is part of the rate (how many of a minute's events may go at once), not extra.

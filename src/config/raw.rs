@@ -97,8 +97,9 @@ pub struct RawDelivery {
     pub per_key_rate: Option<u32>,
     /// Burst allowed per routing key, default 60.
     pub per_key_burst: Option<u32>,
-    /// How long a claimed event is reserved for the replica sending it, default `5m`; must be
-    /// longer than `pagerduty.timeout`. A replica that dies holds its events this long.
+    /// How long a claimed event is reserved for the replica sending it, default `15s`, at
+    /// least `3s`. Renewed every third of it while the attempt runs (so it may be shorter
+    /// than `pagerduty.timeout`); a replica that dies holds its events at most this long.
     pub lease: Option<String>,
 }
 

@@ -474,12 +474,13 @@ fn a_postgres_url_selects_the_shared_store_and_its_password_is_never_shown() {
 }
 
 #[test]
-fn the_lease_defaults_to_five_minutes_and_must_outlast_one_attempt() {
-    assert_eq!(parse(MINIMAL).unwrap().delivery.lease, Duration::from_secs(300));
-    let c = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"30s\"\n")).unwrap();
-    assert_eq!(c.delivery.lease, Duration::from_secs(30));
-    let err = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"10s\"\n")).unwrap_err().to_string();
-    assert!(err.contains("delivery.lease (10s) must be longer than pagerduty.timeout (10s)"), "{err}");
+fn the_lease_defaults_to_fifteen_seconds_and_may_be_shorter_than_an_attempt() {
+    assert_eq!(parse(MINIMAL).unwrap().delivery.lease, Duration::from_secs(15));
+    // Renewed while an attempt runs, so it need not outlast pagerduty.timeout.
+    let c = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"5s\"\n")).unwrap();
+    assert_eq!(c.delivery.lease, Duration::from_secs(5));
+    let err = parse(&format!("{MINIMAL}\n[delivery]\nlease = \"1s\"\n")).unwrap_err().to_string();
+    assert!(err.contains("delivery.lease must be at least 3s"), "{err}");
 }
 
 fn with_events_url(url: &str) -> String {

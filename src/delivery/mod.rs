@@ -15,6 +15,7 @@ use crate::pagerduty::{Client, Response};
 use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
 use pacing::Pacer;
 use policy::RetryAction;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
@@ -33,6 +34,9 @@ pub enum Outcome {
     DeadLettered,
     /// Not sent: its routing key's pace allows it only later.
     Deferred,
+    /// Given up before an answer: its lease could not be renewed, so another replica may
+    /// take (or has taken) the event; it is not recorded here.
+    Abandoned,
 }
 
 impl Outcome {
@@ -44,6 +48,7 @@ impl Outcome {
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
             Outcome::Deferred => "deferred",
+            Outcome::Abandoned => "abandoned",
         }
     }
 }
@@ -126,14 +131,18 @@ impl Worker {
         let admitted =
             self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
         if let Err(at) = admitted {
-            if let Err(e) = self.queue.defer(c.id, at).await {
+            if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
                 tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
             }
             self.metrics.attempt(Outcome::Deferred.as_str(), None);
             return Outcome::Deferred;
         }
         let started = std::time::Instant::now();
-        let response = self.client.send(&c.event).await;
+        let lease = AtomicI64::new(c.lease);
+        let Some(response) = self.send_holding_lease(&c, &lease).await else {
+            self.metrics.attempt(Outcome::Abandoned.as_str(), None);
+            return Outcome::Abandoned;
+        };
         let upstream = started.elapsed();
         let now = now_millis();
         let (status, detail, returned_key) = match &response {
@@ -183,12 +192,66 @@ impl Worker {
         );
         self.metrics.attempt(outcome.as_str(), Some(upstream));
         let attempt = Attempt { at: now, status, detail, dedup_key: returned_key };
-        if let Err(e) = self.queue.finish(c.id, attempt, finish).await {
+        match self.queue.finish(c.id, lease.load(Ordering::SeqCst), attempt, finish).await {
+            Ok(true) => {}
+            // Another claim holds the event now (this one's lease ran out): its attempt, not
+            // this one, decides the event's state.
+            Ok(false) => {
+                tracing::warn!(event_id = c.id, "lease lost before the outcome was recorded; left to its holder")
+            }
             // The lease keeps the event from being sent twice at once; after it expires
             // (or on restart) the event is tried again: at-least-once.
-            tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome");
+            Err(e) => tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome"),
         }
         outcome
+    }
+
+    /// Sends `c` while keeping its lease (`lease` holds the current value); `None` when the
+    /// attempt was abandoned because the lease was lost.
+    async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Option<Response> {
+        tokio::select! {
+            r = self.client.send(&c.event) => Some(r),
+            why = self.hold_lease(c.id, lease) => {
+                // Dropping the request aborts it; it may still have reached PagerDuty, which
+                // the next holder's attempt repeats: at least once, never silently lost.
+                tracing::warn!(event_id = c.id, inbound_id = %c.inbound_id, why, "delivery attempt abandoned");
+                None
+            }
+        }
+    }
+
+    /// Keeps the lease of a running attempt: renews it a third of the way through, so it
+    /// never runs out under a live attempt whatever `pagerduty.timeout` is. Returns (and so
+    /// ends the attempt) only when the lease is lost: another claim holds it, or it could not
+    /// be renewed and has a third of its length left, so that the attempt stops, by this
+    /// replica's clock, before any other replica may take the event.
+    async fn hold_lease(&self, id: i64, lease: &AtomicI64) -> &'static str {
+        let length = self.cfg.lease.as_millis() as Millis;
+        let mut wake = lease.load(Ordering::SeqCst) - length * 2 / 3;
+        loop {
+            tokio::time::sleep(Duration::from_millis((wake - now_millis()).max(0) as u64)).await;
+            let held = lease.load(Ordering::SeqCst);
+            let now = now_millis();
+            let give_up = held - length / 3;
+            if now >= give_up {
+                return "its lease could not be renewed in time";
+            }
+            // Strictly larger than the held value: the lease stays a fencing token.
+            let until = (now + length).max(held + 1);
+            let renewal = self.queue.renew(id, held, until);
+            match tokio::time::timeout(Duration::from_millis((give_up - now) as u64), renewal).await {
+                Ok(Ok(true)) => {
+                    lease.store(until, Ordering::SeqCst);
+                    wake = until - length * 2 / 3;
+                }
+                Ok(Ok(false)) => return "another claim holds its event",
+                Ok(Err(e)) => {
+                    tracing::warn!(event_id = id, error = %e, "cannot renew a delivery lease; trying again");
+                    wake = now + (length / 6).min(1000);
+                }
+                Err(_) => return "its lease could not be renewed in time",
+            }
+        }
     }
 }
 

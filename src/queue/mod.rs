@@ -14,6 +14,7 @@
 
 mod postgres;
 mod sqlite;
+mod tls;
 
 pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
@@ -112,6 +113,12 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: u32,
     pub created_at: Millis,
+    /// The lease's expiry as this claim wrote it: the claim's fencing token. `renew`,
+    /// `finish` and `defer` act only while the stored lease still has this value, so a
+    /// claim whose lease ran out and was taken by another never touches the other's claim.
+    /// Successive claims of one event write ever larger values (a claim needs the previous
+    /// lease to have passed, and adds a positive lease to its `now`).
+    pub lease: Millis,
     /// Earlier pending triggers of the same lane that this newer one replaced: sending them
     /// first would only have been deduplicated by PagerDuty.
     pub superseded: Vec<i64>,
@@ -283,8 +290,14 @@ pub trait Queue: Send + Sync + 'static {
     /// Leases up to `limit` deliverable events: due, unleased, and first in their lane.
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError>;
 
-    /// Records an attempt and its outcome, releasing the lease.
-    async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError>;
+    /// Records an attempt and, if the event is still held under `lease` (see
+    /// [`Claimed::lease`]), its outcome, releasing the lease. `false` when the lease was lost:
+    /// the attempt is recorded as history but the event is left to the claim that holds it.
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError>;
+
+    /// Extends a claim's lease from `lease` to `until` (which must be larger), if the event is
+    /// still held under `lease`: a running attempt keeps its event. `false` when it was lost.
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError>;
 
     /// The earliest *future* time a pending event becomes due (a retry, a paced event), if
     /// any. Events due now are `claim`'s business; one waiting behind its lane's head is
@@ -308,8 +321,9 @@ pub trait Queue: Send + Sync + 'static {
     /// Pending events and the age of the oldest.
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
 
-    /// Releases a claimed event without an attempt, to be claimed again at `until` (pacing).
-    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError>;
+    /// Releases a claimed event without an attempt, to be claimed again at `until` (pacing),
+    /// if it is still held under `lease`.
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError>;
 
     /// Dead events and payloads whose mapping failed, newest first.
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
@@ -374,7 +388,7 @@ impl StoredEvent {
 
     /// The event to hand out. Rows are written only by `accept`, so this fails only on a
     /// damaged store; that is said loudly rather than the event skipped silently.
-    pub fn into_claimed(self, superseded: Vec<i64>) -> Option<Claimed> {
+    pub fn into_claimed(self, superseded: Vec<i64>, lease: Millis) -> Option<Claimed> {
         let key = RoutingKey::parse(Secret::new(self.routing_key));
         let (Ok(key), Ok(body)) = (key, serde_json::from_str(&self.body)) else {
             tracing::error!(event_id = self.id, "stored event is unreadable; left leased for inspection");
@@ -386,6 +400,7 @@ impl StoredEvent {
             event: Event::from_stored(kind_from_str(&self.kind), key, body),
             attempts: self.attempts,
             created_at: self.created_at,
+            lease,
             superseded,
         })
     }

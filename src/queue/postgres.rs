@@ -19,6 +19,7 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
+use super::tls;
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
     Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
@@ -29,7 +30,6 @@ use crate::event::Event;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::time::Duration;
-use tokio_postgres::config::SslMode;
 use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
@@ -121,6 +121,10 @@ ALTER TABLE routes_by_source RENAME TO routes;
     r#"
 CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
 "#,
+    // `next_due` by index: every replica's worker asks after every round.
+    r#"
+CREATE INDEX events_due ON events ((GREATEST(next_at, lease_until))) WHERE state = 'pending';
+"#,
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -151,6 +155,10 @@ const LANE_FREE: &str = "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM event
 const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, \
      e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
 
+/// The earliest future time a pending event becomes due or its lease runs out (`$1`: now).
+pub(super) const NEXT_DUE: &str = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
+     WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
+
 const INSERT_EVENT: &str =
     "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
      VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)";
@@ -166,6 +174,13 @@ pub struct PostgresQueue {
 /// connection's failure) in the error's source, not in its text.
 fn storage(e: impl std::error::Error) -> QueueError {
     QueueError::Storage(with_causes(&e))
+}
+
+/// For `?` on a row's `try_get`: a column of an unexpected type is an error, never a panic.
+impl From<tokio_postgres::Error> for QueueError {
+    fn from(e: tokio_postgres::Error) -> QueueError {
+        storage(e)
+    }
 }
 
 fn with_causes(e: &dyn std::error::Error) -> String {
@@ -194,23 +209,20 @@ impl PostgresQueue {
     /// Connects to `url` and brings the schema to this build's version. Safe when several
     /// replicas start at once: migrations run one after the other under an advisory lock.
     pub async fn connect(url: &Secret) -> Result<PostgresQueue, QueueError> {
-        let mut pg: tokio_postgres::Config = url.expose().parse().map_err(|e| {
+        let (url, tls) = tls::split(url.expose()).map_err(QueueError::Storage)?;
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
             // The parse error names the option, never the value; the URL itself is not echoed.
             QueueError::Storage(format!("storage.url is not a valid PostgreSQL URL: {}", with_causes(&e)))
         })?;
-        if pg.get_ssl_mode() == SslMode::Require {
-            return Err(QueueError::Storage(
-                "storage.url asks for TLS (sslmode=require), which pagerhook cannot do yet: \
-                 use sslmode=disable with the database on a private network"
-                    .into(),
-            ));
-        }
+        pg.ssl_mode(tls.mode.for_postgres());
+        let connector = tls::connector(&tls).map_err(QueueError::Storage)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
         }
-        pg.application_name("pagerhook");
-        let manager =
-            Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
+        if pg.get_application_name().is_none() {
+            pg.application_name("pagerhook");
+        }
+        let manager = Manager::from_config(pg, connector, ManagerConfig { recycling_method: RecyclingMethod::Fast });
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .wait_timeout(Some(Duration::from_secs(10)))
@@ -224,10 +236,16 @@ impl PostgresQueue {
     }
 
     async fn client(&self) -> Result<deadpool_postgres::Client, QueueError> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {}", with_causes(&e))))
+        self.pool.get().await.map_err(|e| {
+            let text = with_causes(&e);
+            let hint = if text.contains("invalid peer certificate") {
+                " (sslrootcert must hold the authority that signed the server's certificate; with \
+                     sslmode=verify-full the host in storage.url must also be a name in it)"
+            } else {
+                ""
+            };
+            QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {text}{hint}"))
+        })
     }
 
     /// Brings the schema to the newest version this build knows (refusing a newer one) and
@@ -235,7 +253,8 @@ impl PostgresQueue {
     async fn migrate(&self) -> Result<i32, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;
-        let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.get(0);
+        let schema: Option<i32> =
+            tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.try_get(0)?;
         let schema = schema.ok_or_else(|| {
             QueueError::Storage(
                 "no schema of storage.url's search_path exists: create it, or fix the search_path option".into(),
@@ -249,7 +268,8 @@ impl PostgresQueue {
             .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
             .await
             .map_err(storage)?
-            .map(|r| r.get(0));
+            .map(|r| r.try_get(0))
+            .transpose()?;
         let version = applied_migrations(version.as_deref(), MIGRATIONS.len()).map_err(QueueError::Storage)?;
         for m in &MIGRATIONS[version..] {
             tx.batch_execute(m).await.map_err(storage)?;
@@ -268,8 +288,13 @@ impl PostgresQueue {
     }
 }
 
-/// Queues `events` for `inbound_id` with sticky routing within `source` (as in SQLite),
-/// holding the insert locks of their lanes so that ids follow commit order within each lane.
+/// Queues `events` for `inbound_id` with sticky routing within `source` (as in SQLite), holding the insert
+/// locks of their lanes so that ids follow commit order within each lane.
+///
+/// Locks are taken in one global order, lanes (ascending) before route rows (ascending), so
+/// two accepts naming the same dedup_keys in any order cannot deadlock: the route lookups
+/// come first and lock nothing, and the routes of a trigger are written only once its lane is
+/// held.
 async fn insert_events(
     tx: &Transaction<'_>,
     schema: i32,
@@ -278,16 +303,11 @@ async fn insert_events(
     at: Millis,
 ) -> Result<(), tokio_postgres::Error> {
     let mut routed = Vec::with_capacity(events.len());
+    let mut routes = Vec::new();
     for e in events {
         routed.push(match Route::of(e) {
             Route::Record(dk) => {
-                let stmt = tx
-                    .prepare_cached(
-                        "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
-                         ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
-                    )
-                    .await?;
-                tx.execute(&stmt, &[&source, &dk, &e.routing_key().expose(), &at]).await?;
+                routes.push((dk, e.routing_key().expose()));
                 e.clone()
             }
             Route::Lookup(dk) => {
@@ -297,14 +317,28 @@ async fn insert_events(
                          WHERE source = $1 AND dedup_key = $2 ORDER BY at DESC, seq DESC LIMIT 1",
                     )
                     .await?;
-                let found = tx.query_opt(&stmt, &[&source, &dk, &e.routing_key().expose()]).await?;
-                sticky(e, sticky_key(found.map(|r| (r.get(0), r.get(1)))))
+                let found = match tx.query_opt(&stmt, &[&source, &dk, &e.routing_key().expose()]).await? {
+                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                    None => None,
+                };
+                sticky(e, sticky_key(found))
             }
             Route::AsIs => e.clone(),
         });
     }
     let lanes: Vec<String> = routed.iter().filter_map(Event::order_key).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
+    routes.sort_unstable();
+    routes.dedup();
+    let record = tx
+        .prepare_cached(
+            "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
+        )
+        .await?;
+    for (dk, key) in routes {
+        tx.execute(&record, &[&source, &dk, &key, &at]).await?;
+    }
     let insert = tx.prepare_cached(INSERT_EVENT).await?;
     for e in &routed {
         tx.execute(
@@ -341,19 +375,19 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
-fn stored_event(r: &Row) -> StoredEvent {
-    StoredEvent {
-        id: r.get(0),
-        kind: r.get(1),
-        order_key: r.get(2),
-        routing_key: r.get(3),
-        action: r.get(4),
-        body: r.get(5),
-        attempts: r.get::<_, i32>(6).max(0) as u32,
-        created_at: r.get(7),
-        inbound_id: r.get(8),
-        due: r.get(9),
-    }
+fn stored_event(r: &Row) -> Result<StoredEvent, tokio_postgres::Error> {
+    Ok(StoredEvent {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        order_key: r.try_get(2)?,
+        routing_key: r.try_get(3)?,
+        action: r.try_get(4)?,
+        body: r.try_get(5)?,
+        attempts: r.try_get::<_, i32>(6)?.max(0) as u32,
+        created_at: r.try_get(7)?,
+        inbound_id: r.try_get(8)?,
+        due: r.try_get(9)?,
+    })
 }
 
 /// Leases up to `limit` lane heads, collapsing consecutive due triggers as SQLite does.
@@ -394,22 +428,22 @@ async fn claim_in(
     let lease = tx.prepare_cached("UPDATE events SET lease_until = $2 WHERE id = $1").await?;
     let mut out = Vec::with_capacity(candidates.len());
     for candidate in candidates {
-        let mut head = stored_event(&candidate);
+        let mut head = stored_event(&candidate)?;
         if let Some(lane) = head.order_key.clone() {
             let keys = [Lock::Claim.key(schema), lane_lock(&lane)];
             let locked: bool =
-                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.get(0);
+                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.try_get(0)?;
             if !locked {
                 continue; // another replica is claiming in this lane right now
             }
             // The candidate list's snapshot predates the lock: look again.
             let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
-            head = stored_event(&row);
+            head = stored_event(&row)?;
         }
         let mut superseded = Vec::new();
         while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
             let Some(next) = tx.query_opt(&next_in_lane, &[&now, &lane, &head.id]).await? else { break };
-            let next = stored_event(&next);
+            let next = stored_event(&next)?;
             if !head.collapses_into(&next) {
                 break;
             }
@@ -418,7 +452,7 @@ async fn claim_in(
             head = next;
         }
         tx.execute(&lease, &[&head.id, &until]).await?;
-        out.extend(head.into_claimed(superseded));
+        out.extend(head.into_claimed(superseded, until));
     }
     Ok(out)
 }
@@ -438,18 +472,18 @@ const DEAD_LETTERS: &str = "
     FROM inbound i
     WHERE i.status = 'too_many_events' AND ($1::text IS NULL OR i.source = $1)";
 
-fn dead_letter_row(r: &Row) -> DeadLetter {
-    DeadLetter {
-        id: r.get(0),
-        kind: r.get(1),
-        source: r.get(2),
-        inbound_id: r.get(3),
-        at: r.get(4),
-        reason: r.get(5),
-        action: r.get(6),
-        dedup_key: r.get(7),
-        attempts: r.get::<_, i32>(8).max(0) as u32,
-    }
+fn dead_letter_row(r: &Row) -> Result<DeadLetter, tokio_postgres::Error> {
+    Ok(DeadLetter {
+        id: r.try_get(0)?,
+        kind: r.try_get(1)?,
+        source: r.try_get(2)?,
+        inbound_id: r.try_get(3)?,
+        at: r.try_get(4)?,
+        reason: r.try_get(5)?,
+        action: r.try_get(6)?,
+        dedup_key: r.try_get(7)?,
+        attempts: r.try_get::<_, i32>(8)?.max(0) as u32,
+    })
 }
 
 #[async_trait]
@@ -473,7 +507,7 @@ impl Queue for PostgresQueue {
                     .query_one("SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2", &[&i.source, d])
                     .await
                     .map_err(storage)?
-                    .get(0);
+                    .try_get(0)?;
                 return Ok(Accepted::Duplicate { id });
             }
         }
@@ -509,7 +543,7 @@ impl Queue for PostgresQueue {
         Ok(claimed)
     }
 
-    async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;
         let status = attempt.status.map(i32::from);
@@ -521,33 +555,48 @@ impl Queue for PostgresQueue {
         .map_err(storage)?;
         let (sql, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &finish {
             Finish::Delivered => (
-                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
-                vec![&id, &attempt.at],
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $3
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, &attempt.at],
             ),
             Finish::DryRun => (
-                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = $2 WHERE id = $1",
-                vec![&id, &attempt.at],
+                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = $3
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, &attempt.at],
             ),
             Finish::RetryAt(at) => (
-                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $2, last_error = $3 WHERE id = $1",
-                vec![&id, at, &attempt.detail],
+                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $3, last_error = $4
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, at, &attempt.detail],
             ),
             Finish::Dead(reason) => (
-                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $2, last_error = $3 WHERE id = $1",
-                vec![&id, &attempt.at, reason],
+                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $3, last_error = $4
+                 WHERE id = $1 AND lease_until = $2",
+                vec![&id, &lease, &attempt.at, reason],
             ),
         };
-        tx.execute(sql, &params).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)
+        let n = tx.execute(sql, &params).await.map_err(storage)?;
+        tx.commit().await.map_err(storage)?;
+        Ok(n == 1)
+    }
+
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
+        let c = self.client().await?;
+        let n = c
+            .execute(
+                "UPDATE events SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
+                &[&id, &lease, &until],
+            )
+            .await
+            .map_err(storage)?;
+        Ok(n == 1)
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
         // Future times only (see the trait); a lease another replica holds counts, so its
         // expiry wakes this one.
         let c = self.client().await?;
-        let sql = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
-                   WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
-        Ok(c.query_one(sql, &[&super::now_millis()]).await.map_err(storage)?.get(0))
+        Ok(c.query_one(NEXT_DUE, &[&super::now_millis()]).await.map_err(storage)?.try_get(0)?)
     }
 
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
@@ -561,22 +610,23 @@ impl Queue for PostgresQueue {
             )
             .await
             .map_err(storage)?;
-        Ok(rows
-            .iter()
-            .map(|r| EventSummary {
-                id: r.get(0),
-                inbound_id: r.get(1),
-                source: r.get(2),
-                kind: r.get(3),
-                action: r.get(4),
-                dedup_key: r.get(5),
-                state: r.get(6),
-                attempts: r.get::<_, i32>(7).max(0) as u32,
-                created_at: r.get(8),
-                last_error: r.get(9),
-                pagerduty_dedup_key: r.get(10),
+        rows.iter()
+            .map(|r| {
+                Ok(EventSummary {
+                    id: r.try_get(0)?,
+                    inbound_id: r.try_get(1)?,
+                    source: r.try_get(2)?,
+                    kind: r.try_get(3)?,
+                    action: r.try_get(4)?,
+                    dedup_key: r.try_get(5)?,
+                    state: r.try_get(6)?,
+                    attempts: r.try_get::<_, i32>(7)?.max(0) as u32,
+                    created_at: r.try_get(8)?,
+                    last_error: r.try_get(9)?,
+                    pagerduty_dedup_key: r.try_get(10)?,
+                })
             })
-            .collect())
+            .collect()
     }
 
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
@@ -607,14 +657,15 @@ impl Queue for PostgresQueue {
             .query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[])
             .await
             .map_err(storage)?;
-        Ok((r.get::<_, i64>(0) as u64, r.get(1)))
+        Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?))
     }
 
-    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         let c = self.client().await?;
         c.execute(
-            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2) WHERE id = $1 AND state = 'pending'",
-            &[&id, &until],
+            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2)
+             WHERE id = $1 AND state = 'pending' AND lease_until = $3",
+            &[&id, &until, &lease],
         )
         .await
         .map_err(storage)?;
@@ -627,7 +678,7 @@ impl Queue for PostgresQueue {
             .query(&format!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2"), &[&source, &(limit as i64)])
             .await
             .map_err(storage)?;
-        Ok(rows.iter().map(dead_letter_row).collect())
+        Ok(rows.iter().map(dead_letter_row).collect::<Result<_, _>>()?)
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
@@ -636,11 +687,11 @@ impl Queue for PostgresQueue {
             .query_opt(&format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2"), &[&None::<String>, &id.to_string()])
             .await
             .map_err(storage)?;
-        let Some(letter) = letter.as_ref().map(dead_letter_row) else { return Ok(None) };
+        let Some(letter) = letter.as_ref().map(dead_letter_row).transpose()? else { return Ok(None) };
         let (event, attempt_log) = match id {
             DeadId::Event(n) => {
                 let body: String =
-                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.get(0);
+                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.try_get(0)?;
                 let log = attempt_log(&c, n).await?;
                 (serde_json::from_str(&body).ok(), log)
             }
@@ -650,7 +701,7 @@ impl Queue for PostgresQueue {
             .query_one("SELECT headers, body FROM inbound WHERE id = $1", &[&letter.inbound_id])
             .await
             .map_err(storage)?;
-        let (headers, payload): (String, Vec<u8>) = (r.get(0), r.get(1));
+        let (headers, payload): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
         Ok(Some(DeadLetterDetail {
             letter,
             event,
@@ -675,7 +726,7 @@ impl Queue for PostgresQueue {
         else {
             return Ok(None);
         };
-        let lane: Option<String> = dead.get(0);
+        let lane: Option<String> = dead.try_get(0)?;
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await.map_err(storage)?;
         let new_id: i64 = tx
             .query_one(
@@ -686,7 +737,7 @@ impl Queue for PostgresQueue {
             )
             .await
             .map_err(storage)?
-            .get(0);
+            .try_get(0)?;
         tx.execute(
             "UPDATE events SET last_error = last_error || $2 WHERE id = $1",
             &[&id, &format!(" (replayed as event {new_id})")],
@@ -706,19 +757,18 @@ impl Queue for PostgresQueue {
             )
             .await
             .map_err(storage)?;
-        Ok(row.map(|r| {
-            let headers: String = r.get(2);
-            let body: Vec<u8> = r.get(4);
-            let status: String = r.get(5);
-            StoredInbound {
-                id: r.get(0),
-                source: r.get(1),
-                received_at: r.get(7),
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                query: r.get(3),
-                body: body.into(),
-                status: status_from_columns(&status, r.get(6)),
-            }
+        let Some(r) = row else { return Ok(None) };
+        let headers: String = r.try_get(2)?;
+        let body: Vec<u8> = r.try_get(4)?;
+        let status: String = r.try_get(5)?;
+        Ok(Some(StoredInbound {
+            id: r.try_get(0)?,
+            source: r.try_get(1)?,
+            received_at: r.try_get(7)?,
+            headers: serde_json::from_str(&headers).unwrap_or_default(),
+            query: r.try_get(3)?,
+            body: body.into(),
+            status: status_from_columns(&status, r.try_get(6)?),
         }))
     }
 
@@ -743,7 +793,7 @@ impl Queue for PostgresQueue {
         else {
             return Ok(None);
         };
-        let source: String = row.get(0);
+        let source: String = row.try_get(0)?;
         insert_events(&tx, self.schema, (&id, &source), &events, now).await.map_err(storage)?;
         tx.commit().await.map_err(storage)?;
         Ok(Some(events.len()))
@@ -778,7 +828,7 @@ impl Queue for PostgresQueue {
              OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint) ORDER BY e.id DESC LIMIT $3"
         );
         let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64)]).await.map_err(storage)?;
-        Ok(rows.iter().map(event_row).collect())
+        Ok(rows.iter().map(event_row).collect::<Result<_, _>>()?)
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
@@ -786,14 +836,15 @@ impl Queue for PostgresQueue {
         let Some(r) = c.query_opt(&format!("{EVENT_ROW} WHERE e.id = $1"), &[&id]).await.map_err(storage)? else {
             return Ok(None);
         };
-        let row = event_row(&r);
-        let body: String = c.query_one("SELECT body FROM events WHERE id = $1", &[&id]).await.map_err(storage)?.get(0);
+        let row = event_row(&r)?;
+        let body: String =
+            c.query_one("SELECT body FROM events WHERE id = $1", &[&id]).await.map_err(storage)?.try_get(0)?;
         let attempt_log = attempt_log(&c, id).await?;
         let r = c
             .query_one("SELECT headers, query, body FROM inbound WHERE id = $1", &[&row.summary.inbound_id])
             .await
             .map_err(storage)?;
-        let (headers, query, payload): (String, String, Vec<u8>) = (r.get(0), r.get(1), r.get(2));
+        let (headers, query, payload): (String, String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
         Ok(Some(EventDetail {
             row,
             event: serde_json::from_str(&body).ok(),
@@ -811,24 +862,24 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 
-fn event_row(r: &Row) -> EventRow {
-    let key: String = r.get(10);
-    EventRow {
+fn event_row(r: &Row) -> Result<EventRow, tokio_postgres::Error> {
+    let key: String = r.try_get(10)?;
+    Ok(EventRow {
         summary: EventSummary {
-            id: r.get(0),
-            inbound_id: r.get(1),
-            source: r.get(2),
-            kind: r.get(3),
-            action: r.get(4),
-            dedup_key: r.get(5),
-            state: r.get(6),
-            attempts: r.get::<_, i32>(7).max(0) as u32,
-            created_at: r.get(8),
-            last_error: r.get(9),
-            pagerduty_dedup_key: r.get(11),
+            id: r.try_get(0)?,
+            inbound_id: r.try_get(1)?,
+            source: r.try_get(2)?,
+            kind: r.try_get(3)?,
+            action: r.try_get(4)?,
+            dedup_key: r.try_get(5)?,
+            state: r.try_get(6)?,
+            attempts: r.try_get::<_, i32>(7)?.max(0) as u32,
+            created_at: r.try_get(8)?,
+            last_error: r.try_get(9)?,
+            pagerduty_dedup_key: r.try_get(11)?,
         },
         routing_key: super::fingerprint_of(&key),
-    }
+    })
 }
 
 /// Every attempt at event `id`, oldest first.
@@ -837,13 +888,13 @@ async fn attempt_log(c: &tokio_postgres::Client, id: i64) -> Result<Vec<AttemptR
         .query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&id])
         .await
         .map_err(storage)?;
-    Ok(rows
-        .iter()
-        .map(|r| AttemptRecord {
-            at: r.get(0),
-            status: r.get::<_, Option<i32>>(1).and_then(|s| u16::try_from(s).ok()),
-            detail: r.get(2),
-            pagerduty_dedup_key: r.get(3),
+    let log = rows.iter().map(|r| {
+        Ok(AttemptRecord {
+            at: r.try_get(0)?,
+            status: r.try_get::<_, Option<i32>>(1)?.and_then(|s| u16::try_from(s).ok()),
+            detail: r.try_get(2)?,
+            pagerduty_dedup_key: r.try_get(3)?,
         })
-        .collect())
+    });
+    Ok(log.collect::<Result<_, tokio_postgres::Error>>()?)
 }

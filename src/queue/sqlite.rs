@@ -131,7 +131,7 @@ enum Cmd {
 /// A write that may share its transaction (and its commit) with others.
 enum Write {
     Accept(Box<NewInbound>, Vec<Event>, Reply),
-    Finish(i64, Box<(Attempt, Finish)>, oneshot::Sender<Result<(), QueueError>>),
+    Finish(i64, Millis, Box<(Attempt, Finish)>, oneshot::Sender<Result<bool, QueueError>>),
 }
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads.
@@ -276,7 +276,7 @@ type Reply = oneshot::Sender<Result<Accepted, QueueError>>;
 /// A write's answer, sent only once the batch's commit is known.
 enum Answer {
     Accept(Reply, Result<Accepted, QueueError>),
-    Finish(oneshot::Sender<Result<(), QueueError>>, Result<(), QueueError>),
+    Finish(oneshot::Sender<Result<bool, QueueError>>, Result<bool, QueueError>),
 }
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durability: Durability) {
@@ -310,8 +310,8 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
                     }
                     Err(e) => (Answer::Accept(reply, Err(storage(e))), false),
                 },
-                Write::Finish(id, done, reply) => match finish_one(&sp, id, &done.0, &done.1) {
-                    Ok(()) => (Answer::Finish(reply, Ok(())), true),
+                Write::Finish(id, lease, done, reply) => match finish_one(&sp, id, lease, &done.0, &done.1) {
+                    Ok(held) => (Answer::Finish(reply, Ok(held)), true),
                     Err(e) => (Answer::Finish(reply, Err(storage(e))), false),
                 },
             };
@@ -346,33 +346,42 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
     }
 }
 
-/// Records one delivery attempt and its outcome.
-fn finish_one(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), rusqlite::Error> {
+/// Records one delivery attempt and, if the event is still held under `lease`, its outcome.
+fn finish_one(
+    tx: &Connection,
+    id: i64,
+    lease: Millis,
+    attempt: &Attempt,
+    finish: &Finish,
+) -> Result<bool, rusqlite::Error> {
     tx.prepare_cached("INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
         .execute(params![id, attempt.at, attempt.status, attempt.detail, attempt.dedup_key])?;
-    match finish {
+    let n = match finish {
         Finish::Delivered => tx
             .prepare_cached(
-                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
+                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2
+                 WHERE id = ?1 AND lease_until = ?3",
             )?
-            .execute(params![id, attempt.at])?,
+            .execute(params![id, attempt.at, lease])?,
         Finish::DryRun => tx
             .prepare_cached(
-                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1",
+                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1 AND lease_until = ?3",
             )?
-            .execute(params![id, attempt.at])?,
+            .execute(params![id, attempt.at, lease])?,
         Finish::RetryAt(at) => tx
             .prepare_cached(
-                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3 WHERE id = ?1",
+                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND lease_until = ?4",
             )?
-            .execute(params![id, at, attempt.detail])?,
+            .execute(params![id, at, attempt.detail, lease])?,
         Finish::Dead(reason) => tx
             .prepare_cached(
-                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = ?2, last_error = ?3 WHERE id = ?1",
+                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = ?2, last_error = ?3
+                 WHERE id = ?1 AND lease_until = ?4",
             )?
-            .execute(params![id, attempt.at, reason])?,
+            .execute(params![id, attempt.at, reason, lease])?,
     };
-    Ok(())
+    Ok(n == 1)
 }
 
 fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accepted, rusqlite::Error> {
@@ -502,7 +511,7 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
             head = next;
         }
         lease.execute(params![head.id, until])?;
-        out.extend(head.into_claimed(superseded));
+        out.extend(head.into_claimed(superseded, until));
     }
     Ok(out)
 }
@@ -540,8 +549,19 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn finish(&self, id: i64, attempt: Attempt, finish: Finish) -> Result<(), QueueError> {
-        self.write(|reply| Write::Finish(id, Box::new((attempt, finish)), reply)).await
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
+        self.write(|reply| Write::Finish(id, lease, Box::new((attempt, finish)), reply)).await
+    }
+
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
+        self.run(move |c| {
+            c.prepare_cached(
+                "UPDATE events SET lease_until = ?3 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+            )?
+            .execute(params![id, lease, until])
+            .map(|n| n == 1)
+        })
+        .await
     }
 
     async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
@@ -611,11 +631,12 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn defer(&self, id: i64, until: Millis) -> Result<(), QueueError> {
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         self.run(move |c| {
             c.execute(
-                "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2) WHERE id = ?1 AND state = 'pending'",
-                params![id, until],
+                "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2)
+                 WHERE id = ?1 AND state = 'pending' AND lease_until = ?3",
+                params![id, until, lease],
             )
             .map(drop)
         })

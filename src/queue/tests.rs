@@ -122,6 +122,7 @@ on_every_backend!(
     dead_letters_are_listed_shown_replayed_and_deleted,
     the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
     events_are_searched_paged_and_shown_with_attempts_and_request,
+    a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
 );
 
 /// Under `CI=true` a PostgreSQL test without DATABASE_URL fails instead of skipping: run one in
@@ -176,6 +177,7 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     let trigger = c[0].id;
     q.finish(
         trigger,
+        c[0].lease,
         Attempt { at: now, status: Some(500), detail: None, dedup_key: None },
         Finish::RetryAt(now + 1000),
     )
@@ -187,9 +189,15 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
     assert_eq!(retried[0].attempts, 1);
-    q.finish(trigger, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+    assert!(q
+        .finish(
+            trigger,
+            retried[0].lease,
+            Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+            Finish::Delivered
+        )
         .await
-        .unwrap();
+        .unwrap());
     let next = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
@@ -200,6 +208,7 @@ async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     let c = q.claim(now, 10, LEASE).await.unwrap();
     q.finish(
         c[0].id,
+        c[0].lease,
         Attempt { at: now, status: Some(400), detail: Some("bad".into()), dedup_key: None },
         Finish::Dead("400: bad".into()),
     )
@@ -252,11 +261,17 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     q.accept(failed, vec![]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 2, LEASE).await.unwrap();
-    q.finish(c[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
-        .await
-        .unwrap();
+    q.finish(
+        c[0].id,
+        c[0].lease,
+        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+        Finish::Delivered,
+    )
+    .await
+    .unwrap();
     q.finish(
         c[1].id,
+        c[1].lease,
         Attempt { at: now, status: Some(400), detail: None, dedup_key: None },
         Finish::Dead("400".into()),
     )
@@ -283,9 +298,14 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            q.finish(c.id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
-                .await
-                .unwrap();
+            q.finish(
+                c.id,
+                c.lease,
+                Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+                Finish::Delivered,
+            )
+            .await
+            .unwrap();
         }
     }
 }
@@ -352,15 +372,25 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].superseded.len(), 2, "{first:?}");
     assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
-    q.finish(first[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
-        .await
-        .unwrap();
+    q.finish(
+        first[0].id,
+        first[0].lease,
+        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+        Finish::Delivered,
+    )
+    .await
+    .unwrap();
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
     assert!(resolve[0].superseded.is_empty());
-    q.finish(resolve[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
-        .await
-        .unwrap();
+    q.finish(
+        resolve[0].id,
+        resolve[0].lease,
+        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+        Finish::Delivered,
+    )
+    .await
+    .unwrap();
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -372,7 +402,7 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
     // After the accept: an event is due from its arrival, which a `now` taken before could precede.
     let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
-    q.defer(c[0].id, now + 5000).await.unwrap();
+    q.defer(c[0].id, c[0].lease, now + 5000).await.unwrap();
     assert!(q.claim(now + 4999, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due().await.unwrap(), Some(now + 5000));
     let again = q.claim(now + 5000, 10, LEASE).await.unwrap();
@@ -390,6 +420,7 @@ async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     for c in q.claim(now, 10, LEASE).await.unwrap() {
         q.finish(
             c.id,
+            c.lease,
             Attempt { at: now, status: Some(400), detail: Some("Event object is invalid".into()), dedup_key: None },
             Finish::Dead("400: Event object is invalid".into()),
         )
@@ -432,6 +463,32 @@ async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
     assert!(q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
     assert!(!q.delete_dead(DeadId::parse(&gone.id).unwrap()).await.unwrap());
     assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// The lease a claim wrote is its fencing token: once it ran out and another claim took the
+/// event, the first claim's renewal, outcome and deferral change nothing of the second's.
+async fn a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim(q: Arc<dyn Queue>) {
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    let now = now_millis();
+    let first = q.claim(now, 10, LEASE).await.unwrap().remove(0);
+    let expired = first.lease;
+    let second = q.claim(expired, 10, LEASE).await.unwrap().remove(0);
+    assert_eq!(second.id, first.id);
+    assert!(second.lease > first.lease, "successive claims write larger leases");
+    let sent = Attempt { at: expired, status: Some(202), detail: None, dedup_key: None };
+    assert!(!q.renew(first.id, first.lease, expired + 1_000_000).await.unwrap(), "a lost lease is not renewed");
+    assert!(!q.finish(first.id, first.lease, sent.clone(), Finish::Delivered).await.unwrap());
+    q.defer(first.id, first.lease, expired + 1_000_000).await.unwrap();
+    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == "pending").count(), 2);
+    assert!(q.claim(expired, 10, LEASE).await.unwrap().is_empty(), "still held by the second claim");
+    // The holder renews and finishes; the resolve behind it follows.
+    let renewed = second.lease + 1000;
+    assert!(q.renew(second.id, second.lease, renewed).await.unwrap());
+    assert!(q.claim(second.lease, 10, LEASE).await.unwrap().is_empty(), "the renewed lease holds past the first");
+    assert!(!q.finish(second.id, second.lease, sent.clone(), Finish::Delivered).await.unwrap(), "renewed: new token");
+    assert!(q.finish(second.id, renewed, sent, Finish::Delivered).await.unwrap());
+    let next = q.claim(expired, 10, LEASE).await.unwrap();
+    assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
 
 #[test]
@@ -533,6 +590,11 @@ on_postgres!(
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
     routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
+    accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
+    a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
+    the_next_due_scan_uses_an_index,
+    with_sslmode_require_every_pooled_connection_is_encrypted,
+    verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert,
 );
 
 /// Three replicas with two workers each, claiming from one schema at once: a lane is never in
@@ -575,9 +637,14 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
                     // anyone else this lane until then.
                     in_flight.lock().unwrap().remove(&dk);
                     let at = now_millis();
-                    q.finish(c.id, Attempt { at, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
-                        .await
-                        .unwrap();
+                    q.finish(
+                        c.id,
+                        c.lease,
+                        Attempt { at, status: Some(202), detail: None, dedup_key: None },
+                        Finish::Delivered,
+                    )
+                    .await
+                    .unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -725,10 +792,115 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert_eq!(held.len(), 1);
     insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
-    q.finish(held[0].id, Attempt { at: now, status: Some(202), detail: None, dedup_key: None }, Finish::Delivered)
+    q.finish(
+        held[0].id,
+        held[0].lease,
+        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
+        Finish::Delivered,
+    )
+    .await
+    .unwrap();
+    assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
+}
+
+/// Two webhooks whose triggers name the same dedup_keys in opposite orders, accepted at once
+/// by two replicas: both commit. Their sticky-route upserts lock rows; taken in the events'
+/// order they would cross, and PostgreSQL would break the deadlock by failing one (a 503).
+async fn accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock(schema: &PgSchema) {
+    let (a, b) = (replica(schema).await, replica(schema).await);
+    for round in 0..3 {
+        // Each pool's connection open, so that the two transactions start together.
+        a.depth().await.unwrap();
+        b.depth().await.unwrap();
+        let forward: Vec<Event> = (0..200).map(|k| alert("trigger", &format!("r{round}-k{k}"))).collect();
+        let backward: Vec<Event> = forward.iter().rev().cloned().collect();
+        let (x, y) = tokio::join!(a.accept(inbound(None), forward), b.accept(inbound(None), backward));
+        for r in [x, y] {
+            assert!(matches!(r, Ok(Accepted::Committed { events: 200, .. })), "round {round}: {r:?}");
+        }
+    }
+}
+
+/// A store whose columns are not what this build expects (a hand-edited or foreign schema)
+/// answers with a storage error naming the problem; it never panics the worker or a request.
+async fn a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound(None), vec![alert("trigger", "k")]).await.unwrap();
+    let events = format!("{}.events", schema.name);
+    schema.admin.batch_execute(&format!("ALTER TABLE {events} ALTER COLUMN attempts TYPE BIGINT")).await.unwrap();
+    let recent = q.recent(10).await.expect_err("a storage error");
+    assert!(recent.to_string().contains("attempts") || recent.to_string().contains("int"), "{recent}");
+    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::Storage(_))));
+}
+
+/// `next_due` runs after every worker round on every replica: it must not scan the backlog.
+async fn the_next_due_scan_uses_an_index(schema: &PgSchema) {
+    let _migrated = replica(schema).await;
+    let c = connect_in(schema).await;
+    c.batch_execute("SET enable_seqscan = off").await.unwrap();
+    let plan: Vec<String> = c
+        .query(&format!("EXPLAIN {}", postgres::NEXT_DUE), &[&now_millis()])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let plan = plan.join("\n");
+    assert!(plan.contains("events_due"), "{plan}");
+}
+
+/// The pool's connections (`application_name` tells them apart), as `pg_stat_ssl` sees them:
+/// how many, and how many are encrypted.
+async fn pool_connections(schema: &PgSchema, app: &str) -> (i64, i64) {
+    let r = schema
+        .admin
+        .query_one(
+            "SELECT COUNT(*), COUNT(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+             WHERE a.application_name = $1",
+            &[&app],
+        )
         .await
         .unwrap();
-    assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
+    (r.get(0), r.get(1))
+}
+
+/// `sslmode=require` against a server with a self-signed certificate: encrypted without
+/// checking the certificate (libpq's meaning), on every connection the pool opens. The same
+/// count with `sslmode=disable` shows the check can tell.
+async fn with_sslmode_require_every_pooled_connection_is_encrypted(schema: &PgSchema) {
+    for (mode, encrypted) in [("require", true), ("disable", false)] {
+        let app = format!("pagerhook-tls-{mode}-{}", &schema.name[15..]);
+        let url = format!("{}&sslmode={mode}&application_name={app}", schema.url);
+        let q: Arc<dyn Queue> = Arc::new(PostgresQueue::connect(&Secret::new(url)).await.unwrap());
+        // Concurrent accepts make the pool open several connections.
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..16 {
+            let q = q.clone();
+            set.spawn(async move { q.accept(inbound(None), vec![alert("trigger", &format!("k{i}"))]).await });
+        }
+        while let Some(r) = set.join_next().await {
+            r.unwrap().unwrap();
+        }
+        let (all, tls) = pool_connections(schema, &app).await;
+        assert!(all >= 2, "{mode}: the pool holds several connections ({all})");
+        assert_eq!(tls, if encrypted { all } else { 0 }, "{mode}: {tls} of {all} connections encrypted");
+    }
+}
+
+/// The server's own (self-signed) certificate as `sslrootcert`: `verify-ca` checks the chain
+/// and connects, encrypted.
+async fn verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert(schema: &PgSchema) {
+    let pem: String =
+        schema.admin.query_one("SELECT pg_read_file(current_setting('ssl_cert_file'))", &[]).await.unwrap().get(0);
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root.crt");
+    std::fs::write(&root, pem).unwrap();
+    let app = format!("pagerhook-verify-ca-{}", &schema.name[15..]);
+    let url = format!("{}&sslmode=verify-ca&sslrootcert={}&application_name={app}", schema.url, root.display());
+    let q = PostgresQueue::connect(&Secret::new(url)).await.unwrap();
+    q.depth().await.unwrap();
+    let (all, tls) = pool_connections(schema, &app).await;
+    assert!(all >= 1 && tls == all, "{tls} of {all} encrypted");
 }
 
 #[tokio::test]
@@ -737,12 +909,12 @@ async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_passwo
     let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
     let refused = refused.to_string();
     assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
-    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=require"))
+    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full"))
         .await
         .err()
         .unwrap()
         .to_string();
-    assert!(tls.contains("sslmode=require"), "{tls}");
+    assert!(tls.contains("sslmode=verify-full needs sslrootcert"), "{tls}");
     let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
         .await
         .err()
@@ -759,17 +931,18 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
     let now = now_millis();
     let c = q.claim(now, 10, LEASE).await.unwrap();
     let (k, d) = (c[0].id, c[1].id);
+    let (lk, ld) = (c[0].lease, c[1].lease);
     let attempt = |status, key: Option<&str>| Attempt {
         at: now,
         status: Some(status),
         detail: None,
         dedup_key: key.map(Into::into),
     };
-    q.finish(k, attempt(500, None), Finish::RetryAt(now)).await.unwrap();
-    q.finish(d, attempt(202, Some("pd-d")), Finish::Dead("refused after all".into())).await.unwrap();
+    assert!(q.finish(k, lk, attempt(500, None), Finish::RetryAt(now)).await.unwrap());
+    assert!(q.finish(d, ld, attempt(202, Some("pd-d")), Finish::Dead("refused after all".into())).await.unwrap());
     let again = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(again.iter().map(|c| c.id).collect::<Vec<_>>(), vec![k]);
-    q.finish(k, attempt(202, Some("pd-k")), Finish::Delivered).await.unwrap();
+    assert!(q.finish(k, again[0].lease, attempt(202, Some("pd-k")), Finish::Delivered).await.unwrap());
     let recent = q.recent(10).await.unwrap();
     let of = |id| recent.iter().find(|e| e.id == id).unwrap().pagerduty_dedup_key.clone();
     assert_eq!(of(k).as_deref(), Some("pd-k"), "the 202's key, not the 500's absence of one");
@@ -817,9 +990,10 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     q.accept(other, vec![alert("trigger", "cpu/web1"), alert("trigger", "disk-full/db2")]).await.unwrap();
     let now = now_millis();
     let claimed = q.claim(now, 10, LEASE).await.unwrap();
-    let cpu = claimed.iter().find(|c| c.event.dedup_key().map(|k| k.as_str()) == Some("cpu/web1")).unwrap().id;
+    let cpu = claimed.iter().find(|c| c.event.dedup_key().map(|k| k.as_str()) == Some("cpu/web1")).unwrap();
+    let (cpu, cpu_lease) = (cpu.id, cpu.lease);
     let attempt = Attempt { at: now, status: Some(202), detail: Some("Event processed".into()), dedup_key: None };
-    q.finish(cpu, attempt, Finish::Delivered).await.unwrap();
+    assert!(q.finish(cpu, cpu_lease, attempt, Finish::Delivered).await.unwrap());
 
     let find = |search: Option<&str>, before: Option<i64>, limit: usize| {
         let q = q.clone();
