@@ -7,7 +7,7 @@ use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::pagerduty;
-use crate::queue::{PostgresQueue, Queue, Role, SqliteQueue};
+use crate::queue::{PostgresQueue, Queue, Role, SharedPace, SqliteQueue};
 use crate::reload::{self, Fingerprint, Live};
 use crate::source::{AwsFetch, HttpsFetch, Sources};
 use anyhow::Context as _;
@@ -156,14 +156,24 @@ pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
 pub async fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
+    Ok(open_store(cfg, role).await?.0)
+}
+
+/// The configured store, and the pacing state it shares between replicas (PostgreSQL); `None`
+/// for SQLite, whose one process paces in memory.
+async fn open_store(cfg: &Config, role: Role) -> anyhow::Result<(Arc<dyn Queue>, Option<Arc<dyn SharedPace>>)> {
     match &cfg.storage.backend {
-        StorageBackend::Sqlite { path } => Ok(Arc::new(
-            SqliteQueue::open(path, cfg.storage.durability, role)
-                .with_context(|| format!("opening {}", path.display()))?,
+        StorageBackend::Sqlite { path } => Ok((
+            Arc::new(
+                SqliteQueue::open(path, cfg.storage.durability, role)
+                    .with_context(|| format!("opening {}", path.display()))?,
+            ),
+            None,
         )),
         // Every role is the same here: other replicas' leases are theirs until they expire.
         StorageBackend::Postgres { url } => {
-            Ok(Arc::new(PostgresQueue::connect(url).await.context("opening the PostgreSQL store (storage.url)")?))
+            let q = Arc::new(PostgresQueue::connect(url).await.context("opening the PostgreSQL store (storage.url)")?);
+            Ok((q.clone(), Some(q)))
         }
     }
 }
@@ -206,12 +216,13 @@ impl App {
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }
-        let queue = open_queue(&cfg, Role::Deliverer).await?;
+        let (queue, shared_pace) = open_store(&cfg, Role::Deliverer).await?;
         let wake = Arc::new(Notify::new());
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
             .map_err(anyhow::Error::msg)?;
         let (stop_worker, stop_rx) = watch::channel(false);
-        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone(), metrics.clone());
+        let worker =
+            Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone());
         let worker = tokio::spawn(worker.run(stop_rx.clone()));
         tokio::spawn(reloader.clone().watch(stop_rx.clone()));
         tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx));

@@ -64,6 +64,11 @@ impl RoutingKey {
     pub fn fingerprint(&self) -> String {
         hex::encode(&Sha256::digest(self.0.expose().as_bytes())[..4])
     }
+
+    /// The key's full SHA-256 (hex): how shared pacing state names it, never storing the key.
+    pub fn sha256(&self) -> String {
+        hex::encode(Sha256::digest(self.0.expose().as_bytes()))
+    }
 }
 
 /// Alert severity.

@@ -12,8 +12,8 @@ pub mod policy;
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
 use crate::pagerduty::{Client, Response};
-use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue};
-use pacing::Pacer;
+use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue, SharedPace, SlotAsk};
+use pacing::{Limits, Pacer};
 use policy::RetryAction;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -53,6 +53,17 @@ impl Outcome {
     }
 }
 
+/// How long an event waits when its pace could not be read from the shared store.
+const PACE_UNAVAILABLE: Millis = 1000;
+
+/// Where routing keys' pace is kept: in memory when this process is the only deliverer
+/// (SQLite), in the store the replicas share otherwise (PostgreSQL). Same rules either way.
+#[derive(Clone)]
+enum Pacing {
+    Local(Arc<Mutex<Pacer>>),
+    Shared(Arc<dyn SharedPace>, Limits),
+}
+
 /// Sends queued events to PagerDuty.
 #[derive(Clone)]
 pub struct Worker {
@@ -60,21 +71,73 @@ pub struct Worker {
     client: Client,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
-    pacer: Arc<Mutex<Pacer>>,
+    pacing: Pacing,
     metrics: Arc<Metrics>,
 }
 
+/// The lane an event is paced in: its ordering lane, or its own for a change event.
+fn lane(c: &Claimed) -> String {
+    c.event.order_key().unwrap_or_else(|| format!("#{}", c.id))
+}
+
 impl Worker {
-    /// A worker over `queue`; `wake` is notified by whoever enqueues.
+    /// A worker over `queue`; `wake` is notified by whoever enqueues. With `shared`, routing
+    /// keys are paced together with the other replicas on that store.
     pub fn new(
         queue: Arc<dyn Queue>,
+        shared: Option<Arc<dyn SharedPace>>,
         client: Client,
         cfg: DeliveryConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        let pacer = Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)));
-        Worker { queue, client, cfg, wake, pacer, metrics }
+        let pacing = match shared {
+            Some(store) => Pacing::Shared(store, Limits::new(cfg.per_key_rate, cfg.per_key_burst)),
+            None => Pacing::Local(Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)))),
+        };
+        Worker { queue, client, cfg, wake, pacing, metrics }
+    }
+
+    /// Whether each event of a claimed batch may go at `now` (`Err(at)`: not before `at`).
+    /// Shared pacing costs one round trip per batch (none for a batch of nothing).
+    async fn admit(&self, batch: &[Claimed], now: Millis) -> Vec<Result<(), Millis>> {
+        let (store, limits) = match &self.pacing {
+            Pacing::Local(p) => {
+                let mut p = p.lock().expect("pacer lock");
+                return batch.iter().map(|c| p.admit(c.event.routing_key().expose(), &lane(c), now)).collect();
+            }
+            Pacing::Shared(store, limits) => (store, limits),
+        };
+        if batch.is_empty() {
+            return Vec::new();
+        }
+        let slots = if limits.unlimited() {
+            store.closed_until(&batch.iter().map(|c| c.event.routing_key().sha256()).collect::<Vec<_>>()).await
+        } else {
+            let asks: Vec<SlotAsk> =
+                batch.iter().map(|c| SlotAsk { key: c.event.routing_key().sha256(), lane: lane(c) }).collect();
+            store.slots(now, &asks, limits).await
+        };
+        match slots {
+            Ok(slots) => slots.into_iter().map(|at| if at <= now { Ok(()) } else { Err(at) }).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the shared pace of routing keys; events wait");
+                vec![Err(now + PACE_UNAVAILABLE); batch.len()]
+            }
+        }
+    }
+
+    /// PagerDuty answered 429 for `c`'s routing key: hold the key back until `until`, for
+    /// every replica when the pace is shared.
+    async fn slow_down(&self, c: &Claimed, now: Millis, until: Millis) {
+        match &self.pacing {
+            Pacing::Local(p) => p.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), now, until),
+            Pacing::Shared(store, limits) => {
+                if let Err(e) = store.hold(&c.event.routing_key().sha256(), now, until, limits).await {
+                    tracing::error!(event_id = c.id, error = %e, "cannot hold back the routing key for the other replicas");
+                }
+            }
+        }
     }
 
     /// Runs until `shutdown` turns true; in-flight attempts are finished before returning.
@@ -90,9 +153,10 @@ impl Worker {
                 match self.queue.claim(now_millis(), free, self.cfg.lease).await {
                     Ok(batch) => {
                         claimed = batch.len();
-                        for c in batch {
+                        let admitted = self.admit(&batch, now_millis()).await;
+                        for (c, admitted) in batch.into_iter().zip(admitted) {
                             let w = self.clone();
-                            inflight.spawn(async move { w.deliver(c).await });
+                            inflight.spawn(async move { w.deliver(c, admitted).await });
                         }
                     }
                     Err(e) => tracing::error!(error = %e, "cannot claim events"),
@@ -121,15 +185,13 @@ impl Worker {
         while inflight.join_next().await.is_some() {}
     }
 
-    /// One attempt at one event, recorded; or, when its routing key must wait, deferred.
-    pub async fn deliver(&self, c: Claimed) -> Outcome {
+    /// One attempt at one event, recorded; or, when its routing key must wait (`admitted` is
+    /// `Err(at)`), deferred.
+    pub async fn deliver(&self, c: Claimed, admitted: Result<(), Millis>) -> Outcome {
         for old in &c.superseded {
             tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
         }
         self.metrics.collapsed(c.superseded.len());
-        let lane = c.event.order_key().unwrap_or_else(|| format!("#{}", c.id));
-        let admitted =
-            self.pacer.lock().expect("pacer lock").admit(c.event.routing_key().expose(), &lane, now_millis());
         if let Err(at) = admitted {
             if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
                 tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
@@ -165,7 +227,7 @@ impl Worker {
                 let next: Millis = now + delay.as_millis() as Millis;
                 if matches!(response, Response::Status { code: 429, .. }) {
                     // PagerDuty throttles per routing key: hold back every event for it.
-                    self.pacer.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), now, next);
+                    self.slow_down(&c, now, next).await;
                 }
                 if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
                     (

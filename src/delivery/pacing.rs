@@ -15,10 +15,13 @@
 //! `Retry-After` and moves the key's reservations later by as much, keeping their spacing, so
 //! the reopening is paced like any other minute rather than releasing every waiting event.
 //!
-//! Pure and clock-free: callers pass `now`, tests step time by hand.
+//! Pure and clock-free: callers pass `now`, tests step time by hand. The rules ([`Limits`])
+//! act on a key's [`PaceState`]: [`Pacer`] keeps those in memory for a lone process, and
+//! replicas on PostgreSQL share them through `queue::SharedPace`, which applies the same rules
+//! under a row lock, so the budget is one for all replicas.
 
-use crate::queue::Millis;
-use std::collections::{HashMap, VecDeque};
+use crate::queue::{Millis, PaceRule, PaceState};
+use std::collections::HashMap;
 
 /// PagerDuty's window.
 pub const WINDOW: Millis = 60_000;
@@ -27,45 +30,26 @@ pub const WINDOW: Millis = 60_000;
 /// after a restart); keeps memory bounded.
 const FORGET_AFTER: Millis = 3_600_000;
 
-#[derive(Debug, Clone)]
-struct KeyPace {
-    /// The bucket as a GCRA "theoretical arrival time": a slot may be at most `burst - 1`
-    /// intervals ahead of it. Advanced at each slot *given*, so slots pushed later by the
-    /// window rule or a 429 are paced from where they really are.
-    tat: f64,
-    /// No event for this key before this (a 429's `Retry-After`).
-    closed_until: Millis,
-    /// Send times (past sends and reservations), ascending; only the last `rate` are kept,
-    /// which is all the window rule needs.
-    log: VecDeque<Millis>,
-}
-
-/// Paces deliveries per routing key.
-#[derive(Debug)]
-pub struct Pacer {
+/// The two limits of a routing key, as rules on its [`PaceState`]: used by the in-memory
+/// [`Pacer`] and, as a [`PaceRule`], by the store replicas share, so both pace alike.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
     /// Events per [`WINDOW`]; 0 = unlimited.
     per_window: usize,
     burst: f64,
-    keys: HashMap<String, KeyPace>,
-    /// Lane → its routing key and the time its already-paid slot comes.
-    reserved: HashMap<String, (String, Millis)>,
 }
 
-impl Pacer {
+impl Limits {
     /// At most `per_minute` events in any minute per key (0: unlimited), up to `burst` of them
     /// at once (`burst` is capped at `per_minute`).
-    pub fn new(per_minute: u32, burst: u32) -> Pacer {
+    pub fn new(per_minute: u32, burst: u32) -> Limits {
         let burst = if per_minute == 0 { burst.max(1) } else { burst.clamp(1, per_minute) };
-        Pacer {
-            per_window: per_minute as usize,
-            burst: f64::from(burst),
-            keys: HashMap::new(),
-            reserved: HashMap::new(),
-        }
+        Limits { per_window: per_minute as usize, burst: f64::from(burst) }
     }
 
-    fn key(&mut self, key: &str) -> &mut KeyPace {
-        self.keys.entry(key.to_string()).or_insert(KeyPace { tat: 0.0, closed_until: 0, log: VecDeque::new() })
+    /// No rate: only 429s hold a key back.
+    pub fn unlimited(&self) -> bool {
+        self.per_window == 0
     }
 
     /// Milliseconds between events at the steady rate, and how far ahead of it a burst may go.
@@ -74,41 +58,14 @@ impl Pacer {
         (interval, (self.burst - 1.0) * interval)
     }
 
-    /// May an event of `lane` go to `key` now? `Err(at)`: not before `at`; defer it till then.
-    pub fn admit(&mut self, key: &str, lane: &str, now: Millis) -> Result<(), Millis> {
-        let closed_until = self.key(key).closed_until;
-        match self.reserved.get(lane) {
-            // A slot from before a 429 closed the key: its place in the log is no longer the
-            // time it would go, so it takes a new one (the old one stays counted: safe side).
-            Some((_, at)) if *at < closed_until => {
-                self.reserved.remove(lane);
-            }
-            Some((_, at)) if *at > now => return Err(*at),
-            Some(_) => {
-                self.reserved.remove(lane);
-                return Ok(());
-            }
-            None => {}
-        }
-        if self.per_window == 0 {
-            return if closed_until > now { Err(closed_until) } else { Ok(()) };
-        }
-        let at = self.next_slot(key, now);
-        if at <= now {
-            return Ok(());
-        }
-        if self.reserved.len() > 100_000 {
-            self.reserved.retain(|_, (_, t)| *t > now - FORGET_AFTER);
-        }
-        self.reserved.insert(lane.to_string(), (key.to_string(), at));
-        Err(at)
-    }
-
-    /// Takes the earliest slot both limits allow and records it in the log.
-    fn next_slot(&mut self, key: &str, now: Millis) -> Millis {
+    /// Takes the earliest slot both limits allow and records it in the log (unlimited: now,
+    /// or when a 429's hold ends).
+    pub fn next_slot(&self, k: &mut PaceState, now: Millis) -> Millis {
         let per_window = self.per_window;
+        if per_window == 0 {
+            return now.max(k.closed_until);
+        }
         let (interval, tolerance) = self.interval_and_tolerance();
-        let k = self.key(key);
         let mut at = now.max(k.closed_until).max((k.tat - tolerance).ceil() as Millis);
         if k.log.len() >= per_window {
             // The window rule: a full window after the send `rate` back.
@@ -124,19 +81,79 @@ impl Pacer {
         at
     }
 
-    /// PagerDuty answered 429 for `key` at `now`: nothing more to it before `until`, then one
-    /// event, then the steady rate (no burst: PagerDuty just said the key is over its limit).
-    /// Slots already promised move later by the same amount, so they keep their spacing (and
-    /// the window rule) instead of all falling due at the reopening.
-    pub fn slow_down(&mut self, key: &str, now: Millis, until: Millis) {
-        let (_, tolerance) = self.interval_and_tolerance();
-        let k = self.key(key);
+    /// PagerDuty answered 429 at `now`: nothing more before `until`, then one event, then the
+    /// steady rate (no burst: PagerDuty just said the key is over its limit). Slots already
+    /// promised move later by the returned amount, so they keep their spacing (and the window
+    /// rule) instead of all falling due at the reopening.
+    pub fn close(&self, k: &mut PaceState, now: Millis, until: Millis) -> Millis {
         k.closed_until = k.closed_until.max(until);
         let shift = (k.closed_until - now).max(0);
+        if self.per_window == 0 {
+            return shift;
+        }
+        let (_, tolerance) = self.interval_and_tolerance();
         for t in k.log.iter_mut().filter(|t| **t > now) {
             *t += shift;
         }
         k.tat = (k.tat + shift as f64).max(k.closed_until as f64 + tolerance);
+        shift
+    }
+}
+
+impl PaceRule for Limits {
+    fn slot(&self, k: &mut PaceState, held: Option<Millis>, now: Millis) -> Millis {
+        match held {
+            // A slot from before a 429 closed the key: its place in the log is no longer the
+            // time it would go, so it takes a new one (the old one stays counted: safe side).
+            Some(at) if at >= k.closed_until => at,
+            _ => self.next_slot(k, now),
+        }
+    }
+
+    fn hold(&self, k: &mut PaceState, now: Millis, until: Millis) -> Millis {
+        self.close(k, now, until)
+    }
+}
+
+/// Paces deliveries per routing key, in memory: one process (SQLite) sees every send.
+#[derive(Debug)]
+pub struct Pacer {
+    limits: Limits,
+    keys: HashMap<String, PaceState>,
+    /// Lane → its routing key and the time its already-paid slot comes.
+    reserved: HashMap<String, (String, Millis)>,
+}
+
+impl Pacer {
+    /// See [`Limits::new`].
+    pub fn new(per_minute: u32, burst: u32) -> Pacer {
+        Pacer { limits: Limits::new(per_minute, burst), keys: HashMap::new(), reserved: HashMap::new() }
+    }
+
+    fn key(&mut self, key: &str) -> &mut PaceState {
+        self.keys.entry(key.to_string()).or_default()
+    }
+
+    /// May an event of `lane` go to `key` now? `Err(at)`: not before `at`; defer it till then.
+    pub fn admit(&mut self, key: &str, lane: &str, now: Millis) -> Result<(), Millis> {
+        let held = self.reserved.remove(lane).map(|(_, at)| at);
+        let limits = self.limits;
+        let at = limits.slot(self.key(key), held, now);
+        if at <= now {
+            return Ok(());
+        }
+        if self.reserved.len() > 100_000 {
+            self.reserved.retain(|_, (_, t)| *t > now - FORGET_AFTER);
+        }
+        self.reserved.insert(lane.to_string(), (key.to_string(), at));
+        Err(at)
+    }
+
+    /// PagerDuty answered 429 for `key` at `now` (see [`Limits::close`]); the lanes holding
+    /// slots of the key move with it.
+    pub fn slow_down(&mut self, key: &str, now: Millis, until: Millis) {
+        let limits = self.limits;
+        let shift = limits.close(self.key(key), now, until);
         for (_, at) in self.reserved.values_mut().filter(|(k, at)| k == key && *at > now) {
             *at += shift;
         }

@@ -25,6 +25,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
 use serde_json::Value;
+use std::collections::VecDeque;
 use std::time::Duration;
 
 /// Milliseconds since the Unix epoch: the queue's clock unit.
@@ -350,6 +351,54 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Forgets a dead letter. `false` if there was none.
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError>;
+}
+
+/// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
+/// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PaceState {
+    /// The burst bucket as a GCRA theoretical arrival time.
+    pub tat: f64,
+    /// No event for the key before this (a 429's `Retry-After`).
+    pub closed_until: Millis,
+    /// Slot times handed out (sends and reservations), ascending; the last `per_key_rate`.
+    pub log: VecDeque<Millis>,
+}
+
+/// The pacing rules, as the shared store applies them under its row lock (implemented by
+/// `delivery::pacing::Limits`; the queue only stores their state).
+pub trait PaceRule: Send + Sync {
+    /// The slot of a lane: the one it `held` if still good, else a new one taken from `state`.
+    fn slot(&self, state: &mut PaceState, held: Option<Millis>, now: Millis) -> Millis;
+    /// A 429 at `now`: the key is closed until `until`; returns how far promised slots move.
+    fn hold(&self, state: &mut PaceState, now: Millis, until: Millis) -> Millis;
+}
+
+/// One event asking [`SharedPace::slots`] for its send slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotAsk {
+    /// The routing key's SHA-256 (hex): the store never holds the key itself.
+    pub key: String,
+    /// The event's ordering lane: a slot promised to a lane is kept for whichever replica
+    /// claims the lane's head next.
+    pub lane: String,
+}
+
+/// Per-routing-key pacing shared by replicas (PostgreSQL): one budget however many send.
+#[async_trait]
+pub trait SharedPace: Send + Sync + 'static {
+    /// In one transaction, for each ask in order, the lane's slot under `rule`. A slot after
+    /// `now` stays promised to its lane (the event is deferred till then); one at or before
+    /// `now` is spent.
+    async fn slots(&self, now: Millis, asks: &[SlotAsk], rule: &dyn PaceRule) -> Result<Vec<Millis>, QueueError>;
+
+    /// When each key (SHA-256, as in [`SlotAsk`]) reopens after a 429 (0: open): all that an
+    /// unlimited rate needs, read without a lock.
+    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError>;
+
+    /// PagerDuty answered 429 for `key` at `now`: closes it until `until` for every replica
+    /// and moves its promised slots as `rule` says.
+    async fn hold(&self, key: &str, now: Millis, until: Millis, rule: &dyn PaceRule) -> Result<(), QueueError>;
 }
 
 /// How many of `known` migrations a store at `stored` (its recorded schema version, `None` for

@@ -23,13 +23,16 @@ use super::tls;
 use super::{
     applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
     Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
-    InboundStatus, Millis, NewInbound, Queue, QueueError, Route, StoredEvent, StoredInbound,
+    InboundStatus, Millis, NewInbound, PaceRule, PaceState, Queue, QueueError, Route, SharedPace, SlotAsk, StoredEvent,
+    StoredInbound,
 };
 use crate::config::Secret;
 use crate::event::Event;
 use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
+use std::collections::HashMap;
 use std::time::Duration;
+use tokio_postgres::types::ToSql;
 use tokio_postgres::Row;
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
@@ -125,6 +128,23 @@ CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_
     r#"
 CREATE INDEX events_due ON events ((GREATEST(next_at, lease_until))) WHERE state = 'pending';
 "#,
+    // Pacing shared by replicas: one row per routing key (named by its SHA-256, never the key),
+    // and the slots promised to lanes whose events were deferred till then.
+    r#"
+CREATE TABLE pace (
+    key_sha256   TEXT PRIMARY KEY,
+    tat          DOUBLE PRECISION NOT NULL,
+    closed_until BIGINT NOT NULL,
+    log          BIGINT[] NOT NULL,
+    at           BIGINT NOT NULL
+);
+CREATE TABLE pace_lanes (
+    lane       TEXT PRIMARY KEY,
+    key_sha256 TEXT NOT NULL,
+    slot       BIGINT NOT NULL
+);
+CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
+"#,
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -164,6 +184,7 @@ const INSERT_EVENT: &str =
      VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)";
 
 /// The PostgreSQL queue. Cheap to share: a handle on a connection pool.
+#[derive(Clone)]
 pub struct PostgresQueue {
     pool: Pool,
     /// `hashtext(current_schema())`, for the advisory lock keys.
@@ -642,6 +663,8 @@ impl Queue for PostgresQueue {
                 .to_string(),
             "DELETE FROM seen WHERE seen_at < $1".to_string(),
             "DELETE FROM routes WHERE at < $1".to_string(),
+            "DELETE FROM pace_lanes WHERE slot < $1".to_string(),
+            "DELETE FROM pace WHERE at < $1 AND closed_until < $1".to_string(),
         ];
         let mut n = 0;
         for sql in &statements {
@@ -853,6 +876,115 @@ impl Queue for PostgresQueue {
             query,
             payload: String::from_utf8_lossy(&payload).into_owned(),
         }))
+    }
+}
+
+/// Locks the pace rows of `keys` (created when missing) in key order, so replicas pacing the
+/// same keys queue up rather than deadlock, and reads them. The no-op update is what makes
+/// `RETURNING` hand back an existing row, locked.
+const LOCK_PACE: &str = "INSERT INTO pace (key_sha256, tat, closed_until, log, at)
+     SELECT k, 0, 0, '{}', $2 FROM unnest($1::text[]) AS k ORDER BY k
+     ON CONFLICT (key_sha256) DO UPDATE SET at = excluded.at
+     RETURNING key_sha256, tat, closed_until, log";
+
+fn pace_row(r: &Row) -> Result<(String, PaceState), tokio_postgres::Error> {
+    let log: Vec<i64> = r.try_get(3)?;
+    Ok((r.try_get(0)?, PaceState { tat: r.try_get(1)?, closed_until: r.try_get(2)?, log: log.into() }))
+}
+
+async fn store_pace(tx: &Transaction<'_>, key: &str, k: &PaceState) -> Result<(), tokio_postgres::Error> {
+    let log: Vec<i64> = k.log.iter().copied().collect();
+    let stmt = tx.prepare_cached("UPDATE pace SET tat = $2, closed_until = $3, log = $4 WHERE key_sha256 = $1").await?;
+    tx.execute(&stmt, &[&key, &k.tat, &k.closed_until, &log]).await?;
+    Ok(())
+}
+
+/// Pacing across replicas: every slot of a key is taken under its row lock, from one log, so
+/// the window and burst rules hold for the replicas together. One transaction per claimed
+/// batch, whatever its size.
+#[async_trait]
+impl SharedPace for PostgresQueue {
+    async fn slots(&self, now: Millis, asks: &[SlotAsk], rule: &dyn PaceRule) -> Result<Vec<Millis>, QueueError> {
+        if asks.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut keys: Vec<&str> = asks.iter().map(|a| a.key.as_str()).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        let lanes: Vec<&str> = asks.iter().map(|a| a.lane.as_str()).collect();
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        // Both in one round trip (tokio-postgres pipelines queries sent together).
+        let (lock_params, held_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
+            ([&keys, &now], [&lanes]);
+        let (rows, held) = tokio::try_join!(
+            tx.query(LOCK_PACE, &lock_params),
+            tx.query("SELECT lane, slot FROM pace_lanes WHERE lane = ANY($1)", &held_params)
+        )
+        .map_err(storage)?;
+        let mut states: HashMap<String, PaceState> = rows.iter().map(pace_row).collect::<Result<_, _>>()?;
+        let mut held: HashMap<String, Millis> =
+            held.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, tokio_postgres::Error>>()?;
+        let had_held = !held.is_empty();
+        let (mut out, mut promised) = (Vec::with_capacity(asks.len()), (Vec::new(), Vec::new(), Vec::new()));
+        for a in asks {
+            let state = states.get_mut(&a.key).ok_or_else(|| QueueError::Storage("pace row missing".into()))?;
+            let slot = rule.slot(state, held.remove(&a.lane), now);
+            if slot > now {
+                promised.0.push(a.lane.as_str());
+                promised.1.push(a.key.as_str());
+                promised.2.push(slot);
+            }
+            out.push(slot);
+        }
+        if had_held {
+            tx.execute("DELETE FROM pace_lanes WHERE lane = ANY($1)", &[&lanes]).await.map_err(storage)?;
+        }
+        if !promised.0.is_empty() {
+            tx.execute(
+                "INSERT INTO pace_lanes (lane, key_sha256, slot) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
+                 ON CONFLICT (lane) DO UPDATE SET key_sha256 = excluded.key_sha256, slot = excluded.slot",
+                &[&promised.0, &promised.1, &promised.2],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        for (key, state) in &states {
+            store_pace(&tx, key, state).await.map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(out)
+    }
+
+    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
+        let c = self.client().await?;
+        let rows = c
+            .query("SELECT key_sha256, closed_until FROM pace WHERE key_sha256 = ANY($1)", &[&keys])
+            .await
+            .map_err(storage)?;
+        let closed: HashMap<String, Millis> =
+            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, tokio_postgres::Error>>()?;
+        Ok(keys.iter().map(|k| closed.get(k).copied().unwrap_or(0)).collect())
+    }
+
+    async fn hold(&self, key: &str, now: Millis, until: Millis, rule: &dyn PaceRule) -> Result<(), QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await.map_err(storage)?;
+        let keys = vec![key];
+        let row = tx.query_one(LOCK_PACE, &[&keys, &now]).await.map_err(storage)?;
+        let (_, mut state) = pace_row(&row)?;
+        let shift = rule.hold(&mut state, now, until);
+        store_pace(&tx, key, &state).await.map_err(storage)?;
+        if shift > 0 {
+            tx.execute(
+                "UPDATE pace_lanes SET slot = slot + $2 WHERE key_sha256 = $1 AND slot > $3",
+                &[&key, &shift, &now],
+            )
+            .await
+            .map_err(storage)?;
+        }
+        tx.commit().await.map_err(storage)?;
+        Ok(())
     }
 }
 

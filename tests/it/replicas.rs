@@ -270,3 +270,72 @@ async fn a_replica_refuses_to_start_when_the_database_certificate_is_not_signed_
     assert!(!log.contains("hunter2"), "{log}");
     db.drop().await;
 }
+
+/// Three replicas (in this process) on one schema, `per_key_rate = 4`, a storm of twelve
+/// triggers for one routing key spread over them: the four the shared budget allows go at
+/// once, and the other eight wait in the queue for the next minute, whichever replica took
+/// them. Paced on their own, each replica would have sent four.
+#[tokio::test]
+async fn replicas_share_one_rate_budget_per_routing_key() {
+    use crate::helpers::{config_from, test_options, NUMBERED};
+    let Some(db) = PgSchema::create("shared_pacing").await else { return };
+    let fake = FakePagerDuty::start().await;
+    let mapping_dir = tempfile::tempdir().unwrap();
+    let mapping = mapping_dir.path().join("numbered.toml");
+    std::fs::write(&mapping, NUMBERED).unwrap();
+    let (mut apps, mut dirs) = (Vec::new(), Vec::new());
+    for _ in 0..REPLICAS {
+        let dir = tempfile::tempdir().unwrap();
+        let (_, events_url) = fake.another_listener();
+        let text = (base_config(dir.path(), &events_url)
+            .replace("[delivery]\n", "[delivery]\nper_key_rate = 4\nper_key_burst = 4\n")
+            + &bearer_source("load", &mapping))
+            .replace(
+                &format!("path = \"{}\"", dir.path().join("pagerhook.db").display()),
+                &format!("url = \"{}\"", db.url),
+            );
+        let cfg = config_from(&text, dir.path());
+        let (hooks, admin) =
+            (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+        apps.push(pagerhook::app::App::start_on(cfg, test_options(), hooks, admin).await.unwrap());
+        dirs.push(dir);
+    }
+    let http = reqwest::Client::new();
+    for n in 0..12 {
+        let app = &apps[n % REPLICAS];
+        let res = http
+            .post(format!("http://127.0.0.1:{}/hooks/load", app.port()))
+            .bearer_auth(HOOK_TOKEN)
+            .json(&serde_json::json!({"n": n, "action": "trigger"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 202);
+    }
+    fake.wait_for(4, Duration::from_secs(10)).await;
+    // Until every other event is deferred to the next minute: then none can go in this test.
+    let (waiting, next_minute) = (
+        format!("SELECT COUNT(*) FROM {}.events WHERE state = 'pending'", db.name),
+        format!(
+            "SELECT COUNT(*) FROM {}.events WHERE state = 'pending' AND next_at > (extract(epoch from now()) * 1000)::bigint + 30000",
+            db.name
+        ),
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let count = |sql: String| {
+            let admin = &db.admin;
+            async move { admin.query_one(&sql, &[]).await.unwrap().try_get::<_, i64>(0).unwrap() }
+        };
+        if count(waiting.clone()).await == 8 && count(next_minute.clone()).await == 8 {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the storm's rest was not deferred to the next minute");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(fake.received().len(), 4, "the three replicas together sent only the budget");
+    for app in apps {
+        app.stop().await;
+    }
+    db.drop().await;
+}
