@@ -58,9 +58,9 @@ impl Pipeline {
         let sources = self.sources.load();
         let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?;
         let query = req.query.clone();
-        let verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        let mut verified = src.verify(req).await.inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
         let received_at = now_millis();
-        let decision = decide(src, &verified, received_at)?;
+        let decision = decide(src, &mut verified, received_at)?;
         let (status, events) = decision.to_record();
         let inbound = record(&verified, &query, status, received_at);
         Ok(match self.queue.accept(inbound, events).await? {
@@ -100,12 +100,13 @@ impl Decision {
 
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule keeps the payload for replay.
-fn decide(src: &Source, verified: &Verified, received_at: Millis) -> Result<Decision, IngestError> {
+/// Takes the parsed body out of `verified` (only its raw bytes are kept after).
+fn decide(src: &Source, verified: &mut Verified, received_at: Millis) -> Result<Decision, IngestError> {
     let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     Ok(match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
-        Disposition::Map => match src.mapping().apply(verified, accepted) {
+        Disposition::Map => match src.mapping().apply_to(verified.take_template_context(), source, accepted) {
             Ok(rendered) if rendered.len() > src.max_events_per_request() => {
                 return Err(IngestError::TooManyEvents {
                     source_name: source.to_string(),
@@ -186,12 +187,12 @@ impl Pipeline {
                     id: id.to_string(),
                     source_name: stored.source.clone(),
                 })?;
-                let verified = src
+                let mut verified = src
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
                 // The payload was accepted when it first arrived, not now.
                 let decision =
-                    decide(src, &verified, stored.received_at).unwrap_or_else(|e| Decision::Failed(e.to_string()));
+                    decide(src, &mut verified, stored.received_at).unwrap_or_else(|e| Decision::Failed(e.to_string()));
                 let (status, events) = decision.to_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);

@@ -242,12 +242,17 @@ impl Mapping {
     /// hold it for hours, and PagerDuty would otherwise show the time it finally arrived.
     /// The time is passed in (not read here) so that rendering stays pure and repeatable.
     pub fn apply(&self, req: &Verified, accepted: SystemTime) -> Result<Vec<Rendered>, MappingError> {
+        self.apply_to(req.template_context(), req.source(), accepted)
+    }
+
+    /// `apply` to a template context already built (`Verified::take_template_context`).
+    pub fn apply_to(&self, context: Value, source: &str, accepted: SystemTime) -> Result<Vec<Rendered>, MappingError> {
         // One handlebars Context per request (per item with for_each): rendering with a plain
         // Value would serialize a deep copy of the payload for every template.
-        let ctx = Context::from(req.template_context());
+        let ctx = Context::from(context);
         let accepted = rfc3339_millis(accepted);
         let emit = |rule: &Rule, c: &Context, subject: &Value, out: &mut Vec<Rendered>| {
-            self.emit(rule, c, subject, req.source(), &accepted, out)
+            self.emit(rule, c, subject, source, &accepted, out)
         };
         let mut out = Vec::new();
         for rule in &self.rules {

@@ -534,3 +534,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn take_template_context_moves_the_same_context_out_and_keeps_the_raw_bytes() {
+    let g = hmac_sha256(Some("sha256="), &["current-secret"]);
+    let good = format!("sha256={}", sha256_hex("current-secret", BODY));
+    let mut v = check(&g, &[("X-Signature", &good)], BODY).unwrap();
+    let copied = v.template_context();
+    assert_eq!(copied["body"]["alerts"][0]["labels"]["alertname"], "DiskFull");
+    assert_eq!(v.take_template_context(), copied);
+    assert_eq!(v.template_context()["body"], serde_json::Value::Null, "the body was moved, not copied");
+    assert_eq!(&v.raw()[..], BODY, "the durable record still has the bytes as received");
+}
