@@ -1,12 +1,14 @@
-//! Bench helper, not shipped: the ceiling (a bare actix-web handler answering 202, at
-//! `/ceiling`) and a fake PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how
+//! Bench helper, not shipped: the ceiling (a bare actix-web handler that only checks the
+//! body's GitHub HMAC-SHA256 signature against `$GH_SECRET` and answers 202, at `/ceiling`) and a fake PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how
 //! long each event took from the webhook's send time (`custom_details.t`, unix µs) to here.
 //! `GET /stats` prints the count and p50/p99 in ms; `POST /reset` clears them.
 //!
 //! Usage: cargo run --release --example bench_upstream -- PORT
 
 use actix_web::{web, App, HttpResponse, HttpServer};
+use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use sha2::Sha256;
 use std::sync::Mutex;
 
 #[derive(Default)]
@@ -18,9 +20,23 @@ fn now_us() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_micros() as u64).unwrap_or(0)
 }
 
-async fn ceiling() -> HttpResponse {
-    HttpResponse::Accepted().finish()
+/// What pagerhook must do at the least for a GitHub webhook: verify the raw body's signature.
+async fn ceiling(req: actix_web::HttpRequest, body: web::Bytes, secret: web::Data<Secret>) -> HttpResponse {
+    let sig = req
+        .headers()
+        .get("x-hub-signature-256")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("sha256="))
+        .and_then(|v| hex::decode(v).ok());
+    let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("any key length");
+    mac.update(&body);
+    match sig {
+        Some(sig) if mac.verify_slice(&sig).is_ok() => HttpResponse::Accepted().finish(),
+        _ => HttpResponse::Unauthorized().finish(),
+    }
 }
+
+struct Secret(Vec<u8>);
 
 async fn enqueue(body: web::Bytes, stats: web::Data<Stats>) -> HttpResponse {
     let sent = serde_json::from_slice::<Value>(&body)
@@ -52,9 +68,12 @@ async fn reset(stats: web::Data<Stats>) -> HttpResponse {
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9900);
     let stats = web::Data::new(Stats::default());
+    let secret = web::Data::new(Secret(std::env::var("GH_SECRET").unwrap_or_default().into_bytes()));
     HttpServer::new(move || {
         App::new()
             .app_data(stats.clone())
+            .app_data(secret.clone())
+            .app_data(web::PayloadConfig::new(1 << 20))
             .route("/ceiling", web::post().to(ceiling))
             .route("/v2/enqueue", web::post().to(enqueue))
             .route("/v2/change/enqueue", web::post().to(enqueue))

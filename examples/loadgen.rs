@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 struct Args {
     #[arg(long)]
     url: String,
-    /// What to send: `ceiling` (empty body), `github` (a signed push), `numbered` (bearer,
+    /// What to send: `ceiling` (empty body), `github` (a signed, merged pull request: the
+    /// same bytes and signature for the bare handler, pagerhook and adnanh/webhook), `numbered` (bearer,
     /// `{"n","t"}`), `alertmanager` (bearer, a group of `--alerts` firing alerts).
     #[arg(long, default_value = "github")]
     kind: String,
@@ -59,7 +60,7 @@ impl Sender {
             "ceiling" => post,
             "github" => post
                 .header("content-type", "application/json")
-                .header("x-github-event", "push")
+                .header("x-github-event", "pull_request")
                 .header("x-hub-signature-256", &self.github_sig)
                 .body(self.github_body.clone()),
             "numbered" => post.bearer_auth(&self.args.secret).json(&json!({"n": n, "t": now_us().to_string()})),
@@ -93,7 +94,7 @@ impl Sender {
 async fn main() {
     let args = Args::parse();
     let github_body =
-        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/github/push_default_branch.json")).unwrap();
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/github/pull_request_merged.json")).unwrap();
     let mut mac = Hmac::<Sha256>::new_from_slice(args.secret.as_bytes()).unwrap();
     mac.update(&github_body);
     let github_sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
