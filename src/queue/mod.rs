@@ -306,8 +306,11 @@ pub trait Queue: Send + Sync + 'static {
     /// worker asks after every round.
     async fn next_due(&self) -> Result<Option<Millis>, QueueError>;
 
-    /// Recent events, newest first.
-    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError>;
+    /// Recent events, newest first: the first page of [`Queue::events`], unfiltered.
+    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
+        let rows = self.events(EventQuery { search: None, before: None, limit }).await?;
+        Ok(rows.into_iter().map(|r| r.summary).collect())
+    }
 
     /// Events matching `q`, newest first (the console's delivery list).
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError>;

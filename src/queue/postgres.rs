@@ -620,36 +620,6 @@ impl Queue for PostgresQueue {
         Ok(c.query_one(NEXT_DUE, &[&super::now_millis()]).await.map_err(storage)?.try_get(0)?)
     }
 
-    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
-        let c = self.client().await?;
-        let rows = c
-            .query(
-                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error,
-                        (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
-                 FROM events e JOIN inbound i ON i.id = e.inbound_id ORDER BY e.id DESC LIMIT $1",
-                &[&(limit as i64)],
-            )
-            .await
-            .map_err(storage)?;
-        rows.iter()
-            .map(|r| {
-                Ok(EventSummary {
-                    id: r.try_get(0)?,
-                    inbound_id: r.try_get(1)?,
-                    source: r.try_get(2)?,
-                    kind: r.try_get(3)?,
-                    action: r.try_get(4)?,
-                    dedup_key: r.try_get(5)?,
-                    state: r.try_get(6)?,
-                    attempts: r.try_get::<_, i32>(7)?.max(0) as u32,
-                    created_at: r.try_get(8)?,
-                    last_error: r.try_get(9)?,
-                    pagerduty_dedup_key: r.try_get(10)?,
-                })
-            })
-            .collect()
-    }
-
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await.map_err(storage)?;

@@ -572,33 +572,6 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
-        self.run(move |c| {
-            let mut stmt = c.prepare(
-                "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts, e.created_at, e.last_error,
-                        (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
-                 FROM events e JOIN inbound i ON i.id = e.inbound_id ORDER BY e.id DESC LIMIT ?1",
-            )?;
-            let rows = stmt.query_map([limit as i64], |r| {
-                Ok(EventSummary {
-                    id: r.get(0)?,
-                    inbound_id: r.get(1)?,
-                    source: r.get(2)?,
-                    kind: r.get(3)?,
-                    action: r.get(4)?,
-                    dedup_key: r.get(5)?,
-                    state: r.get(6)?,
-                    attempts: r.get(7)?,
-                    created_at: r.get(8)?,
-                    last_error: r.get(9)?,
-                    pagerduty_dedup_key: r.get(10)?,
-                })
-            })?;
-            rows.collect()
-        })
-        .await
-    }
-
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;
