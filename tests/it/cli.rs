@@ -13,6 +13,12 @@ fn pagerhook() -> Command {
     c
 }
 
+/// `pagerhook --config CFG check`: its exit code and stderr.
+fn check(cfg: &std::path::Path) -> (Option<i32>, String) {
+    let out = pagerhook().arg("--config").arg(cfg).arg("check").output().unwrap();
+    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
 #[test]
 fn check_accepts_the_shipped_config() {
     // Whatever sources a user enabled in it: the only errors allowed are their unset secrets.
@@ -38,9 +44,8 @@ fn check_reports_every_problem_with_its_line_and_exits_1() {
         "[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n\n[[source]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"env:GITHUB_WEBHOOK_SECRET\"]\nmappings = [\"bad.toml\"]\n",
     )
     .unwrap();
-    let out = pagerhook().arg("--config").arg(dir.path().join("pagerhook.toml")).arg("check").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = check(&dir.path().join("pagerhook.toml"));
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("line 1: rule 'one': summary"), "{stderr}");
     assert!(stderr.contains("line 7: rule 'two': emit = \"page\""), "{stderr}");
 }
@@ -49,9 +54,8 @@ fn check_reports_every_problem_with_its_line_and_exits_1() {
 fn check_names_an_unknown_key_and_its_line() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("pagerhook.toml"), "[server]\nlisten = \"0.0.0.0:1\"\nlisen = \"typo\"\n").unwrap();
-    let out = pagerhook().arg("--config").arg(dir.path().join("pagerhook.toml")).arg("check").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1));
+    let (code, stderr) = check(&dir.path().join("pagerhook.toml"));
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("line 3") && stderr.contains("lisen"), "{stderr}");
 }
 
@@ -85,8 +89,7 @@ fn check_with(pagerduty_extra: &str, mapping: &str) -> (Option<i32>, String) {
         format!("[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n{pagerduty_extra}\n[[source]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"env:GITHUB_WEBHOOK_SECRET\"]\nmappings = [\"m.toml\"]\n"),
     )
     .unwrap();
-    let out = pagerhook().arg("--config").arg(dir.path().join("pagerhook.toml")).arg("check").output().unwrap();
-    (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    check(&dir.path().join("pagerhook.toml"))
 }
 
 const TRIGGER: &str = "[[rule]]\nname = \"t\"\nemit = \"alert\"\ndedup_key = \"k\"\nsummary = \"s\"\nsource = \"x\"\n";
@@ -143,9 +146,8 @@ fn check_catches_an_unknown_helper_and_a_literal_severity_that_would_stop_paging
     let text = std::fs::read_to_string(&cfg).unwrap().replace("github.toml\"]", "github.toml\", \"bad.toml\"]");
     std::fs::write(&cfg, text.replace("\"bad.toml\"", &format!("\"{}\"", dir.path().join("bad.toml").display())))
         .unwrap();
-    let out = pagerhook().arg("--config").arg(&cfg).arg("check").output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let (code, stderr) = check(&cfg);
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("unknown helper `upcase`"), "{stderr}");
     assert!(stderr.contains("severity = \"high\""), "{stderr}");
 }
