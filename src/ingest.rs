@@ -93,22 +93,27 @@ impl Pipeline {
         let sources = self.sources.load();
         let src = sources.get(source).ok_or_else(|| IngestError::UnknownSource(source.to_string()))?.clone();
         let query = req.query.clone();
-        let offline = {
-            let src = src.clone();
-            self.cpu.run(move || src.verify_offline(req)).await
+        // One trip to the CPU pool: verified and mapped there, unless the source must fetch
+        // something first (an SNS certificate), which happens here and the mapping after it.
+        let first = {
+            let (src, query) = (src.clone(), query.clone());
+            self.cpu
+                .run(move || match src.verify_offline(req) {
+                    Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
+                    Offline::Checked(Err(e)) => FirstPass::Refused(e),
+                    Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),
+                })
+                .await
         };
-        let verified = match offline {
-            Offline::Checked(r) => r,
-            Offline::NeedsNetwork(req) => src.verify(req).await,
+        let (mut inbound, decision) = match first {
+            FirstPass::Prepared(prepared) => Ok(prepared),
+            FirstPass::Refused(e) => Err(e),
+            FirstPass::NeedsNetwork(req) => match src.verify(req).await {
+                Ok(verified) => Ok(self.cpu.run(move || prepare(&src, verified, &query)).await),
+                Err(e) => Err(e),
+            },
         }
         .inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
-        // Recorded before mapping, which consumes the request; the status follows.
-        let received_at = now_millis();
-        let mut inbound = record(&verified, &query, InboundStatus::Mapped, received_at);
-        let decision = {
-            let src = src.clone();
-            self.cpu.run(move || decide(&src, verified, received_at)).await
-        };
         let (status, events) = decision.to_record();
         inbound.status = status;
         Ok(match self.queue.accept(inbound, events).await? {
@@ -127,6 +132,21 @@ impl Pipeline {
             }
         })
     }
+}
+
+/// What one trip to the CPU pool made of a request.
+enum FirstPass {
+    Prepared((NewInbound, Decision)),
+    Refused(SourceError),
+    NeedsNetwork(Incoming),
+}
+
+/// The inbound record of a verified request and what its mappings made of it (the record is
+/// taken before mapping, which consumes the request; its status follows the decision).
+fn prepare(src: &Source, verified: Verified, query: &str) -> (NewInbound, Decision) {
+    let received_at = now_millis();
+    let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    (inbound, decide(src, verified, received_at))
 }
 
 /// What the mappings made of a verified request.
