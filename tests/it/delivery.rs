@@ -5,6 +5,7 @@ use crate::helpers::{
     bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, spawn_app_with, start,
     test_options, TestApp, NUMBERED, TEAM_A_KEY,
 };
+use pagerhook::queue::EventSummary;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -124,6 +125,16 @@ async fn spawn_with_mapping(mapping: &str, delivery: &str) -> TestApp {
     .await
 }
 
+/// Waits until every queued event is delivered; they are, newest first.
+async fn all_delivered(app: &TestApp) -> Vec<EventSummary> {
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    eventually("every event is delivered", || async {
+        let recent = queue.recent(100).await.unwrap();
+        recent.iter().all(|e| e.state == "delivered").then_some(recent)
+    })
+    .await
+}
+
 #[tokio::test]
 async fn a_resolve_is_sent_to_the_routing_key_its_trigger_went_to() {
     // The sender names the team only when the alert fires; the resolve would go to the default key.
@@ -186,55 +197,6 @@ async fn a_request_is_refused_with_503_while_storage_cannot_commit() {
     assert_eq!(got.len(), 1);
     assert_eq!(got[0].dedup_key(), Some("n-2"));
     assert_eq!(app.app.as_ref().unwrap().queue().recent(10).await.unwrap().len(), 1);
-}
-
-#[tokio::test]
-async fn a_429_holds_back_every_event_for_that_routing_key_until_retry_after() {
-    let app = spawn_with_mapping(NUMBERED, "").await;
-    app.fake.script("/v2/enqueue", [Reply { retry_after: Some(2), ..Reply::status(429) }]);
-    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
-    let first = app.fake.wait_for(1, WAIT).await[0].clone();
-    // Another incident on the same routing key, accepted while the key is throttled.
-    assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
-    let got = app.fake.wait_for(3, WAIT).await;
-    for r in &got[1..] {
-        assert!(
-            r.at.duration_since(first.at) >= Duration::from_secs(2),
-            "{:?} was sent {:?} after the 429",
-            r.dedup_key(),
-            r.at.duration_since(first.at)
-        );
-    }
-    let mut keys: Vec<_> = got[1..].iter().map(|r| r.dedup_key().unwrap().to_string()).collect();
-    keys.sort();
-    assert_eq!(keys, vec!["n-1", "n-2"]);
-}
-
-#[tokio::test]
-async fn a_storm_on_one_routing_key_is_paced_and_repeated_triggers_collapse() {
-    // 60 a minute, burst 2: two at once, then one a second.
-    let app = spawn_with_mapping(NUMBERED, "per_key_rate = 60\nper_key_burst = 2\n").await;
-    for n in 1..=4 {
-        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
-    }
-    // While the key waits, the same alert firing again and again is one pending trigger.
-    for _ in 0..5 {
-        assert_eq!(app.post_bearer("load", &json!({"n": 4, "action": "trigger"})).await.status, 202);
-    }
-    let got = app.fake.wait_for(4, WAIT).await;
-    let span = got[3].at.duration_since(got[0].at);
-    assert!(span >= Duration::from_millis(1900), "4 events at 60/min with burst 2 took only {span:?}");
-    let queue = app.app.as_ref().unwrap().queue().clone();
-    let states = eventually("every event is settled", || async {
-        let rows = queue.recent(100).await.unwrap();
-        rows.iter().all(|e| e.state != "pending").then_some(rows)
-    })
-    .await;
-    let n4: Vec<_> =
-        states.iter().filter(|e| e.dedup_key.as_deref() == Some("n-4")).map(|e| e.state.as_str()).collect();
-    assert_eq!(n4.iter().filter(|s| **s == "delivered").count(), 1, "{n4:?}");
-    assert!(n4.contains(&"collapsed"), "{n4:?}");
-    assert_eq!(app.fake.received().len(), 4, "one request per incident");
 }
 
 #[tokio::test]
@@ -307,11 +269,7 @@ async fn everything_is_delivered_in_per_key_order_after_pagerduty_was_down() {
     for n in 0..4 {
         assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "resolve"})).await.status, 202);
     }
-    let queue = app.app.as_ref().unwrap().queue().clone();
-    eventually("every event is delivered", || async {
-        queue.recent(100).await.unwrap().iter().all(|e| e.state == "delivered").then_some(())
-    })
-    .await;
+    all_delivered(&app).await;
     let got = app.fake.received();
     let delivered = &got[DOWN_FOR..];
     assert_eq!(delivered.len(), 8, "each event delivered once: {got:#?}");
@@ -376,12 +334,7 @@ async fn a_slow_attempt_keeps_its_event_past_the_lease_and_is_sent_once() {
     app.fake.delay_answers(Duration::from_secs(5));
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
     assert_eq!(a.status, 202);
-    let queue = app.app.as_ref().unwrap().queue().clone();
-    let events = eventually("every event is delivered", || async {
-        let recent = queue.recent(10).await.unwrap();
-        recent.iter().all(|e| e.state == "delivered").then_some(recent)
-    })
-    .await;
+    let events = all_delivered(&app).await;
     assert!(events.iter().all(|e| e.attempts == 1), "{events:?}");
     let sent = app.fake.received();
     assert_eq!(sent.len(), events.len(), "each event sent once: {sent:#?}");
@@ -404,12 +357,7 @@ async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
         .execute("UPDATE events SET lease_until = lease_until + 1 WHERE state = 'pending' AND lease_until > 0", [])
         .unwrap();
     assert!(moved >= 1, "an attempt was running");
-    let queue = app.app.as_ref().unwrap().queue().clone();
-    let events = eventually("every event is delivered", || async {
-        let recent = queue.recent(10).await.unwrap();
-        recent.iter().all(|e| e.state == "delivered").then_some(recent)
-    })
-    .await;
+    let events = all_delivered(&app).await;
     assert!(events.iter().all(|e| e.attempts == 1), "the abandoned attempt is not recorded: {events:?}");
     assert_eq!(app.fake.received().len(), events.len() + moved);
     let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
