@@ -17,6 +17,8 @@ struct Scripted {
     clock: TokioClock,
     replies: Mutex<VecDeque<Response>>,
     sent: Mutex<Vec<(Millis, String, String)>>,
+    /// How long each answer takes, on tokio's time.
+    slow: Mutex<Duration>,
 }
 
 impl Scripted {
@@ -32,6 +34,8 @@ impl Upstream for Arc<Scripted> {
         let key = event.dedup_key().map(|k| k.as_str().to_string()).unwrap_or_default();
         let action = event.action().map(|a| a.as_str().to_string()).unwrap_or_default();
         self.sent.lock().unwrap().push((self.clock.now(), key, action));
+        let slow = *self.slow.lock().unwrap();
+        tokio::time::sleep(slow).await;
         self.replies.lock().unwrap().pop_front().unwrap_or_else(|| status(202, None))
     }
 
@@ -64,7 +68,8 @@ struct Bench {
     worker: Worker,
     pd: Arc<Scripted>,
     clock: TokioClock,
-    _dir: tempfile::TempDir,
+    metrics: Arc<Metrics>,
+    dir: tempfile::TempDir,
 }
 
 impl Bench {
@@ -77,12 +82,20 @@ impl Bench {
             clock,
             replies: Mutex::new(script.into_iter().collect()),
             sent: Mutex::new(Vec::new()),
+            slow: Mutex::new(Duration::ZERO),
         });
         let metrics = Arc::new(Metrics::new());
-        let worker = Worker::new(queue.clone(), None, pd.clone(), cfg, Arc::new(Notify::new()), metrics)
+        let worker = Worker::new(queue.clone(), None, pd.clone(), cfg, Arc::new(Notify::new()), metrics.clone())
             .with_clock(clock)
             .with_jitter(FixedJitter(1.0));
-        Bench { queue, worker, pd, clock, _dir: dir }
+        Bench { queue, worker, pd, clock, metrics, dir }
+    }
+
+    /// The stored lease of every pending event, read beside the queue as another process would.
+    fn leases(&self) -> Vec<Millis> {
+        let db = rusqlite::Connection::open(self.dir.path().join("q.db")).unwrap();
+        let mut leases = db.prepare("SELECT lease_until FROM events WHERE state = 'pending' ORDER BY id").unwrap();
+        leases.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
     }
 
     /// Accepts a webhook that produced `events`, now.
@@ -228,4 +241,86 @@ fn a_202_under_another_dedup_key_or_status_is_a_warning() {
     assert!(p[0].contains("\"other\", not the \"k\" sent"), "{p:?}");
     assert_eq!(answer_problems(Some("k"), &answer(202, "queued", Some("k"))).len(), 1);
     assert!(answer_problems(Some("k"), &answer(400, "invalid event", Some("x"))).is_empty(), "only 2xx are read");
+}
+
+/// Keeps tokio's paused clock from jumping to the next timer whenever the runtime waits (on
+/// the queue's thread, say): only `tokio::time::advance` moves it while this lives. A running
+/// `spawn_blocking` task is what tokio counts as a reason not to auto-advance.
+struct Stepped(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+fn stepped() -> Stepped {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || held.recv().ok());
+    Stepped(hold)
+}
+
+/// Waits, at most 10 s of real time, until `check` holds: for what the worker does on the
+/// queue's thread, which paused time does not wait for.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A worker with a 3 s lease, on stepped time, whose one event is being sent to a PagerDuty
+/// that answers in `slow`; the handle yields the attempt's outcome.
+async fn slow_attempt(slow: Duration) -> (Stepped, Bench, tokio::task::JoinHandle<Vec<(i64, Outcome)>>) {
+    let stepped = stepped();
+    let b = Bench::new(DeliveryConfig { lease: Duration::from_secs(3), ..defaults() }, []);
+    *b.pd.slow.lock().unwrap() = slow;
+    b.accept(vec![trigger(1)]).await;
+    let worker = b.worker.clone();
+    let attempt = tokio::spawn(async move { worker.drain().await });
+    until("the request is sent", || b.pd.sent().len() == 1).await;
+    (stepped, b, attempt)
+}
+
+/// An attempt that outlasts its lease (PagerDuty answering in 4.5 s, a 3 s lease) keeps its
+/// event: the lease is renewed every third of it while the attempt runs, so no claim (the
+/// worker's next round or another replica's) takes the event, and the outcome is recorded.
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_keeps_its_event_past_the_lease_and_is_sent_once() {
+    let (_stepped, b, attempt) = slow_attempt(Duration::from_millis(4500)).await;
+    assert_eq!(b.leases(), [T0 + 3000]);
+    for renewal in [1000, 2000, 3000, 4000] {
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        until("the lease is renewed", || b.leases() == [T0 + renewal + 3000]).await;
+        let claimed = b.queue.claim(b.clock.now(), 10, Duration::from_secs(3)).await.unwrap();
+        assert!(claimed.is_empty(), "claimed again at {renewal} ms: {claimed:?}");
+    }
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(attempt.await.unwrap()[0].1, Outcome::Delivered);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("delivered", 1));
+    assert_eq!(b.pd.sent().len(), 1, "sent once");
+}
+
+/// An attempt whose lease is lost while it runs (another writer moved the stored lease on, as
+/// a replica that took the event over would) is abandoned at its next renewal rather than
+/// finished: the outcome is left to the holder, and the event goes again once that lease ends.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
+    // Answered after the first renewal, a third of the lease in.
+    let (_stepped, b, attempt) = slow_attempt(Duration::from_millis(1500)).await;
+    let db = rusqlite::Connection::open(b.dir.path().join("q.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let moved = db.execute("UPDATE events SET lease_until = lease_until + 1 WHERE state = 'pending'", []).unwrap();
+    assert_eq!(moved, 1);
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    assert_eq!(attempt.await.unwrap()[0].1, Outcome::Abandoned);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("pending", 0), "the abandoned attempt is not recorded");
+    // The holder's lease (to 3001 ms) ends; PagerDuty answers at once now.
+    *b.pd.slow.lock().unwrap() = Duration::ZERO;
+    tokio::time::advance(Duration::from_millis(2000)).await;
+    assert!(b.worker.drain().await.is_empty(), "not before the holder's lease ends");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(b.worker.drain().await[0].1, Outcome::Delivered);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("delivered", 1));
+    assert_eq!(b.pd.sent().len(), 2);
+    let metrics = b.metrics.render(0, None);
+    assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
 }
