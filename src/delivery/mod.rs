@@ -4,7 +4,8 @@
 //! key; `policy` decides *whether and when* to try again; this module only runs the loop. It
 //! wakes on a new accept, a finished attempt or the next due time, and otherwise looks at the
 //! store once every [`IDLE_RECHECK`] for events another process queued (`pagerhook dlq
-//! replay`).
+//! replay`). Time, jitter and PagerDuty itself are [`inputs`], so tests step the worker
+//! ([`Worker::drain`]) on paused tokio time.
 
 pub mod inputs;
 pub mod pacing;
