@@ -49,16 +49,6 @@ pub trait Jitter: Send + Sync + 'static {
     fn fraction(&self) -> f64;
 }
 
-/// Random jitter, so a burst of failures does not retry in lockstep.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct RandomJitter;
-
-impl Jitter for RandomJitter {
-    fn fraction(&self) -> f64 {
-        rand::random()
-    }
-}
-
 /// The same fraction every time: backoffs a test can predict.
 #[derive(Debug, Clone, Copy)]
 pub struct FixedJitter(pub f64);
@@ -66,6 +56,16 @@ pub struct FixedJitter(pub f64);
 impl Jitter for FixedJitter {
     fn fraction(&self) -> f64 {
         self.0
+    }
+}
+
+/// Random jitter, so a burst of failures does not retry in lockstep.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RandomJitter;
+
+impl Jitter for RandomJitter {
+    fn fraction(&self) -> f64 {
+        rand::random()
     }
 }
 
