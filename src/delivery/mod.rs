@@ -4,15 +4,18 @@
 //! key; `policy` decides *whether and when* to try again; this module only runs the loop. It
 //! wakes on a new accept, a finished attempt or the next due time, and otherwise looks at the
 //! store once every [`IDLE_RECHECK`] for events another process queued (`pagerhook dlq
-//! replay`).
+//! replay`). Time, jitter and PagerDuty itself are [`inputs`], so tests step the worker
+//! ([`Worker::drain`]) on paused tokio time.
 
+pub mod inputs;
 pub mod pacing;
 pub mod policy;
 
 use crate::config::DeliveryConfig;
 use crate::metrics::Metrics;
-use crate::pagerduty::{Client, Response};
-use crate::queue::{now_millis, Attempt, Claimed, Finish, Millis, Queue, SharedPace, SlotAsk};
+use crate::pagerduty::Response;
+use crate::queue::{Attempt, Claimed, Finish, Millis, Queue, SharedPace, SlotAsk};
+use inputs::{Clock, Jitter, RandomJitter, SystemClock, Upstream};
 use pacing::{Limits, Pacer};
 use policy::RetryAction;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -53,6 +56,9 @@ impl Outcome {
     }
 }
 
+/// Whether a claimed event may go now; `Err(at)`: its routing key's pace allows it at `at`.
+pub type Admission = Result<(), Millis>;
+
 /// How long an event waits when its pace could not be read from the shared store.
 const PACE_UNAVAILABLE: Millis = 1000;
 
@@ -68,11 +74,13 @@ enum Pacing {
 #[derive(Clone)]
 pub struct Worker {
     queue: Arc<dyn Queue>,
-    client: Client,
+    upstream: Arc<dyn Upstream>,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
     pacing: Pacing,
     metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    jitter: Arc<dyn Jitter>,
 }
 
 /// The lane an event is paced in: its ordering lane, or its own for a change event.
@@ -81,12 +89,13 @@ fn lane(c: &Claimed) -> String {
 }
 
 impl Worker {
-    /// A worker over `queue`; `wake` is notified by whoever enqueues. With `shared`, routing
-    /// keys are paced together with the other replicas on that store.
+    /// A worker over `queue` sending to `upstream` (PagerDuty's [`crate::pagerduty::Client`]),
+    /// on the wall clock with random jitter; `wake` is notified by whoever enqueues. With
+    /// `shared`, routing keys are paced together with the other replicas on that store.
     pub fn new(
         queue: Arc<dyn Queue>,
         shared: Option<Arc<dyn SharedPace>>,
-        client: Client,
+        upstream: impl Upstream,
         cfg: DeliveryConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
@@ -95,12 +104,23 @@ impl Worker {
             Some(store) => Pacing::Shared(store, Limits::new(cfg.per_key_rate, cfg.per_key_burst)),
             None => Pacing::Local(Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)))),
         };
-        Worker { queue, client, cfg, wake, pacing, metrics }
+        let (clock, jitter) = (Arc::new(SystemClock), Arc::new(RandomJitter));
+        Worker { queue, upstream: Arc::new(upstream), cfg, wake, pacing, metrics, clock, jitter }
     }
 
-    /// Whether each event of a claimed batch may go at `now` (`Err(at)`: not before `at`).
+    /// The same worker reading the time from `clock` (see [`inputs::TokioClock`]).
+    pub fn with_clock(self, clock: impl Clock) -> Worker {
+        Worker { clock: Arc::new(clock), ..self }
+    }
+
+    /// The same worker jittering its backoff by `jitter` (see [`inputs::FixedJitter`]).
+    pub fn with_jitter(self, jitter: impl Jitter) -> Worker {
+        Worker { jitter: Arc::new(jitter), ..self }
+    }
+
+    /// Whether each event of a claimed batch may go at `now`.
     /// Shared pacing costs one round trip per batch (none for a batch of nothing).
-    async fn admit(&self, batch: &[Claimed], now: Millis) -> Vec<Result<(), Millis>> {
+    async fn admit(&self, batch: &[Claimed], now: Millis) -> Vec<Admission> {
         let (store, limits) = match &self.pacing {
             Pacing::Local(p) => {
                 let mut p = p.lock().expect("pacer lock");
@@ -150,27 +170,15 @@ impl Worker {
             let free = self.cfg.concurrency.saturating_sub(inflight.len());
             let mut claimed = 0;
             if free > 0 {
-                match self.queue.claim(now_millis(), free, self.cfg.lease).await {
-                    Ok(batch) => {
-                        claimed = batch.len();
-                        let admitted = self.admit(&batch, now_millis()).await;
-                        for (c, admitted) in batch.into_iter().zip(admitted) {
-                            let w = self.clone();
-                            inflight.spawn(async move { w.deliver(c, admitted).await });
-                        }
-                    }
-                    Err(e) => tracing::error!(error = %e, "cannot claim events"),
+                let batch = self.claim_due(free).await;
+                claimed = batch.len();
+                for (c, admitted) in batch {
+                    let w = self.clone();
+                    inflight.spawn(async move { w.deliver_one(c, admitted).await });
                 }
             }
             // With every slot busy, only a finished attempt can change what is claimable.
-            let sleep = if free == 0 || claimed == free {
-                None
-            } else {
-                match self.queue.next_due().await {
-                    Ok(Some(due)) => Some(Duration::from_millis((due - now_millis()).max(0) as u64).min(IDLE_RECHECK)),
-                    Ok(None) | Err(_) => Some(IDLE_RECHECK),
-                }
-            };
+            let sleep = if free == 0 || claimed == free { None } else { Some(self.idle_for().await) };
             tokio::select! {
                 _ = self.wake.notified() => {}
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {
@@ -185,76 +193,132 @@ impl Worker {
         while inflight.join_next().await.is_some() {}
     }
 
-    /// One attempt at one event, recorded; or, when its routing key must wait (`admitted` is
-    /// `Err(at)`), deferred.
-    pub async fn deliver(&self, c: Claimed, admitted: Result<(), Millis>) -> Outcome {
+    /// One round of the loop, run to its end: claims what is due now (up to `concurrency`),
+    /// delivers all of it, and says what became of each event (by id, in id order). Tests
+    /// step the worker with it.
+    pub async fn drain(&self) -> Vec<(i64, Outcome)> {
+        let mut attempts = JoinSet::new();
+        for (c, admitted) in self.claim_due(self.cfg.concurrency).await {
+            let w = self.clone();
+            attempts.spawn(async move { (c.id, w.deliver_one(c, admitted).await) });
+        }
+        let mut outcomes = Vec::new();
+        while let Some(done) = attempts.join_next().await {
+            outcomes.push(done.expect("a delivery attempt panicked"));
+        }
+        outcomes.sort_by_key(|(id, _)| *id);
+        outcomes
+    }
+
+    /// Claims up to `limit` events due now, each with whether its pace lets it go. A claim
+    /// that fails is logged and claims nothing: the loop tries again.
+    async fn claim_due(&self, limit: usize) -> Vec<(Claimed, Admission)> {
+        let batch = match self.queue.claim(self.clock.now(), limit, self.cfg.lease).await {
+            Ok(batch) => batch,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim events");
+                return Vec::new();
+            }
+        };
+        let admitted = self.admit(&batch, self.clock.now()).await;
+        batch.into_iter().zip(admitted).collect()
+    }
+
+    /// How long to wait when nothing more is claimable: until the next due event, and at
+    /// most [`IDLE_RECHECK`].
+    async fn idle_for(&self) -> Duration {
+        match self.queue.next_due(self.clock.now()).await {
+            Ok(Some(due)) => Duration::from_millis((due - self.clock.now()).max(0) as u64).min(IDLE_RECHECK),
+            Ok(None) | Err(_) => IDLE_RECHECK,
+        }
+    }
+
+    /// One claimed event: attempted and recorded, or, when its routing key must wait
+    /// (`admitted` is `Err(at)`), deferred.
+    pub async fn deliver_one(&self, c: Claimed, admitted: Admission) -> Outcome {
         for old in &c.superseded {
             tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
         }
         self.metrics.collapsed(c.superseded.len());
-        if let Err(at) = admitted {
-            if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
-                tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
-            }
-            self.metrics.attempt(Outcome::Deferred.as_str(), None);
-            return Outcome::Deferred;
+        match admitted {
+            Ok(()) => self.attempt(&c).await,
+            Err(at) => self.defer(&c, at).await,
         }
+    }
+
+    /// Gives the event back to the queue until its routing key's slot at `at`.
+    async fn defer(&self, c: &Claimed, at: Millis) -> Outcome {
+        if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
+            tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
+        }
+        self.metrics.attempt(Outcome::Deferred.as_str(), None);
+        Outcome::Deferred
+    }
+
+    /// Sends the event once, holding its lease, and records what PagerDuty's answer means.
+    async fn attempt(&self, c: &Claimed) -> Outcome {
         let started = std::time::Instant::now();
         let lease = AtomicI64::new(c.lease);
-        let Some(response) = self.send_holding_lease(&c, &lease).await else {
+        let Some(response) = self.send_holding_lease(c, &lease).await else {
             self.metrics.attempt(Outcome::Abandoned.as_str(), None);
             return Outcome::Abandoned;
         };
         let upstream = started.elapsed();
-        let now = now_millis();
-        let (status, detail, returned_key) = match &response {
-            Response::Status { code, message, dedup_key, .. } => {
-                (Some(*code), Some(message.clone()), dedup_key.clone())
-            }
-            Response::Transport(e) => (None, Some(e.clone()), None),
-        };
-        check_answer(&c, &response);
-        let attempt_no = c.attempts + 1;
-        let (finish, outcome) = match policy::classify(&response) {
-            RetryAction::Delivered if self.client.is_dry_run() => (Finish::DryRun, Outcome::DryRun),
+        let now = self.clock.now();
+        check_answer(c, &response);
+        let (finish, outcome) = self.judge(c, &response, now).await;
+        let attempt = attempt_record(now, response);
+        log_attempt(c, &attempt, &outcome, started.elapsed());
+        self.metrics.attempt(outcome.as_str(), Some(upstream));
+        self.record(c, lease.load(Ordering::SeqCst), attempt, finish).await;
+        outcome
+    }
+
+    /// The policy on PagerDuty's answer at `now`: done, dead, or tried again later.
+    async fn judge(&self, c: &Claimed, response: &Response, now: Millis) -> (Finish, Outcome) {
+        match policy::classify(response) {
+            RetryAction::Delivered if self.upstream.is_dry_run() => (Finish::DryRun, Outcome::DryRun),
             RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
             RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
-            RetryAction::Retry { reason, after } => {
-                let delay = match after {
-                    Some(a) => policy::retry_after(a),
-                    None => policy::backoff(attempt_no, self.cfg.initial_backoff, self.cfg.max_backoff, rand::random()),
-                };
-                let next: Millis = now + delay.as_millis() as Millis;
-                if matches!(response, Response::Status { code: 429, .. }) {
-                    // PagerDuty throttles per routing key: hold back every event for it.
-                    self.slow_down(&c, now, next).await;
-                }
-                if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
-                    (
-                        Finish::Dead(format!("gave up after {attempt_no} attempts over max_age: {reason}")),
-                        Outcome::DeadLettered,
-                    )
-                } else {
-                    (Finish::RetryAt(next), Outcome::Retried)
-                }
-            }
-        };
-        tracing::info!(
-            event_id = c.id,
-            inbound_id = %c.inbound_id,
-            attempt = attempt_no,
-            kind = c.event.kind().as_str(),
-            action = c.event.action().map(|a| a.as_str()),
-            dedup_key = c.event.dedup_key().map(|k| k.as_str()),
-            status,
-            detail = detail.as_deref(),
-            outcome = outcome.as_str(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
-            "delivery attempt"
-        );
-        self.metrics.attempt(outcome.as_str(), Some(upstream));
-        let attempt = Attempt { at: now, status, detail, dedup_key: returned_key };
-        match self.queue.finish(c.id, lease.load(Ordering::SeqCst), attempt, finish).await {
+            RetryAction::Retry { reason, after } => self.retry(c, response, now, reason, after).await,
+        }
+    }
+
+    /// A retry: after PagerDuty's `Retry-After` or our backoff; a 429 holds back the whole
+    /// routing key; an event whose next try would pass `max_age` is dead-lettered instead.
+    async fn retry(
+        &self,
+        c: &Claimed,
+        response: &Response,
+        now: Millis,
+        reason: String,
+        after: Option<Duration>,
+    ) -> (Finish, Outcome) {
+        let attempt_no = c.attempts + 1;
+        let next = now + self.retry_delay(attempt_no, after).as_millis() as Millis;
+        if matches!(response, Response::Status { code: 429, .. }) {
+            // PagerDuty throttles per routing key: hold back every event for it.
+            self.slow_down(c, now, next).await;
+        }
+        if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
+            let why = format!("gave up after {attempt_no} attempts over max_age: {reason}");
+            (Finish::Dead(why), Outcome::DeadLettered)
+        } else {
+            (Finish::RetryAt(next), Outcome::Retried)
+        }
+    }
+
+    /// How long before try `attempt_no + 1`: PagerDuty's word if it gave one, else backoff.
+    fn retry_delay(&self, attempt_no: u32, after: Option<Duration>) -> Duration {
+        match after {
+            Some(after) => policy::retry_after(after),
+            None => policy::backoff(attempt_no, self.cfg.initial_backoff, self.cfg.max_backoff, self.jitter.fraction()),
+        }
+    }
+
+    /// Stores the attempt and the event's new state, if this claim (`lease`) still holds it.
+    async fn record(&self, c: &Claimed, lease: Millis, attempt: Attempt, finish: Finish) {
+        match self.queue.finish(c.id, lease, attempt, finish).await {
             Ok(true) => {}
             // Another claim holds the event now (this one's lease ran out): its attempt, not
             // this one, decides the event's state.
@@ -265,14 +329,13 @@ impl Worker {
             // (or on restart) the event is tried again: at-least-once.
             Err(e) => tracing::error!(event_id = c.id, error = %e, "cannot record delivery outcome"),
         }
-        outcome
     }
 
     /// Sends `c` while keeping its lease (`lease` holds the current value); `None` when the
     /// attempt was abandoned because the lease was lost.
     async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Option<Response> {
         tokio::select! {
-            r = self.client.send(&c.event) => Some(r),
+            r = self.upstream.send(&c.event) => Some(r),
             why = self.hold_lease(c.id, lease) => {
                 // Dropping the request aborts it; it may still have reached PagerDuty, which
                 // the next holder's attempt repeats: at least once, never silently lost.
@@ -291,9 +354,9 @@ impl Worker {
         let length = self.cfg.lease.as_millis() as Millis;
         let mut wake = lease.load(Ordering::SeqCst) - length * 2 / 3;
         loop {
-            tokio::time::sleep(Duration::from_millis((wake - now_millis()).max(0) as u64)).await;
+            tokio::time::sleep(Duration::from_millis((wake - self.clock.now()).max(0) as u64)).await;
             let held = lease.load(Ordering::SeqCst);
-            let now = now_millis();
+            let now = self.clock.now();
             let give_up = held - length / 3;
             if now >= give_up {
                 return "its lease could not be renewed in time";
@@ -315,6 +378,33 @@ impl Worker {
             }
         }
     }
+}
+
+/// The attempt as stored: when, PagerDuty's status and message (or the transport error),
+/// and the dedup_key its answer named.
+fn attempt_record(at: Millis, response: Response) -> Attempt {
+    match response {
+        Response::Status { code, message, dedup_key, .. } => {
+            Attempt { at, status: Some(code), detail: Some(message), dedup_key }
+        }
+        Response::Transport(e) => Attempt { at, status: None, detail: Some(e), dedup_key: None },
+    }
+}
+
+fn log_attempt(c: &Claimed, attempt: &Attempt, outcome: &Outcome, elapsed: Duration) {
+    tracing::info!(
+        event_id = c.id,
+        inbound_id = %c.inbound_id,
+        attempt = c.attempts + 1,
+        kind = c.event.kind().as_str(),
+        action = c.event.action().map(|a| a.as_str()),
+        dedup_key = c.event.dedup_key().map(|k| k.as_str()),
+        status = attempt.status,
+        detail = attempt.detail.as_deref(),
+        outcome = outcome.as_str(),
+        elapsed_ms = elapsed.as_millis() as u64,
+        "delivery attempt"
+    );
 }
 
 /// Reads PagerDuty's 202 the way its documentation describes it: `status` should be
@@ -346,27 +436,4 @@ fn answer_problems(sent: Option<&str>, response: &Response) -> Vec<String> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn answer(code: u16, status: &str, key: Option<&str>) -> Response {
-        Response::Status {
-            code,
-            message: "m".into(),
-            retry_after: None,
-            status: Some(status.into()),
-            dedup_key: key.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn a_202_under_another_dedup_key_or_status_is_a_warning() {
-        assert!(answer_problems(Some("k"), &answer(202, "success", Some("k"))).is_empty());
-        assert!(answer_problems(None, &answer(202, "success", None)).is_empty(), "change events get no key");
-        let p = answer_problems(Some("k"), &answer(202, "success", Some("other")));
-        assert_eq!(p.len(), 1);
-        assert!(p[0].contains("\"other\", not the \"k\" sent"), "{p:?}");
-        assert_eq!(answer_problems(Some("k"), &answer(202, "queued", Some("k"))).len(), 1);
-        assert!(answer_problems(Some("k"), &answer(400, "invalid event", Some("x"))).is_empty(), "only 2xx are read");
-    }
-}
+mod tests;

@@ -303,8 +303,8 @@ pub trait Queue: Send + Sync + 'static {
     /// The earliest *future* time a pending event becomes due (a retry, a paced event), if
     /// any. Events due now are `claim`'s business; one waiting behind its lane's head is
     /// released by that head's `finish`, which wakes the worker anyway. Must be cheap: the
-    /// worker asks after every round.
-    async fn next_due(&self) -> Result<Option<Millis>, QueueError>;
+    /// worker asks after every round. `now` is the worker's clock.
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError>;
 
     /// Recent events, newest first: the first page of [`Queue::events`], unfiltered.
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {

@@ -613,11 +613,11 @@ impl Queue for PostgresQueue {
         Ok(n == 1)
     }
 
-    async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
         // Future times only (see the trait); a lease another replica holds counts, so its
         // expiry wakes this one.
         let c = self.client().await?;
-        Ok(c.query_one(NEXT_DUE, &[&super::now_millis()]).await.map_err(storage)?.try_get(0)?)
+        Ok(c.query_one(NEXT_DUE, &[&now]).await.map_err(storage)?.try_get(0)?)
     }
 
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {

@@ -564,8 +564,7 @@ impl Queue for SqliteQueue {
         .await
     }
 
-    async fn next_due(&self) -> Result<Option<Millis>, QueueError> {
-        let now = super::now_millis();
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
         self.run(move |c| {
             c.query_row("SELECT MIN(next_at) FROM events WHERE state = 'pending' AND next_at > ?1", [now], |r| r.get(0))
         })

@@ -184,7 +184,7 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     .await
     .unwrap();
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
-    assert_eq!(q.next_due().await.unwrap(), Some(now + 1000));
+    assert_eq!(q.next_due(now).await.unwrap(), Some(now + 1000));
     let retried = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
@@ -404,7 +404,7 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
     let c = q.claim(now, 10, LEASE).await.unwrap();
     q.defer(c[0].id, c[0].lease, now + 5000).await.unwrap();
     assert!(q.claim(now + 4999, 10, LEASE).await.unwrap().is_empty());
-    assert_eq!(q.next_due().await.unwrap(), Some(now + 5000));
+    assert_eq!(q.next_due(now).await.unwrap(), Some(now + 5000));
     let again = q.claim(now + 5000, 10, LEASE).await.unwrap();
     assert_eq!(again[0].id, c[0].id);
     assert_eq!(again[0].attempts, 0);

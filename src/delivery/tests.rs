@@ -1,0 +1,326 @@
+//! The worker on paused time, with a scripted PagerDuty; and how it reads a 202.
+
+use super::inputs::{FixedJitter, TokioClock};
+use super::*;
+use crate::config::{Durability, Secret};
+use crate::event::{AlertDraft, Event, RoutingKey};
+use crate::queue::{InboundStatus, NewInbound, Role, SqliteQueue};
+use async_trait::async_trait;
+use std::collections::VecDeque;
+
+/// Where the tests' clock starts: any fixed time, so that every run records the same times.
+const T0: Millis = 1_700_000_000_000;
+
+/// A PagerDuty that answers from a script (then 202) and notes what it was sent, and when by
+/// the worker's clock.
+struct Scripted {
+    clock: TokioClock,
+    replies: Mutex<VecDeque<Response>>,
+    sent: Mutex<Vec<(Millis, String, String)>>,
+    /// How long each answer takes, on tokio's time.
+    slow: Mutex<Duration>,
+}
+
+impl Scripted {
+    /// `(time, dedup_key, action)` of every request, in order.
+    fn sent(&self) -> Vec<(Millis, String, String)> {
+        self.sent.lock().unwrap().clone()
+    }
+}
+
+#[async_trait]
+impl Upstream for Arc<Scripted> {
+    async fn send(&self, event: &Event) -> Response {
+        let key = event.dedup_key().map(|k| k.as_str().to_string()).unwrap_or_default();
+        let action = event.action().map(|a| a.as_str().to_string()).unwrap_or_default();
+        self.sent.lock().unwrap().push((self.clock.now(), key, action));
+        let slow = *self.slow.lock().unwrap();
+        tokio::time::sleep(slow).await;
+        self.replies.lock().unwrap().pop_front().unwrap_or_else(|| status(202, None))
+    }
+
+    fn is_dry_run(&self) -> bool {
+        false
+    }
+}
+
+fn status(code: u16, retry_after: Option<Duration>) -> Response {
+    Response::Status { code, message: "m".into(), retry_after, status: None, dedup_key: None }
+}
+
+/// The defaults of `[delivery]`, but for a 1 s first backoff.
+fn defaults() -> DeliveryConfig {
+    DeliveryConfig {
+        concurrency: 32,
+        initial_backoff: Duration::from_secs(1),
+        max_backoff: Duration::from_secs(300),
+        max_age: Duration::from_secs(24 * 3600),
+        per_key_rate: 120,
+        per_key_burst: 60,
+        lease: Duration::from_secs(15),
+    }
+}
+
+/// A worker on a fresh SQLite queue, on tokio's (paused) time from [`T0`], with the jitter
+/// fixed at its maximum, sending to a PagerDuty answering `script` and then 202.
+struct Bench {
+    queue: Arc<dyn Queue>,
+    worker: Worker,
+    pd: Arc<Scripted>,
+    clock: TokioClock,
+    metrics: Arc<Metrics>,
+    dir: tempfile::TempDir,
+}
+
+impl Bench {
+    fn new(cfg: DeliveryConfig, script: impl IntoIterator<Item = Response>) -> Bench {
+        let dir = tempfile::tempdir().unwrap();
+        let queue: Arc<dyn Queue> =
+            Arc::new(SqliteQueue::open(&dir.path().join("q.db"), Durability::Fsync, Role::Deliverer).unwrap());
+        let clock = TokioClock::starting_at(T0);
+        let pd = Arc::new(Scripted {
+            clock,
+            replies: Mutex::new(script.into_iter().collect()),
+            sent: Mutex::new(Vec::new()),
+            slow: Mutex::new(Duration::ZERO),
+        });
+        let metrics = Arc::new(Metrics::new());
+        let worker = Worker::new(queue.clone(), None, pd.clone(), cfg, Arc::new(Notify::new()), metrics.clone())
+            .with_clock(clock)
+            .with_jitter(FixedJitter(1.0));
+        Bench { queue, worker, pd, clock, metrics, dir }
+    }
+
+    /// The stored lease of every pending event, read beside the queue as another process would.
+    fn leases(&self) -> Vec<Millis> {
+        let db = rusqlite::Connection::open(self.dir.path().join("q.db")).unwrap();
+        let mut leases = db.prepare("SELECT lease_until FROM events WHERE state = 'pending' ORDER BY id").unwrap();
+        leases.query_map([], |r| r.get(0)).unwrap().collect::<Result<_, _>>().unwrap()
+    }
+
+    /// Accepts a webhook that produced `events`, now.
+    async fn accept(&self, events: Vec<Event>) {
+        let inbound = NewInbound {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: "test".into(),
+            received_at: self.clock.now(),
+            dedupe_id: None,
+            headers: serde_json::json!({}),
+            query: String::new(),
+            body: bytes::Bytes::from_static(b"{}"),
+            status: InboundStatus::Mapped,
+        };
+        self.queue.accept(inbound, events).await.unwrap();
+    }
+
+    /// Steps the worker the way its loop goes, tokio's time jumping to each next due event,
+    /// until nothing is left to do; every outcome, in order.
+    async fn settle(&self) -> Vec<(i64, Outcome)> {
+        let mut outcomes = Vec::new();
+        for _ in 0..1000 {
+            let round = self.worker.drain().await;
+            if !round.is_empty() {
+                outcomes.extend(round);
+                continue;
+            }
+            let now = self.clock.now();
+            match self.queue.next_due(now).await.unwrap() {
+                Some(due) => tokio::time::advance(Duration::from_millis((due - now) as u64)).await,
+                None => return outcomes,
+            }
+        }
+        panic!("the worker did not settle in 1000 rounds: {outcomes:?}");
+    }
+
+    /// `(dedup_key, state)` of every event, oldest first.
+    async fn states(&self) -> Vec<(String, String)> {
+        let rows = self.queue.recent(100).await.unwrap();
+        rows.into_iter().rev().map(|e| (e.dedup_key.unwrap_or_default(), e.state)).collect()
+    }
+}
+
+fn trigger(n: u32) -> Event {
+    alert("trigger", n)
+}
+
+fn alert(action: &str, n: u32) -> Event {
+    let key = RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    let draft = AlertDraft {
+        action: action.into(),
+        dedup_key: Some(format!("n-{n}")),
+        summary: Some(format!("event {n}")),
+        source: Some("test".into()),
+        ..AlertDraft::default()
+    };
+    Event::alert(key, draft).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_429_holds_back_every_event_for_that_routing_key_until_retry_after() {
+    let b = Bench::new(defaults(), [status(429, Some(Duration::from_secs(2)))]);
+    b.accept(vec![trigger(1)]).await;
+    assert_eq!(b.worker.drain().await[0].1, Outcome::Retried);
+    // Another incident on the same routing key, accepted while the key is throttled.
+    b.accept(vec![trigger(2)]).await;
+    assert_eq!(b.worker.drain().await[0].1, Outcome::Deferred);
+    tokio::time::advance(Duration::from_millis(1999)).await;
+    assert!(b.worker.drain().await.is_empty(), "nothing goes before Retry-After");
+    b.settle().await;
+    let sent = b.pd.sent();
+    assert_eq!(sent[0], (T0, "n-1".into(), "trigger".into()));
+    let mut after: Vec<_> = sent[1..].iter().map(|(at, key, _)| (*at - T0, key.as_str())).collect();
+    after.sort();
+    // The key reopens with one event (n-2 held that slot), then the steady rate: no burst.
+    assert_eq!(after, vec![(2000, "n-2"), (2500, "n-1")], "nothing goes before the 429's Retry-After ends");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_storm_on_one_routing_key_is_paced_and_repeated_triggers_collapse() {
+    // 60 a minute, burst 2: two at once, then one a second.
+    let b = Bench::new(DeliveryConfig { per_key_rate: 60, per_key_burst: 2, ..defaults() }, []);
+    for n in 1..=4 {
+        b.accept(vec![trigger(n)]).await;
+    }
+    let first = b.worker.drain().await;
+    let outcomes: Vec<_> = first.iter().map(|(_, o)| o.clone()).collect();
+    assert_eq!(outcomes, [Outcome::Delivered, Outcome::Delivered, Outcome::Deferred, Outcome::Deferred]);
+    // While the key waits, the same alert firing again and again is one pending trigger.
+    for _ in 0..5 {
+        b.accept(vec![trigger(4)]).await;
+    }
+    b.settle().await;
+    let sent: Vec<_> = b.pd.sent().into_iter().map(|(at, key, _)| (at - T0, key)).collect();
+    let expected = [(0, "n-1"), (0, "n-2"), (1000, "n-3"), (2000, "n-4")];
+    assert_eq!(sent, expected.map(|(at, key)| (at, key.to_string())), "one request per incident, paced");
+    let n4: Vec<_> = b.states().await.into_iter().filter(|(key, _)| key == "n-4").map(|(_, s)| s).collect();
+    assert_eq!(n4.iter().filter(|s| *s == "delivered").count(), 1, "{n4:?}");
+    assert_eq!(n4.iter().filter(|s| *s == "collapsed").count(), 5, "{n4:?}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn server_errors_back_off_doubling_and_the_resolve_waits_for_its_trigger() {
+    let b = Bench::new(defaults(), [status(500, None), status(503, None)]);
+    b.accept(vec![trigger(1), alert("resolve", 1)]).await;
+    let outcomes: Vec<_> = b.settle().await.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(outcomes, [Outcome::Retried, Outcome::Retried, Outcome::Delivered, Outcome::Delivered]);
+    let sent: Vec<_> = b.pd.sent().into_iter().map(|(at, _, action)| (at - T0, action)).collect();
+    // Jitter fixed at 1: the full 1 s, then 2 s.
+    let expected = [(0, "trigger"), (1000, "trigger"), (3000, "trigger"), (3000, "resolve")];
+    assert_eq!(sent, expected.map(|(at, action)| (at, action.to_string())));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_whose_next_try_would_pass_max_age_is_dead_lettered() {
+    let b =
+        Bench::new(DeliveryConfig { max_age: Duration::from_secs(5), ..defaults() }, (0..9).map(|_| status(503, None)));
+    b.accept(vec![trigger(1)]).await;
+    let outcomes: Vec<_> = b.settle().await.into_iter().map(|(_, o)| o).collect();
+    // Tries at 0, 1 s and 3 s; the next would be at 7 s.
+    assert_eq!(outcomes, [Outcome::Retried, Outcome::Retried, Outcome::DeadLettered]);
+    let dead = b.queue.recent(1).await.unwrap().remove(0);
+    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.last_error.as_deref(), Some("gave up after 3 attempts over max_age: 503: m"));
+}
+
+fn answer(code: u16, status: &str, key: Option<&str>) -> Response {
+    Response::Status {
+        code,
+        message: "m".into(),
+        retry_after: None,
+        status: Some(status.into()),
+        dedup_key: key.map(Into::into),
+    }
+}
+
+#[test]
+fn a_202_under_another_dedup_key_or_status_is_a_warning() {
+    assert!(answer_problems(Some("k"), &answer(202, "success", Some("k"))).is_empty());
+    assert!(answer_problems(None, &answer(202, "success", None)).is_empty(), "change events get no key");
+    let p = answer_problems(Some("k"), &answer(202, "success", Some("other")));
+    assert_eq!(p.len(), 1);
+    assert!(p[0].contains("\"other\", not the \"k\" sent"), "{p:?}");
+    assert_eq!(answer_problems(Some("k"), &answer(202, "queued", Some("k"))).len(), 1);
+    assert!(answer_problems(Some("k"), &answer(400, "invalid event", Some("x"))).is_empty(), "only 2xx are read");
+}
+
+/// Keeps tokio's paused clock from jumping to the next timer whenever the runtime waits (on
+/// the queue's thread, say): only `tokio::time::advance` moves it while this lives. A running
+/// `spawn_blocking` task is what tokio counts as a reason not to auto-advance.
+struct Stepped(#[allow(dead_code)] std::sync::mpsc::Sender<()>);
+
+fn stepped() -> Stepped {
+    let (hold, held) = std::sync::mpsc::channel::<()>();
+    tokio::task::spawn_blocking(move || held.recv().ok());
+    Stepped(hold)
+}
+
+/// Waits, at most 10 s of real time, until `check` holds: for what the worker does on the
+/// queue's thread, which paused time does not wait for.
+async fn until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::task::yield_now().await;
+    }
+}
+
+/// A worker with a 3 s lease, on stepped time, whose one event is being sent to a PagerDuty
+/// that answers in `slow`; the handle yields the attempt's outcome.
+async fn slow_attempt(slow: Duration) -> (Stepped, Bench, tokio::task::JoinHandle<Vec<(i64, Outcome)>>) {
+    let stepped = stepped();
+    let b = Bench::new(DeliveryConfig { lease: Duration::from_secs(3), ..defaults() }, []);
+    *b.pd.slow.lock().unwrap() = slow;
+    b.accept(vec![trigger(1)]).await;
+    let worker = b.worker.clone();
+    let attempt = tokio::spawn(async move { worker.drain().await });
+    until("the request is sent", || b.pd.sent().len() == 1).await;
+    (stepped, b, attempt)
+}
+
+/// An attempt that outlasts its lease (PagerDuty answering in 4.5 s, a 3 s lease) keeps its
+/// event: the lease is renewed every third of it while the attempt runs, so no claim (the
+/// worker's next round or another replica's) takes the event, and the outcome is recorded.
+#[tokio::test(start_paused = true)]
+async fn a_slow_attempt_keeps_its_event_past_the_lease_and_is_sent_once() {
+    let (_stepped, b, attempt) = slow_attempt(Duration::from_millis(4500)).await;
+    assert_eq!(b.leases(), [T0 + 3000]);
+    for renewal in [1000, 2000, 3000, 4000] {
+        tokio::time::advance(Duration::from_millis(1000)).await;
+        until("the lease is renewed", || b.leases() == [T0 + renewal + 3000]).await;
+        let claimed = b.queue.claim(b.clock.now(), 10, Duration::from_secs(3)).await.unwrap();
+        assert!(claimed.is_empty(), "claimed again at {renewal} ms: {claimed:?}");
+    }
+    tokio::time::advance(Duration::from_millis(500)).await;
+    assert_eq!(attempt.await.unwrap()[0].1, Outcome::Delivered);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("delivered", 1));
+    assert_eq!(b.pd.sent().len(), 1, "sent once");
+}
+
+/// An attempt whose lease is lost while it runs (another writer moved the stored lease on, as
+/// a replica that took the event over would) is abandoned at its next renewal rather than
+/// finished: the outcome is left to the holder, and the event goes again once that lease ends.
+#[tokio::test(start_paused = true)]
+async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
+    // Answered after the first renewal, a third of the lease in.
+    let (_stepped, b, attempt) = slow_attempt(Duration::from_millis(1500)).await;
+    let db = rusqlite::Connection::open(b.dir.path().join("q.db")).unwrap();
+    db.busy_timeout(Duration::from_secs(5)).unwrap();
+    let moved = db.execute("UPDATE events SET lease_until = lease_until + 1 WHERE state = 'pending'", []).unwrap();
+    assert_eq!(moved, 1);
+    tokio::time::advance(Duration::from_millis(1000)).await;
+    assert_eq!(attempt.await.unwrap()[0].1, Outcome::Abandoned);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("pending", 0), "the abandoned attempt is not recorded");
+    // The holder's lease (to 3001 ms) ends; PagerDuty answers at once now.
+    *b.pd.slow.lock().unwrap() = Duration::ZERO;
+    tokio::time::advance(Duration::from_millis(2000)).await;
+    assert!(b.worker.drain().await.is_empty(), "not before the holder's lease ends");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    assert_eq!(b.worker.drain().await[0].1, Outcome::Delivered);
+    let event = b.queue.recent(10).await.unwrap().remove(0);
+    assert_eq!((event.state.as_str(), event.attempts), ("delivered", 1));
+    assert_eq!(b.pd.sent().len(), 2);
+    let metrics = b.metrics.render(0, None);
+    assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
+}
