@@ -14,7 +14,10 @@ pub use sns::TopicFilter;
 pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, WhsecError};
 
 use crate::event::RoutingKey;
-use raw::{RawConfig, RawGeneric, RawGithub, RawSource, RawSourceKind, SourceKindName};
+use raw::SourceKindName;
+use raw::{
+    RawConfig, RawDelivery, RawGeneric, RawPagerDuty, RawSecrets, RawServer, RawSource, RawSourceKind, RawStorage,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -333,6 +336,9 @@ pub fn placeholder_key() -> RoutingKey {
     RoutingKey::parse(Secret::new("0".repeat(32))).expect("32 characters")
 }
 
+/// Things that work but deserve a second look.
+type Warnings = Vec<String>;
+
 /// Collects every problem instead of stopping at the first.
 struct Problems(Vec<String>);
 
@@ -340,6 +346,21 @@ impl Problems {
     fn take<T>(&mut self, r: Result<T, String>) -> Option<T> {
         r.map_err(|e| self.0.push(e)).ok()
     }
+}
+
+/// `value` as one of `options`, else a problem naming them all.
+fn one_of<T: Copy>(p: &mut Problems, field: &str, value: &str, options: &[(&str, T)]) -> Option<T> {
+    if let Some((_, t)) = options.iter().find(|(name, _)| *name == value) {
+        return Some(*t);
+    }
+    let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
+    let expected = match names.split_last() {
+        Some((last, [])) => last.clone(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    };
+    p.0.push(format!("{field} = {value:?}: expected {expected}"));
+    None
 }
 
 fn duration(field: &str, value: Option<&str>, default: &str) -> Result<Duration, String> {
@@ -410,12 +431,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
 }
 
 /// `[server]`; `None` if a value is wrong (the problem is in `p`).
-fn validate_server(
-    s: &raw::RawServer,
-    l: &mut Lookup,
-    p: &mut Problems,
-    warnings: &mut Vec<String>,
-) -> Option<ServerConfig> {
+fn validate_server(s: &RawServer, l: &mut Lookup, p: &mut Problems, warnings: &mut Warnings) -> Option<ServerConfig> {
     let listen = p.take(socket("server.listen", s.listen.as_deref(), "0.0.0.0:8080"));
     let admin_listen = p.take(socket("server.admin_listen", s.admin_listen.as_deref(), "127.0.0.1:8081"));
     let max_body_bytes = at_least_one(p, "server.max_body_bytes", s.max_body_bytes.unwrap_or(1 << 20));
@@ -456,19 +472,13 @@ fn at_least_one<T: Default + PartialEq>(p: &mut Problems, field: &str, value: T)
 
 /// `[storage]`; `None` if a value is wrong (the problem is in `p`).
 fn validate_storage(
-    s: &raw::RawStorage,
+    s: &RawStorage,
     l: &mut Lookup,
     p: &mut Problems,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Option<StorageConfig> {
-    let durability = match s.durability.as_deref() {
-        None | Some("fsync") => Some(Durability::Fsync),
-        Some("process") => Some(Durability::Process),
-        Some(other) => {
-            p.0.push(format!("storage.durability = {other:?}: expected \"fsync\" or \"process\""));
-            None
-        }
-    };
+    let options = [("fsync", Durability::Fsync), ("process", Durability::Process)];
+    let durability = one_of(p, "storage.durability", s.durability.as_deref().unwrap_or("fsync"), &options);
     let retention = p.take(duration("storage.retention", s.retention.as_deref(), "7d"));
     let backend = storage_backend(s, l, p, warnings);
     Some(StorageConfig { backend: backend?, durability: durability?, retention: retention? })
@@ -476,10 +486,10 @@ fn validate_storage(
 
 /// `[pagerduty]`; `None` if a value is wrong (the problem is in `p`).
 fn validate_pagerduty(
-    pd: &raw::RawPagerDuty,
+    pd: &RawPagerDuty,
     l: &mut Lookup,
     p: &mut Problems,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Option<PagerDutyConfig> {
     let events_url = p.take(events_url(pd.events_url.as_deref().unwrap_or(DEFAULT_EVENTS_URL), warnings));
     let default_key =
@@ -501,7 +511,7 @@ fn validate_pagerduty(
 }
 
 /// `[delivery]`; `None` if a value is wrong (the problem is in `p`).
-fn validate_delivery(d: &raw::RawDelivery, p: &mut Problems) -> Option<DeliveryConfig> {
+fn validate_delivery(d: &RawDelivery, p: &mut Problems) -> Option<DeliveryConfig> {
     let concurrency = at_least_one(p, "delivery.concurrency", d.concurrency.unwrap_or(32));
     let initial_backoff = p.take(duration("delivery.initial_backoff", d.initial_backoff.as_deref(), "1s"));
     let max_backoff = p.take(duration("delivery.max_backoff", d.max_backoff.as_deref(), "5m"));
@@ -681,10 +691,10 @@ fn validate_source(
 /// `kind = "github"`: its secrets.
 fn github_source(
     at: &str,
-    g: RawGithub,
+    g: RawSecrets,
     l: &mut Lookup,
     p: &mut Problems,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> SourceKindConfig {
     if g.secrets.is_empty() {
         p.0.push(format!(
@@ -700,7 +710,7 @@ fn generic_source(
     mut g: RawGeneric,
     l: &mut Lookup,
     p: &mut Problems,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Option<SourceKindConfig> {
     let in_verify = g.verify.as_mut().map(raw::RawVerify::take_secrets).unwrap_or_default();
     if !in_verify.is_empty() {
@@ -721,7 +731,7 @@ fn source_secrets(
     written: &[String],
     l: &mut Lookup,
     p: &mut Problems,
-    warnings: &mut Vec<String>,
+    warnings: &mut Warnings,
 ) -> Vec<Secret> {
     let mut secrets = Vec::new();
     for (i, r) in written.iter().enumerate() {

@@ -5,7 +5,7 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use tagged::{fields_of, Tagged, Variant};
+use tagged::{fields_of, Tagged};
 use toml::Spanned;
 
 mod tagged;
@@ -133,21 +133,13 @@ pub struct RawSourceCommon {
 /// The kind of a source and the keys only it takes.
 #[derive(Debug)]
 pub enum RawSourceKind {
-    Github(RawGithub),
+    /// `kind = "github"`: its shared secrets.
+    Github(RawSecrets),
     Sns(RawSns),
     Generic(RawGeneric),
     /// A kind this build does not know, as written: validation reports it with the source's
     /// other problems.
     Unknown(String),
-}
-
-/// `kind = "github"`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawGithub {
-    /// Shared secrets (secret references); several = rotation.
-    #[serde(default)]
-    pub secrets: Vec<String>,
 }
 
 /// `kind = "generic"`.
@@ -205,7 +197,7 @@ impl SourceKindName {
 
     fn keys(self) -> &'static [&'static str] {
         match self {
-            SourceKindName::Github => fields_of::<RawGithub>(),
+            SourceKindName::Github => fields_of::<RawSecrets>(),
             SourceKindName::Generic => fields_of::<RawGeneric>(),
             SourceKindName::Sns => fields_of::<RawSns>(),
         }
@@ -218,16 +210,16 @@ impl Tagged for RawSource {
     type Common = RawSourceCommon;
     type Kind = RawSourceKind;
 
-    fn kind<'de, D: serde::Deserializer<'de>>(name: Variant<SourceKindName>, d: D) -> Result<RawSourceKind, D::Error> {
+    fn kind<'de, D: serde::Deserializer<'de>>(name: SourceKindName, d: D) -> Result<RawSourceKind, D::Error> {
         Ok(match name {
-            Variant::Known(SourceKindName::Github) => RawSourceKind::Github(RawGithub::deserialize(d)?),
-            Variant::Known(SourceKindName::Generic) => RawSourceKind::Generic(RawGeneric::deserialize(d)?),
-            Variant::Known(SourceKindName::Sns) => RawSourceKind::Sns(RawSns::deserialize(d)?),
-            Variant::Unknown(written) => {
-                serde::de::IgnoredAny::deserialize(d)?;
-                RawSourceKind::Unknown(written)
-            }
+            SourceKindName::Github => RawSourceKind::Github(RawSecrets::deserialize(d)?),
+            SourceKindName::Generic => RawSourceKind::Generic(RawGeneric::deserialize(d)?),
+            SourceKindName::Sns => RawSourceKind::Sns(RawSns::deserialize(d)?),
         })
+    }
+
+    fn unknown(written: String) -> RawSourceKind {
+        RawSourceKind::Unknown(written)
     }
 
     fn build(common: RawSourceCommon, kind: RawSourceKind) -> RawSource {
@@ -300,11 +292,13 @@ pub struct RawTimestamped {
     pub secrets: Vec<String>,
 }
 
-/// `scheme = "gitlab"`, `"bearer"` or `"basic"`: a token compared with the secrets.
+/// Secrets alone: a `github` source's, or the tokens of `scheme = "gitlab"`, `"bearer"` or
+/// `"basic"`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawSecrets {
-    /// The accepted tokens (secret references), unless written as the source's `secrets`.
+    /// Secret references; several = rotation. A scheme's may be written as the source's
+    /// `secrets` instead.
     #[serde(default)]
     pub secrets: Vec<String>,
 }
@@ -376,23 +370,21 @@ impl Tagged for RawVerify {
     type Common = NoCommon;
     type Kind = RawVerify;
 
-    fn kind<'de, D: serde::Deserializer<'de>>(name: Variant<SchemeName>, d: D) -> Result<RawVerify, D::Error> {
+    fn kind<'de, D: serde::Deserializer<'de>>(name: SchemeName, d: D) -> Result<RawVerify, D::Error> {
         Ok(match name {
-            Variant::Known(SchemeName::Hmac) => RawVerify::Hmac(RawHmac::deserialize(d)?),
-            Variant::Known(SchemeName::StandardWebhooks) => {
-                RawVerify::StandardWebhooks(RawTimestamped::deserialize(d)?)
-            }
-            Variant::Known(SchemeName::Stripe) => RawVerify::Stripe(RawTimestamped::deserialize(d)?),
-            Variant::Known(SchemeName::Slack) => RawVerify::Slack(RawTimestamped::deserialize(d)?),
-            Variant::Known(SchemeName::Gitlab) => RawVerify::Gitlab(RawSecrets::deserialize(d)?),
-            Variant::Known(SchemeName::Bearer) => RawVerify::Bearer(RawSecrets::deserialize(d)?),
-            Variant::Known(SchemeName::Basic) => RawVerify::Basic(RawSecrets::deserialize(d)?),
-            Variant::Known(SchemeName::None) => RawVerify::None(RawNone::deserialize(d)?),
-            Variant::Unknown(written) => {
-                serde::de::IgnoredAny::deserialize(d)?;
-                RawVerify::Unknown(written)
-            }
+            SchemeName::Hmac => RawVerify::Hmac(RawHmac::deserialize(d)?),
+            SchemeName::StandardWebhooks => RawVerify::StandardWebhooks(RawTimestamped::deserialize(d)?),
+            SchemeName::Stripe => RawVerify::Stripe(RawTimestamped::deserialize(d)?),
+            SchemeName::Slack => RawVerify::Slack(RawTimestamped::deserialize(d)?),
+            SchemeName::Gitlab => RawVerify::Gitlab(RawSecrets::deserialize(d)?),
+            SchemeName::Bearer => RawVerify::Bearer(RawSecrets::deserialize(d)?),
+            SchemeName::Basic => RawVerify::Basic(RawSecrets::deserialize(d)?),
+            SchemeName::None => RawVerify::None(RawNone::deserialize(d)?),
         })
+    }
+
+    fn unknown(written: String) -> RawVerify {
+        RawVerify::Unknown(written)
     }
 
     fn build(_: NoCommon, kind: RawVerify) -> RawVerify {

@@ -541,32 +541,19 @@ fn a_key_of_another_kind_is_refused_at_its_own_line() {
     // MINIMAL's github source ends on line 9: sns's `topics` is line 10, a misspelling line 11.
     let text = format!("{MINIMAL}topics = [\"arn:aws:sns:us-east-1:1:a\"]\nmapings = []\n");
     let err = parse(&text).unwrap_err().to_string();
-    for needle in [
-        "/etc/pagerhook/pagerhook.toml: invalid configuration",
-        "line 10: topics is for kind \"sns\" only",
-        "line 11: unknown field `mapings`",
-    ] {
-        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
-    }
+    assert_reports(
+        &err,
+        &["pagerhook.toml: invalid", "line 10: topics is for kind \"sns\" only", "line 11: unknown field `mapings`"],
+    );
 }
 
 #[test]
 fn an_option_of_another_scheme_is_refused_at_its_own_line() {
     // generic() puts its lines from line 15: `secrets` on 15, `verify` on 16.
-    let err =
-        parse(&generic("secrets = [\"env:GH\"]\nverify = { scheme = \"bearer\", header = \"X\", prefx = \"a\" }"))
-            .unwrap_err()
-            .to_string();
-    for needle in [
-        "/etc/pagerhook/pagerhook.toml: invalid configuration",
-        "line 16: verify option header does not apply to scheme \"bearer\" (its options: none)",
-        "line 16: unknown field `prefx`",
-    ] {
-        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
-    }
-    let err = parse(&generic("secrets = [\"env:GH\"]\n[source.verify]\nscheme = \"gitlab\"\ntolerance = \"1m\""))
-        .unwrap_err()
-        .to_string();
+    let err = refused("secrets = [\"env:GH\"]\nverify = { scheme = \"bearer\", header = \"X\", prefx = \"a\" }");
+    let option = "line 16: verify option header does not apply to scheme \"bearer\" (its options: none)";
+    assert_reports(&err, &["pagerhook.toml: invalid", option, "line 16: unknown field `prefx`"]);
+    let err = refused("secrets = [\"env:GH\"]\n[source.verify]\nscheme = \"gitlab\"\ntolerance = \"1m\"");
     assert!(err.contains("line 18: verify option tolerance does not apply to scheme \"gitlab\""), "{err}");
 }
 
@@ -600,4 +587,16 @@ fn every_variant_of_kind_and_scheme_is_listed() {
     assert_eq!(raw::SchemeName::Hmac.options(), ["header", "algorithm", "encoding", "prefix"]);
     assert_eq!(raw::SchemeName::Stripe.options(), ["tolerance"]);
     assert!(raw::SchemeName::None.options().is_empty());
+}
+
+/// Fails naming the first of `needles` that `err` does not hold.
+fn assert_reports(err: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// Why `generic(lines)` is refused.
+fn refused(lines: &str) -> String {
+    parse(&generic(lines)).unwrap_err().to_string()
 }

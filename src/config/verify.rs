@@ -1,7 +1,7 @@
 //! `verify = { scheme = ... }` of `kind = "generic"` sources, validated into [`VerifyScheme`].
 
 use super::raw::{RawHmac, RawTimestamped, RawVerify, SchemeName};
-use super::{duration, Problems, Secret};
+use super::{duration, one_of, Problems, Secret};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use std::time::Duration;
@@ -284,23 +284,12 @@ fn hmac(at: &str, h: RawHmac, secrets: Vec<Secret>, p: &mut Problems) -> Option<
         }
         Some(h) => Some(h.trim().to_string()),
     };
-    let algorithm = match h.algorithm.as_deref() {
-        None | Some("sha256") => Some(HmacAlgorithm::Sha256),
-        Some("sha1") => Some(HmacAlgorithm::Sha1),
-        Some("sha512") => Some(HmacAlgorithm::Sha512),
-        Some(other) => {
-            p.0.push(format!("{at}: verify.algorithm = {other:?}: expected \"sha1\", \"sha256\" or \"sha512\""));
-            None
-        }
-    };
-    let encoding = match h.encoding.as_deref() {
-        None | Some("hex") => Some(SignatureEncoding::Hex),
-        Some("base64") => Some(SignatureEncoding::Base64),
-        Some(other) => {
-            p.0.push(format!("{at}: verify.encoding = {other:?}: expected \"hex\" or \"base64\""));
-            None
-        }
-    };
+    let algorithms =
+        [("sha1", HmacAlgorithm::Sha1), ("sha256", HmacAlgorithm::Sha256), ("sha512", HmacAlgorithm::Sha512)];
+    let algorithm =
+        one_of(p, &format!("{at}: verify.algorithm"), h.algorithm.as_deref().unwrap_or("sha256"), &algorithms);
+    let encodings = [("hex", SignatureEncoding::Hex), ("base64", SignatureEncoding::Base64)];
+    let encoding = one_of(p, &format!("{at}: verify.encoding"), h.encoding.as_deref().unwrap_or("hex"), &encodings);
     let prefix = h.prefix.filter(|x| !x.is_empty());
     Some(VerifyScheme::Hmac { header: header?, algorithm: algorithm?, encoding: encoding?, prefix, secrets })
 }

@@ -55,18 +55,9 @@ enum Scheme {
         prefix: Option<String>,
         keys: Vec<Key>,
     },
-    StandardWebhooks {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
-    Stripe {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
-    Slack {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
+    StandardWebhooks(Signing),
+    Stripe(Signing),
+    Slack(Signing),
     /// SHA-256 digests of the accepted tokens, so comparisons take the same time whatever
     /// their lengths.
     Token {
@@ -74,6 +65,13 @@ enum Scheme {
         digests: Vec<Key>,
     },
     None,
+}
+
+/// The keys of a scheme that signs a timestamp, and how far that may be from now.
+#[derive(Debug)]
+struct Signing {
+    keys: Vec<Key>,
+    tolerance: Duration,
 }
 
 fn raw_keys(secrets: &[Secret]) -> Vec<Key> {
@@ -125,7 +123,7 @@ impl Verifier {
                 prefix: prefix.clone(),
                 keys: raw_keys(secrets),
             },
-            VerifyScheme::StandardWebhooks { secrets, tolerance } => Scheme::StandardWebhooks {
+            VerifyScheme::StandardWebhooks { secrets, tolerance } => Scheme::StandardWebhooks(Signing {
                 keys: secrets
                     .iter()
                     .enumerate()
@@ -134,12 +132,12 @@ impl Verifier {
                     })
                     .collect::<Result<_, _>>()?,
                 tolerance: *tolerance,
-            },
+            }),
             VerifyScheme::Stripe { secrets, tolerance } => {
-                Scheme::Stripe { keys: raw_keys(secrets), tolerance: *tolerance }
+                Scheme::Stripe(Signing { keys: raw_keys(secrets), tolerance: *tolerance })
             }
             VerifyScheme::Slack { secrets, tolerance } => {
-                Scheme::Slack { keys: raw_keys(secrets), tolerance: *tolerance }
+                Scheme::Slack(Signing { keys: raw_keys(secrets), tolerance: *tolerance })
             }
             VerifyScheme::Gitlab { secrets } => Verifier::token(TokenKind::Gitlab, secrets),
             VerifyScheme::Bearer { secrets } => Verifier::token(TokenKind::Bearer, secrets),
@@ -160,11 +158,9 @@ impl Verifier {
                 let ok = keys.iter().any(|k| mac_matches(*algorithm, &k.0, &[body], &sig));
                 signature_matched(ok, keys.len())
             }
-            Scheme::StandardWebhooks { keys, tolerance } => {
-                check_standard_webhooks(headers, body, now, keys, *tolerance)
-            }
-            Scheme::Stripe { keys, tolerance } => check_stripe(headers, body, now, keys, *tolerance),
-            Scheme::Slack { keys, tolerance } => check_slack(headers, body, now, keys, *tolerance),
+            Scheme::StandardWebhooks(s) => check_standard_webhooks(s, headers, body, now),
+            Scheme::Stripe(s) => check_stripe(s, headers, body, now),
+            Scheme::Slack(s) => check_slack(s, headers, body, now),
             Scheme::Token { kind, digests } => check_token(headers, *kind, digests),
             Scheme::None => Ok(()),
         }
@@ -174,7 +170,7 @@ impl Verifier {
     /// `svix-id`) for Standard Webhooks.
     pub fn delivery_id(&self, headers: &Headers) -> Option<String> {
         match &self.0 {
-            Scheme::StandardWebhooks { .. } => {
+            Scheme::StandardWebhooks(_) => {
                 headers.get(&format!("{}-id", standard_webhooks_family(headers))).map(str::to_string)
             }
             Scheme::Hmac { .. }
@@ -221,13 +217,8 @@ fn hmac_signature(
 }
 
 /// Standard Webhooks: `HMAC(id.timestamp.body)` against any `v1,` signature offered.
-fn check_standard_webhooks(
-    headers: &Headers,
-    body: &[u8],
-    now: i64,
-    keys: &[Key],
-    tolerance: Duration,
-) -> Result<(), VerifyError> {
+fn check_standard_webhooks(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
     let family = standard_webhooks_family(headers);
     let header = |what: &str| {
         let name = format!("{family}-{what}");
@@ -238,7 +229,7 @@ fn check_standard_webhooks(
     let timestamp = header("timestamp")?;
     let ts = parse_timestamp(timestamp)
         .ok_or_else(|| VerifyError::malformed(format!("{family}-timestamp"), "unix seconds"))?;
-    within_tolerance(ts, now, tolerance)?;
+    within_tolerance(ts, now, *tolerance)?;
     // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
     // Repeated headers arrive joined with ", ", hence the trimmed commas.
     let candidates: Vec<&str> =
@@ -255,13 +246,8 @@ fn check_standard_webhooks(
 }
 
 /// Stripe: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=...]`, `HMAC(t.body)`.
-fn check_stripe(
-    headers: &Headers,
-    body: &[u8],
-    now: i64,
-    keys: &[Key],
-    tolerance: Duration,
-) -> Result<(), VerifyError> {
+fn check_stripe(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
     let value = headers.get("stripe-signature").ok_or_else(|| VerifyError::missing("Stripe-Signature"))?;
     let malformed = || VerifyError::malformed("Stripe-Signature", "t=<unix seconds>,v1=<64 hex digits>");
     let mut t = None;
@@ -285,13 +271,14 @@ fn check_stripe(
     if sigs.is_empty() {
         return Err(malformed());
     }
-    within_tolerance(ts, now, tolerance)?;
+    within_tolerance(ts, now, *tolerance)?;
     let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
     signature_matched(any_candidate_matches(keys, &parts, &sigs), keys.len())
 }
 
 /// Slack: `X-Slack-Signature: v0=<hex>` of `v0:<timestamp>:<body>`.
-fn check_slack(headers: &Headers, body: &[u8], now: i64, keys: &[Key], tolerance: Duration) -> Result<(), VerifyError> {
+fn check_slack(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
     let value = headers.get("x-slack-signature").ok_or_else(|| VerifyError::missing("X-Slack-Signature"))?;
     let timestamp =
         headers.get("x-slack-request-timestamp").ok_or_else(|| VerifyError::missing("X-Slack-Request-Timestamp"))?;
@@ -303,7 +290,7 @@ fn check_slack(headers: &Headers, body: &[u8], now: i64, keys: &[Key], tolerance
         .and_then(|h| hex::decode(h).ok())
         .filter(|s| s.len() == 32)
         .ok_or_else(|| VerifyError::malformed("X-Slack-Signature", "v0=<64 hex digits>"))?;
-    within_tolerance(ts, now, tolerance)?;
+    within_tolerance(ts, now, *tolerance)?;
     let parts: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
     let ok = keys.iter().any(|k| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, &sig));
     signature_matched(ok, keys.len())

@@ -9,15 +9,9 @@
 //! buffered; a refused one of those is reported at the table's line.
 
 use serde::de::value::StrDeserializer;
-use serde::de::{DeserializeOwned, DeserializeSeed, Error as _, MapAccess, Visitor};
+use serde::de::{DeserializeOwned, DeserializeSeed, Error as _, IgnoredAny, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 use std::marker::PhantomData;
-
-/// The tag's value: a variant this build knows, or what was written instead.
-pub enum Variant<N> {
-    Known(N),
-    Unknown(String),
-}
 
 /// A table tagged by [`Tagged::TAG`].
 pub trait Tagged: Sized {
@@ -30,7 +24,9 @@ pub trait Tagged: Sized {
     /// One variant's own keys.
     type Kind;
     /// Reads the variant's own keys from `d` (a map without the tag and the common keys).
-    fn kind<'de, D: Deserializer<'de>>(name: Variant<Self::Name>, d: D) -> Result<Self::Kind, D::Error>;
+    fn kind<'de, D: Deserializer<'de>>(name: Self::Name, d: D) -> Result<Self::Kind, D::Error>;
+    /// A tag this build does not know, as written (its other keys are not checked).
+    fn unknown(written: String) -> Self::Kind;
     fn build(common: Self::Common, kind: Self::Kind) -> Self;
     /// A clearer refusal than "unknown field" for a key that belongs to another variant.
     fn misplaced(name: Self::Name, key: &str) -> Option<String>;
@@ -100,7 +96,6 @@ impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
             }
         };
         let known = T::Name::deserialize(StrDeserializer::<serde::de::value::Error>::new(&written)).ok();
-        let name = known.map_or(Variant::Unknown(written), Variant::Known);
         let rest = Rest::<T, A> {
             map,
             before: before.into_iter(),
@@ -110,7 +105,13 @@ impl<'de, T: Tagged> Visitor<'de> for TaggedVisitor<T> {
             name: known,
             de: PhantomData,
         };
-        let kind = T::kind(name, RestDeserializer(rest))?;
+        let kind = match known {
+            Some(name) => T::kind(name, RestDeserializer(rest))?,
+            None => {
+                IgnoredAny::deserialize(RestDeserializer(rest))?;
+                T::unknown(written)
+            }
+        };
         let common = T::Common::deserialize(toml::Value::Table(common)).map_err(|e| A::Error::custom(e.message()))?;
         Ok(T::build(common, kind))
     }
