@@ -7,10 +7,13 @@ mod parse;
 pub mod raw;
 mod secret;
 mod sns;
+mod value;
 mod verify;
 
 pub use secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
+pub use value::ValueError;
+use value::{duration, events_url, one_of, socket, DEFAULT_EVENTS_URL};
 pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, WhsecError};
 
 use crate::event::RoutingKey;
@@ -343,34 +346,9 @@ type Warnings = Vec<String>;
 struct Problems(Vec<String>);
 
 impl Problems {
-    fn take<T>(&mut self, r: Result<T, String>) -> Option<T> {
-        r.map_err(|e| self.0.push(e)).ok()
+    fn take<T, E: std::fmt::Display>(&mut self, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(e.to_string())).ok()
     }
-}
-
-/// `value` as one of `options`, else a problem naming them all.
-fn one_of<T: Copy>(p: &mut Problems, field: &str, value: &str, options: &[(&str, T)]) -> Option<T> {
-    if let Some((_, t)) = options.iter().find(|(name, _)| *name == value) {
-        return Some(*t);
-    }
-    let names: Vec<String> = options.iter().map(|(name, _)| format!("{name:?}")).collect();
-    let expected = match names.split_last() {
-        Some((last, [])) => last.clone(),
-        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
-        None => String::new(),
-    };
-    p.0.push(format!("{field} = {value:?}: expected {expected}"));
-    None
-}
-
-fn duration(field: &str, value: Option<&str>, default: &str) -> Result<Duration, String> {
-    let v = value.unwrap_or(default);
-    humantime::parse_duration(v).map_err(|e| format!("{field} = {v:?}: {e} (e.g. \"30s\", \"5m\", \"24h\")"))
-}
-
-fn socket(field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, String> {
-    let v = value.unwrap_or(default);
-    v.parse().map_err(|_| format!("{field} = {v:?} is not an address (e.g. \"0.0.0.0:8080\")"))
 }
 
 fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<String>) -> Result<RoutingKey, String> {
@@ -478,7 +456,7 @@ fn validate_storage(
     warnings: &mut Warnings,
 ) -> Option<StorageConfig> {
     let options = [("fsync", Durability::Fsync), ("process", Durability::Process)];
-    let durability = one_of(p, "storage.durability", s.durability.as_deref().unwrap_or("fsync"), &options);
+    let durability = p.take(one_of("storage.durability", s.durability.as_deref().unwrap_or("fsync"), &options));
     let retention = p.take(duration("storage.retention", s.retention.as_deref(), "7d"));
     let backend = storage_backend(s, l, p, warnings);
     Some(StorageConfig { backend: backend?, durability: durability?, retention: retention? })
@@ -571,37 +549,6 @@ fn validate_sources(
         warnings.push("no [[source]] is configured: every webhook will get 404".into());
     }
     sources
-}
-
-const DEFAULT_EVENTS_URL: &str = "https://events.pagerduty.com";
-
-/// The Events API base URL. PagerDuty's documentation gives the full endpoints, so a pasted
-/// `/v2/enqueue`, `/v2/change/enqueue` or `/v2` is cut back to the base (pagerhook appends the
-/// path per event kind) with a note; any other path would only ever earn 404s, so it is refused.
-fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<String, String> {
-    let example = "(e.g. \"https://events.pagerduty.com\" or \"https://events.eu.pagerduty.com\")";
-    let mut url = url::Url::parse(value.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
-        .ok_or_else(|| format!("pagerduty.events_url = {value:?}: expected an http(s) URL {example}"))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("pagerduty.events_url = {value:?}: remove the query and fragment {example}"));
-    }
-    let path = url.path().trim_end_matches('/').to_string();
-    url.set_path("");
-    let base = url.as_str().trim_end_matches('/').to_string();
-    match path.as_str() {
-        "" => Ok(base),
-        "/v2" | "/v2/enqueue" | "/v2/change/enqueue" => {
-            warnings.push(format!(
-                "pagerduty.events_url = {value:?} is an endpoint; using its base {base:?} (pagerhook adds /v2/enqueue and /v2/change/enqueue itself)"
-            ));
-            Ok(base)
-        }
-        other => Err(format!(
-            "pagerduty.events_url = {value:?}: path {other:?} is not an Events API v2 endpoint; give the base URL {example}"
-        )),
-    }
 }
 
 /// SQLite at `path` unless a PostgreSQL `url` is given; not both.

@@ -600,3 +600,22 @@ fn assert_reports(err: &str, needles: &[&str]) {
 fn refused(lines: &str) -> String {
     parse(&generic(lines)).unwrap_err().to_string()
 }
+
+#[test]
+fn a_wrong_value_keeps_what_was_wrong_with_it() {
+    assert!(matches!(value::duration("delivery.max_age", Some("soon"), "24h"), Err(ValueError::Duration { .. })));
+    assert_eq!(
+        value::socket("server.listen", Some("nowhere"), "0.0.0.0:8080"),
+        Err(ValueError::Address { field: "server.listen".into(), value: "nowhere".into() })
+    );
+    let err = value::one_of("storage.durability", "sometimes", &[("fsync", 1), ("process", 2)]).unwrap_err();
+    assert_eq!(err.to_string(), "storage.durability = \"sometimes\": expected \"fsync\" or \"process\"");
+    let mut warnings = Vec::new();
+    assert_eq!(
+        value::events_url("https://events.pagerduty.com/v1/enqueue", &mut warnings),
+        Err(ValueError::NotAnEndpoint {
+            value: "https://events.pagerduty.com/v1/enqueue".into(),
+            path: "/v1/enqueue".into()
+        })
+    );
+}

@@ -287,9 +287,10 @@ fn hmac(at: &str, h: RawHmac, secrets: Vec<Secret>, p: &mut Problems) -> Option<
     let algorithms =
         [("sha1", HmacAlgorithm::Sha1), ("sha256", HmacAlgorithm::Sha256), ("sha512", HmacAlgorithm::Sha512)];
     let algorithm =
-        one_of(p, &format!("{at}: verify.algorithm"), h.algorithm.as_deref().unwrap_or("sha256"), &algorithms);
+        p.take(one_of(&format!("{at}: verify.algorithm"), h.algorithm.as_deref().unwrap_or("sha256"), &algorithms));
     let encodings = [("hex", SignatureEncoding::Hex), ("base64", SignatureEncoding::Base64)];
-    let encoding = one_of(p, &format!("{at}: verify.encoding"), h.encoding.as_deref().unwrap_or("hex"), &encodings);
+    let encoding =
+        p.take(one_of(&format!("{at}: verify.encoding"), h.encoding.as_deref().unwrap_or("hex"), &encodings));
     let prefix = h.prefix.filter(|x| !x.is_empty());
     Some(VerifyScheme::Hmac { header: header?, algorithm: algorithm?, encoding: encoding?, prefix, secrets })
 }
