@@ -7,14 +7,20 @@ mod parse;
 pub mod raw;
 mod secret;
 mod sns;
+mod value;
 mod verify;
 
 pub use secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
-pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
+pub use value::ValueError;
+use value::{duration, events_url, one_of, socket, DEFAULT_EVENTS_URL};
+pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, WhsecError};
 
 use crate::event::RoutingKey;
-use raw::{RawConfig, RawSource};
+use raw::SourceKindName;
+use raw::{
+    RawConfig, RawDelivery, RawGeneric, RawPagerDuty, RawSecrets, RawServer, RawSource, RawSourceKind, RawStorage,
+};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -172,7 +178,9 @@ pub enum SourceKindConfig {
 }
 
 /// The source kinds this build knows, for error messages.
-pub const SOURCE_KINDS: &[&str] = &["github", "generic", "sns"];
+fn source_kinds() -> String {
+    SourceKindName::ALL.map(SourceKindName::as_str).join(", ")
+}
 
 impl Config {
     /// Reads and validates a config file, resolving `env:` references with `env`.
@@ -331,23 +339,16 @@ pub fn placeholder_key() -> RoutingKey {
     RoutingKey::parse(Secret::new("0".repeat(32))).expect("32 characters")
 }
 
+/// Things that work but deserve a second look.
+type Warnings = Vec<String>;
+
 /// Collects every problem instead of stopping at the first.
 struct Problems(Vec<String>);
 
 impl Problems {
-    fn take<T>(&mut self, r: Result<T, String>) -> Option<T> {
-        r.map_err(|e| self.0.push(e)).ok()
+    fn take<T, E: std::fmt::Display>(&mut self, r: Result<T, E>) -> Option<T> {
+        r.map_err(|e| self.0.push(e.to_string())).ok()
     }
-}
-
-fn duration(field: &str, value: Option<&str>, default: &str) -> Result<Duration, String> {
-    let v = value.unwrap_or(default);
-    humantime::parse_duration(v).map_err(|e| format!("{field} = {v:?}: {e} (e.g. \"30s\", \"5m\", \"24h\")"))
-}
-
-fn socket(field: &str, value: Option<&str>, default: &str) -> Result<SocketAddr, String> {
-    let v = value.unwrap_or(default);
-    v.parse().map_err(|_| format!("{field} = {v:?} is not an address (e.g. \"0.0.0.0:8080\")"))
 }
 
 fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<String>) -> Result<RoutingKey, String> {
@@ -369,74 +370,127 @@ fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<Str
 }
 
 fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Result<Config, ConfigError> {
-    let l = &mut lookup;
     let mut p = Problems(Vec::new());
     let mut warnings = Vec::new();
-
-    let listen = p.take(socket("server.listen", raw.server.listen.as_deref(), "0.0.0.0:8080"));
-    let admin_listen = p.take(socket("server.admin_listen", raw.server.admin_listen.as_deref(), "127.0.0.1:8081"));
-    let max_body_bytes = raw.server.max_body_bytes.unwrap_or(1 << 20);
-    if max_body_bytes == 0 {
-        p.0.push("server.max_body_bytes must be at least 1".into());
+    let l = &mut lookup;
+    let server = validate_server(&raw.server, l, &mut p, &mut warnings);
+    let storage = validate_storage(&raw.storage, l, &mut p, &mut warnings);
+    let pagerduty = validate_pagerduty(&raw.pagerduty, l, &mut p, &mut warnings);
+    let delivery = validate_delivery(&raw.delivery, &mut p);
+    let sources = validate_sources(raw.sources, text, l, &mut p, &mut warnings);
+    // Whether a key is *written*, not whether it resolved: a key that failed is its own error.
+    let any_key = raw.pagerduty.routing_key.is_some() || !raw.pagerduty.routing_keys.is_empty();
+    for src in sources.iter().filter(|s| s.routing_key.is_none() && !any_key) {
+        p.0.push(format!(
+            "source '{}': no routing key: set [pagerduty] routing_key = \"env:PAGERDUTY_ROUTING_KEY\" or routing_key on the source",
+            src.name
+        ));
     }
-    let admin_token = raw.server.admin_token.as_deref().and_then(|t| {
+    if !lookup.defer {
+        p.0.append(&mut lookup.unresolved);
+    }
+    let (true, Some(server), Some(storage), Some(pagerduty), Some(delivery)) =
+        (p.0.is_empty(), server, storage, pagerduty, delivery)
+    else {
+        let routing_key_names = raw.pagerduty.routing_keys.keys().cloned().collect();
+        let partial = Box::new(Partial { sources, routing_key_names });
+        return Err(ConfigError::Invalid { path: path.to_path_buf(), errors: p.0, partial });
+    };
+    Ok(Config {
+        path: path.to_path_buf(),
+        server,
+        storage,
+        pagerduty,
+        delivery,
+        sources,
+        warnings,
+        unresolved: lookup.unresolved,
+    })
+}
+
+/// `[server]`; `None` if a value is wrong (the problem is in `p`).
+fn validate_server(s: &RawServer, l: &mut Lookup, p: &mut Problems, warnings: &mut Warnings) -> Option<ServerConfig> {
+    let listen = p.take(socket("server.listen", s.listen.as_deref(), "0.0.0.0:8080"));
+    let admin_listen = p.take(socket("server.admin_listen", s.admin_listen.as_deref(), "127.0.0.1:8081"));
+    let max_body_bytes = at_least_one(p, "server.max_body_bytes", s.max_body_bytes.unwrap_or(1 << 20));
+    let admin_token = s.admin_token.as_deref().and_then(|t| {
         let r = SecretRef::parse(t);
         if r.is_literal() {
             warnings.push("server.admin_token is written in the config file; prefer env: or file:".into());
         }
         p.take(l.secret("server.admin_token", &r)).flatten()
     });
-
-    let workers = raw
-        .server
-        .workers
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2));
-    if workers == 0 {
-        p.0.push("server.workers must be at least 1".into());
-    }
-    let request_timeout = p.take(duration("server.request_timeout", raw.server.request_timeout.as_deref(), "30s"));
+    let cpus = || std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2);
+    let workers = at_least_one(p, "server.workers", s.workers.unwrap_or_else(cpus));
+    let request_timeout = p.take(duration("server.request_timeout", s.request_timeout.as_deref(), "30s"));
     if request_timeout.is_some_and(|t| t.is_zero()) {
         p.0.push("server.request_timeout must be above zero (e.g. \"30s\")".into());
     }
-    let max_connections = raw.server.max_connections.unwrap_or(1024);
-    if max_connections == 0 {
-        p.0.push("server.max_connections must be at least 1".into());
+    let max_connections = at_least_one(p, "server.max_connections", s.max_connections.unwrap_or(1024));
+    let keep_alive = p.take(duration("server.keep_alive", s.keep_alive.as_deref(), "5s"));
+    Some(ServerConfig {
+        listen: listen?,
+        admin_listen: admin_listen?,
+        max_body_bytes,
+        admin_token,
+        workers,
+        request_timeout: request_timeout?,
+        max_connections,
+        keep_alive: keep_alive?,
+    })
+}
+
+/// `value`, with a problem noted if it is zero.
+fn at_least_one<T: Default + PartialEq>(p: &mut Problems, field: &str, value: T) -> T {
+    if value == T::default() {
+        p.0.push(format!("{field} must be at least 1"));
     }
-    let keep_alive = p.take(duration("server.keep_alive", raw.server.keep_alive.as_deref(), "5s"));
+    value
+}
 
-    let durability = match raw.storage.durability.as_deref() {
-        None | Some("fsync") => Some(Durability::Fsync),
-        Some("process") => Some(Durability::Process),
-        Some(other) => {
-            p.0.push(format!("storage.durability = {other:?}: expected \"fsync\" or \"process\""));
-            None
-        }
-    };
-    let retention = p.take(duration("storage.retention", raw.storage.retention.as_deref(), "7d"));
-    let backend = storage_backend(&raw.storage, l, &mut p, &mut warnings);
+/// `[storage]`; `None` if a value is wrong (the problem is in `p`).
+fn validate_storage(
+    s: &RawStorage,
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Warnings,
+) -> Option<StorageConfig> {
+    let options = [("fsync", Durability::Fsync), ("process", Durability::Process)];
+    let durability = p.take(one_of("storage.durability", s.durability.as_deref().unwrap_or("fsync"), &options));
+    let retention = p.take(duration("storage.retention", s.retention.as_deref(), "7d"));
+    let backend = storage_backend(s, l, p, warnings);
+    Some(StorageConfig { backend: backend?, durability: durability?, retention: retention? })
+}
 
-    let events_url = p
-        .take(events_url(raw.pagerduty.events_url.as_deref().unwrap_or(DEFAULT_EVENTS_URL), &mut warnings))
-        .unwrap_or_default();
-    let default_key = raw
-        .pagerduty
-        .routing_key
-        .as_deref()
-        .and_then(|r| p.take(routing_key("pagerduty.routing_key", r, l, &mut warnings)));
+/// `[pagerduty]`; `None` if a value is wrong (the problem is in `p`).
+fn validate_pagerduty(
+    pd: &RawPagerDuty,
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Warnings,
+) -> Option<PagerDutyConfig> {
+    let events_url = p.take(events_url(pd.events_url.as_deref().unwrap_or(DEFAULT_EVENTS_URL), warnings));
+    let default_key =
+        pd.routing_key.as_deref().and_then(|r| p.take(routing_key("pagerduty.routing_key", r, l, warnings)));
     let mut named_keys = BTreeMap::new();
-    for (name, r) in &raw.pagerduty.routing_keys {
+    for (name, r) in &pd.routing_keys {
         let field = format!("pagerduty.routing_keys.{name}");
-        if let Some(k) = p.take(routing_key(&field, r, l, &mut warnings)) {
+        if let Some(k) = p.take(routing_key(&field, r, l, warnings)) {
             named_keys.insert(name.clone(), k);
         }
     }
-    let timeout = p.take(duration("pagerduty.timeout", raw.pagerduty.timeout.as_deref(), "10s"));
+    let timeout = p.take(duration("pagerduty.timeout", pd.timeout.as_deref(), "10s"));
+    Some(PagerDutyConfig {
+        events_url: events_url?,
+        routing_key: default_key,
+        routing_keys: named_keys,
+        timeout: timeout?,
+    })
+}
 
-    let d = &raw.delivery;
-    let concurrency = d.concurrency.unwrap_or(32);
-    if concurrency == 0 {
-        p.0.push("delivery.concurrency must be at least 1".into());
-    }
+/// `[delivery]`; `None` if a value is wrong (the problem is in `p`).
+fn validate_delivery(d: &RawDelivery, p: &mut Problems) -> Option<DeliveryConfig> {
+    let concurrency = at_least_one(p, "delivery.concurrency", d.concurrency.unwrap_or(32));
     let initial_backoff = p.take(duration("delivery.initial_backoff", d.initial_backoff.as_deref(), "1s"));
     let max_backoff = p.take(duration("delivery.max_backoff", d.max_backoff.as_deref(), "5m"));
     let max_age = p.take(duration("delivery.max_age", d.max_age.as_deref(), "24h"));
@@ -453,24 +507,39 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
     }
     let per_key_rate = d.per_key_rate.unwrap_or(120);
     // The burst is part of the rate (how many of a minute's events may go at once), not extra.
-    let per_key_burst = d.per_key_burst.unwrap_or(if per_key_rate == 0 { 60 } else { per_key_rate.min(60) });
-    if per_key_burst == 0 {
-        p.0.push("delivery.per_key_burst must be at least 1".into());
-    }
+    let default_burst = if per_key_rate == 0 { 60 } else { per_key_rate.min(60) };
+    let per_key_burst = at_least_one(p, "delivery.per_key_burst", d.per_key_burst.unwrap_or(default_burst));
     if per_key_rate > 0 && per_key_burst > per_key_rate {
         p.0.push(format!(
             "delivery.per_key_burst ({per_key_burst}) must be at most delivery.per_key_rate ({per_key_rate}): \
              the burst is how many of a minute's events may go at once, not extra to them"
         ));
     }
+    Some(DeliveryConfig {
+        concurrency,
+        initial_backoff: initial_backoff?,
+        max_backoff: max_backoff?,
+        max_age: max_age?,
+        per_key_rate,
+        per_key_burst,
+        lease: lease?,
+    })
+}
 
+/// Every `[[source]]` without a problem of its own (those with one put it in `p`).
+fn validate_sources(
+    raw: Vec<toml::Spanned<RawSource>>,
+    text: &str,
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Vec<String>,
+) -> Vec<SourceConfig> {
     let mut names = HashSet::new();
     let mut sources = Vec::new();
-    for spanned in raw.sources {
+    for spanned in raw {
         let line = line_of(text, spanned.span().start);
-        let s: RawSource = spanned.into_inner();
         let before = p.0.len();
-        if let Some(src) = validate_source(s, line, l, &mut p, &mut warnings, &mut names) {
+        if let Some(src) = validate_source(spanned.into_inner(), line, l, p, warnings, &mut names) {
             if p.0.len() == before {
                 sources.push(src);
             }
@@ -479,92 +548,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
     if sources.is_empty() && p.0.is_empty() {
         warnings.push("no [[source]] is configured: every webhook will get 404".into());
     }
-    // Whether a key is *written*, not whether it resolved: a key that failed is its own error.
-    let any_key = raw.pagerduty.routing_key.is_some() || !raw.pagerduty.routing_keys.is_empty();
-    for src in &sources {
-        if src.routing_key.is_none() && !any_key {
-            p.0.push(format!(
-                "source '{}': no routing key: set [pagerduty] routing_key = \"env:PAGERDUTY_ROUTING_KEY\" or routing_key on the source",
-                src.name
-            ));
-        }
-    }
-
-    if !lookup.defer {
-        p.0.append(&mut lookup.unresolved);
-    }
-    if !p.0.is_empty() {
-        let routing_key_names = raw.pagerduty.routing_keys.keys().cloned().collect();
-        let partial = Box::new(Partial { sources, routing_key_names });
-        return Err(ConfigError::Invalid { path: path.to_path_buf(), errors: p.0, partial });
-    }
-    Ok(Config {
-        path: path.to_path_buf(),
-        server: ServerConfig {
-            listen: listen.unwrap(),
-            admin_listen: admin_listen.unwrap(),
-            max_body_bytes,
-            admin_token,
-            workers,
-            request_timeout: request_timeout.unwrap(),
-            max_connections,
-            keep_alive: keep_alive.unwrap(),
-        },
-        storage: StorageConfig {
-            backend: backend.unwrap(),
-            durability: durability.unwrap(),
-            retention: retention.unwrap(),
-        },
-        pagerduty: PagerDutyConfig {
-            events_url,
-            routing_key: default_key,
-            routing_keys: named_keys,
-            timeout: timeout.unwrap(),
-        },
-        delivery: DeliveryConfig {
-            concurrency,
-            initial_backoff: initial_backoff.unwrap(),
-            max_backoff: max_backoff.unwrap(),
-            max_age: max_age.unwrap(),
-            per_key_rate,
-            per_key_burst,
-            lease: lease.unwrap(),
-        },
-        sources,
-        warnings,
-        unresolved: lookup.unresolved,
-    })
-}
-
-const DEFAULT_EVENTS_URL: &str = "https://events.pagerduty.com";
-
-/// The Events API base URL. PagerDuty's documentation gives the full endpoints, so a pasted
-/// `/v2/enqueue`, `/v2/change/enqueue` or `/v2` is cut back to the base (pagerhook appends the
-/// path per event kind) with a note; any other path would only ever earn 404s, so it is refused.
-fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<String, String> {
-    let example = "(e.g. \"https://events.pagerduty.com\" or \"https://events.eu.pagerduty.com\")";
-    let mut url = url::Url::parse(value.trim())
-        .ok()
-        .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
-        .ok_or_else(|| format!("pagerduty.events_url = {value:?}: expected an http(s) URL {example}"))?;
-    if url.query().is_some() || url.fragment().is_some() {
-        return Err(format!("pagerduty.events_url = {value:?}: remove the query and fragment {example}"));
-    }
-    let path = url.path().trim_end_matches('/').to_string();
-    url.set_path("");
-    let base = url.as_str().trim_end_matches('/').to_string();
-    match path.as_str() {
-        "" => Ok(base),
-        "/v2" | "/v2/enqueue" | "/v2/change/enqueue" => {
-            warnings.push(format!(
-                "pagerduty.events_url = {value:?} is an endpoint; using its base {base:?} (pagerhook adds /v2/enqueue and /v2/change/enqueue itself)"
-            ));
-            Ok(base)
-        }
-        other => Err(format!(
-            "pagerduty.events_url = {value:?}: path {other:?} is not an Events API v2 endpoint; give the base URL {example}"
-        )),
-    }
+    sources
 }
 
 /// SQLite at `path` unless a PostgreSQL `url` is given; not both.
@@ -604,38 +588,100 @@ fn storage_backend(
 }
 
 fn validate_source(
-    mut s: RawSource,
+    s: RawSource,
     line: usize,
     l: &mut Lookup,
     p: &mut Problems,
     warnings: &mut Vec<String>,
     names: &mut HashSet<String>,
 ) -> Option<SourceConfig> {
-    let (base, env) = (l.base, l.env);
-    let at = format!("line {line}: source '{}'", s.name);
-    let valid_name = !s.name.is_empty()
-        && s.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    let c = s.common;
+    let at = format!("line {line}: source '{}'", c.name);
+    let valid_name = !c.name.is_empty()
+        && c.name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
     if !valid_name {
         p.0.push(format!("{at}: name must be lower-case letters, digits, '-' or '_' (e.g. \"github\")"));
     }
-    if !names.insert(s.name.clone()) {
+    if !names.insert(c.name.clone()) {
         p.0.push(format!("{at}: another source already has this name"));
     }
-    if s.mappings.is_empty() {
-        p.0.push(format!("{at}: no mappings (e.g. mappings = [\"mappings/{}.toml\"])", s.kind));
+    if c.mappings.is_empty() {
+        let kind = match &s.kind {
+            RawSourceKind::Github(_) => "github",
+            RawSourceKind::Sns(_) => "sns",
+            RawSourceKind::Generic(_) => "generic",
+            RawSourceKind::Unknown(written) => written.as_str(),
+        };
+        p.0.push(format!("{at}: no mappings (e.g. mappings = [\"mappings/{kind}.toml\"])"));
     }
-    let mappings = s.mappings.iter().map(|m| base.join(m)).collect();
+    let mappings = c.mappings.iter().map(|m| l.base.join(m)).collect();
     let routing_key =
-        s.routing_key.as_deref().and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, l, warnings)));
-    if let Some(v) = s.verify.as_mut().filter(|v| !v.secrets.is_empty()) {
-        if s.secrets.is_empty() {
-            s.secrets = std::mem::take(&mut v.secrets);
+        c.routing_key.as_deref().and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, l, warnings)));
+    let kind = match s.kind {
+        RawSourceKind::Github(g) => github_source(&at, g, l, p, warnings),
+        RawSourceKind::Generic(g) => generic_source(&at, g, l, p, warnings)?,
+        RawSourceKind::Sns(mut raw) => sns::validate_sns(&at, &mut raw, l.env, l.base, p, warnings)?,
+        RawSourceKind::Unknown(other) => {
+            p.0.push(format!("{at}: unknown kind {other:?} (expected one of: {})", source_kinds()));
+            return None;
+        }
+    };
+    Some(SourceConfig {
+        name: c.name,
+        kind,
+        mappings,
+        routing_key,
+        max_events_per_request: c.max_events_per_request.unwrap_or(1000),
+    })
+}
+
+/// `kind = "github"`: its secrets.
+fn github_source(
+    at: &str,
+    g: RawSecrets,
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Warnings,
+) -> SourceKindConfig {
+    if g.secrets.is_empty() {
+        p.0.push(format!(
+            "{at}: kind \"github\" needs secrets = [\"env:GITHUB_WEBHOOK_SECRET\"] (the webhook's secret)"
+        ));
+    }
+    SourceKindConfig::Github { secrets: source_secrets(at, &g.secrets, l, p, warnings) }
+}
+
+/// `kind = "generic"`: its verify scheme, with the secrets written on the source or in verify.
+fn generic_source(
+    at: &str,
+    mut g: RawGeneric,
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Warnings,
+) -> Option<SourceKindConfig> {
+    let in_verify = g.verify.as_mut().map(raw::RawVerify::take_secrets).unwrap_or_default();
+    if !in_verify.is_empty() {
+        if g.secrets.is_empty() {
+            g.secrets = in_verify;
         } else {
             p.0.push(format!("{at}: secrets are written both on the source and in verify: keep one list"));
         }
     }
+    let secrets = source_secrets(at, &g.secrets, l, p, warnings);
+    let verify = verify::validate_verify(at, g.verify, g.secrets.len(), secrets, p, warnings)?;
+    Some(SourceKindConfig::Generic { verify })
+}
+
+/// A source's secret references, resolved; a literal one is noted.
+fn source_secrets(
+    at: &str,
+    written: &[String],
+    l: &mut Lookup,
+    p: &mut Problems,
+    warnings: &mut Warnings,
+) -> Vec<Secret> {
     let mut secrets = Vec::new();
-    for (i, r) in s.secrets.iter().enumerate() {
+    for (i, r) in written.iter().enumerate() {
         let sref = SecretRef::parse(r);
         if sref.is_literal() {
             warnings.push(format!("{at}: secrets[{i}] is written in the config file; prefer env: or file:"));
@@ -644,40 +690,7 @@ fn validate_source(
             secrets.push(v);
         }
     }
-    if s.kind != "sns" {
-        sns::refuse_sns_keys(&at, &s, p);
-    }
-    let kind = match s.kind.as_str() {
-        "github" => {
-            if s.secrets.is_empty() {
-                p.0.push(format!(
-                    "{at}: kind \"github\" needs secrets = [\"env:GITHUB_WEBHOOK_SECRET\"] (the webhook's secret)"
-                ));
-            }
-            if s.verify.is_some() {
-                p.0.push(format!(
-                    "{at}: kind \"github\" checks X-Hub-Signature-256 itself: remove verify (it is for kind \"generic\")"
-                ));
-            }
-            SourceKindConfig::Github { secrets }
-        }
-        "generic" => {
-            let verify = verify::validate_verify(&at, s.verify, s.secrets.len(), secrets, p, warnings)?;
-            SourceKindConfig::Generic { verify }
-        }
-        "sns" => sns::validate_sns(&at, &mut s, env, base, p, warnings)?,
-        other => {
-            p.0.push(format!("{at}: unknown kind {other:?} (expected one of: {})", SOURCE_KINDS.join(", ")));
-            return None;
-        }
-    };
-    Some(SourceConfig {
-        name: s.name,
-        kind,
-        mappings,
-        routing_key,
-        max_events_per_request: s.max_events_per_request.unwrap_or(1000),
-    })
+    secrets
 }
 
 #[cfg(test)]

@@ -5,7 +5,10 @@
 
 use serde::Deserialize;
 use std::collections::BTreeMap;
+use tagged::{fields_of, Tagged};
 use toml::Spanned;
+
+mod tagged;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -103,19 +106,21 @@ pub struct RawDelivery {
     pub lease: Option<String>,
 }
 
-/// `[[source]]`: one endpoint, `POST /hooks/{name}`.
+/// `[[source]]`: one endpoint, `POST /hooks/{name}`. Its `kind` decides which other keys it
+/// takes: a key of another kind is refused where it is written.
+#[derive(Debug)]
+pub struct RawSource {
+    pub common: RawSourceCommon,
+    /// `kind = "github"`, `"sns"` or `"generic"`, with that kind's own keys.
+    pub kind: RawSourceKind,
+}
+
+/// The keys every kind of source takes.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawSource {
+pub struct RawSourceCommon {
     /// URL segment and name in logs: `[a-z0-9_-]+`.
     pub name: String,
-    /// `github`, `sns` or `generic`.
-    pub kind: String,
-    /// Shared secrets (secret references); several = rotation.
-    #[serde(default)]
-    pub secrets: Vec<String>,
-    /// How a `generic` source checks requests: `verify = { scheme = "hmac", header = "X-Signature" }`.
-    pub verify: Option<RawVerify>,
     /// Mapping files, relative to the config file.
     #[serde(default)]
     pub mappings: Vec<String>,
@@ -123,42 +128,287 @@ pub struct RawSource {
     pub routing_key: Option<String>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
-    /// `sns`: the TopicArns whose messages are accepted and whose subscriptions are confirmed.
+}
+
+/// The kind of a source and the keys only it takes.
+#[derive(Debug)]
+pub enum RawSourceKind {
+    /// `kind = "github"`: its shared secrets.
+    Github(RawSecrets),
+    Sns(RawSns),
+    Generic(RawGeneric),
+    /// A kind this build does not know, as written: validation reports it with the source's
+    /// other problems.
+    Unknown(String),
+}
+
+/// `kind = "generic"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGeneric {
+    /// The scheme's secrets (secret references); several = rotation. May be written here or
+    /// inside `verify`, but not both.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+    /// How requests are checked: `verify = { scheme = "hmac", header = "X-Signature" }`.
+    pub verify: Option<RawVerify>,
+}
+
+/// `kind = "sns"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSns {
+    /// The TopicArns whose messages are accepted and whose subscriptions are confirmed.
     pub topics: Option<Vec<String>>,
-    /// `sns`: `true` accepts every topic; must be written out instead of `topics`.
+    /// `true` accepts every topic; must be written out instead of `topics`.
     pub any_topic: Option<bool>,
-    /// `sns`: confirm subscriptions by visiting their SubscribeURL (default `false`: the URL is
+    /// Confirm subscriptions by visiting their SubscribeURL (default `false`: the URL is
     /// logged for a human to open).
     pub auto_confirm: Option<bool>,
-    /// `sns`: signing certificates pinned by SigningCertURL, `{ "<url>" = "file:cert.pem" }`;
-    /// a pinned URL is never fetched.
+    /// Signing certificates pinned by SigningCertURL, `{ "<url>" = "file:cert.pem" }`; a
+    /// pinned URL is never fetched.
     #[serde(default)]
     pub trusted_certs: BTreeMap<String, String>,
-    /// `sns`: `true` lets templates read `sns.MessageAttributes` (default `false`). AWS does not
+    /// `true` lets templates read `sns.MessageAttributes` (default `false`). AWS does not
     /// sign them: anyone who can deliver a genuine message to this URL can change them.
     pub unsigned_message_attributes: Option<bool>,
 }
 
-/// `verify = { scheme = "...", ... }` of a `generic` source. Which options apply depends on
-/// the scheme.
+/// The names `kind` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKindName {
+    Github,
+    Generic,
+    Sns,
+}
+
+impl SourceKindName {
+    pub const ALL: [SourceKindName; 3] = [SourceKindName::Github, SourceKindName::Generic, SourceKindName::Sns];
+
+    /// As written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKindName::Github => "github",
+            SourceKindName::Generic => "generic",
+            SourceKindName::Sns => "sns",
+        }
+    }
+
+    fn keys(self) -> &'static [&'static str] {
+        match self {
+            SourceKindName::Github => fields_of::<RawSecrets>(),
+            SourceKindName::Generic => fields_of::<RawGeneric>(),
+            SourceKindName::Sns => fields_of::<RawSns>(),
+        }
+    }
+}
+
+impl Tagged for RawSource {
+    const TAG: &'static str = "kind";
+    type Name = SourceKindName;
+    type Common = RawSourceCommon;
+    type Kind = RawSourceKind;
+
+    fn kind<'de, D: serde::Deserializer<'de>>(name: SourceKindName, d: D) -> Result<RawSourceKind, D::Error> {
+        Ok(match name {
+            SourceKindName::Github => RawSourceKind::Github(RawSecrets::deserialize(d)?),
+            SourceKindName::Generic => RawSourceKind::Generic(RawGeneric::deserialize(d)?),
+            SourceKindName::Sns => RawSourceKind::Sns(RawSns::deserialize(d)?),
+        })
+    }
+
+    fn unknown(written: String) -> RawSourceKind {
+        RawSourceKind::Unknown(written)
+    }
+
+    fn build(common: RawSourceCommon, kind: RawSourceKind) -> RawSource {
+        RawSource { common, kind }
+    }
+
+    fn misplaced(name: SourceKindName, key: &str) -> Option<String> {
+        match (name, key) {
+            (SourceKindName::Github, "verify") => Some(
+                "kind \"github\" checks X-Hub-Signature-256 itself: remove verify (it is for kind \"generic\")".into(),
+            ),
+            (SourceKindName::Sns, "secrets" | "verify") => {
+                Some("kind \"sns\" checks AWS's certificate signature itself: remove secrets and verify".into())
+            }
+            _ => {
+                let owners: Vec<_> =
+                    SourceKindName::ALL.into_iter().filter(|k| k.keys().contains(&key)).map(|k| k.as_str()).collect();
+                (!owners.is_empty()).then(|| format!("{key} is for kind \"{}\" only", owners.join("\" or \"")))
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for RawSource {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
+}
+
+/// `verify = { scheme = "...", ... }` of a `generic` source. Each scheme takes its own options.
+#[derive(Debug)]
+pub enum RawVerify {
+    Hmac(RawHmac),
+    StandardWebhooks(RawTimestamped),
+    Stripe(RawTimestamped),
+    Slack(RawTimestamped),
+    Gitlab(RawSecrets),
+    Bearer(RawSecrets),
+    Basic(RawSecrets),
+    None(RawNone),
+    /// A scheme this build does not know, as written.
+    Unknown(String),
+}
+
+/// `scheme = "hmac"`: an HMAC of the body in one header.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct RawVerify {
-    /// `hmac`, `standard-webhooks`, `stripe`, `slack`, `gitlab`, `bearer`, `basic` or `none`.
-    pub scheme: String,
-    /// `hmac`: the header carrying the signature (required), e.g. `X-Signature`.
+pub struct RawHmac {
+    /// The header carrying the signature (required), e.g. `X-Signature`.
     pub header: Option<String>,
-    /// `hmac`: `sha1`, `sha256` (default) or `sha512`.
+    /// `sha1`, `sha256` (default) or `sha512`.
     pub algorithm: Option<String>,
-    /// `hmac`: `hex` (default) or `base64`.
+    /// `hex` (default) or `base64`.
     pub encoding: Option<String>,
-    /// `hmac`: text before the signature in the header, e.g. `sha256=`.
+    /// Text before the signature in the header, e.g. `sha256=`.
     pub prefix: Option<String>,
-    /// `standard-webhooks`, `stripe`, `slack`: how far the signed timestamp may be from now,
-    /// default `5m`.
-    pub tolerance: Option<String>,
-    /// The scheme's secrets (secret references; several = rotation). May be written here, as
-    /// DESIGN.md shows, or as the source's `secrets`, but not both.
+    /// The signing secrets (secret references), unless written as the source's `secrets`.
     #[serde(default)]
     pub secrets: Vec<String>,
+}
+
+/// `scheme = "standard-webhooks"`, `"stripe"` or `"slack"`: a signed timestamp.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimestamped {
+    /// How far the signed timestamp may be from now, default `5m`.
+    pub tolerance: Option<String>,
+    /// The signing secrets (secret references), unless written as the source's `secrets`.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// Secrets alone: a `github` source's, or the tokens of `scheme = "gitlab"`, `"bearer"` or
+/// `"basic"`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSecrets {
+    /// Secret references; several = rotation. A scheme's may be written as the source's
+    /// `secrets` instead.
+    #[serde(default)]
+    pub secrets: Vec<String>,
+}
+
+/// `scheme = "none"`: takes nothing.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawNone {}
+
+/// The names `scheme` takes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SchemeName {
+    Hmac,
+    StandardWebhooks,
+    Stripe,
+    Slack,
+    Gitlab,
+    Bearer,
+    Basic,
+    None,
+}
+
+impl SchemeName {
+    pub const ALL: [SchemeName; 8] = [
+        SchemeName::Hmac,
+        SchemeName::StandardWebhooks,
+        SchemeName::Stripe,
+        SchemeName::Slack,
+        SchemeName::Gitlab,
+        SchemeName::Bearer,
+        SchemeName::Basic,
+        SchemeName::None,
+    ];
+
+    /// As written in config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeName::Hmac => "hmac",
+            SchemeName::StandardWebhooks => "standard-webhooks",
+            SchemeName::Stripe => "stripe",
+            SchemeName::Slack => "slack",
+            SchemeName::Gitlab => "gitlab",
+            SchemeName::Bearer => "bearer",
+            SchemeName::Basic => "basic",
+            SchemeName::None => "none",
+        }
+    }
+
+    /// The options the scheme takes besides `scheme` and `secrets`.
+    pub fn options(self) -> Vec<&'static str> {
+        let keys = match self {
+            SchemeName::Hmac => fields_of::<RawHmac>(),
+            SchemeName::StandardWebhooks | SchemeName::Stripe | SchemeName::Slack => fields_of::<RawTimestamped>(),
+            SchemeName::Gitlab | SchemeName::Bearer | SchemeName::Basic => fields_of::<RawSecrets>(),
+            SchemeName::None => fields_of::<RawNone>(),
+        };
+        keys.iter().copied().filter(|k| *k != "secrets").collect()
+    }
+}
+
+/// No key is common to every scheme.
+#[derive(Debug, Default, Deserialize)]
+pub struct NoCommon {}
+
+impl Tagged for RawVerify {
+    const TAG: &'static str = "scheme";
+    type Name = SchemeName;
+    type Common = NoCommon;
+    type Kind = RawVerify;
+
+    fn kind<'de, D: serde::Deserializer<'de>>(name: SchemeName, d: D) -> Result<RawVerify, D::Error> {
+        Ok(match name {
+            SchemeName::Hmac => RawVerify::Hmac(RawHmac::deserialize(d)?),
+            SchemeName::StandardWebhooks => RawVerify::StandardWebhooks(RawTimestamped::deserialize(d)?),
+            SchemeName::Stripe => RawVerify::Stripe(RawTimestamped::deserialize(d)?),
+            SchemeName::Slack => RawVerify::Slack(RawTimestamped::deserialize(d)?),
+            SchemeName::Gitlab => RawVerify::Gitlab(RawSecrets::deserialize(d)?),
+            SchemeName::Bearer => RawVerify::Bearer(RawSecrets::deserialize(d)?),
+            SchemeName::Basic => RawVerify::Basic(RawSecrets::deserialize(d)?),
+            SchemeName::None => RawVerify::None(RawNone::deserialize(d)?),
+        })
+    }
+
+    fn unknown(written: String) -> RawVerify {
+        RawVerify::Unknown(written)
+    }
+
+    fn build(_: NoCommon, kind: RawVerify) -> RawVerify {
+        kind
+    }
+
+    fn misplaced(name: SchemeName, key: &str) -> Option<String> {
+        if (name, key) == (SchemeName::None, "secrets") {
+            return Some(
+                "verify scheme \"none\" checks nothing, so secrets would be ignored: remove them or pick a scheme that uses them"
+                    .into(),
+            );
+        }
+        let elsewhere = SchemeName::ALL.into_iter().any(|s| s.options().contains(&key));
+        elsewhere.then(|| {
+            let options = name.options();
+            let takes = if options.is_empty() { "none".to_string() } else { options.join(", ") };
+            format!("verify option {key} does not apply to scheme \"{}\" (its options: {takes})", name.as_str())
+        })
+    }
+}
+
+impl<'de> Deserialize<'de> for RawVerify {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        tagged::deserialize(d)
+    }
 }

@@ -1,6 +1,6 @@
 //! `kind = "sns"` settings: which topics, whether to confirm subscriptions, pinned certificates.
 
-use super::raw::RawSource;
+use super::raw::RawSns;
 use super::{Problems, SecretRef, SourceKindConfig};
 use std::path::Path;
 
@@ -32,15 +32,12 @@ fn is_topic_arn(s: &str) -> bool {
 /// Validates the sns keys of a source; `None` when the kind cannot be built at all.
 pub(super) fn validate_sns(
     at: &str,
-    s: &mut RawSource,
+    s: &mut RawSns,
     env: &dyn Fn(&str) -> Option<String>,
     base: &Path,
     p: &mut Problems,
     warnings: &mut Vec<String>,
 ) -> Option<SourceKindConfig> {
-    if !s.secrets.is_empty() || s.verify.is_some() {
-        p.0.push(format!("{at}: kind \"sns\" checks AWS's certificate signature itself: remove secrets and verify"));
-    }
     let topics = match (s.topics.take(), s.any_topic) {
         (Some(_), Some(true)) => {
             p.0.push(format!("{at}: write either topics = [...] or any_topic = true, not both"));
@@ -84,18 +81,4 @@ pub(super) fn validate_sns(
         trusted_certs,
         unsigned_message_attributes: s.unsigned_message_attributes.unwrap_or(false),
     })
-}
-
-/// Other kinds refuse the sns keys rather than ignore them.
-pub(super) fn refuse_sns_keys(at: &str, s: &RawSource, p: &mut Problems) {
-    let written = [
-        ("topics", s.topics.is_some()),
-        ("any_topic", s.any_topic.is_some()),
-        ("auto_confirm", s.auto_confirm.is_some()),
-        ("trusted_certs", !s.trusted_certs.is_empty()),
-        ("unsigned_message_attributes", s.unsigned_message_attributes.is_some()),
-    ];
-    for (key, _) in written.iter().filter(|(_, set)| *set) {
-        p.0.push(format!("{at}: {key} is for kind \"sns\" only"));
-    }
 }

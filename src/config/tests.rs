@@ -535,3 +535,87 @@ fn the_burst_is_part_of_the_rate() {
         "{err}"
     );
 }
+
+#[test]
+fn a_key_of_another_kind_is_refused_at_its_own_line() {
+    // MINIMAL's github source ends on line 9: sns's `topics` is line 10, a misspelling line 11.
+    let text = format!("{MINIMAL}topics = [\"arn:aws:sns:us-east-1:1:a\"]\nmapings = []\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert_reports(
+        &err,
+        &["pagerhook.toml: invalid", "line 10: topics is for kind \"sns\" only", "line 11: unknown field `mapings`"],
+    );
+}
+
+#[test]
+fn an_option_of_another_scheme_is_refused_at_its_own_line() {
+    // generic() puts its lines from line 15: `secrets` on 15, `verify` on 16.
+    let err = refused("secrets = [\"env:GH\"]\nverify = { scheme = \"bearer\", header = \"X\", prefx = \"a\" }");
+    let option = "line 16: verify option header does not apply to scheme \"bearer\" (its options: none)";
+    assert_reports(&err, &["pagerhook.toml: invalid", option, "line 16: unknown field `prefx`"]);
+    let err = refused("secrets = [\"env:GH\"]\n[source.verify]\nscheme = \"gitlab\"\ntolerance = \"1m\"");
+    assert!(err.contains("line 18: verify option tolerance does not apply to scheme \"gitlab\""), "{err}");
+}
+
+#[test]
+fn kind_and_scheme_may_come_after_the_keys_they_decide() {
+    let text = generic("verify = { header = \"X-Sig\", scheme = \"hmac\" }\nsecrets = [\"env:GH\"]")
+        .replace("kind = \"generic\"\nmappings = [\"mappings/am.toml\"]\n", "mappings = [\"mappings/am.toml\"]\n");
+    let text = format!("{text}kind = \"generic\"\n");
+    let c = parse(&text).unwrap();
+    assert!(
+        matches!(&c.sources[1].kind, SourceKindConfig::Generic { verify: VerifyScheme::Hmac { header, .. } } if header == "X-Sig")
+    );
+    // Written before the kind, a key of another kind is still refused (at the table's line).
+    let text = "[pagerduty]\nrouting_key = \"env:PD\"\n[[source]]\nname = \"gh\"\ntopics = []\nkind = \"github\"\nsecrets = [\"env:GH\"]\nmappings = [\"m.toml\"]\n";
+    let err = parse(text).unwrap_err().to_string();
+    assert!(err.contains("topics is for kind \"sns\" only"), "{err}");
+}
+
+#[test]
+fn every_variant_of_kind_and_scheme_is_listed() {
+    // `ALL` feeds error messages and the misplaced-key hints; each name must read back as itself.
+    for k in raw::SourceKindName::ALL {
+        let back: raw::SourceKindName =
+            serde::Deserialize::deserialize(toml::Value::String(k.as_str().into())).unwrap();
+        assert_eq!(back, k);
+    }
+    for s in raw::SchemeName::ALL {
+        let back: raw::SchemeName = serde::Deserialize::deserialize(toml::Value::String(s.as_str().into())).unwrap();
+        assert_eq!(back, s);
+    }
+    assert_eq!(raw::SchemeName::Hmac.options(), ["header", "algorithm", "encoding", "prefix"]);
+    assert_eq!(raw::SchemeName::Stripe.options(), ["tolerance"]);
+    assert!(raw::SchemeName::None.options().is_empty());
+}
+
+/// Fails naming the first of `needles` that `err` does not hold.
+fn assert_reports(err: &str, needles: &[&str]) {
+    for needle in needles {
+        assert!(err.contains(needle), "missing {needle:?} in:\n{err}");
+    }
+}
+
+/// Why `generic(lines)` is refused.
+fn refused(lines: &str) -> String {
+    parse(&generic(lines)).unwrap_err().to_string()
+}
+
+#[test]
+fn a_wrong_value_keeps_what_was_wrong_with_it() {
+    assert!(matches!(value::duration("delivery.max_age", Some("soon"), "24h"), Err(ValueError::Duration { .. })));
+    assert_eq!(
+        value::socket("server.listen", Some("nowhere"), "0.0.0.0:8080"),
+        Err(ValueError::Address { field: "server.listen".into(), value: "nowhere".into() })
+    );
+    let err = value::one_of("storage.durability", "sometimes", &[("fsync", 1), ("process", 2)]).unwrap_err();
+    assert_eq!(err.to_string(), "storage.durability = \"sometimes\": expected \"fsync\" or \"process\"");
+    let mut warnings = Vec::new();
+    assert_eq!(
+        value::events_url("https://events.pagerduty.com/v1/enqueue", &mut warnings),
+        Err(ValueError::NotAnEndpoint {
+            value: "https://events.pagerduty.com/v1/enqueue".into(),
+            path: "/v1/enqueue".into()
+        })
+    );
+}

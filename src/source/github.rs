@@ -36,7 +36,7 @@ impl Github {
             // The usual cause on GitHub's side: the webhook was created without a secret.
             return Err(unauthorized(format!("missing {SIGNATURE_HEADER} header (is the webhook's secret set?)")));
         }
-        self.verifier.check(&req.headers, &req.body, unix_now()).map_err(unauthorized)?;
+        self.verifier.check(&req.headers, &req.body, unix_now()).map_err(|e| unauthorized(e.to_string()))?;
         parse(name, req.headers, &req.query, req.body)
     }
 }

@@ -6,7 +6,7 @@
 //! [`MAX_SIGNATURE_CANDIDATES`] signatures, so a forged header cannot multiply the work.
 
 use super::Headers;
-use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
+use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme, WhsecError};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
 use hmac::digest::KeyInit;
@@ -55,18 +55,9 @@ enum Scheme {
         prefix: Option<String>,
         keys: Vec<Key>,
     },
-    StandardWebhooks {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
-    Stripe {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
-    Slack {
-        keys: Vec<Key>,
-        tolerance: Duration,
-    },
+    StandardWebhooks(Signing),
+    Stripe(Signing),
+    Slack(Signing),
     /// SHA-256 digests of the accepted tokens, so comparisons take the same time whatever
     /// their lengths.
     Token {
@@ -74,6 +65,13 @@ enum Scheme {
         digests: Vec<Key>,
     },
     None,
+}
+
+/// The keys of a scheme that signs a timestamp, and how far that may be from now.
+#[derive(Debug)]
+struct Signing {
+    keys: Vec<Key>,
+    tolerance: Duration,
 }
 
 fn raw_keys(secrets: &[Secret]) -> Vec<Key> {
@@ -84,9 +82,39 @@ fn digest(bytes: &[u8]) -> Key {
     Key(Sha256::digest(bytes).to_vec())
 }
 
+/// Why a verifier cannot be built, or why it refused a request (the reason for the 401).
+/// Messages name the check, never a secret or an expected value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VerifyError {
+    /// A secret config validation would have refused (building only).
+    #[error("secrets[{index}]: {error}")]
+    Secret { index: usize, error: WhsecError },
+    #[error("missing {0} header")]
+    MissingHeader(String),
+    #[error("malformed {header} header (expected {expected})")]
+    Malformed { header: String, expected: String },
+    #[error("malformed {header} header: more than {MAX_SIGNATURE_CANDIDATES} signatures (the limit per request)")]
+    TooManyCandidates { header: String },
+    /// No secret matched: `what` is `signature`, `token` or `credentials`.
+    #[error("{what} mismatch (tried {tried} secret{})", if *tried == 1 { "" } else { "s" })]
+    Mismatch { what: &'static str, tried: usize },
+    #[error("timestamp outside tolerance of {}", humantime::format_duration(*tolerance))]
+    StaleTimestamp { tolerance: Duration },
+}
+
+impl VerifyError {
+    fn missing(header: impl Into<String>) -> VerifyError {
+        VerifyError::MissingHeader(header.into())
+    }
+
+    fn malformed(header: impl Into<String>, expected: impl Into<String>) -> VerifyError {
+        VerifyError::Malformed { header: header.into(), expected: expected.into() }
+    }
+}
+
 impl Verifier {
     /// Compiles a scheme; fails only on a secret config validation would have refused.
-    pub fn new(scheme: &VerifyScheme) -> Result<Verifier, String> {
+    pub fn new(scheme: &VerifyScheme) -> Result<Verifier, VerifyError> {
         Ok(Verifier(match scheme {
             VerifyScheme::Hmac { header, algorithm, encoding, prefix, secrets } => Scheme::Hmac {
                 header: header.clone(),
@@ -95,19 +123,21 @@ impl Verifier {
                 prefix: prefix.clone(),
                 keys: raw_keys(secrets),
             },
-            VerifyScheme::StandardWebhooks { secrets, tolerance } => Scheme::StandardWebhooks {
+            VerifyScheme::StandardWebhooks { secrets, tolerance } => Scheme::StandardWebhooks(Signing {
                 keys: secrets
                     .iter()
                     .enumerate()
-                    .map(|(i, s)| standard_webhooks_key(s).map(Key).map_err(|e| format!("secrets[{i}]: {e}")))
+                    .map(|(index, s)| {
+                        standard_webhooks_key(s).map(Key).map_err(|error| VerifyError::Secret { index, error })
+                    })
                     .collect::<Result<_, _>>()?,
                 tolerance: *tolerance,
-            },
+            }),
             VerifyScheme::Stripe { secrets, tolerance } => {
-                Scheme::Stripe { keys: raw_keys(secrets), tolerance: *tolerance }
+                Scheme::Stripe(Signing { keys: raw_keys(secrets), tolerance: *tolerance })
             }
             VerifyScheme::Slack { secrets, tolerance } => {
-                Scheme::Slack { keys: raw_keys(secrets), tolerance: *tolerance }
+                Scheme::Slack(Signing { keys: raw_keys(secrets), tolerance: *tolerance })
             }
             VerifyScheme::Gitlab { secrets } => Verifier::token(TokenKind::Gitlab, secrets),
             VerifyScheme::Bearer { secrets } => Verifier::token(TokenKind::Bearer, secrets),
@@ -121,135 +151,17 @@ impl Verifier {
     }
 
     /// Checks a request at `now` (unix seconds); `Err` is the reason for the 401.
-    pub fn check(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), String> {
+    pub fn check(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
         match &self.0 {
             Scheme::Hmac { header, algorithm, encoding, prefix, keys } => {
-                let value = headers.get(header).ok_or_else(|| format!("missing {header} header"))?;
-                let malformed = || {
-                    let digits = match encoding {
-                        SignatureEncoding::Hex => format!("<{} hex digits>", algorithm.output_len() * 2),
-                        SignatureEncoding::Base64 => "<base64>".to_string(),
-                    };
-                    format!("malformed {header} header (expected {}{digits})", prefix.as_deref().unwrap_or(""))
-                };
-                let value = value.trim();
-                let sig = match prefix {
-                    Some(p) => strip_prefix_ignore_case(value, p).ok_or_else(malformed)?,
-                    None => value,
-                };
-                let sig = match encoding {
-                    SignatureEncoding::Hex => hex::decode(sig).ok(),
-                    SignatureEncoding::Base64 => BASE64.decode(sig).ok(),
-                }
-                .filter(|s| s.len() == algorithm.output_len())
-                .ok_or_else(malformed)?;
+                let sig = hmac_signature(headers, header, *algorithm, *encoding, prefix.as_deref())?;
                 let ok = keys.iter().any(|k| mac_matches(*algorithm, &k.0, &[body], &sig));
-                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
+                signature_matched(ok, keys.len())
             }
-            Scheme::StandardWebhooks { keys, tolerance } => {
-                let family = standard_webhooks_family(headers);
-                let header = |what: &str| {
-                    let name = format!("{family}-{what}");
-                    match headers.get(&name) {
-                        Some(v) => Ok(v),
-                        None => Err(format!("missing {name} header")),
-                    }
-                };
-                let signature = header("signature")?;
-                let id = header("id")?;
-                let timestamp = header("timestamp")?;
-                let ts = parse_timestamp(timestamp)
-                    .ok_or_else(|| format!("malformed {family}-timestamp header (expected unix seconds)"))?;
-                within_tolerance(ts, now, *tolerance)?;
-                // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
-                // Repeated headers arrive joined with ", ", hence the trimmed commas.
-                let candidates: Vec<&str> = signature
-                    .split_ascii_whitespace()
-                    .filter_map(|e| e.trim_end_matches(',').strip_prefix("v1,"))
-                    .collect();
-                too_many_candidates(&format!("{family}-signature"), candidates.len())?;
-                let sigs: Vec<Vec<u8>> =
-                    candidates.into_iter().filter_map(|b| BASE64.decode(b).ok()).filter(|s| s.len() == 32).collect();
-                if sigs.is_empty() {
-                    return Err(format!(
-                        "malformed {family}-signature header (expected v1,<base64 HMAC-SHA256>, space-separated)"
-                    ));
-                }
-                let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
-                let ok = any_candidate_matches(keys, &parts, &sigs);
-                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
-            }
-            Scheme::Stripe { keys, tolerance } => {
-                let value = headers.get("stripe-signature").ok_or("missing Stripe-Signature header")?;
-                let malformed =
-                    || "malformed Stripe-Signature header (expected t=<unix seconds>,v1=<64 hex digits>)".to_string();
-                let mut t = None;
-                let mut sigs = Vec::new();
-                let mut candidates = 0;
-                for part in value.split(',') {
-                    let Some((k, v)) = part.trim().split_once('=') else { return Err(malformed()) };
-                    match k {
-                        "t" if t.is_none() => t = Some(v),
-                        "t" => return Err(malformed()),
-                        "v1" => {
-                            candidates += 1;
-                            too_many_candidates("Stripe-Signature", candidates)?;
-                            sigs.extend(hex::decode(v).ok().filter(|s| s.len() == 32));
-                        }
-                        _ => {}
-                    }
-                }
-                let t = t.ok_or_else(malformed)?;
-                let ts = parse_timestamp(t).ok_or_else(malformed)?;
-                if sigs.is_empty() {
-                    return Err(malformed());
-                }
-                within_tolerance(ts, now, *tolerance)?;
-                let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
-                let ok = any_candidate_matches(keys, &parts, &sigs);
-                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
-            }
-            Scheme::Slack { keys, tolerance } => {
-                let value = headers.get("x-slack-signature").ok_or("missing X-Slack-Signature header")?;
-                let timestamp =
-                    headers.get("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp header")?;
-                let ts = parse_timestamp(timestamp)
-                    .ok_or("malformed X-Slack-Request-Timestamp header (expected unix seconds)")?;
-                let sig = value
-                    .trim()
-                    .strip_prefix("v0=")
-                    .and_then(|h| hex::decode(h).ok())
-                    .filter(|s| s.len() == 32)
-                    .ok_or("malformed X-Slack-Signature header (expected v0=<64 hex digits>)")?;
-                within_tolerance(ts, now, *tolerance)?;
-                let parts: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
-                let ok = keys.iter().any(|k| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, &sig));
-                ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
-            }
-            Scheme::Token { kind, digests } => {
-                let presented = match kind {
-                    TokenKind::Gitlab => {
-                        headers.get("x-gitlab-token").ok_or("missing X-Gitlab-Token header")?.as_bytes().to_vec()
-                    }
-                    TokenKind::Bearer => {
-                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
-                        strip_prefix_ignore_case(value.trim(), "Bearer ")
-                            .map(|t| t.trim().as_bytes().to_vec())
-                            .ok_or("malformed Authorization header (expected Bearer <token>)")?
-                    }
-                    TokenKind::Basic => {
-                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
-                        strip_prefix_ignore_case(value.trim(), "Basic ")
-                            .and_then(|b| BASE64.decode(b.trim()).ok())
-                            .ok_or("malformed Authorization header (expected Basic <base64 of user:password>)")?
-                    }
-                };
-                let presented = digest(&presented);
-                // Every digest is compared, so the time taken does not say which one matched.
-                let ok = digests.iter().fold(Choice::from(0), |acc, d| acc | d.0.ct_eq(&presented.0));
-                let what = if *kind == TokenKind::Basic { "credentials" } else { "token" };
-                bool::from(ok).then_some(()).ok_or_else(|| mismatch(what, digests.len()))
-            }
+            Scheme::StandardWebhooks(s) => check_standard_webhooks(s, headers, body, now),
+            Scheme::Stripe(s) => check_stripe(s, headers, body, now),
+            Scheme::Slack(s) => check_slack(s, headers, body, now),
+            Scheme::Token { kind, digests } => check_token(headers, *kind, digests),
             Scheme::None => Ok(()),
         }
     }
@@ -258,10 +170,161 @@ impl Verifier {
     /// `svix-id`) for Standard Webhooks.
     pub fn delivery_id(&self, headers: &Headers) -> Option<String> {
         match &self.0 {
-            Scheme::StandardWebhooks { .. } => {
+            Scheme::StandardWebhooks(_) => {
                 headers.get(&format!("{}-id", standard_webhooks_family(headers))).map(str::to_string)
             }
-            _ => None,
+            Scheme::Hmac { .. }
+            | Scheme::Stripe { .. }
+            | Scheme::Slack { .. }
+            | Scheme::Token { .. }
+            | Scheme::None => None,
+        }
+    }
+}
+
+/// `Ok` if a secret matched, else the mismatch naming how many were tried.
+fn signature_matched(ok: bool, tried: usize) -> Result<(), VerifyError> {
+    ok.then_some(()).ok_or(VerifyError::Mismatch { what: "signature", tried })
+}
+
+/// The decoded signature of an `hmac` header: after the prefix, of the algorithm's length.
+fn hmac_signature(
+    headers: &Headers,
+    header: &str,
+    algorithm: HmacAlgorithm,
+    encoding: SignatureEncoding,
+    prefix: Option<&str>,
+) -> Result<Vec<u8>, VerifyError> {
+    let value = headers.get(header).ok_or_else(|| VerifyError::missing(header))?;
+    let malformed = || {
+        let digits = match encoding {
+            SignatureEncoding::Hex => format!("<{} hex digits>", algorithm.output_len() * 2),
+            SignatureEncoding::Base64 => "<base64>".to_string(),
+        };
+        VerifyError::malformed(header, format!("{}{digits}", prefix.unwrap_or("")))
+    };
+    let value = value.trim();
+    let sig = match prefix {
+        Some(p) => strip_prefix_ignore_case(value, p).ok_or_else(malformed)?,
+        None => value,
+    };
+    match encoding {
+        SignatureEncoding::Hex => hex::decode(sig).ok(),
+        SignatureEncoding::Base64 => BASE64.decode(sig).ok(),
+    }
+    .filter(|s| s.len() == algorithm.output_len())
+    .ok_or_else(malformed)
+}
+
+/// Standard Webhooks: `HMAC(id.timestamp.body)` against any `v1,` signature offered.
+fn check_standard_webhooks(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
+    let family = standard_webhooks_family(headers);
+    let header = |what: &str| {
+        let name = format!("{family}-{what}");
+        headers.get(&name).ok_or(VerifyError::MissingHeader(name))
+    };
+    let signature = header("signature")?;
+    let id = header("id")?;
+    let timestamp = header("timestamp")?;
+    let ts = parse_timestamp(timestamp)
+        .ok_or_else(|| VerifyError::malformed(format!("{family}-timestamp"), "unix seconds"))?;
+    within_tolerance(ts, now, *tolerance)?;
+    // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
+    // Repeated headers arrive joined with ", ", hence the trimmed commas.
+    let candidates: Vec<&str> =
+        signature.split_ascii_whitespace().filter_map(|e| e.trim_end_matches(',').strip_prefix("v1,")).collect();
+    too_many_candidates(&format!("{family}-signature"), candidates.len())?;
+    let sigs: Vec<Vec<u8>> =
+        candidates.into_iter().filter_map(|b| BASE64.decode(b).ok()).filter(|s| s.len() == 32).collect();
+    if sigs.is_empty() {
+        let expected = "v1,<base64 HMAC-SHA256>, space-separated";
+        return Err(VerifyError::malformed(format!("{family}-signature"), expected));
+    }
+    let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
+    signature_matched(any_candidate_matches(keys, &parts, &sigs), keys.len())
+}
+
+/// Stripe: `Stripe-Signature: t=<ts>,v1=<hex>[,v1=...]`, `HMAC(t.body)`.
+fn check_stripe(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
+    let value = headers.get("stripe-signature").ok_or_else(|| VerifyError::missing("Stripe-Signature"))?;
+    let malformed = || VerifyError::malformed("Stripe-Signature", "t=<unix seconds>,v1=<64 hex digits>");
+    let mut t = None;
+    let mut sigs = Vec::new();
+    let mut candidates = 0;
+    for part in value.split(',') {
+        let Some((k, v)) = part.trim().split_once('=') else { return Err(malformed()) };
+        match k {
+            "t" if t.is_none() => t = Some(v),
+            "t" => return Err(malformed()),
+            "v1" => {
+                candidates += 1;
+                too_many_candidates("Stripe-Signature", candidates)?;
+                sigs.extend(hex::decode(v).ok().filter(|s| s.len() == 32));
+            }
+            _ => {}
+        }
+    }
+    let t = t.ok_or_else(malformed)?;
+    let ts = parse_timestamp(t).ok_or_else(malformed)?;
+    if sigs.is_empty() {
+        return Err(malformed());
+    }
+    within_tolerance(ts, now, *tolerance)?;
+    let parts: [&[u8]; 3] = [t.as_bytes(), b".", body];
+    signature_matched(any_candidate_matches(keys, &parts, &sigs), keys.len())
+}
+
+/// Slack: `X-Slack-Signature: v0=<hex>` of `v0:<timestamp>:<body>`.
+fn check_slack(s: &Signing, headers: &Headers, body: &[u8], now: i64) -> Result<(), VerifyError> {
+    let Signing { keys, tolerance } = s;
+    let value = headers.get("x-slack-signature").ok_or_else(|| VerifyError::missing("X-Slack-Signature"))?;
+    let timestamp =
+        headers.get("x-slack-request-timestamp").ok_or_else(|| VerifyError::missing("X-Slack-Request-Timestamp"))?;
+    let ts = parse_timestamp(timestamp)
+        .ok_or_else(|| VerifyError::malformed("X-Slack-Request-Timestamp", "unix seconds"))?;
+    let sig = value
+        .trim()
+        .strip_prefix("v0=")
+        .and_then(|h| hex::decode(h).ok())
+        .filter(|s| s.len() == 32)
+        .ok_or_else(|| VerifyError::malformed("X-Slack-Signature", "v0=<64 hex digits>"))?;
+    within_tolerance(ts, now, *tolerance)?;
+    let parts: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
+    let ok = keys.iter().any(|k| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, &sig));
+    signature_matched(ok, keys.len())
+}
+
+/// A token scheme: the presented token's digest against every accepted one.
+fn check_token(headers: &Headers, kind: TokenKind, digests: &[Key]) -> Result<(), VerifyError> {
+    let presented = digest(&presented_token(headers, kind)?);
+    // Every digest is compared, so the time taken does not say which one matched.
+    let ok = digests.iter().fold(Choice::from(0), |acc, d| acc | d.0.ct_eq(&presented.0));
+    let what = match kind {
+        TokenKind::Basic => "credentials",
+        TokenKind::Gitlab | TokenKind::Bearer => "token",
+    };
+    bool::from(ok).then_some(()).ok_or(VerifyError::Mismatch { what, tried: digests.len() })
+}
+
+/// The token (or `user:password`) a request presents.
+fn presented_token(headers: &Headers, kind: TokenKind) -> Result<Vec<u8>, VerifyError> {
+    match kind {
+        TokenKind::Gitlab => {
+            Ok(headers.get("x-gitlab-token").ok_or_else(|| VerifyError::missing("X-Gitlab-Token"))?.as_bytes().to_vec())
+        }
+        TokenKind::Bearer => {
+            let value = headers.get("authorization").ok_or_else(|| VerifyError::missing("Authorization"))?;
+            strip_prefix_ignore_case(value.trim(), "Bearer ")
+                .map(|t| t.trim().as_bytes().to_vec())
+                .ok_or_else(|| VerifyError::malformed("Authorization", "Bearer <token>"))
+        }
+        TokenKind::Basic => {
+            let value = headers.get("authorization").ok_or_else(|| VerifyError::missing("Authorization"))?;
+            strip_prefix_ignore_case(value.trim(), "Basic ")
+                .and_then(|b| BASE64.decode(b.trim()).ok())
+                .ok_or_else(|| VerifyError::malformed("Authorization", "Basic <base64 of user:password>"))
         }
     }
 }
@@ -279,11 +342,9 @@ fn standard_webhooks_family(headers: &Headers) -> &'static str {
 /// active secret (two during a rotation); more is a forgery trying to make us work.
 pub const MAX_SIGNATURE_CANDIDATES: usize = 10;
 
-fn too_many_candidates(header: &str, n: usize) -> Result<(), String> {
+fn too_many_candidates(header: &str, n: usize) -> Result<(), VerifyError> {
     if n > MAX_SIGNATURE_CANDIDATES {
-        return Err(format!(
-            "malformed {header} header: more than {MAX_SIGNATURE_CANDIDATES} signatures (the limit per request)"
-        ));
+        return Err(VerifyError::TooManyCandidates { header: header.to_string() });
     }
     Ok(())
 }
@@ -328,20 +389,16 @@ fn compute_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8>
     }
 }
 
-fn mismatch(what: &str, tried: usize) -> String {
-    format!("{what} mismatch (tried {tried} secret{})", if tried == 1 { "" } else { "s" })
-}
-
 /// Unix seconds, digits only.
 fn parse_timestamp(s: &str) -> Option<i64> {
     let s = s.trim();
     (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
 }
 
-fn within_tolerance(ts: i64, now: i64, tolerance: Duration) -> Result<(), String> {
+fn within_tolerance(ts: i64, now: i64, tolerance: Duration) -> Result<(), VerifyError> {
     let skew = (i128::from(now) - i128::from(ts)).unsigned_abs();
     if skew > u128::from(tolerance.as_secs()) {
-        return Err(format!("timestamp outside tolerance of {}", humantime::format_duration(tolerance)));
+        return Err(VerifyError::StaleTimestamp { tolerance });
     }
     Ok(())
 }

@@ -596,3 +596,42 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_refusal_keeps_which_check_failed() {
+    use crate::source::verify::{Verifier, VerifyError};
+    let hmac = VerifyScheme::Hmac {
+        header: "X-Signature".into(),
+        algorithm: HmacAlgorithm::Sha256,
+        encoding: SignatureEncoding::Hex,
+        prefix: None,
+        secrets: secrets(&["k1", "k2"]),
+    };
+    let v = Verifier::new(&hmac).unwrap();
+    let h = |pairs: &[(&str, &str)]| Headers::from_pairs(pairs.iter().copied());
+    assert_eq!(v.check(&h(&[]), BODY, NOW), Err(VerifyError::MissingHeader("X-Signature".into())));
+    assert!(matches!(v.check(&h(&[("X-Signature", "zz")]), BODY, NOW), Err(VerifyError::Malformed { .. })));
+    let wrong = "00".repeat(32);
+    assert_eq!(
+        v.check(&h(&[("X-Signature", &wrong)]), BODY, NOW),
+        Err(VerifyError::Mismatch { what: "signature", tried: 2 })
+    );
+    let stripe = Verifier::new(&VerifyScheme::Stripe { secrets: secrets(&["k1"]), tolerance: FIVE_MINUTES }).unwrap();
+    let stale = format!("t={},v1={}", NOW - 301, "ab".repeat(32));
+    assert_eq!(
+        stripe.check(&h(&[("Stripe-Signature", &stale)]), BODY, NOW),
+        Err(VerifyError::StaleTimestamp { tolerance: FIVE_MINUTES })
+    );
+    let many = format!("t={NOW},") + &vec![format!("v1={}", "ab".repeat(32)); 11].join(",");
+    assert_eq!(
+        stripe.check(&h(&[("Stripe-Signature", &many)]), BODY, NOW),
+        Err(VerifyError::TooManyCandidates { header: "Stripe-Signature".into() })
+    );
+    let bad_whsec = VerifyScheme::StandardWebhooks { secrets: secrets(&["ok", "whsec_!!"]), tolerance: FIVE_MINUTES };
+    let err = Verifier::new(&bad_whsec).unwrap_err();
+    assert_eq!(err, VerifyError::Secret { index: 1, error: crate::config::WhsecError::NotBase64 });
+    assert_eq!(
+        err.to_string(),
+        "secrets[1]: a whsec_ secret must be base64 after the prefix (copy it whole from the sender)"
+    );
+}
