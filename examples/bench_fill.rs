@@ -37,7 +37,7 @@ async fn main() {
             id: uuid::Uuid::now_v7().to_string(),
             source: "bench".into(),
             received_at: now_millis(),
-            dedupe_id: None,
+            delivery_id: None,
             headers: serde_json::json!({}),
             query: String::new(),
             body: bytes::Bytes::from_static(b"{}"),

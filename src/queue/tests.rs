@@ -35,14 +35,8 @@ fn change() -> Event {
     Event::change(key(), ChangeDraft { summary: Some("c".into()), ..ChangeDraft::default() }).unwrap()
 }
 
-fn inbound(dedupe: Option<&str>) -> NewInbound {
-    inbound_from("gh").with_dedupe(dedupe)
-}
-
-impl NewInbound {
-    fn with_dedupe(self, dedupe: Option<&str>) -> NewInbound {
-        NewInbound { dedupe_id: dedupe.map(str::to_string), ..self }
-    }
+fn inbound(delivery_id: Option<&str>) -> NewInbound {
+    NewInbound { delivery_id: delivery_id.map(str::to_string), ..inbound_from("gh") }
 }
 
 /// A webhook of `source`, without a delivery id.
@@ -51,7 +45,7 @@ fn inbound_from(source: &str) -> NewInbound {
         id: uuid::Uuid::now_v7().to_string(),
         source: source.into(),
         received_at: now_millis(),
-        dedupe_id: None,
+        delivery_id: None,
         headers: serde_json::json!({}),
         query: String::new(),
         body: bytes::Bytes::from_static(b"{}"),
@@ -506,7 +500,7 @@ async fn a_version_1_database_is_migrated_in_place() {
     let path = dir.path().join("q.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(sqlite::MIGRATIONS[0]).unwrap();
+        c.execute_batch(&sqlite::MIGRATIONS[0].concat()).unwrap();
         c.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT INTO meta VALUES ('schema_version', '1');",
@@ -525,6 +519,7 @@ async fn a_version_1_database_is_migrated_in_place() {
     c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
     drop(c);
     let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
+    assert!(matches!(&err, QueueError::SchemaTooNew { stored, .. } if stored == "99"), "{err:?}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -534,7 +529,7 @@ async fn routes_of_a_version_3_database_keep_the_source_of_their_trigger() {
     let path = dir.path().join("q.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        for m in &sqlite::MIGRATIONS[..3] {
+        for m in sqlite::MIGRATIONS[..3].iter().flat_map(|m| m.iter()) {
             c.execute_batch(m).unwrap();
         }
         c.execute_batch(
@@ -818,6 +813,7 @@ async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused(sc
     assert_eq!(version, postgres::MIGRATIONS.len().to_string());
     schema.admin.batch_execute(&format!("UPDATE {meta} SET value = '99' WHERE key = 'schema_version'")).await.unwrap();
     let err = PostgresQueue::connect(&url).await.err().unwrap();
+    assert!(matches!(&err, QueueError::SchemaTooNew { stored, .. } if stored == "99"), "{err:?}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -934,7 +930,7 @@ async fn a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic(schema: &
     schema.admin.batch_execute(&format!("ALTER TABLE {events} ALTER COLUMN attempts TYPE BIGINT")).await.unwrap();
     let recent = q.recent(10).await.expect_err("a storage error");
     assert!(recent.to_string().contains("attempts") || recent.to_string().contains("int"), "{recent}");
-    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::Storage(_))));
+    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::BadRow(_))));
 }
 
 /// `next_due` runs after every worker round on every replica: it must not scan the backlog.
@@ -1052,7 +1048,7 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
     assert_eq!(of(k).as_deref(), Some("pd-k"), "the 202's key, not the 500's absence of one");
     assert_eq!(of(d).as_deref(), Some("pd-d"));
     let shown = q.dead_letter(DeadId::Event(d)).await.unwrap().unwrap();
-    assert_eq!(shown.attempt_log[0].pagerduty_dedup_key.as_deref(), Some("pd-d"));
+    assert_eq!(shown.attempt_log[0].dedup_key.as_deref(), Some("pd-d"));
     let json = serde_json::to_value(&shown).unwrap();
     assert_eq!(json["attempt_log"][0]["pagerduty_dedup_key"], "pd-d", "dlq show and the admin API print it");
 }
@@ -1060,7 +1056,7 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
 /// The PostgreSQL twin of `routes_of_a_version_3_database_keep_the_source_of_their_trigger`.
 async fn routes_of_a_version_1_schema_keep_the_source_of_their_trigger(schema: &PgSchema) {
     let c = connect_in(schema).await;
-    c.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+    c.batch_execute(&postgres::MIGRATIONS[0].concat()).await.unwrap();
     c.batch_execute(
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
          INSERT INTO meta VALUES ('schema_version', '1');
