@@ -182,15 +182,15 @@ impl EventRow {
     /// Reads each backend's `EVENT_ROW`: `e.id, e.inbound_id, i.source, e.kind, e.action,
     /// e.dedup_key, e.state, e.attempts, e.created_at, e.last_error, e.routing_key,
     /// <PagerDuty's latest dedup_key>`.
+    /// The kind is shown as stored: a list must not hide every row behind one it cannot read
+    /// (the event's detail and its claim refuse it).
     pub(crate) fn read(r: &impl Columns) -> Result<EventRow, QueueError> {
-        let id = r.int(0)?;
-        let kind = kind_from_str(id, &r.text(3)?)?;
         Ok(EventRow {
             summary: EventSummary {
-                id,
+                id: r.int(0)?,
                 inbound_id: r.text(1)?,
                 source: r.text(2)?,
-                kind: kind.as_str().to_string(),
+                kind: r.text(3)?,
                 action: r.opt_text(4)?,
                 dedup_key: r.opt_text(5)?,
                 state: r.text(6)?,
@@ -255,13 +255,15 @@ impl StoredRequest {
 }
 
 impl EventDetail {
-    /// One event as the console shows it, from what the backend read.
+    /// One event as the console shows it, from what the backend read; a kind or format this
+    /// build does not know is an error.
     pub(crate) fn assemble(
         row: EventRow,
         body: StoredBody,
         attempt_log: Vec<Attempt>,
         request: StoredRequest,
     ) -> Result<EventDetail, QueueError> {
+        kind_from_str(row.summary.id, &row.summary.kind)?;
         let event = Some(body.decode(row.summary.id)?);
         Ok(EventDetail {
             row,

@@ -119,6 +119,76 @@ on_every_backend!(
     a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
 );
 
+/// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
+/// wrote, is made.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+            Raw::Postgres(c) => c.batch_execute(sql).await.unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rows_this_build_does_not_know_are_errors_not_guesses() {
+    let (q, dir) = sqlite();
+    rows_this_build_does_not_know_are_errors_not_guesses(q, Raw::Sqlite(dir.path().join("q.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_rows_this_build_does_not_know_are_errors_not_guesses() {
+    let Some(schema) = PgSchema::create("rows_this_build_does_not_know_are_errors_not_guesses").await else { return };
+    let q = replica(&schema).await;
+    rows_this_build_does_not_know_are_errors_not_guesses(q, Raw::Postgres(connect_in(&schema).await)).await;
+    schema.drop().await;
+}
+
+/// A kind, inbound status or body format this build does not know is an error that names it,
+/// on every path that reads it, never a default; a claim leaves such an event alone (leased,
+/// logged) and still hands out the others.
+async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>, raw: Raw) {
+    let mut failed = inbound(None);
+    failed.status = InboundStatus::MappingFailed("rule 'x' failed".into());
+    let failed_id = failed.id.clone();
+    q.accept(failed, vec![]).await.unwrap();
+    let lanes = ["odd-kind", "new-format", "dead-new-format", "fine"];
+    q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
+    let recent = q.recent(10).await.unwrap();
+    let id = |k: &str| recent.iter().find(|e| e.dedup_key.as_deref() == Some(k)).unwrap().id;
+    assert!(q.event(id("new-format")).await.unwrap().is_some(), "readable before the change");
+    raw.exec(
+        "UPDATE events SET kind = 'pigeon' WHERE dedup_key = 'odd-kind';
+         UPDATE events SET format = 2 WHERE dedup_key = 'new-format';
+         UPDATE events SET format = 3, state = 'dead', done_at = 1 WHERE dedup_key = 'dead-new-format';
+         UPDATE inbound SET status = 'shelved' WHERE status = 'mapping_failed';",
+    )
+    .await;
+
+    let err = q.event(id("odd-kind")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("kind \"pigeon\"")), "{err:?}");
+    let err = q.event(id("new-format")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 2, which this build does not know")), "{err:?}");
+    let err = q.dead_letter(DeadId::Event(id("dead-new-format"))).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 3")), "{err:?}");
+    let err = q.inbound(failed_id).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("status \"shelved\"")), "{err:?}");
+    assert!(err.to_string().starts_with("stored row cannot be read"), "{err}");
+
+    let claimed = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let keys: Vec<_> = claimed.iter().map(|c| c.event.dedup_key().unwrap().to_string()).collect();
+    assert_eq!(keys, vec!["fine"], "unreadable events are not handed out as a guess");
+}
+
 /// Under `CI=true` a PostgreSQL test without DATABASE_URL fails instead of skipping: run one in
 /// a child process of this test binary, both ways.
 #[test]
@@ -494,6 +564,27 @@ fn dead_letter_ids_are_event_numbers_or_inbound_uuids() {
     assert_eq!(DeadId::Event(7).to_string(), "7");
 }
 
+/// What an SQLite error was survives as the variant, for callers to decide on.
+#[test]
+fn sqlite_failures_keep_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let a = rusqlite::Connection::open(&path).unwrap();
+    a.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('x');")
+        .unwrap();
+    let dup = QueueError::from(a.execute("INSERT INTO t VALUES ('x')", []).unwrap_err());
+    assert!(matches!(dup, QueueError::Constraint(_)), "{dup:?}");
+    let bad = QueueError::from(a.query_row("SELECT k FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err());
+    assert!(matches!(bad, QueueError::BadRow(_)), "{bad:?}");
+    a.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES ('y');").unwrap();
+    let b = rusqlite::Connection::open(&path).unwrap();
+    b.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let busy = QueueError::from(b.execute("INSERT INTO t VALUES ('z')", []).unwrap_err());
+    assert!(matches!(busy, QueueError::Busy(_)), "{busy:?}");
+    let missing = SqliteQueue::open(&dir.path().join("t.db/not-a-dir/q.db"), Durability::Fsync, Role::Tool);
+    assert!(matches!(missing, Err(QueueError::Io(_))), "{:?}", missing.err());
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_migrated_in_place() {
     let dir = tempfile::tempdir().unwrap();
@@ -587,6 +678,7 @@ on_postgres!(
     routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
     accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
+    postgres_failures_keep_their_kind,
     the_next_due_scan_uses_an_index,
     with_sslmode_require_every_pooled_connection_is_encrypted,
     verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert,
@@ -931,6 +1023,28 @@ async fn a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic(schema: &
     let recent = q.recent(10).await.expect_err("a storage error");
     assert!(recent.to_string().contains("attempts") || recent.to_string().contains("int"), "{recent}");
     assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::BadRow(_))));
+}
+
+/// What a PostgreSQL error was survives as the variant (by SQLSTATE), for callers to decide on.
+async fn postgres_failures_keep_their_kind(schema: &PgSchema) {
+    let (a, b) = (connect_in(schema).await, connect_in(schema).await);
+    a.batch_execute("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('x'), ('y')").await.unwrap();
+    let kind = |e: tokio_postgres::Error| QueueError::from(e);
+    let dup = kind(a.execute("INSERT INTO t VALUES ('x')", &[]).await.unwrap_err());
+    assert!(matches!(dup, QueueError::Constraint(_)), "{dup:?}");
+    let other = kind(a.execute("SELECT 1 / 0", &[]).await.unwrap_err());
+    assert!(matches!(other, QueueError::Database(_)), "{other:?}");
+    a.batch_execute("BEGIN; SELECT * FROM t WHERE k = 'x' FOR UPDATE").await.unwrap();
+    let busy = kind(b.execute("SELECT * FROM t WHERE k = 'x' FOR UPDATE NOWAIT", &[]).await.unwrap_err());
+    assert!(matches!(busy, QueueError::Busy(_)), "{busy:?}");
+    // Each holds one row and asks for the other's: PostgreSQL aborts one of them.
+    b.batch_execute("BEGIN; SELECT * FROM t WHERE k = 'y' FOR UPDATE").await.unwrap();
+    let (x, y) = tokio::join!(
+        a.execute("SELECT * FROM t WHERE k = 'y' FOR UPDATE", &[]),
+        b.execute("SELECT * FROM t WHERE k = 'x' FOR UPDATE", &[])
+    );
+    let aborted = [x, y].into_iter().filter_map(Result::err).map(kind).collect::<Vec<_>>();
+    assert!(matches!(&aborted[..], [QueueError::Conflict(_)]), "{aborted:?}");
 }
 
 /// `next_due` runs after every worker round on every replica: it must not scan the backlog.
