@@ -235,8 +235,8 @@ pub struct EventDetail {
 }
 
 /// The fingerprint of a stored routing key, as logs show it.
-pub(crate) fn fingerprint_of(stored: &str) -> String {
-    RoutingKey::parse(Secret::new(stored.to_string())).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
+pub(crate) fn fingerprint_of(stored: String) -> String {
+    RoutingKey::parse(Secret::new(stored)).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
 }
 
 /// Names a dead letter: a dead event (its number) or a payload kept unmapped (its inbound id,

@@ -19,7 +19,7 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
-use super::rows::{status_columns, Columns, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::tls;
 use super::{
@@ -228,25 +228,7 @@ impl Get for Row {
 }
 
 impl Columns for Row {
-    fn text(&self, i: usize) -> Result<String, QueueError> {
-        self.get_as(i)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, QueueError> {
-        self.get_as(i)
-    }
-    fn int(&self, i: usize) -> Result<i64, QueueError> {
-        self.get_as(i)
-    }
-    fn int4(&self, i: usize) -> Result<i32, QueueError> {
-        self.get_as(i)
-    }
-    fn opt_int4(&self, i: usize) -> Result<Option<i32>, QueueError> {
-        self.get_as(i)
-    }
-    fn flag(&self, i: usize) -> Result<bool, QueueError> {
-        self.get_as(i)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, QueueError> {
+    fn col<T: Stored>(&self, i: usize) -> Result<T, QueueError> {
         self.get_as(i)
     }
 }

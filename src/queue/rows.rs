@@ -15,23 +15,47 @@ use serde_json::Value;
 /// and keeps reading the old one.
 pub(crate) const EVENT_FORMAT: i32 = 1;
 
-/// One column of a stored row, as the backend reads it. Errors are [`QueueError::BadRow`]: a
-/// column that is not what this build expects is a damaged or foreign store.
-pub(crate) trait Columns {
-    fn text(&self, i: usize) -> Result<String, QueueError>;
-    fn opt_text(&self, i: usize) -> Result<Option<String>, QueueError>;
-    /// A `BIGINT` (times, ids).
-    fn int(&self, i: usize) -> Result<i64, QueueError>;
-    /// An `INTEGER` (counts, HTTP statuses, formats).
-    fn int4(&self, i: usize) -> Result<i32, QueueError>;
-    fn opt_int4(&self, i: usize) -> Result<Option<i32>, QueueError>;
-    fn flag(&self, i: usize) -> Result<bool, QueueError>;
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, QueueError>;
+/// A column type both backends read: what a stored row's columns are made of.
+pub(crate) trait Stored: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a> {}
+impl<T: rusqlite::types::FromSql + for<'a> tokio_postgres::types::FromSql<'a>> Stored for T {}
 
-    /// A count, which is never negative.
-    fn count(&self, i: usize) -> Result<u32, QueueError> {
-        Ok(self.int4(i)?.max(0) as u32)
+/// A stored row, as the backend reads one column of it. Errors are [`QueueError::BadRow`]: a
+/// column that is not what this build expects is a damaged or foreign store. `BIGINT` columns
+/// (times, ids) read as `i64`, `INTEGER` ones (counts, statuses, formats) as `i32`.
+pub(crate) trait Columns: Sized {
+    fn col<T: Stored>(&self, i: usize) -> Result<T, QueueError>;
+
+    /// The row's first columns, as a tuple of as many.
+    fn cols<T: FromColumns>(&self) -> Result<T, QueueError> {
+        T::from_columns(self)
     }
+}
+
+/// A tuple of [`Stored`] values, read from a row's first columns in order.
+pub(crate) trait FromColumns: Sized {
+    fn from_columns(r: &impl Columns) -> Result<Self, QueueError>;
+}
+
+macro_rules! from_columns {
+    ($($t:ident $i:tt),+) => {
+        impl<$($t: Stored),+> FromColumns for ($($t,)+) {
+            fn from_columns(r: &impl Columns) -> Result<Self, QueueError> {
+                Ok(($(r.col::<$t>($i)?,)+))
+            }
+        }
+    };
+}
+
+from_columns!(A 0, B 1, C 2);
+from_columns!(A 0, B 1, C 2, D 3);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+
+/// A count, which is never negative.
+fn count(n: i32) -> u32 {
+    n.max(0) as u32
 }
 
 /// A pending event as a claim reads it, whatever the backend.
@@ -53,17 +77,20 @@ impl StoredEvent {
     /// Reads `e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, e.attempts,
     /// e.created_at, e.inbound_id, <due>` (each backend's `ROW_COLUMNS`).
     pub fn read(r: &impl Columns) -> Result<StoredEvent, QueueError> {
+        let (id, kind, order_key, routing_key, action, format, text, attempts, created_at, inbound_id, due) =
+            r.cols()?;
+        let body = StoredBody { format, text };
         Ok(StoredEvent {
-            id: r.int(0)?,
-            kind: r.text(1)?,
-            order_key: r.opt_text(2)?,
-            routing_key: r.text(3)?,
-            action: r.opt_text(4)?,
-            body: StoredBody { format: r.int4(5)?, text: r.text(6)? },
-            attempts: r.count(7)?,
-            created_at: r.int(8)?,
-            inbound_id: r.text(9)?,
-            due: r.flag(10)?,
+            id,
+            kind,
+            order_key,
+            routing_key,
+            action,
+            body,
+            attempts: count(attempts),
+            created_at,
+            inbound_id,
+            due,
         })
     }
 
@@ -109,7 +136,8 @@ pub(crate) struct StoredBody {
 impl StoredBody {
     /// Reads `format, body`.
     pub fn read(r: &impl Columns) -> Result<StoredBody, QueueError> {
-        Ok(StoredBody { format: r.int4(0)?, text: r.text(1)? })
+        let (format, text) = (r.col(0)?, r.col(1)?);
+        Ok(StoredBody { format, text })
     }
 
     /// The body of event `id`; a format this build does not know is refused, not guessed.
@@ -164,17 +192,19 @@ pub(crate) fn status_from_columns(id: &str, status: &str, error: Option<String>)
 impl StoredInbound {
     /// Reads `id, source, headers, query, body, status, error, received_at`.
     pub(crate) fn read(r: &impl Columns) -> Result<StoredInbound, QueueError> {
-        let id = r.text(0)?;
-        let status = status_from_columns(&id, &r.text(5)?, r.opt_text(6)?)?;
-        Ok(StoredInbound {
-            source: r.text(1)?,
-            received_at: r.int(7)?,
-            headers: serde_json::from_str(&r.text(2)?).unwrap_or_default(),
-            query: r.text(3)?,
-            body: r.bytes(4)?.into(),
-            status,
-            id,
-        })
+        let (id, source, headers, query, body, status, error, received_at): (
+            String,
+            _,
+            String,
+            _,
+            Vec<u8>,
+            String,
+            _,
+            _,
+        ) = r.cols()?;
+        let status = status_from_columns(&id, &status, error)?;
+        let headers = serde_json::from_str(&headers).unwrap_or_default();
+        Ok(StoredInbound { id, source, received_at, headers, query, body: body.into(), status })
     }
 }
 
@@ -185,51 +215,40 @@ impl EventRow {
     /// The kind is shown as stored: a list must not hide every row behind one it cannot read
     /// (the event's detail and its claim refuse it).
     pub(crate) fn read(r: &impl Columns) -> Result<EventRow, QueueError> {
-        Ok(EventRow {
-            summary: EventSummary {
-                id: r.int(0)?,
-                inbound_id: r.text(1)?,
-                source: r.text(2)?,
-                kind: r.text(3)?,
-                action: r.opt_text(4)?,
-                dedup_key: r.opt_text(5)?,
-                state: r.text(6)?,
-                attempts: r.count(7)?,
-                created_at: r.int(8)?,
-                last_error: r.opt_text(9)?,
-                pagerduty_dedup_key: r.opt_text(11)?,
-            },
-            routing_key: super::fingerprint_of(&r.text(10)?),
-        })
+        let (id, inbound_id, source, kind, action, dedup_key, state, attempts, created_at, last_error, key, pd_key) =
+            r.cols()?;
+        let routing_key = super::fingerprint_of(key);
+        let attempts = count(attempts);
+        let summary = EventSummary {
+            id,
+            inbound_id,
+            source,
+            kind,
+            action,
+            dedup_key,
+            state,
+            attempts,
+            created_at,
+            last_error,
+            pagerduty_dedup_key: pd_key,
+        };
+        Ok(EventRow { summary, routing_key })
     }
 }
 
 impl DeadLetter {
     /// Reads each backend's `DEAD_LETTERS` relation.
     pub(crate) fn read(r: &impl Columns) -> Result<DeadLetter, QueueError> {
-        Ok(DeadLetter {
-            id: r.text(0)?,
-            kind: r.text(1)?,
-            source: r.text(2)?,
-            inbound_id: r.text(3)?,
-            at: r.int(4)?,
-            reason: r.text(5)?,
-            action: r.opt_text(6)?,
-            dedup_key: r.opt_text(7)?,
-            attempts: r.count(8)?,
-        })
+        let (id, kind, source, inbound_id, at, reason, action, dedup_key, attempts) = r.cols()?;
+        Ok(DeadLetter { id, kind, source, inbound_id, at, reason, action, dedup_key, attempts: count(attempts) })
     }
 }
 
 impl Attempt {
     /// Reads `at, status, detail, dedup_key` of the `attempts` table.
     pub(crate) fn read(r: &impl Columns) -> Result<Attempt, QueueError> {
-        Ok(Attempt {
-            at: r.int(0)?,
-            status: r.opt_int4(1)?.and_then(|s| u16::try_from(s).ok()),
-            detail: r.opt_text(2)?,
-            dedup_key: r.opt_text(3)?,
-        })
+        let (at, status, detail, dedup_key): (_, Option<i32>, _, _) = r.cols()?;
+        Ok(Attempt { at, status: status.and_then(|s| u16::try_from(s).ok()), detail, dedup_key })
     }
 }
 
@@ -242,7 +261,8 @@ pub(crate) struct StoredRequest {
 
 impl StoredRequest {
     pub fn read(r: &impl Columns) -> Result<StoredRequest, QueueError> {
-        Ok(StoredRequest { headers: r.text(0)?, query: r.text(1)?, payload: r.bytes(2)? })
+        let (headers, query, payload) = r.cols()?;
+        Ok(StoredRequest { headers, query, payload })
     }
 
     fn headers(&self) -> Value {

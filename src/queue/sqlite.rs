@@ -5,7 +5,7 @@
 //! the channel when it wakes goes into the same transaction (one fsync for all of them), each
 //! inside its own savepoint so one failure does not sink the others.
 
-use super::rows::{status_columns, Columns, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::{
     applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
@@ -172,25 +172,7 @@ fn io(e: impl std::fmt::Display) -> QueueError {
 }
 
 impl Columns for rusqlite::Row<'_> {
-    fn text(&self, i: usize) -> Result<String, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_text(&self, i: usize) -> Result<Option<String>, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn int(&self, i: usize) -> Result<i64, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn int4(&self, i: usize) -> Result<i32, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn opt_int4(&self, i: usize) -> Result<Option<i32>, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn flag(&self, i: usize) -> Result<bool, QueueError> {
-        Ok(self.get(i)?)
-    }
-    fn bytes(&self, i: usize) -> Result<Vec<u8>, QueueError> {
+    fn col<T: Stored>(&self, i: usize) -> Result<T, QueueError> {
         Ok(self.get(i)?)
     }
 }
