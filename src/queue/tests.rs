@@ -213,6 +213,16 @@ fn without_database_url_postgres_tests_skip_visibly_but_fail_under_ci() {
     assert!(!passed && out.contains("CI=true but DATABASE_URL is unset"), "{out}");
 }
 
+/// An attempt PagerDuty answered with `status`, and nothing more.
+fn answered(at: Millis, status: u16) -> Attempt {
+    Attempt { at, status: Some(status), detail: None, dedup_key: None }
+}
+
+/// Records `attempt` and its outcome for claim `c`; whether the claim still held the event.
+async fn finish(q: &Arc<dyn Queue>, c: &Claimed, attempt: Attempt, outcome: Finish) -> bool {
+    q.finish(c.id, c.lease, attempt, outcome).await.unwrap()
+}
+
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn a_repeated_delivery_id_is_reported_not_stored(q: Arc<dyn Queue>) {
@@ -239,29 +249,14 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     // While the trigger retries, the resolve waits.
     let trigger = c[0].id;
-    q.finish(
-        trigger,
-        c[0].lease,
-        Attempt { at: now, status: Some(500), detail: None, dedup_key: None },
-        Finish::RetryAt(now + 1000),
-    )
-    .await
-    .unwrap();
+    finish(&q, &c[0], answered(now, 500), Finish::RetryAt(now + 1000)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due().await.unwrap(), Some(now + 1000));
     let retried = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
     assert_eq!(retried[0].attempts, 1);
-    assert!(q
-        .finish(
-            trigger,
-            retried[0].lease,
-            Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-            Finish::Delivered
-        )
-        .await
-        .unwrap());
+    assert!(finish(&q, &retried[0], answered(now, 202), Finish::Delivered).await);
     let next = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
@@ -325,22 +320,8 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     q.accept(failed, vec![]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 2, LEASE).await.unwrap();
-    q.finish(
-        c[0].id,
-        c[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
-    q.finish(
-        c[1].id,
-        c[1].lease,
-        Attempt { at: now, status: Some(400), detail: None, dedup_key: None },
-        Finish::Dead("400".into()),
-    )
-    .await
-    .unwrap();
+    finish(&q, &c[0], answered(now, 202), Finish::Delivered).await;
+    finish(&q, &c[1], answered(now, 400), Finish::Dead("400".into())).await;
     assert!(q.prune(now + 1).await.unwrap() > 0);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
     assert_eq!(states, vec!["pending", "dead"]);
@@ -362,14 +343,7 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            q.finish(
-                c.id,
-                c.lease,
-                Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-                Finish::Delivered,
-            )
-            .await
-            .unwrap();
+            finish(&q, &c, answered(now, 202), Finish::Delivered).await;
         }
     }
 }
@@ -436,25 +410,11 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].superseded.len(), 2, "{first:?}");
     assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
-    q.finish(
-        first[0].id,
-        first[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &first[0], answered(now, 202), Finish::Delivered).await;
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
     assert!(resolve[0].superseded.is_empty());
-    q.finish(
-        resolve[0].id,
-        resolve[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &resolve[0], answered(now, 202), Finish::Delivered).await;
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -704,8 +664,7 @@ async fn pace_round(q: &PostgresQueue, limits: &crate::delivery::pacing::Limits,
     let mut sent = Vec::new();
     for (c, at) in batch.iter().zip(slots) {
         if at <= now {
-            let attempt = Attempt { at: now, status: Some(202), detail: None, dedup_key: None };
-            assert!(q.finish(c.id, c.lease, attempt, Finish::Delivered).await.unwrap());
+            assert!(q.finish(c.id, c.lease, answered(now, 202), Finish::Delivered).await.unwrap());
             sent.push(now);
         } else {
             q.defer(c.id, c.lease, at).await.unwrap();
@@ -828,14 +787,7 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
                     // anyone else this lane until then.
                     in_flight.lock().unwrap().remove(&dk);
                     let at = now_millis();
-                    q.finish(
-                        c.id,
-                        c.lease,
-                        Attempt { at, status: Some(202), detail: None, dedup_key: None },
-                        Finish::Delivered,
-                    )
-                    .await
-                    .unwrap();
+                    q.finish(c.id, c.lease, answered(at, 202), Finish::Delivered).await.unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -984,14 +936,7 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert_eq!(held.len(), 1);
     insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
-    q.finish(
-        held[0].id,
-        held[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &held[0], answered(now, 202), Finish::Delivered).await;
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
 }
 
@@ -1120,20 +1065,18 @@ async fn verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert(schem
 #[tokio::test]
 async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_password() {
     // Port 1 on loopback: refused at once, no server needed.
-    let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
+    let connect = |url: &'static str| async move { PostgresQueue::connect(&Secret::new(url)).await.err().unwrap() };
+    let refused = connect("postgres://u:hunter2@127.0.0.1:1/x").await;
+    assert!(matches!(refused, QueueError::Io(_)), "{refused:?}");
     let refused = refused.to_string();
     assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
-    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let tls = connect("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full").await;
+    assert!(matches!(tls, QueueError::Tls(TlsError::NoRoot(_))), "{tls:?}");
+    let tls = tls.to_string();
     assert!(tls.contains("sslmode=verify-full needs sslrootcert"), "{tls}");
-    let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let bad = connect("postgres://u:hunter2@127.0.0.1:1/x?port=abc").await;
+    assert!(matches!(bad, QueueError::Url(_)), "{bad:?}");
+    let bad = bad.to_string();
     assert!(bad.contains("not a valid PostgreSQL URL"), "{bad}");
     for e in [refused, tls, bad] {
         assert!(!e.contains("hunter2"), "{e}");
