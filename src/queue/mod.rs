@@ -132,6 +132,23 @@ pub struct NewInbound {
     pub status: InboundStatus,
 }
 
+impl NewInbound {
+    /// A webhook of `source` with a fresh id (UUIDv7, so ids sort by arrival), no delivery id,
+    /// headers or query: what tools and tests that fill a store need.
+    pub fn new(source: &str, received_at: Millis, body: Bytes, status: InboundStatus) -> NewInbound {
+        NewInbound {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.to_string(),
+            received_at,
+            delivery_id: None,
+            headers: Value::Object(Default::default()),
+            query: String::new(),
+            body,
+            status,
+        }
+    }
+}
+
 /// Outcome of [`Queue::accept`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {

@@ -41,16 +41,7 @@ fn inbound(delivery_id: Option<&str>) -> NewInbound {
 
 /// A webhook of `source`, without a delivery id.
 fn inbound_from(source: &str) -> NewInbound {
-    NewInbound {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: source.into(),
-        received_at: now_millis(),
-        delivery_id: None,
-        headers: serde_json::json!({}),
-        query: String::new(),
-        body: bytes::Bytes::from_static(b"{}"),
-        status: InboundStatus::Mapped,
-    }
+    NewInbound::new(source, now_millis(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped)
 }
 
 /// A fresh SQLite queue; the directory lives as long as the guard.
