@@ -5,7 +5,8 @@
 //!
 //! **Invariant:** [`Queue::claim`] hands out only the head of each ordering lane (events
 //! sharing a `(routing_key, dedup_key)`), so a resolve never overtakes its trigger, whatever
-//! the retries. The queue knows nothing of PagerDuty: it stores bodies it does not read.
+//! the retries. The queue knows nothing of PagerDuty: it reads a stored body back only to
+//! hand the event out (or show it), checking its `format`, and decides nothing on it.
 //!
 //! **Invariant:** an acknowledge or resolve is stored under the routing key that triggered its
 //! dedup_key (sticky routing), so it lands in the same lane as its trigger and reaches the
