@@ -334,7 +334,7 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            finish(&q, &c, answered(now, 202), Finish::Delivered).await;
+            finish(q, &c, answered(now, 202), Finish::Delivered).await;
         }
     }
 }
