@@ -536,6 +536,27 @@ fn sqlite_failures_keep_their_kind() {
     assert!(matches!(missing, Err(QueueError::Io(_))), "{:?}", missing.err());
 }
 
+/// A migration that fails names the version it was going to and leaves the store as it was.
+#[test]
+fn a_failed_migration_says_which_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE events (foreign_column TEXT)").unwrap();
+    let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
+    assert!(matches!(&err, QueueError::Migration { to: 1, detail } if detail.contains("events")), "{err:?}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |r| r.get(0),
+    ))
+    .unwrap();
+    assert_eq!(version, None, "rolled back");
+    let inbound: i64 =
+        c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'inbound'", [], |r| r.get(0)).unwrap();
+    assert_eq!(inbound, 0, "no table of the failed migration is left");
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_migrated_in_place() {
     let dir = tempfile::tempdir().unwrap();
