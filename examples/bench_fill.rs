@@ -33,16 +33,7 @@ async fn main() {
                 .unwrap()
             })
             .collect();
-        let inbound = NewInbound {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: "bench".into(),
-            received_at: now_millis(),
-            dedupe_id: None,
-            headers: serde_json::json!({}),
-            query: String::new(),
-            body: bytes::Bytes::from_static(b"{}"),
-            status: InboundStatus::Mapped,
-        };
+        let inbound = NewInbound::new("bench", now_millis(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped);
         q.accept(inbound, events).await.unwrap();
     }
     eprintln!("{total} events queued in {:.1}s", started.elapsed().as_secs_f64());

@@ -379,7 +379,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         id: uuid::Uuid::now_v7().to_string(),
         source: v.source().to_string(),
         received_at,
-        dedupe_id: v.delivery_id().map(str::to_string),
+        delivery_id: v.delivery_id().map(str::to_string),
         headers: v.headers().to_stored(),
         query: query.to_string(),
         body: v.raw().clone(),

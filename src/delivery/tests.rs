@@ -100,16 +100,7 @@ impl Bench {
 
     /// Accepts a webhook that produced `events`, now.
     async fn accept(&self, events: Vec<Event>) {
-        let inbound = NewInbound {
-            id: uuid::Uuid::now_v7().to_string(),
-            source: "test".into(),
-            received_at: self.clock.now(),
-            dedupe_id: None,
-            headers: serde_json::json!({}),
-            query: String::new(),
-            body: bytes::Bytes::from_static(b"{}"),
-            status: InboundStatus::Mapped,
-        };
+        let inbound = NewInbound::new("test", self.clock.now(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped);
         self.queue.accept(inbound, events).await.unwrap();
     }
 

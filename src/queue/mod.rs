@@ -5,7 +5,8 @@
 //!
 //! **Invariant:** [`Queue::claim`] hands out only the head of each ordering lane (events
 //! sharing a `(routing_key, dedup_key)`), so a resolve never overtakes its trigger, whatever
-//! the retries. The queue knows nothing of PagerDuty: it stores bodies it does not read.
+//! the retries. The queue knows nothing of PagerDuty: it reads a stored body back only to
+//! hand the event out (or show it), checking its `format`, and decides nothing on it.
 //!
 //! **Invariant:** an acknowledge or resolve is stored under the routing key that triggered its
 //! dedup_key (sticky routing), so it lands in the same lane as its trigger and reaches the
@@ -13,14 +14,17 @@
 //! source can move its events onto another source's incident.
 
 mod postgres;
+mod rows;
+mod schema;
 mod sqlite;
 mod tls;
 
 pub use postgres::PostgresQueue;
 pub use sqlite::SqliteQueue;
+pub use tls::TlsError;
 
 use crate::config::Secret;
-use crate::event::{Action, Event, EventKind, RoutingKey};
+use crate::event::{Action, Event, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -47,11 +51,44 @@ pub enum Role {
     Tool,
 }
 
-/// Why the queue could not do what was asked.
+/// Why the queue could not do what was asked. The variant is the kind of failure, so a caller
+/// decides on it (retry, 503, refuse to start) without reading the text; the text is the
+/// database's own detail, for the log.
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
+    /// Another writer held the store past the wait (SQLite busy or locked, PostgreSQL lock not
+    /// available). Trying again later may succeed.
+    #[error("storage is busy (another writer holds it): {0}")]
+    Busy(String),
+    /// The database aborted the transaction to break a deadlock or a serialization conflict.
+    /// Trying again may succeed.
+    #[error("storage transaction conflicted with another and was rolled back: {0}")]
+    Conflict(String),
+    /// A write broke a constraint of the schema (a key already taken, a value not allowed).
+    #[error("storage refused a write that breaks a constraint: {0}")]
+    Constraint(String),
+    /// The store cannot be reached, opened, read or written (disk, network, connection pool).
+    #[error("storage I/O failed: {0}")]
+    Io(String),
+    /// A stored row holds what this build cannot read: a kind, status or format it does not
+    /// know, or a column of an unexpected type. Nothing is guessed.
+    #[error("stored row cannot be read: {0}")]
+    BadRow(String),
+    /// The store's schema was written by a newer pagerhook.
+    #[error("database schema version {stored} is newer than the {known} this build knows; run a newer pagerhook")]
+    SchemaTooNew { stored: String, known: usize },
+    /// A schema migration failed; the transaction was rolled back, so the store is unchanged.
+    #[error("database schema migration to version {to} failed (nothing was changed): {detail}")]
+    Migration { to: usize, detail: String },
+    /// `storage.url` cannot be used as written.
+    #[error("storage.url is not a valid PostgreSQL URL: {0}")]
+    Url(String),
+    /// `storage.url`'s TLS options cannot be used.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// Anything else the database refused (a statement it could not run).
     #[error("storage: {0}")]
-    Storage(String),
+    Database(String),
     #[error("storage is shut down")]
     Closed,
 }
@@ -88,11 +125,29 @@ pub struct NewInbound {
     pub source: String,
     pub received_at: Millis,
     /// The sender's delivery id (GitHub `X-GitHub-Delivery`): a second one is a duplicate.
-    pub dedupe_id: Option<String>,
+    /// Stored in the `dedupe_id` columns and the `seen` table (their SQL names).
+    pub delivery_id: Option<String>,
     pub headers: Value,
     pub query: String,
     pub body: Bytes,
     pub status: InboundStatus,
+}
+
+impl NewInbound {
+    /// A webhook of `source` with a fresh id (UUIDv7, so ids sort by arrival), no delivery id,
+    /// headers or query: what tools and tests that fill a store need.
+    pub fn new(source: &str, received_at: Millis, body: Bytes, status: InboundStatus) -> NewInbound {
+        NewInbound {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.to_string(),
+            received_at,
+            delivery_id: None,
+            headers: Value::Object(Default::default()),
+            query: String::new(),
+            body,
+            status,
+        }
+    }
 }
 
 /// Outcome of [`Queue::accept`].
@@ -135,8 +190,8 @@ pub enum Finish {
     Dead(String),
 }
 
-/// A recorded attempt.
-#[derive(Debug, Clone)]
+/// A delivery attempt: recorded by `finish`, listed by `dlq show` and the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Attempt {
     pub at: Millis,
     /// HTTP status, if PagerDuty answered.
@@ -144,6 +199,7 @@ pub struct Attempt {
     /// What went wrong, or PagerDuty's message.
     pub detail: Option<String>,
     /// The dedup_key PagerDuty said it filed the event under (its 202 answer).
+    #[serde(rename = "pagerduty_dedup_key")]
     pub dedup_key: Option<String>,
 }
 
@@ -189,7 +245,7 @@ pub struct EventDetail {
     pub row: EventRow,
     /// The body sent to PagerDuty, without the routing key.
     pub event: Option<Value>,
-    pub attempt_log: Vec<AttemptRecord>,
+    pub attempt_log: Vec<Attempt>,
     /// The stored request (headers without credentials, raw body as text).
     pub headers: Value,
     pub query: String,
@@ -197,8 +253,8 @@ pub struct EventDetail {
 }
 
 /// The fingerprint of a stored routing key, as logs show it.
-pub(crate) fn fingerprint_of(stored: &str) -> String {
-    RoutingKey::parse(Secret::new(stored.to_string())).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
+pub(crate) fn fingerprint_of(stored: String) -> String {
+    RoutingKey::parse(Secret::new(stored)).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
 }
 
 /// Names a dead letter: a dead event (its number) or a payload kept unmapped (its inbound id,
@@ -247,16 +303,6 @@ pub struct DeadLetter {
     pub attempts: u32,
 }
 
-/// A recorded delivery attempt, as `dlq show` prints it.
-#[derive(Debug, Clone, Serialize)]
-pub struct AttemptRecord {
-    pub at: Millis,
-    pub status: Option<u16>,
-    pub detail: Option<String>,
-    /// The dedup_key PagerDuty answered with.
-    pub pagerduty_dedup_key: Option<String>,
-}
-
 /// Everything kept about one dead letter.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeadLetterDetail {
@@ -264,7 +310,7 @@ pub struct DeadLetterDetail {
     pub letter: DeadLetter,
     /// The event as it would be sent (without its routing key), for a dead event.
     pub event: Option<Value>,
-    pub attempt_log: Vec<AttemptRecord>,
+    pub attempt_log: Vec<Attempt>,
     /// The stored request (headers without credentials, raw body as text).
     pub headers: Value,
     pub payload: String,
@@ -406,55 +452,11 @@ pub trait SharedPace: Send + Sync + 'static {
 
 /// How many of `known` migrations a store at `stored` (its recorded schema version, `None` for
 /// a new store) has already applied; a store newer than this build is refused.
-pub(crate) fn applied_migrations(stored: Option<&str>, known: usize) -> Result<usize, String> {
+pub(crate) fn applied_migrations(stored: Option<&str>, known: usize) -> Result<usize, QueueError> {
     match stored.map(str::parse::<usize>) {
         None => Ok(0),
         Some(Ok(v)) if v <= known => Ok(v),
-        _ => Err(format!(
-            "database schema version {} is newer than the {known} this build knows; run a newer pagerhook",
-            stored.unwrap_or_default()
-        )),
-    }
-}
-
-/// A pending event as a claim reads it, whatever the backend.
-pub(crate) struct StoredEvent {
-    pub id: i64,
-    pub kind: String,
-    pub order_key: Option<String>,
-    pub routing_key: String,
-    pub action: Option<String>,
-    pub body: String,
-    pub attempts: u32,
-    pub created_at: Millis,
-    pub inbound_id: String,
-    /// Due and unleased at the claim's `now`.
-    pub due: bool,
-}
-
-impl StoredEvent {
-    /// True when this head may collapse into `next`: both are triggers and `next` is due.
-    pub fn collapses_into(&self, next: &StoredEvent) -> bool {
-        self.action.as_deref() == Some("trigger") && next.action.as_deref() == Some("trigger") && next.due
-    }
-
-    /// The event to hand out. Rows are written only by `accept`, so this fails only on a
-    /// damaged store; that is said loudly rather than the event skipped silently.
-    pub fn into_claimed(self, superseded: Vec<i64>, lease: Millis) -> Option<Claimed> {
-        let key = RoutingKey::parse(Secret::new(self.routing_key));
-        let (Ok(key), Ok(body)) = (key, serde_json::from_str(&self.body)) else {
-            tracing::error!(event_id = self.id, "stored event is unreadable; left leased for inspection");
-            return None;
-        };
-        Some(Claimed {
-            id: self.id,
-            inbound_id: self.inbound_id,
-            event: Event::from_stored(kind_from_str(&self.kind), key, body),
-            attempts: self.attempts,
-            created_at: self.created_at,
-            lease,
-            superseded,
-        })
+        Some(_) => Err(QueueError::SchemaTooNew { stored: stored.unwrap_or_default().to_string(), known }),
     }
 }
 
@@ -501,35 +503,6 @@ pub(crate) fn sticky_key(latest: Option<(String, bool)>) -> Option<RoutingKey> {
     match latest {
         Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
         _ => None,
-    }
-}
-
-/// The `status` and `error` columns of an inbound row.
-pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
-    match s {
-        InboundStatus::Mapped => ("mapped", None),
-        InboundStatus::Ignored => ("ignored", None),
-        InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
-        InboundStatus::TooManyEvents(e) => ("too_many_events", Some(e.as_str())),
-    }
-}
-
-/// The status read back from the `status` and `error` columns.
-pub(crate) fn status_from_columns(status: &str, error: Option<String>) -> InboundStatus {
-    match status {
-        "mapping_failed" => InboundStatus::MappingFailed(error.unwrap_or_default()),
-        "too_many_events" => InboundStatus::TooManyEvents(error.unwrap_or_default()),
-        "ignored" => InboundStatus::Ignored,
-        _ => InboundStatus::Mapped,
-    }
-}
-
-/// Stable text for an event kind, as stored.
-pub(crate) fn kind_from_str(s: &str) -> EventKind {
-    if s == "change" {
-        EventKind::Change
-    } else {
-        EventKind::Alert
     }
 }
 

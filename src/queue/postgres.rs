@@ -19,12 +19,13 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
+use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::schema::{self, step_failed};
 use super::tls;
 use super::{
-    applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
-    InboundStatus, Millis, NewInbound, PaceRule, PaceState, Queue, QueueError, Route, SharedPace, SlotAsk, StoredEvent,
-    StoredInbound,
+    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
+    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, PaceRule, PaceState, Queue,
+    QueueError, Route, SharedPace, SlotAsk, StoredInbound,
 };
 use crate::config::Secret;
 use crate::event::Event;
@@ -32,13 +33,14 @@ use async_trait::async_trait;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::collections::HashMap;
 use std::time::Duration;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::Row;
 
-/// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, in the
-/// transaction that records the new version.
-pub(super) const MIGRATIONS: &[&str] = &[
-    r#"
+/// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, its
+/// statements run in order, in the transaction that records the new version.
+pub(super) const MIGRATIONS: &[&[&str]] = &[
+    &[r#"
 CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -95,15 +97,10 @@ CREATE TABLE routes (
     seq         BIGINT GENERATED ALWAYS AS IDENTITY,
     PRIMARY KEY (dedup_key, routing_key)
 );
-"#,
-    // The dedup_key PagerDuty's 202 answered with, per attempt.
-    r#"
-ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
-"#,
-    // Sticky routes per source: one source's resolve must never follow another's trigger.
-    // Existing routes keep the source of a trigger still stored; the rest are dropped (their
-    // resolves go to their own key, as before sticky routing).
-    r#"
+"#],
+    &[schema::ATTEMPTS_DEDUP_KEY],
+    &[
+        r#"
 CREATE TABLE routes_by_source (
     source      TEXT NOT NULL,
     dedup_key   TEXT NOT NULL,
@@ -117,20 +114,15 @@ SELECT DISTINCT ON (i.source, r.dedup_key, r.routing_key) i.source, r.dedup_key,
 JOIN events e ON e.dedup_key = r.dedup_key AND e.routing_key = r.routing_key AND e.action = 'trigger'
 JOIN inbound i ON i.id = e.inbound_id
 ORDER BY i.source, r.dedup_key, r.routing_key;
-DROP TABLE routes;
-ALTER TABLE routes_by_source RENAME TO routes;
 "#,
-    // Payloads kept as `too_many_events` dead letters, listed like mapping failures.
-    r#"
-CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
-"#,
+        schema::ROUTES_BY_SOURCE_SWAP,
+    ],
+    &[schema::INBOUND_TOO_MANY],
     // `next_due` by index: every replica's worker asks after every round.
-    r#"
-CREATE INDEX events_due ON events ((GREATEST(next_at, lease_until))) WHERE state = 'pending';
-"#,
+    &["CREATE INDEX events_due ON events ((GREATEST(next_at, lease_until))) WHERE state = 'pending';"],
     // Pacing shared by replicas: one row per routing key (named by its SHA-256, never the key),
     // and the slots promised to lanes whose events were deferred till then.
-    r#"
+    &[r#"
 CREATE TABLE pace (
     key_sha256   TEXT PRIMARY KEY,
     tat          DOUBLE PRECISION NOT NULL,
@@ -144,7 +136,7 @@ CREATE TABLE pace_lanes (
     slot       BIGINT NOT NULL
 );
 CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
-"#,
+"#],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -172,8 +164,9 @@ const POOL_SIZE: usize = 16;
 const LANE_FREE: &str = "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = 'pending' \
      AND p.order_key = e.order_key AND p.id <> e.id AND (p.id < e.id OR p.lease_until > $1)))";
 
-const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, \
-     e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
+/// The columns [`StoredEvent::read`] reads (`$1`: the claim's `now`).
+const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, e.attempts, \
+     e.created_at, e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
 
 /// The earliest future time a pending event becomes due or its lease runs out (`$1`: now).
 pub(super) const NEXT_DUE: &str = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
@@ -181,7 +174,7 @@ pub(super) const NEXT_DUE: &str = "SELECT MIN(GREATEST(next_at, lease_until)) FR
 
 const INSERT_EVENT: &str =
     "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, 1, $8, $8)";
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)";
 
 /// The PostgreSQL queue. Cheap to share: a handle on a connection pool.
 #[derive(Clone)]
@@ -191,16 +184,52 @@ pub struct PostgresQueue {
     schema: i32,
 }
 
-/// A storage error with its causes: tokio-postgres puts the server's message (or the
-/// connection's failure) in the error's source, not in its text.
-fn storage(e: impl std::error::Error) -> QueueError {
-    QueueError::Storage(with_causes(&e))
-}
-
-/// For `?` on a row's `try_get`: a column of an unexpected type is an error, never a panic.
+/// The kind of failure a PostgreSQL error is, by its SQLSTATE (whose first two characters are
+/// its class), or by its cause when the server said nothing. The text keeps the causes:
+/// tokio-postgres puts the server's message (or the connection's failure) in the error's
+/// source, not in its text.
 impl From<tokio_postgres::Error> for QueueError {
     fn from(e: tokio_postgres::Error) -> QueueError {
-        storage(e)
+        let text = with_causes(&e);
+        let Some(code) = e.code() else {
+            let io = e.is_closed() || causes(&e).any(|c| c.is::<std::io::Error>());
+            return if io { QueueError::Io(text) } else { QueueError::Database(text) };
+        };
+        if *code == SqlState::T_R_SERIALIZATION_FAILURE || *code == SqlState::T_R_DEADLOCK_DETECTED {
+            return QueueError::Conflict(text);
+        }
+        if *code == SqlState::LOCK_NOT_AVAILABLE {
+            return QueueError::Busy(text);
+        }
+        match &code.code()[..2] {
+            "23" => QueueError::Constraint(text),
+            // Connection exception, insufficient resources, operator intervention, system error.
+            "08" | "53" | "57" | "58" => QueueError::Io(text),
+            _ => QueueError::Database(text),
+        }
+    }
+}
+
+/// `e`'s causes, nearest first.
+fn causes<'a>(e: &'a (dyn std::error::Error + 'static)) -> impl Iterator<Item = &'a (dyn std::error::Error + 'static)> {
+    std::iter::successors(e.source(), |c| c.source())
+}
+
+/// Reads a column; a value of another type than this build expects is [`QueueError::BadRow`],
+/// never a panic.
+trait Get {
+    fn get_as<'a, T: FromSql<'a>>(&'a self, i: usize) -> Result<T, QueueError>;
+}
+
+impl Get for Row {
+    fn get_as<'a, T: FromSql<'a>>(&'a self, i: usize) -> Result<T, QueueError> {
+        self.try_get(i).map_err(|e| QueueError::BadRow(with_causes(&e)))
+    }
+}
+
+impl Columns for Row {
+    fn col<T: Stored>(&self, i: usize) -> Result<T, QueueError> {
+        self.get_as(i)
     }
 }
 
@@ -230,13 +259,11 @@ impl PostgresQueue {
     /// Connects to `url` and brings the schema to this build's version. Safe when several
     /// replicas start at once: migrations run one after the other under an advisory lock.
     pub async fn connect(url: &Secret) -> Result<PostgresQueue, QueueError> {
-        let (url, tls) = tls::split(url.expose()).map_err(QueueError::Storage)?;
-        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| {
-            // The parse error names the option, never the value; the URL itself is not echoed.
-            QueueError::Storage(format!("storage.url is not a valid PostgreSQL URL: {}", with_causes(&e)))
-        })?;
+        let (url, tls) = tls::split(url.expose())?;
+        // The parse error names the option, never the value; the URL itself is not echoed.
+        let mut pg: tokio_postgres::Config = url.parse().map_err(|e| QueueError::Url(with_causes(&e)))?;
         pg.ssl_mode(tls.mode.for_postgres());
-        let connector = tls::connector(&tls).map_err(QueueError::Storage)?;
+        let connector = tls::connector(&tls)?;
         if pg.get_connect_timeout().is_none() {
             pg.connect_timeout(Duration::from_secs(5));
         }
@@ -250,7 +277,7 @@ impl PostgresQueue {
             .create_timeout(Some(Duration::from_secs(10)))
             .runtime(Runtime::Tokio1)
             .build()
-            .map_err(storage)?;
+            .map_err(|e| QueueError::Io(with_causes(&e)))?;
         let mut q = PostgresQueue { pool, schema: 0 };
         q.schema = q.migrate().await?;
         Ok(q)
@@ -258,14 +285,13 @@ impl PostgresQueue {
 
     async fn client(&self) -> Result<deadpool_postgres::Client, QueueError> {
         self.pool.get().await.map_err(|e| {
-            let text = with_causes(&e);
-            let hint = if text.contains("invalid peer certificate") {
+            let hint = if certificate_refused(&e) {
                 " (sslrootcert must hold the authority that signed the server's certificate; with \
                      sslmode=verify-full the host in storage.url must also be a name in it)"
             } else {
                 ""
             };
-            QueueError::Storage(format!("cannot reach PostgreSQL (storage.url): {text}{hint}"))
+            QueueError::Io(format!("cannot reach PostgreSQL (storage.url): {}{hint}", with_causes(&e)))
         })
     }
 
@@ -273,40 +299,45 @@ impl PostgresQueue {
     /// returns the schema's lock hash.
     async fn migrate(&self) -> Result<i32, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
-        let schema: Option<i32> =
-            tx.query_one("SELECT hashtext(current_schema())", &[]).await.map_err(storage)?.try_get(0)?;
+        let tx = c.transaction().await?;
+        let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await?.get_as(0)?;
         let schema = schema.ok_or_else(|| {
-            QueueError::Storage(
+            QueueError::Url(
                 "no schema of storage.url's search_path exists: create it, or fix the search_path option".into(),
             )
         })?;
-        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&Lock::Migrate.key(schema)]).await.map_err(storage)?;
-        tx.batch_execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)")
-            .await
-            .map_err(storage)?;
-        let version: Option<String> = tx
-            .query_opt("SELECT value FROM meta WHERE key = 'schema_version'", &[])
-            .await
-            .map_err(storage)?
-            .map(|r| r.try_get(0))
-            .transpose()?;
-        let version = applied_migrations(version.as_deref(), MIGRATIONS.len()).map_err(QueueError::Storage)?;
-        for m in &MIGRATIONS[version..] {
-            tx.batch_execute(m).await.map_err(storage)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1, 0)", &[&Lock::Migrate.key(schema)]).await?;
+        tx.batch_execute(schema::META).await?;
+        let version: Option<String> =
+            tx.query_opt(schema::READ_VERSION, &[]).await?.map(|r| r.get_as(0)).transpose()?;
+        let version = applied_migrations(version.as_deref(), MIGRATIONS.len())?;
+        for (n, steps) in MIGRATIONS.iter().enumerate().skip(version) {
+            for step in *steps {
+                tx.batch_execute(step).await.map_err(|e| step_failed(n + 1, e.into()))?;
+            }
         }
         if version < MIGRATIONS.len() {
-            tx.execute(
-                "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
-                 ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                &[&MIGRATIONS.len().to_string()],
-            )
-            .await
-            .map_err(storage)?;
+            tx.execute(schema::WRITE_VERSION, &[&MIGRATIONS.len().to_string()]).await?;
         }
-        tx.commit().await.map_err(storage)?;
+        tx.commit().await?;
         Ok(schema)
     }
+}
+
+/// Whether the server's certificate was refused (rustls said so, somewhere in `e`'s causes):
+/// then the hint about `sslrootcert` applies. rustls's error reaches us wrapped in an
+/// `io::Error`, whose `source` skips the error it wraps, so each one is opened.
+fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
+    std::iter::once(e).chain(causes(e)).any(|c| {
+        let inner = c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        [Some(c), inner]
+            .into_iter()
+            .flatten()
+            .any(|c| matches!(c.downcast_ref::<rustls::Error>(), Some(rustls::Error::InvalidCertificate(_))))
+    })
 }
 
 /// Queues `events` for `inbound_id` with sticky routing within `source` (as in SQLite), holding the insert
@@ -322,7 +353,7 @@ async fn insert_events(
     (inbound_id, source): (&str, &str),
     events: &[Event],
     at: Millis,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), QueueError> {
     let mut routed = Vec::with_capacity(events.len());
     let mut routes = Vec::new();
     for e in events {
@@ -339,7 +370,7 @@ async fn insert_events(
                     )
                     .await?;
                 let found = match tx.query_opt(&stmt, &[&source, &dk, &e.routing_key().expose()]).await? {
-                    Some(r) => Some((r.try_get(0)?, r.try_get(1)?)),
+                    Some(r) => Some((r.get_as(0)?, r.get_as(1)?)),
                     None => None,
                 };
                 sticky(e, sticky_key(found))
@@ -373,6 +404,7 @@ async fn insert_events(
                 &e.dedup_key().map(|k| k.as_str()),
                 &e.body().to_string(),
                 &at,
+                &EVENT_FORMAT,
             ],
         )
         .await?;
@@ -386,7 +418,7 @@ async fn lock_lanes<'a>(
     tx: &Transaction<'_>,
     schema: i32,
     lanes: impl Iterator<Item = &'a str>,
-) -> Result<(), tokio_postgres::Error> {
+) -> Result<(), QueueError> {
     let mut keys: Vec<i32> = lanes.map(lane_lock).collect();
     keys.sort_unstable();
     keys.dedup();
@@ -396,21 +428,6 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
-fn stored_event(r: &Row) -> Result<StoredEvent, tokio_postgres::Error> {
-    Ok(StoredEvent {
-        id: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        order_key: r.try_get(2)?,
-        routing_key: r.try_get(3)?,
-        action: r.try_get(4)?,
-        body: r.try_get(5)?,
-        attempts: r.try_get::<_, i32>(6)?.max(0) as u32,
-        created_at: r.try_get(7)?,
-        inbound_id: r.try_get(8)?,
-        due: r.try_get(9)?,
-    })
-}
-
 /// Leases up to `limit` lane heads, collapsing consecutive due triggers as SQLite does.
 async fn claim_in(
     tx: &Transaction<'_>,
@@ -418,7 +435,7 @@ async fn claim_in(
     now: Millis,
     limit: usize,
     until: Millis,
-) -> Result<Vec<Claimed>, tokio_postgres::Error> {
+) -> Result<Vec<Claimed>, QueueError> {
     let candidates = tx
         .query(
             &format!(
@@ -449,22 +466,22 @@ async fn claim_in(
     let lease = tx.prepare_cached("UPDATE events SET lease_until = $2 WHERE id = $1").await?;
     let mut out = Vec::with_capacity(candidates.len());
     for candidate in candidates {
-        let mut head = stored_event(&candidate)?;
+        let mut head = StoredEvent::read(&candidate)?;
         if let Some(lane) = head.order_key.clone() {
             let keys = [Lock::Claim.key(schema), lane_lock(&lane)];
             let locked: bool =
-                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.try_get(0)?;
+                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.get_as(0)?;
             if !locked {
                 continue; // another replica is claiming in this lane right now
             }
             // The candidate list's snapshot predates the lock: look again.
             let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
-            head = stored_event(&row)?;
+            head = StoredEvent::read(&row)?;
         }
         let mut superseded = Vec::new();
         while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
             let Some(next) = tx.query_opt(&next_in_lane, &[&now, &lane, &head.id]).await? else { break };
-            let next = stored_event(&next)?;
+            let next = StoredEvent::read(&next)?;
             if !head.collapses_into(&next) {
                 break;
             }
@@ -493,26 +510,12 @@ const DEAD_LETTERS: &str = "
     FROM inbound i
     WHERE i.status = 'too_many_events' AND ($1::text IS NULL OR i.source = $1)";
 
-fn dead_letter_row(r: &Row) -> Result<DeadLetter, tokio_postgres::Error> {
-    Ok(DeadLetter {
-        id: r.try_get(0)?,
-        kind: r.try_get(1)?,
-        source: r.try_get(2)?,
-        inbound_id: r.try_get(3)?,
-        at: r.try_get(4)?,
-        reason: r.try_get(5)?,
-        action: r.try_get(6)?,
-        dedup_key: r.try_get(7)?,
-        attempts: r.try_get::<_, i32>(8)?.max(0) as u32,
-    })
-}
-
 #[async_trait]
 impl Queue for PostgresQueue {
     async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
-        if let Some(d) = &i.dedupe_id {
+        let tx = c.transaction().await?;
+        if let Some(d) = &i.delivery_id {
             // The primary key makes the check hold across replicas: of two concurrent inserts
             // one waits for the other's commit, then finds the row.
             let n = tx
@@ -521,14 +524,12 @@ impl Queue for PostgresQueue {
                      ON CONFLICT DO NOTHING",
                     &[&i.source, d, &i.id, &i.received_at],
                 )
-                .await
-                .map_err(storage)?;
+                .await?;
             if n == 0 {
                 let id: String = tx
                     .query_one("SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2", &[&i.source, d])
-                    .await
-                    .map_err(storage)?
-                    .try_get(0)?;
+                    .await?
+                    .get_as(0)?;
                 return Ok(Accepted::Duplicate { id });
             }
         }
@@ -540,7 +541,7 @@ impl Queue for PostgresQueue {
                 &i.id,
                 &i.source,
                 &i.received_at,
-                &i.dedupe_id,
+                &i.delivery_id,
                 &i.headers.to_string(),
                 &i.query,
                 &i.body.as_ref(),
@@ -548,32 +549,30 @@ impl Queue for PostgresQueue {
                 &error,
             ],
         )
-        .await
-        .map_err(storage)?;
-        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+        .await?;
+        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await?;
+        tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
 
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let until = now + lease.as_millis() as Millis;
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
-        let claimed = claim_in(&tx, self.schema, now, limit, until).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+        let tx = c.transaction().await?;
+        let claimed = claim_in(&tx, self.schema, now, limit, until).await?;
+        tx.commit().await?;
         Ok(claimed)
     }
 
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         let status = attempt.status.map(i32::from);
         tx.execute(
             "INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES ($1, $2, $3, $4, $5)",
             &[&id, &attempt.at, &status, &attempt.detail, &attempt.dedup_key],
         )
-        .await
-        .map_err(storage)?;
+        .await?;
         let (sql, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &finish {
             Finish::Delivered => (
                 "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $3
@@ -596,8 +595,8 @@ impl Queue for PostgresQueue {
                 vec![&id, &lease, &attempt.at, reason],
             ),
         };
-        let n = tx.execute(sql, &params).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+        let n = tx.execute(sql, &params).await?;
+        tx.commit().await?;
         Ok(n == 1)
     }
 
@@ -608,8 +607,7 @@ impl Queue for PostgresQueue {
                 "UPDATE events SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
                 &[&id, &lease, &until],
             )
-            .await
-            .map_err(storage)?;
+            .await?;
         Ok(n == 1)
     }
 
@@ -617,12 +615,12 @@ impl Queue for PostgresQueue {
         // Future times only (see the trait); a lease another replica holds counts, so its
         // expiry wakes this one.
         let c = self.client().await?;
-        Ok(c.query_one(NEXT_DUE, &[&now]).await.map_err(storage)?.try_get(0)?)
+        Ok(c.query_one(NEXT_DUE, &[&now]).await?.get_as(0)?)
     }
 
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         // Dead events stay until replayed or deleted; what replaced them is history.
         const DONE: &str = "state IN ('delivered', 'dry_run', 'collapsed', 'replayed') AND done_at < $1";
         let statements = [
@@ -638,19 +636,16 @@ impl Queue for PostgresQueue {
         ];
         let mut n = 0;
         for sql in &statements {
-            n += tx.execute(sql, &[&before]).await.map_err(storage)?;
+            n += tx.execute(sql, &[&before]).await?;
         }
-        tx.commit().await.map_err(storage)?;
+        tx.commit().await?;
         Ok(n)
     }
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         let c = self.client().await?;
-        let r = c
-            .query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[])
-            .await
-            .map_err(storage)?;
-        Ok((r.try_get::<_, i64>(0)? as u64, r.try_get(1)?))
+        let r = c.query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[]).await?;
+        Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
     }
 
     async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
@@ -660,8 +655,7 @@ impl Queue for PostgresQueue {
              WHERE id = $1 AND state = 'pending' AND lease_until = $3",
             &[&id, &until, &lease],
         )
-        .await
-        .map_err(storage)?;
+        .await?;
         Ok(())
     }
 
@@ -669,44 +663,26 @@ impl Queue for PostgresQueue {
         let c = self.client().await?;
         let rows = c
             .query(&format!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2"), &[&source, &(limit as i64)])
-            .await
-            .map_err(storage)?;
-        Ok(rows.iter().map(dead_letter_row).collect::<Result<_, _>>()?)
+            .await?;
+        Ok(rows.iter().map(DeadLetter::read).collect::<Result<_, _>>()?)
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
         let c = self.client().await?;
-        let letter = c
-            .query_opt(&format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2"), &[&None::<String>, &id.to_string()])
-            .await
-            .map_err(storage)?;
-        let Some(letter) = letter.as_ref().map(dead_letter_row).transpose()? else { return Ok(None) };
-        let (event, attempt_log) = match id {
-            DeadId::Event(n) => {
-                let body: String =
-                    c.query_one("SELECT body FROM events WHERE id = $1", &[&n]).await.map_err(storage)?.try_get(0)?;
-                let log = attempt_log(&c, n).await?;
-                (serde_json::from_str(&body).ok(), log)
-            }
+        let sql = format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2");
+        let letter = c.query_opt(&sql, &[&None::<String>, &id.to_string()]).await?;
+        let Some(letter) = letter.as_ref().map(DeadLetter::read).transpose()? else { return Ok(None) };
+        let (body, attempt_log) = match id {
+            DeadId::Event(n) => (Some((n, stored_body(&c, n).await?)), attempt_log(&c, n).await?),
             DeadId::Inbound(_) => (None, Vec::new()),
         };
-        let r = c
-            .query_one("SELECT headers, body FROM inbound WHERE id = $1", &[&letter.inbound_id])
-            .await
-            .map_err(storage)?;
-        let (headers, payload): (String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?);
-        Ok(Some(DeadLetterDetail {
-            letter,
-            event,
-            attempt_log,
-            headers: serde_json::from_str(&headers).unwrap_or_default(),
-            payload: String::from_utf8_lossy(&payload).into_owned(),
-        }))
+        let request = stored_request(&c, &letter.inbound_id).await?;
+        DeadLetterDetail::assemble(letter, body, attempt_log, request).map(Some)
     }
 
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         // Marking it first takes the row lock: of two replays of one event, the second finds
         // it no longer dead and copies nothing.
         let Some(dead) = tx
@@ -715,12 +691,12 @@ impl Queue for PostgresQueue {
                 &[&id, &now],
             )
             .await
-            .map_err(storage)?
+            ?
         else {
             return Ok(None);
         };
-        let lane: Option<String> = dead.try_get(0)?;
-        lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await.map_err(storage)?;
+        let lane: Option<String> = dead.get_as(0)?;
+        lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await?;
         let new_id: i64 = tx
             .query_one(
                 "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
@@ -729,40 +705,21 @@ impl Queue for PostgresQueue {
                 &[&id, &now],
             )
             .await
-            .map_err(storage)?
-            .try_get(0)?;
+            ?
+            .get_as(0)?;
         tx.execute(
             "UPDATE events SET last_error = last_error || $2 WHERE id = $1",
             &[&id, &format!(" (replayed as event {new_id})")],
         )
-        .await
-        .map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+        .await?;
+        tx.commit().await?;
         Ok(Some(new_id))
     }
 
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         let c = self.client().await?;
-        let row = c
-            .query_opt(
-                "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = $1",
-                &[&id],
-            )
-            .await
-            .map_err(storage)?;
-        let Some(r) = row else { return Ok(None) };
-        let headers: String = r.try_get(2)?;
-        let body: Vec<u8> = r.try_get(4)?;
-        let status: String = r.try_get(5)?;
-        Ok(Some(StoredInbound {
-            id: r.try_get(0)?,
-            source: r.try_get(1)?,
-            received_at: r.try_get(7)?,
-            headers: serde_json::from_str(&headers).unwrap_or_default(),
-            query: r.try_get(3)?,
-            body: body.into(),
-            status: status_from_columns(&status, r.try_get(6)?),
-        }))
+        let sql = "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = $1";
+        c.query_opt(sql, &[&id]).await?.as_ref().map(StoredInbound::read).transpose()
     }
 
     async fn remap(
@@ -773,7 +730,7 @@ impl Queue for PostgresQueue {
         now: Millis,
     ) -> Result<Option<usize>, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         let (status, error) = status_columns(&status);
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
@@ -782,19 +739,19 @@ impl Queue for PostgresQueue {
                 &[&id, &status, &error],
             )
             .await
-            .map_err(storage)?
+            ?
         else {
             return Ok(None);
         };
-        let source: String = row.try_get(0)?;
-        insert_events(&tx, self.schema, (&id, &source), &events, now).await.map_err(storage)?;
-        tx.commit().await.map_err(storage)?;
+        let source: String = row.get_as(0)?;
+        insert_events(&tx, self.schema, (&id, &source), &events, now).await?;
+        tx.commit().await?;
         Ok(Some(events.len()))
     }
 
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         let n = match &id {
             DeadId::Event(n) => {
                 tx.execute(
@@ -802,15 +759,18 @@ impl Queue for PostgresQueue {
                     &[n],
                 )
                 .await
-                .map_err(storage)?;
-                tx.execute("DELETE FROM events WHERE id = $1 AND state = 'dead'", &[n]).await.map_err(storage)?
+                ?;
+                tx.execute("DELETE FROM events WHERE id = $1 AND state = 'dead'", &[n]).await?
             }
-            DeadId::Inbound(s) => tx
-                .execute("DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')", &[s])
-                .await
-                .map_err(storage)?,
+            DeadId::Inbound(s) => {
+                tx.execute(
+                    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')",
+                    &[s],
+                )
+                .await?
+            }
         };
-        tx.commit().await.map_err(storage)?;
+        tx.commit().await?;
         Ok(n > 0)
     }
 
@@ -820,32 +780,18 @@ impl Queue for PostgresQueue {
             "{EVENT_ROW} WHERE ($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0 OR i.source = $1::text
              OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint) ORDER BY e.id DESC LIMIT $3"
         );
-        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64)]).await.map_err(storage)?;
-        Ok(rows.iter().map(event_row).collect::<Result<_, _>>()?)
+        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64)]).await?;
+        Ok(rows.iter().map(EventRow::read).collect::<Result<_, _>>()?)
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
         let c = self.client().await?;
-        let Some(r) = c.query_opt(&format!("{EVENT_ROW} WHERE e.id = $1"), &[&id]).await.map_err(storage)? else {
+        let Some(r) = c.query_opt(&format!("{EVENT_ROW} WHERE e.id = $1"), &[&id]).await? else {
             return Ok(None);
         };
-        let row = event_row(&r)?;
-        let body: String =
-            c.query_one("SELECT body FROM events WHERE id = $1", &[&id]).await.map_err(storage)?.try_get(0)?;
-        let attempt_log = attempt_log(&c, id).await?;
-        let r = c
-            .query_one("SELECT headers, query, body FROM inbound WHERE id = $1", &[&row.summary.inbound_id])
-            .await
-            .map_err(storage)?;
-        let (headers, query, payload): (String, String, Vec<u8>) = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
-        Ok(Some(EventDetail {
-            row,
-            event: serde_json::from_str(&body).ok(),
-            attempt_log,
-            headers: serde_json::from_str(&headers).unwrap_or_default(),
-            query,
-            payload: String::from_utf8_lossy(&payload).into_owned(),
-        }))
+        let row = EventRow::read(&r)?;
+        let request = stored_request(&c, &row.summary.inbound_id).await?;
+        EventDetail::assemble(row, stored_body(&c, id).await?, attempt_log(&c, id).await?, request).map(Some)
     }
 }
 
@@ -857,12 +803,12 @@ const LOCK_PACE: &str = "INSERT INTO pace (key_sha256, tat, closed_until, log, a
      ON CONFLICT (key_sha256) DO UPDATE SET at = excluded.at
      RETURNING key_sha256, tat, closed_until, log";
 
-fn pace_row(r: &Row) -> Result<(String, PaceState), tokio_postgres::Error> {
-    let log: Vec<i64> = r.try_get(3)?;
-    Ok((r.try_get(0)?, PaceState { tat: r.try_get(1)?, closed_until: r.try_get(2)?, log: log.into() }))
+fn pace_row(r: &Row) -> Result<(String, PaceState), QueueError> {
+    let log: Vec<i64> = r.get_as(3)?;
+    Ok((r.get_as(0)?, PaceState { tat: r.get_as(1)?, closed_until: r.get_as(2)?, log: log.into() }))
 }
 
-async fn store_pace(tx: &Transaction<'_>, key: &str, k: &PaceState) -> Result<(), tokio_postgres::Error> {
+async fn store_pace(tx: &Transaction<'_>, key: &str, k: &PaceState) -> Result<(), QueueError> {
     let log: Vec<i64> = k.log.iter().copied().collect();
     let stmt = tx.prepare_cached("UPDATE pace SET tat = $2, closed_until = $3, log = $4 WHERE key_sha256 = $1").await?;
     tx.execute(&stmt, &[&key, &k.tat, &k.closed_until, &log]).await?;
@@ -883,22 +829,23 @@ impl SharedPace for PostgresQueue {
         keys.dedup();
         let lanes: Vec<&str> = asks.iter().map(|a| a.lane.as_str()).collect();
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         // Both in one round trip (tokio-postgres pipelines queries sent together).
         let (lock_params, held_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
             ([&keys, &now], [&lanes]);
         let (rows, held) = tokio::try_join!(
             tx.query(LOCK_PACE, &lock_params),
             tx.query("SELECT lane, slot FROM pace_lanes WHERE lane = ANY($1)", &held_params)
-        )
-        .map_err(storage)?;
+        )?;
         let mut states: HashMap<String, PaceState> = rows.iter().map(pace_row).collect::<Result<_, _>>()?;
         let mut held: HashMap<String, Millis> =
-            held.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, tokio_postgres::Error>>()?;
+            held.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).collect::<Result<_, QueueError>>()?;
         let had_held = !held.is_empty();
         let (mut out, mut promised) = (Vec::with_capacity(asks.len()), (Vec::new(), Vec::new(), Vec::new()));
         for a in asks {
-            let state = states.get_mut(&a.key).ok_or_else(|| QueueError::Storage("pace row missing".into()))?;
+            let state = states
+                .get_mut(&a.key)
+                .ok_or_else(|| QueueError::BadRow(format!("pace row of key {} missing", a.key)))?;
             let slot = rule.slot(state, held.remove(&a.lane), now);
             if slot > now {
                 promised.0.push(a.lane.as_str());
@@ -908,7 +855,7 @@ impl SharedPace for PostgresQueue {
             out.push(slot);
         }
         if had_held {
-            tx.execute("DELETE FROM pace_lanes WHERE lane = ANY($1)", &[&lanes]).await.map_err(storage)?;
+            tx.execute("DELETE FROM pace_lanes WHERE lane = ANY($1)", &[&lanes]).await?;
         }
         if !promised.0.is_empty() {
             tx.execute(
@@ -917,43 +864,39 @@ impl SharedPace for PostgresQueue {
                 &[&promised.0, &promised.1, &promised.2],
             )
             .await
-            .map_err(storage)?;
+            ?;
         }
         for (key, state) in &states {
-            store_pace(&tx, key, state).await.map_err(storage)?;
+            store_pace(&tx, key, state).await?;
         }
-        tx.commit().await.map_err(storage)?;
+        tx.commit().await?;
         Ok(out)
     }
 
     async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
         let c = self.client().await?;
-        let rows = c
-            .query("SELECT key_sha256, closed_until FROM pace WHERE key_sha256 = ANY($1)", &[&keys])
-            .await
-            .map_err(storage)?;
+        let rows = c.query("SELECT key_sha256, closed_until FROM pace WHERE key_sha256 = ANY($1)", &[&keys]).await?;
         let closed: HashMap<String, Millis> =
-            rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).collect::<Result<_, tokio_postgres::Error>>()?;
+            rows.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).collect::<Result<_, QueueError>>()?;
         Ok(keys.iter().map(|k| closed.get(k).copied().unwrap_or(0)).collect())
     }
 
     async fn hold(&self, key: &str, now: Millis, until: Millis, rule: &dyn PaceRule) -> Result<(), QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await.map_err(storage)?;
+        let tx = c.transaction().await?;
         let keys = vec![key];
-        let row = tx.query_one(LOCK_PACE, &[&keys, &now]).await.map_err(storage)?;
+        let row = tx.query_one(LOCK_PACE, &[&keys, &now]).await?;
         let (_, mut state) = pace_row(&row)?;
         let shift = rule.hold(&mut state, now, until);
-        store_pace(&tx, key, &state).await.map_err(storage)?;
+        store_pace(&tx, key, &state).await?;
         if shift > 0 {
             tx.execute(
                 "UPDATE pace_lanes SET slot = slot + $2 WHERE key_sha256 = $1 AND slot > $3",
                 &[&key, &shift, &now],
             )
-            .await
-            .map_err(storage)?;
+            .await?;
         }
-        tx.commit().await.map_err(storage)?;
+        tx.commit().await?;
         Ok(())
     }
 }
@@ -964,39 +907,19 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 
-fn event_row(r: &Row) -> Result<EventRow, tokio_postgres::Error> {
-    let key: String = r.try_get(10)?;
-    Ok(EventRow {
-        summary: EventSummary {
-            id: r.try_get(0)?,
-            inbound_id: r.try_get(1)?,
-            source: r.try_get(2)?,
-            kind: r.try_get(3)?,
-            action: r.try_get(4)?,
-            dedup_key: r.try_get(5)?,
-            state: r.try_get(6)?,
-            attempts: r.try_get::<_, i32>(7)?.max(0) as u32,
-            created_at: r.try_get(8)?,
-            last_error: r.try_get(9)?,
-            pagerduty_dedup_key: r.try_get(11)?,
-        },
-        routing_key: super::fingerprint_of(&key),
-    })
+/// Event `id`'s stored body.
+async fn stored_body(c: &tokio_postgres::Client, id: i64) -> Result<StoredBody, QueueError> {
+    StoredBody::read(&c.query_one("SELECT format, body FROM events WHERE id = $1", &[&id]).await?)
+}
+
+/// The stored request of inbound `id`.
+async fn stored_request(c: &tokio_postgres::Client, id: &str) -> Result<StoredRequest, QueueError> {
+    StoredRequest::read(&c.query_one("SELECT headers, query, body FROM inbound WHERE id = $1", &[&id]).await?)
 }
 
 /// Every attempt at event `id`, oldest first.
-async fn attempt_log(c: &tokio_postgres::Client, id: i64) -> Result<Vec<AttemptRecord>, QueueError> {
-    let rows = c
-        .query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&id])
-        .await
-        .map_err(storage)?;
-    let log = rows.iter().map(|r| {
-        Ok(AttemptRecord {
-            at: r.try_get(0)?,
-            status: r.try_get::<_, Option<i32>>(1)?.and_then(|s| u16::try_from(s).ok()),
-            detail: r.try_get(2)?,
-            pagerduty_dedup_key: r.try_get(3)?,
-        })
-    });
-    Ok(log.collect::<Result<_, tokio_postgres::Error>>()?)
+async fn attempt_log(c: &tokio_postgres::Client, id: i64) -> Result<Vec<Attempt>, QueueError> {
+    let rows =
+        c.query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&id]).await?;
+    rows.iter().map(Attempt::read).collect()
 }

@@ -5,24 +5,27 @@
 //! the channel when it wakes goes into the same transaction (one fsync for all of them), each
 //! inside its own savepoint so one failure does not sink the others.
 
+use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::schema::{self, step_failed};
 use super::{
-    applied_migrations, status_columns, status_from_columns, sticky, sticky_key, Accepted, Attempt, AttemptRecord,
-    Claimed, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, EventSummary, Finish,
-    InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route, StoredEvent, StoredInbound,
+    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
+    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route,
+    StoredInbound,
 };
 use crate::config::Durability;
 use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use std::path::Path;
 use std::sync::mpsc;
 use std::time::Duration;
 use tokio::sync::oneshot;
 
-/// Schema changes in order: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`.
-/// Each runs in the transaction that records the new version, so a crash leaves either.
-pub(super) const MIGRATIONS: &[&str] = &[
-    r#"
+/// Schema changes in order: `MIGRATIONS[n]` takes a database from version `n` to `n + 1`, its
+/// statements run in order. Each runs in the transaction that records the new version, so a
+/// crash leaves either.
+pub(super) const MIGRATIONS: &[&[&str]] = &[
+    &[r#"
 CREATE TABLE inbound (
     id          TEXT PRIMARY KEY,
     source      TEXT NOT NULL,
@@ -68,9 +71,9 @@ CREATE TABLE attempts (
     detail   TEXT
 );
 CREATE INDEX attempts_event ON attempts (event_id);
-"#,
+"#],
     // Sticky routing, and indexes for the dead-letter views and pruning.
-    r#"
+    &[r#"
 CREATE TABLE routes (
     dedup_key   TEXT NOT NULL,
     routing_key TEXT NOT NULL,
@@ -80,19 +83,12 @@ CREATE TABLE routes (
 CREATE INDEX events_dead ON events (done_at) WHERE state = 'dead';
 CREATE INDEX events_inbound ON events (inbound_id);
 CREATE INDEX inbound_failed ON inbound (received_at) WHERE status = 'mapping_failed';
-"#,
+"#],
     // `next_due` by index: the worker asks after every round, even with a million pending.
-    r#"
-CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';
-"#,
-    // The dedup_key PagerDuty's 202 answered with, per attempt.
-    r#"
-ALTER TABLE attempts ADD COLUMN dedup_key TEXT;
-"#,
-    // Sticky routes per source: one source's resolve must never follow another's trigger.
-    // Existing routes keep the source of a trigger still stored; the rest are dropped (their
-    // resolves go to their own key, as before sticky routing).
-    r#"
+    &["CREATE INDEX events_next ON events (next_at) WHERE state = 'pending';"],
+    &[schema::ATTEMPTS_DEDUP_KEY],
+    &[
+        r#"
 CREATE TABLE routes_by_source (
     source      TEXT NOT NULL,
     dedup_key   TEXT NOT NULL,
@@ -105,13 +101,10 @@ SELECT i.source, r.dedup_key, r.routing_key, r.at FROM routes r
 JOIN events e ON e.dedup_key = r.dedup_key AND e.routing_key = r.routing_key AND e.action = 'trigger'
 JOIN inbound i ON i.id = e.inbound_id
 ORDER BY r.at, r.rowid;
-DROP TABLE routes;
-ALTER TABLE routes_by_source RENAME TO routes;
 "#,
-    // Payloads kept as `too_many_events` dead letters, listed like mapping failures.
-    r#"
-CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';
-"#,
+        schema::ROUTES_BY_SOURCE_SWAP,
+    ],
+    &[schema::INBOUND_TOO_MANY],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -141,54 +134,116 @@ pub struct SqliteQueue {
     _stop_checkpoints: mpsc::Sender<()>,
 }
 
-fn storage(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Storage(e.to_string())
+/// The kind of failure an SQLite error is, with `detail` as its text.
+fn classify(e: &rusqlite::Error, detail: String) -> QueueError {
+    use rusqlite::Error as E;
+    match e {
+        E::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => QueueError::Busy(detail),
+            ErrorCode::ConstraintViolation => QueueError::Constraint(detail),
+            ErrorCode::SystemIoFailure
+            | ErrorCode::DiskFull
+            | ErrorCode::CannotOpen
+            | ErrorCode::ReadOnly
+            | ErrorCode::PermissionDenied
+            | ErrorCode::FileLockingProtocolFailed
+            | ErrorCode::DatabaseCorrupt
+            | ErrorCode::NotADatabase => QueueError::Io(detail),
+            _ => QueueError::Database(detail),
+        },
+        E::FromSqlConversionFailure(..)
+        | E::IntegralValueOutOfRange(..)
+        | E::InvalidColumnType(..)
+        | E::InvalidColumnIndex(_)
+        | E::InvalidColumnName(_)
+        | E::Utf8Error(_) => QueueError::BadRow(detail),
+        _ => QueueError::Database(detail),
+    }
+}
+
+impl From<rusqlite::Error> for QueueError {
+    fn from(e: rusqlite::Error) -> QueueError {
+        classify(&e, e.to_string())
+    }
+}
+
+fn io(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Io(e.to_string())
+}
+
+impl Columns for rusqlite::Row<'_> {
+    fn col<T: Stored>(&self, i: usize) -> Result<T, QueueError> {
+        Ok(self.get(i)?)
+    }
+}
+
+/// Every row `stmt` returns for `params`, each read by `read`.
+fn all<T>(
+    stmt: &mut Statement<'_>,
+    params: impl rusqlite::Params,
+    read: impl Fn(&rusqlite::Row) -> Result<T, QueueError>,
+) -> Result<Vec<T>, QueueError> {
+    let mut rows = stmt.query(params)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        out.push(read(r)?);
+    }
+    Ok(out)
+}
+
+/// The first row `stmt` returns for `params`, if any, read by `read`.
+fn first<T>(
+    stmt: &mut Statement<'_>,
+    params: impl rusqlite::Params,
+    read: impl FnOnce(&rusqlite::Row) -> Result<T, QueueError>,
+) -> Result<Option<T>, QueueError> {
+    stmt.query(params)?.next()?.map(read).transpose()
 }
 
 impl SqliteQueue {
     /// Opens (creating or migrating if needed) the database and starts its thread.
     pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| storage(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
         }
-        let mut conn = Connection::open(path).map_err(|e| storage(format!("cannot open {}: {e}", path.display())))?;
-        conn.busy_timeout(Duration::from_secs(5)).map_err(storage)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(storage)?;
+        let mut conn =
+            Connection::open(path).map_err(|e| classify(&e, format!("cannot open {}: {e}", path.display())))?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
         // NORMAL by default (WAL, no fsync per commit): leases, attempts and delivery states
         // may be lost to a power cut, which only means an event is sent again (at-least-once).
         // Accepts, the promise behind a 2xx, switch to FULL around their commit when asked.
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(storage)?;
-        migrate(&mut conn).map_err(storage)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        migrate(&mut conn)?;
         if role == Role::Deliverer {
-            conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])
-                .map_err(storage)?;
+            conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])?;
         }
         // Checkpoints copy the WAL into the database file. A second connection does that in
         // the background every second, so the writer's own automatic checkpoint (which it
         // needs: only the writer can make the WAL start over) finds little left to copy and
         // no request's commit stalls on it. Measured: accept p99 at 3000 req/s went from
         // 128 ms (writer-side truncation) to 8 ms.
-        let checkpointer = Connection::open(path).map_err(storage)?;
+        let checkpointer = Connection::open(path)?;
         let (stop_checkpoints, stopped) = mpsc::channel();
         std::thread::Builder::new()
             .name("pagerhook-checkpoint".into())
             .spawn(move || checkpoint_periodically(checkpointer, stopped))
-            .map_err(storage)?;
+            .map_err(io)?;
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("pagerhook-sqlite".into())
             .spawn(move || serve(conn, rx, durability))
-            .map_err(storage)?;
+            .map_err(io)?;
         Ok(SqliteQueue { tx, _stop_checkpoints: stop_checkpoints })
     }
 
     async fn run<T: Send + 'static>(
         &self,
-        f: impl FnOnce(&mut Connection) -> Result<T, rusqlite::Error> + Send + 'static,
+        f: impl FnOnce(&mut Connection) -> Result<T, QueueError> + Send + 'static,
     ) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |c| {
-            let _ = tx.send(f(c).map_err(storage));
+            let _ = tx.send(f(c));
         });
         self.tx.send(Cmd::Run(job)).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
@@ -206,26 +261,21 @@ impl SqliteQueue {
 }
 
 /// Brings the schema to the newest version this build knows; refuses a newer one.
-fn migrate(conn: &mut Connection) -> Result<(), String> {
-    let e = |e: rusqlite::Error| e.to_string();
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)").map_err(e)?;
+fn migrate(conn: &mut Connection) -> Result<(), QueueError> {
+    conn.execute_batch(schema::META)?;
     // BEGIN IMMEDIATE: two processes opening a fresh file at once migrate one after the other.
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(e)?;
-    let version: Option<String> =
-        tx.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).optional().map_err(e)?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let version: Option<String> = tx.query_row(schema::READ_VERSION, [], |r| r.get(0)).optional()?;
     let version = applied_migrations(version.as_deref(), MIGRATIONS.len())?;
-    for m in &MIGRATIONS[version..] {
-        tx.execute_batch(m).map_err(e)?;
+    for (n, steps) in MIGRATIONS.iter().enumerate().skip(version) {
+        for step in *steps {
+            tx.execute_batch(step).map_err(|e| step_failed(n + 1, e.into()))?;
+        }
     }
     if version < MIGRATIONS.len() {
-        tx.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema_version', ?1)
-             ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-            [MIGRATIONS.len().to_string()],
-        )
-        .map_err(e)?;
+        tx.execute(schema::WRITE_VERSION, [MIGRATIONS.len().to_string()])?;
     }
-    tx.commit().map_err(e)
+    Ok(tx.commit()?)
 }
 
 /// Every second, copies what the WAL holds into the database file (PASSIVE: it never blocks
@@ -308,11 +358,11 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
                         let keep = matches!(a, Accepted::Committed { .. });
                         (Answer::Accept(reply, Ok(a)), keep)
                     }
-                    Err(e) => (Answer::Accept(reply, Err(storage(e))), false),
+                    Err(e) => (Answer::Accept(reply, Err(e.into())), false),
                 },
                 Write::Finish(id, lease, done, reply) => match finish_one(&sp, id, lease, &done.0, &done.1) {
                     Ok(held) => (Answer::Finish(reply, Ok(held)), true),
-                    Err(e) => (Answer::Finish(reply, Err(storage(e))), false),
+                    Err(e) => (Answer::Finish(reply, Err(e.into())), false),
                 },
             };
             if keep {
@@ -328,7 +378,7 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
         // Only a committed transaction may be reported as committed.
         let failed = || match &outcome {
             Ok(()) => None,
-            Err(e) => Some(storage(format!("commit failed: {e}"))),
+            Err(e) => Some(classify(e, format!("commit failed: {e}"))),
         };
         match answer {
             Answer::Accept(reply, r) => {
@@ -385,7 +435,7 @@ fn finish_one(
 }
 
 fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accepted, rusqlite::Error> {
-    if let Some(d) = &i.dedupe_id {
+    if let Some(d) = &i.delivery_id {
         let n = tx.execute(
             "INSERT OR IGNORE INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
             params![i.source, d, i.id, i.received_at],
@@ -407,7 +457,7 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
             i.id,
             i.source,
             i.received_at,
-            i.dedupe_id,
+            i.delivery_id,
             i.headers.to_string(),
             i.query,
             i.body.as_ref(),
@@ -431,7 +481,7 @@ fn insert_events(
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 1, ?8, ?8)",
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?8)",
     )?;
     for e in events {
         let e = match Route::of(e) {
@@ -455,42 +505,31 @@ fn insert_events(
             e.dedup_key().map(|k| k.as_str()),
             e.body().to_string(),
             at,
+            EVENT_FORMAT,
         ])?;
     }
     Ok(())
 }
 
+/// The columns [`StoredEvent::read`] reads (`?1`: the claim's `now`).
 const ROW_COLUMNS: &str =
-    "e.id, e.kind, e.order_key, e.routing_key, e.action, e.body, e.attempts, e.created_at, e.inbound_id, e.next_at <= ?1 AND e.lease_until <= ?1";
-
-fn row(r: &rusqlite::Row) -> Result<StoredEvent, rusqlite::Error> {
-    Ok(StoredEvent {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        order_key: r.get(2)?,
-        routing_key: r.get(3)?,
-        action: r.get(4)?,
-        body: r.get(5)?,
-        attempts: r.get(6)?,
-        created_at: r.get(7)?,
-        inbound_id: r.get(8)?,
-        due: r.get(9)?,
-    })
-}
+    "e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, e.attempts, e.created_at, \
+     e.inbound_id, e.next_at <= ?1 AND e.lease_until <= ?1";
 
 /// Leases up to `limit` lane heads. A head that is a trigger directly followed in its lane by
 /// another due trigger is collapsed into it (repeatedly): PagerDuty would only deduplicate
 /// the older ones, and skipping them shortens a backlog. A trigger never collapses into an
 /// acknowledge or resolve.
-fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Claimed>, rusqlite::Error> {
-    let heads = tx
-        .prepare_cached(&format!(
+fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Claimed>, QueueError> {
+    let heads = all(
+        &mut *tx.prepare_cached(&format!(
             "SELECT {ROW_COLUMNS} FROM events e
              WHERE e.state = 'pending' AND e.next_at <= ?1 AND e.lease_until <= ?1 AND {LANE_HEAD}
              ORDER BY e.id LIMIT ?2"
-        ))?
-        .query_map(params![now, limit as i64], row)?
-        .collect::<Result<Vec<_>, _>>()?;
+        ))?,
+        params![now, limit as i64],
+        |r| StoredEvent::read(r),
+    )?;
     let mut next_in_lane = tx.prepare_cached(&format!(
         "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = 'pending' AND e.order_key = ?2 AND e.id > ?3 ORDER BY e.id LIMIT 1"
     ))?;
@@ -502,7 +541,9 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
     for mut head in heads {
         let mut superseded = Vec::new();
         while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
-            let Some(next) = next_in_lane.query_row(params![now, lane, head.id], row).optional()? else { break };
+            let Some(next) = first(&mut next_in_lane, params![now, lane, head.id], |r| StoredEvent::read(r))? else {
+                break;
+            };
             if !head.collapses_into(&next) {
                 break;
             }
@@ -555,18 +596,21 @@ impl Queue for SqliteQueue {
 
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
         self.run(move |c| {
-            c.prepare_cached(
-                "UPDATE events SET lease_until = ?3 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-            )?
-            .execute(params![id, lease, until])
-            .map(|n| n == 1)
+            let n = c
+                .prepare_cached(
+                    "UPDATE events SET lease_until = ?3 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
+                )?
+                .execute(params![id, lease, until])?;
+            Ok(n == 1)
         })
         .await
     }
 
     async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
         self.run(move |c| {
-            c.query_row("SELECT MIN(next_at) FROM events WHERE state = 'pending' AND next_at > ?1", [now], |r| r.get(0))
+            Ok(c.query_row("SELECT MIN(next_at) FROM events WHERE state = 'pending' AND next_at > ?1", [now], |r| {
+                r.get(0)
+            })?)
         })
         .await
     }
@@ -596,9 +640,9 @@ impl Queue for SqliteQueue {
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         self.run(|c| {
-            c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| {
+            Ok(c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| {
                 Ok((r.get(0)?, r.get(1)?))
-            })
+            })?)
         })
         .await
     }
@@ -609,8 +653,8 @@ impl Queue for SqliteQueue {
                 "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2)
                  WHERE id = ?1 AND state = 'pending' AND lease_until = ?3",
                 params![id, until, lease],
-            )
-            .map(drop)
+            )?;
+            Ok(())
         })
         .await
     }
@@ -618,41 +662,22 @@ impl Queue for SqliteQueue {
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) ORDER BY at DESC LIMIT ?2"))?;
-            let rows = stmt.query_map(params![source, limit as i64], dead_letter_row)?;
-            rows.collect()
+            all(&mut stmt, params![source, limit as i64], |r| DeadLetter::read(r))
         })
         .await
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
         self.run(move |c| {
-            let letter = c
-                .query_row(
-                    &format!("SELECT * FROM ({DEAD_LETTERS}) WHERE id = ?3"),
-                    params![Option::<String>::None, 0, id.to_string()],
-                    dead_letter_row,
-                )
-                .optional()?;
-            let Some(letter) = letter else { return Ok(None) };
-            let (event, attempt_log) = match id {
-                DeadId::Event(n) => {
-                    let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [n], |r| r.get(0))?;
-                    let log = attempt_log(c, n)?;
-                    (serde_json::from_str(&body).ok(), log)
-                }
+            let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) WHERE id = ?3"))?;
+            let params = params![Option::<String>::None, 0, id.to_string()];
+            let Some(letter) = first(&mut stmt, params, |r| DeadLetter::read(r))? else { return Ok(None) };
+            let (body, attempt_log) = match id {
+                DeadId::Event(n) => (Some((n, stored_body(c, n)?)), attempt_log(c, n)?),
                 DeadId::Inbound(_) => (None, Vec::new()),
             };
-            let (headers, payload): (String, Vec<u8>) =
-                c.query_row("SELECT headers, body FROM inbound WHERE id = ?1", [&letter.inbound_id], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?;
-            Ok(Some(DeadLetterDetail {
-                letter,
-                event,
-                attempt_log,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                payload: String::from_utf8_lossy(&payload).into_owned(),
-            }))
+            let request = stored_request(c, &letter.inbound_id)?;
+            DeadLetterDetail::assemble(letter, body, attempt_log, request).map(Some)
         })
         .await
     }
@@ -682,25 +707,10 @@ impl Queue for SqliteQueue {
 
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         self.run(move |c| {
-            c.query_row(
+            let mut stmt = c.prepare_cached(
                 "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = ?1",
-                [&id],
-                |r| {
-                    let headers: String = r.get(2)?;
-                    let body: Vec<u8> = r.get(4)?;
-                    let status: String = r.get(5)?;
-                    Ok(StoredInbound {
-                        id: r.get(0)?,
-                        source: r.get(1)?,
-                        received_at: r.get(7)?,
-                        headers: serde_json::from_str(&headers).unwrap_or_default(),
-                        query: r.get(3)?,
-                        body: body.into(),
-                        status: status_from_columns(&status, r.get(6)?),
-                    })
-                },
-            )
-            .optional()
+            )?;
+            first(&mut stmt, [&id], |r| StoredInbound::read(r))
         })
         .await
     }
@@ -754,32 +764,17 @@ impl Queue for SqliteQueue {
                 "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
                  AND (?2 IS NULL OR e.id < ?2) ORDER BY e.id DESC LIMIT ?3"
             ))?;
-            let rows = stmt.query_map(params![q.search, q.before, q.limit as i64], event_row)?;
-            rows.collect()
+            all(&mut stmt, params![q.search, q.before, q.limit as i64], |r| EventRow::read(r))
         })
         .await
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
         self.run(move |c| {
-            let Some(row) = c.query_row(&format!("{EVENT_ROW} WHERE e.id = ?1"), [id], event_row).optional()? else {
-                return Ok(None);
-            };
-            let body: String = c.query_row("SELECT body FROM events WHERE id = ?1", [id], |r| r.get(0))?;
-            let attempt_log = attempt_log(c, id)?;
-            let (headers, query, payload): (String, String, Vec<u8>) = c.query_row(
-                "SELECT headers, query, body FROM inbound WHERE id = ?1",
-                [&row.summary.inbound_id],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )?;
-            Ok(Some(EventDetail {
-                row,
-                event: serde_json::from_str(&body).ok(),
-                attempt_log,
-                headers: serde_json::from_str(&headers).unwrap_or_default(),
-                query,
-                payload: String::from_utf8_lossy(&payload).into_owned(),
-            }))
+            let mut stmt = c.prepare_cached(&format!("{EVENT_ROW} WHERE e.id = ?1"))?;
+            let Some(row) = first(&mut stmt, [id], |r| EventRow::read(r))? else { return Ok(None) };
+            let request = stored_request(c, &row.summary.inbound_id)?;
+            EventDetail::assemble(row, stored_body(c, id)?, attempt_log(c, id)?, request).map(Some)
         })
         .await
     }
@@ -800,52 +795,28 @@ const DEAD_LETTERS: &str = "
     FROM inbound i
     WHERE i.status = 'too_many_events' AND (?1 IS NULL OR i.source = ?1)";
 
-fn dead_letter_row(r: &rusqlite::Row) -> Result<DeadLetter, rusqlite::Error> {
-    Ok(DeadLetter {
-        id: r.get(0)?,
-        kind: r.get(1)?,
-        source: r.get(2)?,
-        inbound_id: r.get(3)?,
-        at: r.get(4)?,
-        reason: r.get(5)?,
-        action: r.get(6)?,
-        dedup_key: r.get(7)?,
-        attempts: r.get(8)?,
-    })
-}
-
 /// The columns of an [`EventRow`], for `events` and `event` to filter.
 const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
     e.created_at, e.last_error, e.routing_key,
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 
-fn event_row(r: &rusqlite::Row) -> Result<EventRow, rusqlite::Error> {
-    let key: String = r.get(10)?;
-    Ok(EventRow {
-        summary: EventSummary {
-            id: r.get(0)?,
-            inbound_id: r.get(1)?,
-            source: r.get(2)?,
-            kind: r.get(3)?,
-            action: r.get(4)?,
-            dedup_key: r.get(5)?,
-            state: r.get(6)?,
-            attempts: r.get(7)?,
-            created_at: r.get(8)?,
-            last_error: r.get(9)?,
-            pagerduty_dedup_key: r.get(11)?,
-        },
-        routing_key: super::fingerprint_of(&key),
-    })
+/// Event `id`'s stored body.
+fn stored_body(c: &Connection, id: i64) -> Result<StoredBody, QueueError> {
+    let mut stmt = c.prepare_cached("SELECT format, body FROM events WHERE id = ?1")?;
+    first(&mut stmt, [id], |r| StoredBody::read(r))?.ok_or_else(|| QueueError::BadRow(format!("event {id} vanished")))
+}
+
+/// The stored request of inbound `id`.
+fn stored_request(c: &Connection, id: &str) -> Result<StoredRequest, QueueError> {
+    let mut stmt = c.prepare_cached("SELECT headers, query, body FROM inbound WHERE id = ?1")?;
+    first(&mut stmt, [id], |r| StoredRequest::read(r))?
+        .ok_or_else(|| QueueError::BadRow(format!("inbound {id} is missing")))
 }
 
 /// Every attempt at event `id`, oldest first.
-fn attempt_log(c: &Connection, id: i64) -> rusqlite::Result<Vec<AttemptRecord>> {
+fn attempt_log(c: &Connection, id: i64) -> Result<Vec<Attempt>, QueueError> {
     let mut stmt =
         c.prepare_cached("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = ?1 ORDER BY rowid")?;
-    let log = stmt.query_map([id], |r| {
-        Ok(AttemptRecord { at: r.get(0)?, status: r.get(1)?, detail: r.get(2)?, pagerduty_dedup_key: r.get(3)? })
-    })?;
-    log.collect()
+    all(&mut stmt, [id], |r| Attempt::read(r))
 }

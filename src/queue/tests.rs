@@ -35,28 +35,13 @@ fn change() -> Event {
     Event::change(key(), ChangeDraft { summary: Some("c".into()), ..ChangeDraft::default() }).unwrap()
 }
 
-fn inbound(dedupe: Option<&str>) -> NewInbound {
-    inbound_from("gh").with_dedupe(dedupe)
-}
-
-impl NewInbound {
-    fn with_dedupe(self, dedupe: Option<&str>) -> NewInbound {
-        NewInbound { dedupe_id: dedupe.map(str::to_string), ..self }
-    }
+fn inbound(delivery_id: Option<&str>) -> NewInbound {
+    NewInbound { delivery_id: delivery_id.map(str::to_string), ..inbound_from("gh") }
 }
 
 /// A webhook of `source`, without a delivery id.
 fn inbound_from(source: &str) -> NewInbound {
-    NewInbound {
-        id: uuid::Uuid::now_v7().to_string(),
-        source: source.into(),
-        received_at: now_millis(),
-        dedupe_id: None,
-        headers: serde_json::json!({}),
-        query: String::new(),
-        body: bytes::Bytes::from_static(b"{}"),
-        status: InboundStatus::Mapped,
-    }
+    NewInbound::new(source, now_millis(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped)
 }
 
 /// A fresh SQLite queue; the directory lives as long as the guard.
@@ -125,6 +110,76 @@ on_every_backend!(
     a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
 );
 
+/// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
+/// wrote, is made.
+enum Raw {
+    Sqlite(std::path::PathBuf),
+    Postgres(tokio_postgres::Client),
+}
+
+impl Raw {
+    async fn exec(&self, sql: &str) {
+        match self {
+            Raw::Sqlite(path) => {
+                let c = rusqlite::Connection::open(path).unwrap();
+                c.busy_timeout(std::time::Duration::from_secs(5)).unwrap();
+                c.execute_batch(sql).unwrap();
+            }
+            Raw::Postgres(c) => c.batch_execute(sql).await.unwrap(),
+        }
+    }
+}
+
+#[tokio::test]
+async fn sqlite_rows_this_build_does_not_know_are_errors_not_guesses() {
+    let (q, dir) = sqlite();
+    rows_this_build_does_not_know_are_errors_not_guesses(q, Raw::Sqlite(dir.path().join("q.db"))).await;
+}
+
+#[tokio::test]
+async fn postgres_rows_this_build_does_not_know_are_errors_not_guesses() {
+    let Some(schema) = PgSchema::create("rows_this_build_does_not_know_are_errors_not_guesses").await else { return };
+    let q = replica(&schema).await;
+    rows_this_build_does_not_know_are_errors_not_guesses(q, Raw::Postgres(connect_in(&schema).await)).await;
+    schema.drop().await;
+}
+
+/// A kind, inbound status or body format this build does not know is an error that names it,
+/// on every path that reads it, never a default; a claim leaves such an event alone (leased,
+/// logged) and still hands out the others.
+async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>, raw: Raw) {
+    let mut failed = inbound(None);
+    failed.status = InboundStatus::MappingFailed("rule 'x' failed".into());
+    let failed_id = failed.id.clone();
+    q.accept(failed, vec![]).await.unwrap();
+    let lanes = ["odd-kind", "new-format", "dead-new-format", "fine"];
+    q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
+    let recent = q.recent(10).await.unwrap();
+    let id = |k: &str| recent.iter().find(|e| e.dedup_key.as_deref() == Some(k)).unwrap().id;
+    assert!(q.event(id("new-format")).await.unwrap().is_some(), "readable before the change");
+    raw.exec(
+        "UPDATE events SET kind = 'pigeon' WHERE dedup_key = 'odd-kind';
+         UPDATE events SET format = 2 WHERE dedup_key = 'new-format';
+         UPDATE events SET format = 3, state = 'dead', done_at = 1 WHERE dedup_key = 'dead-new-format';
+         UPDATE inbound SET status = 'shelved' WHERE status = 'mapping_failed';",
+    )
+    .await;
+
+    let err = q.event(id("odd-kind")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("kind \"pigeon\"")), "{err:?}");
+    let err = q.event(id("new-format")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 2, which this build does not know")), "{err:?}");
+    let err = q.dead_letter(DeadId::Event(id("dead-new-format"))).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 3")), "{err:?}");
+    let err = q.inbound(failed_id).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("status \"shelved\"")), "{err:?}");
+    assert!(err.to_string().starts_with("stored row cannot be read"), "{err}");
+
+    let claimed = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let keys: Vec<_> = claimed.iter().map(|c| c.event.dedup_key().unwrap().to_string()).collect();
+    assert_eq!(keys, vec!["fine"], "unreadable events are not handed out as a guess");
+}
+
 /// Under `CI=true` a PostgreSQL test without DATABASE_URL fails instead of skipping: run one in
 /// a child process of this test binary, both ways.
 #[test]
@@ -147,6 +202,16 @@ fn without_database_url_postgres_tests_skip_visibly_but_fail_under_ci() {
     assert!(passed && out.contains("SKIPPED on PostgreSQL"), "{out}");
     let (passed, out) = run(Some("true"));
     assert!(!passed && out.contains("CI=true but DATABASE_URL is unset"), "{out}");
+}
+
+/// An attempt PagerDuty answered with `status`, and nothing more.
+fn answered(at: Millis, status: u16) -> Attempt {
+    Attempt { at, status: Some(status), detail: None, dedup_key: None }
+}
+
+/// Records `attempt` and its outcome for claim `c`; whether the claim still held the event.
+async fn finish(q: &Arc<dyn Queue>, c: &Claimed, attempt: Attempt, outcome: Finish) -> bool {
+    q.finish(c.id, c.lease, attempt, outcome).await.unwrap()
 }
 
 const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
@@ -175,29 +240,14 @@ async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     // While the trigger retries, the resolve waits.
     let trigger = c[0].id;
-    q.finish(
-        trigger,
-        c[0].lease,
-        Attempt { at: now, status: Some(500), detail: None, dedup_key: None },
-        Finish::RetryAt(now + 1000),
-    )
-    .await
-    .unwrap();
+    finish(&q, &c[0], answered(now, 500), Finish::RetryAt(now + 1000)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty());
     assert_eq!(q.next_due(now).await.unwrap(), Some(now + 1000));
     let retried = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(retried.len(), 1);
     assert_eq!(retried[0].id, trigger);
     assert_eq!(retried[0].attempts, 1);
-    assert!(q
-        .finish(
-            trigger,
-            retried[0].lease,
-            Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-            Finish::Delivered
-        )
-        .await
-        .unwrap());
+    assert!(finish(&q, &retried[0], answered(now, 202), Finish::Delivered).await);
     let next = q.claim(now + 1000, 10, LEASE).await.unwrap();
     assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
 }
@@ -261,22 +311,8 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     q.accept(failed, vec![]).await.unwrap();
     let now = now_millis();
     let c = q.claim(now, 2, LEASE).await.unwrap();
-    q.finish(
-        c[0].id,
-        c[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
-    q.finish(
-        c[1].id,
-        c[1].lease,
-        Attempt { at: now, status: Some(400), detail: None, dedup_key: None },
-        Finish::Dead("400".into()),
-    )
-    .await
-    .unwrap();
+    finish(&q, &c[0], answered(now, 202), Finish::Delivered).await;
+    finish(&q, &c[1], answered(now, 400), Finish::Dead("400".into())).await;
     assert!(q.prune(now + 1).await.unwrap() > 0);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
     assert_eq!(states, vec!["pending", "dead"]);
@@ -298,14 +334,7 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
                 c.event.dedup_key().unwrap().to_string(),
                 c.event.routing_key().expose().to_string(),
             ));
-            q.finish(
-                c.id,
-                c.lease,
-                Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-                Finish::Delivered,
-            )
-            .await
-            .unwrap();
+            finish(q, &c, answered(now, 202), Finish::Delivered).await;
         }
     }
 }
@@ -372,25 +401,11 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].superseded.len(), 2, "{first:?}");
     assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
-    q.finish(
-        first[0].id,
-        first[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &first[0], answered(now, 202), Finish::Delivered).await;
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
     assert!(resolve[0].superseded.is_empty());
-    q.finish(
-        resolve[0].id,
-        resolve[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &resolve[0], answered(now, 202), Finish::Delivered).await;
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
@@ -500,13 +515,55 @@ fn dead_letter_ids_are_event_numbers_or_inbound_uuids() {
     assert_eq!(DeadId::Event(7).to_string(), "7");
 }
 
+/// What an SQLite error was survives as the variant, for callers to decide on.
+#[test]
+fn sqlite_failures_keep_their_kind() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let a = rusqlite::Connection::open(&path).unwrap();
+    a.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('x');")
+        .unwrap();
+    let dup = QueueError::from(a.execute("INSERT INTO t VALUES ('x')", []).unwrap_err());
+    assert!(matches!(dup, QueueError::Constraint(_)), "{dup:?}");
+    let bad = QueueError::from(a.query_row("SELECT k FROM t", [], |r| r.get::<_, i64>(0)).unwrap_err());
+    assert!(matches!(bad, QueueError::BadRow(_)), "{bad:?}");
+    a.execute_batch("BEGIN IMMEDIATE; INSERT INTO t VALUES ('y');").unwrap();
+    let b = rusqlite::Connection::open(&path).unwrap();
+    b.busy_timeout(std::time::Duration::ZERO).unwrap();
+    let busy = QueueError::from(b.execute("INSERT INTO t VALUES ('z')", []).unwrap_err());
+    assert!(matches!(busy, QueueError::Busy(_)), "{busy:?}");
+    let missing = SqliteQueue::open(&dir.path().join("t.db/not-a-dir/q.db"), Durability::Fsync, Role::Tool);
+    assert!(matches!(missing, Err(QueueError::Io(_))), "{:?}", missing.err());
+}
+
+/// A migration that fails names the version it was going to and leaves the store as it was.
+#[test]
+fn a_failed_migration_says_which_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    rusqlite::Connection::open(&path).unwrap().execute_batch("CREATE TABLE events (foreign_column TEXT)").unwrap();
+    let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
+    assert!(matches!(&err, QueueError::Migration { to: 1, detail } if detail.contains("events")), "{err:?}");
+    let c = rusqlite::Connection::open(&path).unwrap();
+    let version: Option<String> = rusqlite::OptionalExtension::optional(c.query_row(
+        "SELECT value FROM meta WHERE key = 'schema_version'",
+        [],
+        |r| r.get(0),
+    ))
+    .unwrap();
+    assert_eq!(version, None, "rolled back");
+    let inbound: i64 =
+        c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'inbound'", [], |r| r.get(0)).unwrap();
+    assert_eq!(inbound, 0, "no table of the failed migration is left");
+}
+
 #[tokio::test]
 async fn a_version_1_database_is_migrated_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        c.execute_batch(sqlite::MIGRATIONS[0]).unwrap();
+        c.execute_batch(&sqlite::MIGRATIONS[0].concat()).unwrap();
         c.execute_batch(
             "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
              INSERT INTO meta VALUES ('schema_version', '1');",
@@ -525,6 +582,7 @@ async fn a_version_1_database_is_migrated_in_place() {
     c.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'", []).unwrap();
     drop(c);
     let err = SqliteQueue::open(&path, Durability::Fsync, Role::Tool).err().unwrap();
+    assert!(matches!(&err, QueueError::SchemaTooNew { stored, .. } if stored == "99"), "{err:?}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -534,7 +592,7 @@ async fn routes_of_a_version_3_database_keep_the_source_of_their_trigger() {
     let path = dir.path().join("q.db");
     {
         let c = rusqlite::Connection::open(&path).unwrap();
-        for m in &sqlite::MIGRATIONS[..3] {
+        for m in sqlite::MIGRATIONS[..3].iter().flat_map(|m| m.iter()) {
             c.execute_batch(m).unwrap();
         }
         c.execute_batch(
@@ -592,6 +650,7 @@ on_postgres!(
     routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
     accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
+    postgres_failures_keep_their_kind,
     the_next_due_scan_uses_an_index,
     with_sslmode_require_every_pooled_connection_is_encrypted,
     verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert,
@@ -617,8 +676,7 @@ async fn pace_round(q: &PostgresQueue, limits: &crate::delivery::pacing::Limits,
     let mut sent = Vec::new();
     for (c, at) in batch.iter().zip(slots) {
         if at <= now {
-            let attempt = Attempt { at: now, status: Some(202), detail: None, dedup_key: None };
-            assert!(q.finish(c.id, c.lease, attempt, Finish::Delivered).await.unwrap());
+            assert!(q.finish(c.id, c.lease, answered(now, 202), Finish::Delivered).await.unwrap());
             sent.push(now);
         } else {
             q.defer(c.id, c.lease, at).await.unwrap();
@@ -741,14 +799,7 @@ async fn replicas_never_deliver_one_lane_at_once_and_keep_its_order(schema: &PgS
                     // anyone else this lane until then.
                     in_flight.lock().unwrap().remove(&dk);
                     let at = now_millis();
-                    q.finish(
-                        c.id,
-                        c.lease,
-                        Attempt { at, status: Some(202), detail: None, dedup_key: None },
-                        Finish::Delivered,
-                    )
-                    .await
-                    .unwrap();
+                    q.finish(c.id, c.lease, answered(at, 202), Finish::Delivered).await.unwrap();
                 }
                 tokio::task::yield_now().await;
             }
@@ -818,6 +869,7 @@ async fn replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused(sc
     assert_eq!(version, postgres::MIGRATIONS.len().to_string());
     schema.admin.batch_execute(&format!("UPDATE {meta} SET value = '99' WHERE key = 'schema_version'")).await.unwrap();
     let err = PostgresQueue::connect(&url).await.err().unwrap();
+    assert!(matches!(&err, QueueError::SchemaTooNew { stored, .. } if stored == "99"), "{err:?}");
     assert!(err.to_string().contains("newer"), "{err}");
 }
 
@@ -896,14 +948,7 @@ async fn an_event_committed_late_into_a_leased_lane_waits_for_the_lease(schema: 
     assert_eq!(held.len(), 1);
     insert_raw(&connect_in(schema).await, "k", Some(-1)).await;
     assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the lane is leased");
-    q.finish(
-        held[0].id,
-        held[0].lease,
-        Attempt { at: now, status: Some(202), detail: None, dedup_key: None },
-        Finish::Delivered,
-    )
-    .await
-    .unwrap();
+    finish(&q, &held[0], answered(now, 202), Finish::Delivered).await;
     assert_eq!(q.claim(now, 10, LEASE).await.unwrap()[0].id, -1);
 }
 
@@ -934,7 +979,29 @@ async fn a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic(schema: &
     schema.admin.batch_execute(&format!("ALTER TABLE {events} ALTER COLUMN attempts TYPE BIGINT")).await.unwrap();
     let recent = q.recent(10).await.expect_err("a storage error");
     assert!(recent.to_string().contains("attempts") || recent.to_string().contains("int"), "{recent}");
-    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::Storage(_))));
+    assert!(matches!(q.claim(now_millis(), 10, LEASE).await, Err(QueueError::BadRow(_))));
+}
+
+/// What a PostgreSQL error was survives as the variant (by SQLSTATE), for callers to decide on.
+async fn postgres_failures_keep_their_kind(schema: &PgSchema) {
+    let (a, b) = (connect_in(schema).await, connect_in(schema).await);
+    a.batch_execute("CREATE TABLE t (k TEXT PRIMARY KEY); INSERT INTO t VALUES ('x'), ('y')").await.unwrap();
+    let kind = |e: tokio_postgres::Error| QueueError::from(e);
+    let dup = kind(a.execute("INSERT INTO t VALUES ('x')", &[]).await.unwrap_err());
+    assert!(matches!(dup, QueueError::Constraint(_)), "{dup:?}");
+    let other = kind(a.execute("SELECT 1 / 0", &[]).await.unwrap_err());
+    assert!(matches!(other, QueueError::Database(_)), "{other:?}");
+    a.batch_execute("BEGIN; SELECT * FROM t WHERE k = 'x' FOR UPDATE").await.unwrap();
+    let busy = kind(b.execute("SELECT * FROM t WHERE k = 'x' FOR UPDATE NOWAIT", &[]).await.unwrap_err());
+    assert!(matches!(busy, QueueError::Busy(_)), "{busy:?}");
+    // Each holds one row and asks for the other's: PostgreSQL aborts one of them.
+    b.batch_execute("BEGIN; SELECT * FROM t WHERE k = 'y' FOR UPDATE").await.unwrap();
+    let (x, y) = tokio::join!(
+        a.execute("SELECT * FROM t WHERE k = 'y' FOR UPDATE", &[]),
+        b.execute("SELECT * FROM t WHERE k = 'x' FOR UPDATE", &[])
+    );
+    let aborted = [x, y].into_iter().filter_map(Result::err).map(kind).collect::<Vec<_>>();
+    assert!(matches!(&aborted[..], [QueueError::Conflict(_)]), "{aborted:?}");
 }
 
 /// `next_due` runs after every worker round on every replica: it must not scan the backlog.
@@ -1010,20 +1077,18 @@ async fn verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert(schem
 #[tokio::test]
 async fn an_unreachable_or_unusable_postgres_url_is_explained_without_its_password() {
     // Port 1 on loopback: refused at once, no server needed.
-    let refused = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x")).await.err().unwrap();
+    let connect = |url: &'static str| async move { PostgresQueue::connect(&Secret::new(url)).await.err().unwrap() };
+    let refused = connect("postgres://u:hunter2@127.0.0.1:1/x").await;
+    assert!(matches!(refused, QueueError::Io(_)), "{refused:?}");
     let refused = refused.to_string();
     assert!(refused.contains("cannot reach PostgreSQL") && refused.contains("refused"), "{refused}");
-    let tls = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let tls = connect("postgres://u:hunter2@127.0.0.1:1/x?sslmode=verify-full").await;
+    assert!(matches!(tls, QueueError::Tls(TlsError::NoRoot(_))), "{tls:?}");
+    let tls = tls.to_string();
     assert!(tls.contains("sslmode=verify-full needs sslrootcert"), "{tls}");
-    let bad = PostgresQueue::connect(&Secret::new("postgres://u:hunter2@127.0.0.1:1/x?port=abc"))
-        .await
-        .err()
-        .unwrap()
-        .to_string();
+    let bad = connect("postgres://u:hunter2@127.0.0.1:1/x?port=abc").await;
+    assert!(matches!(bad, QueueError::Url(_)), "{bad:?}");
+    let bad = bad.to_string();
     assert!(bad.contains("not a valid PostgreSQL URL"), "{bad}");
     for e in [refused, tls, bad] {
         assert!(!e.contains("hunter2"), "{e}");
@@ -1052,7 +1117,7 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
     assert_eq!(of(k).as_deref(), Some("pd-k"), "the 202's key, not the 500's absence of one");
     assert_eq!(of(d).as_deref(), Some("pd-d"));
     let shown = q.dead_letter(DeadId::Event(d)).await.unwrap().unwrap();
-    assert_eq!(shown.attempt_log[0].pagerduty_dedup_key.as_deref(), Some("pd-d"));
+    assert_eq!(shown.attempt_log[0].dedup_key.as_deref(), Some("pd-d"));
     let json = serde_json::to_value(&shown).unwrap();
     assert_eq!(json["attempt_log"][0]["pagerduty_dedup_key"], "pd-d", "dlq show and the admin API print it");
 }
@@ -1060,7 +1125,7 @@ async fn the_dedup_key_pagerduty_answered_is_kept_with_its_attempt(q: Arc<dyn Qu
 /// The PostgreSQL twin of `routes_of_a_version_3_database_keep_the_source_of_their_trigger`.
 async fn routes_of_a_version_1_schema_keep_the_source_of_their_trigger(schema: &PgSchema) {
     let c = connect_in(schema).await;
-    c.batch_execute(postgres::MIGRATIONS[0]).await.unwrap();
+    c.batch_execute(&postgres::MIGRATIONS[0].concat()).await.unwrap();
     c.batch_execute(
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
          INSERT INTO meta VALUES ('schema_version', '1');

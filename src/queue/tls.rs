@@ -21,6 +21,25 @@ use std::sync::Arc;
 use tokio_postgres::config::SslMode;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
+/// Why `storage.url`'s TLS options cannot be used. Messages name the option, never the URL
+/// (it holds the password).
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("storage.url: sslmode={0} is not one of disable, prefer, require, verify-ca, verify-full")]
+    UnknownMode(String),
+    #[error(
+        "storage.url: sslmode={0} needs sslrootcert=/path/to/root.crt (the certificate of the authority \
+         that signed the server's); or use sslmode=require to encrypt without checking it"
+    )]
+    NoRoot(&'static str),
+    #[error("storage.url: cannot read sslrootcert {path}: {detail}")]
+    Root { path: PathBuf, detail: String },
+    #[error("storage.url: sslrootcert {path}: {detail}")]
+    Verifier { path: PathBuf, detail: String },
+    #[error("TLS: {0}")]
+    Config(String),
+}
+
 /// libpq's `sslmode`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Mode {
@@ -32,18 +51,14 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    fn parse(s: &str) -> Result<Mode, String> {
+    fn parse(s: &str) -> Result<Mode, TlsError> {
         Ok(match s {
             "disable" => Mode::Disable,
             "prefer" => Mode::Prefer,
             "require" => Mode::Require,
             "verify-ca" => Mode::VerifyCa,
             "verify-full" => Mode::VerifyFull,
-            other => {
-                return Err(format!(
-                    "storage.url: sslmode={other} is not one of disable, prefer, require, verify-ca, verify-full"
-                ))
-            }
+            other => return Err(TlsError::UnknownMode(other.to_string())),
         })
     }
 
@@ -68,7 +83,7 @@ pub(super) struct Tls {
 /// Takes `sslmode` and `sslrootcert` out of `url`'s query; returns the rest of the URL (for
 /// tokio-postgres) and the options. Errors name the option, never the URL (it holds the
 /// password).
-pub(super) fn split(url: &str) -> Result<(String, Tls), String> {
+pub(super) fn split(url: &str) -> Result<(String, Tls), TlsError> {
     let mut tls = Tls { mode: Mode::Prefer, root: None };
     let Some((base, query)) = url.split_once('?') else { return Ok((url.to_string(), tls)) };
     let mut kept = Vec::new();
@@ -86,40 +101,37 @@ pub(super) fn split(url: &str) -> Result<(String, Tls), String> {
 
 /// The connector for these options. Fails when a verifying mode has no root certificate, or
 /// the file cannot be read or holds none.
-pub(super) fn connector(tls: &Tls) -> Result<MakeRustlsConnect, String> {
+pub(super) fn connector(tls: &Tls) -> Result<MakeRustlsConnect, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let verifier: Arc<dyn ServerCertVerifier> = match (&tls.root, tls.mode) {
-        (None, Mode::VerifyCa | Mode::VerifyFull) => {
-            return Err(format!(
-                "storage.url: sslmode={} needs sslrootcert=/path/to/root.crt (the certificate of the authority \
-                 that signed the server's); or use sslmode=require to encrypt without checking it",
-                if tls.mode == Mode::VerifyCa { "verify-ca" } else { "verify-full" }
-            ))
+        (None, Mode::VerifyCa) => return Err(TlsError::NoRoot("verify-ca")),
+        (None, Mode::VerifyFull) => return Err(TlsError::NoRoot("verify-full")),
+        (None, Mode::Disable | Mode::Prefer | Mode::Require) => {
+            Arc::new(Lenient { provider: provider.clone(), chain: None })
         }
-        (None, Mode::Disable | Mode::Prefer | Mode::Require) => Arc::new(Unverified(provider.clone())),
         (Some(path), mode) => {
             let roots = roots(path)?;
             let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider.clone())
                 .build()
-                .map_err(|e| format!("storage.url: sslrootcert {}: {e}", path.display()))?;
+                .map_err(|e| TlsError::Verifier { path: path.clone(), detail: e.to_string() })?;
             if mode == Mode::VerifyFull {
                 webpki
             } else {
-                Arc::new(AnyName(webpki))
+                Arc::new(Lenient { provider: provider.clone(), chain: Some(webpki) })
             }
         }
     };
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map_err(|e| format!("TLS: {e}"))?
+        .map_err(|e| TlsError::Config(e.to_string()))?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     Ok(MakeRustlsConnect::new(config))
 }
 
-fn roots(path: &std::path::Path) -> Result<RootCertStore, String> {
-    let bad = |e: &dyn std::fmt::Display| format!("storage.url: cannot read sslrootcert {}: {e}", path.display());
+fn roots(path: &std::path::Path) -> Result<RootCertStore, TlsError> {
+    let bad = |e: &dyn std::fmt::Display| TlsError::Root { path: path.to_path_buf(), detail: e.to_string() };
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
         roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
@@ -130,53 +142,20 @@ fn roots(path: &std::path::Path) -> Result<RootCertStore, String> {
     Ok(roots)
 }
 
-/// `prefer` and `require` without a root certificate: encrypted, but any certificate is
-/// accepted (libpq's behaviour). The handshake signatures are still checked, so the session
-/// is with whoever holds the certificate's key.
+/// The modes that accept a certificate webpki alone would refuse: `prefer` and `require`
+/// without a root certificate accept any (libpq's behaviour); `verify-ca` (and
+/// `prefer`/`require` with `sslrootcert`) need the chain to reach a trusted root, but the
+/// certificate may name another host. Either way the handshake signatures are checked with the
+/// provider's algorithms (as webpki does), so the session is with whoever holds the
+/// certificate's key.
 #[derive(Debug)]
-struct Unverified(Arc<CryptoProvider>);
-
-impl ServerCertVerifier for Unverified {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &CertificateDer<'_>,
-        _intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp: &[u8],
-        _now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
-        Ok(ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &CertificateDer<'_>,
-        dss: &DigitallySignedStruct,
-    ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
-    }
+struct Lenient {
+    provider: Arc<CryptoProvider>,
+    /// The chain check, if any.
+    chain: Option<Arc<WebPkiServerVerifier>>,
 }
 
-/// `verify-ca` (and `prefer`/`require` with `sslrootcert`): the chain must reach a trusted
-/// root, but the certificate may name another host.
-#[derive(Debug)]
-struct AnyName(Arc<WebPkiServerVerifier>);
-
-impl ServerCertVerifier for AnyName {
+impl ServerCertVerifier for Lenient {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -185,7 +164,8 @@ impl ServerCertVerifier for AnyName {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, Error> {
-        match self.0.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
+        let Some(chain) = &self.chain else { return Ok(ServerCertVerified::assertion()) };
+        match chain.verify_server_cert(end_entity, intermediates, server_name, ocsp, now) {
             Err(Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -199,7 +179,7 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls12_signature(message, cert, dss)
+        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn verify_tls13_signature(
@@ -208,46 +188,13 @@ impl ServerCertVerifier for AnyName {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        self.0.verify_tls13_signature(message, cert, dss)
+        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.0.supported_verify_schemes()
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tls_options_are_taken_out_of_the_url_and_the_rest_is_kept() {
-        let (rest, tls) =
-            split("postgres://u:p@h:5432/db?sslmode=verify-full&application_name=x&sslrootcert=%2Fetc%2Froot.crt")
-                .unwrap();
-        assert_eq!(rest, "postgres://u:p@h:5432/db?application_name=x");
-        assert_eq!(tls, Tls { mode: Mode::VerifyFull, root: Some("/etc/root.crt".into()) });
-        let (rest, tls) = split("postgres://u:p@h/db?sslmode=require").unwrap();
-        assert_eq!((rest.as_str(), tls.mode), ("postgres://u:p@h/db", Mode::Require));
-        assert_eq!(split("postgres://h/db").unwrap().1.mode, Mode::Prefer, "libpq's default");
-        let err = split("postgres://u:hunter2@h/db?sslmode=allow-maybe").unwrap_err();
-        assert!(err.contains("sslmode=allow-maybe") && !err.contains("hunter2"), "{err}");
-    }
-
-    #[test]
-    fn verifying_modes_need_a_readable_root_certificate() {
-        let err = connector(&Tls { mode: Mode::VerifyFull, root: None }).err().unwrap();
-        assert!(err.contains("needs sslrootcert"), "{err}");
-        let dir = tempfile::tempdir().unwrap();
-        let missing = dir.path().join("missing.crt");
-        let err = connector(&Tls { mode: Mode::VerifyCa, root: Some(missing) }).err().unwrap();
-        assert!(err.contains("cannot read sslrootcert"), "{err}");
-        let empty = dir.path().join("empty.crt");
-        std::fs::write(&empty, "not a certificate\n").unwrap();
-        let err = connector(&Tls { mode: Mode::VerifyCa, root: Some(empty) }).err().unwrap();
-        assert!(err.contains("no PEM certificate"), "{err}");
-        for mode in [Mode::Disable, Mode::Prefer, Mode::Require] {
-            assert!(connector(&Tls { mode, root: None }).is_ok());
-        }
-    }
-}
+mod tests;

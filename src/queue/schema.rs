@@ -1,0 +1,32 @@
+//! The schema SQL that is the same in both dialects: the version record, and the migration
+//! steps both backends took alike. Dialect-specific steps (types, identity columns, `INSERT OR
+//! IGNORE` against `DISTINCT ON`) stay in each backend's `MIGRATIONS`.
+
+/// The table holding `schema_version`.
+pub(super) const META: &str = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)";
+
+/// The recorded schema version, if any.
+pub(super) const READ_VERSION: &str = "SELECT value FROM meta WHERE key = 'schema_version'";
+
+/// Records `$1` as the schema version (SQLite binds `$1` as the first parameter too).
+pub(super) const WRITE_VERSION: &str = "INSERT INTO meta (key, value) VALUES ('schema_version', $1)
+     ON CONFLICT (key) DO UPDATE SET value = excluded.value";
+
+/// The dedup_key PagerDuty's 202 answered with, per attempt.
+pub(super) const ATTEMPTS_DEDUP_KEY: &str = "ALTER TABLE attempts ADD COLUMN dedup_key TEXT;";
+
+/// Payloads kept as `too_many_events` dead letters, listed like mapping failures.
+pub(super) const INBOUND_TOO_MANY: &str =
+    "CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';";
+
+/// Sticky routes per source: one source's resolve must never follow another's trigger.
+/// Existing routes keep the source of a trigger still stored; the rest are dropped (their
+/// resolves go to their own key, as before sticky routing). Each backend supplies the new
+/// table (its types) and the copy (its way to keep one row per key); this swaps them in.
+pub(super) const ROUTES_BY_SOURCE_SWAP: &str = "DROP TABLE routes;
+ALTER TABLE routes_by_source RENAME TO routes;";
+
+/// A migration step that failed, as the error that names it.
+pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
+    super::QueueError::Migration { to, detail: e.to_string() }
+}
