@@ -8,8 +8,8 @@ use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
 use crate::queue::{DeadId, EventSummary, Role};
+use crate::registry::Sources;
 use crate::reload::Live;
-use crate::source::Sources;
 use crate::telemetry::{self, LogFormat};
 use crate::testcases;
 use anyhow::{bail, Context as _};
@@ -293,7 +293,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { id, source, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
-            let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+            let (sources, _) = Sources::build(&cfg)?;
             let pipeline = Pipeline {
                 sources: Arc::new(Live::new(sources)),
                 metrics: Default::default(),
@@ -350,7 +350,8 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let built = Sources::build(&cfg);
-    let mut errors: Vec<String> = built.as_ref().err().into_iter().flatten().cloned().collect();
+    let mut errors: Vec<String> =
+        built.as_ref().err().into_iter().flat_map(|e| &e.0).map(ToString::to_string).collect();
     errors.extend(cfg.unresolved.iter().cloned());
     let warnings = built.as_ref().map(|(_, w)| w.clone()).unwrap_or_default();
     for w in cfg.warnings.iter().chain(&warnings) {
@@ -379,7 +380,7 @@ fn test_env(name: &str) -> Option<String> {
 
 fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&cli.config, &test_env)?;
-    let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let (sources, _) = Sources::build(&cfg)?;
     let discovered = files.is_empty();
     let files = if discovered {
         let dir = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -434,7 +435,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     if !cfg.unresolved.is_empty() {
         eprintln!("note: {} secret(s) not set, which render does not need; a routing key not set shows as a placeholder's fingerprint", cfg.unresolved.len());
     }
-    let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let (sources, _) = Sources::build(&cfg)?;
     if sources.get(source).is_none() {
         bail!("no source named '{source}' in {}", cfg.path.display());
     }

@@ -7,8 +7,9 @@
 use crate::mapping::{ApplyError, Rendered};
 use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use crate::registry::{Hook, Sources};
 use crate::reload::Live;
-use crate::source::{Disposition, Headers, Incoming, Offline, Source, SourceError, Sources, Verified};
+use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -98,7 +99,7 @@ impl Pipeline {
         let first = {
             let (src, query) = (src.clone(), query.clone());
             self.cpu
-                .run(move || match src.verify_offline(req) {
+                .run(move || match src.source().verify_offline(req) {
                     Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
                     Offline::Checked(Err(e)) => FirstPass::Refused(e),
                     Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),
@@ -108,7 +109,7 @@ impl Pipeline {
         let (mut inbound, decision) = match first {
             FirstPass::Prepared(prepared) => Ok(prepared),
             FirstPass::Refused(e) => Err(e),
-            FirstPass::NeedsNetwork(req) => match src.verify(req).await {
+            FirstPass::NeedsNetwork(req) => match src.source().verify(req).await {
                 Ok(verified) => Ok(self.cpu.run(move || prepare(&src, verified, &query)).await),
                 Err(e) => Err(e),
             },
@@ -143,7 +144,7 @@ enum FirstPass {
 
 /// The inbound record of a verified request and what its mappings made of it (the record is
 /// taken before mapping, which consumes the request; its status follows the decision).
-fn prepare(src: &Source, verified: Verified, query: &str) -> (NewInbound, Decision) {
+fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
     let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
     (inbound, decide(src, verified, received_at))
@@ -172,7 +173,7 @@ impl Decision {
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
 /// replay.
-fn decide(src: &Source, verified: Verified, received_at: Millis) -> Decision {
+fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
     let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
@@ -257,6 +258,7 @@ impl Pipeline {
                     source_name: stored.source.clone(),
                 })?;
                 let verified = src
+                    .source()
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
                 // The payload was accepted when it first arrived, not now.
@@ -353,7 +355,7 @@ pub fn preview(
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
         headers.push(("content-type".into(), "application/json".into()));
     }
-    let verified = src.trusted(Headers::from_pairs(headers), query, body)?;
+    let verified = src.source().trusted(Headers::from_pairs(headers), query, body)?;
     let rendered = match verified.disposition() {
         Disposition::Ignore(reason) => return Ok(Preview { ignored: Some(reason.to_string()), events: Vec::new() }),
         Disposition::Map => {

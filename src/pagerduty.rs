@@ -27,6 +27,14 @@ pub enum Response {
     Transport(String),
 }
 
+/// Why there is no client to send with.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The TLS backend or the system's configuration refused to build one.
+    #[error("cannot build HTTP client: {0}")]
+    Build(reqwest::Error),
+}
+
 /// Sends events to the Events API v2, or, in dry-run, only logs them.
 #[derive(Clone)]
 pub struct Client {
@@ -37,7 +45,7 @@ pub struct Client {
 
 impl Client {
     /// A client for `events_url` (e.g. `https://events.pagerduty.com`) with a per-request timeout.
-    pub fn new(events_url: &str, timeout: Duration, dry_run: bool) -> Result<Client, String> {
+    pub fn new(events_url: &str, timeout: Duration, dry_run: bool) -> Result<Client, ClientError> {
         let http = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -45,7 +53,7 @@ impl Client {
             .redirect(reqwest::redirect::Policy::none())
             .user_agent(concat!("pagerhook/", env!("CARGO_PKG_VERSION")))
             .build()
-            .map_err(|e| format!("cannot build HTTP client: {e}"))?;
+            .map_err(ClientError::Build)?;
         Ok(Client { http, events_url: events_url.trim_end_matches('/').to_string(), dry_run })
     }
 
@@ -217,7 +225,7 @@ mod tests {
         let url = endless_answer().await;
         let client = Client::new(&url, Duration::from_secs(20), false).unwrap();
         let key =
-            crate::event::RoutingKey::parse(crate::config::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+            crate::event::RoutingKey::parse(crate::secret::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
         let draft = crate::event::ChangeDraft {
             summary: Some("s".into()),
             source: None,

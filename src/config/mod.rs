@@ -5,11 +5,11 @@
 
 mod parse;
 pub mod raw;
-mod secret;
 mod sns;
 mod verify;
 
-pub use secret::{Secret, SecretDigest, SecretRef};
+// Re-exported: config hands out resolved secrets, and its users name them with the rest of it.
+pub use crate::secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
 pub use verify::{standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, VERIFY_SCHEMES};
 

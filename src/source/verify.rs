@@ -5,7 +5,7 @@
 //! digests, both in constant time with `subtle`. Headers may offer at most
 //! [`MAX_SIGNATURE_CANDIDATES`] signatures, so a forged header cannot multiply the work.
 
-use super::Headers;
+use super::{Headers, Refusal};
 use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -121,16 +121,19 @@ impl Verifier {
     }
 
     /// Checks a request at `now` (unix seconds); `Err` is the reason for the 401.
-    pub fn check(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), String> {
+    pub fn check(&self, headers: &Headers, body: &[u8], now: i64) -> Result<(), Refusal> {
         match &self.0 {
             Scheme::Hmac { header, algorithm, encoding, prefix, keys } => {
-                let value = headers.get(header).ok_or_else(|| format!("missing {header} header"))?;
+                let value = headers.get(header).ok_or_else(|| missing(header))?;
                 let malformed = || {
                     let digits = match encoding {
                         SignatureEncoding::Hex => format!("<{} hex digits>", algorithm.output_len() * 2),
                         SignatureEncoding::Base64 => "<base64>".to_string(),
                     };
-                    format!("malformed {header} header (expected {}{digits})", prefix.as_deref().unwrap_or(""))
+                    Refusal::MalformedCredentials(format!(
+                        "malformed {header} header (expected {}{digits})",
+                        prefix.as_deref().unwrap_or("")
+                    ))
                 };
                 let value = value.trim();
                 let sig = match prefix {
@@ -152,14 +155,14 @@ impl Verifier {
                     let name = format!("{family}-{what}");
                     match headers.get(&name) {
                         Some(v) => Ok(v),
-                        None => Err(format!("missing {name} header")),
+                        None => Err(missing(&name)),
                     }
                 };
                 let signature = header("signature")?;
                 let id = header("id")?;
                 let timestamp = header("timestamp")?;
                 let ts = parse_timestamp(timestamp)
-                    .ok_or_else(|| format!("malformed {family}-timestamp header (expected unix seconds)"))?;
+                    .ok_or_else(|| malformed(format!("malformed {family}-timestamp header (expected unix seconds)")))?;
                 within_tolerance(ts, now, *tolerance)?;
                 // Space-separated `v1,<base64>` entries; other versions (`v1a`) are skipped.
                 // Repeated headers arrive joined with ", ", hence the trimmed commas.
@@ -171,18 +174,19 @@ impl Verifier {
                 let sigs: Vec<Vec<u8>> =
                     candidates.into_iter().filter_map(|b| BASE64.decode(b).ok()).filter(|s| s.len() == 32).collect();
                 if sigs.is_empty() {
-                    return Err(format!(
+                    return Err(malformed(format!(
                         "malformed {family}-signature header (expected v1,<base64 HMAC-SHA256>, space-separated)"
-                    ));
+                    )));
                 }
                 let parts: [&[u8]; 5] = [id.as_bytes(), b".", timestamp.as_bytes(), b".", body];
                 let ok = any_candidate_matches(keys, &parts, &sigs);
                 ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
             }
             Scheme::Stripe { keys, tolerance } => {
-                let value = headers.get("stripe-signature").ok_or("missing Stripe-Signature header")?;
-                let malformed =
-                    || "malformed Stripe-Signature header (expected t=<unix seconds>,v1=<64 hex digits>)".to_string();
+                let value = headers.get("stripe-signature").ok_or_else(|| missing("Stripe-Signature"))?;
+                let malformed = || {
+                    malformed("malformed Stripe-Signature header (expected t=<unix seconds>,v1=<64 hex digits>)".into())
+                };
                 let mut t = None;
                 let mut sigs = Vec::new();
                 let mut candidates = 0;
@@ -210,17 +214,20 @@ impl Verifier {
                 ok.then_some(()).ok_or_else(|| mismatch("signature", keys.len()))
             }
             Scheme::Slack { keys, tolerance } => {
-                let value = headers.get("x-slack-signature").ok_or("missing X-Slack-Signature header")?;
+                let value = headers.get("x-slack-signature").ok_or_else(|| missing("X-Slack-Signature"))?;
                 let timestamp =
-                    headers.get("x-slack-request-timestamp").ok_or("missing X-Slack-Request-Timestamp header")?;
-                let ts = parse_timestamp(timestamp)
-                    .ok_or("malformed X-Slack-Request-Timestamp header (expected unix seconds)")?;
+                    headers.get("x-slack-request-timestamp").ok_or_else(|| missing("X-Slack-Request-Timestamp"))?;
+                let ts = parse_timestamp(timestamp).ok_or_else(|| {
+                    malformed("malformed X-Slack-Request-Timestamp header (expected unix seconds)".into())
+                })?;
                 let sig = value
                     .trim()
                     .strip_prefix("v0=")
                     .and_then(|h| hex::decode(h).ok())
                     .filter(|s| s.len() == 32)
-                    .ok_or("malformed X-Slack-Signature header (expected v0=<64 hex digits>)")?;
+                    .ok_or_else(|| {
+                        malformed("malformed X-Slack-Signature header (expected v0=<64 hex digits>)".into())
+                    })?;
                 within_tolerance(ts, now, *tolerance)?;
                 let parts: [&[u8]; 4] = [b"v0:", timestamp.as_bytes(), b":", body];
                 let ok = keys.iter().any(|k| mac_matches(HmacAlgorithm::Sha256, &k.0, &parts, &sig));
@@ -229,19 +236,25 @@ impl Verifier {
             Scheme::Token { kind, digests } => {
                 let presented = match kind {
                     TokenKind::Gitlab => {
-                        headers.get("x-gitlab-token").ok_or("missing X-Gitlab-Token header")?.as_bytes().to_vec()
+                        headers.get("x-gitlab-token").ok_or_else(|| missing("X-Gitlab-Token"))?.as_bytes().to_vec()
                     }
                     TokenKind::Bearer => {
-                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
+                        let value = headers.get("authorization").ok_or_else(|| missing("Authorization"))?;
                         strip_prefix_ignore_case(value.trim(), "Bearer ")
                             .map(|t| t.trim().as_bytes().to_vec())
-                            .ok_or("malformed Authorization header (expected Bearer <token>)")?
+                            .ok_or_else(|| {
+                                malformed("malformed Authorization header (expected Bearer <token>)".into())
+                            })?
                     }
                     TokenKind::Basic => {
-                        let value = headers.get("authorization").ok_or("missing Authorization header")?;
+                        let value = headers.get("authorization").ok_or_else(|| missing("Authorization"))?;
                         strip_prefix_ignore_case(value.trim(), "Basic ")
                             .and_then(|b| BASE64.decode(b.trim()).ok())
-                            .ok_or("malformed Authorization header (expected Basic <base64 of user:password>)")?
+                            .ok_or_else(|| {
+                                malformed(
+                                    "malformed Authorization header (expected Basic <base64 of user:password>)".into(),
+                                )
+                            })?
                     }
                 };
                 let presented = digest(&presented);
@@ -279,11 +292,11 @@ fn standard_webhooks_family(headers: &Headers) -> &'static str {
 /// active secret (two during a rotation); more is a forgery trying to make us work.
 pub const MAX_SIGNATURE_CANDIDATES: usize = 10;
 
-fn too_many_candidates(header: &str, n: usize) -> Result<(), String> {
+fn too_many_candidates(header: &str, n: usize) -> Result<(), Refusal> {
     if n > MAX_SIGNATURE_CANDIDATES {
-        return Err(format!(
+        return Err(malformed(format!(
             "malformed {header} header: more than {MAX_SIGNATURE_CANDIDATES} signatures (the limit per request)"
-        ));
+        )));
     }
     Ok(())
 }
@@ -328,8 +341,16 @@ fn compute_mac(algorithm: HmacAlgorithm, key: &[u8], parts: &[&[u8]]) -> Vec<u8>
     }
 }
 
-fn mismatch(what: &str, tried: usize) -> String {
-    format!("{what} mismatch (tried {tried} secret{})", if tried == 1 { "" } else { "s" })
+fn mismatch(what: &str, tried: usize) -> Refusal {
+    Refusal::SignatureMismatch(format!("{what} mismatch (tried {tried} secret{})", if tried == 1 { "" } else { "s" }))
+}
+
+fn missing(header: &str) -> Refusal {
+    Refusal::MissingCredentials(format!("missing {header} header"))
+}
+
+fn malformed(reason: String) -> Refusal {
+    Refusal::MalformedCredentials(reason)
 }
 
 /// Unix seconds, digits only.
@@ -338,10 +359,11 @@ fn parse_timestamp(s: &str) -> Option<i64> {
     (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit())).then(|| s.parse().ok()).flatten()
 }
 
-fn within_tolerance(ts: i64, now: i64, tolerance: Duration) -> Result<(), String> {
+fn within_tolerance(ts: i64, now: i64, tolerance: Duration) -> Result<(), Refusal> {
     let skew = (i128::from(now) - i128::from(ts)).unsigned_abs();
     if skew > u128::from(tolerance.as_secs()) {
-        return Err(format!("timestamp outside tolerance of {}", humantime::format_duration(tolerance)));
+        let tolerance = humantime::format_duration(tolerance);
+        return Err(Refusal::StaleTimestamp(format!("timestamp outside tolerance of {tolerance}")));
     }
     Ok(())
 }

@@ -1,4 +1,5 @@
 use super::*;
+use fetch::UrlError;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -75,12 +76,13 @@ fn only_https_sns_hosts_make_an_aws_url() {
         (format!("https://sns.us-east-1.amazonaws.com{pem}?x=1"), "is not a .pem file"),
         ("not a url".to_string(), "is not a URL"),
     ] {
-        assert_eq!(AwsUrl::cert(&bad).unwrap_err(), why, "{bad}");
+        assert_eq!(AwsUrl::cert(&bad).unwrap_err().to_string(), why, "{bad}");
     }
     assert!(AwsUrl::subscribe(&kit::subscribe_url("t")).is_ok());
     let other_action = "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x";
-    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err(), "is not a ConfirmSubscription request");
-    assert_eq!(AwsUrl::subscribe("https://127.0.0.1/?Action=ConfirmSubscription").unwrap_err(), "host not allowed");
+    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err(), UrlError::NotConfirmSubscription);
+    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err().to_string(), "is not a ConfirmSubscription request");
+    assert_eq!(AwsUrl::subscribe("https://127.0.0.1/?Action=ConfirmSubscription").unwrap_err(), UrlError::Host);
 }
 
 #[test]
@@ -307,8 +309,11 @@ fn pinned_certificates_must_be_sns_urls_and_certificates() {
     ]);
     let errs = Sns::new(settings(TopicFilter::Any, false), &pinned, Arc::new(FakeAws::default())).unwrap_err();
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("\"https://evil.example/a.pem\" host not allowed")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("not a PEM certificate")), "{errs:?}");
+    let url_refused = |e: &PinnedCertError| matches!(e, PinnedCertError::Url { error: UrlError::Host, .. });
+    assert!(errs.iter().any(url_refused), "{errs:?}");
+    let texts: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(texts.iter().any(|e| e.contains("\"https://evil.example/a.pem\" host not allowed")), "{texts:?}");
+    assert!(texts.iter().any(|e| e.contains("not a PEM certificate")), "{texts:?}");
 }
 
 #[tokio::test]
