@@ -79,7 +79,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("reload", &["config", "source", "registry"]),
     ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "metrics"]),
     ("testcases", &["config", "event", "source", "registry"]),
-    ("http", &["secret", "config", "source", "ingest", "queue", "metrics"]),
+    ("http", &["secret", "config", "source", "ingest", "queue"]),
     (
         "app",
         &[
