@@ -5,7 +5,7 @@
 
 use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
-use crate::ingest::{Pipeline, Replayed};
+use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
 use crate::queue::{DeadId, EventSummary, Role};
 use crate::registry::Sources;
@@ -458,7 +458,10 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     };
     out!("{}", serde_json::to_string_pretty(&preview.events)?);
     if let Some(reason) = preview.ignored {
-        eprintln!("{}", if reason == "no rule matched" { reason } else { format!("ignored: {reason}") });
+        match reason {
+            IgnoreReason::NoRuleMatched => eprintln!("{reason}"),
+            IgnoreReason::BySource(_) => eprintln!("ignored: {reason}"),
+        }
     }
     Ok(())
 }

@@ -22,12 +22,38 @@ pub enum IngestOutcome {
     /// Seen before (same delivery id); nothing new stored.
     Duplicate { id: String },
     /// Verified and recorded, but deliberately not mapped (e.g. `ping`), or no rule matched.
-    Ignored { id: String, reason: String },
+    Ignored { id: String, reason: IgnoreReason },
     /// A rule failed; the payload is stored for replay once the mapping is fixed.
     MappingFailed { id: String, error: String },
     /// More events than `max_events_per_request`: the payload is stored as a dead letter, for
     /// replay once the cap is raised. Senders that drop a 4xx (Alertmanager, SNS) lose nothing.
     TooManyEvents { id: String, error: String },
+}
+
+/// Why a verified payload made no events. It is recorded as `ignored` (not a dead letter):
+/// the same answer whether it arrived, was replayed or was rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// The source says there is nothing to map (GitHub's `ping`, an SNS confirmation).
+    BySource(&'static str),
+    /// No rule of the source's mapping matched.
+    NoRuleMatched,
+}
+
+impl std::fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IgnoreReason::BySource(reason) => f.write_str(reason),
+            IgnoreReason::NoRuleMatched => f.write_str("no rule matched"),
+        }
+    }
+}
+
+/// As its text: senders and the console read `"reason": "no rule matched"`.
+impl Serialize for IgnoreReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Why a request was refused; `http` picks the status code.
@@ -153,7 +179,7 @@ fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision
 /// What the mappings made of a verified request.
 enum Decision {
     Map(Vec<Rendered>),
-    Ignore(String),
+    Ignore(IgnoreReason),
     Failed(String),
     TooMany(String),
 }
@@ -177,9 +203,9 @@ fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
     let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
-        Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
+        Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
         Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
-            Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
+            Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
             Ok(rendered) => {
                 log_notes(source, &rendered);
                 Decision::Map(rendered)
@@ -205,7 +231,7 @@ pub enum Replayed {
     /// The payload mapped this time, into this many events.
     Remapped { events: usize },
     /// The payload still maps to nothing (no rule matches now); recorded as ignored.
-    Ignored { reason: String },
+    Ignored { reason: IgnoreReason },
     /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
 }
@@ -281,7 +307,7 @@ impl Pipeline {
                 tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
             }
             Replayed::Ignored { reason } => {
-                tracing::info!(dead_letter = %id, outcome = "ignored", reason, "dead letter replayed")
+                tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
             }
             Replayed::StillFailing { error } => {
                 tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
@@ -316,7 +342,7 @@ impl Pipeline {
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
     /// Why nothing would be mapped (a `ping`, no rule matched), if so.
-    pub ignored: Option<String>,
+    pub ignored: Option<IgnoreReason>,
     pub events: Vec<PreviewEvent>,
 }
 
@@ -357,7 +383,9 @@ pub fn preview(
     }
     let verified = src.source().trusted(Headers::from_pairs(headers), query, body)?;
     let rendered = match verified.disposition() {
-        Disposition::Ignore(reason) => return Ok(Preview { ignored: Some(reason.to_string()), events: Vec::new() }),
+        Disposition::Ignore(reason) => {
+            return Ok(Preview { ignored: Some(IgnoreReason::BySource(reason)), events: Vec::new() })
+        }
         Disposition::Map => {
             src.mapping().apply(verified, std::time::SystemTime::now(), src.max_events_per_request())?
         }
@@ -372,7 +400,7 @@ pub fn preview(
             notes: r.event.notes().to_vec(),
         })
         .collect::<Vec<_>>();
-    let ignored = events.is_empty().then(|| "no rule matched".to_string());
+    let ignored = events.is_empty().then_some(IgnoreReason::NoRuleMatched);
     Ok(Preview { ignored, events })
 }
 

@@ -15,10 +15,8 @@ fn deliveries_columns_fit_their_longest_value() {
         last_error: None,
         pagerduty_dedup_key: None,
     };
-    let rows = [
-        row(7, "a-rather-long-source-name", "dry_run", Some("acknowledge")),
-        row(123456789, "gh", "collapsed", None),
-    ];
+    let rows =
+        [row(7, "a-rather-long-source-name", "dry_run", Some("acknowledge")), row(123456789, "gh", "collapsed", None)];
     let lines = table_lines(&rows);
     let at = |l: &String, needle: &str| l.find(needle).unwrap_or_else(|| panic!("{needle} in {l}"));
     let start = at(&lines[0], "DEDUP_KEY");

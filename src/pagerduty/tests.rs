@@ -37,8 +37,7 @@ async fn endless_answer() -> String {
 async fn an_endless_answer_is_read_up_to_the_limit_and_no_further() {
     let url = endless_answer().await;
     let client = Client::new(&url, Duration::from_secs(20), false).unwrap();
-    let key =
-        crate::event::RoutingKey::parse(crate::secret::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    let key = crate::event::RoutingKey::parse(crate::secret::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
     let draft = crate::event::ChangeDraft {
         summary: Some("s".into()),
         source: None,
