@@ -17,16 +17,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn offenders(needle: &str, allowed: impl Fn(&str) -> bool) -> Vec<String> {
-    let src = root().join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files
+    source_files()
         .into_iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
-            let text = std::fs::read_to_string(&p).unwrap();
-            (text.contains(needle) && !allowed(&rel)).then_some(rel)
-        })
+        .filter_map(|(rel, text)| (text.contains(needle) && !allowed(&rel)).then_some(rel))
         .collect()
 }
 
@@ -187,7 +180,7 @@ fn named_modules(text: &str, depth: usize) -> BTreeSet<String> {
     for line in text.lines() {
         let code = line.split("//").next().unwrap_or_default();
         let mut rest = code;
-        while let Some(at) = rest.find(|c: char| c == 'c' || c == 's') {
+        while let Some(at) = rest.find(['c', 's']) {
             let preceded_by_ident = rest[..at].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_');
             let tail = &rest[at..];
             let after_root = if preceded_by_ident {
