@@ -98,3 +98,13 @@ fn a_refusal_s_metric_label_comes_from_its_variant_not_its_words() {
         assert_eq!(err.to_string(), format!("source 's': {}", text()), "the message is the detail as written");
     }
 }
+
+#[test]
+fn a_github_refusal_is_labelled_by_what_failed() {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let g = github(&["s3cret"]);
+    let label = |sig: Option<&str>| g.verify("gh", incoming(sig, body)).unwrap_err().reason_class();
+    assert_eq!(label(None), "missing_credentials");
+    assert_eq!(label(Some("sha256=zz")), "malformed_credentials");
+    assert_eq!(label(Some(&sign("other", body))), "signature_mismatch");
+}

@@ -169,6 +169,15 @@ async fn every_forgery_is_refused_before_any_request_it_does_not_need() {
         let forbidden = matches!(err, SourceError::Forbidden { .. });
         assert_eq!(forbidden, name == "wrong topic", "{name}: {err:?}");
         assert!(forbidden || matches!(err, SourceError::Unauthorized { .. }), "{name}: {err:?}");
+        let label = match name {
+            "forged" | "tampered" | "subject added" => "signature_mismatch",
+            "version 3" => "signature_version",
+            "no base64" => "unauthorized",
+            "foreign cert" | "http cert" => "signing_certificate",
+            "wrong topic" => "forbidden",
+            other => unreachable!("{other} has no label here"),
+        };
+        assert_eq!(err.reason_class(), label, "{name}: {err:?}");
     }
     let mut mismatched = incoming(&good);
     mismatched.headers = Headers::from_pairs([(TYPE_HEADER, "SubscriptionConfirmation")]);
@@ -339,6 +348,7 @@ async fn a_certificate_that_could_not_be_fetched_asks_for_a_retry_and_a_wrong_on
         let err = refusal(s.verify_at("aws", incoming(&signed_for(&url(region), region)), now()).await);
         assert!(matches!(err, SourceError::Unauthorized { .. }), "{region}: {err:?}");
         assert!(err.to_string().contains(why), "{region}: {err}");
+        assert_eq!(err.reason_class(), "signing_certificate", "{region}");
     }
 }
 
