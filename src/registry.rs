@@ -44,13 +44,21 @@ impl Hook {
 
 /// Why a source of the config could not be compiled.
 #[derive(Debug, thiserror::Error)]
-pub enum BuildError {
+#[error("source '{source_name}': {failure}")]
+pub struct BuildError {
+    pub source_name: String,
+    pub failure: BuildFailure,
+}
+
+/// What of a source failed to compile.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
     /// A mapping file of the source does not load or compile.
-    #[error("source '{source_name}': {message}")]
-    Mapping { source_name: String, message: String },
+    #[error("{0}")]
+    Mapping(String),
     /// The source itself (its verify scheme, its pinned certificates) cannot be set up.
-    #[error("source '{source_name}': {error}")]
-    Source { source_name: String, error: SetupError },
+    #[error(transparent)]
+    Source(SetupError),
 }
 
 /// Every problem of a config's sources, one per line.
@@ -130,14 +138,11 @@ fn build_hook(
     retention: std::time::Duration,
 ) -> Result<(Hook, Vec<String>), Vec<BuildError>> {
     let source_name = &cfg.name;
-    let (mapping, warnings) = Mapping::load(&cfg.mappings, keys).map_err(|errs| {
-        errs.into_iter()
-            .map(|message| BuildError::Mapping { source_name: source_name.clone(), message })
-            .collect::<Vec<_>>()
-    })?;
-    let source = Source::build(cfg, aws, retention).map_err(|errs| {
-        errs.into_iter().map(|error| BuildError::Source { source_name: source_name.clone(), error }).collect::<Vec<_>>()
-    })?;
+    let failed = |failure| BuildError { source_name: source_name.clone(), failure };
+    let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
+        .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Mapping(e))).collect::<Vec<_>>())?;
+    let source = Source::build(cfg, aws, retention)
+        .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
     let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();
     Ok((Hook { source, mapping, max_events_per_request: cfg.max_events_per_request }, warnings))
 }

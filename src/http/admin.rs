@@ -8,13 +8,16 @@ use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
 
+/// A handler's answer: success picked here, a refusal's status by `error.rs`.
+type Answer = Result<HttpResponse, AdminError>;
+
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
 /// `GET /readyz`: config loaded, storage answering, not shutting down.
-pub async fn readyz(state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn readyz(state: web::Data<AdminState>) -> Answer {
     if !state.ready.load(Ordering::SeqCst) {
         return Err(AdminError::ShuttingDown);
     }
@@ -30,7 +33,7 @@ fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> AdminError {
 
 /// `GET /metrics`: Prometheus (OpenMetrics text). Unauthenticated, like `/readyz`: it holds
 /// counts, not payloads, and scrapers rarely carry tokens; keep the admin listener private.
-pub async fn metrics(state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn metrics(state: web::Data<AdminState>) -> Answer {
     let (depth, oldest) = state.queue.depth().await.map_err(|e| storage_unavailable("/metrics", &e))?;
     let oldest = oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64));
     Ok(HttpResponse::Ok()
@@ -58,7 +61,7 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
 }
 
 /// Answers from the store as JSON, or 503 when it cannot be read.
-fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> Result<HttpResponse, AdminError> {
+fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> Answer {
     let v = r.map_err(|e| storage_unavailable("admin API", &e))?;
     Ok(HttpResponse::Ok().json(v))
 }
@@ -90,11 +93,7 @@ const MAX_PAGE: usize = 500;
 
 /// `GET /admin/deliveries`: events newest first, filtered by dedup_key (a part of it), source
 /// or state, a page at a time (`before` = the last id of the previous page).
-pub async fn deliveries(
-    req: HttpRequest,
-    q: web::Query<DeliveriesQuery>,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+pub async fn deliveries(req: HttpRequest, q: web::Query<DeliveriesQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let q = q.into_inner();
     let search = q.q.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
@@ -103,7 +102,7 @@ pub async fn deliveries(
 }
 
 /// `GET /admin/deliveries/{id}`: one event as sent, its attempts and the request it came from.
-pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let raw = req.match_info().get("id").unwrap_or_default();
     let id = raw.parse::<i64>().map_err(|_| AdminError::BadEventNumber(raw.to_string()))?;
@@ -115,7 +114,7 @@ pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Result<
 
 /// `GET /admin/stats`: the queue gauges and delivery outcomes `/metrics` exports, the outcomes
 /// counted over the last hour.
-pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let depth = state.queue.depth().await.map(|(n, oldest)| {
         let age = oldest.map(|t| ((crate::queue::now_millis() - t).max(0) as f64) / 1000.0);
@@ -129,7 +128,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Result<Htt
 }
 
 /// `GET /admin/sources`: the configured sources' names, sorted.
-pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let sources = state.pipeline.sources.load();
     let mut names: Vec<_> = sources.names().map(str::to_string).collect();
@@ -153,11 +152,7 @@ pub struct RenderRequest {
 
 /// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
 /// render` over HTTP. Verifies, stores and sends nothing.
-pub async fn render(
-    req: HttpRequest,
-    body: web::Bytes,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     // Parsed only after the token is checked: a caller without it learns nothing of the format.
     let body: RenderRequest = serde_json::from_slice(&body).map_err(AdminError::BadBody)?;
@@ -205,7 +200,7 @@ pub async fn console(state: web::Data<AdminState>) -> HttpResponse {
 }
 
 /// `GET /console/{file}`: the console's stylesheet, script and icon.
-pub async fn console_asset(req: HttpRequest) -> Result<HttpResponse, AdminError> {
+pub async fn console_asset(req: HttpRequest) -> Answer {
     Ok(match req.match_info().get("file").unwrap_or_default() {
         "console.css" => console_file("text/css; charset=utf-8", CONSOLE_CSS),
         "console.js" => console_file("text/javascript; charset=utf-8", CONSOLE_JS),
@@ -215,18 +210,14 @@ pub async fn console_asset(req: HttpRequest) -> Result<HttpResponse, AdminError>
 }
 
 /// `GET /admin/dead`: dead events and payloads whose mapping failed, newest first.
-pub async fn dead_letters(
-    req: HttpRequest,
-    q: web::Query<DeadQuery>,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+pub async fn dead_letters(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let q = q.into_inner();
     stored(state.queue.dead_letters(q.source, q.limit.unwrap_or(100)).await)
 }
 
 /// `GET /admin/dead/{id}`: one dead letter with its attempts and stored request.
-pub async fn dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     let id = dead_id(&req, &state)?;
     match state.queue.dead_letter(id.clone()).await {
         Ok(None) => Err(AdminError::NoDeadLetter(id)),
@@ -235,7 +226,7 @@ pub async fn dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Resu
 }
 
 /// `DELETE /admin/dead/{id}`: forget a dead letter.
-pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     let id = dead_id(&req, &state)?;
     match state.queue.delete_dead(id.clone()).await {
         Ok(false) => Err(AdminError::NoDeadLetter(id)),
@@ -245,7 +236,7 @@ pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) 
 
 /// `POST /admin/dead/{id}/replay`: queue a dead event again, or re-map a failed payload
 /// with the current mappings.
-pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     let id = dead_id(&req, &state)?;
     Ok(match state.pipeline.replay(&id).await {
         Ok(r) => HttpResponse::Ok().json(r),
@@ -257,11 +248,7 @@ pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Result<Ht
 }
 
 /// `POST /admin/dead/replay?source=NAME`: replay every dead letter (of one source).
-pub async fn replay_all(
-    req: HttpRequest,
-    q: web::Query<DeadQuery>,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
+pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let results = state.pipeline.replay_all(q.source.as_deref()).await.map(|rs| {
         rs.into_iter()

@@ -69,10 +69,12 @@ pub struct SignatureMismatch;
 /// Why a certificate pinned in `trusted_certs` cannot be used.
 #[derive(Debug, thiserror::Error)]
 pub enum PinnedCertError {
-    #[error("trusted_certs: {url:?} {error}")]
-    Url { url: String, error: UrlError },
-    #[error("trusted_certs[{url:?}]: {error}")]
-    Pem { url: String, error: PemError },
+    /// The URL (first) is not a SigningCertURL.
+    #[error("trusted_certs: {0:?} {1}")]
+    Url(String, UrlError),
+    /// The PEM pinned for the URL (first) is not a usable certificate.
+    #[error("trusted_certs[{0:?}]: {1}")]
+    Pem(String, PemError),
 }
 
 /// Why a message has no certificate to be checked against.
@@ -158,12 +160,11 @@ impl CertStore {
         let mut certs = HashMap::new();
         let mut errors = Vec::new();
         for (url, pem) in pinned {
-            let checked =
-                AwsUrl::cert(url).map_err(|error| PinnedCertError::Url { url: url.clone(), error }).and_then(|u| {
-                    let cert = SigningCert::from_pem(pem.as_bytes())
-                        .map_err(|error| PinnedCertError::Pem { url: url.clone(), error })?;
-                    Ok((u, Arc::new(cert)))
-                });
+            let checked = AwsUrl::cert(url).map_err(|error| PinnedCertError::Url(url.clone(), error)).and_then(|u| {
+                let cert =
+                    SigningCert::from_pem(pem.as_bytes()).map_err(|error| PinnedCertError::Pem(url.clone(), error))?;
+                Ok((u, Arc::new(cert)))
+            });
             match checked {
                 Ok((u, c)) => {
                     certs.insert(u, c);

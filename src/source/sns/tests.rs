@@ -318,7 +318,7 @@ fn pinned_certificates_must_be_sns_urls_and_certificates() {
     ]);
     let errs = Sns::new(settings(TopicFilter::Any, false), &pinned, Arc::new(FakeAws::default())).unwrap_err();
     assert_eq!(errs.len(), 2, "{errs:?}");
-    let url_refused = |e: &PinnedCertError| matches!(e, PinnedCertError::Url { error: UrlError::Host, .. });
+    let url_refused = |e: &PinnedCertError| matches!(e, PinnedCertError::Url(_, UrlError::Host));
     assert!(errs.iter().any(url_refused), "{errs:?}");
     let texts: Vec<String> = errs.iter().map(ToString::to_string).collect();
     assert!(texts.iter().any(|e| e.contains("\"https://evil.example/a.pem\" host not allowed")), "{texts:?}");
