@@ -424,3 +424,6 @@ fn log_notes(source: &str, rendered: &[Rendered]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
