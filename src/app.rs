@@ -8,8 +8,9 @@ use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::pagerduty;
 use crate::queue::{PostgresQueue, Queue, Role, SharedPace, SqliteQueue};
-use crate::reload::{self, Fingerprint, Live};
-use crate::source::{AwsFetch, HttpsFetch, Sources};
+use crate::registry::Sources;
+use crate::reload::{self, Fingerprint, Live, ReloadError};
+use crate::source::{AwsFetch, HttpsFetch};
 use anyhow::Context as _;
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -62,12 +63,11 @@ struct Reloader {
 impl Reloader {
     /// Loads, validates and compiles the config file, then swaps the sources in; on error
     /// the running config stays.
-    async fn reload(&self) -> Result<(), String> {
+    async fn reload(&self) -> Result<(), ReloadError> {
         let mut seen = self.seen.lock().await;
         let (path, env, aws) = (self.path.clone(), self.env.clone(), self.aws.clone());
-        let prepared = tokio::task::spawn_blocking(move || reload::prepare(&path, &*env, aws))
-            .await
-            .map_err(|e| format!("reload task failed: {e}"))?;
+        let prepared =
+            tokio::task::spawn_blocking(move || reload::prepare(&path, &*env, aws)).await.map_err(ReloadError::Task)?;
         match prepared {
             Ok((cfg, sources, warnings)) => {
                 *seen = Fingerprint::of(&cfg);
@@ -200,8 +200,7 @@ impl App {
         admin: TcpListener,
         aws: Arc<dyn AwsFetch>,
     ) -> anyhow::Result<App> {
-        let (sources, warnings) =
-            Sources::build_with(&cfg, aws.clone()).map_err(|errs| anyhow::anyhow!("{}", errs.join("\n")))?;
+        let (sources, warnings) = Sources::build_with(&cfg, aws.clone())?;
         let metrics = Arc::new(Metrics::new());
         metrics.configured(cfg.sources.iter().map(|s| s.name.as_str()));
         let sources = Arc::new(Live::new(sources));
@@ -218,8 +217,7 @@ impl App {
         }
         let (queue, shared_pace) = open_store(&cfg, Role::Deliverer).await?;
         let wake = Arc::new(Notify::new());
-        let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)
-            .map_err(anyhow::Error::msg)?;
+        let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)?;
         let (stop_worker, stop_rx) = watch::channel(false);
         let worker =
             Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone());
@@ -234,7 +232,7 @@ impl App {
         let admin_state = AdminState {
             queue: queue.clone(),
             pipeline: pipeline.clone(),
-            admin_token: cfg.server.admin_token.as_ref().map(crate::config::SecretDigest::of),
+            admin_token: cfg.server.admin_token.as_ref().map(crate::secret::SecretDigest::of),
             ready: ready.clone(),
         };
         let servers = http::start(pipeline, &cfg.server, hooks, admin_state, admin)?;
@@ -257,7 +255,7 @@ impl App {
     }
 
     /// Reloads the config file now (what SIGHUP does); on error the running config stays.
-    pub async fn reload(&self) -> Result<(), String> {
+    pub async fn reload(&self) -> Result<(), ReloadError> {
         self.reloader.reload().await
     }
 

@@ -5,11 +5,11 @@
 
 use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
-use crate::ingest::{Pipeline, Replayed};
+use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
 use crate::queue::{DeadId, EventSummary, Role};
+use crate::registry::Sources;
 use crate::reload::Live;
-use crate::source::Sources;
 use crate::telemetry::{self, LogFormat};
 use crate::testcases;
 use anyhow::{bail, Context as _};
@@ -293,7 +293,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { id, source, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
-            let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+            let (sources, _) = Sources::build(&cfg)?;
             let pipeline = Pipeline {
                 sources: Arc::new(Live::new(sources)),
                 metrics: Default::default(),
@@ -350,7 +350,8 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
         }
     };
     let built = Sources::build(&cfg);
-    let mut errors: Vec<String> = built.as_ref().err().into_iter().flatten().cloned().collect();
+    let mut errors: Vec<String> =
+        built.as_ref().err().into_iter().flat_map(|e| &e.0).map(ToString::to_string).collect();
     errors.extend(cfg.unresolved.iter().cloned());
     let warnings = built.as_ref().map(|(_, w)| w.clone()).unwrap_or_default();
     for w in cfg.warnings.iter().chain(&warnings) {
@@ -379,7 +380,7 @@ fn test_env(name: &str) -> Option<String> {
 
 fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&cli.config, &test_env)?;
-    let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let (sources, _) = Sources::build(&cfg)?;
     let discovered = files.is_empty();
     let files = if discovered {
         let dir = cfg.path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
@@ -434,7 +435,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     if !cfg.unresolved.is_empty() {
         eprintln!("note: {} secret(s) not set, which render does not need; a routing key not set shows as a placeholder's fingerprint", cfg.unresolved.len());
     }
-    let (sources, _) = Sources::build(&cfg).map_err(|e| anyhow::anyhow!("{}", e.join("\n")))?;
+    let (sources, _) = Sources::build(&cfg)?;
     if sources.get(source).is_none() {
         bail!("no source named '{source}' in {}", cfg.path.display());
     }
@@ -457,7 +458,10 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     };
     out!("{}", serde_json::to_string_pretty(&preview.events)?);
     if let Some(reason) = preview.ignored {
-        eprintln!("{}", if reason == "no rule matched" { reason } else { format!("ignored: {reason}") });
+        match reason {
+            IgnoreReason::NoRuleMatched => eprintln!("{reason}"),
+            IgnoreReason::BySource(_) => eprintln!("ignored: {reason}"),
+        }
     }
     Ok(())
 }
@@ -488,33 +492,4 @@ fn health(addr: std::net::SocketAddr) -> anyhow::Result<ExitCode> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn deliveries_columns_fit_their_longest_value() {
-        let row = |id: i64, source: &str, state: &str, action: Option<&str>| EventSummary {
-            id,
-            inbound_id: String::new(),
-            source: source.into(),
-            kind: "alert".into(),
-            action: action.map(str::to_string),
-            dedup_key: Some(format!("key-{id}")),
-            state: state.into(),
-            attempts: 1,
-            created_at: 0,
-            last_error: None,
-            pagerduty_dedup_key: None,
-        };
-        let rows = [
-            row(7, "a-rather-long-source-name", "dry_run", Some("acknowledge")),
-            row(123456789, "gh", "collapsed", None),
-        ];
-        let lines = table_lines(&rows);
-        let at = |l: &String, needle: &str| l.find(needle).unwrap_or_else(|| panic!("{needle} in {l}"));
-        let start = at(&lines[0], "DEDUP_KEY");
-        assert_eq!(at(&lines[1], "key-7"), start, "{lines:#?}");
-        assert_eq!(at(&lines[2], "key-123456789"), start, "{lines:#?}");
-        assert_eq!(at(&lines[1], "dry_run"), at(&lines[2], "collapsed"), "{lines:#?}");
-    }
-}
+mod tests;

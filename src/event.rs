@@ -5,7 +5,7 @@
 //! 512 000 bytes. Where a limit can be met without losing the page (truncating a summary, shrinking
 //! `custom_details`), the constructor does so and leaves a note saying what it changed.
 
-use crate::config::Secret;
+use crate::secret::Secret;
 use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};

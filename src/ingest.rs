@@ -7,8 +7,9 @@
 use crate::mapping::{ApplyError, Rendered};
 use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use crate::registry::{Hook, Sources};
 use crate::reload::Live;
-use crate::source::{Disposition, Headers, Incoming, Offline, Source, SourceError, Sources, Verified};
+use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -21,12 +22,38 @@ pub enum IngestOutcome {
     /// Seen before (same delivery id); nothing new stored.
     Duplicate { id: String },
     /// Verified and recorded, but deliberately not mapped (e.g. `ping`), or no rule matched.
-    Ignored { id: String, reason: String },
+    Ignored { id: String, reason: IgnoreReason },
     /// A rule failed; the payload is stored for replay once the mapping is fixed.
     MappingFailed { id: String, error: String },
     /// More events than `max_events_per_request`: the payload is stored as a dead letter, for
     /// replay once the cap is raised. Senders that drop a 4xx (Alertmanager, SNS) lose nothing.
     TooManyEvents { id: String, error: String },
+}
+
+/// Why a verified payload made no events. It is recorded as `ignored` (not a dead letter):
+/// the same answer whether it arrived, was replayed or was rendered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IgnoreReason {
+    /// The source says there is nothing to map (GitHub's `ping`, an SNS confirmation).
+    BySource(&'static str),
+    /// No rule of the source's mapping matched.
+    NoRuleMatched,
+}
+
+impl std::fmt::Display for IgnoreReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IgnoreReason::BySource(reason) => f.write_str(reason),
+            IgnoreReason::NoRuleMatched => f.write_str("no rule matched"),
+        }
+    }
+}
+
+/// As its text: senders and the console read `"reason": "no rule matched"`.
+impl Serialize for IgnoreReason {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 /// Why a request was refused; `http` picks the status code.
@@ -98,7 +125,7 @@ impl Pipeline {
         let first = {
             let (src, query) = (src.clone(), query.clone());
             self.cpu
-                .run(move || match src.verify_offline(req) {
+                .run(move || match src.source().verify_offline(req) {
                     Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
                     Offline::Checked(Err(e)) => FirstPass::Refused(e),
                     Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),
@@ -108,7 +135,7 @@ impl Pipeline {
         let (mut inbound, decision) = match first {
             FirstPass::Prepared(prepared) => Ok(prepared),
             FirstPass::Refused(e) => Err(e),
-            FirstPass::NeedsNetwork(req) => match src.verify(req).await {
+            FirstPass::NeedsNetwork(req) => match src.source().verify(req).await {
                 Ok(verified) => Ok(self.cpu.run(move || prepare(&src, verified, &query)).await),
                 Err(e) => Err(e),
             },
@@ -143,7 +170,7 @@ enum FirstPass {
 
 /// The inbound record of a verified request and what its mappings made of it (the record is
 /// taken before mapping, which consumes the request; its status follows the decision).
-fn prepare(src: &Source, verified: Verified, query: &str) -> (NewInbound, Decision) {
+fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
     let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
     (inbound, decide(src, verified, received_at))
@@ -152,7 +179,7 @@ fn prepare(src: &Source, verified: Verified, query: &str) -> (NewInbound, Decisi
 /// What the mappings made of a verified request.
 enum Decision {
     Map(Vec<Rendered>),
-    Ignore(String),
+    Ignore(IgnoreReason),
     Failed(String),
     TooMany(String),
 }
@@ -172,13 +199,13 @@ impl Decision {
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
 /// replay.
-fn decide(src: &Source, verified: Verified, received_at: Millis) -> Decision {
+fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
     let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
-        Disposition::Ignore(reason) => Decision::Ignore(reason.to_string()),
+        Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
         Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
-            Ok(rendered) if rendered.is_empty() => Decision::Ignore("no rule matched".to_string()),
+            Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
             Ok(rendered) => {
                 log_notes(source, &rendered);
                 Decision::Map(rendered)
@@ -204,7 +231,7 @@ pub enum Replayed {
     /// The payload mapped this time, into this many events.
     Remapped { events: usize },
     /// The payload still maps to nothing (no rule matches now); recorded as ignored.
-    Ignored { reason: String },
+    Ignored { reason: IgnoreReason },
     /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
 }
@@ -257,6 +284,7 @@ impl Pipeline {
                     source_name: stored.source.clone(),
                 })?;
                 let verified = src
+                    .source()
                     .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
                 // The payload was accepted when it first arrived, not now.
@@ -279,7 +307,7 @@ impl Pipeline {
                 tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
             }
             Replayed::Ignored { reason } => {
-                tracing::info!(dead_letter = %id, outcome = "ignored", reason, "dead letter replayed")
+                tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
             }
             Replayed::StillFailing { error } => {
                 tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
@@ -314,7 +342,7 @@ impl Pipeline {
 #[derive(Debug, Clone, Serialize)]
 pub struct Preview {
     /// Why nothing would be mapped (a `ping`, no rule matched), if so.
-    pub ignored: Option<String>,
+    pub ignored: Option<IgnoreReason>,
     pub events: Vec<PreviewEvent>,
 }
 
@@ -353,9 +381,11 @@ pub fn preview(
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
         headers.push(("content-type".into(), "application/json".into()));
     }
-    let verified = src.trusted(Headers::from_pairs(headers), query, body)?;
+    let verified = src.source().trusted(Headers::from_pairs(headers), query, body)?;
     let rendered = match verified.disposition() {
-        Disposition::Ignore(reason) => return Ok(Preview { ignored: Some(reason.to_string()), events: Vec::new() }),
+        Disposition::Ignore(reason) => {
+            return Ok(Preview { ignored: Some(IgnoreReason::BySource(reason)), events: Vec::new() })
+        }
         Disposition::Map => {
             src.mapping().apply(verified, std::time::SystemTime::now(), src.max_events_per_request())?
         }
@@ -370,7 +400,7 @@ pub fn preview(
             notes: r.event.notes().to_vec(),
         })
         .collect::<Vec<_>>();
-    let ignored = events.is_empty().then(|| "no rule matched".to_string());
+    let ignored = events.is_empty().then_some(IgnoreReason::NoRuleMatched);
     Ok(Preview { ignored, events })
 }
 
@@ -394,3 +424,6 @@ fn log_notes(source: &str, rendered: &[Rendered]) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

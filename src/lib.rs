@@ -1,17 +1,20 @@
 //! pagerhook: verify webhooks, map them to PagerDuty Events API v2 events, deliver them in
 //! order without losing one.
 //!
-//! Layout (see ARCHITECTURE.md):
-//! - `config`: the config file, validated into types that cannot be wrong.
-//! - `source`: one file per source kind; produces `Verified` requests.
-//! - `mapping`: mapping files and handlebars rendering.
+//! Layout (see ARCHITECTURE.md), top-level modules from the bottom up; each imports only
+//! modules listed before it (`tests/it/tidy.rs` checks the exact table):
+//! - `secret`, `telemetry`, `metrics`: leaves, importing nothing of the crate.
 //! - `event`: PagerDuty event types that enforce the API's limits.
-//! - `queue`: the durable queue (`Queue` trait, SQLite).
-//! - `delivery`: the worker, with retry policy.
-//! - `pagerduty`: the only code that talks upstream.
+//! - `config`: the config file, validated into types that cannot be wrong.
+//! - `source`: one file per source kind; produces `Verified` requests, knows no mapping.
+//! - `mapping`: mapping files and handlebars rendering of a `Verified` payload.
+//! - `registry`: each configured source bound to its mapping (`Sources`).
+//! - `queue`: the durable queue (`Queue` trait, SQLite and PostgreSQL).
+//! - `pagerduty`: the only code that talks upstream; `delivery`: the worker, with retry policy.
+//! - `reload`: swapping a new config in whole.
 //! - `ingest`: the accept path (verify, map, commit) without HTTP.
-//! - `http`: the only code that knows actix-web.
 //! - `testcases`: mapping test files (`pagerhook test`).
+//! - `http`: the only code that knows actix-web.
 //! - `app`: startup wiring; `cli`: the command line.
 
 pub mod app;
@@ -25,7 +28,9 @@ pub mod mapping;
 pub mod metrics;
 pub mod pagerduty;
 pub mod queue;
+pub mod registry;
 pub mod reload;
+pub mod secret;
 pub mod source;
 pub mod telemetry;
 pub mod testcases;

@@ -3,8 +3,9 @@
 //! mapping file (polled: inotify misses the symlink swaps Kubernetes uses for ConfigMaps, and
 //! one `stat` per file every two seconds costs nothing).
 
-use crate::config::Config;
-use crate::source::{AwsFetch, Sources};
+use crate::config::{Config, ConfigError};
+use crate::registry::{BuildErrors, Sources};
+use crate::source::AwsFetch;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
@@ -58,27 +59,30 @@ fn stat(p: &std::path::Path) -> Option<(SystemTime, u64)> {
     std::fs::metadata(p).ok().and_then(|m| Some((m.modified().ok()?, m.len())))
 }
 
+/// Why a reload did not happen; the running config stays.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// The config file does not read, parse or validate.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A source or a mapping does not compile: every problem, on one line for the log.
+    #[error("{}", .0.joined("; "))]
+    Sources(#[from] BuildErrors),
+    /// The reload task panicked or was cancelled.
+    #[error("reload task failed: {0}")]
+    Task(tokio::task::JoinError),
+}
+
 /// Loads and compiles a config for reload. `Err` carries every problem, for the log.
 pub fn prepare(
     path: &std::path::Path,
     env: &(dyn Fn(&str) -> Option<String> + Send + Sync),
     aws: Arc<dyn AwsFetch>,
-) -> Result<(Config, Sources, Vec<String>), String> {
-    let cfg = Config::load(path, env).map_err(|e| e.to_string())?;
-    let (sources, warnings) = Sources::build_with(&cfg, aws).map_err(|errs| errs.join("; "))?;
+) -> Result<(Config, Sources, Vec<String>), ReloadError> {
+    let cfg = Config::load(path, env)?;
+    let (sources, warnings) = Sources::build_with(&cfg, aws)?;
     Ok((cfg, sources, warnings))
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_loaded_version_survives_a_swap() {
-        let live = Live::new(1);
-        let before = live.load();
-        live.store(2);
-        assert_eq!(*before, 1, "an in-flight reader keeps its version");
-        assert_eq!(*live.load(), 2);
-    }
-}
+mod tests;

@@ -7,7 +7,8 @@
 
 use crate::config::Config;
 use crate::event::{Action, Event, RoutingKey};
-use crate::source::{Disposition, Headers, Sources};
+use crate::registry::Sources;
+use crate::source::{Disposition, Headers};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
@@ -307,6 +308,7 @@ fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
         ))
     })?;
     let verified = src
+        .source()
         .trusted(Headers::from_pairs(case.headers.clone()), &case.query, case.body.clone().into())
         .map_err(|e| Box::new(Failure::message("payload", e.to_string())))?;
     match verified.disposition() {

@@ -5,12 +5,12 @@
 
 mod parse;
 pub mod raw;
-mod secret;
 mod sns;
 mod value;
 mod verify;
 
-pub use secret::{Secret, SecretDigest, SecretRef};
+// Re-exported: config hands out resolved secrets, and its users name them with the rest of it.
+pub use crate::secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
 pub use value::ValueError;
 use value::{duration, events_url, one_of, socket, DEFAULT_EVENTS_URL};

@@ -155,7 +155,7 @@ fn the_shipped_config_is_valid_whatever_sources_are_enabled() {
     // tested is that it validates and its mappings compile, not which sources it holds.
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let c = Config::load_unresolved(&root.join("pagerhook.toml"), &|_| None).unwrap();
-    crate::source::Sources::build(&c).unwrap_or_else(|e| panic!("{e:#?}"));
+    crate::registry::Sources::build(&c).unwrap_or_else(|e| panic!("{e:#?}"));
 }
 
 #[test]

@@ -1,13 +1,15 @@
 //! The admin listener: health, readiness, the delivery log, dead letters, the mapping
 //! playground's render, and the web console (static files embedded in the binary) that uses them.
 
-use super::error::{json_error, replay_error_message, STORAGE_UNAVAILABLE};
+use super::error::{replay_error_message, AdminError};
 use super::AdminState;
 use crate::queue::{DeadId, EventQuery};
-use actix_web::http::StatusCode;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
+
+/// A handler's answer: success picked here, a refusal's status by `error.rs`.
+type Answer = Result<HttpResponse, AdminError>;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -15,40 +17,34 @@ pub async fn healthz() -> HttpResponse {
 }
 
 /// `GET /readyz`: config loaded, storage answering, not shutting down.
-pub async fn readyz(state: web::Data<AdminState>) -> HttpResponse {
+pub async fn readyz(state: web::Data<AdminState>) -> Answer {
     if !state.ready.load(Ordering::SeqCst) {
-        return json_error(StatusCode::SERVICE_UNAVAILABLE, "shutting down");
+        return Err(AdminError::ShuttingDown);
     }
-    match state.queue.depth().await {
-        Ok((pending, _)) => HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "pending": pending })),
-        Err(e) => storage_unavailable("/readyz", &e),
-    }
+    let (pending, _) = state.queue.depth().await.map_err(|e| storage_unavailable("/readyz", &e))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "pending": pending })))
 }
 
 /// 503 with a short reason; the store's own message (paths, SQL, hosts) goes to the log only.
-fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> HttpResponse {
+fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> AdminError {
     tracing::error!(request = what, error = %e, "storage unavailable");
-    json_error(StatusCode::SERVICE_UNAVAILABLE, STORAGE_UNAVAILABLE)
+    AdminError::StorageUnavailable
 }
 
 /// `GET /metrics`: Prometheus (OpenMetrics text). Unauthenticated, like `/readyz`: it holds
 /// counts, not payloads, and scrapers rarely carry tokens; keep the admin listener private.
-pub async fn metrics(state: web::Data<AdminState>) -> HttpResponse {
-    let (depth, oldest) = match state.queue.depth().await {
-        Ok((n, oldest)) => {
-            (n, oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64)))
-        }
-        Err(e) => return storage_unavailable("/metrics", &e),
-    };
-    HttpResponse::Ok()
+pub async fn metrics(state: web::Data<AdminState>) -> Answer {
+    let (depth, oldest) = state.queue.depth().await.map_err(|e| storage_unavailable("/metrics", &e))?;
+    let oldest = oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64));
+    Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.pipeline.metrics.render(depth, oldest))
+        .body(state.pipeline.metrics.render(depth, oldest)))
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time; no token configured = no admin API.
-fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpResponse>> {
+fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
     let Some(token) = &state.admin_token else {
-        return Err(Box::new(json_error(StatusCode::FORBIDDEN, "admin API disabled: set server.admin_token")));
+        return Err(AdminError::Disabled);
     };
     let given = req
         .headers()
@@ -60,25 +56,21 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), Box<HttpRespo
     if token.matches(given.as_bytes()) {
         Ok(())
     } else {
-        Err(Box::new(json_error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")))
+        Err(AdminError::Unauthorized)
     }
 }
 
 /// Answers from the store as JSON, or 503 when it cannot be read.
-fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> HttpResponse {
-    match r {
-        Ok(v) => HttpResponse::Ok().json(v),
-        Err(e) => storage_unavailable("admin API", &e),
-    }
+fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> Answer {
+    let v = r.map_err(|e| storage_unavailable("admin API", &e))?;
+    Ok(HttpResponse::Ok().json(v))
 }
 
 /// Checks the token, then parses the `{id}` path segment as a dead-letter id.
-fn dead_id(req: &HttpRequest, state: &AdminState) -> Result<DeadId, Box<HttpResponse>> {
+fn dead_id(req: &HttpRequest, state: &AdminState) -> Result<DeadId, AdminError> {
     authorized(req, state)?;
     let raw = req.match_info().get("id").unwrap_or_default();
-    DeadId::parse(raw).ok_or_else(|| {
-        Box::new(json_error(StatusCode::BAD_REQUEST, &format!("{raw:?} is neither an event number nor an inbound id")))
-    })
+    DeadId::parse(raw).ok_or_else(|| AdminError::BadDeadId(raw.to_string()))
 }
 
 /// `?source=NAME&limit=N` of the dead-letter list.
@@ -101,14 +93,8 @@ const MAX_PAGE: usize = 500;
 
 /// `GET /admin/deliveries`: events newest first, filtered by dedup_key (a part of it), source
 /// or state, a page at a time (`before` = the last id of the previous page).
-pub async fn deliveries(
-    req: HttpRequest,
-    q: web::Query<DeliveriesQuery>,
-    state: web::Data<AdminState>,
-) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn deliveries(req: HttpRequest, q: web::Query<DeliveriesQuery>, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let q = q.into_inner();
     let search = q.q.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
@@ -116,28 +102,20 @@ pub async fn deliveries(
 }
 
 /// `GET /admin/deliveries/{id}`: one event as sent, its attempts and the request it came from.
-pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let raw = req.match_info().get("id").unwrap_or_default();
-    let Ok(id) = raw.parse::<i64>() else {
-        return json_error(StatusCode::BAD_REQUEST, &format!("{raw:?} is not an event number"));
-    };
+    let id = raw.parse::<i64>().map_err(|_| AdminError::BadEventNumber(raw.to_string()))?;
     match state.queue.event(id).await {
-        Ok(None) => {
-            json_error(StatusCode::NOT_FOUND, &format!("no event {id} (delivered events go after storage.retention)"))
-        }
+        Ok(None) => Err(AdminError::NoEvent(id)),
         other => stored(other),
     }
 }
 
 /// `GET /admin/stats`: the queue gauges and delivery outcomes `/metrics` exports, the outcomes
 /// counted over the last hour.
-pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let depth = state.queue.depth().await.map(|(n, oldest)| {
         let age = oldest.map(|t| ((crate::queue::now_millis() - t).max(0) as f64) / 1000.0);
         serde_json::json!({
@@ -150,14 +128,12 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> HttpRespon
 }
 
 /// `GET /admin/sources`: the configured sources' names, sorted.
-pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let sources = state.pipeline.sources.load();
     let mut names: Vec<_> = sources.names().map(str::to_string).collect();
     names.sort();
-    HttpResponse::Ok().json(names)
+    Ok(HttpResponse::Ok().json(names))
 }
 
 /// The body of `POST /admin/render`.
@@ -176,31 +152,23 @@ pub struct RenderRequest {
 
 /// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
 /// render` over HTTP. Verifies, stores and sends nothing.
-pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     // Parsed only after the token is checked: a caller without it learns nothing of the format.
-    let body: RenderRequest = match serde_json::from_slice(&body) {
-        Ok(b) => b,
-        Err(e) => return json_error(StatusCode::BAD_REQUEST, &format!("request body: {e}")),
-    };
+    let body: RenderRequest = serde_json::from_slice(&body).map_err(AdminError::BadBody)?;
     let mut headers = Vec::new();
     for (n, line) in body.headers.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
         let Some((k, v)) = line.split_once(':') else {
-            return json_error(
-                StatusCode::BAD_REQUEST,
-                &format!("header line {}: {line:?} is not 'Name: value'", n + 1),
-            );
+            return Err(AdminError::BadHeaderLine { line: n + 1, text: line.to_string() });
         };
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
     let query = body.query.trim().trim_start_matches('?');
     let sources = state.pipeline.sources.load();
-    match crate::ingest::preview(&sources, &body.source, headers, query, body.payload.into()) {
+    Ok(match crate::ingest::preview(&sources, &body.source, headers, query, body.payload.into()) {
         Ok(p) => HttpResponse::Ok().json(p),
         Err(e) => e.error_response(),
-    }
+    })
 }
 
 /// The console's files, compiled in: it works air-gapped and needs no build step.
@@ -232,69 +200,56 @@ pub async fn console(state: web::Data<AdminState>) -> HttpResponse {
 }
 
 /// `GET /console/{file}`: the console's stylesheet, script and icon.
-pub async fn console_asset(req: HttpRequest) -> HttpResponse {
-    match req.match_info().get("file").unwrap_or_default() {
+pub async fn console_asset(req: HttpRequest) -> Answer {
+    Ok(match req.match_info().get("file").unwrap_or_default() {
         "console.css" => console_file("text/css; charset=utf-8", CONSOLE_CSS),
         "console.js" => console_file("text/javascript; charset=utf-8", CONSOLE_JS),
         "favicon.svg" => console_file("image/svg+xml", FAVICON),
-        _ => json_error(StatusCode::NOT_FOUND, "no such console file"),
-    }
+        _ => return Err(AdminError::NoConsoleFile),
+    })
 }
 
 /// `GET /admin/dead`: dead events and payloads whose mapping failed, newest first.
-pub async fn dead_letters(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn dead_letters(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let q = q.into_inner();
     stored(state.queue.dead_letters(q.source, q.limit.unwrap_or(100)).await)
 }
 
 /// `GET /admin/dead/{id}`: one dead letter with its attempts and stored request.
-pub async fn dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    let id = match dead_id(&req, &state) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+pub async fn dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    let id = dead_id(&req, &state)?;
     match state.queue.dead_letter(id.clone()).await {
-        Ok(None) => json_error(StatusCode::NOT_FOUND, &format!("no dead letter {id}")),
+        Ok(None) => Err(AdminError::NoDeadLetter(id)),
         other => stored(other),
     }
 }
 
 /// `DELETE /admin/dead/{id}`: forget a dead letter.
-pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    let id = match dead_id(&req, &state) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
+pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    let id = dead_id(&req, &state)?;
     match state.queue.delete_dead(id.clone()).await {
-        Ok(false) => json_error(StatusCode::NOT_FOUND, &format!("no dead letter {id}")),
+        Ok(false) => Err(AdminError::NoDeadLetter(id)),
         other => stored(other.map(|_| serde_json::json!({ "status": "deleted", "id": id.to_string() }))),
     }
 }
 
 /// `POST /admin/dead/{id}/replay`: queue a dead event again, or re-map a failed payload
 /// with the current mappings.
-pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    let id = match dead_id(&req, &state) {
-        Ok(id) => id,
-        Err(r) => return *r,
-    };
-    match state.pipeline.replay(&id).await {
+pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+    let id = dead_id(&req, &state)?;
+    Ok(match state.pipeline.replay(&id).await {
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::warn!(dead_letter = %id, error = %e, "replay refused");
             e.error_response()
         }
-    }
+    })
 }
 
 /// `POST /admin/dead/replay?source=NAME`: replay every dead letter (of one source).
-pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> HttpResponse {
-    if let Err(r) = authorized(&req, &state) {
-        return *r;
-    }
+pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
+    authorized(&req, &state)?;
     let results = state.pipeline.replay_all(q.source.as_deref()).await.map(|rs| {
         rs.into_iter()
             .map(|(id, r)| match r {

@@ -4,6 +4,7 @@
 //! which check failed, never a secret or an expected value.
 
 use crate::ingest::{IngestError, PreviewError, ReplayError};
+use crate::queue::DeadId;
 use crate::source::SourceError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -77,7 +78,7 @@ impl ResponseError for ReplayError {
 }
 
 /// What a client is told when the store fails; the detail is logged.
-pub const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
+const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
 
 /// A replay error as the admin API answers it: storage details stay in the log.
 pub fn replay_error_message(e: &ReplayError) -> String {
@@ -101,8 +102,55 @@ impl ResponseError for PreviewError {
     }
 }
 
+/// Why the admin listener refuses a request (ingest, replay and render errors have their own).
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error("shutting down")]
+    ShuttingDown,
+    /// The store failed; what failed is logged where it happened, not sent.
+    #[error("{STORAGE_UNAVAILABLE}")]
+    StorageUnavailable,
+    #[error("admin API disabled: set server.admin_token")]
+    Disabled,
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("{0:?} is neither an event number nor an inbound id")]
+    BadDeadId(String),
+    #[error("{0:?} is not an event number")]
+    BadEventNumber(String),
+    #[error("no event {0} (delivered events go after storage.retention)")]
+    NoEvent(i64),
+    #[error("no dead letter {0}")]
+    NoDeadLetter(DeadId),
+    #[error("request body: {0}")]
+    BadBody(serde_json::Error),
+    #[error("header line {line}: {text:?} is not 'Name: value'")]
+    BadHeaderLine { line: usize, text: String },
+    #[error("no such console file")]
+    NoConsoleFile,
+}
+
+impl ResponseError for AdminError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            AdminError::ShuttingDown | AdminError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::Disabled => StatusCode::FORBIDDEN,
+            AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
+            AdminError::BadDeadId(_)
+            | AdminError::BadEventNumber(_)
+            | AdminError::BadBody(_)
+            | AdminError::BadHeaderLine { .. } => StatusCode::BAD_REQUEST,
+            AdminError::NoEvent(_) | AdminError::NoDeadLetter(_) | AdminError::NoConsoleFile => StatusCode::NOT_FOUND,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        json_error(self.status_code(), &self.to_string())
+    }
+}
+
 /// `{"status":"error","error":message}` with `status`.
-pub fn json_error(status: StatusCode, message: &str) -> HttpResponse {
+fn json_error(status: StatusCode, message: &str) -> HttpResponse {
     HttpResponse::build(status).json(serde_json::json!({ "status": "error", "error": message }))
 }
 

@@ -43,27 +43,31 @@ pub async fn post_hook(
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok(outcome) => {
-            let (status, body) = match &outcome {
+            // Success answers are picked here; every refusal's status is error.rs's.
+            let (mut answer, body) = match &outcome {
                 IngestOutcome::Accepted { id, events } => {
-                    (202, json!({ "status": "accepted", "events": events, "id": id }))
+                    (HttpResponse::Accepted(), json!({ "status": "accepted", "events": events, "id": id }))
                 }
-                IngestOutcome::Duplicate { id } => (200, json!({ "status": "duplicate", "id": id })),
+                IngestOutcome::Duplicate { id } => (HttpResponse::Ok(), json!({ "status": "duplicate", "id": id })),
                 IngestOutcome::Ignored { id, reason } => {
-                    (200, json!({ "status": "ignored", "reason": reason, "id": id }))
+                    (HttpResponse::Ok(), json!({ "status": "ignored", "reason": reason, "id": id }))
                 }
                 // Stored for replay: the sender has done its part and must not retry. The
                 // detail (rule, field, mapping file) is logged, not sent.
                 IngestOutcome::MappingFailed { id, .. } => (
-                    202,
+                    HttpResponse::Accepted(),
                     json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
                 ),
-                IngestOutcome::TooManyEvents { id, error } => {
-                    (202, json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }))
-                }
+                IngestOutcome::TooManyEvents { id, error } => (
+                    HttpResponse::Accepted(),
+                    json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }),
+                ),
             };
+            let res = answer.json(&body);
+            let status = res.status().as_u16();
             pipeline.metrics.request(&source, status);
             tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
-            HttpResponse::build(actix_web::http::StatusCode::from_u16(status).expect("valid status")).json(body)
+            res
         }
         Err(e) => {
             let status = e.status_code().as_u16();

@@ -21,7 +21,7 @@ pub struct AdminState {
     /// For replaying dead letters through the current mappings.
     pub pipeline: Pipeline,
     /// The digest of `server.admin_token`, compared with the digest of the presented one.
-    pub admin_token: Option<crate::config::SecretDigest>,
+    pub admin_token: Option<crate::secret::SecretDigest>,
     /// False once shutdown has begun: `/readyz` then answers 503.
     pub ready: Arc<std::sync::atomic::AtomicBool>,
 }

@@ -1,6 +1,7 @@
 use super::*;
 use crate::config::Secret;
-use crate::source::{Headers, Sources};
+use crate::registry::Sources;
+use crate::source::Headers;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 const TEAM: &str = "abcdef0123456789abcdef0123456789";
@@ -29,7 +30,7 @@ fn verified(body: serde_json::Value) -> Verified {
     .unwrap();
     let (sources, _) = Sources::build(&cfg).unwrap();
     let h = Headers::from_pairs([("x-github-event", "push"), ("content-type", "application/json")]);
-    sources.get("gh").unwrap().trusted(h, "team=a", body.to_string().into()).unwrap()
+    sources.get("gh").unwrap().source().trusted(h, "team=a", body.to_string().into()).unwrap()
 }
 
 /// When the test payloads were accepted: 2026-01-02T03:04:05.678Z.

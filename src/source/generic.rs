@@ -1,6 +1,6 @@
 //! `kind = "generic"`: any JSON webhook, checked by its configured `verify` scheme.
 
-use super::verify::{unix_now, Verifier, VerifyError};
+use super::verify::{unix_now, BadSecret, Verifier};
 use super::{parse_query, Disposition, Headers, Incoming, SourceError, Verified};
 use crate::config::VerifyScheme;
 use bytes::Bytes;
@@ -13,7 +13,7 @@ pub struct Generic {
 
 impl Generic {
     /// A verifier for this scheme; fails only on a secret config validation would refuse.
-    pub fn new(scheme: &VerifyScheme) -> Result<Generic, VerifyError> {
+    pub fn new(scheme: &VerifyScheme) -> Result<Generic, BadSecret> {
         Ok(Generic { verifier: Verifier::new(scheme)? })
     }
 
@@ -26,7 +26,7 @@ impl Generic {
     pub(super) fn verify_at(&self, name: &str, req: Incoming, now: i64) -> Result<Verified, SourceError> {
         self.verifier
             .check(&req.headers, &req.body, now)
-            .map_err(|e| SourceError::Unauthorized { source_name: name.to_string(), reason: e.to_string() })?;
+            .map_err(|e| SourceError::Unauthorized { source_name: name.to_string(), reason: e.into() })?;
         self.parse(name, req.headers, &req.query, req.body)
     }
 

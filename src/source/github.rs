@@ -1,7 +1,7 @@
 //! GitHub webhooks: `X-Hub-Signature-256`, JSON or form-encoded bodies, `ping`, delivery ids.
 
 use super::verify::{unix_now, Verifier};
-use super::{parse_query, Disposition, Headers, Incoming, SourceError, Verified};
+use super::{parse_query, Disposition, Headers, Incoming, Refusal, SourceError, Verified};
 use crate::config::{HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
 use bytes::Bytes;
 
@@ -31,12 +31,14 @@ impl Github {
 
     /// Checks the signature on the raw bytes, then parses.
     pub fn verify(&self, name: &str, req: Incoming) -> Result<Verified, SourceError> {
-        let unauthorized = |reason: String| SourceError::Unauthorized { source_name: name.to_string(), reason };
+        let unauthorized = |reason: Refusal| SourceError::Unauthorized { source_name: name.to_string(), reason };
         if req.headers.get(SIGNATURE_HEADER).is_none() {
             // The usual cause on GitHub's side: the webhook was created without a secret.
-            return Err(unauthorized(format!("missing {SIGNATURE_HEADER} header (is the webhook's secret set?)")));
+            return Err(unauthorized(Refusal::MissingCredentials(format!(
+                "missing {SIGNATURE_HEADER} header (is the webhook's secret set?)"
+            ))));
         }
-        self.verifier.check(&req.headers, &req.body, unix_now()).map_err(|e| unauthorized(e.to_string()))?;
+        self.verifier.check(&req.headers, &req.body, unix_now()).map_err(|e| unauthorized(e.into()))?;
         parse(name, req.headers, &req.query, req.body)
     }
 }

@@ -10,13 +10,12 @@ mod github;
 mod sns;
 mod verify;
 
-pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch};
+pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch, PinnedCertError};
 
-use crate::config::{Config, SourceConfig, SourceKindConfig};
-use crate::mapping::{Mapping, RoutingKeys};
+use crate::config::{SourceConfig, SourceKindConfig};
 use bytes::Bytes;
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 /// Request headers with lower-case names; repeated headers joined with ", ".
@@ -83,7 +82,7 @@ pub struct Incoming {
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("source '{source_name}': {reason}")]
-    Unauthorized { source_name: String, reason: String },
+    Unauthorized { source_name: String, reason: Refusal },
     /// Genuine, perhaps, but not wanted here (an SNS topic not in `topics`).
     #[error("source '{source_name}': {reason}")]
     Forbidden { source_name: String, reason: String },
@@ -97,6 +96,34 @@ pub enum SourceError {
     Unavailable { source_name: String, reason: String },
 }
 
+/// Why a request's credentials were refused (a 401). The variant is the class metrics count
+/// by; the text is the detail a sender reads.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// No signature or token where the scheme expects one.
+    #[error("{0}")]
+    MissingCredentials(String),
+    /// A signature or token that cannot be read as the scheme writes it.
+    #[error("{0}")]
+    MalformedCredentials(String),
+    /// Well-formed, but made with none of the configured secrets.
+    #[error("{0}")]
+    SignatureMismatch(String),
+    /// A signed timestamp outside the scheme's tolerance.
+    #[error("{0}")]
+    StaleTimestamp(String),
+    /// SNS: a `SignatureVersion` other than 1 or 2.
+    #[error("{0}")]
+    SignatureVersion(String),
+    /// SNS: a signing certificate that may not be fetched, or is not valid.
+    #[error("{0}")]
+    SigningCertificate(String),
+    /// SNS: a signed field that cannot be read (a signature not in base64, a `Timestamp` not
+    /// in ISO 8601).
+    #[error("{0}")]
+    Unreadable(String),
+}
+
 impl SourceError {
     /// A closed-set name for the failed check, for metrics (messages carry details).
     pub fn reason_class(&self) -> &'static str {
@@ -105,24 +132,22 @@ impl SourceError {
             SourceError::UnsupportedMediaType { .. } => "unsupported_media_type",
             SourceError::Forbidden { .. } => "forbidden",
             SourceError::Unavailable { .. } => "certificate_unavailable",
-            SourceError::Unauthorized { reason, .. } => {
-                let r = reason.as_str();
-                if r.contains("SigningCertURL") || r.contains("signing certificate") {
-                    "signing_certificate"
-                } else if r.contains("SignatureVersion") {
-                    "signature_version"
-                } else if r.contains("mismatch") {
-                    "signature_mismatch"
-                } else if r.contains("tolerance") {
-                    "stale_timestamp"
-                } else if r.starts_with("missing") {
-                    "missing_credentials"
-                } else if r.starts_with("malformed") {
-                    "malformed_credentials"
-                } else {
-                    "unauthorized"
-                }
-            }
+            SourceError::Unauthorized { reason, .. } => reason.class(),
+        }
+    }
+}
+
+impl Refusal {
+    /// The metric label of this kind of refusal.
+    pub fn class(&self) -> &'static str {
+        match self {
+            Refusal::MissingCredentials(_) => "missing_credentials",
+            Refusal::MalformedCredentials(_) => "malformed_credentials",
+            Refusal::SignatureMismatch(_) => "signature_mismatch",
+            Refusal::StaleTimestamp(_) => "stale_timestamp",
+            Refusal::SignatureVersion(_) => "signature_version",
+            Refusal::SigningCertificate(_) => "signing_certificate",
+            Refusal::Unreadable(_) => "unauthorized",
         }
     }
 }
@@ -223,13 +248,12 @@ pub enum Offline {
     NeedsNetwork(Incoming),
 }
 
-/// A configured source: how to verify it and how to map it.
+/// A configured source: how to verify and parse its requests. What a payload becomes is
+/// `registry`'s business, not this module's.
 #[derive(Debug)]
 pub struct Source {
     name: String,
     kind: SourceKind,
-    mapping: Mapping,
-    max_events_per_request: usize,
 }
 
 /// The closed set of source kinds.
@@ -241,20 +265,30 @@ enum SourceKind {
     Sns(Box<sns::Sns>),
 }
 
+/// Why a configured source cannot be set up (config validation catches most of this first).
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A generic source's verify scheme does not compile (a malformed secret).
+    #[error(transparent)]
+    Verify(#[from] verify::BadSecret),
+    /// An SNS source's pinned certificate is unusable.
+    #[error(transparent)]
+    PinnedCert(#[from] PinnedCertError),
+}
+
 impl Source {
-    fn build(
+    /// Sets up a source's verifier, reporting every problem. SNS sources fetch certificates
+    /// through `aws` and refuse messages older than `retention`.
+    pub fn build(
         cfg: &SourceConfig,
-        keys: RoutingKeys,
         aws: &Arc<dyn AwsFetch>,
         retention: std::time::Duration,
-    ) -> Result<(Source, Vec<String>), Vec<String>> {
-        let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
-            .map_err(|errs| errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>())?;
+    ) -> Result<Source, Vec<SetupError>> {
         let kind = match &cfg.kind {
             SourceKindConfig::Github { secrets } => SourceKind::Github(github::Github::new(secrets.clone())),
-            SourceKindConfig::Generic { verify } => SourceKind::Generic(
-                generic::Generic::new(verify).map_err(|e| vec![format!("source '{}': {e}", cfg.name)])?,
-            ),
+            SourceKindConfig::Generic { verify } => {
+                SourceKind::Generic(generic::Generic::new(verify).map_err(|e| vec![SetupError::from(e)])?)
+            }
             SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes } => {
                 let settings = sns::SnsSettings {
                     topics: topics.clone(),
@@ -262,31 +296,17 @@ impl Source {
                     unsigned_message_attributes: *unsigned_message_attributes,
                     max_age: retention,
                 };
-                SourceKind::Sns(Box::new(sns::Sns::new(settings, trusted_certs, aws.clone()).map_err(|errs| {
-                    errs.into_iter().map(|e| format!("source '{}': {e}", cfg.name)).collect::<Vec<_>>()
-                })?))
+                let sns = sns::Sns::new(settings, trusted_certs, aws.clone())
+                    .map_err(|errs| errs.into_iter().map(SetupError::from).collect::<Vec<_>>())?;
+                SourceKind::Sns(Box::new(sns))
             }
         };
-        let warnings = warnings.into_iter().map(|w| format!("source '{}': {w}", cfg.name)).collect();
-        Ok((
-            Source { name: cfg.name.clone(), kind, mapping, max_events_per_request: cfg.max_events_per_request },
-            warnings,
-        ))
+        Ok(Source { name: cfg.name.clone(), kind })
     }
 
     /// The source's name (`/hooks/{name}`).
     pub fn name(&self) -> &str {
         &self.name
-    }
-
-    /// The compiled mapping rules.
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
-    }
-
-    /// Most events one request may produce.
-    pub fn max_events_per_request(&self) -> usize {
-        self.max_events_per_request
     }
 
     /// Checks a request on its raw bytes, then parses it. Async because an SNS source may
@@ -319,55 +339,6 @@ impl Source {
             SourceKind::Generic(g) => g.parse(&self.name, headers, query, body),
             SourceKind::Sns(s) => s.parse(&self.name, headers, query, body),
         }
-    }
-}
-
-/// Every configured source by name, compiled once per config load.
-#[derive(Debug, Default)]
-pub struct Sources {
-    by_name: HashMap<String, Arc<Source>>,
-}
-
-impl Sources {
-    /// Compiles every source's verifier and mappings; reports all problems. SNS sources reach
-    /// AWS over HTTPS.
-    pub fn build(cfg: &Config) -> Result<(Sources, Vec<String>), Vec<String>> {
-        Sources::build_with(cfg, Arc::new(HttpsFetch::new()))
-    }
-
-    /// [`Sources::build`] with SNS sources reaching AWS through `aws` (tests inject a fake).
-    pub fn build_with(cfg: &Config, aws: Arc<dyn AwsFetch>) -> Result<(Sources, Vec<String>), Vec<String>> {
-        let mut by_name = HashMap::new();
-        let mut errors = Vec::new();
-        let mut warnings = Vec::new();
-        for s in &cfg.sources {
-            let keys = RoutingKeys {
-                default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
-                named: cfg.pagerduty.routing_keys.clone(),
-            };
-            match Source::build(s, keys, &aws, cfg.storage.retention) {
-                Ok((src, mut w)) => {
-                    warnings.append(&mut w);
-                    by_name.insert(s.name.clone(), Arc::new(src));
-                }
-                Err(mut e) => errors.append(&mut e),
-            }
-        }
-        if errors.is_empty() {
-            Ok((Sources { by_name }, warnings))
-        } else {
-            Err(errors)
-        }
-    }
-
-    /// A source by name.
-    pub fn get(&self, name: &str) -> Option<&Arc<Source>> {
-        self.by_name.get(name)
-    }
-
-    /// Names of all sources.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.by_name.keys().map(String::as_str)
     }
 }
 

@@ -78,3 +78,33 @@ proptest! {
         prop_assert!(r.is_err());
     }
 }
+
+#[test]
+fn a_refusal_s_metric_label_comes_from_its_variant_not_its_words() {
+    // The words are chosen to mislead a text search: the label must not follow them.
+    let text = || "missing malformed mismatch tolerance SignatureVersion SigningCertURL".to_string();
+    let cases = [
+        (Refusal::MissingCredentials(text()), "missing_credentials"),
+        (Refusal::MalformedCredentials(text()), "malformed_credentials"),
+        (Refusal::SignatureMismatch(text()), "signature_mismatch"),
+        (Refusal::StaleTimestamp(text()), "stale_timestamp"),
+        (Refusal::SignatureVersion(text()), "signature_version"),
+        (Refusal::SigningCertificate(text()), "signing_certificate"),
+        (Refusal::Unreadable(text()), "unauthorized"),
+    ];
+    for (reason, label) in cases {
+        let err = SourceError::Unauthorized { source_name: "s".into(), reason };
+        assert_eq!(err.reason_class(), label, "{err:?}");
+        assert_eq!(err.to_string(), format!("source 's': {}", text()), "the message is the detail as written");
+    }
+}
+
+#[test]
+fn a_github_refusal_is_labelled_by_what_failed() {
+    let body = br#"{"ref":"refs/heads/main"}"#;
+    let g = github(&["s3cret"]);
+    let label = |sig: Option<&str>| g.verify("gh", incoming(sig, body)).unwrap_err().reason_class();
+    assert_eq!(label(None), "missing_credentials");
+    assert_eq!(label(Some("sha256=zz")), "malformed_credentials");
+    assert_eq!(label(Some(&sign("other", body))), "signature_mismatch");
+}

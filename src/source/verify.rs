@@ -5,7 +5,7 @@
 //! digests, both in constant time with `subtle`. Headers may offer at most
 //! [`MAX_SIGNATURE_CANDIDATES`] signatures, so a forged header cannot multiply the work.
 
-use super::Headers;
+use super::{Headers, Refusal};
 use crate::config::{standard_webhooks_key, HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme, WhsecError};
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
@@ -86,9 +86,6 @@ fn digest(bytes: &[u8]) -> Key {
 /// Messages name the check, never a secret or an expected value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum VerifyError {
-    /// A secret config validation would have refused (building only).
-    #[error("secrets[{index}]: {error}")]
-    Secret { index: usize, error: WhsecError },
     #[error("missing {0} header")]
     MissingHeader(String),
     #[error("malformed {header} header (expected {expected})")]
@@ -100,6 +97,29 @@ pub enum VerifyError {
     Mismatch { what: &'static str, tried: usize },
     #[error("timestamp outside tolerance of {}", humantime::format_duration(*tolerance))]
     StaleTimestamp { tolerance: Duration },
+}
+
+/// A secret config validation would have refused: the one reason a verifier cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("secrets[{index}]: {error}")]
+pub struct BadSecret {
+    pub index: usize,
+    pub error: WhsecError,
+}
+
+/// A refusal's class is the kind of check that failed; the text stays the sender's detail.
+impl From<VerifyError> for Refusal {
+    fn from(e: VerifyError) -> Refusal {
+        let text = e.to_string();
+        match e {
+            VerifyError::MissingHeader(_) => Refusal::MissingCredentials(text),
+            VerifyError::Malformed { .. } | VerifyError::TooManyCandidates { .. } => {
+                Refusal::MalformedCredentials(text)
+            }
+            VerifyError::Mismatch { .. } => Refusal::SignatureMismatch(text),
+            VerifyError::StaleTimestamp { .. } => Refusal::StaleTimestamp(text),
+        }
+    }
 }
 
 impl VerifyError {
@@ -114,7 +134,7 @@ impl VerifyError {
 
 impl Verifier {
     /// Compiles a scheme; fails only on a secret config validation would have refused.
-    pub fn new(scheme: &VerifyScheme) -> Result<Verifier, VerifyError> {
+    pub fn new(scheme: &VerifyScheme) -> Result<Verifier, BadSecret> {
         Ok(Verifier(match scheme {
             VerifyScheme::Hmac { header, algorithm, encoding, prefix, secrets } => Scheme::Hmac {
                 header: header.clone(),
@@ -128,7 +148,7 @@ impl Verifier {
                     .iter()
                     .enumerate()
                     .map(|(index, s)| {
-                        standard_webhooks_key(s).map(Key).map_err(|error| VerifyError::Secret { index, error })
+                        standard_webhooks_key(s).map(Key).map_err(|error| BadSecret { index, error })
                     })
                     .collect::<Result<_, _>>()?,
                 tolerance: *tolerance,

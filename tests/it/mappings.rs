@@ -5,7 +5,8 @@
 
 use crate::helpers::sns_kit::notification;
 use crate::helpers::{base_config, config_from, root, shipped_generic_source, sns_source, ALERTMANAGER_VERIFY};
-use pagerhook::source::{Headers, Sources};
+use pagerhook::registry::Sources;
+use pagerhook::source::Headers;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -48,6 +49,7 @@ fn render_cases(source: &str, fixtures: &str, config: &str, dir: &std::path::Pat
         }
         let body = wrap(std::fs::read(folder.join(&case.file)).unwrap());
         let verified = src
+            .source()
             .trusted(Headers::from_pairs(headers), &case.query, body.into())
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         let rendered = match verified.disposition() {

@@ -5,6 +5,7 @@ use crate::helpers::{
     base_config, bearer_source, eventually, fixture, serve_binary, signal, spawn_app, spawn_app_in,
     write_binary_config, TestApp, GITHUB_SECRET, HOOK_TOKEN, INTEGRATION_KEY, NUMBERED,
 };
+use pagerhook::reload::ReloadError;
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -87,7 +88,8 @@ async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     // mapping_failed: refused at load like the rest.
     std::fs::write(&mapping, NUMBERED.replace("event {{body.n}}", "{{upcase body.n}}")).unwrap();
     let err = app.app.as_ref().unwrap().reload().await.unwrap_err();
-    assert!(err.contains("unknown helper `upcase`"), "{err}");
+    assert!(matches!(err, ReloadError::Sources(_)), "{err:?}");
+    assert!(err.to_string().contains("unknown helper `upcase`"), "{err}");
     assert_eq!(app.post_bearer("load", &json!({"n": 3, "action": "trigger"})).await.status, 202);
     assert_eq!(app.fake.wait_for(3, WAIT).await[2].summary(), Some("v2 event 3"));
 }
@@ -213,7 +215,7 @@ async fn a_reload_refuses_a_resolve_rule_without_dedup_key() {
     let resolve =
         "[[rule]]\nname = \"all clear\"\nemit = \"alert\"\naction = \"resolve\"\nsummary = \"s\"\nsource = \"x\"\n";
     std::fs::write(app.dir.path().join("numbered.toml"), format!("{NUMBERED}\n{resolve}")).unwrap();
-    let err = app.app.as_ref().unwrap().reload().await.unwrap_err();
+    let err = app.app.as_ref().unwrap().reload().await.unwrap_err().to_string();
     assert!(
         err.contains("numbered.toml") && err.contains("rule 'all clear'") && err.contains("needs dedup_key"),
         "{err}"

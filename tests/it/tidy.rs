@@ -1,6 +1,8 @@
-//! Architecture rules, enforced: which modules may use which crates.
+//! Architecture rules, enforced: which modules may use which crates, and which modules may
+//! import which (the layering of ARCHITECTURE.md).
 
 use crate::helpers::root;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
@@ -15,16 +17,9 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 fn offenders(needle: &str, allowed: impl Fn(&str) -> bool) -> Vec<String> {
-    let src = root().join("src");
-    let mut files = Vec::new();
-    rust_files(&src, &mut files);
-    files
+    source_files()
         .into_iter()
-        .filter_map(|p| {
-            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
-            let text = std::fs::read_to_string(&p).unwrap();
-            (text.contains(needle) && !allowed(&rel)).then_some(rel)
-        })
+        .filter_map(|(rel, text)| (text.contains(needle) && !allowed(&rel)).then_some(rel))
         .collect()
 }
 
@@ -36,7 +31,7 @@ fn only_http_knows_actix_web() {
 #[test]
 fn only_the_pagerduty_client_and_the_aws_fetcher_talk_upstream() {
     // The AWS fetcher takes only an `AwsUrl`, which cannot name anything but an SNS host.
-    let allowed = |f: &str| f == "pagerduty.rs" || f == "source/sns/fetch.rs";
+    let allowed = |f: &str| matches!(f, "pagerduty.rs" | "source/sns/fetch.rs" | "source/sns/fetch/tests.rs");
     assert_eq!(offenders("reqwest", allowed), Vec::<String>::new());
 }
 
@@ -52,4 +47,231 @@ fn nothing_reads_the_process_environment_but_config_loading() {
     // Unit tests may: the PostgreSQL queue tests find their server in DATABASE_URL.
     let allowed = |f: &str| f == "config/mod.rs" || f.ends_with("/tests.rs");
     assert_eq!(offenders("std::env::var", allowed), Vec::<String>::new());
+}
+
+/// The layering, as ARCHITECTURE.md draws it: each top-level module of `src/` and the only
+/// modules it may import (`use crate::…` or a `crate::x::` path in code). Read it bottom-up:
+/// leaves import nothing of the crate; `event` holds PagerDuty's types; `source` verifies
+/// and parses requests and knows nothing of what a payload becomes; `mapping` turns a
+/// verified payload into events; `registry` binds each source to its mapping; `ingest` is
+/// the accept path; `http` and the entry points sit on top. `queue`, `pagerduty` and
+/// `delivery` are the store and the way out, below `ingest`. Unit tests (`tests.rs`,
+/// `proptests.rs`) may wire real modules together and are not checked.
+const LAYERS: &[(&str, &[&str])] = &[
+    ("secret", &[]),
+    ("telemetry", &[]),
+    ("metrics", &[]),
+    ("event", &["secret"]),
+    ("config", &["secret", "event"]),
+    ("source", &["secret", "config"]),
+    ("mapping", &["event", "source"]),
+    ("registry", &["config", "source", "mapping"]),
+    ("queue", &["secret", "config", "event"]),
+    ("pagerduty", &["event"]),
+    ("delivery", &["config", "metrics", "pagerduty", "queue"]),
+    ("reload", &["config", "source", "registry"]),
+    ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "metrics"]),
+    ("testcases", &["config", "event", "source", "registry"]),
+    ("http", &["secret", "config", "source", "ingest", "queue"]),
+    (
+        "app",
+        &[
+            "secret",
+            "config",
+            "source",
+            "registry",
+            "reload",
+            "queue",
+            "pagerduty",
+            "delivery",
+            "ingest",
+            "http",
+            "metrics",
+        ],
+    ),
+    ("cli", &["config", "mapping", "registry", "reload", "queue", "ingest", "testcases", "app", "telemetry"]),
+];
+
+#[test]
+fn modules_import_only_what_the_layering_allows() {
+    let graph = import_graph(&source_files());
+    assert_eq!(forbidden_edges(&graph, LAYERS), Vec::<String>::new(), "see LAYERS and ARCHITECTURE.md");
+}
+
+#[test]
+fn no_two_top_level_modules_import_each_other_even_indirectly() {
+    let graph = import_graph(&source_files());
+    assert_eq!(find_cycle(&graph), None);
+}
+
+#[test]
+fn every_module_has_a_place_in_the_layering() {
+    let graph = import_graph(&source_files());
+    let unplaced: Vec<&String> = graph.keys().filter(|m| !LAYERS.iter().any(|(l, _)| l == m)).collect();
+    assert_eq!(unplaced, Vec::<&String>::new(), "add new modules to LAYERS");
+}
+
+/// The checker itself, on a planted example: a forbidden edge and a cycle must be found, in
+/// `use` lines, grouped imports, `super::` paths that leave the module and paths in code.
+#[test]
+fn the_checker_finds_a_planted_edge_and_a_planted_cycle() {
+    let files = |event_rs: &str| {
+        vec![
+            ("event.rs".to_string(), event_rs.to_string()),
+            ("config/mod.rs".to_string(), "use crate::event::RoutingKey;\n".to_string()),
+            ("config/tests.rs".to_string(), "use crate::http::Anything;\n".to_string()),
+            ("secret.rs".to_string(), "// crate::config:: in a comment is no import\n".to_string()),
+        ]
+    };
+    let clean = import_graph(&files("use crate::secret::Secret;\n"));
+    assert_eq!(forbidden_edges(&clean, LAYERS), Vec::<String>::new());
+    assert_eq!(find_cycle(&clean), None);
+    for planted in [
+        "use crate::config::Secret;\n",
+        "use crate::{secret::Secret, config::Config};\n",
+        "fn f() -> crate::config::Config { todo!() }\n",
+    ] {
+        let graph = import_graph(&files(planted));
+        assert_eq!(forbidden_edges(&graph, LAYERS), vec!["event → config".to_string()], "{planted}");
+        assert_eq!(find_cycle(&graph), Some(vec!["config".into(), "event".into(), "config".into()]), "{planted}");
+    }
+    // From src/config/raw.rs, `super::super::` is the crate root.
+    let nested = vec![("config/raw.rs".to_string(), "use super::super::http::X;\n".to_string())];
+    assert_eq!(forbidden_edges(&import_graph(&nested), LAYERS), vec!["config → http".to_string()]);
+}
+
+/// Every `.rs` file under `src/`, as (path relative to `src/`, text).
+fn source_files() -> Vec<(String, String)> {
+    let src = root().join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    files
+        .into_iter()
+        .map(|p| {
+            let rel = p.strip_prefix(&src).unwrap().to_string_lossy().replace('\\', "/");
+            (rel, std::fs::read_to_string(&p).unwrap())
+        })
+        .collect()
+}
+
+/// For each top-level module, the other top-level modules its (non-test) files name.
+fn import_graph(files: &[(String, String)]) -> BTreeMap<String, BTreeSet<String>> {
+    let mut graph: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (rel, text) in files {
+        let parts: Vec<&str> = rel.trim_end_matches(".rs").split('/').collect();
+        if matches!(parts.as_slice(), ["lib"] | ["main"]) {
+            continue;
+        }
+        let module = parts[0].to_string();
+        let targets = graph.entry(module.clone()).or_default();
+        if matches!(parts.last(), Some(&"tests" | &"proptests")) {
+            continue;
+        }
+        // `super::` climbs one module per step; `mod.rs` is its folder's module.
+        let depth = parts.len() - usize::from(parts.last() == Some(&"mod"));
+        targets.extend(named_modules(text, depth).into_iter().filter(|t| *t != module));
+    }
+    graph
+}
+
+/// The top-level module names a file's code reaches through `crate::` or enough `super::`.
+fn named_modules(text: &str, depth: usize) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let mut rest = code;
+        while let Some(at) = rest.find(['c', 's']) {
+            let preceded_by_ident = rest[..at].chars().last().is_some_and(|c| c.is_alphanumeric() || c == '_');
+            let tail = &rest[at..];
+            let after_root = if preceded_by_ident {
+                None
+            } else if let Some(t) = tail.strip_prefix("crate::") {
+                Some(t)
+            } else {
+                let mut t = tail;
+                let mut ups = 0;
+                while let Some(next) = t.strip_prefix("super::") {
+                    t = next;
+                    ups += 1;
+                }
+                (ups > 0 && ups >= depth).then_some(t)
+            };
+            if let Some(t) = after_root {
+                found.extend(first_segments(t));
+            }
+            rest = &rest[at + 1..];
+        }
+    }
+    found
+}
+
+/// `a::b` → `a`; `{a::b, c}` → `a`, `c` (one line's worth of a grouped import).
+fn first_segments(path: &str) -> Vec<String> {
+    let ident = |s: &str| s.trim_start().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    match path.strip_prefix('{') {
+        Some(group) => {
+            let mut depth = 0;
+            let mut out = vec![ident(group)];
+            for (i, c) in group.char_indices() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 0 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 0 => out.push(ident(&group[i + 1..])),
+                    _ => {}
+                }
+            }
+            out.into_iter().filter(|s| !s.is_empty()).collect()
+        }
+        None => vec![ident(path)].into_iter().filter(|s| !s.is_empty()).collect(),
+    }
+}
+
+/// Edges of `graph` that `layers` does not allow, as "from → to".
+fn forbidden_edges(graph: &BTreeMap<String, BTreeSet<String>>, layers: &[(&str, &[&str])]) -> Vec<String> {
+    let allowed = |from: &str, to: &str| layers.iter().any(|(m, ok)| *m == from && ok.contains(&to));
+    graph
+        .iter()
+        .flat_map(|(from, tos)| tos.iter().filter(|to| !allowed(from, to)).map(move |to| format!("{from} → {to}")))
+        .collect()
+}
+
+/// A cycle of `graph` as the modules along it (first = last), if there is one.
+fn find_cycle(graph: &BTreeMap<String, BTreeSet<String>>) -> Option<Vec<String>> {
+    fn visit(
+        m: &str,
+        graph: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = path.iter().position(|p| p == m) {
+            let mut cycle = path[at..].to_vec();
+            cycle.push(m.to_string());
+            return Some(cycle);
+        }
+        if done.contains(m) {
+            return None;
+        }
+        path.push(m.to_string());
+        for next in graph.get(m).into_iter().flatten() {
+            if let Some(c) = visit(next, graph, path, done) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(m.to_string());
+        None
+    }
+    let mut done = BTreeSet::new();
+    graph.keys().find_map(|m| visit(m, graph, &mut Vec::new(), &mut done))
+}
+
+#[test]
+fn only_the_http_error_module_picks_a_status_code() {
+    // Handlers answer success with the named constructors (`HttpResponse::Ok()`,
+    // `Accepted()`); a status chosen by number or constant is a refusal, and those are
+    // `http/error.rs`'s `ResponseError` impls.
+    let in_http_but_error_rs = |f: &str| !f.starts_with("http/") || f == "http/error.rs";
+    assert_eq!(offenders("StatusCode", in_http_but_error_rs), Vec::<String>::new());
+    assert_eq!(offenders("HttpResponse::build", in_http_but_error_rs), Vec::<String>::new());
 }

@@ -1,7 +1,7 @@
 //! SNS signing certificates: pinned ones from config, fetched ones cached by URL.
 
 use super::envelope::SignatureVersion;
-use super::fetch::{AwsFetch, AwsUrl, FetchError};
+use super::fetch::{AwsFetch, AwsUrl, FetchError, UrlError};
 use rsa::pkcs8::DecodePublicKey;
 use rsa::{Pkcs1v15Sign, RsaPublicKey};
 use sha1::{Digest, Sha1};
@@ -24,11 +24,11 @@ pub struct SigningCert {
 
 impl SigningCert {
     /// Reads a PEM certificate with an RSA key.
-    pub fn from_pem(pem: &[u8]) -> Result<SigningCert, String> {
-        let cert = Certificate::from_pem(pem).map_err(|e| format!("not a PEM certificate: {e}"))?;
+    pub fn from_pem(pem: &[u8]) -> Result<SigningCert, PemError> {
+        let cert = Certificate::from_pem(pem).map_err(PemError::NotPem)?;
         let tbs = &cert.tbs_certificate;
-        let spki = tbs.subject_public_key_info.to_der().map_err(|e| format!("unreadable public key: {e}"))?;
-        let key = RsaPublicKey::from_public_key_der(&spki).map_err(|e| format!("not an RSA key: {e}"))?;
+        let spki = tbs.subject_public_key_info.to_der().map_err(PemError::UnreadableKey)?;
+        let key = RsaPublicKey::from_public_key_der(&spki).map_err(PemError::NotRsa)?;
         Ok(SigningCert {
             key,
             not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
@@ -41,13 +41,40 @@ impl SigningCert {
     }
 
     /// Checks an RSA PKCS#1 v1.5 signature over `signed`, hashed as `version` says.
-    pub fn verify(&self, version: SignatureVersion, signed: &[u8], signature: &[u8]) -> Result<(), String> {
+    pub fn verify(&self, version: SignatureVersion, signed: &[u8], signature: &[u8]) -> Result<(), SignatureMismatch> {
         let checked = match version {
             SignatureVersion::V1 => self.key.verify(Pkcs1v15Sign::new::<Sha1>(), &Sha1::digest(signed), signature),
             SignatureVersion::V2 => self.key.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(signed), signature),
         };
-        checked.map_err(|_| "signature mismatch".to_string())
+        checked.map_err(|_| SignatureMismatch)
     }
+}
+
+/// Why bytes are not a signing certificate pagerhook can use.
+#[derive(Debug, thiserror::Error)]
+pub enum PemError {
+    #[error("not a PEM certificate: {0}")]
+    NotPem(x509_cert::der::Error),
+    #[error("unreadable public key: {0}")]
+    UnreadableKey(x509_cert::der::Error),
+    #[error("not an RSA key: {0}")]
+    NotRsa(rsa::pkcs8::spki::Error),
+}
+
+/// The signature is not the certificate's key's over the signed string.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("signature mismatch")]
+pub struct SignatureMismatch;
+
+/// Why a certificate pinned in `trusted_certs` cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum PinnedCertError {
+    /// The URL (first) is not a SigningCertURL.
+    #[error("trusted_certs: {0:?} {1}")]
+    Url(String, UrlError),
+    /// The PEM pinned for the URL (first) is not a usable certificate.
+    #[error("trusted_certs[{0:?}]: {1}")]
+    Pem(String, PemError),
 }
 
 /// Why a message has no certificate to be checked against.
@@ -129,12 +156,13 @@ impl CertStore {
     pub fn new(
         pinned: &std::collections::BTreeMap<String, String>,
         fetch: Arc<dyn AwsFetch>,
-    ) -> Result<CertStore, Vec<String>> {
+    ) -> Result<CertStore, Vec<PinnedCertError>> {
         let mut certs = HashMap::new();
         let mut errors = Vec::new();
         for (url, pem) in pinned {
-            let checked = AwsUrl::cert(url).map_err(|e| format!("trusted_certs: {url:?} {e}")).and_then(|u| {
-                let cert = SigningCert::from_pem(pem.as_bytes()).map_err(|e| format!("trusted_certs[{url:?}]: {e}"))?;
+            let checked = AwsUrl::cert(url).map_err(|error| PinnedCertError::Url(url.clone(), error)).and_then(|u| {
+                let cert =
+                    SigningCert::from_pem(pem.as_bytes()).map_err(|error| PinnedCertError::Pem(url.clone(), error))?;
                 Ok((u, Arc::new(cert)))
             });
             match checked {

@@ -36,13 +36,30 @@ pub enum SignatureVersion {
 
 impl SignatureVersion {
     /// `"1"` or `"2"`; anything else is refused.
-    pub fn parse(s: &str) -> Result<SignatureVersion, String> {
+    pub fn parse(s: &str) -> Result<SignatureVersion, EnvelopeError> {
         match s {
             "1" => Ok(SignatureVersion::V1),
             "2" => Ok(SignatureVersion::V2),
-            _ => Err("unsupported SignatureVersion (expected 1 or 2)".into()),
+            _ => Err(EnvelopeError::SignatureVersion),
         }
     }
+}
+
+/// What is wrong with an SNS message, named by field; never quoting it, since it is unverified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error("malformed SNS message: {what} (line {line} column {column})")]
+    Malformed { what: &'static str, line: usize, column: usize },
+    #[error("SNS message has no {0}")]
+    Missing(&'static str),
+    #[error("SNS message has an unknown Type")]
+    UnknownType,
+    #[error("SNS field {0} contains a line break, which AWS never signs")]
+    LineBreak(&'static str),
+    #[error("unsupported SignatureVersion (expected 1 or 2)")]
+    SignatureVersion,
+    #[error("SNS Timestamp is not an ISO 8601 time")]
+    Timestamp,
 }
 
 /// The envelope's fields as sent. Lambda-shaped records spell `SigningCertUrl`; both are taken.
@@ -86,18 +103,18 @@ pub struct Envelope {
 
 impl Envelope {
     /// Parses the body; the error says which field is missing or wrong.
-    pub fn parse(body: &[u8]) -> Result<Envelope, String> {
+    pub fn parse(body: &[u8]) -> Result<Envelope, EnvelopeError> {
         // Where, not what: the body is unverified, and serde's message can quote it.
         let raw: RawEnvelope = serde_json::from_slice(body).map_err(|e| {
             let what = if e.is_data() { "a field is repeated or not a string" } else { "not JSON" };
-            format!("malformed SNS message: {what} (line {} column {})", e.line(), e.column())
+            EnvelopeError::Malformed { what, line: e.line(), column: e.column() }
         })?;
-        let need = |v: Option<String>, field: &str| v.ok_or_else(|| format!("SNS message has no {field}"));
+        let need = |v: Option<String>, field: &'static str| v.ok_or(EnvelopeError::Missing(field));
         let kind = match need(raw.r#type, "Type")?.as_str() {
             "Notification" => MessageType::Notification,
             "SubscriptionConfirmation" => MessageType::SubscriptionConfirmation,
             "UnsubscribeConfirmation" => MessageType::UnsubscribeConfirmation,
-            _ => return Err("SNS message has an unknown Type".into()),
+            _ => return Err(EnvelopeError::UnknownType),
         };
         let confirmation = kind != MessageType::Notification;
         let (token, subscribe_url) = if confirmation {
@@ -128,7 +145,7 @@ impl Envelope {
     /// another (`"MessageId": "m-1\nSubject\nS"` signs like a Subject). AWS never puts one in
     /// any signed field but `Message`, the first field signed, whose value is followed only by
     /// `MessageId\n`: none is accepted elsewhere.
-    fn refuse_newlines(&self) -> Result<(), String> {
+    fn refuse_newlines(&self) -> Result<(), EnvelopeError> {
         let fields = [
             ("MessageId", Some(&self.message_id)),
             ("Subject", self.subject.as_ref()),
@@ -138,15 +155,15 @@ impl Envelope {
             ("TopicArn", Some(&self.topic_arn)),
         ];
         match fields.iter().find(|(_, v)| v.is_some_and(|v| v.contains(['\n', '\r']))) {
-            Some((name, _)) => Err(format!("SNS field {name} contains a line break, which AWS never signs")),
+            Some((name, _)) => Err(EnvelopeError::LineBreak(name)),
             None => Ok(()),
         }
     }
 
     /// `Timestamp` (ISO 8601, as SNS writes it) in unix seconds.
-    pub fn timestamp_unix(&self) -> Result<i64, String> {
+    pub fn timestamp_unix(&self) -> Result<i64, EnvelopeError> {
         let t = time::OffsetDateTime::parse(&self.timestamp, &time::format_description::well_known::Rfc3339)
-            .map_err(|_| "SNS Timestamp is not an ISO 8601 time".to_string())?;
+            .map_err(|_| EnvelopeError::Timestamp)?;
         Ok(t.unix_timestamp())
     }
 

@@ -8,7 +8,7 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use std::fmt;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use url::{Host, Url};
 
@@ -22,20 +22,20 @@ pub struct AwsUrl(Url);
 
 impl AwsUrl {
     /// A SigningCertURL: an SNS host and a `.pem` path, nothing else.
-    pub fn cert(s: &str) -> Result<AwsUrl, String> {
+    pub fn cert(s: &str) -> Result<AwsUrl, UrlError> {
         let url = sns_url(s)?;
         if !url.path().ends_with(".pem") || url.query().is_some() || url.fragment().is_some() {
-            return Err("is not a .pem file".into());
+            return Err(UrlError::NotPem);
         }
         Ok(AwsUrl(url))
     }
 
     /// A SubscribeURL: an SNS host and `Action=ConfirmSubscription`, so the GET can do only that.
-    pub fn subscribe(s: &str) -> Result<AwsUrl, String> {
+    pub fn subscribe(s: &str) -> Result<AwsUrl, UrlError> {
         let url = sns_url(s)?;
         let actions: Vec<_> = url.query_pairs().filter(|(k, _)| k == "Action").map(|(_, v)| v.into_owned()).collect();
         if actions != ["ConfirmSubscription"] || url.fragment().is_some() {
-            return Err("is not a ConfirmSubscription request".into());
+            return Err(UrlError::NotConfirmSubscription);
         }
         Ok(AwsUrl(url))
     }
@@ -53,23 +53,43 @@ impl fmt::Display for AwsUrl {
 }
 
 /// Parses `s` and keeps it only if it is https on an SNS host with neither user info nor port.
-fn sns_url(s: &str) -> Result<Url, String> {
-    let url = Url::parse(s).map_err(|_| "is not a URL".to_string())?;
+fn sns_url(s: &str) -> Result<Url, UrlError> {
+    let url = Url::parse(s).map_err(|_| UrlError::NotAUrl)?;
     if url.scheme() != "https" {
-        return Err("is not https".into());
+        return Err(UrlError::NotHttps);
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("carries user info".into());
+        return Err(UrlError::UserInfo);
     }
     // `Url` forgets an explicit default port (":443"), so look at what was written.
     let authority = s.split_once("://").map_or("", |(_, rest)| rest).split(['/', '?', '#']).next().unwrap_or_default();
     if url.port().is_some() || authority.contains(':') {
-        return Err("names a port".into());
+        return Err(UrlError::Port);
     }
     match url.host() {
         Some(Host::Domain(h)) if is_sns_host(h) => Ok(url),
-        _ => Err("host not allowed".into()),
+        _ => Err(UrlError::Host),
     }
+}
+
+/// Why a URL from a message (or `trusted_certs`) is not one pagerhook may request. Messages
+/// complete "SigningCertURL ..." or "SubscribeURL ...".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("is not a URL")]
+    NotAUrl,
+    #[error("is not https")]
+    NotHttps,
+    #[error("carries user info")]
+    UserInfo,
+    #[error("names a port")]
+    Port,
+    #[error("host not allowed")]
+    Host,
+    #[error("is not a .pem file")]
+    NotPem,
+    #[error("is not a ConfirmSubscription request")]
+    NotConfirmSubscription,
 }
 
 /// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn` (China regions).
@@ -104,7 +124,7 @@ pub trait AwsFetch: Send + Sync + fmt::Debug {
 #[derive(Debug, Default)]
 pub struct HttpsFetch {
     // Built on first use: `check` and `render` build sources but never fetch.
-    client: OnceLock<Result<reqwest::Client, String>>,
+    client: OnceLock<Result<reqwest::Client, Arc<reqwest::Error>>>,
 }
 
 impl HttpsFetch {
@@ -123,10 +143,10 @@ impl HttpsFetch {
                     .redirect(reqwest::redirect::Policy::none())
                     .user_agent(concat!("pagerhook/", env!("CARGO_PKG_VERSION")))
                     .build()
-                    .map_err(|e| format!("cannot build HTTP client: {e}"))
+                    .map_err(Arc::new)
             })
             .as_ref()
-            .map_err(|e| FetchError::Failed(e.clone()))
+            .map_err(|e| FetchError::Failed(format!("cannot build HTTP client: {e}")))
     }
 }
 
@@ -170,24 +190,4 @@ pub(super) async fn read_limited(mut res: reqwest::Response, limit: usize) -> Re
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn response(status: u16, body: &'static str) -> reqwest::Response {
-        http::Response::builder().status(status).body(body).unwrap().into()
-    }
-
-    #[tokio::test]
-    async fn only_a_small_2xx_answer_is_read() {
-        assert_eq!(read_limited(response(200, "pem"), 3).await.unwrap(), "pem");
-        let failed = |s: &str| FetchError::Failed(s.to_string());
-        assert_eq!(read_limited(response(200, "pem!"), 3).await.unwrap_err(), failed("answer larger than 3 bytes"));
-        // Redirects are not followed, so a 301 arrives here and is refused like any non-2xx.
-        assert_eq!(read_limited(response(301, ""), 3).await.unwrap_err(), failed("answered 301 Moved Permanently"));
-        // AWS failing or throttling is worth a retry; AWS saying "no such file" is not.
-        assert_eq!(read_limited(response(503, ""), 3).await.unwrap_err(), failed("answered 503 Service Unavailable"));
-        assert_eq!(read_limited(response(429, ""), 3).await.unwrap_err(), failed("answered 429 Too Many Requests"));
-        let refused = read_limited(response(404, ""), 3).await.unwrap_err();
-        assert_eq!(refused, FetchError::Refused("answered 404 Not Found".into()));
-    }
-}
+mod tests;

@@ -12,10 +12,11 @@ mod cert;
 mod envelope;
 mod fetch;
 
+pub use cert::PinnedCertError;
 pub use fetch::{AwsFetch, AwsUrl, FetchError, HttpsFetch};
 
 use super::verify::unix_now;
-use super::{parse_query, Disposition, Headers, Incoming, SourceError, Verified};
+use super::{parse_query, Disposition, Headers, Incoming, Refusal, SourceError, Verified};
 use crate::config::TopicFilter;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
@@ -57,7 +58,7 @@ impl Sns {
         settings: SnsSettings,
         trusted_certs: &BTreeMap<String, String>,
         fetch: Arc<dyn AwsFetch>,
-    ) -> Result<Sns, Vec<String>> {
+    ) -> Result<Sns, Vec<PinnedCertError>> {
         Ok(Sns { settings, certs: CertStore::new(trusted_certs, fetch.clone())?, fetch })
     }
 
@@ -68,18 +69,20 @@ impl Sns {
 
     /// [`Sns::verify`] at `now` (unix seconds).
     pub(super) async fn verify_at(&self, name: &str, req: Incoming, now: i64) -> Result<Verified, SourceError> {
-        let unauthorized = |reason: String| SourceError::Unauthorized { source_name: name.to_string(), reason };
+        let unauthorized = |reason: Refusal| SourceError::Unauthorized { source_name: name.to_string(), reason };
         let envelope = read_envelope(name, &req.headers, &req.body)?;
         let declared =
             req.headers.get(TYPE_HEADER).ok_or_else(|| bad(name, format!("missing {TYPE_HEADER} header")))?;
         if declared != envelope.kind.as_str() {
             return Err(bad(name, format!("{TYPE_HEADER} header does not match the message's Type")));
         }
-        let version = SignatureVersion::parse(&envelope.signature_version).map_err(unauthorized)?;
-        let signature =
-            B64.decode(envelope.signature.as_bytes()).map_err(|_| unauthorized("Signature is not base64".into()))?;
-        let cert_url =
-            AwsUrl::cert(&envelope.signing_cert_url).map_err(|e| unauthorized(format!("SigningCertURL {e}")))?;
+        let version = SignatureVersion::parse(&envelope.signature_version)
+            .map_err(|e| unauthorized(Refusal::SignatureVersion(e.to_string())))?;
+        let signature = B64
+            .decode(envelope.signature.as_bytes())
+            .map_err(|_| unauthorized(Refusal::Unreadable("Signature is not base64".into())))?;
+        let cert_url = AwsUrl::cert(&envelope.signing_cert_url)
+            .map_err(|e| unauthorized(Refusal::SigningCertificate(format!("SigningCertURL {e}"))))?;
         self.check_timestamp(&envelope, now).map_err(unauthorized)?;
         if !self.settings.topics.allows(&envelope.topic_arn) {
             return Err(SourceError::Forbidden {
@@ -89,9 +92,10 @@ impl Sns {
         }
         let cert = self.certs.get(&cert_url, now).await.map_err(|e| match e {
             CertError::Unavailable(reason) => SourceError::Unavailable { source_name: name.to_string(), reason },
-            CertError::Invalid(reason) => unauthorized(reason),
+            CertError::Invalid(reason) => unauthorized(Refusal::SigningCertificate(reason)),
         })?;
-        cert.verify(version, envelope.string_to_sign().as_bytes(), &signature).map_err(unauthorized)?;
+        cert.verify(version, envelope.string_to_sign().as_bytes(), &signature)
+            .map_err(|e| unauthorized(Refusal::SignatureMismatch(e.to_string())))?;
         let disposition = match envelope.kind {
             MessageType::Notification => Disposition::Map,
             MessageType::SubscriptionConfirmation => Disposition::Ignore(self.confirm(name, &envelope).await),
@@ -105,15 +109,19 @@ impl Sns {
 
     /// A message older than `max_age` may be a capture replayed after its MessageId was
     /// pruned; one far in the future would outlive it the same way.
-    fn check_timestamp(&self, envelope: &Envelope, now: i64) -> Result<(), String> {
-        let at = envelope.timestamp_unix()?;
+    fn check_timestamp(&self, envelope: &Envelope, now: i64) -> Result<(), Refusal> {
+        let at = envelope.timestamp_unix().map_err(|e| Refusal::Unreadable(e.to_string()))?;
         let max_age = i64::try_from(self.settings.max_age.as_secs()).unwrap_or(i64::MAX);
         if at < now.saturating_sub(max_age) {
             let retention = humantime::format_duration(self.settings.max_age);
-            return Err(format!("Timestamp outside tolerance: older than storage.retention ({retention})"));
+            return Err(Refusal::StaleTimestamp(format!(
+                "Timestamp outside tolerance: older than storage.retention ({retention})"
+            )));
         }
         if at > now.saturating_add(FUTURE_SKEW.as_secs() as i64) {
-            return Err("Timestamp outside tolerance: more than 15m ahead of this server's clock".into());
+            return Err(Refusal::StaleTimestamp(
+                "Timestamp outside tolerance: more than 15m ahead of this server's clock".into(),
+            ));
         }
         Ok(())
     }
@@ -195,7 +203,7 @@ fn read_envelope(name: &str, headers: &Headers, body: &[u8]) -> Result<Envelope,
             expected: "text/plain or application/json",
         });
     }
-    Envelope::parse(body).map_err(|e| bad(name, e))
+    Envelope::parse(body).map_err(|e| bad(name, e.to_string()))
 }
 
 #[cfg(test)]

@@ -1,4 +1,5 @@
 use super::*;
+use fetch::UrlError;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -75,12 +76,13 @@ fn only_https_sns_hosts_make_an_aws_url() {
         (format!("https://sns.us-east-1.amazonaws.com{pem}?x=1"), "is not a .pem file"),
         ("not a url".to_string(), "is not a URL"),
     ] {
-        assert_eq!(AwsUrl::cert(&bad).unwrap_err(), why, "{bad}");
+        assert_eq!(AwsUrl::cert(&bad).unwrap_err().to_string(), why, "{bad}");
     }
     assert!(AwsUrl::subscribe(&kit::subscribe_url("t")).is_ok());
     let other_action = "https://sns.us-east-1.amazonaws.com/?Action=Unsubscribe&SubscriptionArn=x";
-    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err(), "is not a ConfirmSubscription request");
-    assert_eq!(AwsUrl::subscribe("https://127.0.0.1/?Action=ConfirmSubscription").unwrap_err(), "host not allowed");
+    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err(), UrlError::NotConfirmSubscription);
+    assert_eq!(AwsUrl::subscribe(other_action).unwrap_err().to_string(), "is not a ConfirmSubscription request");
+    assert_eq!(AwsUrl::subscribe("https://127.0.0.1/?Action=ConfirmSubscription").unwrap_err(), UrlError::Host);
 }
 
 #[test]
@@ -167,6 +169,15 @@ async fn every_forgery_is_refused_before_any_request_it_does_not_need() {
         let forbidden = matches!(err, SourceError::Forbidden { .. });
         assert_eq!(forbidden, name == "wrong topic", "{name}: {err:?}");
         assert!(forbidden || matches!(err, SourceError::Unauthorized { .. }), "{name}: {err:?}");
+        let label = match name {
+            "forged" | "tampered" | "subject added" => "signature_mismatch",
+            "version 3" => "signature_version",
+            "no base64" => "unauthorized",
+            "foreign cert" | "http cert" => "signing_certificate",
+            "wrong topic" => "forbidden",
+            other => unreachable!("{other} has no label here"),
+        };
+        assert_eq!(err.reason_class(), label, "{name}: {err:?}");
     }
     let mut mismatched = incoming(&good);
     mismatched.headers = Headers::from_pairs([(TYPE_HEADER, "SubscriptionConfirmation")]);
@@ -307,8 +318,11 @@ fn pinned_certificates_must_be_sns_urls_and_certificates() {
     ]);
     let errs = Sns::new(settings(TopicFilter::Any, false), &pinned, Arc::new(FakeAws::default())).unwrap_err();
     assert_eq!(errs.len(), 2, "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("\"https://evil.example/a.pem\" host not allowed")), "{errs:?}");
-    assert!(errs.iter().any(|e| e.contains("not a PEM certificate")), "{errs:?}");
+    let url_refused = |e: &PinnedCertError| matches!(e, PinnedCertError::Url(_, UrlError::Host));
+    assert!(errs.iter().any(url_refused), "{errs:?}");
+    let texts: Vec<String> = errs.iter().map(ToString::to_string).collect();
+    assert!(texts.iter().any(|e| e.contains("\"https://evil.example/a.pem\" host not allowed")), "{texts:?}");
+    assert!(texts.iter().any(|e| e.contains("not a PEM certificate")), "{texts:?}");
 }
 
 #[tokio::test]
@@ -334,6 +348,7 @@ async fn a_certificate_that_could_not_be_fetched_asks_for_a_retry_and_a_wrong_on
         let err = refusal(s.verify_at("aws", incoming(&signed_for(&url(region), region)), now()).await);
         assert!(matches!(err, SourceError::Unauthorized { .. }), "{region}: {err:?}");
         assert!(err.to_string().contains(why), "{region}: {err}");
+        assert_eq!(err.reason_class(), "signing_certificate", "{region}");
     }
 }
 

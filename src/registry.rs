@@ -1,0 +1,148 @@
+//! The registry: every configured source bound to what its payloads become (its compiled
+//! mapping and its cap on events), compiled once per config load.
+//!
+//! It sits above both `source` and `mapping`, so that `source` (is this request genuine?)
+//! knows nothing of mappings, and `mapping` (what does a verified payload become?) knows
+//! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
+
+use crate::config::{Config, SourceConfig};
+use crate::mapping::{Mapping, RoutingKeys};
+use crate::source::{AwsFetch, HttpsFetch, SetupError, Source};
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::Arc;
+
+/// A configured source with its mapping: what `/hooks/{name}` runs.
+#[derive(Debug)]
+pub struct Hook {
+    source: Source,
+    mapping: Mapping,
+    max_events_per_request: usize,
+}
+
+impl Hook {
+    /// The source's name (`/hooks/{name}`).
+    pub fn name(&self) -> &str {
+        self.source.name()
+    }
+
+    /// How requests are verified and parsed.
+    pub fn source(&self) -> &Source {
+        &self.source
+    }
+
+    /// The compiled mapping rules.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// Most events one request may produce.
+    pub fn max_events_per_request(&self) -> usize {
+        self.max_events_per_request
+    }
+}
+
+/// Why a source of the config could not be compiled.
+#[derive(Debug, thiserror::Error)]
+#[error("source '{source_name}': {failure}")]
+pub struct BuildError {
+    pub source_name: String,
+    pub failure: BuildFailure,
+}
+
+/// What of a source failed to compile.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildFailure {
+    /// A mapping file of the source does not load or compile.
+    #[error("{0}")]
+    Mapping(String),
+    /// The source itself (its verify scheme, its pinned certificates) cannot be set up.
+    #[error(transparent)]
+    Source(SetupError),
+}
+
+/// Every problem of a config's sources, one per line.
+#[derive(Debug)]
+pub struct BuildErrors(pub Vec<BuildError>);
+
+impl BuildErrors {
+    /// The problems as one line each, joined by `sep`.
+    pub fn joined(&self, sep: &str) -> String {
+        self.0.iter().map(ToString::to_string).collect::<Vec<_>>().join(sep)
+    }
+}
+
+impl fmt::Display for BuildErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.joined("\n"))
+    }
+}
+
+impl std::error::Error for BuildErrors {}
+
+/// Every configured source by name, compiled once per config load.
+#[derive(Debug, Default)]
+pub struct Sources {
+    by_name: HashMap<String, Arc<Hook>>,
+}
+
+impl Sources {
+    /// Compiles every source's verifier and mappings; reports all problems, with the
+    /// warnings of those that compiled. SNS sources reach AWS over HTTPS.
+    pub fn build(cfg: &Config) -> Result<(Sources, Vec<String>), BuildErrors> {
+        Sources::build_with(cfg, Arc::new(HttpsFetch::new()))
+    }
+
+    /// [`Sources::build`] with SNS sources reaching AWS through `aws` (tests inject a fake).
+    pub fn build_with(cfg: &Config, aws: Arc<dyn AwsFetch>) -> Result<(Sources, Vec<String>), BuildErrors> {
+        let mut by_name = HashMap::new();
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        for s in &cfg.sources {
+            let keys = RoutingKeys {
+                default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
+                named: cfg.pagerduty.routing_keys.clone(),
+            };
+            match build_hook(s, keys, &aws, cfg.storage.retention) {
+                Ok((hook, mut w)) => {
+                    warnings.append(&mut w);
+                    by_name.insert(s.name.clone(), Arc::new(hook));
+                }
+                Err(mut e) => errors.append(&mut e),
+            }
+        }
+        if errors.is_empty() {
+            Ok((Sources { by_name }, warnings))
+        } else {
+            Err(BuildErrors(errors))
+        }
+    }
+
+    /// A source by name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Hook>> {
+        self.by_name.get(name)
+    }
+
+    /// Names of all sources.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.by_name.keys().map(String::as_str)
+    }
+}
+
+/// One source with its mapping and the mapping's warnings. The mapping is compiled first:
+/// when it fails, its errors are the ones reported.
+fn build_hook(
+    cfg: &SourceConfig,
+    keys: RoutingKeys,
+    aws: &Arc<dyn AwsFetch>,
+    retention: std::time::Duration,
+) -> Result<(Hook, Vec<String>), Vec<BuildError>> {
+    let source_name = &cfg.name;
+    let failed = |failure| BuildError { source_name: source_name.clone(), failure };
+    let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
+        .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Mapping(e))).collect::<Vec<_>>())?;
+    let source = Source::build(cfg, aws, retention)
+        .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
+    let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();
+    Ok((Hook { source, mapping, max_events_per_request: cfg.max_events_per_request }, warnings))
+}
