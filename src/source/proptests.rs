@@ -49,7 +49,8 @@ fn scheme(name: &str, secret: &str) -> VerifyScheme {
         "slack" => VerifyScheme::Slack { secrets, tolerance },
         "gitlab" => VerifyScheme::Gitlab { secrets },
         "bearer" => VerifyScheme::Bearer { secrets },
-        _ => VerifyScheme::Basic { secrets },
+        "basic" => VerifyScheme::Basic { secrets },
+        other => panic!("no such scheme in SCHEMES: {other}"),
     }
 }
 
@@ -86,7 +87,8 @@ fn signed(name: &str, secret: &str, body: &[u8], ts: i64, id: &str) -> Vec<(Stri
         }
         "gitlab" => h(&[("X-Gitlab-Token", secret.into())]),
         "bearer" => h(&[("Authorization", format!("Bearer {secret}"))]),
-        _ => h(&[("Authorization", format!("Basic {}", B64.encode(format!("user:{secret}"))))]),
+        "basic" => h(&[("Authorization", format!("Basic {}", B64.encode(format!("user:{secret}"))))]),
+        other => panic!("no such scheme in SCHEMES: {other}"),
     }
 }
 

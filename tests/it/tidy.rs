@@ -68,7 +68,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("registry", &["config", "source", "mapping"]),
     ("queue", &["secret", "config", "event"]),
     ("pagerduty", &["event"]),
-    ("delivery", &["config", "metrics", "pagerduty", "queue"]),
+    ("delivery", &["config", "event", "metrics", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
     ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "metrics"]),
     ("testcases", &["config", "event", "source", "registry"]),
