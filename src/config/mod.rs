@@ -13,7 +13,7 @@ mod verify;
 pub use crate::secret::{Secret, SecretDigest, SecretRef};
 pub use sns::TopicFilter;
 pub use value::ValueError;
-use value::{duration, events_url, one_of, socket, DEFAULT_EVENTS_URL};
+use value::{duration, events_url, one_of, socket, Spacing, DEFAULT_EVENTS_URL};
 pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, WhsecError};
 
 use crate::event::RoutingKey;
@@ -243,12 +243,12 @@ impl Config {
 
     /// Fails, saying why, if a secret whose field starts with `prefix` was not resolved
     /// (`""`: any secret).
-    pub fn require_resolved(&self, prefix: &str) -> Result<(), String> {
+    pub fn require_resolved(&self, prefix: &str) -> Result<(), Unresolved> {
         let missing: Vec<_> = self.unresolved.iter().filter(|u| u.starts_with(prefix)).cloned().collect();
         if missing.is_empty() {
             Ok(())
         } else {
-            Err(missing.join("\n"))
+            Err(Unresolved(missing))
         }
     }
 
@@ -257,6 +257,11 @@ impl Config {
         std::env::var(name).ok()
     }
 }
+
+/// Secrets a command needs that did not resolve, one line each (field and reason).
+#[derive(Debug, thiserror::Error)]
+#[error("{}", .0.join("\n"))]
+pub struct Unresolved(pub Vec<String>);
 
 /// Keys whose values are secrets (or, like `storage.url`, carry one).
 const SECRET_KEYS: &[&str] = &["admin_token", "url", "routing_key", "secrets"];
@@ -322,14 +327,14 @@ struct Lookup<'a> {
 
 impl Lookup<'_> {
     /// `Ok(None)`: deferred (and noted).
-    fn secret(&mut self, field: &str, r: &SecretRef) -> Result<Option<Secret>, String> {
+    fn secret(&mut self, field: &str, r: &SecretRef) -> Result<Option<Secret>, ValueError> {
         match r.resolve(self.env, self.base) {
             Ok(s) => Ok(Some(s)),
             Err(e) if self.defer && !r.is_literal() => {
                 self.unresolved.push(format!("{field}: {e}"));
                 Ok(None)
             }
-            Err(e) => Err(format!("{field}: {e}")),
+            Err(error) => Err(ValueError::Secret { field: field.to_string(), error }),
         }
     }
 }
@@ -351,7 +356,12 @@ impl Problems {
     }
 }
 
-fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<String>) -> Result<RoutingKey, String> {
+fn routing_key(
+    field: &str,
+    r: &str,
+    lookup: &mut Lookup,
+    warnings: &mut Vec<String>,
+) -> Result<RoutingKey, ValueError> {
     let sref = SecretRef::parse(r);
     if sref.is_literal() {
         warnings.push(format!("{field} is written in the config file; prefer env: or file:"));
@@ -359,13 +369,15 @@ fn routing_key(field: &str, r: &str, lookup: &mut Lookup, warnings: &mut Vec<Str
     let Some(secret) = lookup.secret(field, &sref)? else { return Ok(placeholder_key()) };
     let v = secret.expose();
     let spaced = v.trim() != v && RoutingKey::parse(Secret::new(v.trim())).is_ok();
-    RoutingKey::parse(secret.clone()).map_err(|e| match (&sref, spaced) {
-        (SecretRef::Env(name), true) => format!(
-            "{field}: {e}: the key in {name} has whitespace around it (a trailing newline from `echo` or a pasted line?); \
-             environment values are used as they are: set {name} without it"
-        ),
-        (_, true) => format!("{field}: {e}: the value has whitespace around it: remove it"),
-        _ => format!("{field}: {e}"),
+    let spacing = match (&sref, spaced) {
+        (_, false) => Spacing::None,
+        (SecretRef::Env(name), true) => Spacing::InEnv(name.clone()),
+        (_, true) => Spacing::InValue,
+    };
+    RoutingKey::parse(secret.clone()).map_err(|error| ValueError::RoutingKey {
+        field: field.to_string(),
+        error,
+        spacing,
     })
 }
 

@@ -9,7 +9,7 @@ pub(super) const DEFAULT_EVENTS_URL: &str = "https://events.pagerduty.com";
 const EVENTS_URL_EXAMPLE: &str = "(e.g. \"https://events.pagerduty.com\" or \"https://events.eu.pagerduty.com\")";
 
 /// Why a value cannot be used, naming the key and the value as written.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[derive(Debug, thiserror::Error)]
 pub enum ValueError {
     #[error("{field} = {value:?}: {error} (e.g. \"30s\", \"5m\", \"24h\")")]
     Duration { field: String, value: String, error: humantime::DurationError },
@@ -25,6 +25,34 @@ pub enum ValueError {
         "pagerduty.events_url = {value:?}: path {path:?} is not an Events API v2 endpoint; give the base URL {EVENTS_URL_EXAMPLE}"
     )]
     NotAnEndpoint { value: String, path: String },
+    #[error("{field}: {error}")]
+    Secret { field: String, error: crate::secret::SecretError },
+    #[error("{field}: {error}{}", spacing.hint())]
+    RoutingKey { field: String, error: crate::event::EventError, spacing: Spacing },
+}
+
+/// Whitespace around a routing key that would be valid without it: the usual cause of a key
+/// refused for its length, worth a hint of its own.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Spacing {
+    None,
+    /// In the named environment variable (a trailing newline from `echo`, say).
+    InEnv(String),
+    /// In the file or the literal value.
+    InValue,
+}
+
+impl Spacing {
+    fn hint(&self) -> String {
+        match self {
+            Spacing::None => String::new(),
+            Spacing::InEnv(name) => format!(
+                ": the key in {name} has whitespace around it (a trailing newline from `echo` or a pasted line?); \
+                 environment values are used as they are: set {name} without it"
+            ),
+            Spacing::InValue => ": the value has whitespace around it: remove it".to_string(),
+        }
+    }
 }
 
 /// `value` (or `default` when not written) as a duration.

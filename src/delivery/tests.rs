@@ -100,7 +100,8 @@ impl Bench {
 
     /// Accepts a webhook that produced `events`, now.
     async fn accept(&self, events: Vec<Event>) {
-        let inbound = NewInbound::new("test", self.clock.now(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped);
+        let inbound =
+            NewInbound::new("test", self.clock.now(), bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped);
         self.queue.accept(inbound, events).await.unwrap();
     }
 

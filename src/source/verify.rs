@@ -147,9 +147,7 @@ impl Verifier {
                 keys: secrets
                     .iter()
                     .enumerate()
-                    .map(|(index, s)| {
-                        standard_webhooks_key(s).map(Key).map_err(|error| BadSecret { index, error })
-                    })
+                    .map(|(index, s)| standard_webhooks_key(s).map(Key).map_err(|error| BadSecret { index, error }))
                     .collect::<Result<_, _>>()?,
                 tolerance: *tolerance,
             }),
