@@ -6,6 +6,7 @@
 
 mod helpers;
 mod lint;
+mod predicate;
 mod raw;
 
 use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
@@ -97,11 +98,19 @@ struct ImageTpl {
     alt: Option<String>,
 }
 
+/// A rule's condition: its lenient template, and the native predicate compiled from it when
+/// it has one ([`predicate`]).
+#[derive(Debug)]
+struct When {
+    id: String,
+    native: Option<predicate::Predicate>,
+}
+
 #[derive(Debug)]
 struct Rule {
     name: String,
     file: String,
-    when: Option<String>,
+    when: Option<When>,
     for_each: Option<Vec<String>>,
     emit: Emit,
     action: Option<String>,
@@ -271,11 +280,8 @@ impl Mapping {
                 field: field.to_string(),
                 message,
             };
-            if let Some(when) = &rule.when {
-                let v = self.lenient.render_with_context(when, &ctx).map_err(|e| err("when", render_error(&e)))?;
-                if !truthy(&v) {
-                    continue;
-                }
+            if !self.matches(rule, &ctx).map_err(|m| err("when", m))? {
+                continue;
             }
             match &rule.for_each {
                 None => self
@@ -307,6 +313,17 @@ impl Mapping {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the rule's `when` holds: natively when it compiled to a predicate, else (or
+    /// when the predicate meets what only handlebars can word as an error) by rendering it.
+    fn matches(&self, rule: &Rule, ctx: &Context) -> Result<bool, String> {
+        let Some(when) = &rule.when else { return Ok(true) };
+        if let Some(Ok(holds)) = when.native.as_ref().map(|p| p.eval(ctx.data())) {
+            return Ok(holds);
+        }
+        let v = self.lenient.render_with_context(&when.id, ctx).map_err(|e| render_error(&e))?;
+        Ok(truthy(&v))
     }
 
     fn render(&self, id: &str, ctx: &Context) -> Result<Option<String>, String> {
@@ -569,7 +586,11 @@ fn compile_rule(
     if r.name.trim().is_empty() {
         c.errors.push(format!("{}: name is empty", c.at));
     }
-    let when = r.when.as_ref().map(|w| c.add("when", w, true));
+    let when = r.when.as_ref().map(|w| {
+        let id = c.add("when", w, true);
+        let native = c.lenient.get_template(&id).and_then(predicate::Predicate::compile);
+        When { id, native }
+    });
     let for_each = r.for_each.as_ref().map(|p| {
         let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
         p.split('.').map(str::to_string).collect::<Vec<_>>()
