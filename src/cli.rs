@@ -338,8 +338,8 @@ fn check(cli: &Cli) -> anyhow::Result<ExitCode> {
             for s in &partial.sources {
                 let named = partial.routing_key_names.iter().map(|n| (n.clone(), placeholder_key())).collect();
                 let keys = RoutingKeys { default: Some(placeholder_key()), named };
-                if let Err(mut e) = Mapping::load(&s.mappings, keys) {
-                    errors.append(&mut e);
+                if let Err(e) = Mapping::load(&s.mappings, keys) {
+                    errors.extend(e.iter().map(ToString::to_string));
                 }
             }
             return Ok(report_errors(&cli.config, &errors));

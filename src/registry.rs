@@ -6,7 +6,7 @@
 //! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
 
 use crate::config::{Config, SourceConfig};
-use crate::mapping::{Mapping, RoutingKeys};
+use crate::mapping::{LoadError, Mapping, RoutingKeys};
 use crate::source::{AwsFetch, HttpsFetch, SetupError, Source};
 use std::collections::HashMap;
 use std::fmt;
@@ -54,8 +54,8 @@ pub struct BuildError {
 #[derive(Debug, thiserror::Error)]
 pub enum BuildFailure {
     /// A mapping file of the source does not load or compile.
-    #[error("{0}")]
-    Mapping(String),
+    #[error(transparent)]
+    Mapping(LoadError),
     /// The source itself (its verify scheme, its pinned certificates) cannot be set up.
     #[error(transparent)]
     Source(SetupError),

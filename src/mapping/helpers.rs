@@ -54,9 +54,9 @@ handlebars_helper!(concat: |*args| args.iter().map(|v| text(v)).collect::<String
 ///
 /// The one helper that accepts a missing field in strict mode: it is how a mapping says
 /// "this field is optional".
-struct Default;
+struct DefaultHelper;
 
-impl HelperDef for Default {
+impl HelperDef for DefaultHelper {
     fn call_inner<'reg: 'rc, 'rc>(
         &self,
         h: &Helper<'rc>,
@@ -145,7 +145,7 @@ fn percent_encode(s: &str) -> String {
 /// Registers every pagerhook helper.
 pub fn register(hb: &mut Handlebars<'_>) {
     hb.register_helper("json", Box::new(json));
-    hb.register_helper("default", Box::new(Default));
+    hb.register_helper("default", Box::new(DefaultHelper));
     hb.register_helper("truncate", Box::new(truncate));
     hb.register_helper("first_line", Box::new(first_line));
     hb.register_helper("lower", Box::new(lower));

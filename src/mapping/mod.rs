@@ -6,6 +6,7 @@
 
 mod helpers;
 mod lint;
+mod predicate;
 mod raw;
 
 use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
@@ -26,6 +27,19 @@ pub struct MappingError {
     pub rule: String,
     pub field: String,
     pub message: String,
+}
+
+/// Why mapping files could not be loaded; [`Mapping::load`] reports every one.
+#[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
+pub enum LoadError {
+    #[error("cannot read mapping file {path}: {message}")]
+    Read { path: String, message: String },
+    /// Not TOML, or not a mapping file's shape; toml's message quotes the line.
+    #[error("{path}: {message}")]
+    Syntax { path: String, message: String },
+    /// A rule that does not compile; the message names file, line, rule and field.
+    #[error("{0}")]
+    Rule(String),
 }
 
 /// Why a payload produced no events to queue.
@@ -97,11 +111,19 @@ struct ImageTpl {
     alt: Option<String>,
 }
 
+/// A rule's condition: its lenient template, and the native predicate compiled from it when
+/// it has one ([`predicate`]).
+#[derive(Debug)]
+struct When {
+    id: String,
+    native: Option<predicate::Predicate>,
+}
+
 #[derive(Debug)]
 struct Rule {
     name: String,
     file: String,
-    when: Option<String>,
+    when: Option<When>,
     for_each: Option<Vec<String>>,
     emit: Emit,
     action: Option<String>,
@@ -192,7 +214,7 @@ impl Compiler<'_> {
 
 impl Mapping {
     /// Reads and compiles mapping files. Errors name file, line and rule; all are reported.
-    pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<String>> {
+    pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
         let mut strict = registry(true);
         let mut lenient = registry(false);
         let mut rules = Vec::new();
@@ -202,14 +224,15 @@ impl Mapping {
             let text = match std::fs::read_to_string(path) {
                 Ok(t) => t,
                 Err(e) => {
-                    errors.push(format!("cannot read mapping file {}: {e}", path.display()));
+                    errors.push(LoadError::Read { path: path.display().to_string(), message: e.to_string() });
                     continue;
                 }
             };
             let file: RawMappingFile = match toml::from_str(&text) {
                 Ok(f) => f,
                 Err(e) => {
-                    errors.push(format!("{}: {}", path.display(), e.to_string().trim_end()));
+                    let message = e.to_string().trim_end().to_string();
+                    errors.push(LoadError::Syntax { path: path.display().to_string(), message });
                     continue;
                 }
             };
@@ -232,7 +255,7 @@ impl Mapping {
                         rules.push(rule);
                     }
                 }
-                errors.append(&mut c.errors);
+                errors.extend(c.errors.drain(..).map(LoadError::Rule));
             }
         }
         if errors.is_empty() {
@@ -271,11 +294,8 @@ impl Mapping {
                 field: field.to_string(),
                 message,
             };
-            if let Some(when) = &rule.when {
-                let v = self.lenient.render_with_context(when, &ctx).map_err(|e| err("when", render_error(&e)))?;
-                if !truthy(&v) {
-                    continue;
-                }
+            if !self.matches(rule, &ctx).map_err(|m| err("when", m))? {
+                continue;
             }
             match &rule.for_each {
                 None => self
@@ -307,6 +327,17 @@ impl Mapping {
             }
         }
         Ok(out)
+    }
+
+    /// Whether the rule's `when` holds: natively when it compiled to a predicate, else (or
+    /// when the predicate meets what only handlebars can word as an error) by rendering it.
+    fn matches(&self, rule: &Rule, ctx: &Context) -> Result<bool, String> {
+        let Some(when) = &rule.when else { return Ok(true) };
+        if let Some(Ok(holds)) = when.native.as_ref().map(|p| p.eval(ctx.data())) {
+            return Ok(holds);
+        }
+        let v = self.lenient.render_with_context(&when.id, ctx).map_err(|e| render_error(&e))?;
+        Ok(truthy(&v))
     }
 
     fn render(&self, id: &str, ctx: &Context) -> Result<Option<String>, String> {
@@ -365,25 +396,10 @@ impl Mapping {
         }
     }
 
-    fn emit(
-        &self,
-        rule: &Rule,
-        ctx: &Context,
-        subject: &Value,
-        source: &str,
-        accepted: &str,
-        out: &mut Vec<Rendered>,
-    ) -> Result<(), (String, String)> {
-        let action = match &rule.action {
-            Some(id) => match self.render(id, ctx).map_err(|m| ("action".to_string(), m))? {
-                Some(a) => a,
-                None => return Ok(()), // an action that renders empty skips the event
-            },
-            None => "trigger".to_string(),
-        };
-        let routing_key = self.routing_key(rule, ctx)?;
-        // Like an image without `src`, a link whose href renders empty is left out: that is
-        // how a mapping writes an optional link (a runbook annotation, a Grafana panel URL).
+    /// The rule's links. Like an image without `src`, a link whose href renders empty is left
+    /// out: that is how a mapping writes an optional link (a runbook annotation, a Grafana
+    /// panel URL).
+    fn links(&self, rule: &Rule, ctx: &Context) -> Result<Vec<Link>, (String, String)> {
         let mut links = Vec::new();
         for l in &rule.links {
             let Some(href) = self.render(&l.href, ctx).map_err(|m| ("links.href".to_string(), m))? else {
@@ -395,13 +411,74 @@ impl Mapping {
             };
             links.push(Link { href, text });
         }
-        let custom_details = match &rule.custom_details {
+        Ok(links)
+    }
+
+    /// The rule's images; one whose `src` renders empty is left out.
+    fn images(&self, rule: &Rule, ctx: &Context) -> Result<Vec<Image>, (String, String)> {
+        let opt = |t: &Option<String>, n: &str| match t {
+            Some(t) => self.render(t, ctx).map_err(|m| (n.to_string(), m)),
+            None => Ok(None),
+        };
+        let mut images = Vec::new();
+        for i in &rule.images {
+            if let Some(src) = self.render(&i.src, ctx).map_err(|m| ("images.src".to_string(), m))? {
+                images.push(Image { src, href: opt(&i.href, "images.href")?, alt: opt(&i.alt, "images.alt")? });
+            }
+        }
+        Ok(images)
+    }
+
+    /// `custom_details` as an object: any other rendered shape goes under `details`.
+    fn custom_details(&self, rule: &Rule, ctx: &Context) -> Result<Option<Value>, (String, String)> {
+        Ok(match &rule.custom_details {
             Some(d) => Some(match self.details(d, ctx, "custom_details")? {
                 v @ Value::Object(_) => v,
                 other => serde_json::json!({ "details": other }),
             }),
             None => None,
-        };
+        })
+    }
+
+    /// The rule's action (`trigger` when it sets none); `None` when its template renders empty.
+    fn action(&self, rule: &Rule, ctx: &Context) -> Result<Option<String>, (String, String)> {
+        match &rule.action {
+            Some(id) => self.render(id, ctx).map_err(|m| ("action".to_string(), m)),
+            None => Ok(Some("trigger".to_string())),
+        }
+    }
+
+    /// The rule's dedup_key, else for a trigger one derived from the payload; an acknowledge
+    /// or resolve without one could never match its trigger ([`UNMATCHABLE`]).
+    fn dedup_key(
+        &self,
+        rule: &Rule,
+        ctx: &Context,
+        action: &str,
+        source: &str,
+        subject: &Value,
+    ) -> Result<String, (String, String)> {
+        match self.field(rule, "dedup_key", ctx)? {
+            Some(k) => Ok(k),
+            None if action.trim().eq_ignore_ascii_case("trigger") => Ok(derived_dedup_key(source, &rule.name, subject)),
+            None => Err(("dedup_key".to_string(), UNMATCHABLE.to_string())),
+        }
+    }
+
+    fn emit(
+        &self,
+        rule: &Rule,
+        ctx: &Context,
+        subject: &Value,
+        source: &str,
+        accepted: &str,
+        out: &mut Vec<Rendered>,
+    ) -> Result<(), (String, String)> {
+        // An action that renders empty skips the event.
+        let Some(action) = self.action(rule, ctx)? else { return Ok(()) };
+        let routing_key = self.routing_key(rule, ctx)?;
+        let links = self.links(rule, ctx)?;
+        let custom_details = self.custom_details(rule, ctx)?;
         let f = |name| self.field(rule, name, ctx);
         let timestamp = || Ok::<_, (String, String)>(f("timestamp")?.or_else(|| Some(accepted.to_string())));
         let event = match rule.emit {
@@ -416,23 +493,8 @@ impl Mapping {
                 },
             ),
             Emit::Alert => {
-                let mut images = Vec::new();
-                for i in &rule.images {
-                    let opt = |t: &Option<String>, n: &str| match t {
-                        Some(t) => self.render(t, ctx).map_err(|m| (n.to_string(), m)),
-                        None => Ok(None),
-                    };
-                    if let Some(src) = self.render(&i.src, ctx).map_err(|m| ("images.src".to_string(), m))? {
-                        images.push(Image { src, href: opt(&i.href, "images.href")?, alt: opt(&i.alt, "images.alt")? });
-                    }
-                }
-                let dedup_key = match f("dedup_key")? {
-                    Some(k) => Some(k),
-                    None if action.trim().eq_ignore_ascii_case("trigger") => {
-                        Some(derived_dedup_key(source, &rule.name, subject))
-                    }
-                    None => return Err(("dedup_key".to_string(), UNMATCHABLE.to_string())),
-                };
+                let images = self.images(rule, ctx)?;
+                let dedup_key = Some(self.dedup_key(rule, ctx, &action, source, subject)?);
                 Event::alert(
                     routing_key,
                     AlertDraft {
@@ -569,11 +631,35 @@ fn compile_rule(
     if r.name.trim().is_empty() {
         c.errors.push(format!("{}: name is empty", c.at));
     }
-    let when = r.when.as_ref().map(|w| c.add("when", w, true));
+    let when = r.when.as_ref().map(|w| {
+        let id = c.add("when", w, true);
+        let native = c.lenient.get_template(&id).and_then(predicate::Predicate::compile);
+        When { id, native }
+    });
     let for_each = r.for_each.as_ref().map(|p| {
         let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
         p.split('.').map(str::to_string).collect::<Vec<_>>()
     });
+    check_required(r, emit, c);
+    Some(Rule {
+        name: r.name.clone(),
+        file: path.display().to_string(),
+        when,
+        for_each,
+        emit,
+        action: c.add_opt("action", &r.action),
+        action_text: r.action.clone(),
+        fields: compile_fields(r, c),
+        links: compile_links(r, c),
+        images: compile_images(r, c),
+        custom_details: r.custom_details.as_ref().map(|d| c.details("custom_details", d)),
+        routing: compile_routing(r, emit, c, keys, warnings),
+        is_final: r.is_final,
+    })
+}
+
+/// What a rule must (and, for a change event, must not) set.
+fn check_required(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
     if emit == Emit::Change {
         for (field, set) in [
             ("action", r.action.is_some()),
@@ -599,7 +685,10 @@ fn compile_rule(
             c.at
         ));
     }
-    let action = c.add_opt("action", &r.action);
+}
+
+/// The scalar fields' templates, by field name.
+fn compile_fields(r: &RawRule, c: &mut Compiler<'_>) -> BTreeMap<&'static str, String> {
     let mut fields = BTreeMap::new();
     for name in SCALARS {
         let v = match *name {
@@ -618,27 +707,38 @@ fn compile_rule(
             fields.insert(*name, id);
         }
     }
-    let links = r
-        .links
-        .iter()
-        .enumerate()
-        .map(|(i, l)| LinkTpl {
-            href: c.add(&format!("links[{i}].href"), &l.href, false),
-            text: c.add_opt(&format!("links[{i}].text"), &l.text),
-        })
-        .collect();
-    let images = r
-        .images
-        .iter()
-        .enumerate()
-        .map(|(i, l)| ImageTpl {
-            src: c.add(&format!("images[{i}].src"), &l.src, false),
-            href: c.add_opt(&format!("images[{i}].href"), &l.href),
-            alt: c.add_opt(&format!("images[{i}].alt"), &l.alt),
-        })
-        .collect();
-    let custom_details = r.custom_details.as_ref().map(|d| c.details("custom_details", d));
-    let routing = match r.routing_key.as_deref() {
+    fields
+}
+
+fn compile_links(r: &RawRule, c: &mut Compiler<'_>) -> Vec<LinkTpl> {
+    let mut links = Vec::new();
+    for (i, l) in r.links.iter().enumerate() {
+        let href = c.add(&format!("links[{i}].href"), &l.href, false);
+        links.push(LinkTpl { href, text: c.add_opt(&format!("links[{i}].text"), &l.text) });
+    }
+    links
+}
+
+fn compile_images(r: &RawRule, c: &mut Compiler<'_>) -> Vec<ImageTpl> {
+    let mut images = Vec::new();
+    for (i, l) in r.images.iter().enumerate() {
+        let src = c.add(&format!("images[{i}].src"), &l.src, false);
+        let href = c.add_opt(&format!("images[{i}].href"), &l.href);
+        images.push(ImageTpl { src, href, alt: c.add_opt(&format!("images[{i}].alt"), &l.alt) });
+    }
+    images
+}
+
+/// Where the rule's events go; a change event on a ruleset key (R…) is a warning, since
+/// PagerDuty does not accept change events there.
+fn compile_routing(
+    r: &RawRule,
+    emit: Emit,
+    c: &mut Compiler<'_>,
+    keys: &RoutingKeys,
+    warnings: &mut Vec<String>,
+) -> Routing {
+    match r.routing_key.as_deref() {
         None => {
             if emit == Emit::Change && keys.default.as_ref().is_some_and(RoutingKey::is_ruleset) {
                 warnings.push(format!(
@@ -664,22 +764,7 @@ fn compile_rule(
                 Routing::Default
             }
         },
-    };
-    Some(Rule {
-        name: r.name.clone(),
-        file: path.display().to_string(),
-        when,
-        for_each,
-        emit,
-        action,
-        action_text: r.action.clone(),
-        fields,
-        links,
-        images,
-        custom_details,
-        routing,
-        is_final: r.is_final,
-    })
+    }
 }
 
 #[cfg(test)]

@@ -15,7 +15,7 @@ fn load(text: &str) -> Result<Mapping, Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.toml");
     std::fs::write(&p, text).unwrap();
-    Mapping::load(&[p], keys()).map(|(m, _)| m)
+    Mapping::load(&[p], keys()).map(|(m, _)| m).map_err(|e| e.iter().map(ToString::to_string).collect())
 }
 
 /// A verified request for `body`, built the way `render` builds one.
@@ -467,4 +467,19 @@ fn every_registered_helper_is_known_to_the_lint() {
     for name in &registered {
         assert!(lint::helper_names().contains(name), "helper `{name}` is registered but not in lint::HELPERS");
     }
+}
+
+#[test]
+fn load_errors_say_which_file_could_not_be_read_or_parsed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (missing, broken) = (dir.path().join("missing.toml"), dir.path().join("broken.toml"));
+    std::fs::write(&broken, "[[rule]\n").unwrap();
+    let errors = Mapping::load(&[missing.clone(), broken.clone()], keys()).unwrap_err();
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(matches!(&errors[0], LoadError::Read { path, .. } if *path == missing.display().to_string()), "{errors:?}");
+    assert!(
+        matches!(&errors[1], LoadError::Syntax { path, .. } if *path == broken.display().to_string()),
+        "{errors:?}"
+    );
+    assert!(errors[1].to_string().starts_with(&format!("{}: ", broken.display())), "{}", errors[1]);
 }

@@ -436,10 +436,12 @@ fn finish_one(
 
 fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accepted, rusqlite::Error> {
     if let Some(d) = &i.delivery_id {
-        let n = tx.execute(
-            "INSERT OR IGNORE INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
-            params![i.source, d, i.id, i.received_at],
-        )?;
+        // Cached statements: parsing them anew for every accept was ~3 % of the writer's time.
+        let n = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![i.source, d, i.id, i.received_at])?;
         if n == 0 {
             let id: String = tx.query_row(
                 "SELECT inbound_id FROM seen WHERE source = ?1 AND dedupe_id = ?2",
@@ -450,21 +452,21 @@ fn insert_one(tx: &Connection, i: &NewInbound, events: &[Event]) -> Result<Accep
         }
     }
     let (status, error) = status_columns(&i.status);
-    tx.execute(
+    tx.prepare_cached(
         "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        params![
-            i.id,
-            i.source,
-            i.received_at,
-            i.delivery_id,
-            i.headers.to_string(),
-            i.query,
-            i.body.as_ref(),
-            status,
-            error
-        ],
-    )?;
+    )?
+    .execute(params![
+        i.id,
+        i.source,
+        i.received_at,
+        i.delivery_id,
+        i.headers.to_string(),
+        i.query,
+        i.body.as_ref(),
+        status,
+        error
+    ])?;
     insert_events(tx, &i.id, &i.source, events, i.received_at)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
