@@ -7,7 +7,7 @@ use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
-use crate::queue::{DeadId, EventSummary, Role};
+use crate::queue::{DeadId, DeadLetter, EventSummary, Queue, Role};
 use crate::registry::Sources;
 use crate::reload::Live;
 use crate::telemetry::{self, LogFormat};
@@ -266,19 +266,7 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
                 out!("{}", serde_json::to_string_pretty(&rows)?);
                 return Ok(ExitCode::SUCCESS);
             }
-            out!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
-            for r in &rows {
-                out!(
-                    "{:<36}  {:<14} {:<14} {:<8} {:>3}  {} / {}",
-                    r.id,
-                    r.kind,
-                    r.source,
-                    r.action.as_deref().unwrap_or("-"),
-                    r.attempts,
-                    r.dedup_key.as_deref().unwrap_or("-"),
-                    r.reason
-                );
-            }
+            print_dead_letters(&rows)?;
             eprintln!("{} dead letter(s)", rows.len());
         }
         DlqCommand::Show { id } => match queue.dead_letter(parse(id)?).await? {
@@ -293,40 +281,67 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         }
         DlqCommand::Replay { id, source, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
-            let (sources, _) = Sources::build(&cfg)?;
-            let pipeline = Pipeline {
-                sources: Arc::new(Live::new(sources)),
-                metrics: Default::default(),
-                queue,
-                wake: Default::default(),
-                cpu: crate::ingest::Cpu::new(1),
-            };
-            let results = match id {
-                Some(id) => vec![(id.clone(), pipeline.replay(&parse(id)?).await)],
-                None => pipeline.replay_all(source.as_deref()).await?,
-            };
-            let mut failed = 0;
-            for (id, r) in results {
-                match r {
-                    Ok(Replayed::Requeued { event_id }) => out!("{id}: queued again as event {event_id}"),
-                    Ok(Replayed::Remapped { events }) => out!("{id}: mapped into {events} event(s), queued"),
-                    Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
-                    Ok(Replayed::StillFailing { error }) => {
-                        failed += 1;
-                        out!("{id}: still not mapped: {error}");
-                    }
-                    Err(e) => {
-                        failed += 1;
-                        out!("{id}: {e}");
-                    }
-                }
-            }
-            if failed > 0 {
-                return Ok(ExitCode::FAILURE);
-            }
+            let id = id.as_deref().map(|id| Ok::<_, anyhow::Error>((id, parse(id)?))).transpose()?;
+            return replay(&cfg, queue, id, source.as_deref()).await;
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_dead_letters(rows: &[DeadLetter]) -> std::io::Result<()> {
+    out!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
+    for r in rows {
+        out!(
+            "{:<36}  {:<14} {:<14} {:<8} {:>3}  {} / {}",
+            r.id,
+            r.kind,
+            r.source,
+            r.action.as_deref().unwrap_or("-"),
+            r.attempts,
+            r.dedup_key.as_deref().unwrap_or("-"),
+            r.reason
+        );
+    }
+    Ok(())
+}
+
+/// Replays one dead letter or all (of a source) through the mappings on disk; fails if any
+/// is still not mapped.
+async fn replay(
+    cfg: &Config,
+    queue: Arc<dyn Queue>,
+    one: Option<(&str, DeadId)>,
+    source: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let (sources, _) = Sources::build(cfg)?;
+    let pipeline = Pipeline {
+        sources: Arc::new(Live::new(sources)),
+        metrics: Default::default(),
+        queue,
+        wake: Default::default(),
+        cpu: crate::ingest::Cpu::new(1),
+    };
+    let results = match one {
+        Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead).await)],
+        None => pipeline.replay_all(source).await?,
+    };
+    let mut failed = 0;
+    for (id, r) in results {
+        match r {
+            Ok(Replayed::Requeued { event_id }) => out!("{id}: queued again as event {event_id}"),
+            Ok(Replayed::Remapped { events }) => out!("{id}: mapped into {events} event(s), queued"),
+            Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
+            Ok(Replayed::StillFailing { error }) => {
+                failed += 1;
+                out!("{id}: still not mapped: {error}");
+            }
+            Err(e) => {
+                failed += 1;
+                out!("{id}: {e}");
+            }
+        }
+    }
+    Ok(if failed > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 /// Every problem of the config and its mappings at once: an invalid config still has the

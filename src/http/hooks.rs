@@ -42,45 +42,46 @@ pub async fn post_hook(
     let result = pipeline.ingest(&source, incoming).await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
-        Ok(outcome) => {
-            // Success answers are picked here; every refusal's status is error.rs's.
-            let (mut answer, body) = match &outcome {
-                IngestOutcome::Accepted { id, events } => {
-                    (HttpResponse::Accepted(), json!({ "status": "accepted", "events": events, "id": id }))
-                }
-                IngestOutcome::Duplicate { id } => (HttpResponse::Ok(), json!({ "status": "duplicate", "id": id })),
-                IngestOutcome::Ignored { id, reason } => {
-                    (HttpResponse::Ok(), json!({ "status": "ignored", "reason": reason, "id": id }))
-                }
-                // Stored for replay: the sender has done its part and must not retry. The
-                // detail (rule, field, mapping file) is logged, not sent.
-                IngestOutcome::MappingFailed { id, .. } => (
-                    HttpResponse::Accepted(),
-                    json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
-                ),
-                IngestOutcome::TooManyEvents { id, error } => (
-                    HttpResponse::Accepted(),
-                    json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }),
-                ),
-            };
-            let res = answer.json(&body);
-            let status = res.status().as_u16();
-            pipeline.metrics.request(&source, status);
-            tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
-            res
-        }
-        Err(e) => {
-            let status = e.status_code().as_u16();
-            // An unknown name comes from the request path: never a label value.
-            let label = if matches!(e, IngestError::UnknownSource(_)) { "unknown" } else { source.as_str() };
-            pipeline.metrics.request(label, status);
-            match &e {
-                IngestError::Storage(_) => {
-                    tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused")
-                }
-                _ => tracing::warn!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
-            }
-            e.error_response()
-        }
+        Ok(outcome) => answer_accepted(&pipeline, &source, &outcome, elapsed_ms),
+        Err(e) => answer_refused(&pipeline, &source, &e, elapsed_ms),
     }
+}
+
+/// Success answers are picked here; every refusal's status is error.rs's.
+fn answer_accepted(pipeline: &Pipeline, source: &str, outcome: &IngestOutcome, elapsed_ms: f64) -> HttpResponse {
+    let (mut answer, body) = match outcome {
+        IngestOutcome::Accepted { id, events } => {
+            (HttpResponse::Accepted(), json!({ "status": "accepted", "events": events, "id": id }))
+        }
+        IngestOutcome::Duplicate { id } => (HttpResponse::Ok(), json!({ "status": "duplicate", "id": id })),
+        IngestOutcome::Ignored { id, reason } => {
+            (HttpResponse::Ok(), json!({ "status": "ignored", "reason": reason, "id": id }))
+        }
+        // Stored for replay: the sender has done its part and must not retry. The detail
+        // (rule, field, mapping file) is logged, not sent.
+        IngestOutcome::MappingFailed { id, .. } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
+        ),
+        IngestOutcome::TooManyEvents { id, error } => {
+            (HttpResponse::Accepted(), json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }))
+        }
+    };
+    let res = answer.json(&body);
+    let status = res.status().as_u16();
+    pipeline.metrics.request(source, status);
+    tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
+    res
+}
+
+fn answer_refused(pipeline: &Pipeline, source: &str, e: &IngestError, elapsed_ms: f64) -> HttpResponse {
+    let status = e.status_code().as_u16();
+    // An unknown name comes from the request path: never a label value.
+    let label = if matches!(e, IngestError::UnknownSource(_)) { "unknown" } else { source };
+    pipeline.metrics.request(label, status);
+    match e {
+        IngestError::Storage(_) => tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
+        _ => tracing::warn!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
+    }
+    e.error_response()
 }
