@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
-use prometheus_client::registry::Registry;
+use prometheus_client::registry::{Metric, Registry};
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::AtomicU64;
 use std::sync::Mutex;
@@ -64,74 +64,77 @@ impl Default for Metrics {
     }
 }
 
+/// Registers `metric` and hands it back: the registry holds a clone that shares its counts.
+fn registered<M: Metric + Clone>(registry: &mut Registry, name: &str, help: &str, metric: M) -> M {
+    registry.register(name, help, metric.clone());
+    metric
+}
+
 impl Metrics {
     /// A fresh registry with every metric registered (at zero).
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("pagerhook");
-        let requests = Family::<RequestLabels, Counter>::default();
-        registry.register("webhook_requests", "Webhook requests by source and HTTP status answered", requests.clone());
-        let rejected = Family::<RejectLabels, Counter>::default();
-        registry.register(
-            "webhook_rejected",
-            "Webhooks refused before mapping, by source and reason (signature, timestamp, header, body, ...)",
-            rejected.clone(),
-        );
-        let events = Family::<EventLabels, Counter>::default();
-        registry.register(
-            "events_queued",
-            "Events accepted into the queue, by source, kind and action",
-            events.clone(),
-        );
-        let mapping_failures = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "mapping_failures",
-            "Webhooks whose mapping failed (kept for `pagerhook dlq replay`)",
-            mapping_failures.clone(),
-        );
-        let too_many_events = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "too_many_events",
-            "Webhooks over max_events_per_request (kept for `pagerhook dlq replay` once the cap is raised)",
-            too_many_events.clone(),
-        );
-        let attempts = Family::<OutcomeLabels, Counter>::default();
-        registry.register(
-            "delivery_attempts",
-            "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), deferred (paced)",
-            attempts.clone(),
-        );
-        let upstream = Histogram::new(exponential_buckets(0.005, 2.0, 12));
-        registry.register("upstream_seconds", "PagerDuty response time per request", upstream.clone());
-        let collapsed = Counter::default();
-        registry.register(
-            "triggers_collapsed",
-            "Pending triggers replaced by a newer trigger of the same dedup_key before being sent",
-            collapsed.clone(),
-        );
-        let reloads = Family::<OutcomeLabels, Counter>::default();
-        registry.register("config_reloads", "Config reloads by result (ok, error)", reloads.clone());
-        let depth = Gauge::default();
-        registry.register("queue_depth", "Events waiting to be delivered", depth.clone());
-        let oldest = Gauge::<f64, AtomicU64>::default();
-        registry.register(
-            "queue_oldest_pending_seconds",
-            "Age of the oldest event waiting to be delivered",
-            oldest.clone(),
-        );
+        let r = &mut registry;
+        // `registry` goes last: the fields before it borrow it to register.
         Metrics {
-            registry,
-            requests,
-            rejected,
-            events,
-            mapping_failures,
-            too_many_events,
-            attempts,
-            upstream,
-            collapsed,
-            reloads,
-            depth,
-            oldest,
+            requests: registered(
+                r,
+                "webhook_requests",
+                "Webhook requests by source and HTTP status answered",
+                Family::default(),
+            ),
+            rejected: registered(
+                r,
+                "webhook_rejected",
+                "Webhooks refused before mapping, by source and reason (signature, timestamp, header, body, ...)",
+                Family::default(),
+            ),
+            events: registered(
+                r,
+                "events_queued",
+                "Events accepted into the queue, by source, kind and action",
+                Family::default(),
+            ),
+            mapping_failures: registered(
+                r,
+                "mapping_failures",
+                "Webhooks whose mapping failed (kept for `pagerhook dlq replay`)",
+                Family::default(),
+            ),
+            too_many_events: registered(
+                r,
+                "too_many_events",
+                "Webhooks over max_events_per_request (kept for `pagerhook dlq replay` once the cap is raised)",
+                Family::default(),
+            ),
+            attempts: registered(
+                r,
+                "delivery_attempts",
+                "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), deferred (paced)",
+                Family::default(),
+            ),
+            upstream: registered(
+                r,
+                "upstream_seconds",
+                "PagerDuty response time per request",
+                Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            ),
+            collapsed: registered(
+                r,
+                "triggers_collapsed",
+                "Pending triggers replaced by a newer trigger of the same dedup_key before being sent",
+                Counter::default(),
+            ),
+            reloads: registered(r, "config_reloads", "Config reloads by result (ok, error)", Family::default()),
+            depth: registered(r, "queue_depth", "Events waiting to be delivered", Gauge::default()),
+            oldest: registered(
+                r,
+                "queue_oldest_pending_seconds",
+                "Age of the oldest event waiting to be delivered",
+                Gauge::default(),
+            ),
             last_hour: LastHour::default(),
+            registry,
         }
     }
 

@@ -11,11 +11,16 @@ fn keys() -> RoutingKeys {
     RoutingKeys { default: Some(k(KEY)), named: BTreeMap::from([("team-a".to_string(), k(TEAM))]) }
 }
 
-fn load(text: &str) -> Result<Mapping, Vec<String>> {
+/// `text` loaded as the one mapping file `m.toml`: the mapping and its warnings.
+fn load_with(text: &str, keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("m.toml");
     std::fs::write(&p, text).unwrap();
-    Mapping::load(&[p], keys()).map(|(m, _)| m).map_err(|e| e.iter().map(ToString::to_string).collect())
+    Mapping::load(&[p], keys)
+}
+
+fn load(text: &str) -> Result<Mapping, Vec<String>> {
+    load_with(text, keys()).map(|(m, _)| m).map_err(|e| e.iter().map(ToString::to_string).collect())
 }
 
 /// A verified request for `body`, built the way `render` builds one.
@@ -237,16 +242,12 @@ fn compile_errors_name_file_line_rule_and_field_and_all_are_reported() {
 
 #[test]
 fn change_rules_aimed_at_a_ruleset_key_are_warned_about() {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("m.toml");
-    std::fs::write(&p, "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n").unwrap();
+    let deploys = "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n";
     let ruleset = RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap();
-    let (_, warnings) =
-        Mapping::load(std::slice::from_ref(&p), RoutingKeys { default: Some(ruleset), named: BTreeMap::new() })
-            .unwrap();
+    let (_, warnings) = load_with(deploys, RoutingKeys { default: Some(ruleset), named: BTreeMap::new() }).unwrap();
     assert_eq!(warnings.len(), 1, "{warnings:?}");
     assert!(warnings[0].contains("rule 'deploys'") && warnings[0].contains("ruleset key"), "{warnings:?}");
-    let (_, warnings) = Mapping::load(&[p], keys()).unwrap();
+    let (_, warnings) = load_with(deploys, keys()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
 }
 
@@ -323,12 +324,7 @@ timestamp = "{{body.at}}"
 
 #[test]
 fn a_mapping_that_triggers_but_never_resolves_is_warned_about() {
-    let warnings = |text: &str| {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("m.toml");
-        std::fs::write(&p, text).unwrap();
-        Mapping::load(&[p], keys()).unwrap().1
-    };
+    let warnings = |text: &str| load_with(text, keys()).unwrap().1;
     let trigger = "[[rule]]\nname = \"t\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\n";
     let w = warnings(trigger);
     assert_eq!(w.len(), 1, "{w:?}");

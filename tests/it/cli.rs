@@ -59,19 +59,13 @@ fn check_names_an_unknown_key_and_its_line() {
     assert!(stderr.contains("line 3") && stderr.contains("lisen"), "{stderr}");
 }
 
+/// `render` of the merged pull request fixture.
+const RENDER_MERGED_PR: [&str; 6] =
+    ["render", "--source", "github", "-H", "X-GitHub-Event: pull_request", "fixtures/github/pull_request_merged.json"];
+
 #[test]
 fn render_prints_the_events_a_fixture_produces() {
-    let out = pagerhook()
-        .args([
-            "render",
-            "--source",
-            "github",
-            "-H",
-            "X-GitHub-Event: pull_request",
-            "fixtures/github/pull_request_merged.json",
-        ])
-        .output()
-        .unwrap();
+    let out = pagerhook().args(RENDER_MERGED_PR).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1, "{v:#}");
@@ -242,19 +236,7 @@ fn render_passes_a_query_string_and_explains_a_bare_cloudwatch_message() {
 fn output_into_a_closed_pipe_ends_quietly() {
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let out = pagerhook()
-        .args([
-            "render",
-            "--source",
-            "github",
-            "-H",
-            "X-GitHub-Event: pull_request",
-            "fixtures/github/pull_request_merged.json",
-        ])
-        .stdout(writer)
-        .stderr(std::process::Stdio::piped())
-        .output()
-        .unwrap();
+    let out = pagerhook().args(RENDER_MERGED_PR).stdout(writer).stderr(std::process::Stdio::piped()).output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -1,7 +1,7 @@
 //! `POST /hooks/{source}` end to end: what GitHub sends, what PagerDuty receives.
 
 use crate::helpers::{
-    fixture, github_signature, spawn_app, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET,
+    fixture, github_signature, spawn_app, Answer, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET,
 };
 use std::time::Duration;
 
@@ -33,18 +33,18 @@ async fn merged_pull_request_becomes_a_change_event() {
     assert!(got[0].body.get("event_action").is_none(), "change events have no action");
 }
 
+/// Posts `body` to the github source signed with `secret`, without a delivery id.
+async fn post_signed(app: &TestApp, secret: &str, content_type: &str, event: &str, body: Vec<u8>) -> Answer {
+    let sig = github_signature(secret, &body);
+    let headers = [("content-type", content_type), ("x-github-event", event), ("x-hub-signature-256", sig.as_str())];
+    app.post_hook("github", &headers, body).await
+}
+
 #[tokio::test]
 async fn a_rotated_secret_still_verifies() {
     let app = spawn_app().await;
     let body = fixture("github/release_published.json");
-    let sig = github_signature(OLD_GITHUB_SECRET, &body);
-    let a = app
-        .post_hook(
-            "github",
-            &[("content-type", "application/json"), ("x-github-event", "release"), ("x-hub-signature-256", &sig)],
-            body,
-        )
-        .await;
+    let a = post_signed(&app, OLD_GITHUB_SECRET, "application/json", "release", body).await;
     assert_eq!(a.status, 202, "{:?}", a.json);
     assert_eq!(app.fake.wait_for(1, WAIT).await[0].path, "/v2/change/enqueue");
 }
@@ -125,25 +125,11 @@ async fn bad_requests_get_their_status_and_change_nothing() {
     assert_eq!(a.status, 413, "{:?}", a.json);
 
     let junk = b"{\"not\": json".to_vec();
-    let sig = github_signature(GITHUB_SECRET, &junk);
-    let a = app
-        .post_hook(
-            "github",
-            &[("content-type", "application/json"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)],
-            junk,
-        )
-        .await;
+    let a = post_signed(&app, GITHUB_SECRET, "application/json", "push", junk).await;
     assert_eq!(a.status, 400, "{:?}", a.json);
     assert!(a.json["error"].as_str().unwrap().contains("malformed JSON"));
 
-    let sig = github_signature(GITHUB_SECRET, &body);
-    let a = app
-        .post_hook(
-            "github",
-            &[("content-type", "text/xml"), ("x-github-event", "push"), ("x-hub-signature-256", &sig)],
-            body.clone(),
-        )
-        .await;
+    let a = post_signed(&app, GITHUB_SECRET, "text/xml", "push", body.clone()).await;
     assert_eq!(a.status, 415, "{:?}", a.json);
 
     let a = app.http.get(format!("{}/hooks/github", app.base)).send().await.unwrap();
@@ -157,18 +143,8 @@ async fn form_encoded_deliveries_are_accepted() {
     let app = spawn_app().await;
     let json = fixture("github/pull_request_merged.json");
     let form = serde_urlencoded::to_string([("payload", String::from_utf8(json).unwrap())]).unwrap();
-    let sig = github_signature(GITHUB_SECRET, form.as_bytes());
-    let a = app
-        .post_hook(
-            "github",
-            &[
-                ("content-type", "application/x-www-form-urlencoded"),
-                ("x-github-event", "pull_request"),
-                ("x-hub-signature-256", &sig),
-            ],
-            form,
-        )
-        .await;
+    let a =
+        post_signed(&app, GITHUB_SECRET, "application/x-www-form-urlencoded", "pull_request", form.into_bytes()).await;
     assert_eq!(a.status, 202, "{:?}", a.json);
     assert_eq!(app.fake.wait_for(1, WAIT).await[0].path, "/v2/change/enqueue");
 }

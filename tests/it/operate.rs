@@ -57,14 +57,19 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
     assert!(!text.contains("no-such-source"), "request paths never become label values");
 }
 
-#[tokio::test]
-async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
-    let app = spawn_app_in(|text, dir| {
+/// An app with a bearer source `load` on [`NUMBERED`], written to `numbered.toml` for tests to change.
+async fn spawn_numbered() -> TestApp {
+    spawn_app_in(|text, dir| {
         let path = dir.join("numbered.toml");
         std::fs::write(&path, NUMBERED).unwrap();
         format!("{text}{}", bearer_source("load", &path))
     })
-    .await;
+    .await
+}
+
+#[tokio::test]
+async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
+    let app = spawn_numbered().await;
     let mapping = app.dir.path().join("numbered.toml");
     let reloads = |outcome: &'static str| {
         let app = &app;
@@ -206,12 +211,7 @@ async fn sigterm_finishes_and_leaves_undelivered_events_queued() {
 
 #[tokio::test]
 async fn a_reload_refuses_a_resolve_rule_without_dedup_key() {
-    let app = spawn_app_in(|text, dir| {
-        let path = dir.join("numbered.toml");
-        std::fs::write(&path, NUMBERED).unwrap();
-        format!("{text}{}", bearer_source("load", &path))
-    })
-    .await;
+    let app = spawn_numbered().await;
     let resolve =
         "[[rule]]\nname = \"all clear\"\nemit = \"alert\"\naction = \"resolve\"\nsummary = \"s\"\nsource = \"x\"\n";
     std::fs::write(app.dir.path().join("numbered.toml"), format!("{NUMBERED}\n{resolve}")).unwrap();
