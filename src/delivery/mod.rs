@@ -88,12 +88,6 @@ pub struct Worker {
 struct Slot(Option<(OwnedSemaphorePermit, Arc<Notify>)>);
 
 impl Slot {
-    /// A slot of `slots`, which the caller saw free; `freed` hears when it is given back.
-    fn taken(slots: &Arc<Semaphore>, freed: &Arc<Notify>) -> Slot {
-        let permit = Arc::clone(slots).try_acquire_owned().expect("claimed no more than the free slots");
-        Slot(Some((permit, Arc::clone(freed))))
-    }
-
     fn none() -> Slot {
         Slot(None)
     }
@@ -192,44 +186,71 @@ impl Worker {
     /// for the store's next commit, which under accept load is the accepts' group commit and
     /// its fsync; holding the slot through it cut delivery to a fraction of what the upstream
     /// allowed. Its event stays leased until the outcome is stored, so nothing can claim it,
-    /// or anything behind it in its lane, meanwhile.
+    /// or anything behind it in its lane, meanwhile. For the same reason a freed slot is
+    /// claimed for at once, even while an earlier claim is still on its way.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let freed = Arc::new(Notify::new());
         // Attempts still recording hold no slot; this bounds them with the rest.
         let most = self.cfg.concurrency.saturating_mul(2);
         let mut inflight = JoinSet::new();
+        let mut claims = JoinSet::new();
+        // Set when a claim came back short: nothing more is due before this, a new accept or
+        // an attempt ending.
+        let mut idle_until: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let free = slots.available_permits().min(most.saturating_sub(inflight.len()));
-            let mut claimed = 0;
-            if free > 0 {
-                let batch = self.claim_due(free).await;
-                claimed = batch.len();
-                for (c, admitted) in batch {
-                    let slot = Slot::taken(&slots, &freed);
-                    let w = self.clone();
-                    inflight.spawn(async move { w.deliver(c, admitted, slot).await });
-                }
+            let free = slots.available_permits().min(most.saturating_sub(inflight.len() + claims.len()));
+            if free > 0 && idle_until.is_none() {
+                let reserved = Arc::clone(&slots).try_acquire_many_owned(free as u32).expect("the slots seen free");
+                let w = self.clone();
+                claims.spawn(async move { (w.claim_due(free).await, reserved) });
             }
-            // With every slot busy, only an attempt ending can change what is claimable.
-            let sleep = if free == 0 || claimed == free { None } else { Some(self.idle_for().await) };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => idle_until = None,
                 _ = freed.notified() => {}
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {
                     // Collect every attempt that ended meanwhile: one claim refills them all.
                     while inflight.try_join_next().is_some() {}
+                    idle_until = None;
                 }
-                _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
+                Some(done) = claims.join_next(), if !claims.is_empty() => {
+                    let (batch, reserved) = done.expect("a claim panicked");
+                    let short = batch.len() < reserved.num_permits();
+                    self.start(&mut inflight, batch, reserved, &freed);
+                    idle_until = if short { Some(tokio::time::Instant::now() + self.idle_for().await) } else { None };
+                }
+                _ = tokio::time::sleep_until(idle_until.unwrap_or_else(tokio::time::Instant::now)), if idle_until.is_some() => {
+                    idle_until = None;
+                }
                 _ = shutdown.changed() => {}
             }
-            while inflight.try_join_next().is_some() {}
         }
-        // Let running attempts end; whatever is left stays queued for the next start.
+        // What was claimed is attempted; whatever is left stays queued for the next start.
+        while let Some(done) = claims.join_next().await {
+            let (batch, reserved) = done.expect("a claim panicked");
+            self.start(&mut inflight, batch, reserved, &freed);
+        }
         while inflight.join_next().await.is_some() {}
+    }
+
+    /// Starts an attempt for each claimed event, each holding one of the `reserved` slots; the
+    /// rest are given back.
+    fn start(
+        &self,
+        inflight: &mut JoinSet<Outcome>,
+        batch: Vec<(Claimed, Admission)>,
+        mut reserved: OwnedSemaphorePermit,
+        freed: &Arc<Notify>,
+    ) {
+        for (c, admitted) in batch {
+            let permit = reserved.split(1).expect("a slot reserved for every event claimed");
+            let slot = Slot(Some((permit, Arc::clone(freed))));
+            let w = self.clone();
+            inflight.spawn(async move { w.deliver(c, admitted, slot).await });
+        }
     }
 
     /// One round of the loop, run to its end: claims what is due now (up to `concurrency`),
