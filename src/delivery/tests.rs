@@ -320,6 +320,8 @@ async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
 }
 
+type Error = QueueError;
+
 /// The queue of a [`Bench`], whose `finish` waits for a permit of `gate` before it reaches the
 /// store (as it waits for the accepts' fsync under load), and which counts claims.
 struct HeldFinish {
@@ -374,14 +376,8 @@ impl Queue for HeldFinish {
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         self.inner.inbound(id).await
     }
-    async fn remap(
-        &self,
-        id: String,
-        status: InboundStatus,
-        events: Vec<Event>,
-        now: Millis,
-    ) -> Result<Option<usize>, QueueError> {
-        self.inner.remap(id, status, events, now).await
+    async fn remap(&self, id: String, s: InboundStatus, e: Vec<Event>, now: Millis) -> Result<Option<usize>, Error> {
+        self.inner.remap(id, s, e, now).await
     }
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
         self.inner.delete_dead(id).await
