@@ -21,7 +21,7 @@ use policy::RetryAction;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
+use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 
 /// Longest idle sleep: events queued by another process are picked up this fast.
@@ -81,6 +81,25 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
+}
+
+/// One of `concurrency` slots for a request in flight to PagerDuty (none in [`Worker::drain`],
+/// which bounds its round itself). Giving it back wakes the loop to claim again.
+struct Slot(Option<(OwnedSemaphorePermit, Arc<Notify>)>);
+
+impl Slot {
+    fn none() -> Slot {
+        Slot(None)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if let Some((permit, freed)) = self.0.take() {
+            drop(permit);
+            freed.notify_one();
+        }
+    }
 }
 
 /// The lane an event is paced in: its ordering lane, or its own for a change event.
@@ -161,36 +180,77 @@ impl Worker {
     }
 
     /// Runs until `shutdown` turns true; in-flight attempts are finished before returning.
+    ///
+    /// `concurrency` bounds the requests in flight to PagerDuty: an attempt gives its slot
+    /// back as soon as the answer is in, and records the outcome without it. Recording waits
+    /// for the store's next commit, which under accept load is the accepts' group commit and
+    /// its fsync; holding the slot through it cut delivery to a fraction of what the upstream
+    /// allowed. Its event stays leased until the outcome is stored, so nothing can claim it,
+    /// or anything behind it in its lane, meanwhile. For the same reason a freed slot is
+    /// claimed for at once, even while an earlier claim is still on its way.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
+        let freed = Arc::new(Notify::new());
+        // Attempts still recording hold no slot; this bounds them with the rest.
+        let most = self.cfg.concurrency.saturating_mul(2);
         let mut inflight = JoinSet::new();
+        let mut claims = JoinSet::new();
+        // Set when a claim came back short: nothing more is due before this, a new accept or
+        // an attempt ending.
+        let mut idle_until: Option<tokio::time::Instant> = None;
         loop {
             if *shutdown.borrow() {
                 break;
             }
-            let free = self.cfg.concurrency.saturating_sub(inflight.len());
-            let mut claimed = 0;
-            if free > 0 {
-                let batch = self.claim_due(free).await;
-                claimed = batch.len();
-                for (c, admitted) in batch {
-                    let w = self.clone();
-                    inflight.spawn(async move { w.deliver_one(c, admitted).await });
-                }
+            let free = slots.available_permits().min(most.saturating_sub(inflight.len() + claims.len()));
+            if free > 0 && idle_until.is_none() {
+                let reserved = Arc::clone(&slots).try_acquire_many_owned(free as u32).expect("the slots seen free");
+                let w = self.clone();
+                claims.spawn(async move { (w.claim_due(free).await, reserved) });
             }
-            // With every slot busy, only a finished attempt can change what is claimable.
-            let sleep = if free == 0 || claimed == free { None } else { Some(self.idle_for().await) };
             tokio::select! {
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => idle_until = None,
+                _ = freed.notified() => {}
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {
                     // Collect every attempt that ended meanwhile: one claim refills them all.
                     while inflight.try_join_next().is_some() {}
+                    idle_until = None;
                 }
-                _ = tokio::time::sleep(sleep.unwrap_or(Duration::from_secs(3600))), if sleep.is_some() => {}
+                Some(done) = claims.join_next(), if !claims.is_empty() => {
+                    let (batch, reserved) = done.expect("a claim panicked");
+                    let short = batch.len() < reserved.num_permits();
+                    self.start(&mut inflight, batch, reserved, &freed);
+                    idle_until = if short { Some(tokio::time::Instant::now() + self.idle_for().await) } else { None };
+                }
+                _ = tokio::time::sleep_until(idle_until.unwrap_or_else(tokio::time::Instant::now)), if idle_until.is_some() => {
+                    idle_until = None;
+                }
                 _ = shutdown.changed() => {}
             }
         }
-        // Let running attempts end; whatever is left stays queued for the next start.
+        // What was claimed is attempted; whatever is left stays queued for the next start.
+        while let Some(done) = claims.join_next().await {
+            let (batch, reserved) = done.expect("a claim panicked");
+            self.start(&mut inflight, batch, reserved, &freed);
+        }
         while inflight.join_next().await.is_some() {}
+    }
+
+    /// Starts an attempt for each claimed event, each holding one of the `reserved` slots; the
+    /// rest are given back.
+    fn start(
+        &self,
+        inflight: &mut JoinSet<Outcome>,
+        batch: Vec<(Claimed, Admission)>,
+        mut reserved: OwnedSemaphorePermit,
+        freed: &Arc<Notify>,
+    ) {
+        for (c, admitted) in batch {
+            let permit = reserved.split(1).expect("a slot reserved for every event claimed");
+            let slot = Slot(Some((permit, Arc::clone(freed))));
+            let w = self.clone();
+            inflight.spawn(async move { w.deliver(c, admitted, slot).await });
+        }
     }
 
     /// One round of the loop, run to its end: claims what is due now (up to `concurrency`),
@@ -236,13 +296,21 @@ impl Worker {
     /// One claimed event: attempted and recorded, or, when its routing key must wait
     /// (`admitted` is `Err(at)`), deferred.
     pub async fn deliver_one(&self, c: Claimed, admitted: Admission) -> Outcome {
+        self.deliver(c, admitted, Slot::none()).await
+    }
+
+    /// [`Worker::deliver_one`], giving `slot` back once no request is in flight.
+    async fn deliver(&self, c: Claimed, admitted: Admission, slot: Slot) -> Outcome {
         for old in &c.superseded {
             tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
         }
         self.metrics.collapsed(c.superseded.len());
         match admitted {
-            Ok(()) => self.attempt(&c).await,
-            Err(at) => self.defer(&c, at).await,
+            Ok(()) => self.attempt(&c, slot).await,
+            Err(at) => {
+                drop(slot);
+                self.defer(&c, at).await
+            }
         }
     }
 
@@ -256,10 +324,12 @@ impl Worker {
     }
 
     /// Sends the event once, holding its lease, and records what PagerDuty's answer means.
-    async fn attempt(&self, c: &Claimed) -> Outcome {
+    async fn attempt(&self, c: &Claimed, slot: Slot) -> Outcome {
         let started = std::time::Instant::now();
         let lease = AtomicI64::new(c.lease);
-        let Some(response) = self.send_holding_lease(c, &lease).await else {
+        let response = self.send_holding_lease(c, &lease).await;
+        drop(slot);
+        let Some(response) = response else {
             self.metrics.attempt(Outcome::Abandoned.as_str(), None);
             return Outcome::Abandoned;
         };

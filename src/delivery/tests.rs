@@ -4,7 +4,10 @@ use super::inputs::{FixedJitter, TokioClock};
 use super::*;
 use crate::config::{Durability, Secret};
 use crate::event::{AlertDraft, Event, RoutingKey};
-use crate::queue::{InboundStatus, NewInbound, Role, SqliteQueue};
+use crate::queue::{
+    Accepted, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, InboundStatus, NewInbound,
+    QueueError, Role, SqliteQueue, StoredInbound,
+};
 use async_trait::async_trait;
 use std::collections::VecDeque;
 
@@ -315,4 +318,128 @@ async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
     assert_eq!(b.pd.sent().len(), 2);
     let metrics = b.metrics.render(0, None);
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
+}
+
+type Error = QueueError;
+
+/// The queue of a [`Bench`], whose `finish` waits for a permit of `gate` before it reaches the
+/// store (as it waits for the accepts' fsync under load), and which counts claims.
+struct HeldFinish {
+    inner: Arc<dyn Queue>,
+    gate: tokio::sync::Semaphore,
+    claims: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl Queue for HeldFinish {
+    async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
+        self.inner.accept(inbound, events).await
+    }
+    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+        self.claims.fetch_add(1, Ordering::SeqCst);
+        self.inner.claim(now, limit, lease).await
+    }
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
+        self.gate.acquire().await.expect("gate open").forget();
+        self.inner.finish(id, lease, attempt, finish).await
+    }
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
+        self.inner.renew(id, lease, until).await
+    }
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
+        self.inner.next_due(now).await
+    }
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
+        self.inner.events(q).await
+    }
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
+        self.inner.event(id).await
+    }
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        self.inner.prune(before).await
+    }
+    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
+        self.inner.depth().await
+    }
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
+        self.inner.defer(id, lease, until).await
+    }
+    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
+        self.inner.dead_letters(source, limit).await
+    }
+    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
+        self.inner.dead_letter(id).await
+    }
+    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
+        self.inner.requeue_dead(id, now).await
+    }
+    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
+        self.inner.inbound(id).await
+    }
+    async fn remap(&self, id: String, s: InboundStatus, e: Vec<Event>, now: Millis) -> Result<Option<usize>, Error> {
+        self.inner.remap(id, s, e, now).await
+    }
+    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
+        self.inner.delete_dead(id).await
+    }
+}
+
+/// `worker.run` with one slot over `b`'s queue, whose outcomes are held until released.
+fn one_slot_held(b: &Bench) -> (Arc<HeldFinish>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let held = Arc::new(HeldFinish {
+        inner: b.queue.clone(),
+        gate: tokio::sync::Semaphore::new(0),
+        claims: std::sync::atomic::AtomicUsize::new(0),
+    });
+    let cfg = DeliveryConfig { concurrency: 1, ..defaults() };
+    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, Arc::new(Notify::new()), b.metrics.clone())
+        .with_clock(b.clock)
+        .with_jitter(FixedJitter(1.0));
+    let (stop, stopped) = watch::channel(false);
+    (held, stop, tokio::spawn(worker.run(stopped)))
+}
+
+/// A slot is given back when PagerDuty's answer is in, not when the outcome is stored: under
+/// accept load storing waits for the accepts' fsync, and holding the slot through it cut
+/// delivery to a third of what accepts ran at. With one slot and the first outcome not yet
+/// stored, the next event of another lane is sent; the first stays leased until its outcome is.
+#[tokio::test(start_paused = true)]
+async fn a_slot_is_free_once_the_answer_is_in_before_the_outcome_is_stored() {
+    let _stepped = stepped();
+    let b = Bench::new(defaults(), []);
+    b.accept(vec![trigger(1), trigger(2)]).await;
+    let (held, stop, run) = one_slot_held(&b);
+    until("both events are sent", || b.pd.sent().len() == 2).await;
+    assert_eq!(b.leases().len(), 2, "both still pending, leased, while their outcomes wait");
+    assert!(b.leases().iter().all(|l| *l > T0));
+    held.gate.add_permits(2);
+    until("both outcomes are stored", || b.leases().is_empty()).await;
+    stop.send(true).unwrap();
+    run.await.unwrap();
+    assert_eq!(b.states().await, [("n-1".into(), "delivered".into()), ("n-2".into(), "delivered".into())]);
+}
+
+/// The ordering rule holds while an outcome waits to be stored: the slot is free, the worker
+/// claims again, but the resolve behind a sent trigger goes only once the trigger's outcome
+/// is stored.
+#[tokio::test(start_paused = true)]
+async fn a_resolve_waits_until_its_triggers_outcome_is_stored_not_only_answered() {
+    let _stepped = stepped();
+    let b = Bench::new(defaults(), []);
+    b.accept(vec![trigger(1), alert("resolve", 1)]).await;
+    let (held, stop, run) = one_slot_held(&b);
+    until("the trigger is sent and the worker claims again", || {
+        b.pd.sent().len() == 1 && held.claims.load(Ordering::SeqCst) >= 2
+    })
+    .await;
+    let claimed_again = held.claims.load(Ordering::SeqCst);
+    assert_eq!(b.pd.sent().len(), 1, "the resolve went before its trigger's outcome was stored");
+    held.gate.add_permits(2);
+    until("the resolve is sent", || b.pd.sent().len() == 2).await;
+    assert!(held.claims.load(Ordering::SeqCst) > claimed_again);
+    let sent: Vec<String> = b.pd.sent().into_iter().map(|(_, _, action)| action).collect();
+    assert_eq!(sent, ["trigger", "resolve"]);
+    until("both outcomes are stored", || b.leases().is_empty()).await;
+    stop.send(true).unwrap();
+    run.await.unwrap();
 }

@@ -125,6 +125,9 @@ enum Cmd {
 enum Write {
     Accept(Box<NewInbound>, Vec<Event>, Reply),
     Finish(i64, Millis, Box<(Attempt, Finish)>, oneshot::Sender<Result<bool, QueueError>>),
+    /// A claim (now, limit, lease until): it sees the outcomes queued before it, and its leases
+    /// are committed with them instead of in a transaction of its own.
+    Claim(Millis, usize, Millis, oneshot::Sender<Result<Vec<Claimed>, QueueError>>),
 }
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads.
@@ -290,8 +293,8 @@ fn checkpoint_periodically(conn: Connection, stop: mpsc::Receiver<()>) {
     }
 }
 
-/// The connection thread: runs jobs in order, batching consecutive writes (accepts and
-/// delivery outcomes) into one transaction: group commit.
+/// The connection thread: runs jobs in order, batching consecutive writes into transactions:
+/// group commit. Delivery outcomes and claims in one, committed first; accepts in another.
 fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) {
     const MAX_BATCH: usize = 512;
     while let Ok(first) = rx.recv() {
@@ -314,7 +317,17 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability) 
                 Err(_) => break,
             }
         }
-        commit_batch(&mut conn, batch, durability);
+        // Delivery's writes go first, in a transaction of their own: they need no fsync, and a
+        // claim that waited for the accepts' kept `concurrency` requests from being in flight.
+        // Nothing orders them against accepts waiting beside them; among themselves the order
+        // holds, so a claim still sees the finishes queued before it.
+        let (delivery, accepts): (Vec<Write>, Vec<Write>) =
+            batch.into_iter().partition(|w| !matches!(w, Write::Accept(..)));
+        for batch in [delivery, accepts] {
+            if !batch.is_empty() {
+                commit_batch(&mut conn, batch, durability);
+            }
+        }
         if let Some(job) = after {
             job(&mut conn);
         }
@@ -327,6 +340,7 @@ type Reply = oneshot::Sender<Result<Accepted, QueueError>>;
 enum Answer {
     Accept(Reply, Result<Accepted, QueueError>),
     Finish(oneshot::Sender<Result<bool, QueueError>>, Result<bool, QueueError>),
+    Claim(oneshot::Sender<Result<Vec<Claimed>, QueueError>>, Result<Vec<Claimed>, QueueError>),
 }
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durability: Durability) {
@@ -364,6 +378,10 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
                     Ok(held) => (Answer::Finish(reply, Ok(held)), true),
                     Err(e) => (Answer::Finish(reply, Err(e.into())), false),
                 },
+                Write::Claim(now, limit, until, reply) => match claim_in(&sp, now, limit, until) {
+                    Ok(claimed) => (Answer::Claim(reply, Ok(claimed)), true),
+                    Err(e) => (Answer::Claim(reply, Err(e)), false),
+                },
             };
             if keep {
                 sp.commit()?;
@@ -385,6 +403,9 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
                 let _ = reply.send(failed().map_or(r, Err));
             }
             Answer::Finish(reply, r) => {
+                let _ = reply.send(failed().map_or(r, Err));
+            }
+            Answer::Claim(reply, r) => {
                 let _ = reply.send(failed().map_or(r, Err));
             }
         }
@@ -583,13 +604,7 @@ impl Queue for SqliteQueue {
 
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let until = now + lease.as_millis() as Millis;
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            let claimed = claim_in(&tx, now, limit, until)?;
-            tx.commit()?;
-            Ok(claimed)
-        })
-        .await
+        self.write(|reply| Write::Claim(now, limit, until, reply)).await
     }
 
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {

@@ -288,6 +288,28 @@ async fn leases_are_released_when_the_store_is_reopened() {
     );
 }
 
+/// SQLite: a claim joins the group commit of the delivery outcomes queued before it and sees
+/// them: the lane a `finish` ahead of it freed is claimable at once. (The worker claims again
+/// as soon as an answer is in, right behind that `finish`.)
+#[tokio::test]
+async fn sqlite_a_claim_sees_the_finishes_queued_ahead_of_it() {
+    let (q, _dir) = sqlite();
+    let now = now_millis();
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    let claimed = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1, "only the lane's head");
+    assert_eq!(claimed[0].event.action(), Some(crate::event::Action::Trigger));
+    let (finished, next) = tokio::join!(
+        q.finish(claimed[0].id, claimed[0].lease, answered(now, 202), Finish::Delivered),
+        q.claim(now, 10, LEASE)
+    );
+    assert!(finished.unwrap());
+    let next = next.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
+    assert!(q.claim(now, 10, LEASE).await.unwrap().is_empty(), "the claim's lease was committed");
+}
+
 async fn concurrent_accepts_are_all_committed(q: Arc<dyn Queue>) {
     let mut set = tokio::task::JoinSet::new();
     for i in 0..200 {
