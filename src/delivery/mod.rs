@@ -198,6 +198,10 @@ impl Worker {
         // Set when a claim came back short: nothing more is due before this, a new accept or
         // an attempt ending.
         let mut idle_until: Option<tokio::time::Instant> = None;
+        // Counts what can make more claimable (an accept, an attempt ending). A claim that
+        // comes back short idles the loop only if nothing of the kind happened while it ran:
+        // its answer may predate the outcome that frees a lane, and nothing would wake us.
+        let mut changes: u64 = 0;
         loop {
             if *shutdown.borrow() {
                 break;
@@ -206,19 +210,24 @@ impl Worker {
             if free > 0 && idle_until.is_none() {
                 let reserved = Arc::clone(&slots).try_acquire_many_owned(free as u32).expect("the slots seen free");
                 let w = self.clone();
-                claims.spawn(async move { (w.claim_due(free).await, reserved) });
+                let seen = changes;
+                claims.spawn(async move { (w.claim_due(free).await, reserved, seen) });
             }
             tokio::select! {
-                _ = self.wake.notified() => idle_until = None,
+                _ = self.wake.notified() => {
+                    changes += 1;
+                    idle_until = None;
+                }
                 _ = freed.notified() => {}
                 Some(_) = inflight.join_next(), if !inflight.is_empty() => {
                     // Collect every attempt that ended meanwhile: one claim refills them all.
                     while inflight.try_join_next().is_some() {}
+                    changes += 1;
                     idle_until = None;
                 }
                 Some(done) = claims.join_next(), if !claims.is_empty() => {
-                    let (batch, reserved) = done.expect("a claim panicked");
-                    let short = batch.len() < reserved.num_permits();
+                    let (batch, reserved, seen) = done.expect("a claim panicked");
+                    let short = batch.len() < reserved.num_permits() && seen == changes;
                     self.start(&mut inflight, batch, reserved, &freed);
                     idle_until = if short { Some(tokio::time::Instant::now() + self.idle_for().await) } else { None };
                 }
@@ -230,7 +239,7 @@ impl Worker {
         }
         // What was claimed is attempted; whatever is left stays queued for the next start.
         while let Some(done) = claims.join_next().await {
-            let (batch, reserved) = done.expect("a claim panicked");
+            let (batch, reserved, _) = done.expect("a claim panicked");
             self.start(&mut inflight, batch, reserved, &freed);
         }
         while inflight.join_next().await.is_some() {}
