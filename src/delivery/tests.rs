@@ -328,6 +328,9 @@ struct HeldFinish {
     inner: Arc<dyn Queue>,
     gate: tokio::sync::Semaphore,
     claims: std::sync::atomic::AtomicUsize,
+    /// When set, the second claim waits for a permit of this after the store answered it
+    /// and before the worker hears the answer.
+    second_claim: Option<tokio::sync::Semaphore>,
 }
 
 #[async_trait]
@@ -336,8 +339,12 @@ impl Queue for HeldFinish {
         self.inner.accept(inbound, events).await
     }
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
-        self.claims.fetch_add(1, Ordering::SeqCst);
-        self.inner.claim(now, limit, lease).await
+        let n = self.claims.fetch_add(1, Ordering::SeqCst);
+        let claimed = self.inner.claim(now, limit, lease).await;
+        if let (1, Some(gate)) = (n, &self.second_claim) {
+            gate.acquire().await.expect("gate open").forget();
+        }
+        claimed
     }
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
         self.gate.acquire().await.expect("gate open").forget();
@@ -386,10 +393,19 @@ impl Queue for HeldFinish {
 
 /// `worker.run` with one slot over `b`'s queue, whose outcomes are held until released.
 fn one_slot_held(b: &Bench) -> (Arc<HeldFinish>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    one_slot(b, None)
+}
+
+/// [`one_slot_held`] whose second claim's answer is also held, until `second_claim` has a permit.
+fn one_slot(
+    b: &Bench,
+    second_claim: Option<tokio::sync::Semaphore>,
+) -> (Arc<HeldFinish>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let held = Arc::new(HeldFinish {
         inner: b.queue.clone(),
         gate: tokio::sync::Semaphore::new(0),
         claims: std::sync::atomic::AtomicUsize::new(0),
+        second_claim,
     });
     let cfg = DeliveryConfig { concurrency: 1, ..defaults() };
     let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, Arc::new(Notify::new()), b.metrics.clone())
@@ -439,6 +455,34 @@ async fn a_resolve_waits_until_its_triggers_outcome_is_stored_not_only_answered(
     assert!(held.claims.load(Ordering::SeqCst) > claimed_again);
     let sent: Vec<String> = b.pd.sent().into_iter().map(|(_, _, action)| action).collect();
     assert_eq!(sent, ["trigger", "resolve"]);
+    until("both outcomes are stored", || b.leases().is_empty()).await;
+    stop.send(true).unwrap();
+    run.await.unwrap();
+}
+
+/// A claim answered before the outcome that frees its lane was stored finds nothing; if that
+/// outcome's attempt ended while the claim was on its way, nothing else will wake the worker,
+/// so the short answer must not send it idle (it did, and the resolve waited for the idle
+/// recheck: this test hung on stepped time, where that recheck never comes).
+#[tokio::test(start_paused = true)]
+async fn a_claim_that_found_nothing_before_an_outcome_was_stored_does_not_idle_the_worker() {
+    let _stepped = stepped();
+    let b = Bench::new(defaults(), []);
+    b.accept(vec![trigger(1), alert("resolve", 1)]).await;
+    let (held, stop, run) = one_slot(&b, Some(tokio::sync::Semaphore::new(0)));
+    until("the trigger is sent and the second claim answered", || {
+        b.pd.sent().len() == 1 && held.claims.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    // The trigger's outcome is stored and its attempt ends while the second claim, which
+    // found the lane blocked, is still on its way back.
+    held.gate.add_permits(2);
+    until("the trigger's outcome is stored", || b.leases().len() == 1).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    held.second_claim.as_ref().expect("held").add_permits(1);
+    until("the resolve is sent", || b.pd.sent().len() == 2).await;
     until("both outcomes are stored", || b.leases().is_empty()).await;
     stop.send(true).unwrap();
     run.await.unwrap();
