@@ -275,3 +275,9 @@ fn only_the_http_error_module_picks_a_status_code() {
     assert_eq!(offenders("StatusCode", in_http_but_error_rs), Vec::<String>::new());
     assert_eq!(offenders("HttpResponse::build", in_http_but_error_rs), Vec::<String>::new());
 }
+
+#[test]
+fn unit_tests_live_in_sibling_files_never_inline() {
+    // One convention (ARCHITECTURE.md, Testing): `#[cfg(test)] mod tests;` beside the code.
+    assert_eq!(offenders("mod tests {", |_| false), Vec::<String>::new());
+}
