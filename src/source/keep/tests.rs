@@ -117,6 +117,18 @@ fn what_the_full_parse_refuses_is_refused_with_the_same_error() {
     }
 }
 
+/// Why the skipped parts are not read with `IgnoredAny`: serde_json's skipping accepts all of
+/// these, which the full parse refuses.
+#[test]
+fn ignored_any_would_accept_what_the_full_parse_refuses() {
+    let deep = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for bytes in [&b"\"\xff\""[..], br#""\ud800""#, b"1e400", deep.as_bytes()] {
+        assert!(serde_json::from_slice::<Value>(bytes).is_err());
+        assert!(serde_json::from_slice::<serde::de::IgnoredAny>(bytes).is_ok(), "{}", String::from_utf8_lossy(bytes));
+        assert!(keep(&["a"]).parse(&[b"{\"skip\":", bytes, b"}"].concat()).is_err());
+    }
+}
+
 #[test]
 fn numbers_are_the_values_the_full_parse_makes() {
     let doc = br#"{"n":[0,-1,18446744073709551615,-9223372036854775808,1.5,1e300,-0.0,12345678901234567890e-5]}"#;
