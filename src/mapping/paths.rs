@@ -17,7 +17,8 @@
 //! or `@root` at the top, `../`, a block helper other than `if`, `unless`, `each` and `with`,
 //! partials and decorators. It relies on handlebars' `recursive_lookup` being off (its
 //! default, which `mapping` keeps): with it, a name missing inside a block would be looked up
-//! in the enclosing contexts.
+//! in the enclosing contexts. And on helpers reading only their arguments, never the context
+//! itself: true of `helpers.rs` and of handlebars' own.
 
 use super::{Emit, Mapping};
 use crate::source::Keep;
