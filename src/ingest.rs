@@ -143,7 +143,7 @@ impl Pipeline {
         let first = {
             let (src, query) = (src.clone(), query.clone());
             self.cpu
-                .run_for(size, move || match src.source().verify_offline(req) {
+                .run_for(size, move || match src.source().verify_offline(req, src.body_paths()) {
                     Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
                     Offline::Checked(Err(e)) => FirstPass::Refused(e),
                     Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),

@@ -7,7 +7,7 @@
 
 use crate::config::{Config, SourceConfig};
 use crate::mapping::{LoadError, Mapping, RoutingKeys};
-use crate::source::{AwsFetch, HttpsFetch, SetupError, Source};
+use crate::source::{AwsFetch, HttpsFetch, Keep, SetupError, Source};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use std::sync::Arc;
 pub struct Hook {
     source: Source,
     mapping: Mapping,
+    /// What of a body the mapping can read: all the accept path parses.
+    body_paths: Keep,
     max_events_per_request: usize,
 }
 
@@ -34,6 +36,12 @@ impl Hook {
     /// The compiled mapping rules.
     pub fn mapping(&self) -> &Mapping {
         &self.mapping
+    }
+
+    /// The parts of a body the mapping can read ([`Mapping::body_paths`]), for
+    /// [`Source::verify_offline`].
+    pub fn body_paths(&self) -> &Keep {
+        &self.body_paths
     }
 
     /// Most events one request may produce.
@@ -144,5 +152,6 @@ fn build_hook(
     let source = Source::build(cfg, aws, retention)
         .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
     let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();
-    Ok((Hook { source, mapping, max_events_per_request: cfg.max_events_per_request }, warnings))
+    let body_paths = mapping.body_paths();
+    Ok((Hook { source, mapping, body_paths, max_events_per_request: cfg.max_events_per_request }, warnings))
 }

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod lint;
+mod paths;
 mod predicate;
 mod raw;
 
@@ -269,6 +270,11 @@ impl Mapping {
     /// Number of compiled rules.
     pub fn rule_count(&self) -> usize {
         self.rules.len()
+    }
+
+    /// The parts of a body these rules can read ([`paths`]); computed on each call.
+    pub fn body_paths(&self) -> crate::source::Keep {
+        paths::body_paths(self)
     }
 
     /// Runs every rule against a verified request, `accepted` at this time. All matching

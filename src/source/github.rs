@@ -1,5 +1,6 @@
 //! GitHub webhooks: `X-Hub-Signature-256`, JSON or form-encoded bodies, `ping`, delivery ids.
 
+use super::keep::{Keep, EVERYTHING};
 use super::verify::{unix_now, Verifier};
 use super::{parse_query, Disposition, Headers, Incoming, Refusal, SourceError, Verified};
 use crate::config::{HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
@@ -29,8 +30,14 @@ impl Github {
         Github { verifier: Verifier::new(&scheme).expect("an hmac scheme takes any secret") }
     }
 
-    /// Checks the signature on the raw bytes, then parses.
+    /// Checks the signature on the raw bytes, then parses the whole body.
+    #[cfg(test)]
     pub fn verify(&self, name: &str, req: Incoming) -> Result<Verified, SourceError> {
+        self.verify_keeping(name, req, &EVERYTHING)
+    }
+
+    /// Checks the signature on the raw bytes, then parses what `keep` keeps of the body.
+    pub fn verify_keeping(&self, name: &str, req: Incoming, keep: &Keep) -> Result<Verified, SourceError> {
         let unauthorized = |reason: Refusal| SourceError::Unauthorized { source_name: name.to_string(), reason };
         if req.headers.get(SIGNATURE_HEADER).is_none() {
             // The usual cause on GitHub's side: the webhook was created without a secret.
@@ -39,12 +46,17 @@ impl Github {
             ))));
         }
         self.verifier.check(&req.headers, &req.body, unix_now()).map_err(|e| unauthorized(e.into()))?;
-        parse(name, req.headers, &req.query, req.body)
+        parse_keeping(name, req.headers, &req.query, req.body, keep)
     }
 }
 
 /// Parses a request whose origin is already established.
 pub(super) fn parse(name: &str, headers: Headers, query: &str, raw: Bytes) -> Result<Verified, SourceError> {
+    parse_keeping(name, headers, query, raw, &EVERYTHING)
+}
+
+/// [`parse`], building only what `keep` keeps of the body (the rest is still checked).
+fn parse_keeping(name: &str, headers: Headers, query: &str, raw: Bytes, keep: &Keep) -> Result<Verified, SourceError> {
     let bad = |reason: String| SourceError::BadRequest { source_name: name.to_string(), reason };
     let event =
         headers.get("x-github-event").map(str::to_string).ok_or_else(|| bad("missing X-GitHub-Event header".into()))?;
@@ -69,7 +81,7 @@ pub(super) fn parse(name: &str, headers: Headers, query: &str, raw: Bytes) -> Re
             })
         }
     };
-    let body = serde_json::from_slice(&json_bytes).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
+    let body = keep.parse(&json_bytes).map_err(|e| bad(format!("malformed JSON body: {e}")))?;
     let disposition = if event == "ping" { Disposition::Ignore("ping") } else { Disposition::Map };
     Ok(Verified {
         source: name.to_string(),

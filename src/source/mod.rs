@@ -7,9 +7,11 @@
 
 mod generic;
 mod github;
+mod keep;
 mod sns;
 mod verify;
 
+pub use keep::Keep;
 pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch, PinnedCertError};
 
 use crate::config::{SourceConfig, SourceKindConfig};
@@ -313,8 +315,8 @@ impl Source {
     /// have to fetch AWS's signing certificate first.
     pub async fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
         match &self.kind {
-            SourceKind::Github(g) => g.verify(&self.name, req),
-            SourceKind::Generic(g) => g.verify(&self.name, req),
+            SourceKind::Github(g) => g.verify_keeping(&self.name, req, &keep::EVERYTHING),
+            SourceKind::Generic(g) => g.verify(&self.name, req, &keep::EVERYTHING),
             SourceKind::Sns(s) => s.verify(&self.name, req).await,
         }
     }
@@ -322,10 +324,13 @@ impl Source {
     /// Checks a request if that needs no I/O: GitHub and generic signatures are CPU work
     /// alone, which the caller may run off its event loop. An SNS request is handed back, for
     /// [`Source::verify`]: its certificate may have to be fetched first.
-    pub fn verify_offline(&self, req: Incoming) -> Offline {
+    ///
+    /// Only what `keep` keeps of a GitHub or generic body is built (the whole body is still
+    /// checked as JSON): the accept path passes what its mapping can read.
+    pub fn verify_offline(&self, req: Incoming, keep: &Keep) -> Offline {
         match &self.kind {
-            SourceKind::Github(g) => Offline::Checked(g.verify(&self.name, req)),
-            SourceKind::Generic(g) => Offline::Checked(g.verify(&self.name, req)),
+            SourceKind::Github(g) => Offline::Checked(g.verify_keeping(&self.name, req, keep)),
+            SourceKind::Generic(g) => Offline::Checked(g.verify(&self.name, req, keep)),
             SourceKind::Sns(_) => Offline::NeedsNetwork(req),
         }
     }

@@ -177,3 +177,21 @@ async fn templates_do_not_html_escape() {
     let got = app.fake.wait_for(1, WAIT).await;
     assert!(got[0].summary().unwrap().contains("Fix <script> & \"quotes\" in 'names'"), "{:?}", got[0].summary());
 }
+
+/// The accept path builds only what the mapping reads, but still checks the whole body: a
+/// fault in a part no rule reads gets the 400, with the words, the full parse gives.
+#[tokio::test]
+async fn a_malformed_part_no_rule_reads_is_refused_as_before() {
+    let app = spawn_app().await;
+    let good = String::from_utf8(fixture("github/pull_request_merged.json")).unwrap();
+    let nested = format!("{}{}", "[".repeat(200), "]".repeat(200));
+    for unread in [&b"1e400"[..], br#""\ud800""#, b"\"\xff\"", b"[1,]", nested.as_bytes()] {
+        let body = [b"{\"unread\": ", unread, b", ", &good.as_bytes()[1..]].concat();
+        let expected = serde_json::from_slice::<serde_json::Value>(&body).unwrap_err().to_string();
+        let a = post_signed(&app, GITHUB_SECRET, "application/json", "pull_request", body).await;
+        assert_eq!(a.status, 400, "{:?}", a.json);
+        let error = a.json["error"].as_str().unwrap();
+        assert!(error.ends_with(&format!("malformed JSON body: {expected}")), "{error}");
+    }
+    assert_nothing_sent_before_sentinel(&app).await;
+}

@@ -4,9 +4,12 @@
 //! must produce; the snapshots (reviewed by hand, `cargo insta review`) hold the events.
 
 use crate::helpers::sns_kit::notification;
-use crate::helpers::{base_config, config_from, root, shipped_generic_source, sns_source, ALERTMANAGER_VERIFY};
+use crate::helpers::{
+    base_config, config_from, generic_source, github_signature, root, shipped_generic_source, sns_source,
+    ALERTMANAGER_VERIFY, GITHUB_SECRET,
+};
 use pagerhook::registry::Sources;
-use pagerhook::source::Headers;
+use pagerhook::source::{Headers, Incoming, Keep, Offline};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -140,4 +143,83 @@ fn datadog_fixtures_render_as_expected() {
 #[test]
 fn generic_example_fixtures_render_as_expected() {
     render_generic_cases("generic-example", r#"{ scheme = "bearer", secrets = ["env:EXAMPLE_TOKEN"] }"#);
+}
+
+/// What applying a source's mapping to a request makes: each event (rule, endpoint, body), or
+/// the refusal or mapping error, as text.
+fn outcome(hook: &pagerhook::registry::Hook, req: Incoming, keep: &Keep) -> Result<Vec<serde_json::Value>, String> {
+    let verified = match hook.source().verify_offline(req, keep) {
+        Offline::Checked(v) => v.map_err(|e| format!("refused: {e}"))?,
+        Offline::NeedsNetwork(_) => panic!("{}: only GitHub and generic sources are checked here", hook.name()),
+    };
+    if verified.disposition() != &pagerhook::source::Disposition::Map {
+        return Ok(Vec::new());
+    }
+    let rendered = hook.mapping().apply(verified, accepted_at(), hook.max_events_per_request());
+    let rendered = rendered.map_err(|e| format!("apply: {e}"))?;
+    Ok(rendered
+        .iter()
+        .map(|r| serde_json::json!({ "rule": r.rule, "endpoint": r.event.kind().path(), "event": r.event.body() }))
+        .collect())
+}
+
+/// One fixture file with the headers and query it is sent with.
+struct Fixture {
+    name: String,
+    headers: Vec<(String, String)>,
+    query: String,
+    body: Vec<u8>,
+}
+
+/// Every fixture of every source.
+fn every_fixture() -> Vec<Fixture> {
+    let mut all = Vec::new();
+    for dir in std::fs::read_dir(root().join("fixtures")).unwrap() {
+        let folder = dir.unwrap().path();
+        let cases: BTreeMap<String, Case> =
+            toml::from_str(&std::fs::read_to_string(folder.join("events.toml")).unwrap()).unwrap();
+        for (name, case) in cases {
+            let mut headers: Vec<(String, String)> = case.headers.into_iter().collect();
+            headers.push(("content-type".into(), "application/json".into()));
+            if let Some(e) = &case.event {
+                headers.push(("x-github-event".into(), e.clone()));
+            }
+            let body = std::fs::read(folder.join(&case.file)).unwrap();
+            all.push(Fixture { name: format!("{}/{name}", folder.display()), headers, query: case.query, body });
+        }
+    }
+    all
+}
+
+/// The accept path parses only the body paths a source's mapping can read: for every shipped
+/// mapping and every fixture, that gives exactly the events (or errors) the full parse gives.
+#[test]
+fn every_shipped_mapping_makes_the_same_events_of_every_fixture_from_the_pruned_parse() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = base_config(dir.path(), "http://127.0.0.1:9");
+    let mut names = vec!["github".to_string()];
+    for file in std::fs::read_dir(root().join("mappings")).unwrap() {
+        let path = file.unwrap().path();
+        let stem = path.file_name().unwrap().to_str().unwrap().to_string();
+        if let Some(stem) = stem.strip_suffix(".toml").filter(|s| !s.ends_with(".test") && *s != "test-sources") {
+            config += &generic_source(&format!("as-{stem}"), r#"{ scheme = "none" }"#, &path);
+            names.push(format!("as-{stem}"));
+        }
+    }
+    let (sources, _) = Sources::build(&config_from(&config, dir.path())).unwrap_or_else(|e| panic!("{e:#?}"));
+    let (mut pruned_somewhere, mut events) = (false, 0);
+    for name in &names {
+        let hook = sources.get(name).unwrap();
+        pruned_somewhere |= !hook.body_paths().is_everything();
+        for Fixture { name: fixture, mut headers, query, body } in every_fixture() {
+            headers.push(("X-Hub-Signature-256".into(), github_signature(GITHUB_SECRET, &body)));
+            let req = Incoming { headers: Headers::from_pairs(headers), query, body: body.into() };
+            let full = outcome(hook, req.clone(), &Keep::everything());
+            let pruned = outcome(hook, req, hook.body_paths());
+            assert_eq!(pruned, full, "source {name}, fixture {fixture}");
+            events += full.map(|e| e.len()).unwrap_or(0);
+        }
+    }
+    assert!(pruned_somewhere, "no shipped mapping reads less than the whole body");
+    assert!(events > 50, "only {events} events: the comparison is nearly empty");
 }

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::config::{HmacAlgorithm, Secret, SignatureEncoding};
+use crate::source::keep::EVERYTHING;
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use hmac::digest::KeyInit;
@@ -49,7 +50,7 @@ fn incoming(headers: &[(&str, &str)], body: &[u8]) -> Incoming {
 }
 
 fn check(g: &Generic, headers: &[(&str, &str)], body: &[u8]) -> Result<Verified, SourceError> {
-    g.verify_at("src", incoming(headers, body), NOW)
+    g.verify_at("src", incoming(headers, body), NOW, &EVERYTHING)
 }
 
 /// The reason of a 401; fails the test on any other outcome or on a leaked secret.
@@ -177,15 +178,15 @@ fn standard_webhooks_official_test_vector_verifies() {
     let g = standard(&[secret]);
     let ts = timestamp.to_string();
     let headers = [("webhook-id", id), ("webhook-timestamp", ts.as_str()), ("webhook-signature", signature)];
-    let v = g.verify_at("sw", incoming(&headers, payload), timestamp).unwrap();
+    let v = g.verify_at("sw", incoming(&headers, payload), timestamp, &EVERYTHING).unwrap();
     assert_eq!(v.delivery_id(), Some(id), "webhook-id makes repeats duplicates");
     assert_eq!(v.template_context()["body"]["test"], 2432232314u64);
     // Svix sends the same scheme under its own header names.
     let svix = [("svix-id", id), ("svix-timestamp", ts.as_str()), ("svix-signature", signature)];
-    let v = g.verify_at("sw", incoming(&svix, payload), timestamp + 299).unwrap();
+    let v = g.verify_at("sw", incoming(&svix, payload), timestamp + 299, &EVERYTHING).unwrap();
     assert_eq!(v.delivery_id(), Some(id));
     // Ten minutes later the same request is a replay.
-    let r = g.verify_at("sw", incoming(&headers, payload), timestamp + 600);
+    let r = g.verify_at("sw", incoming(&headers, payload), timestamp + 600, &EVERYTHING);
     assert_eq!(refused(r, &[secret]), "timestamp outside tolerance of 5m");
 }
 
@@ -485,7 +486,7 @@ fn templates_see_headers_and_query_but_no_credentials() {
         query: "env=prod".into(),
         body: Bytes::from_static(BODY),
     };
-    let v = g.verify_at("am", req, NOW).unwrap();
+    let v = g.verify_at("am", req, NOW, &EVERYTHING).unwrap();
     let ctx = v.template_context();
     assert_eq!(ctx["headers"]["x-team"], "db");
     assert_eq!(ctx["query"]["env"], "prod");
