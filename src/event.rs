@@ -382,7 +382,7 @@ impl Event {
 
     /// The exact size of the request body, routing key included.
     fn wire_len(&self) -> usize {
-        serde_json::to_vec(&self.wire_body()).map(|v| v.len()).unwrap_or(usize::MAX)
+        self.wire_json().map(|v| v.len()).unwrap_or(usize::MAX)
     }
 
     /// Alert or change.
@@ -430,6 +430,12 @@ impl Event {
         b
     }
 
+    /// The bytes of [`Event::wire_body`] serialized, written straight from the body: building
+    /// `wire_body` first copied the whole body once per event checked or sent.
+    pub fn wire_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(&Wire(self))
+    }
+
     /// Identifies the ordering lane: events sharing it are delivered in acceptance order.
     /// `None` for change events, which PagerDuty does not deduplicate.
     pub fn order_key(&self) -> Option<String> {
@@ -439,6 +445,33 @@ impl Event {
         h.update([0]);
         h.update(dk.as_str().as_bytes());
         Some(hex::encode(h.finalize()))
+    }
+}
+
+/// An event's body with its routing key, serialized as `wire_body()` would be: the same keys
+/// in the same order (serde_json's map is sorted by key, so `routing_key` takes its sorted
+/// place among the body's keys; the body never holds one itself).
+struct Wire<'a>(&'a Event);
+
+impl Serialize for Wire<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        const KEY: &str = "routing_key";
+        let fields = self.0.body.as_object().expect("event body is an object");
+        let key = self.0.routing_key.expose();
+        let mut map = s.serialize_map(Some(fields.len() + 1))?;
+        let mut pending = true;
+        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != KEY) {
+            if pending && k.as_str() > KEY {
+                map.serialize_entry(KEY, key)?;
+                pending = false;
+            }
+            map.serialize_entry(k, v)?;
+        }
+        if pending {
+            map.serialize_entry(KEY, key)?;
+        }
+        map.end()
     }
 }
 

@@ -80,7 +80,12 @@ impl Client {
             };
         }
         let url = format!("{}{}", self.events_url, event.kind().path());
-        let res = match self.http.post(&url).json(&event.wire_body()).send().await {
+        let body = match event.wire_json() {
+            Ok(b) => b,
+            Err(e) => return Response::Transport(format!("cannot serialize the event: {e}")),
+        };
+        let request = self.http.post(&url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
+        let res = match request.send().await {
             Ok(r) => r,
             Err(e) => return Response::Transport(transport_error(&e)),
         };

@@ -122,6 +122,35 @@ fn the_wire_body_alone_carries_the_routing_key() {
     assert!(e.order_key().is_some());
 }
 
+#[test]
+fn the_wire_json_is_the_wire_body_byte_for_byte() {
+    let same = |e: &Event| assert_eq!(e.wire_json().unwrap(), serde_json::to_vec(&e.wire_body()).unwrap());
+    let full = AlertDraft {
+        client: Some("ci".into()),
+        client_url: Some("https://ci.example.com".into()),
+        links: vec![Link { href: "https://example.com".into(), text: Some("run".into()) }],
+        images: vec![Image { src: "https://example.com/a.png".into(), href: None, alt: None }],
+        custom_details: Some(serde_json::json!({ "z": 1, "routing_key": "not the key", "a": [true] })),
+        ..trigger()
+    };
+    same(&Event::alert(key(), full).unwrap());
+    same(&Event::alert(key(), trigger()).unwrap());
+    // Only `dedup_key` and `event_action`: the routing key comes last.
+    same(
+        &Event::alert(
+            key(),
+            AlertDraft { action: "resolve".into(), dedup_key: Some("k".into()), ..AlertDraft::default() },
+        )
+        .unwrap(),
+    );
+    // A change event: `links` and `payload`.
+    let links = vec![Link { href: "https://example.com".into(), text: None }];
+    same(
+        &Event::change(key(), ChangeDraft { summary: Some("deployed".into()), links, ..ChangeDraft::default() })
+            .unwrap(),
+    );
+}
+
 /// A trigger whose request body, routing key included, is exactly `size` bytes.
 fn trigger_of_wire_size(size: usize) -> AlertDraft {
     let mut d = trigger();
