@@ -4,10 +4,10 @@
 //! `PathAndJson`, clones what helpers return and formats the result, for every field of every
 //! event: the GitHub pull request rule renders about twenty per webhook (issue 16). Most field
 //! templates are literal text around `{{body.x}}` and a few helpers (`default`, `json`,
-//! `truncate`, ...); those are compiled here at load into [`Native`] parts that read the
-//! context in place and write one string. Anything else (a block, `this`, `../`, `@index`, a
-//! helper not listed in [`Helper`], a hash argument other than `truncate`'s `marker`) keeps
-//! the handlebars template.
+//! `truncate`, ...), maybe inside `#if`/`#unless` blocks; those are compiled here at load into
+//! [`Native`] parts that read the context in place and write one string. Anything else
+//! (another block such as `#each`, `this`, `../`, `@index`, a helper not listed in [`Helper`],
+//! a hash argument other than `truncate`'s `marker`) keeps the handlebars template.
 //!
 //! The output is what strict-mode handlebars renders: values through handlebars' own
 //! `JsonRender`, each helper computing what `helpers.rs` (or handlebars' built-in) does, every
@@ -31,6 +31,14 @@ pub struct Native(Vec<Part>);
 enum Part {
     Text(String),
     Value(Expr),
+    /// `{{#if c}}…{{else}}…{{/if}}` (`{{else if}}` is an `if` inside the else branch);
+    /// `unless` is `positive: false`.
+    If {
+        cond: Expr,
+        positive: bool,
+        then: Vec<Part>,
+        otherwise: Vec<Part>,
+    },
 }
 
 /// An expression as strict-mode handlebars evaluates it.
@@ -75,32 +83,62 @@ type Arg<'a> = Option<Cow<'a, Value>>;
 impl Native {
     /// The native form of a compiled (strict) template, if every element has one.
     pub fn compile(t: &Template) -> Option<Native> {
-        let mut parts = Vec::new();
-        for e in &t.elements {
-            match e {
-                TemplateElement::RawString(s) => parts.push(Part::Text(s.clone())),
-                TemplateElement::Comment(_) => {}
-                TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
-                    parts.push(Part::Value(top_level(h)?));
-                }
-                _ => return None,
-            }
-        }
-        Some(Native(parts))
+        parts(t).map(Native)
     }
 
     /// What handlebars renders for the template context `data` (escaping is off).
     pub fn render(&self, data: &Value) -> Result<String, Undecided> {
         let mut out = String::new();
-        for part in &self.0 {
-            match part {
-                Part::Text(s) => out.push_str(s),
-                // Strict mode: a top-level path the payload lacks is an error.
-                Part::Value(e) => write_value(&mut out, &*eval(e, data)?.ok_or(Undecided)?),
-            }
-        }
+        write_parts(&mut out, &self.0, data)?;
         Ok(out)
     }
+}
+
+fn parts(t: &Template) -> Option<Vec<Part>> {
+    let mut parts = Vec::new();
+    for e in &t.elements {
+        match e {
+            TemplateElement::RawString(s) => parts.push(Part::Text(s.clone())),
+            TemplateElement::Comment(_) => {}
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
+                parts.push(Part::Value(top_level(h)?));
+            }
+            TemplateElement::HelperBlock(h) => parts.push(if_block(h)?),
+            _ => return None,
+        }
+    }
+    Some(parts)
+}
+
+/// `#if`/`#unless` with one argument and no hash (`includeZero` stays with handlebars): both
+/// branches render in the same context, so their paths are still from the root.
+fn if_block(h: &HelperTemplate) -> Option<Part> {
+    let positive = match &h.name {
+        Parameter::Name(n) if n == "if" => true,
+        Parameter::Name(n) if n == "unless" => false,
+        _ => return None,
+    };
+    if !h.block || h.params.len() != 1 || !h.hash.is_empty() || h.block_param.is_some() {
+        return None;
+    }
+    let branch = |t: &Option<Template>| t.as_ref().map_or(Some(Vec::new()), parts);
+    Some(Part::If { cond: param(&h.params[0])?, positive, then: branch(&h.template)?, otherwise: branch(&h.inverse)? })
+}
+
+fn write_parts(out: &mut String, parts: &[Part], data: &Value) -> Result<(), Undecided> {
+    for part in parts {
+        match part {
+            Part::Text(s) => out.push_str(s),
+            // Strict mode: a top-level path the payload lacks is an error.
+            Part::Value(e) => write_value(out, &*eval(e, data)?.ok_or(Undecided)?),
+            Part::If { cond, positive, then, otherwise } => {
+                // `if` reads its argument without strict mode's check: missing is falsy.
+                let holds = eval(cond, data)?.is_some_and(|v| v.is_truthy(false));
+                write_parts(out, if holds == *positive { then } else { otherwise }, data)?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `{{body.x}}` renders the value; `{{helper ...}}` the helper's result.
