@@ -5,9 +5,10 @@
 //! event: the GitHub pull request rule renders about twenty per webhook (issue 16). Most field
 //! templates are literal text around `{{body.x}}` and a few helpers (`default`, `json`,
 //! `truncate`, ...), maybe inside `#if`/`#unless` blocks; those are compiled here at load into
-//! [`Native`] parts that read the context in place and write one string. Anything else
-//! (another block such as `#each`, `this`, `../`, `@index`, a helper not listed in [`Helper`],
-//! a hash argument other than `truncate`'s `marker`) keeps the handlebars template.
+//! [`Native`] parts that read the context in place and write one string, and so is `#each`
+//! over a root path (its body reading the item, `this` and `@first`/`@last`/`@index`/`@key`).
+//! Anything else (another block, `../`, `@root`, a nested `#each`, a helper not listed in
+//! [`Helper`], a hash argument other than `truncate`'s `marker`) keeps the handlebars template.
 //!
 //! The output is what strict-mode handlebars renders: values through handlebars' own
 //! `JsonRender`, each helper computing what `helpers.rs` (or handlebars' built-in) does, every
@@ -39,6 +40,13 @@ enum Part {
         then: Vec<Part>,
         otherwise: Vec<Part>,
     },
+    /// `{{#each body.list}}…{{else}}…{{/each}}` over a root path; not nested.
+    Each {
+        list: Vec<String>,
+        body: Vec<Part>,
+        otherwise: Vec<Part>,
+        has_else: bool,
+    },
 }
 
 /// An expression as strict-mode handlebars evaluates it.
@@ -46,6 +54,10 @@ enum Part {
 enum Expr {
     /// Named segments from the context's root (`body.action`).
     Path(Vec<String>),
+    /// Inside `#each`: named segments from the current item (`this.name`, `name`, `this`).
+    Item(Vec<String>),
+    /// Inside `#each`: `@first`, `@last`, `@index` or `@key`.
+    Local(String),
     Literal(Value),
     Call(Helper, Vec<Expr>),
 }
@@ -83,27 +95,28 @@ type Arg<'a> = Option<Cow<'a, Value>>;
 impl Native {
     /// The native form of a compiled (strict) template, if every element has one.
     pub fn compile(t: &Template) -> Option<Native> {
-        parts(t).map(Native)
+        parts(t, false).map(Native)
     }
 
     /// What handlebars renders for the template context `data` (escaping is off).
     pub fn render(&self, data: &Value) -> Result<String, Undecided> {
         let mut out = String::new();
-        write_parts(&mut out, &self.0, data)?;
+        write_parts(&mut out, &self.0, &Scope { root: data, item: None })?;
         Ok(out)
     }
 }
 
-fn parts(t: &Template) -> Option<Vec<Part>> {
+/// A template's parts; `each` when they render inside `#each` (paths are from the item).
+fn parts(t: &Template, each: bool) -> Option<Vec<Part>> {
     let mut parts = Vec::new();
     for e in &t.elements {
         match e {
             TemplateElement::RawString(s) => parts.push(Part::Text(s.clone())),
             TemplateElement::Comment(_) => {}
             TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => {
-                parts.push(Part::Value(top_level(h)?));
+                parts.push(Part::Value(top_level(h, each)?));
             }
-            TemplateElement::HelperBlock(h) => parts.push(if_block(h)?),
+            TemplateElement::HelperBlock(h) => parts.push(block(h, each)?),
             _ => return None,
         }
     }
@@ -111,57 +124,112 @@ fn parts(t: &Template) -> Option<Vec<Part>> {
 }
 
 /// `#if`/`#unless` with one argument and no hash (`includeZero` stays with handlebars): both
-/// branches render in the same context, so their paths are still from the root.
-fn if_block(h: &HelperTemplate) -> Option<Part> {
-    let positive = match &h.name {
-        Parameter::Name(n) if n == "if" => true,
-        Parameter::Name(n) if n == "unless" => false,
-        _ => return None,
-    };
+/// branches render in the same context as the block. `#each` over a root path, without block
+/// parameters, not inside another: its body sees the item, its `else` the outer context.
+fn block(h: &HelperTemplate, each: bool) -> Option<Part> {
     if !h.block || h.params.len() != 1 || !h.hash.is_empty() || h.block_param.is_some() {
         return None;
     }
-    let branch = |t: &Option<Template>| t.as_ref().map_or(Some(Vec::new()), parts);
-    Some(Part::If { cond: param(&h.params[0])?, positive, then: branch(&h.template)?, otherwise: branch(&h.inverse)? })
+    let Parameter::Name(name) = &h.name else { return None };
+    let branch = |t: &Option<Template>, each| t.as_ref().map_or(Some(Vec::new()), |t| parts(t, each));
+    let positive = match name.as_str() {
+        "if" => true,
+        "unless" => false,
+        // An empty body renders nothing whatever the argument is: left to handlebars.
+        "each" if !each && h.template.is_some() => {
+            let Expr::Path(list) = param(&h.params[0], false)? else { return None };
+            let (body, otherwise) = (branch(&h.template, true)?, branch(&h.inverse, false)?);
+            return Some(Part::Each { list, body, otherwise, has_else: h.inverse.is_some() });
+        }
+        _ => return None,
+    };
+    let cond = param(&h.params[0], each)?;
+    Some(Part::If { cond, positive, then: branch(&h.template, each)?, otherwise: branch(&h.inverse, each)? })
 }
 
-fn write_parts(out: &mut String, parts: &[Part], data: &Value) -> Result<(), Undecided> {
+/// Where paths are read from: the root, and inside `#each` the current item.
+struct Scope<'a> {
+    root: &'a Value,
+    item: Option<Item<'a>>,
+}
+
+struct Item<'a> {
+    value: &'a Value,
+    index: usize,
+    len: usize,
+    /// The key, when iterating an object.
+    key: Option<&'a str>,
+}
+
+fn write_parts(out: &mut String, parts: &[Part], scope: &Scope<'_>) -> Result<(), Undecided> {
     for part in parts {
         match part {
             Part::Text(s) => out.push_str(s),
             // Strict mode: a top-level path the payload lacks is an error.
-            Part::Value(e) => write_value(out, &*eval(e, data)?.ok_or(Undecided)?),
+            Part::Value(e) => write_value(out, &*eval(e, scope)?.ok_or(Undecided)?),
             Part::If { cond, positive, then, otherwise } => {
                 // `if` reads its argument without strict mode's check: missing is falsy.
-                let holds = eval(cond, data)?.is_some_and(|v| v.is_truthy(false));
-                write_parts(out, if holds == *positive { then } else { otherwise }, data)?;
+                let holds = eval(cond, scope)?.is_some_and(|v| v.is_truthy(false));
+                write_parts(out, if holds == *positive { then } else { otherwise }, scope)?;
+            }
+            Part::Each { list, body, otherwise, has_else } => {
+                let branches = (body.as_slice(), has_else.then_some(otherwise.as_slice()));
+                each(out, resolve(scope.root, list)?, branches, scope)?;
             }
         }
     }
     Ok(())
 }
 
+/// Handlebars' `each`: a non-empty array or object (or an empty one when there is no `else`)
+/// renders the body per item; anything else the `else`, or without one a strict-mode error.
+fn each(
+    out: &mut String,
+    v: Option<&Value>,
+    (body, otherwise): (&[Part], Option<&[Part]>),
+    s: &Scope<'_>,
+) -> Result<(), Undecided> {
+    let items: Vec<(Option<&str>, &Value)> = match v {
+        Some(Value::Array(a)) if !a.is_empty() || otherwise.is_none() => a.iter().map(|v| (None, v)).collect(),
+        Some(Value::Object(m)) if !m.is_empty() || otherwise.is_none() => {
+            m.iter().map(|(k, v)| (Some(k.as_str()), v)).collect()
+        }
+        _ => return otherwise.map_or(Err(Undecided), |o| write_parts(out, o, s)),
+    };
+    let len = items.len();
+    for (index, (key, value)) in items.into_iter().enumerate() {
+        write_parts(out, body, &Scope { root: s.root, item: Some(Item { value, index, len, key }) })?;
+    }
+    Ok(())
+}
+
 /// `{{body.x}}` renders the value; `{{helper ...}}` the helper's result.
-fn top_level(h: &HelperTemplate) -> Option<Expr> {
+fn top_level(h: &HelperTemplate, each: bool) -> Option<Expr> {
     if h.params.is_empty() && h.hash.is_empty() {
-        // A one-segment name could be a helper called without arguments.
         return match &h.name {
-            Parameter::Path(p) if !h.block && h.template.is_none() => path(p).filter(|s| s.len() > 1).map(Expr::Path),
+            // A bare word could be a helper called without arguments: handlebars looks its
+            // raw text up as a helper name first. `this`, `@index` and dotted paths are none.
+            Parameter::Path(p) if !h.block && h.template.is_none() => {
+                let raw = match p {
+                    Path::Relative((_, raw)) | Path::Local((_, _, raw)) => raw.as_str(),
+                };
+                (raw.contains(['.', '/', '@']) || raw == "this").then(|| param(&h.name, each)).flatten()
+            }
             _ => None,
         };
     }
-    helper(h)
+    helper(h, each)
 }
 
-fn helper(h: &HelperTemplate) -> Option<Expr> {
+fn helper(h: &HelperTemplate, each: bool) -> Option<Expr> {
     if h.block || h.template.is_some() || h.inverse.is_some() || h.block_param.is_some() {
         return None;
     }
     let Parameter::Name(name) = &h.name else { return None };
-    let args = h.params.iter().map(param).collect::<Option<Vec<_>>>()?;
+    let args = h.params.iter().map(|p| param(p, each)).collect::<Option<Vec<_>>>()?;
     let marker = match (name.as_str(), h.hash.len()) {
         (_, 0) => None,
-        ("truncate", 1) => Some(Box::new(param(h.hash.get("marker")?)?)),
+        ("truncate", 1) => Some(Box::new(param(h.hash.get("marker")?, each)?)),
         _ => return None,
     };
     let helper = match (name.as_str(), args.len()) {
@@ -186,28 +254,36 @@ fn helper(h: &HelperTemplate) -> Option<Expr> {
     Some(Expr::Call(helper, args))
 }
 
-fn param(p: &Parameter) -> Option<Expr> {
+fn param(p: &Parameter, each: bool) -> Option<Expr> {
     match p {
-        Parameter::Path(p) => path(p).map(Expr::Path),
+        Parameter::Path(p) => path(p, each),
         Parameter::Literal(v) => Some(Expr::Literal(v.clone())),
         Parameter::Subexpression(s) => match s.element.as_ref() {
-            TemplateElement::Expression(h) => helper(h),
+            TemplateElement::Expression(h) => helper(h, each),
             _ => None,
         },
         _ => None,
     }
 }
 
-/// Plain named segments from the root; `this`, `../`, `@root` and locals stay with handlebars.
-fn path(p: &Path) -> Option<Vec<String>> {
+/// Plain named segments (handlebars drops `this`): from the root, or inside `#each` from the
+/// item, where `this` alone is the item and `@first`/`@last`/`@index`/`@key` its locals.
+/// `../`, `@root` and outer locals stay with handlebars.
+fn path(p: &Path, each: bool) -> Option<Expr> {
     match p {
-        Path::Relative((segs, _)) if !segs.is_empty() => segs
-            .iter()
-            .map(|s| match s {
-                PathSeg::Named(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect(),
+        Path::Relative((segs, _)) if each || !segs.is_empty() => {
+            let named = segs
+                .iter()
+                .map(|s| match s {
+                    PathSeg::Named(n) => Some(n.clone()),
+                    _ => None,
+                })
+                .collect::<Option<Vec<_>>>()?;
+            Some(if each { Expr::Item(named) } else { Expr::Path(named) })
+        }
+        Path::Local((0, name, _)) if each && matches!(name.as_str(), "first" | "last" | "index" | "key") => {
+            Some(Expr::Local(name.clone()))
+        }
         _ => None,
     }
 }
@@ -226,15 +302,26 @@ fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a Value>, Un
     Ok(at)
 }
 
-fn eval<'a>(e: &'a Expr, data: &'a Value) -> Result<Arg<'a>, Undecided> {
+fn eval<'a>(e: &'a Expr, s: &Scope<'a>) -> Result<Arg<'a>, Undecided> {
     Ok(match e {
-        Expr::Path(p) => resolve(data, p)?.map(Cow::Borrowed),
+        Expr::Path(p) => resolve(s.root, p)?.map(Cow::Borrowed),
+        Expr::Item(p) => resolve(s.item.as_ref().ok_or(Undecided)?.value, p)?.map(Cow::Borrowed),
+        Expr::Local(name) => {
+            let item = s.item.as_ref().ok_or(Undecided)?;
+            match name.as_str() {
+                "first" => Some(Cow::Owned(Value::Bool(item.index == 0))),
+                "last" => Some(Cow::Owned(Value::Bool(item.index + 1 == item.len))),
+                "index" => Some(Cow::Owned(Value::from(item.index))),
+                // Set only while iterating an object.
+                _ => item.key.map(|k| Cow::Owned(Value::String(k.to_string()))),
+            }
+        }
         Expr::Literal(v) => Some(Cow::Borrowed(v)),
         Expr::Call(h, args) => {
             // Handlebars evaluates every argument (and the hash) before calling the helper.
-            let args = args.iter().map(|a| eval(a, data)).collect::<Result<Vec<_>, _>>()?;
+            let args = args.iter().map(|a| eval(a, s)).collect::<Result<Vec<_>, _>>()?;
             let marker = match h {
-                Helper::Truncate(Some(m)) => Some(eval(m, data)?),
+                Helper::Truncate(Some(m)) => Some(eval(m, s)?),
                 _ => None,
             };
             // A helper's result is never missing.
