@@ -133,7 +133,7 @@ pub fn first_https_url_in(s: &str) -> Option<&str> {
 }
 
 /// Percent-encodes all but RFC 3986's unreserved characters, so a name is safe in any URL part.
-fn percent_encode(s: &str) -> String {
+pub fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),

@@ -6,6 +6,7 @@
 
 mod helpers;
 mod lint;
+mod native;
 mod paths;
 mod predicate;
 mod raw;
@@ -76,6 +77,14 @@ enum Emit {
     Change,
 }
 
+/// A value template: its id in the strict registry, and its native form when it has one
+/// ([`native`]), which renders it without handlebars.
+#[derive(Debug)]
+struct Tpl {
+    id: String,
+    native: Option<native::Native>,
+}
+
 /// Where a rule's events go.
 #[derive(Debug)]
 enum Routing {
@@ -83,7 +92,7 @@ enum Routing {
     /// A fixed name from `[pagerduty.routing_keys]`, checked at load.
     Named(RoutingKey),
     /// A template that renders a name from `[pagerduty.routing_keys]`.
-    Template(String),
+    Template(Tpl),
 }
 
 /// A `custom_details` value: templates inside any JSON shape.
@@ -91,7 +100,7 @@ enum Routing {
 enum Details {
     /// A template; `json` when it is exactly `{{json X}}`, so its output is kept structured.
     Template {
-        id: String,
+        tpl: Tpl,
         json: bool,
     },
     Literal(Value),
@@ -101,15 +110,15 @@ enum Details {
 
 #[derive(Debug)]
 struct LinkTpl {
-    href: String,
-    text: Option<String>,
+    href: Tpl,
+    text: Option<Tpl>,
 }
 
 #[derive(Debug)]
 struct ImageTpl {
-    src: String,
-    href: Option<String>,
-    alt: Option<String>,
+    src: Tpl,
+    href: Option<Tpl>,
+    alt: Option<Tpl>,
 }
 
 /// A rule's condition: its lenient template, and the native predicate compiled from it when
@@ -127,11 +136,11 @@ struct Rule {
     when: Option<When>,
     for_each: Option<Vec<String>>,
     emit: Emit,
-    action: Option<String>,
+    action: Option<Tpl>,
     /// The `action` template as written, to tell which actions the rule can send.
     action_text: Option<String>,
-    /// Template ids of the scalar fields, by field name.
-    fields: BTreeMap<&'static str, String>,
+    /// The scalar fields' templates, by field name.
+    fields: BTreeMap<&'static str, Tpl>,
     links: Vec<LinkTpl>,
     images: Vec<ImageTpl>,
     custom_details: Option<Details>,
@@ -182,7 +191,8 @@ struct Compiler<'a> {
 }
 
 impl Compiler<'_> {
-    fn add(&mut self, field: &str, tpl: &str, lenient: bool) -> String {
+    /// Registers a template (lint problems and syntax errors go to `errors`); its id.
+    fn register(&mut self, field: &str, tpl: &str, lenient: bool) -> String {
         let id = format!("{}.{field}", self.prefix);
         let hb = if lenient { &mut *self.lenient } else { &mut *self.strict };
         match hb.register_template_string(&id, tpl) {
@@ -195,13 +205,20 @@ impl Compiler<'_> {
         id
     }
 
-    fn add_opt(&mut self, field: &str, tpl: &Option<String>) -> Option<String> {
-        tpl.as_ref().map(|t| self.add(field, t, false))
+    /// A value template (strict), with its native form when it has one.
+    fn add(&mut self, field: &str, tpl: &str) -> Tpl {
+        let id = self.register(field, tpl, false);
+        let native = self.strict.get_template(&id).and_then(native::Native::compile);
+        Tpl { id, native }
+    }
+
+    fn add_opt(&mut self, field: &str, tpl: &Option<String>) -> Option<Tpl> {
+        tpl.as_ref().map(|t| self.add(field, t))
     }
 
     fn details(&mut self, path: &str, v: &toml::Value) -> Details {
         match v {
-            toml::Value::String(s) => Details::Template { id: self.add(path, s, false), json: is_json_template(s) },
+            toml::Value::String(s) => Details::Template { tpl: self.add(path, s), json: is_json_template(s) },
             toml::Value::Table(t) => {
                 Details::Map(t.iter().map(|(k, v)| (k.clone(), self.details(&format!("{path}.{k}"), v))).collect())
             }
@@ -346,10 +363,23 @@ impl Mapping {
         Ok(truthy(&v))
     }
 
-    fn render(&self, id: &str, ctx: &Context) -> Result<Option<String>, String> {
-        let s = self.strict.render_with_context(id, ctx).map_err(|e| render_error(&e))?;
-        let t = s.trim();
-        Ok((!t.is_empty()).then(|| t.to_string()))
+    /// A value template's text: natively when it compiled to a native form and the payload
+    /// lets it decide, else (and for every error) through handlebars.
+    fn text(&self, t: &Tpl, ctx: &Context) -> Result<String, String> {
+        if let Some(Ok(s)) = t.native.as_ref().map(|n| n.render(ctx.data())) {
+            return Ok(s);
+        }
+        self.strict.render_with_context(&t.id, ctx).map_err(|e| render_error(&e))
+    }
+
+    /// A field's value, trimmed; `None` when that leaves nothing.
+    fn render(&self, t: &Tpl, ctx: &Context) -> Result<Option<String>, String> {
+        let s = self.text(t, ctx)?;
+        let trimmed = s.trim();
+        if trimmed.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(if trimmed.len() == s.len() { s } else { trimmed.to_string() }))
     }
 
     fn field(&self, rule: &Rule, name: &'static str, ctx: &Context) -> Result<Option<String>, (String, String)> {
@@ -359,11 +389,13 @@ impl Mapping {
         }
     }
 
-    fn details(&self, d: &Details, ctx: &Context, path: &str) -> Result<Value, (String, String)> {
+    /// A `custom_details` value. A failure names where in `custom_details` it happened
+    /// (`.key[1]`), a path built only then: a webhook that renders pays no formatting for it.
+    fn details(&self, d: &Details, ctx: &Context) -> Result<Value, (String, String)> {
         Ok(match d {
             Details::Literal(v) => v.clone(),
-            Details::Template { id, json } => {
-                let s = self.strict.render_with_context(id, ctx).map_err(|e| (path.to_string(), render_error(&e)))?;
+            Details::Template { tpl, json } => {
+                let s = self.text(tpl, ctx).map_err(|m| (String::new(), m))?;
                 if *json {
                     serde_json::from_str(&s).unwrap_or(Value::String(s))
                 } else {
@@ -372,13 +404,16 @@ impl Mapping {
             }
             Details::Map(m) => Value::Object(
                 m.iter()
-                    .map(|(k, v)| Ok::<_, (String, String)>((k.clone(), self.details(v, ctx, &format!("{path}.{k}"))?)))
+                    .map(|(k, v)| match self.details(v, ctx) {
+                        Ok(v) => Ok((k.clone(), v)),
+                        Err((at, m)) => Err((format!(".{k}{at}"), m)),
+                    })
                     .collect::<Result<Map<_, _>, _>>()?,
             ),
             Details::List(l) => Value::Array(
                 l.iter()
                     .enumerate()
-                    .map(|(i, v)| self.details(v, ctx, &format!("{path}[{i}]")))
+                    .map(|(i, v)| self.details(v, ctx).map_err(|(at, m)| (format!("[{i}]{at}"), m)))
                     .collect::<Result<_, _>>()?,
             ),
         })
@@ -422,7 +457,7 @@ impl Mapping {
 
     /// The rule's images; one whose `src` renders empty is left out.
     fn images(&self, rule: &Rule, ctx: &Context) -> Result<Vec<Image>, (String, String)> {
-        let opt = |t: &Option<String>, n: &str| match t {
+        let opt = |t: &Option<Tpl>, n: &str| match t {
             Some(t) => self.render(t, ctx).map_err(|m| (n.to_string(), m)),
             None => Ok(None),
         };
@@ -438,7 +473,7 @@ impl Mapping {
     /// `custom_details` as an object: any other rendered shape goes under `details`.
     fn custom_details(&self, rule: &Rule, ctx: &Context) -> Result<Option<Value>, (String, String)> {
         Ok(match &rule.custom_details {
-            Some(d) => Some(match self.details(d, ctx, "custom_details")? {
+            Some(d) => Some(match self.details(d, ctx).map_err(|(at, m)| (format!("custom_details{at}"), m))? {
                 v @ Value::Object(_) => v,
                 other => serde_json::json!({ "details": other }),
             }),
@@ -638,7 +673,7 @@ fn compile_rule(
         c.errors.push(format!("{}: name is empty", c.at));
     }
     let when = r.when.as_ref().map(|w| {
-        let id = c.add("when", w, true);
+        let id = c.register("when", w, true);
         let native = c.lenient.get_template(&id).and_then(predicate::Predicate::compile);
         When { id, native }
     });
@@ -694,7 +729,7 @@ fn check_required(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
 }
 
 /// The scalar fields' templates, by field name.
-fn compile_fields(r: &RawRule, c: &mut Compiler<'_>) -> BTreeMap<&'static str, String> {
+fn compile_fields(r: &RawRule, c: &mut Compiler<'_>) -> BTreeMap<&'static str, Tpl> {
     let mut fields = BTreeMap::new();
     for name in SCALARS {
         let v = match *name {
@@ -719,7 +754,7 @@ fn compile_fields(r: &RawRule, c: &mut Compiler<'_>) -> BTreeMap<&'static str, S
 fn compile_links(r: &RawRule, c: &mut Compiler<'_>) -> Vec<LinkTpl> {
     let mut links = Vec::new();
     for (i, l) in r.links.iter().enumerate() {
-        let href = c.add(&format!("links[{i}].href"), &l.href, false);
+        let href = c.add(&format!("links[{i}].href"), &l.href);
         links.push(LinkTpl { href, text: c.add_opt(&format!("links[{i}].text"), &l.text) });
     }
     links
@@ -728,7 +763,7 @@ fn compile_links(r: &RawRule, c: &mut Compiler<'_>) -> Vec<LinkTpl> {
 fn compile_images(r: &RawRule, c: &mut Compiler<'_>) -> Vec<ImageTpl> {
     let mut images = Vec::new();
     for (i, l) in r.images.iter().enumerate() {
-        let src = c.add(&format!("images[{i}].src"), &l.src, false);
+        let src = c.add(&format!("images[{i}].src"), &l.src);
         let href = c.add_opt(&format!("images[{i}].href"), &l.href);
         images.push(ImageTpl { src, href, alt: c.add_opt(&format!("images[{i}].alt"), &l.alt) });
     }
@@ -754,7 +789,7 @@ fn compile_routing(
             }
             Routing::Default
         }
-        Some(t) if t.contains("{{") => Routing::Template(c.add("routing_key", t, false)),
+        Some(t) if t.contains("{{") => Routing::Template(c.add("routing_key", t)),
         Some(name) => match keys.named.get(name) {
             Some(k) => {
                 if emit == Emit::Change && k.is_ruleset() {

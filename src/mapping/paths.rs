@@ -32,7 +32,7 @@ pub(super) fn body_paths(m: &Mapping) -> Keep {
         if let Some(path) = &rule.for_each {
             walk.root_path(path);
         }
-        let dedup_key = rule.fields.get("dedup_key").and_then(|id| m.strict.get_template(id));
+        let dedup_key = rule.fields.get("dedup_key").and_then(|id| m.strict.get_template(&id.id));
         if rule.emit == Emit::Alert && rule.for_each.is_none() && !dedup_key.is_some_and(never_blank) {
             return Keep::everything();
         }

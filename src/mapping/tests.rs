@@ -93,6 +93,20 @@ custom_details = { labels = "{{json body.l}}", text = "n={{json body.l}}", neste
     assert_eq!(b["payload"]["custom_details"]["nested"]["list"], serde_json::json!(["<A & \"B\">", 3]));
 }
 
+/// The failing value's place is named from the nesting (built only when one fails).
+#[test]
+fn a_failing_custom_details_value_names_where_it_is() {
+    let rule = r#"[[rule]]
+name = "r"
+emit = "change"
+summary = "s"
+custom_details = { ok = "{{body.t}}", nested = { list = [3, "{{upper body.missing}}"] } }
+"#;
+    let err = apply(rule, serde_json::json!({"t": "x"})).unwrap_err();
+    assert_eq!(err.field, "custom_details.nested.list[1]");
+    assert!(err.message.contains("upper"), "{}", err.message);
+}
+
 /// The summary a one-rule change mapping renders from `summary` for `body`.
 fn summary(summary: &str, body: serde_json::Value) -> serde_json::Value {
     let rule = format!("[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = '{summary}'\n");
