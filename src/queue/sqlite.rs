@@ -168,16 +168,14 @@ pub struct SqliteQueue {
     tx: mpsc::Sender<Cmd>,
 }
 
-/// The WAL's size, in pages, at which the writer checkpoints it itself: a ceiling, reached
-/// only when the background checkpointer falls behind, and the point where the WAL starts
-/// over (only a writer can restart it, and only once every frame is copied: under a steady
-/// stream of writes the background copy never catches up alone). 10 000 pages of 4 KiB,
-/// about a second of saturating accepts. Measured at saturation: the writer's own
-/// checkpoints every 1 000 pages (SQLite's default) were 15 % of the process's CPU, the
-/// writer at this ceiling plus the background copy 7 %: a bigger window copies each hot page
-/// (index leaves, rows that delivery updates) once per window, and pays each checkpoint's
-/// fixed cost (two fsyncs, a scan of the WAL index) less often.
-const WAL_CEILING_PAGES: i64 = 10_000;
+/// The WAL's size, in pages, at which the writer checkpoints it itself, and the point where
+/// the WAL starts over (only a writer can restart it, and only once every frame is copied:
+/// under a steady stream of writes the background copy never catches up alone). SQLite's
+/// default, 1 000 pages of 4 KiB. Measured (bench/README.md, "The WAL ceiling"): a 10 000-page
+/// ceiling saved about 3 % of the CPU per webhook at saturation, but each checkpoint at the
+/// ceiling stalls the group commit long enough to double the accept p99 (30 ms against 14 at
+/// saturation, 14 ms against 5.3-5.6 at 4 000 req/s); latency is the promise a sender sees.
+const WAL_CEILING_PAGES: i64 = 1_000;
 
 /// How often, at most, the writer wakes the background checkpointer: each wake copies what
 /// the writes of about this long left in the WAL.
