@@ -18,8 +18,10 @@
 //! [`Undecided`] and the caller renders the template, so errors keep handlebars' words.
 
 use super::helpers::{percent_encode, text, to_rfc3339};
+use super::predicate::Undecided;
+use super::predicate::{named, resolve};
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
-use handlebars::{JsonRender, JsonTruthy, Path, PathSeg};
+use handlebars::{JsonRender, JsonTruthy, Path};
 use serde_json::Value;
 use std::borrow::Cow;
 use std::fmt::Write as _;
@@ -83,11 +85,6 @@ enum Helper {
     And,
     Or,
 }
-
-/// Handlebars would fail on this payload, or the native form cannot be sure of its output:
-/// render the template instead.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Undecided;
 
 /// A value an expression evaluated to; `None` is a path the payload lacks.
 type Arg<'a> = Option<Cow<'a, Value>>;
@@ -272,13 +269,7 @@ fn param(p: &Parameter, each: bool) -> Option<Expr> {
 fn path(p: &Path, each: bool) -> Option<Expr> {
     match p {
         Path::Relative((segs, _)) if each || !segs.is_empty() => {
-            let named = segs
-                .iter()
-                .map(|s| match s {
-                    PathSeg::Named(n) => Some(n.clone()),
-                    _ => None,
-                })
-                .collect::<Option<Vec<_>>>()?;
+            let named = named(segs)?;
             Some(if each { Expr::Item(named) } else { Expr::Path(named) })
         }
         Path::Local((0, name, _)) if each && matches!(name.as_str(), "first" | "last" | "index" | "key") => {
@@ -286,20 +277,6 @@ fn path(p: &Path, each: bool) -> Option<Expr> {
         }
         _ => None,
     }
-}
-
-/// What handlebars' path navigation finds: objects by key, arrays by index (a name there is
-/// its `InvalidJsonIndex` error), anything else missing.
-fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a Value>, Undecided> {
-    let mut at = Some(data);
-    for seg in path {
-        at = match at {
-            Some(Value::Array(a)) => a.get(seg.parse::<usize>().map_err(|_| Undecided)?),
-            Some(Value::Object(m)) => m.get(seg),
-            _ => None,
-        };
-    }
-    Ok(at)
 }
 
 fn eval<'a>(e: &'a Expr, s: &Scope<'a>) -> Result<Arg<'a>, Undecided> {

@@ -23,7 +23,7 @@
 use super::{Emit, Mapping};
 use crate::source::Keep;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
-use handlebars::{Path, PathSeg};
+use handlebars::Path;
 
 /// The body paths `m`'s rules can read.
 pub(super) fn body_paths(m: &Mapping) -> Keep {
@@ -131,15 +131,8 @@ impl Walk {
             // `@index`, `@key`, ...: block data, not the payload.
             return Some(());
         };
-        let named: Option<Vec<&str>> = segs
-            .iter()
-            .map(|s| match s {
-                PathSeg::Named(n) => Some(n.as_str()),
-                // `@root`, `../`: out of the walk's reach.
-                _ => None,
-            })
-            .collect();
-        let named = named?;
+        // `@root`, `../`: out of the walk's reach.
+        let named = super::predicate::named(segs)?;
         if named.is_empty() && depth == 0 {
             // `this` at the top: the whole context.
             return None;
@@ -149,7 +142,7 @@ impl Walk {
     }
 
     /// A path from the current context: from the root only outside every block.
-    fn segments(&mut self, segs: &[&str], depth: usize) {
+    fn segments<S: AsRef<str>>(&mut self, segs: &[S], depth: usize) {
         if depth == 0 {
             self.root_path(segs);
         }

@@ -43,8 +43,9 @@ enum Expr {
     Concat(Vec<Expr>),
 }
 
-/// Handlebars would fail on this payload (a path indexes an array with a name); render the
-/// template to get its error.
+/// Handlebars would fail on this payload (a path indexes an array with a name), or a native
+/// form ([`super::native`] too) cannot be sure of its output: render the template instead, so
+/// errors keep handlebars' words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Undecided;
 
@@ -124,20 +125,25 @@ fn param(p: &Parameter) -> Option<Expr> {
 /// Plain named segments from the root; `this`, `../`, `@root` and locals stay with handlebars.
 fn path(p: &Path) -> Option<Vec<String>> {
     match p {
-        Path::Relative((segs, _)) if !segs.is_empty() => segs
-            .iter()
-            .map(|s| match s {
-                PathSeg::Named(n) => Some(n.clone()),
-                _ => None,
-            })
-            .collect(),
+        Path::Relative((segs, _)) if !segs.is_empty() => named(segs),
         _ => None,
     }
 }
 
+/// A relative path's segments when all are plain names (handlebars drops `this`); `None` for
+/// `../` and `@root`. Shared by the native forms and the body-path analysis.
+pub(super) fn named(segs: &[PathSeg]) -> Option<Vec<String>> {
+    segs.iter()
+        .map(|s| match s {
+            PathSeg::Named(n) => Some(n.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
 /// What handlebars' path navigation finds: objects by key, arrays by index (a name there is
-/// its `InvalidJsonIndex` error), anything else missing.
-fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<&'a Value, Undecided> {
+/// its `InvalidJsonIndex` error), anything else missing (`None`).
+pub(super) fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a Value>, Undecided> {
     let mut at = Some(data);
     for seg in path {
         at = match at {
@@ -146,14 +152,14 @@ fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<&'a Value, Undecided>
             _ => None,
         };
     }
-    Ok(at.unwrap_or(&NULL))
+    Ok(at)
 }
 
 fn eval<'a>(e: &'a Expr, data: &'a Value) -> Result<Cow<'a, Value>, Undecided> {
     let truthy = |v: &Value| v.is_truthy(false);
     let all = |args: &'a [Expr]| args.iter().map(|a| eval(a, data)).collect::<Result<Vec<_>, _>>();
     Ok(match e {
-        Expr::Path(p) => Cow::Borrowed(resolve(data, p)?),
+        Expr::Path(p) => Cow::Borrowed(resolve(data, p)?.unwrap_or(&NULL)),
         Expr::Literal(v) => Cow::Borrowed(v),
         Expr::Eq(a, b) => Cow::Owned(Value::Bool(eval(a, data)? == eval(b, data)?)),
         Expr::Ne(a, b) => Cow::Owned(Value::Bool(eval(a, data)? != eval(b, data)?)),
