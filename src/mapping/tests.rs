@@ -19,7 +19,8 @@ fn load_with(text: &str, keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Ve
     Mapping::load(&[p], keys)
 }
 
-fn load(text: &str) -> Result<Mapping, Vec<String>> {
+/// `text` loaded with the test routing keys; the errors as text. Also the path tests' loader.
+pub(super) fn load(text: &str) -> Result<Mapping, Vec<String>> {
     load_with(text, keys()).map(|(m, _)| m).map_err(|e| e.iter().map(ToString::to_string).collect())
 }
 

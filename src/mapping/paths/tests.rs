@@ -1,17 +1,9 @@
-use super::super::{Mapping, RoutingKeys};
-use crate::config::Secret;
-use crate::event::RoutingKey;
+use super::super::tests::load;
 use crate::source::Keep;
 
-/// The body paths of `rules` (a mapping file's text) with a default routing key.
+/// The body paths of `rules` (a mapping file's text).
 fn paths_of(rules: &str) -> Keep {
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("m.toml");
-    std::fs::write(&p, rules).unwrap();
-    let key = RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
-    let keys = RoutingKeys { default: Some(key), named: Default::default() };
-    let (m, _) = Mapping::load(&[p], keys).unwrap_or_else(|e| panic!("{e:#?}"));
-    m.body_paths()
+    load(rules).unwrap_or_else(|e| panic!("{e:#?}")).body_paths()
 }
 
 fn keep(paths: &[&str]) -> Keep {
