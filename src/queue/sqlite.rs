@@ -3,7 +3,12 @@
 //! rusqlite blocks, so one dedicated thread owns the connection and serves commands sent
 //! over a channel. That thread also gives group commit for free: every `accept` waiting in
 //! the channel when it wakes goes into the same transaction (one fsync for all of them), each
-//! inside its own savepoint so one failure does not sink the others.
+//! inside its own savepoint so one failure does not sink the others. Under `fsync`, a second
+//! thread, the syncer, makes each committed group durable and answers its accepts while the
+//! writer goes on with the next. Bodies of mapped and ignored webhooks are written once, to
+//! the payload log beside the database ([`payloads`]), not into it.
+
+mod payloads;
 
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -15,9 +20,10 @@ use super::{
 use crate::config::Durability;
 use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
+use payloads::{Logged, PayloadLog, Segment};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use std::path::Path;
-use std::sync::{mpsc, LazyLock};
+use std::sync::{mpsc, Arc, LazyLock};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -105,6 +111,14 @@ ORDER BY r.at, r.rowid;
         schema::ROUTES_BY_SOURCE_SWAP,
     ],
     &[schema::INBOUND_TOO_MANY],
+    // The payload log: where a body written there is (`body` holds nothing then).
+    &[r#"
+ALTER TABLE inbound ADD COLUMN body_segment TEXT;
+ALTER TABLE inbound ADD COLUMN body_offset INTEGER;
+ALTER TABLE inbound ADD COLUMN body_len INTEGER;
+ALTER TABLE inbound ADD COLUMN body_crc INTEGER;
+CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT NULL;
+"#],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -136,12 +150,14 @@ struct Prepared {
     inbound: NewInbound,
     headers: String,
     events: Vec<PreparedEvent>,
+    /// Where the body went in the payload log; `None`: it is stored in the row.
+    logged: Option<Logged>,
 }
 
 impl Prepared {
-    fn new(inbound: NewInbound, events: Vec<Event>) -> Prepared {
+    fn new(inbound: NewInbound, events: Vec<Event>, logged: Option<Logged>) -> Prepared {
         let headers = inbound.headers.to_string();
-        Prepared { inbound, headers, events: events.into_iter().map(PreparedEvent::new).collect() }
+        Prepared { inbound, headers, events: events.into_iter().map(PreparedEvent::new).collect(), logged }
     }
 }
 
@@ -166,6 +182,7 @@ type Leased = (StoredEvent, Vec<i64>);
 /// ends when the channel closes, and the checkpointer when the writer's wake-ups end).
 pub struct SqliteQueue {
     tx: mpsc::Sender<Cmd>,
+    payloads: Arc<PayloadLog>,
 }
 
 /// The WAL's size, in pages, at which the writer checkpoints it itself, and the point where
@@ -281,9 +298,9 @@ impl SqliteQueue {
         // an accept, a claim and a finish use together, before the console's).
         conn.set_prepared_statement_cache_capacity(64);
         conn.pragma_update(None, "journal_mode", "WAL")?;
-        // NORMAL by default (WAL, no fsync per commit): leases, attempts and delivery states
-        // may be lost to a power cut, which only means an event is sent again (at-least-once).
-        // Accepts, the promise behind a 2xx, switch to FULL around their commit when asked.
+        // NORMAL (WAL, no fsync per commit): leases, attempts and delivery states may be lost
+        // to a power cut, which only means an event is sent again (at-least-once). Accepts,
+        // the promise behind a 2xx, are answered by the syncer once it synced the WAL.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CEILING_PAGES)?;
         migrate(&mut conn)?;
@@ -301,12 +318,26 @@ impl SqliteQueue {
             .name("pagerhook-checkpoint".into())
             .spawn(move || checkpoint_when_written(checkpointer, woken))
             .map_err(io)?;
+        let durable = match durability {
+            Durability::Fsync => {
+                let (to_sync, committed) = mpsc::channel();
+                let mut wal = path.as_os_str().to_owned();
+                wal.push("-wal");
+                let wal = WalFile { path: wal.into(), file: None };
+                std::thread::Builder::new()
+                    .name("pagerhook-fsync".into())
+                    .spawn(move || sync_then_answer(wal, committed))
+                    .map_err(io)?;
+                Some(to_sync)
+            }
+            Durability::Process => None,
+        };
         let (tx, rx) = mpsc::channel();
         std::thread::Builder::new()
             .name("pagerhook-sqlite".into())
-            .spawn(move || serve(conn, rx, durability, wake))
+            .spawn(move || serve(conn, rx, durable, wake))
             .map_err(io)?;
-        Ok(SqliteQueue { tx })
+        Ok(SqliteQueue { tx, payloads: Arc::new(PayloadLog::beside(path)) })
     }
 
     async fn run<T: Send + 'static>(
@@ -363,9 +394,14 @@ fn checkpoint_when_written(conn: Connection, woken: mpsc::Receiver<()>) {
     }
 }
 
-/// The connection thread: runs jobs in order, batching consecutive writes into transactions:
-/// group commit. Delivery outcomes and claims in one, committed first; accepts in another.
-fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability, wake: mpsc::SyncSender<()>) {
+/// The connection thread: runs jobs in order, batching consecutive writes into one
+/// transaction: group commit. Under `fsync`, `durable` is the syncer, which answers accepts.
+fn serve(
+    mut conn: Connection,
+    rx: mpsc::Receiver<Cmd>,
+    durable: Option<mpsc::Sender<Committed>>,
+    wake: mpsc::SyncSender<()>,
+) {
     const MAX_BATCH: usize = 512;
     let mut pace = CheckpointPace { last: None };
     while let Ok(first) = rx.recv() {
@@ -388,17 +424,7 @@ fn serve(mut conn: Connection, rx: mpsc::Receiver<Cmd>, durability: Durability, 
                 Err(_) => break,
             }
         }
-        // Delivery's writes go first, in a transaction of their own: they need no fsync, and a
-        // claim that waited for the accepts' kept `concurrency` requests from being in flight.
-        // Nothing orders them against accepts waiting beside them; among themselves the order
-        // holds, so a claim still sees the finishes queued before it.
-        let (delivery, accepts): (Vec<Write>, Vec<Write>) =
-            batch.into_iter().partition(|w| !matches!(w, Write::Accept(..)));
-        for batch in [delivery, accepts] {
-            if !batch.is_empty() {
-                commit_batch(&mut conn, batch, durability);
-            }
-        }
+        commit_batch(&mut conn, batch, durable.as_ref());
         if pace.due(std::time::Instant::now()) {
             // Full: a wake-up is already waiting, which is as good.
             let _ = wake.try_send(());
@@ -420,45 +446,90 @@ enum Answer {
     Claim(oneshot::Sender<Result<Vec<Leased>, QueueError>>, Result<Vec<Leased>, QueueError>),
 }
 
-fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durability: Durability) {
-    // Only accepts carry a promise to a sender (the 2xx); they alone wait for the disk.
-    let fsync = durability == Durability::Fsync && batch.iter().any(|w| matches!(w, Write::Accept(..)));
-    if fsync {
-        if let Err(e) = conn.pragma_update(None, "synchronous", "FULL") {
-            // Without FULL the commit would not be on disk before the 2xx: refuse the batch.
-            tracing::error!(error = %e, "cannot switch storage to synchronous = FULL");
-            return;
-        }
+fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durable: Option<&mpsc::Sender<Committed>>) {
+    let (answers, outcome) = run_batch(conn, batch);
+    let failed = || outcome.as_ref().err().map(|e| classify(e, format!("commit failed: {e}")));
+    // Writes not yet answered when the transaction failed early are dropped with the batch:
+    // their callers see `Closed` (an accept answers 503, never a 2xx).
+    if let Err(e) = &outcome {
+        tracing::error!(error = %e, "storage commit failed");
     }
-    commit_batch_inner(conn, batch);
-    if fsync {
-        let _ = conn.pragma_update(None, "synchronous", "NORMAL");
+    match durable {
+        // Accepts carry a promise to a sender (the 2xx): they are answered once the WAL that
+        // holds their commit is on disk, by the syncer, while this thread goes on writing.
+        // Claims and finishes promise nothing to anyone and are answered now.
+        Some(syncer) if outcome.is_ok() => {
+            let (accepts, delivery): (Vec<Answer>, Vec<Answer>) =
+                answers.into_iter().partition(|a| matches!(a, Answer::Accept(..)));
+            answer_all(delivery, || None);
+            if !accepts.is_empty() {
+                if let Err(mpsc::SendError(c)) = syncer.send(Committed(accepts)) {
+                    answer_all(c.0, || Some(QueueError::Closed));
+                }
+            }
+        }
+        _ => answer_all(answers, failed),
     }
 }
 
-fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
-    let mut answers = Vec::with_capacity(batch.len());
-    let outcome = (|| -> Result<(), rusqlite::Error> {
+/// A committed group's accepts, waiting for their payloads and the WAL to reach the disk.
+struct Committed(Vec<Answer>);
+
+/// Runs a batch in one transaction: the answers, and whether the transaction committed.
+fn run_batch(conn: &mut Connection, batch: Vec<Write>) -> (Vec<Answer>, Result<(), rusqlite::Error>) {
+    let (outcomes, committed) = match all_or_nothing(conn, &batch) {
+        Some(done) => done,
+        None => one_by_one(conn, &batch),
+    };
+    // Writes without an outcome (the transaction failed before them) are dropped with their
+    // replies: their callers see `Closed`.
+    (batch.into_iter().zip(outcomes).map(|(w, o)| o.answer(w)).collect(), committed)
+}
+
+/// The common case, cheaply: every write straight into the transaction. `None` when one
+/// failed; the transaction is rolled back, for [`one_by_one`] to run again. Savepoints for
+/// every write made SQLite copy each page a write touched first into a statement journal
+/// (a third of the writer's time), to undo failures that almost never happen.
+fn all_or_nothing(conn: &mut Connection, batch: &[Write]) -> Option<(Vec<Outcome>, Result<(), rusqlite::Error>)> {
+    let tx = match conn.transaction() {
+        Ok(tx) => tx,
+        Err(e) => return Some((Vec::new(), Err(e))),
+    };
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for write in batch {
+        let outcome = execute(&tx, write);
+        if !outcome.holds() {
+            return None;
+        }
+        outcomes.push(outcome);
+    }
+    Some((outcomes, tx.commit()))
+}
+
+/// Each write in its own savepoint, so one failure does not sink the others. The statements
+/// are cached: `Transaction::savepoint` parsed two anew for every write.
+fn one_by_one(conn: &mut Connection, batch: &[Write]) -> (Vec<Outcome>, Result<(), rusqlite::Error>) {
+    let mut outcomes = Vec::with_capacity(batch.len());
+    let committed = (|| -> Result<(), rusqlite::Error> {
         let tx = conn.transaction()?;
         for write in batch {
-            // Each write in its own savepoint, so one failure does not sink the others. The
-            // statements are cached: `Transaction::savepoint` parsed two anew for every write.
             tx.prepare_cached("SAVEPOINT write")?.execute([])?;
-            let (answer, keep) = apply(&tx, write);
-            if !keep {
+            let outcome = execute(&tx, write);
+            if !outcome.holds() {
                 tx.prepare_cached("ROLLBACK TO write")?.execute([])?;
             }
             tx.prepare_cached("RELEASE write")?.execute([])?;
-            answers.push(answer);
+            outcomes.push(outcome);
         }
         tx.commit()
     })();
+    (outcomes, committed)
+}
+
+/// Sends each answer, or `failed()`'s error in its place: only what is committed (and, for
+/// accepts under `fsync`, on disk) may be reported as done.
+fn answer_all(answers: Vec<Answer>, failed: impl Fn() -> Option<QueueError>) {
     for answer in answers {
-        // Only a committed transaction may be reported as committed.
-        let failed = || match &outcome {
-            Ok(()) => None,
-            Err(e) => Some(classify(e, format!("commit failed: {e}"))),
-        };
         match answer {
             Answer::Accept(reply, r, accept) => {
                 let _ = reply.send((failed().map_or(r, Err), accept));
@@ -471,31 +542,115 @@ fn commit_batch_inner(conn: &mut Connection, batch: Vec<Write>) {
             }
         }
     }
-    // Writes not yet answered when the transaction failed early are dropped with the batch:
-    // their callers see `Closed` (an accept answers 503, never a 2xx).
-    if let Err(e) = outcome {
-        tracing::error!(error = %e, "storage commit failed");
+}
+
+/// The syncer thread: makes durable, once for every group committed since its last sync, the
+/// payload segments their accepts wrote to and then the WAL, and answers those accepts. The
+/// writer commits without waiting for the disk (`synchronous = NORMAL` writes each commit to
+/// the WAL file in order), so one `fdatasync` of that file covers every commit written before
+/// it, and the next group is written while this one syncs.
+fn sync_then_answer(mut wal: WalFile, committed: mpsc::Receiver<Committed>) {
+    while let Ok(first) = committed.recv() {
+        let mut ready = vec![first];
+        ready.extend(committed.try_iter());
+        let synced = sync_segments(&ready).and_then(|()| wal.sync());
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "storage sync failed: accepts are answered 503");
+        }
+        for c in ready {
+            answer_all(c.0, || synced.as_ref().err().map(|e| io(format!("cannot sync the WAL: {e}"))));
+        }
     }
 }
 
-/// Runs one write inside its savepoint: its answer, and whether to keep what it wrote.
-fn apply(c: &Connection, write: Write) -> (Answer, bool) {
-    match write {
-        Write::Accept(accept, reply) => match insert_one(c, &accept) {
-            Ok(a) => {
-                let keep = matches!(a, Accepted::Committed { .. });
-                (Answer::Accept(reply, Ok(a), accept), keep)
+/// Syncs each payload segment the accepts in `ready` wrote to, once.
+fn sync_segments(ready: &[Committed]) -> std::io::Result<()> {
+    let mut segments: Vec<&Arc<Segment>> = Vec::new();
+    for answer in ready.iter().flat_map(|c| &c.0) {
+        if let Answer::Accept(_, _, accept) = answer {
+            if let Some(l) = &accept.logged {
+                if !segments.iter().any(|s| Segment::same(s, &l.segment)) {
+                    segments.push(&l.segment);
+                }
             }
-            Err(e) => (Answer::Accept(reply, Err(e.into()), accept), false),
-        },
-        Write::Finish(id, lease, done, reply) => match finish_one(c, id, lease, &done.0, &done.1) {
-            Ok(held) => (Answer::Finish(reply, Ok(held)), true),
-            Err(e) => (Answer::Finish(reply, Err(e.into())), false),
-        },
-        Write::Claim(now, limit, until, reply) => match claim_in(c, now, limit, until) {
-            Ok(claimed) => (Answer::Claim(reply, Ok(claimed)), true),
-            Err(e) => (Answer::Claim(reply, Err(e)), false),
-        },
+        }
+    }
+    segments.into_iter().try_for_each(|s| s.sync())
+}
+
+/// The database's WAL file, opened by us to sync it. SQLite keeps the file while any of its
+/// connections is open (restarting the WAL writes over it in place), so this handle names the
+/// file SQLite writes. A replaced file is reopened (and its directory entry synced); a missing
+/// one means SQLite checkpointed everything into the database file, and synced that, before
+/// removing it.
+struct WalFile {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+}
+
+impl WalFile {
+    fn sync(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt;
+        let current = match std::fs::metadata(&self.path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let file = match self.file.take() {
+            Some(f) if f.metadata()?.ino() == current.ino() => f,
+            _ => {
+                let f = std::fs::File::open(&self.path)?;
+                if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::File::open(dir)?.sync_all()?;
+                }
+                f
+            }
+        };
+        let synced = file.sync_data();
+        self.file = Some(file);
+        synced
+    }
+}
+
+/// What one write did, kept until its batch's commit is known.
+enum Outcome {
+    Accept(Result<Accepted, QueueError>),
+    Finish(Result<bool, QueueError>),
+    Claim(Result<Vec<Leased>, QueueError>),
+}
+
+impl Outcome {
+    /// Whether what the write did may stay: a failed write is undone. (A duplicate accept
+    /// wrote nothing.)
+    fn holds(&self) -> bool {
+        match self {
+            Outcome::Accept(r) => r.is_ok(),
+            Outcome::Finish(r) => r.is_ok(),
+            Outcome::Claim(r) => r.is_ok(),
+        }
+    }
+
+    /// The answer to `write`, whose outcome this is.
+    fn answer(self, write: Write) -> Answer {
+        match (write, self) {
+            (Write::Accept(accept, reply), Outcome::Accept(r)) => Answer::Accept(reply, r, accept),
+            (Write::Finish(.., reply), Outcome::Finish(r)) => Answer::Finish(reply, r),
+            (Write::Claim(.., reply), Outcome::Claim(r)) => Answer::Claim(reply, r),
+            (Write::Accept(..) | Write::Finish(..) | Write::Claim(..), _) => {
+                unreachable!("`execute` makes each write an outcome of its own kind")
+            }
+        }
+    }
+}
+
+/// Runs one write.
+fn execute(c: &Connection, write: &Write) -> Outcome {
+    match write {
+        Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept).map_err(Into::into)),
+        Write::Finish(id, lease, done, _) => {
+            Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1).map_err(Into::into))
+        }
+        Write::Claim(now, limit, until, _) => Outcome::Claim(claim_in(c, *now, *limit, *until)),
     }
 }
 
@@ -557,8 +712,9 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::
     }
     let (status, error) = status_columns(&i.status);
     tx.prepare_cached(
-        "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error,
+                              body_segment, body_offset, body_len, body_crc)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
     )?
     .execute(params![
         i.id,
@@ -567,9 +723,13 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::
         i.delivery_id,
         accept.headers,
         i.query,
-        i.body.as_ref(),
+        if accept.logged.is_some() { &[][..] } else { i.body.as_ref() },
         status,
-        error
+        error,
+        accept.logged.as_ref().map(Logged::segment_name),
+        accept.logged.as_ref().map(|l| l.offset as i64),
+        accept.logged.as_ref().map(|l| l.len as i64),
+        accept.logged.as_ref().map(|l| l.crc),
     ])?;
     insert_events(tx, &i.id, &i.source, events, i.received_at)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
@@ -690,7 +850,12 @@ fn sticky_route(
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        let accept = Box::new(Prepared::new(inbound, events));
+        // Dead letters keep their body in the row: it lives until replayed or deleted.
+        let logged = match inbound.status.is_dead_letter() {
+            true => None,
+            false => Some(self.payloads.append(&inbound.body, inbound.received_at)?),
+        };
+        let accept = Box::new(Prepared::new(inbound, events, logged));
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
@@ -729,6 +894,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        let log = Arc::clone(&self.payloads);
         self.run(move |c| {
             let tx = c.transaction()?;
             // Dead events stay until replayed or deleted; what replaced them is history.
@@ -745,7 +911,11 @@ impl Queue for SqliteQueue {
             )?;
             n += tx.execute("DELETE FROM seen WHERE seen_at < ?1", [before])?;
             n += tx.execute("DELETE FROM routes WHERE at < ?1", [before])?;
+            let finished = inline_finished_segments(&tx, &log, before)?;
             tx.commit()?;
+            for name in finished {
+                log.remove(&name)?;
+            }
             Ok(n as u64)
         })
         .await
@@ -781,6 +951,7 @@ impl Queue for SqliteQueue {
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
+        let log = Arc::clone(&self.payloads);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) WHERE id = ?3"))?;
             let params = params![Option::<String>::None, 0, id.to_string()];
@@ -789,7 +960,7 @@ impl Queue for SqliteQueue {
                 DeadId::Event(n) => (Some((n, stored_body(c, n)?)), attempt_log(c, n)?),
                 DeadId::Inbound(_) => (None, Vec::new()),
             };
-            let request = stored_request(c, &letter.inbound_id)?;
+            let request = stored_request(c, &log, &letter.inbound_id)?;
             DeadLetterDetail::assemble(letter, body, attempt_log, request).map(Some)
         })
         .await
@@ -819,11 +990,17 @@ impl Queue for SqliteQueue {
     }
 
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
+        let log = Arc::clone(&self.payloads);
         self.run(move |c| {
-            let mut stmt = c.prepare_cached(
-                "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = ?1",
-            )?;
-            first(&mut stmt, [&id], |r| StoredInbound::read(r))
+            let mut stmt = c.prepare_cached(&format!(
+                "SELECT id, source, headers, query, body, status, error, received_at, {BODY_REF} FROM inbound WHERE id = ?1"
+            ))?;
+            first(&mut stmt, [&id], |r| {
+                let inbound = StoredInbound::read(r)?;
+                // A replay must map the body it was sent, or nothing: an unreadable one is an error.
+                let body = body_of(&log, r, 8, inbound.body.to_vec())?;
+                Ok(StoredInbound { body: body.into(), ..inbound })
+            })
         })
         .await
     }
@@ -884,10 +1061,11 @@ impl Queue for SqliteQueue {
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
+        let log = Arc::clone(&self.payloads);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!("{EVENT_ROW} WHERE e.id = ?1"))?;
             let Some(row) = first(&mut stmt, [id], |r| EventRow::read(r))? else { return Ok(None) };
-            let request = stored_request(c, &row.summary.inbound_id)?;
+            let request = stored_request(c, &log, &row.summary.inbound_id)?;
             EventDetail::assemble(row, stored_body(c, id)?, attempt_log(c, id)?, request).map(Some)
         })
         .await
@@ -921,11 +1099,62 @@ fn stored_body(c: &Connection, id: i64) -> Result<StoredBody, QueueError> {
     first(&mut stmt, [id], |r| StoredBody::read(r))?.ok_or_else(|| QueueError::BadRow(format!("event {id} vanished")))
 }
 
-/// The stored request of inbound `id`.
-fn stored_request(c: &Connection, id: &str) -> Result<StoredRequest, QueueError> {
-    let mut stmt = c.prepare_cached("SELECT headers, query, body FROM inbound WHERE id = ?1")?;
-    first(&mut stmt, [id], |r| StoredRequest::read(r))?
-        .ok_or_else(|| QueueError::BadRow(format!("inbound {id} is missing")))
+/// The stored request of inbound `id`. A body the payload log cannot give back is shown as
+/// why, in its place: the rest of the event is still worth seeing.
+fn stored_request(c: &Connection, log: &PayloadLog, id: &str) -> Result<StoredRequest, QueueError> {
+    let mut stmt = c.prepare_cached(&format!("SELECT headers, query, body, {BODY_REF} FROM inbound WHERE id = ?1"))?;
+    first(&mut stmt, [id], |r| {
+        let request = StoredRequest::read(r)?;
+        let inline = request.payload_bytes().to_vec();
+        let payload = body_of(log, r, 3, inline).unwrap_or_else(|e| {
+            tracing::warn!(inbound_id = id, error = %e, "stored payload unreadable");
+            format!("(payload unreadable: {e})").into_bytes()
+        });
+        Ok(request.with_payload(payload))
+    })?
+    .ok_or_else(|| QueueError::BadRow(format!("inbound {id} is missing")))
+}
+
+/// The `inbound` columns that say where a body in the payload log is (`body_segment` is
+/// NULL for a body in the row).
+const BODY_REF: &str = "body_segment, body_offset, body_len, body_crc";
+
+/// The body of row `r`, whose [`BODY_REF`] columns start at `at`: read from the payload log
+/// when it is there, else `inline` (the `body` column).
+fn body_of(log: &PayloadLog, r: &rusqlite::Row, at: usize, inline: Vec<u8>) -> Result<Vec<u8>, QueueError> {
+    let Some(segment) = r.col::<Option<String>>(at)? else { return Ok(inline) };
+    let (offset, len, crc): (i64, i64, i64) = (r.col(at + 1)?, r.col(at + 2)?, r.col(at + 3)?);
+    let bad = || QueueError::BadRow(format!("payload reference out of range in segment {segment:?}"));
+    let offset = u64::try_from(offset).map_err(|_| bad())?;
+    let len = u64::try_from(len).map_err(|_| bad())?;
+    let crc = u32::try_from(crc).map_err(|_| bad())?;
+    log.read(&segment, offset, len, crc)
+}
+
+/// Before finished payload segments are deleted, the bodies rows still need from them (an
+/// event not done yet, a dead one) move into those rows. The segments' names, to delete once
+/// this is committed.
+fn inline_finished_segments(tx: &Connection, log: &PayloadLog, before: Millis) -> Result<Vec<String>, QueueError> {
+    let finished = log.finished_before(before)?;
+    for name in &finished {
+        let mut stmt = tx.prepare_cached(&format!("SELECT id, {BODY_REF} FROM inbound WHERE body_segment = ?1"))?;
+        let kept = all(&mut stmt, [name], |r| {
+            let id: String = r.col(0)?;
+            let body = body_of(log, r, 1, Vec::new()).unwrap_or_else(|e| {
+                tracing::warn!(inbound_id = %id, error = %e, "payload unreadable while pruning its segment; dropped");
+                Vec::new()
+            });
+            Ok((id, body))
+        })?;
+        for (id, body) in kept {
+            tx.prepare_cached(
+                "UPDATE inbound SET body = ?2, body_segment = NULL, body_offset = NULL, body_len = NULL, body_crc = NULL
+                 WHERE id = ?1",
+            )?
+            .execute(params![id, body])?;
+        }
+    }
+    Ok(finished)
 }
 
 /// Every attempt at event `id`, oldest first.
