@@ -185,7 +185,7 @@ echo "6/6 alert storm: 10 000 Alertmanager alerts in 100 requests..." >&2
 STORM=$("$EX/loadgen" --url "$HOOKS/alertmanager" --kind alertmanager --secret "$HOOK_TOKEN" --requests 100 --alerts 100 --connections 4 --seconds 600)
 RSS_PEAK=$(rss_kib "$PAGERHOOK" VmHWM)
 stop
-rm -f "$WORK"/fsync.db* # gigabytes of accepted payloads: keep the disk for the backlog
+rm -rf "$WORK"/fsync.db* # gigabytes of accepted payloads: keep the disk for the backlog
 
 echo "3/6 pagerhook, durability=process..." >&2
 config "$WORK/process.db" process "$UP"
@@ -193,7 +193,7 @@ start
 wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 10
 PROCESS=$(load --url "$HOOKS/github" --kind github --secret "$GH_SECRET")
 stop
-rm -f "$WORK"/process.db*
+rm -rf "$WORK"/process.db*
 
 echo "5/6 start with a backlog of $BACKLOG events..." >&2
 "$EX/bench_fill" "$WORK/backlog.db" "$BACKLOG" 2>>"$WORK/pagerhook.log"
