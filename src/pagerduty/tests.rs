@@ -53,3 +53,10 @@ async fn an_endless_answer_is_read_up_to_the_limit_and_no_further() {
         other => panic!("expected PagerDuty's 400, got {other:?}"),
     }
 }
+
+#[test]
+fn an_events_url_that_is_not_a_url_is_refused_when_the_client_is_built() {
+    let e = Client::new("events.pagerduty.com", Duration::from_secs(1), false).err().expect("no scheme, no URL");
+    assert!(matches!(&e, ClientError::Url { url, .. } if url == "events.pagerduty.com/v2/enqueue"), "{e}");
+    assert!(Client::new("https://events.pagerduty.com/", Duration::from_secs(1), false).is_ok());
+}
