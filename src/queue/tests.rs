@@ -294,8 +294,9 @@ async fn leases_are_released_when_the_store_is_reopened() {
 #[tokio::test]
 async fn sqlite_a_claim_sees_the_finishes_queued_ahead_of_it() {
     let (q, _dir) = sqlite();
-    let now = now_millis();
     q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    // Read after the accept: its events are due from the millisecond it was received.
+    let now = now_millis();
     let claimed = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(claimed.len(), 1, "only the lane's head");
     assert_eq!(claimed[0].event.action(), Some(crate::event::Action::Trigger));
