@@ -183,11 +183,13 @@ impl Worker {
     ///
     /// `concurrency` bounds the requests in flight to PagerDuty: an attempt gives its slot
     /// back as soon as the answer is in, and records the outcome without it. Recording waits
-    /// for the store's next commit, which under accept load is the accepts' group commit and
-    /// its fsync; holding the slot through it cut delivery to a fraction of what the upstream
-    /// allowed. Its event stays leased until the outcome is stored, so nothing can claim it,
-    /// or anything behind it in its lane, meanwhile. For the same reason a freed slot is
-    /// claimed for at once, even while an earlier claim is still on its way.
+    /// for the store's next commit (under accept load, once, its fsync too); holding the slot
+    /// through it cut delivery to a fraction of what the upstream allowed. Its event stays
+    /// leased until the outcome is stored, so nothing can claim it, or anything behind it in
+    /// its lane, meanwhile. One claim is on its way at a time: it asks for every slot free
+    /// when it leaves, and the slots freed (and accepts woken) while it is out are asked for
+    /// when it is back. A claim per freed slot and per accept made eight claims per event at
+    /// half the peak rate, each a query in the store's writer.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
         let slots = Arc::new(Semaphore::new(self.cfg.concurrency));
         let freed = Arc::new(Notify::new());
@@ -207,7 +209,7 @@ impl Worker {
                 break;
             }
             let free = slots.available_permits().min(most.saturating_sub(inflight.len() + claims.len()));
-            if free > 0 && idle_until.is_none() {
+            if free > 0 && idle_until.is_none() && claims.is_empty() {
                 let reserved = Arc::clone(&slots).try_acquire_many_owned(free as u32).expect("the slots seen free");
                 let w = self.clone();
                 let seen = changes;

@@ -460,6 +460,46 @@ async fn a_resolve_waits_until_its_triggers_outcome_is_stored_not_only_answered(
     run.await.unwrap();
 }
 
+/// One claim is out at a time: the slots freed and the accepts woken while it is out are
+/// claimed for by the next one, sent when it is back. (A claim for each made eight claims per
+/// event at half the peak rate.)
+#[tokio::test(start_paused = true)]
+async fn one_claim_is_out_at_a_time_and_what_changed_meanwhile_is_claimed_for_when_it_is_back() {
+    let _stepped = stepped();
+    let b = Bench::new(defaults(), []);
+    *b.pd.slow.lock().unwrap() = Duration::from_secs(1);
+    b.accept(vec![trigger(1)]).await;
+    let held = Arc::new(HeldFinish {
+        inner: b.queue.clone(),
+        gate: tokio::sync::Semaphore::new(10),
+        claims: std::sync::atomic::AtomicUsize::new(0),
+        second_claim: Some(tokio::sync::Semaphore::new(0)),
+    });
+    let wake = Arc::new(Notify::new());
+    let cfg = DeliveryConfig { concurrency: 2, ..defaults() };
+    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+        .with_clock(b.clock)
+        .with_jitter(FixedJitter(1.0));
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(worker.run(stopped));
+    until("the first event is on its way", || b.pd.sent().len() == 1).await;
+    b.accept(vec![trigger(2)]).await;
+    wake.notify_one();
+    until("a second claim is out, for the other slot", || held.claims.load(Ordering::SeqCst) == 2).await;
+    tokio::time::advance(Duration::from_secs(1)).await;
+    until("the first outcome is stored, freeing its slot", || b.leases().len() == 1).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(held.claims.load(Ordering::SeqCst), 2, "no claim was sent while one was out");
+    held.second_claim.as_ref().expect("held").add_permits(1);
+    until("the second event is sent", || b.pd.sent().len() == 2).await;
+    until("the loop claims again for the slot freed meanwhile", || held.claims.load(Ordering::SeqCst) == 3).await;
+    stop.send(true).unwrap();
+    tokio::time::advance(Duration::from_secs(1)).await;
+    run.await.unwrap();
+}
+
 /// A claim answered before the outcome that frees its lane was stored finds nothing; if that
 /// outcome's attempt ended while the claim was on its way, nothing else will wake the worker,
 /// so the short answer must not send it idle (it did, and the resolve waited for the idle
