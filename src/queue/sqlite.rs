@@ -333,11 +333,13 @@ impl SqliteQueue {
             Durability::Process => None,
         };
         let (tx, rx) = mpsc::channel();
+        let payloads = Arc::new(PayloadLog::beside(path));
+        let log = Arc::clone(&payloads);
         std::thread::Builder::new()
             .name("pagerhook-sqlite".into())
-            .spawn(move || serve(conn, rx, durable, wake))
+            .spawn(move || serve(conn, rx, &log, durable, wake))
             .map_err(io)?;
-        Ok(SqliteQueue { tx, payloads: Arc::new(PayloadLog::beside(path)) })
+        Ok(SqliteQueue { tx, payloads })
     }
 
     async fn run<T: Send + 'static>(
@@ -399,6 +401,7 @@ fn checkpoint_when_written(conn: Connection, woken: mpsc::Receiver<()>) {
 fn serve(
     mut conn: Connection,
     rx: mpsc::Receiver<Cmd>,
+    log: &PayloadLog,
     durable: Option<mpsc::Sender<Committed>>,
     wake: mpsc::SyncSender<()>,
 ) {
@@ -424,6 +427,7 @@ fn serve(
                 Err(_) => break,
             }
         }
+        let batch = log_bodies(log, batch);
         commit_batch(&mut conn, batch, durable.as_ref());
         if pace.due(std::time::Instant::now()) {
             // Full: a wake-up is already waiting, which is as good.
@@ -444,6 +448,32 @@ enum Answer {
     Accept(Reply, Result<Accepted, QueueError>, Box<Prepared>),
     Finish(oneshot::Sender<Result<bool, QueueError>>, Result<bool, QueueError>),
     Claim(oneshot::Sender<Result<Vec<Leased>, QueueError>>, Result<Vec<Leased>, QueueError>),
+}
+
+/// Appends the bodies of the batch's accepts to the payload log, here on the writer's thread
+/// (a write can block; a request's thread must not). Dead letters keep their body in the row:
+/// it lives until replayed or deleted. An accept whose body cannot be written is answered
+/// with the error (503) and leaves the batch.
+fn log_bodies(log: &PayloadLog, batch: Vec<Write>) -> Vec<Write> {
+    let mut kept = Vec::with_capacity(batch.len());
+    for write in batch {
+        match write {
+            Write::Accept(mut accept, reply) if !accept.inbound.status.is_dead_letter() => {
+                match log.append(&accept.inbound.body, accept.inbound.received_at) {
+                    Ok(logged) => {
+                        accept.logged = Some(logged);
+                        kept.push(Write::Accept(accept, reply));
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot write a payload: the accept is answered 503");
+                        let _ = reply.send((Err(e), accept));
+                    }
+                }
+            }
+            other => kept.push(other),
+        }
+    }
+    kept
 }
 
 fn commit_batch(conn: &mut Connection, batch: Vec<Write>, durable: Option<&mpsc::Sender<Committed>>) {
@@ -850,12 +880,7 @@ fn sticky_route(
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        // Dead letters keep their body in the row: it lives until replayed or deleted.
-        let logged = match inbound.status.is_dead_letter() {
-            true => None,
-            false => Some(self.payloads.append(&inbound.body, inbound.received_at)?),
-        };
-        let accept = Box::new(Prepared::new(inbound, events, logged));
+        let accept = Box::new(Prepared::new(inbound, events, None));
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;

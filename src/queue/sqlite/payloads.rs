@@ -7,9 +7,9 @@
 //! Bodies kept as dead letters (mapping failed, too many events) stay in their rows: they live
 //! until replayed or deleted, and would pin their segment's files for that long.
 //!
-//! Durability: an append is a `pwrite` from the accepting thread into the page cache; the
-//! writer's syncer `fdatasync`s every segment its committed accepts wrote to, with the WAL,
-//! before any of them is answered. A segment is written only in its first [`ROTATE_AFTER`]
+//! Durability: an append is a `pwrite` into the page cache by the writer's thread, before the
+//! transaction that records it; the syncer `fdatasync`s every segment its committed accepts
+//! wrote to, with the WAL, before any of them is answered. A segment is written only in its first [`ROTATE_AFTER`]
 //! (every process starts a segment of its own and rotates by age and size), so one older
 //! than that, plus [`GRACE`], is finished: pruning copies the bodies still referenced from it
 //! into their rows, then deletes it.
@@ -80,7 +80,7 @@ impl PayloadLog {
     }
 
     /// Writes `body` at the end of the current segment (starting a new one when it is old or
-    /// full). Only the offset is taken under the lock; the copy runs beside other appends.
+    /// full). Only the offset is taken under the lock, so a copy never holds up another.
     pub fn append(&self, body: &[u8], now: Millis) -> Result<Logged, QueueError> {
         let len = body.len() as u64;
         let (segment, offset) = {

@@ -156,3 +156,19 @@ fn an_accept_whose_sync_failed_is_answered_with_the_error() {
     let e = answered(unsyncable).unwrap_err();
     assert!(matches!(&e, QueueError::Io(m) if m.contains("cannot sync")), "{e}");
 }
+
+/// A body that cannot be written (here the log's directory is a file) fails its accept with
+/// an I/O error, which the sender is answered 503 and retries; nothing is stored. A dead
+/// letter, whose body stays in its row, is still accepted.
+#[tokio::test]
+async fn an_accept_whose_body_cannot_be_written_fails_as_a_storage_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+    std::fs::write(dir.path().join("q.db-payloads"), b"not a directory").unwrap();
+    let e = q.accept(inbound_at("a", 1, b"{}", InboundStatus::Mapped), vec![trigger()]).await.unwrap_err();
+    assert!(matches!(&e, QueueError::Io(m) if m.contains("payload segment")), "{e}");
+    assert_eq!(stored(&path, "a"), None);
+    let failed = InboundStatus::MappingFailed("no rule".into());
+    q.accept(inbound_at("b", 1, b"{}", failed), Vec::new()).await.unwrap();
+}
