@@ -588,7 +588,7 @@ fn sync_then_answer(mut wal: WalFile, committed: mpsc::Receiver<Committed>) {
             tracing::error!(error = %e, "storage sync failed: accepts are answered 503");
         }
         for c in ready {
-            answer_all(c.0, || synced.as_ref().err().map(|e| io(format!("cannot sync the WAL: {e}"))));
+            answer_all(c.0, || synced.as_ref().err().map(|e| io(format!("cannot sync the payloads or the WAL: {e}"))));
         }
     }
 }
