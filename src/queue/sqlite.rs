@@ -155,9 +155,10 @@ struct Prepared {
 }
 
 impl Prepared {
-    fn new(inbound: NewInbound, events: Vec<Event>, logged: Option<Logged>) -> Prepared {
+    /// An accept whose body is not (yet) in the payload log: [`log_bodies`] puts it there.
+    fn new(inbound: NewInbound, events: Vec<Event>) -> Prepared {
         let headers = inbound.headers.to_string();
-        Prepared { inbound, headers, events: events.into_iter().map(PreparedEvent::new).collect(), logged }
+        Prepared { inbound, headers, events: events.into_iter().map(PreparedEvent::new).collect(), logged: None }
     }
 }
 
@@ -599,7 +600,7 @@ fn sync_segments(ready: &[Committed]) -> std::io::Result<()> {
     for answer in ready.iter().flat_map(|c| &c.0) {
         if let Answer::Accept(_, _, accept) = answer {
             if let Some(l) = &accept.logged {
-                if !segments.iter().any(|s| Segment::same(s, &l.segment)) {
+                if !segments.iter().any(|s| Arc::ptr_eq(s, &l.segment)) {
                     segments.push(&l.segment);
                 }
             }
@@ -880,7 +881,7 @@ fn sticky_route(
 #[async_trait]
 impl Queue for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        let accept = Box::new(Prepared::new(inbound, events, None));
+        let accept = Box::new(Prepared::new(inbound, events));
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;

@@ -40,10 +40,6 @@ impl Segment {
     pub(super) fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()
     }
-
-    pub(super) fn same(a: &Arc<Segment>, b: &Arc<Segment>) -> bool {
-        Arc::ptr_eq(a, b)
-    }
 }
 
 /// Where an appended body is: what the row stores, and the segment to sync before answering.
@@ -80,7 +76,8 @@ impl PayloadLog {
     }
 
     /// Writes `body` at the end of the current segment (starting a new one when it is old or
-    /// full). Only the offset is taken under the lock, so a copy never holds up another.
+    /// full). Only the writer's thread appends; the lock makes the log shareable with the
+    /// queue's handles, and is held only to take the offset.
     pub fn append(&self, body: &[u8], now: Millis) -> Result<Logged, QueueError> {
         let len = body.len() as u64;
         let (segment, offset) = {

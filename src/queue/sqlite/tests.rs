@@ -117,7 +117,7 @@ async fn a_batch_with_a_failing_write_is_undone_whole_then_run_write_by_write() 
     let held = q
         .run(|c| {
             let write = |id: &str| {
-                let accept = Prepared::new(inbound_at(id, 1, b"{}", InboundStatus::Mapped), Vec::new(), None);
+                let accept = Prepared::new(inbound_at(id, 1, b"{}", InboundStatus::Mapped), Vec::new());
                 Write::Accept(Box::new(accept), oneshot::channel().0)
             };
             let batch = [write("fresh"), write("taken")];
@@ -144,7 +144,7 @@ fn an_accept_whose_sync_failed_is_answered_with_the_error() {
         let (to_sync, committed) = mpsc::channel();
         std::thread::spawn(move || sync_then_answer(WalFile { path: wal, file: None }, committed));
         let (reply, answer) = oneshot::channel();
-        let accept = Box::new(Prepared::new(inbound_at("a", 1, b"{}", InboundStatus::Mapped), Vec::new(), None));
+        let accept = Box::new(Prepared::new(inbound_at("a", 1, b"{}", InboundStatus::Mapped), Vec::new()));
         let done = Ok(Accepted::Committed { id: "a".into(), events: 0 });
         to_sync.send(Committed(vec![Answer::Accept(reply, done, accept)])).unwrap();
         answer.blocking_recv().unwrap().0
