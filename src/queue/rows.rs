@@ -273,11 +273,6 @@ impl StoredRequest {
         String::from_utf8_lossy(&self.payload).into_owned()
     }
 
-    /// The `body` column as read (SQLite: empty when the body is in the payload log).
-    pub(super) fn payload_bytes(&self) -> &[u8] {
-        &self.payload
-    }
-
     /// The same request with the body the backend found elsewhere.
     pub(super) fn with_payload(self, payload: Vec<u8>) -> StoredRequest {
         StoredRequest { payload, ..self }

@@ -1024,8 +1024,10 @@ impl Queue for SqliteQueue {
             first(&mut stmt, [&id], |r| {
                 let inbound = StoredInbound::read(r)?;
                 // A replay must map the body it was sent, or nothing: an unreadable one is an error.
-                let body = body_of(&log, r, 8, inbound.body.to_vec())?;
-                Ok(StoredInbound { body: body.into(), ..inbound })
+                match logged_body(&log, r, 8)? {
+                    Some(body) => Ok(StoredInbound { body: body.into(), ..inbound }),
+                    None => Ok(inbound),
+                }
             })
         })
         .await
@@ -1131,12 +1133,14 @@ fn stored_request(c: &Connection, log: &PayloadLog, id: &str) -> Result<StoredRe
     let mut stmt = c.prepare_cached(&format!("SELECT headers, query, body, {BODY_REF} FROM inbound WHERE id = ?1"))?;
     first(&mut stmt, [id], |r| {
         let request = StoredRequest::read(r)?;
-        let inline = request.payload_bytes().to_vec();
-        let payload = body_of(log, r, 3, inline).unwrap_or_else(|e| {
-            tracing::warn!(inbound_id = id, error = %e, "stored payload unreadable");
-            format!("(payload unreadable: {e})").into_bytes()
-        });
-        Ok(request.with_payload(payload))
+        Ok(match logged_body(log, r, 3) {
+            Ok(None) => request,
+            Ok(Some(payload)) => request.with_payload(payload),
+            Err(e) => {
+                tracing::warn!(inbound_id = id, error = %e, "stored payload unreadable");
+                request.with_payload(format!("(payload unreadable: {e})").into_bytes())
+            }
+        })
     })?
     .ok_or_else(|| QueueError::BadRow(format!("inbound {id} is missing")))
 }
@@ -1145,16 +1149,16 @@ fn stored_request(c: &Connection, log: &PayloadLog, id: &str) -> Result<StoredRe
 /// NULL for a body in the row).
 const BODY_REF: &str = "body_segment, body_offset, body_len, body_crc";
 
-/// The body of row `r`, whose [`BODY_REF`] columns start at `at`: read from the payload log
-/// when it is there, else `inline` (the `body` column).
-fn body_of(log: &PayloadLog, r: &rusqlite::Row, at: usize, inline: Vec<u8>) -> Result<Vec<u8>, QueueError> {
-    let Some(segment) = r.col::<Option<String>>(at)? else { return Ok(inline) };
+/// The body of row `r`, whose [`BODY_REF`] columns start at `at`, read from the payload log;
+/// `None` when it is in the row (the `body` column) instead.
+fn logged_body(log: &PayloadLog, r: &rusqlite::Row, at: usize) -> Result<Option<Vec<u8>>, QueueError> {
+    let Some(segment) = r.col::<Option<String>>(at)? else { return Ok(None) };
     let (offset, len, crc): (i64, i64, i64) = (r.col(at + 1)?, r.col(at + 2)?, r.col(at + 3)?);
     let bad = || QueueError::BadRow(format!("payload reference out of range in segment {segment:?}"));
     let offset = u64::try_from(offset).map_err(|_| bad())?;
     let len = u64::try_from(len).map_err(|_| bad())?;
     let crc = u32::try_from(crc).map_err(|_| bad())?;
-    log.read(&segment, offset, len, crc)
+    log.read(&segment, offset, len, crc).map(Some)
 }
 
 /// Before finished payload segments are deleted, the bodies rows still need from them (an
@@ -1166,7 +1170,8 @@ fn inline_finished_segments(tx: &Connection, log: &PayloadLog, before: Millis) -
         let mut stmt = tx.prepare_cached(&format!("SELECT id, {BODY_REF} FROM inbound WHERE body_segment = ?1"))?;
         let kept = all(&mut stmt, [name], |r| {
             let id: String = r.col(0)?;
-            let body = body_of(log, r, 1, Vec::new()).unwrap_or_else(|e| {
+            // Selected by `body_segment`, so never `None`.
+            let body = logged_body(log, r, 1).map(Option::unwrap_or_default).unwrap_or_else(|e| {
                 tracing::warn!(inbound_id = %id, error = %e, "payload unreadable while pruning its segment; dropped");
                 Vec::new()
             });
