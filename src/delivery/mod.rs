@@ -208,8 +208,9 @@ impl Worker {
             if *shutdown.borrow() {
                 break;
             }
-            let free = slots.available_permits().min(most.saturating_sub(inflight.len() + claims.len()));
-            if free > 0 && idle_until.is_none() && claims.is_empty() {
+            // One claim out at a time (see above).
+            let free = slots.available_permits().min(most.saturating_sub(inflight.len()));
+            if claims.is_empty() && idle_until.is_none() && free > 0 {
                 let reserved = Arc::clone(&slots).try_acquire_many_owned(free as u32).expect("the slots seen free");
                 let w = self.clone();
                 let seen = changes;
