@@ -10,6 +10,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::fmt;
+use std::sync::OnceLock;
 
 /// Longest summary PagerDuty keeps, in characters.
 pub const SUMMARY_MAX_CHARS: usize = 1024;
@@ -254,10 +255,31 @@ pub struct Event {
     routing_key: RoutingKey,
     action: Option<Action>,
     dedup_key: Option<DedupKey>,
-    /// The request body without `routing_key`, which is added only when sending.
-    body: Value,
+    /// The request body without `routing_key` (added only when sending), serialized once:
+    /// what the queue stores and what, with the key, goes on the wire. Parsing a claimed
+    /// event's body into a `Value` only to serialize it again was 16 % of delivery's CPU.
+    text: String,
+    /// The same body as a `Value`, built only when something reads it (a freshly built event
+    /// has it already; one read back from the queue parses it on first use, which delivery
+    /// never does).
+    body: OnceLock<Value>,
     notes: Vec<String>,
 }
+
+/// Why a stored event body cannot be read back.
+#[derive(Debug, thiserror::Error)]
+#[error("stored body is not a JSON object with string event_action/dedup_key: {0}")]
+pub struct StoredBodyError(serde_json::Error);
+
+/// What delivery needs of a stored body besides its text; the rest is skipped, not built.
+#[derive(serde::Deserialize)]
+struct Head {
+    event_action: Option<String>,
+    dedup_key: Option<String>,
+}
+
+/// `"routing_key":"` and `"` around the key, and the comma before it.
+const WIRE_KEY_OVERHEAD: usize = r#","routing_key":"""#.len();
 
 impl Event {
     /// Checks an alert draft against the Events API rules.
@@ -310,16 +332,7 @@ impl Event {
                 b.insert("images".into(), serde_json::to_value(images).expect("images serialize"));
             }
         }
-        let mut e = Event {
-            kind: EventKind::Alert,
-            routing_key,
-            action: Some(action),
-            dedup_key: Some(dedup_key),
-            body,
-            notes,
-        };
-        e.fit_size()?;
-        Ok(e)
+        Event::checked(EventKind::Alert, routing_key, Some(action), Some(dedup_key), body, notes)
     }
 
     /// Checks a change draft against the Events API rules.
@@ -342,47 +355,29 @@ impl Event {
         if !links.is_empty() {
             body["links"] = serde_json::to_value(links).expect("links serialize");
         }
-        let mut e = Event { kind: EventKind::Change, routing_key, action: None, dedup_key: None, body, notes };
-        e.fit_size()?;
-        Ok(e)
+        Event::checked(EventKind::Change, routing_key, None, None, body, notes)
     }
 
-    /// Rebuilds an event read back from the queue (its rules were checked when it was built).
-    pub fn from_stored(kind: EventKind, routing_key: RoutingKey, body: Value) -> Event {
-        let action = body.get("event_action").and_then(Value::as_str).and_then(|a| Action::parse(a).ok());
-        let dedup_key = body.get("dedup_key").and_then(Value::as_str).map(|k| DedupKey(k.to_string()));
-        Event { kind, routing_key, action, dedup_key, body, notes: Vec::new() }
+    /// The event with its body serialized, once its size is within PagerDuty's limit.
+    fn checked(
+        kind: EventKind,
+        routing_key: RoutingKey,
+        action: Option<Action>,
+        dedup_key: Option<DedupKey>,
+        mut body: Value,
+        mut notes: Vec<String>,
+    ) -> Result<Event, EventError> {
+        let text = fit_size(&mut body, routing_key.expose().len(), &mut notes)?;
+        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::from(body), notes })
     }
 
-    /// Shrinks `custom_details` when the whole event exceeds PagerDuty's size limit.
-    fn fit_size(&mut self) -> Result<(), EventError> {
-        let size = self.wire_len();
-        if size <= EVENT_MAX_BYTES {
-            return Ok(());
-        }
-        let Some(cd) = self.body.get_mut("payload").and_then(|p| p.get_mut("custom_details")) else {
-            return Err(EventError::TooLarge(size));
-        };
-        let text = cd.to_string();
-        // Leave room for the rest of the event and the JSON escaping of the preview.
-        let budget = EVENT_MAX_BYTES.saturating_sub(size - text.len()).saturating_sub(1024) / 2;
-        let (preview, _) = truncate_chars(&text, budget / 4);
-        *cd = json!({
-            "pagerhook_truncated": format!("custom_details was {} bytes; the event exceeded PagerDuty's {} byte limit", text.len(), EVENT_MAX_BYTES),
-            "preview": preview,
-        });
-        self.notes
-            .push(format!("custom_details shrunk from {} bytes to fit the {EVENT_MAX_BYTES} byte limit", text.len()));
-        let size = self.wire_len();
-        if size > EVENT_MAX_BYTES {
-            return Err(EventError::TooLarge(size));
-        }
-        Ok(())
-    }
-
-    /// The exact size of the request body, routing key included.
-    fn wire_len(&self) -> usize {
-        self.wire_json().map(|v| v.len()).unwrap_or(usize::MAX)
+    /// Rebuilds an event read back from the queue (its rules were checked when it was built)
+    /// from the body's text, which it keeps as it is: only its action and dedup_key are read.
+    pub fn from_stored(kind: EventKind, routing_key: RoutingKey, text: String) -> Result<Event, StoredBodyError> {
+        let head: Head = serde_json::from_str(&text).map_err(StoredBodyError)?;
+        let action = head.event_action.as_deref().and_then(|a| Action::parse(a).ok());
+        let dedup_key = head.dedup_key.map(DedupKey);
+        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::new(), notes: Vec::new() })
     }
 
     /// Alert or change.
@@ -413,7 +408,13 @@ impl Event {
 
     /// The body without the routing key: safe to store in plain view, print and snapshot.
     pub fn body(&self) -> &Value {
-        &self.body
+        // `text` is JSON: this build serialized it, or `from_stored` parsed it.
+        self.body.get_or_init(|| serde_json::from_str(&self.text).expect("an event's body text is JSON"))
+    }
+
+    /// [`Event::body`] as stored: JSON text, without the routing key.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// What the constructor changed to make the event valid.
@@ -421,11 +422,12 @@ impl Event {
         &self.notes
     }
 
-    /// The exact request body for PagerDuty: the body with the routing key added, serialized
-    /// straight from the body (building that `Value` first copied the whole body once per
-    /// event checked or sent; the tests keep it as the reference these bytes must equal).
-    pub fn wire_json(&self) -> Result<Vec<u8>, serde_json::Error> {
-        serde_json::to_vec(&Wire(self))
+    /// The exact request body for PagerDuty: the body's text with the routing key added as its
+    /// last field. Every top-level field an event has (`client` … `payload`) sorts before
+    /// `routing_key`, so these are the bytes serde_json gives for the body `Value` with the key
+    /// inserted (the tests keep that as the reference).
+    pub fn wire_json(&self) -> Vec<u8> {
+        wire(&self.text, self.routing_key.expose())
     }
 
     /// Identifies the ordering lane: events sharing it are delivered in acceptance order.
@@ -440,31 +442,46 @@ impl Event {
     }
 }
 
-/// An event's body with its routing key, serialized as the `Value` with both would be: the same keys
-/// in the same order (serde_json's map is sorted by key, so `routing_key` takes its sorted
-/// place among the body's keys; the body never holds one itself).
-struct Wire<'a>(&'a Event);
+/// `text` (a JSON object) with `"routing_key": key` as its last field. The key is the
+/// 32-character alphanumeric form [`RoutingKey::parse`] admits: nothing in it needs escaping.
+fn wire(text: &str, key: &str) -> Vec<u8> {
+    let inner = text.trim_end().strip_suffix('}').expect("an event's body is a JSON object");
+    let empty = inner.trim_end().ends_with('{');
+    let mut out = Vec::with_capacity(text.len() + WIRE_KEY_OVERHEAD + key.len());
+    out.extend_from_slice(inner.as_bytes());
+    out.extend_from_slice(if empty { br#""routing_key":""# } else { br#","routing_key":""# });
+    out.extend_from_slice(key.as_bytes());
+    out.extend_from_slice(b"\"}");
+    out
+}
 
-impl Serialize for Wire<'_> {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        const KEY: &str = "routing_key";
-        let fields = self.0.body.as_object().expect("event body is an object");
-        let key = self.0.routing_key.expose();
-        let mut map = s.serialize_map(Some(fields.len() + 1))?;
-        let mut pending = true;
-        for (k, v) in fields.iter().filter(|(k, _)| k.as_str() != KEY) {
-            if pending && k.as_str() > KEY {
-                map.serialize_entry(KEY, key)?;
-                pending = false;
-            }
-            map.serialize_entry(k, v)?;
-        }
-        if pending {
-            map.serialize_entry(KEY, key)?;
-        }
-        map.end()
+/// Serializes `body`, first shrinking its `custom_details` when the request (the body and a
+/// routing key of `key_len` characters) would exceed PagerDuty's size limit.
+fn fit_size(body: &mut Value, key_len: usize, notes: &mut Vec<String>) -> Result<String, EventError> {
+    let wire_len = |text: &str| text.len() + WIRE_KEY_OVERHEAD + key_len;
+    let text = body.to_string();
+    let size = wire_len(&text);
+    if size <= EVENT_MAX_BYTES {
+        return Ok(text);
     }
+    let Some(cd) = body.get_mut("payload").and_then(|p| p.get_mut("custom_details")) else {
+        return Err(EventError::TooLarge(size));
+    };
+    let details = cd.to_string();
+    // Leave room for the rest of the event and the JSON escaping of the preview.
+    let budget = EVENT_MAX_BYTES.saturating_sub(size - details.len()).saturating_sub(1024) / 2;
+    let (preview, _) = truncate_chars(&details, budget / 4);
+    *cd = json!({
+        "pagerhook_truncated": format!("custom_details was {} bytes; the event exceeded PagerDuty's {} byte limit", details.len(), EVENT_MAX_BYTES),
+        "preview": preview,
+    });
+    notes.push(format!("custom_details shrunk from {} bytes to fit the {EVENT_MAX_BYTES} byte limit", details.len()));
+    let text = body.to_string();
+    let size = wire_len(&text);
+    if size > EVENT_MAX_BYTES {
+        return Err(EventError::TooLarge(size));
+    }
+    Ok(text)
 }
 
 fn non_empty(s: Option<&str>) -> Option<&str> {

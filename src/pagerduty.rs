@@ -93,10 +93,7 @@ impl Client {
             EventKind::Alert => self.alert_url.clone(),
             EventKind::Change => self.change_url.clone(),
         };
-        let body = match event.wire_json() {
-            Ok(b) => b,
-            Err(e) => return Response::Transport(format!("cannot serialize the event: {e}")),
-        };
+        let body = event.wire_json();
         let request = self.http.post(url).header(reqwest::header::CONTENT_TYPE, "application/json").body(body);
         let res = match request.send().await {
             Ok(r) => r,
@@ -112,15 +109,16 @@ impl Client {
             Ok(b) => b,
             Err(e) => return Response::Transport(transport_error(&e)),
         };
+        // Parsed once for all three fields (it was parsed once per field).
+        let json = serde_json::from_slice::<serde_json::Value>(&body).ok();
         let field = |name: &str| {
-            serde_json::from_slice::<serde_json::Value>(&body)
-                .ok()
+            json.as_ref()
                 .and_then(|v| v.get(name).and_then(|s| s.as_str()).map(|s| truncate(s.trim())))
                 .filter(|s| !s.is_empty())
         };
         Response::Status {
             code,
-            message: message(&body),
+            message: message(json.as_ref(), &body),
             retry_after,
             status: field("status"),
             dedup_key: field("dedup_key"),
@@ -153,9 +151,9 @@ async fn read_limited(mut res: reqwest::Response, limit: usize) -> Result<Vec<u8
     Ok(body)
 }
 
-/// PagerDuty's `message` and `errors`, or the start of the raw body.
-fn message(body: &[u8]) -> String {
-    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+/// PagerDuty's `message` and `errors` (from `json`, the body parsed), or the start of the raw body.
+fn message(json: Option<&serde_json::Value>, body: &[u8]) -> String {
+    if let Some(v) = json {
         let mut m = v.get("message").and_then(|m| m.as_str()).unwrap_or_default().to_string();
         if let Some(errs) = v.get("errors").and_then(|e| e.as_array()).filter(|e| !e.is_empty()) {
             let errs: Vec<String> =

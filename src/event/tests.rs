@@ -4,7 +4,7 @@ use proptest::prelude::*;
 /// The PagerDuty body built as a `Value` (the body plus its routing key): the reference
 /// `Event::wire_json`'s bytes must equal.
 fn wire_body(e: &Event) -> Value {
-    let mut b = e.body.clone();
+    let mut b = e.body().clone();
     b.as_object_mut().expect("event body is an object").insert("routing_key".into(), e.routing_key.expose().into());
     b
 }
@@ -132,7 +132,16 @@ fn the_wire_body_alone_carries_the_routing_key() {
 
 #[test]
 fn the_wire_json_is_the_wire_body_byte_for_byte() {
-    let same = |e: &Event| assert_eq!(e.wire_json().unwrap(), serde_json::to_vec(&wire_body(e)).unwrap());
+    let same = |e: &Event| {
+        assert_eq!(e.wire_json(), serde_json::to_vec(&wire_body(e)).unwrap());
+        // Read back from the queue's text, the event sends the same bytes without building
+        // its body.
+        let stored = Event::from_stored(e.kind(), e.routing_key().clone(), e.text().to_string()).unwrap();
+        assert_eq!((stored.action(), stored.dedup_key()), (e.action(), e.dedup_key()));
+        assert_eq!(stored.wire_json(), e.wire_json());
+        assert!(stored.body.get().is_none(), "delivery's path parses no body");
+        assert_eq!(stored.body(), e.body());
+    };
     let full = AlertDraft {
         client: Some("ci".into()),
         client_url: Some("https://ci.example.com".into()),
@@ -157,6 +166,17 @@ fn the_wire_json_is_the_wire_body_byte_for_byte() {
         &Event::change(key(), ChangeDraft { summary: Some("deployed".into()), links, ..ChangeDraft::default() })
             .unwrap(),
     );
+}
+
+#[test]
+fn a_stored_body_that_is_not_an_event_object_is_refused_not_sent() {
+    for text in ["", "[]", "\"x\"", "{\"event_action\": 1}", "{\"dedup_key\": [\"k\"]}", "{\"payload\": {}"] {
+        assert!(Event::from_stored(EventKind::Alert, key(), text.into()).is_err(), "{text}");
+    }
+    // Any object is framed correctly, the empty one included.
+    let e = Event::from_stored(EventKind::Change, key(), "{ }".into()).unwrap();
+    let wire: Value = serde_json::from_slice(&e.wire_json()).unwrap();
+    assert_eq!(wire, serde_json::json!({ "routing_key": "0123456789abcdef0123456789abcdef" }));
 }
 
 /// A trigger whose request body, routing key included, is exactly `size` bytes.

@@ -402,7 +402,7 @@ async fn insert_events(
                 &e.routing_key().expose(),
                 &e.action().map(|a| a.as_str()),
                 &e.dedup_key().map(|k| k.as_str()),
-                &e.body().to_string(),
+                &e.text(),
                 &at,
                 &EVENT_FORMAT,
             ],

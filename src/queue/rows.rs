@@ -114,11 +114,13 @@ impl StoredEvent {
         let kind = kind_from_str(self.id, &self.kind)?;
         let key = RoutingKey::parse(Secret::new(self.routing_key))
             .map_err(|e| QueueError::BadRow(format!("event {}: stored routing key: {e}", self.id)))?;
-        let body = self.body.decode(self.id)?;
+        let text = self.body.text(self.id)?;
+        let event =
+            Event::from_stored(kind, key, text).map_err(|e| QueueError::BadRow(format!("event {}: {e}", self.id)))?;
         Ok(Claimed {
             id: self.id,
             inbound_id: self.inbound_id,
-            event: Event::from_stored(kind, key, body),
+            event,
             attempts: self.attempts,
             created_at: self.created_at,
             lease,
@@ -142,6 +144,12 @@ impl StoredBody {
 
     /// The body of event `id`; a format this build does not know is refused, not guessed.
     pub fn decode(self, id: i64) -> Result<Value, QueueError> {
+        let text = self.text(id)?;
+        serde_json::from_str(&text).map_err(|e| QueueError::BadRow(format!("event {id}: stored body is not JSON: {e}")))
+    }
+
+    /// The body's text, once its format is one this build reads.
+    fn text(self, id: i64) -> Result<String, QueueError> {
         if self.format != EVENT_FORMAT {
             return Err(QueueError::BadRow(format!(
                 "event {id} is stored in format {}, which this build does not know (it reads format {EVENT_FORMAT}); \
@@ -149,8 +157,7 @@ impl StoredBody {
                 self.format
             )));
         }
-        serde_json::from_str(&self.text)
-            .map_err(|e| QueueError::BadRow(format!("event {id}: stored body is not JSON: {e}")))
+        Ok(self.text)
     }
 }
 

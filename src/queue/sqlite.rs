@@ -145,11 +145,12 @@ enum Write {
 }
 
 /// An accept made ready for the writer on the caller's thread: the JSON it stores is
-/// serialized there, so the one writer thread, which every accept waits for, only runs SQL.
+/// serialized there (an event carries its body's text from the moment it is built), so the
+/// one writer thread, which every accept waits for, only runs SQL.
 struct Prepared {
     inbound: NewInbound,
     headers: String,
-    events: Vec<PreparedEvent>,
+    events: Vec<Event>,
     /// Where the body went in the payload log; `None`: it is stored in the row.
     logged: Option<Logged>,
 }
@@ -158,20 +159,7 @@ impl Prepared {
     /// An accept whose body is not (yet) in the payload log: [`log_bodies`] puts it there.
     fn new(inbound: NewInbound, events: Vec<Event>) -> Prepared {
         let headers = inbound.headers.to_string();
-        Prepared { inbound, headers, events: events.into_iter().map(PreparedEvent::new).collect(), logged: None }
-    }
-}
-
-/// An event and the text of its body, as stored.
-struct PreparedEvent {
-    event: Event,
-    body: String,
-}
-
-impl PreparedEvent {
-    fn new(event: Event) -> PreparedEvent {
-        let body = event.body().to_string();
-        PreparedEvent { event, body }
+        Prepared { inbound, headers, events, logged: None }
     }
 }
 
@@ -773,14 +761,14 @@ fn insert_events(
     tx: &Connection,
     inbound_id: &str,
     source: &str,
-    events: &[PreparedEvent],
+    events: &[Event],
     at: Millis,
 ) -> Result<(), rusqlite::Error> {
     let mut insert = tx.prepare_cached(
         "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?8)",
     )?;
-    for PreparedEvent { event: e, body } in events {
+    for e in events {
         // Only a rerouted event is copied (the body text is the same: it holds no routing key).
         let rerouted;
         let e = match Route::of(e) {
@@ -805,7 +793,7 @@ fn insert_events(
             e.routing_key().expose(),
             e.action().map(|a| a.as_str()),
             e.dedup_key().map(|k| k.as_str()),
-            body,
+            e.text(),
             at,
             EVENT_FORMAT,
         ])?;
@@ -1040,7 +1028,6 @@ impl Queue for SqliteQueue {
         events: Vec<Event>,
         now: Millis,
     ) -> Result<Option<usize>, QueueError> {
-        let events: Vec<PreparedEvent> = events.into_iter().map(PreparedEvent::new).collect();
         self.run(move |c| {
             let tx = c.transaction()?;
             let (status, error) = status_columns(&status);
