@@ -459,7 +459,7 @@ fn wire(text: &str, key: &str) -> Vec<u8> {
 /// routing key of `key_len` characters) would exceed PagerDuty's size limit.
 fn fit_size(body: &mut Value, key_len: usize, notes: &mut Vec<String>) -> Result<String, EventError> {
     let wire_len = |text: &str| text.len() + WIRE_KEY_OVERHEAD + key_len;
-    let text = body.to_string();
+    let text = serde_json::to_string(body).expect("a Value always serializes");
     let size = wire_len(&text);
     if size <= EVENT_MAX_BYTES {
         return Ok(text);
@@ -476,7 +476,7 @@ fn fit_size(body: &mut Value, key_len: usize, notes: &mut Vec<String>) -> Result
         "preview": preview,
     });
     notes.push(format!("custom_details shrunk from {} bytes to fit the {EVENT_MAX_BYTES} byte limit", details.len()));
-    let text = body.to_string();
+    let text = serde_json::to_string(body).expect("a Value always serializes");
     let size = wire_len(&text);
     if size > EVENT_MAX_BYTES {
         return Err(EventError::TooLarge(size));
