@@ -350,11 +350,14 @@ impl Event {
         if let Some(cd) = d.custom_details {
             p.insert("custom_details".into(), cd);
         }
-        let mut body = json!({ "payload": payload });
+        // Moved in, not through `json!`, which would serialize a deep copy of the payload.
+        let mut body = serde_json::Map::new();
+        body.insert("payload".into(), payload);
         let links = links(d.links, &mut notes);
         if !links.is_empty() {
-            body["links"] = serde_json::to_value(links).expect("links serialize");
+            body.insert("links".into(), serde_json::to_value(links).expect("links serialize"));
         }
+        let body = Value::Object(body);
         Event::checked(EventKind::Change, routing_key, None, None, body, notes)
     }
 

@@ -157,17 +157,23 @@ pub(super) fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a
 
 fn eval<'a>(e: &'a Expr, data: &'a Value) -> Result<Cow<'a, Value>, Undecided> {
     let truthy = |v: &Value| v.is_truthy(false);
-    let all = |args: &'a [Expr]| args.iter().map(|a| eval(a, data)).collect::<Result<Vec<_>, _>>();
+    // Every argument is evaluated, in order, as handlebars does; only the fold is kept (not a
+    // Vec of them: this runs for every rule of every webhook).
+    let fold = |args: &'a [Expr], init: bool, f: fn(bool, bool) -> bool| {
+        args.iter().try_fold(init, |acc, a| Ok(f(acc, truthy(&*eval(a, data)?))))
+    };
     Ok(match e {
         Expr::Path(p) => Cow::Borrowed(resolve(data, p)?.unwrap_or(&NULL)),
         Expr::Literal(v) => Cow::Borrowed(v),
         Expr::Eq(a, b) => Cow::Owned(Value::Bool(eval(a, data)? == eval(b, data)?)),
         Expr::Ne(a, b) => Cow::Owned(Value::Bool(eval(a, data)? != eval(b, data)?)),
         Expr::Not(a) => Cow::Owned(Value::Bool(!truthy(&*eval(a, data)?))),
-        Expr::And(args) => Cow::Owned(Value::Bool(all(args)?.iter().all(|v| truthy(v)))),
-        Expr::Or(args) => Cow::Owned(Value::Bool(all(args)?.iter().any(|v| truthy(v)))),
+        Expr::And(args) => Cow::Owned(Value::Bool(fold(args, true, |a, b| a && b)?)),
+        Expr::Or(args) => Cow::Owned(Value::Bool(fold(args, false, |a, b| a || b)?)),
         Expr::StartsWith(a, p) => Cow::Owned(Value::Bool(text(&*eval(a, data)?).starts_with(p.as_str()))),
-        Expr::Concat(args) => Cow::Owned(Value::String(all(args)?.iter().map(|v| text(v)).collect())),
+        Expr::Concat(args) => Cow::Owned(Value::String(
+            args.iter().map(|a| eval(a, data).map(|v| text(&v))).collect::<Result<String, _>>()?,
+        )),
     })
 }
 

@@ -16,7 +16,7 @@ pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch, PinnedCertError};
 
 use crate::config::{SourceConfig, SourceKindConfig};
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -60,6 +60,12 @@ impl Headers {
     fn without_credentials(&self) -> impl Iterator<Item = (&String, &String)> {
         const DROP: &[&str] = &["authorization", "cookie", "x-gitlab-token", "proxy-authorization"];
         self.0.iter().filter(|(k, _)| !DROP.contains(&k.as_str()))
+    }
+
+    /// What templates see as `headers`: an object of the headers less credentials, built
+    /// directly (collecting them into a map and converting that copied each one twice).
+    fn as_template_value(&self) -> Value {
+        Value::Object(self.without_credentials().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
     }
 
     /// Rebuilds stored headers.
@@ -207,26 +213,23 @@ impl Verified {
     /// [`Verified::template_context`] without copying the body: mapping takes the request
     /// whole, since a copy of a large payload costs as much as parsing it.
     pub fn into_template_context(self) -> Value {
-        let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
-        let mut context = json!({
-            "headers": headers,
-            "query": self.query,
-            "source": self.source,
-        });
-        context["body"] = self.body;
+        let mut context = Map::new();
+        context.insert("headers".into(), self.headers.as_template_value());
+        context.insert("query".into(), self.query.into_iter().map(|(k, v)| (k, Value::String(v))).collect());
+        context.insert("source".into(), self.source.into());
+        context.insert("body".into(), self.body);
         if let Some(sns) = self.sns {
-            context["sns"] = sns;
+            context.insert("sns".into(), sns);
         }
-        context
+        Value::Object(context)
     }
 
     /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
     /// SNS `sns`.
     pub fn template_context(&self) -> Value {
-        let headers: BTreeMap<_, _> = self.headers.without_credentials().collect();
         let mut context = json!({
             "body": self.body,
-            "headers": headers,
+            "headers": self.headers.as_template_value(),
             "query": self.query,
             "source": self.source,
         });
