@@ -78,7 +78,7 @@ impl Client {
             tracing::info!(
                 kind = event.kind().as_str(),
                 routing_key = %event.routing_key().fingerprint(),
-                body = %event.body(),
+                body = %event.text(),
                 "dry run: would send event"
             );
             return Response::Status {

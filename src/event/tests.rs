@@ -173,6 +173,12 @@ fn a_stored_body_that_is_not_an_event_object_is_refused_not_sent() {
     for text in ["", "[]", "\"x\"", "{\"event_action\": 1}", "{\"dedup_key\": [\"k\"]}", "{\"payload\": {}"] {
         assert!(Event::from_stored(EventKind::Alert, key(), text.into()).is_err(), "{text}");
     }
+    // A body read back skips what it does not need unchecked: one a `Value` cannot hold is
+    // sent as stored, and reads as null rather than panicking.
+    let odd = Event::from_stored(EventKind::Alert, key(), r#"{"event_action":"trigger","x":"\ud800"}"#.into()).unwrap();
+    assert_eq!(odd.action(), Some(Action::Trigger));
+    assert!(String::from_utf8(odd.wire_json()).unwrap().starts_with(r#"{"event_action":"trigger","x":"\ud800","#));
+    assert_eq!(odd.body(), &Value::Null);
     // Any object is framed correctly, the empty one included.
     let e = Event::from_stored(EventKind::Change, key(), "{ }".into()).unwrap();
     let wire: Value = serde_json::from_slice(&e.wire_json()).unwrap();
