@@ -27,6 +27,32 @@ use tokio::task::JoinSet;
 /// Longest idle sleep: events queued by another process are picked up this fast.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
 
+/// An attempt that ended, as the loop sees it.
+struct Ended {
+    outcome: Outcome,
+    /// The event had a lane (an `order_key`): its end may let the next event of the lane go.
+    in_lane: bool,
+}
+
+impl Ended {
+    /// Whether the attempt's end can make something claimable besides its slot: the next event
+    /// in its lane, or the event itself again (retried, deferred, or abandoned to another
+    /// replica's lease). A delivered, dry-run or dead change event cannot. A panicked attempt
+    /// is assumed to.
+    fn frees(ended: Result<Ended, tokio::task::JoinError>) -> bool {
+        match ended {
+            Ok(Ended { outcome, in_lane }) => {
+                in_lane
+                    || match outcome {
+                        Outcome::Delivered | Outcome::DryRun | Outcome::DeadLettered => false,
+                        Outcome::Retried | Outcome::Deferred | Outcome::Abandoned => true,
+                    }
+            }
+            Err(_) => true,
+        }
+    }
+}
+
 /// What one attempt came to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -222,11 +248,17 @@ impl Worker {
                     idle_until = None;
                 }
                 _ = freed.notified() => {}
-                Some(_) = inflight.join_next(), if !inflight.is_empty() => {
+                Some(ended) = inflight.join_next(), if !inflight.is_empty() => {
                     // Collect every attempt that ended meanwhile: one claim refills them all.
-                    while inflight.try_join_next().is_some() {}
-                    changes += 1;
-                    idle_until = None;
+                    let mut frees = Ended::frees(ended);
+                    while let Some(ended) = inflight.try_join_next() {
+                        frees |= Ended::frees(ended);
+                    }
+                    // Idle, the worker was not short of slots: only a lane or a retry is news.
+                    if frees || idle_until.is_none() {
+                        changes += 1;
+                        idle_until = None;
+                    }
                 }
                 Some(done) = claims.join_next(), if !claims.is_empty() => {
                     let (batch, reserved, seen) = done.expect("a claim panicked");
@@ -252,7 +284,7 @@ impl Worker {
     /// rest are given back.
     fn start(
         &self,
-        inflight: &mut JoinSet<Outcome>,
+        inflight: &mut JoinSet<Ended>,
         batch: Vec<(Claimed, Admission)>,
         mut reserved: OwnedSemaphorePermit,
         freed: &Arc<Notify>,
@@ -261,7 +293,8 @@ impl Worker {
             let permit = reserved.split(1).expect("a slot reserved for every event claimed");
             let slot = Slot(Some((permit, Arc::clone(freed))));
             let w = self.clone();
-            inflight.spawn(async move { w.deliver(c, admitted, slot).await });
+            let in_lane = c.event.order_key().is_some();
+            inflight.spawn(async move { Ended { outcome: w.deliver(c, admitted, slot).await, in_lane } });
         }
     }
 

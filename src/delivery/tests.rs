@@ -3,7 +3,7 @@
 use super::inputs::{FixedJitter, TokioClock};
 use super::*;
 use crate::config::{Durability, Secret};
-use crate::event::{AlertDraft, Event, RoutingKey};
+use crate::event::{AlertDraft, ChangeDraft, Event, RoutingKey};
 use crate::queue::{
     Accepted, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, InboundStatus, NewInbound,
     QueueError, Role, SqliteQueue, StoredInbound,
@@ -148,6 +148,49 @@ fn alert(action: &str, n: u32) -> Event {
         ..AlertDraft::default()
     };
     Event::alert(key, draft).unwrap()
+}
+
+fn change(n: u32) -> Event {
+    let key = RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    Event::change(key, ChangeDraft { summary: Some(format!("change {n}")), ..ChangeDraft::default() }).unwrap()
+}
+
+/// An idle worker (its last claim found less than it had room for) claims again when an
+/// attempt ends only if that could make more claimable: an event with a lane may have a
+/// successor waiting in it, a retried one is due again. A delivered change event frees only its
+/// slot, which the idle worker was not short of: claiming then found nothing, every time, and
+/// at moderate rates made that empty claim and its idle-time query a third of the writer's work.
+#[tokio::test(start_paused = true)]
+async fn an_idle_worker_does_not_claim_again_for_an_attempt_that_can_free_nothing() {
+    let _stepped = stepped();
+    let b = Bench::new(defaults(), []);
+    b.accept(vec![change(1)]).await;
+    let held = Arc::new(HeldFinish {
+        inner: b.queue.clone(),
+        gate: tokio::sync::Semaphore::new(10),
+        claims: std::sync::atomic::AtomicUsize::new(0),
+        second_claim: None,
+    });
+    let wake = Arc::new(Notify::new());
+    // Room for two: the first claim, finding one event, is short and idles the worker.
+    let cfg = DeliveryConfig { concurrency: 2, ..defaults() };
+    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+        .with_clock(b.clock)
+        .with_jitter(FixedJitter(1.0));
+    let (stop, stopped) = watch::channel(false);
+    let run = tokio::spawn(worker.run(stopped));
+    until("the change event is delivered", || b.pd.sent().len() == 1 && b.leases().is_empty()).await;
+    for _ in 0..100 {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(held.claims.load(Ordering::SeqCst), 1, "no claim after a delivered change event");
+    // A delivered alert can free its lane: once its attempt ends, the worker looks again.
+    b.accept(vec![trigger(2)]).await;
+    wake.notify_one();
+    until("the alert is delivered", || b.pd.sent().len() == 2 && b.leases().is_empty()).await;
+    until("the worker claims after the alert's attempt", || held.claims.load(Ordering::SeqCst) == 3).await;
+    stop.send(true).unwrap();
+    run.await.unwrap();
 }
 
 #[tokio::test(start_paused = true)]
