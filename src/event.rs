@@ -35,6 +35,9 @@ pub enum EventError {
     RoutingKey(usize),
     #[error("event is {0} bytes even without custom_details; PagerDuty accepts at most {EVENT_MAX_BYTES}")]
     TooLarge(usize),
+    /// A body read back from the queue that no event of this build could have written.
+    #[error("stored body is not a JSON object with string event_action/dedup_key: {0}")]
+    Stored(String),
 }
 
 /// A PagerDuty integration (routing) key. Secret: `Debug` prints `***`.
@@ -266,11 +269,6 @@ pub struct Event {
     notes: Vec<String>,
 }
 
-/// Why a stored event body cannot be read back.
-#[derive(Debug, thiserror::Error)]
-#[error("stored body is not a JSON object with string event_action/dedup_key: {0}")]
-pub struct StoredBodyError(serde_json::Error);
-
 /// What delivery needs of a stored body besides its text; the rest is skipped, not built.
 #[derive(serde::Deserialize)]
 struct Head {
@@ -376,8 +374,8 @@ impl Event {
 
     /// Rebuilds an event read back from the queue (its rules were checked when it was built)
     /// from the body's text, which it keeps as it is: only its action and dedup_key are read.
-    pub fn from_stored(kind: EventKind, routing_key: RoutingKey, text: String) -> Result<Event, StoredBodyError> {
-        let head: Head = serde_json::from_str(&text).map_err(StoredBodyError)?;
+    pub fn from_stored(kind: EventKind, routing_key: RoutingKey, text: String) -> Result<Event, EventError> {
+        let head: Head = serde_json::from_str(&text).map_err(|e| EventError::Stored(e.to_string()))?;
         let action = head.event_action.as_deref().and_then(|a| Action::parse(a).ok());
         let dedup_key = head.dedup_key.map(DedupKey);
         Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::new(), notes: Vec::new() })
