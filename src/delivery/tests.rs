@@ -165,20 +165,8 @@ async fn an_idle_worker_does_not_claim_again_for_an_attempt_that_can_free_nothin
     let _stepped = stepped();
     let b = Bench::new(defaults(), []);
     b.accept(vec![change(1)]).await;
-    let held = Arc::new(HeldFinish {
-        inner: b.queue.clone(),
-        gate: tokio::sync::Semaphore::new(10),
-        claims: std::sync::atomic::AtomicUsize::new(0),
-        second_claim: None,
-    });
-    let wake = Arc::new(Notify::new());
     // Room for two: the first claim, finding one event, is short and idles the worker.
-    let cfg = DeliveryConfig { concurrency: 2, ..defaults() };
-    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
-        .with_clock(b.clock)
-        .with_jitter(FixedJitter(1.0));
-    let (stop, stopped) = watch::channel(false);
-    let run = tokio::spawn(worker.run(stopped));
+    let (held, wake, stop, run) = held_worker(&b, 2, 10, None);
     until("the change event is delivered", || b.pd.sent().len() == 1 && b.leases().is_empty()).await;
     for _ in 0..100 {
         tokio::task::yield_now().await;
@@ -444,18 +432,31 @@ fn one_slot(
     b: &Bench,
     second_claim: Option<tokio::sync::Semaphore>,
 ) -> (Arc<HeldFinish>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
+    let (held, _, stop, run) = held_worker(b, 1, 0, second_claim);
+    (held, stop, run)
+}
+
+/// A running worker with `concurrency` slots over `b`'s queue behind a [`HeldFinish`] whose
+/// gate starts with `gate` permits; the `Notify` wakes it as an accept would.
+fn held_worker(
+    b: &Bench,
+    concurrency: usize,
+    gate: usize,
+    second_claim: Option<tokio::sync::Semaphore>,
+) -> (Arc<HeldFinish>, Arc<Notify>, watch::Sender<bool>, tokio::task::JoinHandle<()>) {
     let held = Arc::new(HeldFinish {
         inner: b.queue.clone(),
-        gate: tokio::sync::Semaphore::new(0),
+        gate: tokio::sync::Semaphore::new(gate),
         claims: std::sync::atomic::AtomicUsize::new(0),
         second_claim,
     });
-    let cfg = DeliveryConfig { concurrency: 1, ..defaults() };
-    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, Arc::new(Notify::new()), b.metrics.clone())
+    let wake = Arc::new(Notify::new());
+    let cfg = DeliveryConfig { concurrency, ..defaults() };
+    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
         .with_clock(b.clock)
         .with_jitter(FixedJitter(1.0));
     let (stop, stopped) = watch::channel(false);
-    (held, stop, tokio::spawn(worker.run(stopped)))
+    (held, wake, stop, tokio::spawn(worker.run(stopped)))
 }
 
 /// A slot is given back when PagerDuty's answer is in, not when the outcome is stored: under
@@ -512,19 +513,7 @@ async fn one_claim_is_out_at_a_time_and_what_changed_meanwhile_is_claimed_for_wh
     let b = Bench::new(defaults(), []);
     *b.pd.slow.lock().unwrap() = Duration::from_secs(1);
     b.accept(vec![trigger(1)]).await;
-    let held = Arc::new(HeldFinish {
-        inner: b.queue.clone(),
-        gate: tokio::sync::Semaphore::new(10),
-        claims: std::sync::atomic::AtomicUsize::new(0),
-        second_claim: Some(tokio::sync::Semaphore::new(0)),
-    });
-    let wake = Arc::new(Notify::new());
-    let cfg = DeliveryConfig { concurrency: 2, ..defaults() };
-    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
-        .with_clock(b.clock)
-        .with_jitter(FixedJitter(1.0));
-    let (stop, stopped) = watch::channel(false);
-    let run = tokio::spawn(worker.run(stopped));
+    let (held, wake, stop, run) = held_worker(&b, 2, 10, Some(tokio::sync::Semaphore::new(0)));
     until("the first event is on its way", || b.pd.sent().len() == 1).await;
     b.accept(vec![trigger(2)]).await;
     wake.notify_one();
