@@ -16,7 +16,7 @@ pub use sns::{AwsFetch, AwsUrl, FetchError, HttpsFetch, PinnedCertError};
 
 use crate::config::{SourceConfig, SourceKindConfig};
 use bytes::Bytes;
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -210,8 +210,9 @@ impl Verified {
         &self.headers
     }
 
-    /// [`Verified::template_context`] without copying the body: mapping takes the request
-    /// whole, since a copy of a large payload costs as much as parsing it.
+    /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
+    /// SNS `sns`. Mapping takes the request whole, since a copy of a large payload costs as
+    /// much as parsing it.
     pub fn into_template_context(self) -> Value {
         let mut context = Map::new();
         context.insert("headers".into(), self.headers.as_template_value());
@@ -224,19 +225,9 @@ impl Verified {
         Value::Object(context)
     }
 
-    /// What templates see: `body`, `headers` (less credentials), `query`, `source`, and for
-    /// SNS `sns`.
+    /// [`Verified::into_template_context`] of a copy, for a caller that keeps the request.
     pub fn template_context(&self) -> Value {
-        let mut context = json!({
-            "body": self.body,
-            "headers": self.headers.as_template_value(),
-            "query": self.query,
-            "source": self.source,
-        });
-        if let Some(sns) = &self.sns {
-            context["sns"] = sns.clone();
-        }
-        context
+        self.clone().into_template_context()
     }
 }
 
