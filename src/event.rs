@@ -434,6 +434,12 @@ impl Event {
         wire(&self.text, self.routing_key.expose())
     }
 
+    /// Whether the event has an ordering lane ([`Event::order_key`] is `Some`), without
+    /// hashing one.
+    pub fn has_lane(&self) -> bool {
+        self.dedup_key.is_some()
+    }
+
     /// Identifies the ordering lane: events sharing it are delivered in acceptance order.
     /// `None` for change events, which PagerDuty does not deduplicate.
     pub fn order_key(&self) -> Option<String> {

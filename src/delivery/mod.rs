@@ -293,7 +293,7 @@ impl Worker {
             let permit = reserved.split(1).expect("a slot reserved for every event claimed");
             let slot = Slot(Some((permit, Arc::clone(freed))));
             let w = self.clone();
-            let in_lane = c.event.order_key().is_some();
+            let in_lane = c.event.has_lane();
             inflight.spawn(async move { Ended { outcome: w.deliver(c, admitted, slot).await, in_lane } });
         }
     }
