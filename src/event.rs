@@ -468,9 +468,13 @@ fn wire(text: &str, key: &str) -> Vec<u8> {
 /// Serializes `body`, first shrinking its `custom_details` when the request (the body and a
 /// routing key of `key_len` characters) would exceed PagerDuty's size limit.
 fn fit_size(body: &mut Value, key_len: usize, notes: &mut Vec<String>) -> Result<String, EventError> {
-    let wire_len = |text: &str| text.len() + WIRE_KEY_OVERHEAD + key_len;
-    let text = serde_json::to_string(body).expect("a Value always serializes");
-    let size = wire_len(&text);
+    // The body's text and the size of the request it makes.
+    let serialize = |body: &Value| {
+        let text = serde_json::to_string(body).expect("a Value always serializes");
+        let size = text.len() + WIRE_KEY_OVERHEAD + key_len;
+        (text, size)
+    };
+    let (text, size) = serialize(body);
     if size <= EVENT_MAX_BYTES {
         return Ok(text);
     }
@@ -486,8 +490,7 @@ fn fit_size(body: &mut Value, key_len: usize, notes: &mut Vec<String>) -> Result
         "preview": preview,
     });
     notes.push(format!("custom_details shrunk from {} bytes to fit the {EVENT_MAX_BYTES} byte limit", details.len()));
-    let text = serde_json::to_string(body).expect("a Value always serializes");
-    let size = wire_len(&text);
+    let (text, size) = serialize(body);
     if size > EVENT_MAX_BYTES {
         return Err(EventError::TooLarge(size));
     }
