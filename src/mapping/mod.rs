@@ -121,6 +121,11 @@ struct ImageTpl {
     alt: Option<Tpl>,
 }
 
+/// `rule` failed in `field` on this payload.
+fn rule_error(rule: &Rule, field: &str, message: String) -> MappingError {
+    MappingError { file: rule.file.clone(), rule: rule.name.clone(), field: field.to_string(), message }
+}
+
 /// A rule's condition: its lenient template, and the native predicate compiled from it when
 /// it has one ([`predicate`]).
 #[derive(Debug)]
@@ -151,6 +156,8 @@ struct Rule {
 /// The compiled rules of one source.
 pub struct Mapping {
     rules: Vec<Rule>,
+    /// The paths the rules' native conditions read.
+    paths: predicate::Paths,
     /// Values: a missing field is an error unless `default` is used.
     strict: Handlebars<'static>,
     /// Conditions (`when`): a missing field is falsy, since one rule sees many payload shapes.
@@ -185,6 +192,7 @@ fn is_json_template(t: &str) -> bool {
 struct Compiler<'a> {
     strict: &'a mut Handlebars<'static>,
     lenient: &'a mut Handlebars<'static>,
+    paths: &'a mut predicate::Paths,
     errors: Vec<String>,
     at: String,
     prefix: String,
@@ -235,6 +243,7 @@ impl Mapping {
     pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
         let mut strict = registry(true);
         let mut lenient = registry(false);
+        let mut paths = predicate::Paths::default();
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -263,6 +272,7 @@ impl Mapping {
                 let mut c = Compiler {
                     strict: &mut strict,
                     lenient: &mut lenient,
+                    paths: &mut paths,
                     errors: Vec::new(),
                     at: format!("{} line {line}: rule '{}'", path.display(), r.name),
                     prefix: format!("{}#{}", rules.len(), r.name),
@@ -278,7 +288,7 @@ impl Mapping {
         }
         if errors.is_empty() {
             warnings.extend(never_resolves(&rules));
-            Ok((Mapping { rules, strict, lenient, keys }, warnings))
+            Ok((Mapping { rules, paths, strict, lenient, keys }, warnings))
         } else {
             Err(errors)
         }
@@ -310,53 +320,74 @@ impl Mapping {
         let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
         let mut out = Vec::new();
-        for rule in &self.rules {
-            let err = |field: &str, message: String| MappingError {
-                file: rule.file.clone(),
-                rule: rule.name.clone(),
-                field: field.to_string(),
-                message,
-            };
-            if !self.matches(rule, &ctx).map_err(|m| err("when", m))? {
-                continue;
-            }
-            match &rule.for_each {
-                None => self
-                    .emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
-                    .map_err(|(f, m)| err(&f, m))?,
-                Some(path) => {
-                    let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
-                        err("for_each", format!("{} is not an array in this payload", path.join(".")))
-                    })?;
-                    if out.len() + items > max_events {
-                        return Err(ApplyError::TooManyEvents { at_least: out.len() + items, max: max_events });
-                    }
-                    for i in 0..items {
-                        let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
-                        ctx.data_mut()["item"] = item;
-                        let emitted = self.emit(rule, &ctx, &ctx.data()["item"], &source, &accepted, &mut out);
-                        emitted.map_err(|(f, m)| err(&f, m))?;
-                    }
-                    if let Some(m) = ctx.data_mut().as_object_mut() {
-                        m.remove("item");
-                    }
+        let mut rules = self.rules.iter();
+        loop {
+            // The conditions' path walks are shared until a `for_each` changes the context.
+            let mut lookups = predicate::Lookups::new(&self.paths, ctx.data());
+            let (rule, path) = loop {
+                let Some(rule) = rules.next() else { return Ok(out) };
+                if !self.matches(rule, &ctx, &mut lookups).map_err(|m| rule_error(rule, "when", m))? {
+                    continue;
                 }
-            }
-            if out.len() > max_events {
-                return Err(ApplyError::TooManyEvents { at_least: out.len(), max: max_events });
-            }
-            if rule.is_final {
-                break;
+                let Some(path) = &rule.for_each else {
+                    self.emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
+                        .map_err(|(f, m)| rule_error(rule, &f, m))?;
+                    if Self::ends(rule, &out, max_events)? {
+                        return Ok(out);
+                    }
+                    continue;
+                };
+                break (rule, path);
+            };
+            self.emit_each(rule, path, &mut ctx, (&source, &accepted), max_events, &mut out)?;
+            if Self::ends(rule, &out, max_events)? {
+                return Ok(out);
             }
         }
-        Ok(out)
+    }
+
+    /// Whether no rule after `rule` runs: it is `final`; too many events is an error.
+    fn ends(rule: &Rule, out: &[Rendered], max_events: usize) -> Result<bool, ApplyError> {
+        if out.len() > max_events {
+            return Err(ApplyError::TooManyEvents { at_least: out.len(), max: max_events });
+        }
+        Ok(rule.is_final)
+    }
+
+    /// Emits `rule` once for each item of the array at `path`, each swapped into the context
+    /// as `item`; refused before any is rendered when they would pass `max_events`.
+    fn emit_each(
+        &self,
+        rule: &Rule,
+        path: &[String],
+        ctx: &mut Context,
+        (source, accepted): (&str, &str),
+        max_events: usize,
+        out: &mut Vec<Rendered>,
+    ) -> Result<(), ApplyError> {
+        let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
+            rule_error(rule, "for_each", format!("{} is not an array in this payload", path.join(".")))
+        })?;
+        if out.len() + items > max_events {
+            return Err(ApplyError::TooManyEvents { at_least: out.len() + items, max: max_events });
+        }
+        for i in 0..items {
+            let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
+            ctx.data_mut()["item"] = item;
+            let emitted = self.emit(rule, ctx, &ctx.data()["item"], source, accepted, out);
+            emitted.map_err(|(f, m)| rule_error(rule, &f, m))?;
+        }
+        if let Some(m) = ctx.data_mut().as_object_mut() {
+            m.remove("item");
+        }
+        Ok(())
     }
 
     /// Whether the rule's `when` holds: natively when it compiled to a predicate, else (or
     /// when the predicate meets what only handlebars can word as an error) by rendering it.
-    fn matches(&self, rule: &Rule, ctx: &Context) -> Result<bool, String> {
+    fn matches(&self, rule: &Rule, ctx: &Context, lookups: &mut predicate::Lookups<'_>) -> Result<bool, String> {
         let Some(when) = &rule.when else { return Ok(true) };
-        if let Some(Ok(holds)) = when.native.as_ref().map(|p| p.eval(ctx.data())) {
+        if let Some(Ok(holds)) = when.native.as_ref().map(|p| p.eval(lookups)) {
             return Ok(holds);
         }
         let v = self.lenient.render_with_context(&when.id, ctx).map_err(|e| render_error(&e))?;
@@ -674,7 +705,7 @@ fn compile_rule(
     }
     let when = r.when.as_ref().map(|w| {
         let id = c.register("when", w, true);
-        let native = c.lenient.get_template(&id).and_then(predicate::Predicate::compile);
+        let native = c.lenient.get_template(&id).and_then(|t| predicate::Predicate::compile(t, c.paths));
         When { id, native }
     });
     let for_each = r.for_each.as_ref().map(|p| {
