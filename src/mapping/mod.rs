@@ -320,38 +320,29 @@ impl Mapping {
         let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
         let mut out = Vec::new();
-        let mut rules = self.rules.iter();
-        loop {
-            // The conditions' path walks are shared until a `for_each` changes the context.
-            let mut lookups = predicate::Lookups::new(&self.paths, ctx.data());
-            let (rule, path) = loop {
-                let Some(rule) = rules.next() else { return Ok(out) };
-                if !self.matches(rule, &ctx, &mut lookups).map_err(|m| rule_error(rule, "when", m))? {
-                    continue;
+        // The conditions' path walks are shared until a `for_each` changes the context.
+        let mut lookups = predicate::Lookups::new(&self.paths, ctx.data());
+        for rule in &self.rules {
+            if !self.matches(rule, &ctx, &mut lookups).map_err(|m| rule_error(rule, "when", m))? {
+                continue;
+            }
+            match &rule.for_each {
+                None => self
+                    .emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
+                    .map_err(|(f, m)| rule_error(rule, &f, m))?,
+                Some(path) => {
+                    self.emit_each(rule, path, &mut ctx, (&source, &accepted), max_events, &mut out)?;
+                    lookups = predicate::Lookups::new(&self.paths, ctx.data());
                 }
-                let Some(path) = &rule.for_each else {
-                    self.emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
-                        .map_err(|(f, m)| rule_error(rule, &f, m))?;
-                    if Self::ends(rule, &out, max_events)? {
-                        return Ok(out);
-                    }
-                    continue;
-                };
-                break (rule, path);
-            };
-            self.emit_each(rule, path, &mut ctx, (&source, &accepted), max_events, &mut out)?;
-            if Self::ends(rule, &out, max_events)? {
-                return Ok(out);
+            }
+            if out.len() > max_events {
+                return Err(ApplyError::TooManyEvents { at_least: out.len(), max: max_events });
+            }
+            if rule.is_final {
+                break;
             }
         }
-    }
-
-    /// Whether no rule after `rule` runs: it is `final`; too many events is an error.
-    fn ends(rule: &Rule, out: &[Rendered], max_events: usize) -> Result<bool, ApplyError> {
-        if out.len() > max_events {
-            return Err(ApplyError::TooManyEvents { at_least: out.len(), max: max_events });
-        }
-        Ok(rule.is_final)
+        Ok(out)
     }
 
     /// Emits `rule` once for each item of the array at `path`, each swapped into the context

@@ -206,7 +206,6 @@ pub(super) fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a
 }
 
 fn eval<'a, 'd: 'a>(e: &'a Expr, lookups: &mut Lookups<'d>) -> Result<Cow<'a, Value>, Undecided> {
-    let truthy = |v: &Value| v.is_truthy(false);
     Ok(match e {
         Expr::Path(id) => Cow::Borrowed(lookups.get(*id)?.unwrap_or(&NULL)),
         Expr::Literal(v) => Cow::Borrowed(v),
@@ -225,7 +224,12 @@ fn eval<'a, 'd: 'a>(e: &'a Expr, lookups: &mut Lookups<'d>) -> Result<Cow<'a, Va
 /// `and`/`or`: every argument is evaluated, in order, as handlebars does; only the fold is
 /// kept (not a Vec of them: this runs for every rule of every webhook).
 fn fold(args: &[Expr], lookups: &mut Lookups<'_>, init: bool, f: fn(bool, bool) -> bool) -> Result<bool, Undecided> {
-    args.iter().try_fold(init, |acc, a| Ok(f(acc, eval(a, lookups)?.is_truthy(false))))
+    args.iter().try_fold(init, |acc, a| Ok(f(acc, truthy(&*eval(a, lookups)?))))
+}
+
+/// Handlebars' truthiness of a helper argument.
+fn truthy(v: &Value) -> bool {
+    v.is_truthy(false)
 }
 
 #[cfg(test)]
