@@ -150,10 +150,11 @@ pagerhook_run() { # loadgen arguments
   python3 -c "import json,sys; r=json.loads(sys.argv[1]); r.update(delivered=int(sys.argv[2]), undelivered=int(sys.argv[3]), drain_ms=int(sys.argv[4])); print(json.dumps(r))" \
     "$result" $((after - before)) "$queued" "$(drain)"
 }
-: >"$WORK/bare.jsonl"; : >"$WORK/fsync.jsonl"; : >"$WORK/webhook.jsonl"
+: >"$WORK/bare.jsonl"; : >"$WORK/relay.jsonl"; : >"$WORK/fsync.jsonl"; : >"$WORK/webhook.jsonl"
 for round in $(seq 1 "$ROUNDS"); do
-  echo "1-2/6 round $round/$ROUNDS: bare actix-web (HMAC only), pagerhook fsync${WEBHOOK_BIN:+, adnanh/webhook}..." >&2
+  echo "1-2/6 round $round/$ROUNDS: bare actix-web (HMAC only), relay floor, pagerhook fsync${WEBHOOK_BIN:+, adnanh/webhook}..." >&2
   load --url "$UP/ceiling" --kind github --secret "$GH_SECRET" >>"$WORK/bare.jsonl"
+  load --url "$UP/relay" --kind github --secret "$GH_SECRET" >>"$WORK/relay.jsonl"
   pagerhook_run --url "$HOOKS/github" --kind github --secret "$GH_SECRET" >>"$WORK/fsync.jsonl"
   if [ -n "$WEBHOOK_BIN" ]; then
     load --url "http://127.0.0.1:$WEBHOOK_PORT/hooks/github" --kind github --secret "$GH_SECRET" >>"$WORK/webhook.jsonl"
@@ -164,6 +165,7 @@ for round in $(seq 1 "$ROUNDS"); do
   fi
 done
 CEIL=$(median <"$WORK/bare.jsonl")
+RELAY=$(median <"$WORK/relay.jsonl")
 FSYNC=$(median <"$WORK/fsync.jsonl")
 WEBHOOK='{}'
 [ -n "$WEBHOOK_BIN" ] && WEBHOOK=$(median <"$WORK/webhook.jsonl")
@@ -240,13 +242,14 @@ fi
 
 f() { echo "$1" | json "$2"; }
 CEIL_RPS=$(f "$CEIL" "['rps']")
-python3 - "$CEIL" "$FSYNC" "$PROCESS" "$HALFRUN" "$E2E" "$STORM" "$RSS_IDLE" "$RSS_PEAK" "$RSS_BACKLOG" "$READY_MS" "$BACKLOG" "$HALF" "$PG1" "$PG3" "$WEBHOOK" "$ROUNDS" "$UNDRAINED" "$SENT" <<'PY'
+python3 - "$CEIL" "$FSYNC" "$PROCESS" "$HALFRUN" "$E2E" "$STORM" "$RSS_IDLE" "$RSS_PEAK" "$RSS_BACKLOG" "$READY_MS" "$BACKLOG" "$HALF" "$PG1" "$PG3" "$WEBHOOK" "$ROUNDS" "$UNDRAINED" "$SENT" "$RELAY" <<'PY'
 import json, sys
 ceil, fsync, process, half, e2e, storm = (json.loads(a) for a in sys.argv[1:7])
 rss_idle, rss_peak, rss_backlog, ready_ms, backlog, half_rate = (int(a) for a in sys.argv[7:13])
 pg1, pg3 = (json.loads(a) for a in sys.argv[13:15])
 webhook, rounds = json.loads(sys.argv[15]), int(sys.argv[16])
 undrained, e2e_sent = sys.argv[17], sys.argv[18]
+relay = json.loads(sys.argv[19])
 def ok(good): return "ok" if good else "MISSED"
 # A figure that could not be measured (no request or event timed) prints as n/a with the
 # reason in its row, instead of stopping the script before the table.
@@ -268,6 +271,7 @@ def delivery_row(run):
 ratio = fsync["rps"] / ceil["rps"]
 rows = [
     ("1 ceiling (bare actix-web, HMAC only)", f'{ceil["rps"]:.0f} req/s, p50 {ms(ceil["p50_ms"])}, p99 {ms(ceil["p99_ms"])}, median of {rounds}', ""),
+    ("  relay floor (1) + one POST to the fake", f'{relay["rps"]:.0f} req/s, p50 {ms(relay["p50_ms"])}, p99 {ms(relay["p99_ms"])}: {relay["rps"] / ceil["rps"]:.0%} of (1), nothing stored', ""),
     ("2 pagerhook, fsync", f'{fsync["rps"]:.0f} req/s, p50 {ms(fsync["p50_ms"])}, p99 {ms(fsync["p99_ms"])}, {fsync["errors"]} errors', f'>= 25% of (1): {ratio:.0%} {ok(ratio >= 0.25)}'),
 ]
 if webhook:

@@ -1,6 +1,9 @@
 //! Bench helper, not shipped: the ceiling (a bare actix-web handler that only checks the
-//! body's GitHub HMAC-SHA256 signature against `$GH_SECRET` and answers 202, at `/ceiling`) and a fake PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how
-//! long each event took from the webhook's send time (`custom_details.t`, unix µs) to here.
+//! body's GitHub HMAC-SHA256 signature against `$GH_SECRET` and answers 202, at `/ceiling`),
+//! the relay floor (`/relay`: the same check, then one change event POSTed by reqwest to the
+//! fake PagerDuty below and its answer awaited; nothing parsed, mapped or stored), and a fake
+//! PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how long each event took from
+//! the webhook's send time (`custom_details.t`, unix µs) to here.
 //! `GET /stats` prints the count and p50/p99 in ms; `POST /reset` clears them.
 //!
 //! Usage: cargo run --release --example bench_upstream -- PORT
@@ -22,6 +25,42 @@ fn now_us() -> u64 {
 
 /// What pagerhook must do at the least for a GitHub webhook: verify the raw body's signature.
 async fn ceiling(req: actix_web::HttpRequest, body: web::Bytes, secret: web::Data<Secret>) -> HttpResponse {
+    if signed(&req, &body, &secret) {
+        HttpResponse::Accepted().finish()
+    } else {
+        HttpResponse::Unauthorized().finish()
+    }
+}
+
+/// The ceiling plus the other thing every webhook costs in the bench: one event sent to the
+/// fake PagerDuty (on this process, as pagerhook's goes to this process). A floor for any
+/// relay that delivers what it accepts, before durability, parsing and mapping.
+async fn relay(
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+    secret: web::Data<Secret>,
+    up: web::Data<Up>,
+) -> HttpResponse {
+    if !signed(&req, &body, &secret) {
+        return HttpResponse::Unauthorized().finish();
+    }
+    let event = r#"{"routing_key":"0123456789abcdef0123456789abcdef","payload":{"summary":"PR #1 merged into main","source":"github.com/octo/repo","timestamp":"2026-11-29T09:00:00Z","custom_details":{"pr":1}},"links":[{"href":"https://github.com/octo/repo/pull/1","text":"Pull request"}]}"#;
+    let sent = up.client.post(&up.url).header("content-type", "application/json").body(event).send().await;
+    match sent {
+        Ok(r) if r.status().is_success() => match r.bytes().await {
+            Ok(_) => HttpResponse::Accepted().finish(),
+            Err(_) => HttpResponse::BadGateway().finish(),
+        },
+        _ => HttpResponse::BadGateway().finish(),
+    }
+}
+
+struct Up {
+    client: reqwest::Client,
+    url: String,
+}
+
+fn signed(req: &actix_web::HttpRequest, body: &[u8], secret: &Secret) -> bool {
     let sig = req
         .headers()
         .get("x-hub-signature-256")
@@ -29,11 +68,8 @@ async fn ceiling(req: actix_web::HttpRequest, body: web::Bytes, secret: web::Dat
         .and_then(|v| v.strip_prefix("sha256="))
         .and_then(|v| hex::decode(v).ok());
     let mut mac = Hmac::<Sha256>::new_from_slice(&secret.0).expect("any key length");
-    mac.update(&body);
-    match sig {
-        Some(sig) if mac.verify_slice(&sig).is_ok() => HttpResponse::Accepted().finish(),
-        _ => HttpResponse::Unauthorized().finish(),
-    }
+    mac.update(body);
+    sig.is_some_and(|sig| mac.verify_slice(&sig).is_ok())
 }
 
 struct Secret(Vec<u8>);
@@ -87,12 +123,18 @@ async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9900);
     let stats = web::Data::new(Stats::default());
     let secret = web::Data::new(Secret(std::env::var("GH_SECRET").unwrap_or_default().into_bytes()));
+    let up = web::Data::new(Up {
+        client: reqwest::Client::new(),
+        url: format!("http://127.0.0.1:{port}/v2/change/enqueue"),
+    });
     HttpServer::new(move || {
         App::new()
             .app_data(stats.clone())
+            .app_data(up.clone())
             .app_data(secret.clone())
             .app_data(web::PayloadConfig::new(1 << 20))
             .route("/ceiling", web::post().to(ceiling))
+            .route("/relay", web::post().to(relay))
             .route("/v2/enqueue", web::post().to(enqueue))
             .route("/v2/change/enqueue", web::post().to(enqueue))
             .route("/stats", web::get().to(report))
