@@ -271,7 +271,7 @@ def delivery_row(run):
 ratio = fsync["rps"] / ceil["rps"]
 rows = [
     ("1 ceiling (bare actix-web, HMAC only)", f'{ceil["rps"]:.0f} req/s, p50 {ms(ceil["p50_ms"])}, p99 {ms(ceil["p99_ms"])}, median of {rounds}', ""),
-    ("  relay floor (1) + one POST to the fake", f'{relay["rps"]:.0f} req/s, p50 {ms(relay["p50_ms"])}, p99 {ms(relay["p99_ms"])}: {relay["rps"] / ceil["rps"]:.0%} of (1), nothing stored', ""),
+    ("  relay floor (1) + one POST to the fake", f'{relay["rps"]:.0f} req/s, p99 {ms(relay["p99_ms"])}, {relay["errors"]} errors: {relay["rps"] / ceil["rps"]:.0%} of (1), nothing stored', ""),
     ("2 pagerhook, fsync", f'{fsync["rps"]:.0f} req/s, p50 {ms(fsync["p50_ms"])}, p99 {ms(fsync["p99_ms"])}, {fsync["errors"]} errors', f'>= 25% of (1): {ratio:.0%} {ok(ratio >= 0.25)}'),
 ]
 if webhook:
