@@ -45,13 +45,14 @@ async fn relay(
         return HttpResponse::Unauthorized().finish();
     }
     let event = r#"{"routing_key":"0123456789abcdef0123456789abcdef","payload":{"summary":"PR #1 merged into main","source":"github.com/octo/repo","timestamp":"2026-11-29T09:00:00Z","custom_details":{"pr":1}},"links":[{"href":"https://github.com/octo/repo/pull/1","text":"Pull request"}]}"#;
-    let sent = up.client.post(&up.url).header("content-type", "application/json").body(event).send().await;
-    match sent {
-        Ok(r) if r.status().is_success() => match r.bytes().await {
-            Ok(_) => HttpResponse::Accepted().finish(),
-            Err(_) => HttpResponse::BadGateway().finish(),
-        },
-        _ => HttpResponse::BadGateway().finish(),
+    let delivered = match up.client.post(&up.url).header("content-type", "application/json").body(event).send().await {
+        Ok(r) if r.status().is_success() => r.bytes().await.is_ok(),
+        _ => false,
+    };
+    if delivered {
+        HttpResponse::Accepted().finish()
+    } else {
+        HttpResponse::BadGateway().finish()
     }
 }
 
