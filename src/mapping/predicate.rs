@@ -211,7 +211,7 @@ fn eval<'a, 'd: 'a>(e: &'a Expr, lookups: &mut Lookups<'d>) -> Result<Cow<'a, Va
         Expr::Literal(v) => Cow::Borrowed(v),
         Expr::Eq(a, b) => Cow::Owned(Value::Bool(eval(a, lookups)? == eval(b, lookups)?)),
         Expr::Ne(a, b) => Cow::Owned(Value::Bool(eval(a, lookups)? != eval(b, lookups)?)),
-        Expr::Not(a) => Cow::Owned(Value::Bool(!truthy(&*eval(a, lookups)?))),
+        Expr::Not(a) => Cow::Owned(Value::Bool(!arg_truthy(&*eval(a, lookups)?))),
         Expr::And(args) => Cow::Owned(Value::Bool(fold(args, lookups, true, |a, b| a && b)?)),
         Expr::Or(args) => Cow::Owned(Value::Bool(fold(args, lookups, false, |a, b| a || b)?)),
         Expr::StartsWith(a, p) => Cow::Owned(Value::Bool(text(&*eval(a, lookups)?).starts_with(p.as_str()))),
@@ -224,11 +224,12 @@ fn eval<'a, 'd: 'a>(e: &'a Expr, lookups: &mut Lookups<'d>) -> Result<Cow<'a, Va
 /// `and`/`or`: every argument is evaluated, in order, as handlebars does; only the fold is
 /// kept (not a Vec of them: this runs for every rule of every webhook).
 fn fold(args: &[Expr], lookups: &mut Lookups<'_>, init: bool, f: fn(bool, bool) -> bool) -> Result<bool, Undecided> {
-    args.iter().try_fold(init, |acc, a| Ok(f(acc, truthy(&*eval(a, lookups)?))))
+    args.iter().try_fold(init, |acc, a| Ok(f(acc, arg_truthy(&*eval(a, lookups)?))))
 }
 
-/// Handlebars' truthiness of a helper argument.
-fn truthy(v: &Value) -> bool {
+/// Handlebars' truthiness of a helper argument (a value; [`super::truthy`] is that of a
+/// rendered condition's text).
+fn arg_truthy(v: &Value) -> bool {
     v.is_truthy(false)
 }
 
