@@ -8,18 +8,24 @@ use sha1::{Digest, Sha1};
 use sha2::Sha256;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use x509_cert::der::asn1::ObjectIdentifier;
 use x509_cert::der::{DecodePem, Encode};
 use x509_cert::Certificate;
+
+/// The `commonName` attribute (X.520) of a certificate's subject.
+const COMMON_NAME: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.4.3");
 
 /// Fetched certificates kept at once; AWS rotates through a handful of URLs.
 pub(super) const CACHE_CAP: usize = 32;
 
-/// The public key of a signing certificate and the dates it is valid between (unix seconds).
+/// The public key of a signing certificate, the dates it is valid between (unix seconds) and
+/// the common names of its subject.
 #[derive(Debug)]
 pub struct SigningCert {
     key: RsaPublicKey,
     not_before: u64,
     not_after: u64,
+    common_names: Vec<String>,
 }
 
 impl SigningCert {
@@ -29,11 +35,26 @@ impl SigningCert {
         let tbs = &cert.tbs_certificate;
         let spki = tbs.subject_public_key_info.to_der().map_err(PemError::UnreadableKey)?;
         let key = RsaPublicKey::from_public_key_der(&spki).map_err(PemError::NotRsa)?;
+        let common_names = tbs
+            .subject
+            .0
+            .iter()
+            .flat_map(|rdn| rdn.0.iter())
+            .filter(|atv| atv.oid == COMMON_NAME)
+            // RFC 4514's form, `CN=<value>` escaped: a name with anything to escape is no SNS name.
+            .filter_map(|atv| atv.to_string().strip_prefix("CN=").map(str::to_ascii_lowercase))
+            .collect();
         Ok(SigningCert {
             key,
             not_before: tbs.validity.not_before.to_unix_duration().as_secs(),
             not_after: tbs.validity.not_after.to_unix_duration().as_secs(),
+            common_names,
         })
+    }
+
+    /// Whether the subject's common name is one of `names` (SNS's, for the URL it came from).
+    fn issued_to_one_of(&self, names: &[String]) -> bool {
+        self.common_names.iter().any(|cn| names.contains(cn))
     }
 
     fn valid_at(&self, now: i64) -> bool {
@@ -179,8 +200,9 @@ impl CertStore {
         }
     }
 
-    /// The certificate at `url`: pinned (trusted as configured, whatever its dates), else
-    /// cached or fetched, and then only within its validity dates.
+    /// The certificate at `url`: pinned (trusted as configured, whatever its dates and
+    /// names), else cached or fetched, and then only within its validity dates and issued to
+    /// SNS in the URL's partition.
     pub async fn get(&self, url: &AwsUrl, now: i64) -> Result<Arc<SigningCert>, CertError> {
         if let Some(c) = self.pinned.get(url) {
             return Ok(c.clone());
@@ -216,6 +238,14 @@ impl CertStore {
         let cert = SigningCert::from_pem(&pem).map_err(|e| CertError::Invalid(format!("SigningCertURL: {e}")))?;
         if !cert.valid_at(now) {
             return Err(CertError::Invalid(EXPIRED.into()));
+        }
+        // An SNS host serves only SNS's certificates today; checking the name as AWS's own
+        // validators do keeps it so if one ever serves another.
+        if !cert.issued_to_one_of(&url.signing_names()) {
+            return Err(CertError::Invalid(format!(
+                "signing certificate is not issued to SNS (its subject's common name is none of {})",
+                url.signing_names().join(", ")
+            )));
         }
         Ok(Arc::new(cert))
     }

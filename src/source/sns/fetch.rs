@@ -2,7 +2,8 @@
 //!
 //! **Invariant:** a SigningCertURL or SubscribeURL comes from the request, so it is
 //! attacker-controlled. [`AwsFetch`] takes nothing but an [`AwsUrl`], and an `AwsUrl` is only
-//! built from an `https://sns.<region>.amazonaws.com[.cn]/` URL without user info or port:
+//! built from an `https://sns.<region>.amazonaws.com[.cn]/` URL (a region-shaped name, China
+//! regions on `.cn` only) without user info or port:
 //! pagerhook cannot be made to request anything else (SSRF) by construction.
 
 use async_trait::async_trait;
@@ -40,6 +41,21 @@ impl AwsUrl {
         Ok(AwsUrl(url))
     }
 
+    /// The names an SNS signing certificate at this URL may be issued to: SNS's own in the
+    /// URL's partition (`sns.amazonaws.com`, `sns.amazonaws.com.cn`), its region's
+    /// (`sns-cn-north-1.amazonaws.com.cn`, and `sns-signing.<region>.…` in the regions opened
+    /// since 2019), and in GovCloud `sns-us-gov-west-1.amazonaws.com`, which both regions use.
+    /// AWS's SDKs check the same names.
+    pub(super) fn signing_names(&self) -> Vec<String> {
+        let Some(SnsHost { region, suffix }) = self.0.host_str().and_then(sns_host) else { return Vec::new() };
+        let mut names =
+            vec![format!("sns.{suffix}"), format!("sns-{region}.{suffix}"), format!("sns-signing.{region}.{suffix}")];
+        if region.starts_with("us-gov-") {
+            names.push("sns-us-gov-west-1.amazonaws.com".to_string());
+        }
+        names
+    }
+
     /// The URL as it will be requested.
     pub fn as_str(&self) -> &str {
         self.0.as_str()
@@ -67,7 +83,7 @@ fn sns_url(s: &str) -> Result<Url, UrlError> {
         return Err(UrlError::Port);
     }
     match url.host() {
-        Some(Host::Domain(h)) if is_sns_host(h) => Ok(url),
+        Some(Host::Domain(h)) if sns_host(h).is_some() => Ok(url),
         _ => Err(UrlError::Host),
     }
 }
@@ -92,12 +108,39 @@ pub enum UrlError {
     NotConfirmSubscription,
 }
 
-/// `sns.<region>.amazonaws.com` or `sns.<region>.amazonaws.com.cn` (China regions).
-fn is_sns_host(host: &str) -> bool {
-    let Some(rest) = host.strip_prefix("sns.") else { return false };
-    let region = rest.strip_suffix(".amazonaws.com").or_else(|| rest.strip_suffix(".amazonaws.com.cn"));
-    region
-        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-'))
+/// The partition of an SNS host: `sns.<region>.<suffix>`, as AWS publishes them.
+struct SnsHost<'a> {
+    region: &'a str,
+    /// `amazonaws.com` (commercial and GovCloud regions) or `amazonaws.com.cn` (China).
+    suffix: &'static str,
+}
+
+/// `sns.<region>.amazonaws.com` for a commercial or GovCloud region, or
+/// `sns.cn-<...>.amazonaws.com.cn` for a China one: exactly the SNS endpoints, and never an S3
+/// one (`sns.s3.amazonaws.com`, `sns.s3-us-west-2.amazonaws.com` are a bucket named `sns`,
+/// where anyone can put a certificate), since `s3` and `s3-…` are not shaped like a region.
+fn sns_host(host: &str) -> Option<SnsHost<'_>> {
+    let rest = host.strip_prefix("sns.")?;
+    let (region, suffix) = match rest.strip_suffix(".amazonaws.com.cn") {
+        Some(region) => (region, "amazonaws.com.cn"),
+        None => (rest.strip_suffix(".amazonaws.com")?, "amazonaws.com"),
+    };
+    let china = region.starts_with("cn-");
+    (is_region(region) && china == (suffix == "amazonaws.com.cn")).then_some(SnsHost { region, suffix })
+}
+
+/// A region name: two letters, one or more words, a number (`us-east-1`, `us-gov-west-1`,
+/// `ap-southeast-5`).
+fn is_region(r: &str) -> bool {
+    let parts: Vec<&str> = r.split('-').collect();
+    let letters = |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase());
+    let [first, words @ .., number] = parts.as_slice() else { return false };
+    first.len() == 2
+        && letters(first)
+        && !words.is_empty()
+        && words.iter().all(letters)
+        && !number.is_empty()
+        && number.bytes().all(|b| b.is_ascii_digit())
 }
 
 /// Why a GET from AWS gave no body.

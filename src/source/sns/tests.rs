@@ -262,9 +262,11 @@ fn cert_urls() -> impl Strategy<Value = String> {
     let user = prop_oneof![8 => Just(""), 1 => Just("u@"), 1 => Just("u:p@")];
     let region = "[a-z]{2}-[a-z]{4,9}-[1-9]";
     let host = prop_oneof![
-        6 => region.prop_map(|r| format!("sns.{r}.amazonaws.com")),
-        2 => region.prop_map(|r| format!("sns.{r}.amazonaws.com.cn")),
+        7 => region.prop_map(|r| format!("sns.{r}.amazonaws.com")),
+        2 => "cn-[a-z]{4,9}-[1-9]".prop_map(|r| format!("sns.{r}.amazonaws.com.cn")),
+        1 => region.prop_map(|r| format!("sns.{r}.amazonaws.com.cn")),
         1 => region.prop_map(|r| format!("sns.{r}.amazonaws.com.evil.example")),
+        1 => region.prop_map(|r| format!("sns.s3-{r}.amazonaws.com")),
         1 => region.prop_map(|r| format!("SNS.{}.AMAZONAWS.COM", r.to_uppercase())),
         1 => "[a-zA-Z0-9.:@_%-]{0,30}",
         1 => Just("sns.amazonaws.com".to_string()),
@@ -298,10 +300,13 @@ fn an_accepted_url_is_always_https_on_an_sns_host() {
             prop_assert!(parsed.username().is_empty() && parsed.password().is_none() && parsed.port().is_none());
             prop_assert!(parsed.path().ends_with(".pem") && parsed.query().is_none());
             let host = parsed.host_str().unwrap();
-            let region = host
-                .strip_prefix("sns.")
-                .and_then(|r| r.strip_suffix(".amazonaws.com").or_else(|| r.strip_suffix(".amazonaws.com.cn")));
-            prop_assert!(region.is_some_and(|r| !r.is_empty() && !r.contains('.')), "{}", host);
+            let rest = host.strip_prefix("sns.").unwrap_or_default();
+            let region = match rest.strip_suffix(".amazonaws.com.cn") {
+                Some(china) => Some(china).filter(|r| r.starts_with("cn-")),
+                None => rest.strip_suffix(".amazonaws.com").filter(|r| !r.starts_with("cn-")),
+            };
+            let region_shaped = |r: &str| r.len() > 4 && !r.contains('.') && !r.starts_with("s3");
+            prop_assert!(region.is_some_and(region_shaped), "{}", host);
             Ok(())
         })
         .unwrap();
@@ -510,5 +515,74 @@ proptest! {
         }
         kit::forger().sign(&mut msg);
         prop_assert!(rt.block_on(s.verify_at("aws", incoming(&msg), now())).is_err());
+    }
+}
+
+/// `https://<host>/<a .pem>`, as AWS names signing certificates.
+fn cert_url_on(host: &str) -> String {
+    format!("https://{host}/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem")
+}
+
+#[test]
+fn only_the_hosts_aws_publishes_for_sns_make_an_aws_url() {
+    for ok in [
+        "sns.us-east-1.amazonaws.com",
+        "sns.ap-southeast-5.amazonaws.com",
+        "sns.il-central-1.amazonaws.com",
+        "sns.us-gov-west-1.amazonaws.com",
+        "sns.us-gov-east-1.amazonaws.com",
+        "sns.cn-north-1.amazonaws.com.cn",
+        "sns.cn-northwest-1.amazonaws.com.cn",
+    ] {
+        assert!(AwsUrl::cert(&cert_url_on(ok)).is_ok(), "{ok}");
+    }
+    for bad in [
+        // S3 endpoints, where anyone can name a bucket `sns` and serve a certificate.
+        "sns.s3.amazonaws.com",
+        "sns.s3-us-west-2.amazonaws.com",
+        "sns.s3-external-1.amazonaws.com",
+        "sns.s3-website-us-east-1.amazonaws.com",
+        "sns.s3.cn-north-1.amazonaws.com.cn",
+        // A region of one partition on another's domain.
+        "sns.us-east-1.amazonaws.com.cn",
+        "sns.cn-north-1.amazonaws.com",
+        // Not shaped like a region.
+        "sns.global.amazonaws.com",
+        "sns.us-east.amazonaws.com",
+        "sns.1a-east-1.amazonaws.com",
+        "sns.us-east-x.amazonaws.com",
+        "sns.us--east-1.amazonaws.com",
+        "sns.-us-east-1.amazonaws.com",
+    ] {
+        assert_eq!(AwsUrl::cert(&cert_url_on(bad)).unwrap_err(), UrlError::Host, "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn a_fetched_certificate_must_be_issued_to_sns_in_its_partition() {
+    let cases = [
+        ("sns.eu-west-1.amazonaws.com", "CN=sns.amazonaws.com", true),
+        ("sns.me-south-1.amazonaws.com", "CN=sns-signing.me-south-1.amazonaws.com", true),
+        ("sns.cn-north-1.amazonaws.com.cn", "CN=sns-cn-north-1.amazonaws.com.cn", true),
+        ("sns.us-gov-east-1.amazonaws.com", "CN=sns-us-gov-west-1.amazonaws.com", true),
+        ("sns.eu-west-1.amazonaws.com", "CN=evil.example", false),
+        ("sns.eu-west-1.amazonaws.com", "CN=sns.amazonaws.com.evil.example", false),
+        ("sns.eu-west-1.amazonaws.com", "CN=sns-signing.me-south-1.amazonaws.com", false),
+        ("sns.eu-west-1.amazonaws.com", "CN=sns-cn-north-1.amazonaws.com.cn", false),
+        ("sns.cn-north-1.amazonaws.com.cn", "CN=sns.amazonaws.com", false),
+        ("sns.eu-west-1.amazonaws.com", "O=sns.amazonaws.com", false),
+    ];
+    for (i, (host, subject, issued_to_sns)) in cases.into_iter().enumerate() {
+        let url = cert_url_on(host);
+        let aws = Arc::new(FakeAws::default().answer(&url, signer().cert_for(subject)));
+        let got = fetching(aws).verify_at("aws", incoming(&signed_for(&url, &format!("m{i}"))), now()).await;
+        if issued_to_sns {
+            got.unwrap_or_else(|e| panic!("{host} {subject}: {e}"));
+            continue;
+        }
+        let err = refusal(got);
+        assert!(matches!(err, SourceError::Unauthorized { .. }), "{host} {subject}: {err:?}");
+        assert!(err.to_string().contains("not issued to SNS"), "{host} {subject}: {err}");
+        assert_eq!(err.reason_class(), "signing_certificate", "{host} {subject}");
     }
 }

@@ -41,21 +41,13 @@ pub struct TestSigner {
 impl TestSigner {
     fn generate() -> TestSigner {
         let key = RsaPrivateKey::new(&mut rand::thread_rng(), 2048).expect("RSA key");
-        let signer = SigningKey::<Sha256>::new(key.clone());
-        let spki_der = key.to_public_key().to_public_key_der().expect("public key DER");
-        let spki = SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes()).expect("SPKI");
-        let cert = CertificateBuilder::new(
-            Profile::Root,
-            SerialNumber::from(1u32),
-            Validity::from_now(Duration::from_secs(86_400)).expect("validity"),
-            Name::from_str("CN=sns.amazonaws.com").expect("name"),
-            spki,
-            &signer,
-        )
-        .expect("certificate builder")
-        .build::<rsa::pkcs1v15::Signature>()
-        .expect("certificate");
-        TestSigner { key, cert_pem: cert.to_pem(LineEnding::LF).expect("PEM") }
+        let cert_pem = certificate(&key, "CN=sns.amazonaws.com");
+        TestSigner { key, cert_pem }
+    }
+
+    /// Another certificate for the same key, issued to `subject` (e.g. `"CN=evil.example"`).
+    pub fn cert_for(&self, subject: &str) -> String {
+        certificate(&self.key, subject)
     }
 
     /// Sets `Signature` on `msg` as AWS would: RSA PKCS#1 v1.5 over its string to sign, SHA1
@@ -70,6 +62,25 @@ impl TestSigner {
         };
         msg["Signature"] = json!(B64.encode(sig));
     }
+}
+
+/// A self-signed certificate for `key` issued to `subject`, valid for a day from now, as PEM.
+fn certificate(key: &RsaPrivateKey, subject: &str) -> String {
+    let signer = SigningKey::<Sha256>::new(key.clone());
+    let spki_der = key.to_public_key().to_public_key_der().expect("public key DER");
+    let spki = SubjectPublicKeyInfoOwned::try_from(spki_der.as_bytes()).expect("SPKI");
+    let cert = CertificateBuilder::new(
+        Profile::Root,
+        SerialNumber::from(1u32),
+        Validity::from_now(Duration::from_secs(86_400)).expect("validity"),
+        Name::from_str(subject).expect("name"),
+        spki,
+        &signer,
+    )
+    .expect("certificate builder")
+    .build::<rsa::pkcs1v15::Signature>()
+    .expect("certificate");
+    cert.to_pem(LineEnding::LF).expect("PEM")
 }
 
 /// The key behind the pinned certificate.
