@@ -111,12 +111,19 @@ pub enum CertError {
 /// How long a failed URL is answered from memory instead of fetched again (unix seconds).
 pub(super) const FAILED_FOR: i64 = 5;
 
+/// Most certificates fetched in any 60 seconds, whatever their URLs. A request needs no
+/// credentials to name a certificate URL: made-up ones on a genuine SNS host would each cost
+/// a request to AWS. AWS signs with one certificate per region at a time, so a source needs a
+/// handful of fetches a day.
+pub(super) const FETCHES_PER_MINUTE: usize = 10;
+
 /// Where a source gets the certificate a message names.
 ///
 /// Fetched certificates are kept least-recently-used, at most [`CACHE_CAP`]; a URL whose fetch
 /// failed is remembered for [`FAILED_FOR`] seconds (at most [`CACHE_CAP`] of them), so a flood
-/// of messages naming it costs no request to AWS; and one URL is fetched once at a time, the
-/// other requests that need it waiting for that answer.
+/// of messages naming it costs no request to AWS; one URL is fetched once at a time, the
+/// other requests that need it waiting for that answer; and at most [`FETCHES_PER_MINUTE`]
+/// fetches go out in any minute, whatever the URLs (then `Unavailable`: SNS retries).
 #[derive(Debug)]
 pub struct CertStore {
     pinned: HashMap<AwsUrl, Arc<SigningCert>>,
@@ -126,12 +133,14 @@ pub struct CertStore {
     fetch: Arc<dyn AwsFetch>,
 }
 
-/// Fetched certificates with their last use, and recent failures with their time.
+/// Fetched certificates with their last use, recent failures with their time, and the times
+/// of the fetches of the last minute.
 #[derive(Debug, Default)]
 struct Cache {
     certs: HashMap<AwsUrl, (Arc<SigningCert>, u64)>,
     failed: HashMap<AwsUrl, (i64, CertError)>,
     clock: u64,
+    fetched_at: std::collections::VecDeque<i64>,
 }
 
 impl Cache {
@@ -147,6 +156,19 @@ impl Cache {
             Some((at, e)) if (*at..*at + FAILED_FOR).contains(&now) => Some(Err(e.clone())),
             _ => None,
         }
+    }
+
+    /// Takes one of the minute's [`FETCHES_PER_MINUTE`] at `now`, if one is free.
+    fn fetch_allowed(&mut self, now: i64) -> bool {
+        // A clock that went back frees nothing.
+        while self.fetched_at.front().is_some_and(|at| *at + 60 <= now) {
+            self.fetched_at.pop_front();
+        }
+        if self.fetched_at.len() >= FETCHES_PER_MINUTE {
+            return false;
+        }
+        self.fetched_at.push_back(now);
+        true
     }
 
     fn keep(&mut self, url: &AwsUrl, outcome: &Result<Arc<SigningCert>, CertError>, now: i64) {
@@ -216,6 +238,12 @@ impl CertStore {
         // Whoever held the gate before may have fetched it meanwhile.
         if let Some(known) = self.lookup(url, now) {
             return known;
+        }
+        // Not remembered as a failure: the URL may be genuine, and SNS retries a 503.
+        if !lock(&self.cache).fetch_allowed(now) {
+            return Err(CertError::Unavailable(format!(
+                "{FETCHES_PER_MINUTE} certificate fetches in the last minute, the most allowed"
+            )));
         }
         let fetched = self.fetch_checked(url, now).await;
         lock(&self.cache).keep(url, &fetched, now);

@@ -407,7 +407,12 @@ async fn the_certificate_cache_evicts_the_least_recently_used() {
     let aws = urls.iter().fold(FakeAws::default(), |a, u| a.answer(u, signer().cert_pem.clone()));
     let aws = Arc::new(aws);
     let s = fetching(aws.clone());
-    let verify = |u: &str| s.verify_at("aws", incoming(&signed_for(u, "m")), now());
+    // A fetch a minute, well within the budget of fetches.
+    let minute = std::cell::Cell::new(0);
+    let verify = |u: &str| {
+        minute.set(minute.get() + 1);
+        s.verify_at("aws", incoming(&signed_for(u, "m")), now() + 60 * minute.get())
+    };
     for u in &urls[..cert::CACHE_CAP] {
         verify(u).await.unwrap();
     }
@@ -585,4 +590,30 @@ async fn a_fetched_certificate_must_be_issued_to_sns_in_its_partition() {
         assert!(err.to_string().contains("not issued to SNS"), "{host} {subject}: {err}");
         assert_eq!(err.reason_class(), "signing_certificate", "{host} {subject}");
     }
+}
+
+#[tokio::test]
+async fn certificate_fetches_are_bounded_per_minute_whatever_the_urls() {
+    let budget = cert::FETCHES_PER_MINUTE;
+    let urls: Vec<String> =
+        (0..budget + 5).map(|i| CERT_URL.replace("0123456789abcdef", &format!("{i:016}"))).collect();
+    // Made-up URLs on a genuine SNS host: AWS answers each 404.
+    let aws = Arc::new(FakeAws::default());
+    let s = fetching(aws.clone());
+    let t = now();
+    for (i, url) in urls.iter().enumerate() {
+        let err = refusal(s.verify_at("aws", incoming(&signed_for(url, &format!("m{i}"))), t).await);
+        if i < budget {
+            assert!(matches!(err, SourceError::Unauthorized { .. }), "{i}: {err:?}");
+        } else {
+            assert!(matches!(err, SourceError::Unavailable { .. }), "{i}: SNS must retry: {err:?}");
+            assert!(err.to_string().contains("certificate fetches in the last minute"), "{i}: {err}");
+        }
+    }
+    assert_eq!(aws.requests().len(), budget, "over the budget nothing is fetched");
+    let again = refusal(s.verify_at("aws", incoming(&signed_for(&urls[budget], "n")), t + 59).await);
+    assert!(matches!(again, SourceError::Unavailable { .. }), "{again:?}");
+    let later = refusal(s.verify_at("aws", incoming(&signed_for(&urls[budget], "n")), t + 60).await);
+    assert!(matches!(later, SourceError::Unauthorized { .. }), "a minute later it is fetched: {later:?}");
+    assert_eq!(aws.requests().len(), budget + 1);
 }
