@@ -277,13 +277,41 @@ fn parse_error(text: &str, e: &toml::de::Error) -> String {
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
     let (line, column) = (line_of(text, start), text[line_start..start].chars().count() + 1);
     let quoted = text[line_start..line_end].trim_end_matches('\r');
+    let shown = if may_hold_secret(text, start) { redact_values(quoted) } else { quoted.to_string() };
+    format!("TOML parse error at line {line}, column {column}: {message}\n  {line} | {shown}")
+}
+
+/// Whether the line holding byte `at` may hold a secret: it sets a secret key, has no key at
+/// all, or lies in `[pagerduty.routing_keys]`.
+fn may_hold_secret(text: &str, at: usize) -> bool {
+    let at = at.min(text.len());
+    let line_start = text[..at].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[at..].find('\n').map_or(text.len(), |i| at + i);
     let in_secret_table = text[..line_start]
         .lines()
         .map(str::trim)
         .rfind(|l| l.starts_with('['))
         .is_some_and(|header| header.trim_matches(['[', ']', ' ']) == "pagerduty.routing_keys");
-    let shown = if in_secret_table || names_a_secret(quoted) { redact_values(quoted) } else { quoted.to_string() };
-    format!("TOML parse error at line {line}, column {column}: {message}\n  {line} | {shown}")
+    in_secret_table || names_a_secret(&text[line_start..line_end])
+}
+
+/// A serde message about a value at byte `at` of `text`, without the value when its line may
+/// hold a secret: `invalid type: string "hunter2", expected a sequence` names the type, not the
+/// string (serde quotes strings, and numbers in backquotes).
+fn value_error(text: &str, at: usize, message: &str) -> String {
+    if !may_hold_secret(text, at) {
+        return message.to_string();
+    }
+    let Some((head, rest)) = message.split_once(": ").filter(|(h, _)| h.starts_with("invalid ")) else {
+        return message.to_string();
+    };
+    let (unexpected, expected) = rest.rsplit_once(", expected ").unwrap_or((rest, ""));
+    let kind = unexpected.split([' ', '"', '`']).next().unwrap_or_default();
+    let shown = if kind == unexpected { kind.to_string() } else { format!("{kind} ***") };
+    match expected {
+        "" => format!("{head}: {shown}"),
+        e => format!("{head}: {shown}, expected {e}"),
+    }
 }
 
 /// Whether a line sets a secret key, or has no key at all (the middle of a multi-line array
@@ -695,7 +723,7 @@ fn generic_source(
 /// A source's secret references, resolved; a literal one is noted.
 fn source_secrets(
     at: &str,
-    written: &[String],
+    written: &[raw::RawSecret],
     l: &mut Lookup,
     p: &mut Problems,
     warnings: &mut Warnings,

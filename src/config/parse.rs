@@ -38,7 +38,10 @@ pub(super) fn parse(text: &str) -> Result<Parsed, String> {
         };
         let span = e.span();
         errors.push(match &span {
-            Some(s) => format!("line {}: {}", super::line_of(&text, s.start), e.message().trim_end()),
+            Some(s) => {
+                let message = super::value_error(&text, s.start, e.message().trim_end());
+                format!("line {}: {message}", super::line_of(&text, s.start))
+            }
             None => e.message().trim_end().to_string(),
         });
         let Some(cut) = span.and_then(|s| key_value_at(&text, s.start)) else { break };

@@ -10,6 +10,30 @@ use toml::Spanned;
 
 mod tagged;
 
+/// A secret as written: `env:NAME`, `file:PATH` or the secret itself. Its `Debug` shows a
+/// reference but never a literal, so no raw struct can print a secret, whoever formats it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RawSecret(String);
+
+impl std::ops::Deref for RawSecret {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for RawSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.starts_with("env:") || self.0.starts_with("file:") {
+            write!(f, "{:?}", self.0)
+        } else {
+            f.write_str("***")
+        }
+    }
+}
+
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +62,7 @@ pub struct RawServer {
     /// Largest accepted webhook body, default 1 MiB; larger ones get 413.
     pub max_body_bytes: Option<usize>,
     /// Bearer token for `/admin/*` (a secret reference).
-    pub admin_token: Option<String>,
+    pub admin_token: Option<RawSecret>,
     /// Threads serving webhooks, default the number of CPUs (at least 2).
     pub workers: Option<usize>,
     /// How long a client may take to send a request, default `30s`: the headers of a
@@ -61,7 +85,7 @@ pub struct RawStorage {
     pub path: Option<String>,
     /// PostgreSQL URL instead of SQLite, a secret reference (it carries a password), e.g.
     /// `env:PAGERHOOK_DATABASE_URL`: replicas sharing it share one queue.
-    pub url: Option<String>,
+    pub url: Option<RawSecret>,
     /// SQLite only: `"fsync"` (default: every accepted webhook is on disk before the 2xx) or
     /// `"process"`. PostgreSQL's is the server's `synchronous_commit`.
     pub durability: Option<String>,
@@ -76,10 +100,10 @@ pub struct RawPagerDuty {
     /// Events API base URL, default `https://events.pagerduty.com`.
     pub events_url: Option<String>,
     /// Default routing (integration) key, a secret reference.
-    pub routing_key: Option<String>,
+    pub routing_key: Option<RawSecret>,
     /// Named routing keys that mapping rules may choose with `routing_key = "{{...}}"`.
     #[serde(default)]
-    pub routing_keys: BTreeMap<String, String>,
+    pub routing_keys: BTreeMap<String, RawSecret>,
     /// Timeout of one request to PagerDuty, default `10s`.
     pub timeout: Option<String>,
 }
@@ -125,7 +149,7 @@ pub struct RawSourceCommon {
     #[serde(default)]
     pub mappings: Vec<String>,
     /// Routing key for this source's events (secret reference), else `[pagerduty] routing_key`.
-    pub routing_key: Option<String>,
+    pub routing_key: Option<RawSecret>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
 }
@@ -149,7 +173,7 @@ pub struct RawGeneric {
     /// The scheme's secrets (secret references); several = rotation. May be written here or
     /// inside `verify`, but not both.
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<RawSecret>,
     /// How requests are checked: `verify = { scheme = "hmac", header = "X-Signature" }`.
     pub verify: Option<RawVerify>,
 }
@@ -278,7 +302,7 @@ pub struct RawHmac {
     pub prefix: Option<String>,
     /// The signing secrets (secret references), unless written as the source's `secrets`.
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<RawSecret>,
 }
 
 /// `scheme = "standard-webhooks"`, `"stripe"` or `"slack"`: a signed timestamp.
@@ -289,7 +313,7 @@ pub struct RawTimestamped {
     pub tolerance: Option<String>,
     /// The signing secrets (secret references), unless written as the source's `secrets`.
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<RawSecret>,
 }
 
 /// Secrets alone: a `github` source's, or the tokens of `scheme = "gitlab"`, `"bearer"` or
@@ -300,7 +324,7 @@ pub struct RawSecrets {
     /// Secret references; several = rotation. A scheme's may be written as the source's
     /// `secrets` instead.
     #[serde(default)]
-    pub secrets: Vec<String>,
+    pub secrets: Vec<RawSecret>,
 }
 
 /// `scheme = "none"`: takes nothing.

@@ -624,3 +624,55 @@ fn a_wrong_value_keeps_what_was_wrong_with_it() {
     let text = spaced.unwrap_err().to_string();
     assert!(text.contains("the key in KEY has whitespace around it"), "{text}");
 }
+
+#[test]
+fn a_value_of_the_wrong_type_on_a_secret_key_does_not_quote_the_secret() {
+    let source = |keys: &str| format!("[[source]]\nname = \"a\"\nmappings = [\"m.toml\"]\n{keys}\n");
+    for text in [
+        "[server]\nadmin_token = [\"hunter2-admin\"]\n".to_string(),
+        "[server]\nadmin_token = { t = \"hunter2-admin\" }\n".to_string(),
+        "[pagerduty]\nrouting_key = [\"hunter2-admin\"]\n".to_string(),
+        "[pagerduty.routing_keys]\nteam-a = [\"hunter2-admin\"]\n".to_string(),
+        "[storage]\nurl = [\"postgres://u:hunter2-admin@db/x\"]\n".to_string(),
+        source("kind = \"github\"\nsecrets = \"hunter2-admin\""),
+        source("kind = \"github\"\nsecrets = [\"env:GH\"]\nrouting_key = [\"hunter2-admin\"]"),
+        source("kind = \"generic\"\nverify = { scheme = \"bearer\", secrets = \"hunter2-admin\" }"),
+        source("kind = \"generic\"\nsecrets = \"hunter2-admin\"\nverify = { scheme = \"bearer\" }"),
+    ] {
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(!err.contains("hunter2"), "{text:?} leaks: {err}");
+        assert!(err.contains("invalid type"), "{text:?}: {err}");
+    }
+}
+
+#[test]
+fn the_raw_config_never_prints_a_secret() {
+    let text = r#"
+[server]
+admin_token = "hunter2-a"
+[storage]
+url = "postgres://u:hunter2-b@db/x"
+[pagerduty]
+routing_key = "hunter2-c"
+[pagerduty.routing_keys]
+team = "hunter2-d"
+[[source]]
+name = "g"
+kind = "github"
+secrets = ["hunter2-e"]
+routing_key = "hunter2-f"
+[[source]]
+name = "x"
+kind = "generic"
+verify = { scheme = "hmac", header = "X-S", secrets = ["hunter2-g"] }
+[[source]]
+name = "y"
+kind = "generic"
+secrets = ["hunter2-h", "env:NAMED"]
+verify = { scheme = "bearer" }
+"#;
+    let raw: raw::RawConfig = toml::from_str(text).unwrap();
+    let shown = format!("{raw:?}");
+    assert!(!shown.contains("hunter2"), "{shown}");
+    assert!(shown.contains("env:NAMED"), "a reference is no secret, and helps: {shown}");
+}

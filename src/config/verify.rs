@@ -154,7 +154,7 @@ fn scheme_of(v: &RawVerify) -> Result<SchemeName, &str> {
 
 impl RawVerify {
     /// The secrets written inside `verify`, leaving none there.
-    pub(super) fn take_secrets(&mut self) -> Vec<String> {
+    pub(super) fn take_secrets(&mut self) -> Vec<super::raw::RawSecret> {
         match self {
             RawVerify::Hmac(RawHmac { secrets, .. })
             | RawVerify::StandardWebhooks(RawTimestamped { secrets, .. })
