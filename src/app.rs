@@ -123,7 +123,8 @@ pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
     let StorageBackend::Sqlite { path } = &cfg.storage.backend else { return Ok(None) };
     let pid_path = path.with_extension("pid");
     if let Some(dir) = pid_path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        // The store's folder, made here first: for the owner alone, as the store makes it.
+        crate::queue::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     let mut file = std::fs::OpenOptions::new()
         .read(true)

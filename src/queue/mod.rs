@@ -20,7 +20,7 @@ mod sqlite;
 mod tls;
 
 pub use postgres::PostgresQueue;
-pub use sqlite::SqliteQueue;
+pub use sqlite::{private_dir, SqliteQueue};
 pub use tls::TlsError;
 
 use crate::config::Secret;

@@ -22,6 +22,7 @@ use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use payloads::{Logged, PayloadLog, Segment};
 use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::{mpsc, Arc, LazyLock};
 use std::time::Duration;
@@ -278,8 +279,17 @@ impl SqliteQueue {
     /// Opens (creating or migrating if needed) the database and starts its thread.
     pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
+            private_dir(dir).map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
         }
+        // Created empty for the owner alone, whatever the umask: it will hold routing keys, and
+        // SQLite gives its WAL and shared-memory files the database file's mode.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(path)
+            .map_err(|e| io(format!("cannot create {}: {e}", path.display())))?;
         let mut conn =
             Connection::open(path).map_err(|e| classify(&e, format!("cannot open {}: {e}", path.display())))?;
         conn.busy_timeout(Duration::from_secs(5))?;
@@ -352,6 +362,12 @@ impl SqliteQueue {
         self.tx.send(Cmd::Write(make(tx))).map_err(|_| QueueError::Closed)?;
         rx.await.map_err(|_| QueueError::Closed)?
     }
+}
+
+/// Creates `dir` and its missing parents for the owner alone (0700); one that exists keeps its
+/// mode: the operator chose it.
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Brings the schema to the newest version this build knows; refuses a newer one.

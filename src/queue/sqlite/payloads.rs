@@ -16,7 +16,7 @@
 
 use super::super::{Millis, QueueError};
 use std::fs::File;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -100,12 +100,14 @@ impl PayloadLog {
     /// A new segment, its name in the directory synced: a body synced into a file whose name
     /// a power cut could undo would be lost with it.
     fn create(&self, now: Millis) -> Result<Segment, QueueError> {
-        std::fs::create_dir_all(&self.dir).map_err(|e| self.failed("create", "", e))?;
+        super::private_dir(&self.dir).map_err(|e| self.failed("create", "", e))?;
         let name = format!("{now:013}-{}", uuid::Uuid::new_v4().simple());
         let file = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create_new(true)
+            // Bodies are the senders' payloads: the owner's alone, whatever the umask.
+            .mode(0o600)
             .open(self.dir.join(&name))
             .map_err(|e| self.failed("create", &name, e))?;
         File::open(&self.dir).and_then(|d| d.sync_all()).map_err(|e| self.failed("sync", "", e))?;

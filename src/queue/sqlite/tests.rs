@@ -172,3 +172,29 @@ async fn an_accept_whose_body_cannot_be_written_fails_as_a_storage_error() {
     let failed = InboundStatus::MappingFailed("no rule".into());
     q.accept(inbound_at("b", 1, b"{}", failed), Vec::new()).await.unwrap();
 }
+
+/// The database holds routing keys and payloads: whatever the umask, what the queue creates is
+/// the owner's alone (folders 0700, files 0600).
+#[tokio::test]
+async fn the_store_s_files_and_folders_are_created_for_the_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("data").join("q.db");
+    let q = SqliteQueue::open(&db, Durability::Fsync, Role::Deliverer).unwrap();
+    let mapped = inbound_at("a", super::super::now_millis(), b"{\"n\":1}", InboundStatus::Mapped);
+    q.accept(mapped, vec![trigger()]).await.unwrap();
+    let mode =
+        |p: &Path| std::fs::metadata(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).permissions().mode() & 0o777;
+    let payloads = dir.path().join("data").join("q.db-payloads");
+    let mut checked = vec![(dir.path().join("data"), 0o700), (payloads.clone(), 0o700)];
+    for file in ["q.db", "q.db-wal", "q.db-shm"] {
+        checked.push((dir.path().join("data").join(file), 0o600));
+    }
+    for segment in std::fs::read_dir(&payloads).unwrap() {
+        checked.push((segment.unwrap().path(), 0o600));
+    }
+    assert!(checked.len() > 5, "a payload segment was written: {checked:?}");
+    for (path, want) in checked {
+        assert_eq!(mode(&path), want, "{} is {:o}", path.display(), mode(&path));
+    }
+}
