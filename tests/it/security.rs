@@ -1,12 +1,14 @@
 //! Hostile senders and slow clients: floods are cheap to refuse, nothing one request does
 //! stalls the others, slow clients are cut off, and what a sender is told stays short.
 
+use crate::helpers::sns_kit::{notification, signer, FakeAws, CERT_URL, TOPIC};
 use crate::helpers::{
-    bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, TestApp, ALERTMANAGER_VERIFY,
-    AM_SECRET, HOOK_TOKEN, NUMBERED,
+    bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, spawn_sns_app_with_keys, TestApp,
+    ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
 };
 use reqwest::Method;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -283,4 +285,28 @@ async fn connections_beyond_max_connections_wait_until_one_closes() {
     let status = tokio::time::timeout(WAIT, third).await.expect("served once a connection closed").unwrap();
     assert!(status.starts_with("HTTP/1.1 202"), "{status}");
     drop(b);
+}
+
+#[tokio::test]
+async fn an_sns_certificate_on_an_s3_host_or_issued_to_another_name_is_refused() {
+    // A bucket named `sns` on S3 would serve whatever certificate its owner put there.
+    let s3 = "https://sns.s3.amazonaws.com/SimpleNotificationService-0123456789abcdef0123456789abcdef.pem";
+    let elsewhere = CERT_URL.replace("us-east-1", "eu-west-1");
+    let aws = Arc::new(
+        FakeAws::default()
+            .answer(s3, signer().cert_pem.clone())
+            .answer(&elsewhere, signer().cert_for("CN=evil.example")),
+    );
+    let app = spawn_sns_app_with_keys(&format!("topics = [\"{TOPIC}\"]"), aws.clone()).await;
+    for (i, url) in [s3, elsewhere.as_str()].into_iter().enumerate() {
+        let mut msg = notification(&format!("m-{i}"), None, "{}", "2");
+        msg["SigningCertURL"] = json!(url);
+        signer().sign(&mut msg);
+        let a = app.sns(&msg).await;
+        assert_eq!(a.status, 401, "{url}: {:?}", a.json);
+    }
+    assert_eq!(aws.requests(), vec![elsewhere], "an S3 host is never asked");
+    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"reason="signing_certificate"} 2"#), "{metrics}");
+    app.assert_only_sentinel_events(0).await;
 }
