@@ -246,7 +246,9 @@ fn table_lines(rows: &[EventSummary]) -> Vec<String> {
             r.kind,
             r.action.as_deref().unwrap_or("-"),
             r.attempts,
-            tail
+            // A payload chose the dedup_key, and errors quote it: no control character reaches
+            // the terminal.
+            telemetry::printable(&tail)
         ));
     }
     lines
@@ -289,20 +291,30 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
 }
 
 fn print_dead_letters(rows: &[DeadLetter]) -> std::io::Result<()> {
-    out!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
-    for r in rows {
-        out!(
-            "{:<36}  {:<14} {:<14} {:<8} {:>3}  {} / {}",
+    for line in dead_letter_lines(rows) {
+        out!("{line}");
+    }
+    Ok(())
+}
+
+/// `dlq list` as lines; the dedup_key and the reason (a mapping error quotes the payload) with
+/// control characters escaped.
+fn dead_letter_lines(rows: &[DeadLetter]) -> Vec<String> {
+    let head =
+        format!("{:<36}  {:<14} {:<14} {:<8} {:>3}  DEDUP_KEY / REASON", "ID", "KIND", "SOURCE", "ACTION", "TRY");
+    let rows = rows.iter().map(|r| {
+        let tail = format!("{} / {}", r.dedup_key.as_deref().unwrap_or("-"), r.reason);
+        format!(
+            "{:<36}  {:<14} {:<14} {:<8} {:>3}  {}",
             r.id,
             r.kind,
             r.source,
             r.action.as_deref().unwrap_or("-"),
             r.attempts,
-            r.dedup_key.as_deref().unwrap_or("-"),
-            r.reason
-        );
-    }
-    Ok(())
+            telemetry::printable(&tail)
+        )
+    });
+    std::iter::once(head).chain(rows).collect()
 }
 
 /// Replays one dead letter or all (of a source) through the mappings on disk; fails if any
@@ -333,11 +345,11 @@ async fn replay(
             Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
             Ok(Replayed::StillFailing { error }) => {
                 failed += 1;
-                out!("{id}: still not mapped: {error}");
+                out!("{id}: still not mapped: {}", telemetry::printable(&error));
             }
             Err(e) => {
                 failed += 1;
-                out!("{id}: {e}");
+                out!("{id}: {}", telemetry::printable(&e.to_string()));
             }
         }
     }

@@ -24,3 +24,53 @@ fn deliveries_columns_fit_their_longest_value() {
     assert_eq!(at(&lines[2], "key-123456789"), start, "{lines:#?}");
     assert_eq!(at(&lines[1], "dry_run"), at(&lines[2], "collapsed"), "{lines:#?}");
 }
+
+/// Text a payload chose (a dedup_key, an error quoting it), with a screen clear, a line break
+/// that would forge a row, and a right-to-left override.
+const HOSTILE: &str = "k\x1b[2J\r\nFAKE ROW\u{202e}tuo";
+
+fn assert_printable(lines: &[String]) {
+    for l in lines {
+        assert!(!l.chars().any(|c| c.is_control() || ('\u{202a}'..='\u{202e}').contains(&c)), "{l:?}");
+    }
+}
+
+#[test]
+fn the_deliveries_table_escapes_what_a_payload_wrote() {
+    let row = EventSummary {
+        id: 1,
+        inbound_id: String::new(),
+        source: "gh".into(),
+        kind: "alert".into(),
+        action: Some("trigger".into()),
+        dedup_key: Some(HOSTILE.into()),
+        state: "dead".into(),
+        attempts: 1,
+        created_at: 0,
+        last_error: Some(format!("PagerDuty refused {HOSTILE}")),
+        pagerduty_dedup_key: Some(HOSTILE.replace('k', "j")),
+    };
+    let lines = table_lines(&[row]);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_printable(&lines);
+    assert!(lines[1].contains(r"k\u{1b}[2J\r\nFAKE ROW\u{202e}tuo"), "{lines:#?}");
+}
+
+#[test]
+fn the_dead_letter_list_escapes_what_a_payload_wrote() {
+    let row = DeadLetter {
+        id: "7".into(),
+        kind: "event".into(),
+        source: "gh".into(),
+        inbound_id: String::new(),
+        at: 0,
+        reason: format!("summary: missing field in {HOSTILE}"),
+        action: Some("trigger".into()),
+        dedup_key: Some(HOSTILE.into()),
+        attempts: 1,
+    };
+    let lines = dead_letter_lines(&[row]);
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert_printable(&lines);
+    assert!(lines[1].contains(r"FAKE ROW\u{202e}tuo"), "{lines:#?}");
+}
