@@ -309,16 +309,24 @@ impl Pipeline {
                     return Err(not_found());
                 }
                 let sources = self.sources.load();
-                let src = sources.get(&stored.source).ok_or_else(|| ReplayError::UnknownSource {
+                let src = sources.get(&stored.source).cloned().ok_or_else(|| ReplayError::UnknownSource {
                     id: id.to_string(),
                     source_name: stored.source.clone(),
                 })?;
-                let verified = src
-                    .source()
-                    .trusted(Headers::from_stored(&stored.headers), &stored.query, stored.body.clone())
+                let (headers, query, body) =
+                    (Headers::from_stored(&stored.headers), stored.query.clone(), stored.body.clone());
+                // Parsed and mapped as an accept is: a large one off the caller's event loop (the
+                // admin listener's, whose /healthz must keep answering).
+                let (received_at, size) = (stored.received_at, stored.body.len());
+                let mut decision = self
+                    .cpu
+                    .run_for(size, move || {
+                        let verified = src.source().trusted(headers, &query, body)?;
+                        // The payload was accepted when it first arrived, not now.
+                        Ok(decide(&src, verified, received_at))
+                    })
+                    .await
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
-                // The payload was accepted when it first arrived, not now.
-                let mut decision = decide(src, verified, stored.received_at);
                 let (status, events) = decision.take_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
                 self.count(&stored.source, &decision);

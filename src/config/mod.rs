@@ -88,6 +88,8 @@ pub struct ServerConfig {
     pub admin_listen: SocketAddr,
     pub max_body_bytes: usize,
     pub admin_token: Option<Secret>,
+    /// Names (lower case) the admin listener answers to besides IP literals and `localhost`.
+    pub admin_hosts: Vec<String>,
     /// Threads serving webhooks.
     pub workers: usize,
     /// Headers (of a connection's first request) and each body must arrive within this.
@@ -460,6 +462,7 @@ fn validate_server(s: &RawServer, l: &mut Lookup, p: &mut Problems, warnings: &m
         }
         p.take(l.secret("server.admin_token", &r)).flatten()
     });
+    let admin_hosts = admin_hosts(s.admin_hosts.as_deref().unwrap_or_default(), p);
     let cpus = || std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get).max(2);
     let workers = at_least_one(p, "server.workers", s.workers.unwrap_or_else(cpus));
     let request_timeout = p.take(duration("server.request_timeout", s.request_timeout.as_deref(), "30s"));
@@ -473,11 +476,29 @@ fn validate_server(s: &RawServer, l: &mut Lookup, p: &mut Problems, warnings: &m
         admin_listen: admin_listen?,
         max_body_bytes,
         admin_token,
+        admin_hosts,
         workers,
         request_timeout: request_timeout?,
         max_connections,
         keep_alive: keep_alive?,
     })
+}
+
+/// `server.admin_hosts`: DNS names as a browser sends them in `Host`, without a port.
+fn admin_hosts(written: &[String], p: &mut Problems) -> Vec<String> {
+    let mut names = Vec::new();
+    for name in written {
+        let ok = !name.is_empty()
+            && name.split('.').all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+        if ok {
+            names.push(name.to_ascii_lowercase());
+        } else {
+            p.0.push(format!(
+                "server.admin_hosts: {name:?} is not a host name (write the name alone, e.g. \"pagerhook.internal\": no scheme, port or path)"
+            ));
+        }
+    }
+    names
 }
 
 /// `value`, with a problem noted if it is zero.

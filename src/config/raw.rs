@@ -63,6 +63,9 @@ pub struct RawServer {
     pub max_body_bytes: Option<usize>,
     /// Bearer token for `/admin/*` (a secret reference).
     pub admin_token: Option<RawSecret>,
+    /// Host names the admin listener answers to besides IP literals and `localhost`, e.g.
+    /// `["pagerhook.internal"]`: any other `Host` is refused (DNS rebinding).
+    pub admin_hosts: Option<Vec<String>>,
     /// Threads serving webhooks, default the number of CPUs (at least 2).
     pub workers: Option<usize>,
     /// How long a client may take to send a request, default `30s`: the headers of a

@@ -4,12 +4,48 @@
 use super::error::{replay_error_message, AdminError};
 use super::AdminState;
 use crate::queue::{DeadId, EventQuery};
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::atomic::Ordering;
 
 /// A handler's answer: success picked here, a refusal's status by `error.rs`.
 type Answer = Result<HttpResponse, AdminError>;
+
+/// Refuses a request whose `Host` is not one of the listener's names: IP literals,
+/// `localhost`, and `server.admin_hosts`. A page on another site whose name an attacker points
+/// at this address (DNS rebinding) is same-origin with its own name, and could otherwise read
+/// `/metrics` or drive the console's API from a browser behind the firewall. No `Host` (HTTP/1.0
+/// tools) is no browser, and is let through.
+pub async fn only_own_names(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let host = req.headers().get("host").map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let names = req.app_data::<web::Data<super::AdminHosts>>().map(|h| h.0.as_slice()).unwrap_or_default();
+    match host {
+        Some(host) if !is_own_name(&host, names) => {
+            tracing::warn!(host = %host, path = %req.path(), "admin request for another host refused");
+            let refused = AdminError::ForeignHost(host).error_response();
+            Ok(req.into_response(refused).map_into_right_body())
+        }
+        _ => next.call(req).await.map(ServiceResponse::map_into_left_body),
+    }
+}
+
+/// Whether `host` (a `Host` header: a name or IP literal, perhaps with a port) names this
+/// listener.
+fn is_own_name(host: &str, names: &[String]) -> bool {
+    let name = match host.strip_prefix('[') {
+        // `[v6]:port`: an IP literal, whatever follows.
+        Some(v6) => return v6.split_once(']').is_some_and(|(ip, _)| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let name = name.trim_end_matches('.').to_ascii_lowercase();
+    name.parse::<std::net::Ipv4Addr>().is_ok() || name == "localhost" || names.contains(&name)
+}
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -88,7 +124,7 @@ pub struct DeliveriesQuery {
     limit: Option<usize>,
 }
 
-/// The most events one page of `/admin/deliveries` holds.
+/// The most rows one page of `/admin/deliveries` or `/admin/dead` holds.
 const MAX_PAGE: usize = 500;
 
 /// `GET /admin/deliveries`: events newest first, filtered by dedup_key (a part of it), source
@@ -152,9 +188,19 @@ pub struct RenderRequest {
 
 /// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
 /// render` over HTTP. Verifies, stores and sends nothing.
-pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminState>) -> Answer {
+pub async fn render(
+    req: HttpRequest,
+    payload: web::Payload,
+    limits: web::Data<super::BodyLimits>,
+    state: web::Data<AdminState>,
+) -> Answer {
+    // The body is read only after the token is checked: a caller without it can make the
+    // listener wait for nothing, and learns nothing of the format.
     authorized(&req, &state)?;
-    // Parsed only after the token is checked: a caller without it learns nothing of the format.
+    let body = match super::read_body(payload, &limits).await {
+        Ok(body) => body,
+        Err(e) => return Ok(e.error_response()),
+    };
     let body: RenderRequest = serde_json::from_slice(&body).map_err(AdminError::BadBody)?;
     let mut headers = Vec::new();
     for (n, line) in body.headers.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
@@ -163,9 +209,16 @@ pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminSt
         };
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
-    let query = body.query.trim().trim_start_matches('?');
+    let query = body.query.trim().trim_start_matches('?').to_string();
     let sources = state.pipeline.sources.load();
-    Ok(match crate::ingest::preview(&sources, &body.source, headers, query, body.payload.into()) {
+    // A large payload takes its time: off the listener's one thread, so /healthz and the
+    // console keep answering meanwhile.
+    let preview = state
+        .pipeline
+        .cpu
+        .run(move || crate::ingest::preview(&sources, &body.source, headers, &query, body.payload.into()))
+        .await;
+    Ok(match preview {
         Ok(p) => HttpResponse::Ok().json(p),
         Err(e) => e.error_response(),
     })
@@ -213,7 +266,8 @@ pub async fn console_asset(req: HttpRequest) -> Answer {
 pub async fn dead_letters(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let q = q.into_inner();
-    stored(state.queue.dead_letters(q.source, q.limit.unwrap_or(100)).await)
+    let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    stored(state.queue.dead_letters(q.source, limit).await)
 }
 
 /// `GET /admin/dead/{id}`: one dead letter with its attempts and stored request.

@@ -128,6 +128,9 @@ pub enum AdminError {
     BadHeaderLine { line: usize, text: String },
     #[error("no such console file")]
     NoConsoleFile,
+    /// A `Host` that is not one of the listener's names.
+    #[error("Host {0:?} is not a name of this listener: it answers IP addresses, localhost and the names in server.admin_hosts")]
+    ForeignHost(String),
 }
 
 impl ResponseError for AdminError {
@@ -141,6 +144,8 @@ impl ResponseError for AdminError {
             | AdminError::BadBody(_)
             | AdminError::BadHeaderLine { .. } => StatusCode::BAD_REQUEST,
             AdminError::NoEvent(_) | AdminError::NoDeadLetter(_) | AdminError::NoConsoleFile => StatusCode::NOT_FOUND,
+            // The request reached a server that does not serve that name.
+            AdminError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,
         }
     }
 

@@ -1,22 +1,10 @@
 //! `POST /hooks/{source}`.
 
-use super::error::BodyError;
-use super::BodyLimits;
+use super::{read_body, BodyLimits};
 use crate::ingest::{IngestError, IngestOutcome, Pipeline};
 use crate::source::{Headers, Incoming};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
-
-/// Reads the body within the time and size limits: a client trickling bytes is answered 408
-/// and its connection closed instead of holding it forever.
-async fn read_body(payload: web::Payload, limits: &BodyLimits) -> Result<web::Bytes, BodyError> {
-    match tokio::time::timeout(limits.timeout, payload.to_bytes_limited(limits.max_bytes)).await {
-        Err(_) => Err(BodyError::Timeout(limits.timeout)),
-        Ok(Err(_)) => Err(BodyError::TooLarge(limits.max_bytes)),
-        Ok(Ok(Err(e))) => Err(BodyError::Broken(e.to_string())),
-        Ok(Ok(Ok(bytes))) => Ok(bytes),
-    }
-}
 
 /// Takes the raw bytes (never `web::Json`, which would parse before verification).
 pub async fn post_hook(

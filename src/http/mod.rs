@@ -10,7 +10,7 @@ use crate::ingest::Pipeline;
 use crate::queue::Queue;
 use actix_web::dev::ServerHandle;
 use actix_web::http::KeepAlive;
-use actix_web::{web, App, HttpServer};
+use actix_web::{middleware, web, App, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 
@@ -42,6 +42,22 @@ pub struct BodyLimits {
     pub timeout: std::time::Duration,
 }
 
+/// Reads the body within the time and size limits: a client trickling bytes is answered 408
+/// and its connection closed instead of holding it forever.
+async fn read_body(payload: web::Payload, limits: &BodyLimits) -> Result<web::Bytes, error::BodyError> {
+    match tokio::time::timeout(limits.timeout, payload.to_bytes_limited(limits.max_bytes)).await {
+        Err(_) => Err(error::BodyError::Timeout(limits.timeout)),
+        Ok(Err(_)) => Err(error::BodyError::TooLarge(limits.max_bytes)),
+        Ok(Ok(Err(e))) => Err(error::BodyError::Broken(e.to_string())),
+        Ok(Ok(Ok(bytes))) => Ok(bytes),
+    }
+}
+
+/// The names the admin listener answers to besides IP literals and `localhost`
+/// (`server.admin_hosts`).
+#[derive(Debug, Clone)]
+struct AdminHosts(Vec<String>);
+
 /// Starts the webhook listener and the admin listener on already-bound sockets.
 pub fn start(
     pipeline: Pipeline,
@@ -72,15 +88,26 @@ pub fn start(
     .listen(hooks)?
     .run();
     let admin_data = web::Data::new(admin);
-    let max_body_bytes = server.max_body_bytes;
+    // The playground's payload arrives as a JSON string, escaped: room for that.
+    let admin_limits =
+        web::Data::new(BodyLimits { max_bytes: 4 * server.max_body_bytes, timeout: server.request_timeout });
+    let admin_hosts = web::Data::new(AdminHosts(server.admin_hosts.clone()));
     let admin_server = HttpServer::new(move || {
         App::new()
             .app_data(admin_data.clone())
+            .app_data(admin_limits.clone())
+            .app_data(admin_hosts.clone())
+            .wrap(middleware::from_fn(admin::only_own_names))
+            // Outermost, so refusals get them too: an admin answer is never a page a browser
+            // may guess the type of, nor one a cache may keep (it holds payloads).
+            .wrap(
+                middleware::DefaultHeaders::new()
+                    .add(("x-content-type-options", "nosniff"))
+                    .add(("cache-control", "no-store")),
+            )
             .route("/healthz", web::get().to(admin::healthz))
             .route("/readyz", web::get().to(admin::readyz))
             .route("/metrics", web::get().to(admin::metrics))
-            // The playground's payload arrives as a JSON string, escaped: room for that.
-            .app_data(web::PayloadConfig::new(4 * max_body_bytes))
             .route("/", web::get().to(admin::console))
             .route("/console/{file}", web::get().to(admin::console_asset))
             .route("/admin/deliveries", web::get().to(admin::deliveries))

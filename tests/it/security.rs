@@ -6,6 +6,7 @@ use crate::helpers::{
     bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, spawn_sns_app_with_keys, TestApp,
     ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
 };
+use pagerhook::queue::{InboundStatus, NewInbound};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -309,4 +310,126 @@ async fn an_sns_certificate_on_an_s3_host_or_issued_to_another_name_is_refused()
     let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     assert!(metrics.contains(r#"reason="signing_certificate"} 2"#), "{metrics}");
     app.assert_only_sentinel_events(0).await;
+}
+
+#[tokio::test]
+async fn the_dead_letter_list_is_clamped_like_the_delivery_list() {
+    let app = spawn_app_in(|text, _| text).await;
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let mut accepts = tokio::task::JoinSet::new();
+    for n in 0..501 {
+        let queue = queue.clone();
+        let failed = InboundStatus::MappingFailed("summary: missing".into());
+        let inbound = NewInbound::new("github", n, bytes::Bytes::from_static(b"{}"), failed);
+        accepts.spawn(async move { queue.accept(inbound, Vec::new()).await.unwrap() });
+    }
+    while let Some(done) = accepts.join_next().await {
+        done.unwrap();
+    }
+    for (asked, got) in [("100000", 500), ("0", 1), ("3", 3)] {
+        let page = app.admin_call(Method::GET, &format!("/admin/dead?limit={asked}")).await;
+        assert_eq!(page.json.as_array().map(Vec::len), Some(got), "limit={asked}");
+    }
+}
+
+#[tokio::test]
+async fn the_admin_token_is_checked_before_a_body_is_read() {
+    let app = spawn_app_in(|text, _| text).await;
+    let mut conn = tokio::net::TcpStream::connect(app.admin.trim_start_matches("http://")).await.unwrap();
+    // A body announced and never sent: without the token, nothing waits for it.
+    let head = "POST /admin/render HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 100000\r\n\r\n";
+    conn.write_all(head.as_bytes()).await.unwrap();
+    let mut got = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(3), conn.read(&mut got)).await.expect("answered without the body");
+    let got = String::from_utf8_lossy(&got[..n.unwrap()]).into_owned();
+    assert!(got.starts_with("HTTP/1.1 401"), "{got}");
+}
+
+#[tokio::test]
+async fn healthz_answers_while_a_heavy_render_runs() {
+    let mapping = r#"
+[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "alert"
+dedup_key = "{{item.id}}"
+summary = "alert {{item.id}} of {{len body.alerts}}"
+source = "tests"
+"#;
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("each.toml"), mapping).unwrap();
+        let text = text.replace("max_body_bytes = 65536", "max_body_bytes = 2097152");
+        format!("{text}{}max_events_per_request = 100000\n", bearer_source("load", &dir.join("each.toml")))
+    })
+    .await;
+    let alerts: Vec<Value> = (0..40_000).map(|i| json!({ "id": format!("a{i}") })).collect();
+    let body = json!({ "source": "load", "payload": json!({ "alerts": alerts }).to_string() });
+    let render = app.http.post(format!("{}/admin/render", app.admin)).bearer_auth("admin-token").json(&body);
+    let started = Instant::now();
+    let render = tokio::spawn(async move { render.send().await.map(|r| r.status().as_u16()) });
+    let mut slowest = Duration::ZERO;
+    while !render.is_finished() {
+        let asked = Instant::now();
+        let res = app.http.get(format!("{}/healthz", app.admin)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        slowest = slowest.max(asked.elapsed());
+    }
+    let took = started.elapsed();
+    assert_eq!(render.await.unwrap().unwrap(), 200);
+    assert!(took > Duration::from_millis(300), "the render must be heavy for this test to tell: {took:?}");
+    assert!(slowest * 3 < took, "/healthz took {slowest:?} during a render of {took:?}");
+}
+
+/// GET `path` on the admin listener with `Host: host`.
+async fn admin_with_host(app: &TestApp, path: &str, host: &str) -> reqwest::Response {
+    app.http.get(format!("{}{path}", app.admin)).header("host", host).bearer_auth("admin-token").send().await.unwrap()
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_only_its_own_names() {
+    let app = spawn_app_in(|text, _| {
+        text.replace(
+            "admin_token = \"env:ADMIN_TOKEN\"",
+            "admin_token = \"env:ADMIN_TOKEN\"\nadmin_hosts = [\"pagerhook.internal\"]",
+        )
+    })
+    .await;
+    let port = app.admin.rsplit(':').next().unwrap().to_string();
+    for host in ["127.0.0.1", "localhost", "[::1]", "10.1.2.3", "pagerhook.internal", "PAGERHOOK.internal"] {
+        for path in ["/healthz", "/metrics", "/admin/deliveries"] {
+            let res = admin_with_host(&app, path, &format!("{host}:{port}")).await;
+            assert_eq!(res.status().as_u16(), 200, "{host} {path}");
+        }
+    }
+    // A page on another site whose name resolves to this host (DNS rebinding) sends its own name.
+    for host in ["evil.example", "pagerhook.internal.evil.example", "localhost.evil.example", "evil.example:8081"] {
+        for path in ["/healthz", "/metrics", "/admin/deliveries", "/"] {
+            let res = admin_with_host(&app, path, host).await;
+            assert_eq!(res.status().as_u16(), 421, "{host} {path}");
+            let text = res.text().await.unwrap();
+            assert!(text.contains("server.admin_hosts"), "{host} {path}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn admin_json_answers_are_neither_sniffed_nor_stored() {
+    let app = spawn_app_in(|text, _| text).await;
+    for (path, token) in [
+        ("/admin/deliveries", true),
+        ("/admin/deliveries", false),
+        ("/admin/dead", true),
+        ("/healthz", false),
+        ("/readyz", false),
+        ("/nowhere", false),
+    ] {
+        let mut req = app.http.get(format!("{}{path}", app.admin));
+        if token {
+            req = req.bearer_auth("admin-token");
+        }
+        let res = req.send().await.unwrap();
+        let header = |name: &str| res.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_string);
+        assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"), "{path} {token}");
+        assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{path} {token}");
+    }
 }
