@@ -159,6 +159,8 @@ pub struct SourceConfig {
     /// This source's routing key, else the `[pagerduty]` default.
     pub routing_key: Option<RoutingKey>,
     pub max_events_per_request: usize,
+    /// Headers (lower case) dropped from its requests before anything keeps or shows them.
+    pub drop_headers: Vec<String>,
 }
 
 /// Kind-specific settings of a source.
@@ -684,6 +686,10 @@ fn validate_source(
         p.0.push(format!("{at}: no mappings (e.g. mappings = [\"mappings/{kind}.toml\"])"));
     }
     let mappings = c.mappings.iter().map(|m| l.base.join(m)).collect();
+    for h in c.drop_headers.iter().filter(|h| !verify::is_header_name(h)) {
+        p.0.push(format!("{at}: drop_headers: {h:?} is not a header name (e.g. \"X-Internal-Token\")"));
+    }
+    let drop_headers = c.drop_headers.iter().map(|h| h.to_ascii_lowercase()).collect();
     let routing_key =
         c.routing_key.as_deref().and_then(|r| p.take(routing_key(&format!("{at}: routing_key"), r, l, warnings)));
     let kind = match s.kind {
@@ -701,6 +707,7 @@ fn validate_source(
         mappings,
         routing_key,
         max_events_per_request: c.max_events_per_request.unwrap_or(1000),
+        drop_headers,
     })
 }
 

@@ -155,6 +155,10 @@ pub struct RawSourceCommon {
     pub routing_key: Option<RawSecret>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
+    /// Request headers never stored, shown or given to templates, besides those that carry
+    /// credentials anyway (`Authorization`, `X-Api-Key`, ... and the source's signature header).
+    #[serde(default)]
+    pub drop_headers: Vec<String>,
 }
 
 /// The kind of a source and the keys only it takes.

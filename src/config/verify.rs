@@ -169,7 +169,7 @@ impl RawVerify {
 }
 
 /// A header name as HTTP allows one (RFC 9110 token).
-fn is_header_name(s: &str) -> bool {
+pub(super) fn is_header_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 

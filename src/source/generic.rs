@@ -18,6 +18,11 @@ impl Generic {
         Ok(Generic { verifier: Verifier::new(scheme)? })
     }
 
+    /// The headers holding this source's credentials ([`Verifier::credential_headers`]).
+    pub fn credential_headers(&self) -> Vec<String> {
+        self.verifier.credential_headers()
+    }
+
     /// Checks the request on its raw bytes against the system clock, then parses what `keep`
     /// keeps of the body.
     pub fn verify(&self, name: &str, req: Incoming, keep: &Keep) -> Result<Verified, SourceError> {

@@ -30,6 +30,14 @@ impl Github {
         Github { verifier: Verifier::new(&scheme).expect("an hmac scheme takes any secret") }
     }
 
+    /// The signature headers, SHA-256 and GitHub's older SHA-1 one: with the body they make a
+    /// request anyone could send again.
+    pub fn credential_headers(&self) -> Vec<String> {
+        let mut names = self.verifier.credential_headers();
+        names.push("x-hub-signature".to_string());
+        names
+    }
+
     /// Checks the signature on the raw bytes, then parses the whole body.
     #[cfg(test)]
     pub fn verify(&self, name: &str, req: Incoming) -> Result<Verified, SourceError> {

@@ -55,11 +55,28 @@ impl Headers {
         Value::Object(self.without_credentials().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect())
     }
 
-    /// Every header but those carrying credentials (`Authorization: Bearer`, `X-Gitlab-Token`,
-    /// ...), which neither storage nor templates get.
+    /// Every header but those that commonly carry credentials (`Authorization`, cookies, API
+    /// keys and tokens), which neither storage nor templates get, whatever the source. A
+    /// source also drops its own scheme's and its configured `drop_headers` ([`Source`]).
     fn without_credentials(&self) -> impl Iterator<Item = (&String, &String)> {
-        const DROP: &[&str] = &["authorization", "cookie", "x-gitlab-token", "proxy-authorization"];
+        const DROP: &[&str] = &[
+            "authorization",
+            "proxy-authorization",
+            "cookie",
+            "x-gitlab-token",
+            "x-api-key",
+            "api-key",
+            "apikey",
+            "x-auth-token",
+            "x-access-token",
+            "x-amz-security-token",
+        ];
         self.0.iter().filter(|(k, _)| !DROP.contains(&k.as_str()))
+    }
+
+    /// Removes the headers named in `names` (lower case).
+    fn drop_all(&mut self, names: &[String]) {
+        self.0.retain(|k, _| !names.contains(k));
     }
 
     /// What templates see as `headers`: an object of the headers less credentials, built
@@ -250,6 +267,9 @@ pub enum Offline {
 pub struct Source {
     name: String,
     kind: SourceKind,
+    /// Headers dropped from every request it verifies or is trusted with: its scheme's
+    /// credential headers and its `drop_headers` (lower case).
+    dropped: Vec<String>,
 }
 
 /// The closed set of source kinds.
@@ -297,7 +317,20 @@ impl Source {
                 SourceKind::Sns(Box::new(sns))
             }
         };
-        Ok(Source { name: cfg.name.clone(), kind })
+        let mut dropped = match &kind {
+            SourceKind::Github(g) => g.credential_headers(),
+            SourceKind::Generic(g) => g.credential_headers(),
+            // The signature is inside the body; the headers carry none.
+            SourceKind::Sns(_) => Vec::new(),
+        };
+        dropped.extend(cfg.drop_headers.iter().cloned());
+        Ok(Source { name: cfg.name.clone(), kind, dropped })
+    }
+
+    /// `v` without the headers this source drops: verification has read them.
+    fn dropping(&self, mut v: Verified) -> Verified {
+        v.headers.drop_all(&self.dropped);
+        v
     }
 
     /// The source's name (`/hooks/{name}`).
@@ -308,11 +341,12 @@ impl Source {
     /// Checks a request on its raw bytes, then parses it. Async because an SNS source may
     /// have to fetch AWS's signing certificate first.
     pub async fn verify(&self, req: Incoming) -> Result<Verified, SourceError> {
-        match &self.kind {
+        let verified = match &self.kind {
             SourceKind::Github(g) => g.verify_keeping(&self.name, req, &keep::EVERYTHING),
             SourceKind::Generic(g) => g.verify(&self.name, req, &keep::EVERYTHING),
             SourceKind::Sns(s) => s.verify(&self.name, req).await,
-        }
+        };
+        verified.map(|v| self.dropping(v))
     }
 
     /// Checks a request if that needs no I/O: GitHub and generic signatures are CPU work
@@ -322,22 +356,24 @@ impl Source {
     /// Only what `keep` keeps of a GitHub or generic body is built (the whole body is still
     /// checked as JSON): the accept path passes what its mapping can read.
     pub fn verify_offline(&self, req: Incoming, keep: &Keep) -> Offline {
-        match &self.kind {
-            SourceKind::Github(g) => Offline::Checked(g.verify_keeping(&self.name, req, keep)),
-            SourceKind::Generic(g) => Offline::Checked(g.verify(&self.name, req, keep)),
-            SourceKind::Sns(_) => Offline::NeedsNetwork(req),
-        }
+        let checked = match &self.kind {
+            SourceKind::Github(g) => g.verify_keeping(&self.name, req, keep),
+            SourceKind::Generic(g) => g.verify(&self.name, req, keep),
+            SourceKind::Sns(_) => return Offline::NeedsNetwork(req),
+        };
+        Offline::Checked(checked.map(|v| self.dropping(v)))
     }
 
     /// Rebuilds a request from the durable record of one this source verified before
     /// (replay), or from a file the operator gave `pagerhook render`: both are trusted by
     /// where they come from, not by a signature.
     pub fn trusted(&self, headers: Headers, query: &str, body: Bytes) -> Result<Verified, SourceError> {
-        match &self.kind {
+        let parsed = match &self.kind {
             SourceKind::Github(_) => github::parse(&self.name, headers, query, body),
             SourceKind::Generic(g) => g.parse(&self.name, headers, query, body),
             SourceKind::Sns(s) => s.parse(&self.name, headers, query, body),
-        }
+        };
+        parsed.map(|v| self.dropping(v))
     }
 }
 

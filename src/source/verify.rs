@@ -184,6 +184,22 @@ impl Verifier {
         }
     }
 
+    /// The headers carrying the scheme's credential or signature (lower case): they are
+    /// dropped from a verified request, so storage, templates and the console never hold
+    /// what would let someone send as the sender (a token) or send a captured request again.
+    pub fn credential_headers(&self) -> Vec<String> {
+        let names: &[&str] = match &self.0 {
+            Scheme::Hmac { header, .. } => return vec![header.to_ascii_lowercase()],
+            Scheme::StandardWebhooks(_) => &["webhook-signature", "svix-signature"],
+            Scheme::Stripe(_) => &["stripe-signature"],
+            Scheme::Slack(_) => &["x-slack-signature"],
+            Scheme::Token { kind: TokenKind::Gitlab, .. } => &["x-gitlab-token"],
+            Scheme::Token { kind: TokenKind::Bearer | TokenKind::Basic, .. } => &["authorization"],
+            Scheme::None => &[],
+        };
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
     /// The sender's id of this delivery, where the scheme defines one: `webhook-id` (or
     /// `svix-id`) for Standard Webhooks.
     pub fn delivery_id(&self, headers: &Headers) -> Option<String> {

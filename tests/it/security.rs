@@ -433,3 +433,53 @@ async fn admin_json_answers_are_neither_sniffed_nor_stored() {
         assert_eq!(header("cache-control").as_deref(), Some("no-store"), "{path} {token}");
     }
 }
+
+#[tokio::test]
+async fn credential_headers_reach_neither_storage_nor_templates_nor_the_console() {
+    let mapping = r#"
+[[rule]]
+name = "headers"
+emit = "alert"
+dedup_key = "h-{{body.n}}"
+summary = "{{json headers}}"
+source = "tests"
+"#;
+    let verify = r#"{ scheme = "hmac", header = "X-Signature", prefix = "sha256=", secrets = ["env:AM_SECRET"] }"#;
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("headers.toml"), mapping).unwrap();
+        let source = generic_source("signed", verify, &dir.join("headers.toml"));
+        format!("{text}{source}drop_headers = [\"X-Internal-Secret\"]\n")
+    })
+    .await;
+    let body = br#"{"n":1}"#;
+    let signature = crate::helpers::github_signature(AM_SECRET, body);
+    let secrets = [
+        ("x-signature", signature.as_str()),
+        ("x-api-key", "hunter2-api-key"),
+        ("x-auth-token", "hunter2-auth-token"),
+        ("x-access-token", "hunter2-access-token"),
+        ("cookie", "session=hunter2-cookie"),
+        ("x-internal-secret", "hunter2-configured"),
+    ];
+    let mut headers = vec![("content-type", "application/json"), ("x-request-id", "keep-me")];
+    headers.extend(secrets);
+    let a = app.post_hook("signed", &headers, body.to_vec()).await;
+    assert_eq!(a.status, 202, "{:?}", a.json);
+
+    let sent = app.fake.wait_for(1, WAIT).await;
+    let summary = sent[0].summary().unwrap().to_string();
+    assert!(summary.contains("keep-me"), "{summary}");
+    let stored = app.admin_call(Method::GET, "/admin/deliveries").await.json;
+    let detail = app.admin_call(Method::GET, &format!("/admin/deliveries/{}", stored[0]["id"])).await.json;
+    assert_eq!(detail["headers"]["x-request-id"], "keep-me", "{detail:#}");
+    let lines: String = headers.iter().map(|(k, v)| format!("{k}: {v}\n")).collect();
+    let render = json!({ "source": "signed", "payload": "{\"n\":1}", "headers": lines });
+    let res = app.http.post(format!("{}/admin/render", app.admin)).bearer_auth("admin-token").json(&render);
+    let rendered = res.send().await.unwrap().text().await.unwrap();
+    assert!(rendered.contains("keep-me"), "{rendered}");
+    for (name, value) in secrets {
+        for (what, text) in [("template", &summary), ("storage", &detail.to_string()), ("render", &rendered)] {
+            assert!(!text.contains(name) && !text.contains(value), "{name} reached the {what}: {text}");
+        }
+    }
+}
