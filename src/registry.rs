@@ -107,10 +107,17 @@ impl Sources {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         for s in &cfg.sources {
-            let keys = RoutingKeys {
-                default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()),
-                named: cfg.pagerduty.routing_keys.clone(),
-            };
+            // A source that lists its names gets only those: a rule whose routing_key a payload
+            // chooses cannot page a team the source was not meant to reach.
+            let named = cfg
+                .pagerduty
+                .routing_keys
+                .iter()
+                .filter(|(name, _)| s.routing_keys.as_ref().is_none_or(|allowed| allowed.contains(name)))
+                .map(|(name, key)| (name.clone(), key.clone()))
+                .collect();
+            let keys =
+                RoutingKeys { default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()), named };
             match build_hook(s, keys, &aws, cfg.storage.retention) {
                 Ok((hook, mut w)) => {
                     warnings.append(&mut w);

@@ -11,7 +11,7 @@ mod verify;
 
 // Re-exported: config hands out resolved secrets, and its users name them with the rest of it.
 pub use crate::secret::{Secret, SecretDigest, SecretRef};
-pub use sns::TopicFilter;
+pub use sns::{SignatureVersions, TopicFilter};
 pub use value::ValueError;
 use value::{duration, events_url, one_of, socket, Spacing, DEFAULT_EVENTS_URL};
 pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEncoding, VerifyScheme, WhsecError};
@@ -158,6 +158,8 @@ pub struct SourceConfig {
     pub mappings: Vec<PathBuf>,
     /// This source's routing key, else the `[pagerduty]` default.
     pub routing_key: Option<RoutingKey>,
+    /// The names of `[pagerduty.routing_keys]` its rules may choose; `None`: all.
+    pub routing_keys: Option<Vec<String>>,
     pub max_events_per_request: usize,
     /// Headers (lower case) dropped from its requests before anything keeps or shows them.
     pub drop_headers: Vec<String>,
@@ -178,6 +180,7 @@ pub enum SourceKindConfig {
         trusted_certs: BTreeMap<String, String>,
         /// Templates see `sns.MessageAttributes`, which AWS does not sign.
         unsigned_message_attributes: bool,
+        signature_versions: SignatureVersions,
     },
 }
 
@@ -422,6 +425,15 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
     let pagerduty = validate_pagerduty(&raw.pagerduty, l, &mut p, &mut warnings);
     let delivery = validate_delivery(&raw.delivery, &mut p);
     let sources = validate_sources(raw.sources, text, l, &mut p, &mut warnings);
+    for src in &sources {
+        let unknown = src.routing_keys.iter().flatten().filter(|n| !raw.pagerduty.routing_keys.contains_key(*n));
+        for name in unknown {
+            p.0.push(format!(
+                "source '{}': routing_keys: {name:?} is not a name in [pagerduty.routing_keys]",
+                src.name
+            ));
+        }
+    }
     // Whether a key is *written*, not whether it resolved: a key that failed is its own error.
     let any_key = raw.pagerduty.routing_key.is_some() || !raw.pagerduty.routing_keys.is_empty();
     for src in sources.iter().filter(|s| s.routing_key.is_none() && !any_key) {
@@ -706,6 +718,7 @@ fn validate_source(
         kind,
         mappings,
         routing_key,
+        routing_keys: c.routing_keys,
         max_events_per_request: c.max_events_per_request.unwrap_or(1000),
         drop_headers,
     })

@@ -153,6 +153,8 @@ pub struct RawSourceCommon {
     pub mappings: Vec<String>,
     /// Routing key for this source's events (secret reference), else `[pagerduty] routing_key`.
     pub routing_key: Option<RawSecret>,
+    /// Names in `[pagerduty.routing_keys]` this source's rules may choose (default: all).
+    pub routing_keys: Option<Vec<String>>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
     /// Request headers never stored, shown or given to templates, besides those that carry
@@ -203,6 +205,9 @@ pub struct RawSns {
     /// `true` lets templates read `sns.MessageAttributes` (default `false`). AWS does not
     /// sign them: anyone who can deliver a genuine message to this URL can change them.
     pub unsigned_message_attributes: Option<bool>,
+    /// The `SignatureVersion`s accepted, `[1, 2]` by default; `[2]` refuses SHA1 signatures
+    /// (set the topic's `SignatureVersion` attribute to 2 first).
+    pub signature_versions: Option<Vec<u8>>,
 }
 
 /// The names `kind` takes.

@@ -23,6 +23,24 @@ impl TopicFilter {
     }
 }
 
+/// Which SNS `SignatureVersion`s a source accepts (`signature_versions`; both by default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignatureVersions {
+    /// `1`: RSA over SHA1.
+    pub sha1: bool,
+    /// `2`: RSA over SHA256.
+    pub sha256: bool,
+}
+
+/// `signature_versions`: a non-empty list of 1 and 2.
+fn signature_versions(at: &str, written: Option<&[u8]>, p: &mut Problems) -> SignatureVersions {
+    let Some(written) = written else { return SignatureVersions { sha1: true, sha256: true } };
+    if written.is_empty() || written.iter().any(|v| !matches!(v, 1 | 2)) {
+        p.0.push(format!("{at}: signature_versions takes 1 and/or 2 (e.g. signature_versions = [2])"));
+    }
+    SignatureVersions { sha1: written.contains(&1), sha256: written.contains(&2) }
+}
+
 /// `arn:<partition>:sns:<region>:<account>:<name>`, the shape SNS puts in `TopicArn`.
 fn is_topic_arn(s: &str) -> bool {
     let parts: Vec<&str> = s.split(':').collect();
@@ -80,5 +98,6 @@ pub(super) fn validate_sns(
         auto_confirm: s.auto_confirm.unwrap_or(false),
         trusted_certs,
         unsigned_message_attributes: s.unsigned_message_attributes.unwrap_or(false),
+        signature_versions: signature_versions(at, s.signature_versions.as_deref(), p),
     })
 }

@@ -390,12 +390,14 @@ fn sns(keys: &str) -> String {
 #[test]
 fn sns_sources_name_their_topics_or_say_any_topic() {
     let c = parse(&sns("topics = [\"arn:aws:sns:us-east-1:123456789012:alarms\"]\nauto_confirm = true")).unwrap();
-    let SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes } = &c.sources[0].kind
+    let SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes, signature_versions } =
+        &c.sources[0].kind
     else {
         panic!()
     };
     assert_eq!(topics, &TopicFilter::Only(vec!["arn:aws:sns:us-east-1:123456789012:alarms".into()]));
     assert!(*auto_confirm && trusted_certs.is_empty() && !unsigned_message_attributes);
+    assert_eq!(*signature_versions, SignatureVersions { sha1: true, sha256: true }, "both, by default");
     let c = parse(&sns("any_topic = true
 unsigned_message_attributes = true"))
     .unwrap();
@@ -414,6 +416,8 @@ unsigned_message_attributes = true"))
         ("topics = [\"arn:aws:sns:us-east-1:1:a\"]\nany_topic = true", "either topics = [...] or any_topic = true"),
         ("topics = [\"alarms\"]", "\"alarms\" is not a topic ARN"),
         ("any_topic = true\nsecrets = [\"env:GH\"]", "remove secrets and verify"),
+        ("any_topic = true\nsignature_versions = [3]", "signature_versions takes 1 and/or 2"),
+        ("any_topic = true\nsignature_versions = []", "signature_versions takes 1 and/or 2"),
         (
             "any_topic = true\ntrusted_certs = { \"https://sns.us-east-1.amazonaws.com/a.pem\" = \"env:NOPE\" }",
             "NOPE is not set",
@@ -675,4 +679,15 @@ verify = { scheme = "bearer" }
     let shown = format!("{raw:?}");
     assert!(!shown.contains("hunter2"), "{shown}");
     assert!(shown.contains("env:NAMED"), "a reference is no secret, and helps: {shown}");
+}
+
+#[test]
+fn a_source_s_routing_keys_must_be_configured_names() {
+    let text =
+        format!("{MINIMAL}routing_keys = [\"team-a\", \"team-x\"]\n[pagerduty.routing_keys]\nteam-a = \"env:PD\"\n");
+    let err = parse(&text).unwrap_err().to_string();
+    assert!(err.contains("routing_keys: \"team-x\" is not a name in [pagerduty.routing_keys]"), "{err}");
+    assert!(!err.contains("\"team-a\" is not"), "{err}");
+    let ok = parse(&text.replace(", \"team-x\"", "")).unwrap();
+    assert_eq!(ok.sources[0].routing_keys, Some(vec!["team-a".to_string()]));
 }

@@ -448,11 +448,12 @@ impl Mapping {
             Routing::Default => None,
         };
         match name {
-            Some(n) => {
-                self.keys.named.get(&n).cloned().ok_or_else(|| {
-                    ("routing_key".to_string(), format!("{n:?} is not a name in [pagerduty.routing_keys]"))
-                })
-            }
+            Some(n) => self.keys.named.get(&n).cloned().ok_or_else(|| {
+                (
+                    "routing_key".to_string(),
+                    format!("{n:?} is not a name in [pagerduty.routing_keys] (or not in the source's routing_keys)"),
+                )
+            }),
             None => self.keys.default.clone().ok_or_else(|| {
                 ("routing_key".to_string(), "no routing key: set [pagerduty] routing_key or the source's".to_string())
             }),
@@ -821,7 +822,7 @@ fn compile_routing(
             }
             None => {
                 c.errors.push(format!(
-                    "{}: routing_key {name:?} is not a name in [pagerduty.routing_keys] (mapping files name keys; config holds them)",
+                    "{}: routing_key {name:?} is not a name in [pagerduty.routing_keys], or not in the source's routing_keys (mapping files name keys; config holds them)",
                     c.at
                 ));
                 Routing::Default

@@ -305,12 +305,19 @@ impl Source {
             SourceKindConfig::Generic { verify } => {
                 SourceKind::Generic(generic::Generic::new(verify).map_err(|e| vec![SetupError::from(e)])?)
             }
-            SourceKindConfig::Sns { topics, auto_confirm, trusted_certs, unsigned_message_attributes } => {
+            SourceKindConfig::Sns {
+                topics,
+                auto_confirm,
+                trusted_certs,
+                unsigned_message_attributes,
+                signature_versions,
+            } => {
                 let settings = sns::SnsSettings {
                     topics: topics.clone(),
                     auto_confirm: *auto_confirm,
                     unsigned_message_attributes: *unsigned_message_attributes,
                     max_age: retention,
+                    signature_versions: *signature_versions,
                 };
                 let sns = sns::Sns::new(settings, trusted_certs, aws.clone())
                     .map_err(|errs| errs.into_iter().map(SetupError::from).collect::<Vec<_>>())?;

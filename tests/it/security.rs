@@ -3,8 +3,8 @@
 
 use crate::helpers::sns_kit::{notification, signer, FakeAws, CERT_URL, TOPIC};
 use crate::helpers::{
-    bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, spawn_sns_app_with_keys, TestApp,
-    ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
+    bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, spawn_sns_app,
+    spawn_sns_app_with_keys, TestApp, ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
 };
 use pagerhook::queue::{InboundStatus, NewInbound};
 use reqwest::Method;
@@ -482,4 +482,43 @@ source = "tests"
             assert!(!text.contains(name) && !text.contains(value), "{name} reached the {what}: {text}");
         }
     }
+}
+
+#[tokio::test]
+async fn a_source_may_route_only_to_the_keys_it_lists() {
+    let mapping = r#"
+[[rule]]
+name = "team"
+emit = "alert"
+routing_key = "{{body.team}}"
+dedup_key = "n-{{body.n}}"
+summary = "event {{body.n}}"
+source = "tests"
+"#;
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("team.toml"), mapping).unwrap();
+        let keys = "\n[pagerduty.routing_keys]\nteam-a = \"env:TEAM_A_KEY\"\nteam-b = \"env:PD_KEY\"\n";
+        format!("{text}{}routing_keys = [\"team-a\"]\n{keys}", bearer_source("load", &dir.join("team.toml")))
+    })
+    .await;
+    let a = app.post_bearer("load", &json!({"n": 1, "team": "team-a"})).await;
+    assert_eq!((a.status, a.json["status"].as_str()), (202, Some("accepted")), "{:?}", a.json);
+    // Another team's key is configured, but this source did not list it.
+    let b = app.post_bearer("load", &json!({"n": 2, "team": "team-b"})).await;
+    assert_eq!((b.status, b.json["status"].as_str()), (202, Some("mapping_failed")), "{:?}", b.json);
+    let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+    assert!(dead[0]["reason"].as_str().unwrap().contains("routing_keys"), "{dead:#}");
+    let sent = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(sent[0].body["routing_key"], crate::helpers::TEAM_A_KEY);
+    app.assert_only_sentinel_events(1).await;
+}
+
+#[tokio::test]
+async fn an_sns_source_may_refuse_signature_version_1() {
+    let app = spawn_sns_app("signature_versions = [2]", Arc::new(FakeAws::default())).await;
+    let sha1 = app.sns(&notification("v1", None, "{}", "1")).await;
+    assert_eq!(sha1.status, 401, "{:?}", sha1.json);
+    assert!(sha1.json["error"].as_str().unwrap().contains("signature_versions"), "{:?}", sha1.json);
+    let sha256 = app.sns(&notification("v2", None, "{}", "2")).await;
+    assert_eq!(sha256.status, 200, "{:?}", sha256.json);
 }

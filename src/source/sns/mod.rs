@@ -17,7 +17,7 @@ pub use fetch::{AwsFetch, AwsUrl, FetchError, HttpsFetch};
 
 use super::verify::unix_now;
 use super::{parse_query, Disposition, Headers, Incoming, Refusal, SourceError, Verified};
-use crate::config::TopicFilter;
+use crate::config::{SignatureVersions, TopicFilter};
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
 use bytes::Bytes;
@@ -50,6 +50,8 @@ pub struct SnsSettings {
     /// Oldest `Timestamp` accepted: `storage.retention`, how long delivery ids are kept, so a
     /// captured message cannot come back once its id is forgotten.
     pub max_age: Duration,
+    /// The `SignatureVersion`s accepted.
+    pub signature_versions: SignatureVersions,
 }
 
 impl Sns {
@@ -78,6 +80,16 @@ impl Sns {
         }
         let version = SignatureVersion::parse(&envelope.signature_version)
             .map_err(|e| unauthorized(Refusal::SignatureVersion(e.to_string())))?;
+        let allowed = match version {
+            SignatureVersion::V1 => self.settings.signature_versions.sha1,
+            SignatureVersion::V2 => self.settings.signature_versions.sha256,
+        };
+        if !allowed {
+            return Err(unauthorized(Refusal::SignatureVersion(format!(
+                "SignatureVersion {} is not in this source's signature_versions",
+                envelope.signature_version
+            ))));
+        }
         let signature = B64
             .decode(envelope.signature.as_bytes())
             .map_err(|_| unauthorized(Refusal::Unreadable("Signature is not base64".into())))?;

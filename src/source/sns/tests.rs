@@ -11,7 +11,8 @@ use kit::{confirmation, notification, signer, FakeAws, CERT_URL, TOPIC};
 const WEEK: Duration = Duration::from_secs(7 * 86_400);
 
 fn settings(topics: TopicFilter, auto_confirm: bool) -> SnsSettings {
-    SnsSettings { topics, auto_confirm, unsigned_message_attributes: false, max_age: WEEK }
+    let signature_versions = SignatureVersions { sha1: true, sha256: true };
+    SnsSettings { topics, auto_confirm, unsigned_message_attributes: false, max_age: WEEK, signature_versions }
 }
 
 fn sns(aws: Arc<FakeAws>, auto_confirm: bool) -> Sns {
