@@ -667,7 +667,37 @@ fn storage_backend(
         p.0.push("storage.url must be a PostgreSQL URL: postgres://user:password@host:5432/database".into());
         return None;
     }
+    warnings.extend(unchecked_tls(url.expose()));
     Some(StorageBackend::Postgres { url })
+}
+
+/// A warning when a PostgreSQL URL reaches a host off this machine without checking its
+/// certificate: libpq's `prefer` (the default), `require`, `allow` and `disable` check none
+/// unless `sslrootcert` is given, so whoever can redirect the connection reads the password
+/// and the queue. Names neither the host nor the URL (it carries the password).
+fn unchecked_tls(url: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let param = |name: &str| url.query_pairs().find(|(k, _)| k == name).map(|(_, v)| v.into_owned());
+    let mode = param("sslmode").unwrap_or_else(|| "prefer".to_string());
+    let checked = match mode.as_str() {
+        "verify-ca" | "verify-full" => true,
+        // As libpq does, a root certificate makes these check the chain (tls.rs).
+        "prefer" | "require" => param("sslrootcert").is_some(),
+        _ => false,
+    };
+    let host = param("host").unwrap_or_else(|| url.host_str().unwrap_or_default().to_string());
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let local = host.is_empty()
+        || host.starts_with('/')
+        || host.eq_ignore_ascii_case("localhost")
+        || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    (!checked && !local).then(|| {
+        format!(
+            "storage.url: sslmode={mode} does not check the database server's certificate (prefer and disable may not even encrypt), \
+             and the host is not this machine: anyone who can redirect the connection reads the password and the queue; \
+             use sslmode=verify-full&sslrootcert=<the server's CA file>"
+        )
+    })
 }
 
 fn validate_source(

@@ -3,13 +3,16 @@ use std::collections::HashMap;
 
 const KEY: &str = "0123456789abcdef0123456789abcdef";
 
+/// TLS options that check the database server's certificate and name.
+const VERIFY_FULL: &str = "sslmode=verify-full&sslrootcert=/etc/pagerhook/db-ca.pem";
+
 fn env() -> HashMap<String, String> {
     HashMap::from([
         ("PD".to_string(), KEY.to_string()),
         ("GH".to_string(), "s".to_string()),
         ("WHSEC".to_string(), "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_string()),
         ("BASIC".to_string(), "alertmanager:pa55word".to_string()),
-        ("DB".to_string(), "postgres://pagerhook:hunter2@db:5432/pagerhook".to_string()),
+        ("DB".to_string(), format!("postgres://pagerhook:hunter2@db:5432/pagerhook?{VERIFY_FULL}")),
         ("NOT_PG".to_string(), "mysql://pagerhook:hunter2@db/pagerhook".to_string()),
     ])
 }
@@ -457,7 +460,9 @@ fn a_postgres_url_selects_the_shared_store_and_its_password_is_never_shown() {
     let c = parse(&format!("{MINIMAL}\n[storage]\nurl = \"env:DB\"\n")).unwrap();
     assert_eq!(
         c.storage.backend,
-        StorageBackend::Postgres { url: Secret::new("postgres://pagerhook:hunter2@db:5432/pagerhook") }
+        StorageBackend::Postgres {
+            url: Secret::new(format!("postgres://pagerhook:hunter2@db:5432/pagerhook?{VERIFY_FULL}"))
+        }
     );
     assert!(!format!("{c:?}").contains("hunter2"));
     assert!(c.warnings.is_empty(), "{:?}", c.warnings);
@@ -690,4 +695,40 @@ fn a_source_s_routing_keys_must_be_configured_names() {
     assert!(!err.contains("\"team-a\" is not"), "{err}");
     let ok = parse(&text.replace(", \"team-x\"", "")).unwrap();
     assert_eq!(ok.sources[0].routing_keys, Some(vec!["team-a".to_string()]));
+}
+/// `storage.url` set to `url` (through the environment).
+fn with_database_url(url: &str) -> Config {
+    let mut env = env();
+    env.insert("URL".to_string(), url.to_string());
+    let text = format!("{MINIMAL}\n[storage]\nurl = \"env:URL\"\n");
+    Config::from_str(&text, Path::new("/etc/pagerhook/pagerhook.toml"), &move |k| env.get(k).cloned()).unwrap()
+}
+
+#[test]
+fn a_postgres_url_that_checks_no_certificate_is_warned_about_off_loopback() {
+    for url in [
+        "postgres://u:hunter2@db.example.com:5432/x?sslmode=require",
+        "postgres://u:hunter2@db.example.com/x?sslmode=prefer",
+        "postgres://u:hunter2@db.example.com/x",
+        "postgresql://u:hunter2@10.0.0.5/x?application_name=p&sslmode=require",
+        "postgres://u:hunter2@db.example.com/x?sslmode=disable",
+    ] {
+        let warnings = with_database_url(url).warnings;
+        let warned: Vec<_> = warnings.iter().filter(|w| w.contains("storage.url") && w.contains("sslmode")).collect();
+        assert_eq!(warned.len(), 1, "{url}: {warnings:?}");
+        assert!(warned[0].contains("verify-full"), "{url}: {warned:?}");
+        assert!(!warned[0].contains("hunter2") && !warned[0].contains("db.example"), "{url}: {warned:?}");
+    }
+    for url in [
+        "postgres://u:hunter2@db.example.com/x?sslmode=verify-full&sslrootcert=/etc/ca.pem",
+        "postgres://u:hunter2@db.example.com/x?sslmode=verify-ca&sslrootcert=/etc/ca.pem",
+        "postgres://u:hunter2@db.example.com/x?sslmode=require&sslrootcert=/etc/ca.pem",
+        "postgres://u:hunter2@127.0.0.1:5432/x?sslmode=require",
+        "postgres://u:hunter2@localhost/x",
+        "postgres://u:hunter2@[::1]/x?sslmode=prefer",
+        "postgres://u:hunter2@/x?host=/var/run/postgresql",
+    ] {
+        let warnings = with_database_url(url).warnings;
+        assert!(!warnings.iter().any(|w| w.contains("sslmode")), "{url}: {warnings:?}");
+    }
 }
