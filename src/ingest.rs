@@ -448,6 +448,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         source: v.source().to_string(),
         received_at,
         delivery_id: v.delivery_id().map(str::to_string),
+        body_sha256: v.body_sha256().map(str::to_string),
         headers: v.headers().to_stored(),
         query: query.to_string(),
         body: v.raw().clone(),

@@ -127,6 +127,9 @@ pub struct NewInbound {
     /// The sender's delivery id (GitHub `X-GitHub-Delivery`): a second one is a duplicate.
     /// Stored in the `dedupe_id` columns and the `seen` table (their SQL names).
     pub delivery_id: Option<String>,
+    /// The body's SHA-256 (hex), where a repeated body is a replay (GitHub): a second one of
+    /// the source within `storage.retention` is a duplicate, whatever its delivery id.
+    pub body_sha256: Option<String>,
     pub headers: Value,
     pub query: String,
     pub body: Bytes,
@@ -142,6 +145,7 @@ impl NewInbound {
             source: source.to_string(),
             received_at,
             delivery_id: None,
+            body_sha256: None,
             headers: Value::Object(Default::default()),
             query: String::new(),
             body,

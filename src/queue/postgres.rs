@@ -137,6 +137,7 @@ CREATE TABLE pace_lanes (
 );
 CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
+    &[schema::SEEN_BODIES],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -515,6 +516,26 @@ impl Queue for PostgresQueue {
     async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        // Returning a duplicate drops `tx` uncommitted: nothing of this accept stays.
+        if let Some(sha) = &i.body_sha256 {
+            let n = tx
+                .execute(
+                    "INSERT INTO seen_bodies (source, body_sha256, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT DO NOTHING",
+                    &[&i.source, sha, &i.id, &i.received_at],
+                )
+                .await?;
+            if n == 0 {
+                let id: String = tx
+                    .query_one(
+                        "SELECT inbound_id FROM seen_bodies WHERE source = $1 AND body_sha256 = $2",
+                        &[&i.source, sha],
+                    )
+                    .await?
+                    .get_as(0)?;
+                return Ok(Accepted::Duplicate { id });
+            }
+        }
         if let Some(d) = &i.delivery_id {
             // The primary key makes the check hold across replicas: of two concurrent inserts
             // one waits for the other's commit, then finds the row.
@@ -630,6 +651,7 @@ impl Queue for PostgresQueue {
              AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)"
                 .to_string(),
             "DELETE FROM seen WHERE seen_at < $1".to_string(),
+            "DELETE FROM seen_bodies WHERE seen_at < $1".to_string(),
             "DELETE FROM routes WHERE at < $1".to_string(),
             "DELETE FROM pace_lanes WHERE slot < $1".to_string(),
             "DELETE FROM pace WHERE at < $1 AND closed_until < $1".to_string(),

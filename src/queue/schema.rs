@@ -26,6 +26,17 @@ pub(super) const INBOUND_TOO_MANY: &str =
 pub(super) const ROUTES_BY_SOURCE_SWAP: &str = "DROP TABLE routes;
 ALTER TABLE routes_by_source RENAME TO routes;";
 
+/// The SHA-256 of each GitHub body seen, per source: a captured delivery sent again under a
+/// new `X-GitHub-Delivery` (which GitHub does not sign) is a duplicate. Kept, like `seen`, for
+/// `storage.retention`.
+pub(super) const SEEN_BODIES: &str = "CREATE TABLE seen_bodies (
+    source      TEXT NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    inbound_id  TEXT NOT NULL,
+    seen_at     BIGINT NOT NULL,
+    PRIMARY KEY (source, body_sha256)
+);";
+
 /// A migration step that failed, as the error that names it.
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }

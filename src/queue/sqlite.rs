@@ -120,6 +120,7 @@ ALTER TABLE inbound ADD COLUMN body_len INTEGER;
 ALTER TABLE inbound ADD COLUMN body_crc INTEGER;
 CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT NULL;
 "#],
+    &[schema::SEEN_BODIES],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -729,6 +730,23 @@ fn finish_one(
 
 fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::Error> {
     let (i, events) = (&accept.inbound, &accept.events);
+    // The body first: a sender's retry repeats body and delivery id, and is found here without
+    // a row to undo.
+    if let Some(sha) = &i.body_sha256 {
+        let n = tx
+            .prepare_cached(
+                "INSERT OR IGNORE INTO seen_bodies (source, body_sha256, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![i.source, sha, i.id, i.received_at])?;
+        if n == 0 {
+            let id: String = tx.query_row(
+                "SELECT inbound_id FROM seen_bodies WHERE source = ?1 AND body_sha256 = ?2",
+                params![i.source, sha],
+                |r| r.get(0),
+            )?;
+            return Ok(Accepted::Duplicate { id });
+        }
+    }
     if let Some(d) = &i.delivery_id {
         // Cached statements: parsing them anew for every accept was ~3 % of the writer's time.
         let n = tx
@@ -742,6 +760,9 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::
                 params![i.source, d],
                 |r| r.get(0),
             )?;
+            // A new body under a used id: the body recorded above belongs to nothing stored.
+            tx.prepare_cached("DELETE FROM seen_bodies WHERE source = ?1 AND inbound_id = ?2")?
+                .execute(params![i.source, i.id])?;
             return Ok(Accepted::Duplicate { id });
         }
     }
@@ -940,6 +961,7 @@ impl Queue for SqliteQueue {
                 [before],
             )?;
             n += tx.execute("DELETE FROM seen WHERE seen_at < ?1", [before])?;
+            n += tx.execute("DELETE FROM seen_bodies WHERE seen_at < ?1", [before])?;
             n += tx.execute("DELETE FROM routes WHERE at < ?1", [before])?;
             let finished = inline_finished_segments(&tx, &log, before)?;
             tx.commit()?;

@@ -108,6 +108,7 @@ on_every_backend!(
     the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
     events_are_searched_paged_and_shown_with_attempts_and_request,
     a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
+    a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
 );
 
 /// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
@@ -222,6 +223,27 @@ async fn a_repeated_delivery_id_is_reported_not_stored(q: Arc<dyn Queue>) {
     let again = q.accept(inbound(Some("d1")), vec![alert("trigger", "k")]).await.unwrap();
     assert_eq!(again, Accepted::Duplicate { id });
     assert_eq!(q.depth().await.unwrap().0, 1);
+}
+
+async fn a_body_seen_before_is_a_duplicate_whatever_its_delivery_id(q: Arc<dyn Queue>) {
+    let from = |source: &str, delivery: &str, sha: &str| NewInbound {
+        delivery_id: Some(delivery.into()),
+        body_sha256: Some(sha.into()),
+        ..inbound_from(source)
+    };
+    let first = q.accept(from("gh", "d1", "aa"), vec![alert("resolve", "k")]).await.unwrap();
+    let Accepted::Committed { id, events: 1 } = first else { panic!("{first:?}") };
+    let replay = q.accept(from("gh", "d2", "aa"), vec![alert("resolve", "k")]).await.unwrap();
+    assert_eq!(replay, Accepted::Duplicate { id: id.clone() });
+    let elsewhere = q.accept(from("other", "d2", "aa"), vec![alert("trigger", "k")]).await.unwrap();
+    assert!(matches!(elsewhere, Accepted::Committed { .. }), "another source's body is its own: {elsewhere:?}");
+    // A used delivery id is a duplicate whatever its body, and leaves that body unrecorded.
+    assert_eq!(q.accept(from("gh", "d1", "bb"), vec![]).await.unwrap(), Accepted::Duplicate { id });
+    assert!(matches!(q.accept(from("gh", "d3", "bb"), vec![]).await.unwrap(), Accepted::Committed { .. }));
+    assert_eq!(q.depth().await.unwrap().0, 2);
+    // Forgotten with the retention, as delivery ids are.
+    q.prune(now_millis() + 1).await.unwrap();
+    assert!(matches!(q.accept(from("gh", "d4", "aa"), vec![]).await.unwrap(), Accepted::Committed { .. }));
 }
 
 async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {

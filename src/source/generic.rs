@@ -74,6 +74,7 @@ impl Generic {
             raw,
             disposition: Disposition::Map,
             sns: None,
+            body_sha256: None,
         })
     }
 }

@@ -5,6 +5,7 @@ use super::verify::{unix_now, Verifier};
 use super::{parse_query, Disposition, Headers, Incoming, Refusal, SourceError, Verified};
 use crate::config::{HmacAlgorithm, Secret, SignatureEncoding, VerifyScheme};
 use bytes::Bytes;
+use sha2::Digest as _;
 
 const SIGNATURE_HEADER: &str = "X-Hub-Signature-256";
 
@@ -54,7 +55,10 @@ impl Github {
             ))));
         }
         self.verifier.check(&req.headers, &req.body, unix_now()).map_err(|e| unauthorized(e.into()))?;
-        parse_keeping(name, req.headers, &req.query, req.body, keep)
+        // GitHub signs the body but not X-GitHub-Delivery: the body itself identifies a replay.
+        let body_sha256 = hex::encode(sha2::Sha256::digest(&req.body));
+        let verified = parse_keeping(name, req.headers, &req.query, req.body, keep)?;
+        Ok(Verified { body_sha256: Some(body_sha256), ..verified })
     }
 }
 
@@ -100,5 +104,6 @@ fn parse_keeping(name: &str, headers: Headers, query: &str, raw: Bytes, keep: &K
         raw,
         disposition,
         sns: None,
+        body_sha256: None,
     })
 }

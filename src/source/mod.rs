@@ -198,6 +198,9 @@ pub struct Verified {
     disposition: Disposition,
     /// SNS only: the envelope (TopicArn, Subject, ...), while `body` is its inner Message.
     sns: Option<Value>,
+    /// GitHub only: the SHA-256 of the body as verified, so a replay under a made-up
+    /// delivery id is found.
+    body_sha256: Option<String>,
 }
 
 impl Verified {
@@ -210,6 +213,12 @@ impl Verified {
     /// `webhook-id`), used to drop repeats.
     pub fn delivery_id(&self) -> Option<&str> {
         self.delivery_id.as_deref()
+    }
+
+    /// The SHA-256 (hex) of the body, for sources whose signature covers the body and no
+    /// delivery id (GitHub): a body seen before is a replay.
+    pub fn body_sha256(&self) -> Option<&str> {
+        self.body_sha256.as_deref()
     }
 
     /// Whether to map it or ignore it.

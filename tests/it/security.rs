@@ -522,3 +522,22 @@ async fn an_sns_source_may_refuse_signature_version_1() {
     let sha256 = app.sns(&notification("v2", None, "{}", "2")).await;
     assert_eq!(sha256.status, 200, "{:?}", sha256.json);
 }
+
+#[tokio::test]
+async fn a_github_delivery_sent_again_under_a_new_delivery_id_is_a_duplicate() {
+    let app = spawn_app_in(|text, _| text).await;
+    let success = crate::helpers::fixture("github/deployment_status_success.json");
+    let failure = crate::helpers::fixture("github/deployment_status_failure.json");
+    // A deployment succeeded (and someone captured the delivery); a later one fails.
+    let resolved = app.github("deployment_status", "d-1", &success).await;
+    assert_eq!(resolved.status, 202, "{:?}", resolved.json);
+    let opened = app.github("deployment_status", "d-2", &failure).await;
+    assert_eq!(opened.status, 202, "{:?}", opened.json);
+    // The captured success, GitHub's signature and all, under a new X-GitHub-Delivery (which
+    // is not signed), would resolve the live incident.
+    let replay = app.github("deployment_status", "d-3-made-up", &success).await;
+    assert_eq!((replay.status, replay.json["status"].as_str()), (200, Some("duplicate")), "{:?}", replay.json);
+    assert_eq!(replay.json["id"], resolved.json["id"], "the first delivery of that body");
+    let events = [&resolved, &opened].iter().map(|a| a.json["events"].as_u64().unwrap()).sum::<u64>();
+    app.assert_only_sentinel_events(events as usize).await;
+}

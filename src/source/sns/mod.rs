@@ -194,6 +194,8 @@ impl Sns {
             sns: Some(envelope.template_view(self.settings.unsigned_message_attributes)),
             raw,
             disposition,
+            // The MessageId is signed: a replay is found by it.
+            body_sha256: None,
         }
     }
 }
