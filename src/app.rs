@@ -7,7 +7,7 @@ use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::metrics::Metrics;
 use crate::pagerduty;
-use crate::queue::{PostgresQueue, Queue, Role, SharedPace, SqliteQueue};
+use crate::queue::{DeadDropped, PostgresQueue, Queue, QueueError, Role, SharedPace, SqliteQueue};
 use crate::registry::Sources;
 use crate::reload::{self, Fingerprint, Live, ReloadError};
 use crate::source::{AwsFetch, HttpsFetch};
@@ -46,6 +46,7 @@ pub struct App {
     ready: Arc<AtomicBool>,
     queue: Arc<dyn Queue>,
     reloader: Reloader,
+    dead_letters: DeadLetterPolicy,
 }
 
 /// Everything a reload needs, shared by SIGHUP, the file watcher and [`App::reload`].
@@ -224,7 +225,14 @@ impl App {
             Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone());
         let worker = tokio::spawn(worker.run(stop_rx.clone()));
         tokio::spawn(reloader.clone().watch(stop_rx.clone()));
-        tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx));
+        tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx.clone()));
+        let dead_letters = DeadLetterPolicy {
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            retention: cfg.storage.dead_letter_retention,
+            max_bytes: cfg.storage.dead_letter_max_bytes,
+        };
+        tokio::spawn(dead_letters.clone().apply_periodically(stop_rx));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let ready = Arc::new(AtomicBool::new(true));
@@ -242,7 +250,7 @@ impl App {
             sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,
             "pagerhook ready"
         );
-        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue, reloader })
+        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue, reloader, dead_letters })
     }
 
     /// The webhook listener's port.
@@ -258,6 +266,12 @@ impl App {
     /// Reloads the config file now (what SIGHUP does); on error the running config stays.
     pub async fn reload(&self) -> Result<(), ReloadError> {
         self.reloader.reload().await
+    }
+
+    /// Drops the dead letters past `storage.dead_letter_retention` or over a source's
+    /// `storage.dead_letter_max_bytes` now (what runs every minute), logging and counting them.
+    pub async fn prune_dead_letters(&self) -> Result<Vec<DeadDropped>, QueueError> {
+        self.dead_letters.apply().await
     }
 
     /// The queue (tests inspect it).
@@ -316,6 +330,47 @@ fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
         })
         .with_context(|| format!("binding {addr}"))?;
     Ok(listener.into_std()?)
+}
+
+/// What is kept of dead letters: they are never delivered and never pruned with the retention,
+/// so a verified sender whose payloads fail their mapping could otherwise fill the disk.
+#[derive(Clone)]
+struct DeadLetterPolicy {
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    retention: std::time::Duration,
+    max_bytes: u64,
+}
+
+impl DeadLetterPolicy {
+    /// Drops what is past the policy, logging and counting it per source and reason.
+    async fn apply(&self) -> Result<Vec<DeadDropped>, QueueError> {
+        let before = crate::queue::now_millis() - self.retention.as_millis() as i64;
+        let dropped = self.queue.prune_dead(before, self.max_bytes).await?;
+        for d in &dropped {
+            tracing::warn!(
+                source = %d.source, reason = d.reason.as_str(), letters = d.letters, bytes = d.bytes,
+                "dead letters dropped (storage.dead_letter_retention, storage.dead_letter_max_bytes)"
+            );
+            self.metrics.dead_letters_dropped(&d.source, d.reason.as_str(), d.letters);
+        }
+        Ok(dropped)
+    }
+
+    /// [`DeadLetterPolicy::apply`] at start and then every minute: a flood of dead letters is
+    /// cut back within a minute, not an hour.
+    async fn apply_periodically(self, mut stop: watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if let Err(e) = self.apply().await {
+                tracing::warn!(error = %e, "dropping dead letters failed");
+            }
+        }
+    }
 }
 
 /// Applies `storage.retention` once at start and then hourly.

@@ -236,10 +236,7 @@ fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
         Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
         Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
             Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
-            Ok(rendered) => {
-                log_notes(source, &rendered);
-                Decision::map(rendered)
-            }
+            Ok(rendered) => within_bytes(src, rendered),
             Err(ApplyError::Rule(e)) => {
                 tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
                 Decision::Failed(e.to_string())
@@ -250,6 +247,23 @@ fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
             }
         },
     }
+}
+
+/// The events to queue, or a dead letter when together they are over the source's
+/// `max_event_bytes_per_request`: each may be up to PagerDuty's 512 KB, so the count alone
+/// would let one request queue hundreds of megabytes.
+fn within_bytes(src: &Hook, rendered: Vec<Rendered>) -> Decision {
+    let (source, max) = (src.name(), src.max_event_bytes_per_request());
+    let total: usize = rendered.iter().map(|r| r.event.text().len()).sum();
+    if total > max {
+        let e = format!(
+            "the events of this request total {total} bytes, more than max_event_bytes_per_request = {max} (raise it, then replay)"
+        );
+        tracing::warn!(source, error = %e, "events too large; payload kept for replay once the cap is raised");
+        return Decision::TooMany(e);
+    }
+    log_notes(source, &rendered);
+    Decision::map(rendered)
 }
 
 /// What replaying one dead letter did.

@@ -49,6 +49,7 @@ pub struct Metrics {
     events: Family<EventLabels, Counter>,
     mapping_failures: Family<RequestLabels, Counter>,
     too_many_events: Family<RequestLabels, Counter>,
+    dead_letters_dropped: Family<RejectLabels, Counter>,
     attempts: Family<OutcomeLabels, Counter>,
     upstream: Histogram,
     collapsed: Counter,
@@ -105,6 +106,12 @@ impl Metrics {
                 r,
                 "too_many_events",
                 "Webhooks over max_events_per_request (kept for `pagerhook dlq replay` once the cap is raised)",
+                Family::default(),
+            ),
+            dead_letters_dropped: registered(
+                r,
+                "dead_letters_dropped",
+                "Dead letters dropped, by source and reason: age (storage.dead_letter_retention) or size (storage.dead_letter_max_bytes)",
                 Family::default(),
             ),
             attempts: registered(
@@ -177,6 +184,13 @@ impl Metrics {
     /// A payload over `max_events_per_request`, kept for replay.
     pub fn too_many_events(&self, source: &str) {
         self.too_many_events.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
+    }
+
+    /// `n` dead letters of `source` dropped for `reason` (`age` or `size`).
+    pub fn dead_letters_dropped(&self, source: &str, reason: &'static str, n: u64) {
+        self.dead_letters_dropped
+            .get_or_create(&RejectLabels { source: source.to_string(), reason: reason.to_string() })
+            .inc_by(n);
     }
 
     /// A delivery attempt's outcome, and PagerDuty's response time if it was asked.

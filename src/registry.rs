@@ -20,6 +20,7 @@ pub struct Hook {
     /// What of a body the mapping can read: all the accept path parses.
     body_paths: Keep,
     max_events_per_request: usize,
+    max_event_bytes_per_request: usize,
 }
 
 impl Hook {
@@ -47,6 +48,11 @@ impl Hook {
     /// Most events one request may produce.
     pub fn max_events_per_request(&self) -> usize {
         self.max_events_per_request
+    }
+
+    /// Most bytes (of JSON) the events of one request may total.
+    pub fn max_event_bytes_per_request(&self) -> usize {
+        self.max_event_bytes_per_request
     }
 }
 
@@ -160,5 +166,12 @@ fn build_hook(
         .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
     let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();
     let body_paths = mapping.body_paths();
-    Ok((Hook { source, mapping, body_paths, max_events_per_request: cfg.max_events_per_request }, warnings))
+    let hook = Hook {
+        source,
+        mapping,
+        body_paths,
+        max_events_per_request: cfg.max_events_per_request,
+        max_event_bytes_per_request: cfg.max_event_bytes_per_request,
+    };
+    Ok((hook, warnings))
 }

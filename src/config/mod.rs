@@ -124,6 +124,10 @@ pub struct StorageConfig {
     pub backend: StorageBackend,
     pub durability: Durability,
     pub retention: Duration,
+    /// Dead letters older than this are dropped.
+    pub dead_letter_retention: Duration,
+    /// Bytes of dead letters kept per source; the oldest beyond it are dropped.
+    pub dead_letter_max_bytes: u64,
 }
 
 /// `[pagerduty]`, validated.
@@ -161,6 +165,8 @@ pub struct SourceConfig {
     /// The names of `[pagerduty.routing_keys]` its rules may choose; `None`: all.
     pub routing_keys: Option<Vec<String>>,
     pub max_events_per_request: usize,
+    /// Most bytes (of JSON) the events of one request may total.
+    pub max_event_bytes_per_request: usize,
     /// Headers (lower case) dropped from its requests before anything keeps or shows them.
     pub drop_headers: Vec<String>,
 }
@@ -533,8 +539,18 @@ fn validate_storage(
     let options = [("fsync", Durability::Fsync), ("process", Durability::Process)];
     let durability = p.take(one_of("storage.durability", s.durability.as_deref().unwrap_or("fsync"), &options));
     let retention = p.take(duration("storage.retention", s.retention.as_deref(), "7d"));
+    let dead_letter_retention =
+        p.take(duration("storage.dead_letter_retention", s.dead_letter_retention.as_deref(), "30d"));
+    let dead_letter_max_bytes =
+        at_least_one(p, "storage.dead_letter_max_bytes", s.dead_letter_max_bytes.unwrap_or(100 << 20));
     let backend = storage_backend(s, l, p, warnings);
-    Some(StorageConfig { backend: backend?, durability: durability?, retention: retention? })
+    Some(StorageConfig {
+        backend: backend?,
+        durability: durability?,
+        retention: retention?,
+        dead_letter_retention: dead_letter_retention?,
+        dead_letter_max_bytes,
+    })
 }
 
 /// `[pagerduty]`; `None` if a value is wrong (the problem is in `p`).
@@ -750,6 +766,11 @@ fn validate_source(
         routing_key,
         routing_keys: c.routing_keys,
         max_events_per_request: c.max_events_per_request.unwrap_or(1000),
+        max_event_bytes_per_request: at_least_one(
+            p,
+            &format!("{at}: max_event_bytes_per_request"),
+            c.max_event_bytes_per_request.unwrap_or(16 << 20),
+        ),
         drop_headers,
     })
 }

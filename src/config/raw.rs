@@ -94,6 +94,11 @@ pub struct RawStorage {
     pub durability: Option<String>,
     /// How long delivered events and inbound payloads are kept, default `7d`.
     pub retention: Option<String>,
+    /// How long dead letters are kept, default `30d`; then they are dropped, logged and counted.
+    pub dead_letter_retention: Option<String>,
+    /// Most bytes of dead letters (their stored bodies) kept per source, default 100 MiB; the
+    /// oldest beyond it are dropped, logged and counted.
+    pub dead_letter_max_bytes: Option<u64>,
 }
 
 /// `[pagerduty]`
@@ -155,8 +160,11 @@ pub struct RawSourceCommon {
     pub routing_key: Option<RawSecret>,
     /// Names in `[pagerduty.routing_keys]` this source's rules may choose (default: all).
     pub routing_keys: Option<Vec<String>>,
-    /// Most events one request may produce (default 1000); more is refused with 413.
+    /// Most events one request may produce (default 1000); more is kept as a dead letter.
     pub max_events_per_request: Option<usize>,
+    /// Most bytes the events of one request may total (their JSON, default 16 MiB); more is
+    /// kept as a dead letter, as too many events are.
+    pub max_event_bytes_per_request: Option<usize>,
     /// Request headers never stored, shown or given to templates, besides those that carry
     /// credentials anyway (`Authorization`, `X-Api-Key`, ... and the source's signature header).
     #[serde(default)]

@@ -45,6 +45,9 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.server.keep_alive, std::time::Duration::from_secs(5));
     assert_eq!(c.storage.backend, StorageBackend::Sqlite { path: PathBuf::from("/etc/pagerhook/data/pagerhook.db") });
     assert_eq!(c.storage.durability, Durability::Fsync);
+    assert_eq!(c.storage.dead_letter_retention, std::time::Duration::from_secs(30 * 86_400));
+    assert_eq!(c.storage.dead_letter_max_bytes, 100 << 20);
+    assert_eq!(c.sources[0].max_event_bytes_per_request, 16 << 20);
     assert_eq!(c.pagerduty.events_url, "https://events.pagerduty.com");
     assert_eq!(c.delivery.per_key_rate, 120);
     // 32 left a tenth of a saturating load undelivered at the end of the bench run.

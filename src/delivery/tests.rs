@@ -420,6 +420,9 @@ impl Queue for HeldFinish {
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
         self.inner.delete_dead(id).await
     }
+    async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<crate::queue::DeadDropped>, QueueError> {
+        self.inner.prune_dead(before, max_bytes).await
+    }
 }
 
 /// `worker.run` with one slot over `b`'s queue, whose outcomes are held until released.

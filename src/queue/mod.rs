@@ -320,6 +320,58 @@ pub struct DeadLetterDetail {
     pub payload: String,
 }
 
+/// Why dead letters were dropped by [`Queue::prune_dead`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeadDropReason {
+    /// Older than the dead-letter retention.
+    Age,
+    /// Beyond the source's size cap: the oldest went first.
+    Size,
+}
+
+impl DeadDropReason {
+    /// As metrics and logs name it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeadDropReason::Age => "age",
+            DeadDropReason::Size => "size",
+        }
+    }
+}
+
+/// Dead letters of one source dropped for one reason by [`Queue::prune_dead`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadDropped {
+    pub source: String,
+    pub reason: DeadDropReason,
+    pub letters: u64,
+    /// Their stored bodies' bytes.
+    pub bytes: u64,
+}
+
+/// One dead letter `prune_dead` chose to drop: an event number or an inbound id, its source,
+/// its body's bytes and whether it is past the retention (else it is over the size cap).
+pub(crate) struct DeadToDrop {
+    pub id: DeadId,
+    pub source: String,
+    pub bytes: i64,
+    pub expired: bool,
+}
+
+/// The dropped letters summed by source and reason, in that order.
+pub(crate) fn tally_dropped(chosen: &[DeadToDrop]) -> Vec<DeadDropped> {
+    let mut sums: std::collections::BTreeMap<(String, DeadDropReason), (u64, u64)> = Default::default();
+    for d in chosen {
+        let reason = if d.expired { DeadDropReason::Age } else { DeadDropReason::Size };
+        let sum = sums.entry((d.source.clone(), reason)).or_default();
+        *sum = (sum.0 + 1, sum.1 + d.bytes.max(0) as u64);
+    }
+    sums.into_iter()
+        .map(|((source, reason), (letters, bytes))| DeadDropped { source, reason, letters, bytes })
+        .collect()
+}
+
 /// A stored webhook, read back for replay.
 #[derive(Debug, Clone)]
 pub struct StoredInbound {
@@ -404,6 +456,12 @@ pub trait Queue: Send + Sync + 'static {
 
     /// Forgets a dead letter. `false` if there was none.
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError>;
+
+    /// Forgets the dead letters that died (or arrived, a kept payload) before `before`, and of
+    /// each source those beyond `max_bytes` of stored bodies, oldest first (the newest stay);
+    /// what went, by source and reason. A verified sender must not be able to fill the disk
+    /// with payloads that fail their mapping.
+    async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<DeadDropped>, QueueError>;
 }
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas

@@ -23,9 +23,9 @@ use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, Stor
 use super::schema::{self, step_failed};
 use super::tls;
 use super::{
-    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
-    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, PaceRule, PaceState, Queue,
-    QueueError, Route, SharedPace, SlotAsk, StoredInbound,
+    applied_migrations, sticky, sticky_key, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter,
+    DeadLetterDetail, DeadToDrop, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound,
+    PaceRule, PaceState, Queue, QueueError, Route, SharedPace, SlotAsk, StoredInbound,
 };
 use crate::config::Secret;
 use crate::event::Event;
@@ -511,6 +511,22 @@ const DEAD_LETTERS: &str = "
     FROM inbound i
     WHERE i.status = 'too_many_events' AND ($1::text IS NULL OR i.source = $1)";
 
+/// The dead letters to drop: older than `$1`, or beyond `$2` bytes of their source's newer
+/// ones (see the SQLite twin); kind, id, source, body bytes, whether older than `$1`.
+const DEAD_TO_DROP: &str = "
+    WITH dead AS (
+        SELECT 'event' AS kind, e.id::text AS id, i.source, e.done_at AS at, octet_length(e.body)::bigint AS bytes
+        FROM events e JOIN inbound i ON i.id = e.inbound_id WHERE e.state = 'dead'
+        UNION ALL
+        SELECT 'inbound', i.id, i.source, i.received_at, octet_length(i.body)::bigint
+        FROM inbound i WHERE i.status IN ('mapping_failed', 'too_many_events')
+    ), ranked AS (
+        SELECT kind, id, source, bytes, at,
+               SUM(bytes) OVER (PARTITION BY source ORDER BY at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS newer
+        FROM dead
+    )
+    SELECT kind, id, source, bytes, at < $1 FROM ranked WHERE at < $1 OR newer > $2::bigint";
+
 #[async_trait]
 impl Queue for PostgresQueue {
     async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
@@ -794,6 +810,35 @@ impl Queue for PostgresQueue {
         };
         tx.commit().await?;
         Ok(n > 0)
+    }
+
+    async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<DeadDropped>, QueueError> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let rows = tx.query(DEAD_TO_DROP, &[&before, &max_bytes]).await?;
+        let mut chosen = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let (kind, id): (String, String) = (r.col(0)?, r.col(1)?);
+            let id = if kind == "event" { id.parse().ok().map(DeadId::Event) } else { Some(DeadId::Inbound(id)) };
+            let id = id.ok_or_else(|| QueueError::BadRow(format!("dead letter {kind} {:?}", r.col::<String>(1))))?;
+            chosen.push(DeadToDrop { id, source: r.col(2)?, bytes: r.col(3)?, expired: r.col(4)? });
+        }
+        let events: Vec<i64> =
+            chosen.iter().filter_map(|d| if let DeadId::Event(n) = d.id { Some(n) } else { None }).collect();
+        let inbound: Vec<&str> = chosen
+            .iter()
+            .filter_map(|d| if let DeadId::Inbound(s) = &d.id { Some(s.as_str()) } else { None })
+            .collect();
+        tx.execute("DELETE FROM attempts WHERE event_id = ANY($1)", &[&events]).await?;
+        tx.execute("DELETE FROM events WHERE id = ANY($1) AND state = 'dead'", &[&events]).await?;
+        tx.execute(
+            "DELETE FROM inbound WHERE id = ANY($1) AND status IN ('mapping_failed', 'too_many_events')",
+            &[&inbound],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(tally_dropped(&chosen))
     }
 
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {

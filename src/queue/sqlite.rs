@@ -13,9 +13,9 @@ mod payloads;
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::{
-    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
-    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route,
-    StoredInbound,
+    applied_migrations, sticky, sticky_key, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter,
+    DeadLetterDetail, DeadToDrop, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, Queue,
+    QueueError, Role, Route, StoredInbound,
 };
 use crate::config::Durability;
 use crate::event::{Event, RoutingKey};
@@ -1102,6 +1102,41 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<DeadDropped>, QueueError> {
+        let max_bytes = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let chosen = {
+                let mut stmt = tx.prepare_cached(&format!("{DEAD_TO_DROP} WHERE at < ?1 OR newer > ?2"))?;
+                all(&mut stmt, params![before, max_bytes], |r| {
+                    let (kind, id): (String, String) = (r.col(0)?, r.col(1)?);
+                    let id =
+                        if kind == "event" { id.parse().ok().map(DeadId::Event) } else { Some(DeadId::Inbound(id)) };
+                    let id =
+                        id.ok_or_else(|| QueueError::BadRow(format!("dead letter {kind} {:?}", r.col::<String>(1))))?;
+                    Ok(DeadToDrop { id, source: r.col(2)?, bytes: r.col(3)?, expired: r.col(4)? })
+                })?
+            };
+            for d in &chosen {
+                match &d.id {
+                    DeadId::Event(n) => {
+                        tx.execute("DELETE FROM attempts WHERE event_id = ?1", [n])?;
+                        tx.execute("DELETE FROM events WHERE id = ?1 AND state = 'dead'", [n])?;
+                    }
+                    DeadId::Inbound(s) => {
+                        tx.execute(
+                            "DELETE FROM inbound WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events')",
+                            [s],
+                        )?;
+                    }
+                }
+            }
+            tx.commit()?;
+            Ok(tally_dropped(&chosen))
+        })
+        .await
+    }
+
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -1139,6 +1174,23 @@ const DEAD_LETTERS: &str = "
     SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
     FROM inbound i
     WHERE i.status = 'too_many_events' AND (?1 IS NULL OR i.source = ?1)";
+
+/// Every dead letter with its kind (`event` or `inbound`), id, source, body bytes, whether it
+/// is older than `?1`, and `newer`: the bytes of its source's dead letters as new or newer,
+/// itself included (over the cap, it goes).
+const DEAD_TO_DROP: &str = "
+    WITH dead AS (
+        SELECT 'event' AS kind, CAST(e.id AS TEXT) AS id, i.source, e.done_at AS at, length(CAST(e.body AS BLOB)) AS bytes
+        FROM events e JOIN inbound i ON i.id = e.inbound_id WHERE e.state = 'dead'
+        UNION ALL
+        SELECT 'inbound', i.id, i.source, i.received_at, length(i.body)
+        FROM inbound i WHERE i.status IN ('mapping_failed', 'too_many_events')
+    ), ranked AS (
+        SELECT kind, id, source, bytes, at,
+               SUM(bytes) OVER (PARTITION BY source ORDER BY at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS newer
+        FROM dead
+    )
+    SELECT kind, id, source, bytes, at < ?1 FROM ranked";
 
 /// The columns of an [`EventRow`], for `events` and `event` to filter.
 const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,

@@ -109,6 +109,7 @@ on_every_backend!(
     events_are_searched_paged_and_shown_with_attempts_and_request,
     a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
     a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
+    dead_letters_past_their_retention_or_over_their_source_s_cap_are_dropped_oldest_first,
 );
 
 /// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
@@ -244,6 +245,35 @@ async fn a_body_seen_before_is_a_duplicate_whatever_its_delivery_id(q: Arc<dyn Q
     // Forgotten with the retention, as delivery ids are.
     q.prune(now_millis() + 1).await.unwrap();
     assert!(matches!(q.accept(from("gh", "d4", "aa"), vec![]).await.unwrap(), Accepted::Committed { .. }));
+}
+
+async fn dead_letters_past_their_retention_or_over_their_source_s_cap_are_dropped_oldest_first(q: Arc<dyn Queue>) {
+    let kept_payload = |source: &str, at: Millis| {
+        let body = bytes::Bytes::from(vec![b'x'; 1000]);
+        NewInbound::new(source, at, body, InboundStatus::MappingFailed("summary: missing".into()))
+    };
+    for (source, at) in [("a", 1000), ("a", 2000), ("a", 3000), ("b", 1000), ("b", 3000)] {
+        q.accept(kept_payload(source, at), vec![]).await.unwrap();
+    }
+    // A dead event of `a` between them: a few hundred bytes of event body.
+    q.accept(inbound_from("a"), vec![alert("trigger", "k")]).await.unwrap();
+    let c = q.claim(now_millis(), 1, LEASE).await.unwrap();
+    finish(&q, &c[0], answered(2500, 400), Finish::Dead("400".into())).await;
+
+    // Retention up to 1500; 1500 bytes a source: a's newest payload and its dead event fit.
+    let dropped = q.prune_dead(1500, 1500).await.unwrap();
+    let dropped: Vec<_> = dropped.iter().map(|d| (d.source.as_str(), d.reason, d.letters, d.bytes)).collect();
+    let (age, size) = (DeadDropReason::Age, DeadDropReason::Size);
+    assert_eq!(dropped, vec![("a", age, 1, 1000), ("a", size, 1, 1000), ("b", age, 1, 1000)]);
+    let mut left: Vec<_> =
+        q.dead_letters(None, 10).await.unwrap().into_iter().map(|d| (d.source, d.kind, d.at)).collect();
+    left.sort();
+    let kept = |s: &str, kind: &str, at: Millis| (s.to_string(), kind.to_string(), at);
+    assert_eq!(
+        left,
+        vec![kept("a", "event", 2500), kept("a", "mapping_failed", 3000), kept("b", "mapping_failed", 3000)]
+    );
+    assert_eq!(q.prune_dead(1500, 1500).await.unwrap(), vec![], "nothing more to drop");
 }
 
 async fn only_the_head_of_a_lane_is_claimed(q: Arc<dyn Queue>) {

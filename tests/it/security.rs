@@ -541,3 +541,80 @@ async fn a_github_delivery_sent_again_under_a_new_delivery_id_is_a_duplicate() {
     let events = [&resolved, &opened].iter().map(|a| a.json["events"].as_u64().unwrap()).sum::<u64>();
     app.assert_only_sentinel_events(events as usize).await;
 }
+
+#[tokio::test]
+async fn dead_letters_older_than_thirty_days_are_dropped_by_default_logged_and_counted() {
+    let (fake, dir) = (crate::helpers::fake_pagerduty::FakePagerDuty::start().await, tempfile::tempdir().unwrap());
+    let cfg = crate::helpers::config_from(&crate::helpers::base_config(dir.path(), &fake.url), dir.path());
+    // Dead letters in the store before pagerhook starts: one past the default retention.
+    let (day, now) = (86_400_000, pagerhook::queue::now_millis());
+    let queue = pagerhook::app::open_queue(&cfg, pagerhook::queue::Role::Tool).await.unwrap();
+    for at in [now - 31 * day, now - 29 * day] {
+        let failed = InboundStatus::MappingFailed("summary: missing".into());
+        queue.accept(NewInbound::new("github", at, bytes::Bytes::from_static(b"{}"), failed), vec![]).await.unwrap();
+    }
+    drop(queue);
+    let app = crate::helpers::start(cfg, fake, dir).await;
+    let left = crate::helpers::eventually("the old dead letter is dropped", || async {
+        let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+        (dead.as_array().map(Vec::len) == Some(1)).then_some(dead)
+    })
+    .await;
+    assert_eq!(left[0]["at"], now - 29 * day, "{left:#}");
+    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"pagerhook_dead_letters_dropped_total{source="github",reason="age"} 1"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn dead_letters_over_a_source_s_cap_are_dropped_oldest_first() {
+    let broken = NUMBERED.replace("event {{body.n}}", "event {{body.n}} on {{body.host}}");
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("numbered.toml"), &broken).unwrap();
+        let text = text.replace("[storage]\n", "[storage]\ndead_letter_max_bytes = 1000\n");
+        format!("{text}{}", bearer_source("load", &dir.join("numbered.toml")))
+    })
+    .await;
+    let pad = "x".repeat(580);
+    let mut ids = Vec::new();
+    for n in 0..3 {
+        let a = app.post_bearer("load", &json!({"n": n, "action": "trigger", "pad": pad})).await;
+        assert_eq!(a.json["status"], "mapping_failed", "{:?}", a.json);
+        ids.push(a.json["id"].clone());
+    }
+    let dropped = app.app.as_ref().unwrap().prune_dead_letters().await.unwrap();
+    assert_eq!(dropped.len(), 1, "{dropped:?}");
+    assert_eq!((dropped[0].source.as_str(), dropped[0].reason.as_str(), dropped[0].letters), ("load", "size", 2));
+    let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+    assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
+    assert_eq!(dead[0]["id"], ids[2], "the newest stays");
+    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"pagerhook_dead_letters_dropped_total{source="load",reason="size"} 2"#), "{metrics}");
+}
+
+#[tokio::test]
+async fn the_events_of_one_request_are_capped_in_bytes_as_in_number() {
+    let mapping = r#"
+[[rule]]
+name = "each"
+for_each = "body.alerts"
+emit = "alert"
+dedup_key = "{{item.id}}"
+summary = "{{item.text}}"
+source = "tests"
+"#;
+    let app = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("each.toml"), mapping).unwrap();
+        format!("{text}{}max_event_bytes_per_request = 1500\n", bearer_source("load", &dir.join("each.toml")))
+    })
+    .await;
+    let alerts =
+        |n: usize| json!({ "alerts": (0..n).map(|i| json!({"id": i, "text": "y".repeat(600)})).collect::<Vec<_>>() });
+    let a = app.post_bearer("load", &alerts(3)).await;
+    assert_eq!((a.status, a.json["status"].as_str()), (202, Some("too_many_events")), "{:?}", a.json);
+    assert!(a.json["error"].as_str().unwrap().contains("max_event_bytes_per_request = 1500"), "{:?}", a.json);
+    let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+    assert_eq!(dead[0]["kind"], "too_many_events", "{dead:#}");
+    let one = app.post_bearer("load", &alerts(1)).await;
+    assert_eq!((one.status, one.json["status"].as_str()), (202, Some("accepted")), "{:?}", one.json);
+    app.assert_only_sentinel_events(1).await;
+}
