@@ -42,6 +42,18 @@ fn the_queue_and_events_know_nothing_of_http_or_pagerduty_s_client() {
     assert_eq!(offenders("crate::http", |f| !bad(f)), Vec::<String>::new());
 }
 
+/// The reason `.cargo/audit.toml` gives for ignoring rsa's timing advisory (RUSTSEC-2023-0071):
+/// pagerhook holds no RSA private key, it only verifies SNS signatures with a public one.
+#[test]
+fn the_rsa_crate_only_verifies_signatures() {
+    let private = ["RsaPrivateKey", "SigningKey", "DecryptingKey", "Pkcs1v15Encrypt", "Oaep"];
+    for name in private {
+        assert_eq!(offenders(name, |f| f.ends_with("/tests.rs")), Vec::<String>::new(), "{name}");
+    }
+    let audit = std::fs::read_to_string(root().join(".cargo/audit.toml")).unwrap();
+    assert!(audit.contains("\"RUSTSEC-2023-0071\""), "{audit}");
+}
+
 #[test]
 fn nothing_reads_the_process_environment_but_config_loading() {
     // Unit tests may: the PostgreSQL queue tests find their server in DATABASE_URL.
