@@ -317,10 +317,12 @@ async fn the_dead_letter_list_is_clamped_like_the_delivery_list() {
     let app = spawn_app_in(|text, _| text).await;
     let queue = app.app.as_ref().unwrap().queue().clone();
     let mut accepts = tokio::task::JoinSet::new();
+    // Recent: dead letters older than storage.dead_letter_retention are dropped.
+    let now = pagerhook::queue::now_millis();
     for n in 0..501 {
         let queue = queue.clone();
         let failed = InboundStatus::MappingFailed("summary: missing".into());
-        let inbound = NewInbound::new("github", n, bytes::Bytes::from_static(b"{}"), failed);
+        let inbound = NewInbound::new("github", now - n, bytes::Bytes::from_static(b"{}"), failed);
         accepts.spawn(async move { queue.accept(inbound, Vec::new()).await.unwrap() });
     }
     while let Some(done) = accepts.join_next().await {
