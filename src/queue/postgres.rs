@@ -20,7 +20,7 @@
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
-use super::schema::{self, step_failed};
+use super::schema::{self, step_failed, Seen};
 use super::tls;
 use super::{
     applied_migrations, sticky, sticky_key, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter,
@@ -533,40 +533,12 @@ impl Queue for PostgresQueue {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Returning a duplicate drops `tx` uncommitted: nothing of this accept stays.
-        if let Some(sha) = &i.body_sha256 {
-            let n = tx
-                .execute(
-                    "INSERT INTO seen_bodies (source, body_sha256, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING",
-                    &[&i.source, sha, &i.id, &i.received_at],
-                )
-                .await?;
-            if n == 0 {
-                let id: String = tx
-                    .query_one(
-                        "SELECT inbound_id FROM seen_bodies WHERE source = $1 AND body_sha256 = $2",
-                        &[&i.source, sha],
-                    )
-                    .await?
-                    .get_as(0)?;
-                return Ok(Accepted::Duplicate { id });
-            }
-        }
-        if let Some(d) = &i.delivery_id {
+        for (seen, key) in [(Seen::Body, &i.body_sha256), (Seen::Delivery, &i.delivery_id)] {
+            let Some(key) = key else { continue };
             // The primary key makes the check hold across replicas: of two concurrent inserts
             // one waits for the other's commit, then finds the row.
-            let n = tx
-                .execute(
-                    "INSERT INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT DO NOTHING",
-                    &[&i.source, d, &i.id, &i.received_at],
-                )
-                .await?;
-            if n == 0 {
-                let id: String = tx
-                    .query_one("SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2", &[&i.source, d])
-                    .await?
-                    .get_as(0)?;
+            if tx.execute(seen.record(), &[&i.source, key, &i.id, &i.received_at]).await? == 0 {
+                let id: String = tx.query_one(seen.first(), &[&i.source, key]).await?.get_as(0)?;
                 return Ok(Accepted::Duplicate { id });
             }
         }

@@ -11,7 +11,7 @@
 mod payloads;
 
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
-use super::schema::{self, step_failed};
+use super::schema::{self, step_failed, Seen};
 use super::{
     applied_migrations, sticky, sticky_key, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter,
     DeadLetterDetail, DeadToDrop, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, Queue,
@@ -730,37 +730,12 @@ fn finish_one(
 
 fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::Error> {
     let (i, events) = (&accept.inbound, &accept.events);
-    // The body first: a sender's retry repeats body and delivery id, and is found here without
-    // a row to undo.
-    if let Some(sha) = &i.body_sha256 {
-        let n = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO seen_bodies (source, body_sha256, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![i.source, sha, i.id, i.received_at])?;
-        if n == 0 {
-            let id: String = tx.query_row(
-                "SELECT inbound_id FROM seen_bodies WHERE source = ?1 AND body_sha256 = ?2",
-                params![i.source, sha],
-                |r| r.get(0),
-            )?;
-            return Ok(Accepted::Duplicate { id });
-        }
-    }
-    if let Some(d) = &i.delivery_id {
-        // Cached statements: parsing them anew for every accept was ~3 % of the writer's time.
-        let n = tx
-            .prepare_cached(
-                "INSERT OR IGNORE INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![i.source, d, i.id, i.received_at])?;
-        if n == 0 {
-            let id: String = tx.query_row(
-                "SELECT inbound_id FROM seen WHERE source = ?1 AND dedupe_id = ?2",
-                params![i.source, d],
-                |r| r.get(0),
-            )?;
-            // A new body under a used id: the body recorded above belongs to nothing stored.
+    // The body first: a sender's retry repeats body and delivery id, and is found there
+    // without a row to undo.
+    for (seen, key) in [(Seen::Body, &i.body_sha256), (Seen::Delivery, &i.delivery_id)] {
+        let Some(key) = key else { continue };
+        if let Some(id) = seen_before(tx, seen, i, key)? {
+            // A new body under a used delivery id: the body just recorded belongs to nothing.
             tx.prepare_cached("DELETE FROM seen_bodies WHERE source = ?1 AND inbound_id = ?2")?
                 .execute(params![i.source, i.id])?;
             return Ok(Accepted::Duplicate { id });
@@ -789,6 +764,16 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::
     ])?;
     insert_events(tx, &i.id, &i.source, events, i.received_at)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
+}
+
+/// Records `key` (a body's SHA-256 or a delivery id) of `i`'s source for `i`; the inbound id
+/// that recorded it first, if one did.
+fn seen_before(tx: &Connection, seen: Seen, i: &NewInbound, key: &str) -> Result<Option<String>, rusqlite::Error> {
+    // Cached statements: parsing them anew for every accept was ~3 % of the writer's time.
+    if tx.prepare_cached(seen.record())?.execute(params![i.source, key, i.id, i.received_at])? == 1 {
+        return Ok(None);
+    }
+    tx.prepare_cached(seen.first())?.query_row(params![i.source, key], |r| r.get(0)).map(Some)
 }
 
 /// Queues `events` for `inbound_id`, applying sticky routing within `source`: a trigger records

@@ -36,6 +36,20 @@ async fn spawn_hostile() -> TestApp {
     .await
 }
 
+/// An app whose bearer source `load` makes an alert of each item of `body.alerts` (its
+/// dedup_key the item's `id`, its summary the template `summary`), with `keys` added to the
+/// source and `edit` applied to the rest of the config.
+async fn spawn_each(summary: &str, keys: &str, edit: impl FnOnce(String) -> String) -> TestApp {
+    let mapping = format!(
+        "[[rule]]\nname = \"each\"\nfor_each = \"body.alerts\"\nemit = \"alert\"\ndedup_key = \"{{{{item.id}}}}\"\nsummary = \"{summary}\"\nsource = \"tests\"\n"
+    );
+    spawn_app_in(move |text, dir| {
+        std::fs::write(dir.join("each.toml"), &mapping).unwrap();
+        format!("{}{}{keys}\n", edit(text), bearer_source("load", &dir.join("each.toml")))
+    })
+    .await
+}
+
 /// `{"alerts":[{"status":"x"}, ...]}`: 60 000 alerts that emit nothing, about 1 MiB.
 fn alert_flood() -> Vec<u8> {
     let alerts = vec![r#"{"status":"x"}"#; 60_000].join(",");
@@ -110,20 +124,7 @@ async fn floods_are_refused_quickly_and_ordinary_webhooks_are_answered_meanwhile
 
 #[tokio::test]
 async fn too_many_events_are_kept_as_a_dead_letter_and_replayed_once_the_cap_is_raised() {
-    let mapping = r#"
-[[rule]]
-name = "each"
-for_each = "body.alerts"
-emit = "alert"
-dedup_key = "{{item.id}}"
-summary = "alert {{item.id}}"
-source = "tests"
-"#;
-    let app = spawn_app_in(|text, dir| {
-        std::fs::write(dir.join("each.toml"), mapping).unwrap();
-        format!("{text}{}max_events_per_request = 2\n", bearer_source("load", &dir.join("each.toml")))
-    })
-    .await;
+    let app = spawn_each("alert {{item.id}}", "max_events_per_request = 2", |text| text).await;
     let body = json!({"alerts": [{"id": "a"}, {"id": "b"}, {"id": "c"}]});
     let a = app.post_bearer("load", &body).await;
     assert_eq!(a.status, 202, "the sender must not retry, nor drop it: {:?}", a.json);
@@ -349,21 +350,9 @@ async fn the_admin_token_is_checked_before_a_body_is_read() {
 
 #[tokio::test]
 async fn healthz_answers_while_a_heavy_render_runs() {
-    let mapping = r#"
-[[rule]]
-name = "each"
-for_each = "body.alerts"
-emit = "alert"
-dedup_key = "{{item.id}}"
-summary = "alert {{item.id}} of {{len body.alerts}}"
-source = "tests"
-"#;
-    let app = spawn_app_in(|text, dir| {
-        std::fs::write(dir.join("each.toml"), mapping).unwrap();
-        let text = text.replace("max_body_bytes = 65536", "max_body_bytes = 2097152");
-        format!("{text}{}max_events_per_request = 100000\n", bearer_source("load", &dir.join("each.toml")))
-    })
-    .await;
+    let big_bodies = |text: String| text.replace("max_body_bytes = 65536", "max_body_bytes = 2097152");
+    let app =
+        spawn_each("alert {{item.id}} of {{len body.alerts}}", "max_events_per_request = 100000", big_bodies).await;
     let alerts: Vec<Value> = (0..40_000).map(|i| json!({ "id": format!("a{i}") })).collect();
     let body = json!({ "source": "load", "payload": json!({ "alerts": alerts }).to_string() });
     let render = app.http.post(format!("{}/admin/render", app.admin)).bearer_auth("admin-token").json(&body);
@@ -595,20 +584,7 @@ async fn dead_letters_over_a_source_s_cap_are_dropped_oldest_first() {
 
 #[tokio::test]
 async fn the_events_of_one_request_are_capped_in_bytes_as_in_number() {
-    let mapping = r#"
-[[rule]]
-name = "each"
-for_each = "body.alerts"
-emit = "alert"
-dedup_key = "{{item.id}}"
-summary = "{{item.text}}"
-source = "tests"
-"#;
-    let app = spawn_app_in(|text, dir| {
-        std::fs::write(dir.join("each.toml"), mapping).unwrap();
-        format!("{text}{}max_event_bytes_per_request = 1500\n", bearer_source("load", &dir.join("each.toml")))
-    })
-    .await;
+    let app = spawn_each("{{item.text}}", "max_event_bytes_per_request = 1500", |text| text).await;
     let alerts =
         |n: usize| json!({ "alerts": (0..n).map(|i| json!({"id": i, "text": "y".repeat(600)})).collect::<Vec<_>>() });
     let a = app.post_bearer("load", &alerts(3)).await;
