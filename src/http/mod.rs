@@ -87,12 +87,28 @@ pub fn start(
     .shutdown_timeout(30)
     .listen(hooks)?
     .run();
+    let admin_server = admin_server(server, admin, admin_listener)?;
+    Ok(Servers {
+        hooks: hooks_server.handle(),
+        admin: admin_server.handle(),
+        hooks_task: tokio::spawn(hooks_server),
+        admin_task: tokio::spawn(admin_server),
+    })
+}
+
+/// The admin listener, running on `listener`: one worker, since everything heavy it does
+/// (a render, a replay's mapping) runs on `ingest::Cpu`'s pool.
+fn admin_server(
+    server: &ServerConfig,
+    admin: AdminState,
+    listener: TcpListener,
+) -> std::io::Result<actix_web::dev::Server> {
     let admin_data = web::Data::new(admin);
     // The playground's payload arrives as a JSON string, escaped: room for that.
     let admin_limits =
         web::Data::new(BodyLimits { max_bytes: 4 * server.max_body_bytes, timeout: server.request_timeout });
     let admin_hosts = web::Data::new(AdminHosts(server.admin_hosts.clone()));
-    let admin_server = HttpServer::new(move || {
+    let running = HttpServer::new(move || {
         App::new()
             .app_data(admin_data.clone())
             .app_data(admin_limits.clone())
@@ -125,12 +141,7 @@ pub fn start(
     .workers(1)
     .disable_signals()
     .shutdown_timeout(5)
-    .listen(admin_listener)?
+    .listen(listener)?
     .run();
-    Ok(Servers {
-        hooks: hooks_server.handle(),
-        admin: admin_server.handle(),
-        hooks_task: tokio::spawn(hooks_server),
-        admin_task: tokio::spawn(admin_server),
-    })
+    Ok(running)
 }
