@@ -1,8 +1,8 @@
 //! Behaviour of the queue, written against the trait.
 
 use super::*;
-use crate::config::{Durability, Secret};
 use crate::event::{AlertDraft, ChangeDraft, RoutingKey};
+use crate::secret::Secret;
 use std::sync::Arc;
 
 fn key() -> RoutingKey {
@@ -267,7 +267,7 @@ async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     let next = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(next.len(), 1);
     let recent = q.recent(10).await.unwrap();
-    let dead = recent.iter().find(|e| e.state == "dead").unwrap();
+    let dead = recent.iter().find(|e| e.state == EventState::Dead).unwrap();
     assert_eq!(dead.last_error.as_deref(), Some("400: bad"));
 }
 
@@ -337,7 +337,7 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     finish(&q, &c[0], answered(now, 202), Finish::Delivered).await;
     finish(&q, &c[1], answered(now, 400), Finish::Dead("400".into())).await;
     assert!(q.prune(now + 1).await.unwrap() > 0);
-    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state.as_str()).collect();
     assert_eq!(states, vec!["pending", "dead"]);
     // The delivery ids are forgotten with them: a redelivery after retention is new.
     assert!(matches!(q.accept(inbound(Some("a")), vec![]).await.unwrap(), Accepted::Committed { .. }));
@@ -431,7 +431,7 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     finish(&q, &resolve[0], answered(now, 202), Finish::Delivered).await;
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
-    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state.as_str()).collect();
     assert_eq!(states, vec!["collapsed", "collapsed", "delivered", "delivered", "collapsed", "pending"]);
 }
 
@@ -517,7 +517,7 @@ async fn a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holde
     assert!(!q.renew(first.id, first.lease, expired + 1_000_000).await.unwrap(), "a lost lease is not renewed");
     assert!(!q.finish(first.id, first.lease, sent.clone(), Finish::Delivered).await.unwrap());
     q.defer(first.id, first.lease, expired + 1_000_000).await.unwrap();
-    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == "pending").count(), 2);
+    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == EventState::Pending).count(), 2);
     assert!(q.claim(expired, 10, LEASE).await.unwrap().is_empty(), "still held by the second claim");
     // The holder renews and finishes; the resolve behind it follows.
     let renewed = second.lease + 1000;
@@ -1211,7 +1211,7 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     assert_eq!([page1, page2].concat(), all);
 
     let detail = q.event(cpu).await.unwrap().unwrap();
-    assert_eq!(detail.row.summary.state, "delivered");
+    assert_eq!(detail.row.summary.state, EventState::Delivered);
     assert_eq!(detail.row.routing_key, key().fingerprint());
     assert_eq!(detail.attempt_log.len(), 1);
     assert_eq!(detail.attempt_log[0].detail.as_deref(), Some("Event processed"));

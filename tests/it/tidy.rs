@@ -66,7 +66,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("source", &["secret", "config"]),
     ("mapping", &["event", "source"]),
     ("registry", &["config", "source", "mapping"]),
-    ("queue", &["secret", "config", "event"]),
+    ("queue", &["secret", "event"]),
     ("pagerduty", &["event"]),
     ("delivery", &["config", "event", "metrics", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
