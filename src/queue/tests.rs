@@ -167,7 +167,7 @@ async fn postgres_rows_this_build_does_not_know_are_errors_not_guesses() {
     schema.drop().await;
 }
 
-/// A kind, inbound status or body format this build does not know is an error that names it,
+/// A kind, event state, inbound status or body format this build does not know is an error that names it,
 /// on every path that reads it, never a default; a claim leaves such an event alone (leased,
 /// logged) and still hands out the others.
 async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>, raw: Raw) {
@@ -175,7 +175,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
     failed.status = InboundStatus::MappingFailed("rule 'x' failed".into());
     let failed_id = failed.id.clone();
     q.accept(failed, vec![]).await.unwrap();
-    let lanes = ["odd-kind", "new-format", "dead-new-format", "fine"];
+    let lanes = ["odd-kind", "new-format", "dead-new-format", "odd-state", "fine"];
     q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
     let recent = q.recent(10).await.unwrap();
     let id = |k: &str| recent.iter().find(|e| e.dedup_key.as_deref() == Some(k)).unwrap().id;
@@ -184,6 +184,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
         "UPDATE events SET kind = 'pigeon' WHERE dedup_key = 'odd-kind';
          UPDATE events SET format = 2 WHERE dedup_key = 'new-format';
          UPDATE events SET format = 3, state = 'dead', done_at = 1 WHERE dedup_key = 'dead-new-format';
+         UPDATE events SET state = 'superseded', done_at = 1 WHERE dedup_key = 'odd-state';
          UPDATE inbound SET status = 'shelved' WHERE status = 'mapping_failed';",
     )
     .await;
@@ -192,6 +193,8 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("kind \"pigeon\"")), "{err:?}");
     let err = q.event(id("new-format")).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 2, which this build does not know")), "{err:?}");
+    let err = q.event(id("odd-state")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("state \"superseded\"")), "{err:?}");
     let err = q.dead_letter(DeadId::Event(id("dead-new-format"))).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 3")), "{err:?}");
     let err = q.inbound(failed_id).await.unwrap_err();
