@@ -171,7 +171,7 @@ impl Prepared {
 }
 
 /// A lane head a claim leased, with the triggers it superseded, still as stored: its body is
-/// read by the claimer (`Queue::claim`, its action and dedup_key only), off the writer thread.
+/// read by the claimer (`Deliveries::claim`, its action and dedup_key only), off the writer thread.
 type Leased = (StoredEvent, Vec<i64>);
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads (the writer
