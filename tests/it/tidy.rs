@@ -57,7 +57,7 @@ fn nothing_reads_the_process_environment_but_config_loading() {
 /// the accept path; `http` and the entry points sit on top. `queue`, `pagerduty` and
 /// `delivery` are the store and the way out, below `ingest`. Unit tests (`tests.rs`,
 /// `proptests.rs`) may wire real modules together and are not checked.
-const LAYERS: &[(&str, &[&str])] = &[
+pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("secret", &[]),
     ("telemetry", &[]),
     ("metrics", &[]),
