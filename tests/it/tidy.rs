@@ -111,6 +111,14 @@ fn every_module_has_a_place_in_the_layering() {
     assert_eq!(unplaced, Vec::<&String>::new(), "add new modules to LAYERS");
 }
 
+/// The store takes its own settings (`queue::Settings`, built by `app` from `[storage]`): an
+/// import of `config` in `queue` is an edge the layering refuses.
+#[test]
+fn the_queue_may_not_import_config() {
+    let planted = vec![("queue/settings.rs".to_string(), "use crate::config::Durability;\n".to_string())];
+    assert_eq!(forbidden_edges(&import_graph(&planted), LAYERS), vec!["queue → config".to_string()]);
+}
+
 /// The checker itself, on a planted example: a forbidden edge and a cycle must be found, in
 /// `use` lines, grouped imports, `super::` paths that leave the module and paths in code.
 #[test]
