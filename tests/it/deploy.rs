@@ -656,3 +656,34 @@ fn the_dockerfile_builds_from_the_lockfile_runs_as_non_root_exposes_both_ports_a
     let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
     assert!(ignored.lines().any(|l| l.trim() == "target"), ".dockerignore keeps target/ out of the build context");
 }
+
+/// What Grafana needs to import the dashboard as meant: unique panel ids, panels inside the
+/// 24-column grid without overlapping, every query on the `datasource` variable.
+#[test]
+fn the_dashboards_panels_have_unique_ids_fit_the_grid_without_overlap_and_query_the_chosen_datasource() {
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(root().join(DASHBOARD)).unwrap()).unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    let ids: BTreeSet<u64> = panels.iter().map(|p| p["id"].as_u64().expect("a numeric id")).collect();
+    assert_eq!(ids.len(), panels.len(), "panel ids are unique");
+    let boxes: Vec<[u64; 4]> = panels
+        .iter()
+        .map(|p| ["x", "y", "w", "h"].map(|k| p["gridPos"][k].as_u64().expect("gridPos x, y, w, h")))
+        .collect();
+    for (i, [x, y, w, h]) in boxes.iter().enumerate() {
+        assert!(x + w <= 24, "panel {i} is wider than the grid");
+        for [x2, y2, w2, h2] in &boxes[i + 1..] {
+            let apart = x + w <= *x2 || x2 + w2 <= *x || y + h <= *y2 || y2 + h2 <= *y;
+            assert!(apart, "panel {i} overlaps another");
+        }
+    }
+    let variable = json!({"type": "prometheus", "uid": "${datasource}"});
+    for p in panels.iter().filter(|p| p["type"] != "row") {
+        assert_eq!(p["datasource"], variable, "{}", p["title"]);
+        assert!(p["targets"]
+            .as_array()
+            .is_some_and(|t| !t.is_empty() && t.iter().all(|t| t["datasource"] == variable)));
+    }
+    let names: Vec<&str> =
+        dashboard["templating"]["list"].as_array().unwrap().iter().filter_map(|v| v["name"].as_str()).collect();
+    assert_eq!(names, ["datasource", "job"]);
+}
