@@ -20,7 +20,9 @@ need() {
 }
 need promtool "apt-get install prometheus"
 need kubectl "the Kubernetes client: https://kubernetes.io/docs/tasks/tools/"
-need kubernetes-validate "pip install kubernetes-validate"
+# As a module of the python3 that pip installed it for: no console script or shim needed on PATH.
+python3 -c "import kubernetes_validate" 2>/dev/null ||
+    { echo "deploy/check.sh: kubernetes-validate is missing (pip install kubernetes-validate)" >&2; exit 1; }
 need systemd-analyze "apt-get install systemd"
 
 work=$(mktemp -d)
@@ -35,7 +37,7 @@ for overlay in kubernetes/overlays/*/; do
     name=$(basename "$overlay")
     kubectl kustomize "$overlay" >"$work/$name.yaml"
     for version in $K8S_VERSIONS; do
-        kubernetes-validate --strict --quiet --kubernetes-version "$version" "$work/$name.yaml"
+        python3 -m kubernetes_validate --strict --quiet --kubernetes-version "$version" "$work/$name.yaml"
     done
     echo "$name: $(grep -c '^kind:' "$work/$name.yaml") objects valid for Kubernetes $K8S_VERSIONS"
 done
