@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod deploy;
 mod generic;
 mod helpers;
 mod hooks;
