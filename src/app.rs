@@ -1,12 +1,12 @@
 //! Startup: wires config, queue, sources, worker and HTTP together, the same way for
 //! `serve` and for the integration tests (which bind port 0).
 
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, Durability, StorageBackend, StorageConfig};
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::pagerduty;
-use crate::queue::{PostgresQueue, Queue, Role, SharedPace, SqliteQueue};
+use crate::queue::{self, Queue, Retention, Role, SharedPace};
 use crate::registry::Sources;
 use crate::reload::{self, Fingerprint, Live, ReloadError};
 use crate::source::{AwsFetch, HttpsFetch};
@@ -158,20 +158,22 @@ pub async fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queu
 /// The configured store, and the pacing state it shares between replicas (PostgreSQL); `None`
 /// for SQLite, whose one process paces in memory.
 async fn open_store(cfg: &Config, role: Role) -> anyhow::Result<(Arc<dyn Queue>, Option<Arc<dyn SharedPace>>)> {
-    match &cfg.storage.backend {
-        StorageBackend::Sqlite { path } => Ok((
-            Arc::new(
-                SqliteQueue::open(path, cfg.storage.durability, role)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            ),
-            None,
-        )),
-        // Every role is the same here: other replicas' leases are theirs until they expire.
-        StorageBackend::Postgres { url } => {
-            let q = Arc::new(PostgresQueue::connect(url).await.context("opening the PostgreSQL store (storage.url)")?);
-            Ok((q.clone(), Some(q)))
-        }
-    }
+    let settings = store_settings(&cfg.storage);
+    let opened = queue::open(&settings, role).await.with_context(|| format!("opening {}", settings.backend.name()))?;
+    Ok((opened.store, opened.shared_pace))
+}
+
+/// The store's settings, from `[storage]`.
+fn store_settings(storage: &StorageConfig) -> queue::Settings {
+    let backend = match &storage.backend {
+        StorageBackend::Sqlite { path } => queue::Backend::Sqlite { path: path.clone() },
+        StorageBackend::Postgres { url } => queue::Backend::Postgres { url: url.clone() },
+    };
+    let durability = match storage.durability {
+        Durability::Fsync => queue::Durability::Fsync,
+        Durability::Process => queue::Durability::Process,
+    };
+    queue::Settings { backend, durability }
 }
 
 impl App {
@@ -317,7 +319,11 @@ fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Applies `storage.retention` once at start and then hourly.
-async fn prune_periodically(queue: Arc<dyn Queue>, retention: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn prune_periodically(
+    queue: Arc<dyn Retention>,
+    retention: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {

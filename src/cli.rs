@@ -7,7 +7,7 @@ use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
-use crate::queue::{DeadId, DeadLetter, EventSummary, Queue, Role};
+use crate::queue::{DeadId, DeadLetter, EventState, EventSummary, Queue, Role};
 use crate::registry::Sources;
 use crate::reload::Live;
 use crate::telemetry::{self, LogFormat};
@@ -221,7 +221,7 @@ fn deliveries_table(rows: &[EventSummary]) -> anyhow::Result<()> {
 fn table_lines(rows: &[EventSummary]) -> Vec<String> {
     let width = |head: &str, f: &dyn Fn(&EventSummary) -> usize| rows.iter().map(f).chain([head.len()]).max();
     let w_id = width("ID", &|r| r.id.to_string().len()).unwrap_or(2);
-    let w_state = width("STATE", &|r| r.state.len()).unwrap_or(5);
+    let w_state = width("STATE", &|r| r.state.as_str().len()).unwrap_or(5);
     let w_source = width("SOURCE", &|r| r.source.len()).unwrap_or(6);
     let w_kind = width("KIND", &|r| r.kind.len()).unwrap_or(4);
     let w_action = width("ACTION", &|r| r.action.as_deref().unwrap_or("-").len()).unwrap_or(6);
@@ -231,7 +231,7 @@ fn table_lines(rows: &[EventSummary]) -> Vec<String> {
     )];
     for r in rows {
         let mut tail = match (&r.dedup_key, &r.last_error) {
-            (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
+            (k, Some(e)) if r.state != EventState::Delivered => format!("{} / {e}", k.as_deref().unwrap_or("-")),
             (k, _) => k.clone().unwrap_or_else(|| "-".into()),
         };
         // PagerDuty filed it under another key: later acknowledges and resolves miss.

@@ -11,7 +11,7 @@
 //! - `source`: one file per source kind; produces `Verified` requests, knows no mapping.
 //! - `mapping`: mapping files and handlebars rendering of a `Verified` payload.
 //! - `registry`: each configured source bound to its mapping (`Sources`).
-//! - `queue`: the durable queue (`Queue` trait, SQLite and PostgreSQL).
+//! - `queue`: the durable queue (one trait per role, `Queue` for all; SQLite and PostgreSQL).
 //! - `pagerduty`: the only code that talks upstream; `delivery`: the worker, with retry policy.
 //! - `reload`: swapping a new config in whole.
 //! - `ingest`: the accept path (verify, map, commit) without HTTP.

@@ -13,7 +13,7 @@ pub mod policy;
 
 use crate::config::DeliveryConfig;
 use crate::pagerduty::Response;
-use crate::queue::{Attempt, Claimed, Finish, Millis, Queue, SharedPace, SlotAsk};
+use crate::queue::{Attempt, Claimed, Deliveries, Finish, Millis, SharedPace, SlotAsk};
 use crate::telemetry::events::{AttemptAbandoned, AttemptDeferred, AttemptMade, AttemptPanicked, TriggersCollapsed};
 use crate::telemetry::{attempt_span, InternalEvent, Metrics};
 use inputs::{Clock, Jitter, RandomJitter, SystemClock, Upstream};
@@ -104,7 +104,7 @@ enum Pacing {
 /// Sends queued events to PagerDuty.
 #[derive(Clone)]
 pub struct Worker {
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Deliveries>,
     upstream: Arc<dyn Upstream>,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
@@ -143,7 +143,7 @@ impl Worker {
     /// on the wall clock with random jitter; `wake` is notified by whoever enqueues. With
     /// `shared`, routing keys are paced together with the other replicas on that store.
     pub fn new(
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn Deliveries>,
         shared: Option<Arc<dyn SharedPace>>,
         upstream: impl Upstream,
         cfg: DeliveryConfig,

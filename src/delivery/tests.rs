@@ -2,12 +2,9 @@
 
 use super::inputs::{FixedJitter, TokioClock};
 use super::*;
-use crate::config::{Durability, Secret};
 use crate::event::{AlertDraft, ChangeDraft, Event, RoutingKey};
-use crate::queue::{
-    Accepted, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, InboundStatus, NewInbound,
-    QueueError, Role, SqliteQueue, StoredInbound,
-};
+use crate::queue::{Durability, EventState, InboundStatus, NewInbound, Queue, QueueError, Role, SqliteQueue};
+use crate::secret::Secret;
 use async_trait::async_trait;
 use std::collections::VecDeque;
 
@@ -130,7 +127,7 @@ impl Bench {
     /// `(dedup_key, state)` of every event, oldest first.
     async fn states(&self) -> Vec<(String, String)> {
         let rows = self.queue.recent(100).await.unwrap();
-        rows.into_iter().rev().map(|e| (e.dedup_key.unwrap_or_default(), e.state)).collect()
+        rows.into_iter().rev().map(|e| (e.dedup_key.unwrap_or_default(), e.state.to_string())).collect()
     }
 }
 
@@ -244,7 +241,7 @@ async fn an_event_whose_next_try_would_pass_max_age_is_dead_lettered() {
     // Tries at 0, 1 s and 3 s; the next would be at 7 s.
     assert_eq!(outcomes, [Outcome::Retried, Outcome::Retried, Outcome::DeadLettered]);
     let dead = b.queue.recent(1).await.unwrap().remove(0);
-    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.state, EventState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("gave up after 3 attempts over max_age: 503: m"));
 }
 
@@ -351,12 +348,11 @@ async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
 }
 
-type Error = QueueError;
-
-/// The queue of a [`Bench`], whose `finish` waits for a permit of `gate` before it reaches the
-/// store (as it waits for the accepts' fsync under load), and which counts claims.
+/// The delivery side of a [`Bench`]'s queue, whose `finish` waits for a permit of `gate`
+/// before it reaches the store (as it waits for the accepts' fsync under load), and which
+/// counts claims.
 struct HeldFinish {
-    inner: Arc<dyn Queue>,
+    inner: Arc<dyn Deliveries>,
     gate: tokio::sync::Semaphore,
     claims: std::sync::atomic::AtomicUsize,
     /// When set, the second claim waits for a permit of this after the store answered it
@@ -365,10 +361,7 @@ struct HeldFinish {
 }
 
 #[async_trait]
-impl Queue for HeldFinish {
-    async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        self.inner.accept(inbound, events).await
-    }
+impl Deliveries for HeldFinish {
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let n = self.claims.fetch_add(1, Ordering::SeqCst);
         let claimed = self.inner.claim(now, limit, lease).await;
@@ -384,41 +377,11 @@ impl Queue for HeldFinish {
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
         self.inner.renew(id, lease, until).await
     }
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
-        self.inner.next_due(now).await
-    }
-    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
-        self.inner.events(q).await
-    }
-    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
-        self.inner.event(id).await
-    }
-    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
-        self.inner.prune(before).await
-    }
-    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
-        self.inner.depth().await
-    }
     async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         self.inner.defer(id, lease, until).await
     }
-    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(source, limit).await
-    }
-    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
-        self.inner.dead_letter(id).await
-    }
-    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
-        self.inner.requeue_dead(id, now).await
-    }
-    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
-        self.inner.inbound(id).await
-    }
-    async fn remap(&self, id: String, s: InboundStatus, e: Vec<Event>, now: Millis) -> Result<Option<usize>, Error> {
-        self.inner.remap(id, s, e, now).await
-    }
-    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
-        self.inner.delete_dead(id).await
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
+        self.inner.next_due(now).await
     }
 }
 
@@ -569,7 +532,12 @@ struct PanicsOnce {
 
 #[async_trait]
 impl SharedPace for PanicsOnce {
-    async fn slots(&self, _: Millis, asks: &[SlotAsk], _: &dyn crate::queue::PaceRule) -> Result<Vec<Millis>, Error> {
+    async fn slots(
+        &self,
+        _: Millis,
+        asks: &[SlotAsk],
+        _: &dyn crate::queue::PaceRule,
+    ) -> Result<Vec<Millis>, QueueError> {
         unreachable!("an unlimited rate asks for no slot ({} asked)", asks.len())
     }
     async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {

@@ -2,6 +2,7 @@
 
 mod admin;
 mod alertmanager;
+mod architecture;
 mod cli;
 mod console;
 mod crash;
