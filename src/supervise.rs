@@ -9,7 +9,7 @@
 //! Before this, a panic in a claim ended the delivery worker while `/readyz` stayed ready:
 //! webhooks were accepted, nothing was sent, and nothing said so.
 
-use crate::telemetry::events::{TaskFailed, TaskRecovered};
+use crate::telemetry::events::{AttemptPanicked, TaskFailed, TaskRecovered};
 use crate::telemetry::{InternalEvent, Metrics};
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -211,7 +211,8 @@ pub struct Supervisor {
 impl Supervisor {
     /// Tasks are told to stop through `stop`; `health` says whether they are up.
     pub fn new(health: Arc<Health>, metrics: Arc<Metrics>, stop: watch::Receiver<bool>) -> Supervisor {
-        metrics.tasks(Task::ALL.map(Task::as_str));
+        // The worker's attempts too: they are not restarted, but their deaths are counted.
+        metrics.tasks(Task::ALL.map(Task::as_str).into_iter().chain([AttemptPanicked::TASK]));
         Supervisor { health, metrics, stop, restarts: Restarts::default(), watchers: JoinSet::new() }
     }
 

@@ -81,6 +81,7 @@ async fn a_task_that_panics_is_restarted_after_its_backoff_logged_and_counted() 
     let (_guard, log) = capture();
     let mut f = fixture(Restarts::default());
     assert_eq!(f.failures("delivery_worker"), "0", "exported at zero before any death");
+    assert_eq!(f.failures("delivery_attempt"), "0");
     let (run, mut started) = task(|n| (n < 2).then_some(true));
     f.tasks.restart(Task::DeliveryWorker, run);
     let (_, t0) = next_run(&mut started).await;

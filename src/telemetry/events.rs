@@ -270,16 +270,21 @@ impl InternalEvent for TaskRecovered {
 }
 
 /// A claimed event's attempt panicked: its event stays leased and is tried again when the
-/// lease ends (counted with the tasks, as `delivery_attempt`).
+/// lease ends (counted with the tasks, as [`AttemptPanicked::TASK`]).
 pub struct AttemptPanicked<'a> {
     pub how: &'a str,
 }
 
+impl AttemptPanicked<'_> {
+    /// Its `task` label.
+    pub const TASK: &'static str = "delivery_attempt";
+}
+
 impl InternalEvent for AttemptPanicked<'_> {
     fn emit(self, metrics: &Metrics) {
-        metrics.task_failed("delivery_attempt");
+        metrics.task_failed(AttemptPanicked::TASK);
         tracing::error!(
-            task = "delivery_attempt",
+            task = AttemptPanicked::TASK,
             how = %self.how,
             "a delivery attempt panicked; its event is tried again once its lease ends"
         );
