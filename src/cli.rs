@@ -314,13 +314,13 @@ async fn replay(
     source: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let (sources, _) = Sources::build(cfg)?;
-    let pipeline = Pipeline {
-        sources: Arc::new(Live::new(sources)),
-        metrics: Default::default(),
+    let pipeline = Pipeline::new(
+        Arc::new(Live::new(sources)),
+        Default::default(),
         queue,
-        wake: Default::default(),
-        cpu: crate::ingest::Cpu::new(1),
-    };
+        Default::default(),
+        crate::ingest::Cpu::new(1),
+    );
     let results = match one {
         Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead).await)],
         None => pipeline.replay_all(source).await?,

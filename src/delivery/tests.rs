@@ -522,3 +522,66 @@ async fn a_claim_that_found_nothing_before_an_outcome_was_stored_does_not_idle_t
     stop.send(true).unwrap();
     run.await.unwrap();
 }
+
+/// A shared pace whose first read panics (as a claim did in issue 33), and then says every
+/// key is open: enough for an unlimited rate, which asks nothing else.
+#[derive(Default)]
+struct PanicsOnce {
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl SharedPace for PanicsOnce {
+    async fn slots(
+        &self,
+        _: Millis,
+        asks: &[SlotAsk],
+        _: &dyn crate::queue::PaceRule,
+    ) -> Result<Vec<Millis>, QueueError> {
+        unreachable!("an unlimited rate asks for no slot ({} asked)", asks.len())
+    }
+    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
+        assert!(self.reads.fetch_add(1, Ordering::SeqCst) > 0, "the claim's pace read failed");
+        Ok(vec![0; keys.len()])
+    }
+    async fn hold(&self, _: &str, _: Millis, _: Millis, _: &dyn crate::queue::PaceRule) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// Issue 33: a panic in a claim ended the worker's loop, and nothing sent or said anything
+/// after it. Supervised, the worker is restarted, the death is counted, and the event it had
+/// claimed is delivered once its lease ends.
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_claim_panicked_is_restarted_and_delivers() {
+    use crate::supervise::{Health, Supervisor, Task};
+    let b = Bench::new(defaults(), []);
+    let cfg = DeliveryConfig { per_key_rate: 0, ..defaults() };
+    let (wake, pace) = (Arc::new(Notify::new()), Arc::new(PanicsOnce::default()));
+    let worker = Worker::new(b.queue.clone(), Some(pace.clone()), b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+        .with_clock(b.clock)
+        .with_jitter(FixedJitter(1.0));
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Supervisor::new(health.clone(), b.metrics.clone(), stopped);
+    tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
+    b.accept(vec![trigger(1)]).await;
+    wake.notify_one();
+    // Paused time must run (the restart's backoff and the dead claim's lease are timers), so
+    // this waits on tokio's sleep, not `until`'s yield; the bound is real time, since the
+    // store answers on its own thread, while tokio's clock jumps whenever the runtime idles.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while b.pd.sent().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the restarted worker sends the event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pace.reads.load(Ordering::SeqCst) >= 2, "the first claim panicked, a later one went through");
+    assert!(b.pd.sent()[0].0 >= T0 + 15_000, "after the panicked claim's lease (15 s) ended");
+    let metrics = b.metrics.render(0, None);
+    assert!(metrics.contains(r#"pagerhook_task_failures_total{task="delivery_worker"} 1"#), "{metrics}");
+    assert_eq!(health.not_ready(), None, "one death is a restart, not a task down");
+    health.stop();
+    stop.send(true).unwrap();
+    tasks.join().await;
+    assert_eq!(b.states().await, [("n-1".into(), "delivered".into())]);
+}
