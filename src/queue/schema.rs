@@ -37,37 +37,6 @@ pub(super) const SEEN_BODIES: &str = "CREATE TABLE seen_bodies (
     PRIMARY KEY (source, body_sha256)
 );";
 
-/// What makes an accept a duplicate: its body seen before (GitHub), or its delivery id.
-#[derive(Debug, Clone, Copy)]
-pub(super) enum Seen {
-    Body,
-    Delivery,
-}
-
-impl Seen {
-    /// Records `$2` of source `$1` for inbound `$3` at `$4`; no row if it was there.
-    pub(super) fn record(self) -> &'static str {
-        match self {
-            Seen::Body => {
-                "INSERT INTO seen_bodies (source, body_sha256, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING"
-            }
-            Seen::Delivery => {
-                "INSERT INTO seen (source, dedupe_id, inbound_id, seen_at) VALUES ($1, $2, $3, $4)
-                 ON CONFLICT DO NOTHING"
-            }
-        }
-    }
-
-    /// The inbound id that recorded `$2` of source `$1` first.
-    pub(super) fn first(self) -> &'static str {
-        match self {
-            Seen::Body => "SELECT inbound_id FROM seen_bodies WHERE source = $1 AND body_sha256 = $2",
-            Seen::Delivery => "SELECT inbound_id FROM seen WHERE source = $1 AND dedupe_id = $2",
-        }
-    }
-}
-
 /// A migration step that failed, as the error that names it.
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }

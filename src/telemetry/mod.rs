@@ -1,4 +1,22 @@
-//! Logging with `tracing`: human-readable on a terminal, JSON otherwise.
+//! What pagerhook says about itself: the log (`tracing`), the Prometheus metrics, and the
+//! typed events that write both.
+//!
+//! Every outcome an operator counts or reads (a webhook refused, accepted, mapped or kept as a
+//! dead letter; a delivery attempt; a task that died; a reload) is one struct in [`events`]
+//! whose [`InternalEvent::emit`] writes its log line and updates its metric together, as
+//! Vector's `internal_events` do. [`Metrics`]' counters can only be moved from here (their
+//! methods are private to this module), so a log line and a metric cannot disagree. A
+//! webhook and a delivery attempt each run in a span ([`webhook_span`], [`attempt_span`]),
+//! so every line they log carries the source, or the event and its request. Text logs escape
+//! control characters ([`printable`]): a payload's line break must not forge a log line.
+
+#[cfg(test)]
+pub mod capture;
+pub mod events;
+mod metrics;
+
+pub use events::InternalEvent;
+pub use metrics::Metrics;
 
 use std::borrow::Cow;
 use std::fmt;
@@ -75,6 +93,16 @@ pub fn printable(s: &str) -> Cow<'_, str> {
         }
     }
     Cow::Owned(out)
+}
+
+/// The span one webhook request runs in, from its first byte to its answer.
+pub fn webhook_span(source: &str) -> tracing::Span {
+    tracing::info_span!("webhook", source = %source)
+}
+
+/// The span one claimed event's attempt (or deferral) runs in; `attempt` counts from 1.
+pub fn attempt_span(event_id: i64, inbound_id: &str, attempt: u32) -> tracing::Span {
+    tracing::info_span!("attempt", event_id, inbound_id = %inbound_id, attempt)
 }
 
 #[cfg(test)]
