@@ -165,6 +165,11 @@ impl Metrics {
     pub fn configured<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
         for source in sources {
             let _ = self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 });
+            // The reasons `queue::DeadDropReason` names.
+            for reason in ["age", "size"] {
+                let labels = RejectLabels { source: source.to_string(), reason: reason.to_string() };
+                let _ = self.dead_letters_dropped.get_or_create(&labels);
+            }
         }
         for outcome in ["ok", "error"] {
             let _ = self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });

@@ -210,6 +210,8 @@ async fn failure_counters_are_exported_at_zero_for_every_configured_source() {
     let text = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
     for line in [
         r#"pagerhook_mapping_failures_total{source="github",status="202"} 0"#,
+        r#"pagerhook_dead_letters_dropped_total{source="github",reason="age"} 0"#,
+        r#"pagerhook_dead_letters_dropped_total{source="github",reason="size"} 0"#,
         r#"pagerhook_config_reloads_total{outcome="ok"} 0"#,
         r#"pagerhook_config_reloads_total{outcome="error"} 0"#,
     ] {
