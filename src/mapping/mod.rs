@@ -333,6 +333,11 @@ impl Mapping {
         Mapping { renderer, ..self }
     }
 
+    /// How [`Mapping::apply`] renders templates.
+    pub fn renderer(&self) -> Renderer {
+        self.renderer
+    }
+
     /// Number of compiled rules.
     pub fn rule_count(&self) -> usize {
         self.rules.len()

@@ -500,3 +500,53 @@ fn load_errors_say_which_file_could_not_be_read_or_parsed() {
     );
     assert!(errors[1].to_string().starts_with(&format!("{}: ", broken.display())), "{}", errors[1]);
 }
+
+/// Two rules whose native forms disagree with their handlebars templates on purpose, to show
+/// which renderer ran: `r`'s summary natively reads `body.b` (handlebars `body.a`), and `w`'s
+/// condition natively `body.stop` (handlebars `body.go`).
+fn diverging() -> Mapping {
+    let text = "[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = \"{{body.a}}\"\n\n\
+                [[rule]]\nname = \"w\"\nemit = \"change\"\nwhen = \"{{body.go}}\"\nsummary = \"matched\"\n";
+    let mut m = load(text).unwrap();
+    let compile = |tpl: &str, strict, paths: &mut native::Paths| {
+        native::Native::compile(&handlebars::template::Template::compile(tpl).unwrap(), strict, paths)
+    };
+    let summary = compile("{{body.b}}", true, &mut m.paths);
+    m.rules[0].fields.get_mut("summary").unwrap().native = summary;
+    m.rules[1].when.as_mut().unwrap().native = compile("{{body.stop}}", false, &mut m.paths);
+    m
+}
+
+/// What each rule that matched made its summary.
+fn summaries(out: Vec<Rendered>) -> Vec<(String, serde_json::Value)> {
+    out.into_iter().map(|r| (r.rule, r.event.body()["payload"]["summary"].clone())).collect()
+}
+
+#[test]
+fn the_handlebars_renderer_renders_every_template_through_handlebars() {
+    let body = || verified(serde_json::json!({ "a": "hb", "b": "native", "go": true, "stop": false }));
+    let m = diverging();
+    assert_eq!(m.renderer(), Renderer::Native);
+    let native = summaries(m.apply(body(), accepted(), 10).unwrap());
+    assert_eq!(native, vec![("r".to_string(), serde_json::json!("native"))]);
+    let by_handlebars =
+        vec![("r".to_string(), serde_json::json!("hb")), ("w".to_string(), serde_json::json!("matched"))];
+    assert_eq!(summaries(m.apply_via(Renderer::Handlebars, body(), accepted(), 10).unwrap()), by_handlebars);
+    let m = m.rendered_by(Renderer::Handlebars);
+    assert_eq!(summaries(m.apply(body(), accepted(), 10).unwrap()), by_handlebars);
+    assert_eq!(summaries(m.apply_via(Renderer::Native, body(), accepted(), 10).unwrap()), native);
+}
+
+#[test]
+fn mapping_native_false_in_the_config_renders_through_handlebars() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), "").unwrap();
+    let renderer = |mapping: &str| {
+        let text = format!("{mapping}[pagerduty]\nrouting_key = \"{KEY}\"\n[[source]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"x\"]\nmappings = [\"m.toml\"]\n");
+        let cfg = crate::config::Config::from_str(&text, &dir.path().join("pagerhook.toml"), &|_| None).unwrap();
+        Sources::build(&cfg).unwrap().0.get("gh").unwrap().mapping().renderer()
+    };
+    assert_eq!(renderer(""), Renderer::Native);
+    assert_eq!(renderer("[mapping]\nnative = true\n"), Renderer::Native);
+    assert_eq!(renderer("[mapping]\nnative = false\n"), Renderer::Handlebars);
+}
