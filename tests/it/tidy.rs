@@ -71,7 +71,7 @@ const LAYERS: &[(&str, &[&str])] = &[
     ("delivery", &["config", "event", "metrics", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
     ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "metrics"]),
-    ("testcases", &["config", "event", "source", "registry"]),
+    ("testcases", &["config", "event", "source", "mapping", "registry"]),
     ("http", &["secret", "config", "source", "ingest", "queue"]),
     (
         "app",
