@@ -322,19 +322,16 @@ pub(super) fn resolve<'a>(data: &'a Value, path: &[String]) -> Result<Option<&'a
 }
 
 /// What a template (`'t`) renders on: the walks of the context (`'d`), inside `#each` the
-/// current item, and the registry's mode; and the helpers' evaluated arguments, one stack
-/// for the whole template rather than a `Vec` per call (this runs for every condition of
-/// every rule of every webhook).
+/// current item, and the registry's mode.
 struct Scope<'t, 'l, 'd: 't> {
     lookups: &'l mut Lookups<'d>,
     item: Option<Item<'t>>,
     strict: bool,
-    args: Vec<Arg<'t>>,
 }
 
 impl<'t, 'l, 'd> Scope<'t, 'l, 'd> {
     fn new(lookups: &'l mut Lookups<'d>, strict: bool) -> Self {
-        Scope { lookups, item: None, strict, args: Vec::new() }
+        Scope { lookups, item: None, strict }
     }
 }
 
@@ -418,32 +415,36 @@ fn eval<'t>(e: &'t Expr, s: &mut Scope<'t, '_, '_>) -> Result<Arg<'t>, Undecided
             }
         }
         Expr::Literal(v) => Some(Cow::Borrowed(v)),
-        Expr::Call { helper, args, hash } => {
-            let base = s.args.len();
-            let result = call(helper, args, hash.as_deref(), s, base);
-            s.args.truncate(base);
-            // A helper's result is never missing.
-            Some(result?)
-        }
+        // A helper's result is never missing.
+        Expr::Call { helper, args, hash } => Some(call(helper, args, hash.as_deref(), s)?),
     })
 }
 
-/// A helper's result: every argument (and the hash) evaluated first, as handlebars does,
-/// onto the argument stack above `base`.
+/// Arguments evaluated in place, without a `Vec`: most calls take one to three, and this runs
+/// for every condition of every rule of every webhook.
+const INLINE_ARGS: usize = 4;
+
+/// A helper's result: every argument (and the hash) evaluated first, as handlebars does.
 fn call<'t>(
     helper: &Spec,
     args: &'t [Expr],
     hash: Option<&'t Expr>,
     s: &mut Scope<'t, '_, '_>,
-    base: usize,
 ) -> Result<Cow<'t, Value>, Undecided> {
-    for a in args {
-        let v = eval(a, s)?;
-        s.args.push(v);
-    }
-    let hash = hash.map(|h| eval(h, s)).transpose()?;
     let Form::Value { native: Some(native), .. } = helper.form else { return Err(Undecided) };
-    native(Args { values: &s.args[base..], hash: hash.as_ref(), strict: s.strict })
+    let mut inline = [const { None }; INLINE_ARGS];
+    let many;
+    let values: &[Arg<'t>] = if args.len() <= INLINE_ARGS {
+        for (slot, a) in inline.iter_mut().zip(args) {
+            *slot = eval(a, s)?;
+        }
+        &inline[..args.len()]
+    } else {
+        many = args.iter().map(|a| eval(a, s)).collect::<Result<Vec<_>, _>>()?;
+        &many
+    };
+    let hash = hash.map(|h| eval(h, s)).transpose()?;
+    native(Args { values, hash: hash.as_ref(), strict: s.strict })
 }
 
 /// Handlebars' `JsonRender`, without its allocation for the common scalars.
