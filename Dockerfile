@@ -12,13 +12,23 @@ RUN mkdir -p /out/etc/pagerhook /out/var/lib/pagerhook && ln -s /var/lib/pagerho
 # Runtime: distroless with glibc and CA certificates (PagerDuty and SNS are https), no shell,
 # running as the image's non-root user.
 FROM gcr.io/distroless/cc-debian12:nonroot
+# Where the image was built from: `docker build --build-arg SOURCE=... --build-arg REVISION=...`
+# (deploy/README.md, "The image", passes the clone's remote and commit).
+ARG SOURCE=""
+ARG REVISION=""
+LABEL org.opencontainers.image.title="pagerhook" \
+      org.opencontainers.image.description="Verify webhooks and deliver them to PagerDuty Events API v2, in order, without losing one." \
+      org.opencontainers.image.licenses="MIT OR Apache-2.0" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}"
 WORKDIR /etc/pagerhook
 COPY --from=build /src/target/release/pagerhook /usr/local/bin/pagerhook
 COPY pagerhook.toml /etc/pagerhook/pagerhook.toml
 COPY mappings /etc/pagerhook/mappings
 COPY --from=build /out/etc/pagerhook/data /etc/pagerhook/data
 COPY --from=build --chown=65532:65532 /out/var/lib/pagerhook /var/lib/pagerhook
-USER nonroot:nonroot
+# distroless's nonroot, by number: Kubernetes' runAsNonRoot can check a number, not a name.
+USER 65532:65532
 # Config and mappings are read from /etc/pagerhook; the queue lives in /var/lib/pagerhook.
 VOLUME ["/var/lib/pagerhook"]
 ENV PAGERHOOK_CONFIG=/etc/pagerhook/pagerhook.toml

@@ -1,11 +1,11 @@
 //! Bench helper, not shipped: fills a store with N pending alert events (distinct incidents),
-//! through the same `Queue::accept` the service uses, to time a start with a large backlog.
+//! through the same `Intake::accept` the service uses, to time a start with a large backlog.
 //!
 //! Usage: cargo run --release --example bench_fill -- DB_PATH N
 
-use pagerhook::config::{Durability, Secret};
+use pagerhook::config::Secret;
 use pagerhook::event::{AlertDraft, Event, RoutingKey};
-use pagerhook::queue::{now_millis, InboundStatus, NewInbound, Queue, Role, SqliteQueue};
+use pagerhook::queue::{now_millis, Durability, InboundStatus, Intake, NewInbound, Role, SqliteQueue};
 
 #[tokio::main]
 async fn main() {

@@ -1,19 +1,20 @@
 //! Startup: wires config, queue, sources, worker and HTTP together, the same way for
 //! `serve` and for the integration tests (which bind port 0).
 
-use crate::config::{Config, StorageBackend};
+use crate::config::{Config, Durability, StorageBackend, StorageConfig};
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
-use crate::metrics::Metrics;
 use crate::pagerduty;
-use crate::queue::{PostgresQueue, Queue, Role, SharedPace, SqliteQueue};
+use crate::queue::{self, Queue, Retention, Role, SharedPace};
 use crate::registry::Sources;
 use crate::reload::{self, Fingerprint, Live, ReloadError};
 use crate::source::{AwsFetch, HttpsFetch};
+use crate::supervise::{Health, Supervisor, Task};
+use crate::telemetry::events::{ConfigReloadFailed, ConfigReloaded};
+use crate::telemetry::{InternalEvent, Metrics};
 use anyhow::Context as _;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::sync::{watch, Notify};
 
@@ -41,9 +42,10 @@ pub struct App {
     hooks_port: u16,
     admin_port: u16,
     servers: Servers,
-    worker: tokio::task::JoinHandle<()>,
-    stop_worker: watch::Sender<bool>,
-    ready: Arc<AtomicBool>,
+    /// Runs the worker, the config watcher, the pruner, and watches the listeners.
+    tasks: Supervisor,
+    stop_tasks: watch::Sender<bool>,
+    health: Arc<Health>,
     queue: Arc<dyn Queue>,
     reloader: Reloader,
 }
@@ -75,20 +77,14 @@ impl Reloader {
                     tracing::warn!("{w}");
                 }
                 self.sources.store(sources);
-                self.metrics.reload(true);
                 self.metrics.configured(cfg.sources.iter().map(|s| s.name.as_str()));
-                tracing::info!(
-                    config = %self.path.display(),
-                    sources = cfg.sources.len(),
-                    "config reloaded: sources, mappings and routing keys; [server], [storage], [delivery] and the [pagerduty] events_url and timeout apply at the next start"
-                );
+                ConfigReloaded { config: &self.path.display(), sources: cfg.sources.len() }.emit(&self.metrics);
                 Ok(())
             }
             Err(e) => {
                 // Watch the broken files as they are now, so the error is logged once, not every poll.
                 *seen = seen.refreshed();
-                self.metrics.reload(false);
-                tracing::error!(config = %self.path.display(), error = %e, "config reload failed; the running config stays");
+                ConfigReloadFailed { config: &self.path.display(), error: &e }.emit(&self.metrics);
                 Err(e)
             }
         }
@@ -162,20 +158,22 @@ pub async fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queu
 /// The configured store, and the pacing state it shares between replicas (PostgreSQL); `None`
 /// for SQLite, whose one process paces in memory.
 async fn open_store(cfg: &Config, role: Role) -> anyhow::Result<(Arc<dyn Queue>, Option<Arc<dyn SharedPace>>)> {
-    match &cfg.storage.backend {
-        StorageBackend::Sqlite { path } => Ok((
-            Arc::new(
-                SqliteQueue::open(path, cfg.storage.durability, role)
-                    .with_context(|| format!("opening {}", path.display()))?,
-            ),
-            None,
-        )),
-        // Every role is the same here: other replicas' leases are theirs until they expire.
-        StorageBackend::Postgres { url } => {
-            let q = Arc::new(PostgresQueue::connect(url).await.context("opening the PostgreSQL store (storage.url)")?);
-            Ok((q.clone(), Some(q)))
-        }
-    }
+    let settings = store_settings(&cfg.storage);
+    let opened = queue::open(&settings, role).await.with_context(|| format!("opening {}", settings.backend.name()))?;
+    Ok((opened.store, opened.shared_pace))
+}
+
+/// The store's settings, from `[storage]`.
+fn store_settings(storage: &StorageConfig) -> queue::Settings {
+    let backend = match &storage.backend {
+        StorageBackend::Sqlite { path } => queue::Backend::Sqlite { path: path.clone() },
+        StorageBackend::Postgres { url } => queue::Backend::Postgres { url: url.clone() },
+    };
+    let durability = match storage.durability {
+        Durability::Fsync => queue::Durability::Fsync,
+        Durability::Process => queue::Durability::Process,
+    };
+    queue::Settings { backend, durability }
 }
 
 impl App {
@@ -218,30 +216,35 @@ impl App {
         let (queue, shared_pace) = open_store(&cfg, Role::Deliverer).await?;
         let wake = Arc::new(Notify::new());
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)?;
-        let (stop_worker, stop_rx) = watch::channel(false);
+        let (stop_tasks, stop_rx) = watch::channel(false);
+        let health = Arc::new(Health::default());
+        let mut tasks = Supervisor::new(health.clone(), metrics.clone(), stop_rx);
         let worker =
             Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone());
-        let worker = tokio::spawn(worker.run(stop_rx.clone()));
-        tokio::spawn(reloader.clone().watch(stop_rx.clone()));
-        tokio::spawn(prune_periodically(queue.clone(), cfg.storage.retention, stop_rx));
+        tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
+        let watcher = reloader.clone();
+        tasks.restart(Task::ConfigWatcher, move |stop| watcher.clone().watch(stop));
+        let (pruned, retention) = (queue.clone(), cfg.storage.retention);
+        tasks.restart(Task::Pruner, move |stop| prune_periodically(pruned.clone(), retention, stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
-        let ready = Arc::new(AtomicBool::new(true));
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);
-        let pipeline = Pipeline { sources, metrics, queue: queue.clone(), wake, cpu };
+        let pipeline = Pipeline::new(sources, metrics, queue.clone(), wake, cpu);
         let admin_state = AdminState {
             queue: queue.clone(),
             pipeline: pipeline.clone(),
             admin_token: cfg.server.admin_token.as_ref().map(crate::secret::SecretDigest::of),
-            ready: ready.clone(),
+            health: health.clone(),
         };
-        let servers = http::start(pipeline, &cfg.server, hooks, admin_state, admin)?;
+        let (servers, running) = http::start(pipeline, &cfg.server, hooks, admin_state, admin)?;
+        tasks.watch(Task::WebhookListener, running.hooks);
+        tasks.watch(Task::AdminListener, running.admin);
         tracing::info!(
             listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,
             sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,
             "pagerhook ready"
         );
-        Ok(App { hooks_port, admin_port, servers, worker, stop_worker, ready, queue, reloader })
+        Ok(App { hooks_port, admin_port, servers, tasks, stop_tasks, health, queue, reloader })
     }
 
     /// The webhook listener's port.
@@ -267,13 +270,11 @@ impl App {
     /// Graceful stop: refuse new requests, finish in-flight ones, let running delivery
     /// attempts end; whatever is still queued waits for the next start.
     pub async fn stop(self) {
-        self.ready.store(false, Ordering::SeqCst);
+        self.health.stop();
         self.servers.hooks.stop(true).await;
         self.servers.admin.stop(true).await;
-        let _ = self.stop_worker.send(true);
-        let _ = self.worker.await;
-        let _ = self.servers.hooks_task.await;
-        let _ = self.servers.admin_task.await;
+        let _ = self.stop_tasks.send(true);
+        self.tasks.join().await;
     }
 
     /// Runs until SIGINT or SIGTERM, then stops gracefully; SIGHUP reloads the config.
@@ -318,7 +319,11 @@ fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
 }
 
 /// Applies `storage.retention` once at start and then hourly.
-async fn prune_periodically(queue: Arc<dyn Queue>, retention: std::time::Duration, mut stop: watch::Receiver<bool>) {
+async fn prune_periodically(
+    queue: Arc<dyn Retention>,
+    retention: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {

@@ -7,7 +7,7 @@ use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
-use crate::queue::{DeadId, DeadLetter, EventSummary, Queue, Role};
+use crate::queue::{DeadId, DeadLetter, EventState, EventSummary, Queue, Role};
 use crate::registry::Sources;
 use crate::reload::Live;
 use crate::telemetry::{self, LogFormat};
@@ -221,7 +221,7 @@ fn deliveries_table(rows: &[EventSummary]) -> anyhow::Result<()> {
 fn table_lines(rows: &[EventSummary]) -> Vec<String> {
     let width = |head: &str, f: &dyn Fn(&EventSummary) -> usize| rows.iter().map(f).chain([head.len()]).max();
     let w_id = width("ID", &|r| r.id.to_string().len()).unwrap_or(2);
-    let w_state = width("STATE", &|r| r.state.len()).unwrap_or(5);
+    let w_state = width("STATE", &|r| r.state.as_str().len()).unwrap_or(5);
     let w_source = width("SOURCE", &|r| r.source.len()).unwrap_or(6);
     let w_kind = width("KIND", &|r| r.kind.len()).unwrap_or(4);
     let w_action = width("ACTION", &|r| r.action.as_deref().unwrap_or("-").len()).unwrap_or(6);
@@ -231,7 +231,7 @@ fn table_lines(rows: &[EventSummary]) -> Vec<String> {
     )];
     for r in rows {
         let mut tail = match (&r.dedup_key, &r.last_error) {
-            (k, Some(e)) if r.state != "delivered" => format!("{} / {e}", k.as_deref().unwrap_or("-")),
+            (k, Some(e)) if r.state != EventState::Delivered => format!("{} / {e}", k.as_deref().unwrap_or("-")),
             (k, _) => k.clone().unwrap_or_else(|| "-".into()),
         };
         // PagerDuty filed it under another key: later acknowledges and resolves miss.
@@ -314,13 +314,13 @@ async fn replay(
     source: Option<&str>,
 ) -> anyhow::Result<ExitCode> {
     let (sources, _) = Sources::build(cfg)?;
-    let pipeline = Pipeline {
-        sources: Arc::new(Live::new(sources)),
-        metrics: Default::default(),
+    let pipeline = Pipeline::new(
+        Arc::new(Live::new(sources)),
+        Default::default(),
         queue,
-        wake: Default::default(),
-        cpu: crate::ingest::Cpu::new(1),
-    };
+        Default::default(),
+        crate::ingest::Cpu::new(1),
+    );
     let results = match one {
         Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead).await)],
         None => pipeline.replay_all(source).await?,

@@ -4,13 +4,14 @@
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
-use crate::event::{Action, Event, EventKind};
+use crate::event::Event;
 use crate::mapping::{ApplyError, Rendered};
-use crate::metrics::Metrics;
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
+use crate::telemetry::events::{Kept, WebhookDeadLettered, WebhookMapped};
+use crate::telemetry::{InternalEvent, Metrics};
 use serde::Serialize;
 use std::sync::Arc;
 use tokio::sync::Notify;
@@ -68,17 +69,19 @@ pub enum IngestError {
     Storage(#[from] QueueError),
 }
 
-/// Everything the accept path needs.
+/// Everything the accept path needs. Its fields are private: `http` gets what it may use
+/// through the methods below, so the layers it reaches are the ones it imports (the tidy test
+/// refuses a public field whose type belongs to a module an importer may not import).
 #[derive(Clone)]
 pub struct Pipeline {
     /// Swapped whole on reload; each request uses the version it started with.
-    pub sources: Arc<Live<Sources>>,
-    pub metrics: Arc<Metrics>,
-    pub queue: Arc<dyn Queue>,
+    sources: Arc<Live<Sources>>,
+    metrics: Arc<Metrics>,
+    queue: Arc<dyn Queue>,
     /// Notified after each commit so the delivery worker wakes at once.
-    pub wake: Arc<Notify>,
+    wake: Arc<Notify>,
     /// Where verification and mapping run.
-    pub cpu: Cpu,
+    cpu: Cpu,
 }
 
 /// Runs CPU work (signatures, JSON parsing, templates) on tokio's blocking pool, a bounded
@@ -121,9 +124,11 @@ impl Cpu {
     /// by this future: a client that hangs up does not free it while the job still runs.
     pub async fn run<T: Send + 'static>(&self, job: impl FnOnce() -> T + Send + 'static) -> T {
         let permit = self.permits.clone().acquire_owned().await.expect("the semaphore is never closed");
+        // The job logs in the request's span (its webhook), on whichever thread it runs.
+        let span = tracing::Span::current();
         let handle = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            job()
+            span.in_scope(job)
         });
         match handle.await {
             Ok(v) => v,
@@ -133,6 +138,46 @@ impl Cpu {
 }
 
 impl Pipeline {
+    /// The accept path over `sources` (the live version), committing to `queue` and waking
+    /// the worker through `wake`, its CPU work on `cpu`, reporting to `metrics`.
+    pub fn new(
+        sources: Arc<Live<Sources>>,
+        metrics: Arc<Metrics>,
+        queue: Arc<dyn Queue>,
+        wake: Arc<Notify>,
+        cpu: Cpu,
+    ) -> Pipeline {
+        Pipeline { sources, metrics, queue, wake, cpu }
+    }
+
+    /// Where the outcomes of requests are reported, and `/metrics` read.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Whether `/hooks/{source}` names a configured source now.
+    pub fn is_configured(&self, source: &str) -> bool {
+        self.sources.load().get(source).is_some()
+    }
+
+    /// The configured sources' names, sorted.
+    pub fn source_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.sources.load().names().map(str::to_string).collect();
+        names.sort();
+        names
+    }
+
+    /// [`preview`] with the current sources.
+    pub fn preview(
+        &self,
+        source: &str,
+        headers: Vec<(String, String)>,
+        query: &str,
+        body: bytes::Bytes,
+    ) -> Result<Preview, PreviewError> {
+        preview(&self.sources.load(), source, headers, query, body)
+    }
+
     /// Verifies, maps and durably records one webhook.
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
         let sources = self.sources.load();
@@ -158,8 +203,7 @@ impl Pipeline {
                 Ok(verified) => Ok(self.cpu.run_for(size, move || prepare(&src, verified, &query)).await),
                 Err(e) => Err(e),
             },
-        }
-        .inspect_err(|e| self.metrics.rejected(source, e.reason_class()))?;
+        }?;
         let (status, events) = decision.take_record();
         inbound.status = status;
         Ok(match self.queue.accept(inbound, events).await? {
@@ -168,7 +212,7 @@ impl Pipeline {
                 if events > 0 {
                     self.wake.notify_one();
                 }
-                self.count(source, &decision);
+                self.report(source, &id, &decision);
                 match decision {
                     Decision::Map { .. } => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
@@ -201,7 +245,7 @@ enum Decision {
     /// are counted once they are committed.
     Map {
         events: Vec<Event>,
-        tally: Vec<(EventKind, Option<Action>)>,
+        tally: Vec<(&'static str, Option<&'static str>)>,
     },
     Ignore(IgnoreReason),
     Failed(String),
@@ -210,7 +254,7 @@ enum Decision {
 
 impl Decision {
     fn map(rendered: Vec<Rendered>) -> Decision {
-        let tally = rendered.iter().map(|r| (r.event.kind(), r.event.action())).collect();
+        let tally = rendered.iter().map(|r| (r.event.kind().as_str(), r.event.action().map(|a| a.as_str()))).collect();
         Decision::Map { events: rendered.into_iter().map(|r| r.event).collect(), tally }
     }
 
@@ -230,24 +274,18 @@ impl Decision {
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
 /// replay.
 fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
-    let source = src.name();
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
         Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
             Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
             Ok(rendered) => {
-                log_notes(source, &rendered);
+                log_notes(src.name(), &rendered);
                 Decision::map(rendered)
             }
-            Err(ApplyError::Rule(e)) => {
-                tracing::warn!(source, error = %e, "mapping failed; payload kept for replay");
-                Decision::Failed(e.to_string())
-            }
-            Err(e @ ApplyError::TooManyEvents { .. }) => {
-                tracing::warn!(source, error = %e, "too many events; payload kept for replay once the cap is raised");
-                Decision::TooMany(e.to_string())
-            }
+            // Logged with their count once committed (`Pipeline::report`).
+            Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
+            Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string()),
         },
     }
 }
@@ -280,16 +318,13 @@ pub enum ReplayError {
 }
 
 impl Pipeline {
-    /// Counts what was committed.
-    fn count(&self, source: &str, decision: &Decision) {
+    /// Reports what was committed for inbound record `id`: its events, or its dead letter.
+    fn report(&self, source: &str, inbound_id: &str, decision: &Decision) {
+        let kept = |why, error| WebhookDeadLettered { source, inbound_id, why, error }.emit(&self.metrics);
         match decision {
-            Decision::Map { tally, .. } => {
-                for (kind, action) in tally {
-                    self.metrics.event(source, kind.as_str(), action.map(|a| a.as_str()));
-                }
-            }
-            Decision::Failed(_) => self.metrics.mapping_failed(source),
-            Decision::TooMany(_) => self.metrics.too_many_events(source),
+            Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
+            Decision::Failed(error) => kept(Kept::MappingFailed, error),
+            Decision::TooMany(error) => kept(Kept::TooManyEvents, error),
             Decision::Ignore(_) => {}
         }
     }
@@ -321,7 +356,7 @@ impl Pipeline {
                 let mut decision = decide(src, verified, stored.received_at);
                 let (status, events) = decision.take_record();
                 self.queue.remap(inbound_id.clone(), status, events, now_millis()).await?.ok_or_else(not_found)?;
-                self.count(&stored.source, &decision);
+                self.report(&stored.source, inbound_id, &decision);
                 match decision {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },

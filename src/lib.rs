@@ -3,13 +3,15 @@
 //!
 //! Layout (see ARCHITECTURE.md), top-level modules from the bottom up; each imports only
 //! modules listed before it (`tests/it/tidy.rs` checks the exact table):
-//! - `secret`, `telemetry`, `metrics`: leaves, importing nothing of the crate.
+//! - `secret`, `telemetry`: leaves, importing nothing of the crate (`telemetry` holds the
+//!   metrics and the typed events that write a log line and a metric together).
+//! - `supervise`: the long-lived tasks, restarted when they die, and readiness.
 //! - `event`: PagerDuty event types that enforce the API's limits.
 //! - `config`: the config file, validated into types that cannot be wrong.
 //! - `source`: one file per source kind; produces `Verified` requests, knows no mapping.
 //! - `mapping`: mapping files and handlebars rendering of a `Verified` payload.
 //! - `registry`: each configured source bound to its mapping (`Sources`).
-//! - `queue`: the durable queue (`Queue` trait, SQLite and PostgreSQL).
+//! - `queue`: the durable queue (one trait per role, `Queue` for all; SQLite and PostgreSQL).
 //! - `pagerduty`: the only code that talks upstream; `delivery`: the worker, with retry policy.
 //! - `reload`: swapping a new config in whole.
 //! - `ingest`: the accept path (verify, map, commit) without HTTP.
@@ -25,12 +27,12 @@ pub mod event;
 pub mod http;
 pub mod ingest;
 pub mod mapping;
-pub mod metrics;
 pub mod pagerduty;
 pub mod queue;
 pub mod registry;
 pub mod reload;
 pub mod secret;
 pub mod source;
+pub mod supervise;
 pub mod telemetry;
 pub mod testcases;

@@ -12,9 +12,10 @@ pub mod pacing;
 pub mod policy;
 
 use crate::config::DeliveryConfig;
-use crate::metrics::Metrics;
 use crate::pagerduty::Response;
-use crate::queue::{Attempt, Claimed, Finish, Millis, Queue, SharedPace, SlotAsk};
+use crate::queue::{Attempt, Claimed, Deliveries, Finish, Millis, SharedPace, SlotAsk};
+use crate::telemetry::events::{AttemptAbandoned, AttemptDeferred, AttemptMade, AttemptPanicked, TriggersCollapsed};
+use crate::telemetry::{attempt_span, InternalEvent, Metrics};
 use inputs::{Clock, Jitter, RandomJitter, SystemClock, Upstream};
 use pacing::{Limits, Pacer};
 use policy::RetryAction;
@@ -23,6 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// Longest idle sleep: events queued by another process are picked up this fast.
 pub const IDLE_RECHECK: Duration = Duration::from_secs(1);
@@ -38,8 +40,8 @@ impl Ended {
     /// Whether the attempt's end can make something claimable besides its slot: the next event
     /// in its lane, or the event itself again (retried, deferred, or abandoned to another
     /// replica's lease). A delivered, dry-run or dead change event cannot. A panicked attempt
-    /// is assumed to.
-    fn frees(ended: Result<Ended, tokio::task::JoinError>) -> bool {
+    /// is reported, and assumed to.
+    fn frees(ended: Result<Ended, tokio::task::JoinError>, metrics: &Metrics) -> bool {
         match ended {
             Ok(Ended { outcome, in_lane }) => {
                 in_lane
@@ -48,7 +50,10 @@ impl Ended {
                         Outcome::Retried | Outcome::Deferred | Outcome::Abandoned => true,
                     }
             }
-            Err(_) => true,
+            Err(e) => {
+                AttemptPanicked { how: &crate::supervise::died(e) }.emit(metrics);
+                true
+            }
         }
     }
 }
@@ -99,7 +104,7 @@ enum Pacing {
 /// Sends queued events to PagerDuty.
 #[derive(Clone)]
 pub struct Worker {
-    queue: Arc<dyn Queue>,
+    queue: Arc<dyn Deliveries>,
     upstream: Arc<dyn Upstream>,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
@@ -138,7 +143,7 @@ impl Worker {
     /// on the wall clock with random jitter; `wake` is notified by whoever enqueues. With
     /// `shared`, routing keys are paced together with the other replicas on that store.
     pub fn new(
-        queue: Arc<dyn Queue>,
+        queue: Arc<dyn Deliveries>,
         shared: Option<Arc<dyn SharedPace>>,
         upstream: impl Upstream,
         cfg: DeliveryConfig,
@@ -250,9 +255,9 @@ impl Worker {
                 _ = freed.notified() => {}
                 Some(ended) = inflight.join_next(), if !inflight.is_empty() => {
                     // Collect every attempt that ended meanwhile: one claim refills them all.
-                    let mut frees = Ended::frees(ended);
+                    let mut frees = Ended::frees(ended, &self.metrics);
                     while let Some(ended) = inflight.try_join_next() {
-                        frees |= Ended::frees(ended);
+                        frees |= Ended::frees(ended, &self.metrics);
                     }
                     // Idle, the worker was not short of slots: only a lane or a retry is news.
                     if frees || idle_until.is_none() {
@@ -344,19 +349,22 @@ impl Worker {
         self.deliver(c, admitted, Slot::none()).await
     }
 
-    /// [`Worker::deliver_one`], giving `slot` back once no request is in flight.
+    /// [`Worker::deliver_one`], giving `slot` back once no request is in flight; in the
+    /// attempt's span.
     async fn deliver(&self, c: Claimed, admitted: Admission, slot: Slot) -> Outcome {
-        for old in &c.superseded {
-            tracing::info!(event_id = old, by = c.id, "trigger collapsed into a newer one for the same dedup_key");
-        }
-        self.metrics.collapsed(c.superseded.len());
-        match admitted {
-            Ok(()) => self.attempt(&c, slot).await,
-            Err(at) => {
-                drop(slot);
-                self.defer(&c, at).await
+        let span = attempt_span(c.id, &c.inbound_id, c.attempts + 1);
+        async {
+            TriggersCollapsed { by: c.id, superseded: &c.superseded }.emit(&self.metrics);
+            match admitted {
+                Ok(()) => self.attempt(&c, slot).await,
+                Err(at) => {
+                    drop(slot);
+                    self.defer(&c, at).await
+                }
             }
         }
+        .instrument(span)
+        .await
     }
 
     /// Gives the event back to the queue until its routing key's slot at `at`.
@@ -364,7 +372,7 @@ impl Worker {
         if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
             tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
         }
-        self.metrics.attempt(Outcome::Deferred.as_str(), None);
+        AttemptDeferred { event_id: c.id, until: at }.emit(&self.metrics);
         Outcome::Deferred
     }
 
@@ -374,17 +382,32 @@ impl Worker {
         let lease = AtomicI64::new(c.lease);
         let response = self.send_holding_lease(c, &lease).await;
         drop(slot);
-        let Some(response) = response else {
-            self.metrics.attempt(Outcome::Abandoned.as_str(), None);
-            return Outcome::Abandoned;
+        let response = match response {
+            Ok(response) => response,
+            Err(why) => {
+                AttemptAbandoned { event_id: c.id, inbound_id: &c.inbound_id, why }.emit(&self.metrics);
+                return Outcome::Abandoned;
+            }
         };
         let upstream = started.elapsed();
         let now = self.clock.now();
         check_answer(c, &response);
         let (finish, outcome) = self.judge(c, &response, now).await;
         let attempt = attempt_record(now, response);
-        log_attempt(c, &attempt, &outcome, started.elapsed());
-        self.metrics.attempt(outcome.as_str(), Some(upstream));
+        AttemptMade {
+            event_id: c.id,
+            inbound_id: &c.inbound_id,
+            attempt: c.attempts + 1,
+            kind: c.event.kind().as_str(),
+            action: c.event.action().map(|a| a.as_str()),
+            dedup_key: c.event.dedup_key().map(|k| k.as_str()),
+            status: attempt.status,
+            detail: attempt.detail.as_deref(),
+            outcome: outcome.as_str(),
+            upstream,
+            elapsed: started.elapsed(),
+        }
+        .emit(&self.metrics);
         self.record(c, lease.load(Ordering::SeqCst), attempt, finish).await;
         outcome
     }
@@ -446,17 +469,14 @@ impl Worker {
         }
     }
 
-    /// Sends `c` while keeping its lease (`lease` holds the current value); `None` when the
-    /// attempt was abandoned because the lease was lost.
-    async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Option<Response> {
+    /// Sends `c` while keeping its lease (`lease` holds the current value); `Err(why)` when
+    /// the attempt was abandoned because the lease was lost.
+    async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Result<Response, &'static str> {
         tokio::select! {
-            r = self.upstream.send(&c.event) => Some(r),
-            why = self.hold_lease(c.id, lease) => {
-                // Dropping the request aborts it; it may still have reached PagerDuty, which
-                // the next holder's attempt repeats: at least once, never silently lost.
-                tracing::warn!(event_id = c.id, inbound_id = %c.inbound_id, why, "delivery attempt abandoned");
-                None
-            }
+            r = self.upstream.send(&c.event) => Ok(r),
+            // Dropping the request aborts it; it may still have reached PagerDuty, which the
+            // next holder's attempt repeats: at least once, never silently lost.
+            why = self.hold_lease(c.id, lease) => Err(why),
         }
     }
 
@@ -504,22 +524,6 @@ fn attempt_record(at: Millis, response: Response) -> Attempt {
         }
         Response::Transport(e) => Attempt { at, status: None, detail: Some(e), dedup_key: None },
     }
-}
-
-fn log_attempt(c: &Claimed, attempt: &Attempt, outcome: &Outcome, elapsed: Duration) {
-    tracing::info!(
-        event_id = c.id,
-        inbound_id = %c.inbound_id,
-        attempt = c.attempts + 1,
-        kind = c.event.kind().as_str(),
-        action = c.event.action().map(|a| a.as_str()),
-        dedup_key = c.event.dedup_key().map(|k| k.as_str()),
-        status = attempt.status,
-        detail = attempt.detail.as_deref(),
-        outcome = outcome.as_str(),
-        elapsed_ms = elapsed.as_millis() as u64,
-        "delivery attempt"
-    );
 }
 
 /// Reads PagerDuty's 202 the way its documentation describes it: `status` should be

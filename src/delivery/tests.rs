@@ -2,12 +2,9 @@
 
 use super::inputs::{FixedJitter, TokioClock};
 use super::*;
-use crate::config::{Durability, Secret};
 use crate::event::{AlertDraft, ChangeDraft, Event, RoutingKey};
-use crate::queue::{
-    Accepted, DeadId, DeadLetter, DeadLetterDetail, EventDetail, EventQuery, EventRow, InboundStatus, NewInbound,
-    QueueError, Role, SqliteQueue, StoredInbound,
-};
+use crate::queue::{Durability, EventState, InboundStatus, NewInbound, Queue, QueueError, Role, SqliteQueue};
+use crate::secret::Secret;
 use async_trait::async_trait;
 use std::collections::VecDeque;
 
@@ -130,7 +127,7 @@ impl Bench {
     /// `(dedup_key, state)` of every event, oldest first.
     async fn states(&self) -> Vec<(String, String)> {
         let rows = self.queue.recent(100).await.unwrap();
-        rows.into_iter().rev().map(|e| (e.dedup_key.unwrap_or_default(), e.state)).collect()
+        rows.into_iter().rev().map(|e| (e.dedup_key.unwrap_or_default(), e.state.to_string())).collect()
     }
 }
 
@@ -244,7 +241,7 @@ async fn an_event_whose_next_try_would_pass_max_age_is_dead_lettered() {
     // Tries at 0, 1 s and 3 s; the next would be at 7 s.
     assert_eq!(outcomes, [Outcome::Retried, Outcome::Retried, Outcome::DeadLettered]);
     let dead = b.queue.recent(1).await.unwrap().remove(0);
-    assert_eq!(dead.state, "dead");
+    assert_eq!(dead.state, EventState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("gave up after 3 attempts over max_age: 503: m"));
 }
 
@@ -351,12 +348,11 @@ async fn an_attempt_that_loses_its_lease_is_abandoned_and_left_to_the_holder() {
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"abandoned\"} 1"), "{metrics}");
 }
 
-type Error = QueueError;
-
-/// The queue of a [`Bench`], whose `finish` waits for a permit of `gate` before it reaches the
-/// store (as it waits for the accepts' fsync under load), and which counts claims.
+/// The delivery side of a [`Bench`]'s queue, whose `finish` waits for a permit of `gate`
+/// before it reaches the store (as it waits for the accepts' fsync under load), and which
+/// counts claims.
 struct HeldFinish {
-    inner: Arc<dyn Queue>,
+    inner: Arc<dyn Deliveries>,
     gate: tokio::sync::Semaphore,
     claims: std::sync::atomic::AtomicUsize,
     /// When set, the second claim waits for a permit of this after the store answered it
@@ -365,10 +361,7 @@ struct HeldFinish {
 }
 
 #[async_trait]
-impl Queue for HeldFinish {
-    async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
-        self.inner.accept(inbound, events).await
-    }
+impl Deliveries for HeldFinish {
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let n = self.claims.fetch_add(1, Ordering::SeqCst);
         let claimed = self.inner.claim(now, limit, lease).await;
@@ -384,41 +377,11 @@ impl Queue for HeldFinish {
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
         self.inner.renew(id, lease, until).await
     }
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
-        self.inner.next_due(now).await
-    }
-    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
-        self.inner.events(q).await
-    }
-    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
-        self.inner.event(id).await
-    }
-    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
-        self.inner.prune(before).await
-    }
-    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
-        self.inner.depth().await
-    }
     async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         self.inner.defer(id, lease, until).await
     }
-    async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
-        self.inner.dead_letters(source, limit).await
-    }
-    async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
-        self.inner.dead_letter(id).await
-    }
-    async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
-        self.inner.requeue_dead(id, now).await
-    }
-    async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
-        self.inner.inbound(id).await
-    }
-    async fn remap(&self, id: String, s: InboundStatus, e: Vec<Event>, now: Millis) -> Result<Option<usize>, Error> {
-        self.inner.remap(id, s, e, now).await
-    }
-    async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError> {
-        self.inner.delete_dead(id).await
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
+        self.inner.next_due(now).await
     }
 }
 
@@ -558,4 +521,67 @@ async fn a_claim_that_found_nothing_before_an_outcome_was_stored_does_not_idle_t
     until("both outcomes are stored", || b.leases().is_empty()).await;
     stop.send(true).unwrap();
     run.await.unwrap();
+}
+
+/// A shared pace whose first read panics (as a claim did in issue 33), and then says every
+/// key is open: enough for an unlimited rate, which asks nothing else.
+#[derive(Default)]
+struct PanicsOnce {
+    reads: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait]
+impl SharedPace for PanicsOnce {
+    async fn slots(
+        &self,
+        _: Millis,
+        asks: &[SlotAsk],
+        _: &dyn crate::queue::PaceRule,
+    ) -> Result<Vec<Millis>, QueueError> {
+        unreachable!("an unlimited rate asks for no slot ({} asked)", asks.len())
+    }
+    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
+        assert!(self.reads.fetch_add(1, Ordering::SeqCst) > 0, "the claim's pace read failed");
+        Ok(vec![0; keys.len()])
+    }
+    async fn hold(&self, _: &str, _: Millis, _: Millis, _: &dyn crate::queue::PaceRule) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// Issue 33: a panic in a claim ended the worker's loop, and nothing sent or said anything
+/// after it. Supervised, the worker is restarted, the death is counted, and the event it had
+/// claimed is delivered once its lease ends.
+#[tokio::test(start_paused = true)]
+async fn a_worker_whose_claim_panicked_is_restarted_and_delivers() {
+    use crate::supervise::{Health, Supervisor, Task};
+    let b = Bench::new(defaults(), []);
+    let cfg = DeliveryConfig { per_key_rate: 0, ..defaults() };
+    let (wake, pace) = (Arc::new(Notify::new()), Arc::new(PanicsOnce::default()));
+    let worker = Worker::new(b.queue.clone(), Some(pace.clone()), b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+        .with_clock(b.clock)
+        .with_jitter(FixedJitter(1.0));
+    let health = Arc::new(Health::default());
+    let (stop, stopped) = watch::channel(false);
+    let mut tasks = Supervisor::new(health.clone(), b.metrics.clone(), stopped);
+    tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
+    b.accept(vec![trigger(1)]).await;
+    wake.notify_one();
+    // Paused time must run (the restart's backoff and the dead claim's lease are timers), so
+    // this waits on tokio's sleep, not `until`'s yield; the bound is real time, since the
+    // store answers on its own thread, while tokio's clock jumps whenever the runtime idles.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while b.pd.sent().is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the restarted worker sends the event");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(pace.reads.load(Ordering::SeqCst) >= 2, "the first claim panicked, a later one went through");
+    assert!(b.pd.sent()[0].0 >= T0 + 15_000, "after the panicked claim's lease (15 s) ended");
+    let metrics = b.metrics.render(0, None);
+    assert!(metrics.contains(r#"pagerhook_task_failures_total{task="delivery_worker"} 1"#), "{metrics}");
+    assert_eq!(health.not_ready(), None, "one death is a restart, not a task down");
+    health.stop();
+    stop.send(true).unwrap();
+    tasks.join().await;
+    assert_eq!(b.states().await, [("n-1".into(), "delivered".into())]);
 }

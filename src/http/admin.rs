@@ -4,9 +4,9 @@
 use super::error::{replay_error_message, AdminError};
 use super::AdminState;
 use crate::queue::{DeadId, EventQuery};
+use crate::supervise::NotReady;
 use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
-use std::sync::atomic::Ordering;
 
 /// A handler's answer: success picked here, a refusal's status by `error.rs`.
 type Answer = Result<HttpResponse, AdminError>;
@@ -16,10 +16,13 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: config loaded, storage answering, not shutting down.
+/// `GET /readyz`: config loaded, storage answering, every background task up, not shutting
+/// down.
 pub async fn readyz(state: web::Data<AdminState>) -> Answer {
-    if !state.ready.load(Ordering::SeqCst) {
-        return Err(AdminError::ShuttingDown);
+    match state.health.not_ready() {
+        None => {}
+        Some(NotReady::Stopping) => return Err(AdminError::ShuttingDown),
+        Some(NotReady::TaskDown(why)) => return Err(AdminError::TaskDown(why)),
     }
     let (pending, _) = state.queue.depth().await.map_err(|e| storage_unavailable("/readyz", &e))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "pending": pending })))
@@ -38,7 +41,7 @@ pub async fn metrics(state: web::Data<AdminState>) -> Answer {
     let oldest = oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64));
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
-        .body(state.pipeline.metrics.render(depth, oldest)))
+        .body(state.pipeline.metrics().render(depth, oldest)))
 }
 
 /// Checks `Authorization: Bearer <admin_token>` in constant time; no token configured = no admin API.
@@ -121,7 +124,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
         serde_json::json!({
             "queue_depth": n,
             "oldest_pending_seconds": age,
-            "attempts_last_hour": state.pipeline.metrics.attempts_last_hour(),
+            "attempts_last_hour": state.pipeline.metrics().attempts_last_hour(),
         })
     });
     stored(depth)
@@ -130,10 +133,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
 /// `GET /admin/sources`: the configured sources' names, sorted.
 pub async fn sources(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
-    let sources = state.pipeline.sources.load();
-    let mut names: Vec<_> = sources.names().map(str::to_string).collect();
-    names.sort();
-    Ok(HttpResponse::Ok().json(names))
+    Ok(HttpResponse::Ok().json(state.pipeline.source_names()))
 }
 
 /// The body of `POST /admin/render`.
@@ -164,8 +164,7 @@ pub async fn render(req: HttpRequest, body: web::Bytes, state: web::Data<AdminSt
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
     let query = body.query.trim().trim_start_matches('?');
-    let sources = state.pipeline.sources.load();
-    Ok(match crate::ingest::preview(&sources, &body.source, headers, query, body.payload.into()) {
+    Ok(match state.pipeline.preview(&body.source, headers, query, body.payload.into()) {
         Ok(p) => HttpResponse::Ok().json(p),
         Err(e) => e.error_response(),
     })

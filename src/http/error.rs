@@ -107,6 +107,9 @@ impl ResponseError for PreviewError {
 pub enum AdminError {
     #[error("shutting down")]
     ShuttingDown,
+    /// A background task keeps dying or cannot be restarted (`supervise::NotReady`).
+    #[error("not ready: {0}")]
+    TaskDown(String),
     /// The store failed; what failed is logged where it happened, not sent.
     #[error("{STORAGE_UNAVAILABLE}")]
     StorageUnavailable,
@@ -133,7 +136,9 @@ pub enum AdminError {
 impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AdminError::ShuttingDown | AdminError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            AdminError::ShuttingDown | AdminError::TaskDown(_) | AdminError::StorageUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             AdminError::Disabled => StatusCode::FORBIDDEN,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::BadDeadId(_)

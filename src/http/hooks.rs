@@ -4,8 +4,11 @@ use super::error::BodyError;
 use super::BodyLimits;
 use crate::ingest::{IngestError, IngestOutcome, Pipeline};
 use crate::source::{Headers, Incoming};
+use crate::telemetry::events::{WebhookAccepted, WebhookRefused};
+use crate::telemetry::{webhook_span, InternalEvent};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
+use tracing::Instrument;
 
 /// Reads the body within the time and size limits: a client trickling bytes is answered 408
 /// and its connection closed instead of holding it forever.
@@ -18,7 +21,8 @@ async fn read_body(payload: web::Payload, limits: &BodyLimits) -> Result<web::By
     }
 }
 
-/// Takes the raw bytes (never `web::Json`, which would parse before verification).
+/// Takes the raw bytes (never `web::Json`, which would parse before verification), in the
+/// webhook's span.
 pub async fn post_hook(
     req: HttpRequest,
     path: web::Path<String>,
@@ -27,11 +31,31 @@ pub async fn post_hook(
     pipeline: web::Data<Pipeline>,
 ) -> HttpResponse {
     let source = path.into_inner();
+    let span = webhook_span(&source);
+    handle(req, source, payload, limits, pipeline).instrument(span).await
+}
+
+async fn handle(
+    req: HttpRequest,
+    source: String,
+    payload: web::Payload,
+    limits: web::Data<BodyLimits>,
+    pipeline: web::Data<Pipeline>,
+) -> HttpResponse {
     let started = std::time::Instant::now();
     let body = match read_body(payload, &limits).await {
         Ok(b) => b,
         Err(e) => {
-            tracing::warn!(source = %source, status = e.status_code().as_u16(), error = %e, "webhook refused");
+            WebhookRefused {
+                source: &source,
+                configured: pipeline.is_configured(&source),
+                status: e.status_code().as_u16(),
+                reason: None,
+                error: &e,
+                elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                ours: false,
+            }
+            .emit(pipeline.metrics());
             return e.error_response();
         }
     };
@@ -68,20 +92,25 @@ fn answer_accepted(pipeline: &Pipeline, source: &str, outcome: &IngestOutcome, e
         }
     };
     let res = answer.json(&body);
-    let status = res.status().as_u16();
-    pipeline.metrics.request(source, status);
-    tracing::info!(source = %source, status, outcome = %body["status"].as_str().unwrap_or_default(), inbound_id = %body["id"].as_str().unwrap_or_default(), elapsed_ms, "webhook");
+    WebhookAccepted {
+        source,
+        status: res.status().as_u16(),
+        outcome: body["status"].as_str().unwrap_or_default(),
+        inbound_id: body["id"].as_str().unwrap_or_default(),
+        elapsed_ms,
+    }
+    .emit(pipeline.metrics());
     res
 }
 
 fn answer_refused(pipeline: &Pipeline, source: &str, e: &IngestError, elapsed_ms: f64) -> HttpResponse {
+    let (configured, reason, ours) = match e {
+        // An unknown name comes from the request path: never a label value.
+        IngestError::UnknownSource(_) => (false, None, false),
+        IngestError::Source(refusal) => (true, Some(refusal.reason_class()), false),
+        IngestError::Storage(_) => (true, None, true),
+    };
     let status = e.status_code().as_u16();
-    // An unknown name comes from the request path: never a label value.
-    let label = if matches!(e, IngestError::UnknownSource(_)) { "unknown" } else { source };
-    pipeline.metrics.request(label, status);
-    match e {
-        IngestError::Storage(_) => tracing::error!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
-        _ => tracing::warn!(source = %source, status, error = %e, elapsed_ms, "webhook refused"),
-    }
+    WebhookRefused { source, configured, status, reason, error: e, elapsed_ms, ours }.emit(pipeline.metrics());
     e.error_response()
 }

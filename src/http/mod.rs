@@ -22,16 +22,20 @@ pub struct AdminState {
     pub pipeline: Pipeline,
     /// The digest of `server.admin_token`, compared with the digest of the presented one.
     pub admin_token: Option<crate::secret::SecretDigest>,
-    /// False once shutdown has begun: `/readyz` then answers 503.
-    pub ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Not ready once shutdown has begun or a background task is down: `/readyz` answers 503.
+    pub health: Arc<crate::supervise::Health>,
 }
 
-/// The two HTTP servers, bound and running.
+/// The two HTTP servers, bound and running: how to stop them.
 pub struct Servers {
     pub hooks: ServerHandle,
     pub admin: ServerHandle,
-    pub hooks_task: tokio::task::JoinHandle<std::io::Result<()>>,
-    pub admin_task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+/// The tasks running the two servers, which end when they stop (for `app` to watch).
+pub struct ServerTasks {
+    pub hooks: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub admin: tokio::task::JoinHandle<std::io::Result<()>>,
 }
 
 /// How much of a client the webhook handler accepts: body size and time.
@@ -49,7 +53,7 @@ pub fn start(
     hooks: TcpListener,
     admin: AdminState,
     admin_listener: TcpListener,
-) -> std::io::Result<Servers> {
+) -> std::io::Result<(Servers, ServerTasks)> {
     let pipeline = web::Data::new(pipeline);
     let limits = web::Data::new(BodyLimits { max_bytes: server.max_body_bytes, timeout: server.request_timeout });
     let keep_alive =
@@ -100,10 +104,6 @@ pub fn start(
     .shutdown_timeout(5)
     .listen(admin_listener)?
     .run();
-    Ok(Servers {
-        hooks: hooks_server.handle(),
-        admin: admin_server.handle(),
-        hooks_task: tokio::spawn(hooks_server),
-        admin_task: tokio::spawn(admin_server),
-    })
+    let servers = Servers { hooks: hooks_server.handle(), admin: admin_server.handle() };
+    Ok((servers, ServerTasks { hooks: tokio::spawn(hooks_server), admin: tokio::spawn(admin_server) }))
 }

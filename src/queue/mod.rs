@@ -1,9 +1,9 @@
 //! The durable queue: accepted webhooks and the events they produced.
 //!
-//! **Invariant:** [`Queue::accept`] returns only after the inbound record and all its events
+//! **Invariant:** [`Intake::accept`] returns only after the inbound record and all its events
 //! are committed in one transaction, so a 2xx after it survives a crash.
 //!
-//! **Invariant:** [`Queue::claim`] hands out only the head of each ordering lane (events
+//! **Invariant:** [`Deliveries::claim`] hands out only the head of each ordering lane (events
 //! sharing a `(routing_key, dedup_key)`), so a resolve never overtakes its trigger, whatever
 //! the retries. The queue knows nothing of PagerDuty: it reads a stored body back only to
 //! hand the event out (or show it), checking its `format`, and decides nothing on it.
@@ -13,18 +13,23 @@
 //! PagerDuty service that holds the incident; only triggers of its own source count, so no
 //! source can move its events onto another source's incident.
 
+mod lanes;
 mod postgres;
 mod rows;
 mod schema;
+mod settings;
+mod sql;
 mod sqlite;
+mod state;
 mod tls;
 
 pub use postgres::PostgresQueue;
+pub use settings::{open, Backend, Durability, Opened, Settings};
 pub use sqlite::SqliteQueue;
+pub use state::EventState;
 pub use tls::TlsError;
 
-use crate::config::Secret;
-use crate::event::{Action, Event, RoutingKey};
+use crate::event::Event;
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -150,7 +155,7 @@ impl NewInbound {
     }
 }
 
-/// Outcome of [`Queue::accept`].
+/// Outcome of [`Intake::accept`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// Committed: `events` events are queued.
@@ -212,7 +217,7 @@ pub struct EventSummary {
     pub kind: String,
     pub action: Option<String>,
     pub dedup_key: Option<String>,
-    pub state: String,
+    pub state: EventState,
     pub attempts: u32,
     pub created_at: Millis,
     pub last_error: Option<String>,
@@ -250,11 +255,6 @@ pub struct EventDetail {
     pub headers: Value,
     pub query: String,
     pub payload: String,
-}
-
-/// The fingerprint of a stored routing key, as logs show it.
-pub(crate) fn fingerprint_of(stored: String) -> String {
-    RoutingKey::parse(Secret::new(stored)).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
 }
 
 /// Names a dead letter: a dead event (its number) or a payload kept unmapped (its inbound id,
@@ -328,12 +328,16 @@ pub struct StoredInbound {
     pub status: InboundStatus,
 }
 
-/// The durable queue, behind which SQLite and PostgreSQL sit.
+/// Taking webhooks in: `ingest`'s accept path.
 #[async_trait]
-pub trait Queue: Send + Sync + 'static {
+pub trait Intake: Send + Sync + 'static {
     /// Records a verified webhook and its events in one transaction, or reports a duplicate.
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError>;
+}
 
+/// Handing events out and recording what became of them: the delivery worker.
+#[async_trait]
+pub trait Deliveries: Send + Sync + 'static {
     /// Leases up to `limit` deliverable events: due, unleased, and first in their lane.
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError>;
 
@@ -346,35 +350,20 @@ pub trait Queue: Send + Sync + 'static {
     /// still held under `lease`: a running attempt keeps its event. `false` when it was lost.
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError>;
 
+    /// Releases a claimed event without an attempt, to be claimed again at `until` (pacing),
+    /// if it is still held under `lease`.
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError>;
+
     /// The earliest *future* time a pending event becomes due (a retry, a paced event), if
     /// any. Events due now are `claim`'s business; one waiting behind its lane's head is
     /// released by that head's `finish`, which wakes the worker anyway. Must be cheap: the
     /// worker asks after every round. `now` is the worker's clock.
     async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError>;
+}
 
-    /// Recent events, newest first: the first page of [`Queue::events`], unfiltered.
-    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
-        let rows = self.events(EventQuery { search: None, before: None, limit }).await?;
-        Ok(rows.into_iter().map(|r| r.summary).collect())
-    }
-
-    /// Events matching `q`, newest first (the console's delivery list).
-    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError>;
-
-    /// One event with its attempts and the request it came from.
-    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError>;
-
-    /// Deletes delivered events, finished inbound payloads and delivery ids older than
-    /// `before`; pending and dead-lettered events and their payloads are kept.
-    async fn prune(&self, before: Millis) -> Result<u64, QueueError>;
-
-    /// Pending events and the age of the oldest.
-    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
-
-    /// Releases a claimed event without an attempt, to be claimed again at `until` (pacing),
-    /// if it is still held under `lease`.
-    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError>;
-
+/// Dead letters, listed, shown, replayed or forgotten: `dlq`, the console, `ingest`'s replay.
+#[async_trait]
+pub trait DeadLetters: Send + Sync + 'static {
     /// Dead events and payloads whose mapping failed, newest first.
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError>;
 
@@ -401,6 +390,41 @@ pub trait Queue: Send + Sync + 'static {
     /// Forgets a dead letter. `false` if there was none.
     async fn delete_dead(&self, id: DeadId) -> Result<bool, QueueError>;
 }
+
+/// What operators read: the delivery list and one event (the console, `deliveries list`),
+/// and the backlog (`/metrics`, `/readyz`).
+#[async_trait]
+pub trait Inspect: Send + Sync + 'static {
+    /// Recent events, newest first: the first page of [`Inspect::events`], unfiltered.
+    async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
+        let rows = self.events(EventQuery { search: None, before: None, limit }).await?;
+        Ok(rows.into_iter().map(|r| r.summary).collect())
+    }
+
+    /// Events matching `q`, newest first (the console's delivery list).
+    async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError>;
+
+    /// One event with its attempts and the request it came from.
+    async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError>;
+
+    /// Pending events and the age of the oldest.
+    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
+}
+
+/// Forgetting what is done and old: `storage.retention`.
+#[async_trait]
+pub trait Retention: Send + Sync + 'static {
+    /// Deletes delivered events, finished inbound payloads and delivery ids older than
+    /// `before`; pending and dead-lettered events and their payloads are kept.
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError>;
+}
+
+/// The whole store, behind which SQLite and PostgreSQL sit: for a caller that needs several
+/// roles (`app`, which hands each part its own; the admin routes; the accept and replay
+/// path). A caller that needs one role takes that trait, and so does its test double.
+pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention {}
+
+impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention> Queue for T {}
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
 /// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.
@@ -457,52 +481,6 @@ pub(crate) fn applied_migrations(stored: Option<&str>, known: usize) -> Result<u
         None => Ok(0),
         Some(Ok(v)) if v <= known => Ok(v),
         Some(_) => Err(QueueError::SchemaTooNew { stored: stored.unwrap_or_default().to_string(), known }),
-    }
-}
-
-/// What sticky routing must do for one event before it is stored.
-pub(crate) enum Route<'a> {
-    /// A trigger: remember that `dedup_key` went to the event's routing key.
-    Record(&'a str),
-    /// An acknowledge or resolve: look up where `dedup_key` was triggered.
-    Lookup(&'a str),
-    /// Change events and alerts without a dedup_key: stored as they are.
-    AsIs,
-}
-
-impl<'a> Route<'a> {
-    /// The step for `e`.
-    pub fn of(e: &'a Event) -> Route<'a> {
-        match (e.action(), e.dedup_key()) {
-            (Some(Action::Trigger), Some(dk)) => Route::Record(dk.as_str()),
-            (Some(_), Some(dk)) => Route::Lookup(dk.as_str()),
-            _ => Route::AsIs,
-        }
-    }
-}
-
-/// `e` sent to `key`, the routing key its dedup_key was triggered on, if it must move.
-pub(crate) fn sticky(e: &Event, key: Option<RoutingKey>) -> Event {
-    match key {
-        Some(key) => {
-            tracing::info!(
-                dedup_key = e.dedup_key().map(|k| k.as_str()),
-                from = %e.routing_key().fingerprint(),
-                to = %key.fingerprint(),
-                "sticky routing: sent where its trigger went"
-            );
-            e.clone().rerouted(key)
-        }
-        None => e.clone(),
-    }
-}
-
-/// The routing key to use instead of `own`, given the latest trigger's key of a dedup_key
-/// and whether it was ever triggered on `own`.
-pub(crate) fn sticky_key(latest: Option<(String, bool)>) -> Option<RoutingKey> {
-    match latest {
-        Some((latest, false)) => RoutingKey::parse(Secret::new(latest)).ok(),
-        _ => None,
     }
 }
 

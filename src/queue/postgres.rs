@@ -19,23 +19,27 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
+use super::lanes::{self, Claims, Outcome, Routes};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
+use super::sql::{self, ROW_COLUMNS};
+use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
-    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
-    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, PaceRule, PaceState, Queue,
-    QueueError, Route, SharedPace, SlotAsk, StoredInbound,
+    applied_migrations, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail, DeadLetters, Deliveries,
+    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake, Millis, NewInbound, PaceRule, PaceState,
+    QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
 };
-use crate::config::Secret;
 use crate::event::Event;
+use crate::secret::Secret;
 use async_trait::async_trait;
+use const_format::formatcp;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
-use tokio_postgres::Row;
+use tokio_postgres::{Row, Statement};
 
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, its
 /// statements run in order, in the transaction that records the new version.
@@ -161,20 +165,16 @@ const POOL_SIZE: usize = 16;
 
 /// A pending event may go when no other pending event of its lane is earlier or leased
 /// (`$1` is the claim's `now`).
-const LANE_FREE: &str = "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = 'pending' \
-     AND p.order_key = e.order_key AND p.id <> e.id AND (p.id < e.id OR p.lease_until > $1)))";
-
-/// The columns [`StoredEvent::read`] reads (`$1`: the claim's `now`).
-const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, e.attempts, \
-     e.created_at, e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
+const LANE_FREE: &str = formatcp!(
+    "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = '{PENDING}' \
+     AND p.order_key = e.order_key AND p.id <> e.id AND (p.id < e.id OR p.lease_until > $1)))"
+);
 
 /// The earliest future time a pending event becomes due or its lease runs out (`$1`: now).
-pub(super) const NEXT_DUE: &str = "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
-     WHERE state = 'pending' AND GREATEST(next_at, lease_until) > $1";
-
-const INSERT_EVENT: &str =
-    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $9, $8, $8)";
+pub(super) const NEXT_DUE: &str = formatcp!(
+    "SELECT MIN(GREATEST(next_at, lease_until)) FROM events
+     WHERE state = '{PENDING}' AND GREATEST(next_at, lease_until) > $1"
+);
 
 /// The PostgreSQL queue. Cheap to share: a handle on a connection pool.
 #[derive(Clone)]
@@ -340,8 +340,8 @@ fn certificate_refused(e: &(dyn std::error::Error + 'static)) -> bool {
     })
 }
 
-/// Queues `events` for `inbound_id` with sticky routing within `source` (as in SQLite), holding the insert
-/// locks of their lanes so that ids follow commit order within each lane.
+/// Queues `events` for `inbound_id` with sticky routing within `source` (`lanes::route`), holding
+/// the insert locks of their lanes so that ids follow commit order within each lane.
 ///
 /// Locks are taken in one global order, lanes (ascending) before route rows (ascending), so
 /// two accepts naming the same dedup_keys in any order cannot deadlock: the route lookups
@@ -354,45 +354,18 @@ async fn insert_events(
     events: &[Event],
     at: Millis,
 ) -> Result<(), QueueError> {
-    let mut routed = Vec::with_capacity(events.len());
-    let mut routes = Vec::new();
-    for e in events {
-        routed.push(match Route::of(e) {
-            Route::Record(dk) => {
-                routes.push((dk, e.routing_key().expose()));
-                e.clone()
-            }
-            Route::Lookup(dk) => {
-                let stmt = tx
-                    .prepare_cached(
-                        "SELECT routing_key, bool_or(routing_key = $3) OVER () FROM routes
-                         WHERE source = $1 AND dedup_key = $2 ORDER BY at DESC, seq DESC LIMIT 1",
-                    )
-                    .await?;
-                let found = match tx.query_opt(&stmt, &[&source, &dk, &e.routing_key().expose()]).await? {
-                    Some(r) => Some((r.get_as(0)?, r.get_as(1)?)),
-                    None => None,
-                };
-                sticky(e, sticky_key(found))
-            }
-            Route::AsIs => e.clone(),
-        });
-    }
-    let lanes: Vec<String> = routed.iter().filter_map(Event::order_key).collect();
+    let routed = lanes::route(&mut StoredRoutes(tx), source, events).await?;
+    let lanes: Vec<String> = routed.events.iter().filter_map(|e| e.order_key()).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
+    let mut routes = routed.routes;
     routes.sort_unstable();
     routes.dedup();
-    let record = tx
-        .prepare_cached(
-            "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
-        )
-        .await?;
+    let record = tx.prepare_cached(sql::RECORD_ROUTE).await?;
     for (dk, key) in routes {
         tx.execute(&record, &[&source, &dk, &key, &at]).await?;
     }
-    let insert = tx.prepare_cached(INSERT_EVENT).await?;
-    for e in &routed {
+    let insert = tx.prepare_cached(sql::INSERT_EVENT).await?;
+    for e in &routed.events {
         tx.execute(
             &insert,
             &[
@@ -403,13 +376,32 @@ async fn insert_events(
                 &e.action().map(|a| a.as_str()),
                 &e.dedup_key().map(|k| k.as_str()),
                 &e.text(),
-                &at,
                 &EVENT_FORMAT,
+                &at,
             ],
         )
         .await?;
     }
     Ok(())
+}
+
+/// The sticky routes as stored (a lookup locks nothing).
+struct StoredRoutes<'t, 'c>(&'t Transaction<'c>);
+
+impl Routes for StoredRoutes<'_, '_> {
+    async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
+        let stmt = self
+            .0
+            .prepare_cached(
+                "SELECT routing_key, bool_or(routing_key = $3) OVER () FROM routes
+                 WHERE source = $1 AND dedup_key = $2 ORDER BY at DESC, seq DESC LIMIT 1",
+            )
+            .await?;
+        match self.0.query_opt(&stmt, &[&source, &dk, &own]).await? {
+            Some(r) => Ok(Some((r.get_as(0)?, r.get_as(1)?))),
+            None => Ok(None),
+        }
+    }
 }
 
 /// Takes the insert locks of these lanes, in ascending key order so that two transactions
@@ -428,7 +420,32 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
-/// Leases up to `limit` lane heads, collapsing consecutive due triggers as SQLite does.
+/// A claim's statements, prepared once for all its heads.
+struct ClaimSteps<'t, 'c> {
+    tx: &'t Transaction<'c>,
+    next_in_lane: Statement,
+    collapse: Statement,
+    lease: Statement,
+}
+
+impl Claims for ClaimSteps<'_, '_> {
+    async fn next_in_lane(&mut self, now: Millis, lane: &str, after: i64) -> Result<Option<StoredEvent>, QueueError> {
+        self.tx.query_opt(&self.next_in_lane, &[&now, &lane, &after]).await?.as_ref().map(StoredEvent::read).transpose()
+    }
+
+    async fn collapse(&mut self, id: i64, now: Millis, reason: &str) -> Result<(), QueueError> {
+        self.tx.execute(&self.collapse, &[&now, &reason, &id]).await?;
+        Ok(())
+    }
+
+    async fn lease(&mut self, id: i64, until: Millis) -> Result<(), QueueError> {
+        self.tx.execute(&self.lease, &[&until, &id]).await?;
+        Ok(())
+    }
+}
+
+/// Leases up to `limit` lane heads, each collapsed into the newest trigger behind it
+/// (`lanes::lease_head`), one claimer per lane.
 async fn claim_in(
     tx: &Transaction<'_>,
     schema: i32,
@@ -438,32 +455,26 @@ async fn claim_in(
 ) -> Result<Vec<Claimed>, QueueError> {
     let candidates = tx
         .query(
-            &format!(
+            formatcp!(
                 "SELECT {ROW_COLUMNS} FROM events e
-                 WHERE e.state = 'pending' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}
+                 WHERE e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}
                  ORDER BY e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED"
             ),
             &[&now, &(limit as i64)],
         )
         .await?;
     let recheck = tx
-        .prepare_cached(&format!(
+        .prepare_cached(formatcp!(
             "SELECT {ROW_COLUMNS} FROM events e
-             WHERE e.id = $2 AND e.state = 'pending' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}"
+             WHERE e.id = $2 AND e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}"
         ))
         .await?;
-    let next_in_lane = tx
-        .prepare_cached(&format!(
-            "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = 'pending' AND e.order_key = $2 AND e.id > $3
-             ORDER BY e.id LIMIT 1"
-        ))
-        .await?;
-    let collapse = tx
-        .prepare_cached(
-            "UPDATE events SET state = 'collapsed', lease_until = 0, done_at = $2, last_error = $3 WHERE id = $1",
-        )
-        .await?;
-    let lease = tx.prepare_cached("UPDATE events SET lease_until = $2 WHERE id = $1").await?;
+    let mut steps = ClaimSteps {
+        tx,
+        next_in_lane: tx.prepare_cached(sql::NEXT_IN_LANE).await?,
+        collapse: tx.prepare_cached(sql::COLLAPSE).await?,
+        lease: tx.prepare_cached(sql::LEASE).await?,
+    };
     let mut out = Vec::with_capacity(candidates.len());
     for candidate in candidates {
         let mut head = StoredEvent::read(&candidate)?;
@@ -478,40 +489,14 @@ async fn claim_in(
             let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
             head = StoredEvent::read(&row)?;
         }
-        let mut superseded = Vec::new();
-        while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
-            let Some(next) = tx.query_opt(&next_in_lane, &[&now, &lane, &head.id]).await? else { break };
-            let next = StoredEvent::read(&next)?;
-            if !head.collapses_into(&next) {
-                break;
-            }
-            tx.execute(&collapse, &[&head.id, &now, &format!("collapsed into event {}", next.id)]).await?;
-            superseded.push(head.id);
-            head = next;
-        }
-        tx.execute(&lease, &[&head.id, &until]).await?;
+        let (head, superseded) = lanes::lease_head(&mut steps, head, now, until).await?;
         out.extend(head.into_claimed(superseded, until));
     }
     Ok(out)
 }
 
-/// Both kinds of dead letter as one relation; `$1` filters by source (NULL: all).
-const DEAD_LETTERS: &str = "
-    SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
-           COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
-    FROM events e JOIN inbound i ON i.id = e.inbound_id
-    WHERE e.state = 'dead' AND ($1::text IS NULL OR i.source = $1)
-    UNION ALL
-    SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
-    FROM inbound i
-    WHERE i.status = 'mapping_failed' AND ($1::text IS NULL OR i.source = $1)
-    UNION ALL
-    SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
-    FROM inbound i
-    WHERE i.status = 'too_many_events' AND ($1::text IS NULL OR i.source = $1)";
-
 #[async_trait]
-impl Queue for PostgresQueue {
+impl Intake for PostgresQueue {
     async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
@@ -554,7 +539,10 @@ impl Queue for PostgresQueue {
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
+}
 
+#[async_trait]
+impl Deliveries for PostgresQueue {
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let until = now + lease.as_millis() as Millis;
         let mut c = self.client().await?;
@@ -568,47 +556,34 @@ impl Queue for PostgresQueue {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         let status = attempt.status.map(i32::from);
-        tx.execute(
-            "INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES ($1, $2, $3, $4, $5)",
-            &[&id, &attempt.at, &status, &attempt.detail, &attempt.dedup_key],
-        )
-        .await?;
-        let (sql, params): (&str, Vec<&(dyn tokio_postgres::types::ToSql + Sync)>) = match &finish {
-            Finish::Delivered => (
-                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = $3
-                 WHERE id = $1 AND lease_until = $2",
-                vec![&id, &lease, &attempt.at],
-            ),
-            Finish::DryRun => (
-                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = $3
-                 WHERE id = $1 AND lease_until = $2",
-                vec![&id, &lease, &attempt.at],
-            ),
-            Finish::RetryAt(at) => (
-                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = $3, last_error = $4
-                 WHERE id = $1 AND lease_until = $2",
-                vec![&id, &lease, at, &attempt.detail],
-            ),
-            Finish::Dead(reason) => (
-                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = $3, last_error = $4
-                 WHERE id = $1 AND lease_until = $2",
-                vec![&id, &lease, &attempt.at, reason],
-            ),
-        };
-        let n = tx.execute(sql, &params).await?;
+        let record = [&id as &(dyn ToSql + Sync), &attempt.at, &status, &attempt.detail, &attempt.dedup_key];
+        tx.execute(sql::RECORD_ATTEMPT, &record).await?;
+        let o = Outcome::of(&attempt, &finish);
+        let (error_changes, error) = o.last_error();
+        let n = tx
+            .execute(sql::FINISH, &[&o.state.as_str(), &o.done_at, &o.next_at, &error_changes, &error, &id, &lease])
+            .await?;
         tx.commit().await?;
         Ok(n == 1)
     }
 
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
         let c = self.client().await?;
-        let n = c
-            .execute(
-                "UPDATE events SET lease_until = $3 WHERE id = $1 AND lease_until = $2 AND state = 'pending'",
-                &[&id, &lease, &until],
-            )
-            .await?;
+        let n = c.execute(sql::RENEW, &[&until, &id, &lease]).await?;
         Ok(n == 1)
+    }
+
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
+        let c = self.client().await?;
+        c.execute(
+            formatcp!(
+                "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2)
+                 WHERE id = $1 AND state = '{PENDING}' AND lease_until = $3"
+            ),
+            &[&id, &until, &lease],
+        )
+        .await?;
+        Ok(())
     }
 
     async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
@@ -617,60 +592,19 @@ impl Queue for PostgresQueue {
         let c = self.client().await?;
         Ok(c.query_one(NEXT_DUE, &[&now]).await?.get_as(0)?)
     }
+}
 
-    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        // Dead events stay until replayed or deleted; what replaced them is history.
-        const DONE: &str = "state IN ('delivered', 'dry_run', 'collapsed', 'replayed') AND done_at < $1";
-        let statements = [
-            format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
-            format!("DELETE FROM events WHERE {DONE}"),
-            "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events')
-             AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)"
-                .to_string(),
-            "DELETE FROM seen WHERE seen_at < $1".to_string(),
-            "DELETE FROM routes WHERE at < $1".to_string(),
-            "DELETE FROM pace_lanes WHERE slot < $1".to_string(),
-            "DELETE FROM pace WHERE at < $1 AND closed_until < $1".to_string(),
-        ];
-        let mut n = 0;
-        for sql in &statements {
-            n += tx.execute(sql, &[&before]).await?;
-        }
-        tx.commit().await?;
-        Ok(n)
-    }
-
-    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
-        let c = self.client().await?;
-        let r = c.query_one("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", &[]).await?;
-        Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
-    }
-
-    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
-        let c = self.client().await?;
-        c.execute(
-            "UPDATE events SET lease_until = 0, next_at = GREATEST(next_at, $2)
-             WHERE id = $1 AND state = 'pending' AND lease_until = $3",
-            &[&id, &until, &lease],
-        )
-        .await?;
-        Ok(())
-    }
-
+#[async_trait]
+impl DeadLetters for PostgresQueue {
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         let c = self.client().await?;
-        let rows = c
-            .query(&format!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2"), &[&source, &(limit as i64)])
-            .await?;
+        let rows = c.query(sql::LIST_DEAD_LETTERS, &[&source, &(limit as i64)]).await?;
         Ok(rows.iter().map(DeadLetter::read).collect::<Result<_, _>>()?)
     }
 
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
         let c = self.client().await?;
-        let sql = format!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2");
-        let letter = c.query_opt(&sql, &[&None::<String>, &id.to_string()]).await?;
+        let letter = c.query_opt(sql::ONE_DEAD_LETTER, &[&None::<String>, &id.to_string()]).await?;
         let Some(letter) = letter.as_ref().map(DeadLetter::read).transpose()? else { return Ok(None) };
         let (body, attempt_log) = match id {
             DeadId::Event(n) => (Some((n, stored_body(&c, n).await?)), attempt_log(&c, n).await?),
@@ -687,7 +621,9 @@ impl Queue for PostgresQueue {
         // it no longer dead and copies nothing.
         let Some(dead) = tx
             .query_opt(
-                "UPDATE events SET state = 'replayed', done_at = $2 WHERE id = $1 AND state = 'dead' RETURNING order_key",
+                formatcp!(
+                    "UPDATE events SET state = '{REPLAYED}', done_at = $2 WHERE id = $1 AND state = '{DEAD}' RETURNING order_key"
+                ),
                 &[&id, &now],
             )
             .await
@@ -754,26 +690,19 @@ impl Queue for PostgresQueue {
         let tx = c.transaction().await?;
         let n = match &id {
             DeadId::Event(n) => {
-                tx.execute(
-                    "DELETE FROM attempts WHERE event_id = $1 AND EXISTS (SELECT 1 FROM events WHERE id = $1 AND state = 'dead')",
-                    &[n],
-                )
-                .await
-                ?;
-                tx.execute("DELETE FROM events WHERE id = $1 AND state = 'dead'", &[n]).await?
+                let [attempts, event] = sql::DELETE_DEAD_EVENT;
+                tx.execute(attempts, &[n]).await?;
+                tx.execute(event, &[n]).await?
             }
-            DeadId::Inbound(s) => {
-                tx.execute(
-                    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')",
-                    &[s],
-                )
-                .await?
-            }
+            DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, &[s]).await?,
         };
         tx.commit().await?;
         Ok(n > 0)
     }
+}
 
+#[async_trait]
+impl Inspect for PostgresQueue {
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         let c = self.client().await?;
         let sql = format!(
@@ -792,6 +721,28 @@ impl Queue for PostgresQueue {
         let row = EventRow::read(&r)?;
         let request = stored_request(&c, &row.summary.inbound_id).await?;
         EventDetail::assemble(row, stored_body(&c, id).await?, attempt_log(&c, id).await?, request).map(Some)
+    }
+
+    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
+        let c = self.client().await?;
+        let r = c.query_one(sql::DEPTH, &[]).await?;
+        Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
+    }
+}
+
+#[async_trait]
+impl Retention for PostgresQueue {
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        // Besides what both backends prune: lanes' promised slots, and idle keys' pace.
+        let pacing = ["DELETE FROM pace_lanes WHERE slot < $1", "DELETE FROM pace WHERE at < $1 AND closed_until < $1"];
+        let mut n = 0;
+        for statement in sql::PRUNE.into_iter().chain(pacing) {
+            n += tx.execute(statement, &[&before]).await?;
+        }
+        tx.commit().await?;
+        Ok(n)
     }
 }
 
@@ -909,7 +860,7 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
 
 /// Event `id`'s stored body.
 async fn stored_body(c: &tokio_postgres::Client, id: i64) -> Result<StoredBody, QueueError> {
-    StoredBody::read(&c.query_one("SELECT format, body FROM events WHERE id = $1", &[&id]).await?)
+    StoredBody::read(&c.query_one(sql::STORED_BODY, &[&id]).await?)
 }
 
 /// The stored request of inbound `id`.

@@ -3,11 +3,11 @@
 //! build refuses, is decided here.
 
 use super::{
-    Attempt, Claimed, DeadLetter, DeadLetterDetail, EventDetail, EventRow, EventSummary, InboundStatus, Millis,
-    QueueError, StoredInbound,
+    Attempt, Claimed, DeadLetter, DeadLetterDetail, EventDetail, EventRow, EventState, EventSummary, InboundStatus,
+    Millis, QueueError, StoredInbound,
 };
-use crate::config::Secret;
 use crate::event::{Event, EventKind, RoutingKey};
+use crate::secret::Secret;
 use serde_json::Value;
 
 /// The version of the stored event body that this build writes and reads (the `format`
@@ -94,11 +94,6 @@ impl StoredEvent {
         })
     }
 
-    /// True when this head may collapse into `next`: both are triggers and `next` is due.
-    pub fn collapses_into(&self, next: &StoredEvent) -> bool {
-        self.action.as_deref() == Some("trigger") && next.action.as_deref() == Some("trigger") && next.due
-    }
-
     /// The event to hand out. Rows are written only by `accept`, so this fails only on a
     /// damaged store or one written by a newer build; that is said loudly, and the event is
     /// left leased for inspection rather than guessed at or skipped silently. One such row
@@ -172,6 +167,19 @@ pub(crate) fn kind_from_str(id: i64, s: &str) -> Result<EventKind, QueueError> {
     }
 }
 
+/// The stored state of event `id`.
+fn state_from_str(id: i64, s: String) -> Result<EventState, QueueError> {
+    EventState::parse(&s).ok_or_else(|| {
+        let known = EventState::ALL.map(EventState::as_str).join(", ");
+        QueueError::BadRow(format!("event {id} has state {s:?}, which this build does not know ({known})"))
+    })
+}
+
+/// The fingerprint of a stored routing key, as logs show it.
+fn fingerprint_of(stored: String) -> String {
+    RoutingKey::parse(Secret::new(stored)).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
+}
+
 /// The `status` and `error` columns of an inbound row.
 pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
     match s {
@@ -220,12 +228,14 @@ impl EventRow {
     /// e.dedup_key, e.state, e.attempts, e.created_at, e.last_error, e.routing_key,
     /// <PagerDuty's latest dedup_key>`.
     /// The kind is shown as stored: a list must not hide every row behind one it cannot read
-    /// (the event's detail and its claim refuse it).
+    /// (the event's detail and its claim refuse it). A state this build does not know is an
+    /// error: what the queue does with an event rests on it.
     pub(crate) fn read(r: &impl Columns) -> Result<EventRow, QueueError> {
         let (id, inbound_id, source, kind, action, dedup_key, state, attempts, created_at, last_error, key, pd_key) =
             r.cols()?;
-        let routing_key = super::fingerprint_of(key);
+        let routing_key = fingerprint_of(key);
         let attempts = count(attempts);
+        let state = state_from_str(id, state)?;
         let summary = EventSummary {
             id,
             inbound_id,

@@ -10,20 +10,26 @@
 
 mod payloads;
 
+use super::lanes::{self, Claims, Routes};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
+use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
-    applied_migrations, sticky, sticky_key, Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail,
-    EventDetail, EventQuery, EventRow, Finish, InboundStatus, Millis, NewInbound, Queue, QueueError, Role, Route,
+    applied_migrations,
+    sql::{self, ROW_COLUMNS},
+    Accepted, Attempt, Claimed, DeadId, DeadLetter, DeadLetterDetail, DeadLetters, Deliveries, Durability, EventDetail,
+    EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake, Millis, NewInbound, QueueError, Retention, Role,
     StoredInbound,
 };
-use crate::config::Durability;
-use crate::event::{Event, RoutingKey};
+use crate::event::Event;
 use async_trait::async_trait;
+use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
-use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
+use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Statement};
+use std::future::Future;
 use std::path::Path;
-use std::sync::{mpsc, Arc, LazyLock};
+use std::sync::{mpsc, Arc};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 use tokio::sync::oneshot;
 
@@ -123,8 +129,9 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
 /// shares its lane.
-const LANE_HEAD: &str =
-    "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = 'pending' AND p.order_key = e.order_key AND p.id < e.id))";
+const LANE_HEAD: &str = formatcp!(
+    "(e.order_key IS NULL OR NOT EXISTS (SELECT 1 FROM events p WHERE p.state = '{PENDING}' AND p.order_key = e.order_key AND p.id < e.id))"
+);
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
 
@@ -164,7 +171,7 @@ impl Prepared {
 }
 
 /// A lane head a claim leased, with the triggers it superseded, still as stored: its body is
-/// read by the claimer (`Queue::claim`, its action and dedup_key only), off the writer thread.
+/// read by the claimer (`Deliveries::claim`, its action and dedup_key only), off the writer thread.
 type Leased = (StoredEvent, Vec<i64>);
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads (the writer
@@ -294,7 +301,10 @@ impl SqliteQueue {
         conn.pragma_update(None, "wal_autocheckpoint", WAL_CEILING_PAGES)?;
         migrate(&mut conn)?;
         if role == Role::Deliverer {
-            conn.execute("UPDATE events SET lease_until = 0 WHERE state = 'pending' AND lease_until > 0", [])?;
+            conn.execute(
+                formatcp!("UPDATE events SET lease_until = 0 WHERE state = '{PENDING}' AND lease_until > 0"),
+                [],
+            )?;
         }
         // Checkpoints copy the WAL into the database file. A second connection does that in
         // the background, woken by the writer's commits, so the writer's own automatic
@@ -665,7 +675,7 @@ impl Outcome {
 /// Runs one write.
 fn execute(c: &Connection, write: &Write) -> Outcome {
     match write {
-        Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept).map_err(Into::into)),
+        Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept)),
         Write::Finish(id, lease, done, _) => {
             Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1).map_err(Into::into))
         }
@@ -681,37 +691,28 @@ fn finish_one(
     attempt: &Attempt,
     finish: &Finish,
 ) -> Result<bool, rusqlite::Error> {
-    tx.prepare_cached("INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![id, attempt.at, attempt.status, attempt.detail, attempt.dedup_key])?;
-    let n = match finish {
-        Finish::Delivered => tx
-            .prepare_cached(
-                "UPDATE events SET state = 'delivered', attempts = attempts + 1, lease_until = 0, done_at = ?2
-                 WHERE id = ?1 AND lease_until = ?3",
-            )?
-            .execute(params![id, attempt.at, lease])?,
-        Finish::DryRun => tx
-            .prepare_cached(
-                "UPDATE events SET state = 'dry_run', attempts = attempts + 1, lease_until = 0, done_at = ?2 WHERE id = ?1 AND lease_until = ?3",
-            )?
-            .execute(params![id, attempt.at, lease])?,
-        Finish::RetryAt(at) => tx
-            .prepare_cached(
-                "UPDATE events SET attempts = attempts + 1, lease_until = 0, next_at = ?2, last_error = ?3
-                 WHERE id = ?1 AND lease_until = ?4",
-            )?
-            .execute(params![id, at, attempt.detail, lease])?,
-        Finish::Dead(reason) => tx
-            .prepare_cached(
-                "UPDATE events SET state = 'dead', attempts = attempts + 1, lease_until = 0, done_at = ?2, last_error = ?3
-                 WHERE id = ?1 AND lease_until = ?4",
-            )?
-            .execute(params![id, attempt.at, reason, lease])?,
-    };
+    tx.prepare_cached(sql::RECORD_ATTEMPT)?.execute(params![
+        id,
+        attempt.at,
+        attempt.status,
+        attempt.detail,
+        attempt.dedup_key
+    ])?;
+    let o = lanes::Outcome::of(attempt, finish);
+    let (error_changes, error) = o.last_error();
+    let n = tx.prepare_cached(sql::FINISH)?.execute(params![
+        o.state.as_str(),
+        o.done_at,
+        o.next_at,
+        error_changes,
+        error,
+        id,
+        lease
+    ])?;
     Ok(n == 1)
 }
 
-fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::Error> {
+fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError> {
     let (i, events) = (&accept.inbound, &accept.events);
     if let Some(d) = &i.delivery_id {
         // Cached statements: parsing them anew for every accept was ~3 % of the writer's time.
@@ -754,38 +755,21 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, rusqlite::
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
-/// Queues `events` for `inbound_id`, applying sticky routing within `source`: a trigger records
-/// where its dedup_key went; an acknowledge or resolve for a dedup_key that this source never
-/// triggered on its own routing key goes to the key of the source's latest trigger instead.
+/// Queues `events` for `inbound_id`, with sticky routing within `source` (`lanes::route`).
 fn insert_events(
     tx: &Connection,
     inbound_id: &str,
     source: &str,
     events: &[Event],
     at: Millis,
-) -> Result<(), rusqlite::Error> {
-    let mut insert = tx.prepare_cached(
-        "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?9, ?8, ?8)",
-    )?;
-    for e in events {
-        // Only a rerouted event is copied (the body text is the same: it holds no routing key).
-        let rerouted;
-        let e = match Route::of(e) {
-            Route::Record(dk) => {
-                tx.prepare_cached(
-                    "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at",
-                )?
-                .execute(params![source, dk, e.routing_key().expose(), at])?;
-                e
-            }
-            Route::Lookup(dk) => {
-                rerouted = sticky(e, sticky_route(tx, source, dk, e.routing_key().expose())?);
-                &rerouted
-            }
-            Route::AsIs => e,
-        };
+) -> Result<(), QueueError> {
+    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events))?;
+    let mut record = tx.prepare_cached(sql::RECORD_ROUTE)?;
+    for (dk, key) in &routed.routes {
+        record.execute(params![source, dk, key, at])?;
+    }
+    let mut insert = tx.prepare_cached(sql::INSERT_EVENT)?;
+    for e in &routed.events {
         insert.execute(params![
             inbound_id,
             e.kind().as_str(),
@@ -794,80 +778,80 @@ fn insert_events(
             e.action().map(|a| a.as_str()),
             e.dedup_key().map(|k| k.as_str()),
             e.text(),
-            at,
             EVENT_FORMAT,
+            at,
         ])?;
     }
     Ok(())
 }
 
-/// The columns [`StoredEvent::read`] reads (`?1`: the claim's `now`).
-const ROW_COLUMNS: &str =
-    "e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, e.attempts, e.created_at, \
-     e.inbound_id, e.next_at <= ?1 AND e.lease_until <= ?1";
-
-/// Leases up to `limit` lane heads. A head that is a trigger directly followed in its lane by
-/// another due trigger is collapsed into it (repeatedly): PagerDuty would only deduplicate
-/// the older ones, and skipping them shortens a backlog. A trigger never collapses into an
-/// acknowledge or resolve.
-fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Leased>, QueueError> {
-    // Built once: formatting them for every claim showed in the writer's profile.
-    static HEADS: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {ROW_COLUMNS} FROM events e
-             WHERE e.state = 'pending' AND e.next_at <= ?1 AND e.lease_until <= ?1 AND {LANE_HEAD}
-             ORDER BY e.id LIMIT ?2"
-        )
-    });
-    static NEXT_IN_LANE: LazyLock<String> = LazyLock::new(|| {
-        format!(
-            "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = 'pending' AND e.order_key = ?2 AND e.id > ?3 ORDER BY e.id LIMIT 1"
-        )
-    });
-    let heads = all(&mut *tx.prepare_cached(&HEADS)?, params![now, limit as i64], |r| StoredEvent::read(r))?;
-    let mut next_in_lane = tx.prepare_cached(&NEXT_IN_LANE)?;
-    let mut collapse = tx.prepare_cached(
-        "UPDATE events SET state = 'collapsed', lease_until = 0, done_at = ?2, last_error = ?3 WHERE id = ?1",
-    )?;
-    let mut lease = tx.prepare_cached("UPDATE events SET lease_until = ?2 WHERE id = ?1")?;
-    let mut out = Vec::with_capacity(heads.len());
-    for mut head in heads {
-        let mut superseded = Vec::new();
-        while let (Some(lane), Some("trigger")) = (head.order_key.clone(), head.action.as_deref()) {
-            let Some(next) = first(&mut next_in_lane, params![now, lane, head.id], |r| StoredEvent::read(r))? else {
-                break;
-            };
-            if !head.collapses_into(&next) {
-                break;
-            }
-            collapse.execute(params![head.id, now, format!("collapsed into event {}", next.id)])?;
-            superseded.push(head.id);
-            head = next;
-        }
-        lease.execute(params![head.id, until])?;
-        out.push((head, superseded));
+/// Runs one of the steps both backends share (`lanes`) here, on the writer thread. SQLite's
+/// side of them blocks until each statement is done and never waits on anything else, so the
+/// step is finished the first time it is polled.
+fn ready<T>(step: impl Future<Output = Result<T, QueueError>>) -> Result<T, QueueError> {
+    match std::pin::pin!(step).poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(done) => done,
+        Poll::Pending => Err(QueueError::Database("a storage step waited on the SQLite writer thread".into())),
     }
-    Ok(out)
 }
 
-/// The routing key an acknowledge/resolve of `source` must use instead of `key`, if any.
-fn sticky_route(
-    tx: &Connection,
-    source: &str,
-    dedup_key: &str,
-    key: &str,
-) -> Result<Option<RoutingKey>, rusqlite::Error> {
-    let mut stmt = tx.prepare_cached(
-        "SELECT routing_key, MAX(routing_key = ?3) OVER () FROM routes WHERE source = ?1 AND dedup_key = ?2
-         ORDER BY at DESC, rowid DESC LIMIT 1",
-    )?;
-    let found: Option<(String, bool)> =
-        stmt.query_row(params![source, dedup_key, key], |r| Ok((r.get(0)?, r.get(1)?))).optional()?;
-    Ok(sticky_key(found))
+/// The sticky routes as stored.
+struct StoredRoutes<'c>(&'c Connection);
+
+impl Routes for StoredRoutes<'_> {
+    async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
+        let mut stmt = self.0.prepare_cached(
+            "SELECT routing_key, MAX(routing_key = ?3) OVER () FROM routes WHERE source = ?1 AND dedup_key = ?2
+             ORDER BY at DESC, rowid DESC LIMIT 1",
+        )?;
+        Ok(stmt.query_row(params![source, dk, own], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+}
+
+/// A claim's statements, prepared once for all its heads.
+struct ClaimSteps<'c> {
+    next_in_lane: CachedStatement<'c>,
+    collapse: CachedStatement<'c>,
+    lease: CachedStatement<'c>,
+}
+
+impl Claims for ClaimSteps<'_> {
+    async fn next_in_lane(&mut self, now: Millis, lane: &str, after: i64) -> Result<Option<StoredEvent>, QueueError> {
+        first(&mut self.next_in_lane, params![now, lane, after], |r| StoredEvent::read(r))
+    }
+
+    async fn collapse(&mut self, id: i64, now: Millis, reason: &str) -> Result<(), QueueError> {
+        self.collapse.execute(params![now, reason, id])?;
+        Ok(())
+    }
+
+    async fn lease(&mut self, id: i64, until: Millis) -> Result<(), QueueError> {
+        self.lease.execute(params![until, id])?;
+        Ok(())
+    }
+}
+
+/// Lane heads due at `now`, at most `$2`.
+const HEADS: &str = formatcp!(
+    "SELECT {ROW_COLUMNS} FROM events e
+     WHERE e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_HEAD}
+     ORDER BY e.id LIMIT $2"
+);
+
+/// Leases up to `limit` lane heads, each collapsed into the newest trigger behind it
+/// (`lanes::lease_head`).
+fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Leased>, QueueError> {
+    let heads = all(&mut *tx.prepare_cached(HEADS)?, params![now, limit as i64], |r| StoredEvent::read(r))?;
+    let mut steps = ClaimSteps {
+        next_in_lane: tx.prepare_cached(sql::NEXT_IN_LANE)?,
+        collapse: tx.prepare_cached(sql::COLLAPSE)?,
+        lease: tx.prepare_cached(sql::LEASE)?,
+    };
+    heads.into_iter().map(|head| ready(lanes::lease_head(&mut steps, head, now, until))).collect()
 }
 
 #[async_trait]
-impl Queue for SqliteQueue {
+impl Intake for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let accept = Box::new(Prepared::new(inbound, events));
         let (reply, answer) = oneshot::channel();
@@ -875,7 +859,10 @@ impl Queue for SqliteQueue {
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
         accepted
     }
+}
 
+#[async_trait]
+impl Deliveries for SqliteQueue {
     async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
         let until = now + lease.as_millis() as Millis;
         let leased = self.write(|reply| Write::Claim(now, limit, until, reply)).await?;
@@ -888,58 +875,8 @@ impl Queue for SqliteQueue {
 
     async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
         self.run(move |c| {
-            let n = c
-                .prepare_cached(
-                    "UPDATE events SET lease_until = ?3 WHERE id = ?1 AND lease_until = ?2 AND state = 'pending'",
-                )?
-                .execute(params![id, lease, until])?;
+            let n = c.prepare_cached(sql::RENEW)?.execute(params![until, id, lease])?;
             Ok(n == 1)
-        })
-        .await
-    }
-
-    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
-        self.run(move |c| {
-            Ok(c.query_row("SELECT MIN(next_at) FROM events WHERE state = 'pending' AND next_at > ?1", [now], |r| {
-                r.get(0)
-            })?)
-        })
-        .await
-    }
-
-    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
-        let log = Arc::clone(&self.payloads);
-        self.run(move |c| {
-            let tx = c.transaction()?;
-            // Dead events stay until replayed or deleted; what replaced them is history.
-            const DONE: &str = "state IN ('delivered', 'dry_run', 'collapsed', 'replayed') AND done_at < ?1";
-            let mut n = tx.execute(
-                &format!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE {DONE})"),
-                [before],
-            )?;
-            n += tx.execute(&format!("DELETE FROM events WHERE {DONE}"), [before])?;
-            n += tx.execute(
-                "DELETE FROM inbound WHERE received_at < ?1 AND status NOT IN ('mapping_failed', 'too_many_events')
-                 AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
-                [before],
-            )?;
-            n += tx.execute("DELETE FROM seen WHERE seen_at < ?1", [before])?;
-            n += tx.execute("DELETE FROM routes WHERE at < ?1", [before])?;
-            let finished = inline_finished_segments(&tx, &log, before)?;
-            tx.commit()?;
-            for name in finished {
-                log.remove(&name)?;
-            }
-            Ok(n as u64)
-        })
-        .await
-    }
-
-    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
-        self.run(|c| {
-            Ok(c.query_row("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = 'pending'", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })?)
         })
         .await
     }
@@ -947,8 +884,10 @@ impl Queue for SqliteQueue {
     async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
         self.run(move |c| {
             c.execute(
-                "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2)
-                 WHERE id = ?1 AND state = 'pending' AND lease_until = ?3",
+                formatcp!(
+                    "UPDATE events SET lease_until = 0, next_at = MAX(next_at, ?2)
+                     WHERE id = ?1 AND state = '{PENDING}' AND lease_until = ?3"
+                ),
                 params![id, until, lease],
             )?;
             Ok(())
@@ -956,9 +895,20 @@ impl Queue for SqliteQueue {
         .await
     }
 
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
+        self.run(move |c| {
+            let next = formatcp!("SELECT MIN(next_at) FROM events WHERE state = '{PENDING}' AND next_at > ?1");
+            Ok(c.query_row(next, [now], |r| r.get(0))?)
+        })
+        .await
+    }
+}
+
+#[async_trait]
+impl DeadLetters for SqliteQueue {
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
         self.run(move |c| {
-            let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) ORDER BY at DESC LIMIT ?2"))?;
+            let mut stmt = c.prepare_cached(sql::LIST_DEAD_LETTERS)?;
             all(&mut stmt, params![source, limit as i64], |r| DeadLetter::read(r))
         })
         .await
@@ -967,8 +917,8 @@ impl Queue for SqliteQueue {
     async fn dead_letter(&self, id: DeadId) -> Result<Option<DeadLetterDetail>, QueueError> {
         let log = Arc::clone(&self.payloads);
         self.run(move |c| {
-            let mut stmt = c.prepare_cached(&format!("SELECT * FROM ({DEAD_LETTERS}) WHERE id = ?3"))?;
-            let params = params![Option::<String>::None, 0, id.to_string()];
+            let mut stmt = c.prepare_cached(sql::ONE_DEAD_LETTER)?;
+            let params = params![Option::<String>::None, id.to_string()];
             let Some(letter) = first(&mut stmt, params, |r| DeadLetter::read(r))? else { return Ok(None) };
             let (body, attempt_log) = match id {
                 DeadId::Event(n) => (Some((n, stored_body(c, n)?)), attempt_log(c, n)?),
@@ -984,9 +934,11 @@ impl Queue for SqliteQueue {
         self.run(move |c| {
             let tx = c.transaction()?;
             let copied = tx.execute(
-                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2
-                 FROM events WHERE id = ?1 AND state = 'dead'",
+                formatcp!(
+                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2
+                     FROM events WHERE id = ?1 AND state = '{DEAD}'"
+                ),
                 params![id, now],
             )?;
             if copied == 0 {
@@ -994,7 +946,7 @@ impl Queue for SqliteQueue {
             }
             let new_id = tx.last_insert_rowid();
             tx.execute(
-                "UPDATE events SET state = 'replayed', done_at = ?2, last_error = last_error || ?3 WHERE id = ?1",
+                formatcp!("UPDATE events SET state = '{REPLAYED}', done_at = ?2, last_error = last_error || ?3 WHERE id = ?1"),
                 params![id, now, format!(" (replayed as event {new_id})")],
             )?;
             tx.commit()?;
@@ -1053,17 +1005,21 @@ impl Queue for SqliteQueue {
             let tx = c.transaction()?;
             let n = match &id {
                 DeadId::Event(n) => {
-                    tx.execute("DELETE FROM attempts WHERE event_id = ?1 AND EXISTS (SELECT 1 FROM events WHERE id = ?1 AND state = 'dead')", [n])?;
-                    tx.execute("DELETE FROM events WHERE id = ?1 AND state = 'dead'", [n])?
+                    let [attempts, event] = sql::DELETE_DEAD_EVENT;
+                    tx.execute(attempts, [n])?;
+                    tx.execute(event, [n])?
                 }
-                DeadId::Inbound(s) => tx.execute("DELETE FROM inbound WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events')", [s])?,
+                DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, [s])?,
             };
             tx.commit()?;
             Ok(n > 0)
         })
         .await
     }
+}
 
+#[async_trait]
+impl Inspect for SqliteQueue {
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!(
@@ -1085,22 +1041,32 @@ impl Queue for SqliteQueue {
         })
         .await
     }
+
+    async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
+        self.run(|c| Ok(c.query_row(sql::DEPTH, [], |r| Ok((r.get(0)?, r.get(1)?)))?)).await
+    }
 }
 
-/// Both kinds of dead letter as one relation; `?1` filters by source (NULL: all).
-const DEAD_LETTERS: &str = "
-    SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
-           COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
-    FROM events e JOIN inbound i ON i.id = e.inbound_id
-    WHERE e.state = 'dead' AND (?1 IS NULL OR i.source = ?1)
-    UNION ALL
-    SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
-    FROM inbound i
-    WHERE i.status = 'mapping_failed' AND (?1 IS NULL OR i.source = ?1)
-    UNION ALL
-    SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
-    FROM inbound i
-    WHERE i.status = 'too_many_events' AND (?1 IS NULL OR i.source = ?1)";
+#[async_trait]
+impl Retention for SqliteQueue {
+    async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
+        let log = Arc::clone(&self.payloads);
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for statement in sql::PRUNE {
+                n += tx.execute(statement, [before])?;
+            }
+            let finished = inline_finished_segments(&tx, &log, before)?;
+            tx.commit()?;
+            for name in finished {
+                log.remove(&name)?;
+            }
+            Ok(n as u64)
+        })
+        .await
+    }
+}
 
 /// The columns of an [`EventRow`], for `events` and `event` to filter.
 const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
@@ -1110,7 +1076,7 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
 
 /// Event `id`'s stored body.
 fn stored_body(c: &Connection, id: i64) -> Result<StoredBody, QueueError> {
-    let mut stmt = c.prepare_cached("SELECT format, body FROM events WHERE id = ?1")?;
+    let mut stmt = c.prepare_cached(sql::STORED_BODY)?;
     first(&mut stmt, [id], |r| StoredBody::read(r))?.ok_or_else(|| QueueError::BadRow(format!("event {id} vanished")))
 }
 

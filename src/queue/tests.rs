@@ -1,8 +1,8 @@
 //! Behaviour of the queue, written against the trait.
 
 use super::*;
-use crate::config::{Durability, Secret};
 use crate::event::{AlertDraft, ChangeDraft, RoutingKey};
+use crate::secret::Secret;
 use std::sync::Arc;
 
 fn key() -> RoutingKey {
@@ -45,7 +45,7 @@ fn inbound_from(source: &str) -> NewInbound {
 }
 
 /// A fresh SQLite queue; the directory lives as long as the guard.
-fn sqlite() -> (Arc<dyn Queue>, tempfile::TempDir) {
+pub(super) fn sqlite() -> (Arc<dyn Queue>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let q = SqliteQueue::open(&dir.path().join("q.db"), Durability::Fsync, Role::Deliverer).unwrap();
     (Arc::new(q), dir)
@@ -53,10 +53,10 @@ fn sqlite() -> (Arc<dyn Queue>, tempfile::TempDir) {
 
 #[path = "../../tests/it/helpers/pg_schema.rs"]
 mod pg_schema;
-use pg_schema::PgSchema;
+pub(super) use pg_schema::PgSchema;
 
 /// A replica's handle on the schema (a new pool, as another process would have).
-async fn replica(schema: &PgSchema) -> Arc<dyn Queue> {
+pub(super) async fn replica(schema: &PgSchema) -> Arc<dyn Queue> {
     Arc::new(PostgresQueue::connect(&Secret::new(schema.url.clone())).await.unwrap())
 }
 
@@ -67,48 +67,71 @@ async fn connect_in(schema: &PgSchema) -> tokio_postgres::Client {
     c
 }
 
-/// Runs each behaviour test on every backend: SQLite always, PostgreSQL when DATABASE_URL is
-/// set, each on a fresh store.
+/// The contract every backend keeps, one group per role: each case runs on SQLite always and on
+/// PostgreSQL when DATABASE_URL is set, each on a fresh store, as
+/// `<role>::<backend>::<case>`. Each method of a role is called by at least two cases of its
+/// group (`every_role_method_is_called_by_two_cases_of_its_role` checks this list).
 macro_rules! on_every_backend {
-    ($($test:ident),* $(,)?) => {
-        mod sqlite_backend {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let (q, _dir) = super::sqlite();
-                    super::$test(q).await;
+    ($($role:ident: [$($test:ident),* $(,)?]),* $(,)?) => {
+        $(
+            mod $role {
+                mod sqlite {
+                    $(
+                        #[tokio::test]
+                        async fn $test() {
+                            let (q, _dir) = crate::queue::tests::sqlite();
+                            crate::queue::tests::$test(q).await;
+                        }
+                    )*
                 }
-            )*
-        }
-        mod postgres_backend {
-            $(
-                #[tokio::test]
-                async fn $test() {
-                    let Some(schema) = super::PgSchema::create(stringify!($test)).await else { return };
-                    super::$test(super::replica(&schema).await).await;
-                    schema.drop().await;
+                mod postgres {
+                    use crate::queue::tests::{replica, PgSchema};
+                    $(
+                        #[tokio::test]
+                        async fn $test() {
+                            let Some(schema) = PgSchema::create(stringify!($test)).await else { return };
+                            crate::queue::tests::$test(replica(&schema).await).await;
+                            schema.drop().await;
+                        }
+                    )*
                 }
-            )*
-        }
+            }
+        )*
     };
 }
 
-on_every_backend!(
-    a_repeated_delivery_id_is_reported_not_stored,
-    only_the_head_of_a_lane_is_claimed,
-    a_dead_event_no_longer_blocks_its_lane,
-    concurrent_accepts_are_all_committed,
-    pruning_keeps_pending_and_dead_events_and_failed_payloads,
-    a_resolve_goes_to_the_routing_key_its_trigger_went_to,
-    a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too,
-    a_resolve_follows_only_its_own_source_s_triggers,
-    consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
-    a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
-    dead_letters_are_listed_shown_replayed_and_deleted,
-    the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
-    events_are_searched_paged_and_shown_with_attempts_and_request,
-    a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
-);
+on_every_backend! {
+    intake: [
+        a_repeated_delivery_id_is_reported_not_stored,
+        concurrent_accepts_are_all_committed,
+        a_resolve_goes_to_the_routing_key_its_trigger_went_to,
+        a_resolve_stays_on_its_own_key_when_that_key_was_triggered_too,
+        a_resolve_follows_only_its_own_source_s_triggers,
+        a_resolve_follows_a_trigger_earlier_in_its_own_webhook,
+    ],
+    deliveries: [
+        only_the_head_of_a_lane_is_claimed,
+        a_dead_event_no_longer_blocks_its_lane,
+        consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_resolve,
+        a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt,
+        the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
+        a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
+        a_renewed_lease_keeps_its_event_past_the_first_expiry_and_a_finish_releases_it,
+    ],
+    dead_letters: [
+        dead_letters_are_listed_shown_replayed_and_deleted,
+        a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued,
+    ],
+    inspect: [
+        events_are_searched_paged_and_shown_with_attempts_and_request,
+        the_backlog_is_counted_from_its_oldest_pending_event,
+        every_state_is_listed_and_an_event_shows_each_attempt_in_order,
+    ],
+    retention: [
+        pruning_keeps_pending_and_dead_events_and_failed_payloads,
+        pruning_forgets_only_what_finished_before_the_cutoff_sticky_routes_included,
+    ],
+}
 
 /// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
 /// wrote, is made.
@@ -144,7 +167,7 @@ async fn postgres_rows_this_build_does_not_know_are_errors_not_guesses() {
     schema.drop().await;
 }
 
-/// A kind, inbound status or body format this build does not know is an error that names it,
+/// A kind, event state, inbound status or body format this build does not know is an error that names it,
 /// on every path that reads it, never a default; a claim leaves such an event alone (leased,
 /// logged) and still hands out the others.
 async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>, raw: Raw) {
@@ -152,7 +175,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
     failed.status = InboundStatus::MappingFailed("rule 'x' failed".into());
     let failed_id = failed.id.clone();
     q.accept(failed, vec![]).await.unwrap();
-    let lanes = ["odd-kind", "new-format", "dead-new-format", "fine"];
+    let lanes = ["odd-kind", "new-format", "dead-new-format", "odd-state", "fine"];
     q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
     let recent = q.recent(10).await.unwrap();
     let id = |k: &str| recent.iter().find(|e| e.dedup_key.as_deref() == Some(k)).unwrap().id;
@@ -161,6 +184,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
         "UPDATE events SET kind = 'pigeon' WHERE dedup_key = 'odd-kind';
          UPDATE events SET format = 2 WHERE dedup_key = 'new-format';
          UPDATE events SET format = 3, state = 'dead', done_at = 1 WHERE dedup_key = 'dead-new-format';
+         UPDATE events SET state = 'superseded', done_at = 1 WHERE dedup_key = 'odd-state';
          UPDATE inbound SET status = 'shelved' WHERE status = 'mapping_failed';",
     )
     .await;
@@ -169,6 +193,8 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("kind \"pigeon\"")), "{err:?}");
     let err = q.event(id("new-format")).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 2, which this build does not know")), "{err:?}");
+    let err = q.event(id("odd-state")).await.unwrap_err();
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("state \"superseded\"")), "{err:?}");
     let err = q.dead_letter(DeadId::Event(id("dead-new-format"))).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 3")), "{err:?}");
     let err = q.inbound(failed_id).await.unwrap_err();
@@ -186,7 +212,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
 fn without_database_url_postgres_tests_skip_visibly_but_fail_under_ci() {
     let run = |ci: Option<&str>| {
         let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-        c.args(["queue::tests::postgres_backend::a_repeated_delivery_id_is_reported_not_stored", "--exact"])
+        c.args(["queue::tests::intake::postgres::a_repeated_delivery_id_is_reported_not_stored", "--exact"])
             .env_remove("DATABASE_URL")
             .env_remove("CI");
         if let Some(v) = ci {
@@ -267,7 +293,7 @@ async fn a_dead_event_no_longer_blocks_its_lane(q: Arc<dyn Queue>) {
     let next = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(next.len(), 1);
     let recent = q.recent(10).await.unwrap();
-    let dead = recent.iter().find(|e| e.state == "dead").unwrap();
+    let dead = recent.iter().find(|e| e.state == EventState::Dead).unwrap();
     assert_eq!(dead.last_error.as_deref(), Some("400: bad"));
 }
 
@@ -337,7 +363,7 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
     finish(&q, &c[0], answered(now, 202), Finish::Delivered).await;
     finish(&q, &c[1], answered(now, 400), Finish::Dead("400".into())).await;
     assert!(q.prune(now + 1).await.unwrap() > 0);
-    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state).collect();
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().map(|e| e.state.as_str()).collect();
     assert_eq!(states, vec!["pending", "dead"]);
     // The delivery ids are forgotten with them: a redelivery after retention is new.
     assert!(matches!(q.accept(inbound(Some("a")), vec![]).await.unwrap(), Accepted::Committed { .. }));
@@ -362,6 +388,17 @@ async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, St
     }
 }
 
+/// [`deliver_all`] now, each routing key named `own` ([`key`]) or `other` ([`other_key`]).
+async fn deliver_all_by_key(q: &Arc<dyn Queue>) -> Vec<(String, String, &'static str)> {
+    let name = |k: &str| if k == key().expose() { "own" } else { "other" };
+    deliver_all(q, now_millis()).await.into_iter().map(|(action, dk, k)| (action, dk, name(&k))).collect()
+}
+
+/// `(action, dedup_key, key name)`, as [`deliver_all_by_key`] gives them.
+fn sent(expected: &[(&str, &str, &'static str)]) -> Vec<(String, String, &'static str)> {
+    expected.iter().map(|(action, dk, key)| (action.to_string(), dk.to_string(), *key)).collect()
+}
+
 async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to(q: Arc<dyn Queue>) {
     q.accept(inbound(None), vec![alert_on(other_key(), "trigger", "db")]).await.unwrap();
     // The resolve's mapping picked the default key, but the incident lives on the other one.
@@ -370,16 +407,14 @@ async fn a_resolve_goes_to_the_routing_key_its_trigger_went_to(q: Arc<dyn Queue>
         .unwrap();
     // A dedup_key never triggered anywhere keeps its own key.
     q.accept(inbound(None), vec![alert_on(key(), "resolve", "never")]).await.unwrap();
-    let sent = deliver_all(&q, now_millis()).await;
-    let other = other_key().expose().to_string();
     assert_eq!(
-        sent,
-        vec![
-            ("trigger".into(), "db".into(), other.clone()),
-            ("resolve".into(), "never".into(), key().expose().to_string()),
-            ("acknowledge".into(), "db".into(), other.clone()),
-            ("resolve".into(), "db".into(), other),
-        ],
+        deliver_all_by_key(&q).await,
+        sent(&[
+            ("trigger", "db", "other"),
+            ("resolve", "never", "own"),
+            ("acknowledge", "db", "other"),
+            ("resolve", "db", "other"),
+        ]),
         "rerouted events share their trigger's lane, so they also wait for it"
     );
 }
@@ -401,16 +436,14 @@ async fn a_resolve_follows_only_its_own_source_s_triggers(q: Arc<dyn Queue>) {
         .await
         .unwrap();
     q.accept(inbound_from("a"), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
-    let sent = deliver_all(&q, now_millis()).await;
-    let (own, other) = (key().expose().to_string(), other_key().expose().to_string());
     assert_eq!(
-        sent,
-        vec![
-            ("trigger".into(), "db".into(), other.clone()),
-            ("acknowledge".into(), "db".into(), own.clone()),
-            ("resolve".into(), "db".into(), own),
-            ("resolve".into(), "db".into(), other),
-        ],
+        deliver_all_by_key(&q).await,
+        sent(&[
+            ("trigger", "db", "other"),
+            ("acknowledge", "db", "own"),
+            ("resolve", "db", "own"),
+            ("resolve", "db", "other")
+        ]),
         "b's events stay on b's key; a's resolve goes where a's trigger went"
     );
 }
@@ -431,7 +464,7 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     finish(&q, &resolve[0], answered(now, 202), Finish::Delivered).await;
     let last = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(last[0].superseded.len(), 1);
-    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state).collect();
+    let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state.as_str()).collect();
     assert_eq!(states, vec!["collapsed", "collapsed", "delivered", "delivered", "collapsed", "pending"]);
 }
 
@@ -517,7 +550,7 @@ async fn a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holde
     assert!(!q.renew(first.id, first.lease, expired + 1_000_000).await.unwrap(), "a lost lease is not renewed");
     assert!(!q.finish(first.id, first.lease, sent.clone(), Finish::Delivered).await.unwrap());
     q.defer(first.id, first.lease, expired + 1_000_000).await.unwrap();
-    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == "pending").count(), 2);
+    assert_eq!(q.recent(10).await.unwrap().iter().filter(|e| e.state == EventState::Pending).count(), 2);
     assert!(q.claim(expired, 10, LEASE).await.unwrap().is_empty(), "still held by the second claim");
     // The holder renews and finishes; the resolve behind it follows.
     let renewed = second.lease + 1000;
@@ -1211,7 +1244,7 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     assert_eq!([page1, page2].concat(), all);
 
     let detail = q.event(cpu).await.unwrap().unwrap();
-    assert_eq!(detail.row.summary.state, "delivered");
+    assert_eq!(detail.row.summary.state, EventState::Delivered);
     assert_eq!(detail.row.routing_key, key().fingerprint());
     assert_eq!(detail.attempt_log.len(), 1);
     assert_eq!(detail.attempt_log[0].detail.as_deref(), Some("Event processed"));
@@ -1223,4 +1256,242 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     assert_eq!(detail.headers["x-github-event"], "push");
     assert_eq!((detail.query.as_str(), detail.payload.as_str()), ("env=prod", r#"{"a":1}"#));
     assert!(q.event(first_event + 1000).await.unwrap().is_none());
+}
+
+/// A trigger and its resolve in one webhook, on different routing keys (a mapping that picks
+/// the key per event): the resolve goes where the trigger went, and waits behind it.
+async fn a_resolve_follows_a_trigger_earlier_in_its_own_webhook(q: Arc<dyn Queue>) {
+    let events = vec![alert_on(other_key(), "trigger", "db"), alert_on(key(), "resolve", "db")];
+    q.accept(inbound(None), events).await.unwrap();
+    // A resolve before its trigger in the webhook has nothing to follow.
+    q.accept(inbound(None), vec![alert_on(key(), "resolve", "web"), alert_on(other_key(), "trigger", "web")])
+        .await
+        .unwrap();
+    assert_eq!(
+        deliver_all_by_key(&q).await,
+        sent(&[
+            ("trigger", "db", "other"),
+            ("resolve", "web", "own"),
+            ("trigger", "web", "other"),
+            ("resolve", "db", "other")
+        ])
+    );
+}
+
+/// A running attempt renews its lease: the event is not claimed again when the first lease
+/// would have run out, and a second renewal extends the renewed one; `finish` under the last
+/// token releases it, and a renewal after that finds nothing to renew.
+async fn a_renewed_lease_keeps_its_event_past_the_first_expiry_and_a_finish_releases_it(q: Arc<dyn Queue>) {
+    q.accept(inbound(None), vec![alert("trigger", "k"), alert("resolve", "k")]).await.unwrap();
+    let now = now_millis();
+    let held = q.claim(now, 10, LEASE).await.unwrap().remove(0);
+    let (once, twice) = (held.lease + 1000, held.lease + 2000);
+    assert!(q.renew(held.id, held.lease, once).await.unwrap());
+    assert!(q.claim(held.lease, 10, LEASE).await.unwrap().is_empty(), "held past the first lease");
+    assert!(q.renew(held.id, once, twice).await.unwrap());
+    assert!(q.claim(once, 10, LEASE).await.unwrap().is_empty(), "held past the second");
+    assert!(q.finish(held.id, twice, answered(now, 202), Finish::Delivered).await.unwrap());
+    assert!(!q.renew(held.id, twice, twice + 1000).await.unwrap(), "a finished event has no lease to renew");
+    let next = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(next[0].event.action(), Some(crate::event::Action::Resolve));
+    assert!(!q.renew(next[0].id, next[0].lease - 1, twice).await.unwrap(), "a token it does not hold renews nothing");
+}
+
+/// A payload that would make too many events is a dead letter of its own kind, shown with its
+/// request, and kept for replay: a remap with the cap raised queues its events, once, and
+/// removes it from the list. Only dead events are requeued; a deleted payload is gone.
+async fn a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued(
+    q: Arc<dyn Queue>,
+) {
+    let mut big = inbound_from("aws");
+    big.status = InboundStatus::TooManyEvents("5 events, at most 2".into());
+    big.headers = serde_json::json!({ "x-amz-sns-message-type": "Notification" });
+    big.query = "team=db".into();
+    let big_id = big.id.clone();
+    q.accept(big, vec![]).await.unwrap();
+    let mut failed = inbound_from("gh");
+    failed.status = InboundStatus::MappingFailed("no rule".into());
+    let failed_id = failed.id.clone();
+    q.accept(failed, vec![]).await.unwrap();
+    q.accept(inbound(None), vec![alert("trigger", "live")]).await.unwrap();
+
+    let aws = q.dead_letters(Some("aws".into()), 10).await.unwrap();
+    assert_eq!(
+        aws.iter().map(|d| (d.kind.as_str(), d.id.as_str())).collect::<Vec<_>>(),
+        [("too_many_events", big_id.as_str())]
+    );
+    assert_eq!(q.dead_letters(None, 1).await.unwrap().len(), 1, "the limit holds");
+    let shown = q.dead_letter(DeadId::Inbound(big_id.clone())).await.unwrap().unwrap();
+    assert_eq!(shown.letter.reason, "5 events, at most 2");
+    assert!(shown.event.is_none() && shown.attempt_log.is_empty());
+    assert_eq!(shown.headers["x-amz-sns-message-type"], "Notification");
+    let stored = q.inbound(big_id.clone()).await.unwrap().unwrap();
+    assert_eq!((stored.source.as_str(), stored.query.as_str()), ("aws", "team=db"));
+    assert_eq!(stored.status, InboundStatus::TooManyEvents("5 events, at most 2".into()));
+    assert!(q.inbound(uuid::Uuid::now_v7().to_string()).await.unwrap().is_none());
+
+    let now = now_millis();
+    let live = q.recent(1).await.unwrap()[0].id;
+    assert_eq!(q.requeue_dead(live, now).await.unwrap(), None, "a pending event is not dead");
+    assert_eq!(q.requeue_dead(live + 1000, now).await.unwrap(), None);
+    let events = vec![alert("trigger", "a"), alert("trigger", "b")];
+    assert_eq!(q.remap(big_id.clone(), InboundStatus::Mapped, events, now).await.unwrap(), Some(2));
+    assert_eq!(q.remap(big_id.clone(), InboundStatus::Mapped, vec![], now).await.unwrap(), None, "once");
+    assert_eq!(q.depth().await.unwrap().0, 3);
+    assert!(q.dead_letter(DeadId::Inbound(big_id)).await.unwrap().is_none(), "no longer a dead letter");
+    assert!(!q.delete_dead(DeadId::Event(live)).await.unwrap(), "a pending event is not deleted");
+    assert!(q.delete_dead(DeadId::Inbound(failed_id.clone())).await.unwrap());
+    assert!(q.inbound(failed_id).await.unwrap().is_none());
+    assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// `depth` counts pending events (leased and retrying ones too) and reports the oldest one's
+/// creation time; finished events leave it.
+async fn the_backlog_is_counted_from_its_oldest_pending_event(q: Arc<dyn Queue>) {
+    assert_eq!(q.depth().await.unwrap(), (0, None));
+    let first = NewInbound::new("gh", 1_000, bytes::Bytes::from_static(b"{}"), InboundStatus::Mapped);
+    q.accept(first, vec![alert("trigger", "old")]).await.unwrap();
+    q.accept(inbound(None), vec![alert("trigger", "new"), change()]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), (3, Some(1_000)));
+    let now = now_millis();
+    let claimed = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(q.depth().await.unwrap(), (3, Some(1_000)), "leased events are still pending");
+    let old = claimed.iter().find(|c| c.event.dedup_key().map(|k| k.as_str()) == Some("old")).unwrap();
+    finish(&q, old, answered(now, 202), Finish::Delivered).await;
+    let (n, oldest) = q.depth().await.unwrap();
+    assert_eq!(n, 2);
+    assert!(oldest.unwrap() > 1_000, "the oldest is now the second webhook's");
+    let recent = q.recent(10).await.unwrap();
+    assert_eq!(recent.len(), 3);
+    assert_eq!(recent.iter().filter(|e| e.state == EventState::Pending).count(), 2);
+}
+
+/// The list shows every state an event can reach and can be searched by each; an event's
+/// detail lists its attempts oldest first; an unknown event is none.
+async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<dyn Queue>) {
+    // Dedup_keys that contain no state's name: the search matches those too.
+    let lanes = ["ok", "dry", "gone", "again", "later"];
+    q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
+    q.accept(inbound(None), vec![alert("trigger", "pair"), alert("trigger", "pair")]).await.unwrap();
+    let now = now_millis();
+    let mut outcomes = std::collections::HashMap::from([
+        ("ok", Finish::Delivered),
+        ("dry", Finish::DryRun),
+        ("gone", Finish::Dead("400".into())),
+        ("again", Finish::Dead("400".into())),
+        ("later", Finish::RetryAt(now + 60_000)),
+        ("pair", Finish::Delivered),
+    ]);
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        let outcome = outcomes.remove(c.event.dedup_key().unwrap().as_str()).unwrap();
+        assert!(finish(&q, &c, answered(now, 500), outcome).await);
+    }
+    assert!(outcomes.is_empty(), "{outcomes:?}");
+    let again = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("again")).unwrap();
+    q.requeue_dead(again.id, now).await.unwrap().unwrap();
+    for state in EventState::ALL {
+        let rows = q.events(EventQuery { search: Some(state.to_string()), before: None, limit: 10 }).await.unwrap();
+        assert!(!rows.is_empty() && rows.iter().all(|r| r.summary.state == state), "{state}: {rows:?}");
+    }
+    let retry = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("later")).unwrap();
+    let again = q.claim(now + 60_000, 10, LEASE).await.unwrap();
+    let held = again.iter().find(|c| c.id == retry.id).unwrap();
+    let second = Attempt { at: now + 60_000, status: Some(202), detail: Some("ok".into()), dedup_key: None };
+    assert!(finish(&q, held, second, Finish::Delivered).await);
+    let detail = q.event(retry.id).await.unwrap().unwrap();
+    let log: Vec<_> = detail.attempt_log.iter().map(|a| (a.at, a.status)).collect();
+    assert_eq!(log, [(now, Some(500)), (now + 60_000, Some(202))]);
+    assert_eq!((detail.row.summary.state, detail.row.summary.attempts), (EventState::Delivered, 2));
+    assert!(q.event(retry.id + 1000).await.unwrap().is_none());
+    assert_eq!(q.depth().await.unwrap(), (1, Some(now)), "the backlog: the replayed copy, still leased");
+}
+
+/// Retention deletes only what finished before its cutoff: a delivered event after it stays,
+/// and so does its delivery id; routes older than it are forgotten, so a resolve after that
+/// stays on its own routing key.
+async fn pruning_forgets_only_what_finished_before_the_cutoff_sticky_routes_included(q: Arc<dyn Queue>) {
+    let body = bytes::Bytes::from_static(b"{}");
+    let old =
+        NewInbound { delivery_id: Some("old".into()), ..NewInbound::new("gh", 1_000, body, InboundStatus::Mapped) };
+    q.accept(old, vec![alert_on(other_key(), "trigger", "db")]).await.unwrap();
+    let new = inbound(Some("new"));
+    let cutoff = new.received_at;
+    q.accept(new, vec![alert("trigger", "web")]).await.unwrap();
+    let now = now_millis();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        finish(&q, &c, answered(now, 202), Finish::Delivered).await;
+    }
+    assert_eq!(q.prune(cutoff).await.unwrap(), 2, "the first route and delivery id; no event finished before");
+    assert_eq!(q.recent(10).await.unwrap().len(), 2);
+    assert!(matches!(q.accept(inbound(Some("new")), vec![]).await.unwrap(), Accepted::Duplicate { .. }));
+    assert!(matches!(q.accept(inbound(Some("old")), vec![]).await.unwrap(), Accepted::Committed { .. }));
+    q.accept(inbound(None), vec![alert_on(key(), "resolve", "db")]).await.unwrap();
+    let later = now_millis();
+    let sent = deliver_all(&q, later).await;
+    assert_eq!(sent, [("resolve".into(), "db".into(), key().expose().to_string())], "its trigger's route was pruned");
+    assert!(q.prune(later + 1).await.unwrap() >= 6, "now the three delivered events go, with their attempts");
+    assert!(q.recent(10).await.unwrap().is_empty());
+}
+
+/// The body of `fn name` in `src`, up to its closing brace at the start of a line.
+fn fn_body<'a>(src: &'a str, name: &str) -> Option<&'a str> {
+    let start = src.find(&format!("fn {name}("))?;
+    let rest = &src[start..];
+    Some(&rest[..rest.find("\n}\n")?])
+}
+
+/// Whether `body` calls method `m` on the store, itself or through a helper of this file
+/// (`finish`, `deliver_all`, ...), `depth` helpers deep.
+fn calls(src: &str, body: &str, m: &str, depth: usize) -> bool {
+    body.contains(&format!(".{m}("))
+        || depth > 0
+            && helpers(src).any(|h| calls_fn(body, h) && fn_body(src, h).is_some_and(|b| calls(src, b, m, depth - 1)))
+}
+
+/// Whether `body` calls the free function `f` (not a method of that name).
+fn calls_fn(body: &str, f: &str) -> bool {
+    let call = format!("{f}(&");
+    body.match_indices(&call)
+        .any(|(at, _)| !body[..at].ends_with(|c: char| c == '.' || c == '_' || c.is_alphanumeric()))
+}
+
+/// The names of the non-test functions of `src` that take the store.
+fn helpers(src: &str) -> impl Iterator<Item = &str> {
+    src.split("\nasync fn ")
+        .skip(1)
+        .filter_map(|f| f.split_once('('))
+        .filter(|(_, args)| args.starts_with("q: &"))
+        .map(|(n, _)| n)
+}
+
+/// The contract suite is by role: every method of every role trait is called by at least two
+/// cases of that role's group in `on_every_backend!`, so each runs more than once on each backend.
+#[test]
+fn every_role_method_is_called_by_two_cases_of_its_role() {
+    let (traits, suite) = (include_str!("mod.rs"), include_str!("tests.rs"));
+    let invocation = &suite[suite.find("\non_every_backend! {\n").unwrap() + 1..];
+    let invocation = &invocation[..invocation.find("\n}\n").unwrap()];
+    let mut groups: Vec<(String, Vec<&str>)> = Vec::new();
+    for line in invocation.lines().skip(1) {
+        match line.trim().strip_suffix(": [") {
+            Some(role) => groups.push((role.split('_').map(|w| w[..1].to_uppercase() + &w[1..]).collect(), Vec::new())),
+            None => groups.last_mut().unwrap().1.extend(line.trim().strip_suffix(',').filter(|c| !c.starts_with(']'))),
+        }
+    }
+    let roles: Vec<&str> = groups.iter().map(|(r, _)| r.as_str()).collect();
+    assert_eq!(roles, ["Intake", "Deliveries", "DeadLetters", "Inspect", "Retention"]);
+    let mut thin = Vec::new();
+    for (role, cases) in &groups {
+        let block = &traits[traits.find(&format!("pub trait {role}: ")).unwrap()..];
+        let block = &block[..block.find("\n}\n").unwrap()];
+        let methods: Vec<&str> = block.split("async fn ").skip(1).map(|m| m.split('(').next().unwrap()).collect();
+        assert!(!methods.is_empty(), "{role}");
+        for m in methods {
+            let callers = cases.iter().filter(|c| calls(suite, fn_body(suite, c).unwrap(), m, 2)).count();
+            if callers < 2 {
+                thin.push(format!("{role}::{m}: {callers} case(s)"));
+            }
+        }
+    }
+    assert_eq!(thin, Vec::<String>::new());
 }

@@ -5,6 +5,7 @@
 
 use crate::helpers::fake_pagerduty::Reply;
 use crate::helpers::{eventually, fixture, root, spawn_app, GITHUB_SECRET};
+use pagerhook::queue::EventState;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -67,7 +68,7 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     eventually("two dead letters and two delivered events", || async {
         let dead = queue.dead_letters(None, 10).await.unwrap();
         let recent = queue.recent(10).await.unwrap();
-        (dead.len() == 2 && recent.iter().filter(|e| e.state == "delivered").count() == 2).then_some(())
+        (dead.len() == 2 && recent.iter().filter(|e| e.state == EventState::Delivered).count() == 2).then_some(())
     })
     .await;
 

@@ -5,6 +5,7 @@ use crate::helpers::{
     bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
     NUMBERED, TEAM_A_KEY,
 };
+use pagerhook::queue::EventState;
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -25,7 +26,7 @@ async fn server_errors_are_retried_and_the_resolve_waits_for_its_trigger() {
     assert_eq!(alerts, vec!["trigger", "trigger", "trigger", "resolve"], "{got:#?}");
     let recent = app.app.as_ref().unwrap().queue().recent(10).await.unwrap();
     let trigger = recent.iter().find(|e| e.action.as_deref() == Some("trigger")).unwrap();
-    assert_eq!(trigger.state, "delivered");
+    assert_eq!(trigger.state, EventState::Delivered);
     assert_eq!(trigger.attempts, 3);
 }
 
@@ -38,7 +39,7 @@ async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
     app.fake.wait_for(1, WAIT).await;
     let queue = app.app.as_ref().unwrap().queue().clone();
     let dead = eventually("the event is dead-lettered", || async {
-        queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == "dead")
+        queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::Dead)
     })
     .await;
     assert_eq!(dead.attempts, 1, "a 400 is not retried");
@@ -64,7 +65,7 @@ async fn accepted_events_survive_a_restart() {
         queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.attempts >= 1)
     })
     .await;
-    assert_eq!(tried.state, "pending", "{tried:?}");
+    assert_eq!(tried.state, EventState::Pending, "{tried:?}");
     assert!(tried.last_error.is_some(), "{tried:?}");
     let (fake, dir) = first.stop().await;
 
@@ -98,7 +99,7 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
         .unwrap();
     assert_eq!(res.status().as_u16(), 202);
     eventually("the event is recorded as dry_run", || async {
-        app.queue().recent(10).await.unwrap().into_iter().next().filter(|e| e.state == "dry_run")
+        app.queue().recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::DryRun)
     })
     .await;
     assert!(fake.received().is_empty(), "dry run sends nothing");
@@ -260,7 +261,7 @@ async fn everything_is_delivered_in_per_key_order_after_pagerduty_was_down() {
     }
     let queue = app.app.as_ref().unwrap().queue().clone();
     eventually("every event is delivered", || async {
-        queue.recent(100).await.unwrap().iter().all(|e| e.state == "delivered").then_some(())
+        queue.recent(100).await.unwrap().iter().all(|e| e.state == EventState::Delivered).then_some(())
     })
     .await;
     let got = app.fake.received();

@@ -2,10 +2,12 @@
 
 mod admin;
 mod alertmanager;
+mod architecture;
 mod cli;
 mod console;
 mod crash;
 mod delivery;
+mod deploy;
 mod generic;
 mod helpers;
 mod hooks;

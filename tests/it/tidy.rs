@@ -57,22 +57,22 @@ fn nothing_reads_the_process_environment_but_config_loading() {
 /// the accept path; `http` and the entry points sit on top. `queue`, `pagerduty` and
 /// `delivery` are the store and the way out, below `ingest`. Unit tests (`tests.rs`,
 /// `proptests.rs`) may wire real modules together and are not checked.
-const LAYERS: &[(&str, &[&str])] = &[
+pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("secret", &[]),
     ("telemetry", &[]),
-    ("metrics", &[]),
+    ("supervise", &["telemetry"]),
     ("event", &["secret"]),
     ("config", &["secret", "event"]),
     ("source", &["secret", "config"]),
     ("mapping", &["event", "source"]),
-    ("registry", &["config", "source", "mapping"]),
-    ("queue", &["secret", "config", "event"]),
+    ("registry", &["config", "event", "source", "mapping"]),
+    ("queue", &["secret", "event"]),
     ("pagerduty", &["event"]),
-    ("delivery", &["config", "event", "metrics", "pagerduty", "queue"]),
+    ("delivery", &["config", "event", "telemetry", "supervise", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
-    ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "metrics"]),
+    ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "telemetry"]),
     ("testcases", &["config", "event", "source", "mapping", "registry"]),
-    ("http", &["secret", "config", "source", "ingest", "queue"]),
+    ("http", &["secret", "config", "source", "ingest", "queue", "telemetry", "supervise"]),
     (
         "app",
         &[
@@ -86,10 +86,11 @@ const LAYERS: &[(&str, &[&str])] = &[
             "delivery",
             "ingest",
             "http",
-            "metrics",
+            "telemetry",
+            "supervise",
         ],
     ),
-    ("cli", &["config", "mapping", "registry", "reload", "queue", "ingest", "testcases", "app", "telemetry"]),
+    ("cli", &["config", "event", "mapping", "registry", "reload", "queue", "ingest", "testcases", "app", "telemetry"]),
 ];
 
 #[test]
@@ -109,6 +110,14 @@ fn every_module_has_a_place_in_the_layering() {
     let graph = import_graph(&source_files());
     let unplaced: Vec<&String> = graph.keys().filter(|m| !LAYERS.iter().any(|(l, _)| l == m)).collect();
     assert_eq!(unplaced, Vec::<&String>::new(), "add new modules to LAYERS");
+}
+
+/// The store takes its own settings (`queue::Settings`, built by `app` from `[storage]`): an
+/// import of `config` in `queue` is an edge the layering refuses.
+#[test]
+fn the_queue_may_not_import_config() {
+    let planted = vec![("queue/settings.rs".to_string(), "use crate::config::Durability;\n".to_string())];
+    assert_eq!(forbidden_edges(&import_graph(&planted), LAYERS), vec!["queue → config".to_string()]);
 }
 
 /// The checker itself, on a planted example: a forbidden edge and a cycle must be found, in
@@ -280,4 +289,214 @@ fn only_the_http_error_module_picks_a_status_code() {
 fn unit_tests_live_in_sibling_files_never_inline() {
     // One convention (ARCHITECTURE.md, Testing): `#[cfg(test)] mod tests;` beside the code.
     assert_eq!(offenders("mod tests {", |_| false), Vec::<String>::new());
+}
+
+/// A public field is a door around the layering: `http` may import `ingest`, and through a
+/// `pub metrics` field of `ingest::Pipeline` it reached `metrics` without importing it, which
+/// the import check cannot see. So a `pub` or `pub(crate)` field of a struct in one module may
+/// have a type only from modules that every module using the field may import itself. (Methods
+/// are explicit doors: what they hand out is a decision of the module that owns the type.)
+#[test]
+fn no_public_field_hands_out_a_module_its_users_may_not_import() {
+    assert_eq!(field_back_doors(&source_files(), LAYERS), Vec::<String>::new(), "see LAYERS and ARCHITECTURE.md");
+}
+
+/// The check itself, on today's `Pipeline` as main had it: `http` uses it, and its public
+/// fields hand out `metrics`, `registry` and `reload`, none of which `http` may import.
+#[test]
+fn the_field_check_finds_main_s_pipeline_back_door() {
+    let ingest = |vis: &str| {
+        format!(
+            "use crate::metrics::Metrics;\nuse crate::queue::{{Accepted, Queue}};\nuse crate::registry::{{Hook, Sources}};\n\
+             use crate::reload::Live;\nuse std::sync::Arc;\n\n#[derive(Clone)]\npub struct Pipeline {{\n    \
+             /// Swapped whole on reload.\n    {vis}sources: Arc<Live<Sources>>,\n    {vis}metrics: Arc<Metrics>,\n    \
+             {vis}queue: Arc<dyn Queue>,\n    {vis}wake: Arc<tokio::sync::Notify>,\n}}\n"
+        )
+    };
+    let hooks = "use crate::ingest::{IngestError, Pipeline};\n\nfn f(p: &Pipeline) {\n    \
+                 p.metrics.request(\"x\", 200);\n    let names = p.sources.load().names();\n}\n";
+    let layers: &[(&str, &[&str])] = &[
+        ("metrics", &[]),
+        ("registry", &[]),
+        ("reload", &["registry"]),
+        ("queue", &[]),
+        ("ingest", &["metrics", "registry", "reload", "queue"]),
+        ("http", &["ingest", "queue"]),
+    ];
+    let files =
+        |vis: &str| vec![("ingest.rs".to_string(), ingest(vis)), ("http/hooks.rs".to_string(), hooks.to_string())];
+    assert_eq!(
+        field_back_doors(&files("pub "), layers),
+        [
+            "http → metrics through ingest::Pipeline.metrics",
+            "http → registry through ingest::Pipeline.sources",
+            "http → reload through ingest::Pipeline.sources",
+        ]
+    );
+    assert_eq!(field_back_doors(&files(""), layers), Vec::<String>::new(), "private fields are no door");
+    let unused = vec![
+        ("ingest.rs".to_string(), ingest("pub ")),
+        ("http/mod.rs".to_string(), "use crate::queue::Queue;\n".into()),
+    ];
+    assert_eq!(field_back_doors(&unused, layers), Vec::<String>::new(), "a module that never names the struct");
+}
+
+/// Each public field whose type names a module that a user of the field may not import, as
+/// "user → module through owner::Struct.field". A user is a top-level module whose (non-test)
+/// files import from the owner and name both the struct and the field (as words: a module that
+/// passes the struct along without touching the field does not walk through that door).
+fn field_back_doors(files: &[(String, String)], layers: &[(&str, &[&str])]) -> Vec<String> {
+    let graph = import_graph(files);
+    let allowed = |from: &str, to: &str| layers.iter().any(|(m, ok)| *m == from && ok.contains(&to));
+    let mut doors = BTreeSet::new();
+    for (rel, text) in files.iter().filter(|(rel, _)| !is_test_file(rel)) {
+        let owner = rel.split('/').next().unwrap_or_default().trim_end_matches(".rs");
+        let names = imported_names(text, module_depth(rel));
+        for (strukt, field, ty) in public_fields(text) {
+            let reached: BTreeSet<String> = words(&ty)
+                .filter_map(|w| names.get(w).cloned())
+                .chain(named_modules(&ty, usize::MAX))
+                .filter(|m| m != owner)
+                .collect();
+            for (user, imports) in &graph {
+                let uses = module_names(files, user, &strukt) && module_names(files, user, &field);
+                if user == owner || !imports.contains(owner) || !uses {
+                    continue;
+                }
+                for m in reached.iter().filter(|m| *m != user && !allowed(user, m)) {
+                    doors.insert(format!("{user} → {m} through {owner}::{strukt}.{field}"));
+                }
+            }
+        }
+    }
+    doors.into_iter().collect()
+}
+
+fn is_test_file(rel: &str) -> bool {
+    rel.ends_with("/tests.rs") || rel.ends_with("/proptests.rs")
+}
+
+/// How many `super::` reach the crate root from `rel`'s code.
+fn module_depth(rel: &str) -> usize {
+    let parts: Vec<&str> = rel.trim_end_matches(".rs").split('/').collect();
+    parts.len() - usize::from(parts.last() == Some(&"mod"))
+}
+
+fn words(text: &str) -> impl Iterator<Item = &str> {
+    text.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| !w.is_empty())
+}
+
+/// Whether a non-test file of top-level module `module` has `word` as a word.
+fn module_names(files: &[(String, String)], module: &str, word: &str) -> bool {
+    files.iter().any(|(rel, text)| {
+        rel.split('/').next().unwrap_or_default().trim_end_matches(".rs") == module
+            && !is_test_file(rel)
+            && words(text).any(|w| w == word)
+    })
+}
+
+/// `(struct, field, type)` of every `pub` or `pub(crate)` field of a braced struct, as
+/// rustfmt lays them out (one field per line, a long type continued on the next lines).
+fn public_fields(text: &str) -> Vec<(String, String, String)> {
+    let mut out = Vec::new();
+    let mut current: Option<(String, String)> = None; // (struct, its closing line)
+    let mut field: Option<(String, String)> = None; // (name, type so far)
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default();
+        let trimmed = code.trim();
+        let Some((strukt, close)) = &current else {
+            if let Some(rest) = trimmed.strip_prefix("pub struct ").filter(|_| trimmed.ends_with('{')) {
+                let name: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                let indent = &code[..code.len() - code.trim_start().len()];
+                current = Some((name, format!("{indent}}}")));
+            }
+            continue;
+        };
+        if code.trim_end() == close {
+            current = None;
+            continue;
+        }
+        if let Some((_, ty)) = &mut field {
+            ty.push_str(trimmed);
+        } else if let Some((name, ty)) =
+            ["pub ", "pub(crate) "].iter().find_map(|p| trimmed.strip_prefix(p)).and_then(|f| f.split_once(':'))
+        {
+            field = Some((name.trim().to_string(), ty.trim().to_string()));
+        }
+        if trimmed.ends_with(',') {
+            if let Some((name, ty)) = field.take() {
+                out.push((strukt.clone(), name, ty.trim_end_matches(',').to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// The names a file's `use` statements bring in from other top-level modules: name → module.
+fn imported_names(text: &str, depth: usize) -> BTreeMap<String, String> {
+    let mut names = BTreeMap::new();
+    let mut statement = String::new();
+    for line in text.lines() {
+        let code = line.split("//").next().unwrap_or_default().trim();
+        if statement.is_empty() && !(code.starts_with("use ") || code.starts_with("pub use ")) {
+            continue;
+        }
+        statement.push_str(code);
+        if !code.ends_with(';') {
+            continue;
+        }
+        let path = statement.trim_start_matches("pub ").trim_start_matches("use ").trim_end_matches(';').to_string();
+        statement.clear();
+        let mut rest = path.as_str();
+        let mut ups = 0;
+        while let Some(next) = rest.strip_prefix("super::") {
+            rest = next;
+            ups += 1;
+        }
+        let from_root = match rest.strip_prefix("crate::") {
+            Some(r) => r,
+            None if ups > 0 && ups >= depth => rest,
+            None => continue,
+        };
+        use_tree(from_root, None, &mut names);
+    }
+    names
+}
+
+/// Adds the leaves of the use tree `tree` (below the crate root, or below top-level module
+/// `top`) to `names`.
+fn use_tree(tree: &str, top: Option<&str>, names: &mut BTreeMap<String, String>) {
+    let tree = tree.trim();
+    if let Some(group) = tree.strip_prefix('{').and_then(|g| g.strip_suffix('}')) {
+        let (mut depth, mut start) = (0, 0);
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => depth -= 1,
+                ',' if depth == 0 => {
+                    use_tree(&group[start..i], top, names);
+                    start = i + 1;
+                }
+                _ => {}
+            }
+        }
+        use_tree(&group[start..], top, names);
+        return;
+    }
+    if tree.is_empty() {
+        return;
+    }
+    match tree.split_once("::") {
+        Some((first, rest)) => use_tree(rest, Some(top.unwrap_or(first)), names),
+        None => {
+            let (name, alias) = tree.split_once(" as ").map_or((tree, tree), |(n, a)| (n.trim(), a.trim()));
+            let module = match (top, name) {
+                (Some(top), _) => top,
+                (None, "self") => return,
+                (None, name) => name,
+            };
+            let name = if name == "self" && alias == "self" { module } else { alias };
+            names.insert(name.to_string(), module.to_string());
+        }
+    }
 }

@@ -1,4 +1,5 @@
 use super::*;
+use crate::event::RoutingKey;
 use std::time::Instant;
 
 #[test]
@@ -45,7 +46,7 @@ fn inbound_at(id: &str, received_at: Millis, body: &'static [u8], status: Inboun
 }
 
 fn trigger() -> Event {
-    let key = RoutingKey::parse(crate::config::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    let key = RoutingKey::parse(crate::secret::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
     let draft = crate::event::AlertDraft {
         action: "trigger".into(),
         dedup_key: Some("d".into()),

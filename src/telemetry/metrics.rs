@@ -4,6 +4,9 @@
 //! which run many apps in one process, each see their own counts. Label values come from
 //! closed sets (status codes, reason classes, configured source names), never from request
 //! data, so a sender cannot blow up the number of series.
+//!
+//! The counters move only through [`super::events`]: their methods are private to
+//! `telemetry`, so every count has its log line.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -41,6 +44,11 @@ struct OutcomeLabels {
     outcome: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TaskLabels {
+    task: String,
+}
+
 /// Every metric pagerhook exports.
 pub struct Metrics {
     registry: Registry,
@@ -53,6 +61,7 @@ pub struct Metrics {
     upstream: Histogram,
     collapsed: Counter,
     reloads: Family<OutcomeLabels, Counter>,
+    task_failures: Family<TaskLabels, Counter>,
     depth: Gauge,
     oldest: Gauge<f64, AtomicU64>,
     last_hour: LastHour,
@@ -126,6 +135,12 @@ impl Metrics {
                 Counter::default(),
             ),
             reloads: registered(r, "config_reloads", "Config reloads by result (ok, error)", Family::default()),
+            task_failures: registered(
+                r,
+                "task_failures",
+                "Background tasks that died (panicked, or returned while not stopping), by task; each is restarted",
+                Family::default(),
+            ),
             depth: registered(r, "queue_depth", "Events waiting to be delivered", Gauge::default()),
             oldest: registered(
                 r,
@@ -149,18 +164,30 @@ impl Metrics {
         }
     }
 
+    /// Exports `task_failures_total` at 0 for each of `tasks`, so `increase()` sees the first.
+    pub fn tasks<'a>(&self, tasks: impl IntoIterator<Item = &'a str>) {
+        for task in tasks {
+            let _ = self.task_failures.get_or_create(&TaskLabels { task: task.to_string() });
+        }
+    }
+
+    /// A background task died.
+    pub(super) fn task_failed(&self, task: &str) {
+        self.task_failures.get_or_create(&TaskLabels { task: task.to_string() }).inc();
+    }
+
     /// A webhook request answered with `status` (`source` only if configured).
-    pub fn request(&self, source: &str, status: u16) {
+    pub(super) fn request(&self, source: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { source: source.to_string(), status }).inc();
     }
 
     /// A webhook refused before mapping, `reason` from a closed set.
-    pub fn rejected(&self, source: &str, reason: &'static str) {
+    pub(super) fn rejected(&self, source: &str, reason: &'static str) {
         self.rejected.get_or_create(&RejectLabels { source: source.to_string(), reason: reason.to_string() }).inc();
     }
 
     /// An event committed to the queue.
-    pub fn event(&self, source: &str, kind: &str, action: Option<&str>) {
+    pub(super) fn event(&self, source: &str, kind: &str, action: Option<&str>) {
         let labels = EventLabels {
             source: source.to_string(),
             kind: kind.to_string(),
@@ -170,17 +197,17 @@ impl Metrics {
     }
 
     /// A payload whose mapping failed, kept for replay.
-    pub fn mapping_failed(&self, source: &str) {
+    pub(super) fn mapping_failed(&self, source: &str) {
         self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
     }
 
     /// A payload over `max_events_per_request`, kept for replay.
-    pub fn too_many_events(&self, source: &str) {
+    pub(super) fn too_many_events(&self, source: &str) {
         self.too_many_events.get_or_create(&RequestLabels { source: source.to_string(), status: 202 }).inc();
     }
 
     /// A delivery attempt's outcome, and PagerDuty's response time if it was asked.
-    pub fn attempt(&self, outcome: &'static str, upstream: Option<Duration>) {
+    pub(super) fn attempt(&self, outcome: &'static str, upstream: Option<Duration>) {
         self.attempts.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
         self.last_hour.add(minute_now(), outcome);
         if let Some(d) = upstream {
@@ -194,12 +221,12 @@ impl Metrics {
     }
 
     /// Triggers collapsed into a newer one.
-    pub fn collapsed(&self, n: usize) {
+    pub(super) fn collapsed(&self, n: usize) {
         self.collapsed.inc_by(n as u64);
     }
 
     /// A config reload, successful or not.
-    pub fn reload(&self, ok: bool) {
+    pub(super) fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "error" }.to_string() }).inc();
     }
 

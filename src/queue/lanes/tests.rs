@@ -1,0 +1,81 @@
+use super::*;
+use crate::event::AlertDraft;
+use std::collections::HashMap;
+
+fn key(c: char) -> String {
+    c.to_string().repeat(32)
+}
+
+fn alert(action: &str, dedup: &str, on: char) -> Event {
+    let draft = AlertDraft {
+        action: action.into(),
+        dedup_key: Some(dedup.into()),
+        summary: Some("s".into()),
+        source: Some("src".into()),
+        ..AlertDraft::default()
+    };
+    Event::alert(RoutingKey::parse(Secret::new(key(on))).unwrap(), draft).unwrap()
+}
+
+/// Routes as stored: `(source, dedup_key)` → every routing key it was triggered on, oldest first.
+#[derive(Default)]
+struct Stored(HashMap<(String, String), Vec<String>>);
+
+impl Routes for Stored {
+    async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
+        let keys = self.0.get(&(source.to_string(), dk.to_string()));
+        Ok(keys.and_then(|k| Some((k.last()?.clone(), k.iter().any(|k| k == own)))))
+    }
+}
+
+/// The routing key each event is stored under, by its letter.
+async fn routed(stored: &mut Stored, events: &[Event]) -> (Vec<char>, Vec<(String, char)>) {
+    let r = route(stored, "a", events).await.unwrap();
+    let letter = |k: &str| k.chars().next().unwrap();
+    let keys = r.events.iter().map(|e| letter(e.routing_key().expose())).collect();
+    (keys, r.routes.iter().map(|(dk, k)| (dk.to_string(), letter(k))).collect())
+}
+
+#[tokio::test]
+async fn a_resolve_goes_where_the_source_s_latest_stored_trigger_went() {
+    let mut stored = Stored::default();
+    stored.0.insert(("a".into(), "db".into()), vec![key('x'), key('y')]);
+    stored.0.insert(("b".into(), "web".into()), vec![key('x')]);
+    let events = [alert("resolve", "db", 'o'), alert("acknowledge", "web", 'o'), alert("trigger", "new", 'o')];
+    let (keys, routes) = routed(&mut stored, &events).await;
+    assert_eq!(keys, ['y', 'o', 'o'], "another source's trigger is not followed");
+    assert_eq!(routes, [("new".to_string(), 'o')]);
+}
+
+#[tokio::test]
+async fn a_resolve_follows_a_trigger_earlier_in_its_webhook_unless_its_own_key_was_triggered() {
+    let mut stored = Stored::default();
+    stored.0.insert(("a".into(), "own".into()), vec![key('o')]);
+    let events = [
+        alert("trigger", "db", 'x'),
+        alert("trigger", "db", 'y'),
+        alert("resolve", "db", 'o'),
+        alert("trigger", "own", 'x'),
+        alert("resolve", "own", 'o'),
+    ];
+    let (keys, routes) = routed(&mut stored, &events).await;
+    assert_eq!(keys, ['x', 'y', 'y', 'x', 'o'], "the latest trigger of the webhook; the stored own-key trigger holds");
+    assert_eq!(routes.len(), 3);
+}
+
+#[test]
+fn each_finish_writes_its_outcome() {
+    let attempt = Attempt { at: 10, status: Some(500), detail: Some("boom".into()), dedup_key: None };
+    let of = |finish: Finish| {
+        let o = Outcome::of(&attempt, &finish);
+        (o.state, o.done_at, o.next_at, o.last_error.map(|e| e.map(str::to_string)))
+    };
+    assert_eq!(of(Finish::Delivered), (EventState::Delivered, Some(10), None, None));
+    assert_eq!(of(Finish::DryRun), (EventState::DryRun, Some(10), None, None));
+    assert_eq!(of(Finish::RetryAt(99)), (EventState::Pending, None, Some(99), Some(Some("boom".into()))));
+    assert_eq!(of(Finish::Dead("400".into())), (EventState::Dead, Some(10), None, Some(Some("400".into()))));
+    let silent = Attempt { detail: None, ..attempt.clone() };
+    let retry = Finish::RetryAt(99);
+    assert_eq!(Outcome::of(&silent, &retry).last_error(), (true, None), "a retry without detail clears it");
+    assert_eq!(Outcome::of(&attempt, &Finish::Delivered).last_error(), (false, None), "delivered keeps it");
+}

@@ -1,0 +1,66 @@
+//! The store's own settings, and opening it by them. The caller (`app`) builds them from
+//! `[storage]`: the queue knows nothing of the config file.
+
+use super::{PostgresQueue, Queue, QueueError, Role, SharedPace, SqliteQueue};
+use crate::secret::Secret;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+/// How to open the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    pub backend: Backend,
+    pub durability: Durability,
+}
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// An embedded SQLite file (one delivering process).
+    Sqlite { path: PathBuf },
+    /// A PostgreSQL database shared by several replicas; the URL may carry a password.
+    Postgres { url: Secret },
+}
+
+impl Backend {
+    /// What an error opening it names: the file, or the setting (never the URL).
+    pub fn name(&self) -> String {
+        match self {
+            Backend::Sqlite { path } => path.display().to_string(),
+            Backend::Postgres { .. } => "the PostgreSQL store (storage.url)".to_string(),
+        }
+    }
+}
+
+/// How hard an accept's commit tries to reach the disk before it is answered (SQLite; a
+/// PostgreSQL commit is as durable as the server is set to make it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// Synced before the answer: survives a power loss.
+    Fsync,
+    /// Written to the WAL without a sync: survives a crash of the process, not of the machine.
+    Process,
+}
+
+/// An opened store.
+pub struct Opened {
+    pub store: Arc<dyn Queue>,
+    /// The pacing state replicas share (PostgreSQL); `None` for SQLite, whose one delivering
+    /// process paces in memory.
+    pub shared_pace: Option<Arc<dyn SharedPace>>,
+}
+
+/// Opens the store `settings` name, as the deliverer (`serve`) or as a tool beside it.
+pub async fn open(settings: &Settings, role: Role) -> Result<Opened, QueueError> {
+    match &settings.backend {
+        Backend::Sqlite { path } => {
+            let store = Arc::new(SqliteQueue::open(path, settings.durability, role)?);
+            Ok(Opened { store, shared_pace: None })
+        }
+        // Every role is the same here: other replicas' leases are theirs until they expire.
+        Backend::Postgres { url } => {
+            let store = Arc::new(PostgresQueue::connect(url).await?);
+            Ok(Opened { store: store.clone(), shared_pace: Some(store) })
+        }
+    }
+}

@@ -1,0 +1,104 @@
+//! Statements that are the same text in both dialects, so they are written once. Parameters
+//! are `$n`, each first written in ascending order: SQLite numbers a `$n` by where it first
+//! appears, PostgreSQL by its number, and the two agree only then (`tests` checks it). Event
+//! states come from [`EventState`](super::EventState), built in at compile time.
+
+use super::state::{COLLAPSED, DEAD, PENDING, PRUNABLE};
+use const_format::formatcp;
+
+/// The columns `rows::StoredEvent::read` reads (`$1`: the claim's `now`).
+pub(super) const ROW_COLUMNS: &str = "e.id, e.kind, e.order_key, e.routing_key, e.action, e.format, e.body, \
+     e.attempts, e.created_at, e.inbound_id, e.next_at <= $1 AND e.lease_until <= $1";
+
+/// The pending event after `$3` in lane `$2`, as a claim at `$1` reads it.
+pub(super) const NEXT_IN_LANE: &str = formatcp!(
+    "SELECT {ROW_COLUMNS} FROM events e WHERE e.state = '{PENDING}' AND e.order_key = $2 AND e.id > $3
+     ORDER BY e.id LIMIT 1"
+);
+
+/// Event `$3` is collapsed at `$1`, for reason `$2`.
+pub(super) const COLLAPSE: &str =
+    formatcp!("UPDATE events SET state = '{COLLAPSED}', lease_until = 0, done_at = $1, last_error = $2 WHERE id = $3");
+
+/// Event `$2` is leased until `$1`.
+pub(super) const LEASE: &str = "UPDATE events SET lease_until = $1 WHERE id = $2";
+
+/// A new pending event: inbound id, kind, order key, routing key, action, dedup_key, body, its
+/// format, and the time it is queued (and due).
+pub(super) const INSERT_EVENT: &str =
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
+
+/// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
+pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at";
+
+/// An attempt at event `$1`: its time, HTTP status, detail and the dedup_key PagerDuty answered.
+pub(super) const RECORD_ATTEMPT: &str =
+    "INSERT INTO attempts (event_id, at, status, detail, dedup_key) VALUES ($1, $2, $3, $4, $5)";
+
+/// An attempt's `lanes::Outcome` for event `$6`, written only while the claim's lease `$7` holds.
+pub(super) const FINISH: &str = "UPDATE events SET state = $1, attempts = attempts + 1, lease_until = 0,
+     done_at = $2, next_at = COALESCE($3, next_at), last_error = CASE WHEN $4 THEN $5 ELSE last_error END
+     WHERE id = $6 AND lease_until = $7";
+
+/// Extends event `$3`'s lease from `$2` to `$1`, if it still holds it.
+pub(super) const RENEW: &str =
+    formatcp!("UPDATE events SET lease_until = $1 WHERE id = $2 AND lease_until = $3 AND state = '{PENDING}'");
+
+/// Pending events and the oldest one's creation time.
+pub(super) const DEPTH: &str = formatcp!("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = '{PENDING}'");
+
+/// What retention deletes from the tables both backends have, everything before `$1`: events
+/// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
+/// event or dead letter needs, delivery ids, sticky routes.
+pub(super) const PRUNE: [&str; 5] = [
+    formatcp!(
+        "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
+    ),
+    formatcp!("DELETE FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1"),
+    "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events')
+     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
+    "DELETE FROM seen WHERE seen_at < $1",
+    "DELETE FROM routes WHERE at < $1",
+];
+
+/// Forgets dead event `$1`: its attempts, then the event.
+pub(super) const DELETE_DEAD_EVENT: [&str; 2] = [
+    formatcp!(
+        "DELETE FROM attempts WHERE event_id = $1 AND EXISTS (SELECT 1 FROM events WHERE id = $1 AND state = '{DEAD}')"
+    ),
+    formatcp!("DELETE FROM events WHERE id = $1 AND state = '{DEAD}'"),
+];
+
+/// Forgets payload `$1`, kept because its mapping failed.
+pub(super) const DELETE_DEAD_INBOUND: &str =
+    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')";
+
+/// Both kinds of dead letter as one relation; `$1` filters by source (NULL: all).
+pub(super) const DEAD_LETTERS: &str = formatcp!(
+    "SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
+            COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
+     FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE e.state = '{DEAD}' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)
+     UNION ALL
+     SELECT i.id, 'mapping_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+     FROM inbound i
+     WHERE i.status = 'mapping_failed' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)
+     UNION ALL
+     SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+     FROM inbound i
+     WHERE i.status = 'too_many_events' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
+);
+
+/// The dead letters of source `$1` (NULL: all), newest first, at most `$2`.
+pub(super) const LIST_DEAD_LETTERS: &str = formatcp!("SELECT * FROM ({DEAD_LETTERS}) d ORDER BY at DESC LIMIT $2");
+
+/// Dead letter `$2` (`$1` is NULL).
+pub(super) const ONE_DEAD_LETTER: &str = formatcp!("SELECT * FROM ({DEAD_LETTERS}) d WHERE id = $2");
+
+/// Event `$1`'s stored body.
+pub(super) const STORED_BODY: &str = "SELECT format, body FROM events WHERE id = $1";
+
+#[cfg(test)]
+mod tests;

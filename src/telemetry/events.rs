@@ -1,0 +1,292 @@
+//! One struct per outcome pagerhook reports: its `emit` writes the log line and moves the
+//! metric in one place (Vector's `internal_events`). Fields are plain values (label values
+//! from closed sets as `&'static str`), so this module imports nothing of the crate and every
+//! layer can report through it. Log messages and field names are the ones operators and the
+//! tests already read.
+
+use super::Metrics;
+use std::fmt::Display;
+use std::time::Duration;
+
+/// Something that happened, reported once: its log line and its metric together.
+pub trait InternalEvent {
+    fn emit(self, metrics: &Metrics);
+}
+
+/// A webhook answered with a refusal (4xx, or 503 when the fault is ours).
+pub struct WebhookRefused<'a> {
+    /// The source as the request named it (logged as asked).
+    pub source: &'a str,
+    /// Whether `source` is configured: an unknown name is never a label value.
+    pub configured: bool,
+    pub status: u16,
+    /// A verifier's refusal class (`SourceError::reason_class`), counted by reason too.
+    pub reason: Option<&'static str>,
+    pub error: &'a dyn Display,
+    pub elapsed_ms: f64,
+    /// Our fault (the store), logged as an error.
+    pub ours: bool,
+}
+
+impl InternalEvent for WebhookRefused<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let WebhookRefused { source, configured, status, reason, error, elapsed_ms, ours } = self;
+        metrics.request(if configured { source } else { "unknown" }, status);
+        if let (Some(reason), true) = (reason, configured) {
+            metrics.rejected(source, reason);
+        }
+        if ours {
+            tracing::error!(source = %source, status, reason, error = %error, elapsed_ms, "webhook refused");
+        } else {
+            tracing::warn!(source = %source, status, reason, error = %error, elapsed_ms, "webhook refused");
+        }
+    }
+}
+
+/// A webhook answered 2xx: accepted, duplicate, ignored, or kept as a dead letter.
+pub struct WebhookAccepted<'a> {
+    pub source: &'a str,
+    pub status: u16,
+    /// The answer's `status` (`accepted`, `duplicate`, `ignored`, `mapping_failed`, ...).
+    pub outcome: &'a str,
+    pub inbound_id: &'a str,
+    pub elapsed_ms: f64,
+}
+
+impl InternalEvent for WebhookAccepted<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let WebhookAccepted { source, status, outcome, inbound_id, elapsed_ms } = self;
+        metrics.request(source, status);
+        tracing::info!(source = %source, status, outcome = %outcome, inbound_id = %inbound_id, elapsed_ms, "webhook");
+    }
+}
+
+/// A webhook's events committed to the queue (on arrival or on replay).
+pub struct WebhookMapped<'a> {
+    pub source: &'a str,
+    pub inbound_id: &'a str,
+    /// Each event's kind and action.
+    pub events: &'a [(&'static str, Option<&'static str>)],
+}
+
+impl InternalEvent for WebhookMapped<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let WebhookMapped { source, inbound_id, events } = self;
+        for (kind, action) in events {
+            metrics.event(source, kind, *action);
+        }
+        tracing::debug!(source = %source, inbound_id = %inbound_id, events = events.len(), "events queued");
+    }
+}
+
+/// Why a verified payload was kept as a dead letter instead of mapped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kept {
+    /// A rule failed.
+    MappingFailed,
+    /// More events than `max_events_per_request`.
+    TooManyEvents,
+}
+
+/// A verified payload committed as a dead letter, for `pagerhook dlq replay`.
+pub struct WebhookDeadLettered<'a> {
+    pub source: &'a str,
+    pub inbound_id: &'a str,
+    pub why: Kept,
+    pub error: &'a str,
+}
+
+impl InternalEvent for WebhookDeadLettered<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let WebhookDeadLettered { source, inbound_id, why, error } = self;
+        match why {
+            Kept::MappingFailed => {
+                metrics.mapping_failed(source);
+                tracing::warn!(source, inbound_id, error, "mapping failed; payload kept for replay");
+            }
+            Kept::TooManyEvents => {
+                metrics.too_many_events(source);
+                tracing::warn!(
+                    source,
+                    inbound_id,
+                    error,
+                    "too many events; payload kept for replay once the cap is raised"
+                );
+            }
+        }
+    }
+}
+
+/// A delivery attempt PagerDuty answered (or failed to): delivered, dry_run, retried, or
+/// dead_lettered (a new dead letter).
+pub struct AttemptMade<'a> {
+    pub event_id: i64,
+    pub inbound_id: &'a str,
+    /// Counting from 1.
+    pub attempt: u32,
+    pub kind: &'static str,
+    pub action: Option<&'static str>,
+    pub dedup_key: Option<&'a str>,
+    pub status: Option<u16>,
+    pub detail: Option<&'a str>,
+    pub outcome: &'static str,
+    /// PagerDuty's response time.
+    pub upstream: Duration,
+    /// The attempt's whole time, recording excluded.
+    pub elapsed: Duration,
+}
+
+impl InternalEvent for AttemptMade<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.attempt(self.outcome, Some(self.upstream));
+        tracing::info!(
+            event_id = self.event_id,
+            inbound_id = %self.inbound_id,
+            attempt = self.attempt,
+            kind = self.kind,
+            action = self.action,
+            dedup_key = self.dedup_key,
+            status = self.status,
+            detail = self.detail,
+            outcome = self.outcome,
+            elapsed_ms = self.elapsed.as_millis() as u64,
+            "delivery attempt"
+        );
+    }
+}
+
+/// A claimed event given back unsent: its routing key's pace lets it go only at `until`.
+pub struct AttemptDeferred {
+    pub event_id: i64,
+    /// Milliseconds since the epoch.
+    pub until: i64,
+}
+
+impl InternalEvent for AttemptDeferred {
+    fn emit(self, metrics: &Metrics) {
+        metrics.attempt("deferred", None);
+        tracing::debug!(event_id = self.event_id, until = self.until, "delivery deferred by its routing key's pace");
+    }
+}
+
+/// An attempt given up before PagerDuty answered, its lease lost; not recorded here.
+pub struct AttemptAbandoned<'a> {
+    pub event_id: i64,
+    pub inbound_id: &'a str,
+    pub why: &'static str,
+}
+
+impl InternalEvent for AttemptAbandoned<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.attempt("abandoned", None);
+        tracing::warn!(event_id = self.event_id, inbound_id = %self.inbound_id, why = self.why, "delivery attempt abandoned");
+    }
+}
+
+/// Pending triggers replaced by a newer one of their lane (`by`) before they were sent.
+pub struct TriggersCollapsed<'a> {
+    pub by: i64,
+    pub superseded: &'a [i64],
+}
+
+impl InternalEvent for TriggersCollapsed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.collapsed(self.superseded.len());
+        for old in self.superseded {
+            tracing::info!(event_id = old, by = self.by, "trigger collapsed into a newer one for the same dedup_key");
+        }
+    }
+}
+
+/// A config file reloaded and swapped in.
+pub struct ConfigReloaded<'a> {
+    pub config: &'a dyn Display,
+    pub sources: usize,
+}
+
+impl InternalEvent for ConfigReloaded<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.reload(true);
+        tracing::info!(
+            config = %self.config,
+            sources = self.sources,
+            "config reloaded: sources, mappings and routing keys; [server], [storage], [delivery] and the [pagerduty] events_url and timeout apply at the next start"
+        );
+    }
+}
+
+/// A reload refused: the running config stays.
+pub struct ConfigReloadFailed<'a> {
+    pub config: &'a dyn Display,
+    pub error: &'a dyn Display,
+}
+
+impl InternalEvent for ConfigReloadFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.reload(false);
+        tracing::error!(config = %self.config, error = %self.error, "config reload failed; the running config stays");
+    }
+}
+
+/// A background task died: it panicked, or returned while nothing asked it to stop.
+pub struct TaskFailed<'a> {
+    /// The task's name (a closed set: `supervise::Task`).
+    pub task: &'static str,
+    /// `panicked: <message>`, `returned`, or `failed: <error>`.
+    pub how: &'a str,
+    /// Deaths in a row without a healthy run between them.
+    pub in_a_row: u32,
+    /// When it starts again; `None`: it cannot be restarted.
+    pub restart_in: Option<Duration>,
+    /// Whether readiness is down because of it.
+    pub not_ready: bool,
+}
+
+impl InternalEvent for TaskFailed<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.task_failed(self.task);
+        let restart_in_ms = self.restart_in.map(|d| d.as_millis() as u64);
+        tracing::error!(
+            task = self.task,
+            how = %self.how,
+            in_a_row = self.in_a_row,
+            restart_in_ms,
+            not_ready = self.not_ready,
+            "background task died"
+        );
+    }
+}
+
+/// A restarted task that took readiness down has run long enough to count as healthy:
+/// readiness is back.
+pub struct TaskRecovered {
+    pub task: &'static str,
+}
+
+impl InternalEvent for TaskRecovered {
+    fn emit(self, _: &Metrics) {
+        tracing::info!(task = self.task, "background task running again; ready");
+    }
+}
+
+/// A claimed event's attempt panicked: its event stays leased and is tried again when the
+/// lease ends (counted with the tasks, as [`AttemptPanicked::TASK`]).
+pub struct AttemptPanicked<'a> {
+    pub how: &'a str,
+}
+
+impl AttemptPanicked<'_> {
+    /// Its `task` label.
+    pub const TASK: &'static str = "delivery_attempt";
+}
+
+impl InternalEvent for AttemptPanicked<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.task_failed(AttemptPanicked::TASK);
+        tracing::error!(
+            task = AttemptPanicked::TASK,
+            how = %self.how,
+            "a delivery attempt panicked; its event is tried again once its lease ends"
+        );
+    }
+}
