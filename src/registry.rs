@@ -6,7 +6,7 @@
 //! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
 
 use crate::config::{Config, SourceConfig};
-use crate::mapping::{LoadError, Mapping, RoutingKeys};
+use crate::mapping::{LoadError, Mapping, Renderer, RoutingKeys};
 use crate::source::{AwsFetch, HttpsFetch, Keep, SetupError, Source};
 use std::collections::HashMap;
 use std::fmt;
@@ -124,7 +124,8 @@ impl Sources {
                 .collect();
             let keys =
                 RoutingKeys { default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()), named };
-            match build_hook(s, keys, &aws, cfg.storage.retention) {
+            let renderer = if cfg.mapping.native { Renderer::Native } else { Renderer::Handlebars };
+            match build_hook(s, (keys, renderer), &aws, cfg.storage.retention) {
                 Ok((hook, mut w)) => {
                     warnings.append(&mut w);
                     by_name.insert(s.name.clone(), Arc::new(hook));
@@ -154,7 +155,7 @@ impl Sources {
 /// when it fails, its errors are the ones reported.
 fn build_hook(
     cfg: &SourceConfig,
-    keys: RoutingKeys,
+    (keys, renderer): (RoutingKeys, Renderer),
     aws: &Arc<dyn AwsFetch>,
     retention: std::time::Duration,
 ) -> Result<(Hook, Vec<String>), Vec<BuildError>> {
@@ -162,6 +163,7 @@ fn build_hook(
     let failed = |failure| BuildError { source_name: source_name.clone(), failure };
     let (mapping, warnings) = Mapping::load(&cfg.mappings, keys)
         .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Mapping(e))).collect::<Vec<_>>())?;
+    let mapping = mapping.rendered_by(renderer);
     let source = Source::build(cfg, aws, retention)
         .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
     let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();

@@ -4,9 +4,15 @@
 //! through the source's parser (`Source::trusted`, as `render` does: nothing is verified) and
 //! its real mappings and event checks; nothing is sent or stored. Only the fields a case lists
 //! are compared, so a test does not break when an unrelated field changes.
+//!
+//! Every case is rendered twice, through handlebars (the reference, which the expectations
+//! are compared with) and by the native renderer (`[mapping] native`), and any difference
+//! between the two in any field fails the case: an operator's own mappings are checked, not
+//! only the shipped ones.
 
 use crate::config::Config;
 use crate::event::{Action, Event, RoutingKey};
+use crate::mapping::Renderer;
 use crate::registry::Sources;
 use crate::source::{Disposition, Headers};
 use serde::{Deserialize, Serialize};
@@ -99,11 +105,14 @@ pub struct Failure {
     /// What went wrong when it is not a field's value (the mapping failed, no such source).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The native renderer made `actual` where handlebars made `expected`.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub native_differs: bool,
 }
 
 impl Failure {
     fn field(event: usize, field: &str, expected: Value, actual: Value) -> Failure {
-        Failure { event: Some(event), field: field.to_string(), expected, actual, message: None }
+        Failure { event: Some(event), field: field.to_string(), expected, actual, message: None, native_differs: false }
     }
 
     fn message(field: &str, message: String) -> Failure {
@@ -113,9 +122,25 @@ impl Failure {
             expected: Value::Null,
             actual: Value::Null,
             message: Some(message),
+            native_differs: false,
+        }
+    }
+
+    /// The native renderer made `native` where handlebars made `handlebars`.
+    fn native_differs(event: Option<usize>, field: &str, handlebars: Value, native: Value) -> Failure {
+        Failure {
+            event,
+            field: field.to_string(),
+            expected: handlebars,
+            actual: native,
+            message: Some(NATIVE_DIFFERS.to_string()),
+            native_differs: true,
         }
     }
 }
+
+const NATIVE_DIFFERS: &str = "set [mapping] native = false to render through handlebars until this is fixed, \
+and report it with this case: the native renderer must make what handlebars makes";
 
 /// The outcome of one case.
 #[derive(Debug, Clone, Serialize)]
@@ -271,19 +296,33 @@ fn sns_notification(message: &[u8]) -> Result<Vec<u8>, String> {
 /// What one case produced: each event with the name of the rule that made it.
 type Produced = Result<Vec<(String, Event)>, Box<Failure>>;
 
-/// Runs every case of `file` against the sources of `cfg`, then checks each `pair`.
+/// Maps a case's payload with a renderer: the sources' mappings, or in tests one made to
+/// disagree.
+type Produce<'a> = dyn Fn(&Case, Renderer) -> Produced + 'a;
+
+/// Runs every case of `file` against the sources of `cfg`, both ways, then checks each `pair`.
 pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> {
-    let produced: Vec<Produced> = file.cases.iter().map(|c| produce(c, cfg, sources)).collect();
+    // As `render` does: accepted now, the same instant for both renderings. A case compares a
+    // timestamp only if it lists one.
+    let accepted = std::time::SystemTime::now();
+    run_with(file, cfg, &|case, renderer| produce(case, cfg, sources, renderer, accepted))
+}
+
+/// [`run`] with the cases mapped by `produce`.
+fn run_with(file: &TestFile, cfg: &Config, produce: &Produce<'_>) -> Vec<CaseReport> {
+    let both: Vec<(Produced, Produced)> =
+        file.cases.iter().map(|c| (produce(c, Renderer::Handlebars), produce(c, Renderer::Native))).collect();
     file.cases
         .iter()
-        .zip(&produced)
-        .map(|(case, out)| {
+        .zip(&both)
+        .map(|(case, (out, native))| {
             let mut failures = match out {
                 Ok(events) => compare(case, events, cfg),
                 Err(f) => vec![(**f).clone()],
             };
+            failures.extend(native_differences(out, native, cfg, &case.source));
             if let (Some(p), Ok(events)) = (&case.pair, out) {
-                let trigger = file.cases.iter().position(|c| &c.name == p).map(|i| &produced[i]);
+                let trigger = file.cases.iter().position(|c| &c.name == p).map(|i| &both[i].0);
                 failures.extend(check_pair(p, events, trigger));
             }
             CaseReport {
@@ -296,7 +335,13 @@ pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> 
         .collect()
 }
 
-fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
+fn produce(
+    case: &Case,
+    cfg: &Config,
+    sources: &Sources,
+    renderer: Renderer,
+    accepted: std::time::SystemTime,
+) -> Produced {
     let src = sources.get(&case.source).ok_or_else(|| {
         Box::new(Failure::message(
             "source",
@@ -315,8 +360,7 @@ fn produce(case: &Case, cfg: &Config, sources: &Sources) -> Produced {
         Disposition::Ignore(_) => Ok(Vec::new()),
         Disposition::Map => Ok(src
             .mapping()
-            // As `render` does: accepted now. A case compares a timestamp only if it lists one.
-            .apply(verified, std::time::SystemTime::now(), src.max_events_per_request())
+            .apply_via(renderer, verified, accepted, src.max_events_per_request())
             .map_err(|e| Box::new(Failure::message("mapping", e.to_string())))?
             .into_iter()
             .map(|r| (r.rule, r.event))
@@ -333,6 +377,7 @@ fn compare(case: &Case, events: &[(String, Event)], cfg: &Config) -> Vec<Failure
             expected: json!(case.count),
             actual: json!(events.len()),
             message: Some(format!("rules that matched: {:?}", events.iter().map(|(r, _)| r).collect::<Vec<_>>())),
+            native_differs: false,
         });
     }
     for (i, (expect, (rule, event))) in case.expect.iter().zip(events).enumerate() {
@@ -353,6 +398,51 @@ fn compare(case: &Case, events: &[(String, Event)], cfg: &Config) -> Vec<Failure
         }
     }
     failures
+}
+
+/// Every difference between what handlebars (`out`) and the native renderer produced: the
+/// outcome, the number of events, and each event's rule, routing key and body, leaf by leaf.
+fn native_differences(out: &Produced, native: &Produced, cfg: &Config, source: &str) -> Vec<Failure> {
+    let outcome = |p: &Produced| match p {
+        Ok(events) => json!(format!("{} event(s)", events.len())),
+        Err(f) => json!(f.message.clone().unwrap_or_else(|| f.field.clone())),
+    };
+    let (events, native_events) = match (out, native) {
+        (Ok(a), Ok(b)) if a.len() == b.len() => (a, b),
+        (Err(a), Err(b)) if a == b => return Vec::new(),
+        _ => return vec![Failure::native_differs(None, "mapping", outcome(out), outcome(native))],
+    };
+    let mut failures = Vec::new();
+    for (i, ((rule, e), (native_rule, n))) in events.iter().zip(native_events).enumerate() {
+        let differs = |field: &str, a: Value, b: Value| Failure::native_differs(Some(i + 1), field, a, b);
+        if rule != native_rule {
+            failures.push(differs("rule", json!(rule), json!(native_rule)));
+        }
+        if e.routing_key() != n.routing_key() {
+            let names = |e: &Event| json!(key_names(cfg, source, e.routing_key()));
+            failures.push(differs("routing_key", names(e), names(n)));
+        }
+        let mut leaves = Vec::new();
+        differing_leaves("", e.body(), n.body(), &mut leaves);
+        failures.extend(leaves.into_iter().map(|(path, a, b)| differs(&path, a, b)));
+    }
+    failures
+}
+
+/// The dotted paths where `a` and `b` differ, with both values: objects key by key, anything
+/// else (lists included) as a whole.
+fn differing_leaves(at: &str, a: &Value, b: &Value, out: &mut Vec<(String, Value, Value)>) {
+    let (Value::Object(x), Value::Object(y)) = (a, b) else {
+        if a != b {
+            out.push((at.to_string(), a.clone(), b.clone()));
+        }
+        return;
+    };
+    let only_in_y = y.keys().filter(|k| !x.contains_key(*k));
+    for k in x.keys().chain(only_in_y) {
+        let path = if at.is_empty() { k.clone() } else { format!("{at}.{k}") };
+        differing_leaves(&path, x.get(k).unwrap_or(&Value::Null), y.get(k).unwrap_or(&Value::Null), out);
+    }
 }
 
 /// The names an event's routing key goes by: `default` (the source's key, else
@@ -411,6 +501,12 @@ pub fn text_report(reports: &[CaseReport]) -> String {
         for f in &r.failures {
             let at = f.event.map(|e| format!("event {e}: ")).unwrap_or_default();
             match &f.message {
+                Some(m) if f.native_differs => {
+                    let _ = writeln!(out, "      {at}{}: the native renderer and handlebars differ", f.field);
+                    let _ = writeln!(out, "        handlebars: {}", f.expected);
+                    let _ = writeln!(out, "        native:     {}", f.actual);
+                    let _ = writeln!(out, "        ({m})");
+                }
                 Some(m) if f.expected.is_null() => {
                     let _ = writeln!(out, "      {at}{}: {m}", f.field);
                 }

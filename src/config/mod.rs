@@ -19,7 +19,8 @@ pub use verify::{scheme_names, standard_webhooks_key, HmacAlgorithm, SignatureEn
 use crate::event::RoutingKey;
 use raw::SourceKindName;
 use raw::{
-    RawConfig, RawDelivery, RawGeneric, RawPagerDuty, RawSecrets, RawServer, RawSource, RawSourceKind, RawStorage,
+    RawConfig, RawDelivery, RawGeneric, RawMapping, RawPagerDuty, RawSecrets, RawServer, RawSource, RawSourceKind,
+    RawStorage,
 };
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
@@ -73,6 +74,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub pagerduty: PagerDutyConfig,
     pub delivery: DeliveryConfig,
+    pub mapping: MappingConfig,
     pub sources: Vec<SourceConfig>,
     /// Things that work but deserve a second look (`pagerhook check` prints them).
     pub warnings: Vec<String>,
@@ -151,6 +153,13 @@ pub struct DeliveryConfig {
     pub per_key_burst: u32,
     /// How long a claimed event stays reserved for the process sending it.
     pub lease: Duration,
+}
+
+/// `[mapping]`, validated.
+#[derive(Debug, Clone)]
+pub struct MappingConfig {
+    /// Templates render natively where they can; `false`: all through handlebars.
+    pub native: bool,
 }
 
 /// One `[[source]]`, validated.
@@ -430,6 +439,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
     let storage = validate_storage(&raw.storage, l, &mut p, &mut warnings);
     let pagerduty = validate_pagerduty(&raw.pagerduty, l, &mut p, &mut warnings);
     let delivery = validate_delivery(&raw.delivery, &mut p);
+    let mapping = validate_mapping(&raw.mapping);
     let sources = validate_sources(raw.sources, text, l, &mut p, &mut warnings);
     for src in &sources {
         let unknown = src.routing_keys.iter().flatten().filter(|n| !raw.pagerduty.routing_keys.contains_key(*n));
@@ -464,6 +474,7 @@ fn validate(raw: RawConfig, text: &str, path: &Path, mut lookup: Lookup) -> Resu
         storage,
         pagerduty,
         delivery,
+        mapping,
         sources,
         warnings,
         unresolved: lookup.unresolved,
@@ -623,6 +634,11 @@ fn validate_delivery(d: &RawDelivery, p: &mut Problems) -> Option<DeliveryConfig
         per_key_burst,
         lease: lease?,
     })
+}
+
+/// `[mapping]`: a bool, which serde has checked.
+fn validate_mapping(m: &RawMapping) -> MappingConfig {
+    MappingConfig { native: m.native.unwrap_or(true) }
 }
 
 /// Every `[[source]]` without a problem of its own (those with one put it in `p`).

@@ -46,6 +46,8 @@ pub struct RawConfig {
     pub pagerduty: RawPagerDuty,
     #[serde(default)]
     pub delivery: RawDelivery,
+    #[serde(default)]
+    pub mapping: RawMapping,
     /// `[[source]]` tables: one per webhook endpoint.
     #[serde(default, rename = "source")]
     pub sources: Vec<Spanned<RawSource>>,
@@ -136,6 +138,16 @@ pub struct RawDelivery {
     /// least `3s`. Renewed every third of it while the attempt runs (so it may be shorter
     /// than `pagerduty.timeout`); a replica that dies holds its events at most this long.
     pub lease: Option<String>,
+}
+
+/// `[mapping]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMapping {
+    /// Render templates with pagerhook's native renderer where it can (default `true`: the
+    /// same output as handlebars, for less CPU); `false` renders every one through handlebars,
+    /// the fallback for an operator who suspects the native renderer.
+    pub native: Option<bool>,
 }
 
 /// `[[source]]`: one endpoint, `POST /hooks/{name}`. Its `kind` decides which other keys it

@@ -735,3 +735,14 @@ fn a_postgres_url_that_checks_no_certificate_is_warned_about_off_loopback() {
         assert!(!warnings.iter().any(|w| w.contains("sslmode")), "{url}: {warnings:?}");
     }
 }
+
+#[test]
+fn the_native_renderer_is_on_unless_mapping_native_is_false() {
+    assert!(parse(MINIMAL).unwrap().mapping.native);
+    assert!(parse(&format!("{MINIMAL}\n[mapping]\nnative = true\n")).unwrap().mapping.native);
+    assert!(!parse(&format!("{MINIMAL}\n[mapping]\nnative = false\n")).unwrap().mapping.native);
+    let err = parse(&format!("{MINIMAL}\n[mapping]\nnative = \"no\"\n")).unwrap_err().to_string();
+    assert_reports(&err, &["pagerhook.toml: invalid", "line 12: invalid type: string \"no\", expected a boolean"]);
+    let err = parse(&format!("{MINIMAL}\n[mapping]\nnativ = false\n")).unwrap_err().to_string();
+    assert_reports(&err, &["line 12: unknown field `nativ`, expected `native`"]);
+}

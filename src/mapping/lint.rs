@@ -6,52 +6,14 @@
 //! walked for helper names and argument counts, and fields written as literals are checked
 //! as values, when config loads (`check`, start, reload).
 
+use super::helpers::{self, HELPERS};
 use super::raw::RawRule;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
 use handlebars::{TemplateError, TemplateErrorReason};
 
-/// Helpers a template may call, with the fewest and most positional arguments they take.
-const HELPERS: &[(&str, usize, usize)] = &[
-    // pagerhook's (helpers.rs)
-    ("json", 1, 1),
-    ("default", 1, 2),
-    ("truncate", 2, 2),
-    ("first_line", 1, 1),
-    ("lower", 1, 1),
-    ("upper", 1, 1),
-    ("join", 2, 2),
-    ("split", 2, 2),
-    ("url_encode", 1, 1),
-    ("replace", 3, 3),
-    ("concat", 1, usize::MAX),
-    ("contains", 2, 2),
-    ("starts_with", 2, 2),
-    ("ends_with", 2, 2),
-    ("rfc3339", 1, 1),
-    ("first_https_url", 1, 1),
-    ("sha256", 1, 1),
-    ("pluck", 2, 2),
-    // handlebars' own
-    ("if", 1, 1),
-    ("unless", 1, 1),
-    ("each", 1, 1),
-    ("with", 1, 1),
-    ("lookup", 2, 2),
-    ("eq", 2, 2),
-    ("ne", 2, 2),
-    ("gt", 2, 2),
-    ("gte", 2, 2),
-    ("lt", 2, 2),
-    ("lte", 2, 2),
-    ("and", 1, usize::MAX),
-    ("or", 1, usize::MAX),
-    ("not", 1, 1),
-    ("len", 1, 1),
-];
-
-/// The helper names, for error messages and the README.
-pub fn helper_names() -> Vec<&'static str> {
-    HELPERS.iter().map(|(n, _, _)| *n).collect()
+/// The helper names, for error messages.
+fn helper_names() -> Vec<&'static str> {
+    HELPERS.iter().map(|s| s.name).collect()
 }
 
 const SEVERITIES: &[&str] = &["critical", "error", "warning", "info"];
@@ -109,15 +71,15 @@ fn helper(h: &HelperTemplate, call: bool, at: Option<(usize, usize)>, out: &mut 
                 String::new()
             }
         };
-        match HELPERS.iter().find(|(n, _, _)| *n == name) {
+        match helpers::find(&name) {
             None if name.is_empty() => {}
             None => {
                 out.push(format!("{}unknown helper `{name}` (helpers: {})", position(at), helper_names().join(", ")))
             }
-            Some((_, min, max)) => {
-                let n = h.params.len();
-                if n < *min || n > *max {
-                    out.push(format!("{}`{name}` takes {} but is given {n}", position(at), arity(*min, *max)));
+            Some(spec) => {
+                let ((min, max), n) = (spec.args, h.params.len());
+                if n < min || n > max {
+                    out.push(format!("{}`{name}` takes {} but is given {n}", position(at), arity(min, max)));
                 }
             }
         }
@@ -141,7 +103,7 @@ fn arity(min: usize, max: usize) -> String {
     let n = |k: usize| if k == 1 { "1 argument".to_string() } else { format!("{k} arguments") };
     match (min, max) {
         (a, b) if a == b => n(a),
-        (a, usize::MAX) => format!("at least {}", n(a)),
+        (a, helpers::MANY) => format!("at least {}", n(a)),
         (a, b) => format!("{a} to {}", n(b)),
     }
 }

@@ -8,7 +8,6 @@ mod helpers;
 mod lint;
 mod native;
 mod paths;
-mod predicate;
 mod raw;
 
 use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
@@ -77,8 +76,20 @@ enum Emit {
     Change,
 }
 
-/// A value template: its id in the strict registry, and its native form when it has one
-/// ([`native`]), which renders it without handlebars.
+/// How templates are rendered: `[mapping] native` in the config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Renderer {
+    /// Natively where a template has a native form and the payload lets it decide (the same
+    /// output, faster: [`native`]), else through handlebars.
+    #[default]
+    Native,
+    /// Every template through handlebars: the fallback for an operator who suspects the
+    /// native renderer (`pagerhook test` renders every case both ways).
+    Handlebars,
+}
+
+/// A template: its id in its registry (strict for values, lenient for `when`), and its
+/// native form when it has one ([`native`]), which renders it without handlebars.
 #[derive(Debug)]
 struct Tpl {
     id: String,
@@ -121,24 +132,39 @@ struct ImageTpl {
     alt: Option<Tpl>,
 }
 
+/// One template context as both renderers see it: handlebars' `Context`, and the native
+/// renderer's walks of it, shared by every template rendered on it.
+struct Frame<'c> {
+    ctx: &'c Context,
+    lookups: native::Lookups<'c>,
+    renderer: Renderer,
+}
+
+impl<'c> Frame<'c> {
+    fn new(ctx: &'c Context, paths: &'c native::Paths, renderer: Renderer) -> Frame<'c> {
+        Frame { ctx, lookups: native::Lookups::new(paths, ctx.data()), renderer }
+    }
+
+    /// The native form to try for `t`: none when the renderer is handlebars.
+    fn native<'t>(&self, t: &'t Tpl) -> Option<&'t native::Native> {
+        match self.renderer {
+            Renderer::Native => t.native.as_ref(),
+            Renderer::Handlebars => None,
+        }
+    }
+}
+
 /// `rule` failed in `field` on this payload.
 fn rule_error(rule: &Rule, field: &str, message: String) -> MappingError {
     MappingError { file: rule.file.clone(), rule: rule.name.clone(), field: field.to_string(), message }
-}
-
-/// A rule's condition: its lenient template, and the native predicate compiled from it when
-/// it has one ([`predicate`]).
-#[derive(Debug)]
-struct When {
-    id: String,
-    native: Option<predicate::Predicate>,
 }
 
 #[derive(Debug)]
 struct Rule {
     name: String,
     file: String,
-    when: Option<When>,
+    /// The condition, in the lenient registry.
+    when: Option<Tpl>,
     for_each: Option<Vec<String>>,
     emit: Emit,
     action: Option<Tpl>,
@@ -156,13 +182,14 @@ struct Rule {
 /// The compiled rules of one source.
 pub struct Mapping {
     rules: Vec<Rule>,
-    /// The paths the rules' native conditions read.
-    paths: predicate::Paths,
+    /// The paths the rules' native templates read.
+    paths: native::Paths,
     /// Values: a missing field is an error unless `default` is used.
     strict: Handlebars<'static>,
     /// Conditions (`when`): a missing field is falsy, since one rule sees many payload shapes.
     lenient: Handlebars<'static>,
     keys: RoutingKeys,
+    renderer: Renderer,
 }
 
 impl std::fmt::Debug for Mapping {
@@ -192,7 +219,7 @@ fn is_json_template(t: &str) -> bool {
 struct Compiler<'a> {
     strict: &'a mut Handlebars<'static>,
     lenient: &'a mut Handlebars<'static>,
-    paths: &'a mut predicate::Paths,
+    paths: &'a mut native::Paths,
     errors: Vec<String>,
     at: String,
     prefix: String,
@@ -216,7 +243,14 @@ impl Compiler<'_> {
     /// A value template (strict), with its native form when it has one.
     fn add(&mut self, field: &str, tpl: &str) -> Tpl {
         let id = self.register(field, tpl, false);
-        let native = self.strict.get_template(&id).and_then(native::Native::compile);
+        let native = self.strict.get_template(&id).and_then(|t| native::Native::compile(t, true, self.paths));
+        Tpl { id, native }
+    }
+
+    /// A `when` condition (lenient: a missing field is falsy), with its native form.
+    fn condition(&mut self, tpl: &str) -> Tpl {
+        let id = self.register("when", tpl, true);
+        let native = self.lenient.get_template(&id).and_then(|t| native::Native::compile(t, false, self.paths));
         Tpl { id, native }
     }
 
@@ -243,7 +277,7 @@ impl Mapping {
     pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
         let mut strict = registry(true);
         let mut lenient = registry(false);
-        let mut paths = predicate::Paths::default();
+        let mut paths = native::Paths::default();
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
@@ -288,10 +322,20 @@ impl Mapping {
         }
         if errors.is_empty() {
             warnings.extend(never_resolves(&rules));
-            Ok((Mapping { rules, paths, strict, lenient, keys }, warnings))
+            Ok((Mapping { rules, paths, strict, lenient, keys, renderer: Renderer::default() }, warnings))
         } else {
             Err(errors)
         }
+    }
+
+    /// The same mapping rendering its templates with `renderer` (natively, by default).
+    pub fn rendered_by(self, renderer: Renderer) -> Mapping {
+        Mapping { renderer, ..self }
+    }
+
+    /// How [`Mapping::apply`] renders templates.
+    pub fn renderer(&self) -> Renderer {
+        self.renderer
     }
 
     /// Number of compiled rules.
@@ -313,6 +357,18 @@ impl Mapping {
     /// hold it for hours, and PagerDuty would otherwise show the time it finally arrived.
     /// The time is passed in (not read here) so that rendering stays pure and repeatable.
     pub fn apply(&self, req: Verified, accepted: SystemTime, max_events: usize) -> Result<Vec<Rendered>, ApplyError> {
+        self.apply_via(self.renderer, req, accepted, max_events)
+    }
+
+    /// [`Mapping::apply`] rendering with `renderer` whatever the mapping's own is: `pagerhook
+    /// test` renders each case both ways.
+    pub fn apply_via(
+        &self,
+        renderer: Renderer,
+        req: Verified,
+        accepted: SystemTime,
+        max_events: usize,
+    ) -> Result<Vec<Rendered>, ApplyError> {
         // One handlebars Context per request, built from the request without copying the body:
         // rendering with a plain Value would serialize a deep copy of the payload for every
         // template. `for_each` swaps each item into it.
@@ -320,19 +376,19 @@ impl Mapping {
         let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
         let mut out = Vec::new();
-        // The conditions' path walks are shared until a `for_each` changes the context.
-        let mut lookups = predicate::Lookups::new(&self.paths, ctx.data());
+        // The path walks are shared by every template until a `for_each` changes the context.
+        let mut f = Frame::new(&ctx, &self.paths, renderer);
         for rule in &self.rules {
-            if !self.matches(rule, &ctx, &mut lookups).map_err(|m| rule_error(rule, "when", m))? {
+            if !self.matches(rule, &mut f).map_err(|m| rule_error(rule, "when", m))? {
                 continue;
             }
             match &rule.for_each {
                 None => self
-                    .emit(rule, &ctx, &ctx.data()["body"], &source, &accepted, &mut out)
+                    .emit(rule, &mut f, &ctx.data()["body"], &source, &accepted, &mut out)
                     .map_err(|(f, m)| rule_error(rule, &f, m))?,
                 Some(path) => {
-                    self.emit_each(rule, path, &mut ctx, (&source, &accepted), max_events, &mut out)?;
-                    lookups = predicate::Lookups::new(&self.paths, ctx.data());
+                    self.emit_each(rule, path, &mut ctx, (renderer, &source, &accepted), max_events, &mut out)?;
+                    f = Frame::new(&ctx, &self.paths, renderer);
                 }
             }
             if out.len() > max_events {
@@ -352,7 +408,7 @@ impl Mapping {
         rule: &Rule,
         path: &[String],
         ctx: &mut Context,
-        (source, accepted): (&str, &str),
+        (renderer, source, accepted): (Renderer, &str, &str),
         max_events: usize,
         out: &mut Vec<Rendered>,
     ) -> Result<(), ApplyError> {
@@ -365,7 +421,8 @@ impl Mapping {
         for i in 0..items {
             let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
             ctx.data_mut()["item"] = item;
-            let emitted = self.emit(rule, ctx, &ctx.data()["item"], source, accepted, out);
+            let mut f = Frame::new(ctx, &self.paths, renderer);
+            let emitted = self.emit(rule, &mut f, &ctx.data()["item"], source, accepted, out);
             emitted.map_err(|(f, m)| rule_error(rule, &f, m))?;
         }
         if let Some(m) = ctx.data_mut().as_object_mut() {
@@ -374,29 +431,29 @@ impl Mapping {
         Ok(())
     }
 
-    /// Whether the rule's `when` holds: natively when it compiled to a predicate, else (or
-    /// when the predicate meets what only handlebars can word as an error) by rendering it.
-    fn matches(&self, rule: &Rule, ctx: &Context, lookups: &mut predicate::Lookups<'_>) -> Result<bool, String> {
+    /// Whether the rule's `when` holds: natively when it has a native form and the payload
+    /// lets it decide, else (and for every error) by rendering it.
+    fn matches(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<bool, String> {
         let Some(when) = &rule.when else { return Ok(true) };
-        if let Some(Ok(holds)) = when.native.as_ref().map(|p| p.eval(lookups)) {
+        if let Some(Ok(holds)) = f.native(when).map(|n| n.holds(&mut f.lookups)) {
             return Ok(holds);
         }
-        let v = self.lenient.render_with_context(&when.id, ctx).map_err(|e| render_error(&e))?;
+        let v = self.lenient.render_with_context(&when.id, f.ctx).map_err(|e| render_error(&e))?;
         Ok(truthy(&v))
     }
 
-    /// A value template's text: natively when it compiled to a native form and the payload
-    /// lets it decide, else (and for every error) through handlebars.
-    fn text(&self, t: &Tpl, ctx: &Context) -> Result<String, String> {
-        if let Some(Ok(s)) = t.native.as_ref().map(|n| n.render(ctx.data())) {
+    /// A value template's text: natively when it has a native form and the payload lets it
+    /// decide, else (and for every error) through handlebars.
+    fn text(&self, t: &Tpl, f: &mut Frame<'_>) -> Result<String, String> {
+        if let Some(Ok(s)) = f.native(t).map(|n| n.render(&mut f.lookups)) {
             return Ok(s);
         }
-        self.strict.render_with_context(&t.id, ctx).map_err(|e| render_error(&e))
+        self.strict.render_with_context(&t.id, f.ctx).map_err(|e| render_error(&e))
     }
 
     /// A field's value, trimmed; `None` when that leaves nothing.
-    fn render(&self, t: &Tpl, ctx: &Context) -> Result<Option<String>, String> {
-        let s = self.text(t, ctx)?;
+    fn render(&self, t: &Tpl, f: &mut Frame<'_>) -> Result<Option<String>, String> {
+        let s = self.text(t, f)?;
         let trimmed = s.trim();
         if trimmed.is_empty() {
             return Ok(None);
@@ -404,20 +461,25 @@ impl Mapping {
         Ok(Some(if trimmed.len() == s.len() { s } else { trimmed.to_string() }))
     }
 
-    fn field(&self, rule: &Rule, name: &'static str, ctx: &Context) -> Result<Option<String>, (String, String)> {
-        match rule.fields.get(name) {
-            Some(id) => self.render(id, ctx).map_err(|m| (name.to_string(), m)),
+    fn field(&self, rule: &Rule, name: &'static str, f: &mut Frame<'_>) -> Result<Option<String>, (String, String)> {
+        self.render_opt(rule.fields.get(name), f, name)
+    }
+
+    /// An optional template's value; `field` names it in an error.
+    fn render_opt(&self, t: Option<&Tpl>, f: &mut Frame<'_>, field: &str) -> Result<Option<String>, (String, String)> {
+        match t {
+            Some(t) => self.render(t, f).map_err(|m| (field.to_string(), m)),
             None => Ok(None),
         }
     }
 
     /// A `custom_details` value. A failure names where in `custom_details` it happened
     /// (`.key[1]`), a path built only then: a webhook that renders pays no formatting for it.
-    fn details(&self, d: &Details, ctx: &Context) -> Result<Value, (String, String)> {
+    fn details(&self, d: &Details, f: &mut Frame<'_>) -> Result<Value, (String, String)> {
         Ok(match d {
             Details::Literal(v) => v.clone(),
             Details::Template { tpl, json } => {
-                let s = self.text(tpl, ctx).map_err(|m| (String::new(), m))?;
+                let s = self.text(tpl, f).map_err(|m| (String::new(), m))?;
                 if *json {
                     serde_json::from_str(&s).unwrap_or(Value::String(s))
                 } else {
@@ -426,7 +488,7 @@ impl Mapping {
             }
             Details::Map(m) => Value::Object(
                 m.iter()
-                    .map(|(k, v)| match self.details(v, ctx) {
+                    .map(|(k, v)| match self.details(v, f) {
                         Ok(v) => Ok((k.clone(), v)),
                         Err((at, m)) => Err((format!(".{k}{at}"), m)),
                     })
@@ -435,16 +497,16 @@ impl Mapping {
             Details::List(l) => Value::Array(
                 l.iter()
                     .enumerate()
-                    .map(|(i, v)| self.details(v, ctx).map_err(|(at, m)| (format!("[{i}]{at}"), m)))
+                    .map(|(i, v)| self.details(v, f).map_err(|(at, m)| (format!("[{i}]{at}"), m)))
                     .collect::<Result<_, _>>()?,
             ),
         })
     }
 
-    fn routing_key(&self, rule: &Rule, ctx: &Context) -> Result<RoutingKey, (String, String)> {
+    fn routing_key(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<RoutingKey, (String, String)> {
         let name = match &rule.routing {
             Routing::Named(k) => return Ok(k.clone()),
-            Routing::Template(id) => self.render(id, ctx).map_err(|m| ("routing_key".to_string(), m))?,
+            Routing::Template(id) => self.render(id, f).map_err(|m| ("routing_key".to_string(), m))?,
             Routing::Default => None,
         };
         match name {
@@ -463,40 +525,33 @@ impl Mapping {
     /// The rule's links. Like an image without `src`, a link whose href renders empty is left
     /// out: that is how a mapping writes an optional link (a runbook annotation, a Grafana
     /// panel URL).
-    fn links(&self, rule: &Rule, ctx: &Context) -> Result<Vec<Link>, (String, String)> {
+    fn links(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<Vec<Link>, (String, String)> {
         let mut links = Vec::new();
         for l in &rule.links {
-            let Some(href) = self.render(&l.href, ctx).map_err(|m| ("links.href".to_string(), m))? else {
+            let Some(href) = self.render(&l.href, f).map_err(|m| ("links.href".to_string(), m))? else {
                 continue;
             };
-            let text = match &l.text {
-                Some(t) => self.render(t, ctx).map_err(|m| ("links.text".to_string(), m))?,
-                None => None,
-            };
-            links.push(Link { href, text });
+            links.push(Link { href, text: self.render_opt(l.text.as_ref(), f, "links.text")? });
         }
         Ok(links)
     }
 
     /// The rule's images; one whose `src` renders empty is left out.
-    fn images(&self, rule: &Rule, ctx: &Context) -> Result<Vec<Image>, (String, String)> {
-        let opt = |t: &Option<Tpl>, n: &str| match t {
-            Some(t) => self.render(t, ctx).map_err(|m| (n.to_string(), m)),
-            None => Ok(None),
-        };
+    fn images(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<Vec<Image>, (String, String)> {
         let mut images = Vec::new();
         for i in &rule.images {
-            if let Some(src) = self.render(&i.src, ctx).map_err(|m| ("images.src".to_string(), m))? {
-                images.push(Image { src, href: opt(&i.href, "images.href")?, alt: opt(&i.alt, "images.alt")? });
+            if let Some(src) = self.render(&i.src, f).map_err(|m| ("images.src".to_string(), m))? {
+                let href = self.render_opt(i.href.as_ref(), f, "images.href")?;
+                images.push(Image { src, href, alt: self.render_opt(i.alt.as_ref(), f, "images.alt")? });
             }
         }
         Ok(images)
     }
 
     /// `custom_details` as an object: any other rendered shape goes under `details`.
-    fn custom_details(&self, rule: &Rule, ctx: &Context) -> Result<Option<Value>, (String, String)> {
+    fn custom_details(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<Option<Value>, (String, String)> {
         Ok(match &rule.custom_details {
-            Some(d) => Some(match self.details(d, ctx).map_err(|(at, m)| (format!("custom_details{at}"), m))? {
+            Some(d) => Some(match self.details(d, f).map_err(|(at, m)| (format!("custom_details{at}"), m))? {
                 v @ Value::Object(_) => v,
                 other => serde_json::json!({ "details": other }),
             }),
@@ -505,9 +560,9 @@ impl Mapping {
     }
 
     /// The rule's action (`trigger` when it sets none); `None` when its template renders empty.
-    fn action(&self, rule: &Rule, ctx: &Context) -> Result<Option<String>, (String, String)> {
+    fn action(&self, rule: &Rule, f: &mut Frame<'_>) -> Result<Option<String>, (String, String)> {
         match &rule.action {
-            Some(id) => self.render(id, ctx).map_err(|m| ("action".to_string(), m)),
+            Some(id) => self.render(id, f).map_err(|m| ("action".to_string(), m)),
             None => Ok(Some("trigger".to_string())),
         }
     }
@@ -517,12 +572,12 @@ impl Mapping {
     fn dedup_key(
         &self,
         rule: &Rule,
-        ctx: &Context,
+        f: &mut Frame<'_>,
         action: &str,
         source: &str,
         subject: &Value,
     ) -> Result<String, (String, String)> {
-        match self.field(rule, "dedup_key", ctx)? {
+        match self.field(rule, "dedup_key", f)? {
             Some(k) => Ok(k),
             None if action.trim().eq_ignore_ascii_case("trigger") => Ok(derived_dedup_key(source, &rule.name, subject)),
             None => Err(("dedup_key".to_string(), UNMATCHABLE.to_string())),
@@ -532,53 +587,52 @@ impl Mapping {
     fn emit(
         &self,
         rule: &Rule,
-        ctx: &Context,
+        f: &mut Frame<'_>,
         subject: &Value,
         source: &str,
         accepted: &str,
         out: &mut Vec<Rendered>,
     ) -> Result<(), (String, String)> {
         // An action that renders empty skips the event.
-        let Some(action) = self.action(rule, ctx)? else { return Ok(()) };
-        let routing_key = self.routing_key(rule, ctx)?;
-        let links = self.links(rule, ctx)?;
-        let custom_details = self.custom_details(rule, ctx)?;
-        let f = |name| self.field(rule, name, ctx);
-        let timestamp = || Ok::<_, (String, String)>(f("timestamp")?.or_else(|| Some(accepted.to_string())));
-        let event = match rule.emit {
-            Emit::Change => Event::change(
+        let Some(action) = self.action(rule, f)? else { return Ok(()) };
+        let routing_key = self.routing_key(rule, f)?;
+        let links = self.links(rule, f)?;
+        let custom_details = self.custom_details(rule, f)?;
+        let alert = match rule.emit {
+            Emit::Alert => Some((self.images(rule, f)?, self.dedup_key(rule, f, &action, source, subject)?)),
+            Emit::Change => None,
+        };
+        let mut field = |name| self.field(rule, name, f);
+        let event = match alert {
+            None => Event::change(
                 routing_key,
                 ChangeDraft {
-                    summary: f("summary")?,
-                    source: f("source")?,
-                    timestamp: timestamp()?,
+                    summary: field("summary")?,
+                    source: field("source")?,
+                    timestamp: field("timestamp")?.or_else(|| Some(accepted.to_string())),
                     links,
                     custom_details,
                 },
             ),
-            Emit::Alert => {
-                let images = self.images(rule, ctx)?;
-                let dedup_key = Some(self.dedup_key(rule, ctx, &action, source, subject)?);
-                Event::alert(
-                    routing_key,
-                    AlertDraft {
-                        action,
-                        dedup_key,
-                        severity: f("severity")?,
-                        summary: f("summary")?,
-                        source: f("source")?,
-                        component: f("component")?,
-                        group: f("group")?,
-                        class: f("class")?,
-                        timestamp: timestamp()?,
-                        client: f("client")?,
-                        client_url: f("client_url")?,
-                        links,
-                        images,
-                        custom_details,
-                    },
-                )
-            }
+            Some((images, dedup_key)) => Event::alert(
+                routing_key,
+                AlertDraft {
+                    action,
+                    dedup_key: Some(dedup_key),
+                    severity: field("severity")?,
+                    summary: field("summary")?,
+                    source: field("source")?,
+                    component: field("component")?,
+                    group: field("group")?,
+                    class: field("class")?,
+                    timestamp: field("timestamp")?.or_else(|| Some(accepted.to_string())),
+                    client: field("client")?,
+                    client_url: field("client_url")?,
+                    links,
+                    images,
+                    custom_details,
+                },
+            ),
         }
         .map_err(|e| ("event".to_string(), e.to_string()))?;
         out.push(Rendered { rule: rule.name.clone(), event });
@@ -695,11 +749,7 @@ fn compile_rule(
     if r.name.trim().is_empty() {
         c.errors.push(format!("{}: name is empty", c.at));
     }
-    let when = r.when.as_ref().map(|w| {
-        let id = c.register("when", w, true);
-        let native = c.lenient.get_template(&id).and_then(|t| predicate::Predicate::compile(t, c.paths));
-        When { id, native }
-    });
+    let when = r.when.as_ref().map(|w| c.condition(w));
     let for_each = r.for_each.as_ref().map(|p| {
         let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
         p.split('.').map(str::to_string).collect::<Vec<_>>()

@@ -20,6 +20,7 @@
 //! in the enclosing contexts. And on helpers reading only their arguments, never the context
 //! itself: true of `helpers.rs` and of handlebars' own.
 
+use super::helpers::{self, Block, Form};
 use super::{Emit, Mapping};
 use crate::source::Keep;
 use handlebars::template::{HelperTemplate, Parameter, Template, TemplateElement};
@@ -111,10 +112,10 @@ impl Walk {
     /// their parameter's, and their `else` in the same one.
     fn block(&mut self, h: &HelperTemplate, depth: usize) -> Option<()> {
         let Parameter::Name(name) = &h.name else { return None };
-        let inner = match name.as_str() {
-            "if" | "unless" => depth,
-            "each" | "with" => depth + 1,
-            _ => return None,
+        let Form::Block(block) = helpers::find(name)?.form else { return None };
+        let inner = match block {
+            Block::If | Block::Unless => depth,
+            Block::Each | Block::With => depth + 1,
         };
         self.arguments(h, depth)?;
         if let Some(t) = &h.template {
@@ -132,7 +133,7 @@ impl Walk {
             return Some(());
         };
         // `@root`, `../`: out of the walk's reach.
-        let named = super::predicate::named(segs)?;
+        let named = super::native::named(segs)?;
         if named.is_empty() && depth == 0 {
             // `this` at the top: the whole context.
             return None;

@@ -468,15 +468,21 @@ fn a_template_syntax_error_says_where_in_the_template_in_words() {
 
 #[test]
 fn every_registered_helper_is_known_to_the_lint() {
-    // Two lists (registration and the lint's arities) must not drift: a helper registered but
-    // unknown to the lint would be refused at load, and the reverse would pass `check` and fail
-    // every webhook.
-    let source = include_str!("helpers.rs");
-    let registered: Vec<&str> =
-        source.lines().filter_map(|l| l.trim().strip_prefix("hb.register_helper(\"")?.split('"').next()).collect();
+    // Registration and the lint's arities must not drift: a helper registered but unknown to
+    // the lint would be refused at load, and the reverse would pass `check` and fail every
+    // webhook. Both read `helpers::HELPERS`; a call of each registered helper with the fewest
+    // arguments it takes passes the lint (`helpers/tests.rs` checks that each is registered).
+    let registered: Vec<_> = helpers::HELPERS.iter().filter(|s| matches!(s.handlebars, helpers::Def::Own(_))).collect();
     assert!(registered.len() >= 10, "{registered:?}");
-    for name in &registered {
-        assert!(lint::helper_names().contains(name), "helper `{name}` is registered but not in lint::HELPERS");
+    for s in registered {
+        let call = format!("{{{{{} {}}}}}", s.name, vec!["body.x"; s.args.0].join(" "));
+        let t = handlebars::template::Template::compile(&call).unwrap();
+        assert_eq!(
+            lint::template(&t),
+            Vec::<String>::new(),
+            "helper `{}` is registered but the lint refuses it",
+            s.name
+        );
     }
 }
 
@@ -493,4 +499,54 @@ fn load_errors_say_which_file_could_not_be_read_or_parsed() {
         "{errors:?}"
     );
     assert!(errors[1].to_string().starts_with(&format!("{}: ", broken.display())), "{}", errors[1]);
+}
+
+/// Two rules whose native forms disagree with their handlebars templates on purpose, to show
+/// which renderer ran: `r`'s summary natively reads `body.b` (handlebars `body.a`), and `w`'s
+/// condition natively `body.stop` (handlebars `body.go`).
+fn diverging() -> Mapping {
+    let text = "[[rule]]\nname = \"r\"\nemit = \"change\"\nsummary = \"{{body.a}}\"\n\n\
+                [[rule]]\nname = \"w\"\nemit = \"change\"\nwhen = \"{{body.go}}\"\nsummary = \"matched\"\n";
+    let mut m = load(text).unwrap();
+    let compile = |tpl: &str, strict, paths: &mut native::Paths| {
+        native::Native::compile(&handlebars::template::Template::compile(tpl).unwrap(), strict, paths)
+    };
+    let summary = compile("{{body.b}}", true, &mut m.paths);
+    m.rules[0].fields.get_mut("summary").unwrap().native = summary;
+    m.rules[1].when.as_mut().unwrap().native = compile("{{body.stop}}", false, &mut m.paths);
+    m
+}
+
+/// What each rule that matched made its summary.
+fn summaries(out: Vec<Rendered>) -> Vec<(String, serde_json::Value)> {
+    out.into_iter().map(|r| (r.rule, r.event.body()["payload"]["summary"].clone())).collect()
+}
+
+#[test]
+fn the_handlebars_renderer_renders_every_template_through_handlebars() {
+    let body = || verified(serde_json::json!({ "a": "hb", "b": "native", "go": true, "stop": false }));
+    let m = diverging();
+    assert_eq!(m.renderer(), Renderer::Native);
+    let native = summaries(m.apply(body(), accepted(), 10).unwrap());
+    assert_eq!(native, vec![("r".to_string(), serde_json::json!("native"))]);
+    let by_handlebars =
+        vec![("r".to_string(), serde_json::json!("hb")), ("w".to_string(), serde_json::json!("matched"))];
+    assert_eq!(summaries(m.apply_via(Renderer::Handlebars, body(), accepted(), 10).unwrap()), by_handlebars);
+    let m = m.rendered_by(Renderer::Handlebars);
+    assert_eq!(summaries(m.apply(body(), accepted(), 10).unwrap()), by_handlebars);
+    assert_eq!(summaries(m.apply_via(Renderer::Native, body(), accepted(), 10).unwrap()), native);
+}
+
+#[test]
+fn mapping_native_false_in_the_config_renders_through_handlebars() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.toml"), "").unwrap();
+    let renderer = |mapping: &str| {
+        let text = format!("{mapping}[pagerduty]\nrouting_key = \"{KEY}\"\n[[source]]\nname = \"gh\"\nkind = \"github\"\nsecrets = [\"x\"]\nmappings = [\"m.toml\"]\n");
+        let cfg = crate::config::Config::from_str(&text, &dir.path().join("pagerhook.toml"), &|_| None).unwrap();
+        Sources::build(&cfg).unwrap().0.get("gh").unwrap().mapping().renderer()
+    };
+    assert_eq!(renderer(""), Renderer::Native);
+    assert_eq!(renderer("[mapping]\nnative = true\n"), Renderer::Native);
+    assert_eq!(renderer("[mapping]\nnative = false\n"), Renderer::Handlebars);
 }

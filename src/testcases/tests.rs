@@ -49,6 +49,21 @@ impl Fixture {
         run(&tf, &self.cfg, &self.sources)
     }
 
+    /// [`Fixture::run`] with the native renderer's events changed by `tamper`: a native
+    /// renderer that disagrees with handlebars.
+    fn run_disagreeing(&self, text: &str, tamper: impl Fn(Vec<(String, Event)>) -> Produced) -> Vec<CaseReport> {
+        let tf = TestFile::load(&self.write("t.test.toml", text)).unwrap_or_else(|e| panic!("{e:#?}"));
+        let accepted = std::time::SystemTime::now();
+        let produce = |case: &Case, renderer| {
+            let out = produce(case, &self.cfg, &self.sources, renderer, accepted);
+            match renderer {
+                Renderer::Native => out.and_then(&tamper),
+                Renderer::Handlebars => out,
+            }
+        };
+        run_with(&tf, &self.cfg, &produce)
+    }
+
     fn load_errors(&self, text: &str) -> Vec<String> {
         TestFile::load(&self.write("t.test.toml", text)).unwrap_err().iter().map(ToString::to_string).collect()
     }
@@ -176,4 +191,79 @@ fn an_sns_message_is_wrapped_in_a_notification() {
     let wrapped: Value = serde_json::from_slice(&sns_notification(br#"{"AlarmName": "x"}"#).unwrap()).unwrap();
     assert_eq!(wrapped["Type"], "Notification");
     assert_eq!(wrapped["Message"], r#"{"AlarmName": "x"}"#);
+}
+
+/// `event` with `payload.summary` made `summary`.
+fn with_summary(event: &Event, summary: &str) -> Event {
+    let mut body = event.body().clone();
+    body["payload"]["summary"] = json!(summary);
+    Event::from_stored(event.kind(), event.routing_key().clone(), body.to_string()).unwrap()
+}
+
+const FAILS: &str = "[[case]]\nname = \"fails\"\nsource = \"jobs\"\n";
+
+#[test]
+fn every_case_is_rendered_both_ways_and_any_difference_fails_it() {
+    let f = fixture();
+    let case = format!("{FAILS}{FAILED}\n[[case.expect]]\npayload.severity = \"error\"\n");
+    // The two renderers agree on the real mapping: the case passes.
+    assert!(f.run_disagreeing(&case, Ok)[0].passed);
+    let reports = f.run_disagreeing(&case, |events| {
+        Ok(events.into_iter().map(|(rule, e)| (rule, with_summary(&e, "backup FAILED"))).collect())
+    });
+    let r = &reports[0];
+    assert!(!r.passed);
+    assert_eq!(
+        r.failures,
+        vec![Failure::native_differs(Some(1), "payload.summary", json!("backup failed"), json!("backup FAILED"))]
+    );
+    let text = text_report(&reports);
+    assert!(text.contains("FAIL  ") && text.contains("t.test.toml: fails\n"), "{text}");
+    assert!(
+        text.contains(
+            "      event 1: payload.summary: the native renderer and handlebars differ\n\
+             \x20       handlebars: \"backup failed\"\n\
+             \x20       native:     \"backup FAILED\"\n\
+             \x20       (set [mapping] native = false"
+        ),
+        "{text}"
+    );
+    let json = serde_json::to_value(&r.failures[0]).unwrap();
+    assert_eq!(
+        (&json["native_differs"], &json["expected"], &json["actual"]),
+        (&json!(true), &json!("backup failed"), &json!("backup FAILED"))
+    );
+    // Other failures do not carry the mark.
+    assert!(serde_json::to_value(Failure::field(1, "x", json!(1), json!(2))).unwrap().get("native_differs").is_none());
+}
+
+#[test]
+fn a_difference_in_outcome_rule_or_routing_key_fails_the_case_too() {
+    let f = fixture();
+    let case = format!("{FAILS}{FAILED}\nexpect_events = 1\n");
+    let missing = f.run_disagreeing(&case, |_| Ok(Vec::new()));
+    assert_eq!(
+        missing[0].failures,
+        vec![Failure::native_differs(None, "mapping", json!("1 event(s)"), json!("0 event(s)"))]
+    );
+    let failed = f.run_disagreeing(&case, |_| Err(Box::new(Failure::message("mapping", "rule 'job': boom".into()))));
+    assert_eq!(
+        failed[0].failures,
+        vec![Failure::native_differs(None, "mapping", json!("1 event(s)"), json!("rule 'job': boom"))]
+    );
+    let team = f.cfg.pagerduty.routing_keys["team-a"].clone();
+    let elsewhere = f.run_disagreeing(&case, |events| {
+        Ok(events.into_iter().map(|(_, e)| ("other".to_string(), e.rerouted(team.clone()))).collect())
+    });
+    assert_eq!(
+        elsewhere[0].failures,
+        vec![
+            Failure::native_differs(Some(1), "rule", json!("job"), json!("other")),
+            Failure::native_differs(Some(1), "routing_key", json!(["default"]), json!(["team-a"])),
+        ]
+    );
+    // The same failure both ways is the mapping's, reported once, not a difference.
+    let both = f.run("[[case]]\nname = \"nohost\"\nsource = \"jobs\"\nbody = '{\"job\": \"x\", \"status\": \"failed\"}'\nexpect_events = 1\n");
+    assert_eq!(both[0].failures.len(), 1, "{both:#?}");
+    assert!(!both[0].failures[0].native_differs);
 }

@@ -174,3 +174,29 @@ fn the_layer_table_of_architecture_md_is_the_tidy_test_s() {
     enforced.sort();
     assert_eq!(documented, enforced, "ARCHITECTURE.md's layer table and tidy.rs's LAYERS disagree");
 }
+
+/// The error types the code defines: every `enum` or `struct` whose name ends in `Error` or
+/// `Errors` in `src/` (tests excepted).
+fn error_types(files: &[(String, String)]) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    for (_, text) in files.iter().filter(|(f, _)| f.starts_with("src/") && !f.ends_with("tests.rs")) {
+        for line in text.lines().map(str::trim_start) {
+            let line = line.strip_prefix("pub(crate) ").or_else(|| line.strip_prefix("pub ")).unwrap_or(line);
+            let Some(rest) = line.strip_prefix("enum ").or_else(|| line.strip_prefix("struct ")) else { continue };
+            let name: String = rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            if name.ends_with("Error") || name.ends_with("Errors") {
+                out.insert(name);
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_errors_paragraph_names_every_error_type() {
+    let doc = std::fs::read_to_string(root().join("ARCHITECTURE.md")).unwrap();
+    let para = doc.split("**Errors.**").nth(1).and_then(|p| p.split("\n\n").next()).expect("an **Errors.** paragraph");
+    let named = spans(para);
+    let unnamed: Vec<String> = error_types(&code_files()).into_iter().filter(|e| !named.contains(e)).collect();
+    assert!(unnamed.is_empty(), "ARCHITECTURE.md's **Errors.** paragraph does not name {unnamed:?}");
+}

@@ -8,7 +8,9 @@
 //! `CI=true` (`.ci/run` installs it), where it fails.
 
 use crate::helpers::fake_pagerduty::Reply;
-use crate::helpers::{bearer_source, binary, fixture, github_signature, root, spawn_app_in, test_env, TestApp};
+use crate::helpers::{
+    bearer_source, binary, fixture, github_signature, root, run_test_with, spawn_app_in, test_env, TestApp,
+};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -554,26 +556,13 @@ async fn prometheus_scrapes_a_running_pagerhook_counts_its_webhooks_and_evaluate
     }
 }
 
-/// Runs the Prometheus test in a child process with `PROMETHEUS` pointing nowhere and `CI` as
-/// given; its exit status and output.
-fn run_without_prometheus(ci: Option<&str>) -> (bool, String) {
-    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-    c.args(["deploy::prometheus_scrapes_a_running_pagerhook_counts_its_webhooks_and_evaluates_the_rules", "--exact"])
-        .env("PROMETHEUS", "/nonexistent/prometheus")
-        .env_remove("CI");
-    if let Some(v) = ci {
-        c.env("CI", v);
-    }
-    let out = c.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
+const SCRAPE_TEST: &str = "deploy::prometheus_scrapes_a_running_pagerhook_counts_its_webhooks_and_evaluates_the_rules";
 
 #[test]
 fn without_prometheus_the_scrape_test_skips_visibly_but_fails_under_ci() {
-    let (passed, out) = run_without_prometheus(None);
+    let (passed, out) = run_test_with(SCRAPE_TEST, ("PROMETHEUS", Some("/nonexistent/prometheus")), None);
     assert!(passed && out.contains("SKIPPED Prometheus test"), "{out}");
-    let (passed, out) = run_without_prometheus(Some("true"));
+    let (passed, out) = run_test_with(SCRAPE_TEST, ("PROMETHEUS", Some("/nonexistent/prometheus")), Some("true"));
     assert!(!passed && out.contains("CI=true but the Prometheus test cannot run"), "{out}");
 }
 

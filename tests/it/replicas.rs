@@ -5,7 +5,9 @@
 //! replica was sending is sent twice. Needs DATABASE_URL.
 
 use crate::helpers::fake_pagerduty::FakePagerDuty;
-use crate::helpers::{base_config, bearer_source, binary, serve_binary, write_binary_config, PgSchema, HOOK_TOKEN};
+use crate::helpers::{
+    base_config, bearer_source, binary, run_test_with, serve_binary, write_binary_config, PgSchema, HOOK_TOKEN,
+};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Child;
@@ -216,26 +218,13 @@ async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() 
     db.drop().await;
 }
 
-/// Runs one PostgreSQL test of this binary in a child process without DATABASE_URL, with `CI`
-/// as given; its exit status and output.
-fn run_without_database(ci: Option<&str>) -> (bool, String) {
-    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
-    c.args(["replicas::replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order", "--exact"])
-        .env_remove("DATABASE_URL")
-        .env_remove("CI");
-    if let Some(v) = ci {
-        c.env("CI", v);
-    }
-    let out = c.output().unwrap();
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.success(), text)
-}
+const REPLICAS_TEST: &str = "replicas::replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order";
 
 #[test]
 fn without_database_url_a_postgres_test_skips_visibly_but_fails_under_ci() {
-    let (passed, out) = run_without_database(None);
+    let (passed, out) = run_test_with(REPLICAS_TEST, ("DATABASE_URL", None), None);
     assert!(passed && out.contains("SKIPPED on PostgreSQL: replicas"), "{out}");
-    let (passed, out) = run_without_database(Some("true"));
+    let (passed, out) = run_test_with(REPLICAS_TEST, ("DATABASE_URL", None), Some("true"));
     assert!(!passed && out.contains("CI=true but DATABASE_URL is unset"), "{out}");
 }
 

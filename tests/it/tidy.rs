@@ -83,7 +83,7 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("delivery", &["config", "event", "telemetry", "supervise", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
     ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "telemetry"]),
-    ("testcases", &["config", "event", "source", "registry"]),
+    ("testcases", &["config", "event", "source", "mapping", "registry"]),
     ("http", &["secret", "config", "source", "ingest", "queue", "telemetry", "supervise"]),
     (
         "app",

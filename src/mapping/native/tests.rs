@@ -1,3 +1,4 @@
+use super::super::helpers::HELPERS;
 use super::*;
 use handlebars::{Context, Handlebars};
 use proptest::prelude::*;
@@ -10,6 +11,22 @@ fn root() -> PathBuf {
 /// Keys of a rule that are not value templates.
 const NOT_TEMPLATES: &[&str] = &["name", "when", "emit", "for_each", "final"];
 
+/// Every rule of the shipped mappings, with its file's name.
+fn shipped_rules() -> Vec<(String, toml::Value)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(root().join("mappings")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        if !name.ends_with(".toml") || name.ends_with(".test.toml") || name == "test-sources.toml" {
+            continue;
+        }
+        let file: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        let rules = file.get("rule").and_then(toml::Value::as_array).cloned().unwrap_or_default();
+        out.extend(rules.into_iter().map(|r| (name.clone(), r)));
+    }
+    out
+}
+
 /// Every value template of the shipped mappings, with its rule's `for_each` path.
 fn shipped_templates() -> Vec<(String, Option<String>, String)> {
     fn strings(at: &str, v: &toml::Value, out: &mut Vec<(String, String)>) {
@@ -21,24 +38,28 @@ fn shipped_templates() -> Vec<(String, Option<String>, String)> {
         }
     }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("mappings")).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !name.ends_with(".toml") || name.ends_with(".test.toml") || name == "test-sources.toml" {
-            continue;
+    for (name, rule) in shipped_rules() {
+        let for_each = rule.get("for_each").and_then(toml::Value::as_str).map(str::to_string);
+        let mut found = Vec::new();
+        for (k, v) in rule.as_table().unwrap().iter().filter(|(k, _)| !NOT_TEMPLATES.contains(&k.as_str())) {
+            strings(k, v, &mut found);
         }
-        let file: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
-        for rule in file.get("rule").and_then(toml::Value::as_array).into_iter().flatten() {
-            let for_each = rule.get("for_each").and_then(toml::Value::as_str).map(str::to_string);
-            let mut found = Vec::new();
-            for (k, v) in rule.as_table().unwrap().iter().filter(|(k, _)| !NOT_TEMPLATES.contains(&k.as_str())) {
-                strings(k, v, &mut found);
-            }
-            let rule = rule["name"].as_str().unwrap();
-            out.extend(found.into_iter().map(|(at, t)| (format!("{name}: {rule}: {at}"), for_each.clone(), t)));
-        }
+        let rule = rule["name"].as_str().unwrap();
+        out.extend(found.into_iter().map(|(at, t)| (format!("{name}: {rule}: {at}"), for_each.clone(), t)));
     }
     assert!(out.len() > 300, "{}", out.len());
+    out
+}
+
+/// Every `when` of the shipped mappings.
+fn shipped_conditions() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for (name, rule) in shipped_rules() {
+        if let Some(w) = rule.get("when").and_then(toml::Value::as_str) {
+            out.push((format!("{name}: {}", rule["name"].as_str().unwrap()), w.to_string()));
+        }
+    }
+    assert!(out.len() >= 25, "{out:#?}");
     out
 }
 
@@ -67,9 +88,14 @@ fn fixture_contexts() -> Vec<Value> {
     out
 }
 
-/// A strict registry like the mapping's.
+/// A strict registry like the mapping's (values).
 fn strict() -> Handlebars<'static> {
     super::super::registry(true)
+}
+
+/// A lenient registry like the mapping's (conditions).
+fn lenient() -> Handlebars<'static> {
+    super::super::registry(false)
 }
 
 /// What handlebars renders: `None` for a render error.
@@ -78,13 +104,20 @@ fn rendered(hb: &mut Handlebars<'static>, tpl: &str, data: &Value) -> Option<Str
     hb.render_with_context("t", &Context::from(data.clone())).ok()
 }
 
-fn compile(tpl: &str) -> Option<Native> {
-    Native::compile(&Template::compile(tpl).unwrap())
+/// A value template's native form (strict), with the paths it reads.
+fn compile(tpl: &str) -> Option<(Native, Paths)> {
+    let mut paths = Paths::default();
+    Native::compile(&Template::compile(tpl).unwrap(), true, &mut paths).map(|n| (n, paths))
+}
+
+/// What the native form renders on `data`: `None` where it is undecided.
+fn native(n: &Native, paths: &Paths, data: &Value) -> Option<String> {
+    n.render(&mut Lookups::new(paths, data)).ok()
 }
 
 /// The native form renders what handlebars does, and is undecided exactly where handlebars fails.
-fn assert_same(hb: &mut Handlebars<'static>, tpl: &str, native: &Native, data: &Value) {
-    assert_eq!(native.render(data).ok(), rendered(hb, tpl, data), "{tpl}\non {data:#}");
+fn assert_same(hb: &mut Handlebars<'static>, tpl: &str, (n, paths): &(Native, Paths), data: &Value) {
+    assert_eq!(native(n, paths, data), rendered(hb, tpl, data), "{tpl}\non {data:#}");
 }
 
 /// The proof for the shipped mappings: every value template (494 of the 515 are native) on every
@@ -93,10 +126,10 @@ fn assert_same(hb: &mut Handlebars<'static>, tpl: &str, native: &Native, data: &
 #[test]
 fn native_templates_agree_with_handlebars_on_every_fixture() {
     let (mut hb, contexts) = (strict(), fixture_contexts());
-    let (mut native, mut checked, mut decided) = (0, 0, 0);
+    let (mut native_forms, mut checked, mut decided) = (0, 0, 0);
     for (_, for_each, tpl) in shipped_templates() {
         let Some(n) = compile(&tpl) else { continue };
-        native += 1;
+        native_forms += 1;
         for data in &contexts {
             let mut data = data.clone();
             if let Some(path) = &for_each {
@@ -106,13 +139,13 @@ fn native_templates_agree_with_handlebars_on_every_fixture() {
                 }
             }
             assert_same(&mut hb, &tpl, &n, &data);
-            decided += usize::from(n.render(&data).is_ok());
+            decided += usize::from(native(&n.0, &n.1, &data).is_some());
             checked += 1;
         }
     }
     assert!(
-        native > 490 && checked > 30_000 && decided > 15_000,
-        "{native} native, {checked} checks, {decided} decided"
+        native_forms > 490 && checked > 30_000 && decided > 15_000,
+        "{native_forms} native, {checked} checks, {decided} decided"
     );
 }
 
@@ -158,7 +191,7 @@ fn what_only_handlebars_can_do_stays_a_template() {
         "{{lower (lookup body.x 0)}}",
         "{{> partial}}",
     ] {
-        assert_eq!(compile(tpl), None, "{tpl}");
+        assert_eq!(compile(tpl).map(|(n, _)| n), None, "{tpl}");
     }
 }
 
@@ -219,52 +252,62 @@ const EXTRA: &[&str] = &[
     "{{#each body.list}}\n  - {{upper this.name}}\n{{/each}}",
 ];
 
-/// Values that sit on the edges of handlebars' rendering and of each helper.
-fn leaf() -> impl Strategy<Value = Value> {
+/// Values that sit on the edges of handlebars' rendering, truthiness and each helper, with
+/// strings from `texts`.
+fn leaf(texts: &'static [&'static str]) -> impl Strategy<Value = Value> + Clone {
     prop_oneof![
         Just(Value::Null),
         any::<bool>().prop_map(Value::Bool),
-        prop::sample::select(vec![0i64, 1, -1, 3, 1_715_679_067, 1_715_679_067_123]).prop_map(Value::from),
+        prop::sample::select(vec![0i64, 1, -1, 2, 3, 1_715_679_067, 1_715_679_067_123]).prop_map(Value::from),
         Just(Value::from(u64::MAX)),
         prop::sample::select(vec![0.0f64, -0.0, 0.5, 1.0, 1e21, 5e-324]).prop_map(Value::from),
-        prop::sample::select(vec![
-            "",
-            " ",
-            "a",
-            "abc",
-            "Ab C",
-            "a\nb",
-            "\n\nx\r\ny",
-            "ÄÖü ß ǅ",
-            "éé€€",
-            "a/b c?d=e",
-            "<&\">",
-            "2024-05-14T09:31:07Z",
-            "2024-05-14 09:31:07 +0200",
-            "1715679067",
-            "https://x.example/y z",
-            "{{body.x}}",
-        ])
-        .prop_map(Value::from),
+        prop::sample::select(texts).prop_map(Value::from),
     ]
 }
+
+/// Strings on the edges of the value helpers.
+const TEXTS: &[&str] = &[
+    "",
+    " ",
+    "a",
+    "abc",
+    "Ab C",
+    "a\nb",
+    "\n\nx\r\ny",
+    "ÄÖü ß ǅ",
+    "éé€€",
+    "a/b c?d=e",
+    "<&\">",
+    "2024-05-14T09:31:07Z",
+    "2024-05-14 09:31:07 +0200",
+    "1715679067",
+    "https://x.example/y z",
+    "{{body.x}}",
+];
 
 /// Bodies whose fields the templates' paths mostly reach: each one present most of the time,
 /// a scalar usually, sometimes a nested value of any shape.
 fn payload() -> impl Strategy<Value = Value> {
     let keys = prop::sample::select(vec!["x", "b", "name", "0"]);
-    let any = leaf().prop_recursive(2, 12, 3, move |inner| {
+    let scalar = || leaf(TEXTS);
+    let any = scalar().prop_recursive(2, 12, 3, move |inner| {
         prop_oneof![
             prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
             prop::collection::btree_map(keys.clone().prop_map(str::to_string), inner, 0..3)
                 .prop_map(|m| Value::Object(m.into_iter().collect())),
         ]
     });
-    let field = move || prop::option::weighted(0.85, prop_oneof![3 => leaf(), 1 => any.clone()]);
+    let field = move || prop::option::weighted(0.85, prop_oneof![3 => scalar(), 1 => any.clone()]);
     let a = field().prop_map(|b| serde_json::json!({ "b": b }));
     let list =
-        prop::collection::vec(leaf().prop_map(|n| serde_json::json!({ "name": n })), 0..3).prop_map(Value::Array);
-    (field(), field(), field(), prop_oneof![a, field().prop_map(|v| v.unwrap_or_default())], prop_oneof![list, leaf()])
+        prop::collection::vec(scalar().prop_map(|n| serde_json::json!({ "name": n })), 0..3).prop_map(Value::Array);
+    (
+        field(),
+        field(),
+        field(),
+        prop_oneof![a, field().prop_map(|v| v.unwrap_or_default())],
+        prop_oneof![list, scalar()],
+    )
         .prop_map(|(x, y, n, a, list)| {
             let mut body = serde_json::json!({ "a": a, "list": list });
             for (k, v) in [("x", x), ("y", y), ("n", n)] {
@@ -299,32 +342,25 @@ fn arg() -> BoxedStrategy<String> {
 
 /// A helper call with its arguments, natively rendered ones mostly, some that are not.
 fn call(arg: BoxedStrategy<String>) -> impl Strategy<Value = String> {
-    let names = prop::sample::select(vec![
-        ("json", 1),
-        ("default", 1),
-        ("default", 2),
-        ("truncate", 2),
-        ("first_line", 1),
-        ("lower", 1),
-        ("upper", 1),
-        ("replace", 3),
-        ("concat", 1),
-        ("concat", 3),
-        ("url_encode", 1),
-        ("rfc3339", 1),
-        ("len", 1),
-        ("eq", 2),
-        ("ne", 2),
-        ("not", 1),
-        ("and", 2),
-        ("or", 2),
-        ("join", 2),
-    ]);
-    (names, prop::collection::vec(arg, 3), prop::option::of(prop::sample::select(vec!["\"\"", "\"..\"", "body.y"])))
-        .prop_map(|((name, n), args, marker)| {
-            let marker = marker.filter(|_| name == "truncate").map(|m| format!(" marker={m}")).unwrap_or_default();
-            format!("{name} {}{marker}", args[..n].join(" "))
-        })
+    let hash = prop::option::of(prop::sample::select(vec!["\"\"", "\"..\"", "body.y"]));
+    (prop::sample::select(calls()), prop::collection::vec(arg, 3), hash).prop_map(|((name, n, key), args, value)| {
+        let hash = key.zip(value).map(|(k, v)| format!(" {k}={v}")).unwrap_or_default();
+        format!("{name} {}{hash}", args[..n].join(" "))
+    })
+}
+
+/// Every value helper of [`HELPERS`] with each argument count it takes up to three, and the
+/// hash argument its native form reads; those with a native form three times as often, since
+/// only they keep a template native.
+fn calls() -> Vec<(&'static str, usize, Option<&'static str>)> {
+    let mut out = Vec::new();
+    for s in HELPERS {
+        let Form::Value { native, hash } = s.form else { continue };
+        for n in s.args.0..=s.args.1.min(3) {
+            out.extend(std::iter::repeat_n((s.name, n, hash), if native.is_some() { 3 } else { 1 }));
+        }
+    }
+    out
 }
 
 fn template() -> impl Strategy<Value = String> {
@@ -383,17 +419,229 @@ fn extra_templates_compile_natively_and_agree_on_simple_payloads() {
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(2048))]
+    /// Each generated template in both modes: strict as values render, lenient as conditions
+    /// do (a missing path reads as null, and where strict mode fails lenient mode may not),
+    /// where it is also read as a truth value.
     #[test]
     fn native_templates_agree_with_handlebars_on_any_payload(
         body in payload(),
         tpl in prop_oneof![prop::sample::select(EXTRA).prop_map(str::to_string), template()],
     ) {
-        let mut hb = strict();
         let data = serde_json::json!({ "headers": { "h": "v" }, "query": "", "source": "s", "body": body });
         // Some generated templates do not parse (`}` before `{{`); handlebars refuses those at load.
         let Ok(t) = Template::compile(&tpl) else { return Ok(()) };
-        if let Some(n) = Native::compile(&t) {
-            assert_same(&mut hb, &tpl, &n, &data);
+        let mut paths = Paths::default();
+        if let Some(n) = Native::compile(&t, true, &mut paths) {
+            assert_same(&mut strict(), &tpl, &(n, paths), &data);
         }
+        let mut paths = Paths::default();
+        if let Some(n) = Native::compile(&t, false, &mut paths) {
+            assert_same_conditions(&mut lenient(), &[(tpl.as_str(), n)], &paths, &data);
+        }
+    }
+}
+
+// Conditions (`when`): the same renderer in lenient mode, read as a truth value.
+
+/// Conditions beyond the shipped ones: top-level values and helpers of each kind, numbers,
+/// paths through arrays, and what only a template renderer (not a single expression) reads.
+const CONDITIONS: &[&str] = &[
+    "{{body.x}}",
+    "  {{body.a.b}}\n",
+    "{{body.x.0}}",
+    "{{body.list.name}}",
+    "{{concat body.x body.y}}",
+    "{{not body.x}}",
+    "{{or body.x (not body.y)}}",
+    "{{and body.x}}",
+    "{{eq body.x 0}}",
+    "{{eq body.x body.y}}",
+    "{{ne body.x \"a\"}}",
+    "{{eq body.list.0.name \"a\"}}",
+    "{{and (eq body.x \"a\") body.list.name}}",
+    "{{starts_with body.x \"a\"}}",
+    "{{eq (concat \"refs/\" body.x) body.y}}",
+    "{{! why }}{{body.x}}",
+    "{{#if body.x}}yes{{/if}}",
+    "on {{body.x}}",
+    "{{body.x}}{{body.y}}",
+    "{{lower body.x}}",
+    "{{this.x}}",
+    "{{starts_with body.x body.y}}",
+    "{{eq (lower body.x) \"a\"}}",
+    "{{#each body.list}}{{this}}{{/each}}",
+    "{{#unless body.missing}}{{body.missing}}{{/unless}}",
+    "{{default body.missing body.x}}",
+    "{{json body.missing}}",
+    "{{len body.missing}}",
+];
+
+/// What handlebars makes of condition `when` on `data`: `None` for a render error.
+fn held(hb: &mut Handlebars<'static>, when: &str, data: &Value) -> Option<bool> {
+    rendered(hb, when, data).map(|s| super::super::truthy(&s))
+}
+
+fn condition(when: &str, paths: &mut Paths) -> Native {
+    Native::compile(&Template::compile(when).unwrap(), false, paths).unwrap_or_else(|| panic!("not native: {when}"))
+}
+
+/// Conditions compiled together, as one mapping's are: they share their paths.
+fn conditions<'w>(whens: impl IntoIterator<Item = &'w str>) -> (Vec<(&'w str, Native)>, Paths) {
+    let mut paths = Paths::default();
+    let all = whens.into_iter().map(|w| (w, condition(w, &mut paths))).collect();
+    (all, paths)
+}
+
+/// Each native condition gives handlebars' answer (and renders handlebars' text), and is
+/// undecided exactly where handlebars fails, evaluated in turn with the walks they share (as a
+/// webhook's rules are); how many held.
+fn assert_same_conditions(
+    hb: &mut Handlebars<'static>,
+    whens: &[(&str, Native)],
+    paths: &Paths,
+    data: &Value,
+) -> usize {
+    let mut lookups = Lookups::new(paths, data);
+    let mut count = 0;
+    for (when, n) in whens {
+        let holds = n.holds(&mut lookups).ok();
+        assert_eq!(holds, held(hb, when, data), "{when}\non {data:#}");
+        assert_eq!(n.render(&mut lookups).ok(), rendered(hb, when, data), "{when}\non {data:#}");
+        count += usize::from(holds == Some(true));
+    }
+    count
+}
+
+#[test]
+fn every_shipped_condition_compiles_natively() {
+    for (rule, when) in shipped_conditions() {
+        let t = Template::compile(&when).unwrap();
+        assert!(Native::compile(&t, false, &mut Paths::default()).is_some(), "{rule}: {when}");
+    }
+}
+
+#[test]
+fn what_only_handlebars_can_do_stays_a_template_in_conditions_too() {
+    for when in [
+        "{{x}}",
+        "{{@root.body.x}}",
+        "{{eq body.x \"a\" strict=true}}",
+        "{{eq body.x}}",
+        "{{#if body.x includeZero=true}}yes{{/if}}",
+        "{{gt body.x 1}}",
+        "{{#with body.x}}{{y}}{{/with}}",
+    ] {
+        assert_eq!(Native::compile(&Template::compile(when).unwrap(), false, &mut Paths::default()), None, "{when}");
+    }
+}
+
+/// The proof for the shipped mappings: every condition on every fixture payload (each one's
+/// own headers, so each rule meets the events it is for and all the others).
+#[test]
+fn native_predicates_agree_with_handlebars_on_every_fixture() {
+    let mut hb = lenient();
+    let shipped = shipped_conditions();
+    let (whens, paths) = conditions(shipped.iter().map(|(_, w)| w.as_str()));
+    let (mut checked, mut held) = (0, 0);
+    for data in fixture_contexts() {
+        held += assert_same_conditions(&mut hb, &whens, &paths, &data);
+        checked += whens.len();
+    }
+    assert!(checked > 1000 && held > 30, "{checked} checks, {held} held");
+}
+
+/// One webhook walks each path its rules' conditions read once, however many rules read it:
+/// the shipped GitHub rules read `headers.x-github-event` 12 times.
+#[test]
+fn a_webhook_walks_each_condition_path_once() {
+    let github: Vec<String> =
+        shipped_conditions().into_iter().filter(|(r, _)| r.starts_with("github.toml")).map(|(_, w)| w).collect();
+    let (whens, paths) = conditions(github.iter().map(String::as_str));
+    let read = github.iter().map(|w| w.matches("headers.").count() + w.matches("body.").count()).sum::<usize>();
+    assert!(paths.list.len() * 2 < read, "{} paths for {read} reads", paths.list.len());
+    let data = serde_json::json!({ "headers": { "x-github-event": "push" }, "body": { "ref": "refs/heads/main" } });
+    let mut lookups = Lookups::new(&paths, &data);
+    for (_, n) in &whens {
+        n.holds(&mut lookups).unwrap();
+    }
+    assert_eq!(lookups.walked(), paths.list.len());
+}
+
+/// Strings the shipped conditions compare with, and the edges of truthiness.
+const CONDITION_TEXTS: &[&str] = &[
+    "",
+    " ",
+    "0",
+    "false",
+    "null",
+    "a",
+    "push",
+    "closed",
+    "main",
+    "refs/heads/main",
+    "completed",
+    "pull_request",
+    "pull_request_target",
+    "success",
+    "failure",
+    "github-actions",
+    "production",
+];
+
+/// Objects keyed by the names the conditions use, so paths often reach something.
+fn condition_payload() -> impl Strategy<Value = Value> {
+    let keys = prop::sample::select(vec![
+        "x",
+        "y",
+        "a",
+        "b",
+        "list",
+        "name",
+        "action",
+        "ref",
+        "repository",
+        "default_branch",
+        "pull_request",
+        "merged",
+        "base",
+        "deleted",
+        "workflow_run",
+        "event",
+        "head_branch",
+        "conclusion",
+        "status",
+        "job",
+        "deployment",
+        "transient_environment",
+        "source",
+        "detail-type",
+        "alert_transition",
+        "groupKey",
+        "0",
+    ]);
+    leaf(CONDITION_TEXTS).prop_recursive(4, 48, 6, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::Array),
+            prop::collection::btree_map(keys.clone().prop_map(str::to_string), inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+    #[test]
+    fn native_predicates_agree_with_handlebars_on_any_payload(
+        body in condition_payload(),
+        event in prop::sample::select(vec!["push", "pull_request", "workflow_run", "deployment_status", "Pipeline Hook"]),
+    ) {
+        let mut hb = lenient();
+        let data = serde_json::json!({
+            "headers": { "x-github-event": event, "x-gitlab-event": event },
+            "query": "", "source": "s", "body": body,
+        });
+        let shipped = shipped_conditions();
+        let (whens, paths) = conditions(shipped.iter().map(|(_, w)| w.as_str()).chain(CONDITIONS.iter().copied()));
+        assert_same_conditions(&mut hb, &whens, &paths, &data);
     }
 }

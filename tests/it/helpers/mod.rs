@@ -408,3 +408,20 @@ where
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 }
+
+/// Runs one test of this binary alone in a child process, with the variable `var` set to the
+/// value given (or removed for `None`) and `CI` as given: its exit status and output. For the
+/// tests that must say SKIPPED without a service, and fail instead under `CI=true`.
+pub fn run_test_with(test: &str, var: (&str, Option<&str>), ci: Option<&str>) -> (bool, String) {
+    let mut c = std::process::Command::new(std::env::current_exe().unwrap());
+    c.args([test, "--exact"]).env_remove("CI");
+    for (name, value) in [var, ("CI", ci)] {
+        match value {
+            Some(v) => c.env(name, v),
+            None => c.env_remove(name),
+        };
+    }
+    let out = c.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success(), text)
+}
