@@ -155,6 +155,44 @@ impl InternalEvent for AttemptMade<'_> {
     }
 }
 
+/// PagerDuty (or whatever sits at `events_url`) answered with a status its Events API does not
+/// document: a proxy, a redirect, a wrong URL. Retried, but said loudly and counted.
+pub struct UpstreamUnexpected<'a> {
+    pub event_id: i64,
+    pub status: u16,
+    pub detail: &'a str,
+}
+
+impl InternalEvent for UpstreamUnexpected<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.unexpected(self.status);
+        tracing::error!(
+            event_id = self.event_id,
+            status = self.status,
+            detail = self.detail,
+            "PagerDuty's events_url answered with a status the Events API does not document \
+             (a proxy or a wrong pagerduty.events_url?); retrying with backoff"
+        );
+    }
+}
+
+/// A trigger PagerDuty refused (400) sent again as its minimal form ([`crate`]'s
+/// `Event::minimal`).
+pub struct TriggerMinimised<'a> {
+    pub event_id: i64,
+    pub error: &'a str,
+}
+
+impl InternalEvent for TriggerMinimised<'_> {
+    fn emit(self, _metrics: &Metrics) {
+        tracing::warn!(
+            event_id = self.event_id,
+            error = self.error,
+            "PagerDuty refused the trigger (400); sending its minimal form once"
+        );
+    }
+}
+
 /// A claimed event given back unsent: its routing key's pace lets it go only at `until`.
 pub struct AttemptDeferred {
     pub event_id: i64,

@@ -45,6 +45,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     task: String,
 }
@@ -59,6 +64,7 @@ pub struct Metrics {
     too_many_events: Family<RequestLabels, Counter>,
     attempts: Family<OutcomeLabels, Counter>,
     upstream: Histogram,
+    unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
@@ -127,6 +133,12 @@ impl Metrics {
                 "upstream_seconds",
                 "PagerDuty response time per request",
                 Histogram::new(exponential_buckets(0.005, 2.0, 12)),
+            ),
+            unexpected: registered(
+                r,
+                "upstream_unexpected",
+                "Answers from events_url that the Events API does not document (3xx, 4xx but 400/408/429), by status; retried",
+                Family::default(),
             ),
             collapsed: registered(
                 r,
@@ -218,6 +230,11 @@ impl Metrics {
     /// `delivery_attempts_total` by outcome over the last hour (to the minute), for the console.
     pub fn attempts_last_hour(&self) -> BTreeMap<&'static str, u64> {
         self.last_hour.totals(minute_now())
+    }
+
+    /// An undocumented answer from `events_url`.
+    pub(super) fn unexpected(&self, status: u16) {
+        self.unexpected.get_or_create(&StatusLabels { status }).inc();
     }
 
     /// Triggers collapsed into a newer one.
