@@ -33,6 +33,12 @@ struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookOutcomeLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     source: String,
     kind: String,
@@ -59,6 +65,7 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    outcomes: Family<WebhookOutcomeLabels, Counter>,
     events: Family<EventLabels, Counter>,
     mapping_failures: Family<RequestLabels, Counter>,
     too_many_events: Family<RequestLabels, Counter>,
@@ -102,6 +109,12 @@ impl Metrics {
                 r,
                 "webhook_rejected",
                 "Webhooks refused before mapping, by source and reason (signature, timestamp, header, body, ...)",
+                Family::default(),
+            ),
+            outcomes: registered(
+                r,
+                "webhook_outcomes",
+                "Webhooks by source and outcome: accepted, ignored, unmatched, duplicate, refused, mapping_failed, too_many_events",
                 Family::default(),
             ),
             events: registered(
@@ -170,6 +183,10 @@ impl Metrics {
     pub fn configured<'a>(&self, sources: impl IntoIterator<Item = &'a str>) {
         for source in sources {
             let _ = self.mapping_failures.get_or_create(&RequestLabels { source: source.to_string(), status: 202 });
+            for outcome in super::events::WebhookOutcome::ALL {
+                let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.as_str().to_string() };
+                let _ = self.outcomes.get_or_create(&labels);
+            }
         }
         for outcome in ["ok", "error"] {
             let _ = self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
@@ -191,6 +208,12 @@ impl Metrics {
     /// A webhook request answered with `status` (`source` only if configured).
     pub(super) fn request(&self, source: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { source: source.to_string(), status }).inc();
+    }
+
+    /// What became of one webhook, `outcome` from [`super::events::WebhookOutcome`].
+    pub(super) fn webhook_outcome(&self, source: &str, outcome: &'static str) {
+        let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.to_string() };
+        self.outcomes.get_or_create(&labels).inc();
     }
 
     /// A webhook refused before mapping, `reason` from a closed set.
