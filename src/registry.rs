@@ -5,7 +5,7 @@
 //! knows nothing of mappings, and `mapping` (what does a verified payload become?) knows
 //! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceConfig, Unmatched};
 use crate::mapping::{LoadError, Mapping, RoutingKeys};
 use crate::source::{AwsFetch, HttpsFetch, Keep, SetupError, Source};
 use std::collections::HashMap;
@@ -20,6 +20,7 @@ pub struct Hook {
     /// What of a body the mapping can read: all the accept path parses.
     body_paths: Keep,
     max_events_per_request: usize,
+    unmatched: Unmatched,
 }
 
 impl Hook {
@@ -42,6 +43,14 @@ impl Hook {
     /// [`Source::verify_offline`].
     pub fn body_paths(&self) -> &Keep {
         &self.body_paths
+    }
+
+    /// Whether a payload no rule matched is kept as a dead letter (`unmatched = "keep"`).
+    pub fn keeps_unmatched(&self) -> bool {
+        match self.unmatched {
+            Unmatched::Ignore => false,
+            Unmatched::Keep => true,
+        }
     }
 
     /// Most events one request may produce.
@@ -153,5 +162,6 @@ fn build_hook(
         .map_err(|errs| errs.into_iter().map(|e| failed(BuildFailure::Source(e))).collect::<Vec<_>>())?;
     let warnings = warnings.into_iter().map(|w| format!("source '{source_name}': {w}")).collect();
     let body_paths = mapping.body_paths();
-    Ok((Hook { source, mapping, body_paths, max_events_per_request: cfg.max_events_per_request }, warnings))
+    let max_events_per_request = cfg.max_events_per_request;
+    Ok((Hook { source, mapping, body_paths, max_events_per_request, unmatched: cfg.unmatched }, warnings))
 }

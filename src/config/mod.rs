@@ -11,6 +11,7 @@ mod verify;
 
 // Re-exported: config hands out resolved secrets, and its users name them with the rest of it.
 pub use crate::secret::{Secret, SecretDigest, SecretRef};
+pub use raw::Unmatched;
 pub use sns::TopicFilter;
 pub use value::ValueError;
 use value::{duration, events_url, one_of, socket, Spacing, DEFAULT_EVENTS_URL};
@@ -157,6 +158,8 @@ pub struct SourceConfig {
     /// This source's routing key, else the `[pagerduty]` default.
     pub routing_key: Option<RoutingKey>,
     pub max_events_per_request: usize,
+    /// What becomes of a payload no rule matched.
+    pub unmatched: Unmatched,
 }
 
 /// Kind-specific settings of a source.
@@ -652,6 +655,7 @@ fn validate_source(
         mappings,
         routing_key,
         max_events_per_request: c.max_events_per_request.unwrap_or(1000),
+        unmatched: c.unmatched.unwrap_or_default(),
     })
 }
 

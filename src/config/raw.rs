@@ -128,6 +128,19 @@ pub struct RawSourceCommon {
     pub routing_key: Option<String>,
     /// Most events one request may produce (default 1000); more is refused with 413.
     pub max_events_per_request: Option<usize>,
+    /// What to do with a payload no rule matched (default: ignore).
+    pub unmatched: Option<Unmatched>,
+}
+
+/// What becomes of a payload no rule of its source's mapping matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    /// Answered `200 ignored` and recorded, not kept (GitHub: most events are not pages).
+    #[default]
+    Ignore,
+    /// Kept as an `unmatched` dead letter, to inspect and replay once a rule is added.
+    Keep,
 }
 
 /// The kind of a source and the keys only it takes.

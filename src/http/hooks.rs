@@ -101,6 +101,11 @@ fn answer_accepted(pipeline: &Pipeline, source: &str, outcome: &IngestOutcome, e
             json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }),
             WebhookOutcome::TooManyEvents,
         ),
+        IngestOutcome::Unmatched { id } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "unmatched", "events": 0, "error": "no rule matched this payload; it is kept for replay", "id": id }),
+            WebhookOutcome::Unmatched,
+        ),
     };
     let res = answer.json(&body);
     WebhookAccepted {

@@ -141,6 +141,7 @@ CREATE TABLE pace_lanes (
 );
 CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
+    &[schema::INBOUND_UNMATCHED],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -671,7 +672,7 @@ impl DeadLetters for PostgresQueue {
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
-                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events') RETURNING source",
+                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched') RETURNING source",
                 &[&id, &status, &error],
             )
             .await

@@ -134,6 +134,8 @@ pub enum Kept {
     MappingFailed,
     /// More events than `max_events_per_request`.
     TooManyEvents,
+    /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`).
+    Unmatched,
 }
 
 /// A verified payload committed as a dead letter, for `pagerhook dlq replay`.
@@ -160,6 +162,14 @@ impl InternalEvent for WebhookDeadLettered<'_> {
                     error,
                     "too many events; payload kept for replay once the cap is raised"
                 );
+            }
+            Kept::Unmatched => {
+                tracing::warn!(
+                    source,
+                    inbound_id,
+                    error,
+                    "no rule matched; payload kept for replay once a rule is added"
+                )
             }
         }
     }
