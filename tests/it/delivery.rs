@@ -1,6 +1,6 @@
 //! Delivery: retries, dead letters, ordering, restarts.
 
-use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
+use crate::helpers::fake_pagerduty::{FakePagerDuty, Received, Reply};
 use crate::helpers::{
     bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
     NUMBERED, TEAM_A_KEY,
@@ -47,39 +47,37 @@ async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
     assert!(dead.last_error.as_deref().unwrap().contains("scripted failure"), "{dead:?}");
 }
 
-/// A trigger PagerDuty refuses (400) still pages: its minimal form, with PagerDuty's error.
-#[tokio::test]
-async fn a_400_then_a_202_pages_with_the_minimal_event() {
+/// A failing workflow run's trigger, PagerDuty answering `first` and then 202: the two
+/// requests it received, once the trigger is recorded as delivered.
+async fn one_failing_run_answered(first: Reply) -> Vec<Received> {
     let app = spawn_app().await;
-    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    app.fake.script("/v2/enqueue", [first]);
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
     assert_eq!(a.status, 202);
     let got = app.fake.wait_for(2, WAIT).await;
-    assert_eq!(got[1].dedup_key(), got[0].dedup_key());
-    assert_eq!(got[1].summary(), got[0].summary());
-    let details = &got[1].body["payload"]["custom_details"];
-    assert!(details["pagerduty_error"].as_str().unwrap().contains("scripted failure"), "{details}");
     let queue = app.app.as_ref().unwrap().queue().clone();
     eventually("the trigger is delivered", || async {
         queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::Delivered)
     })
     .await;
+    got
+}
+
+/// A trigger PagerDuty refuses (400) still pages: its minimal form, with PagerDuty's error.
+#[tokio::test]
+async fn a_400_then_a_202_pages_with_the_minimal_event() {
+    let got = one_failing_run_answered(Reply::status(400)).await;
+    assert_eq!(got[1].dedup_key(), got[0].dedup_key());
+    assert_eq!(got[1].summary(), got[0].summary());
+    let details = &got[1].body["payload"]["custom_details"];
+    assert!(details["pagerduty_error"].as_str().unwrap().contains("scripted failure"), "{details}");
 }
 
 /// An egress proxy's 403 is not PagerDuty's verdict: retried, then delivered.
 #[tokio::test]
 async fn a_403_then_a_202_is_delivered() {
-    let app = spawn_app().await;
-    app.fake.script("/v2/enqueue", [Reply::status(403)]);
-    let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
-    assert_eq!(a.status, 202);
-    let got = app.fake.wait_for(2, WAIT).await;
+    let got = one_failing_run_answered(Reply::status(403)).await;
     assert_eq!(got[1].body, got[0].body, "the same event again");
-    let queue = app.app.as_ref().unwrap().queue().clone();
-    eventually("the trigger is delivered", || async {
-        queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::Delivered)
-    })
-    .await;
 }
 
 #[tokio::test]
