@@ -407,6 +407,31 @@ impl Event {
         Event { routing_key, ..self }
     }
 
+    /// The smallest valid form of a trigger (its summary, source, severity and dedup_key, with
+    /// `error`, PagerDuty's refusal of the full event, in `custom_details`): sent once when
+    /// PagerDuty answers 400 to the trigger, so that someone is paged all the same. `None` for
+    /// any other event, or a stored body without those fields.
+    pub fn minimal(&self, error: &str) -> Option<Event> {
+        if self.action != Some(Action::Trigger) {
+            return None;
+        }
+        let payload = self.body().get("payload")?;
+        let field = |name: &str| payload.get(name).and_then(Value::as_str).map(str::to_string);
+        let draft = AlertDraft {
+            action: Action::Trigger.as_str().into(),
+            dedup_key: self.dedup_key.as_ref().map(|k| k.as_str().to_string()),
+            summary: field("summary"),
+            source: field("source"),
+            severity: field("severity"),
+            custom_details: Some(json!({
+                "pagerduty_error": error,
+                "note": "PagerDuty refused the full event (400); pagerhook sent this minimal one instead",
+            })),
+            ..AlertDraft::default()
+        };
+        Event::alert(self.routing_key.clone(), draft).ok()
+    }
+
     /// The body without the routing key: safe to store in plain view, print and snapshot.
     pub fn body(&self) -> &Value {
         // `text` is JSON: this build serialized it, or `from_stored` read it. Reading it skips

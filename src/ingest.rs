@@ -30,6 +30,9 @@ pub enum IngestOutcome {
     /// More events than `max_events_per_request`: the payload is stored as a dead letter, for
     /// replay once the cap is raised. Senders that drop a 4xx (Alertmanager, SNS) lose nothing.
     TooManyEvents { id: String, error: String },
+    /// No rule matched and the source keeps such payloads (`unmatched = "keep"`): stored as
+    /// a dead letter, for replay once a rule is added.
+    Unmatched { id: String },
 }
 
 /// Why a verified payload made no events. It is recorded as `ignored` (not a dead letter):
@@ -220,6 +223,7 @@ impl Pipeline {
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
                     Decision::TooMany(error) => IngestOutcome::TooManyEvents { id, error },
+                    Decision::Unmatched => IngestOutcome::Unmatched { id },
                 }
             }
         })
@@ -252,6 +256,8 @@ enum Decision {
     Ignore(IgnoreReason),
     Failed(String),
     TooMany(String),
+    /// No rule matched, and the source keeps such payloads.
+    Unmatched,
 }
 
 impl Decision {
@@ -268,18 +274,20 @@ impl Decision {
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
             Decision::TooMany(e) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
+            Decision::Unmatched => (InboundStatus::Unmatched, Vec::new()),
         }
     }
 }
 
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
-/// replay.
+/// replay, and so does one no rule matched when its source says `unmatched = "keep"`.
 fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
         Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
+            Ok(rendered) if rendered.is_empty() && src.keeps_unmatched() => Decision::Unmatched,
             Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
             Ok(rendered) => within_bytes(src, rendered),
             // Logged with their count once committed (`Pipeline::report`).
@@ -341,6 +349,7 @@ impl Pipeline {
             Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
             Decision::TooMany(error) => kept(Kept::TooManyEvents, error),
+            Decision::Unmatched => kept(Kept::Unmatched, "no rule matched"),
             Decision::Ignore(_) => {}
         }
     }
@@ -385,6 +394,7 @@ impl Pipeline {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
                     Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
+                    Decision::Unmatched => Replayed::StillFailing { error: "no rule matched".into() },
                 }
             }
         };

@@ -5,7 +5,7 @@
 //! knows nothing of mappings, and `mapping` (what does a verified payload become?) knows
 //! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
 
-use crate::config::{Config, SourceConfig};
+use crate::config::{Config, SourceConfig, Unmatched};
 use crate::mapping::{LoadError, Mapping, Renderer, RoutingKeys};
 use crate::source::{AwsFetch, HttpsFetch, Keep, SetupError, Source};
 use std::collections::HashMap;
@@ -21,6 +21,7 @@ pub struct Hook {
     body_paths: Keep,
     max_events_per_request: usize,
     max_event_bytes_per_request: usize,
+    unmatched: Unmatched,
 }
 
 impl Hook {
@@ -43,6 +44,14 @@ impl Hook {
     /// [`Source::verify_offline`].
     pub fn body_paths(&self) -> &Keep {
         &self.body_paths
+    }
+
+    /// Whether a payload no rule matched is kept as a dead letter (`unmatched = "keep"`).
+    pub fn keeps_unmatched(&self) -> bool {
+        match self.unmatched {
+            Unmatched::Ignore => false,
+            Unmatched::Keep => true,
+        }
     }
 
     /// Most events one request may produce.
@@ -174,6 +183,7 @@ fn build_hook(
         body_paths,
         max_events_per_request: cfg.max_events_per_request,
         max_event_bytes_per_request: cfg.max_event_bytes_per_request,
+        unmatched: cfg.unmatched,
     };
     Ok((hook, warnings))
 }

@@ -11,6 +11,7 @@ mod verify;
 
 // Re-exported: config hands out resolved secrets, and its users name them with the rest of it.
 pub use crate::secret::{Secret, SecretDigest, SecretRef};
+pub use raw::Unmatched;
 pub use sns::{SignatureVersions, TopicFilter};
 pub use value::ValueError;
 use value::{duration, events_url, one_of, socket, Spacing, DEFAULT_EVENTS_URL};
@@ -178,6 +179,8 @@ pub struct SourceConfig {
     pub max_event_bytes_per_request: usize,
     /// Headers (lower case) dropped from its requests before anything keeps or shows them.
     pub drop_headers: Vec<String>,
+    /// What becomes of a payload no rule matched.
+    pub unmatched: Unmatched,
 }
 
 /// Kind-specific settings of a source.
@@ -788,6 +791,7 @@ fn validate_source(
             c.max_event_bytes_per_request.unwrap_or(16 << 20),
         ),
         drop_headers,
+        unmatched: c.unmatched.unwrap_or_default(),
     })
 }
 

@@ -181,6 +181,19 @@ pub struct RawSourceCommon {
     /// credentials anyway (`Authorization`, `X-Api-Key`, ... and the source's signature header).
     #[serde(default)]
     pub drop_headers: Vec<String>,
+    /// What to do with a payload no rule matched (default: ignore).
+    pub unmatched: Option<Unmatched>,
+}
+
+/// What becomes of a payload no rule of its source's mapping matched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unmatched {
+    /// Answered `200 ignored` and recorded, not kept (GitHub: most events are not pages).
+    #[default]
+    Ignore,
+    /// Kept as an `unmatched` dead letter, to inspect and replay once a rule is added.
+    Keep,
 }
 
 /// The kind of a source and the keys only it takes.

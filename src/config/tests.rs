@@ -538,6 +538,29 @@ fn an_events_url_with_another_path_is_refused_naming_the_key() {
 }
 
 #[test]
+fn unmatched_is_ignore_by_default_keep_when_asked_and_nothing_else() {
+    assert_eq!(parse(MINIMAL).unwrap().sources[0].unmatched, Unmatched::Ignore);
+    let keep = format!("{MINIMAL}unmatched = \"keep\"\n");
+    assert_eq!(parse(&keep).unwrap().sources[0].unmatched, Unmatched::Keep);
+    for bad in ["page", "drop", "Keep"] {
+        let err = parse(&format!("{MINIMAL}unmatched = \"{bad}\"\n")).unwrap_err().to_string();
+        assert!(err.contains("unmatched") || err.contains("unknown variant"), "{bad}: {err}");
+        assert!(err.contains("ignore") && err.contains("keep"), "the choices are named: {err}");
+    }
+}
+
+#[test]
+fn a_plain_http_events_url_is_refused_unless_on_loopback() {
+    for bad in ["http://events.pagerduty.com", "http://proxy.internal:8080"] {
+        let err = parse(&with_events_url(bad)).unwrap_err().to_string();
+        assert!(err.contains("pagerduty.events_url") && err.contains("https"), "{bad}: {err}");
+    }
+    for fine in ["http://127.0.0.1:9000", "http://localhost:9000", "http://[::1]:9000", "https://pd.proxy.internal"] {
+        parse(&with_events_url(fine)).unwrap_or_else(|e| panic!("{fine}: {e}"));
+    }
+}
+
+#[test]
 fn the_burst_is_part_of_the_rate() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!((c.delivery.per_key_rate, c.delivery.per_key_burst), (120, 60));

@@ -19,6 +19,10 @@ pub enum ValueError {
     NotOneOf { field: String, value: String, expected: String },
     #[error("pagerduty.events_url = {value:?}: expected an http(s) URL {EVENTS_URL_EXAMPLE}")]
     NotHttpUrl { value: String },
+    #[error(
+        "pagerduty.events_url = {value:?}: plain http is allowed only to a loopback address (a local fake or proxy); use https {EVENTS_URL_EXAMPLE}"
+    )]
+    PlainHttp { value: String },
     #[error("pagerduty.events_url = {value:?}: remove the query and fragment {EVENTS_URL_EXAMPLE}")]
     QueryOrFragment { value: String },
     #[error(
@@ -93,6 +97,9 @@ pub(super) fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<Stri
         .ok()
         .filter(|u| matches!(u.scheme(), "https" | "http") && u.has_host())
         .ok_or_else(|| ValueError::NotHttpUrl { value: value.to_string() })?;
+    if url.scheme() == "http" && !is_loopback(&url) {
+        return Err(ValueError::PlainHttp { value: value.to_string() });
+    }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(ValueError::QueryOrFragment { value: value.to_string() });
     }
@@ -108,5 +115,16 @@ pub(super) fn events_url(value: &str, warnings: &mut Vec<String>) -> Result<Stri
             Ok(base)
         }
         _ => Err(ValueError::NotAnEndpoint { value: value.to_string(), path }),
+    }
+}
+
+/// Whether `url`'s host is this machine: `localhost` or a loopback address. Events carry
+/// routing keys, so only there may they go unencrypted.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
     }
 }

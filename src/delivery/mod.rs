@@ -12,9 +12,13 @@ pub mod pacing;
 pub mod policy;
 
 use crate::config::DeliveryConfig;
+use crate::event::{Action, Event};
 use crate::pagerduty::Response;
 use crate::queue::{Attempt, Claimed, Deliveries, Finish, Millis, SharedPace, SlotAsk};
-use crate::telemetry::events::{AttemptAbandoned, AttemptDeferred, AttemptMade, AttemptPanicked, TriggersCollapsed};
+use crate::telemetry::events::{
+    AttemptAbandoned, AttemptDeferred, AttemptMade, AttemptPanicked, TriggerMinimised, TriggersCollapsed,
+    UpstreamUnexpected,
+};
 use crate::telemetry::{attempt_span, InternalEvent, Metrics};
 use inputs::{Clock, Jitter, RandomJitter, SystemClock, Upstream};
 use pacing::{Limits, Pacer};
@@ -380,7 +384,7 @@ impl Worker {
     async fn attempt(&self, c: &Claimed, slot: Slot) -> Outcome {
         let started = std::time::Instant::now();
         let lease = AtomicI64::new(c.lease);
-        let response = self.send_holding_lease(c, &lease).await;
+        let response = self.send_with_fallback(c, &lease).await;
         drop(slot);
         let response = match response {
             Ok(response) => response,
@@ -419,11 +423,19 @@ impl Worker {
             RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
             RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
             RetryAction::Retry { reason, after } => self.retry(c, response, now, reason, after).await,
+            RetryAction::Unexpected { reason } => {
+                if let Response::Status { code, message, .. } = response {
+                    UpstreamUnexpected { event_id: c.id, status: *code, detail: message }.emit(&self.metrics);
+                }
+                self.retry(c, response, now, reason, None).await
+            }
         }
     }
 
     /// A retry: after PagerDuty's `Retry-After` or our backoff; a 429 holds back the whole
-    /// routing key; an event whose next try would pass `max_age` is dead-lettered instead.
+    /// routing key; a trigger or change event whose next try would pass `max_age` is
+    /// dead-lettered instead. An acknowledge or resolve never expires: sending one late is
+    /// always safe, and giving it up leaves an incident open.
     async fn retry(
         &self,
         c: &Claimed,
@@ -438,7 +450,8 @@ impl Worker {
             // PagerDuty throttles per routing key: hold back every event for it.
             self.slow_down(c, now, next).await;
         }
-        if next - c.created_at > self.cfg.max_age.as_millis() as Millis {
+        let expires = !matches!(c.event.action(), Some(Action::Acknowledge | Action::Resolve));
+        if expires && next - c.created_at > self.cfg.max_age.as_millis() as Millis {
             let why = format!("gave up after {attempt_no} attempts over max_age: {reason}");
             (Finish::Dead(why), Outcome::DeadLettered)
         } else {
@@ -469,14 +482,33 @@ impl Worker {
         }
     }
 
-    /// Sends `c` while keeping its lease (`lease` holds the current value); `Err(why)` when
-    /// the attempt was abandoned because the lease was lost.
-    async fn send_holding_lease(&self, c: &Claimed, lease: &AtomicI64) -> Result<Response, &'static str> {
+    /// Sends `c`'s event holding its lease; a trigger PagerDuty refuses (400) is sent once more
+    /// at once in its minimal form ([`Event::minimal`]), whose answer is the attempt's, with
+    /// the first refusal in its message.
+    async fn send_with_fallback(&self, c: &Claimed, lease: &AtomicI64) -> Result<Response, &'static str> {
+        let response = self.send_holding_lease(c.id, &c.event, lease).await?;
+        let Response::Status { code: 400, message: refused, .. } = &response else { return Ok(response) };
+        let Some(minimal) = c.event.minimal(refused) else { return Ok(response) };
+        TriggerMinimised { event_id: c.id, error: refused }.emit(&self.metrics);
+        Ok(match self.send_holding_lease(c.id, &minimal, lease).await? {
+            Response::Status { code, message, retry_after, status, dedup_key } => {
+                let message = format!("the full trigger was refused ({refused}); its minimal form: {message}");
+                Response::Status { code, message, retry_after, status, dedup_key }
+            }
+            Response::Transport(e) => {
+                Response::Transport(format!("the full trigger was refused ({refused}); its minimal form: {e}"))
+            }
+        })
+    }
+
+    /// Sends `event` (claimed as `id`) while keeping its lease (`lease` holds the current
+    /// value); `Err(why)` when the attempt was abandoned because the lease was lost.
+    async fn send_holding_lease(&self, id: i64, event: &Event, lease: &AtomicI64) -> Result<Response, &'static str> {
         tokio::select! {
-            r = self.upstream.send(&c.event) => Ok(r),
+            r = self.upstream.send(event) => Ok(r),
             // Dropping the request aborts it; it may still have reached PagerDuty, which the
             // next holder's attempt repeats: at least once, never silently lost.
-            why = self.hold_lease(c.id, lease) => Err(why),
+            why = self.hold_lease(id, lease) => Err(why),
         }
     }
 

@@ -11,6 +11,10 @@ pub enum RetryAction {
     Delivered,
     /// Try again; `after` overrides the backoff (PagerDuty's `Retry-After`).
     Retry { reason: String, after: Option<Duration> },
+    /// An answer PagerDuty does not document for the Events API (a 3xx, a 4xx but 400, 408
+    /// and 429): likely a proxy or a wrong `events_url`. Retried with backoff, and reported
+    /// loudly, so that a misconfiguration does not dead-letter every page.
+    Unexpected { reason: String },
     /// Never going to work as it is: dead-letter it with this reason.
     Dead(String),
 }
@@ -20,9 +24,9 @@ pub enum RetryAction {
 /// usual one-second backoff would only earn more 429s.
 pub const THROTTLED_HOLD: Duration = Duration::from_secs(30);
 
-/// Classifies PagerDuty's answer: 2xx done; 400 (and other 4xx but 408/429) dead at once with
-/// PagerDuty's message; 408, 429, 5xx and transport errors retried. A 429 always says when:
-/// its `Retry-After`, else [`THROTTLED_HOLD`].
+/// Classifies PagerDuty's answer: 2xx done; 400, the only answer PagerDuty documents as final,
+/// dead with its message; 408, 429, 5xx and transport errors retried; any other status
+/// unexpected (retried too). A 429 always says when: its `Retry-After`, else [`THROTTLED_HOLD`].
 pub fn classify(r: &Response) -> RetryAction {
     match r {
         Response::Status { code, .. } if (200..300).contains(code) => RetryAction::Delivered,
@@ -33,7 +37,8 @@ pub fn classify(r: &Response) -> RetryAction {
         Response::Status { code, message, .. } if *code == 408 || *code >= 500 => {
             RetryAction::Retry { reason: format!("{code}: {message}"), after: None }
         }
-        Response::Status { code, message, .. } => RetryAction::Dead(format!("{code}: {message}")),
+        Response::Status { code: 400, message, .. } => RetryAction::Dead(format!("400: {message}")),
+        Response::Status { code, message, .. } => RetryAction::Unexpected { reason: format!("{code}: {message}") },
         Response::Transport(e) => RetryAction::Retry { reason: e.clone(), after: None },
     }
 }

@@ -17,6 +17,8 @@ struct Scripted {
     clock: TokioClock,
     replies: Mutex<VecDeque<Response>>,
     sent: Mutex<Vec<(Millis, String, String)>>,
+    /// The body of every request, in order.
+    bodies: Mutex<Vec<serde_json::Value>>,
     /// How long each answer takes, on tokio's time.
     slow: Mutex<Duration>,
 }
@@ -34,6 +36,7 @@ impl Upstream for Arc<Scripted> {
         let key = event.dedup_key().map(|k| k.as_str().to_string()).unwrap_or_default();
         let action = event.action().map(|a| a.as_str().to_string()).unwrap_or_default();
         self.sent.lock().unwrap().push((self.clock.now(), key, action));
+        self.bodies.lock().unwrap().push(serde_json::from_slice(&event.wire_json()).unwrap());
         let slow = *self.slow.lock().unwrap();
         tokio::time::sleep(slow).await;
         self.replies.lock().unwrap().pop_front().unwrap_or_else(|| status(202, None))
@@ -82,6 +85,7 @@ impl Bench {
             clock,
             replies: Mutex::new(script.into_iter().collect()),
             sent: Mutex::new(Vec::new()),
+            bodies: Mutex::new(Vec::new()),
             slow: Mutex::new(Duration::ZERO),
         });
         let metrics = Arc::new(Metrics::new());
@@ -243,6 +247,85 @@ async fn an_event_whose_next_try_would_pass_max_age_is_dead_lettered() {
     let dead = b.queue.recent(1).await.unwrap().remove(0);
     assert_eq!(dead.state, EventState::Dead);
     assert_eq!(dead.last_error.as_deref(), Some("gave up after 3 attempts over max_age: 503: m"));
+}
+
+/// PagerDuty's documented 400 names the fields it refused; a trigger that earned it is sent
+/// again at once as the smallest valid event, so that someone is paged about it.
+#[tokio::test(start_paused = true)]
+async fn a_400_on_a_trigger_is_retried_once_as_a_minimal_event() {
+    let refused = Response::Status {
+        code: 400,
+        message: "Event object is invalid: 'links' is invalid".into(),
+        retry_after: None,
+        status: Some("invalid event".into()),
+        dedup_key: None,
+    };
+    let b = Bench::new(defaults(), [refused]);
+    let mut draft = AlertDraft {
+        action: "trigger".into(),
+        dedup_key: Some("n-1".into()),
+        summary: Some("disk full".into()),
+        source: Some("db-1".into()),
+        severity: Some("critical".into()),
+        component: Some("postgres".into()),
+        ..AlertDraft::default()
+    };
+    draft.custom_details = Some(serde_json::json!({"big": "x"}));
+    let key = RoutingKey::parse(Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    b.accept(vec![Event::alert(key, draft).unwrap()]).await;
+    assert_eq!(b.worker.drain().await[0].1, Outcome::Delivered);
+    let bodies = b.pd.bodies.lock().unwrap().clone();
+    assert_eq!(bodies.len(), 2, "the original, then the minimal event: {bodies:?}");
+    let minimal = &bodies[1];
+    assert_eq!(minimal["dedup_key"], "n-1");
+    assert_eq!(minimal["event_action"], "trigger");
+    let payload = minimal["payload"].as_object().unwrap();
+    let mut fields: Vec<_> = payload.keys().map(String::as_str).collect();
+    fields.sort();
+    assert_eq!(fields, ["custom_details", "severity", "source", "summary"]);
+    assert_eq!(payload["summary"], "disk full");
+    assert_eq!(payload["source"], "db-1");
+    assert_eq!(payload["severity"], "critical");
+    let error = payload["custom_details"]["pagerduty_error"].as_str().unwrap();
+    assert!(error.contains("'links' is invalid"), "{error}");
+    assert!(minimal.get("links").is_none());
+    let stored = b.queue.recent(1).await.unwrap().remove(0);
+    assert_eq!(stored.state, EventState::Delivered);
+}
+
+/// A 400 to the minimal event too: the trigger is dead, after exactly two requests.
+#[tokio::test(start_paused = true)]
+async fn a_trigger_whose_minimal_event_is_refused_too_is_dead_lettered() {
+    let b = Bench::new(defaults(), [status(400, None), status(400, None)]);
+    b.accept(vec![trigger(1)]).await;
+    assert_eq!(b.settle().await, [(1, Outcome::DeadLettered)]);
+    assert_eq!(b.pd.sent().len(), 2);
+}
+
+/// Only a 400 is final: a proxy's 403 (or a 301, a 404) is retried with backoff.
+#[tokio::test(start_paused = true)]
+async fn a_403_then_a_202_is_delivered() {
+    let b = Bench::new(defaults(), [status(403, None)]);
+    b.accept(vec![trigger(1)]).await;
+    let outcomes: Vec<_> = b.settle().await.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(outcomes, [Outcome::Retried, Outcome::Delivered]);
+    let sent: Vec<_> = b.pd.sent().into_iter().map(|(at, _, _)| at - T0).collect();
+    assert_eq!(sent, [0, 1000], "retried after the backoff");
+    assert!(b.metrics.render(0, None).contains("pagerhook_upstream_unexpected_total{status=\"403\"} 1"));
+}
+
+/// Sending an acknowledge or resolve late is always safe: it never expires at max_age.
+#[tokio::test(start_paused = true)]
+async fn a_resolve_past_max_age_is_still_sent() {
+    let b =
+        Bench::new(DeliveryConfig { max_age: Duration::from_secs(5), ..defaults() }, (0..5).map(|_| status(503, None)));
+    b.accept(vec![alert("resolve", 1)]).await;
+    let outcomes: Vec<_> = b.settle().await.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(outcomes.last(), Some(&Outcome::Delivered), "{outcomes:?}");
+    assert!(!outcomes.contains(&Outcome::DeadLettered), "{outcomes:?}");
+    let (last, _, action) = b.pd.sent().pop().unwrap();
+    assert_eq!(action, "resolve");
+    assert!(last - T0 > 5000, "sent past max_age: {last}");
 }
 
 fn answer(code: u16, status: &str, key: Option<&str>) -> Response {

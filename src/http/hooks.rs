@@ -1,9 +1,9 @@
 //! `POST /hooks/{source}`.
 
 use super::{read_body, BodyLimits};
-use crate::ingest::{IngestError, IngestOutcome, Pipeline};
+use crate::ingest::{IgnoreReason, IngestError, IngestOutcome, Pipeline};
 use crate::source::{Headers, Incoming};
-use crate::telemetry::events::{WebhookAccepted, WebhookRefused};
+use crate::telemetry::events::{WebhookAccepted, WebhookOutcome, WebhookRefused};
 use crate::telemetry::{webhook_span, InternalEvent};
 use actix_web::{web, HttpRequest, HttpResponse, ResponseError};
 use serde_json::json;
@@ -61,29 +61,45 @@ async fn handle(
 
 /// Success answers are picked here; every refusal's status is error.rs's.
 fn answer_accepted(pipeline: &Pipeline, source: &str, outcome: &IngestOutcome, elapsed_ms: f64) -> HttpResponse {
-    let (mut answer, body) = match outcome {
-        IngestOutcome::Accepted { id, events } => {
-            (HttpResponse::Accepted(), json!({ "status": "accepted", "events": events, "id": id }))
+    let (mut answer, body, counted) = match outcome {
+        IngestOutcome::Accepted { id, events } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "accepted", "events": events, "id": id }),
+            WebhookOutcome::Accepted,
+        ),
+        IngestOutcome::Duplicate { id } => {
+            (HttpResponse::Ok(), json!({ "status": "duplicate", "id": id }), WebhookOutcome::Duplicate)
         }
-        IngestOutcome::Duplicate { id } => (HttpResponse::Ok(), json!({ "status": "duplicate", "id": id })),
         IngestOutcome::Ignored { id, reason } => {
-            (HttpResponse::Ok(), json!({ "status": "ignored", "reason": reason, "id": id }))
+            let counted = match reason {
+                IgnoreReason::BySource(_) => WebhookOutcome::Ignored,
+                IgnoreReason::NoRuleMatched => WebhookOutcome::Unmatched,
+            };
+            (HttpResponse::Ok(), json!({ "status": "ignored", "reason": reason, "id": id }), counted)
         }
         // Stored for replay: the sender has done its part and must not retry. The detail
         // (rule, field, mapping file) is logged, not sent.
         IngestOutcome::MappingFailed { id, .. } => (
             HttpResponse::Accepted(),
             json!({ "status": "mapping_failed", "events": 0, "error": "a mapping rule failed on this payload; it is kept for replay", "id": id }),
+            WebhookOutcome::MappingFailed,
         ),
-        IngestOutcome::TooManyEvents { id, error } => {
-            (HttpResponse::Accepted(), json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }))
-        }
+        IngestOutcome::TooManyEvents { id, error } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }),
+            WebhookOutcome::TooManyEvents,
+        ),
+        IngestOutcome::Unmatched { id } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "unmatched", "events": 0, "error": "no rule matched this payload; it is kept for replay", "id": id }),
+            WebhookOutcome::Unmatched,
+        ),
     };
     let res = answer.json(&body);
     WebhookAccepted {
         source,
         status: res.status().as_u16(),
-        outcome: body["status"].as_str().unwrap_or_default(),
+        outcome: counted,
         inbound_id: body["id"].as_str().unwrap_or_default(),
         elapsed_ms,
     }

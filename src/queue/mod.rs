@@ -111,13 +111,16 @@ pub enum InboundStatus {
     /// The payload would make more events than `max_events_per_request`; it is kept so it
     /// can be replayed once the cap is raised.
     TooManyEvents(String),
+    /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`), for replay
+    /// once a rule is added.
+    Unmatched,
 }
 
 impl InboundStatus {
     /// A dead letter: kept for `dlq replay` instead of being pruned.
     pub fn is_dead_letter(&self) -> bool {
         match self {
-            InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) => true,
+            InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) | InboundStatus::Unmatched => true,
             InboundStatus::Mapped | InboundStatus::Ignored => false,
         }
     }
@@ -294,8 +297,9 @@ impl std::fmt::Display for DeadId {
 pub struct DeadLetter {
     /// What `dlq show` / `dlq replay` take: an event number or an inbound UUID.
     pub id: String,
-    /// `event` (PagerDuty refused it or it ran out of retries), `mapping_failed`, or
-    /// `too_many_events` (more than `max_events_per_request`).
+    /// `event` (PagerDuty refused it or it ran out of retries), `mapping_failed`,
+    /// `too_many_events` (more than `max_events_per_request`), or `unmatched` (no rule
+    /// matched, kept by `unmatched = "keep"`).
     pub kind: String,
     pub source: String,
     pub inbound_id: String,

@@ -142,6 +142,7 @@ CREATE TABLE pace_lanes (
 CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
     &[schema::SEEN_BODIES],
+    &[schema::INBOUND_UNMATCHED],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -690,7 +691,7 @@ impl DeadLetters for PostgresQueue {
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
-                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events') RETURNING source",
+                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched') RETURNING source",
                 &[&id, &status, &error],
             )
             .await

@@ -180,6 +180,9 @@ fn fingerprint_of(stored: String) -> String {
     RoutingKey::parse(Secret::new(stored)).map(|k| k.fingerprint()).unwrap_or_else(|_| "invalid".into())
 }
 
+/// The `error` column of an `unmatched` row: the reason `dlq list` shows.
+const UNMATCHED_REASON: &str = "no rule matched";
+
 /// The `status` and `error` columns of an inbound row.
 pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) {
     match s {
@@ -187,6 +190,7 @@ pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) 
         InboundStatus::Ignored => ("ignored", None),
         InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
         InboundStatus::TooManyEvents(e) => ("too_many_events", Some(e.as_str())),
+        InboundStatus::Unmatched => ("unmatched", Some(UNMATCHED_REASON)),
     }
 }
 
@@ -197,9 +201,10 @@ pub(crate) fn status_from_columns(id: &str, status: &str, error: Option<String>)
         "ignored" => Ok(InboundStatus::Ignored),
         "mapping_failed" => Ok(InboundStatus::MappingFailed(error.unwrap_or_default())),
         "too_many_events" => Ok(InboundStatus::TooManyEvents(error.unwrap_or_default())),
+        "unmatched" => Ok(InboundStatus::Unmatched),
         other => Err(QueueError::BadRow(format!(
             "inbound {id} has status {other:?}, which this build does not know \
-             (mapped, ignored, mapping_failed, too_many_events)"
+             (mapped, ignored, mapping_failed, too_many_events, unmatched)"
         ))),
     }
 }

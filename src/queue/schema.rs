@@ -19,6 +19,11 @@ pub(super) const ATTEMPTS_DEDUP_KEY: &str = "ALTER TABLE attempts ADD COLUMN ded
 pub(super) const INBOUND_TOO_MANY: &str =
     "CREATE INDEX inbound_too_many ON inbound (received_at) WHERE status = 'too_many_events';";
 
+/// Payloads no rule matched, kept (`unmatched = "keep"`) as dead letters, listed like
+/// mapping failures.
+pub(super) const INBOUND_UNMATCHED: &str =
+    "CREATE INDEX inbound_unmatched ON inbound (received_at) WHERE status = 'unmatched';";
+
 /// Sticky routes per source: one source's resolve must never follow another's trigger.
 /// Existing routes keep the source of a trigger still stored; the rest are dropped (their
 /// resolves go to their own key, as before sticky routing). Each backend supplies the new

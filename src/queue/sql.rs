@@ -57,7 +57,7 @@ pub(super) const PRUNE: [&str; 6] = [
         "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
     ),
     formatcp!("DELETE FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1"),
-    "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events')
+    "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events', 'unmatched')
      AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
     "DELETE FROM seen WHERE seen_at < $1",
     "DELETE FROM seen_bodies WHERE seen_at < $1",
@@ -74,9 +74,9 @@ pub(super) const DELETE_DEAD_EVENT: [&str; 2] = [
 
 /// Forgets payload `$1`, kept because its mapping failed.
 pub(super) const DELETE_DEAD_INBOUND: &str =
-    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events')";
+    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched')";
 
-/// Both kinds of dead letter as one relation; `$1` filters by source (NULL: all).
+/// Every kind of dead letter as one relation; `$1` filters by source (NULL: all).
 pub(super) const DEAD_LETTERS: &str = formatcp!(
     "SELECT CAST(e.id AS TEXT) AS id, 'event' AS kind, i.source, e.inbound_id, e.done_at AS at,
             COALESCE(e.last_error, '') AS reason, e.action, e.dedup_key, e.attempts
@@ -89,7 +89,11 @@ pub(super) const DEAD_LETTERS: &str = formatcp!(
      UNION ALL
      SELECT i.id, 'too_many_events', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
      FROM inbound i
-     WHERE i.status = 'too_many_events' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
+     WHERE i.status = 'too_many_events' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)
+     UNION ALL
+     SELECT i.id, 'unmatched', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+     FROM inbound i
+     WHERE i.status = 'unmatched' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
 );
 
 /// The dead letters of source `$1` (NULL: all), newest first, at most `$2`.

@@ -127,6 +127,7 @@ ALTER TABLE inbound ADD COLUMN body_crc INTEGER;
 CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT NULL;
 "#],
     &[schema::SEEN_BODIES],
+    &[schema::INBOUND_UNMATCHED],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -1006,7 +1007,7 @@ impl DeadLetters for SqliteQueue {
             let (status, error) = status_columns(&status);
             let source: Option<String> = tx
                 .query_row(
-                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events') RETURNING source",
+                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched') RETURNING source",
                     params![id, status, error],
                     |r| r.get(0),
                 )

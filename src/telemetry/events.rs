@@ -13,6 +13,51 @@ pub trait InternalEvent {
     fn emit(self, metrics: &Metrics);
 }
 
+/// What became of a webhook, as `pagerhook_webhook_outcomes_total` counts it: one per request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WebhookOutcome {
+    /// Its events were queued.
+    Accepted,
+    /// The source said there was nothing to map (GitHub's `ping`, an SNS confirmation).
+    Ignored,
+    /// No rule of the source's mapping matched.
+    Unmatched,
+    /// Seen before (same delivery id).
+    Duplicate,
+    /// Answered 4xx (or 503): not verified, not readable, or not stored.
+    Refused,
+    /// A rule failed; kept as a dead letter.
+    MappingFailed,
+    /// Over `max_events_per_request`; kept as a dead letter.
+    TooManyEvents,
+}
+
+impl WebhookOutcome {
+    /// Every outcome, exported at 0 per configured source.
+    pub const ALL: [WebhookOutcome; 7] = [
+        WebhookOutcome::Accepted,
+        WebhookOutcome::Ignored,
+        WebhookOutcome::Unmatched,
+        WebhookOutcome::Duplicate,
+        WebhookOutcome::Refused,
+        WebhookOutcome::MappingFailed,
+        WebhookOutcome::TooManyEvents,
+    ];
+
+    /// The label value (and the log line's `outcome`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WebhookOutcome::Accepted => "accepted",
+            WebhookOutcome::Ignored => "ignored",
+            WebhookOutcome::Unmatched => "unmatched",
+            WebhookOutcome::Duplicate => "duplicate",
+            WebhookOutcome::Refused => "refused",
+            WebhookOutcome::MappingFailed => "mapping_failed",
+            WebhookOutcome::TooManyEvents => "too_many_events",
+        }
+    }
+}
+
 /// A webhook answered with a refusal (4xx, or 503 when the fault is ours).
 pub struct WebhookRefused<'a> {
     /// The source as the request named it (logged as asked).
@@ -31,7 +76,9 @@ pub struct WebhookRefused<'a> {
 impl InternalEvent for WebhookRefused<'_> {
     fn emit(self, metrics: &Metrics) {
         let WebhookRefused { source, configured, status, reason, error, elapsed_ms, ours } = self;
-        metrics.request(if configured { source } else { "unknown" }, status);
+        let label = if configured { source } else { "unknown" };
+        metrics.request(label, status);
+        metrics.webhook_outcome(label, WebhookOutcome::Refused.as_str());
         if let (Some(reason), true) = (reason, configured) {
             metrics.rejected(source, reason);
         }
@@ -47,8 +94,7 @@ impl InternalEvent for WebhookRefused<'_> {
 pub struct WebhookAccepted<'a> {
     pub source: &'a str,
     pub status: u16,
-    /// The answer's `status` (`accepted`, `duplicate`, `ignored`, `mapping_failed`, ...).
-    pub outcome: &'a str,
+    pub outcome: WebhookOutcome,
     pub inbound_id: &'a str,
     pub elapsed_ms: f64,
 }
@@ -57,7 +103,9 @@ impl InternalEvent for WebhookAccepted<'_> {
     fn emit(self, metrics: &Metrics) {
         let WebhookAccepted { source, status, outcome, inbound_id, elapsed_ms } = self;
         metrics.request(source, status);
-        tracing::info!(source = %source, status, outcome = %outcome, inbound_id = %inbound_id, elapsed_ms, "webhook");
+        let outcome = outcome.as_str();
+        metrics.webhook_outcome(source, outcome);
+        tracing::info!(source = %source, status, outcome, inbound_id = %inbound_id, elapsed_ms, "webhook");
     }
 }
 
@@ -86,6 +134,8 @@ pub enum Kept {
     MappingFailed,
     /// More events than `max_events_per_request`.
     TooManyEvents,
+    /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`).
+    Unmatched,
 }
 
 /// A verified payload committed as a dead letter, for `pagerhook dlq replay`.
@@ -112,6 +162,14 @@ impl InternalEvent for WebhookDeadLettered<'_> {
                     error,
                     "too many events; payload kept for replay once the cap is raised"
                 );
+            }
+            Kept::Unmatched => {
+                tracing::warn!(
+                    source,
+                    inbound_id,
+                    error,
+                    "no rule matched; payload kept for replay once a rule is added"
+                )
             }
         }
     }
@@ -174,6 +232,44 @@ impl InternalEvent for AttemptMade<'_> {
             outcome = self.outcome,
             elapsed_ms = self.elapsed.as_millis() as u64,
             "delivery attempt"
+        );
+    }
+}
+
+/// PagerDuty (or whatever sits at `events_url`) answered with a status its Events API does not
+/// document: a proxy, a redirect, a wrong URL. Retried, but said loudly and counted.
+pub struct UpstreamUnexpected<'a> {
+    pub event_id: i64,
+    pub status: u16,
+    pub detail: &'a str,
+}
+
+impl InternalEvent for UpstreamUnexpected<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.unexpected(self.status);
+        tracing::error!(
+            event_id = self.event_id,
+            status = self.status,
+            detail = self.detail,
+            "PagerDuty's events_url answered with a status the Events API does not document \
+             (a proxy or a wrong pagerduty.events_url?); retrying with backoff"
+        );
+    }
+}
+
+/// A trigger PagerDuty refused (400) sent again as its minimal form ([`crate`]'s
+/// `Event::minimal`).
+pub struct TriggerMinimised<'a> {
+    pub event_id: i64,
+    pub error: &'a str,
+}
+
+impl InternalEvent for TriggerMinimised<'_> {
+    fn emit(self, _metrics: &Metrics) {
+        tracing::warn!(
+            event_id = self.event_id,
+            error = self.error,
+            "PagerDuty refused the trigger (400); sending its minimal form once"
         );
     }
 }

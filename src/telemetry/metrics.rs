@@ -33,6 +33,12 @@ struct RejectLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WebhookOutcomeLabels {
+    source: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EventLabels {
     source: String,
     kind: String,
@@ -45,6 +51,11 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StatusLabels {
+    status: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     task: String,
 }
@@ -54,12 +65,14 @@ pub struct Metrics {
     registry: Registry,
     requests: Family<RequestLabels, Counter>,
     rejected: Family<RejectLabels, Counter>,
+    outcomes: Family<WebhookOutcomeLabels, Counter>,
     events: Family<EventLabels, Counter>,
     mapping_failures: Family<RequestLabels, Counter>,
     too_many_events: Family<RequestLabels, Counter>,
     dead_letters_dropped: Family<RejectLabels, Counter>,
     attempts: Family<OutcomeLabels, Counter>,
     upstream: Histogram,
+    unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
@@ -99,6 +112,12 @@ impl Metrics {
                 "Webhooks refused before mapping, by source and reason (signature, timestamp, header, body, ...)",
                 Family::default(),
             ),
+            outcomes: registered(
+                r,
+                "webhook_outcomes",
+                "Webhooks by source and outcome: accepted, ignored, unmatched, duplicate, refused, mapping_failed, too_many_events",
+                Family::default(),
+            ),
             events: registered(
                 r,
                 "events_queued",
@@ -135,6 +154,12 @@ impl Metrics {
                 "PagerDuty response time per request",
                 Histogram::new(exponential_buckets(0.005, 2.0, 12)),
             ),
+            unexpected: registered(
+                r,
+                "upstream_unexpected",
+                "Answers from events_url that the Events API does not document (3xx, 4xx but 400/408/429), by status; retried",
+                Family::default(),
+            ),
             collapsed: registered(
                 r,
                 "triggers_collapsed",
@@ -170,6 +195,10 @@ impl Metrics {
                 let labels = RejectLabels { source: source.to_string(), reason: reason.to_string() };
                 let _ = self.dead_letters_dropped.get_or_create(&labels);
             }
+            for outcome in super::events::WebhookOutcome::ALL {
+                let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.as_str().to_string() };
+                let _ = self.outcomes.get_or_create(&labels);
+            }
         }
         for outcome in ["ok", "error"] {
             let _ = self.reloads.get_or_create(&OutcomeLabels { outcome: outcome.to_string() });
@@ -191,6 +220,12 @@ impl Metrics {
     /// A webhook request answered with `status` (`source` only if configured).
     pub(super) fn request(&self, source: &str, status: u16) {
         self.requests.get_or_create(&RequestLabels { source: source.to_string(), status }).inc();
+    }
+
+    /// What became of one webhook, `outcome` from [`super::events::WebhookOutcome`].
+    pub(super) fn webhook_outcome(&self, source: &str, outcome: &'static str) {
+        let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.to_string() };
+        self.outcomes.get_or_create(&labels).inc();
     }
 
     /// A webhook refused before mapping, `reason` from a closed set.
@@ -237,6 +272,11 @@ impl Metrics {
     /// `delivery_attempts_total` by outcome over the last hour (to the minute), for the console.
     pub fn attempts_last_hour(&self) -> BTreeMap<&'static str, u64> {
         self.last_hour.totals(minute_now())
+    }
+
+    /// An undocumented answer from `events_url`.
+    pub(super) fn unexpected(&self, status: u16) {
+        self.unexpected.get_or_create(&StatusLabels { status }).inc();
     }
 
     /// Triggers collapsed into a newer one.

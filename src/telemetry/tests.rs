@@ -39,7 +39,7 @@ fn cases() -> Vec<(Emit, &'static str, Line)> {
         ),
         (
             Box::new(|m| {
-                WebhookAccepted { source: "github", status: 202, outcome: "accepted", inbound_id: "in-1", elapsed_ms: 2.0 }
+                WebhookAccepted { source: "github", status: 202, outcome: WebhookOutcome::Accepted, inbound_id: "in-1", elapsed_ms: 2.0 }
                     .emit(m)
             }),
             r#"pagerhook_webhook_requests_total{source="github",status="202"} 1"#,
@@ -186,8 +186,14 @@ fn lines_logged_in_a_webhook_or_an_attempt_carry_its_span() {
     let metrics = Metrics::new();
     let lines = logged(|| {
         webhook_span("github").in_scope(|| {
-            WebhookAccepted { source: "github", status: 202, outcome: "ignored", inbound_id: "in-9", elapsed_ms: 0.5 }
-                .emit(&metrics)
+            WebhookAccepted {
+                source: "github",
+                status: 202,
+                outcome: WebhookOutcome::Ignored,
+                inbound_id: "in-9",
+                elapsed_ms: 0.5,
+            }
+            .emit(&metrics)
         });
         attempt_span(41, "in-9", 3).in_scope(|| AttemptDeferred { event_id: 41, until: 5 }.emit(&metrics));
     });

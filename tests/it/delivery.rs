@@ -1,6 +1,6 @@
 //! Delivery: retries, dead letters, ordering, restarts.
 
-use crate::helpers::fake_pagerduty::{FakePagerDuty, Reply};
+use crate::helpers::fake_pagerduty::{FakePagerDuty, Received, Reply};
 use crate::helpers::{
     bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
     NUMBERED, TEAM_A_KEY,
@@ -33,10 +33,11 @@ async fn server_errors_are_retried_and_the_resolve_waits_for_its_trigger() {
 #[tokio::test]
 async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
     let app = spawn_app().await;
-    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    // The full trigger and then its minimal form are refused.
+    app.fake.script("/v2/enqueue", [Reply::status(400), Reply::status(400)]);
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
     assert_eq!(a.status, 202);
-    app.fake.wait_for(1, WAIT).await;
+    app.fake.wait_for(2, WAIT).await;
     let queue = app.app.as_ref().unwrap().queue().clone();
     let dead = eventually("the event is dead-lettered", || async {
         queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::Dead)
@@ -44,6 +45,39 @@ async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
     .await;
     assert_eq!(dead.attempts, 1, "a 400 is not retried");
     assert!(dead.last_error.as_deref().unwrap().contains("scripted failure"), "{dead:?}");
+}
+
+/// A failing workflow run's trigger, PagerDuty answering `first` and then 202: the two
+/// requests it received, once the trigger is recorded as delivered.
+async fn one_failing_run_answered(first: Reply) -> Vec<Received> {
+    let app = spawn_app().await;
+    app.fake.script("/v2/enqueue", [first]);
+    let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
+    assert_eq!(a.status, 202);
+    let got = app.fake.wait_for(2, WAIT).await;
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    eventually("the trigger is delivered", || async {
+        queue.recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::Delivered)
+    })
+    .await;
+    got
+}
+
+/// A trigger PagerDuty refuses (400) still pages: its minimal form, with PagerDuty's error.
+#[tokio::test]
+async fn a_400_then_a_202_pages_with_the_minimal_event() {
+    let got = one_failing_run_answered(Reply::status(400)).await;
+    assert_eq!(got[1].dedup_key(), got[0].dedup_key());
+    assert_eq!(got[1].summary(), got[0].summary());
+    let details = &got[1].body["payload"]["custom_details"];
+    assert!(details["pagerduty_error"].as_str().unwrap().contains("scripted failure"), "{details}");
+}
+
+/// An egress proxy's 403 is not PagerDuty's verdict: retried, then delivered.
+#[tokio::test]
+async fn a_403_then_a_202_is_delivered() {
+    let got = one_failing_run_answered(Reply::status(403)).await;
+    assert_eq!(got[1].body, got[0].body, "the same event again");
 }
 
 #[tokio::test]
@@ -192,9 +226,9 @@ async fn a_request_is_refused_with_503_while_storage_cannot_commit() {
 #[tokio::test]
 async fn a_400_dead_letter_is_listed_and_delivered_when_replayed() {
     let app = spawn_with_mapping(NUMBERED, "").await;
-    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    app.fake.script("/v2/enqueue", [Reply::status(400), Reply::status(400)]);
     assert_eq!(app.post_bearer("load", &json!({"n": 7, "action": "trigger"})).await.status, 202);
-    app.fake.wait_for(1, WAIT).await;
+    app.fake.wait_for(2, WAIT).await;
     let list = eventually("the event is dead-lettered", || async {
         let a = app.admin_call(Method::GET, "/admin/dead").await;
         (a.json.as_array().is_some_and(|l| !l.is_empty())).then_some(a.json)
@@ -211,8 +245,8 @@ async fn a_400_dead_letter_is_listed_and_delivered_when_replayed() {
     let replayed = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay")).await;
     assert_eq!(replayed.status, 200, "{:?}", replayed.json);
     assert_eq!(replayed.json["outcome"], "requeued");
-    let got = app.fake.wait_for(2, WAIT).await;
-    assert_eq!(got[1].dedup_key(), Some("n-7"));
+    let got = app.fake.wait_for(3, WAIT).await;
+    assert_eq!(got[2].dedup_key(), Some("n-7"));
     assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json, json!([]));
     let again = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay")).await;
     assert_eq!(again.status, 404, "a dead letter is replayed once");

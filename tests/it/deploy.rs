@@ -267,9 +267,9 @@ async fn app_with_capped_source() -> TestApp {
 }
 
 /// Makes every metric family appear: accepted, refused and oversized webhooks, a dead letter
-/// (PagerDuty's first answer is a 400) and a delivered event.
+/// (PagerDuty answers 400 to the trigger and to its minimal retry) and a delivered event.
 async fn exercise(app: &TestApp) {
-    app.fake.script("/v2/enqueue", [Reply::status(400)]);
+    app.fake.script("/v2/enqueue", [Reply::status(400), Reply::status(400)]);
     let failing = fixture("github/deployment_status_failure.json");
     assert_eq!(app.github("deployment_status", "d-1", &failing).await.status, 202);
     // Another delivery, not a replay: a body seen before is a duplicate whatever its id.
@@ -290,7 +290,7 @@ async fn exercise(app: &TestApp) {
     assert_eq!(forged.status, 401);
     let two = json!({"alerts": [{"id": "a"}, {"id": "b"}]});
     assert_eq!(app.post_bearer("many", &two).await.json["status"], "too_many_events");
-    app.fake.wait_for(2, Duration::from_secs(10)).await;
+    app.fake.wait_for(3, Duration::from_secs(10)).await;
     crate::helpers::eventually("the dead letter is recorded", || async {
         let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
         (dead.as_array().map_or(0, Vec::len) == 2).then_some(())

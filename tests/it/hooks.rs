@@ -1,7 +1,8 @@
 //! `POST /hooks/{source}` end to end: what GitHub sends, what PagerDuty receives.
 
 use crate::helpers::{
-    fixture, github_signature, spawn_app, Answer, TestApp, GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET,
+    fixture, generic_source, github_signature, root, spawn_app, spawn_app_in, Answer, TestApp, DATADOG_TOKEN,
+    GITHUB_SECRET, INTEGRATION_KEY, OLD_GITHUB_SECRET,
 };
 use std::time::Duration;
 
@@ -194,4 +195,40 @@ async fn a_malformed_part_no_rule_reads_is_refused_as_before() {
         assert!(error.ends_with(&format!("malformed JSON body: {expected}")), "{error}");
     }
     assert_nothing_sent_before_sentinel(&app).await;
+}
+
+/// Datadog's default webhook payload matches no rule of the shipped mapping. With
+/// `unmatched = "keep"` (what the mapping recommends) it is kept as an `unmatched` dead letter
+/// to inspect and replay once a rule is added, not answered `200 ignored` and forgotten.
+#[tokio::test]
+async fn datadog_s_default_payload_is_kept_as_an_unmatched_dead_letter() {
+    let mapping = root().join("mappings/datadog.toml");
+    let verify = r#"{ scheme = "bearer", secrets = ["env:DATADOG_TOKEN"] }"#;
+    let app = spawn_app_in(|text, _| {
+        let keep = generic_source("datadog", verify, &mapping) + "unmatched = \"keep\"\n";
+        text + &keep + &generic_source("datadog-ignore", verify, &mapping)
+    })
+    .await;
+    let auth = format!("Bearer {DATADOG_TOKEN}");
+    let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
+    let body = fixture("datadog/default_payload.json");
+
+    let ignored = app.post_hook("datadog-ignore", &headers, body.clone()).await;
+    assert_eq!((ignored.status, ignored.json["status"].as_str()), (200, Some("ignored")), "{:?}", ignored.json);
+
+    let kept = app.post_hook("datadog", &headers, body).await;
+    assert_eq!(kept.status, 202, "{:?}", kept.json);
+    assert_eq!(kept.json["status"], "unmatched");
+    let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "only the kept one: {dead:?}");
+    assert_eq!((dead[0]["kind"].as_str(), dead[0]["source"].as_str()), (Some("unmatched"), Some("datadog")));
+    assert_eq!(dead[0]["reason"], "no rule matched");
+    // Replayed while still no rule matches: it stays a dead letter.
+    let id = dead[0]["id"].as_str().unwrap();
+    let replayed = app.admin_call(reqwest::Method::POST, &format!("/admin/dead/{id}/replay")).await;
+    assert_eq!(replayed.json["outcome"], "still_failing", "{:?}", replayed.json);
+    let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
+    assert_eq!(dead.as_array().unwrap().len(), 1, "{dead:?}");
+    assert!(app.fake.received().is_empty(), "nothing sent");
 }

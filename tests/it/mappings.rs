@@ -223,3 +223,29 @@ fn every_shipped_mapping_makes_the_same_events_of_every_fixture_from_the_pruned_
     assert!(pruned_somewhere, "no shipped mapping reads less than the whole body");
     assert!(events > 50, "only {events} events: the comparison is nearly empty");
 }
+
+/// Each shipped mapping's header recommends what to do with a payload none of its rules
+/// matches, and the commented sources in pagerhook.toml follow it.
+#[test]
+fn every_shipped_mapping_recommends_an_unmatched_choice_that_pagerhook_toml_follows() {
+    let config = std::fs::read_to_string(root().join("pagerhook.toml")).unwrap();
+    for file in std::fs::read_dir(root().join("mappings")).unwrap() {
+        let path = file.unwrap().path();
+        let name = path.file_name().unwrap().to_str().unwrap().to_string();
+        if name.ends_with(".test.toml") || name == "test-sources.toml" {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let choice = text
+            .lines()
+            .take_while(|l| l.starts_with('#'))
+            .find_map(|l| l.strip_prefix("# Recommended source setting: unmatched = "))
+            .and_then(|rest| rest.split('"').nth(1))
+            .unwrap_or_else(|| panic!("{name}: no recommended unmatched in its header"));
+        assert!(["ignore", "keep"].contains(&choice), "{name}: {choice}");
+        let Some(at) = config.find(&format!("mappings/{name}\"]")) else { continue };
+        let block = &config[at..];
+        let block = &block[..block.find("[[source]]").unwrap_or(block.len())];
+        assert!(block.contains(&format!("unmatched = \"{choice}\"")), "pagerhook.toml's {name} source: {block}");
+    }
+}

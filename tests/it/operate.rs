@@ -23,10 +23,8 @@ fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
 }
 
-#[tokio::test]
-async fn metrics_count_requests_refusals_events_and_attempts() {
-    let app = spawn_app().await;
-    assert_eq!(app.github("workflow_run", "m-1", &fixture("github/workflow_run_failure.json")).await.status, 202);
+/// A GitHub request with a malformed signature (401) and one to an unknown source (404).
+async fn refused_twice(app: &TestApp) {
     let forged = app
         .post_hook(
             "github",
@@ -36,6 +34,13 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
         .await;
     assert_eq!(forged.status, 401);
     assert_eq!(app.post_hook("no-such-source", &[], "{}").await.status, 404);
+}
+
+#[tokio::test]
+async fn metrics_count_requests_refusals_events_and_attempts() {
+    let app = spawn_app().await;
+    assert_eq!(app.github("workflow_run", "m-1", &fixture("github/workflow_run_failure.json")).await.status, 202);
+    refused_twice(&app).await;
     app.fake.wait_for(1, WAIT).await;
     let text = eventually("the delivery is counted", || async {
         let t = scrape(&app).await;
@@ -55,6 +60,34 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
         assert_eq!(sample(&text, series), Some(value), "{series} in\n{text}");
     }
     assert!(!text.contains("no-such-source"), "request paths never become label values");
+}
+
+/// Every answer to a webhook is counted by source and outcome, so an alert can tell a payload
+/// no rule matched (`unmatched`) from a `ping` (`ignored`) and a repeat (`duplicate`).
+#[tokio::test]
+async fn webhooks_are_counted_by_source_and_outcome() {
+    let app = spawn_app().await;
+    let run = fixture("github/workflow_run_failure.json");
+    assert_eq!(app.github("workflow_run", "o-1", &run).await.status, 202);
+    assert_eq!(app.github("workflow_run", "o-1", &run).await.status, 200, "a repeat");
+    assert_eq!(app.github("ping", "o-2", br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#).await.status, 200);
+    assert_eq!(app.github("star", "o-3", br#"{"action": "created"}"#).await.status, 200);
+    refused_twice(&app).await;
+    let text = scrape(&app).await;
+    for (outcome, value) in [
+        ("accepted", 1.0),
+        ("duplicate", 1.0),
+        ("ignored", 1.0),
+        ("unmatched", 1.0),
+        ("refused", 1.0),
+        ("mapping_failed", 0.0),
+        ("too_many_events", 0.0),
+    ] {
+        let series = format!(r#"pagerhook_webhook_outcomes_total{{source="github",outcome="{outcome}"}}"#);
+        assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
+    }
+    let unknown = r#"pagerhook_webhook_outcomes_total{source="unknown",outcome="refused"}"#;
+    assert_eq!(sample(&text, unknown), Some(1.0), "{text}");
 }
 
 /// An app with a bearer source `load` on [`NUMBERED`], written to `numbered.toml` for tests to change.

@@ -16,6 +16,10 @@ fn classifies_pagerduty_answers() {
     );
     assert!(retry_after(THROTTLED_HOLD) >= Duration::from_secs(30));
     assert!(matches!(classify(&status(500)), RetryAction::Retry { .. }));
+    // Only 400 is final in PagerDuty's documentation: a proxy's 403 or a redirect is not.
+    for code in [301, 302, 401, 403, 404, 413] {
+        assert_eq!(classify(&status(code)), RetryAction::Unexpected { reason: format!("{code}: m") }, "{code}");
+    }
     assert!(matches!(classify(&status(503)), RetryAction::Retry { .. }));
     assert!(matches!(classify(&Response::Transport("refused".into())), RetryAction::Retry { .. }));
     let r = Response::Status {
