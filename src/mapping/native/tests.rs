@@ -21,12 +21,8 @@ fn shipped_templates() -> Vec<(String, Option<String>, String)> {
         }
     }
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("mappings")).unwrap() {
-        let path = entry.unwrap().path();
+    for path in crate::mapping::shipped_mapping_files(&root()) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !name.ends_with(".toml") || name.ends_with(".test.toml") || name == "test-sources.toml" {
-            continue;
-        }
         let file: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         for rule in file.get("rule").and_then(toml::Value::as_array).into_iter().flatten() {
             let for_each = rule.get("for_each").and_then(toml::Value::as_str).map(str::to_string);
