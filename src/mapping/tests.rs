@@ -494,3 +494,24 @@ fn load_errors_say_which_file_could_not_be_read_or_parsed() {
     );
     assert!(errors[1].to_string().starts_with(&format!("{}: ", broken.display())), "{}", errors[1]);
 }
+
+/// The tutorial mapping and README list the same helpers (every one there is) and say the same
+/// of a missing timestamp: a newcomer copies the example, not the README.
+#[test]
+fn the_example_mapping_and_readme_agree_on_helpers_and_timestamps() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("mappings/generic-example.toml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_string).collect()
+    };
+    let in_example = example.split_once("#   * Helpers:").unwrap().1.split("\n\n").next().unwrap().to_string();
+    let in_readme = readme.split_once("- **Helpers**:").unwrap().1.split("\n- **").next().unwrap().to_string();
+    for (doc, text) in [("mappings/generic-example.toml", in_example), ("README.md", in_readme)] {
+        let missing: Vec<_> = lint::helper_names().into_iter().filter(|h| !words(&text).contains(*h)).collect();
+        assert!(missing.is_empty(), "{doc} does not list the helpers {missing:?}");
+    }
+    assert!(readme.contains("carries the time\n  pagerhook accepted the webhook"), "README changed: update this test");
+    assert!(example.contains("the event carries the time\n# pagerhook accepted the webhook"), "{example}");
+    assert!(example.contains("timestamp = \"{{rfc3339 "), "the example normalises its timestamp");
+}
