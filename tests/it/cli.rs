@@ -365,3 +365,19 @@ async fn tools_on_a_postgresql_store_print_no_driver_notices() {
     }
     db.drop().await;
 }
+
+/// `check` is the deploy gate: an unset secret is an error naming its variable. `--no-secrets`
+/// is for CI, where the secrets are not: it checks everything else and says what it skipped.
+#[test]
+fn check_reports_unset_secrets_unless_told_no_secrets() {
+    let (_dir, cfg) = temp_config("");
+    let out = bare().arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("PAGERDUTY_ROUTING_KEY") && stderr.contains("GITHUB_WEBHOOK_SECRET"), "{stderr}");
+    let out = bare().arg("--config").arg(&cfg).args(["check", "--no-secrets"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 unset secret(s) not checked (--no-secrets)"), "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
+}
