@@ -107,6 +107,29 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", app.admin_port())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"dry_run\"} 1"), "{metrics}");
     assert!(!metrics.contains("outcome=\"delivered\"} 1"), "{metrics}");
+    // An alert, which has a dedup_key: no "dedup_key PagerDuty returned" is recorded for a
+    // request PagerDuty never saw.
+    let body = fixture("github/workflow_run_failure.json");
+    let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{}/hooks/github", app.port()))
+        .header("x-github-event", "workflow_run")
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let alert = eventually("the alert is recorded as dry_run", || async {
+        app.queue()
+            .recent(10)
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|e| e.dedup_key.is_some() && e.state == EventState::DryRun)
+    })
+    .await;
+    assert_eq!(alert.pagerduty_dedup_key, None, "{alert:?}");
     app.stop().await;
 }
 
