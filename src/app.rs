@@ -115,20 +115,34 @@ impl Reloader {
 /// release the first one's leases and send its events a second time. The lock goes with the
 /// process (even on SIGKILL); the pid inside is for `kill -HUP $(cat data/pagerhook.pid)`.
 /// `None` with PostgreSQL, where several replicas share the store by design.
-pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
-    use std::io::{Read, Seek, Write};
+pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<StoreLock>> {
     let StorageBackend::Sqlite { path } = &cfg.storage.backend else { return Ok(None) };
     let pid_path = path.with_extension("pid");
     if let Some(dir) = pid_path.parent().filter(|d| !d.as_os_str().is_empty()) {
         // The store's folder, made here first: for the owner alone, as the store makes it.
         crate::queue::private_dir(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
+    // A serve that stops removes the file while it holds the lock: one that opened the file
+    // just before may then lock a file no longer at the path, and must open it again. Each
+    // round means another serve stopped meanwhile, so a few are plenty.
+    for _ in 0..8 {
+        if let Some(file) = lock_pid_file(path, &pid_path)? {
+            return Ok(Some(StoreLock { file, path: pid_path }));
+        }
+    }
+    anyhow::bail!("{} keeps being replaced by other pagerhook serves: stop them first", pid_path.display())
+}
+
+/// The pid file at `pid_path`, opened (or created), locked and holding our pid; `None` if it
+/// was removed from the path before we locked it.
+fn lock_pid_file(store: &std::path::Path, pid_path: &std::path::Path) -> anyhow::Result<Option<std::fs::File>> {
+    use std::io::{Read, Seek, Write};
     let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(false)
-        .open(&pid_path)
+        .open(pid_path)
         .with_context(|| format!("opening {}", pid_path.display()))?;
     match file.try_lock() {
         Ok(()) => {}
@@ -138,7 +152,7 @@ pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
             anyhow::bail!(
                 "another pagerhook serve (pid {}) is already running on {} (it holds {}): stop it first, or give this one its own [storage] path",
                 pid.trim(),
-                path.display(),
+                store.display(),
                 pid_path.display()
             );
         }
@@ -146,10 +160,43 @@ pub fn lock_store(cfg: &Config) -> anyhow::Result<Option<std::fs::File>> {
             return Err(e).with_context(|| format!("locking {}", pid_path.display()));
         }
     }
+    if !same_file(&file, pid_path) {
+        return Ok(None);
+    }
     file.set_len(0)?;
     file.rewind()?;
     writeln!(file, "{}", std::process::id())?;
     Ok(Some(file))
+}
+
+#[cfg(unix)]
+fn same_file(file: &std::fs::File, path: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &std::fs::File, path: &std::path::Path) -> bool {
+    path.exists()
+}
+
+/// The locked pid file of a running `serve`; dropping it (a clean exit) removes the file, so
+/// no stale pid is left for a `kill -HUP $(cat …)` to hit another process.
+pub struct StoreLock {
+    file: std::fs::File,
+    path: std::path::PathBuf,
+}
+
+impl Drop for StoreLock {
+    fn drop(&mut self) {
+        // Removed while still locked (see `lock_store`); the lock goes when `file` closes.
+        if same_file(&self.file, &self.path) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
 }
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
@@ -252,6 +299,7 @@ impl App {
         tracing::info!(
             listen = %cfg.server.listen.ip(), port = hooks_port, admin_port,
             sources = cfg.sources.len(), dry_run = opts.dry_run, events_url = %cfg.pagerduty.events_url,
+            store = %store_settings(&cfg.storage).backend.describe(),
             "pagerhook ready"
         );
         Ok(App { hooks_port, admin_port, servers, tasks, stop_tasks, health, queue, reloader, dead_letters })

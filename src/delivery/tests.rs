@@ -21,6 +21,8 @@ struct Scripted {
     bodies: Mutex<Vec<serde_json::Value>>,
     /// How long each answer takes, on tokio's time.
     slow: Mutex<Duration>,
+    /// Whether this stands for `serve --dry-run`'s client.
+    dry_run: std::sync::atomic::AtomicBool,
 }
 
 impl Scripted {
@@ -43,7 +45,7 @@ impl Upstream for Arc<Scripted> {
     }
 
     fn is_dry_run(&self) -> bool {
-        false
+        self.dry_run.load(std::sync::atomic::Ordering::Relaxed)
     }
 }
 
@@ -87,6 +89,7 @@ impl Bench {
             sent: Mutex::new(Vec::new()),
             bodies: Mutex::new(Vec::new()),
             slow: Mutex::new(Duration::ZERO),
+            dry_run: std::sync::atomic::AtomicBool::new(false),
         });
         let metrics = Arc::new(Metrics::new());
         let worker = Worker::new(queue.clone(), None, pd.clone(), cfg, Arc::new(Notify::new()), metrics.clone())
@@ -222,6 +225,20 @@ async fn a_storm_on_one_routing_key_is_paced_and_repeated_triggers_collapse() {
     let n4: Vec<_> = b.states().await.into_iter().filter(|(key, _)| key == "n-4").map(|(_, s)| s).collect();
     assert_eq!(n4.iter().filter(|s| *s == "delivered").count(), 1, "{n4:?}");
     assert_eq!(n4.iter().filter(|s| *s == "collapsed").count(), 5, "{n4:?}");
+}
+
+/// A dry run sends nothing to PagerDuty, so PagerDuty's rate limit is no reason to hold it:
+/// the storm above goes at once, each event recorded as a dry run.
+#[tokio::test(start_paused = true)]
+async fn a_dry_run_is_not_paced() {
+    let b = Bench::new(DeliveryConfig { per_key_rate: 60, per_key_burst: 2, ..defaults() }, []);
+    b.pd.dry_run.store(true, std::sync::atomic::Ordering::Relaxed);
+    for n in 1..=6 {
+        b.accept(vec![trigger(n)]).await;
+    }
+    let outcomes: Vec<_> = b.worker.drain().await.into_iter().map(|(_, o)| o).collect();
+    assert_eq!(outcomes, vec![Outcome::DryRun; 6]);
+    assert!(b.pd.sent().iter().all(|(at, _, _)| *at == T0), "{:?}", b.pd.sent());
 }
 
 #[tokio::test(start_paused = true)]

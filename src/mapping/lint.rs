@@ -23,8 +23,9 @@ const ACTIONS: &[&str] = &["trigger", "acknowledge", "resolve"];
 pub fn literals(r: &RawRule, at: &str, errors: &mut Vec<String>) {
     for (field, value, allowed) in [("severity", &r.severity, SEVERITIES), ("action", &r.action, ACTIONS)] {
         let Some(v) = value.as_deref().filter(|v| !v.contains("{{")) else { continue };
-        if !allowed.contains(&v.trim()) && !v.trim().is_empty() {
-            errors.push(format!("{at}: {field} = {v:?}: expected one of {}", allowed.join(", ")));
+        // Any case, as `event::Severity::parse` accepts a rendered value.
+        if !allowed.contains(&v.trim().to_ascii_lowercase().as_str()) && !v.trim().is_empty() {
+            errors.push(format!("{at}: {field} = {v:?}: expected one of {} (any case)", allowed.join(", ")));
         }
     }
 }

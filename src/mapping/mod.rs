@@ -883,3 +883,14 @@ fn compile_routing(
 
 #[cfg(test)]
 mod tests;
+
+/// The shipped mapping files under `root`: those `mappings/test-sources.toml` names, not
+/// whatever else a user put in `mappings/` (the unit tests must not read their files).
+#[cfg(test)]
+pub(crate) fn shipped_mapping_files(root: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let dir = root.join("mappings");
+    let sources: toml::Value =
+        toml::from_str(&std::fs::read_to_string(dir.join("test-sources.toml")).unwrap()).unwrap();
+    let named = sources["source"].as_array().unwrap().iter().flat_map(|s| s["mappings"].as_array().unwrap().iter());
+    named.map(|m| dir.join(m.as_str().unwrap())).collect()
+}

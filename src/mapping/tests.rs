@@ -550,3 +550,23 @@ fn mapping_native_false_in_the_config_renders_through_handlebars() {
     assert_eq!(renderer("[mapping]\nnative = true\n"), Renderer::Native);
     assert_eq!(renderer("[mapping]\nnative = false\n"), Renderer::Handlebars);
 }
+
+/// The tutorial mapping lists every helper (README's list is the table itself, checked by
+/// `helpers::tests`) and says what README says of a missing timestamp: a newcomer copies the
+/// example, not the README.
+#[test]
+fn the_example_mapping_and_readme_agree_on_helpers_and_timestamps() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join("mappings/generic-example.toml")).unwrap();
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let words = |text: &str| -> std::collections::BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).map(str::to_string).collect()
+    };
+    let in_example = example.split_once("#   * Helpers:").unwrap().1.split("\n\n").next().unwrap().to_string();
+    let missing: Vec<_> =
+        helpers::HELPERS.iter().map(|h| h.name).filter(|h| !words(&in_example).contains(*h)).collect();
+    assert!(missing.is_empty(), "mappings/generic-example.toml does not list the helpers {missing:?}");
+    assert!(readme.contains("carries the time\n  pagerhook accepted the webhook"), "README changed: update this test");
+    assert!(example.contains("the event carries the time\n# pagerhook accepted the webhook"), "{example}");
+    assert!(example.contains("timestamp = \"{{rfc3339 "), "the example normalises its timestamp");
+}

@@ -30,6 +30,35 @@ impl Backend {
             Backend::Postgres { .. } => "the PostgreSQL store (storage.url)".to_string(),
         }
     }
+
+    /// Which store this is, for the `ready` log line: the SQLite file, or PostgreSQL's hosts,
+    /// ports and database, never the user or password the URL may carry.
+    pub fn describe(&self) -> String {
+        match self {
+            Backend::Sqlite { path } => format!("SQLite {}", path.display()),
+            Backend::Postgres { url } => match url.expose().parse::<tokio_postgres::Config>() {
+                Ok(pg) => {
+                    let ports = pg.get_ports();
+                    let hosts: Vec<String> = pg
+                        .get_hosts()
+                        .iter()
+                        .enumerate()
+                        .map(|(i, h)| {
+                            let host = match h {
+                                tokio_postgres::config::Host::Tcp(name) => name.clone(),
+                                #[cfg(unix)]
+                                tokio_postgres::config::Host::Unix(path) => path.display().to_string(),
+                            };
+                            let port = ports.get(i).or(ports.first()).copied().unwrap_or(5432);
+                            format!("{host}:{port}")
+                        })
+                        .collect();
+                    format!("PostgreSQL {}/{}", hosts.join(","), pg.get_dbname().unwrap_or(""))
+                }
+                Err(_) => "PostgreSQL (storage.url)".to_string(),
+            },
+        }
+    }
 }
 
 /// How hard an accept's commit tries to reach the disk before it is answered (SQLite; a

@@ -1580,3 +1580,15 @@ fn every_role_method_is_called_by_two_cases_of_its_role() {
     }
     assert_eq!(thin, Vec::<String>::new());
 }
+
+/// The `ready` line names the store: the SQLite file, or PostgreSQL's host, port and database,
+/// never the user or password the URL carries.
+#[test]
+fn a_store_is_described_without_credentials() {
+    let sqlite = super::Backend::Sqlite { path: "data/pagerhook.db".into() };
+    assert_eq!(sqlite.describe(), "SQLite data/pagerhook.db");
+    let url = crate::secret::Secret::new("postgres://pagerhook:hunter2@db.internal:6432/alerts?sslmode=require");
+    let described = super::Backend::Postgres { url }.describe();
+    assert_eq!(described, "PostgreSQL db.internal:6432/alerts");
+    assert!(!described.contains("hunter2") && !described.contains("pagerhook:"), "{described}");
+}

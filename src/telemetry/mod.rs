@@ -36,9 +36,11 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` overrides the default `info` level.
+/// Installs the global subscriber; `RUST_LOG` overrides the default: `info`, but the
+/// PostgreSQL driver at `warn`, since it logs every server notice at INFO ("relation already
+/// exists, skipping" as a command opens the store), which is neither ours nor actionable.
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,tokio_postgres=warn"));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Text => false,

@@ -88,6 +88,20 @@ fn check_with(pagerduty_extra: &str, mapping: &str) -> (Option<i32>, String) {
 
 const TRIGGER: &str = "[[rule]]\nname = \"t\"\nemit = \"alert\"\ndedup_key = \"k\"\nsummary = \"s\"\nsource = \"x\"\n";
 
+/// A literal severity is matched as a rendered one is (PagerDuty's four values, any case), so
+/// `"Critical"` passes `check`; a value that is none of them is still refused, naming them.
+#[test]
+fn check_accepts_a_literal_severity_in_any_case_and_names_the_values_otherwise() {
+    let (code, stderr) = check_with("", &format!("{TRIGGER}severity = \"Critical\"\n"));
+    assert_eq!(code, Some(0), "{stderr}");
+    let (code, stderr) = check_with("", &format!("{TRIGGER}severity = \"Fatal\"\n"));
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("severity = \"Fatal\": expected one of critical, error, warning, info (any case)"),
+        "{stderr}"
+    );
+}
+
 #[test]
 fn check_notes_a_pasted_endpoint_and_refuses_another_path() {
     let (code, stderr) = check_with("events_url = \"https://events.pagerduty.com/v2/enqueue\"\n", TRIGGER);
@@ -325,4 +339,45 @@ fn a_second_serve_on_the_same_store_is_refused_and_text_logs_into_a_pipe_have_no
     // The lock goes with the process: a new serve starts once the first is gone.
     let (_third, rx) = serve(&cfg, "json");
     lines_until(&rx, "pagerhook ready");
+}
+
+/// The PostgreSQL driver logs the server's notices (such as "relation already exists,
+/// skipping" when a second command opens the store) at INFO: they are not the command's
+/// output and must not be in it at the default level.
+#[tokio::test]
+async fn tools_on_a_postgresql_store_print_no_driver_notices() {
+    let Some(db) = crate::helpers::PgSchema::create("tools_no_notices").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (_template, cfg) = temp_config("");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace("path = \"q.db\"", &format!("url = \"{}\"", db.url));
+    std::fs::write(dir.path().join("pagerhook.toml"), text).unwrap();
+    for _ in 0..2 {
+        let out = pagerhook()
+            .env_remove("RUST_LOG")
+            .arg("--config")
+            .arg(dir.path().join("pagerhook.toml"))
+            .args(["deliveries", "list"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(!stderr.contains("NOTICE") && !stderr.contains("tokio_postgres"), "{stderr}");
+    }
+    db.drop().await;
+}
+
+/// `check` is the deploy gate: an unset secret is an error naming its variable. `--no-secrets`
+/// is for CI, where the secrets are not: it checks everything else and says what it skipped.
+#[test]
+fn check_reports_unset_secrets_unless_told_no_secrets() {
+    let (_dir, cfg) = temp_config("");
+    let out = bare().arg("--config").arg(&cfg).arg("check").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("PAGERDUTY_ROUTING_KEY") && stderr.contains("GITHUB_WEBHOOK_SECRET"), "{stderr}");
+    let out = bare().arg("--config").arg(&cfg).args(["check", "--no-secrets"]).output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stderr.contains("2 unset secret(s) not checked (--no-secrets)"), "{stderr}");
+    assert!(stdout.contains("OK"), "{stdout}");
 }

@@ -645,7 +645,50 @@ fn the_dockerfile_builds_from_the_lockfile_runs_as_non_root_exposes_both_ports_a
     let readme = std::fs::read_to_string(root().join("deploy/README.md")).unwrap();
     assert!(readme.contains("--build-arg SOURCE="), "deploy/README.md's docker build passes SOURCE");
     let ignored = std::fs::read_to_string(root().join(".dockerignore")).unwrap();
-    assert!(ignored.lines().any(|l| l.trim() == "target"), ".dockerignore keeps target/ out of the build context");
+    for kept_out in ["target", "data", ".git"] {
+        assert!(
+            ignored.lines().any(|l| l.trim() == kept_out),
+            ".dockerignore keeps {kept_out} out of the build context"
+        );
+    }
+}
+
+/// Dependencies build in a layer of their own, before the sources are copied: a change to
+/// `src/` must not rebuild every crate of the lockfile.
+#[test]
+fn the_dockerfile_builds_dependencies_before_it_copies_the_sources() {
+    let stages = dockerfile_stages(&std::fs::read_to_string(root().join("Dockerfile")).unwrap());
+    let build = &stages[0];
+    let copies_src = build.iter().position(|i| i.keyword == "COPY" && i.args.split_whitespace().any(|a| a == "src"));
+    let builds_deps =
+        build.iter().position(|i| i.keyword == "RUN" && i.args.contains("cargo build --release --locked"));
+    assert!(
+        matches!((builds_deps, copies_src), (Some(d), Some(c)) if d < c),
+        "a RUN cargo build --release --locked on placeholder sources comes before COPY src"
+    );
+}
+
+/// README's `docker run` works as written for the shipped config: every `env:` secret of it
+/// (the commented admin token included) has its `-e`, the admin port is published on the
+/// host's loopback with the `admin_listen` that makes it reachable, and the volume's owner is
+/// named.
+#[test]
+fn readme_docker_run_passes_every_secret_and_says_how_to_reach_the_admin_port() {
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    let section = readme.split_once("## Run it in a container").unwrap().1.split("\n## ").next().unwrap();
+    let run = section.split_once("docker run").unwrap().1.split("```").next().unwrap();
+    let config = std::fs::read_to_string(root().join("pagerhook.toml")).unwrap();
+    // The secrets of the lines in force, and of the admin token README says to uncomment.
+    let in_force = config.lines().filter(|l| !l.trim_start().starts_with('#') || l.starts_with("# admin_token ="));
+    let vars: BTreeSet<&str> =
+        in_force.flat_map(|l| l.split("\"env:").skip(1).map(|rest| rest.split('"').next().unwrap())).collect();
+    assert!(vars.contains("PAGERDUTY_ROUTING_KEY") && vars.contains("PAGERHOOK_ADMIN_TOKEN"), "{vars:?}");
+    for var in vars {
+        assert!(run.contains(&format!("-e {var}=")), "README's docker run lacks -e {var}=...:\n{run}");
+    }
+    assert!(run.contains("-p 127.0.0.1:8081:8081"), "{run}");
+    assert!(section.contains("admin_listen = \"0.0.0.0:8081\""), "{section}");
+    assert!(section.contains("65532:65532"), "README says how to give a host folder to the image's user");
 }
 
 /// What Grafana needs to import the dashboard as meant: unique panel ids, panels inside the

@@ -5,8 +5,8 @@
 
 use crate::helpers::sns_kit::notification;
 use crate::helpers::{
-    base_config, config_from, generic_source, github_signature, root, shipped_generic_source, sns_source,
-    ALERTMANAGER_VERIFY, GITHUB_SECRET,
+    base_config, config_from, generic_source, github_signature, root, shipped_generic_source, shipped_mappings,
+    sns_source, ALERTMANAGER_VERIFY, GITHUB_SECRET,
 };
 use pagerhook::registry::Sources;
 use pagerhook::source::{Headers, Incoming, Keep, Offline};
@@ -198,13 +198,10 @@ fn every_shipped_mapping_makes_the_same_events_of_every_fixture_from_the_pruned_
     let dir = tempfile::tempdir().unwrap();
     let mut config = base_config(dir.path(), "http://127.0.0.1:9");
     let mut names = vec!["github".to_string()];
-    for file in std::fs::read_dir(root().join("mappings")).unwrap() {
-        let path = file.unwrap().path();
-        let stem = path.file_name().unwrap().to_str().unwrap().to_string();
-        if let Some(stem) = stem.strip_suffix(".toml").filter(|s| !s.ends_with(".test") && *s != "test-sources") {
-            config += &generic_source(&format!("as-{stem}"), r#"{ scheme = "none" }"#, &path);
-            names.push(format!("as-{stem}"));
-        }
+    for path in shipped_mappings(&root()) {
+        let stem = path.file_stem().unwrap().to_str().unwrap().to_string();
+        config += &generic_source(&format!("as-{stem}"), r#"{ scheme = "none" }"#, &path);
+        names.push(format!("as-{stem}"));
     }
     let (sources, _) = Sources::build(&config_from(&config, dir.path())).unwrap_or_else(|e| panic!("{e:#?}"));
     let (mut pruned_somewhere, mut events) = (false, 0);
@@ -229,12 +226,8 @@ fn every_shipped_mapping_makes_the_same_events_of_every_fixture_from_the_pruned_
 #[test]
 fn every_shipped_mapping_recommends_an_unmatched_choice_that_pagerhook_toml_follows() {
     let config = std::fs::read_to_string(root().join("pagerhook.toml")).unwrap();
-    for file in std::fs::read_dir(root().join("mappings")).unwrap() {
-        let path = file.unwrap().path();
+    for path in crate::helpers::shipped_mappings(&root()) {
         let name = path.file_name().unwrap().to_str().unwrap().to_string();
-        if name.ends_with(".test.toml") || name == "test-sources.toml" {
-            continue;
-        }
         let text = std::fs::read_to_string(&path).unwrap();
         let choice = text
             .lines()

@@ -228,9 +228,17 @@ async fn sigterm_finishes_and_leaves_undelivered_events_queued() {
         .send()
         .await;
     assert_eq!(res.unwrap().status().as_u16(), 202);
+    let pid_file = dir.path().join("pagerhook.pid");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap().trim(), child.id().to_string());
     signal(&child, "TERM");
     assert!(exit_status(&mut child).await.success(), "a clean exit on SIGTERM");
     assert!(http.get(format!("{admin}/healthz")).send().await.is_err(), "listeners are closed");
+    assert!(!pid_file.exists(), "a clean exit removes its pid file");
+    // The ready line names the store it opened (here the SQLite file).
+    let log = std::fs::read_to_string(dir.path().join("serve.log")).unwrap();
+    let ready = log.lines().find(|l| l.contains("pagerhook ready")).expect("a ready line");
+    let ready: Value = serde_json::from_str(ready).unwrap();
+    assert_eq!(ready["store"], format!("SQLite {}", dir.path().join("pagerhook.db").display()), "{ready}");
 
     // The next start finds the event and delivers it.
     let fake = FakePagerDuty::start().await;

@@ -1,7 +1,7 @@
 //! `pagerhook test` through the built binary: the shipped test files pass, and a failing case
 //! shows its diff, exits 1 and reads as JSON.
 
-use crate::helpers::root;
+use crate::helpers::{copy_shipped_mappings, root, shipped_mappings};
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -16,32 +16,67 @@ fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-#[test]
-fn every_shipped_mapping_has_a_test_file_and_all_of_them_pass() {
-    let mappings = root().join("mappings");
-    let mut untested = Vec::new();
-    let mut cases = 0;
-    for e in std::fs::read_dir(&mappings).unwrap() {
-        let name = e.unwrap().file_name().to_string_lossy().into_owned();
-        if let Some(stem) = name.strip_suffix(".test.toml") {
-            cases += std::fs::read_to_string(mappings.join(&name)).unwrap().matches("[[case]]").count();
-            assert!(mappings.join(format!("{stem}.toml")).exists(), "{name} tests no mapping");
-        } else if let Some(stem) = name.strip_suffix(".toml") {
-            if stem != "test-sources" && !mappings.join(format!("{stem}.test.toml")).exists() {
-                untested.push(name);
-            }
+/// The shipped test files, run on a copy holding only the shipped files: every shipped mapping
+/// has a test file, and every case of them passes, by name.
+fn shipped_test_files_pass(root: &Path) {
+    let untested: Vec<_> = shipped_mappings(root)
+        .into_iter()
+        .filter(|m| !m.with_extension("test.toml").exists())
+        .map(|m| m.display().to_string())
+        .collect();
+    assert_eq!(untested, Vec::<String>::new(), "shipped mappings without a test file");
+    let copy = copy_shipped_mappings(root);
+    let mut expected = Vec::new();
+    for mapping in shipped_mappings(root) {
+        let test = mapping.with_extension("test.toml");
+        let file: toml::Value = toml::from_str(&std::fs::read_to_string(&test).unwrap()).unwrap();
+        let name = test.file_name().unwrap().to_str().unwrap();
+        for case in file["case"].as_array().unwrap() {
+            expected.push(format!("{name}: {}", case["name"].as_str().unwrap()));
         }
     }
-    assert_eq!(untested, Vec::<String>::new(), "shipped mappings without a test file");
-    let out = pagerhook(&mappings.join("test-sources.toml")).arg("test").output().unwrap();
+    expected.sort();
+    let out = pagerhook(&copy.path().join("mappings/test-sources.toml")).arg("test").output().unwrap();
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.ends_with(&format!("{cases} passed, 0 failed\n")), "{stdout}");
+    let mut passed: Vec<_> = stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("PASS  "))
+        .map(|l| l.strip_prefix(&format!("{}/mappings/", copy.path().display())).unwrap_or(l).to_string())
+        .collect();
+    passed.sort();
+    assert_eq!(passed, expected, "the cases that passed (left) are not the cases of the shipped test files (right)");
+    let tally = format!("{} passed, 0 failed\n", expected.len());
+    assert!(stdout.ends_with(&tally), "expected {tally:?} for the {} shipped cases:\n{stdout}", expected.len());
+}
+
+#[test]
+fn every_shipped_mapping_has_a_test_file_and_all_of_them_pass() {
+    shipped_test_files_pass(&root());
+}
+
+/// README tells a user to put their mapping and its test file in `mappings/`: a failing one
+/// there (testing a shipped source, so `pagerhook test` would run it) and a mapping without a
+/// test file change nothing in the project's own tests.
+#[test]
+fn a_users_own_files_in_mappings_do_not_change_the_shipped_tests() {
+    let checkout = tempfile::tempdir().unwrap();
+    std::fs::create_dir(checkout.path().join("mappings")).unwrap();
+    std::os::unix::fs::symlink(root().join("fixtures"), checkout.path().join("fixtures")).unwrap();
+    for e in std::fs::read_dir(root().join("mappings")).unwrap() {
+        let path = e.unwrap().path();
+        std::fs::copy(&path, checkout.path().join("mappings").join(path.file_name().unwrap())).unwrap();
+    }
+    let m = checkout.path().join("mappings");
+    std::fs::write(m.join("mine.toml"), MAPPING).unwrap();
+    std::fs::write(m.join("untested.toml"), MAPPING).unwrap();
+    let failing = "[[case]]\nname = \"mine\"\nsource = \"github\"\nbody = '{}'\nexpect_events = 7\n";
+    std::fs::write(m.join("mine.test.toml"), failing).unwrap();
     assert_eq!(
-        stdout.lines().filter(|l| l.starts_with("PASS  ") && l.contains("/mappings/")).count(),
-        cases,
-        "{stdout}"
+        shipped_mappings(checkout.path()),
+        shipped_mappings(&root()).iter().map(|p| m.join(p.file_name().unwrap())).collect::<Vec<_>>()
     );
+    shipped_test_files_pass(checkout.path());
 }
 
 const MAPPING: &str = r#"
@@ -189,8 +224,18 @@ fn a_found_test_file_for_sources_not_configured_is_skipped_but_a_named_one_fails
 
 #[test]
 fn the_shipped_config_tests_its_own_sources_and_skips_the_rest() {
-    // A config path without a folder: the test files are found from the working directory.
-    let out = pagerhook(Path::new("pagerhook.toml")).arg("test").output().unwrap();
+    // A copy of the shipped github source and two shipped test files, not the working checkout
+    // (whose pagerhook.toml and mappings/ the user edits). A config path without a folder: the
+    // test files are found from the working directory.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("mappings")).unwrap();
+    std::os::unix::fs::symlink(root().join("fixtures"), dir.path().join("fixtures")).unwrap();
+    for f in ["github.toml", "github.test.toml", "sentry.test.toml"] {
+        std::fs::copy(root().join("mappings").join(f), dir.path().join("mappings").join(f)).unwrap();
+    }
+    let config = "[pagerduty]\nrouting_key = \"env:PAGERDUTY_ROUTING_KEY\"\n\n[[source]]\nname = \"github\"\nkind = \"github\"\nsecrets = [\"env:GITHUB_WEBHOOK_SECRET\"]\nmappings = [\"mappings/github.toml\"]\n";
+    std::fs::write(dir.path().join("pagerhook.toml"), config).unwrap();
+    let out = pagerhook(Path::new("pagerhook.toml")).current_dir(dir.path()).arg("test").output().unwrap();
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("mappings/github.test.toml: push_default_branch"), "{stdout}");

@@ -14,12 +14,8 @@ const NOT_TEMPLATES: &[&str] = &["name", "when", "emit", "for_each", "final"];
 /// Every rule of the shipped mappings, with its file's name.
 fn shipped_rules() -> Vec<(String, toml::Value)> {
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(root().join("mappings")).unwrap() {
-        let path = entry.unwrap().path();
+    for path in crate::mapping::shipped_mapping_files(&root()) {
         let name = path.file_name().unwrap().to_string_lossy().to_string();
-        if !name.ends_with(".toml") || name.ends_with(".test.toml") || name == "test-sources.toml" {
-            continue;
-        }
         let file: toml::Value = toml::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
         let rules = file.get("rule").and_then(toml::Value::as_array).cloned().unwrap_or_default();
         out.extend(rules.into_iter().map(|r| (name.clone(), r)));

@@ -37,6 +37,35 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The shipped mapping files under `root`: the ones `mappings/test-sources.toml` names. A
+/// user's own files in `mappings/` (as README's quick start suggests) are not among them, so
+/// the project's tests never read them.
+pub fn shipped_mappings(root: &Path) -> Vec<PathBuf> {
+    let dir = root.join("mappings");
+    let text = std::fs::read_to_string(dir.join("test-sources.toml")).unwrap();
+    let config: toml::Value = toml::from_str(&text).unwrap();
+    let named = config["source"].as_array().unwrap().iter().flat_map(|s| s["mappings"].as_array().unwrap().iter());
+    named.map(|m| dir.join(m.as_str().unwrap())).collect()
+}
+
+/// A temp checkout whose `mappings/` holds `test-sources.toml`, the shipped mappings and the
+/// test file next to each one, and nothing else, beside a link to the shipped `fixtures/`
+/// (test files name payloads as `../fixtures/...`): `pagerhook test` there sees no user file.
+pub fn copy_shipped_mappings(root: &Path) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let (from, to) = (root.join("mappings"), dir.path().join("mappings"));
+    std::fs::create_dir(&to).unwrap();
+    std::os::unix::fs::symlink(root.join("fixtures"), dir.path().join("fixtures")).unwrap();
+    std::fs::copy(from.join("test-sources.toml"), to.join("test-sources.toml")).unwrap();
+    for mapping in shipped_mappings(root) {
+        let test = mapping.with_extension("test.toml");
+        for file in [mapping, test].iter().filter(|f| f.exists()) {
+            std::fs::copy(file, to.join(file.file_name().unwrap())).unwrap();
+        }
+    }
+    dir
+}
+
 /// A fixture's bytes.
 pub fn fixture(path: &str) -> Vec<u8> {
     std::fs::read(root().join("fixtures").join(path)).unwrap_or_else(|e| panic!("fixture {path}: {e}"))
