@@ -18,8 +18,9 @@ use std::time::{Duration, Instant};
 struct Args {
     #[arg(long)]
     url: String,
-    /// What to send: `ceiling` (empty body), `github` (a signed, merged pull request: the
-    /// same bytes and signature for the bare handler, pagerhook and adnanh/webhook), `numbered` (bearer,
+    /// What to send: `ceiling` (empty body), `github` (a signed, merged pull request, numbered
+    /// in trailing whitespace so that no two are the same bytes; the same sequence for the bare
+    /// handler, pagerhook and adnanh/webhook), `numbered` (bearer,
     /// `{"n","t"}`), `alertmanager` (bearer, a group of `--alerts` firing alerts).
     #[arg(long, default_value = "github")]
     kind: String,
@@ -48,21 +49,34 @@ struct Sender {
     args: Args,
     http: reqwest::Client,
     github_body: Vec<u8>,
-    github_sig: String,
     next: AtomicU64,
 }
 
 impl Sender {
+    /// Request `n`'s pull request and its signature. pagerhook answers a GitHub body it has
+    /// seen before as a duplicate (a replayed delivery), so each request's bytes differ: the
+    /// fixture followed by `n` written in 16 JSON whitespace characters (same size every time,
+    /// same parse), signed anew. Every target gets the same bodies.
+    fn github(&self, n: u64) -> (Vec<u8>, String) {
+        let mut body = self.github_body.clone();
+        body.extend((0..16).map(|d| b" \t\n\r"[((n >> (2 * d)) & 3) as usize]));
+        let mut mac = Hmac::<Sha256>::new_from_slice(self.args.secret.as_bytes()).unwrap();
+        mac.update(&body);
+        (body, format!("sha256={}", hex::encode(mac.finalize().into_bytes())))
+    }
+
     fn request(&self) -> reqwest::RequestBuilder {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         let post = self.http.post(&self.args.url);
         match self.args.kind.as_str() {
             "ceiling" => post,
-            "github" => post
-                .header("content-type", "application/json")
-                .header("x-github-event", "pull_request")
-                .header("x-hub-signature-256", &self.github_sig)
-                .body(self.github_body.clone()),
+            "github" => {
+                let (body, sig) = self.github(n);
+                post.header("content-type", "application/json")
+                    .header("x-github-event", "pull_request")
+                    .header("x-hub-signature-256", sig)
+                    .body(body)
+            }
             "numbered" => post.bearer_auth(&self.args.secret).json(&json!({"n": n, "t": now_us().to_string()})),
             "alertmanager" => {
                 let alerts: Vec<_> = (0..self.args.alerts)
@@ -95,11 +109,9 @@ async fn main() {
     let args = Args::parse();
     let github_body =
         std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/github/pull_request_merged.json")).unwrap();
-    let mut mac = Hmac::<Sha256>::new_from_slice(args.secret.as_bytes()).unwrap();
-    mac.update(&github_body);
-    let github_sig = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.connections).build().unwrap();
-    let sender = Arc::new(Sender { args: args.clone(), http, github_body, github_sig, next: AtomicU64::new(0) });
+    let sender = Arc::new(Sender { args: args.clone(), http, github_body, next: AtomicU64::new(0) });
     let latencies = Arc::new(Mutex::new(Vec::<u64>::new()));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
