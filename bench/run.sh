@@ -6,7 +6,8 @@
 # actix-web handler (HMAC check only), pagerhook (fsync, shipped mappings/github.toml) and, when
 # the `webhook` binary (adnanh/webhook, Debian package `webhook`) is on PATH, webhook with an
 # HMAC-SHA256 trigger rule running /bin/true; all three get the same sequence of signed
-# 8.7 KB pull requests, each numbered in trailing whitespace (a body seen before is a duplicate). Each figure is the median of its rounds, so a load spike hurts all three alike.
+# 8.7 KB pull requests, each numbered in trailing whitespace (a body seen before is a
+# duplicate). Each figure is the median of its rounds, so a load spike hurts all three alike.
 #
 #   bench/run.sh                 # about 4 minutes after the build
 #   BENCH_SECONDS=5 bench/run.sh # shorter runs
