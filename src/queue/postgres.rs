@@ -22,7 +22,7 @@
 use super::lanes::{self, Claims, Outcome, Routes};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
-use super::sql::{self, Seen, ROW_COLUMNS};
+use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
@@ -505,7 +505,7 @@ const DEAD_TO_DROP: &str = formatcp!(
         FROM events e JOIN inbound i ON i.id = e.inbound_id WHERE e.state = '{DEAD}'
         UNION ALL
         SELECT 'inbound', i.id, i.source, i.received_at, octet_length(i.body)::bigint
-        FROM inbound i WHERE i.status IN ('mapping_failed', 'too_many_events')
+        FROM inbound i WHERE i.status IN ({DEAD_INBOUND})
     ), ranked AS (
         SELECT kind, id, source, bytes, at,
                SUM(bytes) OVER (PARTITION BY source ORDER BY at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS newer
@@ -520,8 +520,7 @@ const DROP_DEAD_EVENTS: [&str; 2] = [
     formatcp!("DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE id = ANY($1) AND state = '{DEAD}')"),
     formatcp!("DELETE FROM events WHERE id = ANY($1) AND state = '{DEAD}'"),
 ];
-const DROP_DEAD_INBOUND: &str =
-    "DELETE FROM inbound WHERE id = ANY($1) AND status IN ('mapping_failed', 'too_many_events')";
+const DROP_DEAD_INBOUND: &str = formatcp!("DELETE FROM inbound WHERE id = ANY($1) AND status IN ({DEAD_INBOUND})");
 
 #[async_trait]
 impl Intake for PostgresQueue {
@@ -691,11 +690,11 @@ impl DeadLetters for PostgresQueue {
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
-                "UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched') RETURNING source",
+                formatcp!(
+"UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
                 &[&id, &status, &error],
             )
-            .await
-            ?
+            .await?
         else {
             return Ok(None);
         };

@@ -49,6 +49,11 @@ pub(super) const RENEW: &str =
 /// Pending events and the oldest one's creation time.
 pub(super) const DEPTH: &str = formatcp!("SELECT COUNT(*), MIN(created_at) FROM events WHERE state = '{PENDING}'");
 
+/// The stored statuses of a kept payload that is a dead letter
+/// ([`InboundStatus::is_dead_letter`](super::InboundStatus::is_dead_letter)), as an SQL list:
+/// every statement that lists, deletes, replays or prunes dead payloads uses this one.
+pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unmatched'";
+
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
 /// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes.
@@ -57,8 +62,10 @@ pub(super) const PRUNE: [&str; 6] = [
         "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
     ),
     formatcp!("DELETE FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1"),
-    "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ('mapping_failed', 'too_many_events', 'unmatched')
-     AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)",
+    formatcp!(
+        "DELETE FROM inbound WHERE received_at < $1 AND status NOT IN ({DEAD_INBOUND})
+         AND NOT EXISTS (SELECT 1 FROM events e WHERE e.inbound_id = inbound.id)"
+    ),
     "DELETE FROM seen WHERE seen_at < $1",
     "DELETE FROM seen_bodies WHERE seen_at < $1",
     "DELETE FROM routes WHERE at < $1",
@@ -74,7 +81,7 @@ pub(super) const DELETE_DEAD_EVENT: [&str; 2] = [
 
 /// Forgets payload `$1`, kept because its mapping failed.
 pub(super) const DELETE_DEAD_INBOUND: &str =
-    "DELETE FROM inbound WHERE id = $1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched')";
+    formatcp!("DELETE FROM inbound WHERE id = $1 AND status IN ({DEAD_INBOUND})");
 
 /// Every kind of dead letter as one relation; `$1` filters by source (NULL: all).
 pub(super) const DEAD_LETTERS: &str = formatcp!(

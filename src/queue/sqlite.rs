@@ -16,7 +16,7 @@ use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
     applied_migrations,
-    sql::{self, Seen, ROW_COLUMNS},
+    sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
     tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
     DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
     Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
@@ -1007,7 +1007,8 @@ impl DeadLetters for SqliteQueue {
             let (status, error) = status_columns(&status);
             let source: Option<String> = tx
                 .query_row(
-                    "UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ('mapping_failed', 'too_many_events', 'unmatched') RETURNING source",
+                    formatcp!(
+"UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
                     params![id, status, error],
                     |r| r.get(0),
                 )
@@ -1128,7 +1129,7 @@ const DEAD_TO_DROP: &str = formatcp!(
         FROM events e JOIN inbound i ON i.id = e.inbound_id WHERE e.state = '{DEAD}'
         UNION ALL
         SELECT 'inbound', i.id, i.source, i.received_at, length(i.body)
-        FROM inbound i WHERE i.status IN ('mapping_failed', 'too_many_events')
+        FROM inbound i WHERE i.status IN ({DEAD_INBOUND})
     ), ranked AS (
         SELECT kind, id, source, bytes, at,
                SUM(bytes) OVER (PARTITION BY source ORDER BY at DESC, id DESC ROWS UNBOUNDED PRECEDING) AS newer

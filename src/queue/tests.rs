@@ -133,6 +133,7 @@ on_every_backend! {
         pruning_forgets_only_what_finished_before_the_cutoff_sticky_routes_included,
         dead_letters_past_their_retention_or_over_their_source_s_cap_are_dropped_oldest_first,
         a_dropped_dead_event_takes_its_attempts_and_leaves_live_events_and_replayed_ones,
+        every_kind_of_kept_payload_is_dropped_past_the_dead_letter_retention,
     ],
 }
 
@@ -301,6 +302,25 @@ async fn dead_letters_past_their_retention_or_over_their_source_s_cap_are_droppe
         vec![kept("a", "event", 2500), kept("a", "mapping_failed", 3000), kept("b", "mapping_failed", 3000)]
     );
     assert_eq!(q.prune_dead(1500, 1500).await.unwrap(), vec![], "nothing more to drop");
+}
+
+/// Each status that makes a kept payload a dead letter (`InboundStatus::is_dead_letter`) is
+/// pruned by the dead-letter retention: an `unmatched` one kept forever would fill the disk.
+async fn every_kind_of_kept_payload_is_dropped_past_the_dead_letter_retention(q: Arc<dyn Queue>) {
+    let statuses = [
+        InboundStatus::MappingFailed("summary: missing".into()),
+        InboundStatus::TooManyEvents("5 events, at most 2".into()),
+        InboundStatus::Unmatched,
+    ];
+    for status in statuses {
+        assert!(status.is_dead_letter(), "{status:?}");
+        q.accept(NewInbound::new("a", 1000, bytes::Bytes::from_static(b"{}"), status), vec![]).await.unwrap();
+    }
+    assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 3);
+    let dropped = q.prune_dead(2000, u64::MAX).await.unwrap();
+    let letters: u64 = dropped.iter().map(|d| d.letters).sum();
+    assert_eq!(letters, 3, "{dropped:?}");
+    assert!(q.dead_letters(None, 10).await.unwrap().is_empty(), "none is left");
 }
 
 async fn a_dropped_dead_event_takes_its_attempts_and_leaves_live_events_and_replayed_ones(q: Arc<dyn Queue>) {

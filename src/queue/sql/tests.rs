@@ -64,3 +64,30 @@ fn event_states_are_built_into_the_statements() {
     assert!(PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed')"), "{}", PRUNE[1]);
     assert!(DEAD_LETTERS.contains("e.state = 'dead'"), "{DEAD_LETTERS}");
 }
+
+/// `DEAD_INBOUND` lists exactly the stored statuses of the kept payloads that are dead letters,
+/// so a status added later is listed, deleted, replayed and pruned with the others.
+#[test]
+fn the_dead_inbound_list_is_every_dead_letter_status() {
+    use super::super::rows::status_columns;
+    use super::super::InboundStatus;
+    let every = [
+        InboundStatus::Mapped,
+        InboundStatus::Ignored,
+        InboundStatus::MappingFailed(String::new()),
+        InboundStatus::TooManyEvents(String::new()),
+        InboundStatus::Unmatched,
+    ];
+    // Exhaustive: a new status fails to compile here until it is added to `every`.
+    for status in every {
+        match &status {
+            InboundStatus::Mapped
+            | InboundStatus::Ignored
+            | InboundStatus::MappingFailed(_)
+            | InboundStatus::TooManyEvents(_)
+            | InboundStatus::Unmatched => {}
+        }
+        let listed = DEAD_INBOUND.split(", ").any(|s| s == format!("'{}'", status_columns(&status).0));
+        assert_eq!(listed, status.is_dead_letter(), "{status:?}");
+    }
+}
