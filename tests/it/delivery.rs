@@ -110,6 +110,21 @@ async fn accepted_events_survive_a_restart() {
     assert_eq!(got[0].path, "/v2/change/enqueue");
 }
 
+/// Posts a signed GitHub fixture to the app listening on `port`; the status it answered.
+async fn post_github(port: u16, event: &str, fixture_path: &str) -> u16 {
+    let body = fixture(fixture_path);
+    let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
+    let res = reqwest::Client::new()
+        .post(format!("http://127.0.0.1:{port}/hooks/github"))
+        .header("x-github-event", event)
+        .header("x-hub-signature-256", sig)
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    res.status().as_u16()
+}
+
 #[tokio::test]
 async fn dry_run_records_events_as_dry_run_without_sending() {
     let dir = tempfile::tempdir().unwrap();
@@ -121,17 +136,7 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
         pagerhook::app::App::start_on(cfg, pagerhook::app::Options { dry_run: true, ..test_options() }, hooks, admin)
             .await
             .unwrap();
-    let body = fixture("github/pull_request_merged.json");
-    let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
-    let res = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/hooks/github", app.port()))
-        .header("x-github-event", "pull_request")
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 202);
+    assert_eq!(post_github(app.port(), "pull_request", "github/pull_request_merged.json").await, 202);
     eventually("the event is recorded as dry_run", || async {
         app.queue().recent(10).await.unwrap().into_iter().next().filter(|e| e.state == EventState::DryRun)
     })
@@ -143,17 +148,7 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
     assert!(!metrics.contains("outcome=\"delivered\"} 1"), "{metrics}");
     // An alert, which has a dedup_key: no "dedup_key PagerDuty returned" is recorded for a
     // request PagerDuty never saw.
-    let body = fixture("github/workflow_run_failure.json");
-    let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
-    let res = reqwest::Client::new()
-        .post(format!("http://127.0.0.1:{}/hooks/github", app.port()))
-        .header("x-github-event", "workflow_run")
-        .header("x-hub-signature-256", sig)
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status().as_u16(), 202);
+    assert_eq!(post_github(app.port(), "workflow_run", "github/workflow_run_failure.json").await, 202);
     let alert = eventually("the alert is recorded as dry_run", || async {
         app.queue()
             .recent(10)
