@@ -259,11 +259,11 @@ proptest! {
 /// URLs assembled from parts an attacker would try (and the parts AWS uses), so that about a
 /// third are acceptable: each part is the right one half of the time or more.
 fn cert_urls() -> impl Strategy<Value = String> {
-    let scheme = prop_oneof![4 => Just("https://"), 1 => Just("http://"), 1 => Just("HTTPS://"), 1 => Just("")];
+    let scheme = prop_oneof![8 => Just("https://"), 1 => Just("http://"), 1 => Just("HTTPS://"), 1 => Just("")];
     let user = prop_oneof![8 => Just(""), 1 => Just("u@"), 1 => Just("u:p@")];
     let region = "[a-z]{2}-[a-z]{4,9}-[1-9]";
     let host = prop_oneof![
-        7 => region.prop_map(|r| format!("sns.{r}.amazonaws.com")),
+        14 => region.prop_map(|r| format!("sns.{r}.amazonaws.com")),
         2 => "cn-[a-z]{4,9}-[1-9]".prop_map(|r| format!("sns.{r}.amazonaws.com.cn")),
         1 => region.prop_map(|r| format!("sns.{r}.amazonaws.com.cn")),
         1 => region.prop_map(|r| format!("sns.{r}.amazonaws.com.evil.example")),
@@ -288,7 +288,10 @@ fn cert_urls() -> impl Strategy<Value = String> {
 fn an_accepted_url_is_always_https_on_an_sns_host() {
     use proptest::test_runner::{Config, TestRunner};
     let (accepted, refused) = (std::cell::Cell::new(0u32), std::cell::Cell::new(0u32));
-    let mut runner = TestRunner::new(Config { cases: 2000, ..Config::default() });
+    // A fixed seed: the shares asserted below are then the same on every run (at about a
+    // quarter accepted, a random one fell under a fifth once in CI).
+    let rng = proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha);
+    let mut runner = TestRunner::new_with_rng(Config { cases: 2000, ..Config::default() }, rng);
     runner
         .run(&cert_urls(), |s| {
             let Ok(u) = AwsUrl::cert(&s) else {
