@@ -45,11 +45,14 @@ pub enum IgnoreReason {
     NoRuleMatched,
 }
 
+/// What a payload no rule matched is answered, logged and replayed with.
+const NO_RULE_MATCHED: &str = "no rule matched";
+
 impl std::fmt::Display for IgnoreReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IgnoreReason::BySource(reason) => f.write_str(reason),
-            IgnoreReason::NoRuleMatched => f.write_str("no rule matched"),
+            IgnoreReason::NoRuleMatched => f.write_str(NO_RULE_MATCHED),
         }
     }
 }
@@ -349,7 +352,7 @@ impl Pipeline {
             Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
             Decision::TooMany(error) => kept(Kept::TooManyEvents, error),
-            Decision::Unmatched => kept(Kept::Unmatched, "no rule matched"),
+            Decision::Unmatched => kept(Kept::Unmatched, NO_RULE_MATCHED),
             Decision::Ignore(_) => {}
         }
     }
@@ -394,7 +397,7 @@ impl Pipeline {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
                     Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
-                    Decision::Unmatched => Replayed::StillFailing { error: "no rule matched".into() },
+                    Decision::Unmatched => Replayed::StillFailing { error: NO_RULE_MATCHED.into() },
                 }
             }
         };
