@@ -494,14 +494,12 @@ impl Worker {
         let Response::Status { code: 400, message: refused, .. } = &response else { return Ok(response) };
         let Some(minimal) = c.event.minimal(refused) else { return Ok(response) };
         TriggerMinimised { event_id: c.id, error: refused }.emit(&self.metrics);
+        let both = |minimal: &str| format!("the full trigger was refused ({refused}); its minimal form: {minimal}");
         Ok(match self.send_holding_lease(c.id, &minimal, lease).await? {
             Response::Status { code, message, retry_after, status, dedup_key } => {
-                let message = format!("the full trigger was refused ({refused}); its minimal form: {message}");
-                Response::Status { code, message, retry_after, status, dedup_key }
+                Response::Status { code, message: both(&message), retry_after, status, dedup_key }
             }
-            Response::Transport(e) => {
-                Response::Transport(format!("the full trigger was refused ({refused}); its minimal form: {e}"))
-            }
+            Response::Transport(e) => Response::Transport(both(&e)),
         })
     }
 
