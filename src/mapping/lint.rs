@@ -136,3 +136,120 @@ pub fn syntax_error(e: &TemplateError) -> String {
         None => format!("template syntax error: {what}"),
     }
 }
+
+/// What a template can read from its context's root: [`crate::source::Verified`]'s template
+/// context, and a `for_each` rule's `item`.
+pub const ROOTS: &[&str] = &["body", "headers", "query", "source", "sns", "item"];
+
+/// Paths whose first name is none of [`ROOTS`] (`{{bdy.monitor}}`): handlebars compiles them,
+/// and every payload would then fail (a value) or never match (a `when`), so they are refused
+/// at load. `item` counts only in a rule with `for_each`. Inside `#each`/`#with` a path is
+/// relative to the block's value and is not checked; `@root`, `../` and locals are not either.
+pub fn unknown_roots(t: &Template, for_each: bool) -> Vec<String> {
+    let mut out = Vec::new();
+    Roots { for_each, out: &mut out }.template(t, 0);
+    out
+}
+
+struct Roots<'a> {
+    for_each: bool,
+    out: &'a mut Vec<String>,
+}
+
+impl Roots<'_> {
+    fn template(&mut self, t: &Template, depth: usize) {
+        for (i, e) in t.elements.iter().enumerate() {
+            let at = t.mapping.get(i).map(|m| (m.0, m.1));
+            match e {
+                TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h) => self.expression(h, depth, at),
+                TemplateElement::HelperBlock(h) => self.block(h, depth, at),
+                _ => {}
+            }
+        }
+    }
+
+    fn expression(&mut self, h: &HelperTemplate, depth: usize, at: Option<(usize, usize)>) {
+        match &h.name {
+            Parameter::Path(p) => self.path(p, depth, at),
+            // A bare name without arguments reads a field unless a helper has that name.
+            Parameter::Name(n) if h.params.is_empty() && h.hash.is_empty() && helpers::find(n).is_none() => {
+                self.name(n, n, depth, at)
+            }
+            _ => {}
+        }
+        self.arguments(h, depth, at);
+    }
+
+    fn arguments(&mut self, h: &HelperTemplate, depth: usize, at: Option<(usize, usize)>) {
+        for p in h.params.iter().chain(h.hash.values()) {
+            match p {
+                Parameter::Path(p) => self.path(p, depth, at),
+                Parameter::Name(n) => self.name(n, n, depth, at),
+                Parameter::Subexpression(s) => {
+                    if let TemplateElement::Expression(inner) | TemplateElement::HtmlExpression(inner) = s.as_element() {
+                        self.expression(inner, depth, at);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// `if`/`unless` keep their context; any other block (`each`, `with`) gives its body its
+    /// parameter's, and its `else` the same one.
+    fn block(&mut self, h: &HelperTemplate, depth: usize, at: Option<(usize, usize)>) {
+        self.arguments(h, depth, at);
+        let same = matches!(&h.name, Parameter::Name(n) if n == "if" || n == "unless");
+        if let Some(t) = &h.template {
+            self.template(t, if same { depth } else { depth + 1 });
+        }
+        if let Some(t) = &h.inverse {
+            self.template(t, depth);
+        }
+    }
+
+    fn path(&mut self, p: &handlebars::Path, depth: usize, at: Option<(usize, usize)>) {
+        if let handlebars::Path::Relative((segs, raw)) = p {
+            if let Some(first) = super::native::named(segs).and_then(|n| n.into_iter().next()) {
+                self.name(&first, raw, depth, at);
+            }
+        }
+    }
+
+    fn name(&mut self, first: &str, raw: &str, depth: usize, at: Option<(usize, usize)>) {
+        if depth > 0 || ROOTS.contains(&first) && (first != "item" || self.for_each) {
+            return;
+        }
+        let why = if first == "item" {
+            "`item` is set only in a rule with `for_each`".to_string()
+        } else {
+            format!("`{first}` is not something a template can read")
+        };
+        self.out.push(format!(
+            "{}unknown root in `{raw}`: {why} (a path starts with one of body, headers, query, source, sns, or item in a for_each rule)",
+            position(at)
+        ));
+    }
+}
+
+/// Whether `a` is a likely typo of `b`: the same but for case, or one edit (a letter added,
+/// dropped, changed or two swapped) apart.
+pub fn near(a: &str, b: &str) -> bool {
+    if a.eq_ignore_ascii_case(b) {
+        return true;
+    }
+    let (a, b): (Vec<char>, Vec<char>) = (a.chars().collect(), b.chars().collect());
+    let (short, long) = if a.len() <= b.len() { (&a, &b) } else { (&b, &a) };
+    if long.len() - short.len() > 1 || short.len() < 3 {
+        return false;
+    }
+    let start = short.iter().zip(long.iter()).take_while(|(x, y)| x == y).count();
+    if short.len() == long.len() {
+        let (a_end, b_end) = (&short[start..], &long[start..]);
+        // One letter changed, or two neighbours swapped.
+        a_end.get(1..) == b_end.get(1..)
+            || (a_end.len() >= 2 && a_end[0] == b_end[1] && a_end[1] == b_end[0] && a_end[2..] == b_end[2..])
+    } else {
+        short[start..] == long[start + 1..]
+    }
+}

@@ -94,6 +94,9 @@ pub enum Renderer {
 struct Tpl {
     id: String,
     native: Option<native::Native>,
+    /// The paths it writes as they are ([`native::written_paths`]): an object there is an
+    /// error, in either renderer, rather than `[object]`. Empty for a `when`.
+    written: Vec<usize>,
 }
 
 /// Where a rule's events go.
@@ -223,6 +226,8 @@ struct Compiler<'a> {
     errors: Vec<String>,
     at: String,
     prefix: String,
+    /// The rule has `for_each`: its templates may read `item`.
+    for_each: bool,
 }
 
 impl Compiler<'_> {
@@ -233,7 +238,10 @@ impl Compiler<'_> {
         match hb.register_template_string(&id, tpl) {
             Err(e) => self.errors.push(format!("{}: {field}: {}", self.at, lint::syntax_error(&e))),
             Ok(()) => {
-                let problems = hb.get_template(&id).map(lint::template).unwrap_or_default();
+                let problems = hb
+                    .get_template(&id)
+                    .map(|t| [lint::template(t), lint::unknown_roots(t, self.for_each)].concat())
+                    .unwrap_or_default();
                 self.errors.extend(problems.into_iter().map(|p| format!("{}: {field}: {p}", self.at)));
             }
         }
@@ -243,15 +251,17 @@ impl Compiler<'_> {
     /// A value template (strict), with its native form when it has one.
     fn add(&mut self, field: &str, tpl: &str) -> Tpl {
         let id = self.register(field, tpl, false);
-        let native = self.strict.get_template(&id).and_then(|t| native::Native::compile(t, true, self.paths));
-        Tpl { id, native }
+        let t = self.strict.get_template(&id);
+        let native = t.and_then(|t| native::Native::compile(t, true, self.paths));
+        let written = t.map(|t| native::written_paths(t, self.paths)).unwrap_or_default();
+        Tpl { id, native, written }
     }
 
     /// A `when` condition (lenient: a missing field is falsy), with its native form.
     fn condition(&mut self, tpl: &str) -> Tpl {
         let id = self.register("when", tpl, true);
         let native = self.lenient.get_template(&id).and_then(|t| native::Native::compile(t, false, self.paths));
-        Tpl { id, native }
+        Tpl { id, native, written: Vec::new() }
     }
 
     fn add_opt(&mut self, field: &str, tpl: &Option<String>) -> Option<Tpl> {
@@ -310,6 +320,7 @@ impl Mapping {
                     errors: Vec::new(),
                     at: format!("{} line {line}: rule '{}'", path.display(), r.name),
                     prefix: format!("{}#{}", rules.len(), r.name),
+                    for_each: r.for_each.is_some(),
                 };
                 lint::literals(&r, &c.at, &mut c.errors);
                 if let Some(rule) = compile_rule(&r, path, &mut c, &keys, &mut warnings) {
@@ -438,17 +449,28 @@ impl Mapping {
         if let Some(Ok(holds)) = f.native(when).map(|n| n.holds(&mut f.lookups)) {
             return Ok(holds);
         }
-        let v = self.lenient.render_with_context(&when.id, f.ctx).map_err(|e| render_error(&e))?;
-        Ok(truthy(&v))
+        match self.lenient.render_with_context(&when.id, f.ctx) {
+            Ok(v) => Ok(truthy(&v)),
+            Err(e) if is_shape_miss(&e) => Ok(false),
+            Err(e) => Err(render_error(&e, f.ctx.data())),
+        }
     }
 
     /// A value template's text: natively when it has a native form and the payload lets it
     /// decide, else (and for every error) through handlebars.
     fn text(&self, t: &Tpl, f: &mut Frame<'_>) -> Result<String, String> {
+        for &id in &t.written {
+            if let Some(shape) = f.lookups.value(id).and_then(object_shape) {
+                let p = self.paths.name(id);
+                return Err(format!(
+                    "{p} is {shape}, which a text field cannot hold (it would read `[object]`): name a field inside it, or write {{{{json {p}}}}} for its JSON"
+                ));
+            }
+        }
         if let Some(Ok(s)) = f.native(t).map(|n| n.render(&mut f.lookups)) {
             return Ok(s);
         }
-        self.strict.render_with_context(&t.id, f.ctx).map_err(|e| render_error(&e))
+        self.strict.render_with_context(&t.id, f.ctx).map_err(|e| render_error(&e, f.ctx.data()))
     }
 
     /// A field's value, trimmed; `None` when that leaves nothing.
@@ -690,16 +712,64 @@ fn derived_dedup_key(source: &str, rule: &str, subject: &Value) -> String {
     format!("pagerhook-{}", &hex::encode(h.finalize())[..40])
 }
 
-fn render_error(e: &handlebars::RenderError) -> String {
-    let s = e.to_string();
-    // handlebars phrases a strict-mode miss as "Failed to access variable in strict mode Some(\"x\")".
-    if let Some(rest) = s.split("strict mode ").nth(1) {
-        let name = rest.trim_start_matches("Some(").trim_end_matches(')').trim_matches('"');
-        return format!(
-            "field {name} is missing from the payload (use {{{{default {name} \"...\"}}}} if it is optional)"
-        );
+/// A handlebars render error in the mapping's words: where in the template, and what to do,
+/// never handlebars' internal name for the template (`0#monitor down.when`).
+fn render_error(e: &handlebars::RenderError, data: &Value) -> String {
+    use handlebars::RenderErrorReason as R;
+    let what = match e.reason() {
+        R::MissingVariable(Some(name)) => missing_field(name, data),
+        R::MissingVariable(None) => "a field is missing from the payload".to_string(),
+        R::InvalidJsonIndex(name) => format!(
+            "a list was read by the name `{name}`: the payload has a list where the template expects an object \
+             (read a list's element by position: `x.0.{name}`)"
+        ),
+        other => other.to_string(),
+    };
+    match (e.line_no, e.column_no) {
+        (Some(line), Some(col)) => format!("line {line}, column {col} of the template: {what}"),
+        _ => what,
     }
-    s
+}
+
+/// A missing field, with a way out that cannot hide a typo: a name next to one the payload
+/// has is offered as that name; otherwise `default`, quoted so that the hint pastes into a
+/// double-quoted TOML value as it is.
+fn missing_field(name: &str, data: &Value) -> String {
+    let segs: Vec<String> = name.split('.').map(str::to_string).collect();
+    if let Some((last, parent)) = segs.split_last() {
+        let near = lookup(data, parent).and_then(Value::as_object).and_then(|m| {
+            m.keys().find(|k| k.as_str() != last && lint::near(k, last)).cloned()
+        });
+        if let Some(k) = near {
+            let mut fixed = parent.to_vec();
+            fixed.push(k);
+            return format!("field {name} is missing from the payload: did you mean {}?", fixed.join("."));
+        }
+    }
+    format!("field {name} is missing from the payload (if it is optional, write {{{{default {name} '...'}}}})")
+}
+
+/// `when` is lenient for every payload shape: a path that meets a list where it expects an
+/// object reads as missing, so the condition is false, as for a missing field.
+fn is_shape_miss(e: &handlebars::RenderError) -> bool {
+    matches!(e.reason(), handlebars::RenderErrorReason::InvalidJsonIndex(_))
+}
+
+/// What an object-holding value is, in words; `None` for one that renders as text (a list of
+/// scalars renders `[a, b]`).
+fn object_shape(v: &Value) -> Option<&'static str> {
+    fn holds_object(v: &Value) -> bool {
+        match v {
+            Value::Object(_) => true,
+            Value::Array(a) => a.iter().any(holds_object),
+            _ => false,
+        }
+    }
+    match v {
+        Value::Object(_) => Some("an object"),
+        Value::Array(a) if a.iter().any(holds_object) => Some("a list of objects"),
+        _ => None,
+    }
 }
 
 fn truthy(rendered: &str) -> bool {
@@ -754,6 +824,12 @@ fn compile_rule(
         let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
         p.split('.').map(str::to_string).collect::<Vec<_>>()
     });
+    if let Some(first) = for_each.as_ref().and_then(|p| p.first()).filter(|f| !lint::ROOTS.contains(&f.as_str()) || *f == "item") {
+        c.errors.push(format!(
+            "{}: for_each: unknown root `{first}` (a path starts with one of body, headers, query, source, sns)",
+            c.at
+        ));
+    }
     check_required(r, emit, c);
     Some(Rule {
         name: r.name.clone(),

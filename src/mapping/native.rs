@@ -104,6 +104,11 @@ pub struct Paths {
 }
 
 impl Paths {
+    /// Path `id` as a template writes it (`body.monitor`).
+    pub fn name(&self, id: usize) -> String {
+        self.list[id].join(".")
+    }
+
     fn intern(&mut self, path: Vec<String>) -> usize {
         let next = self.list.len();
         *self.index.entry(path).or_insert_with_key(|p| {
@@ -128,6 +133,11 @@ impl<'a> Lookups<'a> {
 
     fn get(&mut self, id: usize) -> Result<Option<&'a Value>, Undecided> {
         *self.found[id].get_or_insert_with(|| resolve(self.data, &self.paths.list[id]))
+    }
+
+    /// Path `id`'s value on this context (`None` when missing, or not a walk handlebars makes).
+    pub fn value(&mut self, id: usize) -> Option<&'a Value> {
+        self.get(id).ok().flatten()
     }
 
     /// How many paths were walked: each at most once.
@@ -294,6 +304,32 @@ impl Compiler<'_> {
             _ => None,
         }
     }
+}
+
+/// The root paths a value template writes as they are (`{{body.x}}`, also inside `#if` and
+/// `#unless`, which keep the context), interned into `paths`: what [`super::Mapping`] checks
+/// for objects before rendering, whichever renderer renders. Paths inside `#each`/`#with` and
+/// helpers' results are not followed.
+pub fn written_paths(t: &Template, paths: &mut Paths) -> Vec<usize> {
+    let mut out = Vec::new();
+    for e in &t.elements {
+        match e {
+            TemplateElement::Expression(h) | TemplateElement::HtmlExpression(h)
+                if h.params.is_empty() && h.hash.is_empty() =>
+            {
+                if let Parameter::Path(Path::Relative((segs, _))) = &h.name {
+                    out.extend(named(segs).filter(|n| !n.is_empty()).map(|n| paths.intern(n)));
+                }
+            }
+            TemplateElement::HelperBlock(h) if matches!(&h.name, Parameter::Name(n) if n == "if" || n == "unless") => {
+                for t in [&h.template, &h.inverse].into_iter().flatten() {
+                    out.extend(written_paths(t, paths));
+                }
+            }
+            _ => {}
+        }
+    }
+    out
 }
 
 /// A relative path's segments when all are plain names (handlebars drops `this`); `None` for

@@ -178,6 +178,7 @@ summary = "after"
     );
 }
 
+/// (`{{item}}` outside a `for_each` rule is refused at load: the later rule looks it up.)
 #[test]
 fn for_each_items_do_not_leak_into_later_rules() {
     let rules = r#"[[rule]]
@@ -188,7 +189,7 @@ summary = "{{item.id}}"
 
 [[rule]]
 name = "after"
-when = "{{item}}"
+when = "{{lookup this 'item'}}"
 emit = "change"
 summary = "stale item"
 "#;
@@ -570,3 +571,5 @@ fn the_example_mapping_and_readme_agree_on_helpers_and_timestamps() {
     assert!(example.contains("the event carries the time\n# pagerhook accepted the webhook"), "{example}");
     assert!(example.contains("timestamp = \"{{rfc3339 "), "the example normalises its timestamp");
 }
+
+mod newcomer;

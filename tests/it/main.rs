@@ -12,6 +12,7 @@ mod generic;
 mod helpers;
 mod hooks;
 mod mappings;
+mod newcomer;
 mod operate;
 mod readme;
 mod replicas;
