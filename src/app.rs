@@ -292,6 +292,7 @@ impl App {
             pipeline: pipeline.clone(),
             admin_token: cfg.server.admin_token.as_ref().map(crate::secret::SecretDigest::of),
             health: health.clone(),
+            dry_run: opts.dry_run,
         };
         let (servers, running) = http::start(pipeline, &cfg.server, hooks, admin_state, admin)?;
         tasks.watch(Task::WebhookListener, running.hooks);

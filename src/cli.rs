@@ -7,7 +7,7 @@ use crate::app::{self, App, Options};
 use crate::config::{placeholder_key, Config, ConfigError};
 use crate::ingest::{IgnoreReason, Pipeline, Replayed};
 use crate::mapping::{Mapping, RoutingKeys};
-use crate::queue::{DeadId, DeadLetter, EventState, EventSummary, Queue, Role};
+use crate::queue::{DeadId, DeadLetter, EventQuery, EventState, EventSummary, Millis, Queue, Role};
 use crate::registry::Sources;
 use crate::reload::Live;
 use crate::telemetry::{self, LogFormat};
@@ -136,10 +136,71 @@ pub enum DeliveriesCommand {
     List {
         #[arg(long, default_value_t = 50)]
         limit: usize,
-        /// Print JSON instead of a table.
+        /// Only this source's events.
+        #[arg(long)]
+        source: Option<String>,
+        /// Only events in this state: pending, delivered, dry_run, dead, collapsed, replayed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only events created since: a time (RFC 3339, `2026-01-02T03:04:05Z`) or a span
+        /// back from now (`2h`, `30m`, `1day`).
+        #[arg(long, value_parser = parse_since)]
+        since: Option<Millis>,
+        /// Print JSON instead of a table (times in RFC 3339).
         #[arg(long)]
         json: bool,
     },
+    /// One event: as sent, every attempt with PagerDuty's answer, and the request it came
+    /// from, as JSON (times in RFC 3339).
+    Show {
+        /// The event's number: `deliveries list`'s ID column.
+        id: i64,
+    },
+}
+
+/// `--since`: an RFC 3339 time, or a span back from now.
+fn parse_since(s: &str) -> Result<Millis, String> {
+    use time::format_description::well_known::Rfc3339;
+    if let Ok(t) = time::OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok((t.unix_timestamp_nanos() / 1_000_000) as Millis);
+    }
+    match humantime::parse_duration(s) {
+        Ok(d) => Ok(crate::queue::now_millis() - d.as_millis() as Millis),
+        Err(_) => Err(format!("{s:?} is neither an RFC 3339 time (2026-01-02T03:04:05Z) nor a span (2h, 30m, 1day)")),
+    }
+}
+
+/// Millisecond times in JSON output as RFC 3339 (UTC, to the millisecond), for people and
+/// for tools that read dates: the store's fields that hold [`Millis`], in a row, a list of
+/// rows and an event's `attempt_log`; never inside the event or payload, which are as sent.
+fn rfc3339_times(v: &mut serde_json::Value) {
+    const TIMES: &[&str] = &["created_at", "at", "received_at", "done_at", "next_at"];
+    match v {
+        serde_json::Value::Object(m) => {
+            for (k, v) in m.iter_mut() {
+                match v.as_i64().filter(|_| TIMES.contains(&k.as_str())) {
+                    Some(ms) => *v = serde_json::Value::String(rfc3339_millis(ms)),
+                    None if k == "attempt_log" => rfc3339_times(v),
+                    None => {}
+                }
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(rfc3339_times),
+        _ => {}
+    }
+}
+
+fn rfc3339_millis(ms: Millis) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(ms as i128 * 1_000_000);
+    let fmt = time::macros::format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z");
+    t.ok().and_then(|t| t.format(fmt).ok()).unwrap_or_else(|| ms.to_string())
+}
+
+/// `value` as pretty JSON with its times in RFC 3339.
+fn json_out(value: &impl serde::Serialize) -> anyhow::Result<String> {
+    let mut v = serde_json::to_value(value)?;
+    rfc3339_times(&mut v);
+    Ok(serde_json::to_string_pretty(&v)?)
 }
 
 /// Entry point for the binary.
@@ -203,17 +264,39 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             render(&cli, source, headers, query, file)?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Deliveries { command: DeliveriesCommand::List { limit, json } } => {
-            let cfg = load_for_tool(&cli, Some("storage.url"))?;
-            let rows = app::open_queue(&cfg, Role::Tool).await?.recent(*limit).await?;
+        Command::Deliveries { command } => deliveries(&cli, command).await,
+    }
+}
+
+async fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> anyhow::Result<ExitCode> {
+    let cfg = load_for_tool(cli, Some("storage.url"))?;
+    let queue = app::open_queue(&cfg, Role::Tool).await?;
+    match command {
+        DeliveriesCommand::List { limit, source, state, since, json } => {
+            if let Some(s) = state.as_deref().filter(|s| EventState::ALL.iter().all(|st| st.as_str() != *s)) {
+                let states: Vec<_> = EventState::ALL.iter().map(|s| s.as_str()).collect();
+                bail!("--state {s:?}: expected one of {}", states.join(", "));
+            }
+            let q = EventQuery {
+                limit: *limit,
+                source: source.clone(),
+                state: state.clone(),
+                since: *since,
+                ..EventQuery::default()
+            };
+            let rows: Vec<EventSummary> = queue.events(q).await?.into_iter().map(|r| r.summary).collect();
             if *json {
-                out!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", json_out(&rows)?);
             } else {
                 deliveries_table(&rows)?;
             }
-            Ok(ExitCode::SUCCESS)
         }
+        DeliveriesCommand::Show { id } => match queue.event(*id).await? {
+            Some(e) => out!("{}", json_out(&e)?),
+            None => bail!("no event {id} (see `deliveries list`)"),
+        },
     }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `deliveries list` as a table whose columns are as wide as their widest value.
@@ -274,14 +357,14 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
         DlqCommand::List { source, limit, json } => {
             let rows = queue.dead_letters(source.clone(), *limit).await?;
             if *json {
-                out!("{}", serde_json::to_string_pretty(&rows)?);
+                out!("{}", json_out(&rows)?);
                 return Ok(ExitCode::SUCCESS);
             }
             print_dead_letters(&rows)?;
             eprintln!("{} dead letter(s)", rows.len());
         }
         DlqCommand::Show { id } => match queue.dead_letter(parse(id)?).await? {
-            Some(d) => out!("{}", serde_json::to_string_pretty(&d)?),
+            Some(d) => out!("{}", json_out(&d)?),
             None => bail!("no dead letter {id}"),
         },
         DlqCommand::Delete { id } => {

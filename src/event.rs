@@ -441,6 +441,12 @@ impl Event {
         self.body.get_or_init(|| serde_json::from_str(&self.text).unwrap_or(Value::Null))
     }
 
+    /// The summary PagerDuty shows: `payload.summary` of an alert, `summary` of a change.
+    pub fn summary(&self) -> Option<&str> {
+        let b = self.body();
+        b["payload"]["summary"].as_str().or_else(|| b["summary"].as_str())
+    }
+
     /// [`Event::body`] as stored: JSON text, without the routing key.
     pub fn text(&self) -> &str {
         &self.text

@@ -13,6 +13,7 @@ fn deliveries_columns_fit_their_longest_value() {
         attempts: 1,
         created_at: 0,
         last_error: None,
+        summary: None,
         pagerduty_dedup_key: None,
     };
     let rows = [
@@ -50,6 +51,7 @@ fn the_deliveries_table_escapes_what_a_payload_wrote() {
         attempts: 1,
         created_at: 0,
         last_error: Some(format!("PagerDuty refused {HOSTILE}")),
+        summary: None,
         pagerduty_dedup_key: Some(HOSTILE.replace('k', "j")),
     };
     let lines = table_lines(&[row]);

@@ -137,7 +137,7 @@ pub async fn deliveries(req: HttpRequest, q: web::Query<DeliveriesQuery>, state:
     let q = q.into_inner();
     let search = q.q.map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
     let limit = q.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    stored(state.queue.events(EventQuery { search, before: q.before, limit }).await)
+    stored(state.queue.events(EventQuery { search, before: q.before, limit, ..EventQuery::default() }).await)
 }
 
 /// `GET /admin/deliveries/{id}`: one event as sent, its attempts and the request it came from.
@@ -152,7 +152,7 @@ pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Answer 
 }
 
 /// `GET /admin/stats`: the queue gauges and delivery outcomes `/metrics` exports, the outcomes
-/// counted over the last hour.
+/// counted over the last hour, and whether this is a dry run (`serve --dry-run`).
 pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let depth = state.queue.depth().await.map(|(n, oldest)| {
@@ -161,6 +161,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
             "queue_depth": n,
             "oldest_pending_seconds": age,
             "attempts_last_hour": state.pipeline.metrics().attempts_last_hour(),
+            "dry_run": state.dry_run,
         })
     });
     stored(depth)

@@ -24,6 +24,8 @@ pub struct AdminState {
     pub admin_token: Option<crate::secret::SecretDigest>,
     /// Not ready once shutdown has begun or a background task is down: `/readyz` answers 503.
     pub health: Arc<crate::supervise::Health>,
+    /// `serve --dry-run`: the console says that nothing is sent.
+    pub dry_run: bool,
 }
 
 /// The two HTTP servers, bound and running: how to stop them.

@@ -186,7 +186,8 @@ impl Roots<'_> {
                 Parameter::Path(p) => self.path(p, depth, at),
                 Parameter::Name(n) => self.name(n, n, depth, at),
                 Parameter::Subexpression(s) => {
-                    if let TemplateElement::Expression(inner) | TemplateElement::HtmlExpression(inner) = s.as_element() {
+                    if let TemplateElement::Expression(inner) | TemplateElement::HtmlExpression(inner) = s.as_element()
+                    {
                         self.expression(inner, depth, at);
                     }
                 }

@@ -737,9 +737,9 @@ fn render_error(e: &handlebars::RenderError, data: &Value) -> String {
 fn missing_field(name: &str, data: &Value) -> String {
     let segs: Vec<String> = name.split('.').map(str::to_string).collect();
     if let Some((last, parent)) = segs.split_last() {
-        let near = lookup(data, parent).and_then(Value::as_object).and_then(|m| {
-            m.keys().find(|k| k.as_str() != last && lint::near(k, last)).cloned()
-        });
+        let near = lookup(data, parent)
+            .and_then(Value::as_object)
+            .and_then(|m| m.keys().find(|k| k.as_str() != last && lint::near(k, last)).cloned());
         if let Some(k) = near {
             let mut fixed = parent.to_vec();
             fixed.push(k);
@@ -824,7 +824,9 @@ fn compile_rule(
         let p = p.trim().trim_start_matches("{{").trim_end_matches("}}").trim();
         p.split('.').map(str::to_string).collect::<Vec<_>>()
     });
-    if let Some(first) = for_each.as_ref().and_then(|p| p.first()).filter(|f| !lint::ROOTS.contains(&f.as_str()) || *f == "item") {
+    if let Some(first) =
+        for_each.as_ref().and_then(|p| p.first()).filter(|f| !lint::ROOTS.contains(&f.as_str()) || *f == "item")
+    {
         c.errors.push(format!(
             "{}: for_each: unknown root `{first}` (a path starts with one of body, headers, query, source, sns)",
             c.at

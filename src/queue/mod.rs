@@ -228,6 +228,8 @@ pub struct EventSummary {
     pub attempts: u32,
     pub created_at: Millis,
     pub last_error: Option<String>,
+    /// The event's summary (none for events queued before it was kept apart).
+    pub summary: Option<String>,
     /// The dedup_key PagerDuty answered with, from the latest attempt that had one.
     pub pagerduty_dedup_key: Option<String>,
 }
@@ -235,11 +237,17 @@ pub struct EventSummary {
 /// What the console's delivery list asks for: newest first, older than `before` (paging).
 #[derive(Debug, Clone, Default)]
 pub struct EventQuery {
-    /// Matches a dedup_key containing it, or a source or state equal to it.
+    /// Matches a dedup_key or summary containing it (any case), or a source or state equal to it.
     pub search: Option<String>,
     /// Only events with a smaller id: the last id of the previous page.
     pub before: Option<i64>,
     pub limit: usize,
+    /// Only this source's events (`deliveries list --source`).
+    pub source: Option<String>,
+    /// Only events in this state (`deliveries list --state`).
+    pub state: Option<String>,
+    /// Only events created at or after this time (`deliveries list --since`).
+    pub since: Option<Millis>,
 }
 
 /// An [`EventSummary`] with its routing key's fingerprint (never the key).
@@ -468,7 +476,7 @@ pub trait DeadLetters: Send + Sync + 'static {
 pub trait Inspect: Send + Sync + 'static {
     /// Recent events, newest first: the first page of [`Inspect::events`], unfiltered.
     async fn recent(&self, limit: usize) -> Result<Vec<EventSummary>, QueueError> {
-        let rows = self.events(EventQuery { search: None, before: None, limit }).await?;
+        let rows = self.events(EventQuery { limit, ..EventQuery::default() }).await?;
         Ok(rows.into_iter().map(|r| r.summary).collect())
     }
 

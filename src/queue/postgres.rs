@@ -143,6 +143,7 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    &[schema::EVENTS_SUMMARY],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -380,6 +381,7 @@ async fn insert_events(
                 &e.text(),
                 &EVENT_FORMAT,
                 &at,
+                &e.summary(),
             ],
         )
         .await?;
@@ -654,8 +656,8 @@ impl DeadLetters for PostgresQueue {
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await?;
         let new_id: i64 = tx
             .query_one(
-                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, summary
                  FROM events WHERE id = $1 RETURNING id",
                 &[&id, &now],
             )
@@ -725,10 +727,13 @@ impl Inspect for PostgresQueue {
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         let c = self.client().await?;
         let sql = format!(
-            "{EVENT_ROW} WHERE ($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0 OR i.source = $1::text
-             OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint) ORDER BY e.id DESC LIMIT $3"
+            "{EVENT_ROW} WHERE ($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0
+             OR strpos(lower(e.summary), lower($1::text)) > 0 OR i.source = $1::text
+             OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint)
+             AND ($4::text IS NULL OR i.source = $4::text) AND ($5::text IS NULL OR e.state = $5::text)
+             AND ($6::bigint IS NULL OR e.created_at >= $6::bigint) ORDER BY e.id DESC LIMIT $3"
         );
-        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64)]).await?;
+        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64), &q.source, &q.state, &q.since]).await?;
         Ok(rows.iter().map(EventRow::read).collect::<Result<_, _>>()?)
     }
 
@@ -897,7 +902,7 @@ impl SharedPace for PostgresQueue {
 
 /// The columns of an [`EventRow`], for `events` and `event` to filter.
 const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
-    e.created_at, e.last_error, e.routing_key,
+    e.created_at, e.last_error, e.routing_key, e.summary,
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 

@@ -52,6 +52,7 @@ from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10, L 11, M 12);
 
 /// A count, which is never negative.
 fn count(n: i32) -> u32 {
@@ -230,14 +231,27 @@ impl StoredInbound {
 
 impl EventRow {
     /// Reads each backend's `EVENT_ROW`: `e.id, e.inbound_id, i.source, e.kind, e.action,
-    /// e.dedup_key, e.state, e.attempts, e.created_at, e.last_error, e.routing_key,
+    /// e.dedup_key, e.state, e.attempts, e.created_at, e.last_error, e.routing_key, e.summary,
     /// <PagerDuty's latest dedup_key>`.
     /// The kind is shown as stored: a list must not hide every row behind one it cannot read
     /// (the event's detail and its claim refuse it). A state this build does not know is an
     /// error: what the queue does with an event rests on it.
     pub(crate) fn read(r: &impl Columns) -> Result<EventRow, QueueError> {
-        let (id, inbound_id, source, kind, action, dedup_key, state, attempts, created_at, last_error, key, pd_key) =
-            r.cols()?;
+        let (
+            id,
+            inbound_id,
+            source,
+            kind,
+            action,
+            dedup_key,
+            state,
+            attempts,
+            created_at,
+            last_error,
+            key,
+            text,
+            pd_key,
+        ) = r.cols()?;
         let routing_key = fingerprint_of(key);
         let attempts = count(attempts);
         let state = state_from_str(id, state)?;
@@ -252,6 +266,7 @@ impl EventRow {
             attempts,
             created_at,
             last_error,
+            summary: text,
             pagerduty_dedup_key: pd_key,
         };
         Ok(EventRow { summary, routing_key })

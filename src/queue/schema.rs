@@ -46,3 +46,7 @@ pub(super) const SEEN_BODIES: &str = "CREATE TABLE seen_bodies (
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }
 }
+
+/// The event's summary, as its own column: the delivery list shows it and searches it
+/// (`deliveries list`, the console). Events queued before this migration have none.
+pub(super) const EVENTS_SUMMARY: &str = "ALTER TABLE events ADD COLUMN summary TEXT;";

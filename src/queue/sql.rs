@@ -24,10 +24,10 @@ pub(super) const COLLAPSE: &str =
 pub(super) const LEASE: &str = "UPDATE events SET lease_until = $1 WHERE id = $2";
 
 /// A new pending event: inbound id, kind, order key, routing key, action, dedup_key, body, its
-/// format, and the time it is queued (and due).
+/// format, the time it is queued (and due), and its summary.
 pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
 
 /// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
 pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)

@@ -128,6 +128,7 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    &[schema::EVENTS_SUMMARY],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -802,6 +803,7 @@ fn insert_events(
             e.text(),
             EVENT_FORMAT,
             at,
+            e.summary(),
         ])?;
     }
     Ok(())
@@ -957,8 +959,8 @@ impl DeadLetters for SqliteQueue {
             let tx = c.transaction()?;
             let copied = tx.execute(
                 formatcp!(
-                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2
+                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
+                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, summary
                      FROM events WHERE id = ?1 AND state = '{DEAD}'"
                 ),
                 params![id, now],
@@ -1046,10 +1048,11 @@ impl Inspect for SqliteQueue {
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
-                 AND (?2 IS NULL OR e.id < ?2) ORDER BY e.id DESC LIMIT ?3"
+                "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR instr(lower(e.summary), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
+                 AND (?2 IS NULL OR e.id < ?2) AND (?4 IS NULL OR i.source = ?4) AND (?5 IS NULL OR e.state = ?5)
+                 AND (?6 IS NULL OR e.created_at >= ?6) ORDER BY e.id DESC LIMIT ?3"
             ))?;
-            all(&mut stmt, params![q.search, q.before, q.limit as i64], |r| EventRow::read(r))
+            all(&mut stmt, params![q.search, q.before, q.limit as i64, q.source, q.state, q.since], |r| EventRow::read(r))
         })
         .await
     }
@@ -1140,7 +1143,7 @@ const DEAD_TO_DROP: &str = formatcp!(
 
 /// The columns of an [`EventRow`], for `events` and `event` to filter.
 const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
-    e.created_at, e.last_error, e.routing_key,
+    e.created_at, e.last_error, e.routing_key, e.summary,
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 

@@ -127,6 +127,8 @@ on_every_backend! {
         events_are_searched_paged_and_shown_with_attempts_and_request,
         the_backlog_is_counted_from_its_oldest_pending_event,
         every_state_is_listed_and_an_event_shows_each_attempt_in_order,
+        events_are_filtered_by_source_state_and_time,
+        events_keep_their_summary_and_are_found_by_part_of_it,
     ],
     retention: [
         pruning_keeps_pending_and_dead_events_and_failed_payloads,
@@ -1329,7 +1331,7 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
         let q = q.clone();
         let search = search.map(str::to_string);
         async move {
-            let rows = q.events(EventQuery { search, before, limit }).await.unwrap();
+            let rows = q.events(EventQuery { search, before, limit, ..EventQuery::default() }).await.unwrap();
             rows.into_iter().map(|r| (r.summary.id, r.summary.dedup_key, r.summary.source)).collect::<Vec<_>>()
         }
     };
@@ -1471,6 +1473,62 @@ async fn the_backlog_is_counted_from_its_oldest_pending_event(q: Arc<dyn Queue>)
     assert_eq!(recent.iter().filter(|e| e.state == EventState::Pending).count(), 2);
 }
 
+/// The list shows each event's summary, and a search finds part of it in any case.
+async fn events_keep_their_summary_and_are_found_by_part_of_it(q: Arc<dyn Queue>) {
+    let titled = |dedup: &str, summary: &str| {
+        let draft = AlertDraft {
+            action: "trigger".into(),
+            dedup_key: Some(dedup.into()),
+            summary: Some(summary.into()),
+            source: Some("src".into()),
+            ..AlertDraft::default()
+        };
+        Event::alert(key(), draft).unwrap()
+    };
+    let events = vec![titled("k/1", "Disk full on db-1"), titled("k/2", "CPU hot on web-3"), change()];
+    q.accept(inbound(None), events).await.unwrap();
+    let found = |search: &str| {
+        let (q, search) = (q.clone(), Some(search.to_string()));
+        async move {
+            let rows = q.events(EventQuery { search, limit: 10, ..EventQuery::default() }).await.unwrap();
+            rows.into_iter().map(|r| (r.summary.dedup_key, r.summary.summary)).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(found("DISK FULL").await, [(Some("k/1".to_string()), Some("Disk full on db-1".to_string()))]);
+    assert_eq!(found("web-3").await.len(), 1);
+    let all = q.recent(10).await.unwrap();
+    assert!(all.iter().all(|e| e.summary.is_some()), "a change event's summary too: {all:?}");
+}
+
+/// `deliveries list --source --state --since`: each filter alone and together, with paging.
+async fn events_are_filtered_by_source_state_and_time(q: Arc<dyn Queue>) {
+    let before = now_millis();
+    q.accept(inbound(None), vec![alert("trigger", "gh/1"), alert("trigger", "gh/2")]).await.unwrap();
+    let mut aws = inbound(None);
+    aws.source = "aws".into();
+    q.accept(aws, vec![alert("trigger", "aws/1")]).await.unwrap();
+    let now = now_millis();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        if c.event.dedup_key().unwrap().as_str() == "gh/1" {
+            assert!(finish(&q, &c, answered(now, 202), Finish::Delivered).await);
+        }
+    }
+    let keys = |query: EventQuery| {
+        let q = q.clone();
+        async move {
+            let rows = q.events(EventQuery { limit: 10, ..query }).await.unwrap();
+            rows.into_iter().map(|r| r.summary.dedup_key.unwrap()).collect::<Vec<_>>()
+        }
+    };
+    let source = |s: &str| Some(s.to_string());
+    assert_eq!(keys(EventQuery { source: source("aws"), ..EventQuery::default() }).await, ["aws/1"]);
+    assert_eq!(keys(EventQuery { state: source("delivered"), ..EventQuery::default() }).await, ["gh/1"]);
+    let pending_here = EventQuery { state: source("pending"), source: source("gh"), ..EventQuery::default() };
+    assert_eq!(keys(pending_here).await, ["gh/2"]);
+    assert_eq!(keys(EventQuery { since: Some(before), ..EventQuery::default() }).await.len(), 3);
+    assert!(keys(EventQuery { since: Some(now + 3_600_000), ..EventQuery::default() }).await.is_empty());
+}
+
 /// The list shows every state an event can reach and can be searched by each; an event's
 /// detail lists its attempts oldest first; an unknown event is none.
 async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<dyn Queue>) {
@@ -1495,7 +1553,8 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
     let again = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("again")).unwrap();
     q.requeue_dead(again.id, now).await.unwrap().unwrap();
     for state in EventState::ALL {
-        let rows = q.events(EventQuery { search: Some(state.to_string()), before: None, limit: 10 }).await.unwrap();
+        let rows =
+            q.events(EventQuery { search: Some(state.to_string()), limit: 10, ..EventQuery::default() }).await.unwrap();
         assert!(!rows.is_empty() && rows.iter().all(|r| r.summary.state == state), "{state}: {rows:?}");
     }
     let retry = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("later")).unwrap();

@@ -3,7 +3,7 @@
 // PagerDuty afterwards. Every step asserts what a person would see; any failure exits 1
 // naming the step. Screenshots go to $OUT (1280 px wide and phone width).
 //
-// Env: ADMIN (console origin), HOOKS (webhook listener), TOKEN, GH_SECRET, SEARCH (part of a
+// Env: ADMIN (console origin), OFF_ADMIN (a server without an admin token), HOOKS (webhook listener), TOKEN, GH_SECRET, SUMMARY (part of a delivered event's summary), SEARCH (part of a
 // delivered event's dedup_key), DEAD_KEY (dedup_key of the dead letter), FIXTURES, OUT, CHROMIUM.
 
 import { chromium } from "playwright-core";
@@ -17,6 +17,8 @@ const env = (k) => {
   return v;
 };
 const ADMIN = env("ADMIN");
+// A second server with no admin token: its console says how to set one.
+const OFF_ADMIN = env("OFF_ADMIN");
 const OUT = env("OUT");
 const TIMEOUT = 10_000; // generous: a loaded 2-core machine
 mkdirSync(OUT, { recursive: true });
@@ -47,7 +49,7 @@ async function context(browser, viewport) {
   await ctx.route("**/*", (route) => {
     const url = route.request().url();
     seen.push(url);
-    if (new URL(url).origin !== ADMIN) {
+    if (![ADMIN, OFF_ADMIN].includes(new URL(url).origin)) {
       foreign.push(url);
       return route.abort();
     }
@@ -120,6 +122,14 @@ async function desktop(browser) {
   await waitFor("the new webhook's event appears without a reload", async () => (await rows(page, "#deliveries-table").count()) > firstRows, 5_000);
   const refreshMs = Date.now() - t0;
   await shot(page, "deliveries-1280");
+
+  step = "search by summary";
+  await page.getByLabel("Search").fill(env("SUMMARY"));
+  await page.getByRole("button", { name: "Search" }).click();
+  await waitFor("only the event with that summary is listed", async () => (await rows(page, "#deliveries-table").count()) === 1);
+  const summary = await rows(page, "#deliveries-table").first().locator("td.summary").textContent();
+  check(summary.includes(env("SUMMARY")), `the Summary column shows it: ${summary}`);
+  await shot(page, "search-summary-1280");
 
   step = "search";
   await page.getByLabel("Search").fill(env("SEARCH"));
@@ -207,6 +217,37 @@ async function phone(browser) {
   await ctx.close();
 }
 
+/** The "console is off" page: its steps show the token to sign in with, and every line of
+ * them stays inside the card, on a desktop and on a phone. */
+async function consoleOff(browser) {
+  for (const [width, name] of [[1280, "console-off-1280"], [390, "console-off-phone"]]) {
+    const ctx = await context(browser, { width, height: 844 });
+    const page = await ctx.newPage();
+    step = `console off (${width}px)`;
+    await page.goto(`${OFF_ADMIN}/`);
+    await page.getByRole("heading", { name: "The console is off" }).waitFor();
+    const steps = await page.locator("#token-steps").textContent();
+    check(/echo "\$PAGERHOOK_ADMIN_TOKEN"/.test(steps), `the steps print the token: ${steps}`);
+    check(/pagerhook serve/.test(steps), `the steps start pagerhook: ${steps}`);
+    const overflow = await page.evaluate(() => {
+      const out = [];
+      for (const el of document.querySelectorAll(".card, .card pre")) {
+        if (el.scrollWidth > el.clientWidth) out.push(`${el.tagName} ${el.scrollWidth} > ${el.clientWidth}`);
+      }
+      const card = document.querySelector(".card").getBoundingClientRect();
+      for (const pre of document.querySelectorAll(".card pre")) {
+        const r = pre.getBoundingClientRect();
+        if (r.right > card.right + 0.5) out.push(`pre ends at ${r.right}, card at ${card.right}`);
+      }
+      if (document.documentElement.scrollWidth > window.innerWidth) out.push(`page ${document.documentElement.scrollWidth}px wide`);
+      return out;
+    });
+    check(overflow.length === 0, `nothing runs past the card: ${overflow.join("; ")}`);
+    await shot(page, name);
+    await ctx.close();
+  }
+}
+
 // launch() gives the browser a fresh temporary profile (user-data-dir) of its own each run.
 const browser = await chromium.launch({
   executablePath: env("CHROMIUM"),
@@ -217,6 +258,7 @@ let refreshMs = null;
 try {
   refreshMs = await desktop(browser);
   await phone(browser);
+  await consoleOff(browser);
   step = "origin";
   check(seen.length > 0, "requests were recorded");
   check(foreign.length === 0, `requests left the admin origin: ${foreign.join(", ")}`);

@@ -73,16 +73,20 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     })
     .await;
 
+    // A server without an admin token, for the "console is off" page.
+    let off = crate::helpers::spawn_app_with(|c| c.replace("admin_token = \"env:ADMIN_TOKEN\"\n", "")).await;
     let out = root().join("target/console-screenshots");
-    let (admin, hooks) = (app.admin.clone(), app.base.clone());
+    let (admin, hooks, off_admin) = (app.admin.clone(), app.base.clone(), off.admin.clone());
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(browser.join("console.mjs"))
             .env("ADMIN", admin)
+            .env("OFF_ADMIN", off_admin)
             .env("HOOKS", hooks)
             .env("TOKEN", "admin-token")
             .env("GH_SECRET", GITHUB_SECRET)
             .env("SEARCH", SEARCH)
+            .env("SUMMARY", "idempotency keys")
             .env("DEAD_KEY", DEAD_KEY)
             .env("FIXTURES", root().join("fixtures/github"))
             .env("OUT", &out)

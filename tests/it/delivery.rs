@@ -146,6 +146,18 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
         reqwest::get(format!("http://127.0.0.1:{}/metrics", app.admin_port())).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("pagerhook_delivery_attempts_total{outcome=\"dry_run\"} 1"), "{metrics}");
     assert!(!metrics.contains("outcome=\"delivered\"} 1"), "{metrics}");
+    // The console's figures say so too: a dry run, and its count (not "0 delivered").
+    let stats: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{}/admin/stats", app.admin_port()))
+        .bearer_auth("admin-token")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stats["dry_run"], true, "{stats}");
+    assert_eq!(stats["attempts_last_hour"]["dry_run"], 1, "{stats}");
     // An alert, which has a dedup_key: no "dedup_key PagerDuty returned" is recorded for a
     // request PagerDuty never saw.
     assert_eq!(post_github(app.port(), "workflow_run", "github/workflow_run_failure.json").await, 202);

@@ -4,6 +4,7 @@ mod admin;
 mod alertmanager;
 mod architecture;
 mod cli;
+mod compose;
 mod console;
 mod crash;
 mod delivery;

@@ -47,5 +47,52 @@ fn check_says_that_pagerhook_test_renders_templates_against_payloads() {
     let (code, stdout_with, stderr) = check(&fixed, Some(case));
     assert_eq!(code, Some(0), "{stderr}");
     assert!(!stdout.contains("test case"), "{stdout}");
-    assert!(stdout_with.contains("source 'uptime': 1 rule(s) compiled; 1 test case(s): `pagerhook test` renders them"), "{stdout_with}");
+    assert!(
+        stdout_with.contains("source 'uptime': 1 rule(s) compiled; 1 test case(s): `pagerhook test` renders them"),
+        "{stdout_with}"
+    );
+}
+
+/// `deliveries list --source --state --since` and `deliveries show ID` on a running app's
+/// store, their JSON with RFC 3339 times.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_are_filtered_shown_and_dated_in_rfc3339() {
+    use crate::helpers::{base_config, eventually, fixture, spawn_app};
+    let app = spawn_app().await;
+    assert_eq!(app.github("pull_request", "n-1", &fixture("github/pull_request_merged.json")).await.status, 202);
+    let queue = app.app.as_ref().unwrap().queue();
+    eventually("the event is delivered", || async {
+        queue.recent(10).await.unwrap().into_iter().find(|e| e.state == pagerhook::queue::EventState::Delivered)
+    })
+    .await;
+    let cfg = app.dir.path().join("tool.toml");
+    std::fs::write(&cfg, base_config(app.dir.path(), "http://127.0.0.1:9")).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pagerhook")).arg("--config").arg(&cfg).args(args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), stderr)
+    };
+    let list = |args: &[&str]| {
+        let (ok, stdout, stderr) = run(&[&["deliveries", "list", "--json"], args].concat());
+        assert!(ok, "{stderr}");
+        serde_json::from_str::<serde_json::Value>(&stdout).unwrap()
+    };
+    let rows = list(&["--source", "github", "--state", "delivered", "--since", "1h"]);
+    assert_eq!(rows.as_array().map(Vec::len), Some(1), "{rows:#}");
+    let created = rows[0]["created_at"].as_str().unwrap_or_else(|| panic!("{rows:#}"));
+    assert!(time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).is_ok(), "{created}");
+    assert_eq!(list(&["--source", "aws"]), serde_json::json!([]));
+    assert_eq!(list(&["--state", "dead"]), serde_json::json!([]));
+    assert_eq!(list(&["--since", "2999-01-01T00:00:00Z"]), serde_json::json!([]));
+    let (ok, _, stderr) = run(&["deliveries", "list", "--state", "sent"]);
+    assert!(!ok && stderr.contains("expected one of pending, delivered"), "{stderr}");
+    let id = rows[0]["id"].to_string();
+    let (ok, stdout, stderr) = run(&["deliveries", "show", &id]);
+    assert!(ok, "{stderr}");
+    let shown: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(shown["event"]["payload"]["summary"].as_str().is_some_and(|s| s.contains("merged")), "{shown:#}");
+    assert!(shown["created_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown:#}");
+    assert!(shown["attempt_log"][0]["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown:#}");
+    let (ok, _, stderr) = run(&["deliveries", "show", "999999"]);
+    assert!(!ok && stderr.contains("no event 999999"), "{stderr}");
 }

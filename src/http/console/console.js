@@ -204,7 +204,11 @@ function renderStats(s) {
     stat("delivered, last hour", n("delivered"), "ok", 'delivery_attempts_total{outcome="delivered"}'),
     stat("retried, last hour", n("retried"), n("retried") > 0 ? "warn" : "", 'delivery_attempts_total{outcome="retried"}'),
     stat("dead-lettered, last hour", n("dead_lettered"), n("dead_lettered") > 0 ? "bad" : "", 'delivery_attempts_total{outcome="dead_lettered"}'),
-    stat("paced, last hour", n("deferred"), "", 'delivery_attempts_total{outcome="deferred"}'),
+    // A dry run sends nothing and is never paced: its count takes the paced one's place, or
+    // "0 delivered" beside a draining queue would look stuck.
+    s.dry_run || n("dry_run") > 0
+      ? stat(s.dry_run ? "dry runs (nothing sent), last hour" : "dry runs, last hour", n("dry_run"), s.dry_run ? "warn" : "", 'delivery_attempts_total{outcome="dry_run"}')
+      : stat("paced, last hour", n("deferred"), "", 'delivery_attempts_total{outcome="deferred"}'),
   );
 }
 
@@ -223,6 +227,7 @@ function renderDeliveries(rows) {
       h("td", { "data-label": "Accepted" }, when(r.created_at)),
       h("td", { "data-label": "Source" }, r.source),
       h("td", { "data-label": "Event" }, eventLabel(r)),
+      h("td", { "data-label": "Summary", class: "clip summary", title: r.summary ?? "" }, r.summary ?? h("span", { class: "muted" }, "—")),
       h("td", { "data-label": "dedup_key", class: "key" }, h("a", { href, title: `event ${r.id}` }, r.dedup_key ?? h("span", { class: "muted" }, `none · event ${r.id}`))),
       h("td", { "data-label": "Routing key", class: "mono" }, r.routing_key ?? ""),
       h("td", { "data-label": "State" }, badge(r.state), r.last_error && r.state !== "delivered" ? h("div", { class: "small muted clip", title: r.last_error }, r.last_error) : null),
@@ -231,7 +236,7 @@ function renderDeliveries(rows) {
   }));
   const empty = $("#deliveries-empty");
   empty.hidden = rows.length > 0;
-  empty.textContent = list.search ? `Nothing matches "${list.search}". Search takes part of a dedup_key, a source name or a state.` : "No events yet. Accepted webhooks show up here as they arrive.";
+  empty.textContent = list.search ? `Nothing matches "${list.search}". Search takes part of a summary or dedup_key, a source name or a state.` : "No events yet. Accepted webhooks show up here as they arrive.";
   $("#older").hidden = rows.length < PAGE;
   $("#newest").hidden = list.before === null;
   list.lastId = rows.length ? rows[rows.length - 1].id : null;

@@ -7,7 +7,9 @@ const ALERT: &str = "[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\n"
 
 #[test]
 fn an_unknown_root_is_refused_at_load_naming_file_rule_field_and_the_roots() {
-    let errs = load_errors(&format!("{ALERT}when = '{{{{eq bdy.status \"down\"}}}}'\nsummary = \"{{{{bdy.monitor}}}} down\"\n"));
+    let errs = load_errors(&format!(
+        "{ALERT}when = '{{{{eq bdy.status \"down\"}}}}'\nsummary = \"{{{{bdy.monitor}}}} down\"\n"
+    ));
     assert_eq!(errs.len(), 2, "{errs:#?}");
     for (field, path) in [("when", "bdy.status"), ("summary", "bdy.monitor")] {
         let e = errs.iter().find(|e| e.contains(&format!("rule 'r': {field}:"))).unwrap_or_else(|| panic!("{errs:#?}"));
@@ -52,7 +54,11 @@ fn an_object_rendered_into_a_text_field_is_a_mapping_error_in_both_renderers() {
         let body = serde_json::json!({ "monitor": { "id": 1 } });
         let Err(ApplyError::Rule(e)) = m.apply_via(renderer, verified(body), accepted(), 10) else { panic!() };
         assert_eq!(e.field, "dedup_key", "{renderer:?}");
-        assert!(e.message.contains("body.monitor is an object") && e.message.contains("{{json body.monitor}}"), "{}", e.message);
+        assert!(
+            e.message.contains("body.monitor is an object") && e.message.contains("{{json body.monitor}}"),
+            "{}",
+            e.message
+        );
         let body = serde_json::json!({ "monitor": "m", "x": [{ "a": 1 }] });
         let Err(ApplyError::Rule(e)) = m.apply_via(renderer, verified(body), accepted(), 10) else { panic!() };
         assert_eq!(e.field, "summary", "{renderer:?}");
@@ -68,9 +74,15 @@ fn an_object_rendered_into_a_text_field_is_a_mapping_error_in_both_renderers() {
 /// text, a number) makes it false, never an error with handlebars' name for the template.
 #[test]
 fn when_is_false_on_a_body_of_any_json_shape() {
-    let rule = format!("{ALERT}when = '{{{{eq body.monitor.status \"down\"}}}}'\nsummary = \"{{{{body.monitor.name}}}}\"\n");
+    let rule =
+        format!("{ALERT}when = '{{{{eq body.monitor.status \"down\"}}}}'\nsummary = \"{{{{body.monitor.name}}}}\"\n");
     let m = load(&rule).unwrap();
-    for body in [serde_json::json!([{ "monitor": 1 }]), serde_json::json!("text"), serde_json::json!(3), serde_json::json!({ "monitor": [1] })] {
+    for body in [
+        serde_json::json!([{ "monitor": 1 }]),
+        serde_json::json!("text"),
+        serde_json::json!(3),
+        serde_json::json!({ "monitor": [1] }),
+    ] {
         for renderer in [Renderer::Native, Renderer::Handlebars] {
             let out = m.apply_via(renderer, verified(body.clone()), accepted(), 10);
             assert!(matches!(&out, Ok(v) if v.is_empty()), "{renderer:?} on {body}: {out:?}");
