@@ -136,6 +136,10 @@ pub enum DeliveriesCommand {
     List {
         #[arg(long, default_value_t = 50)]
         limit: usize,
+        /// Only events whose summary or dedup_key contains this (any case), or whose source
+        /// or state is this: the console's search.
+        #[arg(long)]
+        search: Option<String>,
         /// Only this source's events.
         #[arg(long)]
         source: Option<String>,
@@ -272,12 +276,13 @@ async fn deliveries(cli: &Cli, command: &DeliveriesCommand) -> anyhow::Result<Ex
     let cfg = load_for_tool(cli, Some("storage.url"))?;
     let queue = app::open_queue(&cfg, Role::Tool).await?;
     match command {
-        DeliveriesCommand::List { limit, source, state, since, json } => {
+        DeliveriesCommand::List { limit, search, source, state, since, json } => {
             if let Some(s) = state.as_deref().filter(|s| EventState::ALL.iter().all(|st| st.as_str() != *s)) {
                 let states: Vec<_> = EventState::ALL.iter().map(|s| s.as_str()).collect();
                 bail!("--state {s:?}: expected one of {}", states.join(", "));
             }
             let q = EventQuery {
+                search: search.clone(),
                 limit: *limit,
                 source: source.clone(),
                 state: state.clone(),
@@ -592,7 +597,7 @@ fn render(cli: &Cli, source: &str, headers: &[String], query: &str, file: &PathB
     }
     let body = std::fs::read(file).with_context(|| format!("reading {}", file.display()))?;
     let looks_bare = looks_like_cloudwatch(&body);
-    let preview = match crate::ingest::preview(&sources, source, pairs, query, body.into()) {
+    let preview = match crate::ingest::preview(&sources, source, pairs, query, body.into(), None) {
         Ok(p) => p,
         Err(crate::ingest::PreviewError::Source(e)) if looks_bare => bail!(
             "{e}: {} looks like a bare CloudWatch alarm message, not an SNS notification. SNS delivers it \

@@ -181,9 +181,10 @@ impl Pipeline {
         headers: Vec<(String, String)>,
         query: &str,
         body: bytes::Bytes,
+        mapping: Option<String>,
     ) -> Result<Preview, PreviewError> {
         let (sources, source, query) = (self.sources.load(), source.to_string(), query.to_string());
-        self.cpu.run(move || preview(&sources, &source, headers, &query, body)).await
+        self.cpu.run(move || preview(&sources, &source, headers, &query, body, mapping.as_deref())).await
     }
 
     /// Verifies, maps and durably records one webhook.
@@ -468,16 +469,21 @@ pub enum PreviewError {
     Source(#[from] SourceError),
     #[error(transparent)]
     Mapping(#[from] ApplyError),
+    /// A mapping pasted into the playground does not compile: every problem, one a line.
+    #[error("the pasted mapping does not compile:\n{}", .0.join("\n"))]
+    PastedMapping(Vec<String>),
 }
 
 /// Runs `body` with `headers` and `query` through source `source`'s current mappings as
-/// trusted bytes (a JSON content type is assumed unless given).
+/// trusted bytes (a JSON content type is assumed unless given), or through `mapping`, the
+/// text of a mapping file, compiled for that source.
 pub fn preview(
     sources: &Sources,
     source: &str,
     mut headers: Vec<(String, String)>,
     query: &str,
     body: bytes::Bytes,
+    mapping: Option<&str>,
 ) -> Result<Preview, PreviewError> {
     let src = sources.get(source).ok_or_else(|| PreviewError::UnknownSource(source.to_string()))?;
     if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
@@ -489,7 +495,12 @@ pub fn preview(
             return Ok(Preview { ignored: Some(IgnoreReason::BySource(reason)), events: Vec::new() })
         }
         Disposition::Map => {
-            src.mapping().apply(verified, std::time::SystemTime::now(), src.max_events_per_request())?
+            let pasted = mapping
+                .map(|text| src.mapping().pasted(text))
+                .transpose()
+                .map_err(|e| PreviewError::PastedMapping(e.iter().map(ToString::to_string).collect()))?;
+            let mapping = pasted.as_ref().unwrap_or(src.mapping());
+            mapping.apply(verified, std::time::SystemTime::now(), src.max_events_per_request())?
         }
     };
     let events = rendered

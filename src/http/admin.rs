@@ -185,6 +185,9 @@ pub struct RenderRequest {
     headers: String,
     #[serde(default)]
     query: String,
+    /// A mapping file's text to render with instead of the source's mappings (empty: theirs).
+    #[serde(default)]
+    mapping: String,
 }
 
 /// `POST /admin/render`: what the current mappings would make of a payload; `pagerhook
@@ -211,7 +214,8 @@ pub async fn render(
         headers.push((k.trim().to_string(), v.trim().to_string()));
     }
     let query = body.query.trim().trim_start_matches('?');
-    Ok(match state.pipeline.preview(&body.source, headers, query, body.payload.into()).await {
+    let mapping = Some(body.mapping).filter(|m| !m.trim().is_empty());
+    Ok(match state.pipeline.preview(&body.source, headers, query, body.payload.into(), mapping).await {
         Ok(p) => HttpResponse::Ok().json(p),
         Err(e) => e.error_response(),
     })

@@ -93,7 +93,9 @@ impl ResponseError for PreviewError {
         match self {
             PreviewError::UnknownSource(_) => StatusCode::NOT_FOUND,
             // The payload or the mapping is what needs fixing; the message names the rule and field.
-            PreviewError::Source(_) | PreviewError::Mapping(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            PreviewError::Source(_) | PreviewError::Mapping(_) | PreviewError::PastedMapping(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
         }
     }
 

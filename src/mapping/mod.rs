@@ -285,21 +285,38 @@ impl Compiler<'_> {
 impl Mapping {
     /// Reads and compiles mapping files. Errors name file, line and rule; all are reported.
     pub fn load(files: &[PathBuf], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
+        let mut texts = Vec::new();
+        let mut errors = Vec::new();
+        for path in files {
+            match std::fs::read_to_string(path) {
+                Ok(t) => texts.push((path.clone(), t)),
+                Err(e) => errors.push(LoadError::Read { path: path.display().to_string(), message: e.to_string() }),
+            }
+        }
+        match Mapping::compile(&texts, keys) {
+            Ok(done) if errors.is_empty() => Ok(done),
+            Ok(_) => Err(errors),
+            Err(more) => Err(errors.into_iter().chain(more).collect()),
+        }
+    }
+
+    /// This mapping's source with `text` (a mapping file pasted into the console's
+    /// playground) in place of its files: the same routing keys and renderer.
+    pub fn pasted(&self, text: &str) -> Result<Mapping, Vec<LoadError>> {
+        let texts = [(PathBuf::from("pasted mapping"), text.to_string())];
+        Mapping::compile(&texts, self.keys.clone()).map(|(m, _)| m.rendered_by(self.renderer))
+    }
+
+    /// Compiles mapping files' texts, each named by its path.
+    fn compile(texts: &[(PathBuf, String)], keys: RoutingKeys) -> Result<(Mapping, Vec<String>), Vec<LoadError>> {
         let mut strict = registry(true);
         let mut lenient = registry(false);
         let mut paths = native::Paths::default();
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
-        for path in files {
-            let text = match std::fs::read_to_string(path) {
-                Ok(t) => t,
-                Err(e) => {
-                    errors.push(LoadError::Read { path: path.display().to_string(), message: e.to_string() });
-                    continue;
-                }
-            };
-            let file: RawMappingFile = match toml::from_str(&text) {
+        for (path, text) in texts {
+            let file: RawMappingFile = match toml::from_str(text) {
                 Ok(f) => f,
                 Err(e) => {
                     let message = e.to_string().trim_end().to_string();

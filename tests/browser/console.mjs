@@ -81,6 +81,16 @@ async function github(event, file) {
 
 const rows = (page, table) => page.locator(`${table} tbody tr`);
 
+/** A mapping to paste into the playground: it maps the failed workflow payload. */
+const PASTED = `[[rule]]
+name = "workflow failed"
+when = '{{eq body.workflow_run.conclusion "failure"}}'
+emit = "alert"
+dedup_key = "workflow/{{body.workflow_run.head_branch}}"
+summary = "Workflow failed on {{body.workflow_run.head_branch}}"
+source = "{{default body.repository.full_name 'unknown repository'}}"
+`;
+
 async function desktop(browser) {
   const ctx = await context(browser, { width: 1280, height: 860 });
   const page = await ctx.newPage();
@@ -134,7 +144,9 @@ async function desktop(browser) {
   step = "search";
   await page.getByLabel("Search").fill(env("SEARCH"));
   await page.getByRole("button", { name: "Search" }).click();
-  await waitFor("only the matching event is listed", async () => (await rows(page, "#deliveries-table").count()) === 1);
+  // The summary search listed one row too: wait for the row that holds the dedup_key.
+  await waitFor("only the matching event is listed", async () =>
+    (await rows(page, "#deliveries-table").count()) === 1 && (await rows(page, "#deliveries-table").first().textContent()).includes(env("SEARCH")));
   const row = rows(page, "#deliveries-table").first();
   check((await row.textContent()).includes(env("SEARCH")), "the row holds the searched dedup_key");
   check((await row.textContent()).includes("delivered"), "the searched event was delivered");
@@ -188,6 +200,23 @@ async function desktop(browser) {
   await bad.waitFor();
   check(/rule/i.test(await bad.textContent()), `names the failing rule: ${await bad.textContent()}`);
   await shot(page, "playground-error-1280");
+
+  step = "playground: a pasted mapping renders the failed payload; Replay replays its dead letter";
+  check(await page.locator("#pg-from").isVisible(), "the dead letter the payload came from is named, with Replay");
+  await page.getByLabel("Mapping").fill(PASTED);
+  await page.getByRole("button", { name: "Render" }).click();
+  await page.locator("#render-out .rendered").first().waitFor();
+  const pasted = await page.locator("#render-out").textContent();
+  check(/1 event would be sent/.test(pasted) && /pasted mapping/.test(pasted), `rendered by the pasted mapping: ${pasted.slice(0, 200)}`);
+  check(pasted.includes("Workflow failed on main"), `its summary: ${pasted.slice(0, 300)}`);
+  await shot(page, "playground-pasted-1280");
+  await page.getByLabel("Mapping").fill('[[rule]]\nname = "typo"\nemit = "alert"\nsource = "s"\nsummary = "{{bdy.x}}"\n');
+  await page.getByRole("button", { name: "Render" }).click();
+  await waitFor("the pasted mapping's problem is shown", async () => /unknown root in `bdy.x`/.test(await page.locator("#render-out").textContent()));
+  // The mapping files are unchanged: the replayed payload still fails, and says so in place.
+  await page.locator("#pg-from").getByRole("button", { name: "Replay" }).click();
+  await waitFor("the replay's result", async () => /Still failing/.test(await page.locator("#pg-replay-result").textContent()));
+  await shot(page, "playground-replay-1280");
 
   check(consoleErrors.length === 0, `no errors in the page: ${consoleErrors.join(" | ")}`);
   await ctx.close();

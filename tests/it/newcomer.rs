@@ -82,6 +82,8 @@ async fn deliveries_are_filtered_shown_and_dated_in_rfc3339() {
     let created = rows[0]["created_at"].as_str().unwrap_or_else(|| panic!("{rows:#}"));
     assert!(time::OffsetDateTime::parse(created, &time::format_description::well_known::Rfc3339).is_ok(), "{created}");
     assert_eq!(list(&["--source", "aws"]), serde_json::json!([]));
+    assert_eq!(list(&["--search", "IDEMPOTENCY keys"])[0]["id"], rows[0]["id"], "found by part of its summary");
+    assert_eq!(list(&["--search", "no such summary"]), serde_json::json!([]));
     assert_eq!(list(&["--state", "dead"]), serde_json::json!([]));
     assert_eq!(list(&["--since", "2999-01-01T00:00:00Z"]), serde_json::json!([]));
     let (ok, _, stderr) = run(&["deliveries", "list", "--state", "sent"]);
@@ -95,4 +97,36 @@ async fn deliveries_are_filtered_shown_and_dated_in_rfc3339() {
     assert!(shown["attempt_log"][0]["at"].as_str().is_some_and(|t| t.ends_with('Z')), "{shown:#}");
     let (ok, _, stderr) = run(&["deliveries", "show", "999999"]);
     assert!(!ok && stderr.contains("no event 999999"), "{stderr}");
+}
+
+/// The playground's pasted mapping, through `POST /admin/render`: rendered instead of the
+/// source's mappings, nothing saved; one that does not compile is a 422 naming its problem.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_playground_renders_a_pasted_mapping_without_saving_it() {
+    let app = crate::helpers::spawn_app().await;
+    let render = |mapping: &str| {
+        let body = serde_json::json!({
+            "source": "github",
+            "payload": r#"{"workflow_run": {"conclusion": "failure", "head_branch": "main"}}"#,
+            "headers": "X-GitHub-Event: workflow_run",
+            "mapping": mapping,
+        });
+        let req = app.http.post(format!("{}/admin/render", app.admin)).bearer_auth("admin-token").json(&body);
+        async move {
+            let res = req.send().await.unwrap();
+            (res.status().as_u16(), res.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let pasted = "[[rule]]\nname = \"pasted\"\nemit = \"alert\"\ndedup_key = \"wf/{{body.workflow_run.head_branch}}\"\nsource = \"ci\"\nsummary = \"failed on {{body.workflow_run.head_branch}}\"\n";
+    let (status, out) = render(pasted).await;
+    assert_eq!(status, 200, "{out}");
+    assert_eq!(out["events"][0]["rule"], "pasted", "{out}");
+    assert_eq!(out["events"][0]["event"]["payload"]["summary"], "failed on main", "{out}");
+    // Without one, the source's own mappings: the pasted rule was not kept.
+    let (_, out) = render("").await;
+    assert!(!out.to_string().contains("pasted"), "{out}");
+    let (status, out) = render("[[rule]]\nname = \"typo\"\nemit = \"change\"\nsummary = \"{{bdy.x}}\"\n").await;
+    assert_eq!(status, 422, "{out}");
+    let error = out["error"].as_str().unwrap_or_else(|| panic!("{out}"));
+    assert!(error.contains("pasted mapping") && error.contains("unknown root in `bdy.x`"), "{error}");
 }

@@ -392,7 +392,7 @@ function deadRow(d) {
     tryIt.addEventListener("click", async () => {
       try {
         const full = await api(`/admin/dead/${encodeURIComponent(d.id)}`);
-        draft = { source: d.source, payload: pretty(full.payload ?? ""), headers: headerLines(full.headers ?? {}) };
+        draft = { id: d.id, source: d.source, payload: pretty(full.payload ?? ""), headers: headerLines(full.headers ?? {}) };
         location.hash = "#/playground";
       } catch (e) {
         if (e instanceof Refused) return failed(e);
@@ -479,16 +479,41 @@ async function openPlayground() {
     $("#pg-payload").value = draft.payload;
     $("#pg-headers").value = draft.headers;
     $("#pg-query").value = "";
+    from = draft.id;
     draft = null;
-    $("#render-out").replaceChildren(h("p", { class: "banner", role: "status" }, "A failed payload from Dead letters: fix the mapping file, then Render to see whether it maps now (mappings reload within 2 s), and Replay it."));
+    $("#pg-from-text").textContent = `A failed payload from Dead letters (${from}): fix the mapping file (try the fix pasted under Mapping first), Render to see whether it maps (mappings reload within 2 s), then Replay it here.`;
+    $("#pg-replay-result").textContent = "";
+    $("#pg-replay").disabled = false;
+    $("#pg-from").className = "banner";
+    $("#pg-from").hidden = false;
+    $("#render-out").replaceChildren(h("p", { class: "empty" }, "Rendered events show here."));
   }
+}
+
+/** The dead letter the playground's payload came from, which its Replay button replays. */
+let from = null;
+
+async function replayFrom() {
+  const button = $("#pg-replay");
+  button.disabled = true;
+  let text, ok;
+  try {
+    [text, ok] = describe(await api(`/admin/dead/${encodeURIComponent(from)}/replay`, { method: "POST" }));
+  } catch (e) {
+    if (e instanceof Refused) return failed(e);
+    [text, ok] = [`Replay refused: ${e.message}`, false];
+  }
+  $("#pg-replay-result").textContent = text;
+  $("#pg-from").className = `banner ${ok ? "ok" : "error"}`;
+  // Still failing: fix the mapping file and try again.
+  button.disabled = ok;
 }
 
 async function render(ev) {
   ev.preventDefault();
   const out = $("#render-out");
   out.replaceChildren(h("p", { class: "muted" }, "Rendering…"));
-  const body = { source: $("#pg-source").value, payload: $("#pg-payload").value, headers: $("#pg-headers").value, query: $("#pg-query").value };
+  const body = { source: $("#pg-source").value, payload: $("#pg-payload").value, headers: $("#pg-headers").value, query: $("#pg-query").value, mapping: $("#pg-mapping").value };
   let p;
   try {
     p = await api("/admin/render", { method: "POST", body });
@@ -502,7 +527,7 @@ async function render(ev) {
     return;
   }
   out.replaceChildren(
-    h("p", { class: "banner ok", role: "status" }, `${p.events.length} event${p.events.length === 1 ? "" : "s"} would be sent, each valid for PagerDuty's Events API v2.`),
+    h("p", { class: "banner ok", role: "status" }, `${p.events.length} event${p.events.length === 1 ? "" : "s"} would be sent, each valid for PagerDuty's Events API v2${body.mapping.trim() ? " (by the pasted mapping, which is not saved)" : ""}.`),
     ...p.events.map((e, i) => h("article", { class: "card rendered" },
       h("h2", {}, `${i + 1}. `, h("span", { class: "kind" }, e.event.event_action ? `alert ${e.event.event_action}` : "change"), " from rule ", h("q", {}, e.rule)),
       pairs([["Endpoint", h("code", {}, e.endpoint)], ["Routing key", h("code", {}, e.routing_key)], ["dedup_key", e.event.dedup_key ? h("code", {}, e.event.dedup_key) : null], ["Summary", e.event.payload?.summary]]),
@@ -530,6 +555,7 @@ $("#newest").addEventListener("click", () => {
 $("#dead-refresh").addEventListener("click", openDead);
 $("#replay-all").addEventListener("click", replayAll);
 $("#render-form").addEventListener("submit", render);
+$("#pg-replay").addEventListener("click", replayFrom);
 document.addEventListener("visibilitychange", () => {
   if (!document.hidden && !$("#deliveries").hidden) refreshDeliveries();
 });
