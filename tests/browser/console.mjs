@@ -3,8 +3,10 @@
 // PagerDuty afterwards. Every step asserts what a person would see; any failure exits 1
 // naming the step. Screenshots go to $OUT (1280 px wide and phone width).
 //
-// Env: ADMIN (console origin), OFF_ADMIN (a server without an admin token), HOOKS (webhook listener), TOKEN, GH_SECRET, SUMMARY (part of a delivered event's summary), SEARCH (part of a
-// delivered event's dedup_key), DEAD_KEY (dedup_key of the dead letter), FIXTURES, OUT, CHROMIUM.
+// Env: ADMIN (console origin), OFF_ADMIN (a server without an admin token), DRY_ADMIN (a
+// dry run's), HOOKS (webhook listener), TOKEN, GH_SECRET, SUMMARY (part of a delivered event's
+// summary), SEARCH (part of a delivered event's dedup_key), DEAD_KEY (dedup_key of the dead
+// letter), FIXTURES, OUT, CHROMIUM.
 
 import { chromium } from "playwright-core";
 import { createHmac, randomUUID } from "node:crypto";
@@ -19,6 +21,8 @@ const env = (k) => {
 const ADMIN = env("ADMIN");
 // A second server with no admin token: its console says how to set one.
 const OFF_ADMIN = env("OFF_ADMIN");
+// A server under `serve --dry-run` that has logged one event.
+const DRY_ADMIN = env("DRY_ADMIN");
 const OUT = env("OUT");
 const TIMEOUT = 10_000; // generous: a loaded 2-core machine
 mkdirSync(OUT, { recursive: true });
@@ -49,7 +53,7 @@ async function context(browser, viewport) {
   await ctx.route("**/*", (route) => {
     const url = route.request().url();
     seen.push(url);
-    if (![ADMIN, OFF_ADMIN].includes(new URL(url).origin)) {
+    if (![ADMIN, OFF_ADMIN, DRY_ADMIN].includes(new URL(url).origin)) {
       foreign.push(url);
       return route.abort();
     }
@@ -246,6 +250,21 @@ async function phone(browser) {
   await ctx.close();
 }
 
+/** A dry run's console counts its dry runs where paced attempts are otherwise shown. */
+async function dryRun(browser) {
+  const ctx = await context(browser, { width: 1280, height: 860 });
+  const page = await ctx.newPage();
+  step = "dry run";
+  await page.goto(`${DRY_ADMIN}/`);
+  await signIn(page, env("TOKEN"));
+  const stat = page.locator("#stats .stat", { hasText: "dry runs (nothing sent), last hour" });
+  await stat.waitFor();
+  check((await stat.locator(".stat-value").textContent()) === "1", `one dry run counted: ${await stat.textContent()}`);
+  check(!/paced/.test(await page.locator("#stats").textContent()), "no paced count in a dry run");
+  await shot(page, "dry-run-1280");
+  await ctx.close();
+}
+
 /** The "console is off" page: its steps show the token to sign in with, and every line of
  * them stays inside the card, on a desktop and on a phone. */
 async function consoleOff(browser) {
@@ -288,6 +307,7 @@ try {
   refreshMs = await desktop(browser);
   await phone(browser);
   await consoleOff(browser);
+  await dryRun(browser);
   step = "origin";
   check(seen.length > 0, "requests were recorded");
   check(foreign.length === 0, `requests left the admin origin: ${foreign.join(", ")}`);

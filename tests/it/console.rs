@@ -41,6 +41,24 @@ fn browser_or_skip(test: &str) -> Option<(PathBuf, PathBuf)> {
     }
 }
 
+/// `serve --dry-run` with one webhook recorded as a dry run.
+async fn dry_run_app() -> (tempfile::TempDir, pagerhook::app::App) {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = crate::helpers::fake_pagerduty::FakePagerDuty::start().await;
+    let cfg = crate::helpers::config_from(&crate::helpers::base_config(dir.path(), &fake.url), dir.path());
+    let (hooks, admin) =
+        (std::net::TcpListener::bind("127.0.0.1:0").unwrap(), std::net::TcpListener::bind("127.0.0.1:0").unwrap());
+    let options = pagerhook::app::Options { dry_run: true, ..crate::helpers::test_options() };
+    let app = pagerhook::app::App::start_on(cfg, options, hooks, admin).await.unwrap();
+    let status = crate::delivery::post_github(app.port(), "pull_request", "github/pull_request_merged.json").await;
+    assert_eq!(status, 202);
+    eventually("the webhook is recorded as a dry run", || async {
+        app.queue().recent(1).await.unwrap().into_iter().find(|e| e.state == EventState::DryRun)
+    })
+    .await;
+    (dir, app)
+}
+
 const DEAD_KEY: &str = "github/acme/payments-api/deployment/production";
 const SEARCH: &str = "workflow/48213377";
 
@@ -73,15 +91,19 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     })
     .await;
 
+    // A dry run, whose console counts its dry runs instead of paced attempts.
+    let (_dry_dir, dry) = dry_run_app().await;
     // A server without an admin token, for the "console is off" page.
     let off = crate::helpers::spawn_app_with(|c| c.replace("admin_token = \"env:ADMIN_TOKEN\"\n", "")).await;
     let out = root().join("target/console-screenshots");
     let (admin, hooks, off_admin) = (app.admin.clone(), app.base.clone(), off.admin.clone());
+    let dry_admin = format!("http://127.0.0.1:{}", dry.admin_port());
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(browser.join("console.mjs"))
             .env("ADMIN", admin)
             .env("OFF_ADMIN", off_admin)
+            .env("DRY_ADMIN", dry_admin)
             .env("HOOKS", hooks)
             .env("TOKEN", "admin-token")
             .env("GH_SECRET", GITHUB_SECRET)
@@ -107,4 +129,5 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     let got = app.fake.wait_for(6, Duration::from_secs(10)).await;
     let sent = got.iter().filter(|r| r.dedup_key() == Some(DEAD_KEY)).count();
     assert_eq!(sent, 3, "the dead trigger (then its minimal form) was sent again after Replay: {got:#?}");
+    dry.stop().await;
 }

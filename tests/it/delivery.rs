@@ -111,7 +111,7 @@ async fn accepted_events_survive_a_restart() {
 }
 
 /// Posts a signed GitHub fixture to the app listening on `port`; the status it answered.
-async fn post_github(port: u16, event: &str, fixture_path: &str) -> u16 {
+pub(crate) async fn post_github(port: u16, event: &str, fixture_path: &str) -> u16 {
     let body = fixture(fixture_path);
     let sig = crate::helpers::github_signature(crate::helpers::GITHUB_SECRET, &body);
     let res = reqwest::Client::new()
