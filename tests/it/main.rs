@@ -15,6 +15,7 @@ mod mappings;
 mod operate;
 mod readme;
 mod replicas;
+mod room;
 mod security;
 mod sns;
 mod test_command;

@@ -1,0 +1,167 @@
+//! Room to write: the headroom the store keeps so that delivery can always record what it does.
+//!
+//! A full disk used to stop everything: accepts were refused (good), but recording an attempt
+//! needs pages too, so the backlog never drained and nothing freed the disk (issue 35). The
+//! store now stops *accepting* before the disk is full, while there is still room below the
+//! line for what delivery writes (claims, attempts, finishes, pruning), and delivery frees room
+//! as it goes ([`super::Capacity::make_room`]).
+//!
+//! The accept path reads one atomic ([`Gate::check`]); the measurement behind it (a `statvfs`
+//! and three pragmas on SQLite) runs on the store's writer thread at most about once a second
+//! and whenever [`super::Capacity::room`] asks (the room watcher every second, `/metrics`).
+
+use super::QueueError;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+
+/// How much room the store keeps (SQLite): accepts stop below the floor or above the cap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Headroom {
+    /// Free bytes that must stay on the store's filesystem (its free pages count as free).
+    pub min_free_bytes: u64,
+    /// Most bytes the store may use: the database's used pages plus the payload log's segments.
+    pub max_bytes: Option<u64>,
+}
+
+impl Default for Headroom {
+    /// What `[storage]` defaults to (`config::DEFAULT_MIN_FREE_BYTES` says why).
+    fn default() -> Headroom {
+        Headroom { min_free_bytes: 64 << 20, max_bytes: None }
+    }
+}
+
+/// Accepts resume once the store is this share of its line back inside it (an eighth), so a
+/// store at its line does not flap between refusing and accepting on every webhook.
+const RESUME_MARGIN_DIVISOR: u64 = 8;
+
+impl Headroom {
+    /// Whether a store using `used` bytes with `free` bytes left is short of room. `was_short`:
+    /// it refused accepts at the last reading, and resumes only past the margin.
+    pub fn judge(&self, used: u64, free: u64, was_short: bool) -> Option<Short> {
+        let floor = self.min_free_bytes;
+        let resume_floor = floor.saturating_add(floor / RESUME_MARGIN_DIVISOR);
+        if free < floor || (was_short && free < resume_floor) {
+            return Some(Short::BelowFloor { free, floor });
+        }
+        let cap = self.max_bytes?;
+        let resume_cap = cap - cap / RESUME_MARGIN_DIVISOR;
+        (used > cap || (was_short && used > resume_cap)).then_some(Short::OverCap { used, cap })
+    }
+}
+
+/// Why the store refuses accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Short {
+    /// Less free space on the store's filesystem than `storage.min_free_bytes`.
+    BelowFloor { free: u64, floor: u64 },
+    /// The store uses more than `storage.max_bytes`.
+    OverCap { used: u64, cap: u64 },
+    /// A write failed for lack of space (SQLite's `SQLITE_FULL`, `ENOSPC` on a payload segment,
+    /// PostgreSQL's SQLSTATE 53100 `disk_full`).
+    DiskFull,
+}
+
+impl Short {
+    /// A label for logs and metrics.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Short::BelowFloor { .. } => "below_floor",
+            Short::OverCap { .. } => "over_cap",
+            Short::DiskFull => "disk_full",
+        }
+    }
+}
+
+impl fmt::Display for Short {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mib = |b: &u64| *b as f64 / (1024.0 * 1024.0);
+        match self {
+            Short::BelowFloor { free, floor } => write!(
+                f,
+                "{:.1} MiB free on the store's filesystem, below storage.min_free_bytes ({:.1} MiB)",
+                mib(free),
+                mib(floor)
+            ),
+            Short::OverCap { used, cap } => {
+                write!(f, "the store uses {:.1} MiB, over storage.max_bytes ({:.1} MiB)", mib(used), mib(cap))
+            }
+            Short::DiskFull => f.write_str("the store's disk is full"),
+        }
+    }
+}
+
+/// The store's room as last measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoomReading {
+    /// Bytes the store uses (SQLite: used pages and payload segments; PostgreSQL: the
+    /// database's size); `None` if it cannot be read.
+    pub used_bytes: Option<u64>,
+    /// Bytes left to write into (SQLite: the filesystem's free space plus the database's free
+    /// pages); `None` where the store cannot see its disk (PostgreSQL).
+    pub free_bytes: Option<u64>,
+    /// Why accepts are refused; `None` while they are taken.
+    pub short: Option<Short>,
+}
+
+/// What [`super::Capacity::make_room`] freed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Freed {
+    /// Delivered (or otherwise finished) events, their attempts and payload rows deleted.
+    pub rows: u64,
+    /// Payload segments deleted, and their bytes.
+    pub segments: u64,
+    pub segment_bytes: u64,
+}
+
+/// The accept path's gate: one atomic read per accept, set by each measurement and by a write
+/// that failed for lack of space.
+#[derive(Debug, Default)]
+pub(crate) struct Gate {
+    short: AtomicBool,
+    why: Mutex<Option<Short>>,
+}
+
+impl Gate {
+    /// `Ok` while accepts are taken; else why not, as the error an accept answers.
+    pub fn check(&self) -> Result<(), QueueError> {
+        if !self.short.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match self.current() {
+            Some(why) => Err(QueueError::OutOfRoom(why.to_string())),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the latest judgement.
+    pub fn set(&self, short: Option<Short>) {
+        let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+        self.short.store(short.is_some(), Ordering::Relaxed);
+        *why = short;
+    }
+
+    /// A write failed for lack of space: refuse accepts until a measurement finds room again.
+    pub fn disk_full(&self) {
+        let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+        if why.is_none() {
+            *why = Some(Short::DiskFull);
+            self.short.store(true, Ordering::Relaxed);
+        }
+    }
+
+    pub fn current(&self) -> Option<Short> {
+        self.why.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Records `r`'s failure for lack of space, if it is one, and hands `r` back.
+    pub fn noting<T>(&self, r: Result<T, QueueError>) -> Result<T, QueueError> {
+        if let Err(QueueError::OutOfRoom(_)) = &r {
+            self.disk_full();
+        }
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! A full disk must not stop the pages (issue 35): fill a small filesystem under load while
+//! PagerDuty is away, bring PagerDuty back, and every acknowledged webhook is delivered and
+//! new ones are taken again, with no operator.
+//!
+//! The filesystem is a 24 MiB tmpfs the test mounts, where it may (root in a container);
+//! elsewhere the store's own cap (`storage.max_bytes`) stands in for the filesystem's size,
+//! so the same path (refusal before full, delivery and pruning in the room kept, recovery by
+//! itself) is exercised, not skipped.
+
+use crate::helpers::{bearer_source, eventually, spawn_app_in, TestApp, HOOK_TOKEN, NUMBERED};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const MIB: u64 = 1 << 20;
+
+/// A tmpfs mounted for one test, unmounted when dropped.
+struct SmallFs {
+    at: PathBuf,
+}
+
+impl SmallFs {
+    /// Mounts a tmpfs of `bytes` at `at`; `None` where mounting is not allowed.
+    fn mount(at: &Path, bytes: u64) -> Option<SmallFs> {
+        std::fs::create_dir_all(at).unwrap();
+        let size = format!("size={bytes}");
+        let ok = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &size, "tmpfs"])
+            .arg(at)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("cannot mount a tmpfs here: the store's cap (storage.max_bytes) stands in for a small disk");
+        }
+        ok.then(|| SmallFs { at: at.to_path_buf() })
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.at).status();
+    }
+}
+
+/// A 40 KB webhook numbered `n` (the issue's measurement used 40 KB bodies).
+fn webhook(n: u64) -> String {
+    format!(r#"{{"n": {n}, "action": "trigger", "pad": "{}"}}"#, "x".repeat(40 * 1024))
+}
+
+/// Posts webhooks from `senders` tasks until `stop`; the numbers answered 202 go in the set,
+/// and the first refusal's answer is kept.
+async fn load(app: &TestApp, senders: usize, stop: Arc<AtomicBool>) -> (Arc<Mutex<BTreeSet<u64>>>, Arc<Mutex<Vec<(u16, String)>>>) {
+    let accepted = Arc::new(Mutex::new(BTreeSet::new()));
+    let refused = Arc::new(Mutex::new(Vec::new()));
+    let next = Arc::new(AtomicU64::new(0));
+    let url = format!("{}/hooks/load", app.base);
+    for _ in 0..senders {
+        let (accepted, refused, next, stop, url) =
+            (accepted.clone(), refused.clone(), next.clone(), stop.clone(), url.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            while !stop.load(Ordering::SeqCst) {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let res = http
+                    .post(&url)
+                    .bearer_auth(HOOK_TOKEN)
+                    .header("content-type", "application/json")
+                    .body(webhook(n))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = res.status().as_u16();
+                let text = res.text().await.unwrap();
+                match status {
+                    202 => {
+                        accepted.lock().unwrap().insert(n);
+                    }
+                    _ => {
+                        refused.lock().unwrap().push((status, text));
+                        // A sender backs off before retrying.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        });
+    }
+    (accepted, refused)
+}
+
+async fn readyz(app: &TestApp) -> (u16, serde_json::Value) {
+    let res = app.http.get(format!("{}/readyz", app.admin)).send().await.unwrap();
+    (res.status().as_u16(), res.json().await.unwrap_or_default())
+}
+
+async fn metrics(app: &TestApp) -> String {
+    app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap()
+}
+
+/// The value of the sample named `name` (without labels).
+fn sample(text: &str, name: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_full_disk_refuses_webhooks_delivers_every_acknowledged_one_and_recovers_by_itself() {
+    let holder = tempfile::tempdir().unwrap();
+    let fs = SmallFs::mount(&holder.path().join("small"), 24 * MIB);
+    let app = spawn_app_in(|text, dir| {
+        let mapping = dir.join("numbered.toml");
+        std::fs::write(&mapping, NUMBERED).unwrap();
+        let storage = match &fs {
+            Some(fs) => format!("[storage]\npath = \"{}\"\nmin_free_bytes = {}\n", fs.at.join("pagerhook.db").display(), 6 * MIB),
+            None => format!("[storage]\npath = \"{}\"\nmax_bytes = {}\n", dir.join("pagerhook.db").display(), 18 * MIB),
+        };
+        let text = text.replace(&format!("[storage]\npath = \"{}\"\n", dir.join("pagerhook.db").display()), &storage);
+        let text = text.replace(
+            "[delivery]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\n",
+            "[delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nper_key_rate = 0\n",
+        );
+        text.replace("max_body_bytes = 65536", "max_body_bytes = 131072") + &bearer_source("load", &mapping)
+    })
+    .await;
+    assert_eq!(readyz(&app).await.0, 200);
+    app.fake.go_away();
+
+    // A storm while PagerDuty is away, until the store says it is out of room.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (accepted, refused) = load(&app, 4, stop.clone()).await;
+    let why = eventually("the store refuses webhooks for lack of room", || {
+        let refused = refused.clone();
+        async move { refused.lock().unwrap().first().cloned() }
+    })
+    .await;
+    assert_eq!(why.0, 503, "{why:?}");
+    assert!(why.1.contains("out of room"), "the sender is told why: {}", why.1);
+    let (status, body) = eventually("/readyz says the store is out of room", || async {
+        let (status, body) = readyz(&app).await;
+        (status == 503).then_some((status, body))
+    })
+    .await;
+    assert!(body["error"].as_str().unwrap().contains("out of room"), "{status} {body}");
+    let scraped = metrics(&app).await;
+    assert_eq!(sample(&scraped, "pagerhook_store_out_of_room"), Some(1.0), "{scraped}");
+    assert!(sample(&scraped, "pagerhook_store_used_bytes").is_some_and(|b| b > 0.0), "{scraped}");
+    // Refused for a while under load: nothing more is acknowledged, and no 500.
+    let acknowledged = accepted.lock().unwrap().len();
+    let so_far = refused.lock().unwrap().len();
+    eventually("the storm goes on against the refusals", || {
+        let refused = refused.clone();
+        async move { (refused.lock().unwrap().len() >= so_far + 20).then_some(()) }
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let acknowledged_now = accepted.lock().unwrap().clone();
+    assert!(acknowledged_now.len() <= acknowledged + 4, "accepts stopped: {acknowledged} then {}", acknowledged_now.len());
+    assert!(acknowledged_now.len() >= 100, "the disk was filled by webhooks: {} acknowledged", acknowledged_now.len());
+    assert!(refused.lock().unwrap().iter().all(|(s, _)| *s == 503), "only 503s: {:?}", refused.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>());
+
+    // PagerDuty is back: every acknowledged webhook is delivered.
+    app.fake.come_back();
+    let want: BTreeSet<String> = acknowledged_now.iter().map(|n| format!("n-{n}")).collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let got: BTreeSet<String> =
+            app.fake.received().iter().filter_map(|r| r.dedup_key().map(str::to_string)).collect();
+        let missing: Vec<&String> = want.difference(&got).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{} of {} never delivered: {missing:?}", missing.len(), want.len());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // And the store takes webhooks again by itself.
+    eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;
+    let again = app.post_hook("load", &[("content-type", "application/json"), ("authorization", &format!("Bearer {HOOK_TOKEN}"))], webhook(1_000_000)).await;
+    assert_eq!(again.status, 202, "{:?}", again.json);
+    eventually("the webhook taken after the recovery is delivered", || async {
+        app.fake.received().iter().any(|r| r.dedup_key() == Some("n-1000000")).then_some(())
+    })
+    .await;
+    assert_eq!(sample(&metrics(&app).await, "pagerhook_store_out_of_room"), Some(0.0));
+    let (_fake, _dir) = app.stop().await;
+    drop(fs);
+}
