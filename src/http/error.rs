@@ -151,9 +151,7 @@ impl ResponseError for AdminError {
             AdminError::ShuttingDown
             | AdminError::TaskDown(_)
             | AdminError::OutOfRoom(_)
-            | AdminError::StorageUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            | AdminError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Disabled => StatusCode::FORBIDDEN,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::BadDeadId(_)

@@ -27,9 +27,10 @@ use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
-    applied_migrations, tally_dropped, Accepted, Capacity, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
+    applied_migrations, tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter,
+    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
+    Inspect, Intake, Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk,
+    StoredInbound,
 };
 use crate::event::Event;
 use crate::secret::Secret;

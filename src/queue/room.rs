@@ -114,15 +114,42 @@ pub struct Freed {
     pub segment_bytes: u64,
 }
 
-/// The accept path's gate: one atomic read per accept, set by each measurement and by a write
-/// that failed for lack of space.
-#[derive(Debug, Default)]
+/// The accept path's gate: one uncontended lock per accept, no system call. Each measurement
+/// sets what the store uses and has left; between two, every accept adds its bytes to that
+/// estimate, so a storm that fills the disk faster than the measurements come is refused at
+/// the line all the same (the 24 MiB filled in under half a second).
+#[derive(Debug)]
 pub(crate) struct Gate {
+    headroom: Headroom,
     short: AtomicBool,
-    why: Mutex<Option<Short>>,
+    state: Mutex<Estimate>,
+}
+
+/// The room as last measured, less what accepts wrote since.
+#[derive(Debug)]
+struct Estimate {
+    why: Option<Short>,
+    used: u64,
+    free: u64,
+}
+
+impl Default for Gate {
+    /// A gate that only a failed write shuts (PostgreSQL: its disk is the server's).
+    fn default() -> Gate {
+        Gate::new(Headroom { min_free_bytes: 0, max_bytes: None })
+    }
 }
 
 impl Gate {
+    pub fn new(headroom: Headroom) -> Gate {
+        let state = Mutex::new(Estimate { why: None, used: 0, free: u64::MAX });
+        Gate { headroom, short: AtomicBool::new(false), state }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Estimate> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// `Ok` while accepts are taken; else why not, as the error an accept answers.
     pub fn check(&self) -> Result<(), QueueError> {
         if !self.short.load(Ordering::Relaxed) {
@@ -134,24 +161,52 @@ impl Gate {
         }
     }
 
-    /// Records the latest judgement.
+    /// An accept about to write about `bytes`: counted against the room left, and refused if
+    /// they would take the store past its line.
+    pub fn spend(&self, bytes: u64) -> Result<(), QueueError> {
+        let mut e = self.lock();
+        if e.why.is_none() {
+            let (used, free) = (e.used.saturating_add(bytes), e.free.saturating_sub(bytes));
+            if let Some(why) = self.headroom.judge(used, free, false) {
+                // Shut until the next measurement says otherwise.
+                self.short.store(true, Ordering::Relaxed);
+                e.why = Some(why.clone());
+                return Err(QueueError::OutOfRoom(why.to_string()));
+            }
+            (e.used, e.free) = (used, free);
+        }
+        drop(e);
+        self.check()
+    }
+
+    /// A measurement: judges it (resuming only past the margin) and starts a new estimate.
+    pub fn measured(&self, used: u64, free: u64) -> Option<Short> {
+        let mut e = self.lock();
+        let was_short = self.short.load(Ordering::Relaxed);
+        let why = self.headroom.judge(used, free, was_short);
+        *e = Estimate { why: why.clone(), used, free };
+        self.short.store(why.is_some(), Ordering::Relaxed);
+        why
+    }
+
+    /// Opens the gate (a probe write found room) or shuts it with `short`.
     pub fn set(&self, short: Option<Short>) {
-        let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
+        let mut e = self.lock();
         self.short.store(short.is_some(), Ordering::Relaxed);
-        *why = short;
+        e.why = short;
     }
 
     /// A write failed for lack of space: refuse accepts until a measurement finds room again.
     pub fn disk_full(&self) {
-        let mut why = self.why.lock().unwrap_or_else(|e| e.into_inner());
-        if why.is_none() {
-            *why = Some(Short::DiskFull);
+        let mut e = self.lock();
+        if e.why.is_none() {
+            e.why = Some(Short::DiskFull);
             self.short.store(true, Ordering::Relaxed);
         }
     }
 
     pub fn current(&self) -> Option<Short> {
-        self.why.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.lock().why.clone()
     }
 
     /// Records `r`'s failure for lack of space, if it is one, and hands `r` back.

@@ -19,16 +19,16 @@ use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
-    tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
-    Capacity, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
+    tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
+    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect,
+    Intake, Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
 };
 use crate::event::Event;
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
-use space::Space;
 use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Statement};
+use space::Space;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -919,13 +919,22 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
 impl Intake for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         // Out of room: refused before anything is written, so what room is left is delivery's.
-        self.space.gate.check()?;
+        self.space.gate.spend(accept_bytes(&inbound, &events))?;
         let accept = Box::new(Prepared::new(inbound, events));
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
         self.space.gate.noting(accepted)
     }
+}
+
+/// About what an accept writes: its body (in the payload log or its row), its headers, its
+/// events' bodies, and a page's worth of rows and index entries.
+fn accept_bytes(inbound: &NewInbound, events: &[Event]) -> u64 {
+    const ROWS: usize = 4096;
+    let headers = inbound.headers.as_object().map_or(0, |h| h.iter().map(|(k, v)| k.len() + v.to_string().len()).sum());
+    let events: usize = events.iter().map(|e| e.text().len() + ROWS / 4).sum();
+    (inbound.body.len() + headers + inbound.query.len() + events + ROWS) as u64
 }
 
 #[async_trait]

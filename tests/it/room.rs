@@ -52,7 +52,11 @@ fn webhook(n: u64) -> String {
 
 /// Posts webhooks from `senders` tasks until `stop`; the numbers answered 202 go in the set,
 /// and the first refusal's answer is kept.
-async fn load(app: &TestApp, senders: usize, stop: Arc<AtomicBool>) -> (Arc<Mutex<BTreeSet<u64>>>, Arc<Mutex<Vec<(u16, String)>>>) {
+async fn load(
+    app: &TestApp,
+    senders: usize,
+    stop: Arc<AtomicBool>,
+) -> (Arc<Mutex<BTreeSet<u64>>>, Arc<Mutex<Vec<(u16, String)>>>) {
     let accepted = Arc::new(Mutex::new(BTreeSet::new()));
     let refused = Arc::new(Mutex::new(Vec::new()));
     let next = Arc::new(AtomicU64::new(0));
@@ -107,12 +111,28 @@ fn sample(text: &str, name: &str) -> Option<f64> {
 #[tokio::test]
 async fn a_full_disk_refuses_webhooks_delivers_every_acknowledged_one_and_recovers_by_itself() {
     let holder = tempfile::tempdir().unwrap();
-    let fs = SmallFs::mount(&holder.path().join("small"), 24 * MIB);
+    storm(SmallFs::mount(&holder.path().join("small"), 24 * MIB)).await;
+}
+
+/// The same storm against the store's cap, on a filesystem with plenty of room: the cap counts
+/// used pages and payload segments, and pruning under pressure brings the store back under it.
+#[tokio::test]
+async fn a_store_at_its_cap_refuses_webhooks_delivers_every_acknowledged_one_and_recovers_by_itself() {
+    storm(None).await;
+}
+
+/// Fills the store (on `fs`, by its floor; else by an 18 MiB cap) under load with PagerDuty
+/// away, then brings PagerDuty back.
+async fn storm(fs: Option<SmallFs>) {
     let app = spawn_app_in(|text, dir| {
         let mapping = dir.join("numbered.toml");
         std::fs::write(&mapping, NUMBERED).unwrap();
         let storage = match &fs {
-            Some(fs) => format!("[storage]\npath = \"{}\"\nmin_free_bytes = {}\n", fs.at.join("pagerhook.db").display(), 6 * MIB),
+            Some(fs) => format!(
+                "[storage]\npath = \"{}\"\nmin_free_bytes = {}\n",
+                fs.at.join("pagerhook.db").display(),
+                6 * MIB
+            ),
             None => format!("[storage]\npath = \"{}\"\nmax_bytes = {}\n", dir.join("pagerhook.db").display(), 18 * MIB),
         };
         let text = text.replace(&format!("[storage]\npath = \"{}\"\n", dir.join("pagerhook.db").display()), &storage);
@@ -155,9 +175,17 @@ async fn a_full_disk_refuses_webhooks_delivers_every_acknowledged_one_and_recove
     .await;
     stop.store(true, Ordering::SeqCst);
     let acknowledged_now = accepted.lock().unwrap().clone();
-    assert!(acknowledged_now.len() <= acknowledged + 4, "accepts stopped: {acknowledged} then {}", acknowledged_now.len());
+    assert!(
+        acknowledged_now.len() <= acknowledged + 4,
+        "accepts stopped: {acknowledged} then {}",
+        acknowledged_now.len()
+    );
     assert!(acknowledged_now.len() >= 100, "the disk was filled by webhooks: {} acknowledged", acknowledged_now.len());
-    assert!(refused.lock().unwrap().iter().all(|(s, _)| *s == 503), "only 503s: {:?}", refused.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>());
+    assert!(
+        refused.lock().unwrap().iter().all(|(s, _)| *s == 503),
+        "only 503s: {:?}",
+        refused.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>()
+    );
 
     // PagerDuty is back: every acknowledged webhook is delivered.
     app.fake.come_back();
@@ -170,13 +198,24 @@ async fn a_full_disk_refuses_webhooks_delivers_every_acknowledged_one_and_recove
         if missing.is_empty() {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "{} of {} never delivered: {missing:?}", missing.len(), want.len());
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} of {} never delivered: {missing:?}",
+            missing.len(),
+            want.len()
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
     // And the store takes webhooks again by itself.
     eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;
-    let again = app.post_hook("load", &[("content-type", "application/json"), ("authorization", &format!("Bearer {HOOK_TOKEN}"))], webhook(1_000_000)).await;
+    let again = app
+        .post_hook(
+            "load",
+            &[("content-type", "application/json"), ("authorization", &format!("Bearer {HOOK_TOKEN}"))],
+            webhook(1_000_000),
+        )
+        .await;
     assert_eq!(again.status, 202, "{:?}", again.json);
     eventually("the webhook taken after the recovery is delivered", || async {
         app.fake.received().iter().any(|r| r.dedup_key() == Some("n-1000000")).then_some(())

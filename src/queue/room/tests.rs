@@ -23,19 +23,35 @@ fn over_the_cap_is_short_and_resumes_an_eighth_below_it() {
 }
 
 #[test]
-fn the_gate_refuses_with_the_reason_and_a_full_disk_waits_for_a_measurement() {
-    let gate = Gate::default();
+fn the_gate_refuses_with_the_reason_and_counts_accepts_between_measurements() {
+    let gate = Gate::new(Headroom { min_free_bytes: 8 * MIB, max_bytes: None });
     assert!(gate.check().is_ok());
-    gate.set(Some(Short::BelowFloor { free: 3 * MIB, floor: 8 * MIB }));
-    let refused = gate.check().unwrap_err();
+    assert_eq!(gate.measured(MIB, 10 * MIB), None);
+    // Two MiB of accepts before the next measurement take it to the floor: the next is refused.
+    for _ in 0..2 {
+        gate.spend(MIB - 1).unwrap();
+    }
+    let refused = gate.spend(MIB).unwrap_err();
     assert!(matches!(&refused, QueueError::OutOfRoom(why) if why.contains("storage.min_free_bytes")), "{refused}");
+    assert!(gate.check().is_err(), "shut until measured again");
+    // Measured back over the floor, but not past the margin: still shut.
+    assert!(gate.measured(MIB, 8 * MIB + MIB / 2).is_some());
+    assert_eq!(gate.measured(MIB, 10 * MIB), None);
+    gate.spend(MIB).unwrap();
+}
+
+#[test]
+fn a_write_refused_for_lack_of_space_shuts_the_gate_until_a_measurement_finds_room() {
+    let gate = Gate::new(Headroom { min_free_bytes: 8 * MIB, max_bytes: None });
+    gate.measured(0, 3 * MIB);
     // A measurement's reason is not replaced by a write's failure.
     gate.disk_full();
     assert_eq!(gate.current(), Some(Short::BelowFloor { free: 3 * MIB, floor: 8 * MIB }));
-    gate.set(None);
+    gate.measured(0, 100 * MIB);
     let failed: Result<(), QueueError> = gate.noting(Err(QueueError::OutOfRoom("disk full".into())));
     assert!(failed.is_err());
     assert_eq!(gate.current(), Some(Short::DiskFull));
-    gate.set(None);
+    assert!(matches!(gate.spend(1), Err(QueueError::OutOfRoom(why)) if why.contains("disk is full")));
+    assert_eq!(gate.measured(0, 100 * MIB), None);
     assert!(gate.check().is_ok());
 }

@@ -23,7 +23,6 @@ const MEASURE_EVERY: Duration = Duration::from_secs(1);
 /// The store's room: its lines, the gate accepts read, and when it was last measured.
 pub(in crate::queue) struct Space {
     pub gate: Gate,
-    headroom: Headroom,
     /// The database's directory: its filesystem is the one measured.
     dir: PathBuf,
     log: Arc<PayloadLog>,
@@ -33,7 +32,7 @@ pub(in crate::queue) struct Space {
 impl Space {
     pub fn new(db: &Path, headroom: Headroom, log: Arc<PayloadLog>) -> Space {
         let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        Space { gate: Gate::default(), headroom, dir, log, last: Mutex::new(None) }
+        Space { gate: Gate::new(headroom), dir, log, last: Mutex::new(None) }
     }
 
     /// Measures if the last measurement is older than [`MEASURE_EVERY`] (after a commit).
@@ -57,12 +56,10 @@ impl Space {
         let (pages, free_pages) = (pragma("page_count")?, pragma("freelist_count")?);
         let segments: u64 = self.log.segments()?.iter().map(|(_, len)| len).sum();
         let used = pages.saturating_sub(free_pages) * page + segments;
-        let available = fs_available(&self.dir).map_err(|e| {
-            QueueError::Io(format!("cannot read the free space of {}: {e}", self.dir.display()))
-        })?;
+        let available = fs_available(&self.dir)
+            .map_err(|e| QueueError::Io(format!("cannot read the free space of {}: {e}", self.dir.display())))?;
         let free = available.saturating_add(free_pages * page);
-        let short = self.headroom.judge(used, free, self.gate.current().is_some());
-        self.gate.set(short.clone());
+        let short = self.gate.measured(used, free);
         Ok(RoomReading { used_bytes: Some(used), free_bytes: Some(free), short })
     }
 
