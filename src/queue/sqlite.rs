@@ -174,6 +174,14 @@ impl Prepared {
         let headers = inbound.headers.to_string();
         Prepared { inbound, headers, events, logged: None }
     }
+
+    /// About what it writes: its body (in the payload log or its row), headers and query, its
+    /// events' bodies, and a page's worth of rows and index entries, for the room it takes.
+    fn bytes(&self) -> u64 {
+        const ROWS: usize = 4096;
+        let events: usize = self.events.iter().map(|e| e.text().len() + ROWS / 4).sum();
+        (self.inbound.body.len() + self.headers.len() + self.inbound.query.len() + events + ROWS) as u64
+    }
 }
 
 /// A lane head a claim leased, with the triggers it superseded, still as stored: its body is
@@ -919,22 +927,13 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
 impl Intake for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         // Out of room: refused before anything is written, so what room is left is delivery's.
-        self.space.gate.spend(accept_bytes(&inbound, &events))?;
         let accept = Box::new(Prepared::new(inbound, events));
+        self.space.gate.spend(accept.bytes())?;
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
         self.space.gate.noting(accepted)
     }
-}
-
-/// About what an accept writes: its body (in the payload log or its row), its headers, its
-/// events' bodies, and a page's worth of rows and index entries.
-fn accept_bytes(inbound: &NewInbound, events: &[Event]) -> u64 {
-    const ROWS: usize = 4096;
-    let headers = inbound.headers.as_object().map_or(0, |h| h.iter().map(|(k, v)| k.len() + v.to_string().len()).sum());
-    let events: usize = events.iter().map(|e| e.text().len() + ROWS / 4).sum();
-    (inbound.body.len() + headers + inbound.query.len() + events + ROWS) as u64
 }
 
 #[async_trait]
