@@ -7,7 +7,7 @@
 //! so the same path (refusal before full, delivery and pruning in the room kept, recovery by
 //! itself) is exercised, not skipped.
 
-use crate::helpers::{bearer_source, eventually, spawn_app_in, TestApp, HOOK_TOKEN, NUMBERED};
+use crate::helpers::{bearer_source, eventually, spawn_app_in, PgSchema, TestApp, HOOK_TOKEN, NUMBERED};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -224,4 +224,62 @@ async fn storm(fs: Option<SmallFs>) {
     assert_eq!(sample(&metrics(&app).await, "pagerhook_store_out_of_room"), Some(0.0));
     let (_fake, _dir) = app.stop().await;
     drop(fs);
+}
+
+/// On PostgreSQL pagerhook cannot see the disk: the server's disk full (SQLSTATE 53100, raised
+/// here by a trigger as the server raises it when a table cannot grow) refuses webhooks 503
+/// with the reason and takes /readyz down, until a probe write succeeds again; what was
+/// acknowledged before is delivered, the refused webhook never stored.
+#[tokio::test]
+async fn a_postgresql_disk_full_refuses_webhooks_and_readiness_until_the_database_has_room() {
+    let Some(db) = PgSchema::create("a_postgresql_disk_full_refuses_webhooks").await else { return };
+    let url = db.url.clone();
+    let app = spawn_app_in(|text, dir| {
+        let mapping = dir.join("numbered.toml");
+        std::fs::write(&mapping, NUMBERED).unwrap();
+        let path = format!("path = \"{}\"", dir.join("pagerhook.db").display());
+        text.replace(&path, &format!("url = \"{url}\"")) + &bearer_source("load", &mapping)
+    })
+    .await;
+    let post = |n: u64| {
+        app.post_hook(
+            "load",
+            &[("content-type", "application/json"), ("authorization", "Bearer hook-token")],
+            format!(r#"{{"n": {n}, "action": "trigger"}}"#),
+        )
+    };
+    assert_eq!(post(1).await.status, 202);
+    db.admin
+        .batch_execute(&format!(
+            "CREATE FUNCTION {0}.refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+               RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+             END $$;
+             CREATE TRIGGER disk_is_full BEFORE INSERT ON {0}.inbound FOR EACH ROW EXECUTE FUNCTION {0}.refuse();",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let refused = post(2).await;
+    assert_eq!(refused.status, 503, "{:?}", refused.json);
+    assert!(refused.json["error"].as_str().unwrap().contains("out of room"), "{:?}", refused.json);
+    let why = eventually("/readyz says the database is out of room", || async {
+        let (status, body) = readyz(&app).await;
+        (status == 503).then_some(body)
+    })
+    .await;
+    assert!(why["error"].as_str().unwrap().contains("disk is full"), "{why}");
+    assert_eq!(sample(&metrics(&app).await, "pagerhook_store_out_of_room"), Some(1.0));
+
+    db.admin.batch_execute(&format!("DROP TRIGGER disk_is_full ON {}.inbound", db.name)).await.unwrap();
+    eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;
+    assert_eq!(post(3).await.status, 202);
+    eventually("both acknowledged webhooks are delivered", || async {
+        let got: BTreeSet<String> =
+            app.fake.received().iter().filter_map(|r| r.dedup_key().map(str::to_string)).collect();
+        (got.contains("n-1") && got.contains("n-3")).then_some(())
+    })
+    .await;
+    assert!(!app.fake.received().iter().any(|r| r.dedup_key() == Some("n-2")), "the refused webhook was not stored");
+    app.stop().await;
+    db.drop().await;
 }
