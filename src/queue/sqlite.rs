@@ -298,10 +298,10 @@ fn first<T>(
 }
 
 impl SqliteQueue {
-    /// Opens (creating or migrating if needed) the database and starts its thread, with the
-    /// default headroom.
+    /// Opens (creating or migrating if needed) the database and starts its thread, with no
+    /// headroom (tests and tools; `serve` opens it with `[storage]`'s, through `queue::open`).
     pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
-        SqliteQueue::open_with(path, durability, role, Headroom::default())
+        SqliteQueue::open_with(path, durability, role, Headroom { min_free_bytes: 0, max_bytes: None })
     }
 
     /// [`SqliteQueue::open`], refusing accepts outside `headroom`.
@@ -369,7 +369,7 @@ impl SqliteQueue {
         };
         let (tx, rx) = mpsc::channel();
         let payloads = Arc::new(PayloadLog::beside(path));
-        let space = Arc::new(Space::new(path, headroom, Arc::clone(&payloads)));
+        let space = Arc::new(Space::new(path, headroom, Arc::clone(&payloads), role == Role::Deliverer));
         // Judged before the first accept: a store opened on a full disk refuses at once.
         if let Err(e) = space.measure(&conn) {
             tracing::warn!(error = %e, "cannot measure the store's room");
@@ -401,7 +401,7 @@ impl SqliteQueue {
     ) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Write(make(tx))).map_err(|_| QueueError::Closed)?;
-        self.space.gate.noting(rx.await.map_err(|_| QueueError::Closed)?)
+        self.space.noting(rx.await.map_err(|_| QueueError::Closed)?)
     }
 }
 
@@ -932,7 +932,7 @@ impl Intake for SqliteQueue {
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
-        self.space.gate.noting(accepted)
+        self.space.noting(accepted)
     }
 }
 

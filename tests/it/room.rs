@@ -121,9 +121,40 @@ async fn a_store_at_its_cap_refuses_webhooks_delivers_every_acknowledged_one_and
     storm(None).await;
 }
 
+/// Another program fills the store's filesystem to the last byte while webhooks wait for
+/// PagerDuty: the floor kept nothing, yet delivery still records what it sends (the store's
+/// reserve is released for it), and every acknowledged webhook is delivered.
+#[tokio::test]
+async fn a_disk_filled_by_another_program_still_lets_delivery_record_what_it_sends() {
+    let holder = tempfile::tempdir().unwrap();
+    let Some(fs) = SmallFs::mount(&holder.path().join("small"), 24 * MIB) else {
+        // Filling the host's own disk is no test; the unit tests inject a full disk instead
+        // (`a_full_disk_shuts_accepts_until_the_store_measures_room_and_delivery_goes_on`).
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true but this test cannot mount a tmpfs: run it as root"
+        );
+        eprintln!("SKIPPED a_disk_filled_by_another_program_still_lets_delivery_record_what_it_sends: cannot mount a tmpfs here");
+        return;
+    };
+    storm_then(Some(fs), Ballast::FillTheDisk).await;
+}
+
+/// What else happens to the disk while PagerDuty is away.
+#[derive(Clone, Copy, PartialEq)]
+enum Ballast {
+    None,
+    /// A file written beside the store until the filesystem is full.
+    FillTheDisk,
+}
+
 /// Fills the store (on `fs`, by its floor; else by an 18 MiB cap) under load with PagerDuty
 /// away, then brings PagerDuty back.
 async fn storm(fs: Option<SmallFs>) {
+    storm_then(fs, Ballast::None).await;
+}
+
+async fn storm_then(fs: Option<SmallFs>, ballast: Ballast) {
     let app = spawn_app_in(|text, dir| {
         let mapping = dir.join("numbered.toml");
         std::fs::write(&mapping, NUMBERED).unwrap();
@@ -187,6 +218,15 @@ async fn storm(fs: Option<SmallFs>) {
         refused.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>()
     );
 
+    if ballast == Ballast::FillTheDisk {
+        let at = fs.as_ref().unwrap().at.join("ballast");
+        let mut file = std::fs::File::create(&at).unwrap();
+        let chunk = vec![1u8; 64 * 1024];
+        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+        let _ = std::io::Write::write_all(&mut file, &[1]);
+        eprintln!("ballast: {} bytes, the filesystem is full", std::fs::metadata(&at).unwrap().len());
+    }
+
     // PagerDuty is back: every acknowledged webhook is delivered.
     app.fake.come_back();
     let want: BTreeSet<String> = acknowledged_now.iter().map(|n| format!("n-{n}")).collect();
@@ -207,6 +247,12 @@ async fn storm(fs: Option<SmallFs>) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 
+    if ballast == Ballast::FillTheDisk {
+        // The disk stays full: webhooks stay refused, and nothing else was asked.
+        assert_eq!(readyz(&app).await.0, 503);
+        let (_fake, _dir) = app.stop().await;
+        return;
+    }
     // And the store takes webhooks again by itself.
     eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;
     let again = app

@@ -13,6 +13,7 @@ use super::super::{Millis, QueueError};
 use super::payloads::PayloadLog;
 use rusqlite::Connection;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,12 @@ use std::time::{Duration, Instant};
 /// of the payload log and three pragmas, well under a millisecond, once a second.
 const MEASURE_EVERY: Duration = Duration::from_secs(1);
 
-/// The store's room: its lines, the gate accepts read, and when it was last measured.
+/// The store's room: its lines, the gate accepts read, the reserve, and when it was last
+/// measured.
 pub(in crate::queue) struct Space {
     pub gate: Gate,
+    reserve: Reserve,
+    floor: u64,
     /// The database's directory: its filesystem is the one measured.
     dir: PathBuf,
     log: Arc<PayloadLog>,
@@ -30,9 +34,23 @@ pub(in crate::queue) struct Space {
 }
 
 impl Space {
-    pub fn new(db: &Path, headroom: Headroom, log: Arc<PayloadLog>) -> Space {
+    /// `reserve`: whether this process keeps the reserve (the deliverer; a tool beside it does not).
+    pub fn new(db: &Path, headroom: Headroom, log: Arc<PayloadLog>, reserve: bool) -> Space {
         let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        Space { gate: Gate::new(headroom), dir, log, last: Mutex::new(None) }
+        let bytes = if reserve { (headroom.min_free_bytes / 4).min(MAX_RESERVE) } else { 0 };
+        let reserve = Reserve::beside(db, bytes);
+        reserve.hold();
+        Space { gate: Gate::new(headroom), reserve, floor: headroom.min_free_bytes, dir, log, last: Mutex::new(None) }
+    }
+
+    /// A write failed for lack of space: accepts are refused, and the reserve is given to the
+    /// writes that follow (delivery's).
+    pub fn noting<T>(&self, r: Result<T, QueueError>) -> Result<T, QueueError> {
+        if let Err(QueueError::OutOfRoom(_)) = &r {
+            self.gate.disk_full();
+            self.reserve.release("a write failed for lack of space");
+        }
+        r
     }
 
     /// Measures if the last measurement is older than [`MEASURE_EVERY`] (after a commit).
@@ -59,7 +77,14 @@ impl Space {
         let available = fs_available(&self.dir)
             .map_err(|e| QueueError::Io(format!("cannot read the free space of {}: {e}", self.dir.display())))?;
         let free = available.saturating_add(free_pages * page);
+        // Something else is eating the floor: the disk may be full before a write fails.
+        if available < self.floor / 2 {
+            self.reserve.release("the filesystem is below half of storage.min_free_bytes");
+        }
         let short = self.gate.measured(used, free);
+        if short.is_none() && available >= self.floor.saturating_add(self.reserve.bytes) {
+            self.reserve.hold();
+        }
         Ok(RoomReading { used_bytes: Some(used), free_bytes: Some(free), short })
     }
 
@@ -99,6 +124,72 @@ impl Space {
         }
         Ok(freed)
     }
+}
+
+/// The largest reserve kept: enough for the WAL to restart and for thousands of claims and
+/// finishes, little beside the 64 MiB floor it is a quarter of by default.
+const MAX_RESERVE: u64 = 16 << 20;
+
+/// Room set aside in a file beside the database (`<db>-reserve`, a quarter of
+/// `storage.min_free_bytes`, at most [`MAX_RESERVE`]), written out at open and deleted the
+/// moment a write fails for lack of space or the filesystem drops below half the floor: the
+/// floor keeps room against pagerhook's own accepts, the reserve against another program that
+/// fills the disk anyway. Written again once room is back.
+struct Reserve {
+    path: PathBuf,
+    bytes: u64,
+    held: AtomicBool,
+}
+
+impl Reserve {
+    fn beside(db: &Path, bytes: u64) -> Reserve {
+        let mut path = db.as_os_str().to_owned();
+        path.push("-reserve");
+        Reserve { path: path.into(), bytes, held: AtomicBool::new(false) }
+    }
+
+    /// Writes the reserve out (real blocks, not a sparse file) if it is not held.
+    fn hold(&self) {
+        if self.bytes == 0 || self.held.load(Ordering::Relaxed) {
+            return;
+        }
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.len() == self.bytes) {
+            self.held.store(true, Ordering::Relaxed);
+            return;
+        }
+        match write_zeros(&self.path, self.bytes) {
+            Ok(()) => self.held.store(true, Ordering::Relaxed),
+            Err(e) => {
+                let _ = std::fs::remove_file(&self.path);
+                tracing::debug!(error = %e, "cannot write the store's reserve yet");
+            }
+        }
+    }
+
+    /// Deletes the reserve, if held, for the writes that follow.
+    fn release(&self, why: &str) {
+        if self.held.swap(false, Ordering::Relaxed) {
+            let _ = std::fs::remove_file(&self.path);
+            tracing::warn!(bytes = self.bytes, why, "released the store's reserve for delivery");
+        }
+    }
+}
+
+/// A file of `bytes` zeros at `path`, for the owner alone.
+fn write_zeros(path: &Path, bytes: u64) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let chunk = vec![0u8; 1 << 20];
+    let mut left = bytes;
+    while left > 0 {
+        let n = left.min(chunk.len() as u64) as usize;
+        file.write_all(&chunk[..n])?;
+        left -= n as u64;
+    }
+    // Not synced: the blocks are the filesystem's to give back, taken when written; after a
+    // crash the file is written again at open.
+    Ok(())
 }
 
 /// Bytes of the filesystem holding `dir` that an unprivileged writer may still use.
