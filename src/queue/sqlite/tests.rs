@@ -327,3 +327,30 @@ async fn a_full_disk_shuts_accepts_until_the_store_measures_room_and_delivery_go
     q.accept(inbound_at("small", 1, b"{}", InboundStatus::Mapped), vec![trigger_on("k2")]).await.unwrap();
     assert_eq!(stored(&path, "big"), None);
 }
+
+/// The deliverer keeps a reserve file beside the database (a quarter of the floor) and gives
+/// it up the moment a write fails for lack of space, for delivery's writes; it is written
+/// again once the store measures room. A tool beside it keeps none.
+#[tokio::test]
+async fn the_reserve_is_released_when_the_disk_is_full_and_written_again_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let reserve = dir.path().join("q.db-reserve");
+    let headroom = Headroom { min_free_bytes: 4 << 20, max_bytes: None };
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, headroom).unwrap();
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1")?)).await.unwrap();
+    let big: &'static [u8] = Box::leak(vec![b'x'; 64 * 1024].into_boxed_slice());
+    let full = q.accept(inbound_at("big", 1, big, InboundStatus::MappingFailed("rule".into())), vec![]).await;
+    assert!(matches!(&full, Err(QueueError::OutOfRoom(_))), "{full:?}");
+    assert!(!reserve.exists(), "released for delivery");
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1073741823")?)).await.unwrap();
+    assert_eq!(q.room().await.unwrap().short, None);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20, "held again");
+    drop(q);
+
+    let other = tempfile::tempdir().unwrap();
+    let tool = other.path().join("q.db");
+    let _t = SqliteQueue::open_with(&tool, Durability::Fsync, Role::Tool, headroom).unwrap();
+    assert!(!other.path().join("q.db-reserve").exists());
+}
