@@ -155,31 +155,53 @@ async fn storm(fs: Option<SmallFs>) {
 }
 
 async fn storm_then(fs: Option<SmallFs>, ballast: Ballast) {
-    let app = spawn_app_in(|text, dir| {
+    let app = spawn_on(fs.as_ref()).await;
+    assert_eq!(readyz(&app).await.0, 200);
+    app.fake.go_away();
+    let acknowledged = fill(&app).await;
+    if ballast == Ballast::FillTheDisk {
+        fill_the_disk(&fs.as_ref().unwrap().at.join("ballast"));
+    }
+
+    // PagerDuty is back: every acknowledged webhook is delivered.
+    app.fake.come_back();
+    all_delivered(&app, &acknowledged).await;
+    if ballast == Ballast::FillTheDisk {
+        // The disk stays full: webhooks stay refused, and nothing else was asked.
+        assert_eq!(readyz(&app).await.0, 503);
+    } else {
+        takes_webhooks_again(&app).await;
+    }
+    let (_fake, _dir) = app.stop().await;
+    drop(fs);
+}
+
+/// An app whose store is on `fs` with a 6 MiB floor, else in its temporary folder with an
+/// 18 MiB cap; retries at most a second apart, no pacing, 40 KB bodies allowed.
+async fn spawn_on(fs: Option<&SmallFs>) -> TestApp {
+    spawn_app_in(|text, dir| {
         let mapping = dir.join("numbered.toml");
         std::fs::write(&mapping, NUMBERED).unwrap();
-        let storage = match &fs {
-            Some(fs) => format!(
-                "[storage]\npath = \"{}\"\nmin_free_bytes = {}\n",
-                fs.at.join("pagerhook.db").display(),
-                6 * MIB
-            ),
-            None => format!("[storage]\npath = \"{}\"\nmax_bytes = {}\n", dir.join("pagerhook.db").display(), 18 * MIB),
+        let db = dir.join("pagerhook.db");
+        let storage = match fs {
+            Some(fs) => format!("path = \"{}\"\nmin_free_bytes = {}\n", fs.at.join("pagerhook.db").display(), 6 * MIB),
+            None => format!("path = \"{}\"\nmax_bytes = {}\n", db.display(), 18 * MIB),
         };
-        let text = text.replace(&format!("[storage]\npath = \"{}\"\n", dir.join("pagerhook.db").display()), &storage);
+        let text = text.replace(&format!("path = \"{}\"\n", db.display()), &storage);
         let text = text.replace(
             "[delivery]\ninitial_backoff = \"50ms\"\nmax_backoff = \"200ms\"\n",
             "[delivery]\ninitial_backoff = \"200ms\"\nmax_backoff = \"1s\"\nper_key_rate = 0\n",
         );
         text.replace("max_body_bytes = 65536", "max_body_bytes = 131072") + &bearer_source("load", &mapping)
     })
-    .await;
-    assert_eq!(readyz(&app).await.0, 200);
-    app.fake.go_away();
+    .await
+}
 
-    // A storm while PagerDuty is away, until the store says it is out of room.
+/// A storm until the store says it is out of room, and on against the refusals: the numbers
+/// acknowledged. Each refusal is a 503 that says why; /readyz and /metrics say it too.
+async fn fill(app: &TestApp) -> BTreeSet<u64> {
     let stop = Arc::new(AtomicBool::new(false));
-    let (accepted, refused) = load(&app, 4, stop.clone()).await;
+    let (accepted, refused) = load(app, 4, stop.clone()).await;
     let why = eventually("the store refuses webhooks for lack of room", || {
         let refused = refused.clone();
         async move { refused.lock().unwrap().first().cloned() }
@@ -187,89 +209,70 @@ async fn storm_then(fs: Option<SmallFs>, ballast: Ballast) {
     .await;
     assert_eq!(why.0, 503, "{why:?}");
     assert!(why.1.contains("out of room"), "the sender is told why: {}", why.1);
-    let (status, body) = eventually("/readyz says the store is out of room", || async {
-        let (status, body) = readyz(&app).await;
-        (status == 503).then_some((status, body))
+    let body = eventually("/readyz says the store is out of room", || async {
+        let (status, body) = readyz(app).await;
+        (status == 503).then_some(body)
     })
     .await;
-    assert!(body["error"].as_str().unwrap().contains("out of room"), "{status} {body}");
-    let scraped = metrics(&app).await;
+    assert!(body["error"].as_str().unwrap().contains("out of room"), "{body}");
+    let scraped = metrics(app).await;
     assert_eq!(sample(&scraped, "pagerhook_store_out_of_room"), Some(1.0), "{scraped}");
     assert!(sample(&scraped, "pagerhook_store_used_bytes").is_some_and(|b| b > 0.0), "{scraped}");
     // Refused for a while under load: nothing more is acknowledged, and no 500.
-    let acknowledged = accepted.lock().unwrap().len();
-    let so_far = refused.lock().unwrap().len();
+    let (acknowledged, so_far) = (accepted.lock().unwrap().len(), refused.lock().unwrap().len());
     eventually("the storm goes on against the refusals", || {
         let refused = refused.clone();
         async move { (refused.lock().unwrap().len() >= so_far + 20).then_some(()) }
     })
     .await;
     stop.store(true, Ordering::SeqCst);
-    let acknowledged_now = accepted.lock().unwrap().clone();
-    assert!(
-        acknowledged_now.len() <= acknowledged + 4,
-        "accepts stopped: {acknowledged} then {}",
-        acknowledged_now.len()
-    );
-    assert!(acknowledged_now.len() >= 100, "the disk was filled by webhooks: {} acknowledged", acknowledged_now.len());
-    assert!(
-        refused.lock().unwrap().iter().all(|(s, _)| *s == 503),
-        "only 503s: {:?}",
-        refused.lock().unwrap().iter().map(|r| r.0).collect::<Vec<_>>()
-    );
+    let now = accepted.lock().unwrap().clone();
+    assert!(now.len() <= acknowledged + 4, "accepts stopped: {acknowledged} then {}", now.len());
+    assert!(now.len() >= 100, "the disk was filled by webhooks: {} acknowledged", now.len());
+    let statuses: Vec<u16> = refused.lock().unwrap().iter().map(|r| r.0).collect();
+    assert!(statuses.iter().all(|s| *s == 503), "only 503s: {statuses:?}");
+    now
+}
 
-    if ballast == Ballast::FillTheDisk {
-        let at = fs.as_ref().unwrap().at.join("ballast");
-        let mut file = std::fs::File::create(&at).unwrap();
-        let chunk = vec![1u8; 64 * 1024];
-        while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
-        let _ = std::io::Write::write_all(&mut file, &[1]);
-        eprintln!("ballast: {} bytes, the filesystem is full", std::fs::metadata(&at).unwrap().len());
-    }
+/// Another program writes `at` until the filesystem is full.
+fn fill_the_disk(at: &Path) {
+    let mut file = std::fs::File::create(at).unwrap();
+    let chunk = vec![1u8; 64 * 1024];
+    while std::io::Write::write_all(&mut file, &chunk).is_ok() {}
+    let _ = std::io::Write::write_all(&mut file, &[1]);
+    eprintln!("ballast: {} bytes, the filesystem is full", std::fs::metadata(at).unwrap().len());
+}
 
-    // PagerDuty is back: every acknowledged webhook is delivered.
-    app.fake.come_back();
-    let want: BTreeSet<String> = acknowledged_now.iter().map(|n| format!("n-{n}")).collect();
+/// Waits (a minute at most) until every webhook numbered in `acknowledged` reached PagerDuty.
+async fn all_delivered(app: &TestApp, acknowledged: &BTreeSet<u64>) {
+    let want: BTreeSet<String> = acknowledged.iter().map(|n| format!("n-{n}")).collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let got: BTreeSet<String> =
             app.fake.received().iter().filter_map(|r| r.dedup_key().map(str::to_string)).collect();
         let missing: Vec<&String> = want.difference(&got).collect();
         if missing.is_empty() {
-            break;
+            return;
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{} of {} never delivered: {missing:?}",
-            missing.len(),
-            want.len()
-        );
+        let (n, of) = (missing.len(), want.len());
+        assert!(tokio::time::Instant::now() < deadline, "{n} of {of} never delivered: {missing:?}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
 
-    if ballast == Ballast::FillTheDisk {
-        // The disk stays full: webhooks stay refused, and nothing else was asked.
-        assert_eq!(readyz(&app).await.0, 503);
-        let (_fake, _dir) = app.stop().await;
-        return;
-    }
-    // And the store takes webhooks again by itself.
-    eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;
+/// The store takes webhooks again by itself: ready, a 202, delivered, the gauge back at 0.
+async fn takes_webhooks_again(app: &TestApp) {
+    eventually("/readyz is ready again", || async { (readyz(app).await.0 == 200).then_some(()) }).await;
+    let auth = format!("Bearer {HOOK_TOKEN}");
     let again = app
-        .post_hook(
-            "load",
-            &[("content-type", "application/json"), ("authorization", &format!("Bearer {HOOK_TOKEN}"))],
-            webhook(1_000_000),
-        )
+        .post_hook("load", &[("content-type", "application/json"), ("authorization", &auth)], webhook(1_000_000))
         .await;
     assert_eq!(again.status, 202, "{:?}", again.json);
     eventually("the webhook taken after the recovery is delivered", || async {
         app.fake.received().iter().any(|r| r.dedup_key() == Some("n-1000000")).then_some(())
     })
     .await;
-    assert_eq!(sample(&metrics(&app).await, "pagerhook_store_out_of_room"), Some(0.0));
-    let (_fake, _dir) = app.stop().await;
-    drop(fs);
+    assert_eq!(sample(&metrics(app).await, "pagerhook_store_out_of_room"), Some(0.0));
 }
 
 /// On PostgreSQL pagerhook cannot see the disk: the server's disk full (SQLSTATE 53100, raised
