@@ -24,11 +24,10 @@ pub struct Headroom {
     pub max_bytes: Option<u64>,
 }
 
-impl Default for Headroom {
-    /// What `[storage]` defaults to (`config::DEFAULT_MIN_FREE_BYTES` says why).
-    fn default() -> Headroom {
-        Headroom { min_free_bytes: 64 << 20, max_bytes: None }
-    }
+impl Headroom {
+    /// No line: accepts stop only when a write fails for lack of space (tests, tools,
+    /// PostgreSQL). `serve` takes `[storage]`'s (`config::DEFAULT_MIN_FREE_BYTES` by default).
+    pub const NONE: Headroom = Headroom { min_free_bytes: 0, max_bytes: None };
 }
 
 /// Accepts resume once the store is this share of its line back inside it (an eighth), so a
@@ -136,7 +135,7 @@ struct Estimate {
 impl Default for Gate {
     /// A gate that only a failed write shuts (PostgreSQL: its disk is the server's).
     fn default() -> Gate {
-        Gate::new(Headroom { min_free_bytes: 0, max_bytes: None })
+        Gate::new(Headroom::NONE)
     }
 }
 

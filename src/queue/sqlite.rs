@@ -301,7 +301,7 @@ impl SqliteQueue {
     /// Opens (creating or migrating if needed) the database and starts its thread, with no
     /// headroom (tests and tools; `serve` opens it with `[storage]`'s, through `queue::open`).
     pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
-        SqliteQueue::open_with(path, durability, role, Headroom { min_free_bytes: 0, max_bytes: None })
+        SqliteQueue::open_with(path, durability, role, Headroom::NONE)
     }
 
     /// [`SqliteQueue::open`], refusing accepts outside `headroom`.

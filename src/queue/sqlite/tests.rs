@@ -270,13 +270,7 @@ async fn over_its_cap_the_store_refuses_accepts_delivers_and_makes_room_until_it
 async fn making_room_deletes_the_oldest_finished_events_and_keeps_what_is_still_needed() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
-    let q = SqliteQueue::open_with(
-        &path,
-        Durability::Fsync,
-        Role::Deliverer,
-        Headroom { min_free_bytes: 0, max_bytes: None },
-    )
-    .unwrap();
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, Headroom::NONE).unwrap();
     for (id, dk) in [("a", "k1"), ("b", "k2"), ("c", "k3")] {
         q.accept(inbound_at(id, super::super::now_millis(), b"{}", InboundStatus::Mapped), vec![trigger_on(dk)])
             .await
@@ -307,13 +301,7 @@ async fn making_room_deletes_the_oldest_finished_events_and_keeps_what_is_still_
 async fn a_full_disk_shuts_accepts_until_the_store_measures_room_and_delivery_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.db");
-    let q = SqliteQueue::open_with(
-        &path,
-        Durability::Fsync,
-        Role::Deliverer,
-        Headroom { min_free_bytes: 0, max_bytes: None },
-    )
-    .unwrap();
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, Headroom::NONE).unwrap();
     q.accept(inbound_at("before", 1, b"{}", InboundStatus::Mapped), vec![trigger_on("k1")]).await.unwrap();
     q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1")?)).await.unwrap();
     let big: &'static [u8] = Box::leak(vec![b'x'; 64 * 1024].into_boxed_slice());
