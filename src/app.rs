@@ -1,6 +1,8 @@
 //! Startup: wires config, queue, sources, worker and HTTP together, the same way for
 //! `serve` and for the integration tests (which bind port 0).
 
+mod room;
+
 use crate::config::{Config, Durability, StorageBackend, StorageConfig};
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
@@ -222,7 +224,8 @@ fn store_settings(storage: &StorageConfig) -> queue::Settings {
         Durability::Fsync => queue::Durability::Fsync,
         Durability::Process => queue::Durability::Process,
     };
-    queue::Settings { backend, durability }
+    let headroom = queue::Headroom { min_free_bytes: storage.min_free_bytes, max_bytes: storage.max_bytes };
+    queue::Settings { backend, durability, headroom }
 }
 
 impl App {
@@ -283,6 +286,8 @@ impl App {
         };
         let policy = dead_letters.clone();
         tasks.restart(Task::DeadLetterPruner, move |stop| policy.clone().apply_periodically(stop));
+        let room = room::RoomWatch { queue: queue.clone(), health: health.clone(), metrics: metrics.clone() };
+        tasks.restart(Task::RoomWatcher, move |stop| room.clone().run(stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);

@@ -27,16 +27,19 @@ pub enum Task {
     Pruner,
     /// Drops dead letters past `storage.dead_letter_retention` or a source's size cap.
     DeadLetterPruner,
+    /// Measures the store's room every second, and makes room while it is short.
+    RoomWatcher,
     WebhookListener,
     AdminListener,
 }
 
 impl Task {
-    pub const ALL: [Task; 6] = [
+    pub const ALL: [Task; 7] = [
         Task::DeliveryWorker,
         Task::ConfigWatcher,
         Task::Pruner,
         Task::DeadLetterPruner,
+        Task::RoomWatcher,
         Task::WebhookListener,
         Task::AdminListener,
     ];
@@ -48,6 +51,7 @@ impl Task {
             Task::ConfigWatcher => "config_watcher",
             Task::Pruner => "pruner",
             Task::DeadLetterPruner => "dead_letter_pruner",
+            Task::RoomWatcher => "room_watcher",
             Task::WebhookListener => "webhook_listener",
             Task::AdminListener => "admin_listener",
         }
@@ -62,13 +66,17 @@ pub enum NotReady {
     /// A task keeps dying or cannot be restarted: what and how, never a panic's message
     /// (which may quote data; that goes to the log, behind the admin listener's operator).
     TaskDown(String),
+    /// The store refuses accepts for lack of room (why, in the store's words).
+    OutOfRoom(String),
 }
 
-/// Whether this process should be sent webhooks: not stopping, and no task down.
+/// Whether this process should be sent webhooks: not stopping, no task down, and room in the
+/// store.
 #[derive(Debug, Default)]
 pub struct Health {
     stopping: AtomicBool,
     down: Mutex<BTreeMap<Task, String>>,
+    out_of_room: Mutex<Option<String>>,
 }
 
 impl Health {
@@ -87,7 +95,16 @@ impl Health {
             return Some(NotReady::Stopping);
         }
         let down = self.down.lock().unwrap_or_else(|e| e.into_inner());
-        down.values().next().map(|why| NotReady::TaskDown(why.clone()))
+        if let Some(why) = down.values().next() {
+            return Some(NotReady::TaskDown(why.clone()));
+        }
+        self.out_of_room.lock().unwrap_or_else(|e| e.into_inner()).clone().map(NotReady::OutOfRoom)
+    }
+
+    /// The store refuses accepts for lack of room (`Some(why)`), or takes them again (`None`):
+    /// a load balancer sends webhooks to a replica that can take them.
+    pub fn out_of_room(&self, why: Option<String>) {
+        *self.out_of_room.lock().unwrap_or_else(|e| e.into_inner()) = why;
     }
 
     fn down(&self, task: Task, why: String) {

@@ -131,6 +131,10 @@ pub struct StorageConfig {
     pub dead_letter_retention: Duration,
     /// Bytes of dead letters kept per source; the oldest beyond it are dropped.
     pub dead_letter_max_bytes: u64,
+    /// Free bytes kept on the SQLite store's filesystem: below it, accepts are refused.
+    pub min_free_bytes: u64,
+    /// Most bytes the SQLite store may use before accepts are refused; `None`: no cap.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[pagerduty]`, validated.
@@ -557,15 +561,32 @@ fn validate_storage(
         p.take(duration("storage.dead_letter_retention", s.dead_letter_retention.as_deref(), "30d"));
     let dead_letter_max_bytes =
         at_least_one(p, "storage.dead_letter_max_bytes", s.dead_letter_max_bytes.unwrap_or(100 << 20));
+    let max_bytes = s.max_bytes.map(|cap| at_least_one(p, "storage.max_bytes", cap));
     let backend = storage_backend(s, l, p, warnings);
+    if matches!(backend, Some(StorageBackend::Postgres { .. })) && (s.min_free_bytes.is_some() || max_bytes.is_some()) {
+        warnings.push(
+            "storage.min_free_bytes and storage.max_bytes apply to SQLite only; PostgreSQL's disk is the server's \
+             (pagerhook refuses webhooks while it answers disk full, SQLSTATE 53100)"
+                .into(),
+        );
+    }
     Some(StorageConfig {
         backend: backend?,
         durability: durability?,
         retention: retention?,
         dead_letter_retention: dead_letter_retention?,
         dead_letter_max_bytes,
+        min_free_bytes: s.min_free_bytes.unwrap_or(DEFAULT_MIN_FREE_BYTES),
+        max_bytes,
     })
 }
+
+/// `storage.min_free_bytes` by default: room for what delivery writes while accepts are
+/// refused. The WAL grows to its 4 MiB ceiling (and past it while a checkpoint is held up),
+/// and each retried event adds an attempt row (about 100 bytes) per try; 64 MiB holds the
+/// WAL several times over and a backlog of thousands of events retried for hours, and is
+/// little on any disk a store lives on.
+pub const DEFAULT_MIN_FREE_BYTES: u64 = 64 << 20;
 
 /// `[pagerduty]`; `None` if a value is wrong (the problem is in `p`).
 fn validate_pagerduty(

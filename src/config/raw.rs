@@ -101,6 +101,14 @@ pub struct RawStorage {
     /// Most bytes of dead letters (their stored bodies) kept per source, default 100 MiB; the
     /// oldest beyond it are dropped, logged and counted.
     pub dead_letter_max_bytes: Option<u64>,
+    /// SQLite only: free bytes kept on the store's filesystem, default 64 MiB (67108864). Below
+    /// it webhooks are answered 503 and `/readyz` says why, while delivery goes on in the room
+    /// left; a quarter of it (at most 16 MiB) is held in `<db>-reserve` for delivery should the
+    /// disk fill anyway; 0 waits for the disk to be full.
+    pub min_free_bytes: Option<u64>,
+    /// SQLite only: most bytes the store may use (the database's used pages and the payload
+    /// log), default none. Over it webhooks are answered 503 until delivery and pruning make room.
+    pub max_bytes: Option<u64>,
 }
 
 /// `[pagerduty]`

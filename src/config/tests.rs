@@ -47,6 +47,7 @@ fn defaults_fill_everything_else() {
     assert_eq!(c.storage.durability, Durability::Fsync);
     assert_eq!(c.storage.dead_letter_retention, std::time::Duration::from_secs(30 * 86_400));
     assert_eq!(c.storage.dead_letter_max_bytes, 100 << 20);
+    assert_eq!((c.storage.min_free_bytes, c.storage.max_bytes), (64 << 20, None));
     assert_eq!(c.sources[0].max_event_bytes_per_request, 16 << 20);
     assert_eq!(c.pagerduty.events_url, "https://events.pagerduty.com");
     assert_eq!(c.delivery.per_key_rate, 120);
@@ -768,4 +769,16 @@ fn the_native_renderer_is_on_unless_mapping_native_is_false() {
     assert_reports(&err, &["pagerhook.toml: invalid", "line 12: invalid type: string \"no\", expected a boolean"]);
     let err = parse(&format!("{MINIMAL}\n[mapping]\nnativ = false\n")).unwrap_err().to_string();
     assert_reports(&err, &["line 12: unknown field `nativ`, expected `native`"]);
+}
+
+#[test]
+fn the_store_s_headroom_is_read_a_zero_cap_is_refused_and_postgresql_is_warned() {
+    let with = |storage: &str| parse(&MINIMAL.replace("[pagerduty]", &format!("[storage]\n{storage}\n\n[pagerduty]")));
+    let c = with("min_free_bytes = 1048576\nmax_bytes = 8388608").unwrap();
+    assert_eq!((c.storage.min_free_bytes, c.storage.max_bytes), (1 << 20, Some(8 << 20)));
+    assert!(c.warnings.is_empty(), "{:?}", c.warnings);
+    let err = with("max_bytes = 0").unwrap_err().to_string();
+    assert!(err.contains("storage.max_bytes must be at least 1"), "{err}");
+    let pg = with("url = \"env:DB\"\nmin_free_bytes = 1048576").unwrap();
+    assert!(pg.warnings.iter().any(|w| w.contains("apply to SQLite only") && w.contains("53100")), "{:?}", pg.warnings);
 }

@@ -52,13 +52,14 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({ "status": "ok" }))
 }
 
-/// `GET /readyz`: config loaded, storage answering, every background task up, not shutting
-/// down.
+/// `GET /readyz`: config loaded, storage answering and taking webhooks (room left), every
+/// background task up, not shutting down.
 pub async fn readyz(state: web::Data<AdminState>) -> Answer {
     match state.health.not_ready() {
         None => {}
         Some(NotReady::Stopping) => return Err(AdminError::ShuttingDown),
         Some(NotReady::TaskDown(why)) => return Err(AdminError::TaskDown(why)),
+        Some(NotReady::OutOfRoom(why)) => return Err(AdminError::OutOfRoom(why)),
     }
     let (pending, _) = state.queue.depth().await.map_err(|e| storage_unavailable("/readyz", &e))?;
     Ok(HttpResponse::Ok().json(serde_json::json!({ "status": "ready", "pending": pending })))
@@ -74,6 +75,9 @@ fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> AdminError {
 /// counts, not payloads, and scrapers rarely carry tokens; keep the admin listener private.
 pub async fn metrics(state: web::Data<AdminState>) -> Answer {
     let (depth, oldest) = state.queue.depth().await.map_err(|e| storage_unavailable("/metrics", &e))?;
+    // Measured for this scrape (a statvfs and three pragmas on SQLite): never a stale figure.
+    let room = state.queue.room().await.map_err(|e| storage_unavailable("/metrics", &e))?;
+    state.pipeline.metrics().store_room(room.used_bytes, room.free_bytes);
     let oldest = oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64));
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")

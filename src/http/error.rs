@@ -4,7 +4,7 @@
 //! which check failed, never a secret or an expected value.
 
 use crate::ingest::{IngestError, PreviewError, ReplayError};
-use crate::queue::DeadId;
+use crate::queue::{DeadId, QueueError};
 use crate::source::SourceError;
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -26,6 +26,8 @@ impl ResponseError for IngestError {
 
     fn error_response(&self) -> HttpResponse {
         let message = match self {
+            // The reason is about our disk, not the sender's request: said plainly, no paths.
+            IngestError::Storage(QueueError::OutOfRoom(_)) => OUT_OF_ROOM.to_string(),
             // Storage details are for the log, not the sender.
             IngestError::Storage(_) => STORAGE_UNAVAILABLE.to_string(),
             other => other.to_string(),
@@ -80,6 +82,10 @@ impl ResponseError for ReplayError {
 /// What a client is told when the store fails; the detail is logged.
 const STORAGE_UNAVAILABLE: &str = "storage unavailable, retry later";
 
+/// What a sender is told while the store keeps its room for delivery; the measurement is
+/// logged and on `/readyz`.
+const OUT_OF_ROOM: &str = "the store is out of room and refuses new webhooks until delivery makes room, retry later";
+
 /// A replay error as the admin API answers it: storage details stay in the log.
 pub fn replay_error_message(e: &ReplayError) -> String {
     match e {
@@ -112,6 +118,9 @@ pub enum AdminError {
     /// A background task keeps dying or cannot be restarted (`supervise::NotReady`).
     #[error("not ready: {0}")]
     TaskDown(String),
+    /// The store refuses webhooks for lack of room (`supervise::NotReady::OutOfRoom`).
+    #[error("not ready: the store refuses webhooks, out of room: {0}")]
+    OutOfRoom(String),
     /// The store failed; what failed is logged where it happened, not sent.
     #[error("{STORAGE_UNAVAILABLE}")]
     StorageUnavailable,
@@ -141,9 +150,10 @@ pub enum AdminError {
 impl ResponseError for AdminError {
     fn status_code(&self) -> StatusCode {
         match self {
-            AdminError::ShuttingDown | AdminError::TaskDown(_) | AdminError::StorageUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            AdminError::ShuttingDown
+            | AdminError::TaskDown(_)
+            | AdminError::OutOfRoom(_)
+            | AdminError::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             AdminError::Disabled => StatusCode::FORBIDDEN,
             AdminError::Unauthorized => StatusCode::UNAUTHORIZED,
             AdminError::BadDeadId(_)

@@ -15,6 +15,7 @@
 
 mod lanes;
 mod postgres;
+mod room;
 mod rows;
 mod schema;
 mod settings;
@@ -24,6 +25,7 @@ mod state;
 mod tls;
 
 pub use postgres::PostgresQueue;
+pub use room::{Freed, Headroom, RoomReading, Short};
 pub use settings::{open, Backend, Durability, Opened, Settings};
 pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
@@ -75,6 +77,11 @@ pub enum QueueError {
     /// The store cannot be reached, opened, read or written (disk, network, connection pool).
     #[error("storage I/O failed: {0}")]
     Io(String),
+    /// The store is out of room: under its headroom (`storage.min_free_bytes`,
+    /// `storage.max_bytes`) or a write failed for lack of space (SQLite's disk full, PostgreSQL's
+    /// SQLSTATE 53100). Accepts are refused until room is made; delivery goes on.
+    #[error("the store is out of room: {0}")]
+    OutOfRoom(String),
     /// A stored row holds what this build cannot read: a kind, status or format it does not
     /// know, or a column of an unexpected type. Nothing is guessed.
     #[error("stored row cannot be read: {0}")]
@@ -505,12 +512,26 @@ pub trait Retention: Send + Sync + 'static {
     async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<DeadDropped>, QueueError>;
 }
 
+/// Room to write ([`room`]): what the room watcher, `/metrics` and the pruner under pressure use.
+#[async_trait]
+pub trait Capacity: Send + Sync + 'static {
+    /// Measures the store's room now and judges whether accepts are taken (the accept path
+    /// reads that judgement until the next measurement).
+    async fn room(&self) -> Result<RoomReading, QueueError>;
+
+    /// Under pressure: deletes up to `limit` finished events (delivered, collapsed) with their
+    /// attempts and the payloads no event or dead letter needs, oldest first whatever
+    /// `storage.retention` says, and the payload segments no row refers to any more. Pending
+    /// events and dead letters are kept.
+    async fn make_room(&self, limit: usize) -> Result<Freed, QueueError>;
+}
+
 /// The whole store, behind which SQLite and PostgreSQL sit: for a caller that needs several
 /// roles (`app`, which hands each part its own; the admin routes; the accept and replay
 /// path). A caller that needs one role takes that trait, and so does its test double.
-pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention {}
+pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity {}
 
-impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention> Queue for T {}
+impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity> Queue for T {}
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
 /// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.

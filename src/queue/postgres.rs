@@ -20,15 +20,17 @@
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
 use super::lanes::{self, Claims, Outcome, Routes};
+use super::room::{Freed, Gate, RoomReading};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
-    applied_migrations, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
+    applied_migrations, tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter,
+    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
+    Inspect, Intake, Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk,
+    StoredInbound,
 };
 use crate::event::Event;
 use crate::secret::Secret;
@@ -185,6 +187,9 @@ pub struct PostgresQueue {
     pool: Pool,
     /// `hashtext(current_schema())`, for the advisory lock keys.
     schema: i32,
+    /// Shut after a write failed for lack of space (SQLSTATE 53100), opened again by
+    /// [`Capacity::room`] once a probe write succeeds.
+    gate: std::sync::Arc<Gate>,
 }
 
 /// The kind of failure a PostgreSQL error is, by its SQLSTATE (whose first two characters are
@@ -203,6 +208,11 @@ impl From<tokio_postgres::Error> for QueueError {
         }
         if *code == SqlState::LOCK_NOT_AVAILABLE {
             return QueueError::Busy(text);
+        }
+        // Of class 53 (insufficient resources) only 53100 means the disk is full; out of
+        // memory or connections is the server's trouble, not room to make.
+        if *code == SqlState::DISK_FULL {
+            return QueueError::OutOfRoom(text);
         }
         match &code.code()[..2] {
             "23" => QueueError::Constraint(text),
@@ -281,7 +291,7 @@ impl PostgresQueue {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| QueueError::Io(with_causes(&e)))?;
-        let mut q = PostgresQueue { pool, schema: 0 };
+        let mut q = PostgresQueue { pool, schema: 0, gate: Default::default() };
         q.schema = q.migrate().await?;
         Ok(q)
     }
@@ -527,6 +537,15 @@ const DROP_DEAD_INBOUND: &str = formatcp!("DELETE FROM inbound WHERE id = ANY($1
 #[async_trait]
 impl Intake for PostgresQueue {
     async fn accept(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
+        // Out of room: refused without a round trip until a probe finds room again.
+        self.gate.check()?;
+        let accepted = self.accept_now(i, events).await;
+        self.gate.noting(accepted)
+    }
+}
+
+impl PostgresQueue {
+    async fn accept_now(&self, i: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
         // Returning a duplicate drops `tx` uncommitted: nothing of this accept stays.
@@ -751,6 +770,45 @@ impl Inspect for PostgresQueue {
         let c = self.client().await?;
         let r = c.query_one(sql::DEPTH, &[]).await?;
         Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
+    }
+}
+
+/// The write that tells whether the database has room again: an inbound row, as an accept
+/// writes, rolled back.
+const ROOM_PROBE: &str = "INSERT INTO inbound (id, source, received_at, headers, query, body, status)
+     VALUES ('room-probe', '', 0, '{}', '', '\\x', 'ignored')";
+
+#[async_trait]
+impl Capacity for PostgresQueue {
+    async fn room(&self) -> Result<RoomReading, QueueError> {
+        let mut c = self.client().await?;
+        let used: i64 = c.query_one("SELECT pg_database_size(current_database())", &[]).await?.get_as(0)?;
+        if self.gate.current().is_some() {
+            let tx = c.transaction().await?;
+            match tx.execute(ROOM_PROBE, &[]).await {
+                Ok(_) => self.gate.set(None),
+                Err(e) => tracing::debug!(error = %QueueError::from(e), "the store still has no room"),
+            }
+            // Dropped: rolled back.
+        }
+        Ok(RoomReading { used_bytes: Some(used.max(0) as u64), free_bytes: None, short: self.gate.current() })
+    }
+
+    async fn make_room(&self, limit: usize) -> Result<Freed, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let cutoff: Option<Millis> = match tx.query_opt(sql::PRUNE_CUTOFF, &[&(limit.max(1) as i64 - 1)]).await? {
+            Some(r) => r.get_as(0)?,
+            None => None,
+        };
+        // Ties at the cutoff go too: a batch that finished in one millisecond is not stuck.
+        let before = cutoff.unwrap_or_else(super::now_millis) + 1;
+        let mut rows = 0;
+        for statement in sql::PRUNE_FINISHED {
+            rows += tx.execute(statement, &[&before]).await?;
+        }
+        tx.commit().await?;
+        Ok(Freed { rows, ..Freed::default() })
     }
 }
 

@@ -1,7 +1,7 @@
 //! The store's own settings, and opening it by them. The caller (`app`) builds them from
 //! `[storage]`: the queue knows nothing of the config file.
 
-use super::{PostgresQueue, Queue, QueueError, Role, SharedPace, SqliteQueue};
+use super::{Headroom, PostgresQueue, Queue, QueueError, Role, SharedPace, SqliteQueue};
 use crate::secret::Secret;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,6 +11,9 @@ use std::sync::Arc;
 pub struct Settings {
     pub backend: Backend,
     pub durability: Durability,
+    /// The room kept for delivery (SQLite: PostgreSQL's disk is the server's to watch; its
+    /// disk-full errors shut the accepts all the same).
+    pub headroom: Headroom,
 }
 
 /// Where the store lives.
@@ -83,7 +86,7 @@ pub struct Opened {
 pub async fn open(settings: &Settings, role: Role) -> Result<Opened, QueueError> {
     match &settings.backend {
         Backend::Sqlite { path } => {
-            let store = Arc::new(SqliteQueue::open(path, settings.durability, role)?);
+            let store = Arc::new(SqliteQueue::open_with(path, settings.durability, role, settings.headroom)?);
             Ok(Opened { store, shared_pace: None })
         }
         // Every role is the same here: other replicas' leases are theirs until they expire.

@@ -71,6 +71,17 @@ pub(super) const PRUNE: [&str; 6] = [
     "DELETE FROM routes WHERE at < $1",
 ];
 
+/// What pruning under pressure deletes (`Capacity::make_room`): of [`PRUNE`], finished events
+/// with their attempts and the payloads nothing needs, before `$1`. Delivery ids, bodies seen
+/// and sticky routes stay: they are small, and they keep duplicates out and resolves on their
+/// trigger's key.
+pub(super) const PRUNE_FINISHED: [&str; 3] = [PRUNE[0], PRUNE[1], PRUNE[2]];
+
+/// When the finished event after the `$1` oldest finished (no row: there are no more): pruning
+/// up to it deletes the `$1 + 1` oldest (and any finished in the same millisecond).
+pub(super) const PRUNE_CUTOFF: &str =
+    formatcp!("SELECT done_at FROM events WHERE state IN ({PRUNABLE}) ORDER BY done_at LIMIT 1 OFFSET $1");
+
 /// Forgets dead event `$1`: its attempts, then the event.
 pub(super) const DELETE_DEAD_EVENT: [&str; 2] = [
     formatcp!(

@@ -9,23 +9,26 @@
 //! the payload log beside the database ([`payloads`]), not into it.
 
 mod payloads;
+mod space;
 
 use super::lanes::{self, Claims, Routes};
+use super::room::{Freed, Headroom, RoomReading};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
-    tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
-    DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
+    tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
+    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect,
+    Intake, Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
 };
 use crate::event::Event;
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
 use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Statement};
+use space::Space;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
@@ -172,6 +175,14 @@ impl Prepared {
         let headers = inbound.headers.to_string();
         Prepared { inbound, headers, events, logged: None }
     }
+
+    /// About what it writes: its body (in the payload log or its row), headers and query, its
+    /// events' bodies, and a page's worth of rows and index entries, for the room it takes.
+    fn bytes(&self) -> u64 {
+        const ROWS: usize = 4096;
+        let events: usize = self.events.iter().map(|e| e.text().len() + ROWS / 4).sum();
+        (self.inbound.body.len() + self.headers.len() + self.inbound.query.len() + events + ROWS) as u64
+    }
 }
 
 /// A lane head a claim leased, with the triggers it superseded, still as stored: its body is
@@ -183,6 +194,8 @@ type Leased = (StoredEvent, Vec<i64>);
 pub struct SqliteQueue {
     tx: mpsc::Sender<Cmd>,
     payloads: Arc<PayloadLog>,
+    /// The headroom, and the gate accepts pass.
+    space: Arc<Space>,
 }
 
 /// The WAL's size, in pages, at which the writer checkpoints it itself, and the point where
@@ -226,8 +239,8 @@ fn classify(e: &rusqlite::Error, detail: String) -> QueueError {
         E::SqliteFailure(f, _) => match f.code {
             ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => QueueError::Busy(detail),
             ErrorCode::ConstraintViolation => QueueError::Constraint(detail),
+            ErrorCode::DiskFull => QueueError::OutOfRoom(detail),
             ErrorCode::SystemIoFailure
-            | ErrorCode::DiskFull
             | ErrorCode::CannotOpen
             | ErrorCode::ReadOnly
             | ErrorCode::PermissionDenied
@@ -286,8 +299,19 @@ fn first<T>(
 }
 
 impl SqliteQueue {
-    /// Opens (creating or migrating if needed) the database and starts its thread.
+    /// Opens (creating or migrating if needed) the database and starts its thread, with no
+    /// headroom (tests and tools; `serve` opens it with `[storage]`'s, through `queue::open`).
     pub fn open(path: &Path, durability: Durability, role: Role) -> Result<SqliteQueue, QueueError> {
+        SqliteQueue::open_with(path, durability, role, Headroom::NONE)
+    }
+
+    /// [`SqliteQueue::open`], refusing accepts outside `headroom`.
+    pub fn open_with(
+        path: &Path,
+        durability: Durability,
+        role: Role,
+        headroom: Headroom,
+    ) -> Result<SqliteQueue, QueueError> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             private_dir(dir).map_err(|e| io(format!("cannot create {}: {e}", dir.display())))?;
         }
@@ -346,12 +370,17 @@ impl SqliteQueue {
         };
         let (tx, rx) = mpsc::channel();
         let payloads = Arc::new(PayloadLog::beside(path));
-        let log = Arc::clone(&payloads);
+        let space = Arc::new(Space::new(path, headroom, Arc::clone(&payloads), role == Role::Deliverer));
+        // Judged before the first accept: a store opened on a full disk refuses at once.
+        if let Err(e) = space.measure(&conn) {
+            tracing::warn!(error = %e, "cannot measure the store's room");
+        }
+        let (log, measured) = (Arc::clone(&payloads), Arc::clone(&space));
         std::thread::Builder::new()
             .name("pagerhook-sqlite".into())
-            .spawn(move || serve(conn, rx, &log, durable, wake))
+            .spawn(move || serve(conn, rx, &log, durable, wake, &measured))
             .map_err(io)?;
-        Ok(SqliteQueue { tx, payloads })
+        Ok(SqliteQueue { tx, payloads, space })
     }
 
     async fn run<T: Send + 'static>(
@@ -373,7 +402,7 @@ impl SqliteQueue {
     ) -> Result<T, QueueError> {
         let (tx, rx) = oneshot::channel();
         self.tx.send(Cmd::Write(make(tx))).map_err(|_| QueueError::Closed)?;
-        rx.await.map_err(|_| QueueError::Closed)?
+        self.space.noting(rx.await.map_err(|_| QueueError::Closed)?)
     }
 }
 
@@ -422,6 +451,7 @@ fn serve(
     log: &PayloadLog,
     durable: Option<mpsc::Sender<Committed>>,
     wake: mpsc::SyncSender<()>,
+    space: &Space,
 ) {
     const MAX_BATCH: usize = 512;
     let mut pace = CheckpointPace { last: None };
@@ -447,6 +477,7 @@ fn serve(
         }
         let batch = log_bodies(log, batch);
         commit_batch(&mut conn, batch, durable.as_ref());
+        space.measure_if_due(&conn);
         if pace.due(std::time::Instant::now()) {
             // Full: a wake-up is already waiting, which is as good.
             let _ = wake.try_send(());
@@ -556,22 +587,42 @@ fn all_or_nothing(conn: &mut Connection, batch: &[Write]) -> Option<(Vec<Outcome
 
 /// Each write in its own savepoint, so one failure does not sink the others. The statements
 /// are cached: `Transaction::savepoint` parsed two anew for every write.
+///
+/// A write whose failure rolled back the whole transaction (SQLite does that on a full disk,
+/// whatever the savepoints) is answered with its error and left out of a new try of the
+/// others: a claim or finish beside an accept refused for lack of space still commits.
 fn one_by_one(conn: &mut Connection, batch: &[Write]) -> (Vec<Outcome>, Result<(), rusqlite::Error>) {
-    let mut outcomes = Vec::with_capacity(batch.len());
-    let committed = (|| -> Result<(), rusqlite::Error> {
-        let tx = conn.transaction()?;
-        for write in batch {
-            tx.prepare_cached("SAVEPOINT write")?.execute([])?;
-            let outcome = execute(&tx, write);
-            if !outcome.holds() {
-                tx.prepare_cached("ROLLBACK TO write")?.execute([])?;
+    let mut sunk: Vec<Option<Outcome>> = batch.iter().map(|_| None).collect();
+    loop {
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let mut sank = None;
+        let committed = (|| -> Result<(), rusqlite::Error> {
+            let tx = conn.transaction()?;
+            for (i, write) in batch.iter().enumerate().filter(|(i, _)| sunk[*i].is_none()) {
+                tx.prepare_cached("SAVEPOINT write")?.execute([])?;
+                let outcome = execute(&tx, write);
+                if !outcome.holds() {
+                    if tx.is_autocommit() {
+                        sank = Some((i, outcome));
+                        return Ok(());
+                    }
+                    tx.prepare_cached("ROLLBACK TO write")?.execute([])?;
+                }
+                tx.prepare_cached("RELEASE write")?.execute([])?;
+                outcomes.push(outcome);
             }
-            tx.prepare_cached("RELEASE write")?.execute([])?;
-            outcomes.push(outcome);
+            tx.commit()
+        })();
+        match sank {
+            Some((i, outcome)) => sunk[i] = Some(outcome),
+            None => {
+                // Back in the batch's order: each sunk write where it stood.
+                let mut ran = outcomes.into_iter();
+                let all = sunk.into_iter().map_while(|s| s.or_else(|| ran.next())).collect();
+                return (all, committed);
+            }
         }
-        tx.commit()
-    })();
-    (outcomes, committed)
+    }
 }
 
 /// Sends each answer, or `failed()`'s error in its place: only what is committed (and, for
@@ -877,11 +928,13 @@ fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result
 #[async_trait]
 impl Intake for SqliteQueue {
     async fn accept(&self, inbound: NewInbound, events: Vec<Event>) -> Result<Accepted, QueueError> {
+        // Out of room: refused before anything is written, so what room is left is delivery's.
         let accept = Box::new(Prepared::new(inbound, events));
+        self.space.gate.spend(accept.bytes())?;
         let (reply, answer) = oneshot::channel();
         self.tx.send(Cmd::Write(Write::Accept(accept, reply))).map_err(|_| QueueError::Closed)?;
         let (accepted, _freed_here) = answer.await.map_err(|_| QueueError::Closed)?;
-        accepted
+        self.space.noting(accepted)
     }
 }
 
@@ -1120,6 +1173,19 @@ impl Retention for SqliteQueue {
             Ok(tally_dropped(&chosen))
         })
         .await
+    }
+}
+
+#[async_trait]
+impl Capacity for SqliteQueue {
+    async fn room(&self) -> Result<RoomReading, QueueError> {
+        let space = Arc::clone(&self.space);
+        self.run(move |c| space.measure(c)).await
+    }
+
+    async fn make_room(&self, limit: usize) -> Result<Freed, QueueError> {
+        let space = Arc::clone(&self.space);
+        self.run(move |c| space.make_room(c, limit, super::now_millis())).await
     }
 }
 

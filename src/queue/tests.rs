@@ -1671,3 +1671,51 @@ fn a_store_is_described_without_credentials() {
     assert_eq!(described, "PostgreSQL db.internal:6432/alerts");
     assert!(!described.contains("hunter2") && !described.contains("pagerhook:"), "{described}");
 }
+
+/// PostgreSQL's disk full (SQLSTATE 53100, raised here by a trigger as the server raises it
+/// when a table cannot grow) is an accept answered "out of room", and the gate stays shut (the
+/// next accept is refused without a round trip) until a probe write finds room; delivery's
+/// claims and finishes are not refused. Other errors of class 53 are not "out of room".
+#[tokio::test]
+async fn postgres_a_full_disk_shuts_accepts_until_a_probe_write_finds_room() {
+    let Some(schema) = PgSchema::create("a_full_disk_shuts_accepts_until_a_probe_write_finds_room").await else {
+        return;
+    };
+    let q = replica(&schema).await;
+    let raw = Raw::Postgres(connect_in(&schema).await);
+    q.accept(inbound(None), vec![alert("trigger", "before")]).await.unwrap();
+    raw.exec(
+        "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           RAISE EXCEPTION 'could not extend file: No space left on device' USING ERRCODE = 'disk_full';
+         END $$;
+         CREATE TRIGGER disk_is_full BEFORE INSERT ON inbound FOR EACH ROW EXECUTE FUNCTION refuse();",
+    )
+    .await;
+    let full = q.accept(inbound(None), vec![alert("trigger", "refused")]).await;
+    assert!(matches!(&full, Err(QueueError::OutOfRoom(m)) if m.contains("No space left")), "{full:?}");
+    assert_eq!(q.room().await.unwrap().short, Some(Short::DiskFull), "the probe is refused too");
+    raw.exec("DROP TRIGGER disk_is_full ON inbound").await;
+    let gated = q.accept(inbound(None), vec![alert("trigger", "gated")]).await;
+    assert!(matches!(&gated, Err(QueueError::OutOfRoom(_))), "refused until a probe finds room: {gated:?}");
+    let claimed = q.claim(now_millis(), 10, Duration::from_secs(30)).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    let attempt = Attempt { at: now_millis(), status: Some(202), detail: None, dedup_key: None };
+    assert!(q.finish(claimed[0].id, claimed[0].lease, attempt, Finish::Delivered).await.unwrap());
+    let room = q.room().await.unwrap();
+    assert_eq!(room.short, None);
+    assert!(room.used_bytes.is_some_and(|b| b > 0) && room.free_bytes.is_none(), "{room:?}");
+    q.accept(inbound(None), vec![alert("trigger", "after")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().0, 1, "only the accept after the probe was stored");
+
+    raw.exec(
+        "CREATE FUNCTION busy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+           RAISE EXCEPTION 'too many connections' USING ERRCODE = 'too_many_connections';
+         END $$;
+         CREATE TRIGGER busy BEFORE INSERT ON inbound FOR EACH ROW EXECUTE FUNCTION busy();",
+    )
+    .await;
+    let other = q.accept(inbound(None), vec![]).await;
+    assert!(matches!(&other, Err(QueueError::Io(_))), "{other:?}");
+    assert_eq!(q.room().await.unwrap().short, None);
+    schema.drop().await;
+}

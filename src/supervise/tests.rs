@@ -168,3 +168,16 @@ fn the_backoff_doubles_up_to_its_cap() {
     assert_eq!(delays, [500, 1000, 2000, 4000, 8000, 16000, 32000, 60000, 60000, 60000]);
     assert_eq!(r.delay(u32::MAX), Duration::from_secs(60));
 }
+
+#[test]
+fn a_store_out_of_room_takes_readiness_down_until_it_has_room_and_stopping_says_so_first() {
+    let health = Health::default();
+    assert_eq!(health.not_ready(), None);
+    health.out_of_room(Some("3.0 MiB free".into()));
+    assert_eq!(health.not_ready(), Some(NotReady::OutOfRoom("3.0 MiB free".into())));
+    health.out_of_room(None);
+    assert_eq!(health.not_ready(), None);
+    health.out_of_room(Some("3.0 MiB free".into()));
+    health.stop();
+    assert_eq!(health.not_ready(), Some(NotReady::Stopping));
+}

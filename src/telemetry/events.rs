@@ -409,3 +409,63 @@ impl InternalEvent for AttemptPanicked<'_> {
         );
     }
 }
+
+/// The store started refusing webhooks for lack of room: they are answered 503 and `/readyz`
+/// is not ready, while delivery goes on in the room kept for it.
+pub struct StoreOutOfRoom<'a> {
+    /// Which line: `below_floor`, `over_cap` or `disk_full`.
+    pub kind: &'static str,
+    pub why: &'a dyn Display,
+}
+
+impl InternalEvent for StoreOutOfRoom<'_> {
+    fn emit(self, metrics: &Metrics) {
+        metrics.out_of_room(true);
+        tracing::error!(
+            kind = self.kind,
+            why = %self.why,
+            "the store is out of room: webhooks are answered 503 and /readyz is not ready until delivery makes room"
+        );
+    }
+}
+
+/// The store has room again: webhooks are taken.
+pub struct StoreRoomBack {
+    pub used_bytes: Option<u64>,
+    pub free_bytes: Option<u64>,
+    /// How long it refused.
+    pub after: Duration,
+}
+
+impl InternalEvent for StoreRoomBack {
+    fn emit(self, metrics: &Metrics) {
+        metrics.out_of_room(false);
+        let refused_ms = self.after.as_millis() as u64;
+        tracing::info!(
+            used_bytes = self.used_bytes,
+            free_bytes = self.free_bytes,
+            refused_ms,
+            "the store has room again: webhooks are taken"
+        );
+    }
+}
+
+/// Room made under pressure: finished events and payloads deleted oldest first, whatever
+/// `storage.retention` says, and payload segments no row needed.
+pub struct RoomMade {
+    pub rows: u64,
+    pub segments: u64,
+    pub segment_bytes: u64,
+}
+
+impl InternalEvent for RoomMade {
+    fn emit(self, _: &Metrics) {
+        let RoomMade { rows, segments, segment_bytes } = self;
+        tracing::warn!(
+            rows,
+            segments,
+            segment_bytes,
+            "made room under pressure: deleted finished events and payloads, oldest first, before storage.retention"
+        );
+    }
+}

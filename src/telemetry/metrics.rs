@@ -78,6 +78,9 @@ pub struct Metrics {
     task_failures: Family<TaskLabels, Counter>,
     depth: Gauge,
     oldest: Gauge<f64, AtomicU64>,
+    store_used: Gauge<f64, AtomicU64>,
+    store_free: Gauge<f64, AtomicU64>,
+    out_of_room: Gauge,
     last_hour: LastHour,
 }
 
@@ -178,6 +181,24 @@ impl Metrics {
                 r,
                 "queue_oldest_pending_seconds",
                 "Age of the oldest event waiting to be delivered",
+                Gauge::default(),
+            ),
+            store_used: registered(
+                r,
+                "store_used_bytes",
+                "Bytes the store uses (SQLite: used database pages plus payload segments; PostgreSQL: the database's size), read at scrape time",
+                Gauge::default(),
+            ),
+            store_free: registered(
+                r,
+                "store_free_bytes",
+                "Bytes left to the SQLite store (its filesystem's free space plus its free pages), read at scrape time; NaN on PostgreSQL",
+                Gauge::default(),
+            ),
+            out_of_room: registered(
+                r,
+                "store_out_of_room",
+                "1 while the store refuses webhooks for lack of room (storage.min_free_bytes, storage.max_bytes, disk full)",
                 Gauge::default(),
             ),
             last_hour: LastHour::default(),
@@ -287,6 +308,17 @@ impl Metrics {
     /// A config reload, successful or not.
     pub(super) fn reload(&self, ok: bool) {
         self.reloads.get_or_create(&OutcomeLabels { outcome: if ok { "ok" } else { "error" }.to_string() }).inc();
+    }
+
+    /// The store's room as measured for this scrape (`None`: unknown, exported as NaN).
+    pub fn store_room(&self, used: Option<u64>, free: Option<u64>) {
+        self.store_used.set(used.map_or(f64::NAN, |b| b as f64));
+        self.store_free.set(free.map_or(f64::NAN, |b| b as f64));
+    }
+
+    /// Whether the store refuses webhooks for lack of room.
+    pub(super) fn out_of_room(&self, short: bool) {
+        self.out_of_room.set(i64::from(short));
     }
 
     /// The OpenMetrics text, with the queue gauges set from the store's current figures.

@@ -17,6 +17,7 @@ mod newcomer;
 mod operate;
 mod readme;
 mod replicas;
+mod room;
 mod security;
 mod sns;
 mod test_command;

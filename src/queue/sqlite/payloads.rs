@@ -165,7 +165,45 @@ impl PayloadLog {
     }
 
     fn failed(&self, what: &str, name: &str, e: std::io::Error) -> QueueError {
-        QueueError::Io(format!("cannot {what} payload segment {}: {e}", self.dir.join(name).display()))
+        let text = format!("cannot {what} payload segment {}: {e}", self.dir.join(name).display());
+        // A full disk is the store being out of room (the accept is refused, delivery goes on),
+        // not an I/O fault.
+        match e.kind() {
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => QueueError::OutOfRoom(text),
+            _ => QueueError::Io(text),
+        }
+    }
+
+    /// Every segment with its size, oldest first.
+    pub fn segments(&self) -> Result<Vec<(String, u64)>, QueueError> {
+        let entries = match std::fs::read_dir(&self.dir) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(self.failed("list", "", e)),
+        };
+        let mut all = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| self.failed("list", "", e))?;
+            let Some(name) = entry.file_name().to_str().filter(|n| created(n).is_some()).map(str::to_string) else {
+                continue;
+            };
+            // Removed meanwhile (pruned): nothing to count.
+            let Ok(meta) = entry.metadata() else { continue };
+            all.push((name, meta.len()));
+        }
+        all.sort();
+        Ok(all)
+    }
+
+    /// The segment appends go to now, if one is open.
+    pub fn current(&self) -> Option<String> {
+        self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| c.segment.name.clone())
+    }
+
+    /// Closes the current segment: the next append starts a new one, and this one can be
+    /// deleted once no row needs it (room is made a segment at a time).
+    pub fn rotate(&self) {
+        *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 }
 

@@ -199,3 +199,146 @@ async fn the_store_s_files_and_folders_are_created_for_the_owner_only() {
         assert_eq!(mode(&path), want, "{} is {:o}", path.display(), mode(&path));
     }
 }
+
+/// A trigger on dedup_key `dk`: its own lane.
+fn trigger_on(dk: &str) -> Event {
+    let key = RoutingKey::parse(crate::secret::Secret::new("0123456789abcdef0123456789abcdef")).unwrap();
+    let draft = crate::event::AlertDraft {
+        action: "trigger".into(),
+        dedup_key: Some(dk.into()),
+        summary: Some("s".into()),
+        source: Some("src".into()),
+        ..Default::default()
+    };
+    Event::alert(key, draft).unwrap()
+}
+
+fn delivered(at: Millis) -> Attempt {
+    Attempt { at, status: Some(202), detail: None, dedup_key: None }
+}
+
+/// Claims every due event and records it delivered: what delivery writes.
+async fn deliver_all(q: &SqliteQueue) -> usize {
+    let claimed = q.claim(super::super::now_millis(), 1000, Duration::from_secs(30)).await.unwrap();
+    for c in &claimed {
+        let done = q.finish(c.id, c.lease, delivered(super::super::now_millis()), Finish::Delivered).await.unwrap();
+        assert!(done, "event {} finished", c.id);
+    }
+    claimed.len()
+}
+
+/// Over `storage.max_bytes` (used pages plus payload segments) accepts are refused with the
+/// reason, while claims and finishes go on; making room deletes the delivered events and the
+/// payload segment their bodies were in, and accepts are taken again, nobody stepping in.
+#[tokio::test]
+async fn over_its_cap_the_store_refuses_accepts_delivers_and_makes_room_until_it_takes_them_again() {
+    let empty = tempfile::tempdir().unwrap();
+    let fresh = SqliteQueue::open(&empty.path().join("q.db"), Durability::Fsync, Role::Deliverer).unwrap();
+    let empty_bytes = fresh.room().await.unwrap().used_bytes.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let headroom = Headroom { min_free_bytes: 0, max_bytes: Some(empty_bytes + 400 * 1024) };
+    let q = SqliteQueue::open_with(&dir.path().join("q.db"), Durability::Fsync, Role::Deliverer, headroom).unwrap();
+    let body = bytes::Bytes::from(vec![b'x'; 40 * 1024]);
+    let webhook = || NewInbound::new("gh", super::super::now_millis(), body.clone(), InboundStatus::Mapped);
+    let mut accepted = 0;
+    let why = loop {
+        match q.accept(webhook(), vec![trigger_on(&format!("k{accepted}"))]).await {
+            Ok(_) => accepted += 1,
+            Err(QueueError::OutOfRoom(why)) => break why,
+            Err(e) => panic!("an accept over the cap fails as out of room, not {e:?}"),
+        }
+        // The writer measures at most once a second; the test asks after every accept.
+        q.room().await.unwrap();
+        assert!(accepted < 100, "the cap never refused an accept");
+    };
+    assert!(why.contains("over storage.max_bytes"), "{why}");
+    assert!((9..=11).contains(&accepted), "the cap counts the payload log: {accepted} bodies of 40 KiB in 400 KiB");
+
+    assert_eq!(deliver_all(&q).await, accepted, "claims and finishes go on while accepts are refused");
+    assert!(q.room().await.unwrap().short.is_some(), "delivered rows still take their room until pruned");
+    let freed = q.make_room(1000).await.unwrap();
+    assert!(freed.rows >= 3 * accepted as u64, "events, attempts and payload rows: {freed:?}");
+    assert_eq!((freed.segments, freed.segment_bytes), (1, 40 * 1024 * accepted as u64), "{freed:?}");
+    let room = q.room().await.unwrap();
+    assert_eq!(room.short, None, "{room:?}");
+    q.accept(webhook(), vec![trigger_on("after")]).await.unwrap();
+}
+
+/// Making room goes oldest first, at most the number asked for, and never takes a pending
+/// event or a dead letter, nor the segment a pending event's body is in.
+#[tokio::test]
+async fn making_room_deletes_the_oldest_finished_events_and_keeps_what_is_still_needed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, Headroom::NONE).unwrap();
+    for (id, dk) in [("a", "k1"), ("b", "k2"), ("c", "k3")] {
+        q.accept(inbound_at(id, super::super::now_millis(), b"{}", InboundStatus::Mapped), vec![trigger_on(dk)])
+            .await
+            .unwrap();
+        assert_eq!(deliver_all(&q).await, 1);
+        // Finish times must differ to tell the oldest.
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    q.accept(inbound_at("pending", super::super::now_millis(), b"{}", InboundStatus::Mapped), vec![trigger_on("k4")])
+        .await
+        .unwrap();
+    q.accept(inbound_at("dead", 1, b"{}", InboundStatus::MappingFailed("rule".into())), vec![]).await.unwrap();
+    let freed = q.make_room(1).await.unwrap();
+    assert_eq!(freed.segments, 0, "the segment holds the pending event's body: {freed:?}");
+    assert_eq!(stored(&path, "a"), None, "the oldest delivered went");
+    assert!(stored(&path, "b").is_some() && stored(&path, "c").is_some(), "only one was asked for");
+    q.make_room(1000).await.unwrap();
+    assert_eq!((stored(&path, "b"), stored(&path, "c")), (None, None));
+    assert!(stored(&path, "pending").is_some() && stored(&path, "dead").is_some());
+    assert_eq!(q.depth().await.unwrap().0, 1, "the pending event stays");
+}
+
+/// A write refused for lack of space (SQLite's disk full, injected with `max_page_count`) is
+/// an accept answered "out of room", and shuts the gate: the next accept is refused without a
+/// write, while delivery still claims and finishes. Once the store measures room, accepts are
+/// taken again.
+#[tokio::test]
+async fn a_full_disk_shuts_accepts_until_the_store_measures_room_and_delivery_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, Headroom::NONE).unwrap();
+    q.accept(inbound_at("before", 1, b"{}", InboundStatus::Mapped), vec![trigger_on("k1")]).await.unwrap();
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1")?)).await.unwrap();
+    let big: &'static [u8] = Box::leak(vec![b'x'; 64 * 1024].into_boxed_slice());
+    let full = q.accept(inbound_at("big", 1, big, InboundStatus::MappingFailed("rule".into())), vec![]).await;
+    assert!(matches!(&full, Err(QueueError::OutOfRoom(_))), "{full:?}");
+    let gated = q.accept(inbound_at("small", 1, b"{}", InboundStatus::Mapped), vec![trigger_on("k2")]).await;
+    assert!(matches!(&gated, Err(QueueError::OutOfRoom(why)) if why.contains("disk is full")), "{gated:?}");
+    assert_eq!(deliver_all(&q).await, 1, "delivery needs no new page");
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1073741823")?)).await.unwrap();
+    assert_eq!(q.room().await.unwrap().short, None);
+    q.accept(inbound_at("small", 1, b"{}", InboundStatus::Mapped), vec![trigger_on("k2")]).await.unwrap();
+    assert_eq!(stored(&path, "big"), None);
+}
+
+/// The deliverer keeps a reserve file beside the database (a quarter of the floor) and gives
+/// it up the moment a write fails for lack of space, for delivery's writes; it is written
+/// again once the store measures room. A tool beside it keeps none.
+#[tokio::test]
+async fn the_reserve_is_released_when_the_disk_is_full_and_written_again_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let reserve = dir.path().join("q.db-reserve");
+    let headroom = Headroom { min_free_bytes: 4 << 20, max_bytes: None };
+    let q = SqliteQueue::open_with(&path, Durability::Fsync, Role::Deliverer, headroom).unwrap();
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20);
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1")?)).await.unwrap();
+    let big: &'static [u8] = Box::leak(vec![b'x'; 64 * 1024].into_boxed_slice());
+    let full = q.accept(inbound_at("big", 1, big, InboundStatus::MappingFailed("rule".into())), vec![]).await;
+    assert!(matches!(&full, Err(QueueError::OutOfRoom(_))), "{full:?}");
+    assert!(!reserve.exists(), "released for delivery");
+    q.run(|c| Ok(c.execute_batch("PRAGMA max_page_count = 1073741823")?)).await.unwrap();
+    assert_eq!(q.room().await.unwrap().short, None);
+    assert_eq!(std::fs::metadata(&reserve).unwrap().len(), 1 << 20, "held again");
+    drop(q);
+
+    let other = tempfile::tempdir().unwrap();
+    let tool = other.path().join("q.db");
+    let _t = SqliteQueue::open_with(&tool, Durability::Fsync, Role::Tool, headroom).unwrap();
+    assert!(!other.path().join("q.db-reserve").exists());
+}

@@ -66,6 +66,9 @@ struct State {
     listeners: Mutex<usize>,
     /// Listeners whose answers are held back a further [`HOLD`].
     held: Mutex<std::collections::HashSet<usize>>,
+    /// PagerDuty is away ([`FakePagerDuty::go_away`]): every request is answered 503 and
+    /// not recorded, as if it never reached PagerDuty.
+    away: std::sync::atomic::AtomicBool,
 }
 
 /// How long [`FakePagerDuty::hold`] holds answers back: bounded, so that a handler whose
@@ -118,6 +121,9 @@ async fn enqueue(
     via: web::Data<usize>,
 ) -> HttpResponse {
     let via = **via;
+    if state.away.load(std::sync::atomic::Ordering::SeqCst) {
+        return HttpResponse::ServiceUnavailable().finish();
+    }
     let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let key = body["dedup_key"].as_str().map(str::to_string);
     let key_for_answer = key.clone();
@@ -205,6 +211,16 @@ impl FakePagerDuty {
     /// Requests that listener `via` is answering right now (while answers are delayed).
     pub fn busy(&self, via: usize) -> usize {
         self.state.busy.lock().unwrap().get(&via).copied().unwrap_or(0)
+    }
+
+    /// From now on every request is answered 503 and not recorded (an outage upstream).
+    pub fn go_away(&self) {
+        self.state.away.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Undoes [`Self::go_away`].
+    pub fn come_back(&self) {
+        self.state.away.store(false, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// Answers the next requests to `path` (e.g. `/v2/enqueue`) with these, then 202.
