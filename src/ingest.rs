@@ -266,7 +266,7 @@ enum Decision {
 impl Decision {
     fn map(rendered: Vec<Rendered>) -> Decision {
         let tally = rendered.iter().map(|r| (r.event.kind().as_str(), r.event.action().map(|a| a.as_str()))).collect();
-        Decision::Map { events: rendered.into_iter().map(|r| r.event).collect(), tally }
+        Decision::Map { events: rendered.into_iter().map(|r| r.event.with_rule(&r.rule)).collect(), tally }
     }
 
     /// How the inbound record is stored, and the events to queue with it, moved out: copying

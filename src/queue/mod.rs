@@ -14,6 +14,7 @@
 //! source can move its events onto another source's incident.
 
 mod lanes;
+mod ledger;
 mod postgres;
 mod rows;
 mod schema;
@@ -23,13 +24,14 @@ mod sqlite;
 mod state;
 mod tls;
 
+pub use ledger::{Incident, IncidentQuery, IncidentState, OpenIncidents, Origin, ResolveQueued, OPERATOR, PAGERHOOK};
 pub use postgres::PostgresQueue;
 pub use settings::{open, Backend, Durability, Opened, Settings};
 pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
 pub use tls::TlsError;
 
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -497,12 +499,49 @@ pub trait Retention: Send + Sync + 'static {
     async fn prune_dead(&self, before: Millis, max_bytes: u64) -> Result<Vec<DeadDropped>, QueueError>;
 }
 
+/// The incident ledger (`ledger.rs`): what pagerhook believes is open, from what it sent and
+/// PagerDuty accepted, and an operator's way to close it: `incidents`, the admin API, the
+/// console and `/metrics`.
+#[async_trait]
+pub trait Incidents: Intake {
+    /// Incidents matching `q`, oldest first.
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError>;
+
+    /// Open (and acknowledged) incidents per source, with the oldest one's opening.
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError>;
+
+    /// The routing keys under which the ledger holds `dedup_key` open (one per lane).
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError>;
+
+    /// Queues a resolve, recorded as an operator's ([`OPERATOR`]), for every open lane of each
+    /// of `dedup_keys`; a key the ledger holds no open incident under is said so and skipped.
+    /// The ledger changes when PagerDuty accepts the resolve, as for any other.
+    async fn resolve_incidents(&self, dedup_keys: Vec<String>, now: Millis) -> Result<Vec<ResolveQueued>, QueueError> {
+        let mut done = Vec::with_capacity(dedup_keys.len());
+        for dedup_key in dedup_keys {
+            let lanes = self.open_lanes(dedup_key.clone()).await?;
+            if lanes.is_empty() {
+                done.push(ResolveQueued::NotOpen { dedup_key });
+                continue;
+            }
+            let events =
+                lanes.into_iter().filter_map(|key| ledger::operator_resolve(key, &dedup_key)).collect::<Vec<_>>();
+            let body = serde_json::json!({ "resolve": dedup_key, "by": "operator" }).to_string();
+            let inbound = NewInbound::new(OPERATOR, now, Bytes::from(body), InboundStatus::Mapped);
+            let queued = events.len();
+            self.accept(inbound, events).await?;
+            done.push(ResolveQueued::Queued { dedup_key, events: queued });
+        }
+        Ok(done)
+    }
+}
+
 /// The whole store, behind which SQLite and PostgreSQL sit: for a caller that needs several
 /// roles (`app`, which hands each part its own; the admin routes; the accept and replay
 /// path). A caller that needs one role takes that trait, and so does its test double.
-pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention {}
+pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Incidents {}
 
-impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention> Queue for T {}
+impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Incidents> Queue for T {}
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
 /// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.

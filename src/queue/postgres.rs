@@ -20,6 +20,7 @@
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
 use super::lanes::{self, Claims, Outcome, Routes};
+use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
@@ -27,10 +28,11 @@ use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
     applied_migrations, tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
+    DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Incident,
+    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, QueueError,
+    Retention, SharedPace, SlotAsk, StoredInbound,
 };
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
@@ -143,6 +145,8 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    // The incident ledger, and the rule of each event.
+    &[schema::INCIDENTS],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -380,6 +384,7 @@ async fn insert_events(
                 &e.text(),
                 &EVENT_FORMAT,
                 &at,
+                &e.rule(),
             ],
         )
         .await?;
@@ -582,6 +587,9 @@ impl Deliveries for PostgresQueue {
         let n = tx
             .execute(sql::FINISH, &[&o.state.as_str(), &o.done_at, &o.next_at, &error_changes, &error, &id, &lease])
             .await?;
+        if n == 1 {
+            record_in_ledger(&tx, id, &attempt, &finish).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -611,6 +619,23 @@ impl Deliveries for PostgresQueue {
         let c = self.client().await?;
         Ok(c.query_one(NEXT_DUE, &[&now]).await?.get_as(0)?)
     }
+}
+
+/// Writes what PagerDuty accepted of event `id` to the incident ledger (`ledger::Entry`).
+async fn record_in_ledger(tx: &Transaction<'_>, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), QueueError> {
+    if !matches!(finish, Finish::Delivered) || attempt.dedup_key.is_none() {
+        return Ok(());
+    }
+    let sent = tx.query_opt(ledger::SENT, &[&id]).await?.map(|r| ledger::Sent::read(&r));
+    let Some(entry) = sent.and_then(Result::ok).and_then(|s| Entry::of(s, attempt, finish)) else { return Ok(()) };
+    let params: Vec<&(dyn ToSql + Sync)> = match &entry {
+        Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
+            vec![routing_key, dedup_key, source, rule, at, severity, summary]
+        }
+        Entry::Close { routing_key, dedup_key, at, by, .. } => vec![at, by, routing_key, dedup_key],
+    };
+    tx.execute(entry.statement(), &params).await?;
+    Ok(())
 }
 
 #[async_trait]
@@ -654,8 +679,8 @@ impl DeadLetters for PostgresQueue {
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await?;
         let new_id: i64 = tx
             .query_one(
-                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, rule)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, rule
                  FROM events WHERE id = $1 RETURNING id",
                 &[&id, &now],
             )
@@ -746,6 +771,25 @@ impl Inspect for PostgresQueue {
         let c = self.client().await?;
         let r = c.query_one(sql::DEPTH, &[]).await?;
         Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
+    }
+}
+
+#[async_trait]
+impl Incidents for PostgresQueue {
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError> {
+        let c = self.client().await?;
+        let rows = c.query(ledger::LIST, &[&q.open, &q.source, &q.opened_before, &(q.limit as i64)]).await?;
+        rows.iter().map(Incident::read).collect()
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError> {
+        let c = self.client().await?;
+        c.query(ledger::OPEN_BY_SOURCE, &[]).await?.iter().map(ledger::read_open).collect()
+    }
+
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError> {
+        let c = self.client().await?;
+        c.query(ledger::OPEN_LANES, &[&dedup_key]).await?.iter().map(|r| ledger::routing_key(r.get_as(0)?)).collect()
     }
 }
 

@@ -24,10 +24,10 @@ pub(super) const COLLAPSE: &str =
 pub(super) const LEASE: &str = "UPDATE events SET lease_until = $1 WHERE id = $2";
 
 /// A new pending event: inbound id, kind, order key, routing key, action, dedup_key, body, its
-/// format, and the time it is queued (and due).
+/// format, the time it is queued (and due), and the rule that made it.
 pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9)";
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, rule)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
 
 /// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
 pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
@@ -56,8 +56,9 @@ pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unm
 
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
-/// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes.
-pub(super) const PRUNE: [&str; 6] = [
+/// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes,
+/// incidents resolved.
+pub(super) const PRUNE: [&str; 7] = [
     formatcp!(
         "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
     ),
@@ -69,6 +70,7 @@ pub(super) const PRUNE: [&str; 6] = [
     "DELETE FROM seen WHERE seen_at < $1",
     "DELETE FROM seen_bodies WHERE seen_at < $1",
     "DELETE FROM routes WHERE at < $1",
+    super::ledger::PRUNE,
 ];
 
 /// Forgets dead event `$1`: its attempts, then the event.

@@ -11,6 +11,7 @@
 mod payloads;
 
 use super::lanes::{self, Claims, Routes};
+use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
@@ -18,10 +19,11 @@ use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
     tally_dropped, Accepted, Attempt, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
-    DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
-    Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
+    DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Incident,
+    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention, Role,
+    StoredInbound,
 };
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
@@ -128,6 +130,8 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    // The incident ledger, and the rule of each event.
+    &[schema::INCIDENTS],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -727,7 +731,27 @@ fn finish_one(
         id,
         lease
     ])?;
+    if n == 1 {
+        record_in_ledger(tx, id, attempt, finish)?;
+    }
     Ok(n == 1)
+}
+
+/// Writes what PagerDuty accepted of event `id` to the incident ledger (`ledger::Entry`).
+fn record_in_ledger(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), rusqlite::Error> {
+    if !matches!(finish, Finish::Delivered) || attempt.dedup_key.is_none() {
+        return Ok(());
+    }
+    let sent = tx.prepare_cached(ledger::SENT)?.query_row([id], |r| Ok(ledger::Sent::read(r))).optional()?;
+    let Some(entry) = sent.and_then(Result::ok).and_then(|s| Entry::of(s, attempt, finish)) else { return Ok(()) };
+    let mut stmt = tx.prepare_cached(entry.statement())?;
+    match &entry {
+        Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
+            stmt.execute(params![routing_key, dedup_key, source, rule, at, severity, summary])?
+        }
+        Entry::Close { routing_key, dedup_key, at, by, .. } => stmt.execute(params![at, by, routing_key, dedup_key])?,
+    };
+    Ok(())
 }
 
 fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError> {
@@ -802,6 +826,7 @@ fn insert_events(
             e.text(),
             EVENT_FORMAT,
             at,
+            e.rule(),
         ])?;
     }
     Ok(())
@@ -957,8 +982,8 @@ impl DeadLetters for SqliteQueue {
             let tx = c.transaction()?;
             let copied = tx.execute(
                 formatcp!(
-                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at)
-                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2
+                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, rule)
+                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, rule
                      FROM events WHERE id = ?1 AND state = '{DEAD}'"
                 ),
                 params![id, now],
@@ -1067,6 +1092,33 @@ impl Inspect for SqliteQueue {
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         self.run(|c| Ok(c.query_row(sql::DEPTH, [], |r| Ok((r.get(0)?, r.get(1)?)))?)).await
+    }
+}
+
+#[async_trait]
+impl Incidents for SqliteQueue {
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::LIST)?;
+            all(&mut stmt, params![q.open, q.source, q.opened_before, q.limit as i64], |r| Incident::read(r))
+        })
+        .await
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(ledger::OPEN_BY_SOURCE)?;
+            all(&mut stmt, [], |r| ledger::read_open(r))
+        })
+        .await
+    }
+
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::OPEN_LANES)?;
+            all(&mut stmt, [dedup_key], |r| ledger::routing_key(r.col(0)?))
+        })
+        .await
     }
 }
 

@@ -18,6 +18,7 @@ const ALL: &[(&str, &str)] = &[
     ("PRUNE[3]", PRUNE[3]),
     ("PRUNE[4]", PRUNE[4]),
     ("PRUNE[5]", PRUNE[5]),
+    ("PRUNE[6]", PRUNE[6]),
     ("DELETE_DEAD_EVENT[0]", DELETE_DEAD_EVENT[0]),
     ("DELETE_DEAD_EVENT[1]", DELETE_DEAD_EVENT[1]),
     ("DELETE_DEAD_INBOUND", DELETE_DEAD_INBOUND),
