@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `render`, `test`, `health`, `deliveries list`, `dlq`.
+//! The command line: `serve`, `check`, `render`, `test`, `health`, `deliveries list`, `dlq`,
+//! `incidents`.
 //!
-//! `deliveries` and `dlq` open the store directly (beside a running server, or without one),
+//! `deliveries`, `dlq` and `incidents` open the store directly (beside a running server, or without one),
 //! so they work when the service is down, which is when they are needed most.
 
 use crate::app::{self, App, Options};
@@ -17,6 +18,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+mod incidents;
 
 /// `println!` that returns an error instead of panicking when stdout is closed
 /// (`pagerhook render … | head`); `main` ends quietly on that error.
@@ -94,6 +97,15 @@ pub enum Command {
     Dlq {
         #[command(subcommand)]
         command: DlqCommand,
+    },
+    /// The incident ledger: what pagerhook triggered and believes open (its record of what it
+    /// sent and PagerDuty accepted, not PagerDuty's truth), and an operator's resolve.
+    #[command(args_conflicts_with_subcommands = true)]
+    Incidents {
+        #[command(subcommand)]
+        command: Option<incidents::IncidentsCommand>,
+        #[command(flatten)]
+        list: incidents::ListArgs,
     },
 }
 
@@ -195,6 +207,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { no_secrets } => check(&cli, *no_secrets),
         Command::Test { files, json } => test(&cli, files, *json),
         Command::Dlq { command } => dlq(&cli, command).await,
+        Command::Incidents { command, list } => incidents::incidents(&cli, command.as_ref(), list).await,
         Command::Health => {
             let cfg = load_for_tool(&cli, None)?;
             health(cfg.server.admin_listen)

@@ -6,7 +6,7 @@
 
 use crate::event::Event;
 use crate::mapping::{ApplyError, Rendered};
-use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError, ResolveQueued};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
@@ -184,6 +184,16 @@ impl Pipeline {
     ) -> Result<Preview, PreviewError> {
         let (sources, source, query) = (self.sources.load(), source.to_string(), query.to_string());
         self.cpu.run(move || preview(&sources, &source, headers, &query, body)).await
+    }
+
+    /// An operator's resolve of each of `dedup_keys` (`Incidents::resolve_incidents`), with
+    /// the worker woken to send them.
+    pub async fn resolve_incidents(&self, dedup_keys: Vec<String>) -> Result<Vec<ResolveQueued>, QueueError> {
+        let done = self.queue.resolve_incidents(dedup_keys, now_millis()).await?;
+        if done.iter().any(|d| matches!(d, ResolveQueued::Queued { .. })) {
+            self.wake.notify_one();
+        }
+        Ok(done)
     }
 
     /// Verifies, maps and durably records one webhook.

@@ -11,6 +11,7 @@ mod deploy;
 mod generic;
 mod helpers;
 mod hooks;
+mod incidents;
 mod mappings;
 mod operate;
 mod readme;
