@@ -104,6 +104,7 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     let sent = got.iter().filter(|r| r.dedup_key() == Some(DEAD_KEY)).count();
     assert_eq!(sent, 3, "the dead trigger (then its minimal form) was sent again after Replay: {got:#?}");
     // The Resolve clicked on the Incidents page reached PagerDuty.
-    let resolved = got.iter().filter(|r| r.action() == Some("resolve") && r.dedup_key().is_some_and(|k| k.contains(SEARCH)));
+    let resolved =
+        got.iter().filter(|r| r.action() == Some("resolve") && r.dedup_key().is_some_and(|k| k.contains(SEARCH)));
     assert_eq!(resolved.count(), 1, "the incident's resolve was sent: {got:#?}");
 }
