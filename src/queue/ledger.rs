@@ -139,35 +139,14 @@ pub enum ResolveQueued {
 const INCIDENT_COLUMNS: &str = "routing_key, dedup_key, source, rule, opened_at, last_trigger_at, severity, summary, \
      last_action, last_action_at, last_by, state";
 
+/// The first nine columns of [`INCIDENT_COLUMNS`].
+type Head = (String, String, String, Option<String>, Millis, Millis, Option<String>, Option<String>, String);
+
 impl Incident {
     pub(super) fn read(r: &impl Columns) -> Result<Incident, QueueError> {
-        let (
-            routing_key,
-            dedup_key,
-            source,
-            rule,
-            opened_at,
-            last_trigger_at,
-            severity,
-            summary,
-            last_action,
-            last_action_at,
-            last_by,
-            state,
-        ): (
-            String,
-            String,
-            String,
-            Option<String>,
-            Millis,
-            Millis,
-            Option<String>,
-            Option<String>,
-            String,
-            Millis,
-            String,
-            String,
-        ) = r.cols()?;
+        let (routing_key, dedup_key, source, rule, opened_at, last_trigger_at, severity, summary, last_action): Head =
+            r.cols()?;
+        let (last_action_at, last_by, state): (Millis, String, String) = (r.col(9)?, r.col(10)?, r.col(11)?);
         Ok(Incident {
             routing_key: fingerprint(routing_key),
             dedup_key,
