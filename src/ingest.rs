@@ -254,7 +254,8 @@ enum FirstPass {
 /// taken before mapping, which consumes the request; its status follows the decision).
 fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
-    let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    inbound.may_close = src.may_close().to_vec();
     (inbound, decide(src, verified, received_at))
 }
 
@@ -527,6 +528,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         query: query.to_string(),
         body: v.raw().clone(),
         status,
+        may_close: Vec::new(),
     }
 }
 

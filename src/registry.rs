@@ -22,6 +22,7 @@ pub struct Hook {
     max_events_per_request: usize,
     max_event_bytes_per_request: usize,
     unmatched: Unmatched,
+    may_close: Vec<String>,
 }
 
 impl Hook {
@@ -52,6 +53,11 @@ impl Hook {
             Unmatched::Ignore => false,
             Unmatched::Keep => true,
         }
+    }
+
+    /// The other sources whose incidents this one may acknowledge and resolve (`may_close`).
+    pub fn may_close(&self) -> &[String] {
+        &self.may_close
     }
 
     /// Most events one request may produce.
@@ -184,6 +190,7 @@ fn build_hook(
         max_events_per_request: cfg.max_events_per_request,
         max_event_bytes_per_request: cfg.max_event_bytes_per_request,
         unmatched: cfg.unmatched,
+        may_close: cfg.may_close.clone(),
     };
     Ok((hook, warnings))
 }

@@ -181,6 +181,8 @@ pub struct SourceConfig {
     pub drop_headers: Vec<String>,
     /// What becomes of a payload no rule matched.
     pub unmatched: Unmatched,
+    /// The other sources whose incidents it may acknowledge and resolve (`may_close`).
+    pub may_close: Vec<String>,
 }
 
 /// Kind-specific settings of a source.
@@ -666,6 +668,15 @@ fn validate_sources(
     if sources.is_empty() && p.0.is_empty() {
         warnings.push("no [[source]] is configured: every webhook will get 404".into());
     }
+    for s in &sources {
+        for other in s.may_close.iter().filter(|o| !names.contains(*o)) {
+            p.0.push(format!(
+                "source '{}': may_close names {other:?}, which is not a configured source (one of: {})",
+                s.name,
+                sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     sources
 }
 
@@ -792,6 +803,7 @@ fn validate_source(
         ),
         drop_headers,
         unmatched: c.unmatched.unwrap_or_default(),
+        may_close: c.may_close,
     })
 }
 

@@ -183,6 +183,11 @@ pub struct RawSourceCommon {
     pub drop_headers: Vec<String>,
     /// What to do with a payload no rule matched (default: ignore).
     pub unmatched: Option<Unmatched>,
+    /// Other sources whose incidents this one may acknowledge and resolve. By default a
+    /// source closes only the incidents it opened: an acknowledge or resolve of an incident
+    /// another source opened is kept as a dead letter naming both.
+    #[serde(default)]
+    pub may_close: Vec<String>,
 }
 
 /// What becomes of a payload no rule of its source's mapping matched.

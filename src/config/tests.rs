@@ -769,3 +769,14 @@ fn the_native_renderer_is_on_unless_mapping_native_is_false() {
     let err = parse(&format!("{MINIMAL}\n[mapping]\nnativ = false\n")).unwrap_err().to_string();
     assert_reports(&err, &["line 12: unknown field `nativ`, expected `native`"]);
 }
+
+#[test]
+fn may_close_names_configured_sources_only() {
+    assert!(parse(MINIMAL).unwrap().sources[0].may_close.is_empty(), "only the opener closes by default");
+    let two = format!(
+        "{MINIMAL}may_close = [\"aws\"]\n\n[[source]]\nname = \"aws\"\nkind = \"sns\"\ntopics = [\"arn:aws:sns:eu-west-1:123456789012:alarms\"]\nmappings = [\"mappings/cloudwatch.toml\"]\n"
+    );
+    assert_eq!(parse(&two).unwrap().sources[0].may_close, ["aws"]);
+    let err = parse(&format!("{MINIMAL}may_close = [\"gitlab\"]\n")).unwrap_err().to_string();
+    assert!(err.contains("may_close names \"gitlab\", which is not a configured source (one of: github)"), "{err}");
+}

@@ -4,6 +4,7 @@
 //! [`Routes`] and [`Claims`] (SQLite's never wait; see `sqlite::ready`), with the statements
 //! of [`super::sql`].
 
+use super::ledger::Origin;
 use super::rows::StoredEvent;
 use super::{Attempt, EventState, Finish, Millis, QueueError};
 use crate::event::{Action, Event, RoutingKey};
@@ -30,6 +31,25 @@ impl<'a> Route<'a> {
     }
 }
 
+/// Whether the accept checks "only the opener closes": a source's webhook is checked, with the
+/// sources its config lets it close after (`may_close`); an operator's action (a replayed
+/// payload, an operator's resolve) and pagerhook's own events are not.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Closing<'a> {
+    Checked { may_close: &'a [String] },
+    Bypass,
+}
+
+impl<'a> Closing<'a> {
+    /// The check an accept of `inbound`'s events makes: none for an operator's or pagerhook's.
+    pub(super) fn of(source: &str, may_close: &'a [String]) -> Closing<'a> {
+        match Origin::of(source) {
+            Origin::Source(_) => Closing::Checked { may_close },
+            Origin::Operator | Origin::Pagerhook => Closing::Bypass,
+        }
+    }
+}
+
 /// The routes already stored, as a backend looks them up.
 pub(super) trait Routes {
     /// The routing key of `source`'s latest stored trigger of `dedup_key`, and whether it ever
@@ -40,6 +60,10 @@ pub(super) trait Routes {
         dedup_key: &str,
         own: &str,
     ) -> Result<Option<(String, bool)>, QueueError>;
+
+    /// The source that opened the incident the ledger holds unresolved on this lane, if any
+    /// (`ledger::OPENER`).
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError>;
 }
 
 /// A webhook's events as they must be stored.
@@ -48,18 +72,31 @@ pub(super) struct Routed<'e> {
     pub events: Vec<Cow<'e, Event>>,
     /// `(dedup_key, routing_key)` of every trigger, in event order: the routes to record.
     pub routes: Vec<(&'e str, &'e str)>,
+    /// For each event, why it is refused ("only the opener closes"): stored as a dead letter
+    /// with that reason instead of being queued.
+    pub refused: Vec<Option<String>>,
 }
 
 /// Applies sticky routing within `source` to `events`: a trigger records where its dedup_key
 /// went; an acknowledge or resolve of a dedup_key this source triggered, but never on the
 /// event's own routing key, goes to the key of the source's latest trigger instead. A trigger
 /// earlier in the same webhook counts, as the latest. Routes of other sources are never read.
+///
+/// Then "only the opener closes": an acknowledge or resolve of a lane whose unresolved
+/// incident the ledger says another source opened is refused (kept as a dead letter naming
+/// both), unless `closing` lets this source close after that one. Lanes the ledger does not
+/// know pass.
 pub(super) async fn route<'e>(
     stored: &mut impl Routes,
     source: &str,
     events: &'e [Event],
+    closing: Closing<'_>,
 ) -> Result<Routed<'e>, QueueError> {
-    let mut routed = Routed { events: Vec::with_capacity(events.len()), routes: Vec::new() };
+    let mut routed = Routed {
+        events: Vec::with_capacity(events.len()),
+        routes: Vec::new(),
+        refused: Vec::with_capacity(events.len()),
+    };
     for e in events {
         let event = match Route::of(e) {
             Route::Record(dk) => {
@@ -76,9 +113,32 @@ pub(super) async fn route<'e>(
             }
             Route::AsIs => Cow::Borrowed(e),
         };
+        routed.refused.push(refusal(stored, source, &event, closing).await?);
         routed.events.push(event);
     }
     Ok(routed)
+}
+
+/// Why `e`, an event of `source`, may not be sent: an acknowledge or resolve of an incident
+/// another source opened, which `closing` does not let it close. `None`: it may.
+async fn refusal(
+    stored: &mut impl Routes,
+    source: &str,
+    e: &Event,
+    closing: Closing<'_>,
+) -> Result<Option<String>, QueueError> {
+    let Closing::Checked { may_close } = closing else { return Ok(None) };
+    let (Route::Lookup(dk), Some(action)) = (Route::of(e), e.action()) else { return Ok(None) };
+    let Some(opener) = stored.opener(e.routing_key().expose(), dk).await? else { return Ok(None) };
+    if opener == source || may_close.contains(&opener) {
+        return Ok(None);
+    }
+    tracing::warn!(source, opener = %opener, dedup_key = dk, action = action.as_str(), "refused: only the opener closes");
+    Ok(Some(format!(
+        "source '{source}' may not {} the incident source '{opener}' opened (only the opener closes); \
+         if it should, add may_close = [\"{opener}\"] to source '{source}', then replay this dead letter",
+        action.as_str()
+    )))
 }
 
 impl Routed<'_> {

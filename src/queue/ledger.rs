@@ -187,6 +187,10 @@ pub(super) const OPEN_BY_SOURCE: &str = "SELECT source, COUNT(*), MIN(opened_at)
 pub(super) const OPEN_LANES: &str =
     "SELECT routing_key FROM incidents WHERE dedup_key = $1 AND state <> 'resolved' ORDER BY routing_key";
 
+/// The source that opened the unresolved incident of lane `$1` (routing key), `$2` (dedup_key).
+pub(super) const OPENER: &str =
+    "SELECT source FROM incidents WHERE routing_key = $1 AND dedup_key = $2 AND state <> 'resolved'";
+
 /// What retention forgets: incidents resolved before `$1`.
 pub(super) const PRUNE: &str = "DELETE FROM incidents WHERE state = 'resolved' AND last_action_at < $1";
 

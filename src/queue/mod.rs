@@ -144,6 +144,9 @@ pub struct NewInbound {
     pub query: String,
     pub body: Bytes,
     pub status: InboundStatus,
+    /// The sources whose incidents this one may acknowledge and resolve besides its own (its
+    /// config's `may_close`): "only the opener closes" refuses the others' at the accept.
+    pub may_close: Vec<String>,
 }
 
 impl NewInbound {
@@ -160,6 +163,7 @@ impl NewInbound {
             query: String::new(),
             body,
             status,
+            may_close: Vec::new(),
         }
     }
 }

@@ -19,7 +19,7 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
-use super::lanes::{self, Claims, Outcome, Routes};
+use super::lanes::{self, Claims, Closing, Outcome, Routes};
 use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -359,8 +359,9 @@ async fn insert_events(
     (inbound_id, source): (&str, &str),
     events: &[Event],
     at: Millis,
+    closing: Closing<'_>,
 ) -> Result<(), QueueError> {
-    let routed = lanes::route(&mut StoredRoutes(tx), source, events).await?;
+    let routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
     let lanes: Vec<String> = routed.events.iter().filter_map(|e| e.order_key()).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
     let mut routes = routed.routes;
@@ -370,24 +371,20 @@ async fn insert_events(
     for (dk, key) in routes {
         tx.execute(&record, &[&source, &dk, &key, &at]).await?;
     }
-    let insert = tx.prepare_cached(sql::INSERT_EVENT).await?;
-    for e in &routed.events {
-        tx.execute(
-            &insert,
-            &[
-                &inbound_id,
-                &e.kind().as_str(),
-                &e.order_key(),
-                &e.routing_key().expose(),
-                &e.action().map(|a| a.as_str()),
-                &e.dedup_key().map(|k| k.as_str()),
-                &e.text(),
-                &EVENT_FORMAT,
-                &at,
-                &e.rule(),
-            ],
-        )
-        .await?;
+    for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
+        let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
+        let (order_key, text, rule) = (e.order_key(), e.text(), e.rule());
+        let mut columns: Vec<&(dyn ToSql + Sync)> =
+            vec![&inbound_id, &kind, &order_key, &routing_key, &action, &dedup_key, &text, &EVENT_FORMAT, &at, &rule];
+        let statement = match refused {
+            None => sql::INSERT_EVENT,
+            Some(why) => {
+                columns.push(why);
+                sql::INSERT_REFUSED
+            }
+        };
+        tx.execute(&tx.prepare_cached(statement).await?, &columns).await?;
     }
     Ok(())
 }
@@ -396,6 +393,11 @@ async fn insert_events(
 struct StoredRoutes<'t, 'c>(&'t Transaction<'c>);
 
 impl Routes for StoredRoutes<'_, '_> {
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
+        let stmt = self.0.prepare_cached(ledger::OPENER).await?;
+        Ok(self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()?)
+    }
+
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
         let stmt = self
             .0
@@ -559,7 +561,8 @@ impl Intake for PostgresQueue {
             ],
         )
         .await?;
-        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await?;
+        let closing = Closing::of(&i.source, &i.may_close);
+        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at, closing).await?;
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -724,7 +727,8 @@ impl DeadLetters for PostgresQueue {
             return Ok(None);
         };
         let source: String = row.get_as(0)?;
-        insert_events(&tx, self.schema, (&id, &source), &events, now).await?;
+        // A replay is an operator's action: "only the opener closes" does not apply.
+        insert_events(&tx, self.schema, (&id, &source), &events, now, Closing::Bypass).await?;
         tx.commit().await?;
         Ok(Some(events.len()))
     }

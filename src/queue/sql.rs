@@ -29,6 +29,14 @@ pub(super) const INSERT_EVENT: &str =
     "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, rule)
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
 
+/// A refused event ("only the opener closes"), stored dead with its reason: the parameters of
+/// [`INSERT_EVENT`], then the reason `$11`; it died when it arrived.
+pub(super) const INSERT_REFUSED: &str = formatcp!(
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at,
+         rule, state, done_at, last_error)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10, '{DEAD}', $9, $11)"
+);
+
 /// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
 pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
      ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at";

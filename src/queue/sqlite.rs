@@ -10,7 +10,7 @@
 
 mod payloads;
 
-use super::lanes::{self, Claims, Routes};
+use super::lanes::{self, Claims, Closing, Routes};
 use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -787,7 +787,7 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.len as i64),
         accept.logged.as_ref().map(|l| l.crc),
     ])?;
-    insert_events(tx, &i.id, &i.source, events, i.received_at)?;
+    insert_events(tx, (&i.id, &i.source), events, i.received_at, Closing::of(&i.source, &i.may_close))?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
@@ -801,22 +801,22 @@ fn seen_before(tx: &Connection, seen: Seen, i: &NewInbound, key: &str) -> Result
     tx.prepare_cached(seen.first())?.query_row(params![i.source, key], |r| r.get(0)).map(Some)
 }
 
-/// Queues `events` for `inbound_id`, with sticky routing within `source` (`lanes::route`).
+/// Queues `events` for `inbound_id`, with sticky routing within `source` (`lanes::route`); an
+/// event `closing` refuses is stored dead with its reason.
 fn insert_events(
     tx: &Connection,
-    inbound_id: &str,
-    source: &str,
+    (inbound_id, source): (&str, &str),
     events: &[Event],
     at: Millis,
+    closing: Closing<'_>,
 ) -> Result<(), QueueError> {
-    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events))?;
+    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
     let mut record = tx.prepare_cached(sql::RECORD_ROUTE)?;
     for (dk, key) in &routed.routes {
         record.execute(params![source, dk, key, at])?;
     }
-    let mut insert = tx.prepare_cached(sql::INSERT_EVENT)?;
-    for e in &routed.events {
-        insert.execute(params![
+    for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let columns = params![
             inbound_id,
             e.kind().as_str(),
             e.order_key(),
@@ -827,7 +827,15 @@ fn insert_events(
             EVENT_FORMAT,
             at,
             e.rule(),
-        ])?;
+        ];
+        match refused {
+            None => tx.prepare_cached(sql::INSERT_EVENT)?.execute(columns)?,
+            Some(why) => {
+                let mut all = columns.to_vec();
+                all.push(why);
+                tx.prepare_cached(sql::INSERT_REFUSED)?.execute(all.as_slice())?
+            }
+        };
     }
     Ok(())
 }
@@ -846,6 +854,11 @@ fn ready<T>(step: impl Future<Output = Result<T, QueueError>>) -> Result<T, Queu
 struct StoredRoutes<'c>(&'c Connection);
 
 impl Routes for StoredRoutes<'_> {
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
+        let mut stmt = self.0.prepare_cached(ledger::OPENER)?;
+        Ok(stmt.query_row(params![routing_key, dedup_key], |r| r.get(0)).optional()?)
+    }
+
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
         let mut stmt = self.0.prepare_cached(
             "SELECT routing_key, MAX(routing_key = ?3) OVER () FROM routes WHERE source = ?1 AND dedup_key = ?2
@@ -1041,7 +1054,8 @@ impl DeadLetters for SqliteQueue {
             let Some(source) = source else {
                 return Ok(None);
             };
-            insert_events(&tx, &id, &source, &events, now)?;
+            // A replay is an operator's action: "only the opener closes" does not apply.
+            insert_events(&tx, (&id, &source), &events, now, Closing::Bypass)?;
             tx.commit()?;
             Ok(Some(events.len()))
         })

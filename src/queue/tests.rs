@@ -109,6 +109,7 @@ on_every_backend! {
         a_resolve_follows_only_its_own_source_s_triggers,
         a_resolve_follows_a_trigger_earlier_in_its_own_webhook,
         a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
+        only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
     ],
     deliveries: [
         only_the_head_of_a_lane_is_claimed,
@@ -1741,6 +1742,37 @@ async fn postgres_the_ledger_outlives_a_restart_between_trigger_and_resolve() {
     })
     .await;
     schema.drop().await;
+}
+
+async fn only_the_opener_closes_its_incident_unless_the_closer_may_close_it(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("gh"), vec![alert("trigger", "deploy")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    // Another source's acknowledge and resolve are dead letters naming both sources.
+    q.accept(inbound_from("sns"), vec![alert("acknowledge", "deploy"), alert("resolve", "deploy")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().0, 0, "nothing of sns's is queued");
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!((d.kind.as_str(), d.source.as_str(), d.dedup_key.as_deref()), ("event", "sns", Some("deploy")));
+        assert!(d.reason.contains("source 'sns' may not") && d.reason.contains("source 'gh' opened"), "{}", d.reason);
+        assert!(d.reason.contains(r#"may_close = ["gh"]"#), "{}", d.reason);
+    }
+    // A lane the ledger does not know passes, whoever sends it.
+    q.accept(inbound_from("sns"), vec![alert("resolve", "unknown")]).await.unwrap();
+    // A source its config lets close after gh's, gh itself, and an operator may.
+    let allowed = NewInbound { may_close: vec!["gh".into()], ..inbound_from("sns") };
+    q.accept(allowed, vec![alert("acknowledge", "deploy")]).await.unwrap();
+    q.accept(inbound_from("gh"), vec![alert("acknowledge", "deploy")]).await.unwrap();
+    let sent = deliver_accepted(&q, 2_000).await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 2, "no new dead letter");
+    assert_eq!(q.resolve_incidents(vec!["deploy".into()], 3_000).await.unwrap().len(), 1);
+    assert_eq!(deliver_accepted(&q, 3_000).await, [("resolve".to_string(), "deploy".to_string())]);
+    let i = ledger(&q).await.into_iter().find(|i| i.dedup_key == "deploy").unwrap();
+    assert_eq!((i.state, i.last_by.as_str()), (IncidentState::Resolved, OPERATOR));
+    // Once resolved, the lane is no longer the opener's: another source's resolve passes.
+    q.accept(inbound_from("sns"), vec![alert("resolve", "deploy")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().0, 1);
 }
 
 /// The body of `fn name` in `src`, up to its closing brace at the start of a line.

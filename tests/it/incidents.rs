@@ -124,3 +124,29 @@ async fn the_cli_lists_and_resolves_with_the_server_stopped_and_the_restarted_se
     let closed = until_state(&app, "n-5", "resolved").await;
     assert_eq!(closed["last_by"], "@operator");
 }
+
+#[tokio::test]
+async fn another_source_s_resolve_is_a_dead_letter_and_pagerduty_never_sees_it() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, NUMBERED).unwrap();
+        format!("{text}{}{}", bearer_source("load", &path), bearer_source("other", &path))
+    })
+    .await;
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
+    app.fake.wait_for(1, WAIT).await;
+    until_state(&app, "n-1", "open").await;
+    let refused = app.post_bearer("other", &json!({"n": 1, "action": "resolve"})).await;
+    assert_eq!(refused.status, 202, "the sender's request is kept, not failed: {:?}", refused.json);
+    let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
+    assert_eq!((dead[0]["source"].as_str(), dead[0]["action"].as_str()), (Some("other"), Some("resolve")), "{dead:#}");
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("'other'") && reason.contains("'load'") && reason.contains("may_close"), "{reason}");
+    // The opener's own resolve goes out; the refused one never did.
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "resolve"})).await.status, 202);
+    assert_eq!(until_state(&app, "n-1", "resolved").await["last_by"], "load");
+    // The refused resolve was ahead of it in the lane: had it gone out, PagerDuty got three.
+    let got = app.fake.received();
+    assert_eq!(got.len(), 2, "{got:#?}");
+    assert_eq!((got[1].action(), got[1].dedup_key()), (Some("resolve"), Some("n-1")));
+}
