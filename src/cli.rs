@@ -136,6 +136,10 @@ pub enum DlqCommand {
         /// With --all: only this source's.
         #[arg(long, requires = "all")]
         source: Option<String>,
+        /// Replay dead triggers whose incident was resolved after they died too (skipped
+        /// otherwise: each would open an incident nothing closes).
+        #[arg(long)]
+        force: bool,
     },
     /// Forget a dead letter.
     Delete { id: String },
@@ -303,10 +307,10 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
             }
             out!("deleted {id}");
         }
-        DlqCommand::Replay { id, source, .. } => {
+        DlqCommand::Replay { id, source, force, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
             let id = id.as_deref().map(|id| Ok::<_, anyhow::Error>((id, parse(id)?))).transpose()?;
-            return replay(&cfg, queue, id, source.as_deref()).await;
+            return replay(&cfg, queue, id, source.as_deref(), *force).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -346,6 +350,7 @@ async fn replay(
     queue: Arc<dyn Queue>,
     one: Option<(&str, DeadId)>,
     source: Option<&str>,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     let (sources, _) = Sources::build(cfg)?;
     let pipeline = Pipeline::new(
@@ -356,8 +361,8 @@ async fn replay(
         crate::ingest::Cpu::new(1),
     );
     let results = match one {
-        Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead).await)],
-        None => pipeline.replay_all(source).await?,
+        Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead, force).await)],
+        None => pipeline.replay_all(source, force).await?,
     };
     let mut failed = 0;
     for (id, r) in results {
@@ -365,6 +370,7 @@ async fn replay(
             Ok(Replayed::Requeued { event_id }) => out!("{id}: queued again as event {event_id}"),
             Ok(Replayed::Remapped { events }) => out!("{id}: mapped into {events} event(s), queued"),
             Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
+            Ok(Replayed::Skipped { reason }) => out!("{id}: skipped: {reason} (--force)"),
             Ok(Replayed::StillFailing { error }) => {
                 failed += 1;
                 out!("{id}: still not mapped: {}", telemetry::printable(&error));

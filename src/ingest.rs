@@ -340,6 +340,8 @@ pub enum Replayed {
     Ignored { reason: IgnoreReason },
     /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
+    /// Not replayed (a dead trigger whose incident was resolved after it died): `force` sends it.
+    Skipped { reason: String },
 }
 
 /// Why a dead letter could not be replayed.
@@ -369,14 +371,19 @@ impl Pipeline {
     }
 
     /// Replays one dead letter: a dead event is queued again as it was; a payload whose
-    /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it.
-    pub async fn replay(&self, id: &DeadId) -> Result<Replayed, ReplayError> {
+    /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it. A
+    /// dead trigger whose incident was resolved after it died is skipped unless `force`: it
+    /// would open an incident nothing closes.
+    pub async fn replay(&self, id: &DeadId, force: bool) -> Result<Replayed, ReplayError> {
         let not_found = || ReplayError::NotFound(id.to_string());
         let replayed = match id {
-            DeadId::Event(n) => {
-                let event_id = self.queue.requeue_dead(*n, now_millis()).await?.ok_or_else(not_found)?;
-                Replayed::Requeued { event_id }
-            }
+            DeadId::Event(n) => match if force { None } else { self.queue.resolved_since(*n).await? } {
+                Some(at) => Replayed::Skipped { reason: resolved_since(at) },
+                None => {
+                    let event_id = self.queue.requeue_dead(*n, now_millis()).await?.ok_or_else(not_found)?;
+                    Replayed::Requeued { event_id }
+                }
+            },
             DeadId::Inbound(inbound_id) => {
                 let stored = self.queue.inbound(inbound_id.clone()).await?.ok_or_else(not_found)?;
                 if !stored.status.is_dead_letter() {
@@ -425,6 +432,9 @@ impl Pipeline {
             Replayed::StillFailing { error } => {
                 tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
             }
+            Replayed::Skipped { reason } => {
+                tracing::info!(dead_letter = %id, outcome = "skipped", reason, "dead letter not replayed")
+            }
         }
         self.wake.notify_one();
         Ok(replayed)
@@ -435,19 +445,30 @@ impl Pipeline {
     pub async fn replay_all(
         &self,
         source: Option<&str>,
+        force: bool,
     ) -> Result<Vec<(String, Result<Replayed, ReplayError>)>, QueueError> {
         let mut letters = self.queue.dead_letters(source.map(str::to_string), usize::MAX >> 1).await?;
         letters.reverse();
         let mut out = Vec::with_capacity(letters.len());
         for l in letters {
             let result = match DeadId::parse(&l.id) {
-                Some(id) => self.replay(&id).await,
+                Some(id) => self.replay(&id, force).await,
                 None => Err(ReplayError::NotFound(l.id.clone())),
             };
             out.push((l.id, result));
         }
         Ok(out)
     }
+}
+
+/// Why a dead trigger whose incident was resolved at `at` is not replayed.
+fn resolved_since(at: Millis) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
+    format!(
+        "its incident was resolved after it died (at {}): replaying this trigger would open an incident \
+         nothing closes; replay with force to send it anyway",
+        humantime::format_rfc3339_seconds(when)
+    )
 }
 
 /// What `render` shows: the events a payload would produce. It verifies nothing, stores

@@ -128,11 +128,14 @@ fn dead_id(req: &HttpRequest, state: &AdminState) -> Result<DeadId, AdminError> 
     DeadId::parse(raw).ok_or_else(|| AdminError::BadDeadId(raw.to_string()))
 }
 
-/// `?source=NAME&limit=N` of the dead-letter list.
+/// `?source=NAME&limit=N` of the dead-letter list (`&force=true` for a replay).
 #[derive(Debug, serde::Deserialize)]
 pub struct DeadQuery {
     source: Option<String>,
     limit: Option<usize>,
+    /// Replay dead triggers whose incident was resolved after they died too.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `?q=TEXT&before=ID&limit=N` of the delivery list.
@@ -296,11 +299,12 @@ pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) 
     }
 }
 
-/// `POST /admin/dead/{id}/replay`: queue a dead event again, or re-map a failed payload
-/// with the current mappings.
-pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+/// `POST /admin/dead/{id}/replay[?force=true]`: queue a dead event again, or re-map a failed
+/// payload with the current mappings; a dead trigger whose incident was resolved after it
+/// died is skipped unless `force`.
+pub async fn replay(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     let id = dead_id(&req, &state)?;
-    Ok(match state.pipeline.replay(&id).await {
+    Ok(match state.pipeline.replay(&id, q.force).await {
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::warn!(dead_letter = %id, error = %e, "replay refused");
@@ -309,10 +313,10 @@ pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     })
 }
 
-/// `POST /admin/dead/replay?source=NAME`: replay every dead letter (of one source).
+/// `POST /admin/dead/replay?source=NAME[&force=true]`: replay every dead letter (of one source).
 pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
-    let results = state.pipeline.replay_all(q.source.as_deref()).await.map(|rs| {
+    let results = state.pipeline.replay_all(q.source.as_deref(), q.force).await.map(|rs| {
         rs.into_iter()
             .map(|(id, r)| match r {
                 Ok(r) => serde_json::json!({ "id": id, "result": r }),

@@ -191,6 +191,21 @@ pub(super) const OPEN_LANES: &str =
 pub(super) const OPENER: &str =
     "SELECT source FROM incidents WHERE routing_key = $1 AND dedup_key = $2 AND state <> 'resolved'";
 
+/// The latest event PagerDuty accepted in the lane of trigger `$1` after it: its action and
+/// when (`DeadLetters::resolved_since`). Later events of a lane have larger ids, and a
+/// trigger holds its lane until it dies, so each was sent after it died.
+pub(super) const LATER_IN_LANE: &str = "SELECT r.action, r.done_at FROM events e
+     JOIN events r ON r.order_key = e.order_key AND r.id > e.id AND r.state = 'delivered'
+     WHERE e.id = $1 AND e.action = 'trigger' ORDER BY r.id DESC LIMIT 1";
+
+/// `resolved_since`'s answer from [`LATER_IN_LANE`]'s row.
+pub(super) fn resolved(latest: Option<(Option<String>, Option<Millis>)>) -> Option<Millis> {
+    match latest {
+        Some((Some(action), at)) if action == Action::Resolve.as_str() => at,
+        _ => None,
+    }
+}
+
 /// What retention forgets: incidents resolved before `$1`.
 pub(super) const PRUNE: &str = "DELETE FROM incidents WHERE state = 'resolved' AND last_action_at < $1";
 

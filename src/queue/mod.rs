@@ -451,6 +451,11 @@ pub trait DeadLetters: Send + Sync + 'static {
     /// the dead one is kept, marked `replayed`. `None` if no such dead event.
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError>;
 
+    /// When the lane of dead trigger `id` was resolved after it died: the latest event
+    /// PagerDuty accepted in its lane since is a resolve. Replaying it would open an incident
+    /// nothing closes. `None` for any other event, or a lane not resolved since.
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError>;
+
     /// A stored webhook, for replaying its mapping.
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError>;
 

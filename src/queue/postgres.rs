@@ -661,6 +661,12 @@ impl DeadLetters for PostgresQueue {
         DeadLetterDetail::assemble(letter, body, attempt_log, request).map(Some)
     }
 
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError> {
+        let c = self.client().await?;
+        let row = c.query_opt(ledger::LATER_IN_LANE, &[&id]).await?;
+        Ok(ledger::resolved(row.map(|r| Ok::<_, QueueError>((r.get_as(0)?, r.get_as(1)?))).transpose()?))
+    }
+
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;

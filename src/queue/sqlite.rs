@@ -990,6 +990,14 @@ impl DeadLetters for SqliteQueue {
         .await
     }
 
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::LATER_IN_LANE)?;
+            Ok(ledger::resolved(first(&mut stmt, [id], |r| Ok((r.col(0)?, r.col(1)?)))?))
+        })
+        .await
+    }
+
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;

@@ -122,6 +122,8 @@ on_every_backend! {
     ],
     dead_letters: [
         dead_letters_are_listed_shown_replayed_and_deleted,
+        a_dead_trigger_knows_when_its_lane_was_resolved_after_it_died,
+        only_dead_triggers_are_said_resolved_since,
         a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued,
     ],
     inspect: [
@@ -1773,6 +1775,39 @@ async fn only_the_opener_closes_its_incident_unless_the_closer_may_close_it(q: A
     // Once resolved, the lane is no longer the opener's: another source's resolve passes.
     q.accept(inbound_from("sns"), vec![alert("resolve", "deploy")]).await.unwrap();
     assert_eq!(q.depth().await.unwrap().0, 1);
+}
+
+/// Claims the head of the lane and kills it as PagerDuty's 400 would; its id.
+async fn kill_next(q: &Arc<dyn Queue>, at: Millis) -> i64 {
+    let c = q.claim(now_millis(), 1, LEASE).await.unwrap();
+    finish(q, &c[0], answered(at, 400), Finish::Dead("refused".into())).await;
+    c[0].id
+}
+
+async fn a_dead_trigger_knows_when_its_lane_was_resolved_after_it_died(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("trigger", "k")]).await.unwrap();
+    let dead = kill_next(&q, 1_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), None, "nothing since");
+    q.accept(inbound_from("cw"), vec![alert("resolve", "k")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), Some(2_000));
+    // Triggered again since: replaying it only re-triggers an open incident.
+    q.accept(inbound_from("cw"), vec![alert("trigger", "k")]).await.unwrap();
+    deliver_accepted(&q, 3_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), None);
+}
+
+async fn only_dead_triggers_are_said_resolved_since(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("acknowledge", "k")]).await.unwrap();
+    let dead_ack = kill_next(&q, 1_000).await;
+    q.accept(inbound_from("cw"), vec![alert("trigger", "other")]).await.unwrap();
+    let other = kill_next(&q, 1_000).await;
+    q.accept(inbound_from("cw"), vec![alert("resolve", "k")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    assert_eq!(q.resolved_since(dead_ack).await.unwrap(), None, "an acknowledge opens nothing");
+    assert_eq!(q.resolved_since(other).await.unwrap(), None, "another lane's resolve");
+    assert_eq!(q.resolved_since(12345).await.unwrap(), None, "no such event");
+    assert_eq!(q.requeue_dead(other, 3_000).await.unwrap().map(|_| ()), Some(()));
 }
 
 /// The body of `fn name` in `src`, up to its closing brace at the start of a line.

@@ -150,3 +150,38 @@ async fn another_source_s_resolve_is_a_dead_letter_and_pagerduty_never_sees_it()
     assert_eq!(got.len(), 2, "{got:#?}");
     assert_eq!((got[1].action(), got[1].dedup_key()), (Some("resolve"), Some("n-1")));
 }
+
+#[tokio::test]
+async fn a_dead_trigger_whose_incident_was_resolved_since_is_not_replayed_unless_forced() {
+    let app = spawn_numbered().await;
+    // PagerDuty refuses the trigger and its minimal form: a dead letter. Then its resolve goes.
+    app.fake.script("/v2/enqueue", (0..2).map(|_| crate::helpers::fake_pagerduty::Reply::status(400)));
+    assert_eq!(app.post_bearer("load", &json!({"n": 4, "action": "trigger"})).await.status, 202);
+    app.fake.wait_for(2, WAIT).await;
+    assert_eq!(app.post_bearer("load", &json!({"n": 4, "action": "resolve"})).await.status, 202);
+    app.fake.wait_for(3, WAIT).await;
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let id = crate::helpers::eventually("the resolve is recorded as delivered", || async {
+        let dead = queue.dead_letters(None, 10).await.unwrap();
+        let id: i64 = dead.first()?.id.parse().ok()?;
+        queue.resolved_since(id).await.unwrap().map(|_| id)
+    })
+    .await;
+
+    let one = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay")).await;
+    assert_eq!((one.status, one.json["outcome"].as_str()), (200, Some("skipped")), "{:?}", one.json);
+    assert!(one.json["reason"].as_str().unwrap().contains("resolved after it died"), "{:?}", one.json);
+    let all = app.admin_call(Method::POST, "/admin/dead/replay").await;
+    assert_eq!(all.json[0]["result"]["outcome"], "skipped", "{:?}", all.json);
+    let dir = app.dir.path().to_path_buf();
+    let out = binary(&dir, "replay.log").args(["dlq", "replay", &id.to_string()]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && said.contains("skipped") && said.contains("--force"), "{said}");
+    assert_eq!(app.fake.received().len(), 3, "nothing was sent");
+    assert_eq!(app.admin_call(Method::GET, "/admin/dead").await.json.as_array().unwrap().len(), 1, "still dead");
+
+    let forced = app.admin_call(Method::POST, &format!("/admin/dead/{id}/replay?force=true")).await;
+    assert_eq!(forced.json["outcome"], "requeued", "{:?}", forced.json);
+    let got = app.fake.wait_for(4, WAIT).await;
+    assert_eq!((got[3].action(), got[3].dedup_key()), (Some("trigger"), Some("n-4")));
+}

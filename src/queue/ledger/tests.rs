@@ -19,7 +19,7 @@ fn a_trigger_s_title_is_read_from_its_payload() {
 /// ascending order, or the two backends would bind different values.
 #[test]
 fn each_statement_writes_its_parameters_first_in_ascending_order() {
-    for sql in [LIST, OPEN_BY_SOURCE, OPEN_LANES, OPENER, PRUNE, SENT, TRIGGER, ACKNOWLEDGE, RESOLVE] {
+    for sql in [LIST, OPEN_BY_SOURCE, OPEN_LANES, OPENER, LATER_IN_LANE, PRUNE, SENT, TRIGGER, ACKNOWLEDGE, RESOLVE] {
         let mut first = Vec::new();
         for n in
             sql.split('$').skip(1).filter_map(|r| r.split(|c: char| !c.is_ascii_digit()).next()?.parse::<usize>().ok())
