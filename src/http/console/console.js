@@ -461,6 +461,7 @@ function describe(r) {
     case "remapped": return [`Mapped with the current mappings into ${r.events} event${r.events === 1 ? "" : "s"}, queued.`, true];
     case "ignored": return [`Maps to nothing now: ${r.reason}.`, true];
     case "still_failing": return [`Still failing: ${r.error}`, false];
+    case "skipped": return [`Skipped: ${r.reason}.`, false];
     default: return [JSON.stringify(r), true];
   }
 }
@@ -473,6 +474,22 @@ function showResult(row, r, error) {
   if (ok) {
     row.classList.add("done");
     for (const b of row.querySelectorAll("button")) b.disabled = true;
+  }
+  // A trigger whose incident was resolved after it died: sent only when asked again.
+  if (r?.outcome === "skipped") {
+    for (const b of row.querySelectorAll("button")) b.disabled = false;
+    const anyway = h("button", { type: "button", class: "danger" }, "Replay anyway");
+    anyway.addEventListener("click", async () => {
+      anyway.disabled = true;
+      try {
+        showResult(row, await api(`/admin/dead/${encodeURIComponent(row.dataset.id)}/replay?force=true`, { method: "POST" }));
+        anyway.remove();
+      } catch (e) {
+        if (e instanceof Refused) return failed(e);
+        showResult(row, null, e.message);
+      }
+    });
+    out.append(" ", anyway);
   }
 }
 
@@ -490,14 +507,17 @@ async function replayAll() {
     return failed(e, status);
   }
   let good = 0;
+  let skipped = 0;
   for (const r of results) {
     const row = document.querySelector(`#dead-table tr[data-id="${CSS.escape(r.id)}"]`);
-    const ok = !r.error && r.result?.outcome !== "still_failing";
-    if (ok) good += 1;
+    const outcome = r.result?.outcome;
+    if (outcome === "skipped") skipped += 1;
+    else if (!r.error && outcome !== "still_failing") good += 1;
     if (row) showResult(row, r.result ?? null, r.error);
   }
-  status.className = `banner ${good === results.length ? "ok" : "error"}`;
-  status.textContent = `Replayed ${results.length}: ${good} queued or resolved, ${results.length - good} still failing.`;
+  const failing = results.length - good - skipped;
+  status.className = `banner ${failing === 0 && skipped === 0 ? "ok" : "error"}`;
+  status.textContent = `Replayed ${results.length}: ${good} queued or resolved, ${skipped} skipped (their incident was resolved since: Replay anyway sends one), ${failing} still failing.`;
   status.hidden = false;
 }
 
