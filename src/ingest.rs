@@ -256,6 +256,7 @@ fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision
     let received_at = now_millis();
     let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
     inbound.may_close = src.may_close().to_vec();
+    inbound.resolve_delay = src.resolve_delay().as_millis().min(i64::MAX as u128) as Millis;
     (inbound, decide(src, verified, received_at))
 }
 
@@ -550,6 +551,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         body: v.raw().clone(),
         status,
         may_close: Vec::new(),
+        resolve_delay: 0,
     }
 }
 

@@ -23,6 +23,7 @@ pub struct Hook {
     max_event_bytes_per_request: usize,
     unmatched: Unmatched,
     may_close: Vec<String>,
+    resolve_delay: std::time::Duration,
 }
 
 impl Hook {
@@ -58,6 +59,11 @@ impl Hook {
     /// The other sources whose incidents this one may acknowledge and resolve (`may_close`).
     pub fn may_close(&self) -> &[String] {
         &self.may_close
+    }
+
+    /// How long its resolves wait for a trigger that would cancel them (`resolve_delay`).
+    pub fn resolve_delay(&self) -> std::time::Duration {
+        self.resolve_delay
     }
 
     /// Most events one request may produce.
@@ -191,6 +197,7 @@ fn build_hook(
         max_event_bytes_per_request: cfg.max_event_bytes_per_request,
         unmatched: cfg.unmatched,
         may_close: cfg.may_close.clone(),
+        resolve_delay: cfg.resolve_delay,
     };
     Ok((hook, warnings))
 }

@@ -183,6 +183,8 @@ pub struct SourceConfig {
     pub unmatched: Unmatched,
     /// The other sources whose incidents it may acknowledge and resolve (`may_close`).
     pub may_close: Vec<String>,
+    /// How long its resolves wait for a trigger that cancels them (0: flap damping off).
+    pub resolve_delay: Duration,
 }
 
 /// Kind-specific settings of a source.
@@ -804,6 +806,7 @@ fn validate_source(
         drop_headers,
         unmatched: c.unmatched.unwrap_or_default(),
         may_close: c.may_close,
+        resolve_delay: p.take(duration(&format!("{at}: resolve_delay"), c.resolve_delay.as_deref(), "0s"))?,
     })
 }
 

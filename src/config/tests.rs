@@ -780,3 +780,12 @@ fn may_close_names_configured_sources_only() {
     let err = parse(&format!("{MINIMAL}may_close = [\"gitlab\"]\n")).unwrap_err().to_string();
     assert!(err.contains("may_close names \"gitlab\", which is not a configured source (one of: github)"), "{err}");
 }
+
+#[test]
+fn resolve_delay_is_off_by_default_and_a_duration() {
+    assert_eq!(parse(MINIMAL).unwrap().sources[0].resolve_delay, std::time::Duration::ZERO);
+    let two = format!("{MINIMAL}resolve_delay = \"2m\"\n");
+    assert_eq!(parse(&two).unwrap().sources[0].resolve_delay, std::time::Duration::from_secs(120));
+    let err = parse(&format!("{MINIMAL}resolve_delay = \"soon\"\n")).unwrap_err().to_string();
+    assert!(err.contains("resolve_delay"), "{err}");
+}

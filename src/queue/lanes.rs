@@ -64,6 +64,58 @@ pub(super) trait Routes {
     /// The source that opened the incident the ledger holds unresolved on this lane, if any
     /// (`ledger::OPENER`).
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError>;
+
+    /// The resolve of `lane` still held back by flap damping at `at` (`sql::DELAYED_RESOLVE`).
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError>;
+
+    /// Damps pending event `id` at `at` for `why` (`sql::DAMP`).
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError>;
+}
+
+/// How one routed event is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Pending, due at `next_at`.
+    Queue { next_at: Millis },
+    /// Finished as it arrives, in `state`, for `why` (never sent).
+    Done { state: EventState, why: String },
+}
+
+/// The fate of `e`, accepted at `at` from a source whose resolves wait `resolve_delay` (0:
+/// no flap damping), `refused` or not by "only the opener closes". Flap damping: such a
+/// resolve is due only after the delay; a trigger arriving while a resolve of its lane still
+/// waits damps both (the incident stays open: one page, not two). Runs under the lane's lock
+/// (PostgreSQL's insert lock; SQLite's one writer).
+pub(super) async fn fate(
+    stored: &mut impl Routes,
+    e: &Event,
+    refused: Option<&String>,
+    at: Millis,
+    resolve_delay: Millis,
+) -> Result<Fate, QueueError> {
+    if let Some(why) = refused {
+        return Ok(Fate::Done { state: EventState::Dead, why: why.clone() });
+    }
+    let lane = e.order_key();
+    match (e.action(), lane) {
+        (Some(Action::Resolve), Some(_)) if resolve_delay > 0 => Ok(Fate::Queue { next_at: at + resolve_delay }),
+        (Some(Action::Trigger), Some(lane)) if resolve_delay > 0 => {
+            let Some(resolve) = stored.delayed_resolve(&lane, at).await? else {
+                return Ok(Fate::Queue { next_at: at });
+            };
+            let why = format!(
+                "flap damped: a trigger of its lane arrived within resolve_delay (event {resolve} and this one)"
+            );
+            stored.damp(resolve, at, &why).await?;
+            tracing::info!(
+                resolve,
+                dedup_key = e.dedup_key().map(|k| k.as_str()),
+                "flap damped: the incident stays open"
+            );
+            Ok(Fate::Done { state: EventState::Damped, why })
+        }
+        _ => Ok(Fate::Queue { next_at: at }),
+    }
 }
 
 /// A webhook's events as they must be stored.

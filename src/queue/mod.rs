@@ -147,6 +147,9 @@ pub struct NewInbound {
     /// The sources whose incidents this one may acknowledge and resolve besides its own (its
     /// config's `may_close`): "only the opener closes" refuses the others' at the accept.
     pub may_close: Vec<String>,
+    /// How long its resolves wait before they are due (its config's `resolve_delay`, 0: not
+    /// at all): flap damping.
+    pub resolve_delay: Millis,
 }
 
 impl NewInbound {
@@ -164,6 +167,7 @@ impl NewInbound {
             body,
             status,
             may_close: Vec::new(),
+            resolve_delay: 0,
         }
     }
 }

@@ -19,7 +19,7 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
-use super::lanes::{self, Claims, Closing, Outcome, Routes};
+use super::lanes::{self, Claims, Closing, Fate, Outcome, Routes};
 use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -358,7 +358,7 @@ async fn insert_events(
     schema: i32,
     (inbound_id, source): (&str, &str),
     events: &[Event],
-    at: Millis,
+    (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
 ) -> Result<(), QueueError> {
     let routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
@@ -372,16 +372,24 @@ async fn insert_events(
         tx.execute(&record, &[&source, &dk, &key, &at]).await?;
     }
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let fate = lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay).await?;
         let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
         let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
         let (order_key, text, rule) = (e.order_key(), e.text(), e.rule());
         let mut columns: Vec<&(dyn ToSql + Sync)> =
             vec![&inbound_id, &kind, &order_key, &routing_key, &action, &dedup_key, &text, &EVENT_FORMAT, &at, &rule];
-        let statement = match refused {
-            None => sql::INSERT_EVENT,
-            Some(why) => {
-                columns.push(why);
-                sql::INSERT_REFUSED
+        let state = match &fate {
+            Fate::Done { state, .. } => state.as_str(),
+            Fate::Queue { .. } => "",
+        };
+        let statement = match &fate {
+            Fate::Queue { next_at } => {
+                columns.push(next_at);
+                sql::INSERT_EVENT
+            }
+            Fate::Done { why, .. } => {
+                columns.extend([&state as &(dyn ToSql + Sync), why]);
+                sql::INSERT_FINISHED
             }
         };
         tx.execute(&tx.prepare_cached(statement).await?, &columns).await?;
@@ -396,6 +404,16 @@ impl Routes for StoredRoutes<'_, '_> {
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
         let stmt = self.0.prepare_cached(ledger::OPENER).await?;
         Ok(self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()?)
+    }
+
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
+        let stmt = self.0.prepare_cached(sql::DELAYED_RESOLVE).await?;
+        Ok(self.0.query_opt(&stmt, &[&lane, &at]).await?.map(|r| r.get_as(0)).transpose()?)
+    }
+
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
+        self.0.execute(sql::DAMP, &[&at, &why, &id]).await?;
+        Ok(())
     }
 
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
@@ -562,7 +580,7 @@ impl Intake for PostgresQueue {
         )
         .await?;
         let closing = Closing::of(&i.source, &i.may_close);
-        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at, closing).await?;
+        insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing).await?;
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -734,7 +752,7 @@ impl DeadLetters for PostgresQueue {
         };
         let source: String = row.get_as(0)?;
         // A replay is an operator's action: "only the opener closes" does not apply.
-        insert_events(&tx, self.schema, (&id, &source), &events, now, Closing::Bypass).await?;
+        insert_events(&tx, self.schema, (&id, &source), &events, (now, 0), Closing::Bypass).await?;
         tx.commit().await?;
         Ok(Some(events.len()))
     }

@@ -10,7 +10,7 @@
 
 mod payloads;
 
-use super::lanes::{self, Claims, Closing, Routes};
+use super::lanes::{self, Claims, Closing, Fate, Routes};
 use super::ledger::{self, Entry};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -787,7 +787,8 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.len as i64),
         accept.logged.as_ref().map(|l| l.crc),
     ])?;
-    insert_events(tx, (&i.id, &i.source), events, i.received_at, Closing::of(&i.source, &i.may_close))?;
+    let closing = Closing::of(&i.source, &i.may_close);
+    insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
@@ -807,7 +808,7 @@ fn insert_events(
     tx: &Connection,
     (inbound_id, source): (&str, &str),
     events: &[Event],
-    at: Millis,
+    (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
 ) -> Result<(), QueueError> {
     let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
@@ -816,6 +817,7 @@ fn insert_events(
         record.execute(params![source, dk, key, at])?;
     }
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay))?;
         let columns = params![
             inbound_id,
             e.kind().as_str(),
@@ -828,12 +830,16 @@ fn insert_events(
             at,
             e.rule(),
         ];
-        match refused {
-            None => tx.prepare_cached(sql::INSERT_EVENT)?.execute(columns)?,
-            Some(why) => {
-                let mut all = columns.to_vec();
-                all.push(why);
-                tx.prepare_cached(sql::INSERT_REFUSED)?.execute(all.as_slice())?
+        let mut all = columns.to_vec();
+        match &fate {
+            Fate::Queue { next_at } => {
+                all.push(next_at);
+                tx.prepare_cached(sql::INSERT_EVENT)?.execute(all.as_slice())?
+            }
+            Fate::Done { state, why } => {
+                let state = state.as_str();
+                all.extend([&state as &dyn rusqlite::ToSql, why]);
+                tx.prepare_cached(sql::INSERT_FINISHED)?.execute(all.as_slice())?
             }
         };
     }
@@ -857,6 +863,16 @@ impl Routes for StoredRoutes<'_> {
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
         let mut stmt = self.0.prepare_cached(ledger::OPENER)?;
         Ok(stmt.query_row(params![routing_key, dedup_key], |r| r.get(0)).optional()?)
+    }
+
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
+        let mut stmt = self.0.prepare_cached(sql::DELAYED_RESOLVE)?;
+        Ok(stmt.query_row(params![lane, at], |r| r.get(0)).optional()?)
+    }
+
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
+        self.0.prepare_cached(sql::DAMP)?.execute(params![at, why, id])?;
+        Ok(())
     }
 
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
@@ -1063,7 +1079,7 @@ impl DeadLetters for SqliteQueue {
                 return Ok(None);
             };
             // A replay is an operator's action: "only the opener closes" does not apply.
-            insert_events(&tx, (&id, &source), &events, now, Closing::Bypass)?;
+            insert_events(&tx, (&id, &source), &events, (now, 0), Closing::Bypass)?;
             tx.commit()?;
             Ok(Some(events.len()))
         })

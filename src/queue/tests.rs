@@ -110,6 +110,7 @@ on_every_backend! {
         a_resolve_follows_a_trigger_earlier_in_its_own_webhook,
         a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
         only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
+        a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both,
     ],
     deliveries: [
         only_the_head_of_a_lane_is_claimed,
@@ -1503,6 +1504,10 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
     assert!(outcomes.is_empty(), "{outcomes:?}");
     let again = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("again")).unwrap();
     q.requeue_dead(again.id, now).await.unwrap().unwrap();
+    let flap = |action| (NewInbound { resolve_delay: 60_000, ..inbound(None) }, vec![alert(action, "flap")]);
+    for (inbound, events) in [flap("resolve"), flap("trigger")] {
+        q.accept(inbound, events).await.unwrap();
+    }
     for state in EventState::ALL {
         let rows = q.events(EventQuery { search: Some(state.to_string()), before: None, limit: 10 }).await.unwrap();
         assert!(!rows.is_empty() && rows.iter().all(|r| r.summary.state == state), "{state}: {rows:?}");
@@ -1808,6 +1813,34 @@ async fn only_dead_triggers_are_said_resolved_since(q: Arc<dyn Queue>) {
     assert_eq!(q.resolved_since(other).await.unwrap(), None, "another lane's resolve");
     assert_eq!(q.resolved_since(12345).await.unwrap(), None, "no such event");
     assert_eq!(q.requeue_dead(other, 3_000).await.unwrap().map(|_| ()), Some(()));
+}
+
+/// A webhook of `source`, whose resolves wait `delay` ms (flap damping).
+fn damping_from(source: &str, delay: Millis) -> NewInbound {
+    NewInbound { resolve_delay: delay, ..inbound_from(source) }
+}
+
+async fn a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both(q: Arc<dyn Queue>) {
+    q.accept(damping_from("am", 60_000), vec![alert("trigger", "flap")]).await.unwrap();
+    assert_eq!(deliver_accepted(&q, 1_000).await.len(), 1);
+    // Resolved: held for the delay, not claimable before it.
+    let resolved = damping_from("am", 60_000);
+    let at = resolved.received_at;
+    q.accept(resolved, vec![alert("resolve", "flap")]).await.unwrap();
+    assert!(q.claim(at + 59_999, 10, LEASE).await.unwrap().is_empty(), "the resolve waits");
+    assert_eq!(q.next_due(at).await.unwrap(), Some(at + 60_000));
+    // Firing again meanwhile: neither goes out, the incident stays open.
+    q.accept(damping_from("am", 60_000), vec![alert("trigger", "flap")]).await.unwrap();
+    assert!(q.claim(at + 120_000, 10, LEASE).await.unwrap().is_empty(), "nothing to send: one page");
+    let states: Vec<_> = q.recent(10).await.unwrap().iter().map(|e| (e.action.clone().unwrap(), e.state)).collect();
+    let (resolve, trigger) = (("resolve".to_string(), EventState::Damped), ("trigger".to_string(), EventState::Damped));
+    assert_eq!(states[..2], [trigger, resolve], "{states:?}");
+    assert_eq!(ledger(&q).await[0].state, IncidentState::Open);
+    // A resolve that waited out its delay goes; without a delay a resolve is due at once.
+    q.accept(damping_from("am", 60_000), vec![alert("resolve", "flap")]).await.unwrap();
+    assert_eq!(q.claim(now_millis() + 60_000, 10, LEASE).await.unwrap().len(), 1);
+    q.accept(inbound_from("gh"), vec![alert("resolve", "other")]).await.unwrap();
+    assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1);
 }
 
 /// The body of `fn name` in `src`, up to its closing brace at the start of a line.

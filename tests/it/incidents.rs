@@ -185,3 +185,26 @@ async fn a_dead_trigger_whose_incident_was_resolved_since_is_not_replayed_unless
     let got = app.fake.wait_for(4, WAIT).await;
     assert_eq!((got[3].action(), got[3].dedup_key()), (Some("trigger"), Some("n-4")));
 }
+
+#[tokio::test]
+async fn a_flapping_alert_keeps_its_incident_open_and_pages_once() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, NUMBERED).unwrap();
+        format!("{text}{}resolve_delay = \"1h\"\n", bearer_source("load", &path))
+    })
+    .await;
+    assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": "trigger"})).await.status, 202);
+    app.fake.wait_for(1, WAIT).await;
+    until_state(&app, "n-1", "open").await;
+    for action in ["resolve", "trigger", "resolve", "trigger"] {
+        assert_eq!(app.post_bearer("load", &json!({"n": 1, "action": action})).await.status, 202);
+    }
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let recent = queue.recent(10).await.unwrap();
+    let damped = recent.iter().filter(|e| e.state == pagerhook::queue::EventState::Damped).count();
+    assert_eq!(damped, 4, "both flaps cancelled: {recent:#?}");
+    assert_eq!(queue.depth().await.unwrap().0, 0, "nothing waits to be sent");
+    assert_eq!(app.fake.received().len(), 1, "one page");
+    assert_eq!(until_state(&app, "n-1", "open").await["last_action"], "trigger");
+}

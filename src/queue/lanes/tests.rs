@@ -32,6 +32,14 @@ impl Routes for Stored {
     async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
         Ok(None)
     }
+
+    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
+
+    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 /// The ledger says source `b` opened every lane.
@@ -44,6 +52,14 @@ impl Routes for Opened {
 
     async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
         Ok(Some("b".into()))
+    }
+
+    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
+
+    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
     }
 }
 
