@@ -208,14 +208,14 @@ impl Pipeline {
             let (src, query) = (src.clone(), query.clone());
             self.cpu
                 .run_for(size, move || match src.source().verify_offline(req, src.body_paths()) {
-                    Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
+                    Offline::Checked(Ok(verified)) => FirstPass::Prepared(Box::new(prepare(&src, verified, &query))),
                     Offline::Checked(Err(e)) => FirstPass::Refused(e),
                     Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),
                 })
                 .await
         };
         let (mut inbound, mut decision) = match first {
-            FirstPass::Prepared(prepared) => Ok(prepared),
+            FirstPass::Prepared(prepared) => Ok(*prepared),
             FirstPass::Refused(e) => Err(e),
             FirstPass::NeedsNetwork(req) => match src.source().verify(req).await {
                 Ok(verified) => Ok(self.cpu.run_for(size, move || prepare(&src, verified, &query)).await),
@@ -245,7 +245,7 @@ impl Pipeline {
 
 /// What one trip to the CPU pool made of a request.
 enum FirstPass {
-    Prepared((NewInbound, Decision)),
+    Prepared(Box<(NewInbound, Decision)>),
     Refused(SourceError),
     NeedsNetwork(Incoming),
 }

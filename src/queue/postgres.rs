@@ -403,12 +403,12 @@ struct StoredRoutes<'t, 'c>(&'t Transaction<'c>);
 impl Routes for StoredRoutes<'_, '_> {
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
         let stmt = self.0.prepare_cached(ledger::OPENER).await?;
-        Ok(self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()?)
+        self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()
     }
 
     async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
         let stmt = self.0.prepare_cached(sql::DELAYED_RESOLVE).await?;
-        Ok(self.0.query_opt(&stmt, &[&lane, &at]).await?.map(|r| r.get_as(0)).transpose()?)
+        self.0.query_opt(&stmt, &[&lane, &at]).await?.map(|r| r.get_as(0)).transpose()
     }
 
     async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
