@@ -1,6 +1,7 @@
-//! What happens to a lane's events, written once for both backends: sticky routing on the way
-//! in ([`route`]), collapse at the claim ([`lease_head`]), and what a finished attempt writes
-//! ([`Outcome`]). Each backend supplies only the statements these steps run, through
+//! The lane state machine: what happens to a lane's events, written once for both backends:
+//! sticky routing and "only the opener closes" on the way in ([`route`]), flap damping on the
+//! way in ([`fate`]), collapse at the claim ([`lease_head`]), and what a finished attempt
+//! writes ([`Outcome`]). ARCHITECTURE.md has the one table of its transitions. Each backend supplies only the statements these steps run, through
 //! [`Routes`] and [`Claims`] (SQLite's never wait; see `sqlite::ready`), with the statements
 //! of [`super::sql`].
 

@@ -230,6 +230,15 @@ impl Sent {
     }
 }
 
+/// A [`SENT`] row of event `id`, or `None`, logged: the attempt is recorded whether or not the
+/// ledger can read the event (a damaged row, a format this build does not know).
+pub(super) fn readable(id: i64, sent: Result<Sent, QueueError>) -> Option<Sent> {
+    sent.inspect_err(
+        |e| tracing::error!(event_id = id, error = %e, "delivered event unreadable: not in the incident ledger"),
+    )
+    .ok()
+}
+
 /// What one accepted event writes to the ledger.
 #[derive(Debug, PartialEq, Eq)]
 pub(super) enum Entry {

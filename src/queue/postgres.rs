@@ -648,7 +648,9 @@ async fn record_in_ledger(tx: &Transaction<'_>, id: i64, attempt: &Attempt, fini
         return Ok(());
     }
     let sent = tx.query_opt(ledger::SENT, &[&id]).await?.map(|r| ledger::Sent::read(&r));
-    let Some(entry) = sent.and_then(Result::ok).and_then(|s| Entry::of(s, attempt, finish)) else { return Ok(()) };
+    let Some(entry) = sent.and_then(|s| ledger::readable(id, s)).and_then(|s| Entry::of(s, attempt, finish)) else {
+        return Ok(());
+    };
     let params: Vec<&(dyn ToSql + Sync)> = match &entry {
         Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
             vec![routing_key, dedup_key, source, rule, at, severity, summary]

@@ -743,7 +743,9 @@ fn record_in_ledger(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish
         return Ok(());
     }
     let sent = tx.prepare_cached(ledger::SENT)?.query_row([id], |r| Ok(ledger::Sent::read(r))).optional()?;
-    let Some(entry) = sent.and_then(Result::ok).and_then(|s| Entry::of(s, attempt, finish)) else { return Ok(()) };
+    let Some(entry) = sent.and_then(|s| ledger::readable(id, s)).and_then(|s| Entry::of(s, attempt, finish)) else {
+        return Ok(());
+    };
     let mut stmt = tx.prepare_cached(entry.statement())?;
     match &entry {
         Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
