@@ -1,6 +1,7 @@
-//! The command line: `serve`, `check`, `render`, `test`, `health`, `deliveries list`, `dlq`.
+//! The command line: `serve`, `check`, `render`, `test`, `health`, `deliveries list`, `dlq`,
+//! `incidents`.
 //!
-//! `deliveries` and `dlq` open the store directly (beside a running server, or without one),
+//! `deliveries`, `dlq` and `incidents` open the store directly (beside a running server, or without one),
 //! so they work when the service is down, which is when they are needed most.
 
 use crate::app::{self, App, Options};
@@ -17,6 +18,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+
+mod incidents;
 
 /// `println!` that returns an error instead of panicking when stdout is closed
 /// (`pagerhook render … | head`); `main` ends quietly on that error.
@@ -95,6 +98,15 @@ pub enum Command {
         #[command(subcommand)]
         command: DlqCommand,
     },
+    /// The incident ledger: what pagerhook triggered and believes open (its record of what it
+    /// sent and PagerDuty accepted, not PagerDuty's truth), and an operator's resolve.
+    #[command(args_conflicts_with_subcommands = true)]
+    Incidents {
+        #[command(subcommand)]
+        command: Option<incidents::IncidentsCommand>,
+        #[command(flatten)]
+        list: incidents::ListArgs,
+    },
 }
 
 /// `dlq` subcommands.
@@ -124,6 +136,10 @@ pub enum DlqCommand {
         /// With --all: only this source's.
         #[arg(long, requires = "all")]
         source: Option<String>,
+        /// Replay dead triggers whose incident was resolved after they died too (skipped
+        /// otherwise: each would open an incident nothing closes).
+        #[arg(long)]
+        force: bool,
     },
     /// Forget a dead letter.
     Delete { id: String },
@@ -260,6 +276,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check { no_secrets } => check(&cli, *no_secrets),
         Command::Test { files, json } => test(&cli, files, *json),
         Command::Dlq { command } => dlq(&cli, command).await,
+        Command::Incidents { command, list } => incidents::incidents(&cli, command.as_ref(), list).await,
         Command::Health => {
             let cfg = load_for_tool(&cli, None)?;
             health(cfg.server.admin_listen)
@@ -378,10 +395,10 @@ async fn dlq(cli: &Cli, command: &DlqCommand) -> anyhow::Result<ExitCode> {
             }
             out!("deleted {id}");
         }
-        DlqCommand::Replay { id, source, .. } => {
+        DlqCommand::Replay { id, source, force, .. } => {
             // Replay maps with the mappings on disk now, which is the point: fix, then replay.
             let id = id.as_deref().map(|id| Ok::<_, anyhow::Error>((id, parse(id)?))).transpose()?;
-            return replay(&cfg, queue, id, source.as_deref()).await;
+            return replay(&cfg, queue, id, source.as_deref(), *force).await;
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -421,6 +438,7 @@ async fn replay(
     queue: Arc<dyn Queue>,
     one: Option<(&str, DeadId)>,
     source: Option<&str>,
+    force: bool,
 ) -> anyhow::Result<ExitCode> {
     let (sources, _) = Sources::build(cfg)?;
     let pipeline = Pipeline::new(
@@ -431,8 +449,8 @@ async fn replay(
         crate::ingest::Cpu::new(1),
     );
     let results = match one {
-        Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead).await)],
-        None => pipeline.replay_all(source).await?,
+        Some((id, dead)) => vec![(id.to_string(), pipeline.replay(&dead, force).await)],
+        None => pipeline.replay_all(source, force).await?,
     };
     let mut failed = 0;
     for (id, r) in results {
@@ -440,6 +458,7 @@ async fn replay(
             Ok(Replayed::Requeued { event_id }) => out!("{id}: queued again as event {event_id}"),
             Ok(Replayed::Remapped { events }) => out!("{id}: mapped into {events} event(s), queued"),
             Ok(Replayed::Ignored { reason }) => out!("{id}: mapped to nothing ({reason})"),
+            Ok(Replayed::Skipped { reason }) => out!("{id}: skipped: {reason} (--force)"),
             Ok(Replayed::StillFailing { error }) => {
                 failed += 1;
                 out!("{id}: still not mapped: {}", telemetry::printable(&error));

@@ -267,6 +267,9 @@ pub struct Event {
     /// never does).
     body: OnceLock<Value>,
     notes: Vec<String>,
+    /// The mapping rule that made it, when known: the incident ledger names the rule that
+    /// opened an incident. Not part of the body: PagerDuty never sees it.
+    rule: Option<String>,
 }
 
 /// What delivery needs of a stored body besides its text; the rest is skipped, not built.
@@ -369,7 +372,7 @@ impl Event {
         mut notes: Vec<String>,
     ) -> Result<Event, EventError> {
         let text = fit_size(&mut body, routing_key.expose().len(), &mut notes)?;
-        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::from(body), notes })
+        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::from(body), notes, rule: None })
     }
 
     /// Rebuilds an event read back from the queue (its rules were checked when it was built)
@@ -378,7 +381,7 @@ impl Event {
         let head: Head = serde_json::from_str(&text).map_err(|e| EventError::Stored(e.to_string()))?;
         let action = head.event_action.as_deref().and_then(|a| Action::parse(a).ok());
         let dedup_key = head.dedup_key.map(DedupKey);
-        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::new(), notes: Vec::new() })
+        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::new(), notes: Vec::new(), rule: None })
     }
 
     /// Alert or change.
@@ -399,6 +402,16 @@ impl Event {
     /// Where this event goes.
     pub fn routing_key(&self) -> &RoutingKey {
         &self.routing_key
+    }
+
+    /// The same event, marked as made by mapping rule `rule`.
+    pub fn with_rule(self, rule: &str) -> Event {
+        Event { rule: Some(rule.to_string()), ..self }
+    }
+
+    /// The mapping rule that made it, if it was marked ([`Event::with_rule`]).
+    pub fn rule(&self) -> Option<&str> {
+        self.rule.as_deref()
     }
 
     /// The same event sent to another routing key (sticky routing: an acknowledge or resolve

@@ -6,7 +6,7 @@
 
 use crate::event::Event;
 use crate::mapping::{ApplyError, Rendered};
-use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError, ResolveQueued};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
@@ -187,6 +187,16 @@ impl Pipeline {
         self.cpu.run(move || preview(&sources, &source, headers, &query, body, mapping.as_deref())).await
     }
 
+    /// An operator's resolve of each of `dedup_keys` (`Incidents::resolve_incidents`), with
+    /// the worker woken to send them.
+    pub async fn resolve_incidents(&self, dedup_keys: Vec<String>) -> Result<Vec<ResolveQueued>, QueueError> {
+        let done = self.queue.resolve_incidents(dedup_keys, now_millis()).await?;
+        if done.iter().any(|d| matches!(d, ResolveQueued::Queued { .. })) {
+            self.wake.notify_one();
+        }
+        Ok(done)
+    }
+
     /// Verifies, maps and durably records one webhook.
     pub async fn ingest(&self, source: &str, req: Incoming) -> Result<IngestOutcome, IngestError> {
         let sources = self.sources.load();
@@ -199,14 +209,14 @@ impl Pipeline {
             let (src, query) = (src.clone(), query.clone());
             self.cpu
                 .run_for(size, move || match src.source().verify_offline(req, src.body_paths()) {
-                    Offline::Checked(Ok(verified)) => FirstPass::Prepared(prepare(&src, verified, &query)),
+                    Offline::Checked(Ok(verified)) => FirstPass::Prepared(Box::new(prepare(&src, verified, &query))),
                     Offline::Checked(Err(e)) => FirstPass::Refused(e),
                     Offline::NeedsNetwork(req) => FirstPass::NeedsNetwork(req),
                 })
                 .await
         };
         let (mut inbound, mut decision) = match first {
-            FirstPass::Prepared(prepared) => Ok(prepared),
+            FirstPass::Prepared(prepared) => Ok(*prepared),
             FirstPass::Refused(e) => Err(e),
             FirstPass::NeedsNetwork(req) => match src.source().verify(req).await {
                 Ok(verified) => Ok(self.cpu.run_for(size, move || prepare(&src, verified, &query)).await),
@@ -236,7 +246,7 @@ impl Pipeline {
 
 /// What one trip to the CPU pool made of a request.
 enum FirstPass {
-    Prepared((NewInbound, Decision)),
+    Prepared(Box<(NewInbound, Decision)>),
     Refused(SourceError),
     NeedsNetwork(Incoming),
 }
@@ -245,7 +255,9 @@ enum FirstPass {
 /// taken before mapping, which consumes the request; its status follows the decision).
 fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
-    let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    inbound.may_close = src.may_close().to_vec();
+    inbound.resolve_delay = src.resolve_delay().as_millis().min(i64::MAX as u128) as Millis;
     (inbound, decide(src, verified, received_at))
 }
 
@@ -267,7 +279,7 @@ enum Decision {
 impl Decision {
     fn map(rendered: Vec<Rendered>) -> Decision {
         let tally = rendered.iter().map(|r| (r.event.kind().as_str(), r.event.action().map(|a| a.as_str()))).collect();
-        Decision::Map { events: rendered.into_iter().map(|r| r.event).collect(), tally }
+        Decision::Map { events: rendered.into_iter().map(|r| r.event.with_rule(&r.rule)).collect(), tally }
     }
 
     /// How the inbound record is stored, and the events to queue with it, moved out: copying
@@ -330,6 +342,8 @@ pub enum Replayed {
     Ignored { reason: IgnoreReason },
     /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
+    /// Not replayed (a dead trigger whose incident was resolved after it died): `force` sends it.
+    Skipped { reason: String },
 }
 
 /// Why a dead letter could not be replayed.
@@ -359,14 +373,19 @@ impl Pipeline {
     }
 
     /// Replays one dead letter: a dead event is queued again as it was; a payload whose
-    /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it.
-    pub async fn replay(&self, id: &DeadId) -> Result<Replayed, ReplayError> {
+    /// mapping failed goes through the *current* mappings, so fixing a mapping recovers it. A
+    /// dead trigger whose incident was resolved after it died is skipped unless `force`: it
+    /// would open an incident nothing closes.
+    pub async fn replay(&self, id: &DeadId, force: bool) -> Result<Replayed, ReplayError> {
         let not_found = || ReplayError::NotFound(id.to_string());
         let replayed = match id {
-            DeadId::Event(n) => {
-                let event_id = self.queue.requeue_dead(*n, now_millis()).await?.ok_or_else(not_found)?;
-                Replayed::Requeued { event_id }
-            }
+            DeadId::Event(n) => match if force { None } else { self.queue.resolved_since(*n).await? } {
+                Some(at) => Replayed::Skipped { reason: resolved_since(at) },
+                None => {
+                    let event_id = self.queue.requeue_dead(*n, now_millis()).await?.ok_or_else(not_found)?;
+                    Replayed::Requeued { event_id }
+                }
+            },
             DeadId::Inbound(inbound_id) => {
                 let stored = self.queue.inbound(inbound_id.clone()).await?.ok_or_else(not_found)?;
                 if !stored.status.is_dead_letter() {
@@ -415,6 +434,9 @@ impl Pipeline {
             Replayed::StillFailing { error } => {
                 tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
             }
+            Replayed::Skipped { reason } => {
+                tracing::info!(dead_letter = %id, outcome = "skipped", reason, "dead letter not replayed")
+            }
         }
         self.wake.notify_one();
         Ok(replayed)
@@ -425,19 +447,30 @@ impl Pipeline {
     pub async fn replay_all(
         &self,
         source: Option<&str>,
+        force: bool,
     ) -> Result<Vec<(String, Result<Replayed, ReplayError>)>, QueueError> {
         let mut letters = self.queue.dead_letters(source.map(str::to_string), usize::MAX >> 1).await?;
         letters.reverse();
         let mut out = Vec::with_capacity(letters.len());
         for l in letters {
             let result = match DeadId::parse(&l.id) {
-                Some(id) => self.replay(&id).await,
+                Some(id) => self.replay(&id, force).await,
                 None => Err(ReplayError::NotFound(l.id.clone())),
             };
             out.push((l.id, result));
         }
         Ok(out)
     }
+}
+
+/// Why a dead trigger whose incident was resolved at `at` is not replayed.
+fn resolved_since(at: Millis) -> String {
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_millis(at.max(0) as u64);
+    format!(
+        "its incident was resolved after it died (at {}): replaying this trigger would open an incident \
+         nothing closes; replay with force to send it anyway",
+        humantime::format_rfc3339_seconds(when)
+    )
 }
 
 /// What `render` shows: the events a payload would produce. It verifies nothing, stores
@@ -528,6 +561,8 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         query: query.to_string(),
         body: v.raw().clone(),
         status,
+        may_close: Vec::new(),
+        resolve_delay: 0,
     }
 }
 

@@ -22,6 +22,8 @@ pub struct Hook {
     max_events_per_request: usize,
     max_event_bytes_per_request: usize,
     unmatched: Unmatched,
+    may_close: Vec<String>,
+    resolve_delay: std::time::Duration,
 }
 
 impl Hook {
@@ -52,6 +54,16 @@ impl Hook {
             Unmatched::Ignore => false,
             Unmatched::Keep => true,
         }
+    }
+
+    /// The other sources whose incidents this one may acknowledge and resolve (`may_close`).
+    pub fn may_close(&self) -> &[String] {
+        &self.may_close
+    }
+
+    /// How long its resolves wait for a trigger that would cancel them (`resolve_delay`).
+    pub fn resolve_delay(&self) -> std::time::Duration {
+        self.resolve_delay
     }
 
     /// Most events one request may produce.
@@ -184,6 +196,8 @@ fn build_hook(
         max_events_per_request: cfg.max_events_per_request,
         max_event_bytes_per_request: cfg.max_event_bytes_per_request,
         unmatched: cfg.unmatched,
+        may_close: cfg.may_close.clone(),
+        resolve_delay: cfg.resolve_delay,
     };
     Ok((hook, warnings))
 }

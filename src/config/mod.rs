@@ -185,6 +185,10 @@ pub struct SourceConfig {
     pub drop_headers: Vec<String>,
     /// What becomes of a payload no rule matched.
     pub unmatched: Unmatched,
+    /// The other sources whose incidents it may acknowledge and resolve (`may_close`).
+    pub may_close: Vec<String>,
+    /// How long its resolves wait for a trigger that cancels them (0: flap damping off).
+    pub resolve_delay: Duration,
 }
 
 /// Kind-specific settings of a source.
@@ -687,6 +691,15 @@ fn validate_sources(
     if sources.is_empty() && p.0.is_empty() {
         warnings.push("no [[source]] is configured: every webhook will get 404".into());
     }
+    for s in &sources {
+        for other in s.may_close.iter().filter(|o| !names.contains(*o)) {
+            p.0.push(format!(
+                "source '{}': may_close names {other:?}, which is not a configured source (one of: {})",
+                s.name,
+                sources.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
     sources
 }
 
@@ -813,6 +826,8 @@ fn validate_source(
         ),
         drop_headers,
         unmatched: c.unmatched.unwrap_or_default(),
+        may_close: c.may_close,
+        resolve_delay: p.take(duration(&format!("{at}: resolve_delay"), c.resolve_delay.as_deref(), "0s"))?,
     })
 }
 

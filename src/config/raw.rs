@@ -191,6 +191,15 @@ pub struct RawSourceCommon {
     pub drop_headers: Vec<String>,
     /// What to do with a payload no rule matched (default: ignore).
     pub unmatched: Option<Unmatched>,
+    /// Other sources whose incidents this one may acknowledge and resolve. By default a
+    /// source closes only the incidents it opened: an acknowledge or resolve of an incident
+    /// another source opened is kept as a dead letter naming both.
+    #[serde(default)]
+    pub may_close: Vec<String>,
+    /// Flap damping: how long this source's resolves wait before they are sent (e.g. "2m";
+    /// default 0, off). A trigger of the same incident arriving meanwhile cancels both: the
+    /// incident stays open and nobody is paged again.
+    pub resolve_delay: Option<String>,
 }
 
 /// What becomes of a payload no rule of its source's mapping matched.

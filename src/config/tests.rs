@@ -782,3 +782,23 @@ fn the_store_s_headroom_is_read_a_zero_cap_is_refused_and_postgresql_is_warned()
     let pg = with("url = \"env:DB\"\nmin_free_bytes = 1048576").unwrap();
     assert!(pg.warnings.iter().any(|w| w.contains("apply to SQLite only") && w.contains("53100")), "{:?}", pg.warnings);
 }
+
+#[test]
+fn may_close_names_configured_sources_only() {
+    assert!(parse(MINIMAL).unwrap().sources[0].may_close.is_empty(), "only the opener closes by default");
+    let two = format!(
+        "{MINIMAL}may_close = [\"aws\"]\n\n[[source]]\nname = \"aws\"\nkind = \"sns\"\ntopics = [\"arn:aws:sns:eu-west-1:123456789012:alarms\"]\nmappings = [\"mappings/cloudwatch.toml\"]\n"
+    );
+    assert_eq!(parse(&two).unwrap().sources[0].may_close, ["aws"]);
+    let err = parse(&format!("{MINIMAL}may_close = [\"gitlab\"]\n")).unwrap_err().to_string();
+    assert!(err.contains("may_close names \"gitlab\", which is not a configured source (one of: github)"), "{err}");
+}
+
+#[test]
+fn resolve_delay_is_off_by_default_and_a_duration() {
+    assert_eq!(parse(MINIMAL).unwrap().sources[0].resolve_delay, std::time::Duration::ZERO);
+    let two = format!("{MINIMAL}resolve_delay = \"2m\"\n");
+    assert_eq!(parse(&two).unwrap().sources[0].resolve_delay, std::time::Duration::from_secs(120));
+    let err = parse(&format!("{MINIMAL}resolve_delay = \"soon\"\n")).unwrap_err().to_string();
+    assert!(err.contains("resolve_delay"), "{err}");
+}

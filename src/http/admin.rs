@@ -12,7 +12,7 @@ use actix_web::ResponseError;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 /// A handler's answer: success picked here, a refusal's status by `error.rs`.
-type Answer = Result<HttpResponse, AdminError>;
+pub(super) type Answer = Result<HttpResponse, AdminError>;
 
 /// Refuses a request whose `Host` is not one of the listener's names: IP literals,
 /// `localhost`, and `server.admin_hosts`. A page on another site whose name an attacker points
@@ -75,17 +75,33 @@ fn storage_unavailable(what: &str, e: &crate::queue::QueueError) -> AdminError {
 /// counts, not payloads, and scrapers rarely carry tokens; keep the admin listener private.
 pub async fn metrics(state: web::Data<AdminState>) -> Answer {
     let (depth, oldest) = state.queue.depth().await.map_err(|e| storage_unavailable("/metrics", &e))?;
+    let age =
+        |t: crate::queue::Millis| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64);
     // Measured for this scrape (a statvfs and three pragmas on SQLite): never a stale figure.
     let room = state.queue.room().await.map_err(|e| storage_unavailable("/metrics", &e))?;
     state.pipeline.metrics().store_room(room.used_bytes, room.free_bytes);
-    let oldest = oldest.map(|t| std::time::Duration::from_millis((crate::queue::now_millis() - t).max(0) as u64));
+    let oldest = oldest.map(age);
+    let open = state.queue.open_incidents().await.map_err(|e| storage_unavailable("/metrics", &e))?;
+    let oldest_incident = open.iter().map(|o| o.oldest_opened_at).min().map(age);
+    state.pipeline.metrics().incidents(&open_by_source(&state.pipeline, &open), oldest_incident);
     Ok(HttpResponse::Ok()
         .content_type("application/openmetrics-text; version=1.0.0; charset=utf-8")
         .body(state.pipeline.metrics().render(depth, oldest)))
 }
 
+/// Open incidents per configured source (0 for those with none), those of sources no longer
+/// configured summed as `unknown`: label values stay a closed set.
+fn open_by_source(pipeline: &crate::ingest::Pipeline, open: &[crate::queue::OpenIncidents]) -> Vec<(String, u64)> {
+    let mut by: std::collections::BTreeMap<String, u64> = pipeline.source_names().into_iter().map(|s| (s, 0)).collect();
+    for o in open {
+        let source = if pipeline.is_configured(&o.source) { o.source.clone() } else { "unknown".to_string() };
+        *by.entry(source).or_default() += o.open;
+    }
+    by.into_iter().collect()
+}
+
 /// Checks `Authorization: Bearer <admin_token>` in constant time; no token configured = no admin API.
-fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
+pub(super) fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
     let Some(token) = &state.admin_token else {
         return Err(AdminError::Disabled);
     };
@@ -104,7 +120,7 @@ fn authorized(req: &HttpRequest, state: &AdminState) -> Result<(), AdminError> {
 }
 
 /// Answers from the store as JSON, or 503 when it cannot be read.
-fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> Answer {
+pub(super) fn stored<T: serde::Serialize>(r: Result<T, crate::queue::QueueError>) -> Answer {
     let v = r.map_err(|e| storage_unavailable("admin API", &e))?;
     Ok(HttpResponse::Ok().json(v))
 }
@@ -116,11 +132,14 @@ fn dead_id(req: &HttpRequest, state: &AdminState) -> Result<DeadId, AdminError> 
     DeadId::parse(raw).ok_or_else(|| AdminError::BadDeadId(raw.to_string()))
 }
 
-/// `?source=NAME&limit=N` of the dead-letter list.
+/// `?source=NAME&limit=N` of the dead-letter list (`&force=true` for a replay).
 #[derive(Debug, serde::Deserialize)]
 pub struct DeadQuery {
     source: Option<String>,
     limit: Option<usize>,
+    /// Replay dead triggers whose incident was resolved after they died too.
+    #[serde(default)]
+    force: bool,
 }
 
 /// `?q=TEXT&before=ID&limit=N` of the delivery list.
@@ -289,11 +308,12 @@ pub async fn delete_dead_letter(req: HttpRequest, state: web::Data<AdminState>) 
     }
 }
 
-/// `POST /admin/dead/{id}/replay`: queue a dead event again, or re-map a failed payload
-/// with the current mappings.
-pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
+/// `POST /admin/dead/{id}/replay[?force=true]`: queue a dead event again, or re-map a failed
+/// payload with the current mappings; a dead trigger whose incident was resolved after it
+/// died is skipped unless `force`.
+pub async fn replay(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     let id = dead_id(&req, &state)?;
-    Ok(match state.pipeline.replay(&id).await {
+    Ok(match state.pipeline.replay(&id, q.force).await {
         Ok(r) => HttpResponse::Ok().json(r),
         Err(e) => {
             tracing::warn!(dead_letter = %id, error = %e, "replay refused");
@@ -302,10 +322,10 @@ pub async fn replay(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     })
 }
 
-/// `POST /admin/dead/replay?source=NAME`: replay every dead letter (of one source).
+/// `POST /admin/dead/replay?source=NAME[&force=true]`: replay every dead letter (of one source).
 pub async fn replay_all(req: HttpRequest, q: web::Query<DeadQuery>, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
-    let results = state.pipeline.replay_all(q.source.as_deref()).await.map(|rs| {
+    let results = state.pipeline.replay_all(q.source.as_deref(), q.force).await.map(|rs| {
         rs.into_iter()
             .map(|(id, r)| match r {
                 Ok(r) => serde_json::json!({ "id": id, "result": r }),

@@ -140,6 +140,9 @@ pub enum AdminError {
     BadBody(serde_json::Error),
     #[error("header line {line}: {text:?} is not 'Name: value'")]
     BadHeaderLine { line: usize, text: String },
+    /// A query or body of the incident API that cannot be used (`older_than`, no keys).
+    #[error("{0}")]
+    BadIncidentQuery(String),
     #[error("no such console file")]
     NoConsoleFile,
     /// A `Host` that is not one of the listener's names.
@@ -159,7 +162,8 @@ impl ResponseError for AdminError {
             AdminError::BadDeadId(_)
             | AdminError::BadEventNumber(_)
             | AdminError::BadBody(_)
-            | AdminError::BadHeaderLine { .. } => StatusCode::BAD_REQUEST,
+            | AdminError::BadHeaderLine { .. }
+            | AdminError::BadIncidentQuery(_) => StatusCode::BAD_REQUEST,
             AdminError::NoEvent(_) | AdminError::NoDeadLetter(_) | AdminError::NoConsoleFile => StatusCode::NOT_FOUND,
             // The request reached a server that does not serve that name.
             AdminError::ForeignHost(_) => StatusCode::MISDIRECTED_REQUEST,

@@ -4,6 +4,7 @@
 mod admin;
 mod error;
 mod hooks;
+mod incidents;
 
 use crate::config::ServerConfig;
 use crate::ingest::Pipeline;
@@ -133,6 +134,8 @@ fn admin_server(
             .route("/admin/stats", web::get().to(admin::stats))
             .route("/admin/sources", web::get().to(admin::sources))
             .route("/admin/render", web::post().to(admin::render))
+            .route("/admin/incidents", web::get().to(incidents::incidents))
+            .route("/admin/incidents/resolve", web::post().to(incidents::resolve))
             .route("/admin/dead", web::get().to(admin::dead_letters))
             .route("/admin/dead/replay", web::post().to(admin::replay_all))
             .route("/admin/dead/{id}", web::get().to(admin::dead_letter))

@@ -1,9 +1,11 @@
-//! What happens to a lane's events, written once for both backends: sticky routing on the way
-//! in ([`route`]), collapse at the claim ([`lease_head`]), and what a finished attempt writes
-//! ([`Outcome`]). Each backend supplies only the statements these steps run, through
+//! The lane state machine: what happens to a lane's events, written once for both backends:
+//! sticky routing and "only the opener closes" on the way in ([`route`]), flap damping on the
+//! way in ([`fate`]), collapse at the claim ([`lease_head`]), and what a finished attempt
+//! writes ([`Outcome`]). ARCHITECTURE.md has the one table of its transitions. Each backend supplies only the statements these steps run, through
 //! [`Routes`] and [`Claims`] (SQLite's never wait; see `sqlite::ready`), with the statements
 //! of [`super::sql`].
 
+use super::ledger::Origin;
 use super::rows::StoredEvent;
 use super::{Attempt, EventState, Finish, Millis, QueueError};
 use crate::event::{Action, Event, RoutingKey};
@@ -30,6 +32,25 @@ impl<'a> Route<'a> {
     }
 }
 
+/// Whether the accept checks "only the opener closes": a source's webhook is checked, with the
+/// sources its config lets it close after (`may_close`); an operator's action (a replayed
+/// payload, an operator's resolve) and pagerhook's own events are not.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Closing<'a> {
+    Checked { may_close: &'a [String] },
+    Bypass,
+}
+
+impl<'a> Closing<'a> {
+    /// The check an accept of `inbound`'s events makes: none for an operator's or pagerhook's.
+    pub(super) fn of(source: &str, may_close: &'a [String]) -> Closing<'a> {
+        match Origin::of(source) {
+            Origin::Source(_) => Closing::Checked { may_close },
+            Origin::Operator | Origin::Pagerhook => Closing::Bypass,
+        }
+    }
+}
+
 /// The routes already stored, as a backend looks them up.
 pub(super) trait Routes {
     /// The routing key of `source`'s latest stored trigger of `dedup_key`, and whether it ever
@@ -40,6 +61,62 @@ pub(super) trait Routes {
         dedup_key: &str,
         own: &str,
     ) -> Result<Option<(String, bool)>, QueueError>;
+
+    /// The source that opened the incident the ledger holds unresolved on this lane, if any
+    /// (`ledger::OPENER`).
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError>;
+
+    /// The resolve of `lane` still held back by flap damping at `at` (`sql::DELAYED_RESOLVE`).
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError>;
+
+    /// Damps pending event `id` at `at` for `why` (`sql::DAMP`).
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError>;
+}
+
+/// How one routed event is stored.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Pending, due at `next_at`.
+    Queue { next_at: Millis },
+    /// Finished as it arrives, in `state`, for `why` (never sent).
+    Done { state: EventState, why: String },
+}
+
+/// The fate of `e`, accepted at `at` from a source whose resolves wait `resolve_delay` (0:
+/// no flap damping), `refused` or not by "only the opener closes". Flap damping: such a
+/// resolve is due only after the delay; a trigger arriving while a resolve of its lane still
+/// waits damps both (the incident stays open: one page, not two). Runs under the lane's lock
+/// (PostgreSQL's insert lock; SQLite's one writer).
+pub(super) async fn fate(
+    stored: &mut impl Routes,
+    e: &Event,
+    refused: Option<&String>,
+    at: Millis,
+    resolve_delay: Millis,
+) -> Result<Fate, QueueError> {
+    if let Some(why) = refused {
+        return Ok(Fate::Done { state: EventState::Dead, why: why.clone() });
+    }
+    let lane = e.order_key();
+    match (e.action(), lane) {
+        (Some(Action::Resolve), Some(_)) if resolve_delay > 0 => Ok(Fate::Queue { next_at: at + resolve_delay }),
+        (Some(Action::Trigger), Some(lane)) if resolve_delay > 0 => {
+            let Some(resolve) = stored.delayed_resolve(&lane, at).await? else {
+                return Ok(Fate::Queue { next_at: at });
+            };
+            let why = format!(
+                "flap damped: a trigger of its lane arrived within resolve_delay (event {resolve} and this one)"
+            );
+            stored.damp(resolve, at, &why).await?;
+            tracing::info!(
+                resolve,
+                dedup_key = e.dedup_key().map(|k| k.as_str()),
+                "flap damped: the incident stays open"
+            );
+            Ok(Fate::Done { state: EventState::Damped, why })
+        }
+        _ => Ok(Fate::Queue { next_at: at }),
+    }
 }
 
 /// A webhook's events as they must be stored.
@@ -48,18 +125,31 @@ pub(super) struct Routed<'e> {
     pub events: Vec<Cow<'e, Event>>,
     /// `(dedup_key, routing_key)` of every trigger, in event order: the routes to record.
     pub routes: Vec<(&'e str, &'e str)>,
+    /// For each event, why it is refused ("only the opener closes"): stored as a dead letter
+    /// with that reason instead of being queued.
+    pub refused: Vec<Option<String>>,
 }
 
 /// Applies sticky routing within `source` to `events`: a trigger records where its dedup_key
 /// went; an acknowledge or resolve of a dedup_key this source triggered, but never on the
 /// event's own routing key, goes to the key of the source's latest trigger instead. A trigger
 /// earlier in the same webhook counts, as the latest. Routes of other sources are never read.
+///
+/// Then "only the opener closes": an acknowledge or resolve of a lane whose unresolved
+/// incident the ledger says another source opened is refused (kept as a dead letter naming
+/// both), unless `closing` lets this source close after that one. Lanes the ledger does not
+/// know pass.
 pub(super) async fn route<'e>(
     stored: &mut impl Routes,
     source: &str,
     events: &'e [Event],
+    closing: Closing<'_>,
 ) -> Result<Routed<'e>, QueueError> {
-    let mut routed = Routed { events: Vec::with_capacity(events.len()), routes: Vec::new() };
+    let mut routed = Routed {
+        events: Vec::with_capacity(events.len()),
+        routes: Vec::new(),
+        refused: Vec::with_capacity(events.len()),
+    };
     for e in events {
         let event = match Route::of(e) {
             Route::Record(dk) => {
@@ -76,9 +166,32 @@ pub(super) async fn route<'e>(
             }
             Route::AsIs => Cow::Borrowed(e),
         };
+        routed.refused.push(refusal(stored, source, &event, closing).await?);
         routed.events.push(event);
     }
     Ok(routed)
+}
+
+/// Why `e`, an event of `source`, may not be sent: an acknowledge or resolve of an incident
+/// another source opened, which `closing` does not let it close. `None`: it may.
+async fn refusal(
+    stored: &mut impl Routes,
+    source: &str,
+    e: &Event,
+    closing: Closing<'_>,
+) -> Result<Option<String>, QueueError> {
+    let Closing::Checked { may_close } = closing else { return Ok(None) };
+    let (Route::Lookup(dk), Some(action)) = (Route::of(e), e.action()) else { return Ok(None) };
+    let Some(opener) = stored.opener(e.routing_key().expose(), dk).await? else { return Ok(None) };
+    if opener == source || may_close.contains(&opener) {
+        return Ok(None);
+    }
+    tracing::warn!(source, opener = %opener, dedup_key = dk, action = action.as_str(), "refused: only the opener closes");
+    Ok(Some(format!(
+        "source '{source}' may not {} the incident source '{opener}' opened (only the opener closes); \
+         if it should, add may_close = [\"{opener}\"] to source '{source}', then replay this dead letter",
+        action.as_str()
+    )))
 }
 
 impl Routed<'_> {

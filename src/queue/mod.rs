@@ -14,6 +14,7 @@
 //! source can move its events onto another source's incident.
 
 mod lanes;
+mod ledger;
 mod postgres;
 mod room;
 mod rows;
@@ -24,6 +25,7 @@ mod sqlite;
 mod state;
 mod tls;
 
+pub use ledger::{Incident, IncidentQuery, IncidentState, OpenIncidents, Origin, ResolveQueued, OPERATOR, PAGERHOOK};
 pub use postgres::PostgresQueue;
 pub use room::{Freed, Headroom, RoomReading, Short};
 pub use settings::{open, Backend, Durability, Opened, Settings};
@@ -31,7 +33,7 @@ pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
 pub use tls::TlsError;
 
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -149,6 +151,12 @@ pub struct NewInbound {
     pub query: String,
     pub body: Bytes,
     pub status: InboundStatus,
+    /// The sources whose incidents this one may acknowledge and resolve besides its own (its
+    /// config's `may_close`): "only the opener closes" refuses the others' at the accept.
+    pub may_close: Vec<String>,
+    /// How long its resolves wait before they are due (its config's `resolve_delay`, 0: not
+    /// at all): flap damping.
+    pub resolve_delay: Millis,
 }
 
 impl NewInbound {
@@ -165,6 +173,8 @@ impl NewInbound {
             query: String::new(),
             body,
             status,
+            may_close: Vec::new(),
+            resolve_delay: 0,
         }
     }
 }
@@ -460,6 +470,11 @@ pub trait DeadLetters: Send + Sync + 'static {
     /// the dead one is kept, marked `replayed`. `None` if no such dead event.
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError>;
 
+    /// When the lane of dead trigger `id` was resolved after it died: the latest event
+    /// PagerDuty accepted in its lane since is a resolve. Replaying it would open an incident
+    /// nothing closes. `None` for any other event, or a lane not resolved since.
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError>;
+
     /// A stored webhook, for replaying its mapping.
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError>;
 
@@ -526,12 +541,49 @@ pub trait Capacity: Send + Sync + 'static {
     async fn make_room(&self, limit: usize) -> Result<Freed, QueueError>;
 }
 
+/// The incident ledger (`ledger.rs`): what pagerhook believes is open, from what it sent and
+/// PagerDuty accepted, and an operator's way to close it: `incidents`, the admin API, the
+/// console and `/metrics`.
+#[async_trait]
+pub trait Incidents: Intake {
+    /// Incidents matching `q`, oldest first.
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError>;
+
+    /// Open (and acknowledged) incidents per source, with the oldest one's opening.
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError>;
+
+    /// The routing keys under which the ledger holds `dedup_key` open (one per lane).
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError>;
+
+    /// Queues a resolve, recorded as an operator's ([`OPERATOR`]), for every open lane of each
+    /// of `dedup_keys`; a key the ledger holds no open incident under is said so and skipped.
+    /// The ledger changes when PagerDuty accepts the resolve, as for any other.
+    async fn resolve_incidents(&self, dedup_keys: Vec<String>, now: Millis) -> Result<Vec<ResolveQueued>, QueueError> {
+        let mut done = Vec::with_capacity(dedup_keys.len());
+        for dedup_key in dedup_keys {
+            let lanes = self.open_lanes(dedup_key.clone()).await?;
+            if lanes.is_empty() {
+                done.push(ResolveQueued::NotOpen { dedup_key });
+                continue;
+            }
+            let events =
+                lanes.into_iter().filter_map(|key| ledger::operator_resolve(key, &dedup_key)).collect::<Vec<_>>();
+            let body = serde_json::json!({ "resolve": dedup_key, "by": "operator" }).to_string();
+            let inbound = NewInbound::new(OPERATOR, now, Bytes::from(body), InboundStatus::Mapped);
+            let queued = events.len();
+            self.accept(inbound, events).await?;
+            done.push(ResolveQueued::Queued { dedup_key, events: queued });
+        }
+        Ok(done)
+    }
+}
+
 /// The whole store, behind which SQLite and PostgreSQL sit: for a caller that needs several
 /// roles (`app`, which hands each part its own; the admin routes; the accept and replay
 /// path). A caller that needs one role takes that trait, and so does its test double.
-pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity {}
+pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents {}
 
-impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity> Queue for T {}
+impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents> Queue for T {}
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
 /// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.

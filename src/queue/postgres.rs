@@ -19,7 +19,8 @@
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
-use super::lanes::{self, Claims, Outcome, Routes};
+use super::lanes::{self, Claims, Closing, Fate, Outcome, Routes};
+use super::ledger::{self, Entry};
 use super::room::{Freed, Gate, RoomReading};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -29,10 +30,10 @@ use super::tls;
 use super::{
     applied_migrations, tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter,
     DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
-    Inspect, Intake, Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk,
-    StoredInbound,
+    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState,
+    QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
 };
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
@@ -146,6 +147,8 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
     &[schema::EVENTS_SUMMARY],
+    // The incident ledger, and the rule of each event.
+    &[schema::INCIDENTS],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -365,9 +368,10 @@ async fn insert_events(
     schema: i32,
     (inbound_id, source): (&str, &str),
     events: &[Event],
-    at: Millis,
+    (at, resolve_delay): (Millis, Millis),
+    closing: Closing<'_>,
 ) -> Result<(), QueueError> {
-    let routed = lanes::route(&mut StoredRoutes(tx), source, events).await?;
+    let routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
     let lanes: Vec<String> = routed.events.iter().filter_map(|e| e.order_key()).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
     let mut routes = routed.routes;
@@ -377,24 +381,28 @@ async fn insert_events(
     for (dk, key) in routes {
         tx.execute(&record, &[&source, &dk, &key, &at]).await?;
     }
-    let insert = tx.prepare_cached(sql::INSERT_EVENT).await?;
-    for e in &routed.events {
-        tx.execute(
-            &insert,
-            &[
-                &inbound_id,
-                &e.kind().as_str(),
-                &e.order_key(),
-                &e.routing_key().expose(),
-                &e.action().map(|a| a.as_str()),
-                &e.dedup_key().map(|k| k.as_str()),
-                &e.text(),
-                &EVENT_FORMAT,
-                &at,
-                &e.summary(),
-            ],
-        )
-        .await?;
+    for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let fate = lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay).await?;
+        let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
+        let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
+        let (order_key, text, rule, summary) = (e.order_key(), e.text(), e.rule(), e.summary());
+        let mut columns: Vec<&(dyn ToSql + Sync)> =
+            vec![&inbound_id, &kind, &order_key, &routing_key, &action, &dedup_key, &text, &EVENT_FORMAT, &at, &rule, &summary];
+        let state = match &fate {
+            Fate::Done { state, .. } => state.as_str(),
+            Fate::Queue { .. } => "",
+        };
+        let statement = match &fate {
+            Fate::Queue { next_at } => {
+                columns.push(next_at);
+                sql::INSERT_EVENT
+            }
+            Fate::Done { why, .. } => {
+                columns.extend([&state as &(dyn ToSql + Sync), why]);
+                sql::INSERT_FINISHED
+            }
+        };
+        tx.execute(&tx.prepare_cached(statement).await?, &columns).await?;
     }
     Ok(())
 }
@@ -403,6 +411,21 @@ async fn insert_events(
 struct StoredRoutes<'t, 'c>(&'t Transaction<'c>);
 
 impl Routes for StoredRoutes<'_, '_> {
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
+        let stmt = self.0.prepare_cached(ledger::OPENER).await?;
+        self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()
+    }
+
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
+        let stmt = self.0.prepare_cached(sql::DELAYED_RESOLVE).await?;
+        self.0.query_opt(&stmt, &[&lane, &at]).await?.map(|r| r.get_as(0)).transpose()
+    }
+
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
+        self.0.execute(sql::DAMP, &[&at, &why, &id]).await?;
+        Ok(())
+    }
+
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
         let stmt = self
             .0
@@ -575,7 +598,8 @@ impl PostgresQueue {
             ],
         )
         .await?;
-        insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await?;
+        let closing = Closing::of(&i.source, &i.may_close);
+        insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing).await?;
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -603,6 +627,9 @@ impl Deliveries for PostgresQueue {
         let n = tx
             .execute(sql::FINISH, &[&o.state.as_str(), &o.done_at, &o.next_at, &error_changes, &error, &id, &lease])
             .await?;
+        if n == 1 {
+            record_in_ledger(&tx, id, &attempt, &finish).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -634,6 +661,25 @@ impl Deliveries for PostgresQueue {
     }
 }
 
+/// Writes what PagerDuty accepted of event `id` to the incident ledger (`ledger::Entry`).
+async fn record_in_ledger(tx: &Transaction<'_>, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), QueueError> {
+    if !matches!(finish, Finish::Delivered) || attempt.dedup_key.is_none() {
+        return Ok(());
+    }
+    let sent = tx.query_opt(ledger::SENT, &[&id]).await?.map(|r| ledger::Sent::read(&r));
+    let Some(entry) = sent.and_then(|s| ledger::readable(id, s)).and_then(|s| Entry::of(s, attempt, finish)) else {
+        return Ok(());
+    };
+    let params: Vec<&(dyn ToSql + Sync)> = match &entry {
+        Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
+            vec![routing_key, dedup_key, source, rule, at, severity, summary]
+        }
+        Entry::Close { routing_key, dedup_key, at, by, .. } => vec![at, by, routing_key, dedup_key],
+    };
+    tx.execute(entry.statement(), &params).await?;
+    Ok(())
+}
+
 #[async_trait]
 impl DeadLetters for PostgresQueue {
     async fn dead_letters(&self, source: Option<String>, limit: usize) -> Result<Vec<DeadLetter>, QueueError> {
@@ -652,6 +698,12 @@ impl DeadLetters for PostgresQueue {
         };
         let request = stored_request(&c, &letter.inbound_id).await?;
         DeadLetterDetail::assemble(letter, body, attempt_log, request).map(Some)
+    }
+
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError> {
+        let c = self.client().await?;
+        let row = c.query_opt(ledger::LATER_IN_LANE, &[&id]).await?;
+        Ok(ledger::resolved(row.map(|r| Ok::<_, QueueError>((r.get_as(0)?, r.get_as(1)?))).transpose()?))
     }
 
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
@@ -675,8 +727,8 @@ impl DeadLetters for PostgresQueue {
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await?;
         let new_id: i64 = tx
             .query_one(
-                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
-                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, summary
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, summary, rule
                  FROM events WHERE id = $1 RETURNING id",
                 &[&id, &now],
             )
@@ -720,7 +772,8 @@ impl DeadLetters for PostgresQueue {
             return Ok(None);
         };
         let source: String = row.get_as(0)?;
-        insert_events(&tx, self.schema, (&id, &source), &events, now).await?;
+        // A replay is an operator's action: "only the opener closes" does not apply.
+        insert_events(&tx, self.schema, (&id, &source), &events, (now, 0), Closing::Bypass).await?;
         tx.commit().await?;
         Ok(Some(events.len()))
     }
@@ -809,6 +862,25 @@ impl Capacity for PostgresQueue {
         }
         tx.commit().await?;
         Ok(Freed { rows, ..Freed::default() })
+    }
+}
+
+#[async_trait]
+impl Incidents for PostgresQueue {
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError> {
+        let c = self.client().await?;
+        let rows = c.query(ledger::LIST, &[&q.open, &q.source, &q.opened_before, &(q.limit as i64)]).await?;
+        rows.iter().map(Incident::read).collect()
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError> {
+        let c = self.client().await?;
+        c.query(ledger::OPEN_BY_SOURCE, &[]).await?.iter().map(ledger::read_open).collect()
+    }
+
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError> {
+        let c = self.client().await?;
+        c.query(ledger::OPEN_LANES, &[&dedup_key]).await?.iter().map(|r| ledger::routing_key(r.get_as(0)?)).collect()
     }
 }
 

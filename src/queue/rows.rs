@@ -48,6 +48,7 @@ macro_rules! from_columns {
 
 from_columns!(A 0, B 1, C 2);
 from_columns!(A 0, B 1, C 2, D 3);
+from_columns!(A 0, B 1, C 2, D 3, E 4, F 5);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8);
 from_columns!(A 0, B 1, C 2, D 3, E 4, F 5, G 6, H 7, I 8, J 9, K 10);
@@ -145,7 +146,7 @@ impl StoredBody {
     }
 
     /// The body's text, once its format is one this build reads.
-    fn text(self, id: i64) -> Result<String, QueueError> {
+    pub fn text(self, id: i64) -> Result<String, QueueError> {
         if self.format != EVENT_FORMAT {
             return Err(QueueError::BadRow(format!(
                 "event {id} is stored in format {}, which this build does not know (it reads format {EVENT_FORMAT}); \

@@ -42,6 +42,29 @@ pub(super) const SEEN_BODIES: &str = "CREATE TABLE seen_bodies (
     PRIMARY KEY (source, body_sha256)
 );";
 
+/// The incident ledger (`ledger.rs`): one row per `(routing_key, dedup_key)` pagerhook
+/// triggered and PagerDuty accepted, kept until resolved plus `storage.retention`; and the
+/// rule that made each event, which the ledger names as the opener's.
+pub(super) const INCIDENTS: &str = "ALTER TABLE events ADD COLUMN rule TEXT;
+CREATE TABLE incidents (
+    routing_key     TEXT NOT NULL,
+    dedup_key       TEXT NOT NULL,
+    source          TEXT NOT NULL,
+    rule            TEXT,
+    opened_at       BIGINT NOT NULL,
+    last_trigger_at BIGINT NOT NULL,
+    severity        TEXT,
+    summary         TEXT,
+    last_action     TEXT NOT NULL,
+    last_action_at  BIGINT NOT NULL,
+    last_by         TEXT NOT NULL,
+    state           TEXT NOT NULL,
+    PRIMARY KEY (routing_key, dedup_key)
+);
+CREATE INDEX incidents_open ON incidents (opened_at) WHERE state <> 'resolved';
+CREATE INDEX incidents_resolved ON incidents (last_action_at) WHERE state = 'resolved';
+CREATE INDEX incidents_dedup_key ON incidents (dedup_key);";
+
 /// A migration step that failed, as the error that names it.
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }

@@ -3,7 +3,7 @@
 //! appears, PostgreSQL by its number, and the two agree only then (`tests` checks it). Event
 //! states come from [`EventState`](super::EventState), built in at compile time.
 
-use super::state::{COLLAPSED, DEAD, PENDING, PRUNABLE};
+use super::state::{COLLAPSED, DAMPED, DEAD, PENDING, PRUNABLE};
 use const_format::formatcp;
 
 /// The columns `rows::StoredEvent::read` reads (`$1`: the claim's `now`).
@@ -24,10 +24,31 @@ pub(super) const COLLAPSE: &str =
 pub(super) const LEASE: &str = "UPDATE events SET lease_until = $1 WHERE id = $2";
 
 /// A new pending event: inbound id, kind, order key, routing key, action, dedup_key, body, its
-/// format, the time it is queued (and due), and its summary.
+/// format, the time it is queued, the rule that made it, its summary, and when it is due (flap
+/// damping holds a resolve).
 pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9, $10)";
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, rule, summary, next_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+
+/// An event finished as it arrives (`lanes::Fate::Done`: refused by "only the opener
+/// closes", or damped): the parameters of [`INSERT_EVENT`] up to the summary, then its state
+/// `$12` and why `$13`.
+pub(super) const INSERT_FINISHED: &str =
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, rule, summary,
+         state, last_error, next_at, done_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $9, $9)";
+
+/// The latest resolve of lane `$1` still held back at `$2` (never attempted, not yet due):
+/// flap damping's candidate.
+pub(super) const DELAYED_RESOLVE: &str = formatcp!(
+    "SELECT id FROM events WHERE order_key = $1 AND state = '{PENDING}' AND action = 'resolve' AND attempts = 0
+         AND next_at > $2 ORDER BY id DESC LIMIT 1"
+);
+
+/// Pending event `$3` is damped at `$1`, for reason `$2`.
+pub(super) const DAMP: &str = formatcp!(
+    "UPDATE events SET state = '{DAMPED}', done_at = $1, last_error = $2 WHERE id = $3 AND state = '{PENDING}'"
+);
 
 /// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
 pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
@@ -56,8 +77,9 @@ pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unm
 
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
-/// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes.
-pub(super) const PRUNE: [&str; 6] = [
+/// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes,
+/// incidents resolved.
+pub(super) const PRUNE: [&str; 7] = [
     formatcp!(
         "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
     ),
@@ -69,6 +91,7 @@ pub(super) const PRUNE: [&str; 6] = [
     "DELETE FROM seen WHERE seen_at < $1",
     "DELETE FROM seen_bodies WHERE seen_at < $1",
     "DELETE FROM routes WHERE at < $1",
+    super::ledger::PRUNE,
 ];
 
 /// What pruning under pressure deletes (`Capacity::make_room`): of [`PRUNE`], finished events

@@ -11,7 +11,8 @@
 mod payloads;
 mod space;
 
-use super::lanes::{self, Claims, Routes};
+use super::lanes::{self, Claims, Closing, Fate, Routes};
+use super::ledger::{self, Entry};
 use super::room::{Freed, Headroom, RoomReading};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
@@ -20,10 +21,11 @@ use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
     tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect,
-    Intake, Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
+    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Incident,
+    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention, Role,
+    StoredInbound,
 };
-use crate::event::Event;
+use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
@@ -132,6 +134,8 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
     &[schema::EVENTS_SUMMARY],
+    // The incident ledger, and the rule of each event.
+    &[schema::INCIDENTS],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -779,7 +783,29 @@ fn finish_one(
         id,
         lease
     ])?;
+    if n == 1 {
+        record_in_ledger(tx, id, attempt, finish)?;
+    }
     Ok(n == 1)
+}
+
+/// Writes what PagerDuty accepted of event `id` to the incident ledger (`ledger::Entry`).
+fn record_in_ledger(tx: &Connection, id: i64, attempt: &Attempt, finish: &Finish) -> Result<(), rusqlite::Error> {
+    if !matches!(finish, Finish::Delivered) || attempt.dedup_key.is_none() {
+        return Ok(());
+    }
+    let sent = tx.prepare_cached(ledger::SENT)?.query_row([id], |r| Ok(ledger::Sent::read(r))).optional()?;
+    let Some(entry) = sent.and_then(|s| ledger::readable(id, s)).and_then(|s| Entry::of(s, attempt, finish)) else {
+        return Ok(());
+    };
+    let mut stmt = tx.prepare_cached(entry.statement())?;
+    match &entry {
+        Entry::Trigger { routing_key, dedup_key, source, rule, at, severity, summary } => {
+            stmt.execute(params![routing_key, dedup_key, source, rule, at, severity, summary])?
+        }
+        Entry::Close { routing_key, dedup_key, at, by, .. } => stmt.execute(params![at, by, routing_key, dedup_key])?,
+    };
+    Ok(())
 }
 
 fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError> {
@@ -815,7 +841,8 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.len as i64),
         accept.logged.as_ref().map(|l| l.crc),
     ])?;
-    insert_events(tx, &i.id, &i.source, events, i.received_at)?;
+    let closing = Closing::of(&i.source, &i.may_close);
+    insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
@@ -829,22 +856,23 @@ fn seen_before(tx: &Connection, seen: Seen, i: &NewInbound, key: &str) -> Result
     tx.prepare_cached(seen.first())?.query_row(params![i.source, key], |r| r.get(0)).map(Some)
 }
 
-/// Queues `events` for `inbound_id`, with sticky routing within `source` (`lanes::route`).
+/// Queues `events` for `inbound_id`, with sticky routing within `source` (`lanes::route`); an
+/// event `closing` refuses is stored dead with its reason.
 fn insert_events(
     tx: &Connection,
-    inbound_id: &str,
-    source: &str,
+    (inbound_id, source): (&str, &str),
     events: &[Event],
-    at: Millis,
+    (at, resolve_delay): (Millis, Millis),
+    closing: Closing<'_>,
 ) -> Result<(), QueueError> {
-    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events))?;
+    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
     let mut record = tx.prepare_cached(sql::RECORD_ROUTE)?;
     for (dk, key) in &routed.routes {
         record.execute(params![source, dk, key, at])?;
     }
-    let mut insert = tx.prepare_cached(sql::INSERT_EVENT)?;
-    for e in &routed.events {
-        insert.execute(params![
+    for (e, refused) in routed.events.iter().zip(&routed.refused) {
+        let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay))?;
+        let columns = params![
             inbound_id,
             e.kind().as_str(),
             e.order_key(),
@@ -854,8 +882,21 @@ fn insert_events(
             e.text(),
             EVENT_FORMAT,
             at,
+            e.rule(),
             e.summary(),
-        ])?;
+        ];
+        let mut all = columns.to_vec();
+        match &fate {
+            Fate::Queue { next_at } => {
+                all.push(next_at);
+                tx.prepare_cached(sql::INSERT_EVENT)?.execute(all.as_slice())?
+            }
+            Fate::Done { state, why } => {
+                let state = state.as_str();
+                all.extend([&state as &dyn rusqlite::ToSql, why]);
+                tx.prepare_cached(sql::INSERT_FINISHED)?.execute(all.as_slice())?
+            }
+        };
     }
     Ok(())
 }
@@ -874,6 +915,21 @@ fn ready<T>(step: impl Future<Output = Result<T, QueueError>>) -> Result<T, Queu
 struct StoredRoutes<'c>(&'c Connection);
 
 impl Routes for StoredRoutes<'_> {
+    async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
+        let mut stmt = self.0.prepare_cached(ledger::OPENER)?;
+        Ok(stmt.query_row(params![routing_key, dedup_key], |r| r.get(0)).optional()?)
+    }
+
+    async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
+        let mut stmt = self.0.prepare_cached(sql::DELAYED_RESOLVE)?;
+        Ok(stmt.query_row(params![lane, at], |r| r.get(0)).optional()?)
+    }
+
+    async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
+        self.0.prepare_cached(sql::DAMP)?.execute(params![at, why, id])?;
+        Ok(())
+    }
+
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
         let mut stmt = self.0.prepare_cached(
             "SELECT routing_key, MAX(routing_key = ?3) OVER () FROM routes WHERE source = ?1 AND dedup_key = ?2
@@ -1007,13 +1063,21 @@ impl DeadLetters for SqliteQueue {
         .await
     }
 
+    async fn resolved_since(&self, id: i64) -> Result<Option<Millis>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::LATER_IN_LANE)?;
+            Ok(ledger::resolved(first(&mut stmt, [id], |r| Ok((r.col(0)?, r.col(1)?)))?))
+        })
+        .await
+    }
+
     async fn requeue_dead(&self, id: i64, now: Millis) -> Result<Option<i64>, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;
             let copied = tx.execute(
                 formatcp!(
-                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary)
-                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, summary
+                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule)
+                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, summary, rule
                      FROM events WHERE id = ?1 AND state = '{DEAD}'"
                 ),
                 params![id, now],
@@ -1071,7 +1135,8 @@ impl DeadLetters for SqliteQueue {
             let Some(source) = source else {
                 return Ok(None);
             };
-            insert_events(&tx, &id, &source, &events, now)?;
+            // A replay is an operator's action: "only the opener closes" does not apply.
+            insert_events(&tx, (&id, &source), &events, (now, 0), Closing::Bypass)?;
             tx.commit()?;
             Ok(Some(events.len()))
         })
@@ -1123,6 +1188,33 @@ impl Inspect for SqliteQueue {
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         self.run(|c| Ok(c.query_row(sql::DEPTH, [], |r| Ok((r.get(0)?, r.get(1)?)))?)).await
+    }
+}
+
+#[async_trait]
+impl Incidents for SqliteQueue {
+    async fn incidents(&self, q: IncidentQuery) -> Result<Vec<Incident>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::LIST)?;
+            all(&mut stmt, params![q.open, q.source, q.opened_before, q.limit as i64], |r| Incident::read(r))
+        })
+        .await
+    }
+
+    async fn open_incidents(&self) -> Result<Vec<OpenIncidents>, QueueError> {
+        self.run(|c| {
+            let mut stmt = c.prepare_cached(ledger::OPEN_BY_SOURCE)?;
+            all(&mut stmt, [], |r| ledger::read_open(r))
+        })
+        .await
+    }
+
+    async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::OPEN_LANES)?;
+            all(&mut stmt, [dedup_key], |r| ledger::routing_key(r.col(0)?))
+        })
+        .await
     }
 }
 

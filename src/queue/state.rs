@@ -22,17 +22,21 @@ pub enum EventState {
     Collapsed,
     /// A dead event queued again as a new one (kept as history).
     Replayed,
+    /// Flap damping: a resolve held for its source's `resolve_delay`, and the trigger of its
+    /// lane that arrived meanwhile; neither is sent (the incident stays open, one page).
+    Damped,
 }
 
 impl EventState {
     /// Every state, in the order of their life.
-    pub const ALL: [EventState; 6] = [
+    pub const ALL: [EventState; 7] = [
         EventState::Pending,
         EventState::Delivered,
         EventState::DryRun,
         EventState::Dead,
         EventState::Collapsed,
         EventState::Replayed,
+        EventState::Damped,
     ];
 
     /// The name stored in `events.state` (and shown). Stores hold these: never rename one.
@@ -44,6 +48,7 @@ impl EventState {
             EventState::Dead => "dead",
             EventState::Collapsed => "collapsed",
             EventState::Replayed => "replayed",
+            EventState::Damped => "damped",
         }
     }
 
@@ -51,7 +56,11 @@ impl EventState {
     /// what replaced them is history.
     pub const fn prunable(self) -> bool {
         match self {
-            EventState::Delivered | EventState::DryRun | EventState::Collapsed | EventState::Replayed => true,
+            EventState::Delivered
+            | EventState::DryRun
+            | EventState::Collapsed
+            | EventState::Replayed
+            | EventState::Damped => true,
             EventState::Pending | EventState::Dead => false,
         }
     }
@@ -83,9 +92,11 @@ pub(super) const DRY_RUN: &str = EventState::DryRun.as_str();
 pub(super) const DEAD: &str = EventState::Dead.as_str();
 pub(super) const COLLAPSED: &str = EventState::Collapsed.as_str();
 pub(super) const REPLAYED: &str = EventState::Replayed.as_str();
+pub(super) const DAMPED: &str = EventState::Damped.as_str();
 
 /// The [`EventState::prunable`] states, as SQL: `state IN ({PRUNABLE})`.
-pub(super) const PRUNABLE: &str = const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}'");
+pub(super) const PRUNABLE: &str =
+    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}'");
 
 #[cfg(test)]
 mod tests;

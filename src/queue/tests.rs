@@ -109,6 +109,8 @@ on_every_backend! {
         a_resolve_follows_only_its_own_source_s_triggers,
         a_resolve_follows_a_trigger_earlier_in_its_own_webhook,
         a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
+        only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
+        a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both,
     ],
     deliveries: [
         only_the_head_of_a_lane_is_claimed,
@@ -121,6 +123,8 @@ on_every_backend! {
     ],
     dead_letters: [
         dead_letters_are_listed_shown_replayed_and_deleted,
+        a_dead_trigger_knows_when_its_lane_was_resolved_after_it_died,
+        only_dead_triggers_are_said_resolved_since,
         a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued,
     ],
     inspect: [
@@ -136,6 +140,12 @@ on_every_backend! {
         dead_letters_past_their_retention_or_over_their_source_s_cap_are_dropped_oldest_first,
         a_dropped_dead_event_takes_its_attempts_and_leaves_live_events_and_replayed_ones,
         every_kind_of_kept_payload_is_dropped_past_the_dead_letter_retention,
+    ],
+    incidents: [
+        the_ledger_keeps_what_pagerduty_accepted_under_the_key_it_answered,
+        acknowledges_and_resolves_of_lanes_pagerhook_never_triggered_leave_no_incident,
+        an_operator_resolve_is_queued_on_each_open_lane_and_recorded_as_the_operator_s,
+        resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept,
     ],
 }
 
@@ -1552,6 +1562,10 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
     assert!(outcomes.is_empty(), "{outcomes:?}");
     let again = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("again")).unwrap();
     q.requeue_dead(again.id, now).await.unwrap().unwrap();
+    let flap = |action| (NewInbound { resolve_delay: 60_000, ..inbound(None) }, vec![alert(action, "flap")]);
+    for (inbound, events) in [flap("resolve"), flap("trigger")] {
+        q.accept(inbound, events).await.unwrap();
+    }
     for state in EventState::ALL {
         let rows =
             q.events(EventQuery { search: Some(state.to_string()), limit: 10, ..EventQuery::default() }).await.unwrap();
@@ -1595,6 +1609,297 @@ async fn pruning_forgets_only_what_finished_before_the_cutoff_sticky_routes_incl
     assert_eq!(sent, [("resolve".into(), "db".into(), key().expose().to_string())], "its trigger's route was pruned");
     assert!(q.prune(later + 1).await.unwrap() >= 6, "now the three delivered events go, with their attempts");
     assert!(q.recent(10).await.unwrap().is_empty());
+}
+
+/// A trigger with a title: what the ledger keeps of the first one.
+fn titled(dedup: &str, severity: &str, summary: &str) -> Event {
+    Event::alert(
+        key(),
+        AlertDraft {
+            action: "trigger".into(),
+            dedup_key: Some(dedup.into()),
+            summary: Some(summary.into()),
+            severity: Some(severity.into()),
+            source: Some("src".into()),
+            ..AlertDraft::default()
+        },
+    )
+    .unwrap()
+    .with_rule("firing")
+}
+
+/// Claims every deliverable event and finishes each as PagerDuty would: a 202 naming the
+/// dedup_key it was sent with, at `at`. The events sent, as `(action, dedup_key)`.
+async fn deliver_accepted(q: &Arc<dyn Queue>, at: Millis) -> Vec<(String, String)> {
+    let mut sent = Vec::new();
+    loop {
+        let batch = q.claim(now_millis(), 100, LEASE).await.unwrap();
+        if batch.is_empty() {
+            return sent;
+        }
+        for c in batch {
+            let dk = c.event.dedup_key().map(|k| k.to_string());
+            let action = c.event.action().map_or("change", |a| a.as_str());
+            sent.push((action.to_string(), dk.clone().unwrap_or_default()));
+            let attempt = Attempt { at, status: Some(202), detail: None, dedup_key: dk };
+            finish(q, &c, attempt, Finish::Delivered).await;
+        }
+    }
+}
+
+/// Every incident, resolved ones too.
+async fn ledger(q: &Arc<dyn Queue>) -> Vec<Incident> {
+    q.incidents(IncidentQuery { limit: 100, ..IncidentQuery::default() }).await.unwrap()
+}
+
+async fn the_ledger_keeps_what_pagerduty_accepted_under_the_key_it_answered(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![titled("k", "warning", "disk at 80%")]).await.unwrap();
+    // Refused and retried attempts write nothing: only what PagerDuty accepted counts.
+    let c = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    finish(&q, &c[0], answered(1_000, 500), Finish::RetryAt(0)).await;
+    assert!(ledger(&q).await.is_empty());
+    let c = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let pd = Attempt { at: 2_000, status: Some(202), detail: None, dedup_key: Some("pd-k".into()) };
+    finish(&q, &c[0], pd, Finish::Delivered).await;
+    let [i] = &ledger(&q).await[..] else { panic!("one incident") };
+    assert_eq!((i.dedup_key.as_str(), i.source.as_str(), i.rule.as_deref()), ("pd-k", "cw", Some("firing")));
+    assert_eq!((i.opened_at, i.last_trigger_at, i.state), (2_000, 2_000, IncidentState::Open));
+    assert_eq!((i.severity.as_deref(), i.summary.as_deref()), (Some("warning"), Some("disk at 80%")));
+    assert_eq!(i.routing_key, key().fingerprint(), "the key is shown by its fingerprint only");
+    // A later trigger moves the last trigger; PagerDuty keeps the first title.
+    q.accept(inbound_from("cw"), vec![titled("pd-k", "critical", "disk at 99%")]).await.unwrap();
+    deliver_accepted(&q, 3_000).await;
+    let [i] = &ledger(&q).await[..] else { panic!("still one") };
+    assert_eq!((i.opened_at, i.last_trigger_at), (2_000, 3_000));
+    assert_eq!((i.severity.as_deref(), i.summary.as_deref()), (Some("warning"), Some("disk at 80%")));
+    // An acknowledged alert stays acknowledged when triggered again.
+    q.accept(inbound_from("cw"), vec![alert("acknowledge", "pd-k")]).await.unwrap();
+    deliver_accepted(&q, 4_000).await;
+    q.accept(inbound_from("cw"), vec![titled("pd-k", "critical", "again")]).await.unwrap();
+    deliver_accepted(&q, 5_000).await;
+    let [i] = &ledger(&q).await[..] else { panic!("still one") };
+    assert_eq!((i.state, i.last_action.as_str(), i.last_action_at), (IncidentState::Acknowledged, "trigger", 5_000));
+    assert_eq!(
+        q.open_incidents().await.unwrap(),
+        [OpenIncidents { source: "cw".into(), open: 1, oldest_opened_at: 2_000 }]
+    );
+    assert_eq!(q.open_lanes("pd-k".into()).await.unwrap(), [key()]);
+    // The resolve closes it; a trigger after it opens a new incident with its own title.
+    q.accept(inbound_from("cw"), vec![alert("resolve", "pd-k")]).await.unwrap();
+    deliver_accepted(&q, 6_000).await;
+    let [i] = &ledger(&q).await[..] else { panic!("still one") };
+    assert_eq!((i.state, i.last_by.as_str(), i.last_action_at), (IncidentState::Resolved, "cw", 6_000));
+    assert!(q.open_incidents().await.unwrap().is_empty());
+    assert!(q.open_lanes("pd-k".into()).await.unwrap().is_empty());
+    q.accept(inbound_from("am"), vec![titled("pd-k", "critical", "disk at 99%")]).await.unwrap();
+    deliver_accepted(&q, 7_000).await;
+    let [i] = &ledger(&q).await[..] else { panic!("still one row") };
+    assert_eq!((i.source.as_str(), i.opened_at, i.state), ("am", 7_000, IncidentState::Open));
+    assert_eq!(i.severity.as_deref(), Some("critical"));
+}
+
+async fn acknowledges_and_resolves_of_lanes_pagerhook_never_triggered_leave_no_incident(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("acknowledge", "a"), alert("resolve", "b"), change()]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    // A trigger whose 202 came with a dead outcome (the worker gave up on it) is not open.
+    q.accept(inbound_from("cw"), vec![alert("trigger", "c")]).await.unwrap();
+    let c = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let pd = Attempt { at: 2_000, status: Some(202), detail: None, dedup_key: Some("c".into()) };
+    finish(&q, &c[0], pd, Finish::Dead("gave up".into())).await;
+    assert!(ledger(&q).await.is_empty());
+    assert!(q.open_incidents().await.unwrap().is_empty());
+    assert!(q.open_lanes("a".into()).await.unwrap().is_empty());
+    assert_eq!(
+        q.resolve_incidents(vec!["a".into()], 3_000).await.unwrap(),
+        [ResolveQueued::NotOpen { dedup_key: "a".into() }]
+    );
+    assert_eq!(q.depth().await.unwrap().0, 0, "nothing queued for a lane the ledger does not hold");
+}
+
+async fn an_operator_resolve_is_queued_on_each_open_lane_and_recorded_as_the_operator_s(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![titled("k", "error", "one"), alert_on(other_key(), "trigger", "k")])
+        .await
+        .unwrap();
+    q.accept(inbound_from("gh"), vec![titled("old", "error", "two")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let open = IncidentQuery { open: true, limit: 100, ..IncidentQuery::default() };
+    assert_eq!(q.incidents(open.clone()).await.unwrap().len(), 3);
+    let gh = IncidentQuery { source: Some("gh".into()), ..open.clone() };
+    assert_eq!(q.incidents(gh).await.unwrap().iter().map(|i| i.dedup_key.as_str()).collect::<Vec<_>>(), ["old"]);
+    assert!(q.incidents(IncidentQuery { opened_before: Some(1_000), ..open.clone() }).await.unwrap().is_empty());
+
+    let done = q.resolve_incidents(vec!["k".into(), "nope".into()], 2_000).await.unwrap();
+    assert_eq!(
+        done,
+        [
+            ResolveQueued::Queued { dedup_key: "k".into(), events: 2 },
+            ResolveQueued::NotOpen { dedup_key: "nope".into() }
+        ]
+    );
+    let sent = deliver_all(&q, now_millis()).await;
+    let mut keys: Vec<_> = sent.iter().map(|(a, dk, k)| (a.as_str(), dk.as_str(), k == key().expose())).collect();
+    keys.sort();
+    assert_eq!(keys, [("resolve", "k", false), ("resolve", "k", true)], "one resolve per routing key it is open on");
+    // deliver_all's 202s name no dedup_key: the ledger waits for PagerDuty's answer.
+    assert_eq!(q.incidents(open.clone()).await.unwrap().len(), 3);
+    q.resolve_incidents(vec!["k".into()], 3_000).await.unwrap();
+    deliver_accepted(&q, 4_000).await;
+    let left = q.incidents(open).await.unwrap();
+    assert_eq!(left.iter().map(|i| i.dedup_key.as_str()).collect::<Vec<_>>(), ["old"]);
+    let closed: Vec<_> = ledger(&q).await.into_iter().filter(|i| i.dedup_key == "k").collect();
+    assert!(closed.iter().all(|i| i.state == IncidentState::Resolved && i.last_by == OPERATOR), "{closed:?}");
+    assert_eq!(q.recent(1).await.unwrap()[0].source, OPERATOR, "the event names its origin");
+}
+
+async fn resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("trigger", "gone"), alert("trigger", "open")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    q.accept(inbound_from("cw"), vec![alert("resolve", "gone")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    q.prune(2_000).await.unwrap();
+    assert_eq!(ledger(&q).await.len(), 2, "resolved at the cutoff: kept");
+    q.prune(2_001).await.unwrap();
+    let left = ledger(&q).await;
+    assert_eq!(
+        left.iter().map(|i| (i.dedup_key.as_str(), i.state)).collect::<Vec<_>>(),
+        [("open", IncidentState::Open)]
+    );
+    assert_eq!(q.open_incidents().await.unwrap()[0].open, 1);
+}
+
+/// A store closed and opened again between a trigger and its resolve (a restart): the ledger
+/// still holds the incident, and the resolve closes it.
+async fn the_ledger_outlives_a_restart_between_trigger_and_resolve<F, Fut>(q: Arc<dyn Queue>, reopen: F)
+where
+    F: FnOnce(Arc<dyn Queue>) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Queue>>,
+{
+    q.accept(inbound_from("cw"), vec![titled("k", "critical", "down")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let q = reopen(q).await;
+    let [i] = &ledger(&q).await[..] else { panic!("one incident") };
+    assert_eq!((i.state, i.summary.as_deref()), (IncidentState::Open, Some("down")));
+    q.accept(inbound_from("cw"), vec![alert("resolve", "k")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    assert_eq!(ledger(&q).await[0].state, IncidentState::Resolved);
+}
+
+#[tokio::test]
+async fn sqlite_the_ledger_outlives_a_restart_between_trigger_and_resolve() {
+    let (q, dir) = sqlite();
+    let path = dir.path().join("q.db");
+    the_ledger_outlives_a_restart_between_trigger_and_resolve(q, |q| async move {
+        drop(q);
+        let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+        Arc::new(q) as Arc<dyn Queue>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_the_ledger_outlives_a_restart_between_trigger_and_resolve() {
+    let Some(schema) = PgSchema::create("the_ledger_outlives_a_restart_between_trigger_and_resolve").await else {
+        return;
+    };
+    let q = replica(&schema).await;
+    the_ledger_outlives_a_restart_between_trigger_and_resolve(q, |q| async {
+        drop(q);
+        replica(&schema).await
+    })
+    .await;
+    schema.drop().await;
+}
+
+async fn only_the_opener_closes_its_incident_unless_the_closer_may_close_it(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("gh"), vec![alert("trigger", "deploy")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    // Another source's acknowledge and resolve are dead letters naming both sources.
+    q.accept(inbound_from("sns"), vec![alert("acknowledge", "deploy"), alert("resolve", "deploy")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().0, 0, "nothing of sns's is queued");
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert_eq!((d.kind.as_str(), d.source.as_str(), d.dedup_key.as_deref()), ("event", "sns", Some("deploy")));
+        assert!(d.reason.contains("source 'sns' may not") && d.reason.contains("source 'gh' opened"), "{}", d.reason);
+        assert!(d.reason.contains(r#"may_close = ["gh"]"#), "{}", d.reason);
+    }
+    // A lane the ledger does not know passes, whoever sends it.
+    q.accept(inbound_from("sns"), vec![alert("resolve", "unknown")]).await.unwrap();
+    // A source its config lets close after gh's, gh itself, and an operator may.
+    let allowed = NewInbound { may_close: vec!["gh".into()], ..inbound_from("sns") };
+    q.accept(allowed, vec![alert("acknowledge", "deploy")]).await.unwrap();
+    q.accept(inbound_from("gh"), vec![alert("acknowledge", "deploy")]).await.unwrap();
+    let sent = deliver_accepted(&q, 2_000).await;
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 2, "no new dead letter");
+    assert_eq!(q.resolve_incidents(vec!["deploy".into()], 3_000).await.unwrap().len(), 1);
+    assert_eq!(deliver_accepted(&q, 3_000).await, [("resolve".to_string(), "deploy".to_string())]);
+    let i = ledger(&q).await.into_iter().find(|i| i.dedup_key == "deploy").unwrap();
+    assert_eq!((i.state, i.last_by.as_str()), (IncidentState::Resolved, OPERATOR));
+    // Once resolved, the lane is no longer the opener's: another source's resolve passes.
+    q.accept(inbound_from("sns"), vec![alert("resolve", "deploy")]).await.unwrap();
+    assert_eq!(q.depth().await.unwrap().0, 1);
+}
+
+/// Claims the head of the lane and kills it as PagerDuty's 400 would; its id.
+async fn kill_next(q: &Arc<dyn Queue>, at: Millis) -> i64 {
+    let c = q.claim(now_millis(), 1, LEASE).await.unwrap();
+    finish(q, &c[0], answered(at, 400), Finish::Dead("refused".into())).await;
+    c[0].id
+}
+
+async fn a_dead_trigger_knows_when_its_lane_was_resolved_after_it_died(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("trigger", "k")]).await.unwrap();
+    let dead = kill_next(&q, 1_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), None, "nothing since");
+    q.accept(inbound_from("cw"), vec![alert("resolve", "k")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), Some(2_000));
+    // Triggered again since: replaying it only re-triggers an open incident.
+    q.accept(inbound_from("cw"), vec![alert("trigger", "k")]).await.unwrap();
+    deliver_accepted(&q, 3_000).await;
+    assert_eq!(q.resolved_since(dead).await.unwrap(), None);
+}
+
+async fn only_dead_triggers_are_said_resolved_since(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("cw"), vec![alert("acknowledge", "k")]).await.unwrap();
+    let dead_ack = kill_next(&q, 1_000).await;
+    q.accept(inbound_from("cw"), vec![alert("trigger", "other")]).await.unwrap();
+    let other = kill_next(&q, 1_000).await;
+    q.accept(inbound_from("cw"), vec![alert("resolve", "k")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    assert_eq!(q.resolved_since(dead_ack).await.unwrap(), None, "an acknowledge opens nothing");
+    assert_eq!(q.resolved_since(other).await.unwrap(), None, "another lane's resolve");
+    assert_eq!(q.resolved_since(12345).await.unwrap(), None, "no such event");
+    assert_eq!(q.requeue_dead(other, 3_000).await.unwrap().map(|_| ()), Some(()));
+}
+
+/// A webhook of `source`, whose resolves wait `delay` ms (flap damping).
+fn damping_from(source: &str, delay: Millis) -> NewInbound {
+    NewInbound { resolve_delay: delay, ..inbound_from(source) }
+}
+
+async fn a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both(q: Arc<dyn Queue>) {
+    q.accept(damping_from("am", 60_000), vec![alert("trigger", "flap")]).await.unwrap();
+    assert_eq!(deliver_accepted(&q, 1_000).await.len(), 1);
+    // Resolved: held for the delay, not claimable before it.
+    let resolved = damping_from("am", 60_000);
+    let at = resolved.received_at;
+    q.accept(resolved, vec![alert("resolve", "flap")]).await.unwrap();
+    assert!(q.claim(at + 59_999, 10, LEASE).await.unwrap().is_empty(), "the resolve waits");
+    assert_eq!(q.next_due(at).await.unwrap(), Some(at + 60_000));
+    // Firing again meanwhile: neither goes out, the incident stays open.
+    q.accept(damping_from("am", 60_000), vec![alert("trigger", "flap")]).await.unwrap();
+    assert!(q.claim(at + 120_000, 10, LEASE).await.unwrap().is_empty(), "nothing to send: one page");
+    let states: Vec<_> = q.recent(10).await.unwrap().iter().map(|e| (e.action.clone().unwrap(), e.state)).collect();
+    let (resolve, trigger) = (("resolve".to_string(), EventState::Damped), ("trigger".to_string(), EventState::Damped));
+    assert_eq!(states[..2], [trigger, resolve], "{states:?}");
+    assert_eq!(ledger(&q).await[0].state, IncidentState::Open);
+    // A resolve that waited out its delay goes; without a delay a resolve is due at once.
+    q.accept(damping_from("am", 60_000), vec![alert("resolve", "flap")]).await.unwrap();
+    assert_eq!(q.claim(now_millis() + 60_000, 10, LEASE).await.unwrap().len(), 1);
+    q.accept(inbound_from("gh"), vec![alert("resolve", "other")]).await.unwrap();
+    assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1);
 }
 
 /// The body of `fn name` in `src`, up to its closing brace at the start of a line.
@@ -1643,7 +1948,7 @@ fn every_role_method_is_called_by_two_cases_of_its_role() {
         }
     }
     let roles: Vec<&str> = groups.iter().map(|(r, _)| r.as_str()).collect();
-    assert_eq!(roles, ["Intake", "Deliveries", "DeadLetters", "Inspect", "Retention"]);
+    assert_eq!(roles, ["Intake", "Deliveries", "DeadLetters", "Inspect", "Retention", "Incidents"]);
     let mut thin = Vec::new();
     for (role, cases) in &groups {
         let block = &traits[traits.find(&format!("pub trait {role}: ")).unwrap()..];

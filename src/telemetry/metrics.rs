@@ -56,6 +56,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     task: String,
 }
@@ -81,6 +86,8 @@ pub struct Metrics {
     store_used: Gauge<f64, AtomicU64>,
     store_free: Gauge<f64, AtomicU64>,
     out_of_room: Gauge,
+    open_incidents: Family<SourceLabels, Gauge>,
+    oldest_incident: Gauge<f64, AtomicU64>,
     last_hour: LastHour,
 }
 
@@ -201,6 +208,18 @@ impl Metrics {
                 "1 while the store refuses webhooks for lack of room (storage.min_free_bytes, storage.max_bytes, disk full)",
                 Gauge::default(),
             ),
+            open_incidents: registered(
+                r,
+                "open_incidents",
+                "Incidents pagerhook triggered and believes open or acknowledged (its ledger, not PagerDuty's truth), by the source that opened them",
+                Family::default(),
+            ),
+            oldest_incident: registered(
+                r,
+                "oldest_open_incident_seconds",
+                "Age of the oldest incident pagerhook believes open (0: none)",
+                Gauge::default(),
+            ),
             last_hour: LastHour::default(),
             registry,
         }
@@ -319,6 +338,17 @@ impl Metrics {
     /// Whether the store refuses webhooks for lack of room.
     pub(super) fn out_of_room(&self, short: bool) {
         self.out_of_room.set(i64::from(short));
+    }
+
+    /// Sets the incident gauges from the ledger's current figures, read when `/metrics` is
+    /// scraped as the queue gauges are: open incidents per source (every configured source,
+    /// at 0 when none; a source no longer configured as `unknown`) and the oldest one's age.
+    pub fn incidents(&self, open: &[(String, u64)], oldest_age: Option<Duration>) {
+        self.open_incidents.clear();
+        for (source, n) in open {
+            self.open_incidents.get_or_create(&SourceLabels { source: source.clone() }).inc_by(*n as i64);
+        }
+        self.oldest_incident.set(oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
     }
 
     /// The OpenMetrics text, with the queue gauges set from the store's current figures.

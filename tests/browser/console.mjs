@@ -123,7 +123,7 @@ async function desktop(browser) {
   step = "right token";
   await signIn(page, env("TOKEN"));
   await page.getByRole("link", { name: "Deliveries" }).waitFor();
-  for (const name of ["Dead letters", "Playground"]) await page.getByRole("link", { name }).waitFor();
+  for (const name of ["Incidents", "Dead letters", "Playground"]) await page.getByRole("link", { name }).waitFor();
   await waitFor("delivery rows show", async () => (await rows(page, "#deliveries-table").count()) >= 3);
   const firstRows = await rows(page, "#deliveries-table").count();
   await page.locator("#stats .stat").first().waitFor();
@@ -176,10 +176,36 @@ async function desktop(browser) {
   await dead.waitFor();
   check((await dead.textContent()).includes("Event object is invalid"), "the reason PagerDuty gave");
   await shot(page, "dead-1280");
-  await dead.getByRole("button", { name: "Replay" }).click();
+  // Its deployment succeeded since (the resolve went out): a replay would open an incident
+  // nothing closes, so it is skipped until asked again.
+  await dead.getByRole("button", { name: "Replay", exact: true }).click();
+  await dead.locator(".result.bad").waitFor();
+  check(/Skipped: its incident was resolved after it died/.test(await dead.locator(".result").textContent()), "the skip and its reason");
+  await shot(page, "dead-skipped-1280");
+  await dead.getByRole("button", { name: "Replay anyway" }).click();
   await dead.locator(".result.ok").waitFor();
   check(/Queued again as event \d+/.test(await dead.locator(".result").textContent()), "the replay result in the row");
   await shot(page, "dead-replayed-1280");
+
+  step = "incidents";
+  await page.getByRole("link", { name: "Incidents" }).click();
+  const incident = page.locator("#incidents-table tbody tr", { hasText: env("SEARCH") });
+  await incident.waitFor();
+  const text = await incident.textContent();
+  check(text.includes("github") && text.includes("open"), `the open incident with its source: ${text}`);
+  check(/\d+s ago|\dm ago/.test(await incident.locator("td").first().textContent()), "its age");
+  check(/PagerDuty/.test(await page.locator("#incidents p.muted").textContent()), "says it is pagerhook's record, not PagerDuty's");
+  await shot(page, "incidents-1280");
+  await incident.getByRole("button", { name: "Resolve" }).click();
+  await incident.locator(".result.ok").waitFor();
+  check(/Resolve queued/.test(await incident.locator(".result").textContent()), "the resolve result in the row");
+  await page.getByLabel("Resolved too").check();
+  await waitFor("the incident shows resolved by the operator", async () => {
+    await page.locator("#incidents-refresh").click();
+    const t = await page.locator("#incidents-table tbody tr", { hasText: env("SEARCH") }).textContent().catch(() => "");
+    return /resolved/.test(t) && t.includes("@operator");
+  });
+  await shot(page, "incidents-resolved-1280");
 
   step = "playground";
   await page.getByRole("link", { name: "Playground" }).click();
@@ -241,6 +267,9 @@ async function phone(browser) {
   await page.getByRole("link", { name: "Dead letters" }).click();
   await page.locator("#dead-table tbody tr").first().waitFor();
   await shot(page, "dead-phone");
+  await page.getByRole("link", { name: "Incidents" }).click();
+  await page.locator("#incidents-table tbody tr").first().waitFor();
+  await shot(page, "incidents-phone");
   await page.getByRole("link", { name: "Playground" }).click();
   await page.getByLabel("Source").selectOption("github");
   await shot(page, "playground-phone");

@@ -83,11 +83,14 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     // A payload the workflow rule fails on (no repository name): kept as a mapping failure.
     let broken = br#"{"action": "completed", "workflow_run": {"conclusion": "failure", "head_branch": "main"}, "repository": {"default_branch": "main"}}"#;
     assert_eq!(app.github("workflow_run", "c-4", broken).await.json["status"], "mapping_failed");
+    // The failed deployment succeeds since: its resolve goes out, after its trigger died.
+    let success = fixture("github/deployment_status_success.json");
+    assert_eq!(app.github("deployment_status", "c-5", &success).await.status, 202);
     let queue = app.app.as_ref().unwrap().queue();
-    eventually("two dead letters and two delivered events", || async {
+    eventually("two dead letters and four delivered events", || async {
         let dead = queue.dead_letters(None, 10).await.unwrap();
         let recent = queue.recent(10).await.unwrap();
-        (dead.len() == 2 && recent.iter().filter(|e| e.state == EventState::Delivered).count() == 2).then_some(())
+        (dead.len() == 2 && recent.iter().filter(|e| e.state == EventState::Delivered).count() == 4).then_some(())
     })
     .await;
 
@@ -126,8 +129,12 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     eprintln!("console: {report}");
 
     // The replay clicked in the browser reached PagerDuty: the refused trigger went again.
-    let got = app.fake.wait_for(6, Duration::from_secs(10)).await;
-    let sent = got.iter().filter(|r| r.dedup_key() == Some(DEAD_KEY)).count();
+    let got = app.fake.wait_for(9, Duration::from_secs(10)).await;
+    let sent = got.iter().filter(|r| r.dedup_key() == Some(DEAD_KEY) && r.action() == Some("trigger")).count();
     assert_eq!(sent, 3, "the dead trigger (then its minimal form) was sent again after Replay: {got:#?}");
+    // The Resolve clicked on the Incidents page reached PagerDuty.
+    let resolved =
+        got.iter().filter(|r| r.action() == Some("resolve") && r.dedup_key().is_some_and(|k| k.contains(SEARCH)));
+    assert_eq!(resolved.count(), 1, "the incident's resolve was sent: {got:#?}");
     dry.stop().await;
 }

@@ -12,6 +12,7 @@ mod deploy;
 mod generic;
 mod helpers;
 mod hooks;
+mod incidents;
 mod mappings;
 mod newcomer;
 mod operate;

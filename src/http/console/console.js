@@ -97,7 +97,7 @@ function eventLabel(row) {
 
 // ---- views ------------------------------------------------------------------------------
 
-const views = ["signin", "deliveries", "detail", "dead", "playground"];
+const views = ["signin", "deliveries", "detail", "incidents", "dead", "playground"];
 
 function show(view) {
   for (const v of views) $(`#${v}`).hidden = v !== view;
@@ -148,6 +148,7 @@ function route() {
   if (!sessionStorage.getItem(TOKEN_KEY)) return signOut();
   const [, view, id] = location.hash.split("/");
   if (view === "deliveries" && id) return openDetail(id);
+  if (view === "incidents") return openIncidents();
   if (view === "dead") return openDead();
   if (view === "playground") return openPlayground();
   return openDeliveries();
@@ -322,6 +323,61 @@ function headersTable(headers) {
     h("caption", { class: "muted small" }, "Credentials (Authorization, Cookie, X-Gitlab-Token) are never stored; signatures are, they are no secret."));
 }
 
+// ---- incidents --------------------------------------------------------------------------
+
+async function openIncidents() {
+  show("incidents");
+  $("#incidents-status").hidden = true;
+  await loadIncidents();
+}
+
+async function loadIncidents() {
+  const status = $("#incidents-status");
+  const all = $("#incidents-all").checked;
+  let rows;
+  try {
+    rows = await api(`/admin/incidents${all ? "" : "?open=true"}`);
+  } catch (e) {
+    status.className = "banner error";
+    return failed(e, status);
+  }
+  $("#incidents-table tbody").replaceChildren(...rows.map(incidentRow));
+  $("#incidents-empty").hidden = rows.length > 0;
+}
+
+function incidentRow(i) {
+  const result = h("div", { class: "result", "aria-live": "polite" });
+  const row = h("tr", { "data-key": i.dedup_key },
+    h("td", { "data-label": "Opened" }, when(i.opened_at)),
+    h("td", { "data-label": "Source" }, i.source, i.rule ? h("div", { class: "small muted" }, `rule ${i.rule}`) : null),
+    h("td", { "data-label": "Incident", class: "wrap" },
+      i.severity ? h("span", { class: `badge sev-${i.severity}` }, i.severity) : null, " ", i.summary ?? "",
+      h("div", { class: "small mono clip", title: i.dedup_key }, i.dedup_key), result),
+    h("td", { "data-label": "State" }, h("span", { class: `badge incident-${i.state}` }, i.state)),
+    h("td", { "data-label": "Last" }, `${i.last_action} by ${i.last_by}`, h("div", { class: "small" }, when(i.last_action_at))),
+    h("td", { "data-label": "Actions", class: "actions" }),
+  );
+  if (i.state === "resolved") return row;
+  const resolve = h("button", { type: "button", class: "primary" }, "Resolve");
+  resolve.addEventListener("click", async () => {
+    resolve.disabled = true;
+    try {
+      const [r] = await api("/admin/incidents/resolve", { method: "POST", body: { dedup_keys: [i.dedup_key] } });
+      const queued = r.outcome === "queued";
+      result.className = `result ${queued ? "ok" : "bad"}`;
+      result.textContent = queued ? "Resolve queued; the state changes once PagerDuty accepts it." : "No longer open in the ledger.";
+      row.classList.add("done");
+    } catch (e) {
+      if (e instanceof Refused) return failed(e);
+      result.className = "result bad";
+      result.textContent = `Resolve refused: ${e.message}`;
+      resolve.disabled = false;
+    }
+  });
+  row.lastChild.append(resolve);
+  return row;
+}
+
 // ---- dead letters -----------------------------------------------------------------------
 
 async function openDead() {
@@ -410,6 +466,7 @@ function describe(r) {
     case "remapped": return [`Mapped with the current mappings into ${r.events} event${r.events === 1 ? "" : "s"}, queued.`, true];
     case "ignored": return [`Maps to nothing now: ${r.reason}.`, true];
     case "still_failing": return [`Still failing: ${r.error}`, false];
+    case "skipped": return [`Skipped: ${r.reason}.`, false];
     default: return [JSON.stringify(r), true];
   }
 }
@@ -422,6 +479,22 @@ function showResult(row, r, error) {
   if (ok) {
     row.classList.add("done");
     for (const b of row.querySelectorAll("button")) b.disabled = true;
+  }
+  // A trigger whose incident was resolved after it died: sent only when asked again.
+  if (r?.outcome === "skipped") {
+    for (const b of row.querySelectorAll("button")) b.disabled = false;
+    const anyway = h("button", { type: "button", class: "danger" }, "Replay anyway");
+    anyway.addEventListener("click", async () => {
+      anyway.disabled = true;
+      try {
+        showResult(row, await api(`/admin/dead/${encodeURIComponent(row.dataset.id)}/replay?force=true`, { method: "POST" }));
+        anyway.remove();
+      } catch (e) {
+        if (e instanceof Refused) return failed(e);
+        showResult(row, null, e.message);
+      }
+    });
+    out.append(" ", anyway);
   }
 }
 
@@ -439,14 +512,17 @@ async function replayAll() {
     return failed(e, status);
   }
   let good = 0;
+  let skipped = 0;
   for (const r of results) {
     const row = document.querySelector(`#dead-table tr[data-id="${CSS.escape(r.id)}"]`);
-    const ok = !r.error && r.result?.outcome !== "still_failing";
-    if (ok) good += 1;
+    const outcome = r.result?.outcome;
+    if (outcome === "skipped") skipped += 1;
+    else if (!r.error && outcome !== "still_failing") good += 1;
     if (row) showResult(row, r.result ?? null, r.error);
   }
-  status.className = `banner ${good === results.length ? "ok" : "error"}`;
-  status.textContent = `Replayed ${results.length}: ${good} queued or resolved, ${results.length - good} still failing.`;
+  const failing = results.length - good - skipped;
+  status.className = `banner ${failing === 0 && skipped === 0 ? "ok" : "error"}`;
+  status.textContent = `Replayed ${results.length}: ${good} queued or resolved, ${skipped} skipped (their incident was resolved since: Replay anyway sends one), ${failing} still failing.`;
   status.hidden = false;
 }
 
@@ -553,6 +629,8 @@ $("#newest").addEventListener("click", () => {
   refreshDeliveries();
 });
 $("#dead-refresh").addEventListener("click", openDead);
+$("#incidents-refresh").addEventListener("click", openIncidents);
+$("#incidents-all").addEventListener("change", loadIncidents);
 $("#replay-all").addEventListener("click", replayAll);
 $("#render-form").addEventListener("submit", render);
 $("#pg-replay").addEventListener("click", replayFrom);

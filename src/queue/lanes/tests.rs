@@ -1,5 +1,6 @@
 use super::*;
 use crate::event::AlertDraft;
+use crate::queue::{OPERATOR, PAGERHOOK};
 use std::collections::HashMap;
 
 fn key(c: char) -> String {
@@ -26,11 +27,68 @@ impl Routes for Stored {
         let keys = self.0.get(&(source.to_string(), dk.to_string()));
         Ok(keys.and_then(|k| Some((k.last()?.clone(), k.iter().any(|k| k == own)))))
     }
+
+    /// No incident is open in these tests but the one `Opened` holds.
+    async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
+        Ok(None)
+    }
+
+    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
+
+    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+/// The ledger says source `b` opened every lane.
+struct Opened;
+
+impl Routes for Opened {
+    async fn latest_route(&mut self, _: &str, _: &str, _: &str) -> Result<Option<(String, bool)>, QueueError> {
+        Ok(None)
+    }
+
+    async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
+        Ok(Some("b".into()))
+    }
+
+    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
+
+    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn closing_another_source_s_incident_is_refused_unless_allowed_or_bypassed() {
+    let events =
+        [alert("trigger", "k", 'o'), alert("acknowledge", "k", 'o'), alert("resolve", "k", 'o'), change_event()];
+    let refused = |r: Routed| r.refused.iter().map(Option::is_some).collect::<Vec<_>>();
+    let checked = route(&mut Opened, "a", &events, Closing::Checked { may_close: &[] }).await.unwrap();
+    assert_eq!(refused(checked), [false, true, true, false], "only acknowledges and resolves");
+    let allowed = ["b".to_string()];
+    let may = route(&mut Opened, "a", &events, Closing::Checked { may_close: &allowed }).await.unwrap();
+    assert_eq!(refused(may), [false; 4]);
+    let own = route(&mut Opened, "b", &events, Closing::Checked { may_close: &[] }).await.unwrap();
+    assert_eq!(refused(own), [false; 4], "the opener itself");
+    let operator = route(&mut Opened, OPERATOR, &events, Closing::of(OPERATOR, &[])).await.unwrap();
+    assert_eq!(refused(operator), [false; 4]);
+    assert!(matches!(Closing::of(PAGERHOOK, &[]), Closing::Bypass));
+    assert!(matches!(Closing::of("a", &[]), Closing::Checked { .. }));
+}
+
+fn change_event() -> Event {
+    let draft = crate::event::ChangeDraft { summary: Some("c".into()), ..Default::default() };
+    Event::change(RoutingKey::parse(Secret::new(key('o'))).unwrap(), draft).unwrap()
 }
 
 /// The routing key each event is stored under, by its letter.
 async fn routed(stored: &mut Stored, events: &[Event]) -> (Vec<char>, Vec<(String, char)>) {
-    let r = route(stored, "a", events).await.unwrap();
+    let r = route(stored, "a", events, Closing::Checked { may_close: &[] }).await.unwrap();
     let letter = |k: &str| k.chars().next().unwrap();
     let keys = r.events.iter().map(|e| letter(e.routing_key().expose())).collect();
     (keys, r.routes.iter().map(|(dk, k)| (dk.to_string(), letter(k))).collect())

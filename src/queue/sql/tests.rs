@@ -7,6 +7,9 @@ const ALL: &[(&str, &str)] = &[
     ("COLLAPSE", COLLAPSE),
     ("LEASE", LEASE),
     ("INSERT_EVENT", INSERT_EVENT),
+    ("INSERT_FINISHED", INSERT_FINISHED),
+    ("DELAYED_RESOLVE", DELAYED_RESOLVE),
+    ("DAMP", DAMP),
     ("RECORD_ROUTE", RECORD_ROUTE),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
     ("FINISH", FINISH),
@@ -18,6 +21,7 @@ const ALL: &[(&str, &str)] = &[
     ("PRUNE[3]", PRUNE[3]),
     ("PRUNE[4]", PRUNE[4]),
     ("PRUNE[5]", PRUNE[5]),
+    ("PRUNE[6]", PRUNE[6]),
     ("DELETE_DEAD_EVENT[0]", DELETE_DEAD_EVENT[0]),
     ("DELETE_DEAD_EVENT[1]", DELETE_DEAD_EVENT[1]),
     ("DELETE_DEAD_INBOUND", DELETE_DEAD_INBOUND),
@@ -61,7 +65,7 @@ fn the_parameter_check_sees_an_out_of_order_statement() {
 #[test]
 fn event_states_are_built_into_the_statements() {
     assert!(RENEW.ends_with("state = 'pending'"), "{RENEW}");
-    assert!(PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed')"), "{}", PRUNE[1]);
+    assert!(PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped')"), "{}", PRUNE[1]);
     assert!(DEAD_LETTERS.contains("e.state = 'dead'"), "{DEAD_LETTERS}");
 }
 
