@@ -386,8 +386,19 @@ async fn insert_events(
         let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
         let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
         let (order_key, text, rule, summary) = (e.order_key(), e.text(), e.rule(), e.summary());
-        let mut columns: Vec<&(dyn ToSql + Sync)> =
-            vec![&inbound_id, &kind, &order_key, &routing_key, &action, &dedup_key, &text, &EVENT_FORMAT, &at, &rule, &summary];
+        let mut columns: Vec<&(dyn ToSql + Sync)> = vec![
+            &inbound_id,
+            &kind,
+            &order_key,
+            &routing_key,
+            &action,
+            &dedup_key,
+            &text,
+            &EVENT_FORMAT,
+            &at,
+            &rule,
+            &summary,
+        ];
         let state = match &fate {
             Fate::Done { state, .. } => state.as_str(),
             Fate::Queue { .. } => "",

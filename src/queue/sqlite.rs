@@ -21,9 +21,9 @@ use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
     tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Incident,
-    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention, Role,
-    StoredInbound,
+    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
+    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention,
+    Role, StoredInbound,
 };
 use crate::event::{Event, RoutingKey};
 use async_trait::async_trait;
