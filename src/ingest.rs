@@ -4,8 +4,9 @@
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
-use crate::event::Event;
-use crate::mapping::{ApplyError, Rendered};
+use crate::event::own::{Page, Reason};
+use crate::event::{Event, Severity};
+use crate::mapping::{ApplyError, Overview, Rendered};
 use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
@@ -225,7 +226,7 @@ impl Pipeline {
                     Decision::Map { .. } => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
-                    Decision::TooMany(error) => IngestOutcome::TooManyEvents { id, error },
+                    Decision::TooMany(error, _) => IngestOutcome::TooManyEvents { id, error },
                     Decision::Unmatched => IngestOutcome::Unmatched { id },
                 }
             }
@@ -244,8 +245,50 @@ enum FirstPass {
 /// taken before mapping, which consumes the request; its status follows the decision).
 fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
-    let inbound = record(&verified, query, InboundStatus::Mapped, received_at);
-    (inbound, decide(src, verified, received_at))
+    let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
+    let decision = decide(src, verified, received_at);
+    inbound.page = own_page(src, &inbound, &decision);
+    (inbound, decision)
+}
+
+/// pagerhook's own page about the dead letter `decision` makes of `inbound`, if it makes one
+/// that pages and the source's own pages are on; queued with it (`Intake::accept`).
+fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Page> {
+    let key = src.own_pages()?.clone();
+    let page = match decision {
+        Decision::Failed(error) => Page::new(Reason::MappingFailed, key).with("error", error.as_str()),
+        Decision::TooMany(error, overview) => {
+            let overview = overview.clone().or_else(|| overflow_overview(src, inbound));
+            let page = Page::new(Reason::TooManyEvents, key).with("error", error.as_str());
+            match overview {
+                Some(o) => Page { severity: o.worst.unwrap_or(Severity::Error), ..page }
+                    .with("events", o.events)
+                    .with("first_summaries", o.summaries),
+                None => page,
+            }
+        }
+        Decision::Unmatched if src.pages_unmatched() => {
+            Page::new(Reason::Unmatched, key).with("error", NO_RULE_MATCHED)
+        }
+        Decision::Unmatched | Decision::Map { .. } | Decision::Ignore(_) => return None,
+    };
+    let console = src.admin_url().map(|url| format!("{url}/#/dead"));
+    Some(Page { console, ..page.with("inbound_id", inbound.id.as_str()) })
+}
+
+/// What a webhook over `max_events_per_request` would have sent (its count was refused before
+/// rendering): its stored request rendered again, only counted. `None` if it cannot be.
+fn overflow_overview(src: &Hook, inbound: &NewInbound) -> Option<Overview> {
+    let headers = Headers::from_stored(&inbound.headers);
+    let verified = src.source().trusted(headers, &inbound.query, inbound.body.clone()).ok()?;
+    let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(inbound.received_at.max(0) as u64);
+    match src.mapping().overview(verified, accepted) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!(source = src.name(), error = %e, "cannot count the events of an oversized webhook");
+            None
+        }
+    }
 }
 
 /// What the mappings made of a verified request.
@@ -258,7 +301,8 @@ enum Decision {
     },
     Ignore(IgnoreReason),
     Failed(String),
-    TooMany(String),
+    /// Over a cap; what it would have sent when that is known already (the byte cap).
+    TooMany(String, Option<Overview>),
     /// No rule matched, and the source keeps such payloads.
     Unmatched,
 }
@@ -276,7 +320,7 @@ impl Decision {
             Decision::Map { events, .. } => (InboundStatus::Mapped, std::mem::take(events)),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
-            Decision::TooMany(e) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
+            Decision::TooMany(e, _) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
             Decision::Unmatched => (InboundStatus::Unmatched, Vec::new()),
         }
     }
@@ -295,7 +339,7 @@ fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
             Ok(rendered) => within_bytes(src, rendered),
             // Logged with their count once committed (`Pipeline::report`).
             Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
-            Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string()),
+            Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None),
         },
     }
 }
@@ -311,7 +355,9 @@ fn within_bytes(src: &Hook, rendered: Vec<Rendered>) -> Decision {
             "the events of this request total {total} bytes, more than max_event_bytes_per_request = {max} (raise it, then replay)"
         );
         // Logged, like too many events, once committed (`Pipeline::report`).
-        return Decision::TooMany(e);
+        let mut overview = Overview::default();
+        rendered.iter().for_each(|r| overview.add(&r.event));
+        return Decision::TooMany(e, Some(overview));
     }
     log_notes(source, &rendered);
     Decision::map(rendered)
@@ -351,7 +397,7 @@ impl Pipeline {
         match decision {
             Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
-            Decision::TooMany(error) => kept(Kept::TooManyEvents, error),
+            Decision::TooMany(error, _) => kept(Kept::TooManyEvents, error),
             Decision::Unmatched => kept(Kept::Unmatched, NO_RULE_MATCHED),
             Decision::Ignore(_) => {}
         }
@@ -396,7 +442,7 @@ impl Pipeline {
                 match decision {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
-                    Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
+                    Decision::Failed(error) | Decision::TooMany(error, _) => Replayed::StillFailing { error },
                     Decision::Unmatched => Replayed::StillFailing { error: NO_RULE_MATCHED.into() },
                 }
             }
@@ -517,6 +563,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         query: query.to_string(),
         body: v.raw().clone(),
         status,
+        page: None,
     }
 }
 

@@ -10,7 +10,7 @@ mod native;
 mod paths;
 mod raw;
 
-use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
+use crate::event::{own, AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey, Severity};
 use crate::source::Verified;
 use handlebars::{Context, Handlebars};
 use raw::{RawMappingFile, RawRule};
@@ -61,6 +61,54 @@ pub struct RoutingKeys {
     pub default: Option<RoutingKey>,
     /// `[pagerduty.routing_keys]`.
     pub named: BTreeMap<String, RoutingKey>,
+}
+
+/// What a webhook over its caps would have sent ([`Mapping::overview`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// How many events.
+    pub events: usize,
+    /// The summaries of its first triggers, at most [`Overview::SUMMARIES`].
+    pub summaries: Vec<String>,
+    /// The worst severity among its triggers, if it has any.
+    pub worst: Option<Severity>,
+}
+
+impl Overview {
+    /// How many summaries a page shows: enough to recognise the outage, few enough to read.
+    pub const SUMMARIES: usize = 5;
+
+    /// Counts `e` in.
+    pub fn add(&mut self, e: &Event) {
+        self.events += 1;
+        if let Some(severity) = own::severity_of(e) {
+            self.worst = Some(self.worst.map_or(severity, |w| own::worse(w, severity)));
+            if let Some(summary) = e.body().pointer("/payload/summary").and_then(Value::as_str) {
+                if self.summaries.len() < Overview::SUMMARIES {
+                    self.summaries.push(summary.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Where rendered events go: kept, or, for an [`Overview`], only counted.
+struct Out {
+    events: Vec<Rendered>,
+    overview: Option<Overview>,
+}
+
+impl Out {
+    fn push(&mut self, r: Rendered) {
+        match &mut self.overview {
+            Some(o) => o.add(&r.event),
+            None => self.events.push(r),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.overview.as_ref().map_or(self.events.len(), |o| o.events)
+    }
 }
 
 /// One event a rule produced, with the rule's name (for logs and `render`).
@@ -369,13 +417,34 @@ impl Mapping {
         accepted: SystemTime,
         max_events: usize,
     ) -> Result<Vec<Rendered>, ApplyError> {
+        let mut out = Out { events: Vec::new(), overview: None };
+        self.run(renderer, req, accepted, max_events, &mut out)?;
+        Ok(out.events)
+    }
+
+    /// What a webhook over its caps would have sent, for pagerhook's own page about it: every
+    /// event is rendered (the body's size bounds the work) but only counted, its severity and
+    /// the first [`Overview::SUMMARIES`] trigger summaries kept, so memory stays flat.
+    pub fn overview(&self, req: Verified, accepted: SystemTime) -> Result<Overview, ApplyError> {
+        let mut out = Out { events: Vec::new(), overview: Some(Overview::default()) };
+        self.run(self.renderer, req, accepted, usize::MAX, &mut out)?;
+        Ok(out.overview.unwrap_or_default())
+    }
+
+    fn run(
+        &self,
+        renderer: Renderer,
+        req: Verified,
+        accepted: SystemTime,
+        max_events: usize,
+        out: &mut Out,
+    ) -> Result<(), ApplyError> {
         // One handlebars Context per request, built from the request without copying the body:
         // rendering with a plain Value would serialize a deep copy of the payload for every
         // template. `for_each` swaps each item into it.
         let source = req.source().to_string();
         let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
-        let mut out = Vec::new();
         // The path walks are shared by every template until a `for_each` changes the context.
         let mut f = Frame::new(&ctx, &self.paths, renderer);
         for rule in &self.rules {
@@ -384,10 +453,10 @@ impl Mapping {
             }
             match &rule.for_each {
                 None => self
-                    .emit(rule, &mut f, &ctx.data()["body"], &source, &accepted, &mut out)
+                    .emit(rule, &mut f, &ctx.data()["body"], &source, &accepted, out)
                     .map_err(|(f, m)| rule_error(rule, &f, m))?,
                 Some(path) => {
-                    self.emit_each(rule, path, &mut ctx, (renderer, &source, &accepted), max_events, &mut out)?;
+                    self.emit_each(rule, path, &mut ctx, (renderer, &source, &accepted), max_events, out)?;
                     f = Frame::new(&ctx, &self.paths, renderer);
                 }
             }
@@ -398,7 +467,7 @@ impl Mapping {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Emits `rule` once for each item of the array at `path`, each swapped into the context
@@ -410,7 +479,7 @@ impl Mapping {
         ctx: &mut Context,
         (renderer, source, accepted): (Renderer, &str, &str),
         max_events: usize,
-        out: &mut Vec<Rendered>,
+        out: &mut Out,
     ) -> Result<(), ApplyError> {
         let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
             rule_error(rule, "for_each", format!("{} is not an array in this payload", path.join(".")))
@@ -591,7 +660,7 @@ impl Mapping {
         subject: &Value,
         source: &str,
         accepted: &str,
-        out: &mut Vec<Rendered>,
+        out: &mut Out,
     ) -> Result<(), (String, String)> {
         // An action that renders empty skips the event.
         let Some(action) = self.action(rule, f)? else { return Ok(()) };

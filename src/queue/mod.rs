@@ -14,6 +14,7 @@
 //! source can move its events onto another source's incident.
 
 mod lanes;
+mod own_pages;
 mod postgres;
 mod rows;
 mod schema;
@@ -29,7 +30,7 @@ pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
 pub use tls::TlsError;
 
-use crate::event::Event;
+use crate::event::{own, Event, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -114,6 +115,9 @@ pub enum InboundStatus {
     /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`), for replay
     /// once a rule is added.
     Unmatched,
+    /// The record pagerhook's own events of one source and reason hang from (its id is their
+    /// dedup_key, `event::own::dedup_key`): no webhook, never a dead letter.
+    Own,
 }
 
 impl InboundStatus {
@@ -121,7 +125,7 @@ impl InboundStatus {
     pub fn is_dead_letter(&self) -> bool {
         match self {
             InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) | InboundStatus::Unmatched => true,
-            InboundStatus::Mapped | InboundStatus::Ignored => false,
+            InboundStatus::Mapped | InboundStatus::Ignored | InboundStatus::Own => false,
         }
     }
 }
@@ -142,6 +146,9 @@ pub struct NewInbound {
     pub query: String,
     pub body: Bytes,
     pub status: InboundStatus,
+    /// pagerhook's own page about this webhook (its dead letter), queued in the same
+    /// transaction, with the count of the source's dead letters of its reason.
+    pub page: Option<own::Page>,
 }
 
 impl NewInbound {
@@ -158,6 +165,7 @@ impl NewInbound {
             query: String::new(),
             body,
             status,
+            page: None,
         }
     }
 }
@@ -200,6 +208,9 @@ pub enum Finish {
     DryRun,
     RetryAt(Millis),
     Dead(String),
+    /// Dead, and if the event is a trigger (not pagerhook's own), pagerhook pages about it
+    /// in the same transaction: to this key, or when `None` to the dead trigger's own key.
+    DeadPaged(String, Option<RoutingKey>),
 }
 
 /// A delivery attempt: recorded by `finish`, listed by `dlq show` and the console.

@@ -20,6 +20,7 @@
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
 use super::lanes::{self, Claims, Outcome, Routes};
+use super::own_pages::{self, OwnSteps};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
@@ -30,7 +31,8 @@ use super::{
     DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
     Millis, NewInbound, PaceRule, PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
 };
-use crate::event::Event;
+use crate::event::own::{self, Reason};
+use crate::event::{Action, Event};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
@@ -143,6 +145,7 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    &[schema::OWN_PAGES],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -422,6 +425,62 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
+/// pagerhook's own pages, as this backend stores them. An own event's lane is locked like any
+/// other (its ids follow commit order), after the lanes and routes of the transaction's
+/// webhook: own lanes are always taken last, so the global lock order holds.
+struct OwnStore<'t, 'c>(&'t Transaction<'c>, i32);
+
+impl OwnSteps for OwnStore<'_, '_> {
+    async fn waiting(&mut self, source: &str, reason: Reason) -> Result<i64, QueueError> {
+        let row = match reason {
+            Reason::DeadTrigger => self.0.query_one(sql::OWN_WAITING_TRIGGERS, &[&source]).await?,
+            other => self.0.query_one(sql::OWN_WAITING_INBOUND, &[&source, &other.as_str()]).await?,
+        };
+        row.get_as(0)
+    }
+
+    async fn open_incidents(&mut self) -> Result<Vec<(String, String, String)>, QueueError> {
+        let rows = self.0.query(sql::OWN_OPENED, &[]).await?;
+        rows.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?, r.get_as(2)?))).collect()
+    }
+
+    async fn queue_own(&mut self, source: &str, reason: Reason, event: &Event, now: Millis) -> Result<(), QueueError> {
+        let record = own::dedup_key(source, reason);
+        lock_lanes(self.0, self.1, event.order_key().iter().map(String::as_str)).await?;
+        self.0.execute(sql::OWN_RECORD, &[&record, &source, &now, &(&[][..] as &[u8])]).await?;
+        self.0
+            .execute(
+                sql::INSERT_EVENT,
+                &[
+                    &record,
+                    &event.kind().as_str(),
+                    &event.order_key(),
+                    &event.routing_key().expose(),
+                    &event.action().map(|a| a.as_str()),
+                    &event.dedup_key().map(|k| k.as_str()),
+                    &event.text(),
+                    &EVENT_FORMAT,
+                    &now,
+                ],
+            )
+            .await?;
+        if event.action() == Some(Action::Trigger) {
+            let key = event.routing_key().expose();
+            self.0.execute(sql::OWN_OPEN, &[&source, &reason.as_str(), &key, &now]).await?;
+        } else {
+            self.0.execute(sql::OWN_CLOSE, &[&source, &reason.as_str()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_trigger(&mut self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        match self.0.query_opt(sql::OWN_DEAD_TRIGGER, &[&id]).await? {
+            Some(r) => Ok(Some((r.get_as(0)?, r.get_as(1)?))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A claim's statements, prepared once for all its heads.
 struct ClaimSteps<'t, 'c> {
     tx: &'t Transaction<'c>,
@@ -555,6 +614,9 @@ impl Intake for PostgresQueue {
         )
         .await?;
         insert_events(&tx, self.schema, (&i.id, &i.source), &events, i.received_at).await?;
+        if let Some(page) = &i.page {
+            own_pages::page(&mut OwnStore(&tx, self.schema), &i.source, page, i.received_at).await?;
+        }
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -582,6 +644,9 @@ impl Deliveries for PostgresQueue {
         let n = tx
             .execute(sql::FINISH, &[&o.state.as_str(), &o.done_at, &o.next_at, &error_changes, &error, &id, &lease])
             .await?;
+        if let (1, Finish::DeadPaged(_, to)) = (n, &finish) {
+            own_pages::page_dead_trigger(&mut OwnStore(&tx, self.schema), id, to.as_ref(), attempt.at).await?;
+        }
         tx.commit().await?;
         Ok(n == 1)
     }
@@ -667,6 +732,7 @@ impl DeadLetters for PostgresQueue {
             &[&id, &format!(" (replayed as event {new_id})")],
         )
         .await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), now).await?;
         tx.commit().await?;
         Ok(Some(new_id))
     }
@@ -700,6 +766,7 @@ impl DeadLetters for PostgresQueue {
         };
         let source: String = row.get_as(0)?;
         insert_events(&tx, self.schema, (&id, &source), &events, now).await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), now).await?;
         tx.commit().await?;
         Ok(Some(events.len()))
     }
@@ -715,6 +782,7 @@ impl DeadLetters for PostgresQueue {
             }
             DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, &[s]).await?,
         };
+        own_pages::settle(&mut OwnStore(&tx, self.schema), super::now_millis()).await?;
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -784,6 +852,7 @@ impl Retention for PostgresQueue {
             tx.execute(statement, &[&events]).await?;
         }
         tx.execute(DROP_DEAD_INBOUND, &[&inbound]).await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), super::now_millis()).await?;
         tx.commit().await?;
         Ok(tally_dropped(&chosen))
     }

@@ -191,6 +191,7 @@ pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) 
         InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
         InboundStatus::TooManyEvents(e) => ("too_many_events", Some(e.as_str())),
         InboundStatus::Unmatched => ("unmatched", Some(UNMATCHED_REASON)),
+        InboundStatus::Own => ("own", None),
     }
 }
 
@@ -202,9 +203,10 @@ pub(crate) fn status_from_columns(id: &str, status: &str, error: Option<String>)
         "mapping_failed" => Ok(InboundStatus::MappingFailed(error.unwrap_or_default())),
         "too_many_events" => Ok(InboundStatus::TooManyEvents(error.unwrap_or_default())),
         "unmatched" => Ok(InboundStatus::Unmatched),
+        "own" => Ok(InboundStatus::Own),
         other => Err(QueueError::BadRow(format!(
             "inbound {id} has status {other:?}, which this build does not know \
-             (mapped, ignored, mapping_failed, too_many_events, unmatched)"
+             (mapped, ignored, mapping_failed, too_many_events, unmatched, own)"
         ))),
     }
 }

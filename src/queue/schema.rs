@@ -42,6 +42,16 @@ pub(super) const SEEN_BODIES: &str = "CREATE TABLE seen_bodies (
     PRIMARY KEY (source, body_sha256)
 );";
 
+/// pagerhook's own incidents that are open, one per source and reason (`event::own::Reason`),
+/// with the routing key they went to: their resolve goes there.
+pub(super) const OWN_PAGES: &str = "CREATE TABLE own_pages (
+    source      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (source, reason)
+);";
+
 /// A migration step that failed, as the error that names it.
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }

@@ -144,6 +144,37 @@ impl Seen {
 /// duplicate by its delivery id, so the body belongs to nothing.
 pub(super) const FORGET_SEEN_BODY: &str = "DELETE FROM seen_bodies WHERE source = $1 AND inbound_id = $2";
 
+/// Dead letters of source `$1` kept with inbound status `$2` (`own_pages`' reasons are named
+/// as those statuses).
+pub(super) const OWN_WAITING_INBOUND: &str = "SELECT COUNT(*) FROM inbound WHERE source = $1 AND status = $2";
+
+/// Dead triggers of source `$1`, pagerhook's own excepted.
+pub(super) const OWN_WAITING_TRIGGERS: &str = formatcp!(
+    "SELECT COUNT(*) FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE i.source = $1 AND e.state = '{DEAD}' AND e.action = 'trigger' AND i.status <> 'own'"
+);
+
+/// The record `$1` (an own page's dedup_key) of source `$2` that pagerhook's own events hang
+/// from, made or touched at `$3`; `$4` is its (empty) body.
+pub(super) const OWN_RECORD: &str = "INSERT INTO inbound (id, source, received_at, headers, query, body, status)
+     VALUES ($1, $2, $3, '{}', '', $4, 'own') ON CONFLICT (id) DO UPDATE SET received_at = excluded.received_at";
+
+/// Source `$1`'s incident for reason `$2` is open on routing key `$3` since `$4`.
+pub(super) const OWN_OPEN: &str = "INSERT INTO own_pages (source, reason, routing_key, at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (source, reason) DO UPDATE SET routing_key = excluded.routing_key, at = excluded.at";
+
+/// Source `$1`'s incident for reason `$2` is resolved.
+pub(super) const OWN_CLOSE: &str = "DELETE FROM own_pages WHERE source = $1 AND reason = $2";
+
+/// Every open incident of pagerhook's own.
+pub(super) const OWN_OPENED: &str = "SELECT source, reason, routing_key FROM own_pages ORDER BY source, reason";
+
+/// The source and routing key of event `$1` if it is a dead trigger that is not pagerhook's own.
+pub(super) const OWN_DEAD_TRIGGER: &str = formatcp!(
+    "SELECT i.source, e.routing_key FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE e.id = $1 AND e.state = '{DEAD}' AND e.action = 'trigger' AND i.status <> 'own'"
+);
+
 /// Event `$1`'s stored body.
 pub(super) const STORED_BODY: &str = "SELECT format, body FROM events WHERE id = $1";
 

@@ -11,6 +11,7 @@
 mod payloads;
 
 use super::lanes::{self, Claims, Routes};
+use super::own_pages::{self, OwnSteps};
 use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
 use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
@@ -21,7 +22,8 @@ use super::{
     DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Inspect, Intake,
     Millis, NewInbound, QueueError, Retention, Role, StoredInbound,
 };
-use crate::event::Event;
+use crate::event::own::{self, Reason};
+use crate::event::{Action, Event};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
@@ -128,6 +130,7 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
+    &[schema::OWN_PAGES],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -694,21 +697,13 @@ impl Outcome {
 fn execute(c: &Connection, write: &Write) -> Outcome {
     match write {
         Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept)),
-        Write::Finish(id, lease, done, _) => {
-            Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1).map_err(Into::into))
-        }
+        Write::Finish(id, lease, done, _) => Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1)),
         Write::Claim(now, limit, until, _) => Outcome::Claim(claim_in(c, *now, *limit, *until)),
     }
 }
 
 /// Records one delivery attempt and, if the event is still held under `lease`, its outcome.
-fn finish_one(
-    tx: &Connection,
-    id: i64,
-    lease: Millis,
-    attempt: &Attempt,
-    finish: &Finish,
-) -> Result<bool, rusqlite::Error> {
+fn finish_one(tx: &Connection, id: i64, lease: Millis, attempt: &Attempt, finish: &Finish) -> Result<bool, QueueError> {
     tx.prepare_cached(sql::RECORD_ATTEMPT)?.execute(params![
         id,
         attempt.at,
@@ -727,6 +722,9 @@ fn finish_one(
         id,
         lease
     ])?;
+    if let (1, Finish::DeadPaged(_, to)) = (n, finish) {
+        ready(own_pages::page_dead_trigger(&mut OwnStore(tx), id, to.as_ref(), attempt.at))?;
+    }
     Ok(n == 1)
 }
 
@@ -764,6 +762,9 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.crc),
     ])?;
     insert_events(tx, &i.id, &i.source, events, i.received_at)?;
+    if let Some(page) = &i.page {
+        ready(own_pages::page(&mut OwnStore(tx), &i.source, page, i.received_at))?;
+    }
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
@@ -827,6 +828,58 @@ impl Routes for StoredRoutes<'_> {
              ORDER BY at DESC, rowid DESC LIMIT 1",
         )?;
         Ok(stmt.query_row(params![source, dk, own], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+}
+
+/// pagerhook's own pages, as this backend stores them.
+struct OwnStore<'c>(&'c Connection);
+
+impl OwnSteps for OwnStore<'_> {
+    async fn waiting(&mut self, source: &str, reason: Reason) -> Result<i64, QueueError> {
+        Ok(match reason {
+            Reason::DeadTrigger => {
+                self.0.prepare_cached(sql::OWN_WAITING_TRIGGERS)?.query_row([source], |r| r.get(0))?
+            }
+            other => self
+                .0
+                .prepare_cached(sql::OWN_WAITING_INBOUND)?
+                .query_row(params![source, other.as_str()], |r| r.get(0))?,
+        })
+    }
+
+    async fn open_incidents(&mut self) -> Result<Vec<(String, String, String)>, QueueError> {
+        all(&mut *self.0.prepare_cached(sql::OWN_OPENED)?, [], |r| Ok((r.col(0)?, r.col(1)?, r.col(2)?)))
+    }
+
+    async fn queue_own(&mut self, source: &str, reason: Reason, event: &Event, now: Millis) -> Result<(), QueueError> {
+        let record = own::dedup_key(source, reason);
+        self.0.prepare_cached(sql::OWN_RECORD)?.execute(params![record, source, now, &[][..] as &[u8]])?;
+        self.0.prepare_cached(sql::INSERT_EVENT)?.execute(params![
+            record,
+            event.kind().as_str(),
+            event.order_key(),
+            event.routing_key().expose(),
+            event.action().map(|a| a.as_str()),
+            event.dedup_key().map(|k| k.as_str()),
+            event.text(),
+            EVENT_FORMAT,
+            now,
+        ])?;
+        if event.action() == Some(Action::Trigger) {
+            self.0.prepare_cached(sql::OWN_OPEN)?.execute(params![
+                source,
+                reason.as_str(),
+                event.routing_key().expose(),
+                now
+            ])?;
+        } else {
+            self.0.prepare_cached(sql::OWN_CLOSE)?.execute(params![source, reason.as_str()])?;
+        }
+        Ok(())
+    }
+
+    async fn dead_trigger(&mut self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        first(&mut *self.0.prepare_cached(sql::OWN_DEAD_TRIGGER)?, [id], |r| Ok((r.col(0)?, r.col(1)?)))
     }
 }
 
@@ -971,6 +1024,7 @@ impl DeadLetters for SqliteQueue {
                 formatcp!("UPDATE events SET state = '{REPLAYED}', done_at = ?2, last_error = last_error || ?3 WHERE id = ?1"),
                 params![id, now, format!(" (replayed as event {new_id})")],
             )?;
+            ready(own_pages::settle(&mut OwnStore(&tx), now))?;
             tx.commit()?;
             Ok(Some(new_id))
         })
@@ -1017,6 +1071,7 @@ impl DeadLetters for SqliteQueue {
                 return Ok(None);
             };
             insert_events(&tx, &id, &source, &events, now)?;
+            ready(own_pages::settle(&mut OwnStore(&tx), now))?;
             tx.commit()?;
             Ok(Some(events.len()))
         })
@@ -1034,6 +1089,7 @@ impl DeadLetters for SqliteQueue {
                 }
                 DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, [s])?,
             };
+            ready(own_pages::settle(&mut OwnStore(&tx), super::now_millis()))?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -1113,6 +1169,7 @@ impl Retention for SqliteQueue {
                     }
                 }
             }
+            ready(own_pages::settle(&mut OwnStore(&tx), super::now_millis()))?;
             tx.commit()?;
             Ok(tally_dropped(&chosen))
         })

@@ -77,6 +77,7 @@ fn the_dead_inbound_list_is_every_dead_letter_status() {
         InboundStatus::MappingFailed(String::new()),
         InboundStatus::TooManyEvents(String::new()),
         InboundStatus::Unmatched,
+        InboundStatus::Own,
     ];
     // Exhaustive: a new status fails to compile here until it is added to `every`.
     for status in every {
@@ -85,7 +86,8 @@ fn the_dead_inbound_list_is_every_dead_letter_status() {
             | InboundStatus::Ignored
             | InboundStatus::MappingFailed(_)
             | InboundStatus::TooManyEvents(_)
-            | InboundStatus::Unmatched => {}
+            | InboundStatus::Unmatched
+            | InboundStatus::Own => {}
         }
         let listed = DEAD_INBOUND.split(", ").any(|s| s == format!("'{}'", status_columns(&status).0));
         assert_eq!(listed, status.is_dead_letter(), "{status:?}");
