@@ -13,6 +13,7 @@ mod helpers;
 mod hooks;
 mod mappings;
 mod operate;
+mod own_pages;
 mod readme;
 mod replicas;
 mod security;
