@@ -6,8 +6,8 @@
 
 use crate::event::own::{Page, Reason};
 use crate::event::{Event, Severity};
-use crate::mapping::{ApplyError, Overview, Rendered};
-use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError};
+use crate::mapping::{Applied, ApplyError, ItemFailure, ItemRef, Overview, Rendered};
+use crate::queue::{now_millis, Accepted, DeadId, FailedItem, InboundStatus, Millis, NewInbound, Queue, QueueError};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
@@ -34,6 +34,9 @@ pub enum IngestOutcome {
     /// No rule matched and the source keeps such payloads (`unmatched = "keep"`): stored as
     /// a dead letter, for replay once a rule is added.
     Unmatched { id: String },
+    /// Some items (or rules) failed to map: the others' `events` are queued, the `failed` ones
+    /// kept as a dead letter that replays them alone.
+    Partial { id: String, events: usize, failed: usize, error: String },
 }
 
 /// Why a verified payload made no events. It is recorded as `ignored` (not a dead letter):
@@ -228,6 +231,12 @@ impl Pipeline {
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
                     Decision::TooMany(error, _) => IngestOutcome::TooManyEvents { id, error },
                     Decision::Unmatched => IngestOutcome::Unmatched { id },
+                    Decision::Partial { tally, failed, .. } => IngestOutcome::Partial {
+                        id,
+                        events: tally.len(),
+                        failed: failed.len(),
+                        error: failed_text(&failed),
+                    },
                 }
             }
         })
@@ -246,7 +255,7 @@ enum FirstPass {
 fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision) {
     let received_at = now_millis();
     let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
-    let decision = decide(src, verified, received_at);
+    let decision = decide(src, verified, received_at, None);
     inbound.page = own_page(src, &inbound, &decision);
     (inbound, decision)
 }
@@ -257,6 +266,10 @@ fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Pag
     let key = src.own_pages()?.clone();
     let page = match decision {
         Decision::Failed(error) => Page::new(Reason::MappingFailed, key).with("error", error.as_str()),
+        Decision::Partial { tally, failed, .. } => Page::new(Reason::MappingFailed, key)
+            .with("error", failed_text(failed))
+            .with("failed_items", failed.len())
+            .with("events_accepted", tally.len()),
         Decision::TooMany(error, overview) => {
             let overview = overview.clone().or_else(|| overflow_overview(src, inbound));
             let page = Page::new(Reason::TooManyEvents, key).with("error", error.as_str());
@@ -305,6 +318,39 @@ enum Decision {
     TooMany(String, Option<Overview>),
     /// No rule matched, and the source keeps such payloads.
     Unmatched,
+    /// Some items or rules failed: the others' events are queued (as for `Map`), the failed
+    /// ones kept for replay.
+    Partial {
+        events: Vec<Event>,
+        tally: Vec<(&'static str, Option<&'static str>)>,
+        failed: Vec<ItemFailure>,
+    },
+}
+
+/// What a payload some of whose items failed is answered, logged and kept with: each failure
+/// (source, rule, item index, error), the first few.
+fn failed_text(failed: &[ItemFailure]) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> = failed
+        .iter()
+        .take(SHOWN)
+        .map(|f| match f.at.item {
+            Some(i) => format!("item {i} of rule '{}': {}", f.at.rule, f.error),
+            None => format!("rule '{}': {}", f.at.rule, f.error),
+        })
+        .collect();
+    if failed.len() > SHOWN {
+        text.push(format!("and {} more", failed.len() - SHOWN));
+    }
+    format!("{} failed, kept for replay: {}", plural(failed.len(), "item"), text.join("; "))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 impl Decision {
@@ -322,25 +368,43 @@ impl Decision {
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
             Decision::TooMany(e, _) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
             Decision::Unmatched => (InboundStatus::Unmatched, Vec::new()),
+            Decision::Partial { events, failed, .. } => {
+                let items = failed.iter().map(|f| FailedItem { rule: f.at.rule.clone(), item: f.at.item }).collect();
+                (InboundStatus::ItemsFailed { error: failed_text(failed), items }, std::mem::take(events))
+            }
         }
     }
 }
 
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
-/// replay, and so does one no rule matched when its source says `unmatched = "keep"`.
-fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
+/// replay, and so does one no rule matched when its source says `unmatched = "keep"`. Each
+/// `for_each` item and rule stands alone: one that fails is kept, the others' events go.
+/// With `only` (the replay of such a payload), just those items are rendered.
+fn decide(src: &Hook, verified: Verified, received_at: Millis, only: Option<&[ItemRef]>) -> Decision {
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
-        Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
-            Ok(rendered) if rendered.is_empty() && src.keeps_unmatched() => Decision::Unmatched,
-            Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
-            Ok(rendered) => within_bytes(src, rendered),
-            // Logged with their count once committed (`Pipeline::report`).
-            Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
-            Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None),
-        },
+        Disposition::Map => {
+            match src.mapping().apply_isolated(verified, accepted, src.max_events_per_request(), only) {
+                Ok(Applied { events, failed }) if failed.is_empty() => match events {
+                    e if e.is_empty() && src.keeps_unmatched() => Decision::Unmatched,
+                    e if e.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
+                    e => within_bytes(src, e),
+                },
+                // Nothing mapped: the payload is kept whole, as before items stood alone. (Logged
+                // with its count once committed, `Pipeline::report`.)
+                Ok(Applied { events, failed }) if events.is_empty() && only.is_none() => {
+                    Decision::Failed(failed.into_iter().next().map(|f| f.error.to_string()).unwrap_or_default())
+                }
+                Ok(Applied { events, failed }) => match within_bytes(src, events) {
+                    Decision::Map { events, tally } => Decision::Partial { events, tally, failed },
+                    over => over,
+                },
+                Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
+                Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None),
+            }
+        }
     }
 }
 
@@ -375,6 +439,18 @@ pub enum Replayed {
     Ignored { reason: IgnoreReason },
     /// The mapping still fails, or still makes too many events; the payload stays a dead letter.
     StillFailing { error: String },
+    /// Some of the items mapped this time, into this many events; the others stay a dead letter.
+    Partly { events: usize, error: String },
+}
+
+/// The items a payload kept as `items_failed` replays: those alone.
+fn failed_items(status: &InboundStatus) -> Option<Vec<ItemRef>> {
+    match status {
+        InboundStatus::ItemsFailed { items, .. } => {
+            Some(items.iter().map(|i| ItemRef { rule: i.rule.clone(), item: i.item }).collect())
+        }
+        _ => None,
+    }
 }
 
 /// Why a dead letter could not be replayed.
@@ -399,6 +475,12 @@ impl Pipeline {
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
             Decision::TooMany(error, _) => kept(Kept::TooManyEvents, error),
             Decision::Unmatched => kept(Kept::Unmatched, NO_RULE_MATCHED),
+            Decision::Partial { tally, failed, .. } => {
+                if !tally.is_empty() {
+                    WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics);
+                }
+                kept(Kept::MappingFailed, &failed_text(failed));
+            }
             Decision::Ignore(_) => {}
         }
     }
@@ -426,13 +508,15 @@ impl Pipeline {
                     (Headers::from_stored(&stored.headers), stored.query.clone(), stored.body.clone());
                 // Parsed and mapped as an accept is: a large one off the caller's event loop (the
                 // admin listener's, whose /healthz must keep answering).
-                let (received_at, size) = (stored.received_at, stored.body.len());
+                let (received_at, size, status) = (stored.received_at, stored.body.len(), stored.status.clone());
                 let mut decision = self
                     .cpu
                     .run_for(size, move || {
                         let verified = src.source().trusted(headers, &query, body)?;
-                        // The payload was accepted when it first arrived, not now.
-                        Ok(decide(&src, verified, received_at))
+                        // The payload was accepted when it first arrived, not now; of one whose
+                        // items failed on their own, only those are mapped again.
+                        let only = failed_items(&status);
+                        Ok(decide(&src, verified, received_at, only.as_deref()))
                     })
                     .await
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
@@ -444,6 +528,12 @@ impl Pipeline {
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
                     Decision::Failed(error) | Decision::TooMany(error, _) => Replayed::StillFailing { error },
                     Decision::Unmatched => Replayed::StillFailing { error: NO_RULE_MATCHED.into() },
+                    Decision::Partial { tally, failed, .. } if tally.is_empty() => {
+                        Replayed::StillFailing { error: failed_text(&failed) }
+                    }
+                    Decision::Partial { tally, failed, .. } => {
+                        Replayed::Partly { events: tally.len(), error: failed_text(&failed) }
+                    }
                 }
             }
         };
@@ -459,6 +549,9 @@ impl Pipeline {
             }
             Replayed::StillFailing { error } => {
                 tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
+            }
+            Replayed::Partly { events, error } => {
+                tracing::info!(dead_letter = %id, outcome = "partly", events, error, "dead letter replayed")
             }
         }
         self.wake.notify_one();

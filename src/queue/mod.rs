@@ -115,6 +115,9 @@ pub enum InboundStatus {
     /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`), for replay
     /// once a rule is added.
     Unmatched,
+    /// Some `for_each` items or rules failed (`items`), the others' events are queued: the
+    /// payload is kept so that replay renders those items alone, once the mapping is fixed.
+    ItemsFailed { error: String, items: Vec<FailedItem> },
     /// The record pagerhook's own events of one source and reason hang from (its id is their
     /// dedup_key, `event::own::dedup_key`): no webhook, never a dead letter.
     Own,
@@ -124,10 +127,22 @@ impl InboundStatus {
     /// A dead letter: kept for `dlq replay` instead of being pruned.
     pub fn is_dead_letter(&self) -> bool {
         match self {
-            InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) | InboundStatus::Unmatched => true,
+            InboundStatus::MappingFailed(_)
+            | InboundStatus::TooManyEvents(_)
+            | InboundStatus::Unmatched
+            | InboundStatus::ItemsFailed { .. } => true,
             InboundStatus::Mapped | InboundStatus::Ignored | InboundStatus::Own => false,
         }
     }
+}
+
+/// A `for_each` item (its index) or a whole rule (`item: None`) that failed to map, by the
+/// rule's name: what replay renders again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FailedItem {
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
 }
 
 /// A verified webhook to record.

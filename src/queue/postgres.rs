@@ -21,7 +21,9 @@
 
 use super::lanes::{self, Claims, Outcome, Routes};
 use super::own_pages::{self, OwnSteps};
-use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{
+    failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
+};
 use super::schema::{self, step_failed};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
@@ -145,7 +147,7 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
-    &[schema::OWN_PAGES],
+    &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -598,8 +600,8 @@ impl Intake for PostgresQueue {
         }
         let (status, error) = status_columns(&i.status);
         tx.execute(
-            "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error, failed_items)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &i.id,
                 &i.source,
@@ -610,6 +612,7 @@ impl Intake for PostgresQueue {
                 &i.body.as_ref(),
                 &status,
                 &error,
+                &failed_items_column(&i.status),
             ],
         )
         .await?;
@@ -739,8 +742,9 @@ impl DeadLetters for PostgresQueue {
 
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         let c = self.client().await?;
-        let sql = "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = $1";
-        c.query_opt(sql, &[&id]).await?.as_ref().map(StoredInbound::read).transpose()
+        let sql =
+            "SELECT id, source, headers, query, body, status, error, received_at, failed_items FROM inbound WHERE id = $1";
+        c.query_opt(sql, &[&id]).await?.as_ref().map(|r| StoredInbound::read(r, 8)).transpose()
     }
 
     async fn remap(
@@ -752,13 +756,14 @@ impl DeadLetters for PostgresQueue {
     ) -> Result<Option<usize>, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        let items = failed_items_column(&status);
         let (status, error) = status_columns(&status);
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
                 formatcp!(
-"UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
-                &[&id, &status, &error],
+"UPDATE inbound SET status = $2, error = $3, failed_items = $4 WHERE id = $1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
+                &[&id, &status, &error, &items],
             )
             .await?
         else {

@@ -52,7 +52,7 @@ pub(super) const DEPTH: &str = formatcp!("SELECT COUNT(*), MIN(created_at) FROM 
 /// The stored statuses of a kept payload that is a dead letter
 /// ([`InboundStatus::is_dead_letter`](super::InboundStatus::is_dead_letter)), as an SQL list:
 /// every statement that lists, deletes, replays or prunes dead payloads uses this one.
-pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unmatched'";
+pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unmatched', 'items_failed'";
 
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
@@ -100,7 +100,11 @@ pub(super) const DEAD_LETTERS: &str = formatcp!(
      UNION ALL
      SELECT i.id, 'unmatched', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
      FROM inbound i
-     WHERE i.status = 'unmatched' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
+     WHERE i.status = 'unmatched' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)
+     UNION ALL
+     SELECT i.id, 'items_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+     FROM inbound i
+     WHERE i.status = 'items_failed' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
 );
 
 /// The dead letters of source `$1` (NULL: all), newest first, at most `$2`.
@@ -146,7 +150,9 @@ pub(super) const FORGET_SEEN_BODY: &str = "DELETE FROM seen_bodies WHERE source 
 
 /// Dead letters of source `$1` kept with inbound status `$2` (`own_pages`' reasons are named
 /// as those statuses).
-pub(super) const OWN_WAITING_INBOUND: &str = "SELECT COUNT(*) FROM inbound WHERE source = $1 AND status = $2";
+/// A payload some of whose items failed counts as a mapping failure.
+pub(super) const OWN_WAITING_INBOUND: &str = "SELECT COUNT(*) FROM inbound WHERE source = $1
+     AND (status = $2 OR ($2 = 'mapping_failed' AND status = 'items_failed'))";
 
 /// Dead triggers of source `$1`, pagerhook's own excepted.
 pub(super) const OWN_WAITING_TRIGGERS: &str = formatcp!(

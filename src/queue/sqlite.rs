@@ -12,7 +12,9 @@ mod payloads;
 
 use super::lanes::{self, Claims, Routes};
 use super::own_pages::{self, OwnSteps};
-use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{
+    failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
+};
 use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
@@ -130,7 +132,7 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
 "#],
     &[schema::SEEN_BODIES],
     &[schema::INBOUND_UNMATCHED],
-    &[schema::OWN_PAGES],
+    &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -743,8 +745,8 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
     let (status, error) = status_columns(&i.status);
     tx.prepare_cached(
         "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error,
-                              body_segment, body_offset, body_len, body_crc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                              body_segment, body_offset, body_len, body_crc, failed_items)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         i.id,
@@ -760,6 +762,7 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.offset as i64),
         accept.logged.as_ref().map(|l| l.len as i64),
         accept.logged.as_ref().map(|l| l.crc),
+        failed_items_column(&i.status),
     ])?;
     insert_events(tx, &i.id, &i.source, events, i.received_at)?;
     if let Some(page) = &i.page {
@@ -1035,10 +1038,11 @@ impl DeadLetters for SqliteQueue {
         let log = Arc::clone(&self.payloads);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT id, source, headers, query, body, status, error, received_at, {BODY_REF} FROM inbound WHERE id = ?1"
+                "SELECT id, source, headers, query, body, status, error, received_at, {BODY_REF}, failed_items
+                 FROM inbound WHERE id = ?1"
             ))?;
             first(&mut stmt, [&id], |r| {
-                let inbound = StoredInbound::read(r)?;
+                let inbound = StoredInbound::read(r, 12)?;
                 // A replay must map the body it was sent, or nothing: an unreadable one is an error.
                 match logged_body(&log, r, 8)? {
                     Some(body) => Ok(StoredInbound { body: body.into(), ..inbound }),
@@ -1058,12 +1062,13 @@ impl DeadLetters for SqliteQueue {
     ) -> Result<Option<usize>, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;
+            let items = failed_items_column(&status);
             let (status, error) = status_columns(&status);
             let source: Option<String> = tx
                 .query_row(
                     formatcp!(
-"UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
-                    params![id, status, error],
+"UPDATE inbound SET status = ?2, error = ?3, failed_items = ?4 WHERE id = ?1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
+                    params![id, status, error, items],
                     |r| r.get(0),
                 )
                 .optional()?;

@@ -191,3 +191,62 @@ async fn a_dead_trigger_pages_about_itself_once_and_a_dead_page_pages_no_further
     .await;
     assert_eq!(events.len(), 2, "no page about the page: {events:#?}");
 }
+
+/// One alert of an Alertmanager group fails to map (no `alertname`, which the shipped
+/// mapping's summary reads strictly): the others are delivered, the bad one is kept alone as a
+/// dead letter naming rule, item and error, and pages. Fixing the mapping and replaying sends
+/// that alert only, and the page is resolved once no dead letter is left.
+#[tokio::test]
+async fn an_alertmanager_group_with_one_bad_alert_delivers_the_others_and_replays_the_bad_one_alone() {
+    let shipped = std::fs::read_to_string(root().join("mappings/alertmanager.toml")).unwrap();
+    let app = spawn_app_in(|c, dir| {
+        std::fs::write(dir.join("alertmanager.toml"), &shipped).unwrap();
+        c + &generic_source("alertmanager", ALERTMANAGER_VERIFY, &dir.join("alertmanager.toml"))
+    })
+    .await;
+    let mut body = group(3, |_| "critical");
+    body["alerts"][1]["labels"].as_object_mut().unwrap().remove("alertname");
+    let answer = notify(&app, &body).await;
+    assert_eq!(
+        (answer["status"].as_str(), answer["events"].as_u64(), answer["failed_items"].as_u64()),
+        (Some("partial"), Some(2), Some(1)),
+        "{answer}"
+    );
+    let page_key = "pagerhook/alertmanager/mapping_failed";
+    let got = app.fake.wait_for(3, WAIT).await;
+    let mut delivered: Vec<&str> = got.iter().filter_map(Received::dedup_key).filter(|k| *k != page_key).collect();
+    delivered.sort();
+    let expected = [
+        format!("alertmanager/KubePodCrashLooping/{:016x}", 0),
+        format!("alertmanager/KubePodCrashLooping/{:016x}", 2),
+    ];
+    assert_eq!(delivered, expected, "{got:#?}");
+    let page = got.iter().find(|r| own(r, page_key)).expect("the failure pages");
+    assert_eq!(page.body["payload"]["custom_details"]["failed_items"], 1, "{page:?}");
+
+    let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!((dead[0]["kind"].as_str(), dead[0]["source"].as_str()), (Some("items_failed"), Some("alertmanager")));
+    let reason = dead[0]["reason"].as_str().unwrap();
+    assert!(reason.contains("item 1 of rule") && reason.contains("alertname"), "{reason}");
+
+    // An alert without a name is named by its pod.
+    let fixed = shipped.replace("{{item.labels.alertname}}", "{{default item.labels.alertname item.labels.pod}}");
+    std::fs::write(app.dir.path().join("alertmanager.toml"), fixed).unwrap();
+    app.app.as_ref().unwrap().reload().await.unwrap();
+    let id = dead[0]["id"].as_str().unwrap();
+    let replayed = app.admin_call(reqwest::Method::POST, &format!("/admin/dead/{id}/replay")).await;
+    assert_eq!((replayed.json["outcome"].as_str(), replayed.json["events"].as_u64()), (Some("remapped"), Some(1)));
+    let resolved = crate::helpers::eventually("the page resolved and the bad alert sent", || {
+        let got = app.fake.received();
+        let done = got.iter().any(|r| own(r, page_key) && r.action() == Some("resolve"))
+            && got.iter().any(|r| r.dedup_key().is_some_and(|k| k.starts_with("alertmanager/api-1/")));
+        async move { done.then_some(got) }
+    })
+    .await;
+    let alerts: Vec<&str> =
+        resolved.iter().filter_map(Received::dedup_key).filter(|k| k.starts_with("alertmanager/")).collect();
+    assert_eq!(alerts.len(), 3, "the replay sent the bad alert only, not the others again: {alerts:?}");
+    assert_eq!(app.admin_call(reqwest::Method::GET, "/admin/dead").await.json, json!([]));
+}
