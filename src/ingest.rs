@@ -335,8 +335,9 @@ fn failed_text(failed: &[ItemFailure]) -> String {
         .iter()
         .take(SHOWN)
         .map(|f| match f.at.item {
-            Some(i) => format!("item {i} of rule '{}': {}", f.at.rule, f.error),
-            None => format!("rule '{}': {}", f.at.rule, f.error),
+            // The error names the rule (and its file and field).
+            Some(i) => format!("item {i}: {}", f.error),
+            None => f.error.to_string(),
         })
         .collect();
     if failed.len() > SHOWN {

@@ -256,6 +256,8 @@ pub struct EventSummary {
     pub last_error: Option<String>,
     /// The dedup_key PagerDuty answered with, from the latest attempt that had one.
     pub pagerduty_dedup_key: Option<String>,
+    /// One of pagerhook's own pages (`event::own`), not an event of a webhook.
+    pub own: bool,
 }
 
 /// What the console's delivery list asks for: newest first, older than `before` (paging).

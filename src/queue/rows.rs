@@ -258,13 +258,26 @@ impl EventRow {
     /// (the event's detail and its claim refuse it). A state this build does not know is an
     /// error: what the queue does with an event rests on it.
     pub(crate) fn read(r: &impl Columns) -> Result<EventRow, QueueError> {
-        let (id, inbound_id, source, kind, action, dedup_key, state, attempts, created_at, last_error, key, pd_key) =
-            r.cols()?;
+        let (id, inbound_id, source, kind, action, dedup_key, state, attempts, created_at, last_error, key, pd_key): (
+            _,
+            String,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+            _,
+        ) = r.cols()?;
         let routing_key = fingerprint_of(key);
         let attempts = count(attempts);
         let state = state_from_str(id, state)?;
         let summary = EventSummary {
             id,
+            own: crate::event::own::is_own_record(&inbound_id),
             inbound_id,
             source,
             kind,

@@ -125,6 +125,7 @@ on_every_backend! {
         dead_letters_are_listed_shown_replayed_and_deleted,
         a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued,
         the_own_page_is_resolved_with_the_removal_of_the_last_dead_letter_of_its_source_and_reason,
+        a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_items_for_replay,
     ],
     inspect: [
         events_are_searched_paged_and_shown_with_attempts_and_request,
@@ -1730,4 +1731,27 @@ async fn dropping_the_last_dead_letter_of_a_page_resolves_it(q: Arc<dyn Queue>) 
     q.prune_dead(2000, u64::MAX).await.unwrap();
     let events = own_events(&q).await;
     assert_eq!(events, [own_trigger("pagerhook/a/unmatched", 1), own_resolve("pagerhook/a/unmatched")]);
+}
+
+async fn a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_items_for_replay(q: Arc<dyn Queue>) {
+    let items =
+        vec![FailedItem { rule: "each".into(), item: Some(1) }, FailedItem { rule: "whole".into(), item: None }];
+    let status = InboundStatus::ItemsFailed { error: "2 items failed".into(), items: items.clone() };
+    let kept = NewInbound::new("am", now_millis(), bytes::Bytes::from_static(b"{\"alerts\":[]}"), status.clone());
+    let id = kept.id.clone();
+    let accepted = q.accept(kept, vec![alert("trigger", "a-0"), alert("trigger", "a-2")]).await.unwrap();
+    assert_eq!(accepted, Accepted::Committed { id: id.clone(), events: 2 });
+    assert_eq!(q.depth().await.unwrap().0, 2, "the items that mapped are queued");
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].kind.as_str(), dead[0].reason.as_str()), (1, "items_failed", "2 items failed"));
+    let stored = q.inbound(id.clone()).await.unwrap().unwrap();
+    assert_eq!(stored.status, status);
+    assert_eq!(&stored.body[..], b"{\"alerts\":[]}", "the body stays with the dead letter");
+    // One item maps now, the other still fails: its event is queued, the rest stays kept.
+    let still = InboundStatus::ItemsFailed { error: "1 item failed".into(), items: items[1..].to_vec() };
+    assert_eq!(q.remap(id.clone(), still.clone(), vec![alert("trigger", "a-1")], now_millis()).await.unwrap(), Some(1));
+    assert_eq!(q.inbound(id.clone()).await.unwrap().unwrap().status, still);
+    assert_eq!(q.depth().await.unwrap().0, 3);
+    assert_eq!(q.remap(id.clone(), InboundStatus::Mapped, vec![], now_millis()).await.unwrap(), Some(0));
+    assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
 }

@@ -229,7 +229,7 @@ async fn an_alertmanager_group_with_one_bad_alert_delivers_the_others_and_replay
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!((dead[0]["kind"].as_str(), dead[0]["source"].as_str()), (Some("items_failed"), Some("alertmanager")));
     let reason = dead[0]["reason"].as_str().unwrap();
-    assert!(reason.contains("item 1 of rule") && reason.contains("alertname"), "{reason}");
+    assert!(reason.contains("item 1: rule '") && reason.contains("alertname"), "{reason}");
 
     // An alert without a name is named by its pod.
     let fixed = shipped.replace("{{item.labels.alertname}}", "{{default item.labels.alertname item.labels.pod}}");
