@@ -14,6 +14,7 @@ fn deliveries_columns_fit_their_longest_value() {
         created_at: 0,
         last_error: None,
         pagerduty_dedup_key: None,
+        own: false,
     };
     let rows = [
         row(7, "a-rather-long-source-name", EventState::DryRun, Some("acknowledge")),
@@ -51,6 +52,7 @@ fn the_deliveries_table_escapes_what_a_payload_wrote() {
         created_at: 0,
         last_error: Some(format!("PagerDuty refused {HOSTILE}")),
         pagerduty_dedup_key: Some(HOSTILE.replace('k', "j")),
+        own: false,
     };
     let lines = table_lines(&[row]);
     assert_eq!(lines.len(), 2, "{lines:#?}");

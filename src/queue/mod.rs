@@ -162,8 +162,9 @@ pub struct NewInbound {
     pub body: Bytes,
     pub status: InboundStatus,
     /// pagerhook's own page about this webhook (its dead letter), queued in the same
-    /// transaction, with the count of the source's dead letters of its reason.
-    pub page: Option<own::Page>,
+    /// transaction, with the count of the source's dead letters of its reason. Boxed: a rare
+    /// passenger on every accept.
+    pub page: Option<Box<own::Page>>,
 }
 
 impl NewInbound {

@@ -1623,7 +1623,10 @@ fn a_store_is_described_without_credentials() {
 /// A kept payload of `source` that asks for `reason`'s page, to `key`.
 fn paged(source: &str, status: InboundStatus, reason: own::Reason, to: RoutingKey) -> NewInbound {
     let page = own::Page::new(reason, to).with("inbound_id", "x");
-    NewInbound { page: Some(page), ..NewInbound::new(source, now_millis(), bytes::Bytes::from_static(b"{}"), status) }
+    NewInbound {
+        page: Some(Box::new(page)),
+        ..NewInbound::new(source, now_millis(), bytes::Bytes::from_static(b"{}"), status)
+    }
 }
 
 /// pagerhook's own events, oldest first: dedup_key, action, the dead letters the body says wait.
