@@ -161,6 +161,9 @@ async function desktop(browser) {
   const items = page.locator("#dead-table tbody tr", { hasText: "items failed" });
   await items.waitFor();
   check((await items.textContent()).includes("item 1: rule 'each'"), `the failed item named: ${await items.textContent()}`);
+  await items.getByRole("button", { name: "Replay" }).click();
+  await items.locator(".result.bad").waitFor();
+  check(/Still failing: 1 item failed/.test(await items.locator(".result").textContent()), "its replay maps that item alone, still failing");
   const dead = page.locator("#dead-table tbody tr", { hasText: env("DEAD_KEY") });
   await dead.waitFor();
   check((await dead.textContent()).includes("Event object is invalid"), "the reason PagerDuty gave");

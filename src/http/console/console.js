@@ -416,6 +416,7 @@ function describe(r) {
     case "remapped": return [`Mapped with the current mappings into ${r.events} event${r.events === 1 ? "" : "s"}, queued.`, true];
     case "ignored": return [`Maps to nothing now: ${r.reason}.`, true];
     case "still_failing": return [`Still failing: ${r.error}`, false];
+    case "partly": return [`${r.events} event${r.events === 1 ? "" : "s"} queued; still failing: ${r.error}`, false];
     default: return [JSON.stringify(r), true];
   }
 }
