@@ -450,6 +450,27 @@ pub enum Replayed {
     Partly { events: usize, error: String },
 }
 
+/// The log line of one replay.
+fn log_replayed(id: &DeadId, replayed: &Replayed) {
+    match replayed {
+        Replayed::Requeued { event_id } => {
+            tracing::info!(dead_letter = %id, outcome = "requeued", event_id, "dead letter replayed")
+        }
+        Replayed::Remapped { events } => {
+            tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
+        }
+        Replayed::Ignored { reason } => {
+            tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
+        }
+        Replayed::StillFailing { error } => {
+            tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
+        }
+        Replayed::Partly { events, error } => {
+            tracing::info!(dead_letter = %id, outcome = "partly", events, error, "dead letter replayed")
+        }
+    }
+}
+
 /// The items a payload kept as `items_failed` replays: those alone.
 fn failed_items(status: &InboundStatus) -> Option<Vec<ItemRef>> {
     match status {
@@ -544,23 +565,7 @@ impl Pipeline {
                 }
             }
         };
-        match &replayed {
-            Replayed::Requeued { event_id } => {
-                tracing::info!(dead_letter = %id, outcome = "requeued", event_id, "dead letter replayed")
-            }
-            Replayed::Remapped { events } => {
-                tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
-            }
-            Replayed::Ignored { reason } => {
-                tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
-            }
-            Replayed::StillFailing { error } => {
-                tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
-            }
-            Replayed::Partly { events, error } => {
-                tracing::info!(dead_letter = %id, outcome = "partly", events, error, "dead letter replayed")
-            }
-        }
+        log_replayed(id, &replayed);
         self.wake.notify_one();
         Ok(replayed)
     }
