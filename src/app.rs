@@ -272,7 +272,8 @@ impl App {
         let health = Arc::new(Health::default());
         let mut tasks = Supervisor::new(health.clone(), metrics.clone(), stop_rx);
         let worker =
-            Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone());
+            Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone())
+                .paging(&cfg.pagerduty);
         tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
         let watcher = reloader.clone();
         tasks.restart(Task::ConfigWatcher, move |stop| watcher.clone().watch(stop));

@@ -463,6 +463,10 @@ async fn replay(
                 failed += 1;
                 out!("{id}: still not mapped: {}", telemetry::printable(&error));
             }
+            Ok(Replayed::Partly { events, error }) => {
+                failed += 1;
+                out!("{id}: mapped into {events} event(s), queued; still not mapped: {}", telemetry::printable(&error));
+            }
             Err(e) => {
                 failed += 1;
                 out!("{id}: {}", telemetry::printable(&e.to_string()));

@@ -5,6 +5,8 @@
 //! 512 000 bytes. Where a limit can be met without losing the page (truncating a summary, shrinking
 //! `custom_details`), the constructor does so and leaves a note saying what it changed.
 
+pub mod own;
+
 use crate::secret::Secret;
 use serde::Serialize;
 use serde_json::{json, Value};

@@ -4,9 +4,12 @@
 //! `http` calls [`Pipeline::ingest`] and turns its result into a status code; `render` and
 //! [`Pipeline::replay`] reuse the same source and mapping code.
 
-use crate::event::Event;
-use crate::mapping::{ApplyError, Rendered};
-use crate::queue::{now_millis, Accepted, DeadId, InboundStatus, Millis, NewInbound, Queue, QueueError, ResolveQueued};
+use crate::event::own::{Page, Reason};
+use crate::event::{Event, Severity};
+use crate::mapping::{Applied, ApplyError, ItemFailure, ItemRef, Overview, Rendered};
+use crate::queue::{
+    now_millis, Accepted, DeadId, FailedItem, InboundStatus, Millis, NewInbound, Queue, QueueError, ResolveQueued,
+};
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
@@ -33,6 +36,9 @@ pub enum IngestOutcome {
     /// No rule matched and the source keeps such payloads (`unmatched = "keep"`): stored as
     /// a dead letter, for replay once a rule is added.
     Unmatched { id: String },
+    /// Some items (or rules) failed to map: the others' `events` are queued, the `failed` ones
+    /// kept as a dead letter that replays them alone.
+    Partial { id: String, events: usize, failed: usize, error: String },
 }
 
 /// Why a verified payload made no events. It is recorded as `ignored` (not a dead letter):
@@ -236,8 +242,14 @@ impl Pipeline {
                     Decision::Map { .. } => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
-                    Decision::TooMany(error) => IngestOutcome::TooManyEvents { id, error },
+                    Decision::TooMany(error, _) => IngestOutcome::TooManyEvents { id, error },
                     Decision::Unmatched => IngestOutcome::Unmatched { id },
+                    Decision::Partial { tally, failed, .. } => IngestOutcome::Partial {
+                        id,
+                        events: tally.len(),
+                        failed: failed.len(),
+                        error: failed_text(&failed),
+                    },
                 }
             }
         })
@@ -246,6 +258,8 @@ impl Pipeline {
 
 /// What one trip to the CPU pool made of a request.
 enum FirstPass {
+    /// Boxed: the record and decision are ten times the other variants, and one allocation
+    /// per request is nothing beside its parse.
     Prepared(Box<(NewInbound, Decision)>),
     Refused(SourceError),
     NeedsNetwork(Incoming),
@@ -258,7 +272,53 @@ fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision
     let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
     inbound.may_close = src.may_close().to_vec();
     inbound.resolve_delay = src.resolve_delay().as_millis().min(i64::MAX as u128) as Millis;
-    (inbound, decide(src, verified, received_at))
+    let decision = decide(src, verified, received_at, None);
+    inbound.page = own_page(src, &inbound, &decision).map(Box::new);
+    (inbound, decision)
+}
+
+/// pagerhook's own page about the dead letter `decision` makes of `inbound`, if it makes one
+/// that pages and the source's own pages are on; queued with it (`Intake::accept`).
+fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Page> {
+    let key = src.own_pages()?.clone();
+    let page = match decision {
+        Decision::Failed(error) => Page::new(Reason::MappingFailed, key).with("error", error.as_str()),
+        Decision::Partial { tally, failed, .. } => Page::new(Reason::MappingFailed, key)
+            .with("error", failed_text(failed))
+            .with("failed_items", failed.len())
+            .with("events_accepted", tally.len()),
+        Decision::TooMany(error, overview) => {
+            let overview = overview.as_deref().cloned().or_else(|| overflow_overview(src, inbound));
+            let page = Page::new(Reason::TooManyEvents, key).with("error", error.as_str());
+            match overview {
+                Some(o) => Page { severity: o.worst.unwrap_or(Severity::Error), ..page }
+                    .with("events", o.events)
+                    .with("first_summaries", o.summaries),
+                None => page,
+            }
+        }
+        Decision::Unmatched if src.pages_unmatched() => {
+            Page::new(Reason::Unmatched, key).with("error", NO_RULE_MATCHED)
+        }
+        Decision::Unmatched | Decision::Map { .. } | Decision::Ignore(_) => return None,
+    };
+    let console = src.admin_url().map(|url| format!("{url}/#/dead"));
+    Some(Page { console, ..page.with("inbound_id", inbound.id.as_str()) })
+}
+
+/// What a webhook over `max_events_per_request` would have sent (its count was refused before
+/// rendering): its stored request rendered again, only counted. `None` if it cannot be.
+fn overflow_overview(src: &Hook, inbound: &NewInbound) -> Option<Overview> {
+    let headers = Headers::from_stored(&inbound.headers);
+    let verified = src.source().trusted(headers, &inbound.query, inbound.body.clone()).ok()?;
+    let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(inbound.received_at.max(0) as u64);
+    match src.mapping().overview(verified, accepted) {
+        Ok(o) => Some(o),
+        Err(e) => {
+            tracing::warn!(source = src.name(), error = %e, "cannot count the events of an oversized webhook");
+            None
+        }
+    }
 }
 
 /// What the mappings made of a verified request.
@@ -271,9 +331,44 @@ enum Decision {
     },
     Ignore(IgnoreReason),
     Failed(String),
-    TooMany(String),
+    /// Over a cap; what it would have sent when that is known already (the byte cap).
+    TooMany(String, Option<Box<Overview>>),
     /// No rule matched, and the source keeps such payloads.
     Unmatched,
+    /// Some items or rules failed: the others' events are queued (as for `Map`), the failed
+    /// ones kept for replay.
+    Partial {
+        events: Box<[Event]>,
+        tally: Box<[(&'static str, Option<&'static str>)]>,
+        failed: Box<[ItemFailure]>,
+    },
+}
+
+/// What a payload some of whose items failed is answered, logged and kept with: each failure
+/// (source, rule, item index, error), the first few.
+fn failed_text(failed: &[ItemFailure]) -> String {
+    const SHOWN: usize = 5;
+    let mut text: Vec<String> = failed
+        .iter()
+        .take(SHOWN)
+        .map(|f| match f.at.item {
+            // The error names the rule (and its file and field).
+            Some(i) => format!("item {i}: {}", f.error),
+            None => f.error.to_string(),
+        })
+        .collect();
+    if failed.len() > SHOWN {
+        text.push(format!("and {} more", failed.len() - SHOWN));
+    }
+    format!("{} failed, kept for replay: {}", plural(failed.len(), "item"), text.join("; "))
+}
+
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
 }
 
 impl Decision {
@@ -289,27 +384,49 @@ impl Decision {
             Decision::Map { events, .. } => (InboundStatus::Mapped, std::mem::take(events)),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
-            Decision::TooMany(e) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
+            Decision::TooMany(e, _) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
             Decision::Unmatched => (InboundStatus::Unmatched, Vec::new()),
+            Decision::Partial { events, failed, .. } => {
+                let items = failed.iter().map(|f| FailedItem { rule: f.at.rule.clone(), item: f.at.item }).collect();
+                (InboundStatus::ItemsFailed { error: failed_text(failed), items }, std::mem::take(events).into_vec())
+            }
         }
     }
 }
 
 /// Runs the source's mappings on a payload accepted at `received_at` (the time events without
 /// a timestamp of their own carry); a failing rule, or too many events, keeps the payload for
-/// replay, and so does one no rule matched when its source says `unmatched = "keep"`.
-fn decide(src: &Hook, verified: Verified, received_at: Millis) -> Decision {
+/// replay, and so does one no rule matched when its source says `unmatched = "keep"`. Each
+/// `for_each` item and rule stands alone: one that fails is kept, the others' events go.
+/// With `only` (the replay of such a payload), just those items are rendered.
+fn decide(src: &Hook, verified: Verified, received_at: Millis, only: Option<&[ItemRef]>) -> Decision {
     let accepted = std::time::UNIX_EPOCH + std::time::Duration::from_millis(received_at.max(0) as u64);
     match verified.disposition() {
         Disposition::Ignore(reason) => Decision::Ignore(IgnoreReason::BySource(reason)),
-        Disposition::Map => match src.mapping().apply(verified, accepted, src.max_events_per_request()) {
-            Ok(rendered) if rendered.is_empty() && src.keeps_unmatched() => Decision::Unmatched,
-            Ok(rendered) if rendered.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
-            Ok(rendered) => within_bytes(src, rendered),
-            // Logged with their count once committed (`Pipeline::report`).
-            Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
-            Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string()),
-        },
+        Disposition::Map => {
+            match src.mapping().apply_isolated(verified, accepted, src.max_events_per_request(), only) {
+                Ok(Applied { events, failed }) if failed.is_empty() => match events {
+                    // A replay of some items that now map to nothing is done: kept as `unmatched`,
+                    // its next replay would map the whole payload and send the others twice.
+                    e if e.is_empty() && src.keeps_unmatched() && only.is_none() => Decision::Unmatched,
+                    e if e.is_empty() => Decision::Ignore(IgnoreReason::NoRuleMatched),
+                    e => within_bytes(src, e),
+                },
+                // Nothing mapped: the payload is kept whole, as before items stood alone. (Logged
+                // with its count once committed, `Pipeline::report`.)
+                Ok(Applied { events, failed }) if events.is_empty() && only.is_none() => {
+                    Decision::Failed(failed.into_iter().next().map(|f| f.error.to_string()).unwrap_or_default())
+                }
+                Ok(Applied { events, failed }) => match within_bytes(src, events) {
+                    Decision::Map { events, tally } => {
+                        Decision::Partial { events: events.into(), tally: tally.into(), failed: failed.into() }
+                    }
+                    over => over,
+                },
+                Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
+                Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None),
+            }
+        }
     }
 }
 
@@ -324,7 +441,9 @@ fn within_bytes(src: &Hook, rendered: Vec<Rendered>) -> Decision {
             "the events of this request total {total} bytes, more than max_event_bytes_per_request = {max} (raise it, then replay)"
         );
         // Logged, like too many events, once committed (`Pipeline::report`).
-        return Decision::TooMany(e);
+        let mut overview = Overview::default();
+        rendered.iter().for_each(|r| overview.add(&r.event));
+        return Decision::TooMany(e, Some(Box::new(overview)));
     }
     log_notes(source, &rendered);
     Decision::map(rendered)
@@ -344,6 +463,42 @@ pub enum Replayed {
     StillFailing { error: String },
     /// Not replayed (a dead trigger whose incident was resolved after it died): `force` sends it.
     Skipped { reason: String },
+    /// Some of the items mapped this time, into this many events; the others stay a dead letter.
+    Partly { events: usize, error: String },
+}
+
+/// The log line of one replay.
+fn log_replayed(id: &DeadId, replayed: &Replayed) {
+    match replayed {
+        Replayed::Requeued { event_id } => {
+            tracing::info!(dead_letter = %id, outcome = "requeued", event_id, "dead letter replayed")
+        }
+        Replayed::Remapped { events } => {
+            tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
+        }
+        Replayed::Ignored { reason } => {
+            tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
+        }
+        Replayed::StillFailing { error } => {
+            tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
+        }
+        Replayed::Partly { events, error } => {
+            tracing::info!(dead_letter = %id, outcome = "partly", events, error, "dead letter replayed")
+        }
+        Replayed::Skipped { reason } => {
+            tracing::info!(dead_letter = %id, outcome = "skipped", reason, "dead letter not replayed")
+        }
+    }
+}
+
+/// The items a payload kept as `items_failed` replays: those alone.
+fn failed_items(status: &InboundStatus) -> Option<Vec<ItemRef>> {
+    match status {
+        InboundStatus::ItemsFailed { items, .. } => {
+            Some(items.iter().map(|i| ItemRef { rule: i.rule.clone(), item: i.item }).collect())
+        }
+        _ => None,
+    }
 }
 
 /// Why a dead letter could not be replayed.
@@ -366,8 +521,14 @@ impl Pipeline {
         match decision {
             Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
-            Decision::TooMany(error) => kept(Kept::TooManyEvents, error),
+            Decision::TooMany(error, _) => kept(Kept::TooManyEvents, error),
             Decision::Unmatched => kept(Kept::Unmatched, NO_RULE_MATCHED),
+            Decision::Partial { tally, failed, .. } => {
+                if !tally.is_empty() {
+                    WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics);
+                }
+                kept(Kept::MappingFailed, &failed_text(failed));
+            }
             Decision::Ignore(_) => {}
         }
     }
@@ -400,13 +561,15 @@ impl Pipeline {
                     (Headers::from_stored(&stored.headers), stored.query.clone(), stored.body.clone());
                 // Parsed and mapped as an accept is: a large one off the caller's event loop (the
                 // admin listener's, whose /healthz must keep answering).
-                let (received_at, size) = (stored.received_at, stored.body.len());
+                let (received_at, size, status) = (stored.received_at, stored.body.len(), stored.status.clone());
                 let mut decision = self
                     .cpu
                     .run_for(size, move || {
                         let verified = src.source().trusted(headers, &query, body)?;
-                        // The payload was accepted when it first arrived, not now.
-                        Ok(decide(&src, verified, received_at))
+                        // The payload was accepted when it first arrived, not now; of one whose
+                        // items failed on their own, only those are mapped again.
+                        let only = failed_items(&status);
+                        Ok(decide(&src, verified, received_at, only.as_deref()))
                     })
                     .await
                     .map_err(|error| ReplayError::Unreadable { id: id.to_string(), error })?;
@@ -416,28 +579,18 @@ impl Pipeline {
                 match decision {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
-                    Decision::Failed(error) | Decision::TooMany(error) => Replayed::StillFailing { error },
+                    Decision::Failed(error) | Decision::TooMany(error, _) => Replayed::StillFailing { error },
                     Decision::Unmatched => Replayed::StillFailing { error: NO_RULE_MATCHED.into() },
+                    Decision::Partial { tally, failed, .. } if tally.is_empty() => {
+                        Replayed::StillFailing { error: failed_text(&failed) }
+                    }
+                    Decision::Partial { tally, failed, .. } => {
+                        Replayed::Partly { events: tally.len(), error: failed_text(&failed) }
+                    }
                 }
             }
         };
-        match &replayed {
-            Replayed::Requeued { event_id } => {
-                tracing::info!(dead_letter = %id, outcome = "requeued", event_id, "dead letter replayed")
-            }
-            Replayed::Remapped { events } => {
-                tracing::info!(dead_letter = %id, outcome = "remapped", events, "dead letter replayed")
-            }
-            Replayed::Ignored { reason } => {
-                tracing::info!(dead_letter = %id, outcome = "ignored", reason = %reason, "dead letter replayed")
-            }
-            Replayed::StillFailing { error } => {
-                tracing::info!(dead_letter = %id, outcome = "still_failing", error, "dead letter replayed")
-            }
-            Replayed::Skipped { reason } => {
-                tracing::info!(dead_letter = %id, outcome = "skipped", reason, "dead letter not replayed")
-            }
-        }
+        log_replayed(id, &replayed);
         self.wake.notify_one();
         Ok(replayed)
     }
@@ -563,6 +716,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         status,
         may_close: Vec::new(),
         resolve_delay: 0,
+        page: None,
     }
 }
 

@@ -6,6 +6,7 @@
 //! nothing of how a source is built. `serve`, `check`, `render` and `test` share it.
 
 use crate::config::{Config, SourceConfig, Unmatched};
+use crate::event::RoutingKey;
 use crate::mapping::{LoadError, Mapping, Renderer, RoutingKeys};
 use crate::source::{AwsFetch, HttpsFetch, Keep, SetupError, Source};
 use std::collections::HashMap;
@@ -24,6 +25,10 @@ pub struct Hook {
     unmatched: Unmatched,
     may_close: Vec<String>,
     resolve_delay: std::time::Duration,
+    /// Where pagerhook's own pages about this source go; `None`: `pagerduty.own_pages = false`.
+    own_pages: Option<RoutingKey>,
+    /// The console's public address (`server.admin_url`), for the pages' links.
+    admin_url: Option<String>,
 }
 
 impl Hook {
@@ -48,11 +53,12 @@ impl Hook {
         &self.body_paths
     }
 
-    /// Whether a payload no rule matched is kept as a dead letter (`unmatched = "keep"`).
+    /// Whether a payload no rule matched is kept as a dead letter (`unmatched = "keep"` or
+    /// `"page"`).
     pub fn keeps_unmatched(&self) -> bool {
         match self.unmatched {
             Unmatched::Ignore => false,
-            Unmatched::Keep => true,
+            Unmatched::Keep | Unmatched::Page => true,
         }
     }
 
@@ -64,6 +70,22 @@ impl Hook {
     /// How long its resolves wait for a trigger that would cancel them (`resolve_delay`).
     pub fn resolve_delay(&self) -> std::time::Duration {
         self.resolve_delay
+    }
+
+    /// Whether pagerhook also pages about a payload no rule matched (`unmatched = "page"`).
+    pub fn pages_unmatched(&self) -> bool {
+        self.unmatched == Unmatched::Page
+    }
+
+    /// Where pagerhook's own pages about this source go (`pagerduty.own_pages_routing_key`,
+    /// else `routing_key`, else the source's own); `None` when they are off.
+    pub fn own_pages(&self) -> Option<&RoutingKey> {
+        self.own_pages.as_ref()
+    }
+
+    /// The console's public address, for links in pagerhook's own pages.
+    pub fn admin_url(&self) -> Option<&str> {
+        self.admin_url.as_deref()
     }
 
     /// Most events one request may produce.
@@ -147,7 +169,11 @@ impl Sources {
                 RoutingKeys { default: s.routing_key.clone().or_else(|| cfg.pagerduty.routing_key.clone()), named };
             let renderer = if cfg.mapping.native { Renderer::Native } else { Renderer::Handlebars };
             match build_hook(s, (keys, renderer), &aws, cfg.storage.retention) {
-                Ok((hook, mut w)) => {
+                Ok((mut hook, mut w)) => {
+                    let pd = &cfg.pagerduty;
+                    hook.own_pages =
+                        pd.own_pages.then(|| pd.own_pages_routing_key.clone().or(s.routing_key.clone())).flatten();
+                    hook.admin_url = cfg.server.admin_url.clone();
                     warnings.append(&mut w);
                     by_name.insert(s.name.clone(), Arc::new(hook));
                 }
@@ -198,6 +224,8 @@ fn build_hook(
         unmatched: cfg.unmatched,
         may_close: cfg.may_close.clone(),
         resolve_delay: cfg.resolve_delay,
+        own_pages: None,
+        admin_url: None,
     };
     Ok((hook, warnings))
 }

@@ -15,6 +15,7 @@ fn deliveries_columns_fit_their_longest_value() {
         last_error: None,
         summary: None,
         pagerduty_dedup_key: None,
+        own: false,
     };
     let rows = [
         row(7, "a-rather-long-source-name", EventState::DryRun, Some("acknowledge")),
@@ -53,6 +54,7 @@ fn the_deliveries_table_escapes_what_a_payload_wrote() {
         last_error: Some(format!("PagerDuty refused {HOSTILE}")),
         summary: None,
         pagerduty_dedup_key: Some(HOSTILE.replace('k', "j")),
+        own: false,
     };
     let lines = table_lines(&[row]);
     assert_eq!(lines.len(), 2, "{lines:#?}");

@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// Idle time before a kept-alive connection is closed; zero: no keep-alive.
     pub keep_alive: Duration,
+    /// The console's public address, without a trailing `/`: pagerhook's own pages link to it.
+    pub admin_url: Option<String>,
 }
 
 /// Where the queue lives.
@@ -145,6 +147,11 @@ pub struct PagerDutyConfig {
     pub routing_key: Option<RoutingKey>,
     pub routing_keys: BTreeMap<String, RoutingKey>,
     pub timeout: Duration,
+    /// Whether pagerhook pages about what it could not relay (`own_pages`, default on).
+    pub own_pages: bool,
+    /// Where those pages go: `own_pages_routing_key`, else `routing_key`; `None`: each
+    /// source's own key.
+    pub own_pages_routing_key: Option<RoutingKey>,
 }
 
 /// `[delivery]`, validated.
@@ -297,7 +304,7 @@ impl Config {
 pub struct Unresolved(pub Vec<String>);
 
 /// Keys whose values are secrets (or, like `storage.url`, carry one).
-const SECRET_KEYS: &[&str] = &["admin_token", "url", "routing_key", "secrets"];
+const SECRET_KEYS: &[&str] = &["admin_token", "url", "routing_key", "own_pages_routing_key", "secrets"];
 
 /// A TOML syntax error with its line quoted, the way toml does, but with the values of
 /// secret-bearing lines replaced by `***`: the line may hold a secret written literally.
@@ -523,7 +530,22 @@ fn validate_server(s: &RawServer, l: &mut Lookup, p: &mut Problems, warnings: &m
         request_timeout: request_timeout?,
         max_connections,
         keep_alive: keep_alive?,
+        admin_url: admin_url(s.admin_url.as_deref(), p),
     })
+}
+
+/// `server.admin_url`: an `http(s)://` address, kept without its trailing `/`.
+fn admin_url(written: Option<&str>, p: &mut Problems) -> Option<String> {
+    let url = written?.trim();
+    let ok = ["https://", "http://"].iter().any(|s| url.starts_with(s) && url.len() > s.len())
+        && !url.contains(char::is_whitespace);
+    if !ok {
+        p.0.push(format!(
+            "server.admin_url: {url:?} is not an http(s) address (e.g. \"https://pagerhook.example.com\")"
+        ));
+        return None;
+    }
+    Some(url.trim_end_matches('/').to_string())
 }
 
 /// `server.admin_hosts`: DNS names as a browser sends them in `Host`, without a port.
@@ -610,8 +632,14 @@ fn validate_pagerduty(
         }
     }
     let timeout = p.take(duration("pagerduty.timeout", pd.timeout.as_deref(), "10s"));
+    let own_key = pd
+        .own_pages_routing_key
+        .as_deref()
+        .and_then(|r| p.take(routing_key("pagerduty.own_pages_routing_key", r, l, warnings)));
     Some(PagerDutyConfig {
         events_url: events_url?,
+        own_pages: pd.own_pages.unwrap_or(true),
+        own_pages_routing_key: own_key.or_else(|| default_key.clone()),
         routing_key: default_key,
         routing_keys: named_keys,
         timeout: timeout?,

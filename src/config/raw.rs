@@ -80,6 +80,9 @@ pub struct RawServer {
     /// How long an idle connection is kept open for another request, default `5s`; `"0s"`
     /// closes each connection after its answer.
     pub keep_alive: Option<String>,
+    /// The console's public address (`https://pagerhook.example.com`), if it has one:
+    /// pagerhook's own pages link to it. No default: without it they carry no link.
+    pub admin_url: Option<String>,
 }
 
 /// `[storage]`
@@ -124,6 +127,13 @@ pub struct RawPagerDuty {
     pub routing_keys: BTreeMap<String, RawSecret>,
     /// Timeout of one request to PagerDuty, default `10s`.
     pub timeout: Option<String>,
+    /// pagerhook pages about what it could not relay (a dead letter: mapping failed, too many
+    /// events, a dead trigger, an unmatched payload where the source says `page`), one
+    /// incident per source and reason, resolved when none is left. Default `true`.
+    pub own_pages: Option<bool>,
+    /// Where those pages go, a secret reference; default `routing_key` (else the source's
+    /// own). Best a key of its own: the failing key is often the source's.
+    pub own_pages_routing_key: Option<RawSecret>,
 }
 
 /// `[delivery]`
@@ -211,6 +221,8 @@ pub enum Unmatched {
     Ignore,
     /// Kept as an `unmatched` dead letter, to inspect and replay once a rule is added.
     Keep,
+    /// Kept as for `keep`, and pagerhook pages about it (`pagerduty.own_pages`).
+    Page,
 }
 
 /// The kind of a source and the keys only it takes.

@@ -539,15 +539,35 @@ fn an_events_url_with_another_path_is_refused_naming_the_key() {
 }
 
 #[test]
-fn unmatched_is_ignore_by_default_keep_when_asked_and_nothing_else() {
+fn unmatched_is_ignore_by_default_keep_or_page_when_asked_and_nothing_else() {
     assert_eq!(parse(MINIMAL).unwrap().sources[0].unmatched, Unmatched::Ignore);
     let keep = format!("{MINIMAL}unmatched = \"keep\"\n");
     assert_eq!(parse(&keep).unwrap().sources[0].unmatched, Unmatched::Keep);
-    for bad in ["page", "drop", "Keep"] {
+    let page = format!("{MINIMAL}unmatched = \"page\"\n");
+    assert_eq!(parse(&page).unwrap().sources[0].unmatched, Unmatched::Page);
+    for bad in ["pager", "drop", "Keep"] {
         let err = parse(&format!("{MINIMAL}unmatched = \"{bad}\"\n")).unwrap_err().to_string();
         assert!(err.contains("unmatched") || err.contains("unknown variant"), "{bad}: {err}");
-        assert!(err.contains("ignore") && err.contains("keep"), "the choices are named: {err}");
+        assert!(err.contains("ignore") && err.contains("keep") && err.contains("page"), "the choices are named: {err}");
     }
+}
+
+#[test]
+fn own_pages_are_on_by_default_to_the_default_key_and_one_setting_turns_them_off() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.pagerduty.own_pages);
+    assert_eq!(c.pagerduty.own_pages_routing_key, c.pagerduty.routing_key);
+    assert_eq!(c.server.admin_url, None);
+    let off = MINIMAL.replace("[pagerduty]\n", "[pagerduty]\nown_pages = false\n");
+    assert!(!parse(&off).unwrap().pagerduty.own_pages, "{off}");
+    let own =
+        MINIMAL.replace("[pagerduty]\n", "[pagerduty]\nown_pages_routing_key = \"fedcba9876543210fedcba9876543210\"\n");
+    let c = parse(&own).unwrap();
+    assert_eq!(c.pagerduty.own_pages_routing_key.unwrap().expose(), "fedcba9876543210fedcba9876543210");
+    let url = format!("[server]\nadmin_url = \"https://pagerhook.example/\"\n{MINIMAL}");
+    assert_eq!(parse(&url).unwrap().server.admin_url.as_deref(), Some("https://pagerhook.example"));
+    let bad = format!("[server]\nadmin_url = \"pagerhook.example\"\n{MINIMAL}");
+    assert!(parse(&bad).unwrap_err().to_string().contains("server.admin_url"));
 }
 
 #[test]

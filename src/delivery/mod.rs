@@ -11,8 +11,8 @@ pub mod inputs;
 pub mod pacing;
 pub mod policy;
 
-use crate::config::DeliveryConfig;
-use crate::event::{Action, Event};
+use crate::config::{DeliveryConfig, PagerDutyConfig};
+use crate::event::{Action, Event, RoutingKey};
 use crate::pagerduty::Response;
 use crate::queue::{Attempt, Claimed, Deliveries, Finish, Millis, SharedPace, SlotAsk};
 use crate::telemetry::events::{
@@ -116,6 +116,9 @@ pub struct Worker {
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
+    /// Whether a dead trigger pages (`pagerduty.own_pages`), and to which key: `None`, the
+    /// dead trigger's own.
+    own_pages: Option<Option<RoutingKey>>,
 }
 
 /// One of `concurrency` slots for a request in flight to PagerDuty (none in [`Worker::drain`],
@@ -159,12 +162,27 @@ impl Worker {
             None => Pacing::Local(Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)))),
         };
         let (clock, jitter) = (Arc::new(SystemClock), Arc::new(RandomJitter));
-        Worker { queue, upstream: Arc::new(upstream), cfg, wake, pacing, metrics, clock, jitter }
+        Worker { queue, upstream: Arc::new(upstream), cfg, wake, pacing, metrics, clock, jitter, own_pages: None }
     }
 
     /// The same worker reading the time from `clock` (see [`inputs::TokioClock`]).
     pub fn with_clock(self, clock: impl Clock) -> Worker {
         Worker { clock: Arc::new(clock), ..self }
+    }
+
+    /// The same worker paging about the triggers it dead-letters as `pd` says (`own_pages`,
+    /// `own_pages_routing_key`), in the transaction that records them dead.
+    pub fn paging(self, pd: &PagerDutyConfig) -> Worker {
+        Worker { own_pages: pd.own_pages.then(|| pd.own_pages_routing_key.clone()), ..self }
+    }
+
+    /// How a dead event is recorded: paged about, if pagerhook's own pages are on (the store
+    /// pages only for a trigger that is not one of pagerhook's own).
+    fn dead(&self, why: String) -> Finish {
+        match &self.own_pages {
+            Some(to) => Finish::DeadPaged(why, to.clone()),
+            None => Finish::Dead(why),
+        }
     }
 
     /// The same worker jittering its backoff by `jitter` (see [`inputs::FixedJitter`]).
@@ -425,7 +443,7 @@ impl Worker {
         match policy::classify(response) {
             RetryAction::Delivered if self.upstream.is_dry_run() => (Finish::DryRun, Outcome::DryRun),
             RetryAction::Delivered => (Finish::Delivered, Outcome::Delivered),
-            RetryAction::Dead(reason) => (Finish::Dead(reason), Outcome::DeadLettered),
+            RetryAction::Dead(reason) => (self.dead(reason), Outcome::DeadLettered),
             RetryAction::Retry { reason, after } => self.retry(c, response, now, reason, after).await,
             RetryAction::Unexpected { reason } => {
                 if let Response::Status { code, message, .. } = response {
@@ -457,7 +475,7 @@ impl Worker {
         let expires = !matches!(c.event.action(), Some(Action::Acknowledge | Action::Resolve));
         if expires && next - c.created_at > self.cfg.max_age.as_millis() as Millis {
             let why = format!("gave up after {attempt_no} attempts over max_age: {reason}");
-            (Finish::Dead(why), Outcome::DeadLettered)
+            (self.dead(why), Outcome::DeadLettered)
         } else {
             (Finish::RetryAt(next), Outcome::Retried)
         }

@@ -89,6 +89,12 @@ fn answer_accepted(pipeline: &Pipeline, source: &str, outcome: &IngestOutcome, e
             json!({ "status": "too_many_events", "events": 0, "error": error, "id": id }),
             WebhookOutcome::TooManyEvents,
         ),
+        // The events that mapped are queued; the items that failed are kept for replay.
+        IngestOutcome::Partial { id, events, failed, .. } => (
+            HttpResponse::Accepted(),
+            json!({ "status": "partial", "events": events, "failed_items": failed, "error": "some items failed to map; they are kept for replay", "id": id }),
+            WebhookOutcome::Partial,
+        ),
         IngestOutcome::Unmatched { id } => (
             HttpResponse::Accepted(),
             json!({ "status": "unmatched", "events": 0, "error": "no rule matched this payload; it is kept for replay", "id": id }),

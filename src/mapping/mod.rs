@@ -10,7 +10,7 @@ mod native;
 mod paths;
 mod raw;
 
-use crate::event::{AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey};
+use crate::event::{own, AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey, Severity};
 use crate::source::Verified;
 use handlebars::{Context, Handlebars};
 use raw::{RawMappingFile, RawRule};
@@ -61,6 +61,116 @@ pub struct RoutingKeys {
     pub default: Option<RoutingKey>,
     /// `[pagerduty.routing_keys]`.
     pub named: BTreeMap<String, RoutingKey>,
+}
+
+/// What a webhook over its caps would have sent ([`Mapping::overview`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overview {
+    /// How many events.
+    pub events: usize,
+    /// The summaries of its first triggers, at most [`Overview::SUMMARIES`].
+    pub summaries: Vec<String>,
+    /// The worst severity among its triggers, if it has any.
+    pub worst: Option<Severity>,
+}
+
+impl Overview {
+    /// How many summaries a page shows: enough to recognise the outage, few enough to read.
+    pub const SUMMARIES: usize = 5;
+
+    /// Counts `e` in.
+    pub fn add(&mut self, e: &Event) {
+        self.events += 1;
+        if let Some(severity) = own::severity_of(e) {
+            self.worst = Some(self.worst.map_or(severity, |w| own::worse(w, severity)));
+            if let Some(summary) = e.body().pointer("/payload/summary").and_then(Value::as_str) {
+                if self.summaries.len() < Overview::SUMMARIES {
+                    self.summaries.push(summary.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// A `for_each` item (`item`: its index), or a whole rule (`item: None`), by the rule's name.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ItemRef {
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
+}
+
+/// An item or rule that failed, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemFailure {
+    pub at: ItemRef,
+    pub error: MappingError,
+}
+
+/// What [`Mapping::apply_isolated`] made: the events of every item and rule that mapped, and
+/// those that failed.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub events: Vec<Rendered>,
+    pub failed: Vec<ItemFailure>,
+}
+
+/// Which items of a rule a run renders.
+enum Wanted {
+    All,
+    Items(Vec<usize>),
+}
+
+impl Wanted {
+    /// What of `rule` to render when only `only` is wanted (all of it without `only`); `None`:
+    /// nothing.
+    fn of(rule: &Rule, only: Option<&[ItemRef]>) -> Option<Wanted> {
+        let Some(only) = only else { return Some(Wanted::All) };
+        let mine: Vec<&ItemRef> = only.iter().filter(|r| r.rule == rule.name).collect();
+        if mine.is_empty() {
+            return None;
+        }
+        if mine.iter().any(|r| r.item.is_none()) {
+            return Some(Wanted::All);
+        }
+        Some(Wanted::Items(mine.iter().filter_map(|r| r.item).collect()))
+    }
+}
+
+/// Where rendered events go: kept, or, for an [`Overview`], only counted; and, when each item
+/// stands on its own (`isolate`), the failures.
+struct Out {
+    events: Vec<Rendered>,
+    overview: Option<Overview>,
+    isolate: bool,
+    failed: Vec<ItemFailure>,
+}
+
+impl Out {
+    fn new(isolate: bool, overview: Option<Overview>) -> Out {
+        Out { events: Vec::new(), overview, isolate, failed: Vec::new() }
+    }
+
+    /// Item `item` of `rule` (or the whole rule) failed: noted when items stand on their own,
+    /// else the request's error.
+    fn fail(&mut self, rule: &Rule, item: Option<usize>, error: MappingError) -> Result<(), ApplyError> {
+        if !self.isolate {
+            return Err(ApplyError::Rule(error));
+        }
+        self.failed.push(ItemFailure { at: ItemRef { rule: rule.name.clone(), item }, error });
+        Ok(())
+    }
+
+    fn push(&mut self, r: Rendered) {
+        match &mut self.overview {
+            Some(o) => o.add(&r.event),
+            None => self.events.push(r),
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.overview.as_ref().map_or(self.events.len(), |o| o.events)
+    }
 }
 
 /// One event a rule produced, with the rule's name (for logs and `render`).
@@ -397,25 +507,73 @@ impl Mapping {
         accepted: SystemTime,
         max_events: usize,
     ) -> Result<Vec<Rendered>, ApplyError> {
+        let mut out = Out::new(false, None);
+        self.run(renderer, req, accepted, max_events, None, &mut out)?;
+        Ok(out.events)
+    }
+
+    /// [`Mapping::apply`] with each `for_each` item, and each rule, on its own: one that
+    /// fails is listed in [`Applied::failed`] and the others' events are made all the same.
+    /// With `only`, just those items and rules are rendered (the replay of those that failed,
+    /// which must not send the others again). Only too many events fails the whole request.
+    pub fn apply_isolated(
+        &self,
+        req: Verified,
+        accepted: SystemTime,
+        max_events: usize,
+        only: Option<&[ItemRef]>,
+    ) -> Result<Applied, ApplyError> {
+        let mut out = Out::new(true, None);
+        self.run(self.renderer, req, accepted, max_events, only, &mut out)?;
+        Ok(Applied { events: out.events, failed: out.failed })
+    }
+
+    /// What a webhook over its caps would have sent, for pagerhook's own page about it: every
+    /// event is rendered (the body's size bounds the work) but only counted, its severity and
+    /// the first [`Overview::SUMMARIES`] trigger summaries kept, so memory stays flat.
+    pub fn overview(&self, req: Verified, accepted: SystemTime) -> Result<Overview, ApplyError> {
+        let mut out = Out::new(true, Some(Overview::default()));
+        self.run(self.renderer, req, accepted, usize::MAX, None, &mut out)?;
+        Ok(out.overview.unwrap_or_default())
+    }
+
+    fn run(
+        &self,
+        renderer: Renderer,
+        req: Verified,
+        accepted: SystemTime,
+        max_events: usize,
+        only: Option<&[ItemRef]>,
+        out: &mut Out,
+    ) -> Result<(), ApplyError> {
         // One handlebars Context per request, built from the request without copying the body:
         // rendering with a plain Value would serialize a deep copy of the payload for every
         // template. `for_each` swaps each item into it.
         let source = req.source().to_string();
         let mut ctx = Context::from(req.into_template_context());
         let accepted = rfc3339_millis(accepted);
-        let mut out = Vec::new();
         // The path walks are shared by every template until a `for_each` changes the context.
         let mut f = Frame::new(&ctx, &self.paths, renderer);
         for rule in &self.rules {
-            if !self.matches(rule, &mut f).map_err(|m| rule_error(rule, "when", m))? {
-                continue;
+            let Some(items) = Wanted::of(rule, only) else { continue };
+            match self.matches(rule, &mut f) {
+                Ok(true) => {}
+                Ok(false) => continue,
+                Err(m) => {
+                    out.fail(rule, None, rule_error(rule, "when", m))?;
+                    continue;
+                }
             }
             match &rule.for_each {
-                None => self
-                    .emit(rule, &mut f, &ctx.data()["body"], &source, &accepted, &mut out)
-                    .map_err(|(f, m)| rule_error(rule, &f, m))?,
+                None => {
+                    let emitted = self.emit(rule, &mut f, &ctx.data()["body"], &source, &accepted, out);
+                    if let Err((field, m)) = emitted {
+                        out.fail(rule, None, rule_error(rule, &field, m))?;
+                    }
+                }
                 Some(path) => {
-                    self.emit_each(rule, path, &mut ctx, (renderer, &source, &accepted), max_events, &mut out)?;
+                    let how = (renderer, source.as_str(), accepted.as_str(), &items);
+                    self.emit_each(rule, path, &mut ctx, how, max_events, out)?;
                     f = Frame::new(&ctx, &self.paths, renderer);
                 }
             }
@@ -426,7 +584,7 @@ impl Mapping {
                 break;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Emits `rule` once for each item of the array at `path`, each swapped into the context
@@ -436,22 +594,29 @@ impl Mapping {
         rule: &Rule,
         path: &[String],
         ctx: &mut Context,
-        (renderer, source, accepted): (Renderer, &str, &str),
+        (renderer, source, accepted, wanted): (Renderer, &str, &str, &Wanted),
         max_events: usize,
-        out: &mut Vec<Rendered>,
+        out: &mut Out,
     ) -> Result<(), ApplyError> {
-        let items = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len).ok_or_else(|| {
-            rule_error(rule, "for_each", format!("{} is not an array in this payload", path.join(".")))
-        })?;
-        if out.len() + items > max_events {
-            return Err(ApplyError::TooManyEvents { at_least: out.len() + items, max: max_events });
+        let Some(len) = lookup(ctx.data(), path).and_then(Value::as_array).map(Vec::len) else {
+            let error = rule_error(rule, "for_each", format!("{} is not an array in this payload", path.join(".")));
+            return out.fail(rule, None, error);
+        };
+        let indexes: Vec<usize> = match wanted {
+            Wanted::All => (0..len).collect(),
+            Wanted::Items(items) => items.iter().copied().filter(|&i| i < len).collect(),
+        };
+        if out.len() + indexes.len() > max_events {
+            return Err(ApplyError::TooManyEvents { at_least: out.len() + indexes.len(), max: max_events });
         }
-        for i in 0..items {
+        for i in indexes {
             let item = lookup(ctx.data(), path).and_then(|a| a.get(i)).cloned().unwrap_or(Value::Null);
             ctx.data_mut()["item"] = item;
             let mut f = Frame::new(ctx, &self.paths, renderer);
             let emitted = self.emit(rule, &mut f, &ctx.data()["item"], source, accepted, out);
-            emitted.map_err(|(f, m)| rule_error(rule, &f, m))?;
+            if let Err((field, m)) = emitted {
+                out.fail(rule, Some(i), rule_error(rule, &field, m))?;
+            }
         }
         if let Some(m) = ctx.data_mut().as_object_mut() {
             m.remove("item");
@@ -630,7 +795,7 @@ impl Mapping {
         subject: &Value,
         source: &str,
         accepted: &str,
-        out: &mut Vec<Rendered>,
+        out: &mut Out,
     ) -> Result<(), (String, String)> {
         // An action that renders empty skips the event.
         let Some(action) = self.action(rule, f)? else { return Ok(()) };

@@ -572,4 +572,57 @@ fn the_example_mapping_and_readme_agree_on_helpers_and_timestamps() {
     assert!(example.contains("timestamp = \"{{rfc3339 "), "the example normalises its timestamp");
 }
 
+/// Two rules, the first over `body.alerts` (whose summary reads `item.name`), the second on
+/// the body (reading `body.host`).
+const ISOLATED: &str = r#"
+[[rule]]
+name = "each"
+emit = "alert"
+for_each = "body.alerts"
+dedup_key = "a-{{item.id}}"
+summary = "{{item.name}}"
+source = "s"
+
+[[rule]]
+name = "whole"
+emit = "alert"
+dedup_key = "whole"
+summary = "{{body.host}}"
+source = "s"
+"#;
+
+#[test]
+fn each_item_and_rule_maps_on_its_own_and_only_the_failed_ones_are_rendered_again() {
+    let m = load(ISOLATED).unwrap();
+    let body = serde_json::json!({"alerts": [{"id": 0, "name": "a"}, {"id": 1}, {"id": 2, "name": "c"}]});
+    let applied = m.apply_isolated(verified(body.clone()), accepted(), 1000, None).unwrap();
+    let keys: Vec<String> = applied.events.iter().map(|r| r.event.dedup_key().unwrap().as_str().to_string()).collect();
+    assert_eq!(keys, ["a-0", "a-2"]);
+    let failed: Vec<(&str, Option<usize>, &str)> =
+        applied.failed.iter().map(|f| (f.at.rule.as_str(), f.at.item, f.error.field.as_str())).collect();
+    assert_eq!(failed, [("each", Some(1), "summary"), ("whole", None, "summary")]);
+    // `apply` (render, test) still fails on the first.
+    let Err(ApplyError::Rule(e)) = m.apply(verified(body.clone()), accepted(), 1000) else { panic!() };
+    assert_eq!((e.rule.as_str(), e.field.as_str()), ("each", "summary"));
+    // The replay renders what failed, and nothing else.
+    let only: Vec<ItemRef> = applied.failed.iter().map(|f| f.at.clone()).collect();
+    let mut fixed = body;
+    fixed["alerts"][1]["name"] = "b".into();
+    fixed["host"] = "db-1".into();
+    let again = m.apply_isolated(verified(fixed), accepted(), 1000, Some(&only)).unwrap();
+    let keys: Vec<String> = again.events.iter().map(|r| r.event.dedup_key().unwrap().as_str().to_string()).collect();
+    assert_eq!((keys, again.failed.len()), (vec!["a-1".to_string(), "whole".to_string()], 0));
+}
+
+#[test]
+fn an_overview_counts_every_event_with_the_first_summaries_and_the_worst_severity() {
+    let rule = "[[rule]]\nname = \"each\"\nemit = \"alert\"\nfor_each = \"body.alerts\"\ndedup_key = \"a-{{item.id}}\"\nsummary = \"alert {{item.id}}\"\nseverity = \"{{item.severity}}\"\nsource = \"s\"\n";
+    let alerts: Vec<_> = (0..50)
+        .map(|i| serde_json::json!({"id": i, "severity": if i == 40 { "critical" } else { "warning" }}))
+        .collect();
+    let o = load(rule).unwrap().overview(verified(serde_json::json!({ "alerts": alerts })), accepted()).unwrap();
+    assert_eq!((o.events, o.worst), (50, Some(Severity::Critical)));
+    assert_eq!(o.summaries, ["alert 0", "alert 1", "alert 2", "alert 3", "alert 4"]);
+}
+
 mod newcomer;

@@ -278,7 +278,7 @@ impl<'a> Outcome<'a> {
         match finish {
             Finish::Delivered => done(EventState::Delivered, None),
             Finish::DryRun => done(EventState::DryRun, None),
-            Finish::Dead(reason) => done(EventState::Dead, Some(Some(reason.as_str()))),
+            Finish::Dead(reason) | Finish::DeadPaged(reason, _) => done(EventState::Dead, Some(Some(reason.as_str()))),
             Finish::RetryAt(at) => Outcome {
                 state: EventState::Pending,
                 done_at: None,

@@ -15,6 +15,7 @@
 
 mod lanes;
 mod ledger;
+mod own_pages;
 mod postgres;
 mod room;
 mod rows;
@@ -33,7 +34,7 @@ pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
 pub use tls::TlsError;
 
-use crate::event::{Event, RoutingKey};
+use crate::event::{own, Event, RoutingKey};
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde::Serialize;
@@ -123,16 +124,34 @@ pub enum InboundStatus {
     /// No rule matched, and the source keeps such payloads (`unmatched = "keep"`), for replay
     /// once a rule is added.
     Unmatched,
+    /// Some `for_each` items or rules failed (`items`), the others' events are queued: the
+    /// payload is kept so that replay renders those items alone, once the mapping is fixed.
+    ItemsFailed { error: String, items: Vec<FailedItem> },
+    /// The record pagerhook's own events of one source and reason hang from (its id is their
+    /// dedup_key, `event::own::dedup_key`): no webhook, never a dead letter.
+    Own,
 }
 
 impl InboundStatus {
     /// A dead letter: kept for `dlq replay` instead of being pruned.
     pub fn is_dead_letter(&self) -> bool {
         match self {
-            InboundStatus::MappingFailed(_) | InboundStatus::TooManyEvents(_) | InboundStatus::Unmatched => true,
-            InboundStatus::Mapped | InboundStatus::Ignored => false,
+            InboundStatus::MappingFailed(_)
+            | InboundStatus::TooManyEvents(_)
+            | InboundStatus::Unmatched
+            | InboundStatus::ItemsFailed { .. } => true,
+            InboundStatus::Mapped | InboundStatus::Ignored | InboundStatus::Own => false,
         }
     }
+}
+
+/// A `for_each` item (its index) or a whole rule (`item: None`) that failed to map, by the
+/// rule's name: what replay renders again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FailedItem {
+    pub rule: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<usize>,
 }
 
 /// A verified webhook to record.
@@ -157,6 +176,10 @@ pub struct NewInbound {
     /// How long its resolves wait before they are due (its config's `resolve_delay`, 0: not
     /// at all): flap damping.
     pub resolve_delay: Millis,
+    /// pagerhook's own page about this webhook (its dead letter), queued in the same
+    /// transaction, with the count of the source's dead letters of its reason. Boxed: a rare
+    /// passenger on every accept.
+    pub page: Option<Box<own::Page>>,
 }
 
 impl NewInbound {
@@ -175,6 +198,7 @@ impl NewInbound {
             status,
             may_close: Vec::new(),
             resolve_delay: 0,
+            page: None,
         }
     }
 }
@@ -217,6 +241,9 @@ pub enum Finish {
     DryRun,
     RetryAt(Millis),
     Dead(String),
+    /// Dead, and if the event is a trigger (not pagerhook's own), pagerhook pages about it
+    /// in the same transaction: to this key, or when `None` to the dead trigger's own key.
+    DeadPaged(String, Option<RoutingKey>),
 }
 
 /// A delivery attempt: recorded by `finish`, listed by `dlq show` and the console.
@@ -249,6 +276,8 @@ pub struct EventSummary {
     pub summary: Option<String>,
     /// The dedup_key PagerDuty answered with, from the latest attempt that had one.
     pub pagerduty_dedup_key: Option<String>,
+    /// One of pagerhook's own pages (`event::own`), not an event of a webhook.
+    pub own: bool,
 }
 
 /// What the console's delivery list asks for: newest first, older than `before` (paging).

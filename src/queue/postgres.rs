@@ -21,8 +21,11 @@
 
 use super::lanes::{self, Claims, Closing, Fate, Outcome, Routes};
 use super::ledger::{self, Entry};
+use super::own_pages::{self, OwnSteps};
 use super::room::{Freed, Gate, RoomReading};
-use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{
+    failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
+};
 use super::schema::{self, step_failed};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
@@ -33,7 +36,8 @@ use super::{
     Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState,
     QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
 };
-use crate::event::{Event, RoutingKey};
+use crate::event::own::{self, Reason};
+use crate::event::{Action, Event, RoutingKey};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
@@ -149,6 +153,7 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     &[schema::EVENTS_SUMMARY],
     // The incident ledger, and the rule of each event.
     &[schema::INCIDENTS],
+    &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -468,6 +473,65 @@ async fn lock_lanes<'a>(
     Ok(())
 }
 
+/// pagerhook's own pages, as this backend stores them. An own event's lane is locked like any
+/// other (its ids follow commit order), after the lanes and routes of the transaction's
+/// webhook: own lanes are always taken last, so the global lock order holds.
+struct OwnStore<'t, 'c>(&'t Transaction<'c>, i32);
+
+impl OwnSteps for OwnStore<'_, '_> {
+    async fn waiting(&mut self, source: &str, reason: Reason) -> Result<i64, QueueError> {
+        let row = match reason {
+            Reason::DeadTrigger => self.0.query_one(sql::OWN_WAITING_TRIGGERS, &[&source]).await?,
+            other => self.0.query_one(sql::OWN_WAITING_INBOUND, &[&source, &other.as_str()]).await?,
+        };
+        row.get_as(0)
+    }
+
+    async fn open_incidents(&mut self) -> Result<Vec<(String, String, String)>, QueueError> {
+        let rows = self.0.query(sql::OWN_OPENED, &[]).await?;
+        rows.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?, r.get_as(2)?))).collect()
+    }
+
+    async fn queue_own(&mut self, source: &str, reason: Reason, event: &Event, now: Millis) -> Result<(), QueueError> {
+        let record = own::dedup_key(source, reason);
+        lock_lanes(self.0, self.1, event.order_key().iter().map(String::as_str)).await?;
+        self.0.execute(sql::OWN_RECORD, &[&record, &source, &now, &(&[][..] as &[u8])]).await?;
+        self.0
+            .execute(
+                sql::INSERT_EVENT,
+                &[
+                    &record,
+                    &event.kind().as_str(),
+                    &event.order_key(),
+                    &event.routing_key().expose(),
+                    &event.action().map(|a| a.as_str()),
+                    &event.dedup_key().map(|k| k.as_str()),
+                    &event.text(),
+                    &EVENT_FORMAT,
+                    &now,
+                    &super::PAGERHOOK,
+                    &event.summary(),
+                    &now,
+                ],
+            )
+            .await?;
+        if event.action() == Some(Action::Trigger) {
+            let key = event.routing_key().expose();
+            self.0.execute(sql::OWN_OPEN, &[&source, &reason.as_str(), &key, &now]).await?;
+        } else {
+            self.0.execute(sql::OWN_CLOSE, &[&source, &reason.as_str()]).await?;
+        }
+        Ok(())
+    }
+
+    async fn dead_trigger(&mut self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        match self.0.query_opt(sql::OWN_DEAD_TRIGGER, &[&id]).await? {
+            Some(r) => Ok(Some((r.get_as(0)?, r.get_as(1)?))),
+            None => Ok(None),
+        }
+    }
+}
+
 /// A claim's statements, prepared once for all its heads.
 struct ClaimSteps<'t, 'c> {
     tx: &'t Transaction<'c>,
@@ -594,8 +658,8 @@ impl PostgresQueue {
         }
         let (status, error) = status_columns(&i.status);
         tx.execute(
-            "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error, failed_items)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
             &[
                 &i.id,
                 &i.source,
@@ -606,11 +670,15 @@ impl PostgresQueue {
                 &i.body.as_ref(),
                 &status,
                 &error,
+                &failed_items_column(&i.status),
             ],
         )
         .await?;
         let closing = Closing::of(&i.source, &i.may_close);
         insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing).await?;
+        if let Some(page) = &i.page {
+            own_pages::page(&mut OwnStore(&tx, self.schema), &i.source, page, i.received_at).await?;
+        }
         tx.commit().await?;
         Ok(Accepted::Committed { id: i.id, events: events.len() })
     }
@@ -640,6 +708,9 @@ impl Deliveries for PostgresQueue {
             .await?;
         if n == 1 {
             record_in_ledger(&tx, id, &attempt, &finish).await?;
+        }
+        if let (1, Finish::DeadPaged(_, to)) = (n, &finish) {
+            own_pages::page_dead_trigger(&mut OwnStore(&tx, self.schema), id, to.as_ref(), attempt.at).await?;
         }
         tx.commit().await?;
         Ok(n == 1)
@@ -751,14 +822,16 @@ impl DeadLetters for PostgresQueue {
             &[&id, &format!(" (replayed as event {new_id})")],
         )
         .await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), now).await?;
         tx.commit().await?;
         Ok(Some(new_id))
     }
 
     async fn inbound(&self, id: String) -> Result<Option<StoredInbound>, QueueError> {
         let c = self.client().await?;
-        let sql = "SELECT id, source, headers, query, body, status, error, received_at FROM inbound WHERE id = $1";
-        c.query_opt(sql, &[&id]).await?.as_ref().map(StoredInbound::read).transpose()
+        let sql =
+            "SELECT id, source, headers, query, body, status, error, received_at, failed_items FROM inbound WHERE id = $1";
+        c.query_opt(sql, &[&id]).await?.as_ref().map(|r| StoredInbound::read(r, 8)).transpose()
     }
 
     async fn remap(
@@ -770,13 +843,14 @@ impl DeadLetters for PostgresQueue {
     ) -> Result<Option<usize>, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
+        let items = failed_items_column(&status);
         let (status, error) = status_columns(&status);
         // The row lock makes a concurrent remap of the same payload wait, then find it mapped.
         let Some(row) = tx
             .query_opt(
                 formatcp!(
-"UPDATE inbound SET status = $2, error = $3 WHERE id = $1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
-                &[&id, &status, &error],
+"UPDATE inbound SET status = $2, error = $3, failed_items = $4 WHERE id = $1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
+                &[&id, &status, &error, &items],
             )
             .await?
         else {
@@ -785,6 +859,7 @@ impl DeadLetters for PostgresQueue {
         let source: String = row.get_as(0)?;
         // A replay is an operator's action: "only the opener closes" does not apply.
         insert_events(&tx, self.schema, (&id, &source), &events, (now, 0), Closing::Bypass).await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), now).await?;
         tx.commit().await?;
         Ok(Some(events.len()))
     }
@@ -800,6 +875,7 @@ impl DeadLetters for PostgresQueue {
             }
             DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, &[s]).await?,
         };
+        own_pages::settle(&mut OwnStore(&tx, self.schema), super::now_millis()).await?;
         tx.commit().await?;
         Ok(n > 0)
     }
@@ -930,6 +1006,7 @@ impl Retention for PostgresQueue {
             tx.execute(statement, &[&events]).await?;
         }
         tx.execute(DROP_DEAD_INBOUND, &[&inbound]).await?;
+        own_pages::settle(&mut OwnStore(&tx, self.schema), super::now_millis()).await?;
         tx.commit().await?;
         Ok(tally_dropped(&chosen))
     }

@@ -193,27 +193,49 @@ pub(crate) fn status_columns(s: &InboundStatus) -> (&'static str, Option<&str>) 
         InboundStatus::MappingFailed(e) => ("mapping_failed", Some(e.as_str())),
         InboundStatus::TooManyEvents(e) => ("too_many_events", Some(e.as_str())),
         InboundStatus::Unmatched => ("unmatched", Some(UNMATCHED_REASON)),
+        InboundStatus::ItemsFailed { error, .. } => ("items_failed", Some(error.as_str())),
+        InboundStatus::Own => ("own", None),
     }
 }
 
-/// The status read back from the `status` and `error` columns of inbound `id`.
-pub(crate) fn status_from_columns(id: &str, status: &str, error: Option<String>) -> Result<InboundStatus, QueueError> {
+/// The `failed_items` column of an inbound row: the items replay renders again (JSON).
+pub(crate) fn failed_items_column(s: &InboundStatus) -> Option<String> {
+    match s {
+        InboundStatus::ItemsFailed { items, .. } => Some(serde_json::to_string(items).expect("items serialize")),
+        _ => None,
+    }
+}
+
+/// The status read back from the `status`, `error` and `failed_items` columns of inbound `id`.
+pub(crate) fn status_from_columns(
+    id: &str,
+    status: &str,
+    error: Option<String>,
+    items: Option<String>,
+) -> Result<InboundStatus, QueueError> {
     match status {
+        "items_failed" => {
+            let items = serde_json::from_str(items.as_deref().unwrap_or_default())
+                .map_err(|e| QueueError::BadRow(format!("inbound {id}: failed_items: {e}")))?;
+            Ok(InboundStatus::ItemsFailed { error: error.unwrap_or_default(), items })
+        }
         "mapped" => Ok(InboundStatus::Mapped),
         "ignored" => Ok(InboundStatus::Ignored),
         "mapping_failed" => Ok(InboundStatus::MappingFailed(error.unwrap_or_default())),
         "too_many_events" => Ok(InboundStatus::TooManyEvents(error.unwrap_or_default())),
         "unmatched" => Ok(InboundStatus::Unmatched),
+        "own" => Ok(InboundStatus::Own),
         other => Err(QueueError::BadRow(format!(
             "inbound {id} has status {other:?}, which this build does not know \
-             (mapped, ignored, mapping_failed, too_many_events, unmatched)"
+             (mapped, ignored, mapping_failed, too_many_events, unmatched, items_failed, own)"
         ))),
     }
 }
 
 impl StoredInbound {
-    /// Reads `id, source, headers, query, body, status, error, received_at`.
-    pub(crate) fn read(r: &impl Columns) -> Result<StoredInbound, QueueError> {
+    /// Reads `id, source, headers, query, body, status, error, received_at`, and
+    /// `failed_items` at column `items_at`.
+    pub(crate) fn read(r: &impl Columns, items_at: usize) -> Result<StoredInbound, QueueError> {
         let (id, source, headers, query, body, status, error, received_at): (
             String,
             _,
@@ -224,7 +246,7 @@ impl StoredInbound {
             _,
             _,
         ) = r.cols()?;
-        let status = status_from_columns(&id, &status, error)?;
+        let status = status_from_columns(&id, &status, error, r.col(items_at)?)?;
         let headers = serde_json::from_str(&headers).unwrap_or_default();
         Ok(StoredInbound { id, source, received_at, headers, query, body: body.into(), status })
     }
@@ -252,12 +274,13 @@ impl EventRow {
             key,
             text,
             pd_key,
-        ) = r.cols()?;
+        ): (_, String, _, _, _, _, _, _, _, _, _, _, _) = r.cols()?;
         let routing_key = fingerprint_of(key);
         let attempts = count(attempts);
         let state = state_from_str(id, state)?;
         let summary = EventSummary {
             id,
+            own: crate::event::own::is_own_record(&inbound_id),
             inbound_id,
             source,
             kind,

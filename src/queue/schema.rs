@@ -65,6 +65,21 @@ CREATE INDEX incidents_open ON incidents (opened_at) WHERE state <> 'resolved';
 CREATE INDEX incidents_resolved ON incidents (last_action_at) WHERE state = 'resolved';
 CREATE INDEX incidents_dedup_key ON incidents (dedup_key);";
 
+/// pagerhook's own incidents that are open, one per source and reason (`event::own::Reason`),
+/// with the routing key they went to: their resolve goes there.
+pub(super) const OWN_PAGES: &str = "CREATE TABLE own_pages (
+    source      TEXT NOT NULL,
+    reason      TEXT NOT NULL,
+    routing_key TEXT NOT NULL,
+    at          BIGINT NOT NULL,
+    PRIMARY KEY (source, reason)
+);";
+
+/// The items of a payload that failed to map on their own (`items_failed`, JSON), and an index
+/// to list those payloads like the other dead letters.
+pub(super) const INBOUND_ITEMS_FAILED: &str = "ALTER TABLE inbound ADD COLUMN failed_items TEXT;
+CREATE INDEX inbound_items_failed ON inbound (received_at) WHERE status = 'items_failed';";
+
 /// A migration step that failed, as the error that names it.
 pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError {
     super::QueueError::Migration { to, detail: e.to_string() }

@@ -73,7 +73,7 @@ pub(super) const DEPTH: &str = formatcp!("SELECT COUNT(*), MIN(created_at) FROM 
 /// The stored statuses of a kept payload that is a dead letter
 /// ([`InboundStatus::is_dead_letter`](super::InboundStatus::is_dead_letter)), as an SQL list:
 /// every statement that lists, deletes, replays or prunes dead payloads uses this one.
-pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unmatched'";
+pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unmatched', 'items_failed'";
 
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
@@ -134,7 +134,11 @@ pub(super) const DEAD_LETTERS: &str = formatcp!(
      UNION ALL
      SELECT i.id, 'unmatched', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
      FROM inbound i
-     WHERE i.status = 'unmatched' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
+     WHERE i.status = 'unmatched' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)
+     UNION ALL
+     SELECT i.id, 'items_failed', i.source, i.id, i.received_at, COALESCE(i.error, ''), NULL, NULL, 0
+     FROM inbound i
+     WHERE i.status = 'items_failed' AND (CAST($1 AS TEXT) IS NULL OR i.source = $1)"
 );
 
 /// The dead letters of source `$1` (NULL: all), newest first, at most `$2`.
@@ -177,6 +181,39 @@ impl Seen {
 /// Forgets the body recorded for inbound `$2` of source `$1`: its accept turned out a
 /// duplicate by its delivery id, so the body belongs to nothing.
 pub(super) const FORGET_SEEN_BODY: &str = "DELETE FROM seen_bodies WHERE source = $1 AND inbound_id = $2";
+
+/// Dead letters of source `$1` kept with inbound status `$2` (`own_pages`' reasons are named
+/// as those statuses).
+/// A payload some of whose items failed counts as a mapping failure.
+pub(super) const OWN_WAITING_INBOUND: &str = "SELECT COUNT(*) FROM inbound WHERE source = $1
+     AND (status = $2 OR ($2 = 'mapping_failed' AND status = 'items_failed'))";
+
+/// Dead triggers of source `$1`, pagerhook's own excepted.
+pub(super) const OWN_WAITING_TRIGGERS: &str = formatcp!(
+    "SELECT COUNT(*) FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE i.source = $1 AND e.state = '{DEAD}' AND e.action = 'trigger' AND i.status <> 'own'"
+);
+
+/// The record `$1` (an own page's dedup_key) of source `$2` that pagerhook's own events hang
+/// from, made or touched at `$3`; `$4` is its (empty) body.
+pub(super) const OWN_RECORD: &str = "INSERT INTO inbound (id, source, received_at, headers, query, body, status)
+     VALUES ($1, $2, $3, '{}', '', $4, 'own') ON CONFLICT (id) DO UPDATE SET received_at = excluded.received_at";
+
+/// Source `$1`'s incident for reason `$2` is open on routing key `$3` since `$4`.
+pub(super) const OWN_OPEN: &str = "INSERT INTO own_pages (source, reason, routing_key, at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (source, reason) DO UPDATE SET routing_key = excluded.routing_key, at = excluded.at";
+
+/// Source `$1`'s incident for reason `$2` is resolved.
+pub(super) const OWN_CLOSE: &str = "DELETE FROM own_pages WHERE source = $1 AND reason = $2";
+
+/// Every open incident of pagerhook's own.
+pub(super) const OWN_OPENED: &str = "SELECT source, reason, routing_key FROM own_pages ORDER BY source, reason";
+
+/// The source and routing key of event `$1` if it is a dead trigger that is not pagerhook's own.
+pub(super) const OWN_DEAD_TRIGGER: &str = formatcp!(
+    "SELECT i.source, e.routing_key FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE e.id = $1 AND e.state = '{DEAD}' AND e.action = 'trigger' AND i.status <> 'own'"
+);
 
 /// Event `$1`'s stored body.
 pub(super) const STORED_BODY: &str = "SELECT format, body FROM events WHERE id = $1";

@@ -13,8 +13,11 @@ mod space;
 
 use super::lanes::{self, Claims, Closing, Fate, Routes};
 use super::ledger::{self, Entry};
+use super::own_pages::{self, OwnSteps};
 use super::room::{Freed, Headroom, RoomReading};
-use super::rows::{status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT};
+use super::rows::{
+    failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
+};
 use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
@@ -25,7 +28,8 @@ use super::{
     Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention,
     Role, StoredInbound,
 };
-use crate::event::{Event, RoutingKey};
+use crate::event::own::{self, Reason};
+use crate::event::{Action, Event, RoutingKey};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
@@ -136,6 +140,7 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
     &[schema::EVENTS_SUMMARY],
     // The incident ledger, and the rule of each event.
     &[schema::INCIDENTS],
+    &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -750,21 +755,13 @@ impl Outcome {
 fn execute(c: &Connection, write: &Write) -> Outcome {
     match write {
         Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept)),
-        Write::Finish(id, lease, done, _) => {
-            Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1).map_err(Into::into))
-        }
+        Write::Finish(id, lease, done, _) => Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1)),
         Write::Claim(now, limit, until, _) => Outcome::Claim(claim_in(c, *now, *limit, *until)),
     }
 }
 
 /// Records one delivery attempt and, if the event is still held under `lease`, its outcome.
-fn finish_one(
-    tx: &Connection,
-    id: i64,
-    lease: Millis,
-    attempt: &Attempt,
-    finish: &Finish,
-) -> Result<bool, rusqlite::Error> {
+fn finish_one(tx: &Connection, id: i64, lease: Millis, attempt: &Attempt, finish: &Finish) -> Result<bool, QueueError> {
     tx.prepare_cached(sql::RECORD_ATTEMPT)?.execute(params![
         id,
         attempt.at,
@@ -785,6 +782,9 @@ fn finish_one(
     ])?;
     if n == 1 {
         record_in_ledger(tx, id, attempt, finish)?;
+    }
+    if let (1, Finish::DeadPaged(_, to)) = (n, finish) {
+        ready(own_pages::page_dead_trigger(&mut OwnStore(tx), id, to.as_ref(), attempt.at))?;
     }
     Ok(n == 1)
 }
@@ -823,8 +823,8 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
     let (status, error) = status_columns(&i.status);
     tx.prepare_cached(
         "INSERT INTO inbound (id, source, received_at, dedupe_id, headers, query, body, status, error,
-                              body_segment, body_offset, body_len, body_crc)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                              body_segment, body_offset, body_len, body_crc, failed_items)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
     )?
     .execute(params![
         i.id,
@@ -840,9 +840,13 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.offset as i64),
         accept.logged.as_ref().map(|l| l.len as i64),
         accept.logged.as_ref().map(|l| l.crc),
+        failed_items_column(&i.status),
     ])?;
     let closing = Closing::of(&i.source, &i.may_close);
     insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
+    if let Some(page) = &i.page {
+        ready(own_pages::page(&mut OwnStore(tx), &i.source, page, i.received_at))?;
+    }
     Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
 }
 
@@ -936,6 +940,61 @@ impl Routes for StoredRoutes<'_> {
              ORDER BY at DESC, rowid DESC LIMIT 1",
         )?;
         Ok(stmt.query_row(params![source, dk, own], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+}
+
+/// pagerhook's own pages, as this backend stores them.
+struct OwnStore<'c>(&'c Connection);
+
+impl OwnSteps for OwnStore<'_> {
+    async fn waiting(&mut self, source: &str, reason: Reason) -> Result<i64, QueueError> {
+        Ok(match reason {
+            Reason::DeadTrigger => {
+                self.0.prepare_cached(sql::OWN_WAITING_TRIGGERS)?.query_row([source], |r| r.get(0))?
+            }
+            other => self
+                .0
+                .prepare_cached(sql::OWN_WAITING_INBOUND)?
+                .query_row(params![source, other.as_str()], |r| r.get(0))?,
+        })
+    }
+
+    async fn open_incidents(&mut self) -> Result<Vec<(String, String, String)>, QueueError> {
+        all(&mut *self.0.prepare_cached(sql::OWN_OPENED)?, [], |r| Ok((r.col(0)?, r.col(1)?, r.col(2)?)))
+    }
+
+    async fn queue_own(&mut self, source: &str, reason: Reason, event: &Event, now: Millis) -> Result<(), QueueError> {
+        let record = own::dedup_key(source, reason);
+        self.0.prepare_cached(sql::OWN_RECORD)?.execute(params![record, source, now, &[][..] as &[u8]])?;
+        self.0.prepare_cached(sql::INSERT_EVENT)?.execute(params![
+            record,
+            event.kind().as_str(),
+            event.order_key(),
+            event.routing_key().expose(),
+            event.action().map(|a| a.as_str()),
+            event.dedup_key().map(|k| k.as_str()),
+            event.text(),
+            EVENT_FORMAT,
+            now,
+            super::PAGERHOOK,
+            event.summary(),
+            now,
+        ])?;
+        if event.action() == Some(Action::Trigger) {
+            self.0.prepare_cached(sql::OWN_OPEN)?.execute(params![
+                source,
+                reason.as_str(),
+                event.routing_key().expose(),
+                now
+            ])?;
+        } else {
+            self.0.prepare_cached(sql::OWN_CLOSE)?.execute(params![source, reason.as_str()])?;
+        }
+        Ok(())
+    }
+
+    async fn dead_trigger(&mut self, id: i64) -> Result<Option<(String, String)>, QueueError> {
+        first(&mut *self.0.prepare_cached(sql::OWN_DEAD_TRIGGER)?, [id], |r| Ok((r.col(0)?, r.col(1)?)))
     }
 }
 
@@ -1090,6 +1149,7 @@ impl DeadLetters for SqliteQueue {
                 formatcp!("UPDATE events SET state = '{REPLAYED}', done_at = ?2, last_error = last_error || ?3 WHERE id = ?1"),
                 params![id, now, format!(" (replayed as event {new_id})")],
             )?;
+            ready(own_pages::settle(&mut OwnStore(&tx), now))?;
             tx.commit()?;
             Ok(Some(new_id))
         })
@@ -1100,10 +1160,11 @@ impl DeadLetters for SqliteQueue {
         let log = Arc::clone(&self.payloads);
         self.run(move |c| {
             let mut stmt = c.prepare_cached(&format!(
-                "SELECT id, source, headers, query, body, status, error, received_at, {BODY_REF} FROM inbound WHERE id = ?1"
+                "SELECT id, source, headers, query, body, status, error, received_at, {BODY_REF}, failed_items
+                 FROM inbound WHERE id = ?1"
             ))?;
             first(&mut stmt, [&id], |r| {
-                let inbound = StoredInbound::read(r)?;
+                let inbound = StoredInbound::read(r, 12)?;
                 // A replay must map the body it was sent, or nothing: an unreadable one is an error.
                 match logged_body(&log, r, 8)? {
                     Some(body) => Ok(StoredInbound { body: body.into(), ..inbound }),
@@ -1123,12 +1184,13 @@ impl DeadLetters for SqliteQueue {
     ) -> Result<Option<usize>, QueueError> {
         self.run(move |c| {
             let tx = c.transaction()?;
+            let items = failed_items_column(&status);
             let (status, error) = status_columns(&status);
             let source: Option<String> = tx
                 .query_row(
                     formatcp!(
-"UPDATE inbound SET status = ?2, error = ?3 WHERE id = ?1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
-                    params![id, status, error],
+"UPDATE inbound SET status = ?2, error = ?3, failed_items = ?4 WHERE id = ?1 AND status IN ({DEAD_INBOUND}) RETURNING source"),
+                    params![id, status, error, items],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -1137,6 +1199,7 @@ impl DeadLetters for SqliteQueue {
             };
             // A replay is an operator's action: "only the opener closes" does not apply.
             insert_events(&tx, (&id, &source), &events, (now, 0), Closing::Bypass)?;
+            ready(own_pages::settle(&mut OwnStore(&tx), now))?;
             tx.commit()?;
             Ok(Some(events.len()))
         })
@@ -1154,6 +1217,7 @@ impl DeadLetters for SqliteQueue {
                 }
                 DeadId::Inbound(s) => tx.execute(sql::DELETE_DEAD_INBOUND, [s])?,
             };
+            ready(own_pages::settle(&mut OwnStore(&tx), super::now_millis()))?;
             tx.commit()?;
             Ok(n > 0)
         })
@@ -1261,6 +1325,7 @@ impl Retention for SqliteQueue {
                     }
                 }
             }
+            ready(own_pages::settle(&mut OwnStore(&tx), super::now_millis()))?;
             tx.commit()?;
             Ok(tally_dropped(&chosen))
         })

@@ -111,6 +111,7 @@ on_every_backend! {
         a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
         only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
         a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both,
+        a_kept_payload_pages_once_per_source_and_reason_with_what_waits_counted,
     ],
     deliveries: [
         only_the_head_of_a_lane_is_claimed,
@@ -120,12 +121,15 @@ on_every_backend! {
         the_dedup_key_pagerduty_answered_is_kept_with_its_attempt,
         a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
         a_renewed_lease_keeps_its_event_past_the_first_expiry_and_a_finish_releases_it,
+        a_dead_trigger_pages_unless_it_is_pagerhook_s_own_and_its_replay_resolves_the_page,
     ],
     dead_letters: [
         dead_letters_are_listed_shown_replayed_and_deleted,
         a_dead_trigger_knows_when_its_lane_was_resolved_after_it_died,
         only_dead_triggers_are_said_resolved_since,
         a_payload_over_the_event_cap_is_a_dead_letter_until_remapped_and_only_dead_events_are_requeued,
+        the_own_page_is_resolved_with_the_removal_of_the_last_dead_letter_of_its_source_and_reason,
+        a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_items_for_replay,
     ],
     inspect: [
         events_are_searched_paged_and_shown_with_attempts_and_request,
@@ -140,6 +144,7 @@ on_every_backend! {
         dead_letters_past_their_retention_or_over_their_source_s_cap_are_dropped_oldest_first,
         a_dropped_dead_event_takes_its_attempts_and_leaves_live_events_and_replayed_ones,
         every_kind_of_kept_payload_is_dropped_past_the_dead_letter_retention,
+        dropping_the_last_dead_letter_of_a_page_resolves_it,
     ],
     incidents: [
         the_ledger_keeps_what_pagerduty_accepted_under_the_key_it_answered,
@@ -2023,4 +2028,143 @@ async fn postgres_a_full_disk_shuts_accepts_until_a_probe_write_finds_room() {
     assert!(matches!(&other, Err(QueueError::Io(_))), "{other:?}");
     assert_eq!(q.room().await.unwrap().short, None);
     schema.drop().await;
+// ---- pagerhook's own pages ----------------------------------------------------------------
+
+/// A kept payload of `source` that asks for `reason`'s page, to `key`.
+fn paged(source: &str, status: InboundStatus, reason: own::Reason, to: RoutingKey) -> NewInbound {
+    let page = own::Page::new(reason, to).with("inbound_id", "x");
+    NewInbound {
+        page: Some(Box::new(page)),
+        ..NewInbound::new(source, now_millis(), bytes::Bytes::from_static(b"{}"), status)
+    }
+}
+
+/// pagerhook's own events, oldest first: dedup_key, action, the dead letters the body says wait.
+async fn own_events(q: &Arc<dyn Queue>) -> Vec<(String, String, Option<u64>)> {
+    let rows = q.events(EventQuery { search: Some("pagerhook/".into()), before: None, limit: 100 }).await.unwrap();
+    let mut out = Vec::new();
+    for r in rows.into_iter().rev() {
+        assert!(own::is_own_record(&r.summary.inbound_id), "{:?}", r.summary);
+        let detail = q.event(r.summary.id).await.unwrap().unwrap();
+        let waiting = detail.event.as_ref().and_then(|b| b.pointer("/payload/custom_details/dead_letters_waiting"));
+        out.push((r.summary.dedup_key.unwrap(), r.summary.action.unwrap(), waiting.and_then(|w| w.as_u64())));
+    }
+    out
+}
+
+fn own_trigger(key: &str, waiting: u64) -> (String, String, Option<u64>) {
+    (key.to_string(), "trigger".to_string(), Some(waiting))
+}
+
+fn own_resolve(key: &str) -> (String, String, Option<u64>) {
+    (key.to_string(), "resolve".to_string(), None)
+}
+
+async fn a_kept_payload_pages_once_per_source_and_reason_with_what_waits_counted(q: Arc<dyn Queue>) {
+    let failed = || InboundStatus::MappingFailed("summary: missing".into());
+    q.accept(paged("am", failed(), own::Reason::MappingFailed, other_key()), vec![]).await.unwrap();
+    q.accept(paged("am", failed(), own::Reason::MappingFailed, other_key()), vec![]).await.unwrap();
+    let too_many = InboundStatus::TooManyEvents("1500 events".into());
+    q.accept(paged("gh", too_many, own::Reason::TooManyEvents, other_key()), vec![]).await.unwrap();
+    // A duplicate stores nothing, and so pages about nothing.
+    let dup = || NewInbound {
+        delivery_id: Some("d".into()),
+        ..paged("am", failed(), own::Reason::MappingFailed, other_key())
+    };
+    q.accept(dup(), vec![]).await.unwrap();
+    assert!(matches!(q.accept(dup(), vec![]).await.unwrap(), Accepted::Duplicate { .. }));
+    assert_eq!(
+        own_events(&q).await,
+        [
+            own_trigger("pagerhook/am/mapping_failed", 1),
+            own_trigger("pagerhook/am/mapping_failed", 2),
+            own_trigger("pagerhook/gh/too_many_events", 1),
+            own_trigger("pagerhook/am/mapping_failed", 3),
+        ]
+    );
+    let claimed = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 2, "one lane per incident, its triggers collapsed into the newest");
+    assert!(claimed.iter().all(|c| c.event.routing_key() == &other_key() || c.event.routing_key() == &key()));
+    assert_eq!(q.dead_letters(None, 10).await.unwrap().len(), 4, "the own pages' records are no dead letters");
+}
+
+async fn the_own_page_is_resolved_with_the_removal_of_the_last_dead_letter_of_its_source_and_reason(q: Arc<dyn Queue>) {
+    let failed = || InboundStatus::MappingFailed("summary: missing".into());
+    let first = paged("am", failed(), own::Reason::MappingFailed, other_key());
+    let (first_id, second) = (first.id.clone(), paged("am", failed(), own::Reason::MappingFailed, other_key()));
+    let second_id = second.id.clone();
+    q.accept(first, vec![]).await.unwrap();
+    q.accept(second, vec![]).await.unwrap();
+    q.accept(paged("am", InboundStatus::Unmatched, own::Reason::Unmatched, other_key()), vec![]).await.unwrap();
+    assert!(q.delete_dead(DeadId::Inbound(first_id)).await.unwrap());
+    assert_eq!(own_events(&q).await.len(), 3, "one is left: the incident stays open");
+    let remapped = q.remap(second_id, InboundStatus::Mapped, vec![alert("trigger", "fixed")], now_millis()).await;
+    assert_eq!(remapped.unwrap(), Some(1));
+    let events = own_events(&q).await;
+    assert_eq!(events.last(), Some(&own_resolve("pagerhook/am/mapping_failed")), "{events:?}");
+    assert_eq!(events.len(), 4, "the unmatched one still waits: its incident stays open");
+    // The resolve went where the trigger went, and waits behind it in its lane.
+    let claimed = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let own_claimed: Vec<_> = claimed.iter().filter(|c| own::is_own_record(&c.inbound_id)).collect();
+    assert_eq!(own_claimed.len(), 2, "the mapping_failed lane's head and the unmatched one's");
+    assert!(own_claimed.iter().all(|c| c.event.routing_key() == &other_key()));
+    // It happens again: a new incident.
+    q.accept(paged("am", failed(), own::Reason::MappingFailed, other_key()), vec![]).await.unwrap();
+    assert_eq!(own_events(&q).await.last(), Some(&own_trigger("pagerhook/am/mapping_failed", 1)));
+}
+
+async fn a_dead_trigger_pages_unless_it_is_pagerhook_s_own_and_its_replay_resolves_the_page(q: Arc<dyn Queue>) {
+    q.accept(inbound_from("gh"), vec![alert("trigger", "k"), alert("resolve", "gone")]).await.unwrap();
+    let now = now_millis();
+    let claimed = q.claim(now, 10, LEASE).await.unwrap();
+    let trigger = claimed.iter().find(|c| c.event.action() == Some(crate::event::Action::Trigger)).unwrap();
+    let resolve = claimed.iter().find(|c| c.event.action() == Some(crate::event::Action::Resolve)).unwrap();
+    finish(&q, resolve, answered(now, 400), Finish::DeadPaged("400".into(), Some(other_key()))).await;
+    assert!(own_events(&q).await.is_empty(), "only a dead trigger pages");
+    finish(&q, trigger, answered(now, 400), Finish::DeadPaged("400".into(), None)).await;
+    assert_eq!(own_events(&q).await, [own_trigger("pagerhook/gh/dead_trigger", 1)]);
+    // The page itself dies: it pages about nothing.
+    let page = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(page.len(), 1);
+    assert_eq!(page[0].event.routing_key(), &key(), "without an own key, to the dead trigger's key");
+    finish(&q, &page[0], answered(now, 400), Finish::DeadPaged("400".into(), None)).await;
+    assert_eq!(own_events(&q).await.len(), 1, "a meta-event never causes another");
+    // The trigger is replayed: none of gh's dead triggers is left (the page's own is no
+    // dead trigger of gh), so the incident is resolved.
+    q.requeue_dead(trigger.id, now).await.unwrap().unwrap();
+    assert_eq!(
+        own_events(&q).await,
+        [own_trigger("pagerhook/gh/dead_trigger", 1), own_resolve("pagerhook/gh/dead_trigger")]
+    );
+}
+
+async fn dropping_the_last_dead_letter_of_a_page_resolves_it(q: Arc<dyn Queue>) {
+    let old = NewInbound { received_at: 1000, ..paged("a", InboundStatus::Unmatched, own::Reason::Unmatched, key()) };
+    q.accept(old, vec![]).await.unwrap();
+    q.prune_dead(2000, u64::MAX).await.unwrap();
+    let events = own_events(&q).await;
+    assert_eq!(events, [own_trigger("pagerhook/a/unmatched", 1), own_resolve("pagerhook/a/unmatched")]);
+}
+
+async fn a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_items_for_replay(q: Arc<dyn Queue>) {
+    let items =
+        vec![FailedItem { rule: "each".into(), item: Some(1) }, FailedItem { rule: "whole".into(), item: None }];
+    let status = InboundStatus::ItemsFailed { error: "2 items failed".into(), items: items.clone() };
+    let kept = NewInbound::new("am", now_millis(), bytes::Bytes::from_static(b"{\"alerts\":[]}"), status.clone());
+    let id = kept.id.clone();
+    let accepted = q.accept(kept, vec![alert("trigger", "a-0"), alert("trigger", "a-2")]).await.unwrap();
+    assert_eq!(accepted, Accepted::Committed { id: id.clone(), events: 2 });
+    assert_eq!(q.depth().await.unwrap().0, 2, "the items that mapped are queued");
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert_eq!((dead.len(), dead[0].kind.as_str(), dead[0].reason.as_str()), (1, "items_failed", "2 items failed"));
+    let stored = q.inbound(id.clone()).await.unwrap().unwrap();
+    assert_eq!(stored.status, status);
+    assert_eq!(&stored.body[..], b"{\"alerts\":[]}", "the body stays with the dead letter");
+    // One item maps now, the other still fails: its event is queued, the rest stays kept.
+    let still = InboundStatus::ItemsFailed { error: "1 item failed".into(), items: items[1..].to_vec() };
+    assert_eq!(q.remap(id.clone(), still.clone(), vec![alert("trigger", "a-1")], now_millis()).await.unwrap(), Some(1));
+    assert_eq!(q.inbound(id.clone()).await.unwrap().unwrap().status, still);
+    assert_eq!(q.depth().await.unwrap().0, 3);
+    assert_eq!(q.remap(id.clone(), InboundStatus::Mapped, vec![], now_millis()).await.unwrap(), Some(0));
+    assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
 }

@@ -30,11 +30,13 @@ pub enum WebhookOutcome {
     MappingFailed,
     /// Over `max_events_per_request`; kept as a dead letter.
     TooManyEvents,
+    /// Some items or rules failed to map (kept as a dead letter), the others' events queued.
+    Partial,
 }
 
 impl WebhookOutcome {
     /// Every outcome, exported at 0 per configured source.
-    pub const ALL: [WebhookOutcome; 7] = [
+    pub const ALL: [WebhookOutcome; 8] = [
         WebhookOutcome::Accepted,
         WebhookOutcome::Ignored,
         WebhookOutcome::Unmatched,
@@ -42,6 +44,7 @@ impl WebhookOutcome {
         WebhookOutcome::Refused,
         WebhookOutcome::MappingFailed,
         WebhookOutcome::TooManyEvents,
+        WebhookOutcome::Partial,
     ];
 
     /// The label value (and the log line's `outcome`).
@@ -54,6 +57,7 @@ impl WebhookOutcome {
             WebhookOutcome::Refused => "refused",
             WebhookOutcome::MappingFailed => "mapping_failed",
             WebhookOutcome::TooManyEvents => "too_many_events",
+            WebhookOutcome::Partial => "partial",
         }
     }
 }

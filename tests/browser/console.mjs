@@ -170,8 +170,26 @@ async function desktop(browser) {
   check(bodies.some((b) => b.includes('\n  "action"')), "the inbound body pretty-printed");
   await shot(page, "detail-1280");
 
+  step = "pagerhook's own pages";
+  await page.getByRole("link", { name: "Deliveries", exact: true }).click();
+  await page.getByLabel("Search").fill("pagerhook/");
+  await page.getByRole("button", { name: "Search" }).click();
+  await waitFor("pagerhook's own pages are listed", async () => (await rows(page, "#deliveries-table").count()) >= 3);
+  const own = await rows(page, "#deliveries-table").allTextContents();
+  check(own.every((t) => t.includes("pagerhook/") && t.includes("pagerhook")), `each is tagged as pagerhook's own: ${own}`);
+  check(own.some((t) => t.includes("pagerhook/github/dead_trigger")), "the dead trigger paged");
+  check(own.some((t) => t.includes("pagerhook/each/mapping_failed")), "the failed item paged");
+  check(await page.locator("#deliveries-table tbody .badge.own").count() === own.length, "the tag is a badge on each");
+  await shot(page, "own-pages-1280");
+
   step = "dead letters";
   await page.getByRole("link", { name: "Dead letters" }).click();
+  const items = page.locator("#dead-table tbody tr", { hasText: "items failed" });
+  await items.waitFor();
+  check((await items.textContent()).includes("item 1: rule 'each'"), `the failed item named: ${await items.textContent()}`);
+  await items.getByRole("button", { name: "Replay" }).click();
+  await items.locator(".result.bad").waitFor();
+  check(/Still failing: 1 item failed/.test(await items.locator(".result").textContent()), "its replay maps that item alone, still failing");
   const dead = page.locator("#dead-table tbody tr", { hasText: env("DEAD_KEY") });
   await dead.waitFor();
   check((await dead.textContent()).includes("Event object is invalid"), "the reason PagerDuty gave");

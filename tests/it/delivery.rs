@@ -2,8 +2,8 @@
 
 use crate::helpers::fake_pagerduty::{FakePagerDuty, Received, Reply};
 use crate::helpers::{
-    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, start, test_options, TestApp,
-    NUMBERED, TEAM_A_KEY,
+    bearer_source, binary, config_from, eventually, fixture, spawn_app, spawn_app_in, spawn_app_with, start,
+    test_options, without_own_pages, TestApp, NUMBERED, TEAM_A_KEY,
 };
 use pagerhook::queue::EventState;
 use reqwest::Method;
@@ -32,7 +32,7 @@ async fn server_errors_are_retried_and_the_resolve_waits_for_its_trigger() {
 
 #[tokio::test]
 async fn a_400_is_dead_lettered_with_pagerduty_s_message() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(without_own_pages).await;
     // The full trigger and then its minimal form are refused.
     app.fake.script("/v2/enqueue", [Reply::status(400), Reply::status(400)]);
     let a = app.github("workflow_run", "t", &fixture("github/workflow_run_failure.json")).await;
@@ -175,9 +175,11 @@ async fn dry_run_records_events_as_dry_run_without_sending() {
 }
 
 /// The app with a `load` source mapped by `mapping` (written to `numbered.toml` in its dir)
-/// and `delivery` lines added to `[delivery]`.
+/// and `delivery` lines added to `[delivery]`. Its dead letters page nobody: the tests count
+/// the events of their own webhooks (`own_pages.rs` tests the pages).
 async fn spawn_with_mapping(mapping: &str, delivery: &str) -> TestApp {
     spawn_app_in(|text, dir| {
+        let text = without_own_pages(text);
         let path = dir.join("numbered.toml");
         std::fs::write(&path, mapping).unwrap();
         let text = text.replace(

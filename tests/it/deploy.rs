@@ -261,6 +261,8 @@ source = "tests"
 async fn app_with_capped_source() -> TestApp {
     spawn_app_in(|text, dir| {
         std::fs::write(dir.join("each.toml"), EACH).unwrap();
+        // The scrape test counts the events of its own webhooks: no own pages among them.
+        let text = crate::helpers::without_own_pages(text);
         format!("{text}{}max_events_per_request = 1\n", bearer_source("many", &dir.join("each.toml")))
     })
     .await

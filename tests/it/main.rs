@@ -16,6 +16,7 @@ mod incidents;
 mod mappings;
 mod newcomer;
 mod operate;
+mod own_pages;
 mod readme;
 mod replicas;
 mod room;

@@ -4,7 +4,7 @@
 use crate::helpers::sns_kit::{notification, signer, FakeAws, CERT_URL, TOPIC};
 use crate::helpers::{
     bearer_source, binary, generic_source, shipped_generic_source, spawn_app_in, spawn_sns_app,
-    spawn_sns_app_with_keys, TestApp, ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
+    spawn_sns_app_with_keys, without_own_pages, TestApp, ALERTMANAGER_VERIFY, AM_SECRET, HOOK_TOKEN, NUMBERED,
 };
 use pagerhook::queue::{InboundStatus, NewInbound};
 use reqwest::Method;
@@ -16,9 +16,11 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 const WAIT: Duration = Duration::from_secs(10);
 
 /// An app with the shipped Alertmanager source, a Stripe-signed source, the `load` bearer
-/// source on [`NUMBERED`], 2 MiB bodies, two workers and short client timeouts.
+/// source on [`NUMBERED`], 2 MiB bodies, two workers and short client timeouts; its floods'
+/// dead letters page nobody (the tests count the events of their own webhooks).
 async fn spawn_hostile() -> TestApp {
     spawn_app_in(|text, dir| {
+        let text = without_own_pages(text);
         let numbered = dir.join("numbered.toml");
         std::fs::write(&numbered, NUMBERED).unwrap();
         let text = text.replace(
@@ -38,14 +40,15 @@ async fn spawn_hostile() -> TestApp {
 
 /// An app whose bearer source `load` makes an alert of each item of `body.alerts` (its
 /// dedup_key the item's `id`, its summary the template `summary`), with `keys` added to the
-/// source and `edit` applied to the rest of the config.
+/// source and `edit` applied to the rest of the config. Its dead letters page nobody: the
+/// tests count the events of their own webhooks.
 async fn spawn_each(summary: &str, keys: &str, edit: impl FnOnce(String) -> String) -> TestApp {
     let mapping = format!(
         "[[rule]]\nname = \"each\"\nfor_each = \"body.alerts\"\nemit = \"alert\"\ndedup_key = \"{{{{item.id}}}}\"\nsummary = \"{summary}\"\nsource = \"tests\"\n"
     );
     spawn_app_in(move |text, dir| {
         std::fs::write(dir.join("each.toml"), &mapping).unwrap();
-        format!("{}{}{keys}\n", edit(text), bearer_source("load", &dir.join("each.toml")))
+        format!("{}{}{keys}\n", edit(without_own_pages(text)), bearer_source("load", &dir.join("each.toml")))
     })
     .await
 }
@@ -489,6 +492,7 @@ source = "tests"
     let app = spawn_app_in(|text, dir| {
         std::fs::write(dir.join("team.toml"), mapping).unwrap();
         let keys = "\n[pagerduty.routing_keys]\nteam-a = \"env:TEAM_A_KEY\"\nteam-b = \"env:PD_KEY\"\n";
+        let text = without_own_pages(text);
         format!("{text}{}routing_keys = [\"team-a\"]\n{keys}", bearer_source("load", &dir.join("team.toml")))
     })
     .await;

@@ -85,6 +85,17 @@ function when(ms) {
   return h("span", { class: "when", title: new Date(ms).toISOString() }, clock(ms), h("small", { "data-ms": ms }, ago(ms)));
 }
 
+/** A dead letter kind's label and what it means. */
+const DEAD_KINDS = {
+  mapping_failed: ["mapping failed", "a rule failed on this payload: fix the mapping, then replay"],
+  items_failed: ["items failed", "some items of this payload failed to map (the others were sent): replay sends these alone"],
+  too_many_events: ["too many events", "over max_events_per_request or max_event_bytes_per_request: raise it, then replay"],
+  unmatched: ["unmatched", "no rule matched: add one, then replay"],
+};
+
+/** A tag on pagerhook's own pages (about what it could not relay), which no webhook sent. */
+const ownTag = (r) => r.own ? h("span", { class: "badge own", title: "pagerhook's own page about what it could not relay" }, "pagerhook") : null;
+
 const badge = (state) => h("span", { class: `badge state-${state}` }, state);
 
 function pretty(text) {
@@ -226,7 +237,7 @@ function renderDeliveries(rows) {
     const href = `#/deliveries/${r.id}`;
     return h("tr", { class: `state-row-${r.state}`, "data-id": r.id, onclick: (e) => { if (!e.target.closest("a")) location.hash = href; } },
       h("td", { "data-label": "Accepted" }, when(r.created_at)),
-      h("td", { "data-label": "Source" }, r.source),
+      h("td", { "data-label": "Source" }, r.source, ownTag(r)),
       h("td", { "data-label": "Event" }, eventLabel(r)),
       h("td", { "data-label": "Summary", class: "clip summary", title: r.summary ?? "" }, r.summary ?? h("span", { class: "muted" }, "—")),
       h("td", { "data-label": "dedup_key", class: "key" }, h("a", { href, title: `event ${r.id}` }, r.dedup_key ?? h("span", { class: "muted" }, `none · event ${r.id}`))),
@@ -280,7 +291,7 @@ async function openDetail(id) {
     d.event?.payload?.summary ? h("p", { class: "headline" }, d.event.payload.summary) : null,
     section("Summary", pairs([
       ["Accepted", when(d.created_at)],
-      ["Source", d.source],
+      ["Source", [d.source, ownTag(d)]],
       ["Event", eventLabel(d)],
       ["dedup_key", h("code", {}, d.dedup_key ?? "none")],
       ["Routing key", h("code", {}, d.routing_key)],
@@ -405,7 +416,7 @@ function deadRow(d) {
   const row = h("tr", { "data-id": d.id },
     h("td", { "data-label": "Time" }, when(d.at)),
     h("td", { "data-label": "Source" }, d.source),
-    h("td", { "data-label": "Kind" }, d.kind === "event" ? h("a", { href: `#/deliveries/${d.id}` }, `event ${d.id}`) : h("span", { class: "badge state-mapping_failed" }, "mapping failed"),
+    h("td", { "data-label": "Kind" }, d.kind === "event" ? h("a", { href: `#/deliveries/${d.id}` }, `event ${d.id}`) : h("span", { class: "badge state-mapping_failed", title: DEAD_KINDS[d.kind]?.[1] ?? d.kind }, DEAD_KINDS[d.kind]?.[0] ?? d.kind),
       d.dedup_key ? h("div", { class: "small mono clip", title: d.dedup_key }, d.dedup_key) : null),
     h("td", { "data-label": "Reason", class: "wrap" }, d.reason, result),
     h("td", { "data-label": "Actions", class: "actions" }),
@@ -443,7 +454,7 @@ function deadRow(d) {
     }
   });
   row.lastChild.append(replay, del);
-  if (d.kind === "mapping_failed") {
+  if (d.kind !== "event") {
     const tryIt = h("button", { type: "button" }, "Try in Playground");
     tryIt.addEventListener("click", async () => {
       try {
@@ -467,6 +478,7 @@ function describe(r) {
     case "ignored": return [`Maps to nothing now: ${r.reason}.`, true];
     case "still_failing": return [`Still failing: ${r.error}`, false];
     case "skipped": return [`Skipped: ${r.reason}.`, false];
+    case "partly": return [`${r.events} event${r.events === 1 ? "" : "s"} queued; still failing: ${r.error}`, false];
     default: return [JSON.stringify(r), true];
   }
 }

@@ -81,6 +81,8 @@ fn the_dead_inbound_list_is_every_dead_letter_status() {
         InboundStatus::MappingFailed(String::new()),
         InboundStatus::TooManyEvents(String::new()),
         InboundStatus::Unmatched,
+        InboundStatus::ItemsFailed { error: String::new(), items: Vec::new() },
+        InboundStatus::Own,
     ];
     // Exhaustive: a new status fails to compile here until it is added to `every`.
     for status in every {
@@ -89,7 +91,9 @@ fn the_dead_inbound_list_is_every_dead_letter_status() {
             | InboundStatus::Ignored
             | InboundStatus::MappingFailed(_)
             | InboundStatus::TooManyEvents(_)
-            | InboundStatus::Unmatched => {}
+            | InboundStatus::Unmatched
+            | InboundStatus::ItemsFailed { .. }
+            | InboundStatus::Own => {}
         }
         let listed = DEAD_INBOUND.split(", ").any(|s| s == format!("'{}'", status_columns(&status).0));
         assert_eq!(listed, status.is_dead_letter(), "{status:?}");

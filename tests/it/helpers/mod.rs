@@ -274,6 +274,12 @@ pub fn config_from(text: &str, dir: &Path) -> Config {
     Config::from_str(text, &dir.join("pagerhook.toml"), &move |k| env.get(k).cloned()).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// `text` with pagerhook's own pages off: for tests that count exactly the events of their
+/// own webhooks while they make dead letters (`own_pages.rs` tests the pages themselves).
+pub fn without_own_pages(text: String) -> String {
+    text.replace("[pagerduty]\n", "[pagerduty]\nown_pages = false\n")
+}
+
 /// Starts the app on the base config.
 pub async fn spawn_app() -> TestApp {
     spawn_app_with(|c| c).await
