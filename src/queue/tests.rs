@@ -2028,6 +2028,8 @@ async fn postgres_a_full_disk_shuts_accepts_until_a_probe_write_finds_room() {
     assert!(matches!(&other, Err(QueueError::Io(_))), "{other:?}");
     assert_eq!(q.room().await.unwrap().short, None);
     schema.drop().await;
+}
+
 // ---- pagerhook's own pages ----------------------------------------------------------------
 
 /// A kept payload of `source` that asks for `reason`'s page, to `key`.
@@ -2041,7 +2043,8 @@ fn paged(source: &str, status: InboundStatus, reason: own::Reason, to: RoutingKe
 
 /// pagerhook's own events, oldest first: dedup_key, action, the dead letters the body says wait.
 async fn own_events(q: &Arc<dyn Queue>) -> Vec<(String, String, Option<u64>)> {
-    let rows = q.events(EventQuery { search: Some("pagerhook/".into()), before: None, limit: 100 }).await.unwrap();
+    let rows =
+        q.events(EventQuery { search: Some("pagerhook/".into()), limit: 100, ..EventQuery::default() }).await.unwrap();
     let mut out = Vec::new();
     for r in rows.into_iter().rev() {
         assert!(own::is_own_record(&r.summary.inbound_id), "{:?}", r.summary);
