@@ -272,9 +272,33 @@ fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision
     let mut inbound = record(&verified, query, InboundStatus::Mapped, received_at);
     inbound.may_close = src.may_close().to_vec();
     inbound.resolve_delay = src.resolve_delay().as_millis().min(i64::MAX as u128) as Millis;
-    let decision = decide(src, verified, received_at, None);
+    let mut decision = decide(src, verified, received_at, None);
+    if let Decision::TooMany(error, overview) = &mut decision {
+        *overview = overview.take().or_else(|| overflow_overview(src, &inbound).map(Box::new));
+        if let Some(o) = overview {
+            keep_closing_within_bytes(src, error, o);
+        }
+    }
     inbound.page = own_page(src, &inbound, &decision).map(Box::new);
     (inbound, decision)
+}
+
+/// An overflowing webhook's acknowledges and resolves are still sent (the cap is on triggers:
+/// incidents opened before the overflow must close), unless together they are over the
+/// source's `max_event_bytes_per_request` too; then they wait in the dead letter with the rest.
+fn keep_closing_within_bytes(src: &Hook, error: &mut String, o: &mut Overview) {
+    let total: usize = o.closing.iter().map(|r| r.event.text().len()).sum();
+    if total > src.max_event_bytes_per_request() {
+        tracing::warn!(
+            source = src.name(),
+            closing = o.closing.len(),
+            bytes = total,
+            "the acknowledges and resolves of an oversized webhook are over max_event_bytes_per_request too; kept for replay"
+        );
+        o.closing.clear();
+    } else if !o.closing.is_empty() {
+        error.push_str(&format!("; its {} acknowledges and resolves were queued all the same", o.closing.len()));
+    }
 }
 
 /// pagerhook's own page about the dead letter `decision` makes of `inbound`, if it makes one
@@ -288,12 +312,12 @@ fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Pag
             .with("failed_items", failed.len())
             .with("events_accepted", tally.len()),
         Decision::TooMany(error, overview) => {
-            let overview = overview.as_deref().cloned().or_else(|| overflow_overview(src, inbound));
             let page = Page::new(Reason::TooManyEvents, key).with("error", error.as_str());
-            match overview {
+            match overview.as_deref() {
                 Some(o) => Page { severity: o.worst.unwrap_or(Severity::Error), ..page }
                     .with("events", o.events)
-                    .with("first_summaries", o.summaries),
+                    .with("closing_events_sent", o.closing.len())
+                    .with("first_summaries", o.summaries.clone()),
                 None => page,
             }
         }
@@ -307,7 +331,8 @@ fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Pag
 }
 
 /// What a webhook over `max_events_per_request` would have sent (its count was refused before
-/// rendering): its stored request rendered again, only counted. `None` if it cannot be.
+/// rendering): its stored request rendered again, counted, its acknowledges and resolves kept.
+/// `None` if it cannot be.
 fn overflow_overview(src: &Hook, inbound: &NewInbound) -> Option<Overview> {
     let headers = Headers::from_stored(&inbound.headers);
     let verified = src.source().trusted(headers, &inbound.query, inbound.body.clone()).ok()?;
@@ -384,7 +409,10 @@ impl Decision {
             Decision::Map { events, .. } => (InboundStatus::Mapped, std::mem::take(events)),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
-            Decision::TooMany(e, _) => (InboundStatus::TooManyEvents(e.clone()), Vec::new()),
+            Decision::TooMany(e, o) => {
+                let closing = o.as_mut().map(|o| std::mem::take(&mut o.closing)).unwrap_or_default();
+                (InboundStatus::TooManyEvents(e.clone()), closing.into_iter().map(|r| r.event).collect())
+            }
             Decision::Unmatched => (InboundStatus::Unmatched, Vec::new()),
             Decision::Partial { events, failed, .. } => {
                 let items = failed.iter().map(|f| FailedItem { rule: f.at.rule.clone(), item: f.at.item }).collect();
@@ -442,7 +470,7 @@ fn within_bytes(src: &Hook, rendered: Vec<Rendered>) -> Decision {
         );
         // Logged, like too many events, once committed (`Pipeline::report`).
         let mut overview = Overview::default();
-        rendered.iter().for_each(|r| overview.add(&r.event));
+        rendered.into_iter().for_each(|r| overview.add_closing(r));
         return Decision::TooMany(e, Some(Box::new(overview)));
     }
     log_notes(source, &rendered);

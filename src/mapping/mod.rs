@@ -10,7 +10,7 @@ mod native;
 mod paths;
 mod raw;
 
-use crate::event::{own, AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey, Severity};
+use crate::event::{own, Action, AlertDraft, ChangeDraft, Event, Image, Link, RoutingKey, Severity};
 use crate::source::Verified;
 use handlebars::{Context, Handlebars};
 use raw::{RawMappingFile, RawRule};
@@ -64,7 +64,7 @@ pub struct RoutingKeys {
 }
 
 /// What a webhook over its caps would have sent ([`Mapping::overview`]).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct Overview {
     /// How many events.
     pub events: usize,
@@ -72,6 +72,9 @@ pub struct Overview {
     pub summaries: Vec<String>,
     /// The worst severity among its triggers, if it has any.
     pub worst: Option<Severity>,
+    /// Its acknowledges and resolves, kept whole: the cap is on triggers, so that incidents
+    /// opened before the overflow still close (`ingest` sends them if they fit its byte cap).
+    pub closing: Vec<Rendered>,
 }
 
 impl Overview {
@@ -88,6 +91,16 @@ impl Overview {
                     self.summaries.push(summary.to_string());
                 }
             }
+        }
+    }
+}
+
+impl Overview {
+    /// Counts `r` in, and keeps it if it acknowledges or resolves.
+    pub fn add_closing(&mut self, r: Rendered) {
+        self.add(&r.event);
+        if matches!(r.event.action(), Some(Action::Acknowledge | Action::Resolve)) {
+            self.closing.push(r);
         }
     }
 }
@@ -163,7 +176,7 @@ impl Out {
 
     fn push(&mut self, r: Rendered) {
         match &mut self.overview {
-            Some(o) => o.add(&r.event),
+            Some(o) => o.add_closing(r),
             None => self.events.push(r),
         }
     }

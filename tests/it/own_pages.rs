@@ -80,6 +80,39 @@ async fn a_1500_alert_group_over_the_cap_still_pages_once_with_its_count_and_wor
     assert_eq!(dead.as_array().unwrap().len(), 1, "kept whole, replayable: {dead}");
 }
 
+/// The cap is on triggers: a 1 500-alert group over `max_events_per_request` whose alerts
+/// have mostly resolved still sends every resolve (incidents opened before the storm close),
+/// sends none of its triggers, and pages about the rest.
+#[tokio::test]
+async fn an_overflowing_group_still_sends_its_resolves_and_pages_about_its_triggers() {
+    let app = spawn_app_with(|c| {
+        // Unpaced: 1 200 resolves at PagerDuty's pace would take ten minutes.
+        let c = c
+            .replace("max_body_bytes = 65536", "max_body_bytes = 4194304")
+            .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n");
+        c + &shipped_generic_source("alertmanager", ALERTMANAGER_VERIFY)
+    })
+    .await;
+    let mut body = group(1500, |_| "warning");
+    for alert in body["alerts"].as_array_mut().unwrap().iter_mut().take(1200) {
+        alert["status"] = "resolved".into();
+        alert["endsAt"] = "2024-06-03T09:51:30.512Z".into();
+    }
+    let answer = notify(&app, &body).await;
+    assert_eq!(answer["status"], "too_many_events", "{answer}");
+
+    let got = app.fake.wait_for(1201, WAIT).await;
+    let resolves = got.iter().filter(|r| r.action() == Some("resolve")).count();
+    let triggers: Vec<_> = got.iter().filter(|r| r.action() == Some("trigger")).collect();
+    assert_eq!(resolves, 1200, "every resolve of the group went");
+    assert_eq!(triggers.len(), 1, "no trigger of the group, one page about them: {triggers:#?}");
+    assert!(own(triggers[0], "pagerhook/alertmanager/too_many_events"), "{:?}", triggers[0].body);
+    let details = &triggers[0].body["payload"]["custom_details"];
+    assert_eq!((details["events"].as_u64(), details["closing_events_sent"].as_u64()), (Some(1500), Some(1200)));
+    let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
+    assert_eq!(dead.as_array().unwrap().len(), 1, "the webhook is kept whole for replay: {dead}");
+}
+
 /// A dead letter of a source whose mapping failed pages (to `own_pages_routing_key`); a second
 /// one re-triggers the same incident with the new count; once both are gone (one replayed
 /// after the mapping was fixed, one deleted) pagerhook resolves it.
