@@ -455,7 +455,9 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool, strict: bool) -> anyhow::Resul
     if strict {
         reports.iter_mut().for_each(testcases::CaseReport::strict);
     }
-    warn_untested(&sources, &reports);
+    if discovered {
+        warn_untested(&sources, &reports);
+    }
     if json {
         let failed = reports.iter().filter(|r| !r.passed).count();
         let out = serde_json::json!({ "passed": reports.len() - failed, "failed": failed, "broken_files": broken, "cases": reports });
