@@ -171,7 +171,8 @@ pub const HELPERS: &[Spec] = &[
         name: "count",
         args: (3, 3),
         usage: "count list \"a.b\" v",
-        meaning: "how many elements of the list have that field equal to `v`: `(count body.alerts \"status\" \"firing\")`",
+        meaning:
+            "how many elements of the list have that field equal to `v`: `(count body.alerts \"status\" \"firing\")`",
         handlebars: Def::Own(|| Box::new(count)),
         form: Form::Value { native: None, hash: None },
     },
