@@ -75,14 +75,18 @@ pub enum Command {
         /// Payload file (the request body).
         file: PathBuf,
     },
-    /// Run mapping test files (`*.test.toml`) offline: verifies nothing, sends nothing, stores
-    /// nothing; exit 1 if any case failed.
+    /// Run mapping test files (`*.test.toml`: cases and scenarios) offline: verifies nothing,
+    /// sends nothing, stores nothing; exit 1 if any failed or none ran.
     Test {
         /// Test files (default: every *.test.toml under the config file's folder).
         files: Vec<PathBuf>,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+        /// Fail a test whose events were changed to fit PagerDuty's limits (a summary cut, an
+        /// image dropped), not only note it.
+        #[arg(long)]
+        strict: bool,
     },
     /// Exit 0 when the running service's admin listener answers `/readyz` with 200 (for
     /// container health checks, where there is no curl).
@@ -274,7 +278,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Check { no_secrets } => check(&cli, *no_secrets),
-        Command::Test { files, json } => test(&cli, files, *json),
+        Command::Test { files, json, strict } => test(&cli, files, *json, *strict),
         Command::Dlq { command } => dlq(&cli, command).await,
         Command::Incidents { command, list } => incidents::incidents(&cli, command.as_ref(), list).await,
         Command::Health => {
@@ -552,7 +556,7 @@ fn test_env(name: &str) -> Option<String> {
     Config::process_env(name).or_else(|| Some(hex::encode(sha2::Sha256::digest(name.as_bytes()))[..32].to_string()))
 }
 
-fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
+fn test(cli: &Cli, files: &[PathBuf], json: bool, strict: bool) -> anyhow::Result<ExitCode> {
     let cfg = Config::load(&cli.config, &test_env)?;
     let (sources, _) = Sources::build(&cfg)?;
     let discovered = files.is_empty();
@@ -568,7 +572,7 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
         match testcases::TestFile::load(f) {
             // A found file none of whose sources this config runs tests a mapping not in use
             // here (a shipped one): say so and go on. A file named on the command line runs.
-            Ok(tf) if discovered && !tf.cases.iter().any(|c| sources.get(c.source()).is_some()) => {
+            Ok(tf) if discovered && !tf.sources().any(|s| sources.get(s).is_some()) => {
                 eprintln!("skipped {}: none of its sources is in {}", f.display(), cfg.path.display());
             }
             Ok(tf) => reports.extend(testcases::run(&tf, &cfg, &sources)),
@@ -580,6 +584,12 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
             }
         }
     }
+    if strict {
+        reports.iter_mut().for_each(testcases::CaseReport::strict);
+    }
+    if discovered {
+        warn_untested(&sources, &reports);
+    }
     if json {
         let failed = reports.iter().filter(|r| !r.passed).count();
         let out = serde_json::json!({ "passed": reports.len() - failed, "failed": failed, "broken_files": broken, "cases": reports });
@@ -590,8 +600,21 @@ fn test(cli: &Cli, files: &[PathBuf], json: bool) -> anyhow::Result<ExitCode> {
             write!(std::io::stdout(), "{}", testcases::text_report(&reports))?;
         }
     }
-    let ok = broken == 0 && reports.iter().all(|r| r.passed);
+    if reports.is_empty() {
+        eprintln!("error: no case or scenario ran: a test run that tests nothing must not pass");
+    }
+    let ok = broken == 0 && !reports.is_empty() && reports.iter().all(|r| r.passed);
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+/// A configured source no case or scenario ran through is a mapping nobody tested.
+fn warn_untested(sources: &Sources, reports: &[testcases::CaseReport]) {
+    let tested = testcases::per_source(reports);
+    let mut names: Vec<_> = sources.names().filter(|n| !tested.contains_key(n)).collect();
+    names.sort();
+    for n in names {
+        eprintln!("warning: source '{n}' has no test: add a [[case]] or [[scenario]] for it to a *.test.toml");
+    }
 }
 
 fn report_errors(path: &std::path::Path, errors: &[String]) -> ExitCode {

@@ -5,6 +5,7 @@
 //! modules listed before it (`tests/it/tidy.rs` checks the exact table):
 //! - `secret`, `telemetry`: leaves, importing nothing of the crate (`telemetry` holds the
 //!   metrics and the typed events that write a log line and a metric together).
+//! - `pagerduty_model`: a leaf too, the in-process model of PagerDuty's incidents (scenarios, fakes).
 //! - `supervise`: the long-lived tasks, restarted when they die, and readiness.
 //! - `event`: PagerDuty event types that enforce the API's limits.
 //! - `config`: the config file, validated into types that cannot be wrong.
@@ -28,6 +29,7 @@ pub mod http;
 pub mod ingest;
 pub mod mapping;
 pub mod pagerduty;
+pub mod pagerduty_model;
 pub mod queue;
 pub mod registry;
 pub mod reload;

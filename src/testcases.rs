@@ -29,6 +29,8 @@ pub enum TestFileError {
     Parse { file: String, message: String },
     #[error("{file}: case '{case}': {message}")]
     Case { file: String, case: String, message: String },
+    #[error("{file}: scenario '{scenario}': {message}")]
+    Scenario { file: String, scenario: String, message: String },
     #[error("no *.test.toml file under {dir}: name test files on the command line, or put them next to the config")]
     NoFiles { dir: String },
 }
@@ -39,6 +41,8 @@ pub enum TestFileError {
 struct RawTestFile {
     #[serde(default, rename = "case")]
     cases: Vec<RawCase>,
+    #[serde(default, rename = "scenario")]
+    scenarios: Vec<scenario::RawScenario>,
 }
 
 /// One `[[case]]`.
@@ -79,7 +83,10 @@ pub struct Case {
     headers: Vec<(String, String)>,
     query: String,
     body: Vec<u8>,
-    count: usize,
+    /// When it is accepted, after the start of the test (a scenario's step `at`).
+    offset: std::time::Duration,
+    /// How many events it must produce; a scenario's step need not say.
+    count: Option<usize>,
     /// Per event: (dotted field path, expected value).
     expect: Vec<Vec<(String, Value)>>,
     pair: Option<String>,
@@ -90,6 +97,7 @@ pub struct Case {
 pub struct TestFile {
     pub path: PathBuf,
     pub cases: Vec<Case>,
+    pub scenarios: Vec<scenario::Scenario>,
 }
 
 /// One difference between what a case expected and what the mapping produced.
@@ -146,9 +154,29 @@ and report it with this case: the native renderer must make what handlebars make
 #[derive(Debug, Clone, Serialize)]
 pub struct CaseReport {
     pub file: String,
+    /// A case's name, or `scenario <name>`.
     pub case: String,
+    /// `case` or `scenario`.
+    pub kind: &'static str,
+    /// The `[[source]]` it ran through.
+    pub source: String,
     pub passed: bool,
     pub failures: Vec<Failure>,
+    /// What the event checks changed to fit PagerDuty's limits (a summary cut, an image
+    /// dropped): `--strict` fails a test that has any.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+}
+
+impl CaseReport {
+    /// Under `--strict`, a note fails the test it came from.
+    pub fn strict(&mut self) {
+        if !self.notes.is_empty() && self.passed {
+            self.passed = false;
+            let notes = self.notes.join("; ");
+            self.failures.push(Failure::message("notes", format!("--strict: {notes}")));
+        }
+    }
 }
 
 /// Every `*.test.toml` under `dir`, sorted; hidden folders and `target` are skipped, symlinked
@@ -184,8 +212,11 @@ impl TestFile {
             std::fs::read_to_string(path).map_err(|e| vec![TestFileError::Read { file: file.clone(), reason: e }])?;
         let raw: RawTestFile = toml::from_str(&text)
             .map_err(|e| vec![TestFileError::Parse { file: file.clone(), message: e.to_string().trim_end().into() }])?;
-        if raw.cases.is_empty() {
-            return Err(vec![TestFileError::Parse { file, message: "no [[case]] in this file".into() }]);
+        if raw.cases.is_empty() && raw.scenarios.is_empty() {
+            return Err(vec![TestFileError::Parse {
+                file,
+                message: "no [[case]] or [[scenario]] in this file".into(),
+            }]);
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let mut cases = Vec::new();
@@ -196,7 +227,7 @@ impl TestFile {
                 errors.push(err("another case has this name".into()));
                 continue;
             }
-            match Case::build(rc, base) {
+            match Case::build(rc, base, true) {
                 Ok(c) => cases.push(c),
                 Err((case, message)) => errors.push(TestFileError::Case { file: file.clone(), case, message }),
             }
@@ -212,11 +243,32 @@ impl TestFile {
                 }
             }
         }
+        let mut scenarios = Vec::new();
+        for rs in raw.scenarios {
+            if scenarios.iter().any(|s: &scenario::Scenario| s.name == rs.name) {
+                let message = "another scenario has this name".into();
+                errors.push(TestFileError::Scenario { file: file.clone(), scenario: rs.name, message });
+                continue;
+            }
+            match scenario::Scenario::build(rs, base) {
+                Ok(s) => scenarios.push(s),
+                Err((scenario, message)) => {
+                    errors.push(TestFileError::Scenario { file: file.clone(), scenario, message })
+                }
+            }
+        }
         if errors.is_empty() {
-            Ok(TestFile { path: path.to_path_buf(), cases })
+            Ok(TestFile { path: path.to_path_buf(), cases, scenarios })
         } else {
             Err(errors)
         }
+    }
+}
+
+impl TestFile {
+    /// The `[[source]]` names its cases and scenarios run through.
+    pub fn sources(&self) -> impl Iterator<Item = &str> {
+        self.cases.iter().map(|c| c.source.as_str()).chain(self.scenarios.iter().map(|s| s.source.as_str()))
     }
 }
 
@@ -226,7 +278,9 @@ impl Case {
         &self.source
     }
 
-    fn build(rc: RawCase, base: &Path) -> Result<Case, (String, String)> {
+    /// `need_expect`: a case must say what it produces; a scenario's step may leave it to the
+    /// scenario's own expectations.
+    fn build(rc: RawCase, base: &Path, need_expect: bool) -> Result<Case, (String, String)> {
         let fail = |m: String| (rc.name.clone(), m);
         let body = match (&rc.file, &rc.body) {
             (Some(f), None) => {
@@ -237,14 +291,15 @@ impl Case {
             _ => return Err(fail("give the payload as either file = \"path\" or body = '...'".into())),
         };
         let count = match (rc.expect_events, rc.expect.len()) {
-            (None, 0) => {
+            (None, 0) if need_expect => {
                 return Err(fail("say what it must produce: expect_events = N or [[case.expect]] tables".into()))
             }
+            (None, 0) => None,
             (Some(n), m) if m > 0 && n != m => {
                 return Err(fail(format!("expect_events = {n} but {m} [[case.expect]] table(s)")))
             }
-            (Some(n), _) => n,
-            (None, m) => m,
+            (Some(n), _) => Some(n),
+            (None, m) => Some(m),
         };
         let mut expect = Vec::new();
         for t in &rc.expect {
@@ -260,7 +315,18 @@ impl Case {
         if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-type")) {
             headers.push(("content-type".into(), "application/json".into()));
         }
-        Ok(Case { name: rc.name, source: rc.source, headers, query: rc.query, body, count, expect, pair: rc.pair })
+        let offset = std::time::Duration::ZERO;
+        Ok(Case {
+            name: rc.name,
+            source: rc.source,
+            headers,
+            query: rc.query,
+            body,
+            offset,
+            count,
+            expect,
+            pair: rc.pair,
+        })
     }
 }
 
@@ -305,7 +371,11 @@ pub fn run(file: &TestFile, cfg: &Config, sources: &Sources) -> Vec<CaseReport> 
     // As `render` does: accepted now, the same instant for both renderings. A case compares a
     // timestamp only if it lists one.
     let accepted = std::time::SystemTime::now();
-    run_with(file, cfg, &|case, renderer| produce(case, cfg, sources, renderer, accepted))
+    let produce = |case: &Case, renderer| produce(case, cfg, sources, renderer, accepted + case.offset);
+    let mut reports = run_with(file, cfg, &produce);
+    let name = file.path.display().to_string();
+    reports.extend(file.scenarios.iter().map(|s| s.run(&name, cfg, &produce)));
+    reports
 }
 
 /// [`run`] with the cases mapped by `produce`.
@@ -328,8 +398,11 @@ fn run_with(file: &TestFile, cfg: &Config, produce: &Produce<'_>) -> Vec<CaseRep
             CaseReport {
                 file: file.path.display().to_string(),
                 case: case.name.clone(),
+                kind: "case",
+                source: case.source.clone(),
                 passed: failures.is_empty(),
                 failures,
+                notes: notes(out),
             }
         })
         .collect()
@@ -368,9 +441,20 @@ fn produce(
     }
 }
 
+/// Every note of the events a test produced, each once.
+fn notes(out: &Produced) -> Vec<String> {
+    let mut notes: Vec<String> = Vec::new();
+    for n in out.iter().flatten().flat_map(|(_, e)| e.notes()) {
+        if !notes.contains(n) {
+            notes.push(n.clone());
+        }
+    }
+    notes
+}
+
 fn compare(case: &Case, events: &[(String, Event)], cfg: &Config) -> Vec<Failure> {
     let mut failures = Vec::new();
-    if events.len() != case.count {
+    if case.count.is_some_and(|n| events.len() != n) {
         failures.push(Failure {
             event: None,
             field: "events".into(),
@@ -521,10 +605,29 @@ pub fn text_report(reports: &[CaseReport]) -> String {
             }
         }
     }
+    for (source, (cases, scenarios)) in per_source(reports) {
+        let _ = writeln!(out, "source '{source}': {cases} case(s), {scenarios} scenario(s)");
+    }
     let failed = reports.iter().filter(|r| !r.passed).count();
     let _ = writeln!(out, "{} passed, {failed} failed", reports.len() - failed);
     out
 }
+
+/// Per source, how many cases and scenarios ran.
+pub fn per_source(reports: &[CaseReport]) -> BTreeMap<&str, (usize, usize)> {
+    let mut counts: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+    for r in reports {
+        let c = counts.entry(r.source.as_str()).or_default();
+        if r.kind == "scenario" {
+            c.1 += 1;
+        } else {
+            c.0 += 1;
+        }
+    }
+    counts
+}
+
+mod scenario;
 
 #[cfg(test)]
 mod tests;

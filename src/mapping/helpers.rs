@@ -168,6 +168,15 @@ pub const HELPERS: &[Spec] = &[
         form: Form::Value { native: None, hash: None },
     },
     Spec {
+        name: "count",
+        args: (3, 3),
+        usage: "count list \"a.b\" v",
+        meaning:
+            "how many elements of the list have that field equal to `v`: `(count body.alerts \"status\" \"firing\")`",
+        handlebars: Def::Own(|| Box::new(count)),
+        form: Form::Value { native: None, hash: None },
+    },
+    Spec {
         name: "if",
         args: (1, 1),
         usage: "#if c",
@@ -550,6 +559,13 @@ handlebars_helper!(pluck: |v: Json, path: str| match v {
         .cloned()
         .collect::<Vec<_>>(),
     _ => Vec::new(),
+});
+
+// `(count body.alerts "status" "firing")`: Alertmanager's `.Alerts.Firing | len`, which a
+// grouped summary needs (`len body.alerts` counts the resolved alerts too).
+handlebars_helper!(count: |v: Json, path: str, want: Json| match v {
+    Value::Array(a) => a.iter().filter(|e| path.split('.').try_fold(*e, |e, seg| e.get(seg)) == Some(want)).count(),
+    _ => 0,
 });
 
 // Handlebars' own (`eq`, `ne`, `not`: typed parameters; `and`, `or`: `*args`; `len`), natively.

@@ -393,6 +393,16 @@ fn first_https_url_sha256_and_pluck() {
     assert_eq!(out, "2d711642|one,two|one");
 }
 
+#[test]
+fn count_counts_the_elements_whose_field_equals_a_value() {
+    let alerts = serde_json::json!({"a": [{"status": "firing"}, {"status": "resolved"}, {"status": "firing"}, {"x": 1}], "n": 3});
+    let out = summary(
+        r#"{{count body.a "status" "firing"}}|{{count body.a "status" "gone"}}|{{count body.n "status" "firing"}}"#,
+        alerts,
+    );
+    assert_eq!(out, "2|0|0");
+}
+
 fn load_errors(text: &str) -> Vec<String> {
     match load(text) {
         Ok(_) => panic!("expected errors for:\n{text}"),

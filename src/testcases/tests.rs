@@ -267,3 +267,116 @@ fn a_difference_in_outcome_rule_or_routing_key_fails_the_case_too() {
     assert_eq!(both[0].failures.len(), 1, "{both:#?}");
     assert!(!both[0].failures[0].native_differs);
 }
+
+/// A scenario of the fixture's `jobs` source: `steps` are `[[scenario.step]]` bodies.
+fn scenario(end: &str, steps: &[&str]) -> String {
+    let mut s = format!("[[scenario]]\nname = \"backup\"\nsource = \"jobs\"\n{end}\n");
+    for st in steps {
+        s.push_str(&format!("[[scenario.step]]\n{st}\n"));
+    }
+    s
+}
+
+const WARN: &str = r#"body = '{"job": "backup", "status": "failed", "host": "db-1", "severity": "warning"}'"#;
+const CRIT: &str = r#"body = '{"job": "backup", "status": "failed", "host": "db-1", "severity": "critical"}'"#;
+
+#[test]
+fn a_scenario_shows_the_first_triggers_severity_where_a_case_cannot() {
+    let f = fixture();
+    let end = "expect_pages = 1\nexpect_open = [{ title = \"backup failed\", severity = \"critical\", status = \"triggered\" }]";
+    let reports = f.run(&scenario(end, &[WARN, CRIT]));
+    assert_eq!((reports[0].case.as_str(), reports[0].kind), ("scenario backup", "scenario"));
+    assert_eq!(reports[0].failures, vec![Failure::field(1, "open severity", json!("critical"), json!("warning"))]);
+    let reports = f.run(&scenario(&end.replace("critical", "warning"), &[WARN, CRIT]));
+    assert!(reports[0].passed, "{reports:#?}");
+}
+
+#[test]
+fn a_scenario_counts_pages_and_what_stays_open() {
+    let f = fixture();
+    // Resolved, then failing again: a second page and one incident open at the end.
+    let reports =
+        f.run(&scenario("expect_pages = 2\nexpect_open = [{ dedup_key = \"job/backup\" }]", &[FAILED, OK, FAILED]));
+    assert!(reports[0].passed, "{reports:#?}");
+    // A resolve that arrives first is dropped: the trigger after it stays open.
+    let reports = f.run(&scenario("expect_pages = 1\nexpect_open = []", &[OK, FAILED]));
+    let failure = &reports[0].failures[0];
+    assert_eq!((failure.field.as_str(), &failure.expected, &failure.actual), ("open incidents", &json!(0), &json!(1)));
+    assert!(failure.message.as_deref().unwrap().contains("\"routing_key\":[\"default\"]"), "{failure:?}");
+    // A resolve whose key differs from the trigger's leaves the incident open.
+    let typo = OK.replace(r#""status": "ok","#, r#""status": "ok", "typo": 1,"#);
+    let reports = f.run(&scenario("expect_open = []", &[FAILED, &typo]));
+    assert_eq!(reports[0].failures[0].field, "open incidents");
+}
+
+#[test]
+fn each_steps_events_are_checked_and_named_by_step() {
+    let f = fixture();
+    let step = format!("{OK}\nat = \"5m\"\n[[scenario.step.expect]]\nevent_action = \"trigger\"");
+    let reports = f.run(&scenario("expect_pages = 1", &[FAILED, &step]));
+    assert_eq!(
+        reports[0].failures,
+        vec![Failure::field(1, "step 2: event_action", json!("trigger"), json!("resolve"))]
+    );
+}
+
+#[test]
+fn a_trigger_followed_in_its_lane_by_another_of_the_same_webhook_is_collapsed() {
+    let key = RoutingKey::parse(crate::secret::Secret::new(KEY)).unwrap();
+    let alert = |action: &str, summary: &str| {
+        let d = crate::event::AlertDraft {
+            action: action.into(),
+            dedup_key: Some("k".into()),
+            summary: Some(summary.into()),
+            source: Some("s".into()),
+            ..Default::default()
+        };
+        ("r".to_string(), Event::alert(key.clone(), d).unwrap())
+    };
+    let summaries = |events: &[(String, Event)]| -> Vec<Value> {
+        scenario::delivered(events).iter().map(|e| e.body()["payload"]["summary"].clone()).collect()
+    };
+    let events = [alert("trigger", "warn"), alert("trigger", "crit")];
+    assert_eq!(summaries(&events), vec![json!("crit")]);
+    // A trigger never collapses into an acknowledge or resolve.
+    let events = [alert("trigger", "warn"), alert("resolve", ""), alert("trigger", "crit")];
+    assert_eq!(summaries(&events), vec![json!("warn"), Value::Null, json!("crit")]);
+}
+
+#[test]
+fn a_broken_scenario_is_reported_with_file_and_scenario() {
+    let f = fixture();
+    let errors = f.load_errors(&scenario("", &[FAILED]));
+    assert!(errors[0].contains("t.test.toml: scenario 'backup': say what PagerDuty must end with"), "{errors:?}");
+    let errors = f.load_errors(&scenario("expect_pages = 1", &[&format!("{FAILED}\nat = \"soon\"")]));
+    assert!(errors[0].contains("scenario 'backup': step 1: at = \"soon\""), "{errors:?}");
+    let errors = f.load_errors(&scenario("expect_pages = 1", &[&format!("{FAILED}\nwhen = 1")]));
+    assert!(errors[0].contains("unknown field `when`"), "{errors:?}");
+    let errors = f.load_errors(&scenario("expect_pages = 1", &["query = \"\""]));
+    assert!(errors[0].contains("scenario 'backup': step 1: give the payload as either file"), "{errors:?}");
+    let errors = f.load_errors("[[scenario]]\nname = \"x\"\nsource = \"jobs\"\nexpect_pages = 0\n");
+    assert!(errors[0].contains("no [[scenario.step]]"), "{errors:?}");
+}
+
+#[test]
+fn strict_fails_a_test_whose_event_was_changed_to_fit() {
+    let f = fixture();
+    let long = format!(r#"body = '{{"job": "{}", "status": "failed", "host": "db-1"}}'"#, "b".repeat(1100));
+    let mut reports = f.run(&format!("[[case]]\nname = \"long\"\nsource = \"jobs\"\n{long}\nexpect_events = 1\n"));
+    assert!(reports[0].passed, "{reports:#?}");
+    assert_eq!(reports[0].notes, vec!["summary truncated to 1024 characters".to_string()]);
+    reports[0].strict();
+    assert!(!reports[0].passed);
+    assert!(text_report(&reports).contains("notes: --strict: summary truncated"), "{}", text_report(&reports));
+}
+
+#[test]
+fn the_report_counts_cases_and_scenarios_per_source() {
+    let f = fixture();
+    let text = format!(
+        "[[case]]\nname = \"fails\"\nsource = \"jobs\"\n{FAILED}\nexpect_events = 1\n\n{}",
+        scenario("expect_pages = 1", &[FAILED])
+    );
+    let report = text_report(&f.run(&text));
+    assert!(report.ends_with("source 'jobs': 1 case(s), 1 scenario(s)\n2 passed, 0 failed\n"), "{report}");
+}

@@ -51,4 +51,7 @@ async fn a_firing_group_triggers_each_alert_and_the_resolved_group_resolves_the_
     assert_eq!(all.len(), 6, "{all:#?}");
     assert_eq!(keys(&all, "trigger"), triggers, "no trigger beyond the first three");
     assert_eq!(keys(&all, "resolve"), triggers, "each resolve matches one trigger's dedup_key");
+    // What PagerDuty makes of it: three pages, nothing left open.
+    let pd = app.fake.incidents();
+    assert_eq!((pd.pages(), pd.open()), (3, &[][..]), "{all:#?}");
 }

@@ -34,6 +34,9 @@ fn shipped_test_files_pass(root: &Path) {
         for case in file["case"].as_array().unwrap() {
             expected.push(format!("{name}: {}", case["name"].as_str().unwrap()));
         }
+        for scenario in file.get("scenario").and_then(|s| s.as_array()).into_iter().flatten() {
+            expected.push(format!("{name}: scenario {}", scenario["name"].as_str().unwrap()));
+        }
     }
     expected.sort();
     let out = pagerhook(&copy.path().join("mappings/test-sources.toml")).arg("test").output().unwrap();
@@ -46,6 +49,7 @@ fn shipped_test_files_pass(root: &Path) {
         .collect();
     passed.sort();
     assert_eq!(passed, expected, "the cases that passed (left) are not the cases of the shipped test files (right)");
+    assert!(!stderr_has_untested(&out.stderr), "a shipped source has no test:\n{}", text(&out.stderr));
     let tally = format!("{} passed, 0 failed\n", expected.len());
     assert!(stdout.ends_with(&tally), "expected {tally:?} for the {} shipped cases:\n{stdout}", expected.len());
 }
@@ -240,4 +244,80 @@ fn the_shipped_config_tests_its_own_sources_and_skips_the_rest() {
     assert!(out.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("mappings/github.test.toml: push_default_branch"), "{stdout}");
     assert!(stderr.contains("skipped ./mappings/sentry.test.toml"), "{stderr}");
+}
+
+fn stderr_has_untested(stderr: &[u8]) -> bool {
+    text(stderr).contains("has no test")
+}
+
+/// Every shipped mapping is proved by at least one scenario: a trigger and what closes it.
+#[test]
+fn every_shipped_mapping_has_a_scenario() {
+    let without: Vec<_> = shipped_mappings(&root())
+        .into_iter()
+        .map(|m| m.with_extension("test.toml"))
+        .filter(|t| !std::fs::read_to_string(t).unwrap().contains("[[scenario]]"))
+        .map(|t| t.display().to_string())
+        .collect();
+    assert_eq!(without, Vec::<String>::new());
+}
+
+const SCENARIO: &str = r#"
+[[scenario]]
+name = "backup fails twice, then recovers"
+source = "jobs"
+expect_pages = 1
+expect_open = []
+[[scenario.step]]
+body = '{"job": "backup", "status": "failed", "host": "db-1"}'
+[[scenario.step]]
+body = '{"job": "backup", "status": "failed", "host": "db-2"}'
+at = "10m"
+[[scenario.step]]
+body = '{"job": "backup", "status": "ok", "host": "db-1"}'
+"#;
+
+#[test]
+fn a_scenario_runs_through_the_binary_and_is_counted_per_source() {
+    // MAPPING resolves `job/backup/ok`, not the trigger's key: the incident stays open.
+    let dir = project(SCENARIO);
+    let out = run(dir.path(), false);
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAIL  ") && stdout.contains("jobs.test.toml: scenario backup fails twice, then recovers"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("open incidents\n        expected: 0\n        actual:   1"), "{stdout}");
+    assert!(stdout.contains("\"title\":\"backup failed\""), "{stdout}");
+    std::fs::write(dir.path().join("jobs.toml"), MAPPING.replace(r#"{{#if (eq body.status "ok")}}/ok{{/if}}"#, ""))
+        .unwrap();
+    let out = run(dir.path(), false);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.ends_with("source 'jobs': 0 case(s), 1 scenario(s)\n1 passed, 0 failed\n"), "{stdout}");
+}
+
+#[test]
+fn a_run_that_tests_nothing_fails_and_names_the_untested_source() {
+    let dir = project("[[case]]\nname = \"x\"\nsource = \"sentry\"\nbody = '{}'\nexpect_events = 0\n");
+    let out = run(dir.path(), false);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("error: no case or scenario ran"), "{stderr}");
+    assert!(stderr.contains("warning: source 'jobs' has no test"), "{stderr}");
+}
+
+#[test]
+fn strict_fails_a_case_whose_summary_was_cut() {
+    let long = format!(
+        "[[case]]\nname = \"long\"\nsource = \"jobs\"\nbody = '{{\"job\": \"{}\", \"status\": \"failed\", \"host\": \"db-1\"}}'\nexpect_events = 1\n",
+        "b".repeat(1100)
+    );
+    let dir = project(&long);
+    assert!(run(dir.path(), false).status.success());
+    let out = pagerhook(&dir.path().join("pagerhook.toml")).args(["test", "--strict"]).output().unwrap();
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(stdout.contains("notes: --strict: summary truncated to 1024 characters"), "{stdout}");
 }

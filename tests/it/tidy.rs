@@ -72,6 +72,7 @@ fn nothing_reads_the_process_environment_but_config_loading() {
 pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("secret", &[]),
     ("telemetry", &[]),
+    ("pagerduty_model", &[]),
     ("supervise", &["telemetry"]),
     ("event", &["secret"]),
     ("config", &["secret", "event"]),
@@ -83,7 +84,7 @@ pub(crate) const LAYERS: &[(&str, &[&str])] = &[
     ("delivery", &["config", "event", "telemetry", "supervise", "pagerduty", "queue"]),
     ("reload", &["config", "source", "registry"]),
     ("ingest", &["event", "source", "mapping", "registry", "reload", "queue", "telemetry"]),
-    ("testcases", &["config", "event", "source", "mapping", "registry"]),
+    ("testcases", &["config", "event", "source", "mapping", "registry", "pagerduty_model"]),
     ("http", &["secret", "config", "source", "ingest", "queue", "telemetry", "supervise"]),
     (
         "app",

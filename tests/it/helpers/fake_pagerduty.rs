@@ -1,6 +1,9 @@
-//! A fake PagerDuty Events API: records every request in order, answers from a script.
+//! A fake PagerDuty Events API: records every request in order, answers from a script, and
+//! feeds every alert event it accepts to `pagerhook::pagerduty_model` (the model of PagerDuty's
+//! incidents that `pagerhook test`'s scenarios use too), so a test can ask what is open.
 
 use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use pagerhook::pagerduty_model::Incidents;
 use serde_json::Value;
 use std::collections::VecDeque;
 use std::net::TcpListener;
@@ -69,6 +72,8 @@ struct State {
     /// PagerDuty is away ([`FakePagerDuty::go_away`]): every request is answered 503 and
     /// not recorded, as if it never reached PagerDuty.
     away: std::sync::atomic::AtomicBool,
+    /// What PagerDuty would hold after the alert events answered 202.
+    incidents: Mutex<Incidents>,
 }
 
 /// How long [`FakePagerDuty::hold`] holds answers back: bounded, so that a handler whose
@@ -134,6 +139,10 @@ async fn enqueue(
         .get_mut(req.path())
         .and_then(VecDeque::pop_front)
         .unwrap_or_else(|| Reply::status(202));
+    if reply.status == 202 && req.path() == "/v2/enqueue" {
+        let routing_key = body["routing_key"].as_str().unwrap_or_default().to_string();
+        state.incidents.lock().unwrap().apply(&routing_key, &body);
+    }
     state.received.lock().unwrap().push(Received { path: req.path().to_string(), body, at: Instant::now(), via });
     state.changed.notify_waiters();
     let delay = *state.delay.lock().unwrap();
@@ -237,6 +246,11 @@ impl FakePagerDuty {
     /// dedup_keys that had two requests in flight at once, while answers were delayed.
     pub fn overlaps(&self) -> Vec<String> {
         self.state.overlaps.lock().unwrap().clone()
+    }
+
+    /// The incidents PagerDuty would hold now, by the model scenarios use.
+    pub fn incidents(&self) -> Incidents {
+        self.state.incidents.lock().unwrap().clone()
     }
 
     /// Everything received so far.
