@@ -12,8 +12,8 @@
 
 use super::{native_differences, notes, Case, CaseReport, Config, Failure, Produce, RawCase};
 use crate::event::{Action, Event};
-use crate::pagerduty_model::{Incident, Incidents};
 use crate::mapping::Renderer;
+use crate::pagerduty_model::{Incident, Incidents};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
