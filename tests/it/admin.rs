@@ -91,7 +91,7 @@ async fn stats_count_the_outcomes_metrics_exports_and_sources_are_listed() {
     })
     .await;
     assert_eq!(stats["oldest_pending_seconds"], serde_json::Value::Null);
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains(r#"pagerhook_delivery_attempts_total{outcome="delivered"} 1"#), "{metrics}");
     assert_eq!(app.admin_call(reqwest::Method::GET, "/admin/sources").await.json, serde_json::json!(["github"]));
 }
@@ -207,7 +207,7 @@ async fn a_get_on_a_hook_is_405_and_the_admin_listener_404_speaks_of_its_own_rou
 #[tokio::test]
 async fn failure_counters_are_exported_at_zero_for_every_configured_source() {
     let app = spawn_app().await;
-    let text = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let text = app.scrape().await;
     for line in [
         r#"pagerhook_mapping_failures_total{source="github",status="202"} 0"#,
         r#"pagerhook_dead_letters_dropped_total{source="github",reason="age"} 0"#,

@@ -304,7 +304,7 @@ async fn exercise(app: &TestApp) {
 async fn every_metric_the_alert_rules_and_the_dashboard_read_is_in_a_running_pagerhooks_metrics() {
     let app = app_with_capped_source().await;
     exercise(&app).await;
-    let text = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let text = app.scrape().await;
     let metrics = scraped(&text);
     let code = code_literals();
     let rules = std::fs::read_to_string(root().join(RULES)).unwrap();

@@ -1,7 +1,7 @@
 //! The incident ledger end to end: webhooks in, the fake PagerDuty's 202s, the admin API, the
 //! CLI beside a stopped server, `/metrics`, and a restart between trigger and resolve.
 
-use crate::helpers::{bearer_source, binary, config_from, spawn_app_in, start, Answer, TestApp, NUMBERED};
+use crate::helpers::{bearer_source, binary, config_from, sample, spawn_app_in, start, Answer, TestApp, NUMBERED};
 use reqwest::Method;
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -42,14 +42,6 @@ async fn resolve(app: &TestApp, body: &str) -> Answer {
     Answer { status, json: res.json().await.unwrap_or(Value::Null) }
 }
 
-async fn scrape(app: &TestApp) -> String {
-    app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap()
-}
-
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
 /// Waits until the ledger holds `dedup_key` in `state`; its row.
 async fn until_state(app: &TestApp, dedup_key: &str, state: &str) -> Value {
     crate::helpers::eventually(&format!("{dedup_key} is {state} in the ledger"), || async {
@@ -76,7 +68,7 @@ async fn a_trigger_pagerduty_accepted_is_listed_counted_and_resolved_by_an_opera
     assert_eq!(incidents(&app, "open=true&older_than=1h").await, json!([]), "opened seconds ago");
     let bad = app.admin_call(Method::GET, "/admin/incidents?older_than=soon").await;
     assert_eq!(bad.status, 400, "{:?}", bad.json);
-    let text = scrape(&app).await;
+    let text = app.scrape().await;
     assert_eq!(sample(&text, r#"pagerhook_open_incidents{source="load"}"#), Some(1.0), "{text}");
     assert!(sample(&text, "pagerhook_oldest_open_incident_seconds").is_some_and(|s| s >= 0.0), "{text}");
 
@@ -90,7 +82,7 @@ async fn a_trigger_pagerduty_accepted_is_listed_counted_and_resolved_by_an_opera
     assert_eq!((got[3].action(), got[3].dedup_key()), (Some("resolve"), Some("n-1")));
     let closed = until_state(&app, "n-1", "resolved").await;
     assert_eq!(closed["last_by"], "@operator");
-    let text = scrape(&app).await;
+    let text = app.scrape().await;
     assert_eq!(sample(&text, r#"pagerhook_open_incidents{source="load"}"#), Some(0.0), "{text}");
     assert_eq!(sample(&text, "pagerhook_oldest_open_incident_seconds"), Some(0.0), "{text}");
 }

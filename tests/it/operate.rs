@@ -2,7 +2,7 @@
 
 use crate::helpers::fake_pagerduty::FakePagerDuty;
 use crate::helpers::{
-    base_config, bearer_source, eventually, fixture, serve_binary, signal, spawn_app, spawn_app_in,
+    base_config, bearer_source, eventually, fixture, sample, serve_binary, signal, spawn_app, spawn_app_in,
     write_binary_config, TestApp, GITHUB_SECRET, HOOK_TOKEN, INTEGRATION_KEY, NUMBERED,
 };
 use pagerhook::reload::ReloadError;
@@ -10,18 +10,6 @@ use serde_json::{json, Value};
 use std::time::Duration;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// The `/metrics` text.
-async fn scrape(app: &TestApp) -> String {
-    let res = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap();
-    assert_eq!(res.status().as_u16(), 200);
-    res.text().await.unwrap()
-}
-
-/// The value of the sample named exactly `series` (name and labels), if present.
-fn sample(text: &str, series: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
 
 /// A GitHub request with a malformed signature (401) and one to an unknown source (404).
 async fn refused_twice(app: &TestApp) {
@@ -43,7 +31,7 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
     refused_twice(&app).await;
     app.fake.wait_for(1, WAIT).await;
     let text = eventually("the delivery is counted", || async {
-        let t = scrape(&app).await;
+        let t = app.scrape().await;
         sample(&t, r#"pagerhook_delivery_attempts_total{outcome="delivered"}"#).map(|_| t)
     })
     .await;
@@ -73,7 +61,7 @@ async fn webhooks_are_counted_by_source_and_outcome() {
     assert_eq!(app.github("ping", "o-2", br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#).await.status, 200);
     assert_eq!(app.github("star", "o-3", br#"{"action": "created"}"#).await.status, 200);
     refused_twice(&app).await;
-    let text = scrape(&app).await;
+    let text = app.scrape().await;
     for (outcome, value) in [
         ("accepted", 1.0),
         ("duplicate", 1.0),
@@ -82,6 +70,7 @@ async fn webhooks_are_counted_by_source_and_outcome() {
         ("refused", 1.0),
         ("mapping_failed", 0.0),
         ("too_many_events", 0.0),
+        ("partial", 0.0),
     ] {
         let series = format!(r#"pagerhook_webhook_outcomes_total{{source="github",outcome="{outcome}"}}"#);
         assert_eq!(sample(&text, &series), Some(value), "{series} in\n{text}");
@@ -106,7 +95,7 @@ async fn a_changed_mapping_is_reloaded_and_a_broken_one_is_refused() {
     let mapping = app.dir.path().join("numbered.toml");
     let reloads = |outcome: &'static str| {
         let app = &app;
-        async move { sample(&scrape(app).await, &format!(r#"pagerhook_config_reloads_total{{outcome="{outcome}"}}"#)) }
+        async move { sample(&app.scrape().await, &format!(r#"pagerhook_config_reloads_total{{outcome="{outcome}"}}"#)) }
     };
 
     // Edited on disk: the watcher reloads it without a signal.

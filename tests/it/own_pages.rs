@@ -256,6 +256,9 @@ async fn an_alertmanager_group_with_one_bad_alert_delivers_the_others_and_replay
     assert_eq!(delivered, expected, "{got:#?}");
     let page = got.iter().find(|r| own(r, page_key)).expect("the failure pages");
     assert_eq!(page.body["payload"]["custom_details"]["failed_items"], 1, "{page:?}");
+    let text = app.scrape().await;
+    let partial = r#"pagerhook_webhook_outcomes_total{source="alertmanager",outcome="partial"}"#;
+    assert_eq!(crate::helpers::sample(&text, partial), Some(1.0), "counted as partial: {text}");
 
     let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
     let dead = dead.as_array().unwrap();

@@ -7,7 +7,7 @@
 //! so the same path (refusal before full, delivery and pruning in the room kept, recovery by
 //! itself) is exercised, not skipped.
 
-use crate::helpers::{bearer_source, eventually, spawn_app_in, PgSchema, TestApp, HOOK_TOKEN, NUMBERED};
+use crate::helpers::{bearer_source, eventually, sample, spawn_app_in, PgSchema, TestApp, HOOK_TOKEN, NUMBERED};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -97,15 +97,6 @@ async fn load(
 async fn readyz(app: &TestApp) -> (u16, serde_json::Value) {
     let res = app.http.get(format!("{}/readyz", app.admin)).send().await.unwrap();
     (res.status().as_u16(), res.json().await.unwrap_or_default())
-}
-
-async fn metrics(app: &TestApp) -> String {
-    app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap()
-}
-
-/// The value of the sample named `name` (without labels).
-fn sample(text: &str, name: &str) -> Option<f64> {
-    text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 #[tokio::test]
@@ -215,7 +206,7 @@ async fn fill(app: &TestApp) -> BTreeSet<u64> {
     })
     .await;
     assert!(body["error"].as_str().unwrap().contains("out of room"), "{body}");
-    let scraped = metrics(app).await;
+    let scraped = app.scrape().await;
     assert_eq!(sample(&scraped, "pagerhook_store_out_of_room"), Some(1.0), "{scraped}");
     assert!(sample(&scraped, "pagerhook_store_used_bytes").is_some_and(|b| b > 0.0), "{scraped}");
     // Refused for a while under load: nothing more is acknowledged, and no 500.
@@ -272,7 +263,7 @@ async fn takes_webhooks_again(app: &TestApp) {
         app.fake.received().iter().any(|r| r.dedup_key() == Some("n-1000000")).then_some(())
     })
     .await;
-    assert_eq!(sample(&metrics(app).await, "pagerhook_store_out_of_room"), Some(0.0));
+    assert_eq!(sample(&app.scrape().await, "pagerhook_store_out_of_room"), Some(0.0));
 }
 
 /// On PostgreSQL pagerhook cannot see the disk: the server's disk full (SQLSTATE 53100, raised
@@ -317,7 +308,7 @@ async fn a_postgresql_disk_full_refuses_webhooks_and_readiness_until_the_databas
     })
     .await;
     assert!(why["error"].as_str().unwrap().contains("disk is full"), "{why}");
-    assert_eq!(sample(&metrics(&app).await, "pagerhook_store_out_of_room"), Some(1.0));
+    assert_eq!(sample(&app.scrape().await, "pagerhook_store_out_of_room"), Some(1.0));
 
     db.admin.batch_execute(&format!("DROP TRIGGER disk_is_full ON {}.inbound", db.name)).await.unwrap();
     eventually("/readyz is ready again", || async { (readyz(&app).await.0 == 200).then_some(()) }).await;

@@ -137,7 +137,7 @@ async fn too_many_events_are_kept_as_a_dead_letter_and_replayed_once_the_cap_is_
     let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
     assert_eq!(dead[0]["kind"], "too_many_events", "{dead:#}");
     assert_eq!(dead[0]["id"], a.json["id"]);
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains(r#"pagerhook_too_many_events_total{source="load",status="202"} 1"#), "{metrics}");
 
     let dir = app.dir.path().to_path_buf();
@@ -311,7 +311,7 @@ async fn an_sns_certificate_on_an_s3_host_or_issued_to_another_name_is_refused()
         assert_eq!(a.status, 401, "{url}: {:?}", a.json);
     }
     assert_eq!(aws.requests(), vec![elsewhere], "an S3 host is never asked");
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains(r#"reason="signing_certificate"} 2"#), "{metrics}");
     app.assert_only_sentinel_events(0).await;
 }
@@ -556,7 +556,7 @@ async fn dead_letters_older_than_thirty_days_are_dropped_by_default_logged_and_c
     })
     .await;
     assert_eq!(left[0]["at"], now - 29 * day, "{left:#}");
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains(r#"pagerhook_dead_letters_dropped_total{source="github",reason="age"} 1"#), "{metrics}");
 }
 
@@ -582,7 +582,7 @@ async fn dead_letters_over_a_source_s_cap_are_dropped_oldest_first() {
     let dead = app.admin_call(Method::GET, "/admin/dead").await.json;
     assert_eq!(dead.as_array().map(Vec::len), Some(1), "{dead:#}");
     assert_eq!(dead[0]["id"], ids[2], "the newest stays");
-    let metrics = app.http.get(format!("{}/metrics", app.admin)).send().await.unwrap().text().await.unwrap();
+    let metrics = app.scrape().await;
     assert!(metrics.contains(r#"pagerhook_dead_letters_dropped_total{source="load",reason="size"} 2"#), "{metrics}");
 }
 

@@ -353,7 +353,20 @@ async fn start_with(
     }
 }
 
+/// The value of the sample named exactly `series` (name, and labels if it has any) in
+/// `/metrics` text ([`TestApp::scrape`]), if present.
+pub fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
 impl TestApp {
+    /// The `/metrics` text (which answers 200, token or not).
+    pub async fn scrape(&self) -> String {
+        let res = self.http.get(format!("{}/metrics", self.admin)).send().await.unwrap();
+        assert_eq!(res.status().as_u16(), 200);
+        res.text().await.unwrap()
+    }
+
     /// POSTs raw bytes with headers to `/hooks/{source}`.
     pub async fn post_hook(&self, source: &str, headers: &[(&str, &str)], body: impl Into<reqwest::Body>) -> Answer {
         let mut req = self.http.post(format!("{}/hooks/{source}", self.base)).body(body);
