@@ -242,7 +242,7 @@ impl Pipeline {
                     Decision::Map { .. } => IngestOutcome::Accepted { id, events },
                     Decision::Ignore(reason) => IngestOutcome::Ignored { id, reason },
                     Decision::Failed(error) => IngestOutcome::MappingFailed { id, error },
-                    Decision::TooMany(error, _) => IngestOutcome::TooManyEvents { id, error },
+                    Decision::TooMany(error, ..) => IngestOutcome::TooManyEvents { id, error },
                     Decision::Unmatched => IngestOutcome::Unmatched { id },
                     Decision::Partial { tally, failed, .. } => IngestOutcome::Partial {
                         id,
@@ -273,10 +273,11 @@ fn prepare(src: &Hook, verified: Verified, query: &str) -> (NewInbound, Decision
     inbound.may_close = src.may_close().to_vec();
     inbound.resolve_delay = src.resolve_delay().as_millis().min(i64::MAX as u128) as Millis;
     let mut decision = decide(src, verified, received_at, None);
-    if let Decision::TooMany(error, overview) = &mut decision {
+    if let Decision::TooMany(error, overview, closing) = &mut decision {
         *overview = overview.take().or_else(|| overflow_overview(src, &inbound).map(Box::new));
         if let Some(o) = overview {
             keep_closing_within_bytes(src, error, o);
+            *closing = tally(&o.closing);
         }
     }
     inbound.page = own_page(src, &inbound, &decision).map(Box::new);
@@ -311,7 +312,7 @@ fn own_page(src: &Hook, inbound: &NewInbound, decision: &Decision) -> Option<Pag
             .with("error", failed_text(failed))
             .with("failed_items", failed.len())
             .with("events_accepted", tally.len()),
-        Decision::TooMany(error, overview) => {
+        Decision::TooMany(error, overview, _) => {
             let page = Page::new(Reason::TooManyEvents, key).with("error", error.as_str());
             match overview.as_deref() {
                 Some(o) => Page { severity: o.worst.unwrap_or(Severity::Error), ..page }
@@ -356,17 +357,25 @@ enum Decision {
     },
     Ignore(IgnoreReason),
     Failed(String),
-    /// Over a cap; what it would have sent when that is known already (the byte cap).
-    TooMany(String, Option<Box<Overview>>),
+    /// Over a cap; what it would have sent when that is known already (the byte cap), and
+    /// the kind and action of each acknowledge and resolve it still queues (`prepare`).
+    TooMany(String, Option<Box<Overview>>, Tally),
     /// No rule matched, and the source keeps such payloads.
     Unmatched,
     /// Some items or rules failed: the others' events are queued (as for `Map`), the failed
     /// ones kept for replay.
     Partial {
         events: Box<[Event]>,
-        tally: Box<[(&'static str, Option<&'static str>)]>,
+        tally: Tally,
         failed: Box<[ItemFailure]>,
     },
+}
+
+/// The kind and action of each event a webhook queues, counted once they are committed.
+type Tally = Box<[(&'static str, Option<&'static str>)]>;
+
+fn tally(rendered: &[Rendered]) -> Tally {
+    rendered.iter().map(|r| (r.event.kind().as_str(), r.event.action().map(|a| a.as_str()))).collect()
 }
 
 /// What a payload some of whose items failed is answered, logged and kept with: each failure
@@ -398,7 +407,7 @@ fn plural(n: usize, what: &str) -> String {
 
 impl Decision {
     fn map(rendered: Vec<Rendered>) -> Decision {
-        let tally = rendered.iter().map(|r| (r.event.kind().as_str(), r.event.action().map(|a| a.as_str()))).collect();
+        let tally = tally(&rendered).into_vec();
         Decision::Map { events: rendered.into_iter().map(|r| r.event.with_rule(&r.rule)).collect(), tally }
     }
 
@@ -409,7 +418,7 @@ impl Decision {
             Decision::Map { events, .. } => (InboundStatus::Mapped, std::mem::take(events)),
             Decision::Ignore(_) => (InboundStatus::Ignored, Vec::new()),
             Decision::Failed(e) => (InboundStatus::MappingFailed(e.clone()), Vec::new()),
-            Decision::TooMany(e, o) => {
+            Decision::TooMany(e, o, _) => {
                 let closing = o.as_mut().map(|o| std::mem::take(&mut o.closing)).unwrap_or_default();
                 (InboundStatus::TooManyEvents(e.clone()), closing.into_iter().map(|r| r.event).collect())
             }
@@ -452,7 +461,7 @@ fn decide(src: &Hook, verified: Verified, received_at: Millis, only: Option<&[It
                     over => over,
                 },
                 Err(ApplyError::Rule(e)) => Decision::Failed(e.to_string()),
-                Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None),
+                Err(e @ ApplyError::TooManyEvents { .. }) => Decision::TooMany(e.to_string(), None, Tally::default()),
             }
         }
     }
@@ -471,7 +480,7 @@ fn within_bytes(src: &Hook, rendered: Vec<Rendered>) -> Decision {
         // Logged, like too many events, once committed (`Pipeline::report`).
         let mut overview = Overview::default();
         rendered.into_iter().for_each(|r| overview.add_closing(r));
-        return Decision::TooMany(e, Some(Box::new(overview)));
+        return Decision::TooMany(e, Some(Box::new(overview)), Tally::default());
     }
     log_notes(source, &rendered);
     Decision::map(rendered)
@@ -549,7 +558,13 @@ impl Pipeline {
         match decision {
             Decision::Map { tally, .. } => WebhookMapped { source, inbound_id, events: tally }.emit(&self.metrics),
             Decision::Failed(error) => kept(Kept::MappingFailed, error),
-            Decision::TooMany(error, _) => kept(Kept::TooManyEvents, error),
+            Decision::TooMany(error, _, closing) => {
+                // Its acknowledges and resolves were queued all the same: counted as any.
+                if !closing.is_empty() {
+                    WebhookMapped { source, inbound_id, events: closing }.emit(&self.metrics);
+                }
+                kept(Kept::TooManyEvents, error)
+            }
             Decision::Unmatched => kept(Kept::Unmatched, NO_RULE_MATCHED),
             Decision::Partial { tally, failed, .. } => {
                 if !tally.is_empty() {
@@ -607,7 +622,7 @@ impl Pipeline {
                 match decision {
                     Decision::Map { tally, .. } => Replayed::Remapped { events: tally.len() },
                     Decision::Ignore(reason) => Replayed::Ignored { reason },
-                    Decision::Failed(error) | Decision::TooMany(error, _) => Replayed::StillFailing { error },
+                    Decision::Failed(error) | Decision::TooMany(error, ..) => Replayed::StillFailing { error },
                     Decision::Unmatched => Replayed::StillFailing { error: NO_RULE_MATCHED.into() },
                     Decision::Partial { tally, failed, .. } if tally.is_empty() => {
                         Replayed::StillFailing { error: failed_text(&failed) }

@@ -109,6 +109,9 @@ async fn an_overflowing_group_still_sends_its_resolves_and_pages_about_its_trigg
     assert!(own(triggers[0], "pagerhook/alertmanager/too_many_events"), "{:?}", triggers[0].body);
     let details = &triggers[0].body["payload"]["custom_details"];
     assert_eq!((details["events"].as_u64(), details["closing_events_sent"].as_u64()), (Some(1500), Some(1200)));
+    let queued = r#"pagerhook_events_queued_total{source="alertmanager",kind="alert",action="resolve"}"#;
+    let text = app.scrape().await;
+    assert_eq!(crate::helpers::sample(&text, queued), Some(1200.0), "the resolves are counted as queued: {text}");
     let dead = app.admin_call(reqwest::Method::GET, "/admin/dead").await.json;
     assert_eq!(dead.as_array().unwrap().len(), 1, "the webhook is kept whole for replay: {dead}");
 }
