@@ -163,7 +163,8 @@ pub enum DeliveriesCommand {
         /// Only this source's events.
         #[arg(long)]
         source: Option<String>,
-        /// Only events in this state: pending, delivered, dry_run, dead, collapsed, replayed.
+        /// Only events in this state: pending, delivered, dry_run, dead, collapsed, replayed,
+        /// damped, stale.
         #[arg(long)]
         state: Option<String>,
         /// Only events created since: a time (RFC 3339, `2026-01-02T03:04:05Z`) or a span

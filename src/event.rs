@@ -6,6 +6,9 @@
 //! `custom_details`), the constructor does so and leaves a note saying what it changed.
 
 pub mod own;
+mod sequence;
+
+pub use sequence::{Sequence, SequenceError, Verdict};
 
 use crate::secret::Secret;
 use serde::Serialize;
@@ -272,6 +275,9 @@ pub struct Event {
     /// The mapping rule that made it, when known: the incident ledger names the rule that
     /// opened an incident. Not part of the body: PagerDuty never sees it.
     rule: Option<String>,
+    /// Its rule's `sequence`, when it set one: an event older than one its lane applied is
+    /// stale (`queue::lanes`). Not part of the body either.
+    sequence: Option<Sequence>,
 }
 
 /// What delivery needs of a stored body besides its text; the rest is skipped, not built.
@@ -374,7 +380,17 @@ impl Event {
         mut notes: Vec<String>,
     ) -> Result<Event, EventError> {
         let text = fit_size(&mut body, routing_key.expose().len(), &mut notes)?;
-        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::from(body), notes, rule: None })
+        Ok(Event {
+            kind,
+            routing_key,
+            action,
+            dedup_key,
+            text,
+            body: OnceLock::from(body),
+            notes,
+            rule: None,
+            sequence: None,
+        })
     }
 
     /// Rebuilds an event read back from the queue (its rules were checked when it was built)
@@ -383,7 +399,17 @@ impl Event {
         let head: Head = serde_json::from_str(&text).map_err(|e| EventError::Stored(e.to_string()))?;
         let action = head.event_action.as_deref().and_then(|a| Action::parse(a).ok());
         let dedup_key = head.dedup_key.map(DedupKey);
-        Ok(Event { kind, routing_key, action, dedup_key, text, body: OnceLock::new(), notes: Vec::new(), rule: None })
+        Ok(Event {
+            kind,
+            routing_key,
+            action,
+            dedup_key,
+            text,
+            body: OnceLock::new(),
+            notes: Vec::new(),
+            rule: None,
+            sequence: None,
+        })
     }
 
     /// Alert or change.
@@ -414,6 +440,22 @@ impl Event {
     /// The mapping rule that made it, if it was marked ([`Event::with_rule`]).
     pub fn rule(&self) -> Option<&str> {
         self.rule.as_deref()
+    }
+
+    /// The same event with its rule's rendered `sequence`. One that is neither a number nor
+    /// a time leaves the event unchecked, with a note saying so: a wrong template must not
+    /// hold back a page.
+    pub fn with_sequence(mut self, rendered: &str) -> Event {
+        match Sequence::parse(rendered) {
+            Ok(sequence) => self.sequence = sequence,
+            Err(e) => self.notes.push(e.to_string()),
+        }
+        self
+    }
+
+    /// Its place in its lane's order, if its rule set `sequence` ([`Event::with_sequence`]).
+    pub fn sequence(&self) -> Option<Sequence> {
+        self.sequence
     }
 
     /// The same event sent to another routing key (sticky routing: an acknowledge or resolve

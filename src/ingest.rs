@@ -13,7 +13,7 @@ use crate::queue::{
 use crate::registry::{Hook, Sources};
 use crate::reload::Live;
 use crate::source::{Disposition, Headers, Incoming, Offline, SourceError, Verified};
-use crate::telemetry::events::{Kept, WebhookDeadLettered, WebhookMapped};
+use crate::telemetry::events::{EventsStale, Kept, WebhookDeadLettered, WebhookMapped};
 use crate::telemetry::{InternalEvent, Metrics};
 use serde::Serialize;
 use std::sync::Arc;
@@ -233,9 +233,12 @@ impl Pipeline {
         inbound.status = status;
         Ok(match self.queue.accept(inbound, events).await? {
             Accepted::Duplicate { id } => IngestOutcome::Duplicate { id },
-            Accepted::Committed { id, events } => {
+            Accepted::Committed { id, events, stale } => {
                 if events > 0 {
                     self.wake.notify_one();
+                }
+                if stale > 0 {
+                    EventsStale { source, inbound_id: &id, events: stale }.emit(&self.metrics);
                 }
                 self.report(source, &id, &decision);
                 match decision {

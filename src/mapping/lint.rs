@@ -254,3 +254,48 @@ pub fn near(a: &str, b: &str) -> bool {
         short[start..] == long[start + 1..]
     }
 }
+
+/// The type a rule's `sequence` gives, where its text tells: a literal's own, `rfc3339` or
+/// fields named like a time (`StateChangeTime`, `startsAt`, `created_at`) make a time, fields
+/// named like a number (`run_number`, `id`) a number. `None`: it cannot tell, or it reads both.
+pub fn sequence_kind(text: &str) -> Option<&'static str> {
+    if !text.contains("{{") {
+        return crate::event::Sequence::parse(text).ok().flatten().map(|s| s.stored().0);
+    }
+    let fields = text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '.'));
+    let mut kinds = fields.filter_map(|token| {
+        let last = token.rsplit('.').next().unwrap_or(token);
+        let lower = last.to_ascii_lowercase();
+        match () {
+            _ if token == "rfc3339" => Some("time"),
+            _ if !token.contains('.') => None,
+            _ if last.ends_with("At") || lower.ends_with("_at") || lower.ends_with("time") => Some("time"),
+            _ if lower == "id" || lower.ends_with("_id") || last.ends_with("Id") || lower.ends_with("number") => {
+                Some("number")
+            }
+            _ => None,
+        }
+    });
+    let first = kinds.next()?;
+    kinds.all(|k| k == first).then_some(first)
+}
+
+/// Rules that set `sequence` on the same dedup_key (the same template text) with values of
+/// different types: a number and a time are never compared, so neither guards against the
+/// other's old events. `rules` holds each alert rule's place, dedup_key text and sequence text.
+pub fn mixed_sequences(rules: &[(String, String, String)]) -> Vec<String> {
+    let mut warnings = Vec::new();
+    for (i, (at, dedup_key, sequence)) in rules.iter().enumerate() {
+        let Some(kind) = sequence_kind(sequence) else { continue };
+        let other =
+            rules[..i].iter().find(|(_, dk, seq)| dk == dedup_key && sequence_kind(seq).is_some_and(|k| k != kind));
+        if let Some((first, ..)) = other {
+            warnings.push(format!(
+                "{at}: sequence gives a {kind}, but {first} gives another type for the same dedup_key: \
+                 a number and a time are never compared, so neither rule's old events are found stale \
+                 (give both the same kind of value)"
+            ));
+        }
+    }
+    warnings
+}

@@ -302,6 +302,8 @@ struct Rule {
     images: Vec<ImageTpl>,
     custom_details: Option<Details>,
     routing: Routing,
+    /// `sequence`: alert rules only (a change event has no lane to order).
+    sequence: Option<Tpl>,
     is_final: bool,
 }
 
@@ -438,6 +440,7 @@ impl Mapping {
         let mut rules = Vec::new();
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
+        let mut sequences = Vec::new();
         for (path, text) in texts {
             let file: RawMappingFile = match toml::from_str(text) {
                 Ok(f) => f,
@@ -463,6 +466,9 @@ impl Mapping {
                     for_each: r.for_each.is_some(),
                 };
                 lint::literals(&r, &c.at, &mut c.errors);
+                if let (Some(dk), Some(seq)) = (&r.dedup_key, &r.sequence) {
+                    sequences.push((c.at.clone(), dk.clone(), seq.clone()));
+                }
                 if let Some(rule) = compile_rule(&r, path, &mut c, &keys, &mut warnings) {
                     if c.errors.is_empty() {
                         rules.push(rule);
@@ -473,6 +479,7 @@ impl Mapping {
         }
         if errors.is_empty() {
             warnings.extend(never_resolves(&rules));
+            warnings.extend(lint::mixed_sequences(&sequences));
             Ok((Mapping { rules, paths, strict, lenient, keys, renderer: Renderer::default() }, warnings))
         } else {
             Err(errors)
@@ -852,6 +859,12 @@ impl Mapping {
             ),
         }
         .map_err(|e| ("event".to_string(), e.to_string()))?;
+        let event = match &rule.sequence {
+            Some(t) => {
+                event.with_sequence(&self.render(t, f).map_err(|m| ("sequence".to_string(), m))?.unwrap_or_default())
+            }
+            None => event,
+        };
         out.push(Rendered { rule: rule.name.clone(), event });
         Ok(())
     }
@@ -1041,6 +1054,7 @@ fn compile_rule(
         images: compile_images(r, c),
         custom_details: r.custom_details.as_ref().map(|d| c.details("custom_details", d)),
         routing: compile_routing(r, emit, c, keys, warnings),
+        sequence: c.add_opt("sequence", &r.sequence),
         is_final: r.is_final,
     })
 }
@@ -1056,6 +1070,7 @@ fn check_required(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
             ("component", r.component.is_some()),
             ("group", r.group.is_some()),
             ("class", r.class.is_some()),
+            ("sequence", r.sequence.is_some()),
         ] {
             if set {
                 c.errors.push(format!("{}: {field} is not part of a change event (emit = \"change\")", c.at));

@@ -41,6 +41,10 @@ pub struct RawRule {
     pub images: Vec<RawImage>,
     /// Any TOML value; strings inside are templates, `"{{json X}}"` stays structured.
     pub custom_details: Option<toml::Value>,
+    /// The event's place in its incident's order: a template rendering a whole number or an
+    /// RFC 3339 time (`StateChangeTime`, `run_number`). An event older than one its incident
+    /// already took is recorded `stale` and not sent; empty: not checked.
+    pub sequence: Option<String>,
     /// A name from `[pagerduty.routing_keys]`, or a template rendering one.
     pub routing_key: Option<String>,
     /// Stop trying later rules once this one matched.

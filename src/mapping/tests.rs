@@ -636,3 +636,39 @@ fn an_overview_counts_every_event_with_the_first_summaries_and_the_worst_severit
 }
 
 mod newcomer;
+
+#[test]
+fn a_rule_s_sequence_travels_with_its_event_and_only_alert_rules_take_one() {
+    let rule = |sequence: &str| {
+        format!("[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\nsequence = '{sequence}'\n")
+    };
+    let out = apply(&rule("{{body.run}}"), serde_json::json!({"run": 17})).unwrap();
+    assert_eq!(out[0].event.sequence(), Some(crate::event::Sequence::Number(17)));
+    let out = apply(&rule("{{body.at}}"), serde_json::json!({"at": "2024-05-01T10:00:00Z"})).unwrap();
+    assert!(matches!(out[0].event.sequence(), Some(crate::event::Sequence::Time(_))));
+    // Not a sequence: the event still goes, unchecked, with a note saying so.
+    let out = apply(&rule("{{body.at}}"), serde_json::json!({"at": "later"})).unwrap();
+    assert_eq!(out[0].event.sequence(), None);
+    assert!(out[0].event.notes().iter().any(|n| n.contains("not checked for staleness")), "{:?}", out[0].event.notes());
+    let change = "[[rule]]\nname = \"c\"\nemit = \"change\"\nsummary = \"s\"\nsequence = \"1\"\n";
+    let err = load(change).unwrap_err().join("\n");
+    assert!(err.contains("sequence is not part of a change event"), "{err}");
+}
+
+#[test]
+fn rules_giving_one_dedup_key_sequences_of_mixed_types_are_warned_about() {
+    let rule = |name: &str, action: &str, sequence: &str| {
+        format!("[[rule]]\nname = \"{name}\"\nemit = \"alert\"\naction = \"{action}\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k/{{{{body.id}}}}\"\nsequence = '{sequence}'\n")
+    };
+    let warnings = |text: &str| load_with(text, keys()).unwrap().1;
+    let number = rule("failed", "trigger", "{{body.workflow_run.run_number}}");
+    let time = rule("passed", "resolve", "{{rfc3339 body.workflow_run.updated_at}}");
+    let w = warnings(&format!("{number}{time}"));
+    assert_eq!(w.len(), 1, "{w:?}");
+    assert!(w[0].contains("rule 'passed'") && w[0].contains("gives a time") && w[0].contains("rule 'failed'"), "{w:?}");
+    let same = rule("passed", "resolve", "{{body.workflow_run.run_number}}");
+    assert!(warnings(&format!("{number}{same}")).is_empty());
+    // Where the text cannot tell, nothing is said.
+    let unknown = rule("passed", "resolve", "{{body.workflow_run.whatever}}");
+    assert!(warnings(&format!("{number}{unknown}")).is_empty());
+}

@@ -8,7 +8,7 @@
 use super::ledger::Origin;
 use super::rows::StoredEvent;
 use super::{Attempt, EventState, Finish, Millis, QueueError};
-use crate::event::{Action, Event, RoutingKey};
+use crate::event::{Action, Event, RoutingKey, Sequence, Verdict};
 use crate::secret::Secret;
 use std::borrow::Cow;
 
@@ -71,6 +71,12 @@ pub(super) trait Routes {
 
     /// Damps pending event `id` at `at` for `why` (`sql::DAMP`).
     async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError>;
+
+    /// The highest `sequence` `lane` applied, as stored: kind and value (`sql::LANE_SEQUENCE`).
+    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError>;
+
+    /// Records that `lane` applied `sequence` at `at` (`sql::APPLY_SEQUENCE`).
+    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, at: Millis) -> Result<(), QueueError>;
 }
 
 /// How one routed event is stored.
@@ -83,7 +89,8 @@ pub(super) enum Fate {
 }
 
 /// The fate of `e`, accepted at `at` from a source whose resolves wait `resolve_delay` (0:
-/// no flap damping), `refused` or not by "only the opener closes". Flap damping: such a
+/// no flap damping), `refused` or not by "only the opener closes". An event older than the
+/// `sequence` its lane applied is stale ([`stale`]). Flap damping: such a
 /// resolve is due only after the delay; a trigger arriving while a resolve of its lane still
 /// waits damps both (the incident stays open: one page, not two). Runs under the lane's lock
 /// (PostgreSQL's insert lock; SQLite's one writer).
@@ -98,6 +105,11 @@ pub(super) async fn fate(
         return Ok(Fate::Done { state: EventState::Dead, why: why.clone() });
     }
     let lane = e.order_key();
+    if let (Some(sequence), Some(lane)) = (e.sequence(), lane.as_deref()) {
+        if let Some(why) = stale(stored, e, lane, sequence, at).await? {
+            return Ok(Fate::Done { state: EventState::Stale, why });
+        }
+    }
     match (e.action(), lane) {
         (Some(Action::Resolve), Some(_)) if resolve_delay > 0 => Ok(Fate::Queue { next_at: at + resolve_delay }),
         (Some(Action::Trigger), Some(lane)) if resolve_delay > 0 => {
@@ -117,6 +129,39 @@ pub(super) async fn fate(
         }
         _ => Ok(Fate::Queue { next_at: at }),
     }
+}
+
+/// Why `e`, whose rule gave it `sequence`, is stale in `lane`: the lane applied a higher
+/// value of the same type. Otherwise the lane applies it (an equal value is fresh: a repeated
+/// notification, a re-run of the latest run), and values of another type replace the stored
+/// one without comparing (a rule edited: `check` warns where it can tell). Runs under the
+/// lane's lock, as [`fate`].
+async fn stale(
+    stored: &mut impl Routes,
+    e: &Event,
+    lane: &str,
+    sequence: Sequence,
+    at: Millis,
+) -> Result<Option<String>, QueueError> {
+    let applied = stored.sequence(lane).await?.and_then(|(kind, value)| Sequence::from_stored(&kind, value));
+    let dedup_key = e.dedup_key().map(|k| k.as_str());
+    match (sequence.verdict(applied), applied) {
+        (Verdict::Stale, Some(applied)) => {
+            tracing::info!(dedup_key, %sequence, %applied, "stale: older than an event its incident already took; not sent");
+            return Ok(Some(format!(
+                "stale: sequence {sequence} is older than {applied}, which its lane already applied"
+            )));
+        }
+        (Verdict::OtherType, Some(applied)) => tracing::warn!(
+            dedup_key,
+            %sequence,
+            %applied,
+            "sequence changed type (a number and a time): not compared, the new one applies"
+        ),
+        (Verdict::Stale | Verdict::OtherType, None) | (Verdict::Fresh, _) => {}
+    }
+    stored.apply_sequence(lane, sequence, at).await?;
+    Ok(None)
 }
 
 /// A webhook's events as they must be stored.

@@ -206,8 +206,9 @@ impl NewInbound {
 /// Outcome of [`Intake::accept`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
-    /// Committed: `events` events are queued.
-    Committed { id: String, events: usize },
+    /// Committed: `events` events are stored, `stale` of them stale (never sent: older than
+    /// the `sequence` their lane applied).
+    Committed { id: String, events: usize, stale: usize },
     /// The sender already delivered this id; nothing was stored.
     Duplicate { id: String },
 }

@@ -32,12 +32,12 @@ use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
     applied_migrations, tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter,
-    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
-    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState,
-    QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
+    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, EventState, Finish,
+    InboundStatus, Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule,
+    PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
 };
 use crate::event::own::{self, Reason};
-use crate::event::{Action, Event, RoutingKey};
+use crate::event::{Action, Event, RoutingKey, Sequence};
 use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
@@ -154,6 +154,8 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     // The incident ledger, and the rule of each event.
     &[schema::INCIDENTS],
     &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
+    // The highest `sequence` applied per lane: stale events.
+    &[schema::LANE_SEQUENCES],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -375,7 +377,7 @@ async fn insert_events(
     events: &[Event],
     (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
-) -> Result<(), QueueError> {
+) -> Result<usize, QueueError> {
     let routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
     let lanes: Vec<String> = routed.events.iter().filter_map(|e| e.order_key()).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
@@ -386,6 +388,7 @@ async fn insert_events(
     for (dk, key) in routes {
         tx.execute(&record, &[&source, &dk, &key, &at]).await?;
     }
+    let mut stale = 0;
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
         let fate = lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay).await?;
         let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
@@ -419,8 +422,9 @@ async fn insert_events(
             }
         };
         tx.execute(&tx.prepare_cached(statement).await?, &columns).await?;
+        stale += usize::from(matches!(fate, Fate::Done { state: EventState::Stale, .. }));
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// The sticky routes as stored (a lookup locks nothing).
@@ -439,6 +443,19 @@ impl Routes for StoredRoutes<'_, '_> {
 
     async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
         self.0.execute(sql::DAMP, &[&at, &why, &id]).await?;
+        Ok(())
+    }
+
+    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
+        let stmt = self.0.prepare_cached(sql::LANE_SEQUENCE).await?;
+        let row = self.0.query_opt(&stmt, &[&lane]).await?;
+        Ok(row.map(|r| Ok::<_, QueueError>((r.get_as(0)?, r.get_as(1)?))).transpose()?)
+    }
+
+    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, at: Millis) -> Result<(), QueueError> {
+        let (kind, value) = sequence.stored();
+        let stmt = self.0.prepare_cached(sql::APPLY_SEQUENCE).await?;
+        self.0.execute(&stmt, &[&lane, &kind, &value, &at]).await?;
         Ok(())
     }
 
@@ -675,12 +692,14 @@ impl PostgresQueue {
         )
         .await?;
         let closing = Closing::of(&i.source, &i.may_close);
-        insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing).await?;
+        let stale =
+            insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing)
+                .await?;
         if let Some(page) = &i.page {
             own_pages::page(&mut OwnStore(&tx, self.schema), &i.source, page, i.received_at).await?;
         }
         tx.commit().await?;
-        Ok(Accepted::Committed { id: i.id, events: events.len() })
+        Ok(Accepted::Committed { id: i.id, events: events.len(), stale })
     }
 }
 

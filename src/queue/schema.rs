@@ -88,3 +88,13 @@ pub(super) fn step_failed(to: usize, e: super::QueueError) -> super::QueueError 
 /// The event's summary, as its own column: the delivery list shows it and searches it
 /// (`deliveries list`, the console). Events queued before this migration have none.
 pub(super) const EVENTS_SUMMARY: &str = "ALTER TABLE events ADD COLUMN summary TEXT;";
+
+/// The highest `sequence` applied per lane (`lanes::fate`): an event older than it is stale.
+/// Kept for `storage.retention` after the lane's last applied value.
+pub(super) const LANE_SEQUENCES: &str = "CREATE TABLE lane_sequences (
+    lane  TEXT PRIMARY KEY,
+    kind  TEXT NOT NULL,
+    value BIGINT NOT NULL,
+    at    BIGINT NOT NULL
+);
+CREATE INDEX lane_sequences_at ON lane_sequences (at);";

@@ -50,6 +50,14 @@ pub(super) const DAMP: &str = formatcp!(
     "UPDATE events SET state = '{DAMPED}', done_at = $1, last_error = $2 WHERE id = $3 AND state = '{PENDING}'"
 );
 
+/// The highest `sequence` lane `$1` applied: its kind and value.
+pub(super) const LANE_SEQUENCE: &str = "SELECT kind, value FROM lane_sequences WHERE lane = $1";
+
+/// Lane `$1` applied `sequence` `$2` (kind), `$3` (value) at `$4` (`lanes::fate` decided it
+/// is not older than the one stored).
+pub(super) const APPLY_SEQUENCE: &str = "INSERT INTO lane_sequences (lane, kind, value, at) VALUES ($1, $2, $3, $4)
+     ON CONFLICT (lane) DO UPDATE SET kind = excluded.kind, value = excluded.value, at = excluded.at";
+
 /// Source `$1` triggered dedup_key `$2` on routing key `$3` at `$4`.
 pub(super) const RECORD_ROUTE: &str = "INSERT INTO routes (source, dedup_key, routing_key, at) VALUES ($1, $2, $3, $4)
      ON CONFLICT (source, dedup_key, routing_key) DO UPDATE SET at = excluded.at";
@@ -78,8 +86,8 @@ pub(super) const DEAD_INBOUND: &str = "'mapping_failed', 'too_many_events', 'unm
 /// What retention deletes from the tables both backends have, everything before `$1`: events
 /// done (not dead ones: they stay until replayed or deleted) with their attempts, payloads no
 /// event or dead letter needs, delivery ids, bodies seen (GitHub replays), sticky routes,
-/// incidents resolved.
-pub(super) const PRUNE: [&str; 7] = [
+/// incidents resolved, the sequences of lanes not heard from since.
+pub(super) const PRUNE: [&str; 8] = [
     formatcp!(
         "DELETE FROM attempts WHERE event_id IN (SELECT id FROM events WHERE state IN ({PRUNABLE}) AND done_at < $1)"
     ),
@@ -92,6 +100,7 @@ pub(super) const PRUNE: [&str; 7] = [
     "DELETE FROM seen_bodies WHERE seen_at < $1",
     "DELETE FROM routes WHERE at < $1",
     super::ledger::PRUNE,
+    "DELETE FROM lane_sequences WHERE at < $1",
 ];
 
 /// What pruning under pressure deletes (`Capacity::make_room`): of [`PRUNE`], finished events

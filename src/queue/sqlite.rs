@@ -24,12 +24,12 @@ use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
     tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
-    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError, Retention,
-    Role, StoredInbound,
+    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, EventState, Finish,
+    InboundStatus, Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError,
+    Retention, Role, StoredInbound,
 };
 use crate::event::own::{self, Reason};
-use crate::event::{Action, Event, RoutingKey};
+use crate::event::{Action, Event, RoutingKey, Sequence};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
@@ -141,6 +141,8 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
     // The incident ledger, and the rule of each event.
     &[schema::INCIDENTS],
     &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
+    // The highest `sequence` applied per lane: stale events.
+    &[schema::LANE_SEQUENCES],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -843,11 +845,11 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         failed_items_column(&i.status),
     ])?;
     let closing = Closing::of(&i.source, &i.may_close);
-    insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
+    let stale = insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
     if let Some(page) = &i.page {
         ready(own_pages::page(&mut OwnStore(tx), &i.source, page, i.received_at))?;
     }
-    Ok(Accepted::Committed { id: i.id.clone(), events: events.len() })
+    Ok(Accepted::Committed { id: i.id.clone(), events: events.len(), stale })
 }
 
 /// Records `key` (a body's SHA-256 or a delivery id) of `i`'s source for `i`; the inbound id
@@ -868,12 +870,13 @@ fn insert_events(
     events: &[Event],
     (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
-) -> Result<(), QueueError> {
+) -> Result<usize, QueueError> {
     let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
     let mut record = tx.prepare_cached(sql::RECORD_ROUTE)?;
     for (dk, key) in &routed.routes {
         record.execute(params![source, dk, key, at])?;
     }
+    let mut stale = 0;
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
         let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay))?;
         let columns = params![
@@ -901,8 +904,9 @@ fn insert_events(
                 tx.prepare_cached(sql::INSERT_FINISHED)?.execute(all.as_slice())?
             }
         };
+        stale += usize::from(matches!(fate, Fate::Done { state: EventState::Stale, .. }));
     }
-    Ok(())
+    Ok(stale)
 }
 
 /// Runs one of the steps both backends share (`lanes`) here, on the writer thread. SQLite's
@@ -931,6 +935,17 @@ impl Routes for StoredRoutes<'_> {
 
     async fn damp(&mut self, id: i64, at: Millis, why: &str) -> Result<(), QueueError> {
         self.0.prepare_cached(sql::DAMP)?.execute(params![at, why, id])?;
+        Ok(())
+    }
+
+    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
+        let mut stmt = self.0.prepare_cached(sql::LANE_SEQUENCE)?;
+        Ok(stmt.query_row([lane], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+
+    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, at: Millis) -> Result<(), QueueError> {
+        let (kind, value) = sequence.stored();
+        self.0.prepare_cached(sql::APPLY_SEQUENCE)?.execute(params![lane, kind, value, at])?;
         Ok(())
     }
 

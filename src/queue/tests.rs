@@ -111,6 +111,7 @@ on_every_backend! {
         a_body_seen_before_is_a_duplicate_whatever_its_delivery_id,
         only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
         a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both,
+        an_event_older_than_its_lane_s_sequence_is_stale_and_not_sent,
         a_kept_payload_pages_once_per_source_and_reason_with_what_waits_counted,
     ],
     deliveries: [
@@ -265,7 +266,7 @@ const LEASE: std::time::Duration = std::time::Duration::from_secs(60);
 
 async fn a_repeated_delivery_id_is_reported_not_stored(q: Arc<dyn Queue>) {
     let first = q.accept(inbound(Some("d1")), vec![alert("trigger", "k")]).await.unwrap();
-    let Accepted::Committed { id, events: 1 } = first else { panic!("{first:?}") };
+    let Accepted::Committed { id, events: 1, .. } = first else { panic!("{first:?}") };
     let again = q.accept(inbound(Some("d1")), vec![alert("trigger", "k")]).await.unwrap();
     assert_eq!(again, Accepted::Duplicate { id });
     assert_eq!(q.depth().await.unwrap().0, 1);
@@ -278,7 +279,7 @@ async fn a_body_seen_before_is_a_duplicate_whatever_its_delivery_id(q: Arc<dyn Q
         ..inbound_from(source)
     };
     let first = q.accept(from("gh", "d1", "aa"), vec![alert("resolve", "k")]).await.unwrap();
-    let Accepted::Committed { id, events: 1 } = first else { panic!("{first:?}") };
+    let Accepted::Committed { id, events: 1, .. } = first else { panic!("{first:?}") };
     let replay = q.accept(from("gh", "d2", "aa"), vec![alert("resolve", "k")]).await.unwrap();
     assert_eq!(replay, Accepted::Duplicate { id: id.clone() });
     let elsewhere = q.accept(from("other", "d2", "aa"), vec![alert("trigger", "k")]).await.unwrap();
@@ -1023,7 +1024,7 @@ async fn replicas_share_delivery_ids(schema: &PgSchema) {
     );
     let mut outcomes = [x.unwrap(), y.unwrap()];
     outcomes.sort_by_key(|o| matches!(o, Accepted::Duplicate { .. }));
-    let [Accepted::Committed { id, events: 1 }, Accepted::Duplicate { id: dup }] = &outcomes else {
+    let [Accepted::Committed { id, events: 1, .. }, Accepted::Duplicate { id: dup }] = &outcomes else {
         panic!("{outcomes:?}")
     };
     assert_eq!(id, dup);
@@ -1549,7 +1550,8 @@ async fn events_are_filtered_by_source_state_and_time(q: Arc<dyn Queue>) {
 async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<dyn Queue>) {
     // Dedup_keys that contain no state's name: the search matches those too.
     let lanes = ["ok", "dry", "gone", "again", "later"];
-    q.accept(inbound(None), lanes.iter().map(|k| alert("trigger", k)).collect()).await.unwrap();
+    let triggers = lanes.iter().map(|k| alert("trigger", k).with_sequence("2")).collect();
+    q.accept(inbound(None), triggers).await.unwrap();
     q.accept(inbound(None), vec![alert("trigger", "pair"), alert("trigger", "pair")]).await.unwrap();
     let now = now_millis();
     let mut outcomes = std::collections::HashMap::from([
@@ -1571,6 +1573,7 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
     for (inbound, events) in [flap("resolve"), flap("trigger")] {
         q.accept(inbound, events).await.unwrap();
     }
+    q.accept(inbound(None), vec![alert("resolve", "ok").with_sequence("1")]).await.unwrap();
     for state in EventState::ALL {
         let rows =
             q.events(EventQuery { search: Some(state.to_string()), limit: 10, ..EventQuery::default() }).await.unwrap();
@@ -1770,6 +1773,76 @@ async fn resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept
         [("open", IncidentState::Open)]
     );
     assert_eq!(q.open_incidents().await.unwrap()[0].open, 1);
+}
+
+/// `alert(action, dedup)` whose rule gave it `sequence`.
+fn sequenced(action: &str, dedup: &str, sequence: &str) -> Event {
+    alert(action, dedup).with_sequence(sequence)
+}
+
+async fn an_event_older_than_its_lane_s_sequence_is_stale_and_not_sent(q: Arc<dyn Queue>) {
+    // A resolve at 10:05, then its trigger of 10:00 retried late (SNS): the trigger is stale.
+    let resolved = sequenced("resolve", "cw", "2024-05-01T10:05:00Z");
+    let late = sequenced("trigger", "cw", "2024-05-01T10:00:00Z");
+    let done = q.accept(inbound_from("sns"), vec![resolved]).await.unwrap();
+    assert!(matches!(done, Accepted::Committed { events: 1, stale: 0, .. }), "{done:?}");
+    let done = q.accept(inbound_from("sns"), vec![late]).await.unwrap();
+    assert!(matches!(done, Accepted::Committed { events: 1, stale: 1, .. }), "{done:?}");
+    assert_eq!(deliver_accepted(&q, 1_000).await, [("resolve".to_string(), "cw".to_string())]);
+    let stale = q.events(EventQuery { state: Some("stale".into()), limit: 10, ..EventQuery::default() }).await.unwrap();
+    let [row] = &stale[..] else { panic!("{stale:?}") };
+    assert_eq!(row.summary.action.as_deref(), Some("trigger"));
+    let why = row.summary.last_error.as_deref().unwrap_or_default();
+    assert!(why.contains("2024-05-01T10:00:00Z is older than 2024-05-01T10:05:00Z"), "{why}");
+    // An equal value is fresh (a repeat, a re-run of the latest run); a newer one too; within
+    // one webhook the later event sees the earlier one's value.
+    let run = |action, n| sequenced(action, "run", n);
+    q.accept(inbound_from("gh"), vec![run("trigger", "41"), run("trigger", "41"), run("resolve", "40")]).await.unwrap();
+    q.accept(inbound_from("gh"), vec![run("resolve", "42")]).await.unwrap();
+    let sent = deliver_accepted(&q, 2_000).await;
+    assert_eq!(sent.iter().map(|(a, _)| a.as_str()).collect::<Vec<_>>(), ["trigger", "resolve"], "{sent:?}");
+    // Values of another type are not compared; events without one are not checked.
+    q.accept(inbound_from("gh"), vec![run("trigger", "2024-05-01T10:00:00Z"), alert("resolve", "run")]).await.unwrap();
+    assert_eq!(deliver_accepted(&q, 3_000).await.len(), 2);
+}
+
+/// The sequence a lane applied outlives a restart: an old resolve arriving after it is stale.
+async fn a_lane_s_sequence_outlives_a_restart<F, Fut>(q: Arc<dyn Queue>, reopen: F)
+where
+    F: FnOnce(Arc<dyn Queue>) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Queue>>,
+{
+    q.accept(inbound_from("gl"), vec![sequenced("trigger", "pipeline", "1002")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let q = reopen(q).await;
+    // Pipeline 1001 finished after 1002 failed: its resolve must not close 1002's incident.
+    let done = q.accept(inbound_from("gl"), vec![sequenced("resolve", "pipeline", "1001")]).await.unwrap();
+    assert!(matches!(done, Accepted::Committed { stale: 1, .. }), "{done:?}");
+    assert!(deliver_accepted(&q, 2_000).await.is_empty());
+    assert_eq!(ledger(&q).await[0].state, IncidentState::Open);
+}
+
+#[tokio::test]
+async fn sqlite_a_lane_s_sequence_outlives_a_restart() {
+    let (q, dir) = sqlite();
+    let path = dir.path().join("q.db");
+    a_lane_s_sequence_outlives_a_restart(q, |q| async move {
+        drop(q);
+        Arc::new(SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap()) as Arc<dyn Queue>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_lane_s_sequence_outlives_a_restart() {
+    let Some(schema) = PgSchema::create("a_lane_s_sequence_outlives_a_restart").await else { return };
+    let q = replica(&schema).await;
+    a_lane_s_sequence_outlives_a_restart(q, |q| async {
+        drop(q);
+        replica(&schema).await
+    })
+    .await;
+    schema.drop().await;
 }
 
 /// A store closed and opened again between a trigger and its resolve (a restart): the ledger
@@ -2156,7 +2229,7 @@ async fn a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_it
     let kept = NewInbound::new("am", now_millis(), bytes::Bytes::from_static(b"{\"alerts\":[]}"), status.clone());
     let id = kept.id.clone();
     let accepted = q.accept(kept, vec![alert("trigger", "a-0"), alert("trigger", "a-2")]).await.unwrap();
-    assert_eq!(accepted, Accepted::Committed { id: id.clone(), events: 2 });
+    assert_eq!(accepted, Accepted::Committed { id: id.clone(), events: 2, stale: 0 });
     assert_eq!(q.depth().await.unwrap().0, 2, "the items that mapped are queued");
     let dead = q.dead_letters(None, 10).await.unwrap();
     assert_eq!((dead.len(), dead[0].kind.as_str(), dead[0].reason.as_str()), (1, "items_failed", "2 items failed"));

@@ -131,6 +131,22 @@ impl InternalEvent for WebhookMapped<'_> {
     }
 }
 
+/// Events of a webhook stored `stale`: older than the `sequence` their lane applied, so never
+/// sent (each is logged by the queue with both values).
+pub struct EventsStale<'a> {
+    pub source: &'a str,
+    pub inbound_id: &'a str,
+    pub events: usize,
+}
+
+impl InternalEvent for EventsStale<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let EventsStale { source, inbound_id, events } = self;
+        metrics.stale(source, events);
+        tracing::info!(source = %source, inbound_id = %inbound_id, events, "stale events not sent");
+    }
+}
+
 /// Why a verified payload was kept as a dead letter instead of mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {

@@ -79,6 +79,7 @@ pub struct Metrics {
     upstream: Histogram,
     unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
+    stale: Family<SourceLabels, Counter>,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
     depth: Gauge,
@@ -176,6 +177,12 @@ impl Metrics {
                 "Pending triggers replaced by a newer trigger of the same dedup_key before being sent",
                 Counter::default(),
             ),
+            stale: registered(
+                r,
+                "events_stale",
+                "Events not sent because they were older than the sequence their incident already applied (out-of-order deliveries), by source",
+                Family::default(),
+            ),
             reloads: registered(r, "config_reloads", "Config reloads by result (ok, error)", Family::default()),
             task_failures: registered(
                 r,
@@ -235,6 +242,7 @@ impl Metrics {
                 let labels = RejectLabels { source: source.to_string(), reason: reason.to_string() };
                 let _ = self.dead_letters_dropped.get_or_create(&labels);
             }
+            let _ = self.stale.get_or_create(&SourceLabels { source: source.to_string() });
             for outcome in super::events::WebhookOutcome::ALL {
                 let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.as_str().to_string() };
                 let _ = self.outcomes.get_or_create(&labels);
@@ -281,6 +289,11 @@ impl Metrics {
             action: action.unwrap_or("none").to_string(),
         };
         self.events.get_or_create(&labels).inc();
+    }
+
+    /// `n` events of `source` stored `stale`, never sent.
+    pub(super) fn stale(&self, source: &str, n: usize) {
+        self.stale.get_or_create(&SourceLabels { source: source.to_string() }).inc_by(n as u64);
     }
 
     /// A payload whose mapping failed, kept for replay.

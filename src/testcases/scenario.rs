@@ -6,12 +6,13 @@
 //! leaves the incident open, that a re-trigger after a resolve pages again.
 //!
 //! Each step is delivered before the next one arrives (a step's `at` only moves the time it is
-//! accepted at). Within one step, the events of one webhook are queued together, so a trigger
+//! accepted at). An event older than the `sequence` its lane applied is stale and never
+//! reaches PagerDuty, as in the queue. Within one step, the events of one webhook are queued together, so a trigger
 //! directly followed in its lane by another trigger is collapsed into it, as the queue's claim
 //! does (`queue::lanes::lease_head`), and never reaches PagerDuty.
 
 use super::{native_differences, notes, Case, CaseReport, Config, Failure, Produce, RawCase};
-use crate::event::{Action, Event};
+use crate::event::{Action, Event, Sequence, Verdict};
 use crate::mapping::Renderer;
 use crate::pagerduty_model::{Incident, Incidents};
 use serde::Deserialize;
@@ -132,6 +133,7 @@ impl Scenario {
     /// Runs the steps in order into a fresh model of PagerDuty, then compares what it ends with.
     pub(super) fn run(&self, file: &str, cfg: &Config, produce: &Produce<'_>) -> CaseReport {
         let mut pd = Incidents::new();
+        let mut applied = BTreeMap::new();
         let mut failures = Vec::new();
         let mut all_notes = Vec::new();
         for step in &self.steps {
@@ -151,7 +153,8 @@ impl Scenario {
                 }
             };
             failures.extend(super::compare(step, &events, cfg).into_iter().map(at));
-            for e in delivered(&events) {
+            let fresh: Vec<_> = events.into_iter().filter(|(_, e)| !stale(&mut applied, e)).collect();
+            for e in delivered(&fresh) {
                 pd.apply(e.routing_key().expose(), e.body());
             }
         }
@@ -227,6 +230,20 @@ impl Scenario {
             "status": i.status.as_str(),
             "routing_key": names,
         })
+    }
+}
+
+/// Whether `e` is stale in its lane, as the queue judges it at the accept (`queue::lanes`):
+/// older than the `sequence` its lane applied. A fresh one's value applies.
+fn stale(applied: &mut BTreeMap<(String, String), Sequence>, e: &Event) -> bool {
+    let (Some(sequence), Some(dk)) = (e.sequence(), e.dedup_key()) else { return false };
+    let lane = (e.routing_key().expose().to_string(), dk.as_str().to_string());
+    match sequence.verdict(applied.get(&lane).copied()) {
+        Verdict::Stale => true,
+        Verdict::Fresh | Verdict::OtherType => {
+            applied.insert(lane, sequence);
+            false
+        }
     }
 }
 

@@ -40,6 +40,14 @@ impl Routes for Stored {
     async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
         Ok(())
     }
+
+    async fn sequence(&mut self, _: &str) -> Result<Option<(String, i64)>, QueueError> {
+        Ok(None)
+    }
+
+    async fn apply_sequence(&mut self, _: &str, _: Sequence, _: Millis) -> Result<(), QueueError> {
+        Ok(())
+    }
 }
 
 /// The ledger says source `b` opened every lane.
@@ -59,6 +67,14 @@ impl Routes for Opened {
     }
 
     async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn sequence(&mut self, _: &str) -> Result<Option<(String, i64)>, QueueError> {
+        Ok(None)
+    }
+
+    async fn apply_sequence(&mut self, _: &str, _: Sequence, _: Millis) -> Result<(), QueueError> {
         Ok(())
     }
 }
@@ -136,4 +152,77 @@ fn each_finish_writes_its_outcome() {
     let retry = Finish::RetryAt(99);
     assert_eq!(Outcome::of(&silent, &retry).last_error(), (true, None), "a retry without detail clears it");
     assert_eq!(Outcome::of(&attempt, &Finish::Delivered).last_error(), (false, None), "delivered keeps it");
+}
+
+/// The sequences lanes applied, and nothing else stored.
+#[derive(Default)]
+struct Sequences(HashMap<String, (String, i64)>);
+
+impl Routes for Sequences {
+    async fn latest_route(&mut self, _: &str, _: &str, _: &str) -> Result<Option<(String, bool)>, QueueError> {
+        Ok(None)
+    }
+
+    async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
+        Ok(None)
+    }
+
+    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
+        Ok(None)
+    }
+
+    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
+        Ok(())
+    }
+
+    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
+        Ok(self.0.get(lane).cloned())
+    }
+
+    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, _: Millis) -> Result<(), QueueError> {
+        let (kind, value) = sequence.stored();
+        self.0.insert(lane.to_string(), (kind.to_string(), value));
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn an_event_older_than_its_lane_s_sequence_is_stale_an_equal_or_other_typed_one_is_not() {
+    let mut lanes = Sequences::default();
+    let mut fate_of = async |action, sequence: &str| {
+        let e = alert(action, "k", 'o').with_sequence(sequence);
+        match fate(&mut lanes, &e, None, 1_000, 0).await.unwrap() {
+            Fate::Queue { .. } => "queued".to_string(),
+            Fate::Done { state, why } => format!("{state}: {why}"),
+        }
+    };
+    assert_eq!(fate_of("trigger", "7").await, "queued");
+    assert_eq!(
+        fate_of("resolve", "6").await,
+        "stale: stale: sequence 6 is older than 7, which its lane already applied"
+    );
+    assert_eq!(fate_of("trigger", "7").await, "queued", "a repeat notification, a re-run of the latest run");
+    assert_eq!(fate_of("resolve", "8").await, "queued");
+    assert_eq!(
+        fate_of("trigger", "7").await,
+        "stale: stale: sequence 7 is older than 8, which its lane already applied"
+    );
+    assert_eq!(fate_of("trigger", "2024-05-01T10:00:00Z").await, "queued", "another type is not compared");
+    assert_eq!(fate_of("resolve", "2024-05-01T09:59:59Z").await.split(':').next(), Some("stale"));
+    assert_eq!(fate_of("trigger", "").await, "queued", "no sequence: not checked");
+    assert_eq!(fate_of("trigger", "yesterday").await, "queued", "not a sequence: not checked");
+    let unreadable = alert("trigger", "k", 'o').with_sequence("yesterday");
+    assert_eq!(unreadable.sequence(), None);
+    assert!(unreadable.notes().iter().any(|n| n.contains("\"yesterday\" is neither")), "{:?}", unreadable.notes());
+}
+
+#[tokio::test]
+async fn a_refused_or_stale_event_leaves_its_lane_s_sequence_as_it_was() {
+    let mut lanes = Sequences::default();
+    let e = |action, sequence| alert(action, "k", 'o').with_sequence(sequence);
+    fate(&mut lanes, &e("trigger", "5"), None, 1_000, 0).await.unwrap();
+    let why = "refused".to_string();
+    fate(&mut lanes, &e("resolve", "9"), Some(&why), 1_000, 0).await.unwrap();
+    fate(&mut lanes, &e("resolve", "3"), None, 1_000, 0).await.unwrap();
+    assert_eq!(lanes.0.values().collect::<Vec<_>>(), [&("number".to_string(), 5)]);
 }

@@ -10,6 +10,8 @@ const ALL: &[(&str, &str)] = &[
     ("INSERT_FINISHED", INSERT_FINISHED),
     ("DELAYED_RESOLVE", DELAYED_RESOLVE),
     ("DAMP", DAMP),
+    ("LANE_SEQUENCE", LANE_SEQUENCE),
+    ("APPLY_SEQUENCE", APPLY_SEQUENCE),
     ("RECORD_ROUTE", RECORD_ROUTE),
     ("RECORD_ATTEMPT", RECORD_ATTEMPT),
     ("FINISH", FINISH),
@@ -22,6 +24,7 @@ const ALL: &[(&str, &str)] = &[
     ("PRUNE[4]", PRUNE[4]),
     ("PRUNE[5]", PRUNE[5]),
     ("PRUNE[6]", PRUNE[6]),
+    ("PRUNE[7]", PRUNE[7]),
     ("DELETE_DEAD_EVENT[0]", DELETE_DEAD_EVENT[0]),
     ("DELETE_DEAD_EVENT[1]", DELETE_DEAD_EVENT[1]),
     ("DELETE_DEAD_INBOUND", DELETE_DEAD_INBOUND),
@@ -65,7 +68,11 @@ fn the_parameter_check_sees_an_out_of_order_statement() {
 #[test]
 fn event_states_are_built_into_the_statements() {
     assert!(RENEW.ends_with("state = 'pending'"), "{RENEW}");
-    assert!(PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped')"), "{}", PRUNE[1]);
+    assert!(
+        PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'stale')"),
+        "{}",
+        PRUNE[1]
+    );
     assert!(DEAD_LETTERS.contains("e.state = 'dead'"), "{DEAD_LETTERS}");
 }
 

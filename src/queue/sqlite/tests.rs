@@ -36,9 +36,9 @@ async fn a_failed_write_is_rolled_back_alone() {
     let (taken, other) =
         tokio::join!(q.accept(inbound("a", "d2"), Vec::new()), q.accept(inbound("b", "d3"), Vec::new()));
     assert!(matches!(taken, Err(QueueError::Constraint(_))), "{taken:?}");
-    assert_eq!(other.unwrap(), Accepted::Committed { id: "b".into(), events: 0 });
+    assert_eq!(other.unwrap(), Accepted::Committed { id: "b".into(), events: 0, stale: 0 });
     let again = q.accept(inbound("c", "d2"), Vec::new()).await.unwrap();
-    assert_eq!(again, Accepted::Committed { id: "c".into(), events: 0 }, "d2 was not left recorded");
+    assert_eq!(again, Accepted::Committed { id: "c".into(), events: 0, stale: 0 }, "d2 was not left recorded");
 }
 
 fn inbound_at(id: &str, received_at: Millis, body: &'static [u8], status: InboundStatus) -> NewInbound {
@@ -146,13 +146,16 @@ fn an_accept_whose_sync_failed_is_answered_with_the_error() {
         std::thread::spawn(move || sync_then_answer(WalFile { path: wal, file: None }, committed));
         let (reply, answer) = oneshot::channel();
         let accept = Box::new(Prepared::new(inbound_at("a", 1, b"{}", InboundStatus::Mapped), Vec::new()));
-        let done = Ok(Accepted::Committed { id: "a".into(), events: 0 });
+        let done = Ok(Accepted::Committed { id: "a".into(), events: 0, stale: 0 });
         to_sync.send(Committed(vec![Answer::Accept(reply, done, accept)])).unwrap();
         answer.blocking_recv().unwrap().0
     };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("q.db-wal"), b"frames").unwrap();
-    assert_eq!(answered(dir.path().join("q.db-wal")).unwrap(), Accepted::Committed { id: "a".into(), events: 0 });
+    assert_eq!(
+        answered(dir.path().join("q.db-wal")).unwrap(),
+        Accepted::Committed { id: "a".into(), events: 0, stale: 0 }
+    );
     let unsyncable = dir.path().join("q.db-wal").join("not-a-directory");
     let e = answered(unsyncable).unwrap_err();
     assert!(matches!(&e, QueueError::Io(m) if m.contains("cannot sync")), "{e}");
