@@ -202,3 +202,28 @@ async fn a_flapping_alert_keeps_its_incident_open_and_pages_once() {
     assert_eq!(app.fake.received().len(), 1, "one page");
     assert_eq!(until_state(&app, "n-1", "open").await["last_action"], "trigger");
 }
+
+#[tokio::test]
+async fn an_event_older_than_its_incident_s_sequence_is_stale_counted_and_never_sent() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("sequenced.toml");
+        std::fs::write(&path, format!("{NUMBERED}sequence = \"{{{{body.run}}}}\"\n")).unwrap();
+        format!("{}{}", crate::helpers::without_own_pages(text), bearer_source("ci", &path))
+    })
+    .await;
+    // Run 8 failed, run 9 passed, then run 8's failure is delivered again (a re-run).
+    for (run, action) in [(8, "trigger"), (9, "resolve"), (8, "trigger")] {
+        let answer = app.post_bearer("ci", &json!({"n": 1, "action": action, "run": run})).await;
+        assert_eq!(answer.status, 202, "{:?}", answer.json);
+    }
+    app.fake.wait_for(2, WAIT).await;
+    until_state(&app, "n-1", "resolved").await;
+    let metrics = app.scrape().await;
+    assert_eq!(sample(&metrics, r#"pagerhook_events_stale_total{source="ci"}"#), Some(1.0), "{metrics}");
+    let queue = app.app.as_ref().unwrap().queue().clone();
+    let recent = queue.recent(3).await.unwrap();
+    assert_eq!(recent[0].state, pagerhook::queue::EventState::Stale, "{recent:#?}");
+    assert_eq!(queue.depth().await.unwrap().0, 0, "nothing waits to be sent");
+    let sent: Vec<_> = app.fake.received().iter().map(|e| e.action().map(str::to_string)).collect();
+    assert_eq!(sent, [Some("trigger".to_string()), Some("resolve".to_string())], "the re-run paged nobody");
+}
