@@ -449,7 +449,7 @@ impl Routes for StoredRoutes<'_, '_> {
     async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
         let stmt = self.0.prepare_cached(sql::LANE_SEQUENCE).await?;
         let row = self.0.query_opt(&stmt, &[&lane]).await?;
-        Ok(row.map(|r| Ok::<_, QueueError>((r.get_as(0)?, r.get_as(1)?))).transpose()?)
+        row.map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).transpose()
     }
 
     async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, at: Millis) -> Result<(), QueueError> {
