@@ -37,6 +37,8 @@ def apply(event):
             OPEN[lane] = len(STATE["incidents"]) - 1
         incident = STATE["incidents"][OPEN[lane]]
         incident["groups"] = sorted(set(incident["groups"]) | groups)
+        # What the incident's alert says now; PagerDuty's title stays the first (`summary`).
+        incident["latest_summary"] = (event.get("payload") or {}).get("summary", "")
     elif action == "resolve" and lane in OPEN:
         STATE["incidents"][OPEN.pop(lane)]["open"] = False
 
@@ -66,7 +68,10 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the sender stopped waiting (pagerhook shutting down at the end of the run)
 
     def log_message(self, *args):
         pass

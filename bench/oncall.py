@@ -224,7 +224,8 @@ def main():
             time.sleep(max(0, start + at - time.monotonic()))
             http("POST", f"http://127.0.0.1:{am}/api/v2/alerts", alerts(), timeout=30)
         time.sleep(max(0, start + STREAM_SECONDS + SETTLE_SECONDS - time.monotonic()))
-        results = [tally(json.loads(http("GET", f"http://127.0.0.1:{f}/state")[1])) for f in fakes]
+        states = [json.loads(http("GET", f"http://127.0.0.1:{f}/state")[1]) for f in fakes]
+        results = [tally(state) for state in states]
     finally:
         for p in reversed(procs):
             p.terminate()
@@ -236,6 +237,10 @@ def main():
     print("|---|---|---|---|---|")
     for (name, _), r in zip(rows, results):
         print(f"| {name} | {r['pages']} | {len(r['never_paged'])} | {r['stuck']} | {r['events']} |")
+    print(f"\nIncidents of the last row (title as PagerDuty keeps it → the latest alert's summary):")
+    for i in states[-1]["incidents"]:
+        state = "open" if i["open"] else "resolved"
+        print(f"  {state:8} {i['summary'][:70]!r} → {i.get('latest_summary', '')[:70]!r}")
     ours, theirs = results[-1], results[0]
     failures = []
     if ours["pages"] >= theirs["pages"]:
