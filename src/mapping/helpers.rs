@@ -177,6 +177,15 @@ pub const HELPERS: &[Spec] = &[
         form: Form::Value { native: None, hash: None },
     },
     Spec {
+        name: "where",
+        args: (3, 3),
+        usage: "where list \"a.b\" v",
+        meaning: "the elements of the list whose field equals `v`, a list: \
+                  `(pluck (where body.alerts \"status\" \"firing\") \"labels.severity\")`",
+        handlebars: Def::Own(|| Box::new(where_)),
+        form: Form::Value { native: None, hash: None },
+    },
+    Spec {
         name: "if",
         args: (1, 1),
         usage: "#if c",
@@ -566,6 +575,17 @@ handlebars_helper!(pluck: |v: Json, path: str| match v {
 handlebars_helper!(count: |v: Json, path: str, want: Json| match v {
     Value::Array(a) => a.iter().filter(|e| path.split('.').try_fold(*e, |e, seg| e.get(seg)) == Some(want)).count(),
     _ => 0,
+});
+
+// `(where body.alerts "status" "firing")`: Alertmanager's `.Alerts.Firing`, so that a grouped
+// mapping can read the firing alerts' labels (the group's worst severity) and not the resolved.
+handlebars_helper!(where_: |v: Json, path: str, want: Json| match v {
+    Value::Array(a) => a
+        .iter()
+        .filter(|e| path.split('.').try_fold(*e, |e, seg| e.get(seg)) == Some(want))
+        .cloned()
+        .collect::<Vec<_>>(),
+    _ => Vec::new(),
 });
 
 // Handlebars' own (`eq`, `ne`, `not`: typed parameters; `and`, `or`: `*args`; `len`), natively.

@@ -403,6 +403,21 @@ fn count_counts_the_elements_whose_field_equals_a_value() {
     assert_eq!(out, "2|0|0");
 }
 
+#[test]
+fn where_keeps_the_elements_whose_field_equals_a_value() {
+    let alerts = serde_json::json!({"a": [
+        {"status": "firing", "labels": {"severity": "warning"}},
+        {"status": "resolved", "labels": {"severity": "critical"}},
+        {"status": "firing", "labels": {"severity": "error"}},
+        {"x": 1}
+    ], "n": 3});
+    let out = summary(
+        r#"{{join (pluck (where body.a "status" "firing") "labels.severity") ","}}|{{len (where body.a "status" "gone")}}|{{len (where body.n "status" "firing")}}"#,
+        alerts,
+    );
+    assert_eq!(out, "warning,error|0|0");
+}
+
 fn load_errors(text: &str) -> Vec<String> {
     match load(text) {
         Ok(_) => panic!("expected errors for:\n{text}"),

@@ -92,8 +92,11 @@ pub(super) enum Fate {
 /// no flap damping), `refused` or not by "only the opener closes". An event older than the
 /// `sequence` its lane applied is stale ([`stale`]). Flap damping: such a
 /// resolve is due only after the delay; a trigger arriving while a resolve of its lane still
-/// waits damps both (the incident stays open: one page, not two). Runs under the lane's lock
-/// (PostgreSQL's insert lock; SQLite's one writer).
+/// waits damps both when the ledger holds the lane's incident open (it stays open: one page,
+/// not two). When it holds none (the lane was never paged, or its trigger is still queued),
+/// only the resolve is damped: it would close nothing, and the trigger must still page (or
+/// collapse into the queued one). Runs under the lane's lock (PostgreSQL's insert lock;
+/// SQLite's one writer).
 pub(super) async fn fate(
     stored: &mut impl Routes,
     e: &Event,
@@ -116,6 +119,13 @@ pub(super) async fn fate(
             let Some(resolve) = stored.delayed_resolve(&lane, at).await? else {
                 return Ok(Fate::Queue { next_at: at });
             };
+            let dedup_key = e.dedup_key().map_or("", |k| k.as_str());
+            if stored.opener(e.routing_key().expose(), dedup_key).await?.is_none() {
+                let why = "flap damped: a trigger of its lane followed within resolve_delay, and no incident was open for it to close";
+                stored.damp(resolve, at, why).await?;
+                tracing::info!(resolve, dedup_key, "flap damped: the held resolve closes nothing, the trigger is sent");
+                return Ok(Fate::Queue { next_at: at });
+            }
             let why = format!(
                 "flap damped: a trigger of its lane arrived within resolve_delay (event {resolve} and this one)"
             );

@@ -112,6 +112,7 @@ on_every_backend! {
         only_the_opener_closes_its_incident_unless_the_closer_may_close_it,
         a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both,
         an_event_older_than_its_lane_s_sequence_is_stale_and_not_sent,
+        a_trigger_after_a_held_resolve_of_a_lane_with_no_open_incident_is_sent,
         a_kept_payload_pages_once_per_source_and_reason_with_what_waits_counted,
     ],
     deliveries: [
@@ -1589,7 +1590,9 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
     assert_eq!(log, [(now, Some(500)), (now + 60_000, Some(202))]);
     assert_eq!((detail.row.summary.state, detail.row.summary.attempts), (EventState::Delivered, 2));
     assert!(q.event(retry.id + 1000).await.unwrap().is_none());
-    assert_eq!(q.depth().await.unwrap(), (1, Some(now)), "the backlog: the replayed copy, still leased");
+    // The flap's trigger waits too: its lane was never paged, so only the held resolve was damped.
+    let backlog = "the backlog: the replayed copy, still leased, and the flap's trigger";
+    assert_eq!(q.depth().await.unwrap(), (2, Some(now)), "{backlog}");
 }
 
 /// Retention deletes only what finished before its cutoff: a delivered event after it stays,
@@ -1978,6 +1981,20 @@ async fn a_resolve_waits_its_delay_and_a_trigger_meanwhile_damps_both(q: Arc<dyn
     assert_eq!(q.claim(now_millis() + 60_000, 10, LEASE).await.unwrap().len(), 1);
     q.accept(inbound_from("gh"), vec![alert("resolve", "other")]).await.unwrap();
     assert_eq!(q.claim(now_millis(), 10, LEASE).await.unwrap().len(), 1);
+}
+
+/// A held resolve of a lane the ledger holds no open incident for would close nothing: a
+/// trigger of that lane meanwhile damps only the resolve, and is sent, since nothing else
+/// pages (a grouped mapping resolves the group's key of the other urgency, which may never
+/// have been paged, and a warning group turning critical triggers it).
+async fn a_trigger_after_a_held_resolve_of_a_lane_with_no_open_incident_is_sent(q: Arc<dyn Queue>) {
+    q.accept(damping_from("am", 60_000), vec![alert("resolve", "never-paged")]).await.unwrap();
+    q.accept(damping_from("am", 60_000), vec![alert("trigger", "never-paged")]).await.unwrap();
+    let sent = deliver_all(&q, now_millis()).await;
+    assert_eq!(sent, [("trigger".into(), "never-paged".into(), key().expose().to_string())]);
+    let states: Vec<_> = q.recent(10).await.unwrap().iter().map(|e| (e.action.clone().unwrap(), e.state)).collect();
+    assert_eq!(states, [("trigger".into(), EventState::Delivered), ("resolve".into(), EventState::Damped)]);
+    assert_eq!(q.claim(now_millis() + 120_000, 10, LEASE).await.unwrap().len(), 0, "the resolve stays damped");
 }
 
 /// The body of `fn name` in `src`, up to its closing brace at the start of a line.

@@ -242,3 +242,21 @@ fn every_shipped_mapping_recommends_an_unmatched_choice_that_pagerhook_toml_foll
         assert!(block.contains(&format!("unmatched = \"{choice}\"")), "pagerhook.toml's {name} source: {block}");
     }
 }
+
+/// pagerhook.toml's suggested Alertmanager source pages per group, at most as often as
+/// Alertmanager's own PagerDuty receiver (bench/oncall.sh measures it), and its Alertmanager and
+/// Grafana sources damp flaps with a delay of group_interval + group_wait (README.md).
+#[test]
+fn pagerhook_toml_suggests_the_grouped_alertmanager_mapping_and_flap_damping() {
+    let config = std::fs::read_to_string(root().join("pagerhook.toml")).unwrap();
+    let block = |name: &str| {
+        let at = config.find(&format!("# name = \"{name}\"")).unwrap_or_else(|| panic!("no {name} source"));
+        let rest = &config[at..];
+        rest[..rest.find("# [[source]]").unwrap_or(rest.len())].to_string()
+    };
+    let alertmanager = block("alertmanager");
+    assert!(alertmanager.contains("# mappings = [\"mappings/alertmanager-grouped.toml\"]"), "{alertmanager}");
+    for source in [alertmanager, block("grafana")] {
+        assert!(source.contains("# resolve_delay = \"6m\""), "{source}");
+    }
+}
