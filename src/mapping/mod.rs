@@ -1051,12 +1051,7 @@ fn check_resolve_has_dedup_key(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
 const UNMATCHABLE: &str = "an acknowledge or resolve needs dedup_key, built the way its trigger's is: \
 without it the key is derived from this payload, never matches the trigger, and the incident stays open";
 
-fn compile_rule(
-    r: &RawRule,
-    path: &Path,
-    c: &mut Compiler<'_>,
-    keys: &RoutingKeys,
-) -> Option<Rule> {
+fn compile_rule(r: &RawRule, path: &Path, c: &mut Compiler<'_>, keys: &RoutingKeys) -> Option<Rule> {
     let emit = match r.emit.as_str() {
         "alert" => Emit::Alert,
         "change" => Emit::Change,

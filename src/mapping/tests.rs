@@ -260,7 +260,8 @@ fn compile_errors_name_file_line_rule_and_field_and_all_are_reported() {
 fn change_rules_aimed_at_a_ruleset_key_are_refused() {
     let deploys = "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n";
     let ruleset = RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap();
-    let errors = load_with(deploys, RoutingKeys { default: Some(ruleset.clone()), named: BTreeMap::new() }).unwrap_err();
+    let errors =
+        load_with(deploys, RoutingKeys { default: Some(ruleset.clone()), named: BTreeMap::new() }).unwrap_err();
     assert_eq!(errors.len(), 1, "{errors:?}");
     let error = errors[0].to_string();
     assert!(error.contains("rule 'deploys'") && error.contains("ruleset key (R…)"), "{error}");
@@ -666,7 +667,8 @@ fn a_files_vars_are_read_as_vars_by_its_templates_in_both_renderers() {
     let mapping = load(text).unwrap_or_else(|e| panic!("{e:#?}"));
     for renderer in [Renderer::Native, Renderer::Handlebars] {
         let severity = |name: &str| {
-            let out = mapping.apply_via(renderer, verified(serde_json::json!({ "name": name })), accepted(), 10).unwrap();
+            let out =
+                mapping.apply_via(renderer, verified(serde_json::json!({ "name": name })), accepted(), 10).unwrap();
             out[0].event.body()["payload"]["severity"].clone()
         };
         assert_eq!(severity("Deploy"), "error", "{renderer:?}");
