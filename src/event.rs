@@ -19,7 +19,8 @@ use std::sync::OnceLock;
 
 /// Longest summary PagerDuty keeps, in characters.
 pub const SUMMARY_MAX_CHARS: usize = 1024;
-/// Longest dedup_key PagerDuty accepts, in characters.
+/// Longest dedup_key PagerDuty accepts, in characters; pagerhook counts it in bytes
+/// ([`DedupKey::new`]).
 pub const DEDUP_KEY_MAX_CHARS: usize = 255;
 /// Largest event pagerhook sends, routing key included: PagerDuty documents "512 KB", and
 /// 512 000 bytes is within that whichever way KB is read.
@@ -154,19 +155,26 @@ pub fn truncate_with(s: &str, max: usize, marker: &str) -> (String, bool) {
 pub struct DedupKey(String);
 
 impl DedupKey {
-    /// Builds a key; one over 255 characters keeps its start and ends with a SHA-256 of the
-    /// whole, so two long keys stay distinct and the same long key always maps the same way.
+    /// Builds a key; one over 255 bytes keeps its start and ends with a SHA-256 of the whole,
+    /// so two long keys stay distinct and the same long key always maps the same way.
+    ///
+    /// Bytes, not characters: PagerDuty's "255 characters" does not say how it counts, and a
+    /// key of multi-byte text (a label value in Japanese, an emoji) within 255 characters can
+    /// be refused. 255 UTF-8 bytes are at most 255 characters and 255 UTF-16 units, so no
+    /// reading of the limit refuses the key.
     pub fn new(s: &str) -> Result<DedupKey, EventError> {
         let s = s.trim();
         if s.is_empty() {
             return Err(EventError::Required("dedup_key"));
         }
-        if s.chars().count() <= DEDUP_KEY_MAX_CHARS {
+        if s.len() <= DEDUP_KEY_MAX_CHARS {
             return Ok(DedupKey(s.to_string()));
         }
         let digest = hex::encode(Sha256::digest(s.as_bytes()));
-        let prefix: String = s.chars().take(DEDUP_KEY_MAX_CHARS - digest.len() - 1).collect();
-        Ok(DedupKey(format!("{prefix}~{digest}")))
+        let room = DEDUP_KEY_MAX_CHARS - digest.len() - 1;
+        // The longest start of whole characters that fits the room left beside the digest.
+        let cut = s.char_indices().map(|(i, c)| i + c.len_utf8()).take_while(|&end| end <= room).last().unwrap_or(0);
+        Ok(DedupKey(format!("{}~{digest}", &s[..cut])))
     }
 
     /// The key.

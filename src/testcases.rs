@@ -349,7 +349,7 @@ fn sns_notification(message: &[u8]) -> Result<Vec<u8>, String> {
     let envelope = json!({
         "Type": "Notification",
         "MessageId": "00000000-0000-0000-0000-000000000000",
-        "TopicArn": "arn:aws:sns:us-east-1:123456789012:pagerhook-test",
+        "TopicArn": alarm_topic(message).unwrap_or_else(|| "arn:aws:sns:us-east-1:123456789012:pagerhook-test".into()),
         "Message": message,
         "Timestamp": "2024-01-01T00:00:00.000Z",
         "SignatureVersion": "1",
@@ -357,6 +357,22 @@ fn sns_notification(message: &[u8]) -> Result<Vec<u8>, String> {
         "SigningCertURL": "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-test.pem",
     });
     serde_json::to_vec(&envelope).map_err(|e| e.to_string())
+}
+
+/// The topic SNS posts a CloudWatch alarm's message from: the first SNS topic among the
+/// actions of its new state (an alarm publishes only to those). A mapping that compares the
+/// topic with the alarm's actions (CloudWatch's "will not resolve by itself") then sees what
+/// it would in production.
+fn alarm_topic(message: &str) -> Option<String> {
+    let alarm: Value = serde_json::from_str(message).ok()?;
+    let actions = match alarm.get("NewStateValue")?.as_str()? {
+        "ALARM" => "AlarmActions",
+        "OK" => "OKActions",
+        "INSUFFICIENT_DATA" => "InsufficientDataActions",
+        _ => return None,
+    };
+    let topics = alarm.get(actions)?.as_array()?.iter().filter_map(Value::as_str);
+    topics.into_iter().find(|a| a.starts_with("arn:aws:sns:")).map(str::to_string)
 }
 
 /// What one case produced: each event with the name of the rule that made it.

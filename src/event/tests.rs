@@ -85,6 +85,21 @@ fn long_dedup_keys_stay_distinct_and_stable() {
     assert_eq!(a, DedupKey::new(&"a".repeat(300)).unwrap());
 }
 
+/// PagerDuty documents 255 characters but does not say which: a key of multi-byte text within
+/// 255 characters is over 255 bytes (and UTF-16 units, for text outside the BMP). Counting
+/// bytes fits every reading.
+#[test]
+fn multi_byte_dedup_keys_are_hashed_to_fit_in_255_bytes() {
+    let accented = DedupKey::new(&format!("grafana/{}", "é".repeat(200))).unwrap();
+    assert!(accented.as_str().len() <= DEDUP_KEY_MAX_CHARS, "{} bytes", accented.as_str().len());
+    let emoji = DedupKey::new(&"🔥".repeat(100)).unwrap();
+    assert!(emoji.as_str().len() <= DEDUP_KEY_MAX_CHARS, "{} bytes", emoji.as_str().len());
+    assert!(emoji.as_str().starts_with("🔥"), "the start stays readable: {}", emoji.as_str());
+    assert_ne!(DedupKey::new(&"🔥".repeat(101)).unwrap(), emoji);
+    let short = "grafana/é-ü";
+    assert_eq!(DedupKey::new(short).unwrap().as_str(), short, "a key that fits is kept as it is");
+}
+
 #[test]
 fn non_https_images_are_dropped() {
     let mut d = trigger();
@@ -235,7 +250,7 @@ proptest! {
     #[test]
     fn any_dedup_key_fits(s in "\\PC{1,600}") {
         if let Ok(k) = DedupKey::new(&s) {
-            prop_assert!(k.as_str().chars().count() <= DEDUP_KEY_MAX_CHARS);
+            prop_assert!(k.as_str().len() <= DEDUP_KEY_MAX_CHARS);
         }
     }
 }

@@ -116,7 +116,7 @@ pub const HELPERS: &[Spec] = &[
         usage: "contains x v",
         meaning: "whether list `x` holds `v`, object `x` has the key `v`, or text `x` contains `v`",
         handlebars: Def::Own(|| Box::new(contains)),
-        form: Form::Value { native: None, hash: None },
+        form: Form::Value { native: Some(contains_native), hash: None },
     },
     Spec {
         name: "starts_with",
@@ -535,11 +535,19 @@ fn concat_native<'a>(a: Args<'a, '_>) -> Result<Cow<'a, Value>, Undecided> {
     owned(a.all().map(text).collect::<String>())
 }
 
-handlebars_helper!(contains: |hay: Json, needle: Json| match hay {
-    Value::Array(a) => a.contains(needle),
-    Value::Object(o) => o.contains_key(&text(needle)),
-    other => text(other).contains(&text(needle)),
-});
+handlebars_helper!(contains: |hay: Json, needle: Json| contains_in(hay, needle));
+// Native: shipped `when`s test a list of `[vars]` with it (a workflow name, a level), and
+// every shipped condition must render without handlebars.
+fn contains_native<'a>(a: Args<'a, '_>) -> Result<Cow<'a, Value>, Undecided> {
+    owned(contains_in(a.get(0)?, a.get(1)?))
+}
+fn contains_in(hay: &Value, needle: &Value) -> bool {
+    match hay {
+        Value::Array(a) => a.contains(needle),
+        Value::Object(o) => o.contains_key(&text(needle)),
+        other => text(other).contains(&text(needle)),
+    }
+}
 
 handlebars_helper!(starts_with: |v: Json, p: str| text(v).starts_with(p));
 fn starts_with_native<'a>(a: Args<'a, '_>) -> Result<Cow<'a, Value>, Undecided> {

@@ -139,20 +139,24 @@ pub fn syntax_error(e: &TemplateError) -> String {
 
 /// What a template can read from its context's root: [`crate::source::Verified`]'s template
 /// context, and a `for_each` rule's `item`.
-pub const ROOTS: &[&str] = &["body", "headers", "query", "source", "sns", "item"];
+pub const ROOTS: &[&str] = &["body", "headers", "query", "source", "sns", "vars", "item"];
 
 /// Paths whose first name is none of [`ROOTS`] (`{{bdy.monitor}}`): handlebars compiles them,
 /// and every payload would then fail (a value) or never match (a `when`), so they are refused
 /// at load. `item` counts only in a rule with `for_each`. Inside `#each`/`#with` a path is
 /// relative to the block's value and is not checked; `@root`, `../` and locals are not either.
-pub fn unknown_roots(t: &Template, for_each: bool) -> Vec<String> {
+///
+/// `vars.<name>` must name one of `vars`, the file's `[vars]`: a misspelt setting would
+/// otherwise fail every payload, or (in a `when`) silently never match.
+pub fn unknown_roots(t: &Template, for_each: bool, vars: &toml::Table) -> Vec<String> {
     let mut out = Vec::new();
-    Roots { for_each, out: &mut out }.template(t, 0);
+    Roots { for_each, vars, out: &mut out }.template(t, 0);
     out
 }
 
 struct Roots<'a> {
     for_each: bool,
+    vars: &'a toml::Table,
     out: &'a mut Vec<String>,
 }
 
@@ -211,8 +215,19 @@ impl Roots<'_> {
 
     fn path(&mut self, p: &handlebars::Path, depth: usize, at: Option<(usize, usize)>) {
         if let handlebars::Path::Relative((segs, raw)) = p {
-            if let Some(first) = super::native::named(segs).and_then(|n| n.into_iter().next()) {
-                self.name(&first, raw, depth, at);
+            let names = super::native::named(segs).unwrap_or_default();
+            if let Some(first) = names.first() {
+                self.name(first, raw, depth, at);
+            }
+            if let (0, Some("vars"), Some(var)) = (depth, names.first().map(String::as_str), names.get(1)) {
+                if !self.vars.contains_key(var) {
+                    let known: Vec<&str> = self.vars.keys().map(String::as_str).collect();
+                    self.out.push(format!(
+                        "{}`{raw}`: this file's [vars] has no `{var}` (it has: {})",
+                        position(at),
+                        if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                    ));
+                }
             }
         }
     }
@@ -227,7 +242,7 @@ impl Roots<'_> {
             format!("`{first}` is not something a template can read")
         };
         self.out.push(format!(
-            "{}unknown root in `{raw}`: {why} (a path starts with one of body, headers, query, source, sns, or item in a for_each rule)",
+            "{}unknown root in `{raw}`: {why} (a path starts with one of body, headers, query, source, sns, vars, or item in a for_each rule)",
             position(at)
         ));
     }

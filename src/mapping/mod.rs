@@ -318,6 +318,9 @@ pub struct Mapping {
     lenient: Handlebars<'static>,
     keys: RoutingKeys,
     renderer: Renderer,
+    /// Every file's `[vars]`, the context's `vars` (a name two files set differently is
+    /// refused at load: one context serves all of a source's rules).
+    vars: Value,
 }
 
 impl std::fmt::Debug for Mapping {
@@ -353,6 +356,8 @@ struct Compiler<'a> {
     prefix: String,
     /// The rule has `for_each`: its templates may read `item`.
     for_each: bool,
+    /// The file's `[vars]`, which its templates may read as `vars.<name>`.
+    vars: &'a toml::Table,
 }
 
 impl Compiler<'_> {
@@ -365,7 +370,7 @@ impl Compiler<'_> {
             Ok(()) => {
                 let problems = hb
                     .get_template(&id)
-                    .map(|t| [lint::template(t), lint::unknown_roots(t, self.for_each)].concat())
+                    .map(|t| [lint::template(t), lint::unknown_roots(t, self.for_each, self.vars)].concat())
                     .unwrap_or_default();
                 self.errors.extend(problems.into_iter().map(|p| format!("{}: {field}: {p}", self.at)));
             }
@@ -441,6 +446,7 @@ impl Mapping {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut sequences = Vec::new();
+        let mut vars = Map::new();
         for (path, text) in texts {
             let file: RawMappingFile = match toml::from_str(text) {
                 Ok(f) => f,
@@ -453,6 +459,7 @@ impl Mapping {
             if file.rules.is_empty() {
                 warnings.push(format!("{}: no [[rule]] in this file", path.display()));
             }
+            errors.extend(merge_vars(&mut vars, &file.vars, path));
             for spanned in file.rules {
                 let line = text[..spanned.span().start].matches('\n').count() + 1;
                 let r = spanned.into_inner();
@@ -464,12 +471,13 @@ impl Mapping {
                     at: format!("{} line {line}: rule '{}'", path.display(), r.name),
                     prefix: format!("{}#{}", rules.len(), r.name),
                     for_each: r.for_each.is_some(),
+                    vars: &file.vars,
                 };
                 lint::literals(&r, &c.at, &mut c.errors);
                 if let (Some(dk), Some(seq)) = (&r.dedup_key, &r.sequence) {
                     sequences.push((c.at.clone(), dk.clone(), seq.clone()));
                 }
-                if let Some(rule) = compile_rule(&r, path, &mut c, &keys, &mut warnings) {
+                if let Some(rule) = compile_rule(&r, path, &mut c, &keys) {
                     if c.errors.is_empty() {
                         rules.push(rule);
                     }
@@ -480,7 +488,9 @@ impl Mapping {
         if errors.is_empty() {
             warnings.extend(never_resolves(&rules));
             warnings.extend(lint::mixed_sequences(&sequences));
-            Ok((Mapping { rules, paths, strict, lenient, keys, renderer: Renderer::default() }, warnings))
+            warnings.extend(triggers_without_key(&rules));
+            let vars = Value::Object(vars);
+            Ok((Mapping { rules, paths, strict, lenient, keys, renderer: Renderer::default(), vars }, warnings))
         } else {
             Err(errors)
         }
@@ -570,7 +580,11 @@ impl Mapping {
         // rendering with a plain Value would serialize a deep copy of the payload for every
         // template. `for_each` swaps each item into it.
         let source = req.source().to_string();
-        let mut ctx = Context::from(req.into_template_context());
+        let mut data = req.into_template_context();
+        if let Some(m) = data.as_object_mut() {
+            m.insert("vars".into(), self.vars.clone());
+        }
+        let mut ctx = Context::from(data);
         let accepted = rfc3339_millis(accepted);
         // The path walks are shared by every template until a `for_each` changes the context.
         let mut f = Frame::new(&ctx, &self.paths, renderer);
@@ -909,6 +923,27 @@ fn never_resolves(rules: &[Rule]) -> Option<String> {
     })
 }
 
+/// In a source that resolves, a trigger rule without `dedup_key` opens incidents under a key
+/// derived from its payload, which no resolve rule can build: they stay open. One warning per
+/// such rule (a source that never resolves gets [`never_resolves`]'s warning instead).
+fn triggers_without_key(rules: &[Rule]) -> Vec<String> {
+    if !rules.iter().any(|r| may_produce(r).1) {
+        return Vec::new();
+    }
+    rules
+        .iter()
+        .filter(|r| may_produce(r).0 && !r.fields.contains_key("dedup_key"))
+        .map(|r| {
+            format!(
+                "{}: rule '{}' triggers without dedup_key while other rules of this source resolve: its incidents get a \
+                 key derived from the payload, which no resolve names, so they stay open (set dedup_key, built as the \
+                 resolve builds its key)",
+                r.file, r.name
+            )
+        })
+        .collect()
+}
+
 /// A dedup_key for a trigger whose rule sets none: the same source, rule and payload always
 /// give the same key, so PagerDuty collapses retries and duplicate deliveries.
 fn derived_dedup_key(source: &str, rule: &str, subject: &Value) -> String {
@@ -992,6 +1027,26 @@ fn lookup<'a>(v: &'a Value, path: &[String]) -> Option<&'a Value> {
     })
 }
 
+/// Adds one file's `[vars]` to `into`; a name another file set to something else is an error,
+/// since which value a template would read would depend on the order of the files.
+fn merge_vars(into: &mut Map<String, Value>, vars: &toml::Table, path: &Path) -> Vec<LoadError> {
+    let mut errors = Vec::new();
+    for (name, v) in vars {
+        let v = serde_json::to_value(v).unwrap_or(Value::Null);
+        match into.get(name) {
+            Some(old) if *old != v => errors.push(LoadError::Rule(format!(
+                "{}: [vars] {name} = {v} differs from another mapping file's {name} = {old}: one source's \
+                 files share their vars, so give it one value (or another name)",
+                path.display()
+            ))),
+            _ => {
+                into.insert(name.clone(), v);
+            }
+        }
+    }
+    errors
+}
+
 /// An acknowledge or resolve finds its incident only by the trigger's dedup_key; without one
 /// it would get a derived key that never equals its trigger's, and the incident stays open.
 /// A rule whose `action` can say so (the words appear in it) must set `dedup_key`; an action
@@ -1009,13 +1064,7 @@ fn check_resolve_has_dedup_key(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
 const UNMATCHABLE: &str = "an acknowledge or resolve needs dedup_key, built the way its trigger's is: \
 without it the key is derived from this payload, never matches the trigger, and the incident stays open";
 
-fn compile_rule(
-    r: &RawRule,
-    path: &Path,
-    c: &mut Compiler<'_>,
-    keys: &RoutingKeys,
-    warnings: &mut Vec<String>,
-) -> Option<Rule> {
+fn compile_rule(r: &RawRule, path: &Path, c: &mut Compiler<'_>, keys: &RoutingKeys) -> Option<Rule> {
     let emit = match r.emit.as_str() {
         "alert" => Emit::Alert,
         "change" => Emit::Change,
@@ -1053,7 +1102,7 @@ fn compile_rule(
         links: compile_links(r, c),
         images: compile_images(r, c),
         custom_details: r.custom_details.as_ref().map(|d| c.details("custom_details", d)),
-        routing: compile_routing(r, emit, c, keys, warnings),
+        routing: compile_routing(r, emit, c, keys),
         sequence: c.add_opt("sequence", &r.sequence),
         is_final: r.is_final,
     })
@@ -1131,22 +1180,15 @@ fn compile_images(r: &RawRule, c: &mut Compiler<'_>) -> Vec<ImageTpl> {
     images
 }
 
-/// Where the rule's events go; a change event on a ruleset key (R…) is a warning, since
-/// PagerDuty does not accept change events there.
-fn compile_routing(
-    r: &RawRule,
-    emit: Emit,
-    c: &mut Compiler<'_>,
-    keys: &RoutingKeys,
-    warnings: &mut Vec<String>,
-) -> Routing {
+/// Where the rule's events go. A change event on a fixed ruleset key (R…) is refused:
+/// PagerDuty answers every one of them 400, so each would become a dead letter.
+fn compile_routing(r: &RawRule, emit: Emit, c: &mut Compiler<'_>, keys: &RoutingKeys) -> Routing {
+    const RULESET: &str = "a ruleset key (R…), which PagerDuty takes no change events on: route this rule to a \
+                           service's integration key with routing_key = \"<name>\", or make it an alert";
     match r.routing_key.as_deref() {
         None => {
             if emit == Emit::Change && keys.default.as_ref().is_some_and(RoutingKey::is_ruleset) {
-                warnings.push(format!(
-                    "{}: change events go to a ruleset key (R…), which PagerDuty does not accept change events on",
-                    c.at
-                ));
+                c.errors.push(format!("{}: change events go to the source's default key, {RULESET}", c.at));
             }
             Routing::Default
         }
@@ -1154,7 +1196,7 @@ fn compile_routing(
         Some(name) => match keys.named.get(name) {
             Some(k) => {
                 if emit == Emit::Change && k.is_ruleset() {
-                    warnings.push(format!("{}: routing key {name:?} is a ruleset key (R…), which PagerDuty does not accept change events on", c.at));
+                    c.errors.push(format!("{}: routing key {name:?} is {RULESET}", c.at));
                 }
                 Routing::Named(k.clone())
             }

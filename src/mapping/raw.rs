@@ -9,6 +9,10 @@ use toml::Spanned;
 pub struct RawMappingFile {
     #[serde(default, rename = "rule")]
     pub rules: Vec<Spanned<RawRule>>,
+    /// `[vars]`: settings the file's header asks a user to edit (a list of workflow names, the
+    /// levels that page), read by its templates as `vars.<name>`.
+    #[serde(default)]
+    pub vars: toml::Table,
 }
 
 /// One `[[rule]]`. Every string field except `name`, `emit` and `for_each` is a template.

@@ -257,14 +257,37 @@ fn compile_errors_name_file_line_rule_and_field_and_all_are_reported() {
 }
 
 #[test]
-fn change_rules_aimed_at_a_ruleset_key_are_warned_about() {
+fn change_rules_aimed_at_a_ruleset_key_are_refused() {
     let deploys = "[[rule]]\nname = \"deploys\"\nemit = \"change\"\nsummary = \"s\"\n";
     let ruleset = RoutingKey::parse(Secret::new("R0123456789abcdef0123456789abcde")).unwrap();
-    let (_, warnings) = load_with(deploys, RoutingKeys { default: Some(ruleset), named: BTreeMap::new() }).unwrap();
-    assert_eq!(warnings.len(), 1, "{warnings:?}");
-    assert!(warnings[0].contains("rule 'deploys'") && warnings[0].contains("ruleset key"), "{warnings:?}");
+    let errors =
+        load_with(deploys, RoutingKeys { default: Some(ruleset.clone()), named: BTreeMap::new() }).unwrap_err();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    let error = errors[0].to_string();
+    assert!(error.contains("rule 'deploys'") && error.contains("ruleset key (R…)"), "{error}");
+    let named = RoutingKeys { default: keys().default, named: BTreeMap::from([("rules".to_string(), ruleset)]) };
+    let errors = load_with(&format!("{deploys}routing_key = \"rules\"\n"), named.clone()).unwrap_err();
+    assert!(errors[0].to_string().contains("routing key \"rules\" is a ruleset key"), "{errors:?}");
+    // Alerts may go there, and change events to a service's key.
+    let alert = "[[rule]]\nname = \"a\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\nrouting_key = \"rules\"\n";
+    assert!(load_with(alert, named).is_ok());
     let (_, warnings) = load_with(deploys, keys()).unwrap();
     assert!(warnings.is_empty(), "{warnings:?}");
+}
+
+#[test]
+fn each_trigger_without_dedup_key_in_a_source_that_resolves_is_warned_about() {
+    let text = "[[rule]]\nname = \"keyed\"\nemit = \"alert\"\ndedup_key = \"k\"\nsource = \"s\"\nsummary = \"s\"\n\n\
+                [[rule]]\nname = \"unkeyed\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\n\n\
+                [[rule]]\nname = \"also unkeyed\"\nemit = \"alert\"\naction = \"trigger\"\nsource = \"s\"\nsummary = \"s\"\n\n\
+                [[rule]]\nname = \"ok\"\nemit = \"alert\"\naction = \"resolve\"\ndedup_key = \"k\"\nsource = \"s\"\nsummary = \"s\"\n";
+    let (_, warnings) = load_with(text, keys()).unwrap();
+    assert_eq!(warnings.len(), 2, "{warnings:#?}");
+    assert!(warnings[0].contains("rule 'unkeyed' triggers without dedup_key"), "{warnings:#?}");
+    assert!(warnings[1].contains("rule 'also unkeyed' triggers without dedup_key"), "{warnings:#?}");
+    // Without a resolve there is no key to match, and never_resolves says what to do.
+    let (_, warnings) = load_with(&text[..text.find("[[rule]]\nname = \"ok\"").unwrap()], keys()).unwrap();
+    assert!(warnings.iter().all(|w| !w.contains("triggers without dedup_key")), "{warnings:#?}");
 }
 
 #[test]
@@ -686,4 +709,40 @@ fn rules_giving_one_dedup_key_sequences_of_mixed_types_are_warned_about() {
     // Where the text cannot tell, nothing is said.
     let unknown = rule("passed", "resolve", "{{body.workflow_run.whatever}}");
     assert!(warnings(&format!("{number}{unknown}")).is_empty());
+}
+
+#[test]
+fn a_files_vars_are_read_as_vars_by_its_templates_in_both_renderers() {
+    let text = "[vars]\nerror_workflows = [\"Deploy\", \"Release\"]\n\n[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\n\
+                summary = \"s\"\nseverity = '{{#if (contains vars.error_workflows body.name)}}error{{else}}warning{{/if}}'\n";
+    let mapping = load(text).unwrap_or_else(|e| panic!("{e:#?}"));
+    for renderer in [Renderer::Native, Renderer::Handlebars] {
+        let severity = |name: &str| {
+            let out =
+                mapping.apply_via(renderer, verified(serde_json::json!({ "name": name })), accepted(), 10).unwrap();
+            out[0].event.body()["payload"]["severity"].clone()
+        };
+        assert_eq!(severity("Deploy"), "error", "{renderer:?}");
+        assert_eq!(severity("Lint"), "warning", "{renderer:?}");
+    }
+}
+
+#[test]
+fn a_var_the_file_does_not_set_is_refused_at_load() {
+    let text = "[vars]\nerror_workflows = []\n\n[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\n\
+                summary = \"s\"\nwhen = '{{contains vars.error_workflow body.name}}'\n";
+    let errors = load(text).unwrap_err();
+    assert!(errors[0].contains("[vars] has no `error_workflow` (it has: error_workflows)"), "{errors:#?}");
+}
+
+#[test]
+fn two_files_that_set_one_var_differently_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.toml"), dir.path().join("b.toml"));
+    std::fs::write(&a, "[vars]\npage_levels = [\"fatal\"]\n").unwrap();
+    std::fs::write(&b, "[vars]\npage_levels = [\"error\"]\n").unwrap();
+    let errors = Mapping::load(&[a.clone(), a.clone()], keys()).map(|_| ()).map_err(|e| e.len());
+    assert_eq!(errors, Ok(()), "the same value twice is one setting");
+    let errors = Mapping::load(&[a, b], keys()).unwrap_err();
+    assert!(errors[0].to_string().contains("[vars] page_levels"), "{errors:#?}");
 }

@@ -181,7 +181,7 @@ summary = "{{body.summary}}"
 source = "pagerhook-tests"
 "#;
 
-/// `unmatched = "page"`: Datadog's default payload (no rule of the shipped mapping matches it)
+/// `unmatched = "page"`: a Datadog event-stream payload (no rule of the shipped mapping matches it)
 /// is kept as for `keep`, and pages; `keep` alone pages nobody.
 #[tokio::test]
 async fn unmatched_page_keeps_the_payload_and_pages_about_it() {
@@ -194,7 +194,7 @@ async fn unmatched_page_keeps_the_payload_and_pages_about_it() {
     .await;
     let auth = format!("Bearer {DATADOG_TOKEN}");
     let headers = [("content-type", "application/json"), ("authorization", auth.as_str())];
-    let body = fixture("datadog/default_payload.json");
+    let body = fixture("datadog/default_payload_event.json");
     let kept = app.post_hook("datadog-keep", &headers, body.clone()).await;
     assert_eq!(kept.json["status"], "unmatched", "{:?}", kept.json);
     let paged = app.post_hook("datadog", &headers, body).await;
