@@ -25,11 +25,15 @@ pub enum EventState {
     /// Flap damping: a resolve held for its source's `resolve_delay`, and the trigger of its
     /// lane that arrived meanwhile; neither is sent (the incident stays open, one page).
     Damped,
+    /// Supersede: a trigger that waited, never sent, until its lane's resolve arrived, and
+    /// that resolve (with any acknowledge between); none is sent, since PagerDuty never heard
+    /// of the incident (`delivery.supersede`).
+    Superseded,
 }
 
 impl EventState {
     /// Every state, in the order of their life.
-    pub const ALL: [EventState; 7] = [
+    pub const ALL: [EventState; 8] = [
         EventState::Pending,
         EventState::Delivered,
         EventState::DryRun,
@@ -37,6 +41,7 @@ impl EventState {
         EventState::Collapsed,
         EventState::Replayed,
         EventState::Damped,
+        EventState::Superseded,
     ];
 
     /// The name stored in `events.state` (and shown). Stores hold these: never rename one.
@@ -49,6 +54,7 @@ impl EventState {
             EventState::Collapsed => "collapsed",
             EventState::Replayed => "replayed",
             EventState::Damped => "damped",
+            EventState::Superseded => "superseded",
         }
     }
 
@@ -60,7 +66,8 @@ impl EventState {
             | EventState::DryRun
             | EventState::Collapsed
             | EventState::Replayed
-            | EventState::Damped => true,
+            | EventState::Damped
+            | EventState::Superseded => true,
             EventState::Pending | EventState::Dead => false,
         }
     }
@@ -93,10 +100,11 @@ pub(super) const DEAD: &str = EventState::Dead.as_str();
 pub(super) const COLLAPSED: &str = EventState::Collapsed.as_str();
 pub(super) const REPLAYED: &str = EventState::Replayed.as_str();
 pub(super) const DAMPED: &str = EventState::Damped.as_str();
+pub(super) const SUPERSEDED: &str = EventState::Superseded.as_str();
 
 /// The [`EventState::prunable`] states, as SQL: `state IN ({PRUNABLE})`.
 pub(super) const PRUNABLE: &str =
-    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}'");
+    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}', '{SUPERSEDED}'");
 
 #[cfg(test)]
 mod tests;

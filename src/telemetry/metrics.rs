@@ -79,6 +79,7 @@ pub struct Metrics {
     upstream: Histogram,
     unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
+    superseded: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
     depth: Gauge,
@@ -155,7 +156,7 @@ impl Metrics {
             attempts: registered(
                 r,
                 "delivery_attempts",
-                "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), deferred (paced)",
+                "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), abandoned (lease lost)",
                 Family::default(),
             ),
             upstream: registered(
@@ -174,6 +175,12 @@ impl Metrics {
                 r,
                 "triggers_collapsed",
                 "Pending triggers replaced by a newer trigger of the same dedup_key before being sent",
+                Counter::default(),
+            ),
+            superseded: registered(
+                r,
+                "events_superseded",
+                "Pending events not sent because their lane's resolve arrived before its trigger was sent (both counted)",
                 Counter::default(),
             ),
             reloads: registered(r, "config_reloads", "Config reloads by result (ok, error)", Family::default()),
@@ -322,6 +329,11 @@ impl Metrics {
     /// Triggers collapsed into a newer one.
     pub(super) fn collapsed(&self, n: usize) {
         self.collapsed.inc_by(n as u64);
+    }
+
+    /// Events superseded (`delivery.supersede`).
+    pub(super) fn superseded(&self, n: usize) {
+        self.superseded.inc_by(n as u64);
     }
 
     /// A config reload, successful or not.
