@@ -265,9 +265,8 @@ impl App {
         let (stop_tasks, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         let mut tasks = Supervisor::new(health.clone(), metrics.clone(), stop_rx);
-        let worker =
-            Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone(), metrics.clone())
-                .paging(&cfg.pagerduty);
+        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone(), metrics.clone())
+            .paging(&cfg.pagerduty);
         tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
         let watcher = reloader.clone();
         tasks.restart(Task::ConfigWatcher, move |stop| watcher.clone().watch(stop));

@@ -322,10 +322,7 @@ impl Worker {
     /// How long to wait when nothing more is claimable: until the next due event or the next
     /// free slot of a key that held events back (`paced_until`), and at most [`IDLE_RECHECK`].
     async fn idle_for(&self, paced_until: Option<Millis>) -> Duration {
-        let due = match self.queue.next_due(self.clock.now()).await {
-            Ok(due) => due,
-            Err(_) => None,
-        };
+        let due = self.queue.next_due(self.clock.now()).await.unwrap_or_default();
         match due.into_iter().chain(paced_until).min() {
             Some(at) => Duration::from_millis((at - self.clock.now()).max(0) as u64).min(IDLE_RECHECK),
             None => IDLE_RECHECK,

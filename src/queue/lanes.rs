@@ -255,8 +255,13 @@ pub(super) trait Claims {
     /// open (`sql::LANE_MAY_BE_OPEN`).
     async fn may_be_open(&mut self, lane: &str, head: i64) -> Result<bool, QueueError>;
     /// Supersedes the pending events of `lane` from `from` to `to` at `now` for `why`; their ids.
-    async fn supersede(&mut self, lane: &str, range: (i64, i64), now: Millis, why: &str)
-        -> Result<Vec<i64>, QueueError>;
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        range: (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError>;
 }
 
 /// What one claim leased: each head with the triggers collapsed into it, the events it

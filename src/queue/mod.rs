@@ -471,12 +471,12 @@ pub trait Deliveries: Send + Sync + 'static {
 
     /// [`Deliveries::claim`] as `pick` says: each routing key's events only while it has a free
     /// slot (each event claimed spends one), and lanes superseded.
-    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick)
-        -> Result<Batch, QueueError>;
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError>;
 
     /// PagerDuty answered 429 for the key named by `key_sha256` at `now`: closes it until
     /// `until` for every claim (every replica) as `rule` says.
-    async fn hold(&self, key_sha256: &str, until: Millis, rule: std::sync::Arc<dyn PaceRule>) -> Result<(), QueueError>;
+    async fn hold(&self, key_sha256: &str, until: Millis, rule: std::sync::Arc<dyn PaceRule>)
+        -> Result<(), QueueError>;
 
     /// Records an attempt and, if the event is still held under `lease` (see
     /// [`Claimed::lease`]), its outcome, releasing the lease. `false` when the lease was lost:

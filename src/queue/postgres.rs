@@ -33,8 +33,8 @@ use super::tls;
 use super::{
     applied_migrations, tally_dropped, Accepted, Attempt, Batch, Capacity, DeadDropped, DeadId, DeadLetter,
     DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
-    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState,
-    Pick, QueueError, Retention, StoredInbound,
+    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
+    QueueError, Retention, StoredInbound,
 };
 use crate::event::own::{self, Reason};
 use crate::event::{Action, Event, RoutingKey};
@@ -597,7 +597,13 @@ impl Claims for ClaimSteps<'_, '_> {
         self.0.query_one(&self.statement(sql::LANE_MAY_BE_OPEN).await?, &[&lane, &head]).await?.get_as(0)
     }
 
-    async fn supersede(&mut self, lane: &str, (from, to): (i64, i64), now: Millis, why: &str) -> Result<Vec<i64>, QueueError> {
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        (from, to): (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError> {
         let rows = self.0.query(&self.statement(sql::SUPERSEDE).await?, &[&now, &why, &lane, &from, &to]).await?;
         rows.iter().map(|r| r.get_as(0)).collect()
     }

@@ -23,10 +23,10 @@ use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
     applied_migrations,
     sql::{self, Seen, DEAD_INBOUND},
-    tally_dropped, Accepted, Attempt, Capacity, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus,
-    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
-    QueueError, Retention, Role, StoredInbound, Batch,
+    tally_dropped, Accepted, Attempt, Batch, Capacity, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
+    DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, Finish, InboundStatus, Incident,
+    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
+    QueueError, Retention, Role, StoredInbound,
 };
 use crate::event::own::{self, Reason};
 use crate::event::{Action, Event, RoutingKey};
@@ -1066,7 +1066,13 @@ impl Claims for ClaimSteps<'_> {
         Ok(self.0.prepare_cached(sql::LANE_MAY_BE_OPEN)?.query_row(params![lane, head], |r| r.get(0))?)
     }
 
-    async fn supersede(&mut self, lane: &str, (from, to): (i64, i64), now: Millis, why: &str) -> Result<Vec<i64>, QueueError> {
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        (from, to): (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError> {
         all(&mut *self.0.prepare_cached(sql::SUPERSEDE)?, params![now, why, lane, from, to], |r| r.col(0))
     }
 }
@@ -1081,7 +1087,8 @@ const TOUCH_PACE: &str = "INSERT INTO pace (key_sha256, tat, closed_until, log, 
 /// The stored pace of the key of SHA-256 `sha` (its log as a JSON array).
 fn read_pace(c: &Connection, sha: &str) -> Result<PaceState, QueueError> {
     let mut stmt = c.prepare_cached("SELECT tat, closed_until, log FROM pace WHERE key_sha256 = $1")?;
-    let (tat, closed_until, log): (f64, Millis, String) = stmt.query_row([sha], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let (tat, closed_until, log): (f64, Millis, String) =
+        stmt.query_row([sha], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let log: std::collections::VecDeque<Millis> =
         serde_json::from_str(&log).map_err(|e| QueueError::BadRow(format!("pace of key {sha}: log: {e}")))?;
     Ok(PaceState { tat, closed_until, log })

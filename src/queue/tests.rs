@@ -758,7 +758,8 @@ async fn a_trigger_resolved_before_it_was_sent_is_superseded_with_its_resolve(q:
     assert!(claimed.contains(&("trigger".into(), "flap".into())), "the trigger after the resolve goes: {claimed:?}");
     assert!(claimed.contains(&("trigger".into(), "tried".into())), "{claimed:?}");
     assert_eq!(batch.superseded.len(), 5, "flap's three and again's two: {:?}", batch.superseded);
-    let rows = q.events(EventQuery { state: Some("superseded".into()), limit: 10, ..EventQuery::default() }).await.unwrap();
+    let rows =
+        q.events(EventQuery { state: Some("superseded".into()), limit: 10, ..EventQuery::default() }).await.unwrap();
     let mut superseded: Vec<(String, String)> =
         rows.iter().map(|r| (r.summary.action.clone().unwrap(), r.summary.dedup_key.clone().unwrap())).collect();
     superseded.sort();

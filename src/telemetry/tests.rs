@@ -195,7 +195,8 @@ fn lines_logged_in_a_webhook_or_an_attempt_carry_its_span() {
             }
             .emit(&metrics)
         });
-        attempt_span(41, "in-9", 3).in_scope(|| AttemptAbandoned { event_id: 41, inbound_id: "in-9", why: "lost" }.emit(&metrics));
+        attempt_span(41, "in-9", 3)
+            .in_scope(|| AttemptAbandoned { event_id: 41, inbound_id: "in-9", why: "lost" }.emit(&metrics));
     });
     assert_eq!(lines[0]["span"], serde_json::json!({ "name": "webhook", "source": "github" }), "{lines:?}");
     let attempt = serde_json::json!({ "name": "attempt", "event_id": 41, "inbound_id": "in-9", "attempt": 3 });

@@ -74,7 +74,11 @@ fn the_parameter_check_sees_an_out_of_order_statement() {
 #[test]
 fn event_states_are_built_into_the_statements() {
     assert!(RENEW.ends_with("state = 'pending'"), "{RENEW}");
-    assert!(PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'superseded')"), "{}", PRUNE[1]);
+    assert!(
+        PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'superseded')"),
+        "{}",
+        PRUNE[1]
+    );
     assert!(DEAD_LETTERS.contains("e.state = 'dead'"), "{DEAD_LETTERS}");
 }
 
