@@ -8,7 +8,7 @@ use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
 use crate::pagerduty;
-use crate::queue::{self, DeadDropped, Queue, QueueError, Retention, Role, SharedPace};
+use crate::queue::{self, DeadDropped, Queue, QueueError, Retention, Role};
 use crate::registry::Sources;
 use crate::reload::{self, Fingerprint, Live, ReloadError};
 use crate::source::{AwsFetch, HttpsFetch};
@@ -203,15 +203,9 @@ impl Drop for StoreLock {
 
 /// Opens the configured store, as the deliverer (`serve`) or as a tool beside it.
 pub async fn open_queue(cfg: &Config, role: Role) -> anyhow::Result<Arc<dyn Queue>> {
-    Ok(open_store(cfg, role).await?.0)
-}
-
-/// The configured store, and the pacing state it shares between replicas (PostgreSQL); `None`
-/// for SQLite, whose one process paces in memory.
-async fn open_store(cfg: &Config, role: Role) -> anyhow::Result<(Arc<dyn Queue>, Option<Arc<dyn SharedPace>>)> {
     let settings = store_settings(&cfg.storage);
     let opened = queue::open(&settings, role).await.with_context(|| format!("opening {}", settings.backend.name()))?;
-    Ok((opened.store, opened.shared_pace))
+    Ok(opened.store)
 }
 
 /// The store's settings, from `[storage]`.
@@ -265,15 +259,14 @@ impl App {
         for w in warnings.iter().chain(&cfg.warnings) {
             tracing::warn!("{w}");
         }
-        let (queue, shared_pace) = open_store(&cfg, Role::Deliverer).await?;
+        let queue = open_queue(&cfg, Role::Deliverer).await?;
         let wake = Arc::new(Notify::new());
         let client = pagerduty::Client::new(&cfg.pagerduty.events_url, cfg.pagerduty.timeout, opts.dry_run)?;
         let (stop_tasks, stop_rx) = watch::channel(false);
         let health = Arc::new(Health::default());
         let mut tasks = Supervisor::new(health.clone(), metrics.clone(), stop_rx);
-        let worker =
-            Worker::new(queue.clone(), shared_pace, client, cfg.delivery.clone(), wake.clone(), metrics.clone())
-                .paging(&cfg.pagerduty);
+        let worker = Worker::new(queue.clone(), client, cfg.delivery.clone(), wake.clone(), metrics.clone())
+            .paging(&cfg.pagerduty);
         tasks.restart(Task::DeliveryWorker, move |stop| worker.clone().run(stop));
         let watcher = reloader.clone();
         tasks.restart(Task::ConfigWatcher, move |stop| watcher.clone().watch(stop));

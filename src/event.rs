@@ -77,8 +77,13 @@ impl RoutingKey {
 
     /// The key's full SHA-256 (hex): how shared pacing state names it, never storing the key.
     pub fn sha256(&self) -> String {
-        hex::encode(Sha256::digest(self.0.expose().as_bytes()))
+        key_sha256(self.0.expose())
     }
+}
+
+/// A routing key's SHA-256 (hex), from the key as stored: [`RoutingKey::sha256`].
+pub fn key_sha256(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Alert severity.
@@ -528,6 +533,27 @@ impl Event {
     /// inserted (the tests keep that as the reference).
     pub fn wire_json(&self) -> Vec<u8> {
         wire(&self.text, self.routing_key.expose())
+    }
+
+    /// Its rank among the due events of its routing key, lowest first (stored with it; the
+    /// claim picks by it): acknowledges and resolves (0), then triggers by severity (critical
+    /// 1, error 2, warning 3, info 4), then change events (5). An acknowledge or resolve closes
+    /// what responders are already chasing, so it never waits behind a storm's new triggers.
+    pub fn priority(&self) -> i32 {
+        match (self.kind, self.action) {
+            (_, Some(Action::Acknowledge | Action::Resolve)) => 0,
+            (_, Some(Action::Trigger)) => {
+                let severity = self.body()["payload"]["severity"].as_str().and_then(|s| Severity::parse(s).ok());
+                match severity {
+                    Some(Severity::Critical) => 1,
+                    // PagerDuty's own default when a trigger names none.
+                    Some(Severity::Error) | None => 2,
+                    Some(Severity::Warning) => 3,
+                    Some(Severity::Info) => 4,
+                }
+            }
+            (EventKind::Alert | EventKind::Change, None) => 5,
+        }
     }
 
     /// Whether the event has an ordering lane ([`Event::order_key`] is `Some`), without

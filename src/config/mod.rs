@@ -165,6 +165,8 @@ pub struct DeliveryConfig {
     pub per_key_burst: u32,
     /// How long a claimed event stays reserved for the process sending it.
     pub lease: Duration,
+    /// Whether a trigger resolved before it was sent is superseded (neither sent).
+    pub supersede: bool,
 }
 
 /// `[mapping]`, validated.
@@ -689,6 +691,7 @@ fn validate_delivery(d: &RawDelivery, p: &mut Problems) -> Option<DeliveryConfig
         per_key_rate,
         per_key_burst,
         lease: lease?,
+        supersede: d.supersede.unwrap_or(true),
     })
 }
 

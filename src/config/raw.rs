@@ -156,6 +156,9 @@ pub struct RawDelivery {
     /// least `3s`. Renewed every third of it while the attempt runs (so it may be shorter
     /// than `pagerduty.timeout`); a replica that dies holds its events at most this long.
     pub lease: Option<String>,
+    /// A trigger still waiting (never sent) when its lane's resolve arrives: neither is sent,
+    /// both are recorded `superseded`. Default `true`; `false` sends every flap to PagerDuty.
+    pub supersede: Option<bool>,
 }
 
 /// `[mapping]`

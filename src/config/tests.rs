@@ -582,6 +582,13 @@ fn a_plain_http_events_url_is_refused_unless_on_loopback() {
 }
 
 #[test]
+fn supersede_is_on_by_default_and_can_be_turned_off() {
+    assert!(parse(MINIMAL).unwrap().delivery.supersede);
+    let kept = parse(&format!("{MINIMAL}\n[delivery]\nsupersede = false\n")).unwrap();
+    assert!(!kept.delivery.supersede, "every flap is sent to PagerDuty");
+}
+
+#[test]
 fn the_burst_is_part_of_the_rate() {
     let c = parse(MINIMAL).unwrap();
     assert_eq!((c.delivery.per_key_rate, c.delivery.per_key_burst), (120, 60));

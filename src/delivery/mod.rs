@@ -1,7 +1,8 @@
 //! The delivery worker: takes events from the queue, sends them, and records the outcome.
 //!
-//! The queue decides *what* may go (lane heads only); `pacing` decides *how fast* per routing
-//! key; `policy` decides *whether and when* to try again; this module only runs the loop. It
+//! The queue decides *what* may go and in which order (lane heads only, the best of a routing
+//! key first, only while the key has a free slot by `pacing`'s rules); `policy` decides
+//! *whether and when* to try again; this module only runs the loop. It
 //! wakes on a new accept, a finished attempt or the next due time, and otherwise looks at the
 //! store once every [`IDLE_RECHECK`] for events another process queued (`pagerhook dlq
 //! replay`). Time, jitter and PagerDuty itself are [`inputs`], so tests step the worker
@@ -14,17 +15,17 @@ pub mod policy;
 use crate::config::{DeliveryConfig, PagerDutyConfig};
 use crate::event::{Action, Event, RoutingKey};
 use crate::pagerduty::Response;
-use crate::queue::{Attempt, Claimed, Deliveries, Finish, Millis, SharedPace, SlotAsk};
+use crate::queue::{Attempt, Batch, Claimed, Deliveries, Finish, Millis, PaceRule, Pick};
 use crate::telemetry::events::{
-    AttemptAbandoned, AttemptDeferred, AttemptMade, AttemptPanicked, TriggerMinimised, TriggersCollapsed,
+    AttemptAbandoned, AttemptMade, AttemptPanicked, EventsSuperseded, TriggerMinimised, TriggersCollapsed,
     UpstreamUnexpected,
 };
 use crate::telemetry::{attempt_span, InternalEvent, Metrics};
 use inputs::{Clock, Jitter, RandomJitter, SystemClock, Upstream};
-use pacing::{Limits, Pacer};
+use pacing::Limits;
 use policy::RetryAction;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
@@ -51,7 +52,7 @@ impl Ended {
                 in_lane
                     || match outcome {
                         Outcome::Delivered | Outcome::DryRun | Outcome::DeadLettered => false,
-                        Outcome::Retried | Outcome::Deferred | Outcome::Abandoned => true,
+                        Outcome::Retried | Outcome::Abandoned => true,
                     }
             }
             Err(e) => {
@@ -70,8 +71,6 @@ pub enum Outcome {
     DryRun,
     Retried,
     DeadLettered,
-    /// Not sent: its routing key's pace allows it only later.
-    Deferred,
     /// Given up before an answer: its lease could not be renewed, so another replica may
     /// take (or has taken) the event; it is not recorded here.
     Abandoned,
@@ -85,24 +84,9 @@ impl Outcome {
             Outcome::DryRun => "dry_run",
             Outcome::Retried => "retried",
             Outcome::DeadLettered => "dead_lettered",
-            Outcome::Deferred => "deferred",
             Outcome::Abandoned => "abandoned",
         }
     }
-}
-
-/// Whether a claimed event may go now; `Err(at)`: its routing key's pace allows it at `at`.
-pub type Admission = Result<(), Millis>;
-
-/// How long an event waits when its pace could not be read from the shared store.
-const PACE_UNAVAILABLE: Millis = 1000;
-
-/// Where routing keys' pace is kept: in memory when this process is the only deliverer
-/// (SQLite), in the store the replicas share otherwise (PostgreSQL). Same rules either way.
-#[derive(Clone)]
-enum Pacing {
-    Local(Arc<Mutex<Pacer>>),
-    Shared(Arc<dyn SharedPace>, Limits),
 }
 
 /// Sends queued events to PagerDuty.
@@ -112,7 +96,8 @@ pub struct Worker {
     upstream: Arc<dyn Upstream>,
     cfg: DeliveryConfig,
     wake: Arc<Notify>,
-    pacing: Pacing,
+    /// Routing keys' pace (the store applies it at the claim).
+    pace: Arc<Limits>,
     metrics: Arc<Metrics>,
     clock: Arc<dyn Clock>,
     jitter: Arc<dyn Jitter>,
@@ -140,29 +125,20 @@ impl Drop for Slot {
     }
 }
 
-/// The lane an event is paced in: its ordering lane, or its own for a change event.
-fn lane(c: &Claimed) -> String {
-    c.event.order_key().unwrap_or_else(|| format!("#{}", c.id))
-}
-
 impl Worker {
     /// A worker over `queue` sending to `upstream` (PagerDuty's [`crate::pagerduty::Client`]),
-    /// on the wall clock with random jitter; `wake` is notified by whoever enqueues. With
-    /// `shared`, routing keys are paced together with the other replicas on that store.
+    /// on the wall clock with random jitter; `wake` is notified by whoever enqueues. Routing
+    /// keys are paced in the store, together with every other replica on it.
     pub fn new(
         queue: Arc<dyn Deliveries>,
-        shared: Option<Arc<dyn SharedPace>>,
         upstream: impl Upstream,
         cfg: DeliveryConfig,
         wake: Arc<Notify>,
         metrics: Arc<Metrics>,
     ) -> Worker {
-        let pacing = match shared {
-            Some(store) => Pacing::Shared(store, Limits::new(cfg.per_key_rate, cfg.per_key_burst)),
-            None => Pacing::Local(Arc::new(Mutex::new(Pacer::new(cfg.per_key_rate, cfg.per_key_burst)))),
-        };
+        let pace = Arc::new(Limits::new(cfg.per_key_rate, cfg.per_key_burst));
         let (clock, jitter) = (Arc::new(SystemClock), Arc::new(RandomJitter));
-        Worker { queue, upstream: Arc::new(upstream), cfg, wake, pacing, metrics, clock, jitter, own_pages: None }
+        Worker { queue, upstream: Arc::new(upstream), cfg, wake, pace, metrics, clock, jitter, own_pages: None }
     }
 
     /// The same worker reading the time from `clock` (see [`inputs::TokioClock`]).
@@ -190,49 +166,19 @@ impl Worker {
         Worker { jitter: Arc::new(jitter), ..self }
     }
 
-    /// Whether each event of a claimed batch may go at `now`.
-    /// Shared pacing costs one round trip per batch (none for a batch of nothing).
-    async fn admit(&self, batch: &[Claimed], now: Millis) -> Vec<Admission> {
-        // A dry run sends nothing: PagerDuty's rate limit is no reason to hold it back.
-        if self.upstream.is_dry_run() {
-            return vec![Ok(()); batch.len()];
-        }
-        let (store, limits) = match &self.pacing {
-            Pacing::Local(p) => {
-                let mut p = p.lock().expect("pacer lock");
-                return batch.iter().map(|c| p.admit(c.event.routing_key().expose(), &lane(c), now)).collect();
-            }
-            Pacing::Shared(store, limits) => (store, limits),
-        };
-        if batch.is_empty() {
-            return Vec::new();
-        }
-        let slots = if limits.unlimited() {
-            store.closed_until(&batch.iter().map(|c| c.event.routing_key().sha256()).collect::<Vec<_>>()).await
-        } else {
-            let asks: Vec<SlotAsk> =
-                batch.iter().map(|c| SlotAsk { key: c.event.routing_key().sha256(), lane: lane(c) }).collect();
-            store.slots(now, &asks, limits).await
-        };
-        match slots {
-            Ok(slots) => slots.into_iter().map(|at| if at <= now { Ok(()) } else { Err(at) }).collect(),
-            Err(e) => {
-                tracing::error!(error = %e, "cannot read the shared pace of routing keys; events wait");
-                vec![Err(now + PACE_UNAVAILABLE); batch.len()]
-            }
-        }
+    /// How a claim picks: paced (a dry run sends nothing, so PagerDuty's rate limit is no
+    /// reason to hold it back), superseding as configured.
+    fn pick(&self) -> Pick {
+        let pace = (!self.upstream.is_dry_run()).then(|| Arc::clone(&self.pace) as Arc<dyn PaceRule>);
+        Pick { pace, supersede: self.cfg.supersede }
     }
 
     /// PagerDuty answered 429 for `c`'s routing key: hold the key back until `until`, for
-    /// every replica when the pace is shared.
-    async fn slow_down(&self, c: &Claimed, now: Millis, until: Millis) {
-        match &self.pacing {
-            Pacing::Local(p) => p.lock().expect("pacer lock").slow_down(c.event.routing_key().expose(), now, until),
-            Pacing::Shared(store, limits) => {
-                if let Err(e) = store.hold(&c.event.routing_key().sha256(), now, until, limits).await {
-                    tracing::error!(event_id = c.id, error = %e, "cannot hold back the routing key for the other replicas");
-                }
-            }
+    /// every replica.
+    async fn slow_down(&self, c: &Claimed, until: Millis) {
+        let rule = Arc::clone(&self.pace) as Arc<dyn PaceRule>;
+        if let Err(e) = self.queue.hold(&c.event.routing_key().sha256(), until, rule).await {
+            tracing::error!(event_id = c.id, error = %e, "cannot hold back the routing key");
         }
     }
 
@@ -293,9 +239,14 @@ impl Worker {
                 }
                 Some(done) = claims.join_next(), if !claims.is_empty() => {
                     let (batch, reserved, seen) = done.expect("a claim panicked");
-                    let short = batch.len() < reserved.num_permits() && seen == changes;
-                    self.start(&mut inflight, batch, reserved, &freed);
-                    idle_until = if short { Some(tokio::time::Instant::now() + self.idle_for().await) } else { None };
+                    let short = batch.claimed.len() < reserved.num_permits() && seen == changes;
+                    let paced_until = batch.paced_until;
+                    self.start(&mut inflight, batch.claimed, reserved, &freed);
+                    idle_until = if short {
+                        Some(tokio::time::Instant::now() + self.idle_for(paced_until).await)
+                    } else {
+                        None
+                    };
                 }
                 _ = tokio::time::sleep_until(idle_until.unwrap_or_else(tokio::time::Instant::now)), if idle_until.is_some() => {
                     idle_until = None;
@@ -306,7 +257,7 @@ impl Worker {
         // What was claimed is attempted; whatever is left stays queued for the next start.
         while let Some(done) = claims.join_next().await {
             let (batch, reserved, _) = done.expect("a claim panicked");
-            self.start(&mut inflight, batch, reserved, &freed);
+            self.start(&mut inflight, batch.claimed, reserved, &freed);
         }
         while inflight.join_next().await.is_some() {}
     }
@@ -316,16 +267,16 @@ impl Worker {
     fn start(
         &self,
         inflight: &mut JoinSet<Ended>,
-        batch: Vec<(Claimed, Admission)>,
+        batch: Vec<Claimed>,
         mut reserved: OwnedSemaphorePermit,
         freed: &Arc<Notify>,
     ) {
-        for (c, admitted) in batch {
+        for c in batch {
             let permit = reserved.split(1).expect("a slot reserved for every event claimed");
             let slot = Slot(Some((permit, Arc::clone(freed))));
             let w = self.clone();
             let in_lane = c.event.has_lane();
-            inflight.spawn(async move { Ended { outcome: w.deliver(c, admitted, slot).await, in_lane } });
+            inflight.spawn(async move { Ended { outcome: w.deliver(c, slot).await, in_lane } });
         }
     }
 
@@ -333,73 +284,66 @@ impl Worker {
     /// delivers all of it, and says what became of each event (by id, in id order). Tests
     /// step the worker with it.
     pub async fn drain(&self) -> Vec<(i64, Outcome)> {
+        self.drain_paced().await.0
+    }
+
+    /// [`Worker::drain`], and when the first routing key whose due events it held back (no
+    /// free slot) has one: where tests step the time to.
+    pub async fn drain_paced(&self) -> (Vec<(i64, Outcome)>, Option<Millis>) {
         let mut attempts = JoinSet::new();
-        for (c, admitted) in self.claim_due(self.cfg.concurrency).await {
+        let batch = self.claim_due(self.cfg.concurrency).await;
+        for c in batch.claimed {
             let w = self.clone();
-            attempts.spawn(async move { (c.id, w.deliver_one(c, admitted).await) });
+            attempts.spawn(async move { (c.id, w.deliver_one(c).await) });
         }
         let mut outcomes = Vec::new();
         while let Some(done) = attempts.join_next().await {
             outcomes.push(done.expect("a delivery attempt panicked"));
         }
         outcomes.sort_by_key(|(id, _)| *id);
-        outcomes
+        (outcomes, batch.paced_until)
     }
 
-    /// Claims up to `limit` events due now, each with whether its pace lets it go. A claim
-    /// that fails is logged and claims nothing: the loop tries again.
-    async fn claim_due(&self, limit: usize) -> Vec<(Claimed, Admission)> {
-        let batch = match self.queue.claim(self.clock.now(), limit, self.cfg.lease).await {
-            Ok(batch) => batch,
+    /// Claims up to `limit` events due now, as [`Worker::pick`] says: each spends a slot of
+    /// its routing key. A claim that fails is logged and claims nothing: the loop tries again.
+    async fn claim_due(&self, limit: usize) -> Batch {
+        match self.queue.claim_with(self.clock.now(), limit, self.cfg.lease, &self.pick()).await {
+            Ok(batch) => {
+                EventsSuperseded { events: &batch.superseded }.emit(&self.metrics);
+                batch
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot claim events");
-                return Vec::new();
+                Batch::default()
             }
-        };
-        let admitted = self.admit(&batch, self.clock.now()).await;
-        batch.into_iter().zip(admitted).collect()
-    }
-
-    /// How long to wait when nothing more is claimable: until the next due event, and at
-    /// most [`IDLE_RECHECK`].
-    async fn idle_for(&self) -> Duration {
-        match self.queue.next_due(self.clock.now()).await {
-            Ok(Some(due)) => Duration::from_millis((due - self.clock.now()).max(0) as u64).min(IDLE_RECHECK),
-            Ok(None) | Err(_) => IDLE_RECHECK,
         }
     }
 
-    /// One claimed event: attempted and recorded, or, when its routing key must wait
-    /// (`admitted` is `Err(at)`), deferred.
-    pub async fn deliver_one(&self, c: Claimed, admitted: Admission) -> Outcome {
-        self.deliver(c, admitted, Slot::none()).await
+    /// How long to wait when nothing more is claimable: until the next due event or the next
+    /// free slot of a key that held events back (`paced_until`), and at most [`IDLE_RECHECK`].
+    async fn idle_for(&self, paced_until: Option<Millis>) -> Duration {
+        let due = self.queue.next_due(self.clock.now()).await.unwrap_or_default();
+        match due.into_iter().chain(paced_until).min() {
+            Some(at) => Duration::from_millis((at - self.clock.now()).max(0) as u64).min(IDLE_RECHECK),
+            None => IDLE_RECHECK,
+        }
+    }
+
+    /// One claimed event: attempted and recorded.
+    pub async fn deliver_one(&self, c: Claimed) -> Outcome {
+        self.deliver(c, Slot::none()).await
     }
 
     /// [`Worker::deliver_one`], giving `slot` back once no request is in flight; in the
     /// attempt's span.
-    async fn deliver(&self, c: Claimed, admitted: Admission, slot: Slot) -> Outcome {
+    async fn deliver(&self, c: Claimed, slot: Slot) -> Outcome {
         let span = attempt_span(c.id, &c.inbound_id, c.attempts + 1);
         async {
-            TriggersCollapsed { by: c.id, superseded: &c.superseded }.emit(&self.metrics);
-            match admitted {
-                Ok(()) => self.attempt(&c, slot).await,
-                Err(at) => {
-                    drop(slot);
-                    self.defer(&c, at).await
-                }
-            }
+            TriggersCollapsed { by: c.id, collapsed: &c.collapsed }.emit(&self.metrics);
+            self.attempt(&c, slot).await
         }
         .instrument(span)
         .await
-    }
-
-    /// Gives the event back to the queue until its routing key's slot at `at`.
-    async fn defer(&self, c: &Claimed, at: Millis) -> Outcome {
-        if let Err(e) = self.queue.defer(c.id, c.lease, at).await {
-            tracing::error!(event_id = c.id, error = %e, "cannot defer event; its lease will expire");
-        }
-        AttemptDeferred { event_id: c.id, until: at }.emit(&self.metrics);
-        Outcome::Deferred
     }
 
     /// Sends the event once, holding its lease, and records what PagerDuty's answer means.
@@ -470,7 +414,7 @@ impl Worker {
         let next = now + self.retry_delay(attempt_no, after).as_millis() as Millis;
         if matches!(response, Response::Status { code: 429, .. }) {
             // PagerDuty throttles per routing key: hold back every event for it.
-            self.slow_down(c, now, next).await;
+            self.slow_down(c, next).await;
         }
         let expires = !matches!(c.event.action(), Some(Action::Acknowledge | Action::Resolve));
         if expires && next - c.created_at > self.cfg.max_age.as_millis() as Millis {

@@ -7,6 +7,7 @@ use crate::queue::{Durability, EventState, InboundStatus, NewInbound, Queue, Que
 use crate::secret::Secret;
 use async_trait::async_trait;
 use std::collections::VecDeque;
+use std::sync::Mutex;
 
 /// Where the tests' clock starts: any fixed time, so that every run records the same times.
 const T0: Millis = 1_700_000_000_000;
@@ -53,7 +54,8 @@ fn status(code: u16, retry_after: Option<Duration>) -> Response {
     Response::Status { code, message: "m".into(), retry_after, status: None, dedup_key: None }
 }
 
-/// The defaults of `[delivery]`, but for a 1 s first backoff.
+/// The defaults of `[delivery]`, but for a 1 s first backoff, and supersede off: these tests
+/// queue a trigger and its resolve together to see the order they go in.
 fn defaults() -> DeliveryConfig {
     DeliveryConfig {
         concurrency: 32,
@@ -63,6 +65,7 @@ fn defaults() -> DeliveryConfig {
         per_key_rate: 120,
         per_key_burst: 60,
         lease: Duration::from_secs(15),
+        supersede: false,
     }
 }
 
@@ -92,7 +95,7 @@ impl Bench {
             dry_run: std::sync::atomic::AtomicBool::new(false),
         });
         let metrics = Arc::new(Metrics::new());
-        let worker = Worker::new(queue.clone(), None, pd.clone(), cfg, Arc::new(Notify::new()), metrics.clone())
+        let worker = Worker::new(queue.clone(), pd.clone(), cfg, Arc::new(Notify::new()), metrics.clone())
             .with_clock(clock)
             .with_jitter(FixedJitter(1.0));
         Bench { queue, worker, pd, clock, metrics, dir }
@@ -112,18 +115,18 @@ impl Bench {
         self.queue.accept(inbound, events).await.unwrap();
     }
 
-    /// Steps the worker the way its loop goes, tokio's time jumping to each next due event,
-    /// until nothing is left to do; every outcome, in order.
+    /// Steps the worker the way its loop goes, tokio's time jumping to each next due event or
+    /// free slot, until nothing is left to do; every outcome, in order.
     async fn settle(&self) -> Vec<(i64, Outcome)> {
         let mut outcomes = Vec::new();
         for _ in 0..1000 {
-            let round = self.worker.drain().await;
+            let (round, paced_until) = self.worker.drain_paced().await;
             if !round.is_empty() {
                 outcomes.extend(round);
                 continue;
             }
             let now = self.clock.now();
-            match self.queue.next_due(now).await.unwrap() {
+            match self.queue.next_due(now).await.unwrap().into_iter().chain(paced_until).min() {
                 Some(due) => tokio::time::advance(Duration::from_millis((due - now) as u64)).await,
                 None => return outcomes,
             }
@@ -192,7 +195,7 @@ async fn a_429_holds_back_every_event_for_that_routing_key_until_retry_after() {
     assert_eq!(b.worker.drain().await[0].1, Outcome::Retried);
     // Another incident on the same routing key, accepted while the key is throttled.
     b.accept(vec![trigger(2)]).await;
-    assert_eq!(b.worker.drain().await[0].1, Outcome::Deferred);
+    assert!(b.worker.drain().await.is_empty(), "the key is closed: nothing is claimed");
     tokio::time::advance(Duration::from_millis(1999)).await;
     assert!(b.worker.drain().await.is_empty(), "nothing goes before Retry-After");
     b.settle().await;
@@ -200,27 +203,29 @@ async fn a_429_holds_back_every_event_for_that_routing_key_until_retry_after() {
     assert_eq!(sent[0], (T0, "n-1".into(), "trigger".into()));
     let mut after: Vec<_> = sent[1..].iter().map(|(at, key, _)| (*at - T0, key.as_str())).collect();
     after.sort();
-    // The key reopens with one event (n-2 held that slot), then the steady rate: no burst.
-    assert_eq!(after, vec![(2000, "n-2"), (2500, "n-1")], "nothing goes before the 429's Retry-After ends");
+    // The key reopens with one event (the older), then the steady rate ((60 s + margin) / 120
+    // apart): no burst.
+    assert_eq!(after, vec![(2000, "n-1"), (2517, "n-2")], "nothing goes before the 429's Retry-After ends");
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_storm_on_one_routing_key_is_paced_and_repeated_triggers_collapse() {
-    // 60 a minute, burst 2: two at once, then one a second.
+    // 60 a minute, burst 2: two at once, then one about every second.
     let b = Bench::new(DeliveryConfig { per_key_rate: 60, per_key_burst: 2, ..defaults() }, []);
     for n in 1..=4 {
         b.accept(vec![trigger(n)]).await;
     }
     let first = b.worker.drain().await;
     let outcomes: Vec<_> = first.iter().map(|(_, o)| o.clone()).collect();
-    assert_eq!(outcomes, [Outcome::Delivered, Outcome::Delivered, Outcome::Deferred, Outcome::Deferred]);
+    assert_eq!(outcomes, [Outcome::Delivered, Outcome::Delivered], "the others are not claimed before their slot");
     // While the key waits, the same alert firing again and again is one pending trigger.
     for _ in 0..5 {
         b.accept(vec![trigger(4)]).await;
     }
     b.settle().await;
     let sent: Vec<_> = b.pd.sent().into_iter().map(|(at, key, _)| (at - T0, key)).collect();
-    let expected = [(0, "n-1"), (0, "n-2"), (1000, "n-3"), (2000, "n-4")];
+    // One every (60 s + margin) / 60 = 1033.3 ms.
+    let expected = [(0, "n-1"), (0, "n-2"), (1034, "n-3"), (2067, "n-4")];
     assert_eq!(sent, expected.map(|(at, key)| (at, key.to_string())), "one request per incident, paced");
     let n4: Vec<_> = b.states().await.into_iter().filter(|(key, _)| key == "n-4").map(|(_, s)| s).collect();
     assert_eq!(n4.iter().filter(|s| *s == "delivered").count(), 1, "{n4:?}");
@@ -239,6 +244,22 @@ async fn a_dry_run_is_not_paced() {
     let outcomes: Vec<_> = b.worker.drain().await.into_iter().map(|(_, o)| o).collect();
     assert_eq!(outcomes, vec![Outcome::DryRun; 6]);
     assert!(b.pd.sent().iter().all(|(at, _, _)| *at == T0), "{:?}", b.pd.sent());
+}
+
+/// With `delivery.supersede` (the default), a trigger whose resolve arrived before it was sent
+/// goes nowhere, and neither does the resolve: both are `superseded` and counted.
+#[tokio::test(start_paused = true)]
+async fn a_trigger_resolved_before_it_was_sent_is_not_sent_and_is_counted() {
+    let b = Bench::new(DeliveryConfig { supersede: true, ..defaults() }, []);
+    b.accept(vec![trigger(1), alert("resolve", 1), trigger(2)]).await;
+    let outcomes = b.settle().await;
+    assert_eq!(outcomes.len(), 1, "{outcomes:?}");
+    let sent: Vec<_> = b.pd.sent().into_iter().map(|(_, key, action)| (key, action)).collect();
+    assert_eq!(sent, [("n-2".to_string(), "trigger".to_string())]);
+    let states = b.states().await;
+    assert_eq!(states[..2], [("n-1".into(), "superseded".into()), ("n-1".into(), "superseded".into())]);
+    let metrics = b.metrics.render(0, None);
+    assert!(metrics.contains("pagerhook_events_superseded_total 2"), "{metrics}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -462,13 +483,16 @@ struct HeldFinish {
 
 #[async_trait]
 impl Deliveries for HeldFinish {
-    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError> {
         let n = self.claims.fetch_add(1, Ordering::SeqCst);
-        let claimed = self.inner.claim(now, limit, lease).await;
+        let claimed = self.inner.claim_with(now, limit, lease, pick).await;
         if let (1, Some(gate)) = (n, &self.second_claim) {
             gate.acquire().await.expect("gate open").forget();
         }
         claimed
+    }
+    async fn hold(&self, key: &str, until: Millis, rule: Arc<dyn PaceRule>) -> Result<(), QueueError> {
+        self.inner.hold(key, until, rule).await
     }
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
         self.gate.acquire().await.expect("gate open").forget();
@@ -515,7 +539,7 @@ fn held_worker(
     });
     let wake = Arc::new(Notify::new());
     let cfg = DeliveryConfig { concurrency, ..defaults() };
-    let worker = Worker::new(held.clone(), None, b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+    let worker = Worker::new(held.clone(), b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
         .with_clock(b.clock)
         .with_jitter(FixedJitter(1.0));
     let (stop, stopped) = watch::channel(false);
@@ -623,29 +647,35 @@ async fn a_claim_that_found_nothing_before_an_outcome_was_stored_does_not_idle_t
     run.await.unwrap();
 }
 
-/// A shared pace whose first read panics (as a claim did in issue 33), and then says every
-/// key is open: enough for an unlimited rate, which asks nothing else.
-#[derive(Default)]
+/// A store whose first claim panics once the store has leased its events (as a claim did in
+/// issue 33, reading the pace of its keys).
 struct PanicsOnce {
-    reads: std::sync::atomic::AtomicUsize,
+    inner: Arc<dyn Deliveries>,
+    claims: std::sync::atomic::AtomicUsize,
 }
 
 #[async_trait]
-impl SharedPace for PanicsOnce {
-    async fn slots(
-        &self,
-        _: Millis,
-        asks: &[SlotAsk],
-        _: &dyn crate::queue::PaceRule,
-    ) -> Result<Vec<Millis>, QueueError> {
-        unreachable!("an unlimited rate asks for no slot ({} asked)", asks.len())
+impl Deliveries for PanicsOnce {
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError> {
+        let claimed = self.inner.claim_with(now, limit, lease, pick).await;
+        let first = self.claims.fetch_add(1, Ordering::SeqCst) == 0;
+        assert!(!first || claimed.as_ref().map_or(true, |b| b.claimed.is_empty()), "the claim failed after leasing");
+        claimed
     }
-    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
-        assert!(self.reads.fetch_add(1, Ordering::SeqCst) > 0, "the claim's pace read failed");
-        Ok(vec![0; keys.len()])
+    async fn hold(&self, key: &str, until: Millis, rule: Arc<dyn PaceRule>) -> Result<(), QueueError> {
+        self.inner.hold(key, until, rule).await
     }
-    async fn hold(&self, _: &str, _: Millis, _: Millis, _: &dyn crate::queue::PaceRule) -> Result<(), QueueError> {
-        Ok(())
+    async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
+        self.inner.finish(id, lease, attempt, finish).await
+    }
+    async fn renew(&self, id: i64, lease: Millis, until: Millis) -> Result<bool, QueueError> {
+        self.inner.renew(id, lease, until).await
+    }
+    async fn defer(&self, id: i64, lease: Millis, until: Millis) -> Result<(), QueueError> {
+        self.inner.defer(id, lease, until).await
+    }
+    async fn next_due(&self, now: Millis) -> Result<Option<Millis>, QueueError> {
+        self.inner.next_due(now).await
     }
 }
 
@@ -656,9 +686,9 @@ impl SharedPace for PanicsOnce {
 async fn a_worker_whose_claim_panicked_is_restarted_and_delivers() {
     use crate::supervise::{Health, Supervisor, Task};
     let b = Bench::new(defaults(), []);
-    let cfg = DeliveryConfig { per_key_rate: 0, ..defaults() };
-    let (wake, pace) = (Arc::new(Notify::new()), Arc::new(PanicsOnce::default()));
-    let worker = Worker::new(b.queue.clone(), Some(pace.clone()), b.pd.clone(), cfg, wake.clone(), b.metrics.clone())
+    let wake = Arc::new(Notify::new());
+    let store = Arc::new(PanicsOnce { inner: b.queue.clone(), claims: Default::default() });
+    let worker = Worker::new(store.clone(), b.pd.clone(), defaults(), wake.clone(), b.metrics.clone())
         .with_clock(b.clock)
         .with_jitter(FixedJitter(1.0));
     let health = Arc::new(Health::default());
@@ -677,7 +707,7 @@ async fn a_worker_whose_claim_panicked_is_restarted_and_delivers() {
         assert!(std::time::Instant::now() < deadline, "the restarted worker delivers the event");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert!(pace.reads.load(Ordering::SeqCst) >= 2, "the first claim panicked, a later one went through");
+    assert!(store.claims.load(Ordering::SeqCst) >= 2, "the first claim panicked, a later one went through");
     assert!(b.pd.sent()[0].0 >= T0 + 15_000, "after the panicked claim's lease (15 s) ended");
     let metrics = b.metrics.render(0, None);
     assert!(metrics.contains(r#"pagerhook_task_failures_total{task="delivery_worker"} 1"#), "{metrics}");

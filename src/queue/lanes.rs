@@ -1,13 +1,14 @@
 //! The lane state machine: what happens to a lane's events, written once for both backends:
 //! sticky routing and "only the opener closes" on the way in ([`route`]), flap damping on the
-//! way in ([`fate`]), collapse at the claim ([`lease_head`]), and what a finished attempt
-//! writes ([`Outcome`]). ARCHITECTURE.md has the one table of its transitions. Each backend supplies only the statements these steps run, through
+//! way in ([`fate`]), at the claim the order of a routing key's events and their pace
+//! ([`claim`]), supersede and collapse ([`lease_head`]), and what a finished attempt writes
+//! ([`Outcome`]). ARCHITECTURE.md has the one table of its transitions. Each backend supplies only the statements these steps run, through
 //! [`Routes`] and [`Claims`] (SQLite's never wait; see `sqlite::ready`), with the statements
 //! of [`super::sql`].
 
 use super::ledger::Origin;
 use super::rows::StoredEvent;
-use super::{Attempt, EventState, Finish, Millis, QueueError};
+use super::{Attempt, Batch, EventState, Finish, Millis, PaceState, Pick, QueueError};
 use crate::event::{Action, Event, RoutingKey, Sequence, Verdict};
 use crate::secret::Secret;
 use std::borrow::Cow;
@@ -279,36 +280,191 @@ fn rerouted(e: &Event, key: RoutingKey) -> Event {
     e.clone().rerouted(key)
 }
 
-/// A claim's statements, as a backend runs them (`sql::NEXT_IN_LANE`, `COLLAPSE`, `LEASE`).
+/// A due lane head of a routing key, as a claim picks it, with the source of its webhook.
+pub(super) struct Candidate {
+    pub event: StoredEvent,
+    pub source: String,
+}
+
+/// A claim's statements, as a backend runs them (`sql::NEXT_IN_LANE`, `COLLAPSE`, `LEASE`, …).
 pub(super) trait Claims {
     async fn next_in_lane(&mut self, now: Millis, lane: &str, after: i64) -> Result<Option<StoredEvent>, QueueError>;
     async fn collapse(&mut self, id: i64, now: Millis, reason: &str) -> Result<(), QueueError>;
     async fn lease(&mut self, id: i64, until: Millis) -> Result<(), QueueError>;
+    /// The routing keys (as stored) with events due and unleased at `now` (`sql::DUE_KEYS`).
+    async fn due_keys(&mut self, now: Millis) -> Result<Vec<String>, QueueError>;
+    /// Holds the pace of the key named `sha` for this claim and reads it (a new key: a fresh
+    /// state). `None`: another claim holds it right now (PostgreSQL's other replicas), and
+    /// claims that key's events meanwhile.
+    async fn take_pace(&mut self, sha: &str, now: Millis) -> Result<Option<PaceState>, QueueError>;
+    async fn store_pace(&mut self, sha: &str, pace: &PaceState) -> Result<(), QueueError>;
+    /// Up to `n` due lane heads of routing key `key` (SHA-256 `sha`), best first: by priority,
+    /// then each source's turn, the least recently served source first, then age.
+    async fn candidates(&mut self, now: Millis, key: &str, sha: &str, n: usize) -> Result<Vec<Candidate>, QueueError>;
+    /// `source` was served on key `sha` at `now` (`sql::SERVED`): fair share's memory.
+    async fn served(&mut self, sha: &str, source: &str, now: Millis) -> Result<(), QueueError>;
+    /// The first pending resolve of `lane` after event `after` (`sql::NEXT_RESOLVE`).
+    async fn waiting_resolve(&mut self, lane: &str, after: i64) -> Result<Option<i64>, QueueError>;
+    /// Whether PagerDuty may hold an incident of `head`'s lane: an event of the lane up to
+    /// `head` was attempted since the lane's last delivered resolve, or the ledger holds it
+    /// open (`sql::LANE_MAY_BE_OPEN`).
+    async fn may_be_open(&mut self, lane: &str, head: i64) -> Result<bool, QueueError>;
+    /// Supersedes the pending events of `lane` from `from` to `to` at `now` for `why`; their ids.
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        range: (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError>;
+}
+
+/// What one claim leased: each head with the triggers collapsed into it, the events it
+/// superseded, and when the first routing key it held back (no free slot) is free again.
+#[derive(Default)]
+pub(super) struct Claim {
+    pub leased: Vec<(StoredEvent, Vec<i64>)>,
+    pub superseded: Vec<i64>,
+    pub paced_until: Option<Millis>,
+}
+
+impl Claim {
+    /// The claim as handed out, its events leased until `lease`.
+    pub(super) fn into_batch(self, lease: Millis) -> Batch {
+        let claimed = self.leased.into_iter().filter_map(|(head, collapsed)| head.into_claimed(collapsed, lease));
+        Batch { claimed: claimed.collect(), superseded: self.superseded, paced_until: self.paced_until }
+    }
+}
+
+/// Claims up to `limit` events due at `now`, leased until `until`, routing key by routing key
+/// (in the order of their SHA-256, the order every replica takes their pace in). Within a key,
+/// only while `pick.pace` finds the key free, each event spending a slot, and the best first
+/// (`Claims::candidates`): priority (`Event::priority`), then fair share between the sources
+/// sharing the key. Nothing is reserved ahead, so a page that arrives during a storm takes the
+/// key's next slot. A lane's own order never changes: only lane heads are candidates.
+pub(super) async fn claim(
+    steps: &mut impl Claims,
+    now: Millis,
+    limit: usize,
+    until: Millis,
+    pick: &Pick,
+) -> Result<Claim, QueueError> {
+    let mut out = Claim::default();
+    let mut keys: Vec<(String, String)> =
+        steps.due_keys(now).await?.into_iter().map(|k| (crate::event::key_sha256(&k), k)).collect();
+    keys.sort_unstable();
+    for (sha, key) in keys {
+        if out.leased.len() >= limit {
+            break;
+        }
+        let Some(mut pace) = steps.take_pace(&sha, now).await? else { continue };
+        claim_key(steps, (&key, &sha), &mut pace, (now, until), limit, pick, &mut out).await?;
+        steps.store_pace(&sha, &pace).await?;
+    }
+    Ok(out)
+}
+
+/// [`claim`] for one routing key, whose pace this claim holds.
+async fn claim_key(
+    steps: &mut impl Claims,
+    (key, sha): (&str, &str),
+    pace: &mut PaceState,
+    (now, until): (Millis, Millis),
+    limit: usize,
+    pick: &Pick,
+    out: &mut Claim,
+) -> Result<(), QueueError> {
+    // Whether the key may send now; if not, when it may (kept as the claim's `paced_until`).
+    let free_now = |pace: &PaceState, out: &mut Claim| {
+        let Some(rule) = &pick.pace else { return true };
+        let free = rule.free_at(pace, now);
+        if free > now {
+            out.paced_until = Some(out.paced_until.map_or(free, |t| t.min(free)));
+        }
+        free <= now
+    };
+    loop {
+        // Checked before the candidates are read: a key held back costs no scan of its backlog.
+        if !free_now(pace, out) {
+            return Ok(());
+        }
+        let wanted = limit - out.leased.len();
+        let candidates = steps.candidates(now, key, sha, wanted).await?;
+        let exhausted = candidates.len() < wanted;
+        for c in candidates {
+            if !free_now(pace, out) {
+                return Ok(());
+            }
+            let Some(leased) = lease_head(steps, c.event, (now, until), pick.supersede, &mut out.superseded).await?
+            else {
+                continue;
+            };
+            if let Some(rule) = &pick.pace {
+                rule.spend(pace, now);
+            }
+            steps.served(sha, &c.source, now).await?;
+            out.leased.push(leased);
+        }
+        // Heads superseded whole leave room: the next candidates take it.
+        if exhausted || out.leased.len() >= limit {
+            return Ok(());
+        }
+    }
 }
 
 /// Leases `head`, a lane head a claim at `now` picked, until `until`: the event to hand out,
-/// and the earlier triggers it superseded. A head that is a trigger directly followed in its
-/// lane by another due trigger is collapsed into it first (repeatedly): PagerDuty would only
-/// deduplicate the older ones, and skipping them shortens a backlog. A trigger never
-/// collapses into an acknowledge or resolve.
+/// and the earlier triggers it collapsed. `None`: the lane had nothing left to send.
+///
+/// Supersede (with `supersede`): a head that is a trigger, followed in its lane by a resolve,
+/// in a lane PagerDuty cannot hold open ([`Claims::may_be_open`]), is superseded with
+/// everything up to that resolve; the lane's next event, if due, is the head then.
+/// Collapse: a head that is a trigger directly followed in its lane by another due trigger is
+/// collapsed into it first (repeatedly): PagerDuty would only deduplicate the older ones, and
+/// skipping them shortens a backlog. A trigger never collapses into an acknowledge or resolve.
 pub(super) async fn lease_head(
     claims: &mut impl Claims,
     mut head: StoredEvent,
-    now: Millis,
-    until: Millis,
-) -> Result<(StoredEvent, Vec<i64>), QueueError> {
-    let mut superseded = Vec::new();
+    (now, until): (Millis, Millis),
+    supersede: bool,
+    superseded: &mut Vec<i64>,
+) -> Result<Option<(StoredEvent, Vec<i64>)>, QueueError> {
+    let mut collapsed = Vec::new();
     while let Some(lane) = head.order_key.clone().filter(|_| is_trigger(&head)) {
+        if supersede {
+            if let Some(resolve) = supersedable(claims, &lane, &head).await? {
+                let why = format!("superseded: its lane's resolve (event {resolve}) came before it was sent");
+                let gone = claims.supersede(&lane, (head.id, resolve), now, &why).await?;
+                tracing::info!(events = ?gone, "superseded: a trigger resolved before it was sent; neither is sent");
+                superseded.extend(gone);
+                match claims.next_in_lane(now, &lane, resolve).await? {
+                    Some(next) if next.due => {
+                        head = next;
+                        continue;
+                    }
+                    _ => return Ok(None),
+                }
+            }
+        }
         let Some(next) = claims.next_in_lane(now, &lane, head.id).await? else { break };
         if !(is_trigger(&next) && next.due) {
             break;
         }
         claims.collapse(head.id, now, &format!("collapsed into event {}", next.id)).await?;
-        superseded.push(head.id);
+        collapsed.push(head.id);
         head = next;
     }
     claims.lease(head.id, until).await?;
-    Ok((head, superseded))
+    Ok(Some((head, collapsed)))
+}
+
+/// The resolve that supersedes trigger `head` of `lane`, if one waits behind it and the lane
+/// cannot be open at PagerDuty (an attempt that timed out or got a 5xx may have reached it).
+async fn supersedable(claims: &mut impl Claims, lane: &str, head: &StoredEvent) -> Result<Option<i64>, QueueError> {
+    let Some(resolve) = claims.waiting_resolve(lane, head.id).await? else { return Ok(None) };
+    if claims.may_be_open(lane, head.id).await? {
+        return Ok(None);
+    }
+    Ok(Some(resolve))
 }
 
 fn is_trigger(e: &StoredEvent) -> bool {

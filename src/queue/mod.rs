@@ -231,7 +231,7 @@ pub struct Claimed {
     pub lease: Millis,
     /// Earlier pending triggers of the same lane that this newer one replaced: sending them
     /// first would only have been deduplicated by PagerDuty.
-    pub superseded: Vec<i64>,
+    pub collapsed: Vec<i64>,
 }
 
 /// How one delivery attempt ended, as recorded.
@@ -464,8 +464,20 @@ pub trait Intake: Send + Sync + 'static {
 /// Handing events out and recording what became of them: the delivery worker.
 #[async_trait]
 pub trait Deliveries: Send + Sync + 'static {
-    /// Leases up to `limit` deliverable events: due, unleased, and first in their lane.
-    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError>;
+    /// Leases up to `limit` deliverable events: due, unleased, and first in their lane; within
+    /// a routing key the best first (`lanes::claim`), unpaced, nothing superseded.
+    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+        Ok(self.claim_with(now, limit, lease, &Pick::default()).await?.claimed)
+    }
+
+    /// [`Deliveries::claim`] as `pick` says: each routing key's events only while it has a free
+    /// slot (each event claimed spends one), and lanes superseded.
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError>;
+
+    /// PagerDuty answered 429 for the key named by `key_sha256` at `now`: closes it until
+    /// `until` for every claim (every replica) as `rule` says.
+    async fn hold(&self, key_sha256: &str, until: Millis, rule: std::sync::Arc<dyn PaceRule>)
+        -> Result<(), QueueError>;
 
     /// Records an attempt and, if the event is still held under `lease` (see
     /// [`Claimed::lease`]), its outcome, releasing the lease. `false` when the lease was lost:
@@ -615,52 +627,48 @@ pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capac
 
 impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents> Queue for T {}
 
-/// One routing key's pace as stored: what `delivery::pacing`'s rules read and write. Replicas
-/// on PostgreSQL share it through [`SharedPace`]; a lone process keeps it in memory.
+/// One routing key's pace as stored: what `delivery::pacing`'s rules read and write, kept in
+/// the store (so a restart grants no fresh burst) and shared by the replicas on PostgreSQL.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct PaceState {
     /// The burst bucket as a GCRA theoretical arrival time.
     pub tat: f64,
     /// No event for the key before this (a 429's `Retry-After`).
     pub closed_until: Millis,
-    /// Slot times handed out (sends and reservations), ascending; the last `per_key_rate`.
+    /// Send times (claims), ascending; the last `per_key_rate`.
     pub log: VecDeque<Millis>,
 }
 
-/// The pacing rules, as the shared store applies them under its row lock (implemented by
+/// The pacing rules, as the store applies them under a claim's lock of a key (implemented by
 /// `delivery::pacing::Limits`; the queue only stores their state).
 pub trait PaceRule: Send + Sync {
-    /// The slot of a lane: the one it `held` if still good, else a new one taken from `state`.
-    fn slot(&self, state: &mut PaceState, held: Option<Millis>, now: Millis) -> Millis;
-    /// A 429 at `now`: the key is closed until `until`; returns how far promised slots move.
-    fn hold(&self, state: &mut PaceState, now: Millis, until: Millis) -> Millis;
+    /// The earliest time at or after `now` the key may send.
+    fn free_at(&self, state: &PaceState, now: Millis) -> Millis;
+    /// A send at `now`: an event of the key was claimed.
+    fn spend(&self, state: &mut PaceState, now: Millis);
+    /// A 429: the key is closed until `until`.
+    fn hold(&self, state: &mut PaceState, until: Millis);
 }
 
-/// One event asking [`SharedPace::slots`] for its send slot.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SlotAsk {
-    /// The routing key's SHA-256 (hex): the store never holds the key itself.
-    pub key: String,
-    /// The event's ordering lane: a slot promised to a lane is kept for whichever replica
-    /// claims the lane's head next.
-    pub lane: String,
+/// How a claim picks its events ([`Deliveries::claim_with`]).
+#[derive(Clone, Default)]
+pub struct Pick {
+    /// The pace of every routing key: a key's events are claimed only while it has a free
+    /// slot. `None`: unpaced (a dry run; tools and tests that step the queue).
+    pub pace: Option<std::sync::Arc<dyn PaceRule>>,
+    /// A lane whose waiting trigger is followed by its resolve, with nothing of the lane
+    /// attempted since its last resolve, sends neither (`delivery.supersede`).
+    pub supersede: bool,
 }
 
-/// Per-routing-key pacing shared by replicas (PostgreSQL): one budget however many send.
-#[async_trait]
-pub trait SharedPace: Send + Sync + 'static {
-    /// In one transaction, for each ask in order, the lane's slot under `rule`. A slot after
-    /// `now` stays promised to its lane (the event is deferred till then); one at or before
-    /// `now` is spent.
-    async fn slots(&self, now: Millis, asks: &[SlotAsk], rule: &dyn PaceRule) -> Result<Vec<Millis>, QueueError>;
-
-    /// When each key (SHA-256, as in [`SlotAsk`]) reopens after a 429 (0: open): all that an
-    /// unlimited rate needs, read without a lock.
-    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError>;
-
-    /// PagerDuty answered 429 for `key` at `now`: closes it until `until` for every replica
-    /// and moves its promised slots as `rule` says.
-    async fn hold(&self, key: &str, now: Millis, until: Millis, rule: &dyn PaceRule) -> Result<(), QueueError>;
+/// What a claim handed out, and when the next routing key it had to hold back is free.
+#[derive(Debug, Default)]
+pub struct Batch {
+    pub claimed: Vec<Claimed>,
+    /// The events it superseded (`delivery.supersede`): finished, none of them sent.
+    pub superseded: Vec<i64>,
+    /// The earliest time a key with due events it did not claim (no free slot) has one.
+    pub paced_until: Option<Millis>,
 }
 
 /// How many of `known` migrations a store at `stored` (its recorded schema version, `None` for

@@ -10,16 +10,16 @@
 //!   insert time, so without it a transaction could take a smaller id and commit after a larger
 //!   one of the same lane had been claimed: the later event would have overtaken it. With it,
 //!   ids within a lane follow commit order, and a committed lane head is the real head.
-//! - **claim** (`Lock::Claim`): a claim takes `pg_try_advisory_xact_lock` on the lane of each
-//!   candidate head and then checks the head again in a fresh snapshot (READ COMMITTED takes one
-//!   per statement), so of two concurrent claims only one examines a lane, and it sees what
-//!   the other committed. Candidates are also row-locked `FOR UPDATE SKIP LOCKED`, which is what
-//!   protects change events (they have no lane).
+//! - **claim**: a claim takes each routing key's pace row `FOR UPDATE SKIP LOCKED` before it
+//!   reads that key's candidates (in a fresh snapshot: READ COMMITTED takes one per
+//!   statement), so of two concurrent claims only one examines a key's lanes, and it sees what
+//!   the other committed; the other skips the key. The same lock makes the key's pace one
+//!   budget for all replicas.
 //!
 //! A head is handed out only if no other pending event of its lane is earlier or leased.
 //! Leases expire: a dead replica's events become claimable again; nothing releases them early.
 
-use super::lanes::{self, Claims, Closing, Fate, Outcome, Routes};
+use super::lanes::{self, Candidate, Claims, Closing, Fate, Outcome, Routes};
 use super::ledger::{self, Entry};
 use super::own_pages::{self, OwnSteps};
 use super::room::{Freed, Gate, RoomReading};
@@ -27,14 +27,14 @@ use super::rows::{
     failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
 };
 use super::schema::{self, step_failed};
-use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
+use super::sql::{self, Seen, DEAD_INBOUND};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
-    applied_migrations, tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter,
-    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, EventState, Finish,
-    InboundStatus, Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule,
-    PaceState, QueueError, Retention, SharedPace, SlotAsk, StoredInbound,
+    applied_migrations, tally_dropped, Accepted, Attempt, Batch, Capacity, DeadDropped, DeadId, DeadLetter,
+    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, EventState, Finish, InboundStatus,
+    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
+    QueueError, Retention, StoredInbound,
 };
 use crate::event::own::{self, Reason};
 use crate::event::{Action, Event, RoutingKey, Sequence};
@@ -42,7 +42,7 @@ use crate::secret::Secret;
 use async_trait::async_trait;
 use const_format::formatcp;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime, Transaction};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
@@ -156,6 +156,9 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
     // The highest `sequence` applied per lane: stale events.
     &[schema::LANE_SEQUENCES],
+    // Storms: priority and fair share at the claim. Slots are no longer promised ahead (a
+    // key's events are claimed only when it has a free slot), so lanes hold none.
+    &[schema::STORMS, "DROP TABLE pace_lanes;"],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -165,7 +168,6 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
 pub(super) enum Lock {
     Migrate = 0,
     Insert = 1,
-    Claim = 2,
 }
 
 impl Lock {
@@ -394,6 +396,7 @@ async fn insert_events(
         let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
         let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
         let (order_key, text, rule, summary) = (e.order_key(), e.text(), e.rule(), e.summary());
+        let priority = e.priority();
         let mut columns: Vec<&(dyn ToSql + Sync)> = vec![
             &inbound_id,
             &kind,
@@ -413,7 +416,7 @@ async fn insert_events(
         };
         let statement = match &fate {
             Fate::Queue { next_at } => {
-                columns.push(next_at);
+                columns.extend([next_at as &(dyn ToSql + Sync), &priority]);
                 sql::INSERT_EVENT
             }
             Fate::Done { why, .. } => {
@@ -529,6 +532,7 @@ impl OwnSteps for OwnStore<'_, '_> {
                     &super::PAGERHOOK,
                     &event.summary(),
                     &now,
+                    &event.priority(),
                 ],
             )
             .await?;
@@ -549,80 +553,91 @@ impl OwnSteps for OwnStore<'_, '_> {
     }
 }
 
-/// A claim's statements, prepared once for all its heads.
-struct ClaimSteps<'t, 'c> {
-    tx: &'t Transaction<'c>,
-    next_in_lane: Statement,
-    collapse: Statement,
-    lease: Statement,
+/// A claim's statements, in its transaction (each prepared once per connection and cached).
+struct ClaimSteps<'t, 'c>(&'t Transaction<'c>);
+
+impl ClaimSteps<'_, '_> {
+    async fn statement(&self, sql: &str) -> Result<Statement, QueueError> {
+        Ok(self.0.prepare_cached(sql).await?)
+    }
 }
 
 impl Claims for ClaimSteps<'_, '_> {
     async fn next_in_lane(&mut self, now: Millis, lane: &str, after: i64) -> Result<Option<StoredEvent>, QueueError> {
-        self.tx.query_opt(&self.next_in_lane, &[&now, &lane, &after]).await?.as_ref().map(StoredEvent::read).transpose()
+        let stmt = self.statement(sql::NEXT_IN_LANE).await?;
+        self.0.query_opt(&stmt, &[&now, &lane, &after]).await?.as_ref().map(StoredEvent::read).transpose()
     }
 
     async fn collapse(&mut self, id: i64, now: Millis, reason: &str) -> Result<(), QueueError> {
-        self.tx.execute(&self.collapse, &[&now, &reason, &id]).await?;
+        self.0.execute(&self.statement(sql::COLLAPSE).await?, &[&now, &reason, &id]).await?;
         Ok(())
     }
 
     async fn lease(&mut self, id: i64, until: Millis) -> Result<(), QueueError> {
-        self.tx.execute(&self.lease, &[&until, &id]).await?;
+        self.0.execute(&self.statement(sql::LEASE).await?, &[&until, &id]).await?;
         Ok(())
+    }
+
+    async fn due_keys(&mut self, now: Millis) -> Result<Vec<String>, QueueError> {
+        let rows = self.0.query(&self.statement(sql::DUE_KEYS).await?, &[&now]).await?;
+        rows.iter().map(|r| r.get_as(0)).collect()
+    }
+
+    /// The key's pace row, locked for this claim; `None` when another replica's claim holds it
+    /// (it claims that key's events meanwhile): a claim of a key never waits for another.
+    async fn take_pace(&mut self, sha: &str, now: Millis) -> Result<Option<PaceState>, QueueError> {
+        self.0.execute(&self.statement(NEW_PACE).await?, &[&sha, &now]).await?;
+        let row = self.0.query_opt(&self.statement(TAKE_PACE).await?, &[&sha]).await?;
+        row.as_ref().map(|r| Ok(pace_row(r)?.1)).transpose()
+    }
+
+    async fn store_pace(&mut self, sha: &str, pace: &PaceState) -> Result<(), QueueError> {
+        store_pace(self.0, sha, pace).await
+    }
+
+    async fn candidates(&mut self, now: Millis, key: &str, sha: &str, n: usize) -> Result<Vec<Candidate>, QueueError> {
+        let rows = self.0.query(&self.statement(CANDIDATES).await?, &[&now, &sha, &key, &(n as i64)]).await?;
+        rows.iter().map(|r| Ok(Candidate { event: StoredEvent::read(r)?, source: r.get_as(11)? })).collect()
+    }
+
+    async fn served(&mut self, sha: &str, source: &str, now: Millis) -> Result<(), QueueError> {
+        self.0.execute(&self.statement(sql::SERVED).await?, &[&sha, &source, &now]).await?;
+        Ok(())
+    }
+
+    async fn waiting_resolve(&mut self, lane: &str, after: i64) -> Result<Option<i64>, QueueError> {
+        let row = self.0.query_opt(&self.statement(sql::NEXT_RESOLVE).await?, &[&lane, &after]).await?;
+        row.map(|r| r.get_as(0)).transpose()
+    }
+
+    async fn may_be_open(&mut self, lane: &str, head: i64) -> Result<bool, QueueError> {
+        self.0.query_one(&self.statement(sql::LANE_MAY_BE_OPEN).await?, &[&lane, &head]).await?.get_as(0)
+    }
+
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        (from, to): (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError> {
+        let rows = self.0.query(&self.statement(sql::SUPERSEDE).await?, &[&now, &why, &lane, &from, &to]).await?;
+        rows.iter().map(|r| r.get_as(0)).collect()
     }
 }
 
-/// Leases up to `limit` lane heads, each collapsed into the newest trigger behind it
-/// (`lanes::lease_head`), one claimer per lane.
-async fn claim_in(
-    tx: &Transaction<'_>,
-    schema: i32,
-    now: Millis,
-    limit: usize,
-    until: Millis,
-) -> Result<Vec<Claimed>, QueueError> {
-    let candidates = tx
-        .query(
-            formatcp!(
-                "SELECT {ROW_COLUMNS} FROM events e
-                 WHERE e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}
-                 ORDER BY e.id LIMIT $2 FOR UPDATE OF e SKIP LOCKED"
-            ),
-            &[&now, &(limit as i64)],
-        )
-        .await?;
-    let recheck = tx
-        .prepare_cached(formatcp!(
-            "SELECT {ROW_COLUMNS} FROM events e
-             WHERE e.id = $2 AND e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_FREE}"
-        ))
-        .await?;
-    let mut steps = ClaimSteps {
-        tx,
-        next_in_lane: tx.prepare_cached(sql::NEXT_IN_LANE).await?,
-        collapse: tx.prepare_cached(sql::COLLAPSE).await?,
-        lease: tx.prepare_cached(sql::LEASE).await?,
-    };
-    let mut out = Vec::with_capacity(candidates.len());
-    for candidate in candidates {
-        let mut head = StoredEvent::read(&candidate)?;
-        if let Some(lane) = head.order_key.clone() {
-            let keys = [Lock::Claim.key(schema), lane_lock(&lane)];
-            let locked: bool =
-                tx.query_one("SELECT pg_try_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await?.get_as(0)?;
-            if !locked {
-                continue; // another replica is claiming in this lane right now
-            }
-            // The candidate list's snapshot predates the lock: look again.
-            let Some(row) = tx.query_opt(&recheck, &[&now, &head.id]).await? else { continue };
-            head = StoredEvent::read(&row)?;
-        }
-        let (head, superseded) = lanes::lease_head(&mut steps, head, now, until).await?;
-        out.extend(head.into_claimed(superseded, until));
-    }
-    Ok(out)
-}
+/// A claim's candidates of one routing key (`sql::CANDIDATES`): no other pending event of
+/// the lane earlier or leased.
+const CANDIDATES: &str = formatcp!("{} AND {LANE_FREE} {}", sql::CANDIDATES, sql::CANDIDATES_ORDER);
+
+/// Makes the pace row of key `$1` if it has none (touched at `$2`).
+const NEW_PACE: &str = "INSERT INTO pace (key_sha256, tat, closed_until, log, at) VALUES ($1, 0, 0, '{}', $2)
+     ON CONFLICT (key_sha256) DO NOTHING";
+
+/// The pace row of key `$1`, locked for the claim; no row if another claim holds it. Every
+/// claim of a key's events goes through this lock, so no two replicas examine one lane at once.
+const TAKE_PACE: &str =
+    "SELECT key_sha256, tat, closed_until, log FROM pace WHERE key_sha256 = $1 FOR UPDATE SKIP LOCKED";
 
 /// The dead letters to drop: older than `$1`, or beyond `$2` bytes of their source's newer
 /// ones (see the SQLite twin); kind, id, source, body bytes, whether older than `$1`.
@@ -705,13 +720,25 @@ impl PostgresQueue {
 
 #[async_trait]
 impl Deliveries for PostgresQueue {
-    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError> {
         let until = now + lease.as_millis() as Millis;
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        let claimed = claim_in(&tx, self.schema, now, limit, until).await?;
+        let claim = lanes::claim(&mut ClaimSteps(&tx), now, limit, until, pick).await?;
         tx.commit().await?;
-        Ok(claimed)
+        Ok(claim.into_batch(until))
+    }
+
+    async fn hold(&self, key_sha256: &str, until: Millis, rule: Arc<dyn PaceRule>) -> Result<(), QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        let keys = vec![key_sha256];
+        let row = tx.query_one(LOCK_PACE, &[&keys, &super::now_millis()]).await?;
+        let (_, mut state) = pace_row(&row)?;
+        rule.hold(&mut state, until);
+        store_pace(&tx, key_sha256, &state).await?;
+        tx.commit().await?;
+        Ok(())
     }
 
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
@@ -828,8 +855,8 @@ impl DeadLetters for PostgresQueue {
         lock_lanes(&tx, self.schema, lane.iter().map(String::as_str)).await?;
         let new_id: i64 = tx
             .query_one(
-                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule)
-                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, summary, rule
+                "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule, priority)
+                 SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, $2, $2, summary, rule, priority
                  FROM events WHERE id = $1 RETURNING id",
                 &[&id, &now],
             )
@@ -995,11 +1022,12 @@ impl Retention for PostgresQueue {
     async fn prune(&self, before: Millis) -> Result<u64, QueueError> {
         let mut c = self.client().await?;
         let tx = c.transaction().await?;
-        // Besides what both backends prune: lanes' promised slots, and idle keys' pace.
-        let pacing = ["DELETE FROM pace_lanes WHERE slot < $1", "DELETE FROM pace WHERE at < $1 AND closed_until < $1"];
         let mut n = 0;
-        for statement in sql::PRUNE.into_iter().chain(pacing) {
+        for statement in sql::PRUNE {
             n += tx.execute(statement, &[&before]).await?;
+        }
+        for statement in sql::PRUNE_PACE {
+            tx.execute(statement, &[&before]).await?;
         }
         tx.commit().await?;
         Ok(n)
@@ -1044,97 +1072,17 @@ fn pace_row(r: &Row) -> Result<(String, PaceState), QueueError> {
     Ok((r.get_as(0)?, PaceState { tat: r.get_as(1)?, closed_until: r.get_as(2)?, log: log.into() }))
 }
 
+/// Writes a key's pace back; its latest send is when it was last used (retention forgets idle keys).
 async fn store_pace(tx: &Transaction<'_>, key: &str, k: &PaceState) -> Result<(), QueueError> {
     let log: Vec<i64> = k.log.iter().copied().collect();
-    let stmt = tx.prepare_cached("UPDATE pace SET tat = $2, closed_until = $3, log = $4 WHERE key_sha256 = $1").await?;
-    tx.execute(&stmt, &[&key, &k.tat, &k.closed_until, &log]).await?;
+    let last = k.log.back().copied();
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE pace SET tat = $2, closed_until = $3, log = $4, at = GREATEST(at, COALESCE($5, at)) WHERE key_sha256 = $1",
+        )
+        .await?;
+    tx.execute(&stmt, &[&key, &k.tat, &k.closed_until, &log, &last]).await?;
     Ok(())
-}
-
-/// Pacing across replicas: every slot of a key is taken under its row lock, from one log, so
-/// the window and burst rules hold for the replicas together. One transaction per claimed
-/// batch, whatever its size.
-#[async_trait]
-impl SharedPace for PostgresQueue {
-    async fn slots(&self, now: Millis, asks: &[SlotAsk], rule: &dyn PaceRule) -> Result<Vec<Millis>, QueueError> {
-        if asks.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut keys: Vec<&str> = asks.iter().map(|a| a.key.as_str()).collect();
-        keys.sort_unstable();
-        keys.dedup();
-        let lanes: Vec<&str> = asks.iter().map(|a| a.lane.as_str()).collect();
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        // Both in one round trip (tokio-postgres pipelines queries sent together).
-        let (lock_params, held_params): ([&(dyn ToSql + Sync); 2], [&(dyn ToSql + Sync); 1]) =
-            ([&keys, &now], [&lanes]);
-        let (rows, held) = tokio::try_join!(
-            tx.query(LOCK_PACE, &lock_params),
-            tx.query("SELECT lane, slot FROM pace_lanes WHERE lane = ANY($1)", &held_params)
-        )?;
-        let mut states: HashMap<String, PaceState> = rows.iter().map(pace_row).collect::<Result<_, _>>()?;
-        let mut held: HashMap<String, Millis> =
-            held.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).collect::<Result<_, QueueError>>()?;
-        let had_held = !held.is_empty();
-        let (mut out, mut promised) = (Vec::with_capacity(asks.len()), (Vec::new(), Vec::new(), Vec::new()));
-        for a in asks {
-            let state = states
-                .get_mut(&a.key)
-                .ok_or_else(|| QueueError::BadRow(format!("pace row of key {} missing", a.key)))?;
-            let slot = rule.slot(state, held.remove(&a.lane), now);
-            if slot > now {
-                promised.0.push(a.lane.as_str());
-                promised.1.push(a.key.as_str());
-                promised.2.push(slot);
-            }
-            out.push(slot);
-        }
-        if had_held {
-            tx.execute("DELETE FROM pace_lanes WHERE lane = ANY($1)", &[&lanes]).await?;
-        }
-        if !promised.0.is_empty() {
-            tx.execute(
-                "INSERT INTO pace_lanes (lane, key_sha256, slot) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])
-                 ON CONFLICT (lane) DO UPDATE SET key_sha256 = excluded.key_sha256, slot = excluded.slot",
-                &[&promised.0, &promised.1, &promised.2],
-            )
-            .await
-            ?;
-        }
-        for (key, state) in &states {
-            store_pace(&tx, key, state).await?;
-        }
-        tx.commit().await?;
-        Ok(out)
-    }
-
-    async fn closed_until(&self, keys: &[String]) -> Result<Vec<Millis>, QueueError> {
-        let c = self.client().await?;
-        let rows = c.query("SELECT key_sha256, closed_until FROM pace WHERE key_sha256 = ANY($1)", &[&keys]).await?;
-        let closed: HashMap<String, Millis> =
-            rows.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).collect::<Result<_, QueueError>>()?;
-        Ok(keys.iter().map(|k| closed.get(k).copied().unwrap_or(0)).collect())
-    }
-
-    async fn hold(&self, key: &str, now: Millis, until: Millis, rule: &dyn PaceRule) -> Result<(), QueueError> {
-        let mut c = self.client().await?;
-        let tx = c.transaction().await?;
-        let keys = vec![key];
-        let row = tx.query_one(LOCK_PACE, &[&keys, &now]).await?;
-        let (_, mut state) = pace_row(&row)?;
-        let shift = rule.hold(&mut state, now, until);
-        store_pace(&tx, key, &state).await?;
-        if shift > 0 {
-            tx.execute(
-                "UPDATE pace_lanes SET slot = slot + $2 WHERE key_sha256 = $1 AND slot > $3",
-                &[&key, &shift, &now],
-            )
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
 }
 
 /// The columns of an [`EventRow`], for `events` and `event` to filter.

@@ -100,14 +100,14 @@ impl StoredEvent {
     /// damaged store or one written by a newer build; that is said loudly, and the event is
     /// left leased for inspection rather than guessed at or skipped silently. One such row
     /// does not stop the others from being delivered.
-    pub fn into_claimed(self, superseded: Vec<i64>, lease: Millis) -> Option<Claimed> {
+    pub fn into_claimed(self, collapsed: Vec<i64>, lease: Millis) -> Option<Claimed> {
         let id = self.id;
-        self.decode(superseded, lease)
+        self.decode(collapsed, lease)
             .inspect_err(|e| tracing::error!(event_id = id, error = %e, "stored event is unreadable; left leased for inspection"))
             .ok()
     }
 
-    fn decode(self, superseded: Vec<i64>, lease: Millis) -> Result<Claimed, QueueError> {
+    fn decode(self, collapsed: Vec<i64>, lease: Millis) -> Result<Claimed, QueueError> {
         let kind = kind_from_str(self.id, &self.kind)?;
         let key = RoutingKey::parse(Secret::new(self.routing_key))
             .map_err(|e| QueueError::BadRow(format!("event {}: stored routing key: {e}", self.id)))?;
@@ -121,7 +121,7 @@ impl StoredEvent {
             attempts: self.attempts,
             created_at: self.created_at,
             lease,
-            superseded,
+            collapsed,
         })
     }
 }

@@ -98,3 +98,19 @@ pub(super) const LANE_SEQUENCES: &str = "CREATE TABLE lane_sequences (
     at    BIGINT NOT NULL
 );
 CREATE INDEX lane_sequences_at ON lane_sequences (at);";
+
+/// Storms (both backends): each pending event's priority among its routing key's
+/// (`Event::priority`; one already queued gets its action's, a trigger `error`'s, PagerDuty's
+/// default, since its severity sits in its body), the index a claim picks a key's best by, the
+/// lanes' history for supersede, and fair share's memory of the sources served per key.
+pub(super) const STORMS: &str = "ALTER TABLE events ADD COLUMN priority INTEGER NOT NULL DEFAULT 2;
+UPDATE events SET priority = CASE WHEN action IN ('acknowledge', 'resolve') THEN 0 WHEN kind = 'change' THEN 5 ELSE 2 END
+    WHERE state = 'pending';
+CREATE INDEX events_key_pending ON events (routing_key, priority, id) WHERE state = 'pending';
+CREATE INDEX events_lane_history ON events (order_key, id);
+CREATE TABLE pace_sources (
+    key_sha256 TEXT NOT NULL,
+    source     TEXT NOT NULL,
+    served_at  BIGINT NOT NULL,
+    PRIMARY KEY (key_sha256, source)
+);";

@@ -1,7 +1,7 @@
 //! The store's own settings, and opening it by them. The caller (`app`) builds them from
 //! `[storage]`: the queue knows nothing of the config file.
 
-use super::{Headroom, PostgresQueue, Queue, QueueError, Role, SharedPace, SqliteQueue};
+use super::{Headroom, PostgresQueue, Queue, QueueError, Role, SqliteQueue};
 use crate::secret::Secret;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -76,10 +76,8 @@ pub enum Durability {
 
 /// An opened store.
 pub struct Opened {
+    /// Routing keys' pace is kept in it too, and shared by the replicas on PostgreSQL.
     pub store: Arc<dyn Queue>,
-    /// The pacing state replicas share (PostgreSQL); `None` for SQLite, whose one delivering
-    /// process paces in memory.
-    pub shared_pace: Option<Arc<dyn SharedPace>>,
 }
 
 /// Opens the store `settings` name, as the deliverer (`serve`) or as a tool beside it.
@@ -87,12 +85,12 @@ pub async fn open(settings: &Settings, role: Role) -> Result<Opened, QueueError>
     match &settings.backend {
         Backend::Sqlite { path } => {
             let store = Arc::new(SqliteQueue::open_with(path, settings.durability, role, settings.headroom)?);
-            Ok(Opened { store, shared_pace: None })
+            Ok(Opened { store })
         }
         // Every role is the same here: other replicas' leases are theirs until they expire.
         Backend::Postgres { url } => {
             let store = Arc::new(PostgresQueue::connect(url).await?);
-            Ok(Opened { store: store.clone(), shared_pace: Some(store) })
+            Ok(Opened { store })
         }
     }
 }

@@ -3,7 +3,7 @@
 //! appears, PostgreSQL by its number, and the two agree only then (`tests` checks it). Event
 //! states come from [`EventState`](super::EventState), built in at compile time.
 
-use super::state::{COLLAPSED, DAMPED, DEAD, PENDING, PRUNABLE};
+use super::state::{COLLAPSED, DAMPED, DEAD, DELIVERED, DRY_RUN, PENDING, PRUNABLE, SUPERSEDED};
 use const_format::formatcp;
 
 /// The columns `rows::StoredEvent::read` reads (`$1`: the claim's `now`).
@@ -24,11 +24,68 @@ pub(super) const COLLAPSE: &str =
 pub(super) const LEASE: &str = "UPDATE events SET lease_until = $1 WHERE id = $2";
 
 /// A new pending event: inbound id, kind, order key, routing key, action, dedup_key, body, its
-/// format, the time it is queued, the rule that made it, its summary, and when it is due (flap
-/// damping holds a resolve).
+/// format, the time it is queued, the rule that made it, its summary, when it is due (flap
+/// damping holds a resolve), and its priority (`Event::priority`).
 pub(super) const INSERT_EVENT: &str =
-    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, rule, summary, next_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)";
+    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, rule, summary, next_at, priority)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)";
+
+/// The routing keys (as stored) with pending events due and unleased at `$1`: what a claim
+/// looks at, key by key.
+pub(super) const DUE_KEYS: &str = formatcp!(
+    "SELECT DISTINCT routing_key FROM events WHERE state = '{PENDING}' AND next_at <= $1 AND lease_until <= $1"
+);
+
+/// A claim's candidates of one routing key (`lanes::Claims::candidates`), as
+/// `{CANDIDATES} AND <the backend's lane condition> {CANDIDATES_ORDER}`: `$1` now, `$2` the
+/// key's SHA-256, `$3` the key, `$4` how many.
+pub(super) const CANDIDATES: &str = formatcp!(
+    "SELECT {ROW_COLUMNS}, COALESCE(i.source, '') FROM events e LEFT JOIN inbound i ON i.id = e.inbound_id
+     LEFT JOIN pace_sources s ON s.key_sha256 = $2 AND s.source = i.source
+     WHERE e.state = '{PENDING}' AND e.routing_key = $3 AND e.next_at <= $1 AND e.lease_until <= $1"
+);
+
+/// Best first: priority, then each source's turn within it (its 1st, 2nd… due head), the
+/// source served longest ago first, then age. So a flood from one source delays another's
+/// page of the same priority by one slot per source, not by the flood.
+pub(super) const CANDIDATES_ORDER: &str = "ORDER BY e.priority,
+     ROW_NUMBER() OVER (PARTITION BY e.priority, COALESCE(i.source, '') ORDER BY e.id), COALESCE(s.served_at, 0), e.id
+     LIMIT $4";
+
+/// Source `$2` was served on the routing key of SHA-256 `$1` at `$3`: fair share's memory.
+/// Later than any source of the key was served before, by a millisecond if need be, so that
+/// two sources served in one millisecond are still told apart.
+pub(super) const SERVED: &str = "INSERT INTO pace_sources (key_sha256, source, served_at)
+     SELECT $1, $2, CASE WHEN $3 > m THEN $3 ELSE m + 1 END
+     FROM (SELECT COALESCE(MAX(served_at), 0) AS m FROM pace_sources WHERE key_sha256 = $1) latest WHERE true
+     ON CONFLICT (key_sha256, source) DO UPDATE SET served_at = excluded.served_at";
+
+/// The first pending resolve of lane `$1` after event `$2`: supersede's candidate.
+pub(super) const NEXT_RESOLVE: &str = formatcp!(
+    "SELECT id FROM events WHERE order_key = $1 AND state = '{PENDING}' AND id > $2 AND action = 'resolve'
+     ORDER BY id LIMIT 1"
+);
+
+/// Whether PagerDuty may hold lane `$1` open, as of its head `$2`: an event of the lane up to
+/// the head was attempted (an attempt that timed out or got a 5xx may have reached PagerDuty)
+/// after the lane's last resolve PagerDuty accepted, or the ledger holds the lane unresolved.
+pub(super) const LANE_MAY_BE_OPEN: &str = formatcp!(
+    "SELECT EXISTS (
+         SELECT 1 FROM events l WHERE l.order_key = $1 AND l.id <= $2
+         AND EXISTS (SELECT 1 FROM attempts a WHERE a.event_id = l.id)
+         AND l.id > COALESCE((SELECT MAX(r.id) FROM events r WHERE r.order_key = $1 AND r.id < $2
+             AND r.action = 'resolve' AND r.state IN ('{DELIVERED}', '{DRY_RUN}')), 0)
+     ) OR EXISTS (
+         SELECT 1 FROM events h JOIN incidents n ON n.routing_key = h.routing_key AND n.dedup_key = h.dedup_key
+         WHERE h.id = $2 AND n.state <> 'resolved'
+     )"
+);
+
+/// Supersedes at `$1`, for reason `$2`, the pending events of lane `$3` from `$4` to `$5`.
+pub(super) const SUPERSEDE: &str = formatcp!(
+    "UPDATE events SET state = '{SUPERSEDED}', lease_until = 0, done_at = $1, last_error = $2
+     WHERE order_key = $3 AND state = '{PENDING}' AND id >= $4 AND id <= $5 RETURNING id"
+);
 
 /// An event finished as it arrives (`lanes::Fate::Done`: refused by "only the opener
 /// closes", or damped): the parameters of [`INSERT_EVENT`] up to the summary, then its state
@@ -102,6 +159,11 @@ pub(super) const PRUNE: [&str; 8] = [
     super::ledger::PRUNE,
     "DELETE FROM lane_sequences WHERE at < $1",
 ];
+
+/// What retention forgets of pacing, before `$1` (not counted as pruned rows): idle routing
+/// keys' pace (once closed by no 429) and the sources no longer served.
+pub(super) const PRUNE_PACE: [&str; 2] =
+    ["DELETE FROM pace WHERE at < $1 AND closed_until < $1", "DELETE FROM pace_sources WHERE served_at < $1"];
 
 /// What pruning under pressure deletes (`Capacity::make_room`): of [`PRUNE`], finished events
 /// with their attempts and the payloads nothing needs, before `$1`. Delivery ids, bodies seen

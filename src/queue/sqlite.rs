@@ -11,7 +11,7 @@
 mod payloads;
 mod space;
 
-use super::lanes::{self, Claims, Closing, Fate, Routes};
+use super::lanes::{self, Candidate, Claims, Closing, Fate, Routes};
 use super::ledger::{self, Entry};
 use super::own_pages::{self, OwnSteps};
 use super::room::{Freed, Headroom, RoomReading};
@@ -22,18 +22,18 @@ use super::schema::{self, step_failed};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::{
     applied_migrations,
-    sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS},
-    tally_dropped, Accepted, Attempt, Capacity, Claimed, DeadDropped, DeadId, DeadLetter, DeadLetterDetail,
-    DeadLetters, DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, EventState, Finish,
-    InboundStatus, Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, QueueError,
-    Retention, Role, StoredInbound,
+    sql::{self, Seen, DEAD_INBOUND},
+    tally_dropped, Accepted, Attempt, Batch, Capacity, DeadDropped, DeadId, DeadLetter, DeadLetterDetail, DeadLetters,
+    DeadToDrop, Deliveries, Durability, EventDetail, EventQuery, EventRow, EventState, Finish, InboundStatus, Incident,
+    IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
+    QueueError, Retention, Role, StoredInbound,
 };
 use crate::event::own::{self, Reason};
 use crate::event::{Action, Event, RoutingKey, Sequence};
 use async_trait::async_trait;
 use const_format::formatcp;
 use payloads::{Logged, PayloadLog, Segment};
-use rusqlite::{params, CachedStatement, Connection, ErrorCode, OptionalExtension, Statement};
+use rusqlite::{params, Connection, ErrorCode, OptionalExtension, Statement};
 use space::Space;
 use std::future::Future;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
@@ -143,6 +143,20 @@ CREATE INDEX inbound_segment ON inbound (body_segment) WHERE body_segment IS NOT
     &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
     // The highest `sequence` applied per lane: stale events.
     &[schema::LANE_SEQUENCES],
+    // Storms: priority and fair share at the claim, and each routing key's pace kept here, so
+    // a restart grants no fresh burst (PostgreSQL has kept it since replicas share it).
+    &[
+        schema::STORMS,
+        r#"
+CREATE TABLE pace (
+    key_sha256   TEXT PRIMARY KEY,
+    tat          REAL NOT NULL,
+    closed_until INTEGER NOT NULL,
+    log          TEXT NOT NULL,
+    at           INTEGER NOT NULL
+);
+"#,
+    ],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -166,7 +180,7 @@ enum Write {
     Finish(i64, Millis, Box<(Attempt, Finish)>, oneshot::Sender<Result<bool, QueueError>>),
     /// A claim (now, limit, lease until): it sees the outcomes queued before it, and its leases
     /// are committed with them instead of in a transaction of its own.
-    Claim(Millis, usize, Millis, oneshot::Sender<Result<Vec<Leased>, QueueError>>),
+    Claim(Millis, usize, Millis, Box<Pick>, oneshot::Sender<Result<Leased, QueueError>>),
 }
 
 /// An accept made ready for the writer on the caller's thread: the JSON it stores is
@@ -196,9 +210,10 @@ impl Prepared {
     }
 }
 
-/// A lane head a claim leased, with the triggers it superseded, still as stored: its body is
-/// read by the claimer (`Deliveries::claim`, its action and dedup_key only), off the writer thread.
-type Leased = (StoredEvent, Vec<i64>);
+/// What a claim leased (lane heads with the triggers collapsed into them), still as stored:
+/// their bodies are read by the claimer (`Deliveries::claim_with`, action and dedup_key
+/// only), off the writer thread.
+type Leased = lanes::Claim;
 
 /// The SQLite queue. Cheap to share; dropping the last handle stops its threads (the writer
 /// ends when the channel closes, and the checkpointer when the writer's wake-ups end).
@@ -507,7 +522,7 @@ type Reply = oneshot::Sender<(Result<Accepted, QueueError>, Box<Prepared>)>;
 enum Answer {
     Accept(Reply, Result<Accepted, QueueError>, Box<Prepared>),
     Finish(oneshot::Sender<Result<bool, QueueError>>, Result<bool, QueueError>),
-    Claim(oneshot::Sender<Result<Vec<Leased>, QueueError>>, Result<Vec<Leased>, QueueError>),
+    Claim(oneshot::Sender<Result<Leased, QueueError>>, Result<Leased, QueueError>),
 }
 
 /// Appends the bodies of the batch's accepts to the payload log, here on the writer's thread
@@ -726,7 +741,7 @@ impl WalFile {
 enum Outcome {
     Accept(Result<Accepted, QueueError>),
     Finish(Result<bool, QueueError>),
-    Claim(Result<Vec<Leased>, QueueError>),
+    Claim(Result<Leased, QueueError>),
 }
 
 impl Outcome {
@@ -758,7 +773,7 @@ fn execute(c: &Connection, write: &Write) -> Outcome {
     match write {
         Write::Accept(accept, _) => Outcome::Accept(insert_one(c, accept)),
         Write::Finish(id, lease, done, _) => Outcome::Finish(finish_one(c, *id, *lease, &done.0, &done.1)),
-        Write::Claim(now, limit, until, _) => Outcome::Claim(claim_in(c, *now, *limit, *until)),
+        Write::Claim(now, limit, until, pick, _) => Outcome::Claim(claim_in(c, (*now, *until), *limit, pick)),
     }
 }
 
@@ -879,6 +894,7 @@ fn insert_events(
     let mut stale = 0;
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
         let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay))?;
+        let priority = e.priority();
         let columns = params![
             inbound_id,
             e.kind().as_str(),
@@ -895,7 +911,7 @@ fn insert_events(
         let mut all = columns.to_vec();
         match &fate {
             Fate::Queue { next_at } => {
-                all.push(next_at);
+                all.extend([next_at as &dyn rusqlite::ToSql, &priority]);
                 tx.prepare_cached(sql::INSERT_EVENT)?.execute(all.as_slice())?
             }
             Fate::Done { state, why } => {
@@ -994,6 +1010,7 @@ impl OwnSteps for OwnStore<'_> {
             super::PAGERHOOK,
             event.summary(),
             now,
+            event.priority(),
         ])?;
         if event.action() == Some(Action::Trigger) {
             self.0.prepare_cached(sql::OWN_OPEN)?.execute(params![
@@ -1013,46 +1030,96 @@ impl OwnSteps for OwnStore<'_> {
     }
 }
 
-/// A claim's statements, prepared once for all its heads.
-struct ClaimSteps<'c> {
-    next_in_lane: CachedStatement<'c>,
-    collapse: CachedStatement<'c>,
-    lease: CachedStatement<'c>,
-}
+/// A claim's statements, on the writer's connection (each prepared once and cached).
+struct ClaimSteps<'c>(&'c Connection);
 
 impl Claims for ClaimSteps<'_> {
     async fn next_in_lane(&mut self, now: Millis, lane: &str, after: i64) -> Result<Option<StoredEvent>, QueueError> {
-        first(&mut self.next_in_lane, params![now, lane, after], |r| StoredEvent::read(r))
+        first(&mut *self.0.prepare_cached(sql::NEXT_IN_LANE)?, params![now, lane, after], |r| StoredEvent::read(r))
     }
 
     async fn collapse(&mut self, id: i64, now: Millis, reason: &str) -> Result<(), QueueError> {
-        self.collapse.execute(params![now, reason, id])?;
+        self.0.prepare_cached(sql::COLLAPSE)?.execute(params![now, reason, id])?;
         Ok(())
     }
 
     async fn lease(&mut self, id: i64, until: Millis) -> Result<(), QueueError> {
-        self.lease.execute(params![until, id])?;
+        self.0.prepare_cached(sql::LEASE)?.execute(params![until, id])?;
         Ok(())
+    }
+
+    async fn due_keys(&mut self, now: Millis) -> Result<Vec<String>, QueueError> {
+        all(&mut *self.0.prepare_cached(sql::DUE_KEYS)?, [now], |r| r.col(0))
+    }
+
+    async fn take_pace(&mut self, sha: &str, now: Millis) -> Result<Option<PaceState>, QueueError> {
+        // One writer: the pace is this claim's already.
+        self.0.prepare_cached(TOUCH_PACE)?.execute(params![sha, now])?;
+        Ok(Some(read_pace(self.0, sha)?))
+    }
+
+    async fn store_pace(&mut self, sha: &str, pace: &PaceState) -> Result<(), QueueError> {
+        store_pace(self.0, sha, pace)
+    }
+
+    async fn candidates(&mut self, now: Millis, key: &str, sha: &str, n: usize) -> Result<Vec<Candidate>, QueueError> {
+        all(&mut *self.0.prepare_cached(CANDIDATES)?, params![now, sha, key, n as i64], |r| {
+            Ok(Candidate { event: StoredEvent::read(r)?, source: r.col(11)? })
+        })
+    }
+
+    async fn served(&mut self, sha: &str, source: &str, now: Millis) -> Result<(), QueueError> {
+        self.0.prepare_cached(sql::SERVED)?.execute(params![sha, source, now])?;
+        Ok(())
+    }
+
+    async fn waiting_resolve(&mut self, lane: &str, after: i64) -> Result<Option<i64>, QueueError> {
+        first(&mut *self.0.prepare_cached(sql::NEXT_RESOLVE)?, params![lane, after], |r| r.col(0))
+    }
+
+    async fn may_be_open(&mut self, lane: &str, head: i64) -> Result<bool, QueueError> {
+        Ok(self.0.prepare_cached(sql::LANE_MAY_BE_OPEN)?.query_row(params![lane, head], |r| r.get(0))?)
+    }
+
+    async fn supersede(
+        &mut self,
+        lane: &str,
+        (from, to): (i64, i64),
+        now: Millis,
+        why: &str,
+    ) -> Result<Vec<i64>, QueueError> {
+        all(&mut *self.0.prepare_cached(sql::SUPERSEDE)?, params![now, why, lane, from, to], |r| r.col(0))
     }
 }
 
-/// Lane heads due at `now`, at most `$2`.
-const HEADS: &str = formatcp!(
-    "SELECT {ROW_COLUMNS} FROM events e
-     WHERE e.state = '{PENDING}' AND e.next_at <= $1 AND e.lease_until <= $1 AND {LANE_HEAD}
-     ORDER BY e.id LIMIT $2"
-);
+/// A claim's candidates of one routing key (`sql::CANDIDATES`): lane heads only.
+const CANDIDATES: &str = formatcp!("{} AND {LANE_HEAD} {}", sql::CANDIDATES, sql::CANDIDATES_ORDER);
 
-/// Leases up to `limit` lane heads, each collapsed into the newest trigger behind it
-/// (`lanes::lease_head`).
-fn claim_in(tx: &Connection, now: Millis, limit: usize, until: Millis) -> Result<Vec<Leased>, QueueError> {
-    let heads = all(&mut *tx.prepare_cached(HEADS)?, params![now, limit as i64], |r| StoredEvent::read(r))?;
-    let mut steps = ClaimSteps {
-        next_in_lane: tx.prepare_cached(sql::NEXT_IN_LANE)?,
-        collapse: tx.prepare_cached(sql::COLLAPSE)?,
-        lease: tx.prepare_cached(sql::LEASE)?,
-    };
-    heads.into_iter().map(|head| ready(lanes::lease_head(&mut steps, head, now, until))).collect()
+/// Makes the pace row of key `$1` if it has none, touched at `$2` (pruning forgets idle keys).
+const TOUCH_PACE: &str = "INSERT INTO pace (key_sha256, tat, closed_until, log, at) VALUES ($1, 0, 0, '[]', $2)
+     ON CONFLICT (key_sha256) DO UPDATE SET at = excluded.at";
+
+/// The stored pace of the key of SHA-256 `sha` (its log as a JSON array).
+fn read_pace(c: &Connection, sha: &str) -> Result<PaceState, QueueError> {
+    let mut stmt = c.prepare_cached("SELECT tat, closed_until, log FROM pace WHERE key_sha256 = $1")?;
+    let (tat, closed_until, log): (f64, Millis, String) =
+        stmt.query_row([sha], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+    let log: std::collections::VecDeque<Millis> =
+        serde_json::from_str(&log).map_err(|e| QueueError::BadRow(format!("pace of key {sha}: log: {e}")))?;
+    Ok(PaceState { tat, closed_until, log })
+}
+
+fn store_pace(c: &Connection, sha: &str, pace: &PaceState) -> Result<(), QueueError> {
+    let log = serde_json::to_string(&pace.log).map_err(|e| QueueError::Database(e.to_string()))?;
+    // SQLite numbers `$n` by first appearance: written in ascending order.
+    let update = "UPDATE pace SET tat = $1, closed_until = $2, log = $3 WHERE key_sha256 = $4";
+    c.prepare_cached(update)?.execute(params![pace.tat, pace.closed_until, log, sha])?;
+    Ok(())
+}
+
+/// Leases up to `limit` events due at `now` until `until`, as `pick` says (`lanes::claim`).
+fn claim_in(tx: &Connection, (now, until): (Millis, Millis), limit: usize, pick: &Pick) -> Result<Leased, QueueError> {
+    ready(lanes::claim(&mut ClaimSteps(tx), now, limit, until, pick))
 }
 
 #[async_trait]
@@ -1070,10 +1137,22 @@ impl Intake for SqliteQueue {
 
 #[async_trait]
 impl Deliveries for SqliteQueue {
-    async fn claim(&self, now: Millis, limit: usize, lease: Duration) -> Result<Vec<Claimed>, QueueError> {
+    async fn claim_with(&self, now: Millis, limit: usize, lease: Duration, pick: &Pick) -> Result<Batch, QueueError> {
         let until = now + lease.as_millis() as Millis;
-        let leased = self.write(|reply| Write::Claim(now, limit, until, reply)).await?;
-        Ok(leased.into_iter().filter_map(|(head, superseded)| head.into_claimed(superseded, until)).collect())
+        let pick = Box::new(pick.clone());
+        let leased = self.write(|reply| Write::Claim(now, limit, until, pick, reply)).await?;
+        Ok(leased.into_batch(until))
+    }
+
+    async fn hold(&self, key_sha256: &str, until: Millis, rule: Arc<dyn PaceRule>) -> Result<(), QueueError> {
+        let sha = key_sha256.to_string();
+        self.run(move |c| {
+            c.prepare_cached(TOUCH_PACE)?.execute(params![sha, super::now_millis()])?;
+            let mut pace = read_pace(c, &sha)?;
+            rule.hold(&mut pace, until);
+            store_pace(c, &sha, &pace)
+        })
+        .await
     }
 
     async fn finish(&self, id: i64, lease: Millis, attempt: Attempt, finish: Finish) -> Result<bool, QueueError> {
@@ -1150,8 +1229,8 @@ impl DeadLetters for SqliteQueue {
             let tx = c.transaction()?;
             let copied = tx.execute(
                 formatcp!(
-                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule)
-                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, summary, rule
+                    "INSERT INTO events (inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, created_at, next_at, summary, rule, priority)
+                     SELECT inbound_id, kind, order_key, routing_key, action, dedup_key, body, format, ?2, ?2, summary, rule, priority
                      FROM events WHERE id = ?1 AND state = '{DEAD}'"
                 ),
                 params![id, now],
@@ -1306,6 +1385,9 @@ impl Retention for SqliteQueue {
             let mut n = 0;
             for statement in sql::PRUNE {
                 n += tx.execute(statement, [before])?;
+            }
+            for statement in sql::PRUNE_PACE {
+                tx.execute(statement, [before])?;
             }
             let finished = inline_finished_segments(&tx, &log, before)?;
             tx.commit()?;

@@ -28,11 +28,15 @@ pub enum EventState {
     /// Older than the `sequence` its lane already applied (an out-of-order delivery): never
     /// sent.
     Stale,
+    /// Supersede: a trigger that waited, never sent, until its lane's resolve arrived, and
+    /// that resolve (with any acknowledge between); none is sent, since PagerDuty never heard
+    /// of the incident (`delivery.supersede`).
+    Superseded,
 }
 
 impl EventState {
     /// Every state, in the order of their life.
-    pub const ALL: [EventState; 8] = [
+    pub const ALL: [EventState; 9] = [
         EventState::Pending,
         EventState::Delivered,
         EventState::DryRun,
@@ -41,6 +45,7 @@ impl EventState {
         EventState::Replayed,
         EventState::Damped,
         EventState::Stale,
+        EventState::Superseded,
     ];
 
     /// The name stored in `events.state` (and shown). Stores hold these: never rename one.
@@ -54,6 +59,7 @@ impl EventState {
             EventState::Replayed => "replayed",
             EventState::Damped => "damped",
             EventState::Stale => "stale",
+            EventState::Superseded => "superseded",
         }
     }
 
@@ -67,6 +73,7 @@ impl EventState {
             | EventState::Replayed
             | EventState::Damped
             | EventState::Stale => true,
+            | EventState::Superseded => true,
             EventState::Pending | EventState::Dead => false,
         }
     }
@@ -100,10 +107,11 @@ pub(super) const COLLAPSED: &str = EventState::Collapsed.as_str();
 pub(super) const REPLAYED: &str = EventState::Replayed.as_str();
 pub(super) const DAMPED: &str = EventState::Damped.as_str();
 pub(super) const STALE: &str = EventState::Stale.as_str();
+pub(super) const SUPERSEDED: &str = EventState::Superseded.as_str();
 
 /// The [`EventState::prunable`] states, as SQL: `state IN ({PRUNABLE})`.
 pub(super) const PRUNABLE: &str =
-    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}', '{STALE}'");
+    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}', '{STALE}', '{SUPERSEDED}'");
 
 #[cfg(test)]
 mod tests;

@@ -124,6 +124,11 @@ on_every_backend! {
         a_claim_whose_lease_was_lost_cannot_renew_finish_or_defer_the_new_holders_claim,
         a_renewed_lease_keeps_its_event_past_the_first_expiry_and_a_finish_releases_it,
         a_dead_trigger_pages_unless_it_is_pagerhook_s_own_and_its_replay_resolves_the_page,
+        a_key_s_due_events_go_acknowledges_and_resolves_first_then_triggers_by_severity_then_changes,
+        sources_sharing_a_key_take_turns_within_a_priority,
+        a_key_s_events_are_claimed_only_while_it_has_a_free_slot_and_the_best_takes_it,
+        a_trigger_resolved_before_it_was_sent_is_superseded_with_its_resolve,
+        a_429_closes_the_key_for_every_claim_until_its_hold_ends,
     ],
     dead_letters: [
         dead_letters_are_listed_shown_replayed_and_deleted,
@@ -207,7 +212,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
         "UPDATE events SET kind = 'pigeon' WHERE dedup_key = 'odd-kind';
          UPDATE events SET format = 2 WHERE dedup_key = 'new-format';
          UPDATE events SET format = 3, state = 'dead', done_at = 1 WHERE dedup_key = 'dead-new-format';
-         UPDATE events SET state = 'superseded', done_at = 1 WHERE dedup_key = 'odd-state';
+         UPDATE events SET state = 'vanished', done_at = 1 WHERE dedup_key = 'odd-state';
          UPDATE inbound SET status = 'shelved' WHERE status = 'mapping_failed';",
     )
     .await;
@@ -217,7 +222,7 @@ async fn rows_this_build_does_not_know_are_errors_not_guesses(q: Arc<dyn Queue>,
     let err = q.event(id("new-format")).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 2, which this build does not know")), "{err:?}");
     let err = q.event(id("odd-state")).await.unwrap_err();
-    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("state \"superseded\"")), "{err:?}");
+    assert!(matches!(&err, QueueError::BadRow(m) if m.contains("state \"vanished\"")), "{err:?}");
     let err = q.dead_letter(DeadId::Event(id("dead-new-format"))).await.unwrap_err();
     assert!(matches!(&err, QueueError::BadRow(m) if m.contains("format 3")), "{err:?}");
     let err = q.inbound(failed_id).await.unwrap_err();
@@ -497,10 +502,12 @@ async fn pruning_keeps_pending_and_dead_events_and_failed_payloads(q: Arc<dyn Qu
 async fn deliver_all(q: &Arc<dyn Queue>, now: Millis) -> Vec<(String, String, String)> {
     let mut out = Vec::new();
     loop {
-        let batch = q.claim(now, 100, LEASE).await.unwrap();
+        let mut batch = q.claim(now, 100, LEASE).await.unwrap();
         if batch.is_empty() {
             return out;
         }
+        // Lanes of one claim go in parallel: in acceptance order here, to compare.
+        batch.sort_by_key(|c| c.id);
         for c in batch {
             out.push((
                 c.event.action().unwrap().as_str().to_string(),
@@ -579,15 +586,15 @@ async fn consecutive_pending_triggers_collapse_into_the_newest_but_never_into_a_
     let now = now_millis();
     let first = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(first.len(), 1);
-    assert_eq!(first[0].superseded.len(), 2, "{first:?}");
-    assert!(first[0].superseded.iter().all(|id| *id < first[0].id));
+    assert_eq!(first[0].collapsed.len(), 2, "{first:?}");
+    assert!(first[0].collapsed.iter().all(|id| *id < first[0].id));
     finish(&q, &first[0], answered(now, 202), Finish::Delivered).await;
     let resolve = q.claim(now, 10, LEASE).await.unwrap();
     assert_eq!(resolve[0].event.action(), Some(crate::event::Action::Resolve));
-    assert!(resolve[0].superseded.is_empty());
+    assert!(resolve[0].collapsed.is_empty());
     finish(&q, &resolve[0], answered(now, 202), Finish::Delivered).await;
     let last = q.claim(now, 10, LEASE).await.unwrap();
-    assert_eq!(last[0].superseded.len(), 1);
+    assert_eq!(last[0].collapsed.len(), 1);
     let states: Vec<_> = q.recent(10).await.unwrap().into_iter().rev().map(|e| e.state.as_str()).collect();
     assert_eq!(states, vec!["collapsed", "collapsed", "delivered", "delivered", "collapsed", "pending"]);
 }
@@ -603,6 +610,191 @@ async fn a_deferred_event_is_claimed_again_only_when_due_and_without_an_attempt(
     let again = q.claim(now + 5000, 10, LEASE).await.unwrap();
     assert_eq!(again[0].id, c[0].id);
     assert_eq!(again[0].attempts, 0);
+}
+
+/// A trigger of `severity` for lane `dedup` on the default key.
+fn trigger_of(severity: &str, dedup: &str) -> Event {
+    let draft = AlertDraft {
+        action: "trigger".into(),
+        dedup_key: Some(dedup.into()),
+        summary: Some("s".into()),
+        source: Some("src".into()),
+        severity: Some(severity.into()),
+        ..AlertDraft::default()
+    };
+    Event::alert(key(), draft).unwrap()
+}
+
+/// Claims one event at a time at `now` as `pick` says, delivering each, until none is left:
+/// the dedup_keys (`change` for a change event) in the order they went.
+async fn one_at_a_time(q: &Arc<dyn Queue>, now: Millis, pick: &Pick) -> Vec<String> {
+    let mut order = Vec::new();
+    loop {
+        let batch = q.claim_with(now, 1, LEASE, pick).await.unwrap();
+        let Some(c) = batch.claimed.first() else { return order };
+        order.push(c.event.dedup_key().map_or("change".to_string(), |k| k.to_string()));
+        assert!(finish(q, c, answered(now, 202), Finish::Delivered).await);
+    }
+}
+
+async fn a_key_s_due_events_go_acknowledges_and_resolves_first_then_triggers_by_severity_then_changes(
+    q: Arc<dyn Queue>,
+) {
+    let events = vec![
+        change(),
+        trigger_of("info", "info"),
+        trigger_of("warning", "warning"),
+        // A lane's own order never changes: its resolve waits for its (info) trigger.
+        trigger_of("info", "lane"),
+        alert("resolve", "lane"),
+        trigger_of("critical", "critical"),
+        trigger_of("error", "error"),
+        alert("acknowledge", "acked"),
+        alert("resolve", "resolved"),
+    ];
+    q.accept(inbound(None), events).await.unwrap();
+    let order = one_at_a_time(&q, now_millis(), &Pick::default()).await;
+    assert_eq!(
+        order,
+        ["acked", "resolved", "critical", "error", "warning", "info", "lane", "lane", "change"],
+        "the lane's resolve goes right after its trigger, as the best due event then"
+    );
+}
+
+async fn sources_sharing_a_key_take_turns_within_a_priority(q: Arc<dyn Queue>) {
+    let flood: Vec<Event> = (0..10).map(|i| trigger_of("critical", &format!("flood-{i}"))).collect();
+    q.accept(inbound_from("flood"), flood).await.unwrap();
+    q.accept(inbound_from("quiet"), vec![trigger_of("critical", "page")]).await.unwrap();
+    q.accept(inbound_from("third"), vec![trigger_of("critical", "third-1"), trigger_of("critical", "third-2")])
+        .await
+        .unwrap();
+    let now = now_millis();
+    let order = one_at_a_time(&q, now, &Pick::default()).await;
+    assert_eq!(&order[..6], ["flood-0", "page", "third-1", "flood-1", "third-2", "flood-2"], "{order:?}");
+    // In one claim too: each source's first, then each one's second.
+    let more: Vec<Event> = (10..13).map(|i| trigger_of("error", &format!("flood-{i}"))).collect();
+    q.accept(inbound_from("flood"), more).await.unwrap();
+    q.accept(inbound_from("quiet"), vec![trigger_of("error", "page-2")]).await.unwrap();
+    let batch = q.claim_with(now_millis(), 3, LEASE, &Pick::default()).await.unwrap();
+    let keys: Vec<String> = batch.claimed.iter().map(|c| c.event.dedup_key().unwrap().to_string()).collect();
+    assert_eq!(keys, ["page-2", "flood-10", "flood-11"], "the source served longest ago first");
+}
+
+async fn a_key_s_events_are_claimed_only_while_it_has_a_free_slot_and_the_best_takes_it(q: Arc<dyn Queue>) {
+    use crate::delivery::pacing::Limits;
+    // One every (60 s + margin) / 60 = 1034 ms, two at once.
+    let pick = Pick { pace: Some(Arc::new(Limits::new(60, 2))), supersede: false };
+    let storm: Vec<Event> = (0..5).map(|i| trigger_of("warning", &format!("storm-{i}"))).collect();
+    q.accept(inbound_from("flood"), storm).await.unwrap();
+    q.accept(inbound(None), vec![alert_on(other_key(), "trigger", "elsewhere")]).await.unwrap();
+    let now = now_millis();
+    let first = q.claim_with(now, 10, LEASE, &pick).await.unwrap();
+    assert_eq!(first.claimed.len(), 3, "the burst of the key and the other key's event: {first:?}");
+    assert_eq!(first.paced_until, Some(now + 1034), "when the key has its next slot");
+    assert!(q.claim_with(now + 1033, 10, LEASE, &pick).await.unwrap().claimed.is_empty());
+    // Nothing was promised ahead: a critical page that arrives now takes the next slot.
+    q.accept(inbound_from("quiet"), vec![trigger_of("critical", "page")]).await.unwrap();
+    let next = q.claim_with(now + 1034, 10, LEASE, &pick).await.unwrap();
+    let keys: Vec<String> = next.claimed.iter().map(|c| c.event.dedup_key().unwrap().to_string()).collect();
+    assert_eq!(keys, ["page"]);
+    // A 429 holds the key past its next slot.
+    q.hold(&key().sha256(), now + 5_000, Arc::new(Limits::new(60, 2))).await.unwrap();
+    let held = q.claim_with(now + 2068, 10, LEASE, &pick).await.unwrap();
+    assert!(held.claimed.is_empty());
+    assert_eq!(held.paced_until, Some(now + 5_000));
+    // Unpaced (a dry run), the rest goes at once.
+    assert_eq!(q.claim_with(now + 2068, 10, LEASE, &Pick::default()).await.unwrap().claimed.len(), 3);
+}
+
+#[tokio::test]
+async fn a_restart_on_sqlite_grants_no_fresh_burst() {
+    use crate::delivery::pacing::Limits;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let pick = Pick { pace: Some(Arc::new(Limits::new(60, 2))), supersede: false };
+    let now = {
+        let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+        let storm: Vec<Event> = (0..5).map(|i| alert("trigger", &format!("storm-{i}"))).collect();
+        q.accept(inbound(None), storm).await.unwrap();
+        let now = now_millis();
+        assert_eq!(q.claim_with(now, 10, LEASE, &pick).await.unwrap().claimed.len(), 2);
+        now
+    };
+    let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+    let after = q.claim_with(now + 10, 10, LEASE, &pick).await.unwrap();
+    assert!(after.claimed.is_empty(), "the key's burst was spent before the restart");
+    assert_eq!(after.paced_until, Some(now + 1034));
+}
+
+async fn a_trigger_resolved_before_it_was_sent_is_superseded_with_its_resolve(q: Arc<dyn Queue>) {
+    let supersede = Pick { pace: None, supersede: true };
+    // A lane resolved once before: what waits after that resolve can be superseded.
+    q.accept(inbound(None), vec![alert("trigger", "again")]).await.unwrap();
+    let now = now_millis();
+    let c = q.claim_with(now_millis(), 10, LEASE, &supersede).await.unwrap().claimed;
+    assert!(finish(&q, &c[0], answered(now, 202), Finish::Delivered).await);
+    q.accept(inbound(None), vec![alert("resolve", "again")]).await.unwrap();
+    let c = q.claim_with(now_millis(), 10, LEASE, &supersede).await.unwrap().claimed;
+    assert!(finish(&q, &c[0], answered(now, 202), Finish::Delivered).await);
+    // A lane whose trigger got a 500: it may have reached PagerDuty, so its resolve goes.
+    q.accept(inbound(None), vec![alert("trigger", "tried")]).await.unwrap();
+    let c = q.claim_with(now_millis(), 10, LEASE, &supersede).await.unwrap().claimed;
+    assert!(finish(&q, &c[0], answered(now, 500), Finish::RetryAt(now)).await);
+    let waiting = vec![
+        alert("trigger", "flap"),
+        alert("acknowledge", "flap"),
+        alert("resolve", "flap"),
+        alert("trigger", "flap"),
+        alert("trigger", "again"),
+        alert("resolve", "again"),
+        alert("resolve", "tried"),
+    ];
+    q.accept(inbound(None), waiting).await.unwrap();
+    let batch = q.claim_with(now_millis(), 10, LEASE, &supersede).await.unwrap();
+    let claimed: Vec<(String, String)> = batch
+        .claimed
+        .iter()
+        .map(|c| (c.event.action().unwrap().as_str().to_string(), c.event.dedup_key().unwrap().to_string()))
+        .collect();
+    assert_eq!(claimed.len(), 2, "{claimed:?}");
+    assert!(claimed.contains(&("trigger".into(), "flap".into())), "the trigger after the resolve goes: {claimed:?}");
+    assert!(claimed.contains(&("trigger".into(), "tried".into())), "{claimed:?}");
+    assert_eq!(batch.superseded.len(), 5, "flap's three and again's two: {:?}", batch.superseded);
+    let rows =
+        q.events(EventQuery { state: Some("superseded".into()), limit: 10, ..EventQuery::default() }).await.unwrap();
+    let mut superseded: Vec<(String, String)> =
+        rows.iter().map(|r| (r.summary.action.clone().unwrap(), r.summary.dedup_key.clone().unwrap())).collect();
+    superseded.sort();
+    assert_eq!(
+        superseded,
+        [
+            ("acknowledge".to_string(), "flap".to_string()),
+            ("resolve".into(), "again".into()),
+            ("resolve".into(), "flap".into()),
+            ("trigger".into(), "again".into()),
+            ("trigger".into(), "flap".into())
+        ]
+    );
+    assert!(rows.iter().all(|r| r.summary.last_error.as_deref().is_some_and(|e| e.starts_with("superseded"))));
+    // Kept off (`delivery.supersede = false`): both go, in order.
+    q.accept(inbound(None), vec![alert("trigger", "kept"), alert("resolve", "kept")]).await.unwrap();
+    let order = one_at_a_time(&q, now_millis(), &Pick::default()).await;
+    let kept: Vec<&String> = order.iter().filter(|k| *k == "kept").collect();
+    assert_eq!(kept.len(), 2, "{order:?}");
+}
+
+async fn a_429_closes_the_key_for_every_claim_until_its_hold_ends(q: Arc<dyn Queue>) {
+    use crate::delivery::pacing::Limits;
+    let limits = Arc::new(Limits::new(120, 60));
+    let pick = Pick { pace: Some(limits.clone()), supersede: false };
+    q.accept(inbound(None), vec![alert("trigger", "a"), alert_on(other_key(), "trigger", "b")]).await.unwrap();
+    let now = now_millis();
+    q.hold(&key().sha256(), now + 30_000, limits).await.unwrap();
+    let batch = q.claim_with(now, 10, LEASE, &pick).await.unwrap();
+    let keys: Vec<String> = batch.claimed.iter().map(|c| c.event.dedup_key().unwrap().to_string()).collect();
+    assert_eq!(keys, ["b"], "another key is not held");
+    assert_eq!(batch.paced_until, Some(now + 30_000));
+    assert_eq!(q.claim_with(now + 30_000, 10, LEASE, &pick).await.unwrap().claimed.len(), 1);
 }
 
 async fn dead_letters_are_listed_shown_replayed_and_deleted(q: Arc<dyn Queue>) {
@@ -838,55 +1030,38 @@ on_postgres!(
     a_429_seen_by_one_replica_holds_the_key_for_the_others,
 );
 
-/// A replica's handle on the schema with its shared pacing (what `serve` wires up).
-async fn pacing_replica(schema: &PgSchema) -> PostgresQueue {
-    PostgresQueue::connect(&Secret::new(schema.url.clone())).await.unwrap()
-}
-
-/// One delivery round of a replica at `now`, as the worker does it: claim, ask the shared
-/// pace for the batch, "send" (finish) what may go now and defer the rest to its slot.
-/// Returns the send times.
-async fn pace_round(q: &PostgresQueue, limits: &crate::delivery::pacing::Limits, now: Millis) -> Vec<Millis> {
-    let batch = q.claim(now, 4, LEASE).await.unwrap();
-    let asks: Vec<SlotAsk> = batch
-        .iter()
-        .map(|c| SlotAsk { key: c.event.routing_key().sha256(), lane: c.event.order_key().unwrap() })
-        .collect();
-    let slots = q.slots(now, &asks, limits).await.unwrap();
-    let mut sent = Vec::new();
-    for (c, at) in batch.iter().zip(slots) {
-        if at <= now {
-            assert!(q.finish(c.id, c.lease, answered(now, 202), Finish::Delivered).await.unwrap());
-            sent.push(now);
-        } else {
-            q.defer(c.id, c.lease, at).await.unwrap();
-        }
+/// One delivery round of a replica at `now`, as the worker does it: a paced claim, each
+/// event "sent" (finished) at once. Returns the send times.
+async fn pace_round(q: &Arc<dyn Queue>, pick: &Pick, now: Millis) -> Vec<Millis> {
+    let batch = q.claim_with(now, 4, LEASE, pick).await.unwrap();
+    for c in &batch.claimed {
+        assert!(q.finish(c.id, c.lease, answered(now, 202), Finish::Delivered).await.unwrap());
     }
-    sent
+    vec![now; batch.claimed.len()]
 }
 
 /// Three replicas, each with a pool of its own, deliver a storm to one routing key on an
-/// injected clock (events deferred by one replica are often claimed again by another): no
-/// 60-second window holds more than the rate across all three, the burst is shared too, and
-/// every event goes. Three in-memory pacers would have sent up to three times the rate.
+/// injected clock: no 60-second window holds more than the rate across all three, the burst
+/// is shared too, and every event goes. Three in-memory pacers would have sent up to three
+/// times the rate.
 async fn three_replicas_share_one_rate_budget_per_routing_key(schema: &PgSchema) {
     use crate::delivery::pacing::{Limits, WINDOW};
     const RATE: u32 = 30;
     const BURST: u32 = 10;
     const STORM: usize = 100;
-    let replicas = [pacing_replica(schema).await, pacing_replica(schema).await, pacing_replica(schema).await];
-    let limits = Limits::new(RATE, BURST);
+    let replicas = [replica(schema).await, replica(schema).await, replica(schema).await];
+    let pick = Pick { pace: Some(Arc::new(Limits::new(RATE, BURST))), supersede: false };
     let storm: Vec<Event> = (0..STORM).map(|i| alert("trigger", &format!("storm-{i}"))).collect();
     replicas[0].accept(inbound(None), storm).await.unwrap();
-    // Whole seconds from a start after every event's accept time: the step divides the window.
+    // Whole seconds from a start after every event's accept time.
     let t0 = (now_millis() / 1000 + 1) * 1000;
     let (mut now, mut sent, mut by_replica) = (t0, Vec::new(), [0usize; 3]);
     while sent.len() < STORM {
         assert!(now < t0 + 10 * WINDOW, "the storm was not delivered: {} of {STORM} sent", sent.len());
         let (a, b, c) = tokio::join!(
-            pace_round(&replicas[0], &limits, now),
-            pace_round(&replicas[1], &limits, now),
-            pace_round(&replicas[2], &limits, now)
+            pace_round(&replicas[0], &pick, now),
+            pace_round(&replicas[1], &pick, now),
+            pace_round(&replicas[2], &pick, now + 500)
         );
         for (n, s) in [a, b, c].into_iter().enumerate() {
             by_replica[n] += s.len();
@@ -899,33 +1074,29 @@ async fn three_replicas_share_one_rate_budget_per_routing_key(schema: &PgSchema)
     assert!(busiest <= RATE as usize, "{busiest} events in one window, over the rate of {RATE}");
     let at_once = sent.iter().filter(|t| **t == t0).count();
     assert!(at_once <= BURST as usize, "{at_once} at once, over the shared burst of {BURST}");
-    assert!(by_replica.iter().all(|n| *n > 0), "every replica sent some: {by_replica:?}");
+    assert!(by_replica.iter().filter(|n| **n > 0).count() >= 2, "the replicas shared the work: {by_replica:?}");
     assert!(*sent.last().unwrap() - t0 < 4 * WINDOW, "and the storm is not held longer than needed");
 }
 
-/// A 429 one replica got closes the key for the others too, and the slots already promised
-/// to lanes (on any replica) move with the hold; another key is not held.
+/// A 429 one replica got closes the key for the others too; another key is not held; keys
+/// are stored only as their SHA-256.
 async fn a_429_seen_by_one_replica_holds_the_key_for_the_others(schema: &PgSchema) {
     use crate::delivery::pacing::Limits;
-    let limits = Limits::new(60, 1); // one a second, no burst
-    let (a, b) = (pacing_replica(schema).await, pacing_replica(schema).await);
+    let limits = Arc::new(Limits::new(60, 1)); // no burst
+    let pick = Pick { pace: Some(limits.clone()), supersede: false };
+    let (a, b) = (replica(schema).await, replica(schema).await);
     let k = key().sha256();
-    let ask = |key: &str, lane: &str| SlotAsk { key: key.to_string(), lane: lane.to_string() };
+    a.accept(inbound(None), vec![alert("trigger", "x"), alert("trigger", "y"), alert("trigger", "z")]).await.unwrap();
+    b.accept(inbound(None), vec![alert_on(other_key(), "trigger", "w")]).await.unwrap();
     let now = now_millis();
-    assert_eq!(a.slots(now, &[ask(&k, "x")], &limits).await.unwrap(), [now]);
-    assert_eq!(b.slots(now, &[ask(&k, "y")], &limits).await.unwrap(), [now + 1000], "b's lane waits its turn");
-    a.hold(&k, now, now + 30_000, &limits).await.unwrap();
-    assert_eq!(b.closed_until(std::slice::from_ref(&k)).await.unwrap(), [now + 30_000]);
-    let z = b.slots(now + 10, &[ask(&k, "z")], &limits).await.unwrap()[0];
-    assert!(z >= now + 30_000, "a new event on b waits for a's hold: {}", z - now);
-    assert_eq!(
-        b.slots(now + 1000, &[ask(&k, "y")], &limits).await.unwrap(),
-        [now + 31_000],
-        "b's promised slot moved with the hold"
-    );
-    let other = other_key().sha256();
-    assert_eq!(b.slots(now + 10, &[ask(&other, "w")], &limits).await.unwrap(), [now + 10], "other keys go");
-    assert_eq!(b.closed_until(&[other, k.clone()]).await.unwrap(), [0, now + 30_000]);
+    assert_eq!(a.claim_with(now, 1, LEASE, &pick).await.unwrap().claimed.len(), 1);
+    let waits = b.claim_with(now, 1, LEASE, &pick).await.unwrap();
+    assert_eq!(waits.claimed[0].event.dedup_key().unwrap().as_str(), "w", "b's next event of the key waits its turn");
+    a.hold(&k, now + 30_000, limits.clone()).await.unwrap();
+    let held = b.claim_with(now + 2000, 10, LEASE, &pick).await.unwrap();
+    assert!(held.claimed.is_empty(), "b waits for a's hold");
+    assert_eq!(held.paced_until, Some(now + 30_000));
+    assert_eq!(b.claim_with(now + 30_000, 10, LEASE, &pick).await.unwrap().claimed.len(), 1);
     let stored: Vec<String> = connect_in(schema)
         .await
         .query("SELECT key_sha256 FROM pace ORDER BY key_sha256", &[])
@@ -1568,6 +1739,9 @@ async fn every_state_is_listed_and_an_event_shows_each_attempt_in_order(q: Arc<d
         assert!(finish(&q, &c, answered(now, 500), outcome).await);
     }
     assert!(outcomes.is_empty(), "{outcomes:?}");
+    q.accept(inbound(None), vec![alert("trigger", "fleeting"), alert("resolve", "fleeting")]).await.unwrap();
+    let supersede = Pick { pace: None, supersede: true };
+    assert!(q.claim_with(now_millis(), 10, LEASE, &supersede).await.unwrap().claimed.is_empty());
     let again = q.recent(10).await.unwrap().into_iter().find(|e| e.dedup_key.as_deref() == Some("again")).unwrap();
     q.requeue_dead(again.id, now).await.unwrap().unwrap();
     let flap = |action| (NewInbound { resolve_delay: 60_000, ..inbound(None) }, vec![alert(action, "flap")]);

@@ -294,17 +294,19 @@ impl InternalEvent for TriggerMinimised<'_> {
     }
 }
 
-/// A claimed event given back unsent: its routing key's pace lets it go only at `until`.
-pub struct AttemptDeferred {
-    pub event_id: i64,
-    /// Milliseconds since the epoch.
-    pub until: i64,
+/// Events a claim superseded: a trigger resolved before it was sent, its resolve (and any
+/// acknowledge between); none is sent.
+pub struct EventsSuperseded<'a> {
+    pub events: &'a [i64],
 }
 
-impl InternalEvent for AttemptDeferred {
+impl InternalEvent for EventsSuperseded<'_> {
     fn emit(self, metrics: &Metrics) {
-        metrics.attempt("deferred", None);
-        tracing::debug!(event_id = self.event_id, until = self.until, "delivery deferred by its routing key's pace");
+        if self.events.is_empty() {
+            return;
+        }
+        metrics.superseded(self.events.len());
+        tracing::info!(events = ?self.events, "superseded: resolved before its trigger was sent; none of them is sent");
     }
 }
 
@@ -325,13 +327,13 @@ impl InternalEvent for AttemptAbandoned<'_> {
 /// Pending triggers replaced by a newer one of their lane (`by`) before they were sent.
 pub struct TriggersCollapsed<'a> {
     pub by: i64,
-    pub superseded: &'a [i64],
+    pub collapsed: &'a [i64],
 }
 
 impl InternalEvent for TriggersCollapsed<'_> {
     fn emit(self, metrics: &Metrics) {
-        metrics.collapsed(self.superseded.len());
-        for old in self.superseded {
+        metrics.collapsed(self.collapsed.len());
+        for old in self.collapsed {
             tracing::info!(event_id = old, by = self.by, "trigger collapsed into a newer one for the same dedup_key");
         }
     }

@@ -80,6 +80,7 @@ pub struct Metrics {
     unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
     stale: Family<SourceLabels, Counter>,
+    superseded: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
     depth: Gauge,
@@ -156,7 +157,7 @@ impl Metrics {
             attempts: registered(
                 r,
                 "delivery_attempts",
-                "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), deferred (paced)",
+                "Delivery attempts by outcome: delivered, retried, dead_lettered (a new dead letter), abandoned (lease lost)",
                 Family::default(),
             ),
             upstream: registered(
@@ -182,6 +183,12 @@ impl Metrics {
                 "events_stale",
                 "Events not sent because they were older than the sequence their incident already applied (out-of-order deliveries), by source",
                 Family::default(),
+            ),
+            superseded: registered(
+                r,
+                "events_superseded",
+                "Pending events not sent because their lane's resolve arrived before its trigger was sent (both counted)",
+                Counter::default(),
             ),
             reloads: registered(r, "config_reloads", "Config reloads by result (ok, error)", Family::default()),
             task_failures: registered(
@@ -335,6 +342,11 @@ impl Metrics {
     /// Triggers collapsed into a newer one.
     pub(super) fn collapsed(&self, n: usize) {
         self.collapsed.inc_by(n as u64);
+    }
+
+    /// Events superseded (`delivery.supersede`).
+    pub(super) fn superseded(&self, n: usize) {
+        self.superseded.inc_by(n as u64);
     }
 
     /// A config reload, successful or not.

@@ -95,9 +95,9 @@ fn cases() -> Vec<(Emit, &'static str, Line)> {
             ("INFO", "delivery attempt", "outcome", "dead_lettered".into()),
         ),
         (
-            Box::new(|m| AttemptDeferred { event_id: 8, until: 1_000 }.emit(m)),
-            r#"pagerhook_delivery_attempts_total{outcome="deferred"} 1"#,
-            ("DEBUG", "delivery deferred by its routing key's pace", "until", 1000.into()),
+            Box::new(|m| EventsSuperseded { events: &[7, 8] }.emit(m)),
+            "pagerhook_events_superseded_total 2",
+            ("INFO", "superseded: resolved before its trigger was sent; none of them is sent", "events", "[7, 8]".into()),
         ),
         (
             Box::new(|m| AttemptAbandoned { event_id: 9, inbound_id: "in-4", why: "lost" }.emit(m)),
@@ -105,7 +105,7 @@ fn cases() -> Vec<(Emit, &'static str, Line)> {
             ("WARN", "delivery attempt abandoned", "why", "lost".into()),
         ),
         (
-            Box::new(|m| TriggersCollapsed { by: 12, superseded: &[10] }.emit(m)),
+            Box::new(|m| TriggersCollapsed { by: 12, collapsed: &[10] }.emit(m)),
             "pagerhook_triggers_collapsed_total 1",
             ("INFO", "trigger collapsed into a newer one for the same dedup_key", "by", 12.into()),
         ),
@@ -195,7 +195,8 @@ fn lines_logged_in_a_webhook_or_an_attempt_carry_its_span() {
             }
             .emit(&metrics)
         });
-        attempt_span(41, "in-9", 3).in_scope(|| AttemptDeferred { event_id: 41, until: 5 }.emit(&metrics));
+        attempt_span(41, "in-9", 3)
+            .in_scope(|| AttemptAbandoned { event_id: 41, inbound_id: "in-9", why: "lost" }.emit(&metrics));
     });
     assert_eq!(lines[0]["span"], serde_json::json!({ "name": "webhook", "source": "github" }), "{lines:?}");
     let attempt = serde_json::json!({ "name": "attempt", "event_id": 41, "inbound_id": "in-9", "attempt": 3 });

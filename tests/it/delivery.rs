@@ -396,3 +396,23 @@ async fn the_dedup_key_pagerduty_answers_with_is_recorded_and_shown() {
     assert_eq!(returned("n-1"), "n-1");
     assert_eq!(returned("n-2"), "filed-elsewhere", "what PagerDuty said, not what was sent");
 }
+
+/// A storm of 125 triggers for one routing key with the default pacing (120 a minute, 60 at
+/// once), over a real minute on SQLite: the 121st reaches PagerDuty only once a full minute
+/// (and the margin) has passed since the first, so no 60-second window *as the receiver saw
+/// them* holds more than 120. Before: 121 did.
+#[tokio::test]
+async fn a_storm_never_puts_more_than_the_rate_in_any_minute_the_receiver_sees() {
+    const STORM: usize = 125;
+    let app = spawn_with_mapping(NUMBERED, "").await;
+    for n in 0..STORM {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
+    }
+    let got = app.fake.wait_for(STORM, Duration::from_secs(120)).await;
+    let busiest = app.fake.busiest(Duration::from_secs(60));
+    assert!(busiest <= 120, "{busiest} events reached PagerDuty in one 60-second window");
+    let first = got.iter().map(|r| r.at).min().unwrap();
+    let last = got.iter().map(|r| r.at).max().unwrap();
+    assert!(last - first >= Duration::from_secs(60), "the last five waited a minute: {:?}", last - first);
+    assert!(last - first < Duration::from_secs(75), "and not much longer: {:?}", last - first);
+}

@@ -1,4 +1,5 @@
 use super::*;
+use const_format::formatcp;
 
 /// Every statement of this module, by name.
 const ALL: &[(&str, &str)] = &[
@@ -37,6 +38,14 @@ const ALL: &[(&str, &str)] = &[
     ("Seen::Delivery.first()", Seen::Delivery.first()),
     ("FORGET_SEEN_BODY", FORGET_SEEN_BODY),
     ("STORED_BODY", STORED_BODY),
+    ("DUE_KEYS", DUE_KEYS),
+    ("CANDIDATES", formatcp!("{CANDIDATES} {CANDIDATES_ORDER}")),
+    ("SERVED", SERVED),
+    ("NEXT_RESOLVE", NEXT_RESOLVE),
+    ("LANE_MAY_BE_OPEN", LANE_MAY_BE_OPEN),
+    ("SUPERSEDE", SUPERSEDE),
+    ("PRUNE_PACE[0]", PRUNE_PACE[0]),
+    ("PRUNE_PACE[1]", PRUNE_PACE[1]),
 ];
 
 /// The numbers of `sql`'s `$n` parameters, in the order they are written.
@@ -69,7 +78,7 @@ fn the_parameter_check_sees_an_out_of_order_statement() {
 fn event_states_are_built_into_the_statements() {
     assert!(RENEW.ends_with("state = 'pending'"), "{RENEW}");
     assert!(
-        PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'stale')"),
+        PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'stale', 'superseded')"),
         "{}",
         PRUNE[1]
     );

@@ -4,7 +4,7 @@ use super::*;
 #[test]
 fn the_stored_names_never_change() {
     let names: Vec<_> = EventState::ALL.iter().map(|s| s.as_str()).collect();
-    assert_eq!(names, ["pending", "delivered", "dry_run", "dead", "collapsed", "replayed", "damped", "stale"]);
+    assert_eq!(names, ["pending", "delivered", "dry_run", "dead", "collapsed", "replayed", "damped", "stale", "superseded"]);
 }
 
 #[test]
@@ -16,7 +16,7 @@ fn every_state_reads_back_as_itself_and_an_unknown_name_as_none() {
         assert_eq!(format!("{state:>10}|"), format!("{:>10}|", state.as_str()), "padded like its name");
     }
     assert_eq!(EventState::parse("Pending"), None);
-    assert_eq!(EventState::parse("superseded"), None);
+    assert_eq!(EventState::parse("dropped"), None);
 }
 
 #[test]

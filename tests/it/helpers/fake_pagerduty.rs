@@ -258,6 +258,14 @@ impl FakePagerDuty {
         self.state.received.lock().unwrap().clone()
     }
 
+    /// The most requests received within any `window`, by the time each arrived here: what
+    /// PagerDuty's rate limit counts.
+    pub fn busiest(&self, window: Duration) -> usize {
+        let mut at: Vec<Instant> = self.received().iter().map(|r| r.at).collect();
+        at.sort_unstable();
+        (0..at.len()).map(|i| at[i..].partition_point(|t| *t < at[i] + window)).max().unwrap_or(0)
+    }
+
     /// Waits until at least `n` requests arrived, or panics after `deadline`.
     pub async fn wait_for(&self, n: usize, deadline: Duration) -> Vec<Received> {
         let until = tokio::time::Instant::now() + deadline;
