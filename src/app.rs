@@ -1,6 +1,7 @@
 //! Startup: wires config, queue, sources, worker and HTTP together, the same way for
 //! `serve` and for the integration tests (which bind port 0).
 
+mod conditions;
 mod room;
 
 use crate::config::{Config, Durability, StorageBackend, StorageConfig};
@@ -287,8 +288,22 @@ impl App {
         };
         let policy = dead_letters.clone();
         tasks.restart(Task::DeadLetterPruner, move |stop| policy.clone().apply_periodically(stop));
-        let room = room::RoomWatch { queue: queue.clone(), health: health.clone(), metrics: metrics.clone() };
+        let (room_said, room_heard) = watch::channel(None);
+        let room = room::RoomWatch {
+            queue: queue.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            said: Arc::new(room_said),
+        };
         tasks.restart(Task::RoomWatcher, move |stop| room.clone().run(stop));
+        let judge = conditions::ConditionWatch {
+            queue: queue.clone(),
+            metrics: metrics.clone(),
+            limits: conditions::Limits::of(&cfg.delivery, &cfg.pagerduty),
+            room: room_heard,
+        };
+        metrics.routing_keys(conditions::configured_keys(&cfg));
+        tasks.restart(Task::ConditionWatcher, move |stop| judge.clone().run(stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);
