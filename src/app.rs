@@ -1,10 +1,10 @@
 //! Startup: wires config, queue, sources, worker and HTTP together, the same way for
 //! `serve` and for the integration tests (which bind port 0).
 
-mod conditions;
 mod room;
 
 use crate::config::{Config, Durability, StorageBackend, StorageConfig};
+use crate::delivery::conditions::ConditionWatch;
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
@@ -296,13 +296,7 @@ impl App {
             said: Arc::new(room_said),
         };
         tasks.restart(Task::RoomWatcher, move |stop| room.clone().run(stop));
-        let judge = conditions::ConditionWatch {
-            queue: queue.clone(),
-            metrics: metrics.clone(),
-            limits: conditions::Limits::of(&cfg.delivery, &cfg.pagerduty),
-            room: room_heard,
-        };
-        metrics.routing_keys(conditions::configured_keys(&cfg));
+        let judge = ConditionWatch::new(queue.clone(), metrics.clone(), &cfg, room_heard);
         tasks.restart(Task::ConditionWatcher, move |stop| judge.clone().run(stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();

@@ -26,8 +26,8 @@ pub(super) struct RoomWatch {
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
     /// Where the condition watcher hears whether the store is out of room (and why): it pages
-    /// about it, and resolves that page when room is back (`app::conditions`).
-    pub said: Arc<watch::Sender<super::conditions::RoomState>>,
+    /// about it, and resolves that page when room is back (`delivery::conditions`).
+    pub said: Arc<watch::Sender<crate::delivery::conditions::RoomState>>,
 }
 
 impl RoomWatch {
@@ -57,7 +57,8 @@ impl RoomWatch {
 
     /// The one place where "the store is out of room" starts and clears (`short_since` is when
     /// it started): readiness, the log line and the metric change here, and the condition
-    /// watcher hears of it (it pages, or resolves the page) as soon as it starts or clears.
+    /// watcher (`delivery::conditions`) hears of it (it pages, or resolves the page) as soon as it
+    /// starts or clears.
     ///
     /// The page is queued when the room gate closes, not when the disk is full: the gate
     /// closes at `storage.min_free_bytes` (or `storage.max_bytes`), and the room below that

@@ -8,7 +8,7 @@
 //!   source and reason is left (`queue::own_pages::settle`);
 //! - a condition's (a routing key's backlog too long to drain, the store out of room):
 //!   triggered once when the condition starts and resolved when it clears, by the one
-//!   supervised task that judges conditions (`app::conditions`). Their "source" is what the
+//!   supervised task that judges conditions (`delivery::conditions`). Their "source" is what the
 //!   condition is about: [`key_subject`] for a routing key, [`STORE`] for the store.
 //!
 //! PagerDuty keeps an incident's first title, so the summary is generic and the numbers (how
@@ -47,7 +47,7 @@ impl Reason {
         Reason::Unmatched,
     ];
 
-    /// Raised and cleared by a condition that holds or not (`app::conditions` judges it),
+    /// Raised and cleared by a condition that holds or not (`delivery::conditions` judges it),
     /// rather than by dead letters arriving and going.
     pub fn is_condition(self) -> bool {
         match self {

@@ -608,7 +608,7 @@ pub trait Incidents: Intake {
     }
 }
 
-/// What waits for one routing key: the storm gauge's figures (`app::conditions`).
+/// What waits for one routing key: the storm gauge's figures (`delivery::conditions`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeyBacklog {
     pub routing_key: RoutingKey,
@@ -641,7 +641,7 @@ pub(crate) fn fold_backlog(rows: Vec<(String, String, i64, Millis)>) -> Vec<KeyB
     out.into_iter().map(|(_, b)| b).collect()
 }
 
-/// Conditions pagerhook pages about (`app::conditions`): what it reads to judge a storm, and
+/// Conditions pagerhook pages about (`delivery::conditions`): what it reads to judge a storm, and
 /// the one step that raises and clears a condition's own page (`own_pages::conditions`).
 #[async_trait]
 pub trait Conditions: Send + Sync + 'static {

@@ -308,12 +308,13 @@ async fn a_storm_on_a_key_is_measured_by_fingerprint_and_paged_once_on_that_key(
     assert_eq!(first[0].action(), Some("trigger"), "the burst of one goes at once: {first:#?}");
     let key = pagerhook::event::RoutingKey::parse(pagerhook::secret::Secret::new(INTEGRATION_KEY)).unwrap();
     let fp = key.fingerprint();
-    let scraped = crate::helpers::eventually("the key's backlog is on /metrics", || async {
+    // Measured every 5 seconds: at first all five wait (the first one is in flight).
+    let scraped = crate::helpers::eventually("four wait on the key, on /metrics", || async {
         let text = app.scrape().await;
-        sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}")).map(|n| (n, text))
+        let n = sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}"));
+        (n == Some(4.0)).then_some((4.0, text))
     })
     .await;
-    assert_eq!(scraped.0, 4.0, "four wait a minute each: {}", scraped.1);
     let drain = sample(&scraped.1, &format!("pagerhook_routing_key_drain_seconds{{routing_key=\"{fp}\"}}"));
     assert_eq!(drain, Some(240.0));
     assert!(!scraped.1.contains(INTEGRATION_KEY), "the key itself is never exported");
@@ -332,9 +333,11 @@ async fn a_storm_on_a_key_is_measured_by_fingerprint_and_paged_once_on_that_key(
     assert_eq!(page[0]["routing_key"], fp, "on the key the storm delays");
     let detail = app.admin_call(reqwest::Method::GET, &format!("/admin/deliveries/{}", page[0]["id"])).await.json;
     let details = &detail["event"]["payload"]["custom_details"];
-    assert_eq!(details["events_waiting"], 4, "{details}");
-    assert_eq!(details["sources"], json!({ "alertmanager": 4 }));
-    assert_eq!(details["estimated_drain_seconds"], 240);
+    // The figures of the round that raised it: the first event may still have been in flight.
+    let waiting = details["events_waiting"].as_u64().unwrap();
+    assert!(waiting == 4 || waiting == 5, "{details}");
+    assert_eq!(details["sources"], json!({ "alertmanager": waiting }));
+    assert_eq!(details["estimated_drain_seconds"], waiting * 60, "a minute each at one a minute");
     assert_eq!(detail["event"]["payload"]["severity"], "critical");
     // Its own page does not count towards the storm it reports.
     let text = app.scrape().await;

@@ -7,7 +7,7 @@
 //!
 //! The judging is pure ([`judge`], [`drain_time`]): tests step it without a clock or a store.
 
-use crate::config::{DeliveryConfig, PagerDutyConfig};
+use crate::config::{Config, DeliveryConfig, PagerDutyConfig};
 use crate::event::own::{self, Page, Reason};
 use crate::event::{RoutingKey, Severity};
 use crate::queue::{Held, KeyBacklog, Millis, Queue};
@@ -53,15 +53,23 @@ impl Limits {
     }
 }
 
+/// The supervised task (`supervise::Task::ConditionWatcher`), started by `app`.
 #[derive(Clone)]
-pub(super) struct ConditionWatch {
-    pub queue: Arc<dyn Queue>,
-    pub metrics: Arc<Metrics>,
-    pub limits: Limits,
-    pub room: watch::Receiver<RoomState>,
+pub struct ConditionWatch {
+    queue: Arc<dyn Queue>,
+    metrics: Arc<Metrics>,
+    limits: Limits,
+    room: watch::Receiver<RoomState>,
 }
 
 impl ConditionWatch {
+    /// A watcher of `queue` judging by `cfg`, hearing of the store's room from `room` (the room
+    /// watcher's); it also exports the backlog gauges at 0 for every key `cfg` names.
+    pub fn new(queue: Arc<dyn Queue>, metrics: Arc<Metrics>, cfg: &Config, room: watch::Receiver<RoomState>) -> Self {
+        metrics.routing_keys(configured_keys(cfg));
+        ConditionWatch { queue, metrics, limits: Limits::of(&cfg.delivery, &cfg.pagerduty), room }
+    }
+
     /// Judges every [`EVERY`], and at once when the room watcher's word changes, until stopped.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(EVERY);
@@ -112,7 +120,7 @@ impl ConditionWatch {
 
 /// The fingerprints of every routing key the config names (`[pagerduty]`'s, the named ones,
 /// the sources' own), each once: the backlog gauges are exported at 0 for them.
-pub fn configured_keys(cfg: &crate::config::Config) -> Vec<String> {
+pub fn configured_keys(cfg: &Config) -> Vec<String> {
     let pd = &cfg.pagerduty;
     let keys = pd.routing_key.iter().chain(pd.own_pages_routing_key.iter()).chain(pd.routing_keys.values());
     let keys = keys.chain(cfg.sources.iter().filter_map(|s| s.routing_key.as_ref()));
