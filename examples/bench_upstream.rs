@@ -21,11 +21,14 @@ use std::sync::Mutex;
 struct Stats {
     received: Mutex<(u64, Vec<u64>)>,
     /// `Some` once `/record` asked: what the storm row reads.
-    log: Mutex<Option<Vec<(u64, String, String, String)>>>,
+    log: Mutex<Option<Vec<Logged>>>,
 }
 
+/// (receive time µs, action, dedup_key, severity)
+type Logged = (u64, String, String, String);
+
 /// One received event as the storm row reads it: (receive time µs, action, dedup_key, severity).
-fn logged(body: &[u8]) -> (u64, String, String, String) {
+fn logged(body: &[u8]) -> Logged {
     let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
     let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).unwrap_or("").to_string();
     (now_us(), s("/event_action"), s("/dedup_key"), s("/payload/severity"))
