@@ -13,6 +13,8 @@
 #   BENCH_SECONDS=5 bench/run.sh # shorter runs
 #   BENCH_DATABASE_URL=postgres://postgres@127.0.0.1:5432/test bench/run.sh
 #                                # adds PostgreSQL rows: 1 and 3 replicas (psql needed)
+#   BENCH_ONLY=storm bench/run.sh  # only the storm row (bench/storm.py), about 2 minutes;
+#                                # BENCH_STORM_RATE sets its per_key_rate (default 6000)
 #
 # Needs: cargo, curl, python3 (for reading JSON). Nothing leaves 127.0.0.1.
 set -euo pipefail
@@ -98,11 +100,59 @@ start() { # [config file] -> PAGERHOOK pid
 }
 stop() { kill -TERM "$PAGERHOOK"; wait "$PAGERHOOK" 2>/dev/null || true; }
 
+# The storm row (issue 28, bench/storm.py): one routing key, paced at BENCH_STORM_RATE a minute
+# (the order of sends does not depend on the rate; storm.py scales positions to the default
+# 120), a storm page after a minute of backlog, and a second Alertmanager source on the same
+# key for the critical page. Prints storm.py's JSON line.
+storm_row() {
+  local rate=${BENCH_STORM_RATE:-6000}
+  config "$WORK/storm.db" fsync "$UP"
+  python3 - "$WORK/pagerhook.toml" "$rate" "$PWD" <<'PY'
+import sys
+path, rate, root = sys.argv[1], sys.argv[2], sys.argv[3]
+text = open(path).read().replace("per_key_rate = 0", f"per_key_rate = {rate}")
+text = text.replace('routing_key = "env:PD_KEY"', 'routing_key = "env:PD_KEY"\nstorm_page_after = "1m"', 1)
+text += f'''[[source]]
+name = "other"
+kind = "generic"
+verify = {{ scheme = "bearer", secrets = ["env:HOOK_TOKEN"] }}
+mappings = ["{root}/mappings/alertmanager.toml"]
+'''
+open(path, "w").write(text)
+PY
+  start
+  wait_ready "http://127.0.0.1:$ADMIN_PORT/readyz" 10
+  curl -sf -X POST "$UP/record" >/dev/null
+  python3 bench/storm.py "$HOOKS" "$HOOK_TOKEN" "$UP" "http://127.0.0.1:$ADMIN_PORT" "$rate"
+  stop
+  rm -rf "$WORK"/storm.db*
+}
+storm_table() { # storm.py's JSON line -> the row, as the main table prints it
+  python3 - "$1" <<'PY'
+import json, sys
+s = json.loads(sys.argv[1])
+def pos(p): return "never" if p is None else f"#{p}"
+crit = (f'critical: {pos(s["critical_position"])} of the key\'s sends, after {s["critical_waited_sends"]} others since its 202: '
+        f'{s["critical_wait_s"]} s at {s["rate"]}/min, ~{s["critical_wait_at_default_s"]} s at the default 120/min')
+res = (f'resolves: {s["resolves_sent"]} of 500 sent, {pos(s["resolves_first_position"])}..{pos(s["resolves_last_position"])}; '
+       f'the last after {s["resolves_last_waited_sends"]} others since they were accepted: {s["resolves_last_after_s"]} s, '
+       f'~{s["resolves_last_at_default_s"]} s at 120/min')
+page = f'storm page: {pos(s["storm_page_position"])}; {s["storm_triggers_sent"]} storm triggers sent, drained: {s["drained"]}'
+print(f"8 storm on one key: {crit}\n  {res}\n  {page}")
+PY
+}
+
 "$EX/bench_upstream" "$UP_PORT" &
 PIDS+=($!)
 wait_ready "http://127.0.0.1:$UP_PORT/stats" 10
 UP="http://127.0.0.1:$UP_PORT"
 HOOKS="http://127.0.0.1:$HOOK_PORT/hooks"
+
+if [ "${BENCH_ONLY:-}" = storm ]; then
+  echo "8/8 storm on one key: 10 000 triggers, 1 critical from another source, 500 resolves..." >&2
+  storm_table "$(storm_row)"
+  exit 0
+fi
 
 config "$WORK/fsync.db" fsync "$UP"
 start
@@ -211,6 +261,9 @@ sleep 1
 RSS_BACKLOG=$(rss_kib "$PAGERHOOK" VmRSS)
 stop
 
+echo "8/8 storm on one key: 10 000 triggers, 1 critical from another source, 500 resolves..." >&2
+STORM_ROW=$(storm_row)
+
 PG1='{}' PG3='{}'
 if [ -n "${BENCH_DATABASE_URL:-}" ]; then
   SCHEMA="pagerhook_bench_$$"
@@ -296,3 +349,4 @@ print(f'{"measurement":<{w}}  {"result":<72}  target')
 for name, result, target in rows:
     print(f"{name:<{w}}  {result:<72}  {target}")
 PY
+storm_table "$STORM_ROW"

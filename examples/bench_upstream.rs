@@ -5,6 +5,9 @@
 //! PagerDuty (`/v2/enqueue`, `/v2/change/enqueue`) that records how long each event took from
 //! the webhook's send time (`custom_details.t`, unix µs) to here.
 //! `GET /stats` prints the count and p50/p99 in ms; `POST /reset` clears them.
+//! For the storm row, `POST /record` makes it also keep, per event received, its receive time
+//! (unix µs), `event_action`, `dedup_key` and severity, in arrival order: `GET /log` lists
+//! them (a full parse per event, so it is off for the throughput rows).
 //!
 //! Usage: cargo run --release --example bench_upstream -- PORT
 
@@ -17,6 +20,18 @@ use std::sync::Mutex;
 #[derive(Default)]
 struct Stats {
     received: Mutex<(u64, Vec<u64>)>,
+    /// `Some` once `/record` asked: what the storm row reads.
+    log: Mutex<Option<Vec<Logged>>>,
+}
+
+/// (receive time µs, action, dedup_key, severity)
+type Logged = (u64, String, String, String);
+
+/// One received event as the storm row reads it: (receive time µs, action, dedup_key, severity).
+fn logged(body: &[u8]) -> Logged {
+    let v: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let s = |p: &str| v.pointer(p).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    (now_us(), s("/event_action"), s("/dedup_key"), s("/payload/severity"))
 }
 
 fn now_us() -> u64 {
@@ -95,6 +110,9 @@ async fn enqueue(body: web::Bytes, stats: web::Data<Stats>) -> HttpResponse {
         .ok()
         .and_then(|s| s.payload?.custom_details?.t)
         .and_then(|t| t.parse::<u64>().ok());
+    if let Some(log) = stats.log.lock().unwrap().as_mut() {
+        log.push(logged(&body));
+    }
     let mut r = stats.received.lock().unwrap();
     r.0 += 1;
     if let Some(t) = sent {
@@ -119,6 +137,15 @@ async fn reset(stats: web::Data<Stats>) -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
+async fn record(stats: web::Data<Stats>) -> HttpResponse {
+    *stats.log.lock().unwrap() = Some(Vec::new());
+    HttpResponse::Ok().finish()
+}
+
+async fn log(stats: web::Data<Stats>) -> HttpResponse {
+    HttpResponse::Ok().json(stats.log.lock().unwrap().clone().unwrap_or_default())
+}
+
 #[actix_web::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|p| p.parse().ok()).unwrap_or(9900);
@@ -140,6 +167,8 @@ async fn main() -> std::io::Result<()> {
             .route("/v2/change/enqueue", web::post().to(enqueue))
             .route("/stats", web::get().to(report))
             .route("/reset", web::post().to(reset))
+            .route("/record", web::post().to(record))
+            .route("/log", web::get().to(log))
     })
     .bind(("127.0.0.1", port))?
     .run()

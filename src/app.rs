@@ -4,6 +4,7 @@
 mod room;
 
 use crate::config::{Config, Durability, StorageBackend, StorageConfig};
+use crate::delivery::conditions::ConditionWatch;
 use crate::delivery::Worker;
 use crate::http::{self, AdminState, Servers};
 use crate::ingest::Pipeline;
@@ -280,8 +281,16 @@ impl App {
         };
         let policy = dead_letters.clone();
         tasks.restart(Task::DeadLetterPruner, move |stop| policy.clone().apply_periodically(stop));
-        let room = room::RoomWatch { queue: queue.clone(), health: health.clone(), metrics: metrics.clone() };
+        let (room_said, room_heard) = watch::channel(None);
+        let room = room::RoomWatch {
+            queue: queue.clone(),
+            health: health.clone(),
+            metrics: metrics.clone(),
+            said: Arc::new(room_said),
+        };
         tasks.restart(Task::RoomWatcher, move |stop| room.clone().run(stop));
+        let judge = ConditionWatch::new(queue.clone(), metrics.clone(), &cfg, room_heard);
+        tasks.restart(Task::ConditionWatcher, move |stop| judge.clone().run(stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);

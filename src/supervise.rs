@@ -29,17 +29,21 @@ pub enum Task {
     DeadLetterPruner,
     /// Measures the store's room every second, and makes room while it is short.
     RoomWatcher,
+    /// Measures each routing key's backlog and pages about conditions (a storm, the store out
+    /// of room), resolving each page when its condition clears.
+    ConditionWatcher,
     WebhookListener,
     AdminListener,
 }
 
 impl Task {
-    pub const ALL: [Task; 7] = [
+    pub const ALL: [Task; 8] = [
         Task::DeliveryWorker,
         Task::ConfigWatcher,
         Task::Pruner,
         Task::DeadLetterPruner,
         Task::RoomWatcher,
+        Task::ConditionWatcher,
         Task::WebhookListener,
         Task::AdminListener,
     ];
@@ -52,6 +56,7 @@ impl Task {
             Task::Pruner => "pruner",
             Task::DeadLetterPruner => "dead_letter_pruner",
             Task::RoomWatcher => "room_watcher",
+            Task::ConditionWatcher => "condition_watcher",
             Task::WebhookListener => "webhook_listener",
             Task::AdminListener => "admin_listener",
         }

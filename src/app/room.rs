@@ -25,6 +25,9 @@ pub(super) struct RoomWatch {
     pub queue: Arc<dyn Queue>,
     pub health: Arc<Health>,
     pub metrics: Arc<Metrics>,
+    /// Where the condition watcher hears whether the store is out of room (and why): it pages
+    /// about it, and resolves that page when room is back (`delivery::conditions`).
+    pub said: Arc<watch::Sender<crate::delivery::conditions::RoomState>>,
 }
 
 impl RoomWatch {
@@ -53,9 +56,27 @@ impl RoomWatch {
     }
 
     /// The one place where "the store is out of room" starts and clears (`short_since` is when
-    /// it started): readiness, the log line and the metric change here, and whatever else must
-    /// follow the condition (a page about pagerhook itself) belongs here too.
+    /// it started): readiness, the log line and the metric change here, and the condition
+    /// watcher (`delivery::conditions`) hears of it (it pages, or resolves the page) as soon as it
+    /// starts or clears.
+    ///
+    /// The page is queued when the room gate closes, not when the disk is full: the gate
+    /// closes at `storage.min_free_bytes` (or `storage.max_bytes`), and the room below that
+    /// line is kept for delivery's writes, this page's few hundred bytes among them. If even
+    /// that insert fails (the disk filled by something else), the watcher logs it and tries
+    /// again every round, so the page is queued by the first round after `make_room` frees
+    /// space; once queued, sending it needs no free disk beyond recording its attempt.
     fn observe(&self, reading: &RoomReading, short_since: &mut Option<Instant>) {
+        let short = Some(reading.short.as_ref().map(|s| s.to_string()));
+        // Wakes the condition watcher only when the store turns short or back, not for a new
+        // figure in the reason.
+        self.said.send_if_modified(|said| {
+            let changed = said.as_ref().map(Option::is_some) != short.as_ref().map(Option::is_some);
+            if changed {
+                *said = short;
+            }
+            changed
+        });
         match (&reading.short, *short_since) {
             (Some(short), since) => {
                 self.health.out_of_room(Some(short.to_string()));

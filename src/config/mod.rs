@@ -152,7 +152,14 @@ pub struct PagerDutyConfig {
     /// Where those pages go: `own_pages_routing_key`, else `routing_key`; `None`: each
     /// source's own key.
     pub own_pages_routing_key: Option<RoutingKey>,
+    /// A routing key whose backlog would take longer than this to drain is paged on
+    /// (`storm_page_after`, at least [`MIN_STORM_PAGE_AFTER`]).
+    pub storm_page_after: Duration,
 }
+
+/// The shortest `pagerduty.storm_page_after`: the pace is counted per minute, so a shorter
+/// estimate is noise (a burst the next minute sends).
+pub const MIN_STORM_PAGE_AFTER: Duration = Duration::from_secs(60);
 
 /// `[delivery]`, validated.
 #[derive(Debug, Clone)]
@@ -638,6 +645,10 @@ fn validate_pagerduty(
         .own_pages_routing_key
         .as_deref()
         .and_then(|r| p.take(routing_key("pagerduty.own_pages_routing_key", r, l, warnings)));
+    let storm_page_after = p.take(duration("pagerduty.storm_page_after", pd.storm_page_after.as_deref(), "10m"));
+    if storm_page_after.is_some_and(|d| d < MIN_STORM_PAGE_AFTER) {
+        p.0.push("pagerduty.storm_page_after must be at least 1m (the pace is counted per minute)".into());
+    }
     Some(PagerDutyConfig {
         events_url: events_url?,
         own_pages: pd.own_pages.unwrap_or(true),
@@ -645,6 +656,7 @@ fn validate_pagerduty(
         routing_key: default_key,
         routing_keys: named_keys,
         timeout: timeout?,
+        storm_page_after: storm_page_after?,
     })
 }
 

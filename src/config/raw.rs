@@ -134,6 +134,10 @@ pub struct RawPagerDuty {
     /// Where those pages go, a secret reference; default `routing_key` (else the source's
     /// own). Best a key of its own: the failing key is often the source's.
     pub own_pages_routing_key: Option<RawSecret>,
+    /// pagerhook pages on a routing key (once, resolved when the storm has drained) when its
+    /// backlog would take longer than this to send at `delivery.per_key_rate`. Default `10m`,
+    /// at least `1m`. Needs `own_pages`.
+    pub storm_page_after: Option<String>,
 }
 
 /// `[delivery]`

@@ -571,6 +571,18 @@ fn own_pages_are_on_by_default_to_the_default_key_and_one_setting_turns_them_off
 }
 
 #[test]
+fn a_storm_is_paged_after_ten_minutes_of_backlog_by_default_and_never_under_a_minute() {
+    assert_eq!(parse(MINIMAL).unwrap().pagerduty.storm_page_after, Duration::from_secs(600));
+    let five = MINIMAL.replace("[pagerduty]\n", "[pagerduty]\nstorm_page_after = \"5m\"\n");
+    assert_eq!(parse(&five).unwrap().pagerduty.storm_page_after, Duration::from_secs(300), "{five}");
+    for bad in ["30s", "0s", "soon"] {
+        let text = MINIMAL.replace("[pagerduty]\n", &format!("[pagerduty]\nstorm_page_after = \"{bad}\"\n"));
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(err.contains("pagerduty.storm_page_after"), "{bad}: {err}");
+    }
+}
+
+#[test]
 fn a_plain_http_events_url_is_refused_unless_on_loopback() {
     for bad in ["http://events.pagerduty.com", "http://proxy.internal:8080"] {
         let err = parse(&with_events_url(bad)).unwrap_err().to_string();

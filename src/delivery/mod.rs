@@ -8,6 +8,7 @@
 //! replay`). Time, jitter and PagerDuty itself are [`inputs`], so tests step the worker
 //! ([`Worker::drain`]) on paused tokio time.
 
+pub mod conditions;
 pub mod inputs;
 pub mod pacing;
 pub mod policy;

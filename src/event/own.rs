@@ -2,16 +2,23 @@
 //! here once so that the accept path, the store and the worker make them alike.
 //!
 //! One incident per source and [`Reason`], under a stable dedup_key
-//! (`pagerhook/<source>/<reason>`): re-triggered (PagerDuty deduplicates it) while the
-//! condition keeps happening, and resolved by pagerhook once no dead letter of that source and
-//! reason is left. PagerDuty keeps an incident's first title, so the summary is generic and
-//! the numbers (how many dead letters wait, this webhook's count) go in `custom_details`.
+//! (`pagerhook/<source>/<reason>`). Two kinds of reason:
+//! - a dead letter's ([`Reason::is_condition`] false): re-triggered (PagerDuty deduplicates
+//!   it) while such dead letters keep coming, resolved by pagerhook once no dead letter of that
+//!   source and reason is left (`queue::own_pages::settle`);
+//! - a condition's (a routing key's backlog too long to drain, the store out of room):
+//!   triggered once when the condition starts and resolved when it clears, by the one
+//!   supervised task that judges conditions (`delivery::conditions`). Their "source" is what the
+//!   condition is about: [`key_subject`] for a routing key, [`STORE`] for the store.
+//!
+//! PagerDuty keeps an incident's first title, so the summary is generic and the numbers (how
+//! many dead letters or events wait, this webhook's count) go in `custom_details`.
 
 use super::{AlertDraft, Event, EventError, Link, RoutingKey, Severity};
 use serde_json::{json, Map, Value};
 
 /// Why pagerhook pages about itself: a closed set, each its own incident per source. New
-/// conditions (a storm waiting, a store out of room, a silent source) are new variants.
+/// conditions (a silent source) are new variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Reason {
     /// A webhook's mapping failed: its payload waits as a `mapping_failed` dead letter.
@@ -22,11 +29,32 @@ pub enum Reason {
     DeadTrigger,
     /// No rule matched a payload of a source with `unmatched = "page"`.
     Unmatched,
+    /// A routing key's backlog would take longer than `pagerduty.storm_page_after` to drain
+    /// at its pace: a condition, on that key.
+    StormWaiting,
+    /// The store refuses webhooks for lack of room: a condition.
+    StoreOutOfRoom,
 }
 
 impl Reason {
     /// Every reason, in the order [`Reason::as_str`] sorts them.
-    pub const ALL: [Reason; 4] = [Reason::DeadTrigger, Reason::MappingFailed, Reason::TooManyEvents, Reason::Unmatched];
+    pub const ALL: [Reason; 6] = [
+        Reason::DeadTrigger,
+        Reason::MappingFailed,
+        Reason::StoreOutOfRoom,
+        Reason::StormWaiting,
+        Reason::TooManyEvents,
+        Reason::Unmatched,
+    ];
+
+    /// Raised and cleared by a condition that holds or not (`delivery::conditions` judges it),
+    /// rather than by dead letters arriving and going.
+    pub fn is_condition(self) -> bool {
+        match self {
+            Reason::StormWaiting | Reason::StoreOutOfRoom => true,
+            Reason::MappingFailed | Reason::TooManyEvents | Reason::DeadTrigger | Reason::Unmatched => false,
+        }
+    }
 
     /// The name in dedup_keys, `custom_details` and the store.
     pub fn as_str(self) -> &'static str {
@@ -35,6 +63,8 @@ impl Reason {
             Reason::TooManyEvents => "too_many_events",
             Reason::DeadTrigger => "dead_trigger",
             Reason::Unmatched => "unmatched",
+            Reason::StormWaiting => "storm_waiting",
+            Reason::StoreOutOfRoom => "store_out_of_room",
         }
     }
 
@@ -50,6 +80,8 @@ impl Reason {
             Reason::TooManyEvents => "webhooks over the events cap",
             Reason::DeadTrigger => "triggers PagerDuty did not take",
             Reason::Unmatched => "webhooks no rule matched",
+            Reason::StormWaiting => "a backlog of events waits",
+            Reason::StoreOutOfRoom => "the store is out of room",
         }
     }
 
@@ -62,8 +94,25 @@ impl Reason {
             }
             Reason::DeadTrigger => "read the attempts (`pagerhook dlq show`), fix the cause, then replay",
             Reason::Unmatched => "add a rule for this payload, then replay (or delete the dead letter)",
+            Reason::StormWaiting => {
+                "find the flooding source (custom_details.sources); its events go at the key's pace \
+                 (delivery.per_key_rate), so silence or fix it; give it a routing key of its own"
+            }
+            Reason::StoreOutOfRoom => {
+                "webhooks are refused (503): free disk or raise storage.max_bytes / lower \
+                 storage.min_free_bytes; `pagerhook doctor` and /readyz say which"
+            }
         }
     }
+}
+
+/// The subject of a store condition's page, in place of a source.
+pub const STORE: &str = "store";
+
+/// The subject of a routing key's condition page, in place of a source: its fingerprint,
+/// never the key.
+pub fn key_subject(key: &RoutingKey) -> String {
+    format!("key-{}", key.fingerprint())
 }
 
 /// The prefix of every dedup_key pagerhook's own pages use.
@@ -115,14 +164,16 @@ pub fn trigger(page: &Page, source: &str, waiting: u64) -> Result<Event, EventEr
     let mut details = Map::new();
     details.insert("source".into(), source.into());
     details.insert("reason".into(), page.reason.as_str().into());
-    details.insert("dead_letters_waiting".into(), waiting.into());
+    if !page.reason.is_condition() {
+        details.insert("dead_letters_waiting".into(), waiting.into());
+    }
     details.insert("what_to_do".into(), page.reason.remedy().into());
     details.extend(page.details.clone());
     let draft = AlertDraft {
         action: "trigger".into(),
         dedup_key: Some(dedup_key(source, page.reason)),
         severity: Some(severity_name(page.severity).into()),
-        summary: Some(format!("pagerhook: {} from source '{source}'", page.reason.headline())),
+        summary: Some(summary(page.reason, source)),
         source: Some("pagerhook".into()),
         component: Some(source.into()),
         class: Some(page.reason.as_str().into()),
@@ -137,12 +188,32 @@ pub fn trigger(page: &Page, source: &str, waiting: u64) -> Result<Event, EventEr
     Event::alert(page.routing_key.clone(), draft)
 }
 
-/// The resolve of `source`'s incident for `reason`: no dead letter of it is left.
+/// The incident's title: generic (PagerDuty keeps the first), naming what it is about.
+fn summary(reason: Reason, source: &str) -> String {
+    match reason {
+        Reason::StormWaiting => {
+            let key = source.strip_prefix("key-").unwrap_or(source);
+            format!("pagerhook: {} on routing key {key}", reason.headline())
+        }
+        Reason::StoreOutOfRoom => format!("pagerhook: {}", reason.headline()),
+        Reason::MappingFailed | Reason::TooManyEvents | Reason::DeadTrigger | Reason::Unmatched => {
+            format!("pagerhook: {} from source '{source}'", reason.headline())
+        }
+    }
+}
+
+/// The resolve of `source`'s incident for `reason`: no dead letter of it is left, or its
+/// condition cleared.
 pub fn resolve(routing_key: RoutingKey, source: &str, reason: Reason) -> Result<Event, EventError> {
+    let details = if reason.is_condition() {
+        json!({ "source": source, "reason": reason.as_str(), "cleared": true })
+    } else {
+        json!({ "source": source, "reason": reason.as_str(), "dead_letters_waiting": 0 })
+    };
     let draft = AlertDraft {
         action: "resolve".into(),
         dedup_key: Some(dedup_key(source, reason)),
-        custom_details: Some(json!({ "source": source, "reason": reason.as_str(), "dead_letters_waiting": 0 })),
+        custom_details: Some(details),
         ..AlertDraft::default()
     };
     Event::alert(routing_key, draft)

@@ -175,7 +175,8 @@ pub async fn delivery(req: HttpRequest, state: web::Data<AdminState>) -> Answer 
 }
 
 /// `GET /admin/stats`: the queue gauges and delivery outcomes `/metrics` exports, the outcomes
-/// counted over the last hour, and whether this is a dry run (`serve --dry-run`).
+/// counted over the last hour, each routing key's backlog (by fingerprint, as the condition
+/// watcher last measured it), and whether this is a dry run (`serve --dry-run`).
 pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
     authorized(&req, &state)?;
     let depth = state.queue.depth().await.map(|(n, oldest)| {
@@ -184,6 +185,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AdminState>) -> Answer {
             "queue_depth": n,
             "oldest_pending_seconds": age,
             "attempts_last_hour": state.pipeline.metrics().attempts_last_hour(),
+            "backlog": state.pipeline.metrics().key_backlog(),
             "dry_run": state.dry_run,
         })
     });

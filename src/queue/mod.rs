@@ -27,6 +27,7 @@ mod state;
 mod tls;
 
 pub use ledger::{Incident, IncidentQuery, IncidentState, OpenIncidents, Origin, ResolveQueued, OPERATOR, PAGERHOOK};
+pub use own_pages::{Change, Held};
 pub use postgres::PostgresQueue;
 pub use room::{Freed, Headroom, RoomReading, Short};
 pub use settings::{open, Backend, Durability, Opened, Settings};
@@ -620,12 +621,64 @@ pub trait Incidents: Intake {
     }
 }
 
+/// What waits for one routing key: the storm gauge's figures (`delivery::conditions`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyBacklog {
+    pub routing_key: RoutingKey,
+    /// Pending events of the key, pagerhook's own excepted (a meta-event never causes another).
+    pub pending: u64,
+    /// When the oldest of them was queued.
+    pub oldest: Millis,
+    /// How many of them each source queued, by source name.
+    pub sources: Vec<(String, u64)>,
+}
+
+/// Sums the store's rows (routing key, source, pending, oldest), sorted by key, into one
+/// [`KeyBacklog`] per key. A stored key that does not parse is skipped: it cannot be paged on.
+pub(crate) fn fold_backlog(rows: Vec<(String, String, i64, Millis)>) -> Vec<KeyBacklog> {
+    let mut out: Vec<(String, KeyBacklog)> = Vec::new();
+    for (key, source, n, oldest) in rows {
+        let n = n.max(0) as u64;
+        match out.last_mut() {
+            Some((k, b)) if *k == key => {
+                b.pending += n;
+                b.oldest = b.oldest.min(oldest);
+                b.sources.push((source, n));
+            }
+            _ => {
+                let Ok(routing_key) = RoutingKey::parse(crate::secret::Secret::new(key.clone())) else { continue };
+                out.push((key, KeyBacklog { routing_key, pending: n, oldest, sources: vec![(source, n)] }));
+            }
+        }
+    }
+    out.into_iter().map(|(_, b)| b).collect()
+}
+
+/// Conditions pagerhook pages about (`delivery::conditions`): what it reads to judge a storm, and
+/// the one step that raises and clears a condition's own page (`own_pages::conditions`).
+#[async_trait]
+pub trait Conditions: Send + Sync + 'static {
+    /// Each routing key's pending events (pagerhook's own excepted), by source.
+    async fn backlog(&self) -> Result<Vec<KeyBacklog>, QueueError>;
+
+    /// In one transaction: triggers the page of each `holding` condition not yet open, and
+    /// resolves the open pages of the `judged` reasons whose condition no longer holds. Each
+    /// page is queued due at `now`, with pagerhook's marker (`rule` `@pagerhook`, see
+    /// `sql::OWN_FIRST`) that the claim prefers, so it takes its key's first slot.
+    async fn hold_conditions(
+        &self,
+        judged: Vec<own::Reason>,
+        holding: Vec<Held>,
+        now: Millis,
+    ) -> Result<Vec<Change>, QueueError>;
+}
+
 /// The whole store, behind which SQLite and PostgreSQL sit: for a caller that needs several
 /// roles (`app`, which hands each part its own; the admin routes; the accept and replay
 /// path). A caller that needs one role takes that trait, and so does its test double.
-pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents {}
+pub trait Queue: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents + Conditions {}
 
-impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents> Queue for T {}
+impl<T: Intake + Deliveries + DeadLetters + Inspect + Retention + Capacity + Incidents + Conditions> Queue for T {}
 
 /// One routing key's pace as stored: what `delivery::pacing`'s rules read and write, kept in
 /// the store (so a restart grants no fresh burst) and shared by the replicas on PostgreSQL.

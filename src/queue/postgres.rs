@@ -1107,3 +1107,34 @@ async fn attempt_log(c: &tokio_postgres::Client, id: i64) -> Result<Vec<Attempt>
         c.query("SELECT at, status, detail, dedup_key FROM attempts WHERE event_id = $1 ORDER BY id", &[&id]).await?;
     rows.iter().map(Attempt::read).collect()
 }
+
+/// The pseudo-lane whose lock serialises [`super::Conditions::hold_conditions`] between
+/// replicas: two that judge the same storm at once page about it once.
+const CONDITIONS_LANE: &str = "pagerhook/conditions";
+
+#[async_trait]
+impl super::Conditions for PostgresQueue {
+    async fn backlog(&self) -> Result<Vec<super::KeyBacklog>, QueueError> {
+        let c = self.client().await?;
+        let rows = c.query(sql::BACKLOG, &[]).await?;
+        let rows = rows
+            .iter()
+            .map(|r| Ok((r.get_as(0)?, r.get_as(1)?, r.get_as(2)?, r.get_as(3)?)))
+            .collect::<Result<Vec<_>, QueueError>>()?;
+        Ok(super::fold_backlog(rows))
+    }
+
+    async fn hold_conditions(
+        &self,
+        judged: Vec<Reason>,
+        holding: Vec<own_pages::Held>,
+        now: Millis,
+    ) -> Result<Vec<super::Change>, QueueError> {
+        let mut c = self.client().await?;
+        let tx = c.transaction().await?;
+        lock_lanes(&tx, self.schema, [CONDITIONS_LANE].into_iter()).await?;
+        let changes = own_pages::conditions(&mut OwnStore(&tx, self.schema), &judged, &holding, now).await?;
+        tx.commit().await?;
+        Ok(changes)
+    }
+}

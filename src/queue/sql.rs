@@ -286,6 +286,20 @@ pub(super) const OWN_DEAD_TRIGGER: &str = formatcp!(
      WHERE e.id = $1 AND e.state = '{DEAD}' AND e.action = 'trigger' AND i.status <> 'own'"
 );
 
+/// pagerhook's own events, as a condition on `events e`: the marker a claim prefers so that
+/// an own page takes its routing key's first slot (a storm page must not wait behind the
+/// storm it is about), and what the storm gauge leaves out (a meta-event never causes
+/// another). Own events are few: one incident per subject and reason.
+pub(super) const OWN_FIRST: &str = "COALESCE(e.rule, '') = '@pagerhook'";
+
+/// Pending events per routing key and source, pagerhook's own excepted, with the oldest's
+/// queueing time: the storm gauge (`Conditions::backlog`).
+pub(super) const BACKLOG: &str = formatcp!(
+    "SELECT e.routing_key, i.source, COUNT(*), MIN(e.created_at) FROM events e JOIN inbound i ON i.id = e.inbound_id
+     WHERE e.state = '{PENDING}' AND NOT ({OWN_FIRST})
+     GROUP BY e.routing_key, i.source ORDER BY e.routing_key, i.source"
+);
+
 /// Event `$1`'s stored body.
 pub(super) const STORED_BODY: &str = "SELECT format, body FROM events WHERE id = $1";
 

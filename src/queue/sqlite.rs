@@ -1543,3 +1543,32 @@ fn attempt_log(c: &Connection, id: i64) -> Result<Vec<Attempt>, QueueError> {
 
 #[cfg(test)]
 mod tests;
+
+#[async_trait]
+impl super::Conditions for SqliteQueue {
+    async fn backlog(&self) -> Result<Vec<super::KeyBacklog>, QueueError> {
+        let rows = self
+            .run(|c| {
+                all(&mut *c.prepare_cached(sql::BACKLOG)?, [], |r| Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?)))
+            })
+            .await?;
+        Ok(super::fold_backlog(rows))
+    }
+
+    async fn hold_conditions(
+        &self,
+        judged: Vec<Reason>,
+        holding: Vec<own_pages::Held>,
+        now: Millis,
+    ) -> Result<Vec<super::Change>, QueueError> {
+        // Not through the room gate: a condition's page is what says the store is short, and
+        // the gate's headroom (`storage.min_free_bytes`) is kept for writes like it.
+        self.run(move |c| {
+            let tx = c.transaction()?;
+            let changes = ready(own_pages::conditions(&mut OwnStore(&tx), &judged, &holding, now))?;
+            tx.commit()?;
+            Ok(changes)
+        })
+        .await
+    }
+}

@@ -159,6 +159,10 @@ on_every_backend! {
         an_operator_resolve_is_queued_on_each_open_lane_and_recorded_as_the_operator_s,
         resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept,
     ],
+    conditions: [
+        each_routing_key_s_backlog_is_counted_by_source_without_pagerhook_s_own,
+        a_condition_pages_once_due_at_once_and_is_resolved_when_it_clears,
+    ],
 }
 
 /// SQL run on a store behind the queue's back: how a damaged row, or one a newer build
@@ -2217,7 +2221,7 @@ fn every_role_method_is_called_by_two_cases_of_its_role() {
         }
     }
     let roles: Vec<&str> = groups.iter().map(|(r, _)| r.as_str()).collect();
-    assert_eq!(roles, ["Intake", "Deliveries", "DeadLetters", "Inspect", "Retention", "Incidents"]);
+    assert_eq!(roles, ["Intake", "Deliveries", "DeadLetters", "Inspect", "Retention", "Incidents", "Conditions"]);
     let mut thin = Vec::new();
     for (role, cases) in &groups {
         let block = &traits[traits.find(&format!("pub trait {role}: ")).unwrap()..];
@@ -2434,4 +2438,88 @@ async fn a_payload_some_of_whose_items_failed_queues_the_others_and_keeps_its_it
     assert_eq!(q.depth().await.unwrap().0, 3);
     assert_eq!(q.remap(id.clone(), InboundStatus::Mapped, vec![], now_millis()).await.unwrap(), Some(0));
     assert!(q.dead_letters(None, 10).await.unwrap().is_empty());
+}
+
+/// A storm condition on `k`, raising its page or only keeping it open.
+fn storm_held(k: RoutingKey, raise: bool) -> Held {
+    let page = own::Page::new(own::Reason::StormWaiting, k.clone()).with("events_waiting", 1_201);
+    Held { subject: own::key_subject(&k), page, raise }
+}
+
+async fn each_routing_key_s_backlog_is_counted_by_source_without_pagerhook_s_own(q: Arc<dyn Queue>) {
+    assert!(q.backlog().await.unwrap().is_empty());
+    let gh = NewInbound { received_at: 1_000, ..inbound_from("gh") };
+    q.accept(gh, vec![alert("trigger", "a"), alert("trigger", "b"), alert_on(other_key(), "trigger", "c")])
+        .await
+        .unwrap();
+    q.accept(inbound_from("am"), vec![alert("trigger", "d")]).await.unwrap();
+    // pagerhook's own pages wait on both keys: a dead letter's, and a storm's.
+    let failed = InboundStatus::MappingFailed("summary: missing".into());
+    q.accept(paged("am", failed, own::Reason::MappingFailed, other_key()), vec![]).await.unwrap();
+    let changes = q.hold_conditions(vec![own::Reason::StormWaiting], vec![storm_held(key(), true)], 5_000).await;
+    assert_eq!(changes.unwrap().len(), 1);
+    let backlog = q.backlog().await.unwrap();
+    let seen: Vec<_> = backlog.iter().map(|b| (b.routing_key.clone(), b.pending, b.sources.clone())).collect();
+    assert_eq!(
+        seen,
+        [(key(), 3, vec![("am".to_string(), 1), ("gh".to_string(), 2)]), (other_key(), 1, vec![("gh".to_string(), 1)]),],
+        "a meta-event never counts towards a storm"
+    );
+    assert_eq!(backlog[0].oldest, 1_000, "the oldest is queued when its webhook arrived");
+    // Sent, an event no longer waits.
+    let now = now_millis();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        finish(&q, &c, answered(now, 202), Finish::Delivered).await;
+    }
+    assert!(q.backlog().await.unwrap().iter().all(|b| b.routing_key != other_key()));
+}
+
+async fn a_condition_pages_once_due_at_once_and_is_resolved_when_it_clears(q: Arc<dyn Queue>) {
+    let storm = own::Reason::StormWaiting;
+    let subject = own::key_subject(&key());
+    let dedup = own::dedup_key(&subject, storm);
+    // A storm waits on the key: its events are paced far into the future.
+    q.accept(inbound_from("gh"), vec![alert("trigger", "a"), alert("trigger", "b")]).await.unwrap();
+    let now = now_millis();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        q.defer(c.id, c.lease, now + 3_600_000).await.unwrap();
+    }
+    let raised = q.hold_conditions(vec![storm], vec![storm_held(key(), true)], now).await.unwrap();
+    assert_eq!(raised, [Change { subject: subject.clone(), reason: storm, raised: true }]);
+    let backlog = q.backlog().await.unwrap();
+    assert_eq!(backlog.iter().map(|b| b.pending).collect::<Vec<_>>(), [2], "the page is not part of the storm");
+    // Once: the condition still holds, bad enough or not.
+    assert!(q.hold_conditions(vec![storm], vec![storm_held(key(), true)], now).await.unwrap().is_empty());
+    assert!(q.hold_conditions(vec![storm], vec![storm_held(key(), false)], now).await.unwrap().is_empty());
+    // A caller that did not judge storms resolves none; nor does removing a dead letter
+    // (`settle` is for dead letters' pages).
+    assert!(q.hold_conditions(vec![own::Reason::StoreOutOfRoom], vec![], now).await.unwrap().is_empty());
+    let mut failed = inbound_from("am");
+    failed.status = InboundStatus::Unmatched;
+    let failed_id = failed.id.clone();
+    q.accept(failed, vec![]).await.unwrap();
+    assert!(q.delete_dead(DeadId::Inbound(failed_id)).await.unwrap());
+    let own_now = own_events(&q).await;
+    assert_eq!(own_now, [(dedup.clone(), "trigger".to_string(), None)], "{own_now:?}");
+    // Due at once, ahead of the storm it is about, and marked as pagerhook's own.
+    let page = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!(page.len(), 1, "only the page is due");
+    assert_eq!(page[0].inbound_id, dedup);
+    assert_eq!(page[0].event.routing_key(), &key(), "on the key the storm delays");
+    assert_eq!(page[0].event.body()["payload"]["custom_details"]["events_waiting"], 1_201);
+    finish(&q, &page[0], answered(now, 202), Finish::Delivered).await;
+    // Not bad enough to raise, but open: it stays open. Cleared: resolved, to the same key.
+    assert!(q.hold_conditions(vec![storm], vec![storm_held(key(), false)], now).await.unwrap().is_empty());
+    let cleared = q.hold_conditions(vec![storm], vec![], now).await.unwrap();
+    assert_eq!(cleared, [Change { subject, reason: storm, raised: false }]);
+    let own_now = own_events(&q).await;
+    assert_eq!(own_now.last(), Some(&(dedup.clone(), "resolve".to_string(), None)), "{own_now:?}");
+    let resolve = q.claim(now, 10, LEASE).await.unwrap();
+    assert_eq!((resolve.len(), resolve[0].event.routing_key()), (1, &key()));
+    // The store's condition, on the own-pages key, is its own incident.
+    let room = own::Page::new(own::Reason::StoreOutOfRoom, other_key()).with("why", "disk full");
+    let held = Held { subject: own::STORE.to_string(), page: room, raise: true };
+    let changes = q.hold_conditions(vec![own::Reason::StoreOutOfRoom], vec![held], now).await.unwrap();
+    assert_eq!(changes.len(), 1);
+    assert_eq!(own_events(&q).await.last().unwrap().0, "pagerhook/store/store_out_of_room");
 }

@@ -491,3 +491,22 @@ impl InternalEvent for RoomMade {
         );
     }
 }
+
+/// pagerhook paged about a condition (a routing key's storm, the store out of room), or
+/// resolved that page because the condition cleared.
+pub struct ConditionPaged<'a> {
+    /// What it is about: `key-<fingerprint>` or `store`.
+    pub subject: &'a str,
+    pub reason: &'static str,
+    pub raised: bool,
+}
+
+impl InternalEvent for ConditionPaged<'_> {
+    fn emit(self, _metrics: &Metrics) {
+        if self.raised {
+            tracing::warn!(subject = self.subject, reason = self.reason, "paging about a condition of pagerhook's own");
+        } else {
+            tracing::info!(subject = self.subject, reason = self.reason, "a condition cleared: its page is resolved");
+        }
+    }
+}

@@ -60,6 +60,28 @@ struct SourceLabels {
     source: String,
 }
 
+/// A routing key, by its fingerprint (`RoutingKey::fingerprint`), never the key: keys come
+/// from the config, so the set is closed.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KeyLabels {
+    routing_key: String,
+}
+
+/// One routing key's backlog as the condition watcher measured it: the storm gauges and the
+/// console's table.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct KeyBacklogFigures {
+    /// The key's fingerprint.
+    pub routing_key: String,
+    pub pending: u64,
+    pub oldest_pending_seconds: f64,
+    /// How long the backlog takes at the key's pace (`delivery.per_key_rate`); `None`:
+    /// unlimited, no estimate.
+    pub drain_seconds: Option<f64>,
+    /// Pending events by source.
+    pub sources: Vec<(String, u64)>,
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TaskLabels {
     task: String,
@@ -90,6 +112,13 @@ pub struct Metrics {
     out_of_room: Gauge,
     open_incidents: Family<SourceLabels, Gauge>,
     oldest_incident: Gauge<f64, AtomicU64>,
+    key_pending: Family<KeyLabels, Gauge>,
+    key_oldest: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    key_drain: Family<KeyLabels, Gauge<f64, AtomicU64>>,
+    /// The latest figures behind the three key gauges, for the console.
+    backlog: Mutex<Vec<KeyBacklogFigures>>,
+    /// The configured routing keys' fingerprints: exported at 0 when nothing waits for them.
+    keys: Mutex<Vec<String>>,
     last_hour: LastHour,
 }
 
@@ -234,6 +263,26 @@ impl Metrics {
                 "Age of the oldest incident pagerhook believes open (0: none)",
                 Gauge::default(),
             ),
+            key_pending: registered(
+                r,
+                "routing_key_backlog",
+                "Events waiting for one routing key (by fingerprint), pagerhook's own excepted; measured every few seconds",
+                Family::default(),
+            ),
+            key_oldest: registered(
+                r,
+                "routing_key_backlog_oldest_seconds",
+                "Age of the oldest event waiting for one routing key (by fingerprint)",
+                Family::default(),
+            ),
+            key_drain: registered(
+                r,
+                "routing_key_drain_seconds",
+                "Estimated time to send one routing key's backlog at its pace (delivery.per_key_rate); NaN when unlimited",
+                Family::default(),
+            ),
+            backlog: Mutex::new(Vec::new()),
+            keys: Mutex::new(Vec::new()),
             last_hour: LastHour::default(),
             registry,
         }
@@ -374,6 +423,40 @@ impl Metrics {
             self.open_incidents.get_or_create(&SourceLabels { source: source.clone() }).inc_by(*n as i64);
         }
         self.oldest_incident.set(oldest_age.map(|d| d.as_secs_f64()).unwrap_or(0.0));
+    }
+
+    /// Exports the routing-key backlog gauges at 0 for each of `keys` (fingerprints of the
+    /// configured keys), now and after every [`Metrics::set_key_backlog`]: a rule sees 0 rather
+    /// than no series while nothing waits.
+    pub fn routing_keys(&self, keys: Vec<String>) {
+        *self.keys.lock().unwrap_or_else(|e| e.into_inner()) = keys;
+        self.set_key_backlog(self.key_backlog());
+    }
+
+    /// Sets the routing-key backlog gauges to `figures` (a configured key with nothing waiting
+    /// at 0, another not exported), and keeps them for the console ([`Metrics::key_backlog`]).
+    pub fn set_key_backlog(&self, figures: Vec<KeyBacklogFigures>) {
+        self.key_pending.clear();
+        self.key_oldest.clear();
+        self.key_drain.clear();
+        for key in self.keys.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            let labels = KeyLabels { routing_key: key.clone() };
+            self.key_pending.get_or_create(&labels).set(0);
+            self.key_oldest.get_or_create(&labels).set(0.0);
+            self.key_drain.get_or_create(&labels).set(0.0);
+        }
+        for f in &figures {
+            let labels = KeyLabels { routing_key: f.routing_key.clone() };
+            self.key_pending.get_or_create(&labels).set(f.pending as i64);
+            self.key_oldest.get_or_create(&labels).set(f.oldest_pending_seconds);
+            self.key_drain.get_or_create(&labels).set(f.drain_seconds.unwrap_or(f64::NAN));
+        }
+        *self.backlog.lock().unwrap_or_else(|e| e.into_inner()) = figures;
+    }
+
+    /// The routing keys' backlog as last measured, for the console.
+    pub fn key_backlog(&self) -> Vec<KeyBacklogFigures> {
+        self.backlog.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// The OpenMetrics text, with the queue gauges set from the store's current figures.

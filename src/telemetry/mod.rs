@@ -16,7 +16,7 @@ pub mod events;
 mod metrics;
 
 pub use events::InternalEvent;
-pub use metrics::Metrics;
+pub use metrics::{KeyBacklogFigures, Metrics};
 
 use std::borrow::Cow;
 use std::fmt;

@@ -4,7 +4,7 @@
 // naming the step. Screenshots go to $OUT (1280 px wide and phone width).
 //
 // Env: ADMIN (console origin), OFF_ADMIN (a server without an admin token), DRY_ADMIN (a
-// dry run's), HOOKS (webhook listener), TOKEN, GH_SECRET, SUMMARY (part of a delivered event's
+// dry run's), STORM_ADMIN (a server with a storm waiting on one key, STORM_KEY its fingerprint), HOOKS (webhook listener), TOKEN, GH_SECRET, SUMMARY (part of a delivered event's
 // summary), SEARCH (part of a delivered event's dedup_key), DEAD_KEY (dedup_key of the dead
 // letter), FIXTURES, OUT, CHROMIUM.
 
@@ -23,6 +23,7 @@ const ADMIN = env("ADMIN");
 const OFF_ADMIN = env("OFF_ADMIN");
 // A server under `serve --dry-run` that has logged one event.
 const DRY_ADMIN = env("DRY_ADMIN");
+const STORM_ADMIN = env("STORM_ADMIN");
 const OUT = env("OUT");
 const TIMEOUT = 10_000; // generous: a loaded 2-core machine
 mkdirSync(OUT, { recursive: true });
@@ -53,7 +54,7 @@ async function context(browser, viewport) {
   await ctx.route("**/*", (route) => {
     const url = route.request().url();
     seen.push(url);
-    if (![ADMIN, OFF_ADMIN, DRY_ADMIN].includes(new URL(url).origin)) {
+    if (![ADMIN, OFF_ADMIN, DRY_ADMIN, STORM_ADMIN].includes(new URL(url).origin)) {
       foreign.push(url);
       return route.abort();
     }
@@ -312,6 +313,29 @@ async function dryRun(browser) {
   await ctx.close();
 }
 
+/** A storm on one routing key: the table above the deliveries names the key by its fingerprint,
+ * how many wait, how long they take at its pace, and from which source. */
+async function storm(browser) {
+  const ctx = await context(browser, { width: 1280, height: 860 });
+  const page = await ctx.newPage();
+  step = "storm backlog";
+  await page.goto(`${STORM_ADMIN}/`);
+  await signIn(page, env("TOKEN"));
+  const row = page.locator("#backlog-table tbody tr").first();
+  await waitFor("the backlog table shows the key", async () => !(await page.locator("#backlog").isHidden()));
+  const text = await row.textContent();
+  check(text.includes(env("STORM_KEY")), `the key's fingerprint: ${text}`);
+  // Five were sent at one a minute: four wait, or fewer if this step ran minutes later.
+  const waiting = Number(await row.locator("td.num").textContent());
+  check(waiting >= 2 && waiting <= 4, `some of the five wait: ${text}`);
+  check((await row.locator("td.drain").textContent()) === `${waiting}m 0s`, `a minute each at one a minute: ${text}`);
+  check(await row.locator("td.drain.bad").count() === 0 && await row.locator("td.drain.warn").count() === 1, "a drain over a minute warns");
+  check(text.includes(`each ${waiting}`), `from which source: ${text}`);
+  check(!text.includes(env("STORM_SECRET_KEY")), "never the key itself");
+  await shot(page, "storm-backlog-1280");
+  await ctx.close();
+}
+
 /** The "console is off" page: its steps show the token to sign in with, and every line of
  * them stays inside the card, on a desktop and on a phone. */
 async function consoleOff(browser) {
@@ -355,6 +379,7 @@ try {
   await phone(browser);
   await consoleOff(browser);
   await dryRun(browser);
+  await storm(browser);
   step = "origin";
   check(seen.length > 0, "requests were recorded");
   check(foreign.length === 0, `requests left the admin origin: ${foreign.join(", ")}`);

@@ -4,7 +4,7 @@
 //! `CI=true` (`.ci/run` installs them), where it fails.
 
 use crate::helpers::fake_pagerduty::Reply;
-use crate::helpers::{bearer_source, eventually, fixture, root, spawn_app_in, GITHUB_SECRET};
+use crate::helpers::{bearer_source, eventually, fixture, root, spawn_app_in, GITHUB_SECRET, INTEGRATION_KEY};
 use pagerhook::queue::EventState;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -109,15 +109,31 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     let (_dry_dir, dry) = dry_run_app().await;
     // A server without an admin token, for the "console is off" page.
     let off = crate::helpers::spawn_app_with(|c| c.replace("admin_token = \"env:ADMIN_TOKEN\"\n", "")).await;
+    // A storm: five alerts on the default key at one a minute, four of them waiting.
+    let storm = spawn_app_in(|text, dir| {
+        std::fs::write(dir.join("each.toml"), EACH).unwrap();
+        let text = text.replace("[delivery]\n", "[delivery]\nper_key_rate = 1\nper_key_burst = 1\n");
+        text + &bearer_source("each", &dir.join("each.toml"))
+    })
+    .await;
+    let five =
+        serde_json::json!({"alerts": (1..=5).map(|i| serde_json::json!({"id": i, "name": "hot"})).collect::<Vec<_>>()});
+    assert_eq!(storm.post_bearer("each", &five).await.status, 202);
+    let storm_key =
+        pagerhook::event::RoutingKey::parse(pagerhook::secret::Secret::new(INTEGRATION_KEY)).unwrap().fingerprint();
     let out = root().join("target/console-screenshots");
     let (admin, hooks, off_admin) = (app.admin.clone(), app.base.clone(), off.admin.clone());
     let dry_admin = format!("http://127.0.0.1:{}", dry.admin_port());
+    let storm_admin = storm.admin.clone();
     let run = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(browser.join("console.mjs"))
             .env("ADMIN", admin)
             .env("OFF_ADMIN", off_admin)
             .env("DRY_ADMIN", dry_admin)
+            .env("STORM_ADMIN", storm_admin)
+            .env("STORM_KEY", storm_key)
+            .env("STORM_SECRET_KEY", INTEGRATION_KEY)
             .env("HOOKS", hooks)
             .env("TOKEN", "admin-token")
             .env("GH_SECRET", GITHUB_SECRET)

@@ -4,8 +4,8 @@
 
 use crate::helpers::fake_pagerduty::{Received, Reply};
 use crate::helpers::{
-    fixture, generic_source, root, shipped_generic_source, spawn_app_in, spawn_app_with, TestApp, ALERTMANAGER_VERIFY,
-    AM_SECRET, DATADOG_TOKEN, INTEGRATION_KEY, TEAM_A_KEY,
+    fixture, generic_source, root, sample, shipped_generic_source, spawn_app_in, spawn_app_with, TestApp,
+    ALERTMANAGER_VERIFY, AM_SECRET, DATADOG_TOKEN, INTEGRATION_KEY, TEAM_A_KEY,
 };
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -294,4 +294,59 @@ async fn an_alertmanager_group_with_one_bad_alert_delivers_the_others_and_replay
         resolved.iter().filter_map(Received::dedup_key).filter(|k| k.starts_with("alertmanager/")).collect();
     assert_eq!(alerts.len(), 3, "the replay sent the bad alert only, not the others again: {alerts:?}");
     assert_eq!(app.admin_call(reqwest::Method::GET, "/admin/dead").await.json, json!([]));
+}
+
+/// A storm on one key (Alertmanager floods the default key, paced at one event a minute here
+/// so that five are a storm): the key's backlog shows on `/metrics` and in the console by its
+/// fingerprint, and once it would take longer than `storm_page_after` to drain, pagerhook
+/// queues ONE page on that key, due at once, saying how many wait, from which source, and the
+/// estimate. Its own page is not counted in the backlog it reports.
+#[tokio::test]
+async fn a_storm_on_a_key_is_measured_by_fingerprint_and_paged_once_on_that_key() {
+    let app = spawn_app_with(|c| {
+        let c = c.replace("[delivery]\n", "[delivery]\nper_key_rate = 1\nper_key_burst = 1\n");
+        let c = c.replace("[pagerduty]\n", "[pagerduty]\nstorm_page_after = \"1m\"\n");
+        c + &shipped_generic_source("alertmanager", ALERTMANAGER_VERIFY)
+    })
+    .await;
+    notify(&app, &group(5, |_| "warning")).await;
+    let first = app.fake.wait_for(1, WAIT).await;
+    assert_eq!(first[0].action(), Some("trigger"), "the burst of one goes at once: {first:#?}");
+    let key = pagerhook::event::RoutingKey::parse(pagerhook::secret::Secret::new(INTEGRATION_KEY)).unwrap();
+    let fp = key.fingerprint();
+    // Measured every 5 seconds: at first all five wait (the first one is in flight).
+    let scraped = crate::helpers::eventually("four wait on the key, on /metrics", || async {
+        let text = app.scrape().await;
+        let n = sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}"));
+        (n == Some(4.0)).then_some((4.0, text))
+    })
+    .await;
+    let drain = sample(&scraped.1, &format!("pagerhook_routing_key_drain_seconds{{routing_key=\"{fp}\"}}"));
+    assert_eq!(drain, Some(240.0));
+    assert!(!scraped.1.contains(INTEGRATION_KEY), "the key itself is never exported");
+    let stats = app.admin_call(reqwest::Method::GET, "/admin/stats").await.json;
+    assert_eq!(stats["backlog"][0]["routing_key"], fp, "{stats}");
+    assert_eq!(stats["backlog"][0]["sources"], json!([["alertmanager", 4]]), "{stats}");
+
+    let dedup = format!("pagerhook/key-{fp}/storm_waiting");
+    let page = crate::helpers::eventually("the storm page is queued", || async {
+        let rows = app.admin_call(reqwest::Method::GET, "/admin/deliveries?q=storm_waiting").await.json;
+        rows.as_array().filter(|r| !r.is_empty()).cloned()
+    })
+    .await;
+    assert_eq!(page.len(), 1, "one page: {page:#?}");
+    assert_eq!((page[0]["dedup_key"].as_str(), page[0]["action"].as_str()), (Some(dedup.as_str()), Some("trigger")));
+    assert_eq!(page[0]["routing_key"], fp, "on the key the storm delays");
+    let detail = app.admin_call(reqwest::Method::GET, &format!("/admin/deliveries/{}", page[0]["id"])).await.json;
+    let details = &detail["event"]["payload"]["custom_details"];
+    // The figures of the round that raised it: the first event may still have been in flight.
+    let waiting = details["events_waiting"].as_u64().unwrap();
+    assert!(waiting == 4 || waiting == 5, "{details}");
+    assert_eq!(details["sources"], json!({ "alertmanager": waiting }));
+    assert_eq!(details["estimated_drain_seconds"], waiting * 60, "a minute each at one a minute");
+    assert_eq!(detail["event"]["payload"]["severity"], "critical");
+    // Its own page does not count towards the storm it reports.
+    let text = app.scrape().await;
+    assert_eq!(sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}")), Some(4.0), "{text}");
+    app.stop().await;
 }

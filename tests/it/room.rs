@@ -16,6 +16,9 @@ use std::time::Duration;
 
 const MIB: u64 = 1 << 20;
 
+/// The dedup_key of pagerhook's page about its store out of room.
+const STORE_PAGE: &str = "pagerhook/store/store_out_of_room";
+
 /// A tmpfs mounted for one test, unmounted when dropped.
 struct SmallFs {
     at: PathBuf,
@@ -157,11 +160,27 @@ async fn storm_then(fs: Option<SmallFs>, ballast: Ballast) {
     // PagerDuty is back: every acknowledged webhook is delivered.
     app.fake.come_back();
     all_delivered(&app, &acknowledged).await;
+    // pagerhook paged about it once, queued when the gate closed (in the room kept below it).
+    let store_page = |action: &'static str| {
+        let app = &app;
+        move || async move {
+            let got = app.fake.received();
+            let pages: Vec<_> = got.iter().filter(|r| r.dedup_key() == Some(STORE_PAGE)).collect();
+            pages
+                .iter()
+                .any(|r| r.action() == Some(action))
+                .then(|| pages.iter().filter(|r| r.action() == Some("trigger")).count())
+        }
+    };
+    let triggers = eventually("pagerhook paged about the store out of room", store_page("trigger")).await;
+    assert_eq!(triggers, 1, "one page for the condition, however long it lasted");
     if ballast == Ballast::FillTheDisk {
         // The disk stays full: webhooks stay refused, and nothing else was asked.
         assert_eq!(readyz(&app).await.0, 503);
     } else {
         takes_webhooks_again(&app).await;
+        // Room is back: the page is resolved, by pagerhook, with no operator.
+        eventually("the store's page is resolved", store_page("resolve")).await;
     }
     let (_fake, _dir) = app.stop().await;
     drop(fs);

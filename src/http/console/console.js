@@ -191,6 +191,7 @@ async function refreshDeliveries() {
     if ($("#deliveries").hidden) return;
     err.hidden = true;
     renderStats(stats);
+    renderBacklog(stats.backlog ?? []);
     renderDeliveries(rows);
     $("#live").textContent = list.before === null ? `Live · updated ${clock(Date.now())}` : "Older page · not refreshing";
   } catch (e) {
@@ -222,6 +223,22 @@ function renderStats(s) {
       ? stat(s.dry_run ? "dry runs (nothing sent), last hour" : "dry runs, last hour", n("dry_run"), s.dry_run ? "warn" : "", 'delivery_attempts_total{outcome="dry_run"}')
       : stat("paced, last hour", n("deferred"), "", 'delivery_attempts_total{outcome="deferred"}'),
   );
+}
+
+// Each routing key's backlog, by fingerprint: a storm shows as a key whose drain time is long.
+function renderBacklog(keys) {
+  $("#backlog").hidden = keys.length === 0;
+  $("#backlog-table tbody").replaceChildren(...keys.map((k) => {
+    const drain = k.drain_seconds;
+    const tone = drain === null ? "" : drain > 600 ? "bad" : drain > 60 ? "warn" : "";
+    return h("tr", {},
+      h("td", { "data-label": "Routing key", class: "mono" }, k.routing_key),
+      h("td", { "data-label": "Waiting", class: "num" }, k.pending),
+      h("td", { "data-label": "Oldest" }, duration(k.oldest_pending_seconds)),
+      h("td", { "data-label": "Drains in", class: `drain ${tone}` }, drain === null ? "unpaced" : duration(drain)),
+      h("td", { "data-label": "From", class: "clip" }, k.sources.map(([source, n]) => `${source} ${n}`).join(", ")),
+    );
+  }));
 }
 
 function renderDeliveries(rows) {
