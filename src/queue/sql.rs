@@ -45,12 +45,15 @@ pub(super) const CANDIDATES: &str = formatcp!(
      WHERE e.state = '{PENDING}' AND e.routing_key = $3 AND e.next_at <= $1 AND e.lease_until <= $1"
 );
 
-/// Best first: priority, then each source's turn within it (its 1st, 2nd… due head), the
-/// source served longest ago first, then age. So a flood from one source delays another's
-/// page of the same priority by one slot per source, not by the flood.
-pub(super) const CANDIDATES_ORDER: &str = "ORDER BY e.priority,
+/// Best first: pagerhook's own events ([`OWN_FIRST`]: a storm page must not wait behind the
+/// storm it is about), then priority, then each source's turn within it (its 1st, 2nd… due
+/// head), the source served longest ago first, then age. So a flood from one source delays
+/// another's page of the same priority by one slot per source, not by the flood.
+pub(super) const CANDIDATES_ORDER: &str = formatcp!(
+    "ORDER BY CASE WHEN {OWN_FIRST} THEN 0 ELSE 1 END, e.priority,
      ROW_NUMBER() OVER (PARTITION BY e.priority, COALESCE(i.source, '') ORDER BY e.id), COALESCE(s.served_at, 0), e.id
-     LIMIT $4";
+     LIMIT $4"
+);
 
 /// Source `$2` was served on the routing key of SHA-256 `$1` at `$3`: fair share's memory.
 /// Later than any source of the key was served before, by a millisecond if need be, so that

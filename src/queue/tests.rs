@@ -125,6 +125,7 @@ on_every_backend! {
         a_renewed_lease_keeps_its_event_past_the_first_expiry_and_a_finish_releases_it,
         a_dead_trigger_pages_unless_it_is_pagerhook_s_own_and_its_replay_resolves_the_page,
         a_key_s_due_events_go_acknowledges_and_resolves_first_then_triggers_by_severity_then_changes,
+        pagerhook_s_own_page_takes_its_key_s_first_slot_ahead_of_resolves_and_critical_pages,
         sources_sharing_a_key_take_turns_within_a_priority,
         a_key_s_events_are_claimed_only_while_it_has_a_free_slot_and_the_best_takes_it,
         a_trigger_resolved_before_it_was_sent_is_superseded_with_its_resolve,
@@ -663,6 +664,17 @@ async fn a_key_s_due_events_go_acknowledges_and_resolves_first_then_triggers_by_
         ["acked", "resolved", "critical", "error", "warning", "info", "lane", "lane", "change"],
         "the lane's resolve goes right after its trigger, as the best due event then"
     );
+}
+
+async fn pagerhook_s_own_page_takes_its_key_s_first_slot_ahead_of_resolves_and_critical_pages(q: Arc<dyn Queue>) {
+    let events = vec![alert("resolve", "resolved"), trigger_of("critical", "critical"), alert("acknowledge", "acked")];
+    q.accept(inbound_from("gh"), events).await.unwrap();
+    let now = now_millis();
+    let raised = q.hold_conditions(vec![own::Reason::StormWaiting], vec![storm_held(key(), true)], now).await.unwrap();
+    assert_eq!(raised.len(), 1);
+    let storm = own::dedup_key(&own::key_subject(&key()), own::Reason::StormWaiting);
+    let order = one_at_a_time(&q, now, &Pick::default()).await;
+    assert_eq!(order, [storm.as_str(), "resolved", "acked", "critical"], "the storm page must not wait behind the storm");
 }
 
 async fn sources_sharing_a_key_take_turns_within_a_priority(q: Arc<dyn Queue>) {
