@@ -298,7 +298,7 @@ async function phone(browser) {
   await ctx.close();
 }
 
-/** A dry run's console counts its dry runs where paced attempts are otherwise shown. */
+/** A dry run's console counts its dry runs. */
 async function dryRun(browser) {
   const ctx = await context(browser, { width: 1280, height: 860 });
   const page = await ctx.newPage();

@@ -105,7 +105,7 @@ async fn the_console_signs_in_searches_replays_and_renders_in_chromium() {
     })
     .await;
 
-    // A dry run, whose console counts its dry runs instead of paced attempts.
+    // A dry run, whose console counts its dry runs.
     let (_dry_dir, dry) = dry_run_app().await;
     // A server without an admin token, for the "console is off" page.
     let off = crate::helpers::spawn_app_with(|c| c.replace("admin_token = \"env:ADMIN_TOKEN\"\n", "")).await;

@@ -217,11 +217,11 @@ function renderStats(s) {
     stat("delivered, last hour", n("delivered"), "ok", 'delivery_attempts_total{outcome="delivered"}'),
     stat("retried, last hour", n("retried"), n("retried") > 0 ? "warn" : "", 'delivery_attempts_total{outcome="retried"}'),
     stat("dead-lettered, last hour", n("dead_lettered"), n("dead_lettered") > 0 ? "bad" : "", 'delivery_attempts_total{outcome="dead_lettered"}'),
-    // A dry run sends nothing and is never paced: its count takes the paced one's place, or
-    // "0 delivered" beside a draining queue would look stuck.
-    s.dry_run || n("dry_run") > 0
-      ? stat(s.dry_run ? "dry runs (nothing sent), last hour" : "dry runs, last hour", n("dry_run"), s.dry_run ? "warn" : "", 'delivery_attempts_total{outcome="dry_run"}')
-      : stat("paced, last hour", n("deferred"), "", 'delivery_attempts_total{outcome="deferred"}'),
+    // A dry run sends nothing: its count shows, or "0 delivered" beside a draining queue would
+    // look stuck. What waits for its routing key's pace is the backlog table below.
+    ...(s.dry_run || n("dry_run") > 0
+      ? [stat(s.dry_run ? "dry runs (nothing sent), last hour" : "dry runs, last hour", n("dry_run"), s.dry_run ? "warn" : "", 'delivery_attempts_total{outcome="dry_run"}')]
+      : []),
   );
 }
 
