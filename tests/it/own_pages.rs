@@ -312,21 +312,24 @@ async fn a_storm_on_a_key_is_measured_by_fingerprint_and_paged_once_on_that_key(
     notify(&app, &group(5, |_| "warning")).await;
     let first = app.fake.wait_for(1, WAIT).await;
     assert_eq!(first[0].action(), Some("trigger"), "the burst of one goes at once: {first:#?}");
+    // The key's one slot goes to the first alert, or to the storm page if the condition watcher
+    // queued it before the worker's first claim: pagerhook's own events go first on their key.
+    let page_went_first = first[0].dedup_key().is_some_and(|k| k.starts_with("pagerhook/"));
+    let waiting: u32 = if page_went_first { 5 } else { 4 };
     let key = pagerhook::event::RoutingKey::parse(pagerhook::secret::Secret::new(INTEGRATION_KEY)).unwrap();
     let fp = key.fingerprint();
-    // Measured every 5 seconds: at first all five wait (the first one is in flight).
-    let scraped = crate::helpers::eventually("four wait on the key, on /metrics", || async {
+    let scraped = crate::helpers::eventually("the rest wait on the key, on /metrics", || async {
         let text = app.scrape().await;
         let n = sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}"));
-        (n == Some(4.0)).then_some((4.0, text))
+        (n == Some(f64::from(waiting))).then_some(text)
     })
     .await;
-    let drain = sample(&scraped.1, &format!("pagerhook_routing_key_drain_seconds{{routing_key=\"{fp}\"}}"));
-    assert_eq!(drain, Some(240.0));
-    assert!(!scraped.1.contains(INTEGRATION_KEY), "the key itself is never exported");
+    let drain = sample(&scraped, &format!("pagerhook_routing_key_drain_seconds{{routing_key=\"{fp}\"}}"));
+    assert_eq!(drain, Some(f64::from(waiting) * 60.0), "a minute each at one a minute");
+    assert!(!scraped.contains(INTEGRATION_KEY), "the key itself is never exported");
     let stats = app.admin_call(reqwest::Method::GET, "/admin/stats").await.json;
     assert_eq!(stats["backlog"][0]["routing_key"], fp, "{stats}");
-    assert_eq!(stats["backlog"][0]["sources"], json!([["alertmanager", 4]]), "{stats}");
+    assert_eq!(stats["backlog"][0]["sources"], json!([["alertmanager", waiting]]), "{stats}");
 
     let dedup = format!("pagerhook/key-{fp}/storm_waiting");
     let page = crate::helpers::eventually("the storm page is queued", || async {
@@ -340,13 +343,14 @@ async fn a_storm_on_a_key_is_measured_by_fingerprint_and_paged_once_on_that_key(
     let detail = app.admin_call(reqwest::Method::GET, &format!("/admin/deliveries/{}", page[0]["id"])).await.json;
     let details = &detail["event"]["payload"]["custom_details"];
     // The figures of the round that raised it: the first event may still have been in flight.
-    let waiting = details["events_waiting"].as_u64().unwrap();
-    assert!(waiting == 4 || waiting == 5, "{details}");
-    assert_eq!(details["sources"], json!({ "alertmanager": waiting }));
-    assert_eq!(details["estimated_drain_seconds"], waiting * 60, "a minute each at one a minute");
+    let counted = details["events_waiting"].as_u64().unwrap();
+    assert!(counted == 4 || counted == 5, "{details}");
+    assert_eq!(details["sources"], json!({ "alertmanager": counted }));
+    assert_eq!(details["estimated_drain_seconds"], counted * 60, "a minute each at one a minute");
     assert_eq!(detail["event"]["payload"]["severity"], "critical");
     // Its own page does not count towards the storm it reports.
     let text = app.scrape().await;
-    assert_eq!(sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}")), Some(4.0), "{text}");
+    let backlog = sample(&text, &format!("pagerhook_routing_key_backlog{{routing_key=\"{fp}\"}}"));
+    assert_eq!(backlog, Some(f64::from(waiting)), "{text}");
     app.stop().await;
 }
