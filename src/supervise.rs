@@ -1,5 +1,5 @@
 //! The long-lived tasks, watched: the delivery worker, the config watcher, the two pruners
-//! (retention, dead letters) and the two HTTP listeners. A task that dies (panics, or returns while nothing asked it to stop) is
+//! (retention, dead letters), the room watcher, the search indexer and the two HTTP listeners. A task that dies (panics, or returns while nothing asked it to stop) is
 //! logged and counted ([`TaskFailed`]) and restarted after a backoff; one that keeps dying, or
 //! cannot be restarted (a listener, whose socket went with it), takes readiness down
 //! ([`Health`]: `/readyz` answers 503 with the reason), so a load balancer stops sending
@@ -29,17 +29,20 @@ pub enum Task {
     DeadLetterPruner,
     /// Measures the store's room every second, and makes room while it is short.
     RoomWatcher,
+    /// Adds new events to the search index (`queue::search`), off the accept path.
+    SearchIndexer,
     WebhookListener,
     AdminListener,
 }
 
 impl Task {
-    pub const ALL: [Task; 7] = [
+    pub const ALL: [Task; 8] = [
         Task::DeliveryWorker,
         Task::ConfigWatcher,
         Task::Pruner,
         Task::DeadLetterPruner,
         Task::RoomWatcher,
+        Task::SearchIndexer,
         Task::WebhookListener,
         Task::AdminListener,
     ];
@@ -52,6 +55,7 @@ impl Task {
             Task::Pruner => "pruner",
             Task::DeadLetterPruner => "dead_letter_pruner",
             Task::RoomWatcher => "room_watcher",
+            Task::SearchIndexer => "search_indexer",
             Task::WebhookListener => "webhook_listener",
             Task::AdminListener => "admin_listener",
         }

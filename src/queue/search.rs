@@ -1,0 +1,83 @@
+//! Finding an event (`deliveries list --search`, the console's search box) without reading
+//! every row: a trigram index over each event's dedup_key, summary and source.
+//!
+//! What a search matches is unchanged by the index: a dedup_key or summary containing the text
+//! (any case), or a source or state equal to it. The index only narrows the rows that
+//! predicate is checked on: every trigram of the text must be in the row's, so a text of fewer
+//! than [`MIN_INDEXED_CHARS`] characters (no trigram) and a state's name (states are not
+//! indexed: they change) are looked for by scanning, newest first, as before; both match many
+//! rows, so the scan stops early.
+//!
+//! Each backend keeps its index where it costs the accept path least:
+//! - **SQLite** has one writer, which every accept waits for: indexing in the accept
+//!   transaction doubled the time of a `bench_fill` (bench/README.md, "Search"). An FTS5
+//!   trigram table is filled by the search indexer ([`Inspect::index_for_search`], a
+//!   supervised task) in batches of [`BATCH`], in transactions of its own, up to a watermark
+//!   kept in `meta`. Event ids are given and committed in order there (one writer), so every
+//!   event up to the watermark is indexed and a search is the index up to it plus a scan of
+//!   the few events after it.
+//! - **PostgreSQL** commits concurrent accepts out of id order (lanes are locked, not the
+//!   table), so a watermark would skip an event committed late under a smaller id. Its writers
+//!   run in parallel, so a GIN index that PostgreSQL maintains itself (its fast-update list
+//!   keeps the insert cheap) costs an accept no wait on the others; `index_for_search` has
+//!   nothing to do.
+//!
+//! [`Inspect::index_for_search`]: super::Inspect::index_for_search
+
+use super::EventState;
+
+/// The shortest search the index can answer: one trigram.
+pub(super) const MIN_INDEXED_CHARS: usize = 3;
+
+/// How many events the indexer takes per transaction: long enough that FTS5 writes one segment
+/// for many events, short enough that an accept waiting behind it waits a few milliseconds
+/// (bench/README.md, "Search").
+pub const BATCH: usize = 2_000;
+
+/// The `meta` key of the SQLite index's watermark: the greatest event id indexed.
+pub(super) const WATERMARK: &str = "search_indexed_to";
+
+/// How a search is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Plan<'a> {
+    /// Every row newest first, the predicate checked on each: no search, a text too short for
+    /// a trigram, or a state's name.
+    Scan,
+    /// The rows the index holds every trigram of this text for, then the predicate.
+    Indexed(&'a str),
+}
+
+/// How to answer a search for `text`.
+pub(super) fn plan(text: Option<&str>) -> Plan<'_> {
+    match text {
+        None => Plan::Scan,
+        Some(t) if t.chars().count() < MIN_INDEXED_CHARS || EventState::parse(t).is_some() => Plan::Scan,
+        Some(t) => Plan::Indexed(t),
+    }
+}
+
+/// `text` as one FTS5 phrase: quoted, its quotes doubled, so no character of it is query
+/// syntax. With the trigram tokenizer a phrase matches where the text occurs, in any case.
+pub(super) fn fts5_phrase(text: &str) -> String {
+    format!("\"{}\"", text.replace('"', "\"\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn short_texts_and_state_names_are_scanned_and_the_rest_indexed() {
+        assert_eq!(plan(None), Plan::Scan);
+        assert_eq!(plan(Some("db")), Plan::Scan, "no trigram in two characters");
+        assert_eq!(plan(Some("été")), Plan::Indexed("été"), "characters, not bytes");
+        assert_eq!(plan(Some("dead")), Plan::Scan, "a state is not indexed");
+        assert_eq!(plan(Some("Dead")), Plan::Indexed("Dead"), "a state matches by its exact name only");
+        assert_eq!(plan(Some("disk full")), Plan::Indexed("disk full"));
+    }
+
+    #[test]
+    fn a_phrase_quotes_the_text_and_doubles_its_quotes() {
+        assert_eq!(fts5_phrase(r#"say "hi" OR x*"#), r#""say ""hi"" OR x*""#);
+    }
+}
