@@ -10,8 +10,7 @@
 use pagerhook::config::Secret;
 use pagerhook::event::{AlertDraft, Event, RoutingKey};
 use pagerhook::queue::{
-    now_millis, Durability, InboundStatus, Inspect, Intake, NewInbound, PostgresQueue, Role, SqliteQueue,
-    SEARCH_BATCH,
+    now_millis, Durability, InboundStatus, Inspect, Intake, NewInbound, PostgresQueue, Role, SqliteQueue, SEARCH_BATCH,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

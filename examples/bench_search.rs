@@ -35,7 +35,10 @@ async fn main() {
         }
     }
     let took = started.elapsed().as_secs_f64();
-    println!("indexed {total} events in {took:.1} s ({:.1} µs each), longest batch {longest:?}", took * 1e6 / total.max(1) as f64);
+    println!(
+        "indexed {total} events in {took:.1} s ({:.1} µs each), longest batch {longest:?}",
+        took * 1e6 / total.max(1) as f64
+    );
     println!("after indexing:");
     searches(&*q).await;
 }

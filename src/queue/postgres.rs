@@ -27,7 +27,6 @@ use super::rows::{
     failed_items_column, status_columns, Columns, Stored, StoredBody, StoredEvent, StoredRequest, EVENT_FORMAT,
 };
 use super::schema::{self, step_failed};
-use super::search::{self, Plan};
 use super::sql::{self, Seen, DEAD_INBOUND, ROW_COLUMNS};
 use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
@@ -155,28 +154,7 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     // The incident ledger, and the rule of each event.
     &[schema::INCIDENTS],
     &[schema::OWN_PAGES, schema::INBOUND_ITEMS_FAILED],
-    // The search index (`search`), which PostgreSQL maintains.
-    &[SEARCH_INDEX],
 ];
-
-/// The text an event is searched by (its dedup_key and summary, one per line, lower case) as
-/// a set of trigrams: what the search index holds, and what a search reads it by.
-pub(super) const EVENT_GRAMS: &str = "search_grams(lower(COALESCE(e.dedup_key, '') || chr(10) || COALESCE(e.summary, '')))";
-
-/// [`EVENT_GRAMS`] as the index is defined (no alias there): the planner uses the index only
-/// for the same expression (`tests` compares them).
-pub(super) const INDEX_GRAMS: &str = "search_grams(lower(COALESCE(dedup_key, '') || chr(10) || COALESCE(summary, '')))";
-
-/// The search index (`search`): a GIN index of each event's trigrams, with a function of our
-/// own computing them (pg_trgm would do, but an extension is per database, not per schema, and
-/// may need a superuser to install), and an index of sources, so that a search for a source's
-/// name finds its events without reading the others.
-const SEARCH_INDEX: &str = formatcp!(
-    "CREATE FUNCTION search_grams(t text) RETURNS text[] LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
-AS $$ SELECT COALESCE(array_agg(DISTINCT substr(t, n, 3)), '{{}}') FROM generate_series(1, length(t) - 2) AS n $$;
-CREATE INDEX events_search ON events USING gin (({INDEX_GRAMS}));
-CREATE INDEX inbound_source ON inbound (source);"
-);
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
 /// `pg_advisory_xact_lock(int, int)` is the class offset by a hash of the schema: deployments
@@ -905,12 +883,10 @@ impl DeadLetters for PostgresQueue {
 
 #[async_trait]
 impl Inspect for PostgresQueue {
+    /// A scan, newest first: PostgreSQL keeps no search index (`search`).
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         let c = self.client().await?;
-        let sql = match search::plan(q.search.as_deref()) {
-            Plan::Scan => formatcp!("{EVENT_ROW} WHERE {MATCHES} ORDER BY e.id DESC LIMIT $3"),
-            Plan::Indexed(_) => SEARCH,
-        };
+        let sql = formatcp!("{EVENT_ROW} WHERE {MATCHES} ORDER BY e.id DESC LIMIT $3");
         let rows = c.query(sql, &[&q.search, &q.before, &(q.limit as i64), &q.source, &q.state, &q.since]).await?;
         Ok(rows.iter().map(EventRow::read).collect::<Result<_, _>>()?)
     }
@@ -931,7 +907,7 @@ impl Inspect for PostgresQueue {
         Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
     }
 
-    /// PostgreSQL maintains its search index itself (`search`): nothing is left to add.
+    /// PostgreSQL keeps no search index (`search`): nothing to add.
     async fn index_for_search(&self, _batch: usize) -> Result<usize, QueueError> {
         Ok(0)
     }
@@ -1149,23 +1125,11 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
 
 /// What a search matches (`EventQuery::search`, `$1`), with the list's other filters: before
-/// id `$2`, source `$4`, state `$5`, created since `$6`. Checked on every row whichever way it
-/// was found, so the index never changes what matches.
+/// id `$2`, source `$4`, state `$5`, created since `$6`.
 const MATCHES: &str = "($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0
          OR strpos(lower(e.summary), lower($1::text)) > 0 OR i.source = $1::text OR e.state = $1::text)
      AND ($2::bigint IS NULL OR e.id < $2::bigint) AND ($4::text IS NULL OR i.source = $4::text)
      AND ($5::text IS NULL OR e.state = $5::text) AND ($6::bigint IS NULL OR e.created_at >= $6::bigint)";
-
-/// An indexed search: the events holding every trigram of `$1` (the GIN index) and those of a
-/// source named `$1` (its index), each newest first, at most `$3`, the predicate checked on
-/// each. A state's name, or a text too short for a trigram, is scanned instead (`search`).
-const SEARCH: &str = formatcp!(
-    "SELECT * FROM (
-        ({EVENT_ROW} WHERE {EVENT_GRAMS} @> search_grams(lower($1::text)) AND {MATCHES} ORDER BY e.id DESC LIMIT $3)
-        UNION
-        ({EVENT_ROW} WHERE i.source = $1::text AND {MATCHES} ORDER BY e.id DESC LIMIT $3)
-     ) r ORDER BY 1 DESC LIMIT $3"
-);
 
 /// Event `id`'s stored body.
 async fn stored_body(c: &tokio_postgres::Client, id: i64) -> Result<StoredBody, QueueError> {

@@ -221,7 +221,8 @@ async fn sqlite_search_index_forgets_pruned_and_deleted_events() {
     assert_eq!(indexed("disk full").await, 2);
     let now = now_millis();
     for c in q.claim(now, 10, LEASE).await.unwrap() {
-        let outcome = if c.event.dedup_key().unwrap().as_str() == "k/1" { Finish::Delivered } else { Finish::Dead("400".into()) };
+        let outcome =
+            if c.event.dedup_key().unwrap().as_str() == "k/1" { Finish::Delivered } else { Finish::Dead("400".into()) };
         assert!(finish(&q, &c, answered(now, 400), outcome).await);
     }
     assert!(q.prune(now + 1).await.unwrap() >= 1);
@@ -230,11 +231,6 @@ async fn sqlite_search_index_forgets_pruned_and_deleted_events() {
     let dead = q.dead_letters(None, 10).await.unwrap();
     assert!(q.delete_dead(DeadId::Event(dead[0].id.parse().unwrap())).await.unwrap());
     assert_eq!(indexed("disk full").await, 0);
-}
-
-#[test]
-fn postgres_search_reads_the_index_by_the_expression_it_was_built_on() {
-    assert_eq!(postgres::EVENT_GRAMS.replace("e.", ""), postgres::INDEX_GRAMS);
 }
 
 #[tokio::test]
@@ -1415,7 +1411,7 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
     };
     // The first webhook's events are indexed, the second's not yet (on SQLite): a search reads both.
     let first_indexed = q.index_for_search(2).await.unwrap();
-    assert!(first_indexed == 2 || first_indexed == 0, "two on SQLite, none to do on PostgreSQL: {first_indexed}");
+    assert!(first_indexed == 2 || first_indexed == 0, "two on SQLite, none on PostgreSQL (no index): {first_indexed}");
     let all = find(None, None, 10).await;
     assert_eq!(all.len(), 4);
     assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {all:?}");
@@ -1592,8 +1588,9 @@ async fn index_everything(q: &Arc<dyn Queue>) {
 }
 
 /// A search finds part of a summary (any case) and a source's name, in the events the search
-/// index holds and in those it does not hold yet (SQLite's indexer runs behind the accepts),
-/// newest first and page by page; a source is matched whole, as before the index.
+/// index holds and in those it does not hold yet (SQLite's indexer runs behind the accepts;
+/// PostgreSQL scans), newest first and page by page; a source is matched whole, as before the
+/// index.
 async fn a_search_finds_a_summary_word_or_a_source_in_events_indexed_or_not_yet(q: Arc<dyn Queue>) {
     let events = vec![titled("k/1", "critical", "Disk full on db-1"), titled("k/2", "critical", "CPU hot on web-3")];
     q.accept(inbound_from("billing"), events).await.unwrap();

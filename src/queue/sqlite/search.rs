@@ -20,7 +20,8 @@ END;";
 /// What a search matches (`EventQuery::search`, `?1`), with the list's other filters: before
 /// id `?2`, source `?4`, state `?5`, created since `?6`. Checked on every row whichever way it
 /// was found, so the index never changes what matches.
-const MATCHES: &str = "(?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR instr(lower(e.summary), lower(?1)) > 0
+const MATCHES: &str =
+    "(?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR instr(lower(e.summary), lower(?1)) > 0
          OR i.source = ?1 OR e.state = ?1)
      AND (?2 IS NULL OR e.id < ?2) AND (?4 IS NULL OR i.source = ?4) AND (?5 IS NULL OR e.state = ?5)
      AND (?6 IS NULL OR e.created_at >= ?6)";
