@@ -291,6 +291,8 @@ impl App {
         tasks.restart(Task::RoomWatcher, move |stop| room.clone().run(stop));
         let judge = ConditionWatch::new(queue.clone(), metrics.clone(), &cfg, room_heard);
         tasks.restart(Task::ConditionWatcher, move |stop| judge.clone().run(stop));
+        let indexed = queue.clone();
+        tasks.restart(Task::SearchIndexer, move |stop| index_for_search(indexed.clone(), stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);
@@ -424,6 +426,35 @@ impl DeadLetterPolicy {
             }
             if let Err(e) = self.apply().await {
                 tracing::warn!(error = %e, "dropping dead letters failed");
+            }
+        }
+    }
+}
+
+/// How long the search indexer waits once caught up: a search scans what came since (the
+/// events of about this long), so a short wait keeps that scan small; a round with nothing
+/// to index is one indexed lookup.
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps the search index caught up (`queue::search`): batch after batch while events wait,
+/// then every [`INDEX_EVERY`]. A failed round is logged and tried again on the next tick: a
+/// search meanwhile scans the events not yet indexed, so nothing is missed, only slower.
+async fn index_for_search(queue: Arc<dyn queue::Inspect>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(INDEX_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        loop {
+            match queue.index_for_search(queue::SEARCH_BATCH).await {
+                Ok(n) if n == queue::SEARCH_BATCH => tokio::task::yield_now().await,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "indexing events for search failed");
+                    break;
+                }
             }
         }
     }

@@ -1,5 +1,5 @@
 //! The long-lived tasks, watched: the delivery worker, the config watcher, the two pruners
-//! (retention, dead letters) and the two HTTP listeners. A task that dies (panics, or returns while nothing asked it to stop) is
+//! (retention, dead letters), the room watcher, the search indexer and the two HTTP listeners. A task that dies (panics, or returns while nothing asked it to stop) is
 //! logged and counted ([`TaskFailed`]) and restarted after a backoff; one that keeps dying, or
 //! cannot be restarted (a listener, whose socket went with it), takes readiness down
 //! ([`Health`]: `/readyz` answers 503 with the reason), so a load balancer stops sending
@@ -32,18 +32,21 @@ pub enum Task {
     /// Measures each routing key's backlog and pages about conditions (a storm, the store out
     /// of room), resolving each page when its condition clears.
     ConditionWatcher,
+    /// Adds new events to the search index (`queue::search`), off the accept path.
+    SearchIndexer,
     WebhookListener,
     AdminListener,
 }
 
 impl Task {
-    pub const ALL: [Task; 8] = [
+    pub const ALL: [Task; 9] = [
         Task::DeliveryWorker,
         Task::ConfigWatcher,
         Task::Pruner,
         Task::DeadLetterPruner,
         Task::RoomWatcher,
         Task::ConditionWatcher,
+        Task::SearchIndexer,
         Task::WebhookListener,
         Task::AdminListener,
     ];
@@ -57,6 +60,7 @@ impl Task {
             Task::DeadLetterPruner => "dead_letter_pruner",
             Task::RoomWatcher => "room_watcher",
             Task::ConditionWatcher => "condition_watcher",
+            Task::SearchIndexer => "search_indexer",
             Task::WebhookListener => "webhook_listener",
             Task::AdminListener => "admin_listener",
         }

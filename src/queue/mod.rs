@@ -20,6 +20,7 @@ mod postgres;
 mod room;
 mod rows;
 mod schema;
+mod search;
 mod settings;
 mod sql;
 mod sqlite;
@@ -30,6 +31,7 @@ pub use ledger::{Incident, IncidentQuery, IncidentState, OpenIncidents, Origin, 
 pub use own_pages::{Change, Held};
 pub use postgres::PostgresQueue;
 pub use room::{Freed, Headroom, RoomReading, Short};
+pub use search::BATCH as SEARCH_BATCH;
 pub use settings::{open, Backend, Durability, Opened, Settings};
 pub use sqlite::{private_dir, SqliteQueue};
 pub use state::EventState;
@@ -553,6 +555,11 @@ pub trait Inspect: Send + Sync + 'static {
 
     /// Pending events and the age of the oldest.
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError>;
+
+    /// Adds up to `batch` events the search index does not hold yet, oldest first, in a
+    /// transaction of its own (never an accept's: [`search`] says why); how many it added, 0
+    /// when it is caught up. The search indexer calls it until it is.
+    async fn index_for_search(&self, batch: usize) -> Result<usize, QueueError>;
 }
 
 /// Forgetting what is done and old: `storage.retention`, and dead letters past

@@ -929,16 +929,11 @@ impl DeadLetters for PostgresQueue {
 
 #[async_trait]
 impl Inspect for PostgresQueue {
+    /// A scan, newest first: PostgreSQL keeps no search index (`search`).
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
         let c = self.client().await?;
-        let sql = format!(
-            "{EVENT_ROW} WHERE ($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0
-             OR strpos(lower(e.summary), lower($1::text)) > 0 OR i.source = $1::text
-             OR e.state = $1::text) AND ($2::bigint IS NULL OR e.id < $2::bigint)
-             AND ($4::text IS NULL OR i.source = $4::text) AND ($5::text IS NULL OR e.state = $5::text)
-             AND ($6::bigint IS NULL OR e.created_at >= $6::bigint) ORDER BY e.id DESC LIMIT $3"
-        );
-        let rows = c.query(&sql, &[&q.search, &q.before, &(q.limit as i64), &q.source, &q.state, &q.since]).await?;
+        let sql = formatcp!("{EVENT_ROW} WHERE {MATCHES} ORDER BY e.id DESC LIMIT $3");
+        let rows = c.query(sql, &[&q.search, &q.before, &(q.limit as i64), &q.source, &q.state, &q.since]).await?;
         Ok(rows.iter().map(EventRow::read).collect::<Result<_, _>>()?)
     }
 
@@ -956,6 +951,11 @@ impl Inspect for PostgresQueue {
         let c = self.client().await?;
         let r = c.query_one(sql::DEPTH, &[]).await?;
         Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
+    }
+
+    /// PostgreSQL keeps no search index (`search`): nothing to add.
+    async fn index_for_search(&self, _batch: usize) -> Result<usize, QueueError> {
+        Ok(0)
     }
 }
 
@@ -1090,6 +1090,13 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
     e.created_at, e.last_error, e.routing_key, e.summary,
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
+
+/// What a search matches (`EventQuery::search`, `$1`), with the list's other filters: before
+/// id `$2`, source `$4`, state `$5`, created since `$6`.
+const MATCHES: &str = "($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0
+         OR strpos(lower(e.summary), lower($1::text)) > 0 OR i.source = $1::text OR e.state = $1::text)
+     AND ($2::bigint IS NULL OR e.id < $2::bigint) AND ($4::text IS NULL OR i.source = $4::text)
+     AND ($5::text IS NULL OR e.state = $5::text) AND ($6::bigint IS NULL OR e.created_at >= $6::bigint)";
 
 /// Event `id`'s stored body.
 async fn stored_body(c: &tokio_postgres::Client, id: i64) -> Result<StoredBody, QueueError> {

@@ -9,6 +9,7 @@
 //! the payload log beside the database ([`payloads`]), not into it.
 
 mod payloads;
+mod search;
 mod space;
 
 use super::lanes::{self, Candidate, Claims, Closing, Fate, Routes};
@@ -157,6 +158,8 @@ CREATE TABLE pace (
 );
 "#,
     ],
+    // The search index (`search`), filled off the accept path.
+    &[search::MIGRATION],
 ];
 
 /// A pending event is deliverable when it is due, unleased, and no earlier pending event
@@ -1322,15 +1325,7 @@ impl DeadLetters for SqliteQueue {
 #[async_trait]
 impl Inspect for SqliteQueue {
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
-        self.run(move |c| {
-            let mut stmt = c.prepare_cached(&format!(
-                "{EVENT_ROW} WHERE (?1 IS NULL OR instr(lower(e.dedup_key), lower(?1)) > 0 OR instr(lower(e.summary), lower(?1)) > 0 OR i.source = ?1 OR e.state = ?1)
-                 AND (?2 IS NULL OR e.id < ?2) AND (?4 IS NULL OR i.source = ?4) AND (?5 IS NULL OR e.state = ?5)
-                 AND (?6 IS NULL OR e.created_at >= ?6) ORDER BY e.id DESC LIMIT ?3"
-            ))?;
-            all(&mut stmt, params![q.search, q.before, q.limit as i64, q.source, q.state, q.since], |r| EventRow::read(r))
-        })
-        .await
+        self.run(move |c| search::events(c, &q)).await
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
@@ -1346,6 +1341,10 @@ impl Inspect for SqliteQueue {
 
     async fn depth(&self) -> Result<(u64, Option<Millis>), QueueError> {
         self.run(|c| Ok(c.query_row(sql::DEPTH, [], |r| Ok((r.get(0)?, r.get(1)?)))?)).await
+    }
+
+    async fn index_for_search(&self, batch: usize) -> Result<usize, QueueError> {
+        self.run(move |c| search::index(c, batch)).await
     }
 }
 
@@ -1461,11 +1460,13 @@ const DEAD_TO_DROP: &str = formatcp!(
     SELECT kind, id, source, bytes, at < ?1 FROM ranked WHERE at < ?1 OR newer > ?2"
 );
 
-/// The columns of an [`EventRow`], for `events` and `event` to filter.
-const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
+/// The columns of an [`EventRow`] (events `e`, their inbound rows `i`).
+const EVENT_COLUMNS: &str = "e.id, e.inbound_id, i.source, e.kind, e.action, e.dedup_key, e.state, e.attempts,
     e.created_at, e.last_error, e.routing_key, e.summary,
-    (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)
-    FROM events e JOIN inbound i ON i.id = e.inbound_id";
+    (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.rowid DESC LIMIT 1)";
+
+/// The rows of [`EventRow`]s, for `events` and `event` to filter.
+const EVENT_ROW: &str = formatcp!("SELECT {EVENT_COLUMNS} FROM events e JOIN inbound i ON i.id = e.inbound_id");
 
 /// Event `id`'s stored body.
 fn stored_body(c: &Connection, id: i64) -> Result<StoredBody, QueueError> {

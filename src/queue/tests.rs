@@ -145,6 +145,7 @@ on_every_backend! {
         every_state_is_listed_and_an_event_shows_each_attempt_in_order,
         events_are_filtered_by_source_state_and_time,
         events_keep_their_summary_and_are_found_by_part_of_it,
+        a_search_finds_a_summary_word_or_a_source_in_events_indexed_or_not_yet,
     ],
     retention: [
         pruning_keeps_pending_and_dead_events_and_failed_payloads,
@@ -184,6 +185,64 @@ impl Raw {
             Raw::Postgres(c) => c.batch_execute(sql).await.unwrap(),
         }
     }
+}
+
+/// The SQLite search index is filled up to a watermark that survives a restart: the indexer
+/// goes on after the events it indexed before, not from the first. Below the watermark a
+/// search reads the index (with its rows removed behind the queue's back, an indexed text is
+/// no longer found, while a two-letter search, which scans, still finds every event).
+#[tokio::test]
+async fn sqlite_search_index_resumes_at_its_watermark_and_is_what_a_search_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.db");
+    let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+    let events = (1..=3).map(|n| titled(&format!("k/{n}"), "critical", &format!("Disk full on db-{n}"))).collect();
+    q.accept(inbound(None), events).await.unwrap();
+    assert_eq!(q.index_for_search(2).await.unwrap(), 2);
+    drop(q);
+    let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+    assert_eq!(q.index_for_search(10).await.unwrap(), 1, "the third, after the two indexed before");
+    assert_eq!(q.index_for_search(10).await.unwrap(), 0);
+    let found = |search: &str| {
+        let search = Some(search.to_string());
+        let q = &q;
+        async move { q.events(EventQuery { search, limit: 10, ..EventQuery::default() }).await.unwrap().len() }
+    };
+    assert_eq!(found("disk full").await, 3);
+    Raw::Sqlite(path.clone()).exec("INSERT INTO events_search (events_search) VALUES ('delete-all')").await;
+    assert_eq!(found("disk full").await, 0, "found through the index");
+    assert_eq!(found("db").await, 3, "scanned");
+}
+
+/// Whatever deletes an event (retention, a dead letter deleted) deletes its row of the SQLite
+/// search index: the index does not grow with what is forgotten.
+#[tokio::test]
+async fn sqlite_search_index_forgets_pruned_and_deleted_events() {
+    let (q, dir) = sqlite();
+    let indexed = |text: &'static str| {
+        let path = dir.path().join("q.db");
+        async move {
+            let c = rusqlite::Connection::open(path).unwrap();
+            let sql = "SELECT count(*) FROM events_search WHERE events_search MATCH ?1";
+            c.query_row(sql, [format!("\"{text}\"")], |r| r.get::<_, i64>(0)).unwrap()
+        }
+    };
+    let events = vec![titled("k/1", "critical", "Disk full on db-1"), titled("k/2", "critical", "Disk full on db-2")];
+    q.accept(inbound(None), events).await.unwrap();
+    index_everything(&q).await;
+    assert_eq!(indexed("disk full").await, 2);
+    let now = now_millis();
+    for c in q.claim(now, 10, LEASE).await.unwrap() {
+        let outcome =
+            if c.event.dedup_key().unwrap().as_str() == "k/1" { Finish::Delivered } else { Finish::Dead("400".into()) };
+        assert!(finish(&q, &c, answered(now, 400), outcome).await);
+    }
+    assert!(q.prune(now + 1).await.unwrap() >= 1);
+    assert_eq!(indexed("db-1").await, 0, "the delivered event was pruned, and its index row with it");
+    assert_eq!(indexed("db-2").await, 1, "a dead letter is kept, so is its row");
+    let dead = q.dead_letters(None, 10).await.unwrap();
+    assert!(q.delete_dead(DeadId::Event(dead[0].id.parse().unwrap())).await.unwrap());
+    assert_eq!(indexed("disk full").await, 0);
 }
 
 #[tokio::test]
@@ -1539,6 +1598,9 @@ async fn events_are_searched_paged_and_shown_with_attempts_and_request(q: Arc<dy
             rows.into_iter().map(|r| (r.summary.id, r.summary.dedup_key, r.summary.source)).collect::<Vec<_>>()
         }
     };
+    // The first webhook's events are indexed, the second's not yet (on SQLite): a search reads both.
+    let first_indexed = q.index_for_search(2).await.unwrap();
+    assert!(first_indexed == 2 || first_indexed == 0, "two on SQLite, none on PostgreSQL (no index): {first_indexed}");
     let all = find(None, None, 10).await;
     assert_eq!(all.len(), 4);
     assert!(all.windows(2).all(|w| w[0].0 > w[1].0), "newest first: {all:?}");
@@ -1702,6 +1764,46 @@ async fn events_keep_their_summary_and_are_found_by_part_of_it(q: Arc<dyn Queue>
     assert_eq!(found("web-3").await.len(), 1);
     let all = q.recent(10).await.unwrap();
     assert!(all.iter().all(|e| e.summary.is_some()), "a change event's summary too: {all:?}");
+}
+
+/// Every event the search index does not hold yet is added, batch after batch, then none.
+async fn index_everything(q: &Arc<dyn Queue>) {
+    for _ in 0..100 {
+        if q.index_for_search(2).await.unwrap() == 0 {
+            return;
+        }
+    }
+    panic!("the index never caught up");
+}
+
+/// A search finds part of a summary (any case) and a source's name, in the events the search
+/// index holds and in those it does not hold yet (SQLite's indexer runs behind the accepts;
+/// PostgreSQL scans), newest first and page by page; a source is matched whole, as before the
+/// index.
+async fn a_search_finds_a_summary_word_or_a_source_in_events_indexed_or_not_yet(q: Arc<dyn Queue>) {
+    let events = vec![titled("k/1", "critical", "Disk full on db-1"), titled("k/2", "critical", "CPU hot on web-3")];
+    q.accept(inbound_from("billing"), events).await.unwrap();
+    index_everything(&q).await;
+    q.accept(inbound_from("payments"), vec![titled("k/3", "critical", "disk FULL on db-2")]).await.unwrap();
+    let found = |search: &str, before: Option<i64>, limit: usize| {
+        let (q, search) = (q.clone(), Some(search.to_string()));
+        async move {
+            let rows = q.events(EventQuery { search, before, limit, ..EventQuery::default() }).await.unwrap();
+            rows.into_iter().map(|r| (r.summary.id, r.summary.dedup_key.unwrap())).collect::<Vec<_>>()
+        }
+    };
+    let keys = |rows: Vec<(i64, String)>| rows.into_iter().map(|(_, k)| k).collect::<Vec<_>>();
+    assert_eq!(keys(found("disk full", None, 10).await), ["k/3", "k/1"]);
+    assert_eq!(keys(found("billing", None, 10).await), ["k/2", "k/1"]);
+    assert_eq!(keys(found("payments", None, 10).await), ["k/3"]);
+    assert!(found("ayment", None, 10).await.is_empty(), "a source is matched whole");
+    assert_eq!(keys(found("WEB-3", None, 10).await), ["k/2"]);
+    let page1 = found("disk full", None, 1).await;
+    assert_eq!(keys(page1.clone()), ["k/3"]);
+    assert_eq!(keys(found("disk full", Some(page1[0].0), 1).await), ["k/1"], "the next page, from the index");
+    index_everything(&q).await;
+    assert_eq!(keys(found("disk full", None, 10).await), ["k/3", "k/1"], "the same once all is indexed");
+    assert_eq!(keys(found("payments", None, 10).await), ["k/3"]);
 }
 
 /// `deliveries list --source --state --since`: each filter alone and together, with paging.
