@@ -32,9 +32,9 @@ use super::state::{DEAD, PENDING, REPLAYED};
 use super::tls;
 use super::{
     applied_migrations, tally_dropped, Accepted, Attempt, Batch, Capacity, DeadDropped, DeadId, DeadLetter,
-    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, EventState, Finish, InboundStatus,
-    Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule, PaceState, Pick,
-    QueueError, Retention, StoredInbound,
+    DeadLetterDetail, DeadLetters, DeadToDrop, Deliveries, EventDetail, EventQuery, EventRow, EventState, Finish,
+    InboundStatus, Incident, IncidentQuery, Incidents, Inspect, Intake, Millis, NewInbound, OpenIncidents, PaceRule,
+    PaceState, Pick, QueueError, Retention, StoredInbound,
 };
 use crate::event::own::{self, Reason};
 use crate::event::{Action, Event, RoutingKey, Sequence};

@@ -73,7 +73,7 @@ impl EventState {
             | EventState::Replayed
             | EventState::Damped
             | EventState::Stale => true,
-            | EventState::Superseded => true,
+            EventState::Superseded => true,
             EventState::Pending | EventState::Dead => false,
         }
     }
@@ -110,8 +110,9 @@ pub(super) const STALE: &str = EventState::Stale.as_str();
 pub(super) const SUPERSEDED: &str = EventState::Superseded.as_str();
 
 /// The [`EventState::prunable`] states, as SQL: `state IN ({PRUNABLE})`.
-pub(super) const PRUNABLE: &str =
-    const_format::formatcp!("'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}', '{STALE}', '{SUPERSEDED}'");
+pub(super) const PRUNABLE: &str = const_format::formatcp!(
+    "'{DELIVERED}', '{DRY_RUN}', '{COLLAPSED}', '{REPLAYED}', '{DAMPED}', '{STALE}', '{SUPERSEDED}'"
+);
 
 #[cfg(test)]
 mod tests;

@@ -733,7 +733,11 @@ async fn pagerhook_s_own_page_takes_its_key_s_first_slot_ahead_of_resolves_and_c
     assert_eq!(raised.len(), 1);
     let storm = own::dedup_key(&own::key_subject(&key()), own::Reason::StormWaiting);
     let order = one_at_a_time(&q, now, &Pick::default()).await;
-    assert_eq!(order, [storm.as_str(), "resolved", "acked", "critical"], "the storm page must not wait behind the storm");
+    assert_eq!(
+        order,
+        [storm.as_str(), "resolved", "acked", "critical"],
+        "the storm page must not wait behind the storm"
+    );
 }
 
 async fn sources_sharing_a_key_take_turns_within_a_priority(q: Arc<dyn Queue>) {

@@ -78,7 +78,8 @@ fn the_parameter_check_sees_an_out_of_order_statement() {
 fn event_states_are_built_into_the_statements() {
     assert!(RENEW.ends_with("state = 'pending'"), "{RENEW}");
     assert!(
-        PRUNE[1].contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'stale', 'superseded')"),
+        PRUNE[1]
+            .contains("state IN ('delivered', 'dry_run', 'collapsed', 'replayed', 'damped', 'stale', 'superseded')"),
         "{}",
         PRUNE[1]
     );

@@ -4,7 +4,10 @@ use super::*;
 #[test]
 fn the_stored_names_never_change() {
     let names: Vec<_> = EventState::ALL.iter().map(|s| s.as_str()).collect();
-    assert_eq!(names, ["pending", "delivered", "dry_run", "dead", "collapsed", "replayed", "damped", "stale", "superseded"]);
+    assert_eq!(
+        names,
+        ["pending", "delivered", "dry_run", "dead", "collapsed", "replayed", "damped", "stale", "superseded"]
+    );
 }
 
 #[test]
