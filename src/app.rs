@@ -2,6 +2,7 @@
 //! `serve` and for the integration tests (which bind port 0).
 
 mod room;
+mod silence;
 
 use crate::config::{Config, Durability, StorageBackend, StorageConfig};
 use crate::delivery::conditions::ConditionWatch;
@@ -293,6 +294,9 @@ impl App {
         tasks.restart(Task::ConditionWatcher, move |stop| judge.clone().run(stop));
         let indexed = queue.clone();
         tasks.restart(Task::SearchIndexer, move |stop| index_for_search(indexed.clone(), stop));
+        let silence =
+            silence::SilenceWatch { queue: queue.clone(), sources: sources.clone(), metrics: metrics.clone() };
+        tasks.restart(Task::SilenceWatcher, move |stop| silence.clone().run(stop));
         let hooks_port = hooks.local_addr()?.port();
         let admin_port = admin.local_addr()?.port();
         let cpu = crate::ingest::Cpu::new(cfg.server.workers);

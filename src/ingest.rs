@@ -762,6 +762,7 @@ fn record(v: &Verified, query: &str, status: InboundStatus, received_at: Millis)
         status,
         may_close: Vec::new(),
         resolve_delay: 0,
+        silent_before: None,
         page: None,
     }
 }

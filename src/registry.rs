@@ -25,6 +25,7 @@ pub struct Hook {
     unmatched: Unmatched,
     may_close: Vec<String>,
     resolve_delay: std::time::Duration,
+    resolve_when_silent: std::time::Duration,
     /// Where pagerhook's own pages about this source go; `None`: `pagerduty.own_pages = false`.
     own_pages: Option<RoutingKey>,
     /// The console's public address (`server.admin_url`), for the pages' links.
@@ -70,6 +71,12 @@ impl Hook {
     /// How long its resolves wait for a trigger that would cancel them (`resolve_delay`).
     pub fn resolve_delay(&self) -> std::time::Duration {
         self.resolve_delay
+    }
+
+    /// After how long without a re-trigger pagerhook resolves an incident this source opened
+    /// (`resolve_when_silent`; zero: never).
+    pub fn resolve_when_silent(&self) -> std::time::Duration {
+        self.resolve_when_silent
     }
 
     /// Whether pagerhook also pages about a payload no rule matched (`unmatched = "page"`).
@@ -224,6 +231,7 @@ fn build_hook(
         unmatched: cfg.unmatched,
         may_close: cfg.may_close.clone(),
         resolve_delay: cfg.resolve_delay,
+        resolve_when_silent: cfg.resolve_when_silent,
         own_pages: None,
         admin_url: None,
     };

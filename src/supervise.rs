@@ -34,12 +34,14 @@ pub enum Task {
     ConditionWatcher,
     /// Adds new events to the search index (`queue::search`), off the accept path.
     SearchIndexer,
+    /// Resolves the incidents a source stopped re-triggering (`resolve_when_silent`).
+    SilenceWatcher,
     WebhookListener,
     AdminListener,
 }
 
 impl Task {
-    pub const ALL: [Task; 9] = [
+    pub const ALL: [Task; 10] = [
         Task::DeliveryWorker,
         Task::ConfigWatcher,
         Task::Pruner,
@@ -47,6 +49,7 @@ impl Task {
         Task::RoomWatcher,
         Task::ConditionWatcher,
         Task::SearchIndexer,
+        Task::SilenceWatcher,
         Task::WebhookListener,
         Task::AdminListener,
     ];
@@ -61,6 +64,7 @@ impl Task {
             Task::RoomWatcher => "room_watcher",
             Task::ConditionWatcher => "condition_watcher",
             Task::SearchIndexer => "search_indexer",
+            Task::SilenceWatcher => "silence_watcher",
             Task::WebhookListener => "webhook_listener",
             Task::AdminListener => "admin_listener",
         }

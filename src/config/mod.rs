@@ -205,6 +205,8 @@ pub struct SourceConfig {
     pub may_close: Vec<String>,
     /// How long its resolves wait for a trigger that cancels them (0: flap damping off).
     pub resolve_delay: Duration,
+    /// After how long without a re-trigger pagerhook resolves an incident it opened (0: never).
+    pub resolve_when_silent: Duration,
 }
 
 /// Kind-specific settings of a source.
@@ -855,6 +857,16 @@ fn validate_source(
             return None;
         }
     };
+    let resolve_when_silent =
+        p.take(duration(&format!("{at}: resolve_when_silent"), c.resolve_when_silent.as_deref(), "0s"))?;
+    if let (SourceKindConfig::Github { .. } | SourceKindConfig::Sns { .. }, false) =
+        (&kind, resolve_when_silent.is_zero())
+    {
+        warnings.push(format!(
+            "{at}: resolve_when_silent is set, but GitHub and CloudWatch (SNS) never repeat a firing alert: \
+             every incident of this source will be resolved after that long, still failing or not"
+        ));
+    }
     Some(SourceConfig {
         name: c.name,
         kind,
@@ -871,6 +883,7 @@ fn validate_source(
         unmatched: c.unmatched.unwrap_or_default(),
         may_close: c.may_close,
         resolve_delay: p.take(duration(&format!("{at}: resolve_delay"), c.resolve_delay.as_deref(), "0s"))?,
+        resolve_when_silent,
     })
 }
 

@@ -217,6 +217,10 @@ pub struct RawSourceCommon {
     /// default 0, off). A trigger of the same incident arriving meanwhile cancels both: the
     /// incident stays open and nobody is paged again.
     pub resolve_delay: Option<String>,
+    /// For senders that repeat firing alerts (Alertmanager's `repeat_interval`, Grafana's
+    /// repeat): an incident this source opened and has not re-triggered for this long (e.g.
+    /// "5h") is resolved by pagerhook. Default 0, off.
+    pub resolve_when_silent: Option<String>,
 }
 
 /// What becomes of a payload no rule of its source's mapping matched.

@@ -841,3 +841,16 @@ fn resolve_delay_is_off_by_default_and_a_duration() {
     let err = parse(&format!("{MINIMAL}resolve_delay = \"soon\"\n")).unwrap_err().to_string();
     assert!(err.contains("resolve_delay"), "{err}");
 }
+
+#[test]
+fn resolve_when_silent_is_off_by_default_and_a_duration() {
+    assert_eq!(parse(MINIMAL).unwrap().sources[0].resolve_when_silent, std::time::Duration::ZERO);
+    let hours = format!("{MINIMAL}resolve_when_silent = \"5h\"\n");
+    assert_eq!(parse(&hours).unwrap().sources[0].resolve_when_silent, std::time::Duration::from_secs(5 * 3600));
+    let err = parse(&format!("{MINIMAL}resolve_when_silent = \"later\"\n")).unwrap_err().to_string();
+    assert!(err.contains("resolve_when_silent"), "{err}");
+    // MINIMAL's source is GitHub's, which never repeats a failure: said at load.
+    let warned = parse(&hours).unwrap().warnings;
+    assert!(warned.iter().any(|w| w.contains("resolve_when_silent is set, but GitHub")), "{warned:?}");
+    assert!(parse(MINIMAL).unwrap().warnings.iter().all(|w| !w.contains("resolve_when_silent")));
+}

@@ -33,21 +33,31 @@ impl<'a> Route<'a> {
     }
 }
 
-/// Whether the accept checks "only the opener closes": a source's webhook is checked, with the
-/// sources its config lets it close after (`may_close`); an operator's action (a replayed
-/// payload, an operator's resolve) and pagerhook's own events are not.
+/// What the accept checks before an acknowledge or resolve may close an incident: a source's
+/// webhook "only the opener closes", with the sources its config lets it close after
+/// (`may_close`); pagerhook's resolve of a silent incident that it is still silent; an
+/// operator's action (a replayed payload, an operator's resolve) and pagerhook's own pages
+/// nothing.
 #[derive(Debug, Clone, Copy)]
 pub(super) enum Closing<'a> {
-    Checked { may_close: &'a [String] },
+    Checked {
+        may_close: &'a [String],
+    },
+    /// `resolve_when_silent`: the incident was judged silent since `before`.
+    Silence {
+        before: Millis,
+    },
     Bypass,
 }
 
 impl<'a> Closing<'a> {
-    /// The check an accept of `inbound`'s events makes: none for an operator's or pagerhook's.
-    pub(super) fn of(source: &str, may_close: &'a [String]) -> Closing<'a> {
-        match Origin::of(source) {
-            Origin::Source(_) => Closing::Checked { may_close },
-            Origin::Operator | Origin::Pagerhook => Closing::Bypass,
+    /// The check an accept of `inbound`'s events makes: none for an operator's or pagerhook's,
+    /// but the silence check for pagerhook's resolve of a silent incident (`silent_before`).
+    pub(super) fn of(source: &str, may_close: &'a [String], silent_before: Option<Millis>) -> Closing<'a> {
+        match (Origin::of(source), silent_before) {
+            (Origin::Source(_), _) => Closing::Checked { may_close },
+            (Origin::Pagerhook, Some(before)) => Closing::Silence { before },
+            (Origin::Operator, _) | (Origin::Pagerhook, None) => Closing::Bypass,
         }
     }
 }
@@ -66,6 +76,13 @@ pub(super) trait Routes {
     /// The source that opened the incident the ledger holds unresolved on this lane, if any
     /// (`ledger::OPENER`).
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError>;
+
+    /// Whether the ledger holds the incident of `routing_key` and `dedup_key` unresolved and
+    /// not re-triggered since `before` (`ledger::STILL_SILENT`).
+    async fn still_silent(&mut self, routing_key: &str, dedup_key: &str, before: Millis) -> Result<bool, QueueError>;
+
+    /// Whether `lane` has an event waiting to be sent (`sql::LANE_WAITING`).
+    async fn lane_waiting(&mut self, lane: &str) -> Result<bool, QueueError>;
 
     /// The resolve of `lane` still held back by flap damping at `at` (`sql::DELAYED_RESOLVE`).
     async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError>;
@@ -101,7 +118,7 @@ pub(super) enum Fate {
 pub(super) async fn fate(
     stored: &mut impl Routes,
     e: &Event,
-    refused: Option<&String>,
+    (refused, closing): (Option<&String>, Closing<'_>),
     at: Millis,
     resolve_delay: Millis,
 ) -> Result<Fate, QueueError> {
@@ -109,6 +126,11 @@ pub(super) async fn fate(
         return Ok(Fate::Done { state: EventState::Dead, why: why.clone() });
     }
     let lane = e.order_key();
+    if let (Closing::Silence { before }, Some(lane)) = (closing, lane.as_deref()) {
+        if let Some(why) = heard_from(stored, e, lane, before).await? {
+            return Ok(Fate::Done { state: EventState::Stale, why });
+        }
+    }
     if let (Some(sequence), Some(lane)) = (e.sequence(), lane.as_deref()) {
         if let Some(why) = stale(stored, e, lane, sequence, at).await? {
             return Ok(Fate::Done { state: EventState::Stale, why });
@@ -140,6 +162,24 @@ pub(super) async fn fate(
         }
         _ => Ok(Fate::Queue { next_at: at }),
     }
+}
+
+/// Why pagerhook's resolve `e` of an incident judged silent since `before` must not be sent:
+/// between the judgement and this accept the sender spoke (a trigger sent or waiting in the
+/// lane) or the incident was closed. Runs under the lane's lock, as [`fate`], so a trigger
+/// accepted meanwhile is seen.
+async fn heard_from(
+    stored: &mut impl Routes,
+    e: &Event,
+    lane: &str,
+    before: Millis,
+) -> Result<Option<String>, QueueError> {
+    let dedup_key = e.dedup_key().map_or("", |k| k.as_str());
+    if stored.still_silent(e.routing_key().expose(), dedup_key, before).await? && !stored.lane_waiting(lane).await? {
+        return Ok(None);
+    }
+    tracing::info!(dedup_key, "not resolved for silence: its source spoke, or it closed, since it was judged silent");
+    Ok(Some("stale: its incident was re-triggered or closed after it was judged silent (resolve_when_silent)".into()))
 }
 
 /// Why `e`, whose rule gave it `sequence`, is stale in `lane`: the lane applied a higher

@@ -191,6 +191,17 @@ pub(super) const OPEN_LANES: &str =
 pub(super) const OPENER: &str =
     "SELECT source FROM incidents WHERE routing_key = $1 AND dedup_key = $2 AND state <> 'resolved'";
 
+/// Open (or acknowledged) incidents of source `$1` not re-triggered since `$2`, those silent
+/// longest first, at most `$3`: what `resolve_when_silent` closes (routing key, dedup_key).
+pub(super) const SILENT: &str = "SELECT routing_key, dedup_key FROM incidents
+     WHERE source = $1 AND state <> 'resolved' AND last_trigger_at < $2
+     ORDER BY last_trigger_at, dedup_key LIMIT $3";
+
+/// Whether the incident of lane `$1` (routing key), `$2` (dedup_key) is still unresolved and
+/// silent since `$3`: checked again under the lane's lock before pagerhook's resolve is queued.
+pub(super) const STILL_SILENT: &str = "SELECT 1 FROM incidents
+     WHERE routing_key = $1 AND dedup_key = $2 AND state <> 'resolved' AND last_trigger_at < $3";
+
 /// The latest event PagerDuty accepted in the lane of trigger `$1` after it: its action and
 /// when (`DeadLetters::resolved_since`). Later events of a lane have larger ids, and a
 /// trigger holds its lane until it dies, so each was sent after it died.
@@ -338,6 +349,24 @@ pub(super) fn operator_resolve(key: RoutingKey, dedup_key: &str) -> Option<Event
         ..AlertDraft::default()
     };
     Event::alert(key, draft).ok()
+}
+
+/// pagerhook's resolve of `dedup_key` on `key` for `source`, silent since `before`
+/// (`resolve_when_silent`): the event, and the inbound record's body that says why (PagerDuty
+/// keeps no text with a resolve, so the reason lives with pagerhook's record of it).
+pub(super) fn silence_resolve(
+    key: RoutingKey,
+    dedup_key: &str,
+    source: &str,
+    silent: std::time::Duration,
+) -> Option<(Event, String)> {
+    let event = operator_resolve(key, dedup_key)?;
+    let why = format!(
+        "resolved by pagerhook: source '{source}' did not re-trigger it for {} (resolve_when_silent)",
+        humantime::format_duration(silent)
+    );
+    let body = serde_json::json!({ "resolve": dedup_key, "by": "pagerhook", "source": source, "why": why });
+    Some((event, body.to_string()))
 }
 
 /// A stored routing key, as [`super::Incidents::open_lanes`] hands it out.

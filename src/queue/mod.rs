@@ -179,6 +179,11 @@ pub struct NewInbound {
     /// How long its resolves wait before they are due (its config's `resolve_delay`, 0: not
     /// at all): flap damping.
     pub resolve_delay: Millis,
+    /// For pagerhook's resolve of a silent incident (`resolve_when_silent`): the time its
+    /// incident was judged silent since. The accept checks again, under the lane's lock, that
+    /// the incident is still open, not re-triggered since and has nothing waiting in its lane;
+    /// otherwise the resolve is stored stale, never sent (a trigger that came meanwhile wins).
+    pub silent_before: Option<Millis>,
     /// pagerhook's own page about this webhook (its dead letter), queued in the same
     /// transaction, with the count of the source's dead letters of its reason. Boxed: a rare
     /// passenger on every accept.
@@ -201,6 +206,7 @@ impl NewInbound {
             status,
             may_close: Vec::new(),
             resolve_delay: 0,
+            silent_before: None,
             page: None,
         }
     }
@@ -604,6 +610,47 @@ pub trait Incidents: Intake {
 
     /// The routing keys under which the ledger holds `dedup_key` open (one per lane).
     async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError>;
+
+    /// Open (and acknowledged) incidents `source` opened and last triggered before `before`,
+    /// silent longest first, at most `limit`: routing key and dedup_key.
+    async fn silent_incidents(
+        &self,
+        source: String,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<(RoutingKey, String)>, QueueError>;
+
+    /// Whether `lane` has an event waiting to be sent.
+    async fn lane_waiting(&self, lane: String) -> Result<bool, QueueError>;
+
+    /// `resolve_when_silent`: queues pagerhook's resolve ([`PAGERHOOK`]) of each incident
+    /// `source` opened that it has not re-triggered for `silent` at `now` and whose lane has
+    /// nothing waiting (a trigger still queued is the sender speaking), at most `limit`. Each
+    /// resolve's record says why. The dedup_keys whose resolve was queued.
+    async fn resolve_silent(
+        &self,
+        source: &str,
+        silent: Duration,
+        now: Millis,
+        limit: usize,
+    ) -> Result<Vec<String>, QueueError> {
+        let before = now.saturating_sub(silent.as_millis() as Millis);
+        let mut queued = Vec::new();
+        for (key, dedup_key) in self.silent_incidents(source.to_string(), before, limit).await? {
+            let Some((event, why)) = ledger::silence_resolve(key, &dedup_key, source, silent) else { continue };
+            if let Some(lane) = event.order_key() {
+                if self.lane_waiting(lane).await? {
+                    continue;
+                }
+            }
+            let mut inbound = NewInbound::new(PAGERHOOK, now, Bytes::from(why), InboundStatus::Mapped);
+            inbound.silent_before = Some(before);
+            if let Accepted::Committed { stale: 0, .. } = self.accept(inbound, vec![event]).await? {
+                queued.push(dedup_key);
+            }
+        }
+        Ok(queued)
+    }
 
     /// Queues a resolve, recorded as an operator's ([`OPERATOR`]), for every open lane of each
     /// of `dedup_keys`; a key the ledger holds no open incident under is said so and skipped.

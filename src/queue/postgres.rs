@@ -392,7 +392,7 @@ async fn insert_events(
     }
     let mut stale = 0;
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
-        let fate = lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay).await?;
+        let fate = lanes::fate(&mut StoredRoutes(tx), e, (refused.as_ref(), closing), at, resolve_delay).await?;
         let (kind, routing_key) = (e.kind().as_str(), e.routing_key().expose());
         let (action, dedup_key) = (e.action().map(|a| a.as_str()), e.dedup_key().map(|k| k.as_str()));
         let (order_key, text, rule, summary) = (e.order_key(), e.text(), e.rule(), e.summary());
@@ -437,6 +437,16 @@ impl Routes for StoredRoutes<'_, '_> {
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
         let stmt = self.0.prepare_cached(ledger::OPENER).await?;
         self.0.query_opt(&stmt, &[&routing_key, &dedup_key]).await?.map(|r| r.get_as(0)).transpose()
+    }
+
+    async fn still_silent(&mut self, routing_key: &str, dedup_key: &str, before: Millis) -> Result<bool, QueueError> {
+        let stmt = self.0.prepare_cached(ledger::STILL_SILENT).await?;
+        Ok(self.0.query_opt(&stmt, &[&routing_key, &dedup_key, &before]).await?.is_some())
+    }
+
+    async fn lane_waiting(&mut self, lane: &str) -> Result<bool, QueueError> {
+        let stmt = self.0.prepare_cached(sql::LANE_WAITING).await?;
+        Ok(self.0.query_opt(&stmt, &[&lane]).await?.is_some())
     }
 
     async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
@@ -706,7 +716,7 @@ impl PostgresQueue {
             ],
         )
         .await?;
-        let closing = Closing::of(&i.source, &i.may_close);
+        let closing = Closing::of(&i.source, &i.may_close, i.silent_before);
         let stale =
             insert_events(&tx, self.schema, (&i.id, &i.source), &events, (i.received_at, i.resolve_delay), closing)
                 .await?;
@@ -1014,6 +1024,22 @@ impl Incidents for PostgresQueue {
     async fn open_lanes(&self, dedup_key: String) -> Result<Vec<RoutingKey>, QueueError> {
         let c = self.client().await?;
         c.query(ledger::OPEN_LANES, &[&dedup_key]).await?.iter().map(|r| ledger::routing_key(r.get_as(0)?)).collect()
+    }
+
+    async fn silent_incidents(
+        &self,
+        source: String,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<(RoutingKey, String)>, QueueError> {
+        let c = self.client().await?;
+        let rows = c.query(ledger::SILENT, &[&source, &before, &(limit as i64)]).await?;
+        rows.iter().map(|r| Ok((ledger::routing_key(r.get_as(0)?)?, r.get_as(1)?))).collect()
+    }
+
+    async fn lane_waiting(&self, lane: String) -> Result<bool, QueueError> {
+        let c = self.client().await?;
+        Ok(c.query_opt(sql::LANE_WAITING, &[&lane]).await?.is_some())
     }
 }
 

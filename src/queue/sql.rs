@@ -16,6 +16,10 @@ pub(super) const NEXT_IN_LANE: &str = formatcp!(
      ORDER BY e.id LIMIT 1"
 );
 
+/// Whether lane `$1` has an event waiting (`events_lane`'s index answers it).
+pub(super) const LANE_WAITING: &str =
+    formatcp!("SELECT 1 FROM events WHERE order_key = $1 AND state = '{PENDING}' LIMIT 1");
+
 /// Event `$3` is collapsed at `$1`, for reason `$2`.
 pub(super) const COLLAPSE: &str =
     formatcp!("UPDATE events SET state = '{COLLAPSED}', lease_until = 0, done_at = $1, last_error = $2 WHERE id = $3");

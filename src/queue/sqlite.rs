@@ -862,7 +862,7 @@ fn insert_one(tx: &Connection, accept: &Prepared) -> Result<Accepted, QueueError
         accept.logged.as_ref().map(|l| l.crc),
         failed_items_column(&i.status),
     ])?;
-    let closing = Closing::of(&i.source, &i.may_close);
+    let closing = Closing::of(&i.source, &i.may_close, i.silent_before);
     let stale = insert_events(tx, (&i.id, &i.source), events, (i.received_at, i.resolve_delay), closing)?;
     if let Some(page) = &i.page {
         ready(own_pages::page(&mut OwnStore(tx), &i.source, page, i.received_at))?;
@@ -896,7 +896,7 @@ fn insert_events(
     }
     let mut stale = 0;
     for (e, refused) in routed.events.iter().zip(&routed.refused) {
-        let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, refused.as_ref(), at, resolve_delay))?;
+        let fate = ready(lanes::fate(&mut StoredRoutes(tx), e, (refused.as_ref(), closing), at, resolve_delay))?;
         let priority = e.priority();
         let columns = params![
             inbound_id,
@@ -945,6 +945,14 @@ impl Routes for StoredRoutes<'_> {
     async fn opener(&mut self, routing_key: &str, dedup_key: &str) -> Result<Option<String>, QueueError> {
         let mut stmt = self.0.prepare_cached(ledger::OPENER)?;
         Ok(stmt.query_row(params![routing_key, dedup_key], |r| r.get(0)).optional()?)
+    }
+
+    async fn still_silent(&mut self, routing_key: &str, dedup_key: &str, before: Millis) -> Result<bool, QueueError> {
+        Ok(self.0.prepare_cached(ledger::STILL_SILENT)?.exists(params![routing_key, dedup_key, before])?)
+    }
+
+    async fn lane_waiting(&mut self, lane: &str) -> Result<bool, QueueError> {
+        Ok(self.0.prepare_cached(sql::LANE_WAITING)?.exists([lane])?)
     }
 
     async fn delayed_resolve(&mut self, lane: &str, at: Millis) -> Result<Option<i64>, QueueError> {
@@ -1372,6 +1380,23 @@ impl Incidents for SqliteQueue {
             all(&mut stmt, [dedup_key], |r| ledger::routing_key(r.col(0)?))
         })
         .await
+    }
+
+    async fn silent_incidents(
+        &self,
+        source: String,
+        before: Millis,
+        limit: usize,
+    ) -> Result<Vec<(RoutingKey, String)>, QueueError> {
+        self.run(move |c| {
+            let mut stmt = c.prepare_cached(ledger::SILENT)?;
+            all(&mut stmt, params![source, before, limit as i64], |r| Ok((ledger::routing_key(r.col(0)?)?, r.col(1)?)))
+        })
+        .await
+    }
+
+    async fn lane_waiting(&self, lane: String) -> Result<bool, QueueError> {
+        self.run(move |c| Ok(c.prepare_cached(sql::LANE_WAITING)?.exists([lane])?)).await
     }
 }
 

@@ -160,6 +160,8 @@ on_every_backend! {
         acknowledges_and_resolves_of_lanes_pagerhook_never_triggered_leave_no_incident,
         an_operator_resolve_is_queued_on_each_open_lane_and_recorded_as_the_operator_s,
         resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept,
+        an_incident_its_source_fell_silent_on_is_resolved_as_pagerhook_s_and_a_live_one_is_not,
+        a_silence_resolve_loses_to_a_trigger_that_came_after_the_judgement,
     ],
     conditions: [
         each_routing_key_s_backlog_is_counted_by_source_without_pagerhook_s_own,
@@ -2103,6 +2105,126 @@ async fn an_event_older_than_its_lane_s_sequence_is_stale_and_not_sent(q: Arc<dy
     // Values of another type are not compared; events without one are not checked.
     q.accept(inbound_from("gh"), vec![run("trigger", "2024-05-01T10:00:00Z"), alert("resolve", "run")]).await.unwrap();
     assert_eq!(deliver_accepted(&q, 3_000).await.len(), 2);
+}
+
+/// `resolve_when_silent`'s judgement: at `now`, incidents `am` opened and has not re-triggered
+/// for 3 s.
+async fn silent_at(q: &Arc<dyn Queue>, now: Millis) -> Vec<String> {
+    q.resolve_silent("am", std::time::Duration::from_secs(3), now, 100).await.unwrap()
+}
+
+/// An incident whose source stopped re-triggering it for `resolve_when_silent` is resolved by
+/// pagerhook, its record saying why; one re-triggered since, one whose lane has a trigger
+/// waiting, and another source's are left open. A restart between trigger and silence
+/// changes nothing: the ledger's times are the store's.
+async fn a_silent_incident_is_resolved_and_a_live_one_is_not<F, Fut>(q: Arc<dyn Queue>, reopen: F)
+where
+    F: FnOnce(Arc<dyn Queue>) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Queue>>,
+{
+    fire_three_of_am_and_one_of_cw(&q).await;
+    let q = reopen(q).await;
+    judge_am_silent_after_loud_spoke(&q).await;
+}
+
+/// am's quiet, loud and queued, and cw's other, triggered and sent at 1 s.
+async fn fire_three_of_am_and_one_of_cw(q: &Arc<dyn Queue>) {
+    let fired = [titled("quiet", "critical", "down"), titled("loud", "error", "up"), titled("queued", "error", "q")];
+    q.accept(inbound_from("am"), fired.to_vec()).await.unwrap();
+    q.accept(inbound_from("cw"), vec![titled("other", "error", "x")]).await.unwrap();
+    deliver_accepted(q, 1_000).await;
+}
+
+/// loud re-triggered and sent at 5 s, queued re-triggered and waiting; only quiet is silent.
+async fn judge_am_silent_after_loud_spoke(q: &Arc<dyn Queue>) {
+    q.accept(inbound_from("am"), vec![titled("loud", "error", "up")]).await.unwrap();
+    deliver_accepted(q, 5_000).await;
+    q.accept(inbound_from("am"), vec![titled("queued", "error", "q")]).await.unwrap();
+    let three = std::time::Duration::from_secs(3);
+    let at_4s = q.resolve_silent("am", three, 4_000, 100).await.unwrap();
+    assert!(at_4s.is_empty(), "silent for exactly 3 s is not longer than 3 s");
+    let judged = q.silent_incidents("am".into(), 3_000, 10).await.unwrap();
+    assert_eq!(judged.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(), ["queued", "quiet"], "loud spoke at 5 s");
+    assert!(q.lane_waiting(alert("resolve", "queued").order_key().unwrap()).await.unwrap(), "queued's trigger waits");
+    assert_eq!(q.resolve_silent("am", three, 6_000, 100).await.unwrap(), ["quiet"]);
+    assert!(silent_at(q, 6_000).await.is_empty(), "its resolve waits in the lane: not queued twice");
+    let sent = deliver_accepted(q, 7_000).await;
+    assert_eq!(sent, [("resolve".to_string(), "quiet".to_string()), ("trigger".to_string(), "queued".to_string())]);
+    let quiet = ledger_row(q, "quiet").await;
+    assert_eq!((quiet.state, quiet.last_by.as_str()), (IncidentState::Resolved, PAGERHOOK));
+    for live in ["loud", "queued", "other"] {
+        assert_eq!(ledger_row(q, live).await.state, IncidentState::Open, "{live}");
+    }
+    let resolve = q.recent(10).await.unwrap().into_iter().find(|e| e.source == PAGERHOOK).unwrap();
+    let record = q.inbound(resolve.inbound_id).await.unwrap().unwrap();
+    let why = String::from_utf8_lossy(&record.body).to_string();
+    assert!(why.contains("source 'am' did not re-trigger it for 3s (resolve_when_silent)"), "{why}");
+    assert!(silent_at(q, 60_000).await.iter().all(|k| k != "quiet"), "a resolved incident is not resolved again");
+}
+
+/// One ledger row by dedup_key.
+async fn ledger_row(q: &Arc<dyn Queue>, dedup_key: &str) -> Incident {
+    ledger(q).await.into_iter().find(|i| i.dedup_key == dedup_key).unwrap()
+}
+
+async fn an_incident_its_source_fell_silent_on_is_resolved_as_pagerhook_s_and_a_live_one_is_not(q: Arc<dyn Queue>) {
+    fire_three_of_am_and_one_of_cw(&q).await;
+    judge_am_silent_after_loud_spoke(&q).await;
+}
+
+#[tokio::test]
+async fn sqlite_a_silent_incident_is_resolved_across_a_restart() {
+    let (q, dir) = sqlite();
+    let path = dir.path().join("q.db");
+    a_silent_incident_is_resolved_and_a_live_one_is_not(q, |q| async move {
+        drop(q);
+        Arc::new(SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap()) as Arc<dyn Queue>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_a_silent_incident_is_resolved_across_a_restart() {
+    let Some(schema) = PgSchema::create("a_silent_incident_is_resolved_across_a_restart").await else { return };
+    let q = replica(&schema).await;
+    a_silent_incident_is_resolved_and_a_live_one_is_not(q, |q| async {
+        drop(q);
+        replica(&schema).await
+    })
+    .await;
+    schema.drop().await;
+}
+
+/// The judgement and the resolve's accept are two steps: a trigger accepted between them (the
+/// sender re-sent just in time) wins, checked again under the lane's lock, and the resolve is
+/// stored stale, never sent; so is one whose incident closed meanwhile.
+async fn a_silence_resolve_loses_to_a_trigger_that_came_after_the_judgement(q: Arc<dyn Queue>) {
+    let fired = vec![titled("k", "error", "up"), titled("gone", "error", "g"), titled("w", "error", "w")];
+    q.accept(inbound_from("am"), fired).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let judged = q.silent_incidents("am".into(), 1_500, 10).await.unwrap();
+    assert_eq!(judged.iter().map(|(_, k)| k.as_str()).collect::<Vec<_>>(), ["gone", "k", "w"]);
+    // Meanwhile: k re-triggered and sent, gone resolved by its source, w re-triggered and
+    // still waiting in its lane.
+    q.accept(inbound_from("am"), vec![titled("k", "error", "up"), alert("resolve", "gone")]).await.unwrap();
+    deliver_accepted(&q, 2_000).await;
+    let w = alert("resolve", "w").order_key().unwrap();
+    assert!(!q.lane_waiting(w.clone()).await.unwrap());
+    q.accept(inbound_from("am"), vec![titled("w", "error", "w")]).await.unwrap();
+    assert!(q.lane_waiting(w).await.unwrap());
+    for (routing_key, dedup_key) in judged {
+        let mut late = inbound_from(PAGERHOOK);
+        late.silent_before = Some(1_500);
+        let done = q.accept(late, vec![alert_on(routing_key, "resolve", &dedup_key)]).await.unwrap();
+        assert!(matches!(done, Accepted::Committed { stale: 1, .. }), "{dedup_key}: {done:?}");
+    }
+    assert_eq!(deliver_accepted(&q, 3_000).await, [("trigger".to_string(), "w".to_string())], "no resolve is sent");
+    assert_eq!(
+        (ledger_row(&q, "k").await.state, ledger_row(&q, "w").await.state),
+        (IncidentState::Open, IncidentState::Open)
+    );
+    assert!(q.silent_incidents("am".into(), 1_500, 10).await.unwrap().is_empty());
+    assert!(silent_at(&q, 4_999).await.is_empty(), "w was sent at 3 s");
 }
 
 /// The sequence a lane applied outlives a restart: an old resolve arriving after it is stale.

@@ -147,6 +147,29 @@ impl InternalEvent for EventsStale<'_> {
     }
 }
 
+/// pagerhook queued the resolve of incidents `source` opened and stopped re-triggering
+/// (`resolve_when_silent`).
+pub struct SilenceResolved<'a> {
+    pub source: &'a str,
+    pub silent: std::time::Duration,
+    pub dedup_keys: &'a [String],
+}
+
+impl InternalEvent for SilenceResolved<'_> {
+    fn emit(self, metrics: &Metrics) {
+        let SilenceResolved { source, silent, dedup_keys } = self;
+        metrics.silence_resolved(source, dedup_keys.len());
+        for dedup_key in dedup_keys {
+            tracing::info!(
+                source,
+                dedup_key = %dedup_key,
+                silent_for = %humantime::format_duration(silent),
+                "resolving an incident its source stopped re-triggering (resolve_when_silent)"
+            );
+        }
+    }
+}
+
 /// Why a verified payload was kept as a dead letter instead of mapped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kept {

@@ -102,6 +102,7 @@ pub struct Metrics {
     unexpected: Family<StatusLabels, Counter>,
     collapsed: Counter,
     stale: Family<SourceLabels, Counter>,
+    silence_resolved: Family<SourceLabels, Counter>,
     superseded: Counter,
     reloads: Family<OutcomeLabels, Counter>,
     task_failures: Family<TaskLabels, Counter>,
@@ -213,6 +214,12 @@ impl Metrics {
                 "Events not sent because they were older than the sequence their incident already applied (out-of-order deliveries), by source",
                 Family::default(),
             ),
+            silence_resolved: registered(
+                r,
+                "incidents_silence_resolved",
+                "Incidents pagerhook resolved because their source did not re-trigger them within its resolve_when_silent, by source",
+                Family::default(),
+            ),
             superseded: registered(
                 r,
                 "events_superseded",
@@ -299,6 +306,7 @@ impl Metrics {
                 let _ = self.dead_letters_dropped.get_or_create(&labels);
             }
             let _ = self.stale.get_or_create(&SourceLabels { source: source.to_string() });
+            let _ = self.silence_resolved.get_or_create(&SourceLabels { source: source.to_string() });
             for outcome in super::events::WebhookOutcome::ALL {
                 let labels = WebhookOutcomeLabels { source: source.to_string(), outcome: outcome.as_str().to_string() };
                 let _ = self.outcomes.get_or_create(&labels);
@@ -345,6 +353,11 @@ impl Metrics {
             action: action.unwrap_or("none").to_string(),
         };
         self.events.get_or_create(&labels).inc();
+    }
+
+    /// pagerhook queued the resolve of `n` incidents of `source` for silence.
+    pub(super) fn silence_resolved(&self, source: &str, n: usize) {
+        self.silence_resolved.get_or_create(&SourceLabels { source: source.to_string() }).inc_by(n as u64);
     }
 
     /// `n` events of `source` stored `stale`, never sent.

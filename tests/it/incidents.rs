@@ -227,3 +227,47 @@ async fn an_event_older_than_its_incident_s_sequence_is_stale_counted_and_never_
     let sent: Vec<_> = app.fake.received().iter().map(|e| e.action().map(str::to_string)).collect();
     assert_eq!(sent, [Some("trigger".to_string()), Some("resolve".to_string())], "the re-run paged nobody");
 }
+
+/// `resolve_when_silent` end to end: an incident whose sender stopped repeating it is resolved
+/// by pagerhook (a resolve reaches PagerDuty, the ledger names `@pagerhook`, the counter
+/// counts it), while one the sender keeps repeating, as Alertmanager repeats a firing alert,
+/// stays open.
+#[tokio::test]
+async fn an_incident_its_sender_stopped_repeating_is_resolved_by_pagerhook_and_a_repeated_one_is_not() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("numbered.toml");
+        std::fs::write(&path, NUMBERED).unwrap();
+        let source = bearer_source("load", &path);
+        format!("{}{source}resolve_when_silent = \"2s\"\n", crate::helpers::without_own_pages(text))
+    })
+    .await;
+    for n in [1, 2] {
+        assert_eq!(app.post_bearer("load", &json!({"n": n, "action": "trigger"})).await.status, 202);
+    }
+    until_state(&app, "n-1", "open").await;
+    // The sender repeats n-2 every 500 ms (its repeat interval) until n-1 is resolved.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut repeat = tokio::time::interval(Duration::from_millis(500));
+    let resolved = loop {
+        repeat.tick().await;
+        assert!(tokio::time::Instant::now() < deadline, "n-1 was not resolved for silence within 30 s");
+        assert_eq!(app.post_bearer("load", &json!({"n": 2, "action": "trigger"})).await.status, 202);
+        let all = incidents(&app, "").await;
+        if let Some(i) = all.as_array().unwrap().iter().find(|i| i["dedup_key"] == "n-1" && i["state"] == "resolved") {
+            break i.clone();
+        }
+    };
+    assert_eq!(resolved["last_by"], "@pagerhook", "{resolved}");
+    assert_eq!(until_state(&app, "n-2", "open").await["source"], "load");
+    let resolves: Vec<_> = app
+        .fake
+        .received()
+        .iter()
+        .filter(|e| e.action() == Some("resolve"))
+        .map(|e| e.dedup_key().map(str::to_string))
+        .collect();
+    assert_eq!(resolves, [Some("n-1".to_string())], "only the silent incident is resolved");
+    let metrics = app.scrape().await;
+    let counted = sample(&metrics, r#"pagerhook_incidents_silence_resolved_total{source="load"}"#);
+    assert_eq!(counted, Some(1.0), "{metrics}");
+}

@@ -33,6 +33,14 @@ impl Routes for Stored {
         Ok(None)
     }
 
+    async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
+    async fn lane_waiting(&mut self, _: &str) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
     async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
         Ok(None)
     }
@@ -60,6 +68,14 @@ impl Routes for Opened {
 
     async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
         Ok(Some("b".into()))
+    }
+
+    async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
+    async fn lane_waiting(&mut self, _: &str) -> Result<bool, QueueError> {
+        Ok(false)
     }
 
     async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
@@ -91,10 +107,10 @@ async fn closing_another_source_s_incident_is_refused_unless_allowed_or_bypassed
     assert_eq!(refused(may), [false; 4]);
     let own = route(&mut Opened, "b", &events, Closing::Checked { may_close: &[] }).await.unwrap();
     assert_eq!(refused(own), [false; 4], "the opener itself");
-    let operator = route(&mut Opened, OPERATOR, &events, Closing::of(OPERATOR, &[])).await.unwrap();
+    let operator = route(&mut Opened, OPERATOR, &events, Closing::of(OPERATOR, &[], None)).await.unwrap();
     assert_eq!(refused(operator), [false; 4]);
-    assert!(matches!(Closing::of(PAGERHOOK, &[]), Closing::Bypass));
-    assert!(matches!(Closing::of("a", &[]), Closing::Checked { .. }));
+    assert!(matches!(Closing::of(PAGERHOOK, &[], None), Closing::Bypass));
+    assert!(matches!(Closing::of("a", &[], None), Closing::Checked { .. }));
 }
 
 fn change_event() -> Event {
@@ -167,6 +183,14 @@ impl Routes for Sequences {
         Ok(None)
     }
 
+    async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
+    async fn lane_waiting(&mut self, _: &str) -> Result<bool, QueueError> {
+        Ok(false)
+    }
+
     async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
         Ok(None)
     }
@@ -191,7 +215,7 @@ async fn an_event_older_than_its_lane_s_sequence_is_stale_an_equal_or_other_type
     let mut lanes = Sequences::default();
     let mut fate_of = async |action, sequence: &str| {
         let e = alert(action, "k", 'o').with_sequence(sequence);
-        match fate(&mut lanes, &e, None, 1_000, 0).await.unwrap() {
+        match fate(&mut lanes, &e, (None, Closing::Bypass), 1_000, 0).await.unwrap() {
             Fate::Queue { .. } => "queued".to_string(),
             Fate::Done { state, why } => format!("{state}: {why}"),
         }
@@ -220,9 +244,9 @@ async fn an_event_older_than_its_lane_s_sequence_is_stale_an_equal_or_other_type
 async fn a_refused_or_stale_event_leaves_its_lane_s_sequence_as_it_was() {
     let mut lanes = Sequences::default();
     let e = |action, sequence| alert(action, "k", 'o').with_sequence(sequence);
-    fate(&mut lanes, &e("trigger", "5"), None, 1_000, 0).await.unwrap();
+    fate(&mut lanes, &e("trigger", "5"), (None, Closing::Bypass), 1_000, 0).await.unwrap();
     let why = "refused".to_string();
-    fate(&mut lanes, &e("resolve", "9"), Some(&why), 1_000, 0).await.unwrap();
-    fate(&mut lanes, &e("resolve", "3"), None, 1_000, 0).await.unwrap();
+    fate(&mut lanes, &e("resolve", "9"), (Some(&why), Closing::Bypass), 1_000, 0).await.unwrap();
+    fate(&mut lanes, &e("resolve", "3"), (None, Closing::Bypass), 1_000, 0).await.unwrap();
     assert_eq!(lanes.0.values().collect::<Vec<_>>(), [&("number".to_string(), 5)]);
 }
