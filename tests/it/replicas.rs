@@ -76,10 +76,9 @@ async fn replicas_share_the_load_survive_a_sigkill_and_keep_each_key_in_order() 
         let dir = tempfile::tempdir().unwrap();
         // Each replica reaches the fake through a listener of its own: `via` names the sender.
         let (via, events_url) = fake.another_listener();
-        // Supersede off: each key's trigger and resolve come back to back, and every accepted
-        // event must reach PagerDuty here.
-        let text = (base_config(dir.path(), &events_url)
-            .replace("[delivery]\n", "[delivery]\nper_key_rate = 0\nsupersede = false\n")
+        // Supersede off (the tests' base config): each key's trigger and resolve come back to
+        // back, and every accepted event must reach PagerDuty here.
+        let text = (base_config(dir.path(), &events_url).replace("[delivery]\n", "[delivery]\nper_key_rate = 0\n")
             + &bearer_source("load", &mapping))
             .replace(
                 &format!("path = \"{}\"", dir.path().join("pagerhook.db").display()),
