@@ -136,7 +136,8 @@ crit = (f'critical: {pos(s["critical_position"])} of the key\'s sends, after {s[
         f'{s["critical_wait_s"]} s at {s["rate"]}/min, ~{s["critical_wait_at_default_s"]} s at the default 120/min')
 res = (f'resolves: {s["resolves_sent"]} of 500 sent, {pos(s["resolves_first_position"])}..{pos(s["resolves_last_position"])}; '
        f'the last after {s["resolves_last_waited_sends"]} others since they were accepted: {s["resolves_last_after_s"]} s, '
-       f'~{s["resolves_last_at_default_s"]} s at 120/min')
+       f'~{s["resolves_last_at_default_s"]} s at 120/min; {s["superseded"]} events superseded (a trigger and its resolve, '
+       f'neither sent), {s["compat_resolves_sent"]} resolves under the pre-upgrade key; recovered alerts left open: {s["recovered_left_open"]}')
 page = f'storm page: {pos(s["storm_page_position"])}; {s["storm_triggers_sent"]} storm triggers sent, drained: {s["drained"]}'
 print(f"8 storm on one key: {crit}\n  {res}\n  {page}")
 PY

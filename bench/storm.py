@@ -39,6 +39,8 @@ def post(source, alerts):
 def alert(name, i, status, severity):
     return {"status": status, "labels": {"alertname": name, "instance": f"host-{i}", "severity": severity},
             "annotations": {"summary": f"{name} {i}"}, "startsAt": "2024-06-03T09:41:30Z",
+            # As Alertmanager sends them: a firing alert's endsAt is the zero time.
+            "endsAt": "2024-06-03T10:11:30Z" if status == "resolved" else "0001-01-01T00:00:00Z",
             "fingerprint": f"{name.lower()}-{i:08x}"}
 
 
@@ -73,7 +75,18 @@ pos = {i + 1: e for i, e in enumerate(log)}
 def where(pred):
     return [(p, e) for p, e in pos.items() if pred(e)]
 critical = where(lambda e: e[2].startswith("alertmanager/BenchCritical/") and e[1] == "trigger")
-resolves = where(lambda e: e[2].startswith("alertmanager/BenchStorm/") and e[1] == "resolve")
+# The mapping's key ends with the Alertmanager's hash (`/am-…`); a resolve is also sent under
+# the key of earlier versions (no hash), for incidents opened before an upgrade.
+resolves = where(lambda e: e[2].startswith("alertmanager/BenchStorm/") and "/am-" in e[2] and e[1] == "resolve")
+compat = where(lambda e: e[2].startswith("alertmanager/BenchStorm/") and "/am-" not in e[2] and e[1] == "resolve")
+last = {}
+for _, e in sorted(pos.items()):
+    last[e[2]] = e[1]
+recovered_keys = {f"benchstorm-{i:08x}" for i in recovered}
+left_open = sum(1 for k, a in last.items() if a == "trigger" and k.split("/")[2] in recovered_keys)
+with urllib.request.urlopen(f"{admin}/metrics", timeout=10) as r:
+    superseded = sum(float(l.split()[1]) for l in r.read().decode().splitlines()
+                     if l.startswith("pagerhook_events_superseded_total"))
 page = where(lambda e: e[2].startswith("pagerhook/") and e[2].endswith("/storm_waiting") and e[1] == "trigger")
 storm_triggers = where(lambda e: e[2].startswith("alertmanager/BenchStorm/") and e[1] == "trigger")
 
@@ -99,7 +112,8 @@ out = {
     "critical_wait_s": secs(critical[0][1][0] - t_critical) if critical else None,
     "critical_waited_sends": waited(t_critical, critical[0][1][0]) if critical else None,
     "critical_wait_at_default_s": at_default(waited(t_critical, critical[0][1][0])) if critical else None,
-    "resolves_sent": len(resolves),
+    "resolves_sent": len(resolves), "compat_resolves_sent": len(compat), "superseded": int(superseded),
+    "recovered_left_open": left_open,
     "resolves_first_position": resolves[0][0] if resolves else None,
     "resolves_last_position": resolves[-1][0] if resolves else None,
     "resolves_last_after_s": secs(resolves[-1][1][0] - t_resolved) if resolves else None,

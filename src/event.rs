@@ -466,6 +466,13 @@ impl Event {
         self
     }
 
+    /// The same event, its rule's `sequence` not rendered for `why` (a field it reads is
+    /// missing): sent unchecked, with a note saying so.
+    pub fn unsequenced(mut self, why: &str) -> Event {
+        self.notes.push(format!("sequence not checked for staleness: {why}"));
+        self
+    }
+
     /// Its place in its lane's order, if its rule set `sequence` ([`Event::with_sequence`]).
     pub fn sequence(&self) -> Option<Sequence> {
         self.sequence

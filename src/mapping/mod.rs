@@ -873,10 +873,12 @@ impl Mapping {
             ),
         }
         .map_err(|e| ("event".to_string(), e.to_string()))?;
-        let event = match &rule.sequence {
-            Some(t) => {
-                event.with_sequence(&self.render(t, f).map_err(|m| ("sequence".to_string(), m))?.unwrap_or_default())
-            }
+        // An ordering aid, never a gate: a sequence that cannot be rendered (a field the sender
+        // left out) leaves the event unchecked, with a note, rather than holding back its page
+        // or, worse, its resolve.
+        let event = match rule.sequence.as_ref().map(|t| self.render(t, f)) {
+            Some(Ok(rendered)) => event.with_sequence(&rendered.unwrap_or_default()),
+            Some(Err(why)) => event.unsequenced(&why),
             None => event,
         };
         out.push(Rendered { rule: rule.name.clone(), event });

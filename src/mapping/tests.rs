@@ -688,6 +688,12 @@ fn a_rule_s_sequence_travels_with_its_event_and_only_alert_rules_take_one() {
     let out = apply(&rule("{{body.at}}"), serde_json::json!({"at": "later"})).unwrap();
     assert_eq!(out[0].event.sequence(), None);
     assert!(out[0].event.notes().iter().any(|n| n.contains("not checked for staleness")), "{:?}", out[0].event.notes());
+    // A field the sequence reads missing (a resolved alert without endsAt) holds back
+    // nothing either: the resolve goes, unchecked, with a note naming the field.
+    let out = apply(&rule("{{body.endsAt}}"), serde_json::json!({"at": "later"})).unwrap();
+    assert_eq!(out[0].event.sequence(), None);
+    let notes = out[0].event.notes();
+    assert!(notes.iter().any(|n| n.contains("sequence not checked") && n.contains("body.endsAt")), "{notes:?}");
     let change = "[[rule]]\nname = \"c\"\nemit = \"change\"\nsummary = \"s\"\nsequence = \"1\"\n";
     let err = load(change).unwrap_err().join("\n");
     assert!(err.contains("sequence is not part of a change event"), "{err}");
