@@ -1099,6 +1099,7 @@ on_postgres!(
     replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+    a_resolve_waits_for_an_escalation_being_stored_and_closes_it,
     routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
     accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
@@ -1367,6 +1368,40 @@ async fn an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_ord
     assert_eq!(head[0].id, earlier_id, "the first to commit goes first");
     assert_eq!(q.recent(1).await.unwrap()[0].action.as_deref(), Some("resolve"));
     assert!(q.recent(1).await.unwrap()[0].id > earlier_id);
+}
+
+/// A resolve accepted while another accept holds its lane to store an escalation of its
+/// incident (here a raw transaction, as that accept would) waits for it, then sees the
+/// escalated trigger pending and closes its incident too, after it: escalation is decided
+/// with the webhook's lanes held.
+async fn a_resolve_waits_for_an_escalation_being_stored_and_closes_it(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound(None), vec![titled("k", "warning", "slow")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let (mut raw, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let storing = raw.transaction().await.unwrap();
+    let schema_hash: i32 = storing.query_one("SELECT hashtext(current_schema())", &[]).await.unwrap().get(0);
+    let keys =
+        [postgres::Lock::Insert.key(schema_hash), postgres::lane_lock(&alert("trigger", "k").order_key().unwrap())];
+    storing.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await.unwrap();
+    insert_raw(&storing, "k~escalated-critical", None).await;
+    let resolve = tokio::spawn({
+        let q = q.clone();
+        async move { q.accept(inbound(None), vec![alert("resolve", "k")]).await.unwrap() }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let waits = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'";
+    while schema.admin.query_one(waits, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(!resolve.is_finished(), "the resolve did not wait for the accept holding its lane");
+        assert!(tokio::time::Instant::now() < deadline, "the resolve never waited on its lane");
+        tokio::task::yield_now().await;
+    }
+    storing.commit().await.unwrap();
+    resolve.await.unwrap();
+    let order = deliver_accepted(&q, 2_000).await;
+    let at = |action: &str| order.iter().position(|(a, dk)| a == action && dk == "k~escalated-critical");
+    assert!(at("trigger").unwrap() < at("resolve").expect("the escalation is resolved too"), "{order:?}");
 }
 
 /// Should an earlier event appear in a lane while a later one is leased (a writer that did not
