@@ -386,8 +386,9 @@ async fn insert_events(
     // Decided with the lanes held, so a resolve waits for an escalation being stored; the
     // escalations' lanes are then taken too (after the webhook's own: see ARCHITECTURE.md).
     lanes::escalate(&mut StoredRoutes(tx), source, &mut routed, closing).await?;
-    let escalated: Vec<String> =
-        routed.events.iter().filter_map(|e| e.order_key()).filter(|l| !lanes.contains(l)).collect();
+    // Only events `route` or `escalate` rewrote (owned) can have a lane not yet held.
+    let rewritten = routed.events.iter().filter(|e| matches!(e, std::borrow::Cow::Owned(_)));
+    let escalated: Vec<String> = rewritten.filter_map(|e| e.order_key()).filter(|l| !lanes.contains(l)).collect();
     lock_lanes(tx, schema, escalated.iter().map(String::as_str)).await?;
     let mut routes = routed.routes;
     routes.sort_unstable();
