@@ -107,6 +107,26 @@ impl Severity {
             _ => Err(EventError::Severity(s.to_string())),
         }
     }
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Critical => "critical",
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+            Severity::Info => "info",
+        }
+    }
+
+    /// How urgent it is: higher is more (info 1 … critical 4).
+    pub fn urgency(self) -> u8 {
+        match self {
+            Severity::Critical => 4,
+            Severity::Error => 3,
+            Severity::Warning => 2,
+            Severity::Info => 1,
+        }
+    }
 }
 
 /// What an alert event does to its incident.
@@ -291,6 +311,9 @@ pub struct Event {
     /// Its rule's `sequence`, when it set one: an event older than one its lane applied is
     /// stale (`queue::lanes`). Not part of the body either.
     sequence: Option<Sequence>,
+    /// Its rule's `escalate`: a trigger more severe than the incident PagerDuty holds opens
+    /// another, linked to it (`queue::lanes::escalate`). Not part of the body either.
+    escalate: bool,
 }
 
 /// What delivery needs of a stored body besides its text; the rest is skipped, not built.
@@ -403,6 +426,7 @@ impl Event {
             notes,
             rule: None,
             sequence: None,
+            escalate: false,
         })
     }
 
@@ -422,6 +446,7 @@ impl Event {
             notes: Vec::new(),
             rule: None,
             sequence: None,
+            escalate: false,
         })
     }
 
@@ -476,6 +501,69 @@ impl Event {
     /// Its place in its lane's order, if its rule set `sequence` ([`Event::with_sequence`]).
     pub fn sequence(&self) -> Option<Sequence> {
         self.sequence
+    }
+
+    /// The same event, from a rule that sets `escalate = true`.
+    pub fn with_escalate(self) -> Event {
+        Event { escalate: true, ..self }
+    }
+
+    /// Whether its rule set `escalate = true` ([`Event::with_escalate`]).
+    pub fn escalates(&self) -> bool {
+        self.escalate
+    }
+
+    /// A trigger's severity (`error`, PagerDuty's default, when its body names none or one
+    /// this build does not know); `None` for any other event.
+    pub fn severity(&self) -> Option<Severity> {
+        if self.action != Some(Action::Trigger) {
+            return None;
+        }
+        let named = self.body()["payload"]["severity"].as_str().and_then(|s| Severity::parse(s).ok());
+        Some(named.unwrap_or(Severity::Error))
+    }
+
+    /// The same acknowledge or resolve for another dedup_key of its routing key: escalation's
+    /// fan-out closes the incidents escalated from the one it names.
+    pub fn refiled(&self, key: DedupKey) -> Result<Event, EventError> {
+        let mut body = self.body().clone();
+        body["dedup_key"] = key.as_str().into();
+        self.rebuilt(key, body, self.notes.clone())
+    }
+
+    /// The same trigger filed under `key`, an escalation of incident `from`, which PagerDuty
+    /// holds at `held`: its summary says so, and `custom_details.escalated_from` names that
+    /// incident (a PagerDuty link needs a URL; this is the link responders can follow). Built
+    /// through the same size check as any event. `None` for an event that is not a trigger.
+    pub fn escalated(&self, key: DedupKey, from: &DedupKey, held: Severity) -> Option<Result<Event, EventError>> {
+        let mut body = self.body().clone();
+        body["dedup_key"] = key.as_str().into();
+        let payload = body.get_mut("payload").and_then(Value::as_object_mut).filter(|_| self.severity().is_some())?;
+        let mut notes = self.notes.clone();
+        let title = payload.get("summary").and_then(Value::as_str).unwrap_or_default();
+        let title = format!("[escalated from {}] {title}", held.as_str());
+        match summary(Some(&title), &mut notes) {
+            Ok(title) => payload.insert("summary".into(), title.into()),
+            Err(e) => return Some(Err(e)),
+        };
+        let link = json!({ "dedup_key": from.as_str(), "severity": held });
+        match payload.get_mut("custom_details") {
+            Some(Value::Object(details)) => {
+                details.insert("escalated_from".into(), link);
+            }
+            Some(other) => *other = json!({ "details": other.take(), "escalated_from": link }),
+            None => {
+                payload.insert("custom_details".into(), json!({ "escalated_from": link }));
+            }
+        }
+        Some(self.rebuilt(key, body, notes))
+    }
+
+    /// This event with `body` (its own, changed) under `key`, checked again, keeping what
+    /// travels beside the body.
+    fn rebuilt(&self, key: DedupKey, body: Value, notes: Vec<String>) -> Result<Event, EventError> {
+        let e = Event::checked(self.kind, self.routing_key.clone(), self.action, Some(key), body, notes)?;
+        Ok(Event { rule: self.rule.clone(), sequence: self.sequence, escalate: self.escalate, ..e })
     }
 
     /// The same event sent to another routing key (sticky routing: an acknowledge or resolve
@@ -572,13 +660,24 @@ impl Event {
     /// Identifies the ordering lane: events sharing it are delivered in acceptance order.
     /// `None` for change events, which PagerDuty does not deduplicate.
     pub fn order_key(&self) -> Option<String> {
-        let dk = self.dedup_key.as_ref()?;
-        let mut h = Sha256::new();
-        h.update(self.routing_key.expose().as_bytes());
-        h.update([0]);
-        h.update(dk.as_str().as_bytes());
-        Some(hex::encode(h.finalize()))
+        Some(lane(&self.routing_key, self.dedup_key.as_ref()?))
     }
+}
+
+/// The ordering lane of `dedup_key` on `routing_key` ([`Event::order_key`]).
+pub fn lane(routing_key: &RoutingKey, dedup_key: &DedupKey) -> String {
+    let mut h = Sha256::new();
+    h.update(routing_key.expose().as_bytes());
+    h.update([0]);
+    h.update(dedup_key.as_str().as_bytes());
+    hex::encode(h.finalize())
+}
+
+/// The dedup_key of the incident a trigger of `severity` escalates the incident `dedup_key`
+/// to: one per severity, the same every time (a long key ends in a hash, [`DedupKey::new`]).
+pub fn escalation_key(dedup_key: &DedupKey, severity: Severity) -> DedupKey {
+    DedupKey::new(&format!("{dedup_key}~escalated-{}", severity.as_str()))
+        .expect("a dedup_key with a suffix is not empty")
 }
 
 /// `text` (a JSON object) with `"routing_key": key` as its last field. The key is the

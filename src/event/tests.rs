@@ -254,3 +254,36 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn an_escalated_trigger_says_so_links_its_first_incident_and_keeps_what_travels_beside_it() {
+    let from = DedupKey::new("k").unwrap();
+    let to = escalation_key(&from, Severity::Critical);
+    let critical = |details: Option<Value>| {
+        let d = AlertDraft { severity: Some("critical".into()), custom_details: details, ..trigger() };
+        Event::alert(key(), d).unwrap().with_rule("firing").with_sequence("7").with_escalate()
+    };
+    let link = json!({ "dedup_key": "k", "severity": "warning" });
+    let up =
+        critical(Some(json!({ "host": "db-1" }))).escalated(to.clone(), &from, Severity::Warning).unwrap().unwrap();
+    assert_eq!((up.dedup_key(), up.severity()), (Some(&to), Some(Severity::Critical)));
+    assert_eq!(up.body()["dedup_key"], "k~escalated-critical");
+    assert_eq!(up.summary(), Some("[escalated from warning] disk full"));
+    assert_eq!(up.body()["payload"]["custom_details"], json!({ "host": "db-1", "escalated_from": link }));
+    assert_eq!((up.rule(), up.sequence(), up.escalates()), (Some("firing"), Some(Sequence::Number(7)), true));
+    assert_eq!(up.order_key(), Some(lane(&key(), &to)));
+    let bare = critical(None).escalated(to.clone(), &from, Severity::Warning).unwrap().unwrap();
+    assert_eq!(bare.body()["payload"]["custom_details"], json!({ "escalated_from": link }));
+    let text = critical(Some(json!("plain"))).escalated(to.clone(), &from, Severity::Warning).unwrap().unwrap();
+    assert_eq!(text.body()["payload"]["custom_details"], json!({ "details": "plain", "escalated_from": link }));
+    // Still within PagerDuty's limits: a summary at its limit is cut again, with a note.
+    let long = AlertDraft { summary: Some("x".repeat(SUMMARY_MAX_CHARS)), ..trigger() };
+    let long = Event::alert(key(), long).unwrap().escalated(to.clone(), &from, Severity::Warning).unwrap().unwrap();
+    assert_eq!(long.summary().unwrap().chars().count(), SUMMARY_MAX_CHARS);
+    assert!(long.notes().iter().any(|n| n.contains("summary truncated")), "{:?}", long.notes());
+    let resolve = Event::alert(key(), AlertDraft { action: "resolve".into(), ..trigger() }).unwrap();
+    assert!(resolve.escalated(to.clone(), &from, Severity::Warning).is_none(), "only a trigger escalates");
+    let closes = resolve.refiled(to.clone()).unwrap();
+    assert_eq!((closes.action(), closes.dedup_key()), (Some(Action::Resolve), Some(&to)));
+    assert_eq!(closes.body(), &json!({ "event_action": "resolve", "dedup_key": "k~escalated-critical" }));
+}

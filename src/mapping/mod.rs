@@ -304,6 +304,8 @@ struct Rule {
     routing: Routing,
     /// `sequence`: alert rules only (a change event has no lane to order).
     sequence: Option<Tpl>,
+    /// `escalate = true`: alert rules only (`queue::lanes::escalate`).
+    escalate: bool,
     is_final: bool,
 }
 
@@ -489,6 +491,7 @@ impl Mapping {
             warnings.extend(never_resolves(&rules));
             warnings.extend(lint::mixed_sequences(&sequences));
             warnings.extend(triggers_without_key(&rules));
+            warnings.extend(escalates_nothing(&rules));
             let vars = Value::Object(vars);
             Ok((Mapping { rules, paths, strict, lenient, keys, renderer: Renderer::default(), vars }, warnings))
         } else {
@@ -881,6 +884,7 @@ impl Mapping {
             Some(Err(why)) => event.unsequenced(&why),
             None => event,
         };
+        let event = if rule.escalate { event.with_escalate() } else { event };
         out.push(Rendered { rule: rule.name.clone(), event });
         Ok(())
     }
@@ -940,6 +944,22 @@ fn triggers_without_key(rules: &[Rule]) -> Vec<String> {
                 "{}: rule '{}' triggers without dedup_key while other rules of this source resolve: its incidents get a \
                  key derived from the payload, which no resolve names, so they stay open (set dedup_key, built as the \
                  resolve builds its key)",
+                r.file, r.name
+            )
+        })
+        .collect()
+}
+
+/// `escalate = true` acts on triggers only: on a rule whose `action` can be nothing else it
+/// does nothing, which `check` says.
+fn escalates_nothing(rules: &[Rule]) -> Vec<String> {
+    rules
+        .iter()
+        .filter(|r| r.escalate && !may_produce(r).0)
+        .map(|r| {
+            format!(
+                "{}: rule '{}' sets escalate = true but never triggers: escalation acts on triggers (its resolves \
+                 close the escalated incidents whatever rule sends them), so it does nothing here",
                 r.file, r.name
             )
         })
@@ -1106,6 +1126,7 @@ fn compile_rule(r: &RawRule, path: &Path, c: &mut Compiler<'_>, keys: &RoutingKe
         custom_details: r.custom_details.as_ref().map(|d| c.details("custom_details", d)),
         routing: compile_routing(r, emit, c, keys),
         sequence: c.add_opt("sequence", &r.sequence),
+        escalate: r.escalate,
         is_final: r.is_final,
     })
 }
@@ -1122,6 +1143,7 @@ fn check_required(r: &RawRule, emit: Emit, c: &mut Compiler<'_>) {
             ("group", r.group.is_some()),
             ("class", r.class.is_some()),
             ("sequence", r.sequence.is_some()),
+            ("escalate", r.escalate),
         ] {
             if set {
                 c.errors.push(format!("{}: {field} is not part of a change event (emit = \"change\")", c.at));

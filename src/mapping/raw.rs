@@ -49,6 +49,11 @@ pub struct RawRule {
     /// RFC 3339 time (`StateChangeTime`, `run_number`). An event older than one its incident
     /// already took is recorded `stale` and not sent; empty: not checked.
     pub sequence: Option<String>,
+    /// A trigger more severe than the incident PagerDuty holds for its dedup_key opens a new
+    /// incident at its severity, linked to the first; the resolve closes both. Off by default:
+    /// on a service with fixed urgency it pages twice.
+    #[serde(default)]
+    pub escalate: bool,
     /// A name from `[pagerduty.routing_keys]`, or a template rendering one.
     pub routing_key: Option<String>,
     /// Stop trying later rules once this one matched.

@@ -752,3 +752,22 @@ fn two_files_that_set_one_var_differently_are_refused() {
     let errors = Mapping::load(&[a, b], keys()).unwrap_err();
     assert!(errors[0].to_string().contains("[vars] page_levels"), "{errors:#?}");
 }
+
+#[test]
+fn a_rule_s_escalate_travels_with_its_event_only_alert_rules_take_it_and_a_rule_that_never_triggers_is_warned() {
+    let rule = |action: &str, escalate: &str| {
+        format!("[[rule]]\nname = \"r\"\nemit = \"alert\"\nsource = \"s\"\nsummary = \"s\"\ndedup_key = \"k\"\naction = \"{action}\"\n{escalate}")
+    };
+    let out = apply(&rule("trigger", "escalate = true\n"), serde_json::json!({})).unwrap();
+    assert!(out[0].event.escalates());
+    let out = apply(&rule("trigger", ""), serde_json::json!({})).unwrap();
+    assert!(!out[0].event.escalates(), "off by default");
+    let warnings = |text: &str| load_with(text, keys()).unwrap().1;
+    assert!(warnings(&rule("{{body.action}}", "escalate = true\n")).is_empty(), "may trigger");
+    let w = warnings(&rule("resolve", "escalate = true\n"));
+    assert!(w.iter().any(|w| w.contains("rule 'r' sets escalate = true but never triggers")), "{w:?}");
+    let change = "[[rule]]\nname = \"c\"\nemit = \"change\"\nsummary = \"s\"\nescalate = true\n";
+    let err = load(change).unwrap_err().join("\n");
+    assert!(err.contains("escalate is not part of a change event"), "{err}");
+    assert!(load(&rule("trigger", "escalate = \"yes\"\n")).is_err(), "a boolean");
+}

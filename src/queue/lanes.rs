@@ -1,5 +1,6 @@
 //! The lane state machine: what happens to a lane's events, written once for both backends:
-//! sticky routing and "only the opener closes" on the way in ([`route`]), flap damping on the
+//! sticky routing and "only the opener closes" on the way in ([`route`]), escalation on the way
+//! in ([`escalate`]), flap damping on the
 //! way in ([`fate`]), at the claim the order of a routing key's events and their pace
 //! ([`claim`]), supersede and collapse ([`lease_head`]), and what a finished attempt writes
 //! ([`Outcome`]). ARCHITECTURE.md has the one table of its transitions. Each backend supplies only the statements these steps run, through
@@ -9,7 +10,7 @@
 use super::ledger::Origin;
 use super::rows::StoredEvent;
 use super::{Attempt, Batch, EventState, Finish, Millis, PaceState, Pick, QueueError};
-use crate::event::{Action, Event, RoutingKey, Sequence, Verdict};
+use crate::event::{escalation_key, Action, DedupKey, Event, RoutingKey, Sequence, Severity, Verdict};
 use crate::secret::Secret;
 use std::borrow::Cow;
 
@@ -95,6 +96,20 @@ pub(super) trait Routes {
 
     /// Records that `lane` applied `sequence` at `at` (`sql::APPLY_SEQUENCE`).
     async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, at: Millis) -> Result<(), QueueError>;
+
+    /// The members of an incident family on `routing_key` open in the ledger or pending
+    /// (`ledger::FAMILY`): `keys` a dedup_key and its escalation keys, `lanes` the escalation
+    /// keys' lanes. Each as `(dedup_key, severity the ledger holds)`; a pending one's is `None`.
+    /// Both backends answer it; a store without a ledger (the unit tests' fakes) holds none.
+    async fn family(
+        &mut self,
+        routing_key: &str,
+        keys: [&str; 4],
+        lanes: [&str; 3],
+    ) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        let _ = (routing_key, keys, lanes);
+        Ok(Vec::new())
+    }
 }
 
 /// How one routed event is stored.
@@ -266,6 +281,171 @@ pub(super) async fn route<'e>(
         routed.events.push(event);
     }
     Ok(routed)
+}
+
+/// The severities an incident may be escalated to, most urgent first, each filed under its
+/// own key (`event::escalation_key`): nothing is more urgent than critical, and info escalates
+/// nothing.
+const ESCALATIONS: [Severity; 3] = [Severity::Critical, Severity::Error, Severity::Warning];
+
+/// What the ledger and the queue hold of an incident family: a dedup_key on a routing key
+/// and the incidents escalated from it.
+#[derive(Debug, Default)]
+struct Family {
+    /// The severity PagerDuty holds the incident itself at, when the ledger holds it open.
+    held: Option<Severity>,
+    /// The escalations open in the ledger or pending in their lanes, by severity.
+    escalations: Vec<(Severity, DedupKey)>,
+}
+
+impl Family {
+    /// The most urgent severity open (or pending) in the family.
+    fn top(&self) -> Option<Severity> {
+        self.held.into_iter().chain(self.escalations.iter().map(|(s, _)| *s)).max_by_key(|s| s.urgency())
+    }
+
+    /// Where a trigger of `severity` whose rule escalates goes: to the escalation of its
+    /// severity when it is more urgent than everything open (a new incident), or as urgent as
+    /// an escalation open at it (kept fresh). `None`: its own dedup_key, as without
+    /// `escalate` (nothing open to escalate from; or less urgent, and PagerDuty dedups it).
+    fn target(&self, severity: Severity) -> Option<Severity> {
+        let top = self.top()?;
+        let open_at = self.escalations.iter().any(|(s, _)| *s == severity);
+        (severity.urgency() > top.urgency() || severity == top && open_at).then_some(severity)
+    }
+}
+
+/// Reads the family of `dedup_key` on `key` (one statement, `Routes::family`).
+async fn family(stored: &mut impl Routes, key: &RoutingKey, dedup_key: &DedupKey) -> Result<Family, QueueError> {
+    let escalations = ESCALATIONS.map(|s| (s, escalation_key(dedup_key, s)));
+    let lanes = escalations.each_ref().map(|(_, k)| crate::event::lane(key, k));
+    let [c, e, w] = escalations.each_ref().map(|(_, k)| k.as_str());
+    let rows = stored.family(key.expose(), [dedup_key.as_str(), c, e, w], lanes.each_ref().map(String::as_str)).await?;
+    let mut family = Family::default();
+    for (member, severity) in rows {
+        if member == dedup_key.as_str() {
+            // PagerDuty's default when a trigger names none.
+            family.held = Some(severity.and_then(|s| Severity::parse(&s).ok()).unwrap_or(Severity::Error));
+        } else if let Some((s, k)) = escalations.iter().find(|(_, k)| k.as_str() == member) {
+            if !family.escalations.iter().any(|(held, _)| held == s) {
+                family.escalations.push((*s, k.clone()));
+            }
+        }
+    }
+    Ok(family)
+}
+
+/// Escalation, after sticky routing (so on the routing key each event takes) and, on
+/// PostgreSQL, with the webhook's lanes held, so that an accept of the same incident waits
+/// for this one's escalations to be stored. A trigger whose rule sets `escalate` and is more
+/// urgent than what its incident holds open becomes a trigger of the escalation key of its
+/// severity ([`Family::target`], [`Event::escalated`]): a new incident, linked to the first.
+/// An acknowledge or resolve of a dedup_key (any rule's, an operator's) is followed by the
+/// same action for each escalation of it the ledger holds open or whose trigger is still
+/// pending (this webhook's included), each checked by "only the opener closes" on its own
+/// lane. Costs one indexed statement per escalating trigger and per acknowledge or resolve;
+/// other triggers and change events none.
+pub(super) async fn escalate(
+    stored: &mut impl Routes,
+    source: &str,
+    routed: &mut Routed<'_>,
+    closing: Closing<'_>,
+) -> Result<(), QueueError> {
+    let events = std::mem::take(&mut routed.events);
+    let refused = std::mem::take(&mut routed.refused);
+    // This webhook's escalations, as (the lane escalated from, the escalation's key).
+    let mut filed: Vec<(String, DedupKey)> = Vec::new();
+    for (e, why) in events.into_iter().zip(refused) {
+        let dk = e.dedup_key().cloned();
+        match (e.action(), dk) {
+            (Some(Action::Trigger), Some(dk)) if e.escalates() => {
+                let event = match escalated(stored, &e, &dk).await? {
+                    Some(up) => {
+                        filed.extend(e.order_key().zip(up.dedup_key().cloned()));
+                        Cow::Owned(up)
+                    }
+                    None => e,
+                };
+                routed.events.push(event);
+                routed.refused.push(why);
+            }
+            (Some(Action::Acknowledge | Action::Resolve), Some(dk)) => {
+                let also = fanned_out(stored, &e, &dk, &filed).await?;
+                routed.events.push(e);
+                routed.refused.push(why);
+                for f in also {
+                    routed.refused.push(refusal(stored, source, &f, closing).await?);
+                    routed.events.push(Cow::Owned(f));
+                }
+            }
+            (Some(Action::Trigger | Action::Acknowledge | Action::Resolve) | None, _) => {
+                routed.events.push(e);
+                routed.refused.push(why);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Trigger `e` of `dedup_key`, escalated if its family says so; `None`: sent as it is.
+async fn escalated(stored: &mut impl Routes, e: &Event, dedup_key: &DedupKey) -> Result<Option<Event>, QueueError> {
+    let Some(severity) = e.severity() else { return Ok(None) };
+    let family = family(stored, e.routing_key(), dedup_key).await?;
+    let (Some(target), Some(top)) = (family.target(severity), family.top()) else { return Ok(None) };
+    let held = family.held.unwrap_or(top);
+    match e.escalated(escalation_key(dedup_key, target), dedup_key, held) {
+        Some(Ok(up)) => {
+            let to = up.dedup_key().map(|k| k.as_str());
+            tracing::info!(
+                dedup_key = dedup_key.as_str(),
+                held = held.as_str(),
+                to,
+                "escalated: a new incident at the trigger's severity"
+            );
+            Ok(Some(up))
+        }
+        // A page is never lost to its escalation: it goes as it came.
+        Some(Err(err)) => {
+            tracing::warn!(dedup_key = dedup_key.as_str(), error = %err, "could not escalate: the trigger is sent as it came");
+            Ok(None)
+        }
+        None => Ok(None),
+    }
+}
+
+/// The acknowledges or resolves that follow `e`, one of `dedup_key`, to the escalations of
+/// its incident: open in the ledger, pending, or `filed` earlier in this webhook.
+async fn fanned_out(
+    stored: &mut impl Routes,
+    e: &Event,
+    dedup_key: &DedupKey,
+    filed: &[(String, DedupKey)],
+) -> Result<Vec<Event>, QueueError> {
+    let family = family(stored, e.routing_key(), dedup_key).await?;
+    let lane = e.order_key();
+    let mut keys: Vec<DedupKey> = family.escalations.into_iter().map(|(_, k)| k).collect();
+    keys.extend(filed.iter().filter(|(from, _)| Some(from) == lane.as_ref()).map(|(_, k)| k.clone()));
+    keys.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+    keys.dedup();
+    let action = e.action().map_or("", |a| a.as_str());
+    let mut out = Vec::with_capacity(keys.len());
+    for key in keys {
+        match e.refiled(key) {
+            Ok(f) => {
+                tracing::info!(
+                    dedup_key = dedup_key.as_str(),
+                    to = f.dedup_key().map(|k| k.as_str()),
+                    action,
+                    "escalation: the same action for the escalated incident"
+                );
+                out.push(f);
+            }
+            Err(err) => {
+                tracing::error!(dedup_key = dedup_key.as_str(), error = %err, "escalation: could not refile; the escalated incident stays open")
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// Why `e`, an event of `source`, may not be sent: an acknowledge or resolve of an incident

@@ -202,6 +202,16 @@ pub(super) const SILENT: &str = "SELECT routing_key, dedup_key FROM incidents
 pub(super) const STILL_SILENT: &str = "SELECT 1 FROM incidents
      WHERE routing_key = $1 AND dedup_key = $2 AND state <> 'resolved' AND last_trigger_at < $3";
 
+/// One incident family (escalation, `lanes::escalate`): of dedup_key `$2` on routing key `$1`
+/// and its escalation keys `$3`, `$4`, `$5`, those the ledger holds unresolved, with the
+/// severity each holds; then the escalation keys whose lanes `$6`, `$7`, `$8` hold a pending
+/// event (an escalated trigger not yet sent), severity NULL. The incidents' primary key and
+/// the events' pending-lane index answer it.
+pub(super) const FAMILY: &str = "SELECT dedup_key, severity FROM incidents
+     WHERE routing_key = $1 AND dedup_key IN ($2, $3, $4, $5) AND state <> 'resolved'
+     UNION ALL
+     SELECT DISTINCT dedup_key, CAST(NULL AS TEXT) FROM events WHERE order_key IN ($6, $7, $8) AND state = 'pending'";
+
 /// The latest event PagerDuty accepted in the lane of trigger `$1` after it: its action and
 /// when (`DeadLetters::resolved_since`). Later events of a lane have larger ids, and a
 /// trigger holds its lane until it dies, so each was sent after it died.

@@ -380,9 +380,16 @@ async fn insert_events(
     (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
 ) -> Result<usize, QueueError> {
-    let routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
+    let mut routed = lanes::route(&mut StoredRoutes(tx), source, events, closing).await?;
     let lanes: Vec<String> = routed.events.iter().filter_map(|e| e.order_key()).collect();
     lock_lanes(tx, schema, lanes.iter().map(String::as_str)).await?;
+    // Decided with the lanes held, so a resolve waits for an escalation being stored; the
+    // escalations' lanes are then taken too (after the webhook's own: see ARCHITECTURE.md).
+    lanes::escalate(&mut StoredRoutes(tx), source, &mut routed, closing).await?;
+    // Only events `route` or `escalate` rewrote (owned) can have a lane not yet held.
+    let rewritten = routed.events.iter().filter(|e| matches!(e, std::borrow::Cow::Owned(_)));
+    let escalated: Vec<String> = rewritten.filter_map(|e| e.order_key()).filter(|l| !lanes.contains(l)).collect();
+    lock_lanes(tx, schema, escalated.iter().map(String::as_str)).await?;
     let mut routes = routed.routes;
     routes.sort_unstable();
     routes.dedup();
@@ -484,6 +491,17 @@ impl Routes for StoredRoutes<'_, '_> {
             Some(r) => Ok(Some((r.get_as(0)?, r.get_as(1)?))),
             None => Ok(None),
         }
+    }
+
+    async fn family(
+        &mut self,
+        routing_key: &str,
+        [dk, c, e, w]: [&str; 4],
+        [lc, le, lw]: [&str; 3],
+    ) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        let stmt = self.0.prepare_cached(ledger::FAMILY).await?;
+        let rows = self.0.query(&stmt, &[&routing_key, &dk, &c, &e, &w, &lc, &le, &lw]).await?;
+        rows.iter().map(|r| Ok((r.get_as(0)?, r.get_as(1)?))).collect()
     }
 }
 

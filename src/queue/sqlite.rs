@@ -889,7 +889,8 @@ fn insert_events(
     (at, resolve_delay): (Millis, Millis),
     closing: Closing<'_>,
 ) -> Result<usize, QueueError> {
-    let routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
+    let mut routed = ready(lanes::route(&mut StoredRoutes(tx), source, events, closing))?;
+    ready(lanes::escalate(&mut StoredRoutes(tx), source, &mut routed, closing))?;
     let mut record = tx.prepare_cached(sql::RECORD_ROUTE)?;
     for (dk, key) in &routed.routes {
         record.execute(params![source, dk, key, at])?;
@@ -982,6 +983,16 @@ impl Routes for StoredRoutes<'_> {
              ORDER BY at DESC, rowid DESC LIMIT 1",
         )?;
         Ok(stmt.query_row(params![source, dk, own], |r| Ok((r.get(0)?, r.get(1)?))).optional()?)
+    }
+
+    async fn family(
+        &mut self,
+        routing_key: &str,
+        [dk, c, e, w]: [&str; 4],
+        [lc, le, lw]: [&str; 3],
+    ) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        let mut stmt = self.0.prepare_cached(ledger::FAMILY)?;
+        all(&mut stmt, params![routing_key, dk, c, e, w, lc, le, lw], |r| Ok((r.col(0)?, r.col(1)?)))
     }
 }
 

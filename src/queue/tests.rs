@@ -162,6 +162,7 @@ on_every_backend! {
         resolved_incidents_are_forgotten_after_the_retention_and_open_ones_kept,
         an_incident_its_source_fell_silent_on_is_resolved_as_pagerhook_s_and_a_live_one_is_not,
         a_silence_resolve_loses_to_a_trigger_that_came_after_the_judgement,
+        an_escalating_trigger_goes_by_what_its_incident_holds_and_every_close_follows_its_escalations,
     ],
     conditions: [
         each_routing_key_s_backlog_is_counted_by_source_without_pagerhook_s_own,
@@ -1100,6 +1101,7 @@ on_postgres!(
     replicas_starting_at_once_migrate_once_and_a_newer_schema_is_refused,
     an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_order,
     an_event_committed_late_into_a_leased_lane_waits_for_the_lease,
+    a_resolve_waits_for_an_escalation_being_stored_and_closes_it,
     routes_of_a_version_1_schema_keep_the_source_of_their_trigger,
     accepts_naming_the_same_dedup_keys_in_opposite_orders_do_not_deadlock,
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
@@ -1368,6 +1370,40 @@ async fn an_accept_waits_for_an_earlier_one_in_its_lane_so_ids_follow_commit_ord
     assert_eq!(head[0].id, earlier_id, "the first to commit goes first");
     assert_eq!(q.recent(1).await.unwrap()[0].action.as_deref(), Some("resolve"));
     assert!(q.recent(1).await.unwrap()[0].id > earlier_id);
+}
+
+/// A resolve accepted while another accept holds its lane to store an escalation of its
+/// incident (here a raw transaction, as that accept would) waits for it, then sees the
+/// escalated trigger pending and closes its incident too, after it: escalation is decided
+/// with the webhook's lanes held.
+async fn a_resolve_waits_for_an_escalation_being_stored_and_closes_it(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound(None), vec![titled("k", "warning", "slow")]).await.unwrap();
+    deliver_accepted(&q, 1_000).await;
+    let (mut raw, conn) = tokio_postgres::connect(&schema.url, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    let storing = raw.transaction().await.unwrap();
+    let schema_hash: i32 = storing.query_one("SELECT hashtext(current_schema())", &[]).await.unwrap().get(0);
+    let keys =
+        [postgres::Lock::Insert.key(schema_hash), postgres::lane_lock(&alert("trigger", "k").order_key().unwrap())];
+    storing.execute("SELECT pg_advisory_xact_lock($1, $2)", &[&keys[0], &keys[1]]).await.unwrap();
+    insert_raw(&storing, "k~escalated-critical", None).await;
+    let resolve = tokio::spawn({
+        let q = q.clone();
+        async move { q.accept(inbound(None), vec![alert("resolve", "k")]).await.unwrap() }
+    });
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    let waits = "SELECT COUNT(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'";
+    while schema.admin.query_one(waits, &[]).await.unwrap().get::<_, i64>(0) == 0 {
+        assert!(!resolve.is_finished(), "the resolve did not wait for the accept holding its lane");
+        assert!(tokio::time::Instant::now() < deadline, "the resolve never waited on its lane");
+        tokio::task::yield_now().await;
+    }
+    storing.commit().await.unwrap();
+    resolve.await.unwrap();
+    let order = deliver_accepted(&q, 2_000).await;
+    let at = |action: &str| order.iter().position(|(a, dk)| a == action && dk == "k~escalated-critical");
+    assert!(at("trigger").unwrap() < at("resolve").expect("the escalation is resolved too"), "{order:?}");
 }
 
 /// Should an earlier event appear in a lane while a later one is leased (a writer that did not
@@ -2307,6 +2343,140 @@ async fn postgres_the_ledger_outlives_a_restart_between_trigger_and_resolve() {
     })
     .await;
     schema.drop().await;
+}
+
+/// A trigger whose rule sets `escalate = true`.
+fn escalating(dedup: &str, severity: &str, summary: &str) -> Event {
+    titled(dedup, severity, summary).with_escalate()
+}
+
+/// `(action, dedup_key)` pairs, sorted: what [`deliver_accepted`] returns, in any order.
+fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+    let mut out: Vec<_> = expected.iter().map(|(a, dk)| (a.to_string(), dk.to_string())).collect();
+    out.sort();
+    out
+}
+
+async fn delivered_sorted(q: &Arc<dyn Queue>, at: Millis) -> Vec<(String, String)> {
+    let mut sent = deliver_accepted(q, at).await;
+    sent.sort();
+    sent
+}
+
+/// A warning paged, then a critical trigger whose rule escalates: a second incident, critical,
+/// linked to the first. The store is closed and opened again (a restart); the first's resolve
+/// then closes both.
+async fn an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both<F, Fut>(q: Arc<dyn Queue>, reopen: F)
+where
+    F: FnOnce(Arc<dyn Queue>) -> Fut,
+    Fut: std::future::Future<Output = Arc<dyn Queue>>,
+{
+    q.accept(inbound_from("cw"), vec![titled("disk", "warning", "disk at 80%")]).await.unwrap();
+    assert_eq!(deliver_accepted(&q, 1_000).await, pairs(&[("trigger", "disk")]));
+    q.accept(inbound_from("cw"), vec![escalating("disk", "critical", "disk at 99%")]).await.unwrap();
+    let c = q.claim(now_millis(), 10, LEASE).await.unwrap();
+    let [up] = &c[..] else { panic!("one event: {c:?}") };
+    let body = up.event.body();
+    assert_eq!(body["dedup_key"], "disk~escalated-critical");
+    assert_eq!(body["payload"]["severity"], "critical");
+    assert_eq!(body["payload"]["summary"], "[escalated from warning] disk at 99%");
+    let link = serde_json::json!({ "dedup_key": "disk", "severity": "warning" });
+    assert_eq!(body["payload"]["custom_details"]["escalated_from"], link);
+    let pd = Attempt { at: 2_000, status: Some(202), detail: None, dedup_key: Some("disk~escalated-critical".into()) };
+    finish(&q, up, pd, Finish::Delivered).await;
+
+    let q = reopen(q).await;
+    let held: Vec<_> = ledger(&q).await.into_iter().map(|i| (i.dedup_key, i.severity, i.state, i.rule)).collect();
+    let open = |dk: &str, severity: &str| {
+        (dk.to_string(), Some(severity.to_string()), IncidentState::Open, Some("firing".to_string()))
+    };
+    assert_eq!(held, [open("disk", "warning"), open("disk~escalated-critical", "critical")]);
+    q.accept(inbound_from("cw"), vec![alert("resolve", "disk")]).await.unwrap();
+    let sent = delivered_sorted(&q, 3_000).await;
+    assert_eq!(sent, pairs(&[("resolve", "disk"), ("resolve", "disk~escalated-critical")]));
+    let states: Vec<_> = ledger(&q).await.into_iter().map(|i| (i.dedup_key, i.state, i.last_by)).collect();
+    let closed = |dk: &str| (dk.to_string(), IncidentState::Resolved, "cw".to_string());
+    assert_eq!(states, [closed("disk"), closed("disk~escalated-critical")]);
+}
+
+#[tokio::test]
+async fn sqlite_an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both() {
+    let (q, dir) = sqlite();
+    let path = dir.path().join("q.db");
+    an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both(q, |q| async move {
+        drop(q);
+        let q = SqliteQueue::open(&path, Durability::Fsync, Role::Deliverer).unwrap();
+        Arc::new(q) as Arc<dyn Queue>
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both() {
+    let name = "an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both";
+    let Some(schema) = PgSchema::create(name).await else { return };
+    let q = replica(&schema).await;
+    an_escalation_opens_a_linked_incident_and_the_first_s_resolve_closes_both(q, |q| async {
+        drop(q);
+        replica(&schema).await
+    })
+    .await;
+    schema.drop().await;
+}
+
+/// Where escalating triggers go, by what their incident holds (nothing open: as they came;
+/// as urgent as an open escalation: to it; less urgent than it: the first incident's key);
+/// without `escalate`, a more urgent trigger stays on its key. Every close of the first
+/// (a source's, in the same webhook as the escalation, an operator's) follows its
+/// escalations, after an escalated trigger still pending in their lane.
+async fn an_escalating_trigger_goes_by_what_its_incident_holds_and_every_close_follows_its_escalations(
+    q: Arc<dyn Queue>,
+) {
+    let step = async |events: Vec<Event>, at: Millis| {
+        q.accept(inbound_from("cw"), events).await.unwrap();
+        delivered_sorted(&q, at).await
+    };
+    assert_eq!(step(vec![titled("db", "warning", "slow")], 1_000).await, pairs(&[("trigger", "db")]));
+    assert_eq!(step(vec![titled("db", "critical", "down")], 1_100).await, pairs(&[("trigger", "db")]), "no escalate");
+    assert_eq!(
+        step(vec![escalating("api", "critical", "down")], 1_200).await,
+        pairs(&[("trigger", "api")]),
+        "nothing open"
+    );
+    assert_eq!(
+        step(vec![escalating("api", "critical", "down")], 1_300).await,
+        pairs(&[("trigger", "api")]),
+        "as urgent"
+    );
+    assert_eq!(step(vec![titled("web", "warning", "slow")], 2_000).await, pairs(&[("trigger", "web")]));
+    let up = pairs(&[("trigger", "web~escalated-critical")]);
+    assert_eq!(step(vec![escalating("web", "critical", "down")], 2_100).await, up);
+    assert_eq!(step(vec![escalating("web", "critical", "still down")], 2_200).await, up, "kept fresh");
+    assert_eq!(step(vec![escalating("web", "error", "errors")], 2_300).await, pairs(&[("trigger", "web")]));
+    assert_eq!(ledger(&q).await.len(), 4, "db, api, web and web's escalation");
+
+    // An escalated trigger still pending when the resolve comes: resolved after it.
+    step(vec![titled("mem", "warning", "high")], 3_000).await;
+    q.accept(inbound_from("cw"), vec![escalating("mem", "critical", "swapping")]).await.unwrap();
+    q.accept(inbound_from("cw"), vec![alert("resolve", "mem")]).await.unwrap();
+    let order = deliver_accepted(&q, 3_100).await;
+    let at = |action: &str| order.iter().position(|(a, dk)| a == action && dk == "mem~escalated-critical").unwrap();
+    assert!(at("trigger") < at("resolve"), "{order:?}");
+    assert_eq!(order.len(), 3, "{order:?}");
+    // The escalation and the resolve in one webhook.
+    step(vec![titled("net", "warning", "loss")], 4_000).await;
+    let both = step(vec![escalating("net", "error", "down"), alert("acknowledge", "net")], 4_100).await;
+    let expected = [("acknowledge", "net"), ("acknowledge", "net~escalated-error"), ("trigger", "net~escalated-error")];
+    assert_eq!(both, pairs(&expected));
+    // An operator's resolve of the first incident closes its escalation too.
+    assert_eq!(
+        q.resolve_incidents(vec!["web".into()], 5_000).await.unwrap(),
+        [ResolveQueued::Queued { dedup_key: "web".into(), events: 1 }]
+    );
+    assert_eq!(delivered_sorted(&q, 5_100).await, pairs(&[("resolve", "web"), ("resolve", "web~escalated-critical")]));
+    let open: Vec<_> = ledger(&q).await.into_iter().filter(|i| i.state != IncidentState::Resolved).collect();
+    let open: Vec<_> = open.iter().map(|i| i.dedup_key.as_str()).collect();
+    assert_eq!(open, ["db", "api", "net", "net~escalated-error"]);
 }
 
 async fn only_the_opener_closes_its_incident_unless_the_closer_may_close_it(q: Arc<dyn Queue>) {

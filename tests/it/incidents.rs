@@ -271,3 +271,55 @@ async fn an_incident_its_sender_stopped_repeating_is_resolved_by_pagerhook_and_a
     let counted = sample(&metrics, r#"pagerhook_incidents_silence_resolved_total{source="load"}"#);
     assert_eq!(counted, Some(1.0), "{metrics}");
 }
+
+/// README's escalation example (the `toml` block of "Escalation reaches the responder").
+fn readme_escalation_rule() -> String {
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let section = readme.split_once("**Escalation reaches the responder**").unwrap().1;
+    section.split_once("```toml\n").unwrap().1.split_once("```").unwrap().0.to_string()
+}
+
+/// README's example, end to end: a warning, the critical trigger that escalates it (what
+/// PagerDuty receives is README's listing), a restart, then the resolve closing both.
+#[tokio::test]
+async fn an_escalation_pages_a_second_incident_and_the_first_s_resolve_closes_both_across_a_restart() {
+    let app = spawn_app_in(|text, dir| {
+        let path = dir.join("escalating.toml");
+        std::fs::write(&path, readme_escalation_rule()).unwrap();
+        format!("{}{}", crate::helpers::without_own_pages(text), bearer_source("load", &path))
+    })
+    .await;
+    let post = async |app: &TestApp, action: &str, severity: &str, percent: u32| {
+        let body = json!({"action": action, "host": "db-1", "severity": severity, "percent": percent});
+        let answer = app.post_bearer("load", &body).await;
+        assert_eq!(answer.status, 202, "{:?}", answer.json);
+    };
+    post(&app, "trigger", "warning", 80).await;
+    app.fake.wait_for(1, WAIT).await;
+    until_state(&app, "disk/db-1", "open").await;
+    post(&app, "trigger", "critical", 96).await;
+    let got = app.fake.wait_for(2, WAIT).await;
+    assert_eq!(got[1].dedup_key(), Some("disk/db-1~escalated-critical"));
+    assert_eq!(got[1].summary(), Some("[escalated from warning] disk at 96% on db-1"));
+    assert_eq!(got[1].body["payload"]["severity"], "critical");
+    let link = json!({"dedup_key": "disk/db-1", "severity": "warning"});
+    assert_eq!(got[1].body["payload"]["custom_details"]["escalated_from"], link);
+    let escalated = until_state(&app, "disk/db-1~escalated-critical", "open").await;
+    assert_eq!(escalated["severity"], "critical");
+    assert_eq!(app.fake.incidents().open().len(), 2, "PagerDuty holds two incidents");
+
+    // Restarted between the escalation and the resolve.
+    let (fake, dir) = app.stop().await;
+    let text = std::fs::read_to_string(dir.path().join("pagerhook.toml")).unwrap();
+    let app = start(config_from(&text, dir.path()), fake, dir).await;
+    post(&app, "resolve", "warning", 40).await;
+    let got = app.fake.wait_for(4, WAIT).await;
+    let sent: Vec<_> = got.iter().map(|r| (r.action().unwrap(), r.dedup_key().unwrap())).collect();
+    assert_eq!(sent[..2], [("trigger", "disk/db-1"), ("trigger", "disk/db-1~escalated-critical")]);
+    let mut closes = sent[2..].to_vec();
+    closes.sort();
+    assert_eq!(closes, [("resolve", "disk/db-1"), ("resolve", "disk/db-1~escalated-critical")]);
+    assert!(app.fake.incidents().open().is_empty(), "{:?}", app.fake.incidents());
+    until_state(&app, "disk/db-1", "resolved").await;
+    until_state(&app, "disk/db-1~escalated-critical", "resolved").await;
+}

@@ -250,3 +250,25 @@ async fn a_refused_or_stale_event_leaves_its_lane_s_sequence_as_it_was() {
     fate(&mut lanes, &e("resolve", "3"), (None, Closing::Bypass), 1_000, 0).await.unwrap();
     assert_eq!(lanes.0.values().collect::<Vec<_>>(), [&("number".to_string(), 5)]);
 }
+
+#[test]
+fn an_escalating_trigger_opens_an_incident_only_above_everything_its_family_holds_open() {
+    use crate::event::{escalation_key, DedupKey, Severity::*};
+    let dk = DedupKey::new("db").unwrap();
+    let family = |held, escalations: &[crate::event::Severity]| Family {
+        held,
+        escalations: escalations.iter().map(|s| (*s, escalation_key(&dk, *s))).collect(),
+    };
+    assert_eq!(family(None, &[]).target(Critical), None, "nothing open: as it came");
+    assert_eq!(family(Some(Warning), &[]).target(Critical), Some(Critical));
+    assert_eq!(family(Some(Warning), &[]).target(Warning), None, "as urgent as the first: its own key");
+    assert_eq!(family(Some(Critical), &[]).target(Error), None, "less urgent: PagerDuty dedups it");
+    assert_eq!(family(Some(Warning), &[Critical]).target(Critical), Some(Critical), "to the open escalation");
+    assert_eq!(family(Some(Warning), &[Critical]).target(Error), None, "below the escalation");
+    assert_eq!(family(Some(Info), &[Error]).target(Critical), Some(Critical), "above both");
+    assert_eq!(family(None, &[Error]).target(Error), Some(Error), "the first closed, its escalation open");
+    assert_eq!(escalation_key(&dk, Error).as_str(), "db~escalated-error");
+    let long = DedupKey::new(&"x".repeat(255)).unwrap();
+    let (c, e) = (escalation_key(&long, Critical), escalation_key(&long, Error));
+    assert!(c.as_str().len() <= 255 && c != e && c == escalation_key(&long, Critical), "hashed, distinct, stable");
+}
