@@ -113,6 +113,11 @@ impl Refused {
 /// an index refused once (no pg_trgm then) is built at the first start after an
 /// administrator installed it. A refusal is logged, not returned: search works without.
 pub(super) async fn ensure(tx: &mut Transaction<'_>) -> Result<(), QueueError> {
+    // Asked of the catalog first: `CREATE INDEX IF NOT EXISTS` would lock the events table
+    // against accepts before finding the index there, at every replica's start.
+    if built(tx).await? {
+        return Ok(());
+    }
     let schema = match installed_in(tx).await? {
         Some(schema) => schema,
         None => match install(tx).await? {
@@ -141,6 +146,13 @@ pub(super) async fn ensure(tx: &mut Transaction<'_>) -> Result<(), QueueError> {
         Some(e) => return Err(e.into()),
     }
     Ok(())
+}
+
+/// Whether both search indexes are in the store's schema.
+async fn built(tx: &Transaction<'_>) -> Result<bool, QueueError> {
+    let sql = "SELECT count(*) FROM pg_indexes WHERE schemaname = current_schema() AND indexname = ANY($1)";
+    let n: i64 = tx.query_one(sql, &[&INDEXES.as_slice()]).await?.get_as(0)?;
+    Ok(n == INDEXES.len() as i64)
 }
 
 /// The schema pg_trgm is installed in, quoted for SQL, if it is.
