@@ -50,13 +50,16 @@ const SCAN: &str = formatcp!("{EVENT_ROW} WHERE {MATCHES} ORDER BY e.id DESC LIM
 /// arm per index so the planner can take each: the dedup_key and summary by their trigram
 /// indexes, the source by `inbound_source`. A text that is rare is then found by index; one
 /// that is common (the planner's statistics say so) still by reading newest first, stopping
-/// after a page.
+/// after a page. The source arm first asks whether any payload has that source (a one-time
+/// filter, by index): with statistics that do not know the text, the planner would otherwise
+/// walk every event looking for the source's.
 pub(in crate::queue) const INDEXED: &str = formatcp!(
     "SELECT * FROM (
         ({EVENT_ROW} WHERE (e.dedup_key ILIKE $7::text OR e.summary ILIKE $7::text) AND {FILTERS}
          ORDER BY e.id DESC LIMIT $3)
         UNION
-        ({EVENT_ROW} WHERE i.source = $1::text AND {FILTERS} ORDER BY e.id DESC LIMIT $3)
+        ({EVENT_ROW} WHERE i.source = $1::text AND {FILTERS}
+            AND EXISTS (SELECT 1 FROM inbound s WHERE s.source = $1::text) ORDER BY e.id DESC LIMIT $3)
      ) found ORDER BY id DESC LIMIT $3"
 );
 
