@@ -48,6 +48,8 @@ use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, ToSql};
 use tokio_postgres::{Row, Statement};
 
+pub(super) mod search;
+
 /// Schema changes in order: `MIGRATIONS[n]` takes a schema from version `n` to `n + 1`, its
 /// statements run in order, in the transaction that records the new version.
 pub(super) const MIGRATIONS: &[&[&str]] = &[
@@ -159,6 +161,9 @@ CREATE INDEX pace_lanes_key ON pace_lanes (key_sha256, slot);
     // Storms: priority and fair share at the claim. Slots are no longer promised ahead (a
     // key's events are claimed only when it has a free slot), so lanes hold none.
     &[schema::STORMS, "DROP TABLE pace_lanes;"],
+    // A search for a source's name finds its events by index (`search`); the trigram
+    // indexes depend on pg_trgm, so `search::ensure` builds them at every start instead.
+    &["CREATE INDEX inbound_source ON inbound (source);"],
 ];
 
 /// Advisory lock classes. Advisory locks are per database, so the first key of
@@ -324,7 +329,7 @@ impl PostgresQueue {
     /// returns the schema's lock hash.
     async fn migrate(&self) -> Result<i32, QueueError> {
         let mut c = self.client().await?;
-        let tx = c.transaction().await?;
+        let mut tx = c.transaction().await?;
         let schema: Option<i32> = tx.query_one("SELECT hashtext(current_schema())", &[]).await?.get_as(0)?;
         let schema = schema.ok_or_else(|| {
             QueueError::Url(
@@ -344,6 +349,7 @@ impl PostgresQueue {
         if version < MIGRATIONS.len() {
             tx.execute(schema::WRITE_VERSION, &[&MIGRATIONS.len().to_string()]).await?;
         }
+        search::ensure(&mut tx).await?;
         tx.commit().await?;
         Ok(schema)
     }
@@ -957,12 +963,8 @@ impl DeadLetters for PostgresQueue {
 
 #[async_trait]
 impl Inspect for PostgresQueue {
-    /// A scan, newest first: PostgreSQL keeps no search index (`search`).
     async fn events(&self, q: EventQuery) -> Result<Vec<EventRow>, QueueError> {
-        let c = self.client().await?;
-        let sql = formatcp!("{EVENT_ROW} WHERE {MATCHES} ORDER BY e.id DESC LIMIT $3");
-        let rows = c.query(sql, &[&q.search, &q.before, &(q.limit as i64), &q.source, &q.state, &q.since]).await?;
-        Ok(rows.iter().map(EventRow::read).collect::<Result<_, _>>()?)
+        search::events(&*self.client().await?, &q).await
     }
 
     async fn event(&self, id: i64) -> Result<Option<EventDetail>, QueueError> {
@@ -981,7 +983,8 @@ impl Inspect for PostgresQueue {
         Ok((r.get_as::<i64>(0)? as u64, r.get_as(1)?))
     }
 
-    /// PostgreSQL keeps no search index (`search`): nothing to add.
+    /// PostgreSQL keeps its search index itself, in each accept's transaction (`search`):
+    /// nothing is left to add.
     async fn index_for_search(&self, _batch: usize) -> Result<usize, QueueError> {
         Ok(0)
     }
@@ -1134,13 +1137,6 @@ const EVENT_ROW: &str = "SELECT e.id, e.inbound_id, i.source, e.kind, e.action, 
     e.created_at, e.last_error, e.routing_key, e.summary,
     (SELECT a.dedup_key FROM attempts a WHERE a.event_id = e.id AND a.dedup_key IS NOT NULL ORDER BY a.id DESC LIMIT 1)
     FROM events e JOIN inbound i ON i.id = e.inbound_id";
-
-/// What a search matches (`EventQuery::search`, `$1`), with the list's other filters: before
-/// id `$2`, source `$4`, state `$5`, created since `$6`.
-const MATCHES: &str = "($1::text IS NULL OR strpos(lower(e.dedup_key), lower($1::text)) > 0
-         OR strpos(lower(e.summary), lower($1::text)) > 0 OR i.source = $1::text OR e.state = $1::text)
-     AND ($2::bigint IS NULL OR e.id < $2::bigint) AND ($4::text IS NULL OR i.source = $4::text)
-     AND ($5::text IS NULL OR e.state = $5::text) AND ($6::bigint IS NULL OR e.created_at >= $6::bigint)";
 
 /// Event `id`'s stored body.
 async fn stored_body(c: &tokio_postgres::Client, id: i64) -> Result<StoredBody, QueueError> {

@@ -1,5 +1,5 @@
 //! Finding an event (`deliveries list --search`, the console's search box) without reading
-//! every row: on SQLite, a trigram index over each event's dedup_key, summary and source.
+//! every row: a trigram index over each event's dedup_key, summary and source.
 //!
 //! What a search matches is unchanged by the index: a dedup_key or summary containing the text
 //! (any case), or a source or state equal to it. The index only narrows the rows that
@@ -16,11 +16,13 @@
 //!   kept in `meta`. Event ids are given and committed in order there (one writer), so every
 //!   event up to the watermark is indexed and a search is the index up to it plus a scan of
 //!   the few events after it.
-//! - **PostgreSQL** keeps no index yet: it scans, as before. It commits concurrent accepts out
-//!   of id order (lanes are locked, not the table), so a watermark would skip an event
-//!   committed late under a smaller id; and a GIN index over trigrams computed by an SQL
-//!   function (pg_trgm is per database and may need a superuser) made an insert 16 times
-//!   slower (bench/README.md, "Search"). `index_for_search` has nothing to do there.
+//! - **PostgreSQL** keeps its own indexes (`postgres/search.rs`): pg_trgm GIN indexes over
+//!   dedup_key and summary and a B-tree over source, maintained in the accept's transaction
+//!   (each insert pays for them: bench/README.md, "Search"), so nothing is left to index and
+//!   `index_for_search` has nothing to do. A watermark would be unsound there: concurrent
+//!   accepts commit out of id order (lanes are locked, not the table), so it would skip an
+//!   event committed late under a smaller id. Without pg_trgm (the role may not install it)
+//!   a search scans, as before.
 //!
 //! [`Inspect::index_for_search`]: super::Inspect::index_for_search
 

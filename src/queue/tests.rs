@@ -1107,6 +1107,8 @@ on_postgres!(
     a_column_of_an_unexpected_type_is_a_storage_error_not_a_panic,
     postgres_failures_keep_their_kind,
     the_next_due_scan_uses_an_index,
+    a_search_for_a_rare_text_reads_the_trigram_and_source_indexes,
+    without_pg_trgm_a_search_scans_and_the_index_is_built_at_the_first_start_allowed_to,
     with_sslmode_require_every_pooled_connection_is_encrypted,
     verify_ca_accepts_a_server_certificate_that_chains_to_sslrootcert,
     three_replicas_share_one_rate_budget_per_routing_key,
@@ -1486,6 +1488,108 @@ async fn the_next_due_scan_uses_an_index(schema: &PgSchema) {
         .collect();
     let plan = plan.join("\n");
     assert!(plan.contains("events_due"), "{plan}");
+}
+
+/// A search for a text few of many events hold reads the trigram indexes over dedup_key and
+/// summary and the source's index, not every row: the plan the planner picks for the store's
+/// query with the statistics of 20 000 events, nothing disabled. pg_trgm is in `public`, as
+/// the test harness installs it (an administrator's `CREATE EXTENSION`), and this schema's
+/// indexes name it there.
+async fn a_search_for_a_rare_text_reads_the_trigram_and_source_indexes(schema: &PgSchema) {
+    let q = replica(schema).await;
+    q.accept(inbound_from("billing"), vec![titled("k/1", "critical", "Disk full on db-1")]).await.unwrap();
+    let c = connect_in(schema).await;
+    c.batch_execute(
+        "INSERT INTO inbound (id, source, received_at, headers, query, body, status)
+         SELECT 'filler-' || n, 'filler', 0, '{}', '', '\\x', 'mapped' FROM generate_series(1, 20000) AS n;
+         INSERT INTO events (inbound_id, kind, routing_key, action, dedup_key, summary, body, format, created_at, next_at, state)
+         SELECT 'filler-' || n, 'alert', 'k', 'trigger', 'filler-' || n, 'filler event ' || n, '{}', 1, 0, 0, 'delivered'
+         FROM generate_series(1, 20000) AS n;",
+    )
+    .await
+    .unwrap();
+    // As autovacuum would: statistics, and the GIN pending list (fastupdate) merged into the
+    // index, whose size the planner otherwise counts against it. One statement each: VACUUM
+    // refuses a batch's transaction.
+    for table in ["events", "inbound"] {
+        c.batch_execute(&format!("VACUUM ANALYZE {table}")).await.unwrap();
+    }
+    let search = Some("DISK FULL".to_string());
+    let none: (Option<i64>, Option<String>) = (None, None);
+    let pattern = search.as_deref().map(postgres::search::like_pattern);
+    let sql = format!("EXPLAIN {}", postgres::search::INDEXED);
+    let params: [&(dyn tokio_postgres::types::ToSql + Sync); 7] =
+        [&search, &none.0, &50_i64, &none.1, &none.1, &none.0, &pattern];
+    let plan: Vec<String> = c.query(&sql, &params).await.unwrap().iter().map(|r| r.get(0)).collect();
+    let plan = plan.join("\n");
+    for index in postgres::search::INDEXES.iter().chain(&["inbound_source"]) {
+        assert!(plan.contains(index), "{index} unused:\n{plan}");
+    }
+    assert!(!plan.contains("Seq Scan on events"), "{plan}");
+    let found = q.events(EventQuery { search, limit: 50, ..EventQuery::default() }).await.unwrap();
+    assert_eq!(found.iter().map(|r| r.summary.dedup_key.as_deref()).collect::<Vec<_>>(), [Some("k/1")]);
+}
+
+/// pg_trgm is per database, and installing it takes CREATE on the database. In a database
+/// without it, a role that may not install it gets a store that works: one warning says what
+/// an administrator runs, there is no trigram index, and a search finds what it found before.
+/// Once the role may, its next start (an upgrade: the events are already stored) installs
+/// pg_trgm in the role's schema and builds the index over them.
+async fn without_pg_trgm_a_search_scans_and_the_index_is_built_at_the_first_start_allowed_to(schema: &PgSchema) {
+    let name = format!("{}_db", schema.name);
+    // Apart: CREATE DATABASE refuses to run in a batch's implicit transaction.
+    for statement in [format!("CREATE ROLE {name} LOGIN PASSWORD 'pw'"), format!("CREATE DATABASE {name}")] {
+        schema.admin.batch_execute(&statement).await.unwrap();
+    }
+    let base = std::env::var("DATABASE_URL").unwrap();
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let as_owner = format!("{base}{sep}dbname={name}");
+    let (owner, conn) = tokio_postgres::connect(&as_owner, tokio_postgres::NoTls).await.unwrap();
+    tokio::spawn(conn);
+    owner.batch_execute(&format!("CREATE SCHEMA app AUTHORIZATION {name}")).await.unwrap();
+    let url = Secret::new(format!("{as_owner}&user={name}&password=pw&options=-c%20search_path%3Dapp"));
+    let catalog = "SELECT (SELECT count(*) FROM pg_extension WHERE extname = 'pg_trgm'),
+        (SELECT count(*) FROM pg_indexes WHERE schemaname = 'app' AND indexname LIKE 'events_search_%')";
+
+    let (guard, log) = crate::telemetry::capture::capture();
+    let q: Arc<dyn Queue> = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    drop(guard);
+    let warned = log
+        .lines()
+        .into_iter()
+        .filter(|l| l["message"].as_str().is_some_and(|m| m.contains("CREATE EXTENSION pg_trgm")));
+    assert_eq!(warned.count(), 1, "{}", log.text());
+    let r = owner.query_one(catalog, &[]).await.unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (0, 0), "refused: no extension, no index");
+    q.accept(inbound_from("billing"), vec![titled("k/1", "critical", "Disk full on db-1")]).await.unwrap();
+    q.accept(inbound_from("payments"), vec![titled("k/2", "critical", "CPU hot")]).await.unwrap();
+    let keys = |q: Arc<dyn Queue>, search: &str| {
+        let search = Some(search.to_string());
+        async move {
+            let rows = q.events(EventQuery { search, limit: 10, ..EventQuery::default() }).await.unwrap();
+            rows.into_iter().map(|r| r.summary.dedup_key.unwrap()).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(keys(q.clone(), "disk FULL").await, ["k/1"]);
+    assert_eq!(keys(q.clone(), "payments").await, ["k/2"]);
+
+    owner.batch_execute(&format!("GRANT CREATE ON DATABASE {name} TO {name}")).await.unwrap();
+    let upgraded: Arc<dyn Queue> = Arc::new(PostgresQueue::connect(&url).await.unwrap());
+    let r = owner.query_one(catalog, &[]).await.unwrap();
+    assert_eq!((r.get::<_, i64>(0), r.get::<_, i64>(1)), (1, 2), "installed, and both indexes built");
+    let home: String = owner
+        .query_one("SELECT extnamespace::regnamespace::text FROM pg_extension WHERE extname = 'pg_trgm'", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(home, "app", "in the schema pagerhook's tables are in");
+    assert_eq!(keys(upgraded.clone(), "disk FULL").await, ["k/1"]);
+    assert_eq!(keys(upgraded, "payments").await, ["k/2"]);
+
+    drop((q, owner));
+    for statement in [format!("DROP DATABASE {name} WITH (FORCE)"), format!("DROP ROLE {name}")] {
+        schema.admin.batch_execute(&statement).await.unwrap();
+    }
 }
 
 /// The pool's connections (`application_name` tells them apart), as `pg_stat_ssl` sees them:

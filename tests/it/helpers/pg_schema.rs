@@ -26,10 +26,11 @@ impl PgSchema {
             let _ = std::io::Write::write_all(&mut std::io::stderr(), note.as_bytes());
             return None;
         };
-        let (admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+        let (mut admin, conn) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
             .await
             .unwrap_or_else(|e| panic!("DATABASE_URL is set but PostgreSQL is unreachable: {e}"));
         tokio::spawn(conn);
+        share_pg_trgm(&mut admin).await;
         let name = format!("pagerhook_test_{}", uuid::Uuid::new_v4().simple());
         admin.batch_execute(&format!("CREATE SCHEMA {name}")).await.unwrap();
         eprintln!("{test}: PostgreSQL schema {name}");
@@ -41,6 +42,20 @@ impl PgSchema {
     /// Drops the schema and everything in it.
     pub async fn drop(self) {
         self.admin.batch_execute(&format!("DROP SCHEMA {} CASCADE", self.name)).await.unwrap();
+    }
+}
+
+/// Installs pg_trgm (the search index's extension, per database) in `public`, as an
+/// administrator would, under the lock pagerhook's migration takes to install it
+/// (`EXTENSION_LOCK` in src/queue/postgres/search.rs). Otherwise the first test schema to
+/// migrate would hold it, and dropping that schema would drop it with every other schema's
+/// search index. A server without it still runs the tests (searches scan), but for those
+/// that check the index.
+async fn share_pg_trgm(admin: &mut tokio_postgres::Client) {
+    let tx = admin.transaction().await.unwrap();
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&0x7061_6765_7274_726d_i64]).await.unwrap();
+    if tx.batch_execute("CREATE EXTENSION IF NOT EXISTS pg_trgm SCHEMA public").await.is_ok() {
+        tx.commit().await.unwrap();
     }
 }
 
