@@ -30,9 +30,12 @@ async fn metrics_count_requests_refusals_events_and_attempts() {
     assert_eq!(app.github("workflow_run", "m-1", &fixture("github/workflow_run_failure.json")).await.status, 202);
     refused_twice(&app).await;
     app.fake.wait_for(1, WAIT).await;
-    let text = eventually("the delivery is counted", || async {
+    // The attempt is counted as it ends, the queue's depth read from the store once the
+    // attempt's outcome is committed, a moment later: wait for both.
+    let text = eventually("the delivery is counted and the queue is empty", || async {
         let t = app.scrape().await;
-        sample(&t, r#"pagerhook_delivery_attempts_total{outcome="delivered"}"#).map(|_| t)
+        let delivered = sample(&t, r#"pagerhook_delivery_attempts_total{outcome="delivered"}"#).is_some();
+        (delivered && sample(&t, "pagerhook_queue_depth") == Some(0.0)).then_some(t)
     })
     .await;
     for (series, value) in [
