@@ -100,16 +100,12 @@ pub(super) trait Routes {
     /// The members of an incident family on `routing_key` open in the ledger or pending
     /// (`ledger::FAMILY`): `keys` a dedup_key and its escalation keys, `lanes` the escalation
     /// keys' lanes. Each as `(dedup_key, severity the ledger holds)`; a pending one's is `None`.
-    /// Both backends answer it; a store without a ledger (the unit tests' fakes) holds none.
     async fn family(
         &mut self,
         routing_key: &str,
         keys: [&str; 4],
         lanes: [&str; 3],
-    ) -> Result<Vec<(String, Option<String>)>, QueueError> {
-        let _ = (routing_key, keys, lanes);
-        Ok(Vec::new())
-    }
+    ) -> Result<Vec<(String, Option<String>)>, QueueError>;
 }
 
 /// How one routed event is stored.

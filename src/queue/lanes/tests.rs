@@ -18,19 +18,25 @@ fn alert(action: &str, dedup: &str, on: char) -> Event {
     Event::alert(RoutingKey::parse(Secret::new(key(on))).unwrap(), draft).unwrap()
 }
 
-/// Routes as stored: `(source, dedup_key)` → every routing key it was triggered on, oldest first.
+/// What the lane steps read, as the tests set it: sticky routes (`(source, dedup_key)` →
+/// every routing key it was triggered on, oldest first), the source the ledger says opened
+/// every lane (none: no incident is open), and the sequences lanes applied. Nothing else is
+/// stored: no held resolve, no silence, nothing pending, no incident family.
 #[derive(Default)]
-struct Stored(HashMap<(String, String), Vec<String>>);
+struct Stored {
+    routes: HashMap<(String, String), Vec<String>>,
+    opener: Option<String>,
+    sequences: HashMap<String, (String, i64)>,
+}
 
 impl Routes for Stored {
     async fn latest_route(&mut self, source: &str, dk: &str, own: &str) -> Result<Option<(String, bool)>, QueueError> {
-        let keys = self.0.get(&(source.to_string(), dk.to_string()));
+        let keys = self.routes.get(&(source.to_string(), dk.to_string()));
         Ok(keys.and_then(|k| Some((k.last()?.clone(), k.iter().any(|k| k == own)))))
     }
 
-    /// No incident is open in these tests but the one `Opened` holds.
     async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
-        Ok(None)
+        Ok(self.opener.clone())
     }
 
     async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
@@ -49,50 +55,29 @@ impl Routes for Stored {
         Ok(())
     }
 
-    async fn sequence(&mut self, _: &str) -> Result<Option<(String, i64)>, QueueError> {
-        Ok(None)
+    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
+        Ok(self.sequences.get(lane).cloned())
     }
 
-    async fn apply_sequence(&mut self, _: &str, _: Sequence, _: Millis) -> Result<(), QueueError> {
+    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, _: Millis) -> Result<(), QueueError> {
+        let (kind, value) = sequence.stored();
+        self.sequences.insert(lane.to_string(), (kind.to_string(), value));
         Ok(())
+    }
+
+    async fn family(
+        &mut self,
+        _: &str,
+        _: [&str; 4],
+        _: [&str; 3],
+    ) -> Result<Vec<(String, Option<String>)>, QueueError> {
+        Ok(Vec::new())
     }
 }
 
 /// The ledger says source `b` opened every lane.
-struct Opened;
-
-impl Routes for Opened {
-    async fn latest_route(&mut self, _: &str, _: &str, _: &str) -> Result<Option<(String, bool)>, QueueError> {
-        Ok(None)
-    }
-
-    async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
-        Ok(Some("b".into()))
-    }
-
-    async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
-        Ok(false)
-    }
-
-    async fn lane_waiting(&mut self, _: &str) -> Result<bool, QueueError> {
-        Ok(false)
-    }
-
-    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
-        Ok(None)
-    }
-
-    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
-        Ok(())
-    }
-
-    async fn sequence(&mut self, _: &str) -> Result<Option<(String, i64)>, QueueError> {
-        Ok(None)
-    }
-
-    async fn apply_sequence(&mut self, _: &str, _: Sequence, _: Millis) -> Result<(), QueueError> {
-        Ok(())
-    }
+fn opened_by_b() -> Stored {
+    Stored { opener: Some("b".into()), ..Stored::default() }
 }
 
 #[tokio::test]
@@ -100,14 +85,14 @@ async fn closing_another_source_s_incident_is_refused_unless_allowed_or_bypassed
     let events =
         [alert("trigger", "k", 'o'), alert("acknowledge", "k", 'o'), alert("resolve", "k", 'o'), change_event()];
     let refused = |r: Routed| r.refused.iter().map(Option::is_some).collect::<Vec<_>>();
-    let checked = route(&mut Opened, "a", &events, Closing::Checked { may_close: &[] }).await.unwrap();
+    let checked = route(&mut opened_by_b(), "a", &events, Closing::Checked { may_close: &[] }).await.unwrap();
     assert_eq!(refused(checked), [false, true, true, false], "only acknowledges and resolves");
     let allowed = ["b".to_string()];
-    let may = route(&mut Opened, "a", &events, Closing::Checked { may_close: &allowed }).await.unwrap();
+    let may = route(&mut opened_by_b(), "a", &events, Closing::Checked { may_close: &allowed }).await.unwrap();
     assert_eq!(refused(may), [false; 4]);
-    let own = route(&mut Opened, "b", &events, Closing::Checked { may_close: &[] }).await.unwrap();
+    let own = route(&mut opened_by_b(), "b", &events, Closing::Checked { may_close: &[] }).await.unwrap();
     assert_eq!(refused(own), [false; 4], "the opener itself");
-    let operator = route(&mut Opened, OPERATOR, &events, Closing::of(OPERATOR, &[], None)).await.unwrap();
+    let operator = route(&mut opened_by_b(), OPERATOR, &events, Closing::of(OPERATOR, &[], None)).await.unwrap();
     assert_eq!(refused(operator), [false; 4]);
     assert!(matches!(Closing::of(PAGERHOOK, &[], None), Closing::Bypass));
     assert!(matches!(Closing::of("a", &[], None), Closing::Checked { .. }));
@@ -129,8 +114,8 @@ async fn routed(stored: &mut Stored, events: &[Event]) -> (Vec<char>, Vec<(Strin
 #[tokio::test]
 async fn a_resolve_goes_where_the_source_s_latest_stored_trigger_went() {
     let mut stored = Stored::default();
-    stored.0.insert(("a".into(), "db".into()), vec![key('x'), key('y')]);
-    stored.0.insert(("b".into(), "web".into()), vec![key('x')]);
+    stored.routes.insert(("a".into(), "db".into()), vec![key('x'), key('y')]);
+    stored.routes.insert(("b".into(), "web".into()), vec![key('x')]);
     let events = [alert("resolve", "db", 'o'), alert("acknowledge", "web", 'o'), alert("trigger", "new", 'o')];
     let (keys, routes) = routed(&mut stored, &events).await;
     assert_eq!(keys, ['y', 'o', 'o'], "another source's trigger is not followed");
@@ -140,7 +125,7 @@ async fn a_resolve_goes_where_the_source_s_latest_stored_trigger_went() {
 #[tokio::test]
 async fn a_resolve_follows_a_trigger_earlier_in_its_webhook_unless_its_own_key_was_triggered() {
     let mut stored = Stored::default();
-    stored.0.insert(("a".into(), "own".into()), vec![key('o')]);
+    stored.routes.insert(("a".into(), "own".into()), vec![key('o')]);
     let events = [
         alert("trigger", "db", 'x'),
         alert("trigger", "db", 'y'),
@@ -170,49 +155,9 @@ fn each_finish_writes_its_outcome() {
     assert_eq!(Outcome::of(&attempt, &Finish::Delivered).last_error(), (false, None), "delivered keeps it");
 }
 
-/// The sequences lanes applied, and nothing else stored.
-#[derive(Default)]
-struct Sequences(HashMap<String, (String, i64)>);
-
-impl Routes for Sequences {
-    async fn latest_route(&mut self, _: &str, _: &str, _: &str) -> Result<Option<(String, bool)>, QueueError> {
-        Ok(None)
-    }
-
-    async fn opener(&mut self, _: &str, _: &str) -> Result<Option<String>, QueueError> {
-        Ok(None)
-    }
-
-    async fn still_silent(&mut self, _: &str, _: &str, _: Millis) -> Result<bool, QueueError> {
-        Ok(false)
-    }
-
-    async fn lane_waiting(&mut self, _: &str) -> Result<bool, QueueError> {
-        Ok(false)
-    }
-
-    async fn delayed_resolve(&mut self, _: &str, _: Millis) -> Result<Option<i64>, QueueError> {
-        Ok(None)
-    }
-
-    async fn damp(&mut self, _: i64, _: Millis, _: &str) -> Result<(), QueueError> {
-        Ok(())
-    }
-
-    async fn sequence(&mut self, lane: &str) -> Result<Option<(String, i64)>, QueueError> {
-        Ok(self.0.get(lane).cloned())
-    }
-
-    async fn apply_sequence(&mut self, lane: &str, sequence: Sequence, _: Millis) -> Result<(), QueueError> {
-        let (kind, value) = sequence.stored();
-        self.0.insert(lane.to_string(), (kind.to_string(), value));
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn an_event_older_than_its_lane_s_sequence_is_stale_an_equal_or_other_typed_one_is_not() {
-    let mut lanes = Sequences::default();
+    let mut lanes = Stored::default();
     let mut fate_of = async |action, sequence: &str| {
         let e = alert(action, "k", 'o').with_sequence(sequence);
         match fate(&mut lanes, &e, (None, Closing::Bypass), 1_000, 0).await.unwrap() {
@@ -242,13 +187,13 @@ async fn an_event_older_than_its_lane_s_sequence_is_stale_an_equal_or_other_type
 
 #[tokio::test]
 async fn a_refused_or_stale_event_leaves_its_lane_s_sequence_as_it_was() {
-    let mut lanes = Sequences::default();
+    let mut lanes = Stored::default();
     let e = |action, sequence| alert(action, "k", 'o').with_sequence(sequence);
     fate(&mut lanes, &e("trigger", "5"), (None, Closing::Bypass), 1_000, 0).await.unwrap();
     let why = "refused".to_string();
     fate(&mut lanes, &e("resolve", "9"), (Some(&why), Closing::Bypass), 1_000, 0).await.unwrap();
     fate(&mut lanes, &e("resolve", "3"), (None, Closing::Bypass), 1_000, 0).await.unwrap();
-    assert_eq!(lanes.0.values().collect::<Vec<_>>(), [&("number".to_string(), 5)]);
+    assert_eq!(lanes.sequences.values().collect::<Vec<_>>(), [&("number".to_string(), 5)]);
 }
 
 #[test]
